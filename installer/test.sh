@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds pcfarm and runs every test. The README's second quick-start command.
+#   bash installer/test.sh              # build in ./build, run ctest
+#   PCFARM_SANITIZE=1 bash installer/test.sh   # ASan+UBSan build in ./build-asan
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash installer/install-deps.sh
+
+build=build
+extra=()
+if [ "${PCFARM_SANITIZE:-0}" = "1" ]; then
+  build=build-asan
+  extra+=(-DPCFARM_SANITIZE=ON -DPCFARM_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug)
+fi
+jobs=$(nproc)
+cmake -S . -B "$build" -G Ninja "${extra[@]}" >/dev/null
+cmake --build "$build" -j "$jobs"
+cd "$build"
+ctest --output-on-failure -j "$jobs" ${PCFARM_CTEST_ARGS:-}
