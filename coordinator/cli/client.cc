@@ -1,0 +1,94 @@
+#include "coordinator/cli/client.h"
+
+#include <chrono>
+#include <random>
+
+#include "proto/wire.h"
+
+namespace pcfarm {
+
+StatusCode StatusCodeFromName(const std::string& name) {
+  for (int c = 0; c <= static_cast<int>(StatusCode::kInternal); ++c) {
+    if (name == StatusCodeName(static_cast<StatusCode>(c))) {
+      return static_cast<StatusCode>(c);
+    }
+  }
+  return StatusCode::kInternal;
+}
+
+CoordinatorClient::CoordinatorClient(const ClientProfile& profile,
+                                     int timeout_ms)
+    : profile_(profile), timeout_ms_(timeout_ms), ctx_(1) {
+  std::random_device rd;
+  next_request_id_ = (uint64_t(rd()) << 32) | rd();
+}
+
+CoordinatorClient::~CoordinatorClient() {
+  sock_.reset();
+  ctx_.close();
+}
+
+Status CoordinatorClient::Connect() {
+  try {
+    sock_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
+    sock_->set(zmq::sockopt::linger, 0);
+    sock_->set(zmq::sockopt::curve_serverkey,
+               zmq::const_buffer(profile_.server_curve_pk.data(), 32));
+    sock_->set(zmq::sockopt::curve_publickey,
+               zmq::const_buffer(profile_.client_curve_pk.data(), 32));
+    sock_->set(zmq::sockopt::curve_secretkey,
+               zmq::const_buffer(profile_.client_curve_sk.data(), 32));
+    sock_->connect(profile_.endpoint);
+  } catch (const zmq::error_t& e) {
+    sock_.reset();
+    return InvalidArgument("cannot connect to " + profile_.endpoint + ": " +
+                           e.what());
+  }
+  return Status::Ok();
+}
+
+Result<wire::ClientReply> CoordinatorClient::Call(wire::ClientRequest request) {
+  if (!sock_) PCFARM_RETURN_IF_ERROR(Connect());
+  uint64_t id = next_request_id_++;
+  request.set_version(kProtocolVersion);
+  request.set_request_id(id);
+  std::string bytes = request.SerializeAsString();
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(timeout_ms_);
+  try {
+    if (!sock_->send(zmq::buffer(bytes), zmq::send_flags::dontwait)) {
+      return Unavailable("cannot queue the request to " + profile_.endpoint);
+    }
+    while (true) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) break;
+      zmq::pollitem_t item{sock_->handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, left);
+      if (!(item.revents & ZMQ_POLLIN)) continue;
+      zmq::message_t msg;
+      if (!sock_->recv(msg, zmq::recv_flags::dontwait)) continue;
+      auto reply = DecodeClientReply(msg.to_string_view());
+      if (!reply.ok()) {
+        return Corruption("bad reply from the coordinator: " +
+                          reply.status().message());
+      }
+      if (reply->request_id() != id) continue;  // a late answer to an old call
+      if (reply->has_error()) {
+        return Status(StatusCodeFromName(reply->error().code()),
+                      reply->error().message());
+      }
+      return std::move(*reply);
+    }
+  } catch (const zmq::error_t& e) {
+    return Unavailable(std::string("talking to the coordinator: ") + e.what());
+  }
+  // Drop the socket so a late reply cannot be mistaken for the next one.
+  sock_.reset();
+  return Unavailable("no answer from the coordinator at " + profile_.endpoint +
+                     " within " + std::to_string(timeout_ms_ / 1000.0).substr(0, 4) +
+                     " s (is pcfarm-coordinator running, and is the profile's "
+                     "key right?)");
+}
+
+}  // namespace pcfarm

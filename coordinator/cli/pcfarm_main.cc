@@ -1,0 +1,417 @@
+// pcfarm: the command line for people who submit work and for the admin.
+// Every command talks to the coordinator named in the profile (--profile or
+// $PCFARM_PROFILE) with a timeout, and fails with one line and a non-zero
+// exit when something is wrong.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "coordinator/cli/client.h"
+#include "coordinator/cli/duration.h"
+#include "coordinator/client_profile.h"
+
+namespace pcfarm {
+namespace {
+
+using nlohmann::json;
+
+struct Globals {
+  std::string profile_path;
+  double timeout_s = 10;
+  bool json = false;
+};
+
+int Fail(const std::string& what) {
+  std::fprintf(stderr, "pcfarm: %s\n", what.c_str());
+  return 1;
+}
+
+int Fail(const Status& s) { return Fail(s.message()); }
+
+std::string FormatTime(int64_t ms) {
+  if (ms <= 0) return "-";
+  std::time_t t = ms / 1000;
+  std::tm tm;
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+json JobJson(const wire::JobInfo& j) {
+  json out = {{"job_id", j.job_id()},
+              {"kind", j.kind()},
+              {"state", j.state()},
+              {"priority", j.priority()},
+              {"redundancy", j.redundancy()},
+              {"shards_total", j.shards_total()},
+              {"shards_accepted", j.shards_accepted()},
+              {"reason", j.reason()},
+              {"created_ms", j.created_ms()},
+              {"updated_ms", j.updated_ms()}};
+  if (!j.summary().empty()) {
+    try {
+      out["summary"] = json::parse(j.summary());
+    } catch (const json::exception&) {
+      out["summary"] = j.summary();
+    }
+  }
+  return out;
+}
+
+json WorkerJson(const wire::WorkerInfo& w) {
+  json devices = json::array();
+  for (const auto& d : w.devices()) {
+    devices.push_back({{"index", d.index()},
+                       {"backend", d.backend()},
+                       {"name", d.name()},
+                       {"memory_bytes", d.memory_bytes()},
+                       {"cores", d.cores()},
+                       {"gflops", d.gflops()}});
+  }
+  return {{"worker_id", w.worker_id()}, {"name", w.name()},
+          {"connected", w.connected()}, {"banned", w.banned()},
+          {"trust", w.trust()},         {"agreed", w.agreed()},
+          {"disagreed", w.disagreed()}, {"gflops", w.gflops()},
+          {"running", w.running()},     {"last_seen_ms", w.last_seen_ms()},
+          {"devices", devices}};
+}
+
+Result<std::unique_ptr<CoordinatorClient>> OpenClient(const Globals& g) {
+  std::string path = g.profile_path;
+  if (path.empty()) {
+    const char* env = std::getenv("PCFARM_PROFILE");
+    if (env) path = env;
+  }
+  if (path.empty()) {
+    return InvalidArgument(
+        "no profile: pass --profile FILE or set PCFARM_PROFILE (the admin's "
+        "is DATA/admin.profile, written by pcfarm-coordinator init)");
+  }
+  PCFARM_ASSIGN_OR_RETURN(ClientProfile profile, LoadClientProfile(path));
+  if (g.timeout_s <= 0) return InvalidArgument("--timeout must be positive");
+  return std::make_unique<CoordinatorClient>(
+      profile, static_cast<int>(g.timeout_s * 1000));
+}
+
+void PrintJobLine(const wire::JobInfo& j) {
+  std::printf("%-6llu %-8s %-10s %5u/%-5u %4u %4u  %-19s %s\n",
+              (unsigned long long)j.job_id(), j.kind().c_str(),
+              j.state().c_str(), j.shards_accepted(), j.shards_total(),
+              j.priority(), j.redundancy(), FormatTime(j.created_ms()).c_str(),
+              j.reason().c_str());
+}
+
+int CmdTokenCreate(const Globals& g, uint32_t uses, const std::string& ttl) {
+  auto ttl_ms = ParseDurationMs(ttl);
+  if (!ttl_ms.ok()) return Fail("--ttl: " + ttl_ms.status().message());
+  if (uses == 0) return Fail("--uses must be at least 1");
+  auto client = OpenClient(g);
+  if (!client.ok()) return Fail(client.status());
+  wire::ClientRequest req;
+  req.mutable_token_create()->set_uses(uses);
+  req.mutable_token_create()->set_ttl_ms(*ttl_ms);
+  auto reply = (*client)->Call(req);
+  if (!reply.ok()) return Fail(reply.status());
+  const auto& t = reply->token_create();
+  if (g.json) {
+    std::cout << json{{"token", t.token()},
+                      {"uses", t.uses()},
+                      {"expires_ms", t.expires_ms()}}
+                     .dump()
+              << "\n";
+    return 0;
+  }
+  std::printf("enrollment token: %u use(s), expires %s\n", t.uses(),
+              FormatTime(t.expires_ms()).c_str());
+  std::printf("%s\n", t.token().c_str());
+  return 0;
+}
+
+int CmdSubmitBench(const Globals& g, uint32_t shards, uint32_t size,
+                   uint32_t redundancy, uint32_t priority, uint32_t reps) {
+  if (shards == 0 || shards > 1'000'000) return Fail("--shards must be 1..1000000");
+  if (size < 16 || size > 4096) return Fail("--size must be 16..4096");
+  if (redundancy == 0 || redundancy > 16) return Fail("--redundancy must be 1..16");
+  if (reps == 0 || reps > 100) return Fail("--reps must be 1..100");
+  auto client = OpenClient(g);
+  if (!client.ok()) return Fail(client.status());
+  wire::ClientRequest req;
+  auto* s = req.mutable_submit();
+  s->set_kind("bench");
+  s->set_priority(priority);
+  s->set_redundancy(redundancy);
+  s->set_params(json{{"size", size}, {"reps", reps}}.dump());
+  std::random_device rd;
+  uint64_t salt = (uint64_t(rd()) << 32) | rd();
+  for (uint32_t i = 0; i < shards; ++i) {
+    // Each shard multiplies different matrices; the salt keeps two jobs apart.
+    uint64_t seed = (salt ^ (uint64_t(i) * 0x9E3779B97F4A7C15ull)) >> 1;
+    s->add_shard_params(json{{"n", size}, {"seed", seed}, {"reps", reps}}.dump());
+  }
+  auto reply = (*client)->Call(req);
+  if (!reply.ok()) return Fail(reply.status());
+  uint64_t id = reply->submit().job_id();
+  if (g.json) {
+    std::cout << json{{"job_id", id}}.dump() << "\n";
+    return 0;
+  }
+  std::printf("submitted bench job: %u shard(s) of %ux%u, redundancy %u\n",
+              shards, size, size, redundancy);
+  std::printf("%llu\n", (unsigned long long)id);
+  return 0;
+}
+
+int CmdJobs(const Globals& g) {
+  auto client = OpenClient(g);
+  if (!client.ok()) return Fail(client.status());
+  wire::ClientRequest req;
+  req.mutable_list_jobs();
+  auto reply = (*client)->Call(req);
+  if (!reply.ok()) return Fail(reply.status());
+  if (g.json) {
+    json arr = json::array();
+    for (const auto& j : reply->list_jobs().jobs()) arr.push_back(JobJson(j));
+    std::cout << arr.dump() << "\n";
+    return 0;
+  }
+  std::printf("%-6s %-8s %-10s %11s %4s %4s  %-19s %s\n", "JOB", "KIND",
+              "STATE", "SHARDS", "PRIO", "RED", "CREATED", "REASON");
+  for (const auto& j : reply->list_jobs().jobs()) PrintJobLine(j);
+  return 0;
+}
+
+Result<wire::JobInfo> FetchJob(CoordinatorClient* client, uint64_t job) {
+  wire::ClientRequest req;
+  req.mutable_job_status()->set_job_id(job);
+  PCFARM_ASSIGN_OR_RETURN(auto reply, client->Call(req));
+  return reply.job_status().job();
+}
+
+void PrintJobDetails(const wire::JobInfo& j) {
+  std::printf("job %llu (%s)\n", (unsigned long long)j.job_id(),
+              j.kind().c_str());
+  std::printf("  state:      %s\n", j.state().c_str());
+  std::printf("  shards:     %u of %u accepted\n", j.shards_accepted(),
+              j.shards_total());
+  std::printf("  redundancy: %u   priority: %u\n", j.redundancy(), j.priority());
+  std::printf("  created:    %s   updated: %s\n",
+              FormatTime(j.created_ms()).c_str(),
+              FormatTime(j.updated_ms()).c_str());
+  if (!j.reason().empty()) std::printf("  reason:     %s\n", j.reason().c_str());
+  if (!j.summary().empty()) {
+    try {
+      std::printf("  result:     %s\n", json::parse(j.summary()).dump().c_str());
+    } catch (const json::exception&) {
+      std::printf("  result:     %s\n", j.summary().c_str());
+    }
+  }
+}
+
+int CmdStatus(const Globals& g, uint64_t job) {
+  auto client = OpenClient(g);
+  if (!client.ok()) return Fail(client.status());
+  auto info = FetchJob(client->get(), job);
+  if (!info.ok()) return Fail(info.status());
+  if (g.json) {
+    std::cout << JobJson(*info).dump() << "\n";
+  } else {
+    PrintJobDetails(*info);
+  }
+  return 0;
+}
+
+int CmdCancel(const Globals& g, uint64_t job) {
+  auto client = OpenClient(g);
+  if (!client.ok()) return Fail(client.status());
+  wire::ClientRequest req;
+  req.mutable_cancel_job()->set_job_id(job);
+  auto reply = (*client)->Call(req);
+  if (!reply.ok()) return Fail(reply.status());
+  const auto& j = reply->cancel_job().job();
+  if (g.json) {
+    std::cout << JobJson(j).dump() << "\n";
+  } else {
+    std::printf("job %llu: %s\n", (unsigned long long)j.job_id(),
+                j.state().c_str());
+  }
+  return 0;
+}
+
+int CmdWorkers(const Globals& g) {
+  auto client = OpenClient(g);
+  if (!client.ok()) return Fail(client.status());
+  wire::ClientRequest req;
+  req.mutable_list_workers();
+  auto reply = (*client)->Call(req);
+  if (!reply.ok()) return Fail(reply.status());
+  if (g.json) {
+    json arr = json::array();
+    for (const auto& w : reply->list_workers().workers()) {
+      arr.push_back(WorkerJson(w));
+    }
+    std::cout << arr.dump() << "\n";
+    return 0;
+  }
+  std::printf("%-6s %-16s %-10s %6s %7s %9s %8s  %s\n", "ID", "NAME", "STATE",
+              "TRUST", "AGREED", "GFLOP/s", "RUNNING", "LAST SEEN");
+  for (const auto& w : reply->list_workers().workers()) {
+    const char* state =
+        w.banned() ? "banned" : (w.connected() ? "connected" : "offline");
+    std::printf("%-6llu %-16s %-10s %6.2f %7llu %9.1f %8u  %s\n",
+                (unsigned long long)w.worker_id(), w.name().c_str(), state,
+                w.trust(), (unsigned long long)w.agreed(), w.gflops(),
+                w.running(), FormatTime(w.last_seen_ms()).c_str());
+  }
+  return 0;
+}
+
+bool Terminal(const wire::JobInfo& j) {
+  return j.state() == "succeeded" || j.state() == "failed" ||
+         j.state() == "cancelled";
+}
+
+int CmdWait(const Globals& g, uint64_t job, double poll_s, double max_wait_s) {
+  auto client = OpenClient(g);
+  if (!client.ok()) return Fail(client.status());
+  bool tty = isatty(STDOUT_FILENO) && !g.json;
+  auto start = std::chrono::steady_clock::now();
+  std::string last_line;
+  while (true) {
+    auto info = FetchJob(client->get(), job);
+    if (!info.ok()) {
+      if (tty) std::printf("\n");
+      return Fail(info.status());
+    }
+    const auto& j = *info;
+    double frac = j.shards_total() ? double(j.shards_accepted()) / j.shards_total() : 0;
+    if (tty) {
+      int width = 30, filled = static_cast<int>(frac * width + 0.5);
+      std::string bar(filled, '#');
+      bar.append(width - filled, '-');
+      std::printf("\rjob %llu [%s] %3.0f%% %u/%u %-10s",
+                  (unsigned long long)job, bar.c_str(), frac * 100,
+                  j.shards_accepted(), j.shards_total(), j.state().c_str());
+      std::fflush(stdout);
+    } else if (!g.json) {
+      char line[160];
+      std::snprintf(line, sizeof line, "job %llu: %s, %u/%u shards accepted",
+                    (unsigned long long)job, j.state().c_str(),
+                    j.shards_accepted(), j.shards_total());
+      if (line != last_line) {
+        std::printf("%s\n", line);
+        std::fflush(stdout);
+        last_line = line;
+      }
+    }
+    if (Terminal(j)) {
+      if (tty) std::printf("\n");
+      if (g.json) {
+        std::cout << JobJson(j).dump() << "\n";
+      } else {
+        PrintJobDetails(j);
+      }
+      return j.state() == "succeeded" ? 0 : 2;
+    }
+    double waited = std::chrono::duration<double>(
+                        std::chrono::steady_clock::now() - start).count();
+    if (max_wait_s > 0 && waited > max_wait_s) {
+      if (tty) std::printf("\n");
+      return Fail("job " + std::to_string(job) + " still " + j.state() +
+                  " after --max-wait " + std::to_string(int(max_wait_s)) + " s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(int(poll_s * 1000)));
+  }
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"pcfarm: submit work to a pcfarm coordinator and watch it"};
+  app.require_subcommand(1);
+  Globals g;
+  app.add_option("--profile", g.profile_path,
+                 "client profile file (default: $PCFARM_PROFILE)");
+  app.add_option("--timeout", g.timeout_s,
+                 "seconds to wait for each answer from the coordinator")
+      ->capture_default_str();
+
+  auto add_json = [&](CLI::App* cmd) {
+    cmd->add_flag("--json", g.json, "print JSON for scripts");
+  };
+
+  auto* token = app.add_subcommand("token", "enrollment tokens for workers");
+  token->require_subcommand(1);
+  auto* token_create = token->add_subcommand("create", "make a new token");
+  uint32_t uses = 1;
+  std::string ttl = "24h";
+  token_create->add_option("--uses", uses, "how many workers may enroll with it")
+      ->capture_default_str();
+  token_create->add_option("--ttl", ttl, "how long it is valid (e.g. 30m, 24h, 7d)")
+      ->capture_default_str();
+  add_json(token_create);
+
+  auto* submit = app.add_subcommand("submit", "submit a job");
+  submit->require_subcommand(1);
+  auto* bench = submit->add_subcommand("bench", "a device-speed probe job");
+  uint32_t shards = 0, size = 256, redundancy = 1, priority = 0, reps = 1;
+  bench->add_option("--shards", shards, "number of shards")->required();
+  bench->add_option("--size", size, "matrix size n (n x n f32 multiply)")
+      ->capture_default_str();
+  bench->add_option("--redundancy", redundancy,
+                    "run each shard on this many different workers")
+      ->capture_default_str();
+  bench->add_option("--priority", priority, "higher runs first")
+      ->capture_default_str();
+  bench->add_option("--reps", reps, "timed repetitions per shard")
+      ->capture_default_str();
+  add_json(bench);
+
+  auto* jobs = app.add_subcommand("jobs", "list jobs");
+  add_json(jobs);
+  uint64_t job_id = 0;
+  auto* status = app.add_subcommand("status", "show one job");
+  status->add_option("JOB", job_id, "job id")->required();
+  add_json(status);
+  auto* workers = app.add_subcommand("workers", "list workers");
+  add_json(workers);
+  auto* wait = app.add_subcommand("wait", "wait for a job to end (exit 0 iff it succeeded)");
+  double poll_s = 0.5, max_wait_s = 0;
+  wait->add_option("JOB", job_id, "job id")->required();
+  wait->add_option("--poll", poll_s, "seconds between polls")->capture_default_str();
+  wait->add_option("--max-wait", max_wait_s, "give up after this many seconds (0: never)");
+  add_json(wait);
+  auto* cancel = app.add_subcommand("cancel", "cancel a job");
+  cancel->add_option("JOB", job_id, "job id")->required();
+  add_json(cancel);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "pcfarm: %s\n", e.what());
+    return 64;
+  }
+  if (*token_create) return CmdTokenCreate(g, uses, ttl);
+  if (*bench) return CmdSubmitBench(g, shards, size, redundancy, priority, reps);
+  if (*jobs) return CmdJobs(g);
+  if (*status) return CmdStatus(g, job_id);
+  if (*workers) return CmdWorkers(g);
+  if (*wait) {
+    if (poll_s < 0.05) return Fail("--poll must be at least 0.05");
+    return CmdWait(g, job_id, poll_s, max_wait_s);
+  }
+  if (*cancel) return CmdCancel(g, job_id);
+  return Fail("no command given; see pcfarm --help");
+}
+
+}  // namespace
+}  // namespace pcfarm
+
+int main(int argc, char** argv) { return pcfarm::Main(argc, argv); }
