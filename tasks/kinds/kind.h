@@ -1,0 +1,91 @@
+// TaskKind: the contract of a compiled-in kind of work a shard can name.
+//
+// A task kind is a pure function of its shard: Run(params) on any device
+// gives an answer that Agree() accepts against any other honest run of the
+// same params. Workers never run code from the network; a shard carries only
+// a kind name, parameters and blob hashes, and the worker looks the kind up
+// in TaskKindRegistry::Builtin().
+//
+// Params and results are JSON text (UTF-8, one object). Each kind documents
+// its fields in its own header (see tasks/kinds/bench.h).
+//
+// Thread-safety: kinds hold no mutable state; every method may be called
+// from several threads at once. The registry is immutable after creation.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+
+namespace pcfarm {
+
+// Params larger than this are rejected before parsing.
+inline constexpr size_t kMaxTaskParamsBytes = 64 * 1024;
+
+// What a running task may see of the world besides its params.
+struct RunContext {
+  // Called with the fraction done, non-decreasing in [0, 1]; a successful
+  // Run ends with a call with 1.0. May be empty. Called on Run's thread.
+  std::function<void(double fraction)> progress;
+  // When non-null and it becomes true, Run stops at its next check point
+  // and returns a kCancelled status. Owned by the caller; must outlive Run.
+  const std::atomic<bool>* cancel = nullptr;
+
+  bool cancelled() const {
+    return cancel != nullptr && cancel->load(std::memory_order_relaxed);
+  }
+  void ReportProgress(double fraction) const {
+    if (progress) progress(fraction);
+  }
+};
+
+class TaskKind {
+ public:
+  virtual ~TaskKind() = default;
+
+  // The name a shard uses, e.g. "bench". Stable: it is part of the protocol.
+  virtual std::string_view name() const = 0;
+
+  // OK iff `params` is a well-formed params object for this kind. The
+  // InvalidArgument message names the field that is wrong. Cheap: the
+  // coordinator calls it before queueing work.
+  virtual Status ValidateParams(std::string_view params) const = 0;
+
+  // Runs the task. Returns the result JSON, InvalidArgument for bad params,
+  // kCancelled when ctx.cancel was set, or another status for a failure of
+  // the device.
+  virtual Result<std::string> Run(std::string_view params,
+                                  const RunContext& ctx) const = 0;
+
+  // Returns true iff two results of the same shard agree within this kind's
+  // tolerance. Malformed results never agree with anything.
+  virtual bool Agree(std::string_view result_a,
+                     std::string_view result_b) const = 0;
+};
+
+// The set of kinds this binary can run.
+class TaskKindRegistry {
+ public:
+  // REQUIRES: kinds have distinct names and none is null.
+  explicit TaskKindRegistry(std::vector<std::unique_ptr<TaskKind>> kinds);
+
+  // The kinds compiled into pcfarm (bench, ...). Lives for the process.
+  static const TaskKindRegistry& Builtin();
+
+  // Returns the kind called `name`, or nullptr. The pointer lives as long as
+  // the registry.
+  const TaskKind* Find(std::string_view name) const;
+
+  // Names of all kinds, sorted.
+  std::vector<std::string> Names() const;
+
+ private:
+  std::vector<std::unique_ptr<TaskKind>> kinds_;
+};
+
+}  // namespace pcfarm
