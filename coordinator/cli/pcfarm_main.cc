@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -274,6 +275,25 @@ int CmdWorkers(const Globals& g) {
   return 0;
 }
 
+int CmdStats(const Globals& g) {
+  auto client = OpenClient(g);
+  if (!client.ok()) return Fail(client.status());
+  wire::ClientRequest req;
+  req.mutable_stats();
+  auto reply = (*client)->Call(req);
+  if (!reply.ok()) return Fail(reply.status());
+  std::map<std::string, uint64_t> sorted(reply->stats().counters().begin(),
+                                         reply->stats().counters().end());
+  if (g.json) {
+    std::cout << json(sorted).dump() << "\n";
+    return 0;
+  }
+  for (const auto& [name, value] : sorted) {
+    std::printf("%-22s %llu\n", name.c_str(), (unsigned long long)value);
+  }
+  return 0;
+}
+
 bool Terminal(const wire::JobInfo& j) {
   return j.state() == "succeeded" || j.state() == "failed" ||
          j.state() == "cancelled";
@@ -391,6 +411,9 @@ int Main(int argc, char** argv) {
   cancel->add_option("JOB", job_id, "job id")->required();
   add_json(cancel);
 
+  auto* stats = app.add_subcommand("stats", "the coordinator's counters");
+  add_json(stats);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -408,6 +431,7 @@ int Main(int argc, char** argv) {
     return CmdWait(g, job_id, poll_s, max_wait_s);
   }
   if (*cancel) return CmdCancel(g, job_id);
+  if (*stats) return CmdStats(g);
   return Fail("no command given; see pcfarm --help");
 }
 

@@ -1,0 +1,96 @@
+// pcfarm-coordinator: `init` makes a data directory, `serve` runs the daemon.
+#include <csignal>
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "coordinator/server.h"
+#include "coordinator/setup.h"
+#include "crypto/hash.h"
+
+namespace {
+
+pcfarm::CoordinatorServer* g_server = nullptr;
+
+void OnSignal(int) {
+  if (g_server) g_server->RequestStop();
+}
+
+int Fail(const pcfarm::Status& s) {
+  std::fprintf(stderr, "pcfarm-coordinator: %s\n", s.message().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  pcfarm::CryptoInit();
+  CLI::App app{"pcfarm-coordinator: holds jobs and hands shards to workers"};
+  app.require_subcommand(1);
+
+  std::string data;
+  pcfarm::CoordinatorConfig config;
+  auto* init = app.add_subcommand("init", "create a data directory with keys, database and admin profile");
+  init->add_option("--data", data, "data directory to create")->required();
+  init->add_option("--workers-endpoint", config.workers_endpoint,
+                   "where workers connect (ZeroMQ endpoint to bind)")->capture_default_str();
+  init->add_option("--clients-endpoint", config.clients_endpoint,
+                   "where the pcfarm CLI connects")->capture_default_str();
+  init->add_option("--advertise", config.advertise_endpoint,
+                   "endpoint put in enrollment tokens (default: the workers "
+                   "endpoint with this host's name)");
+
+  pcfarm::ServerOptions opts;
+  std::string log_level = "info";
+  auto* serve = app.add_subcommand("serve", "run the coordinator");
+  serve->add_option("--data", opts.data_dir, "data directory made by init")->required();
+  serve->add_option("--workers-endpoint", opts.workers_endpoint, "override the configured workers endpoint");
+  serve->add_option("--clients-endpoint", opts.clients_endpoint, "override the configured clients endpoint");
+  serve->add_option("--heartbeat-interval-ms", opts.coordinator_heartbeat_interval_ms,
+                    "heartbeat interval in ms")->capture_default_str();
+  serve->add_option("--heartbeat-liveness", opts.coordinator_heartbeat_liveness,
+                    "silent intervals before a worker is lost")->capture_default_str();
+  serve->add_option("--lease-ms", opts.scheduler_lease_ms,
+                    "how long a worker holds a shard")->capture_default_str();
+  serve->add_option("--max-attempts", opts.scheduler_max_attempts,
+                    "failed attempts before a shard fails its job")->capture_default_str();
+  serve->add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "pcfarm-coordinator: %s\n", e.what());
+    return 64;
+  }
+
+  if (*init) {
+    pcfarm::Status s = pcfarm::InitCoordinatorDir(data, config);
+    if (!s.ok()) return Fail(s);
+    pcfarm::CoordinatorPaths paths(data);
+    std::printf("coordinator data directory ready: %s\n", data.c_str());
+    std::printf("  workers endpoint: %s (tokens advertise %s)\n",
+                config.workers_endpoint.c_str(),
+                pcfarm::AdvertisedEndpoint(config).c_str());
+    std::printf("  clients endpoint: %s\n", config.clients_endpoint.c_str());
+    std::printf("  admin profile:    %s (export PCFARM_PROFILE=%s)\n",
+                paths.admin_profile.c_str(), paths.admin_profile.c_str());
+    return 0;
+  }
+
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ coordinator: %v");
+  auto server = pcfarm::CoordinatorServer::Open(opts);
+  if (!server.ok()) return Fail(server.status());
+  g_server = server->get();
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  pcfarm::Status s = (*server)->Run();
+  g_server = nullptr;
+  if (!s.ok()) return Fail(s);
+  return 0;
+}

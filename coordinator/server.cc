@@ -1,0 +1,860 @@
+#include "coordinator/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+#include <zmq.hpp>
+
+#include "base/clock.h"
+#include "base/hex.h"
+#include "coordinator/blob_store.h"
+#include "coordinator/job_summary.h"
+#include "coordinator/scheduler.h"
+#include "coordinator/setup.h"
+#include "coordinator/store.h"
+#include "coordinator/zap_handler.h"
+#include "crypto/hash.h"
+#include "crypto/keys.h"
+#include "crypto/token.h"
+#include "proto/wire.h"
+#include "tasks/kinds/kind.h"
+
+namespace pcfarm {
+
+namespace {
+
+// What the coordinator knows of one connected worker.
+struct Peer {
+  std::string route;  // ROUTER routing id
+  int64_t worker_id = 0;
+  std::string name;
+  std::string sign_pk;
+  DeviceCaps caps;
+  int free_slots = 0;
+  int64_t last_recv_ms = 0;
+  int64_t last_send_ms = 0;
+  int bad_messages = 0;
+  std::unordered_set<int64_t> running;  // attempt ids
+};
+
+}  // namespace
+
+class CoordinatorServer::Impl {
+ public:
+  Impl(const ServerOptions& o, const CoordinatorConfig& c, IdentityKeys k,
+       std::unique_ptr<Store> s, std::unique_ptr<BlobStore> b)
+      : opts(o),
+        config(c),
+        keys(std::move(k)),
+        store(std::move(s)),
+        blobs(std::move(b)),
+        scheduler(store.get(), SchedulerOptions{o.scheduler_lease_ms,
+                                                o.scheduler_max_attempts}),
+        ctx(1) {
+    for (const auto& name : TaskKindRegistry::Builtin().Names()) {
+      const TaskKind* kind = TaskKindRegistry::Builtin().Find(name);
+      scheduler.verifier().Register(
+          name, [kind](std::string_view a, std::string_view b) {
+            return kind->Agree(a, b);
+          });
+    }
+  }
+
+  Status Run(std::atomic<bool>* stop, ServerCounters* counters);
+
+ private:
+  // ---- sending ----
+  void Send(Peer& peer, wire::CoordinatorFrame frame);
+  void SendTo(const std::string& route, wire::CoordinatorFrame frame);
+  void Reject(Peer* peer, const std::string& route, wire::RejectReason reason,
+              const std::string& detail, uint64_t attempt_id = 0);
+
+  // ---- workers ----
+  void OnWorkerMessage(const std::string& route, const zmq::message_t& payload);
+  void OnEnroll(const std::string& route, const std::string& conn_key,
+                const wire::Enroll& enroll);
+  void OnHello(Peer& peer, const wire::Hello& hello);
+  void OnResult(Peer& peer, const wire::SignedEnvelope& env);
+  void OnBlobGet(Peer& peer, const wire::BlobGet& get);
+  void DropPeer(const std::string& route, const std::string& why);
+  void TryAssign(Peer& peer);
+  void AssignAll();
+  void ActOn(const TransitionReport& report);
+  void BadMessage(Peer* peer, const std::string& route, const Status& why);
+  void Tick(int64_t now);
+
+  // ---- clients ----
+  void OnClientMessage(const std::string& route, const zmq::message_t& payload);
+  Status HandleClient(const ClientInfo& client, const wire::ClientRequest& req,
+                      wire::ClientReply* reply);
+  Result<wire::JobInfo> JobToWire(const JobInfo& job);
+
+  ZapDecision Decide(const std::string& domain, const std::string& key);
+
+ public:
+  ServerOptions opts;
+  CoordinatorConfig config;
+  IdentityKeys keys;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<BlobStore> blobs;
+  Scheduler scheduler;
+  zmq::context_t ctx;
+  std::unique_ptr<zmq::socket_t> workers_sock;
+  std::unique_ptr<zmq::socket_t> clients_sock;
+  std::unordered_map<std::string, Peer> peers;            // by route
+  std::unordered_map<int64_t, std::string> route_of;      // worker id -> route
+  std::unordered_set<std::string> dropped;                // garbage senders
+  ServerCounters* counters = nullptr;
+  const Clock* clock = SystemClock::Get();
+};
+
+Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Open(
+    const ServerOptions& options) {
+  CryptoInit();
+  if (options.coordinator_heartbeat_interval_ms < 10 ||
+      options.coordinator_heartbeat_liveness < 1) {
+    return InvalidArgument("heartbeat interval must be >= 10 ms and liveness >= 1");
+  }
+  CoordinatorPaths paths(options.data_dir);
+  PCFARM_ASSIGN_OR_RETURN(CoordinatorConfig config,
+                          LoadCoordinatorConfig(options.data_dir));
+  if (!options.workers_endpoint.empty()) config.workers_endpoint = options.workers_endpoint;
+  if (!options.clients_endpoint.empty()) config.clients_endpoint = options.clients_endpoint;
+  PCFARM_ASSIGN_OR_RETURN(IdentityKeys keys, LoadKeyFile(paths.key_file));
+  PCFARM_ASSIGN_OR_RETURN(auto store,
+                          Store::Open(paths.db_file, SystemClock::Get()));
+  PCFARM_ASSIGN_OR_RETURN(auto blobs, BlobStore::Open(paths.dir));
+  auto impl = std::make_unique<Impl>(options, config, std::move(keys),
+                                     std::move(store), std::move(blobs));
+  return std::unique_ptr<CoordinatorServer>(
+      new CoordinatorServer(std::move(impl)));
+}
+
+CoordinatorServer::CoordinatorServer(std::unique_ptr<Impl> impl)
+    : impl_(std::move(impl)) {}
+
+CoordinatorServer::~CoordinatorServer() = default;
+
+Status CoordinatorServer::Run() { return impl_->Run(&stop_, &counters_); }
+
+ZapDecision CoordinatorServer::Impl::Decide(const std::string& domain,
+                                            const std::string& key) {
+  if (domain == "workers") {
+    auto w = store->FindWorkerByCurveKey(key);
+    if (w.ok() && w->banned) return {false, "worker is banned"};
+    // Unknown keys may connect, but may only ENROLL (checked per message).
+    return {true, w.ok() ? "enrolled" : "enrollment only"};
+  }
+  if (domain == "clients") {
+    auto c = store->FindClientByCurveKey(key);
+    if (c.ok()) return {true, "client"};
+    return {false, "unknown client key"};
+  }
+  return {false, "unknown ZAP domain"};
+}
+
+Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
+                                    ServerCounters* c) {
+  counters = c;
+  ZapHandler zap(&ctx, [this](const std::string& d, const std::string& k) {
+    return Decide(d, k);
+  });
+  PCFARM_RETURN_IF_ERROR(zap.Start());
+  auto make_server = [&](const char* domain, const std::string& ep,
+                         std::unique_ptr<zmq::socket_t>* out) -> Status {
+    try {
+      auto s = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::router);
+      s->set(zmq::sockopt::linger, 0);
+      s->set(zmq::sockopt::zap_domain, domain);
+      s->set(zmq::sockopt::curve_server, 1);
+      std::string sk = keys.curve.secret_key();
+      s->set(zmq::sockopt::curve_secretkey, zmq::const_buffer(sk.data(), sk.size()));
+      s->set(zmq::sockopt::sndhwm, 10000);
+      s->set(zmq::sockopt::rcvhwm, 10000);
+      s->set(zmq::sockopt::maxmsgsize, int64_t(kMaxFrameBytes));
+      s->bind(ep);
+      *out = std::move(s);
+    } catch (const zmq::error_t& e) {
+      return Unavailable(std::string("cannot bind ") + domain + " endpoint " +
+                         ep + ": " + e.what());
+    }
+    return Status::Ok();
+  };
+  PCFARM_RETURN_IF_ERROR(make_server("workers", config.workers_endpoint, &workers_sock));
+  PCFARM_RETURN_IF_ERROR(make_server("clients", config.clients_endpoint, &clients_sock));
+  spdlog::info("coordinator serving: workers on {}, clients on {}",
+               config.workers_endpoint, config.clients_endpoint);
+  store->AddEvent("coordinator_started", 0, 0,
+                  "serving workers on " + config.workers_endpoint).IgnoreError();
+
+  // Leases that were live when the coordinator stopped belong to workers
+  // that must HELLO again; they are released when their deadline passes or
+  // when the worker does not come back within the liveness window.
+  int64_t start = clock->MonotonicMs();
+  int64_t next_tick = start + opts.coordinator_heartbeat_interval_ms;
+  std::vector<zmq::message_t> parts;
+  auto recv_parts = [&](zmq::socket_t& s) -> bool {
+    parts.clear();
+    while (true) {
+      zmq::message_t m;
+      if (!s.recv(m, zmq::recv_flags::dontwait)) return !parts.empty();
+      parts.push_back(std::move(m));
+      if (!parts.back().more()) return true;
+    }
+  };
+  try {
+    while (!stop->load()) {
+      int64_t now = clock->MonotonicMs();
+      int64_t wait = std::max<int64_t>(0, std::min<int64_t>(next_tick - now, 100));
+      zmq::pollitem_t items[] = {{workers_sock->handle(), 0, ZMQ_POLLIN, 0},
+                                 {clients_sock->handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, 2, std::chrono::milliseconds(wait));
+      if (items[0].revents & ZMQ_POLLIN) {
+        for (int i = 0; i < 1000 && recv_parts(*workers_sock); ++i) {
+          counters->messages_in++;
+          if (parts.size() != 2) {
+            BadMessage(nullptr, parts[0].to_string(),
+                       InvalidArgument("expected 1 frame after the routing id, got " +
+                                       std::to_string(parts.size() - 1)));
+            continue;
+          }
+          OnWorkerMessage(parts[0].to_string(), parts[1]);
+        }
+      }
+      if (items[1].revents & ZMQ_POLLIN) {
+        for (int i = 0; i < 100 && recv_parts(*clients_sock); ++i) {
+          if (parts.size() != 2) continue;
+          OnClientMessage(parts[0].to_string(), parts[1]);
+        }
+      }
+      now = clock->MonotonicMs();
+      if (now >= next_tick) {
+        Tick(now);
+        next_tick = now + opts.coordinator_heartbeat_interval_ms;
+      }
+    }
+  } catch (const zmq::error_t& e) {
+    return Internal(std::string("coordinator loop: ") + e.what());
+  }
+  // Say goodbye so workers reconnect promptly to the next coordinator.
+  spdlog::info("coordinator stopping ({} workers connected)", peers.size());
+  store->AddEvent("coordinator_stopped", 0, 0, "clean shutdown").IgnoreError();
+  workers_sock.reset();
+  clients_sock.reset();
+  zap.Stop();
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------------ sending
+
+void CoordinatorServer::Impl::SendTo(const std::string& route,
+                                     wire::CoordinatorFrame frame) {
+  frame.set_version(kProtocolVersion);
+  std::string bytes = frame.SerializeAsString();
+  try {
+    workers_sock->send(zmq::buffer(route), zmq::send_flags::sndmore |
+                                               zmq::send_flags::dontwait);
+    workers_sock->send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+  } catch (const zmq::error_t& e) {
+    spdlog::warn("send to worker failed: {}", e.what());
+  }
+}
+
+void CoordinatorServer::Impl::Send(Peer& peer, wire::CoordinatorFrame frame) {
+  peer.last_send_ms = clock->MonotonicMs();
+  SendTo(peer.route, std::move(frame));
+}
+
+void CoordinatorServer::Impl::Reject(Peer* peer, const std::string& route,
+                                     wire::RejectReason reason,
+                                     const std::string& detail,
+                                     uint64_t attempt_id) {
+  wire::CoordinatorFrame f;
+  auto* r = f.mutable_reject();
+  r->set_reason(reason);
+  r->set_detail(detail);
+  r->set_attempt_id(attempt_id);
+  if (peer) {
+    Send(*peer, std::move(f));
+  } else {
+    SendTo(route, std::move(f));
+  }
+}
+
+void CoordinatorServer::Impl::BadMessage(Peer* peer, const std::string& route,
+                                         const Status& why) {
+  counters->bad_messages++;
+  int bad = peer ? ++peer->bad_messages : 1;
+  spdlog::warn("bad message from {}: {}",
+               peer ? peer->name : HexEncode(route).substr(0, 12), why.message());
+  Reject(peer, route, wire::REJECT_BAD_MESSAGE, why.message());
+  if (peer && bad >= opts.coordinator_max_bad_messages) {
+    DropPeer(route, "sent " + std::to_string(bad) + " bad messages");
+    dropped.insert(route);
+  }
+}
+
+// ------------------------------------------------------------------ workers
+
+void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
+                                              const zmq::message_t& payload) {
+  if (dropped.count(route)) return;
+  std::string conn_key;
+  try {
+    const char* uid = payload.gets("User-Id");
+    auto raw = HexDecode(uid ? uid : "", 32);
+    if (raw.ok()) conn_key = *raw;
+  } catch (const zmq::error_t&) {
+  }
+  if (conn_key.empty()) {
+    BadMessage(nullptr, route, PermissionDenied("no authenticated key"));
+    return;
+  }
+  auto it = peers.find(route);
+  Peer* peer = it == peers.end() ? nullptr : &it->second;
+  auto frame = DecodeWorkerFrame(payload.to_string_view());
+  if (!frame.ok()) {
+    BadMessage(peer, route, frame.status());
+    return;
+  }
+  if (frame->has_enroll()) {
+    OnEnroll(route, conn_key, frame->enroll());
+    return;
+  }
+  if (!peer) {
+    auto w = store->FindWorkerByCurveKey(conn_key);
+    if (!w.ok()) {
+      counters->unenrolled_messages++;
+      spdlog::warn("message from an unenrolled key {}: refused",
+                   HexEncode(conn_key).substr(0, 16));
+      Reject(nullptr, route, wire::REJECT_NOT_ENROLLED,
+             "this key is not enrolled; run pcfarm-worker enroll --token T");
+      return;
+    }
+    if (w->banned) {
+      Reject(nullptr, route, wire::REJECT_BANNED, "this worker is banned");
+      return;
+    }
+    // A worker we know reconnected (new route): forget its old route.
+    auto old = route_of.find(w->id);
+    if (old != route_of.end() && old->second != route) {
+      peers.erase(old->second);
+    }
+    Peer p;
+    p.route = route;
+    p.worker_id = w->id;
+    p.name = w->name;
+    p.sign_pk = w->sign_pk;
+    p.caps.backends = {"cpu"};
+    peer = &(peers[route] = std::move(p));
+    route_of[w->id] = route;
+    store->AddEvent("worker_connected", 0, w->id, "worker " + w->name + " connected")
+        .IgnoreError();
+  }
+  peer->last_recv_ms = clock->MonotonicMs();
+  switch (frame->msg_case()) {
+    case wire::WorkerFrame::kHello:
+      OnHello(*peer, frame->hello());
+      break;
+    case wire::WorkerFrame::kReady:
+      peer->free_slots = static_cast<int>(std::min<uint32_t>(frame->ready().free_slots(), 64));
+      TryAssign(*peer);
+      break;
+    case wire::WorkerFrame::kHeartbeat:
+      break;
+    case wire::WorkerFrame::kResult:
+      OnResult(*peer, frame->result());
+      break;
+    case wire::WorkerFrame::kBlobGet:
+      OnBlobGet(*peer, frame->blob_get());
+      break;
+    case wire::WorkerFrame::kBye:
+      DropPeer(route, "said bye: " + frame->bye().reason());
+      break;
+    default:
+      BadMessage(peer, route, InvalidArgument("unexpected message type"));
+  }
+}
+
+void CoordinatorServer::Impl::OnEnroll(const std::string& route,
+                                       const std::string& conn_key,
+                                       const wire::Enroll& e) {
+  auto fail = [&](const std::string& why) {
+    spdlog::warn("enrollment refused: {}", why);
+    Reject(nullptr, route, wire::REJECT_BAD_TOKEN, why);
+  };
+  if (e.curve_pk() != conn_key) {
+    fail("the Curve key in ENROLL is not the key of this connection");
+    return;
+  }
+  if (e.sign_pk().size() != kSignPublicKeyBytes) {
+    fail("sign_pk must be 32 bytes");
+    return;
+  }
+  if (e.name().empty() || e.name().size() > 64) {
+    fail("worker name must be 1..64 characters");
+    return;
+  }
+  auto secret = Base64UrlDecode(e.token_secret());
+  if (!secret.ok() || secret->size() != kTokenSecretBytes) {
+    fail("malformed token secret");
+    return;
+  }
+  Hash256 h = SecretHash(*secret);
+  auto id = store->EnrollWorker(HashToBytes(h), e.name(), e.sign_pk(), e.curve_pk());
+  if (!id.ok()) {
+    std::string why;
+    switch (id.status().code()) {
+      case StatusCode::kNotFound: why = "unknown token"; break;
+      case StatusCode::kFailedPrecondition: why = "the token has expired"; break;
+      case StatusCode::kResourceExhausted: why = "the token is used up"; break;
+      case StatusCode::kAlreadyExists: why = "this key is already enrolled"; break;
+      default: why = id.status().message();
+    }
+    fail(why);
+    return;
+  }
+  spdlog::info("enrolled worker {} '{}'", *id, e.name());
+  store->AddEvent("worker_enrolled", 0, *id, "worker " + e.name() + " enrolled")
+      .IgnoreError();
+  wire::CoordinatorFrame f;
+  auto* w = f.mutable_welcome();
+  w->set_worker_id(*id);
+  w->set_heartbeat_interval_ms(opts.coordinator_heartbeat_interval_ms);
+  w->set_heartbeat_liveness(opts.coordinator_heartbeat_liveness);
+  w->set_coordinator_sign_pk(keys.sign.public_key());
+  SendTo(route, std::move(f));
+}
+
+void CoordinatorServer::Impl::OnHello(Peer& peer, const wire::Hello& hello) {
+  nlohmann::json devices = nlohmann::json::array();
+  double best = 0;
+  peer.caps = DeviceCaps{};
+  for (const auto& d : hello.devices()) {
+    devices.push_back({{"index", d.index()}, {"backend", d.backend()},
+                       {"name", d.name()}, {"memory_bytes", d.memory_bytes()},
+                       {"cores", d.cores()}, {"gflops", d.gflops()},
+                       {"fp16", d.fp16()}});
+    best = std::max(best, d.gflops());
+    if (std::find(peer.caps.backends.begin(), peer.caps.backends.end(),
+                  d.backend()) == peer.caps.backends.end()) {
+      peer.caps.backends.push_back(d.backend());
+    }
+    peer.caps.memory_bytes =
+        std::max<int64_t>(peer.caps.memory_bytes, int64_t(d.memory_bytes()));
+  }
+  if (peer.caps.backends.empty()) peer.caps.backends = {"cpu"};
+  store->SetWorkerDevices(peer.worker_id, devices.dump(), best).IgnoreError();
+  store->TouchWorker(peer.worker_id).IgnoreError();
+  wire::CoordinatorFrame f;
+  auto* w = f.mutable_welcome();
+  w->set_worker_id(peer.worker_id);
+  w->set_heartbeat_interval_ms(opts.coordinator_heartbeat_interval_ms);
+  w->set_heartbeat_liveness(opts.coordinator_heartbeat_liveness);
+  w->set_coordinator_sign_pk(keys.sign.public_key());
+  Send(peer, std::move(f));
+}
+
+void CoordinatorServer::Impl::TryAssign(Peer& peer) {
+  while (peer.free_slots > 0) {
+    auto lease = scheduler.LeaseNext(peer.worker_id, peer.caps);
+    if (!lease.ok()) {
+      spdlog::warn("lease for worker {} failed: {}", peer.name,
+                   lease.status().ToString());
+      return;
+    }
+    if (!lease->has_value()) return;
+    const Lease& l = **lease;
+    wire::ShardBody body;
+    body.set_attempt_id(l.attempt_id);
+    body.set_shard_id(l.shard_id);
+    body.set_job_id(l.job_id);
+    body.set_shard_index(static_cast<uint32_t>(l.shard_idx));
+    body.set_worker_sign_pk(peer.sign_pk);
+    body.set_kind(l.job_kind);
+    body.set_params(l.shard_params);
+    body.set_issued_ms(clock->NowMs());
+    body.set_deadline_ms(l.deadline_ms);
+    body.set_nonce(RandomBytes(16));
+    std::string body_bytes = body.SerializeAsString();
+    Status s = store->SetAttemptShardHash(l.attempt_id,
+                                          HashToBytes(Blake2b256(body_bytes)));
+    if (!s.ok()) {
+      spdlog::warn("cannot record the shard hash of attempt {}: {}",
+                   l.attempt_id, s.ToString());
+      return;
+    }
+    wire::CoordinatorFrame f;
+    *f.mutable_assign()->mutable_shard() = SealEnvelope(keys.sign, body_bytes);
+    Send(peer, std::move(f));
+    peer.running.insert(l.attempt_id);
+    peer.free_slots--;
+    counters->shards_assigned++;
+  }
+}
+
+void CoordinatorServer::Impl::AssignAll() {
+  for (auto& [route, peer] : peers) {
+    if (peer.free_slots > 0) TryAssign(peer);
+  }
+}
+
+void CoordinatorServer::Impl::ActOn(const TransitionReport& report) {
+  for (const auto& c : report.cancelled) {
+    auto it = route_of.find(c.worker_id);
+    if (it == route_of.end()) continue;
+    auto p = peers.find(it->second);
+    if (p == peers.end()) continue;
+    wire::CoordinatorFrame f;
+    f.mutable_cancel()->set_attempt_id(c.attempt_id);
+    f.mutable_cancel()->set_reason("cancelled");
+    Send(p->second, std::move(f));
+    p->second.running.erase(c.attempt_id);
+  }
+  for (int64_t job : report.failed_jobs) {
+    spdlog::info("job {} failed", job);
+  }
+}
+
+void CoordinatorServer::Impl::OnResult(Peer& peer,
+                                       const wire::SignedEnvelope& env) {
+  auto body = OpenResult(env, peer.sign_pk);
+  if (!body.ok()) {
+    counters->results_rejected++;
+    counters->results_forged++;
+    spdlog::warn("result from {} refused: {}", peer.name, body.status().message());
+    Reject(&peer, peer.route, wire::REJECT_BAD_SIGNATURE, body.status().message());
+    return;
+  }
+  uint64_t attempt = body->attempt_id();
+  peer.running.erase(static_cast<int64_t>(attempt));
+  auto expected = store->AttemptShardHash(static_cast<int64_t>(attempt));
+  if (expected.ok() && !ConstantTimeEqual(*expected, body->shard_body_hash())) {
+    counters->results_rejected++;
+    counters->results_forged++;
+    spdlog::warn("result from {} for attempt {} answers another shard body",
+                 peer.name, attempt);
+    Reject(&peer, peer.route, wire::REJECT_UNKNOWN_ATTEMPT,
+           "the result does not answer the shard that was assigned", attempt);
+    return;
+  }
+  Result<RecordOutcome> outcome = Status();
+  if (!body->ok()) {
+    auto failed = store->FailAttempt(static_cast<int64_t>(attempt), peer.worker_id,
+                                     body->error(), opts.scheduler_max_attempts);
+    if (failed.ok()) {
+      spdlog::info("worker {} could not run attempt {}: {}", peer.name,
+                   attempt, body->error());
+      ActOn(*failed);
+      wire::CoordinatorFrame f;
+      f.mutable_ack()->set_attempt_id(attempt);
+      Send(peer, std::move(f));
+      return;
+    }
+    outcome = failed.status();
+  } else {
+    outcome = scheduler.RecordResult(static_cast<int64_t>(attempt),
+                                     peer.worker_id, body->output(),
+                                     env.SerializeAsString());
+  }
+  if (!outcome.ok()) {
+    counters->results_rejected++;
+    bool replay = outcome.status().code() == StatusCode::kAlreadyExists;
+    if (replay) counters->results_replayed++;
+    spdlog::warn("result from {} for attempt {} refused: {}", peer.name,
+                 attempt, outcome.status().ToString());
+    Reject(&peer, peer.route, wire::REJECT_UNKNOWN_ATTEMPT,
+           replay ? "this attempt was already answered"
+                  : outcome.status().message(),
+           attempt);
+    return;
+  }
+  counters->results_accepted++;
+  ActOn(outcome->report);
+  // The result is committed: only now may the worker forget it.
+  wire::CoordinatorFrame f;
+  f.mutable_ack()->set_attempt_id(attempt);
+  Send(peer, std::move(f));
+  if (outcome->job_finished) AssignAll();
+}
+
+void CoordinatorServer::Impl::OnBlobGet(Peer& peer, const wire::BlobGet& get) {
+  auto hash = HashFromBytes(get.hash());
+  if (!hash.ok()) {
+    BadMessage(&peer, peer.route, hash.status());
+    return;
+  }
+  std::string hex = HashToHex(*hash);
+  uint32_t length = std::min<uint32_t>(get.length(), opts.blob_chunk_bytes);
+  auto size = blobs->Size(hex);
+  if (!size.ok()) {
+    Reject(&peer, peer.route, wire::REJECT_NOT_FOUND, "no blob " + hex);
+    return;
+  }
+  auto data = blobs->ReadChunk(hex, static_cast<int64_t>(get.offset()), length);
+  if (!data.ok()) {
+    Reject(&peer, peer.route, wire::REJECT_NOT_FOUND, data.status().message());
+    return;
+  }
+  counters->blob_bytes_sent += data->size();
+  wire::CoordinatorFrame f;
+  auto* c = f.mutable_blob_chunk();
+  c->set_hash(get.hash());
+  c->set_offset(get.offset());
+  c->set_total_size(static_cast<uint64_t>(*size));
+  c->set_data(std::move(*data));
+  Send(peer, std::move(f));
+}
+
+void CoordinatorServer::Impl::DropPeer(const std::string& route,
+                                       const std::string& why) {
+  auto it = peers.find(route);
+  if (it == peers.end()) return;
+  int64_t worker = it->second.worker_id;
+  spdlog::info("worker {} '{}' lost: {}", worker, it->second.name, why);
+  auto report = scheduler.WorkerLost(worker);
+  if (report.ok()) ActOn(*report);
+  store->AddEvent("worker_lost", 0, worker, why).IgnoreError();
+  counters->workers_lost++;
+  route_of.erase(worker);
+  peers.erase(it);
+  AssignAll();
+}
+
+void CoordinatorServer::Impl::Tick(int64_t now) {
+  int64_t silence_limit = int64_t(opts.coordinator_heartbeat_interval_ms) *
+                          opts.coordinator_heartbeat_liveness;
+  std::vector<std::string> lost;
+  for (auto& [route, peer] : peers) {
+    if (now - peer.last_recv_ms > silence_limit) {
+      lost.push_back(route);
+    } else if (now - peer.last_send_ms >= opts.coordinator_heartbeat_interval_ms) {
+      wire::CoordinatorFrame f;
+      f.mutable_heartbeat();
+      Send(peer, std::move(f));
+    }
+  }
+  for (const auto& route : lost) {
+    DropPeer(route, "silent for " + std::to_string(silence_limit) + " ms");
+  }
+  auto expired = scheduler.ExpireLeases();
+  if (expired.ok()) {
+    ActOn(*expired);
+    if (!expired->released_attempts.empty()) AssignAll();
+  } else {
+    spdlog::warn("expiring leases failed: {}", expired.status().ToString());
+  }
+  for (auto& [route, peer] : peers) {
+    if (now - peer.last_recv_ms < opts.coordinator_heartbeat_interval_ms * 2) {
+      store->TouchWorker(peer.worker_id).IgnoreError();
+    }
+  }
+}
+
+// ------------------------------------------------------------------ clients
+
+void CoordinatorServer::Impl::OnClientMessage(const std::string& route,
+                                              const zmq::message_t& payload) {
+  wire::ClientReply reply;
+  reply.set_version(kProtocolVersion);
+  std::string key;
+  try {
+    const char* uid = payload.gets("User-Id");
+    auto raw = HexDecode(uid ? uid : "", 32);
+    if (raw.ok()) key = *raw;
+  } catch (const zmq::error_t&) {
+  }
+  auto client = store->FindClientByCurveKey(key);
+  auto req = DecodeClientRequest(payload.to_string_view());
+  Status s;
+  if (!client.ok()) {
+    s = PermissionDenied("unknown client key");
+  } else if (!req.ok()) {
+    s = req.status();
+  } else {
+    reply.set_request_id(req->request_id());
+    s = HandleClient(*client, *req, &reply);
+  }
+  if (!s.ok()) {
+    reply.clear_msg();
+    reply.mutable_error()->set_code(StatusCodeName(s.code()));
+    reply.mutable_error()->set_message(s.message());
+  }
+  std::string bytes = reply.SerializeAsString();
+  try {
+    clients_sock->send(zmq::buffer(route), zmq::send_flags::sndmore |
+                                               zmq::send_flags::dontwait);
+    clients_sock->send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+  } catch (const zmq::error_t& e) {
+    spdlog::warn("reply to client failed: {}", e.what());
+  }
+}
+
+Result<wire::JobInfo> CoordinatorServer::Impl::JobToWire(const JobInfo& job) {
+  wire::JobInfo out;
+  out.set_job_id(static_cast<uint64_t>(job.id));
+  out.set_kind(job.kind);
+  out.set_state(job.state);
+  out.set_priority(static_cast<uint32_t>(job.priority));
+  out.set_redundancy(static_cast<uint32_t>(job.redundancy));
+  out.set_shards_total(static_cast<uint32_t>(job.shards_total));
+  out.set_shards_accepted(static_cast<uint32_t>(job.shards_accepted));
+  out.set_reason(job.reason);
+  out.set_created_ms(job.created_ms);
+  out.set_updated_ms(job.updated_ms);
+  if (job.shards_accepted > 0) {
+    PCFARM_ASSIGN_OR_RETURN(auto results, store->AcceptedResults(job.id));
+    out.set_summary(SummarizeJob(job.kind, results));
+  }
+  return out;
+}
+
+Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
+                                             const wire::ClientRequest& req,
+                                             wire::ClientReply* reply) {
+  bool admin = client.role == ClientRole::kAdmin;
+  switch (req.msg_case()) {
+    case wire::ClientRequest::kTokenCreate: {
+      if (!admin) return PermissionDenied("only an admin may create tokens");
+      const auto& t = req.token_create();
+      if (t.uses() < 1 || t.uses() > 100000) {
+        return InvalidArgument("uses must be 1..100000");
+      }
+      if (t.ttl_ms() <= 0) return InvalidArgument("ttl must be positive");
+      EnrollmentToken token = MakeEnrollmentToken(
+          AdvertisedEndpoint(config), keys.sign.public_key(),
+          keys.curve.public_key(), clock->NowMs() + t.ttl_ms(), t.uses());
+      PCFARM_RETURN_IF_ERROR(CheckEnrollmentToken(token));
+      auto added = store->AddToken(HashToBytes(SecretHash(token.secret)),
+                                   static_cast<int>(t.uses()), token.expires_ms);
+      if (!added.ok()) return added.status();
+      store->AddEvent("token_created", 0, 0,
+                      "token for " + std::to_string(t.uses()) + " worker(s)")
+          .IgnoreError();
+      auto* out = reply->mutable_token_create();
+      out->set_token(EncodeEnrollmentToken(token));
+      out->set_expires_ms(token.expires_ms);
+      out->set_uses(t.uses());
+      return Status::Ok();
+    }
+    case wire::ClientRequest::kSubmit: {
+      const auto& s = req.submit();
+      const TaskKind* kind = TaskKindRegistry::Builtin().Find(s.kind());
+      if (!kind) return InvalidArgument("unknown task kind '" + s.kind() + "'");
+      if (s.shard_params_size() == 0) return InvalidArgument("a job needs at least one shard");
+      if (s.redundancy() < 1 || s.redundancy() > 16) {
+        return InvalidArgument("redundancy must be 1..16");
+      }
+      JobSpec spec;
+      spec.kind = s.kind();
+      spec.params = s.params().empty() ? "{}" : s.params();
+      spec.priority = static_cast<int>(s.priority());
+      spec.redundancy = static_cast<int>(s.redundancy());
+      for (int i = 0; i < s.shard_params_size(); ++i) {
+        Status v = kind->ValidateParams(s.shard_params(i));
+        if (!v.ok()) return v.WithContext("shard " + std::to_string(i));
+        spec.shards.push_back(ShardSpec{s.shard_params(i), "", 0});
+      }
+      PCFARM_ASSIGN_OR_RETURN(int64_t id, store->CreateJob(spec));
+      store->AddEvent("job_submitted", id, 0,
+                      s.kind() + " job with " + std::to_string(spec.shards.size()) +
+                          " shards by " + client.name)
+          .IgnoreError();
+      spdlog::info("job {} submitted: {} x {} (redundancy {})", id,
+                   spec.shards.size(), s.kind(), spec.redundancy);
+      reply->mutable_submit()->set_job_id(static_cast<uint64_t>(id));
+      AssignAll();
+      return Status::Ok();
+    }
+    case wire::ClientRequest::kListJobs: {
+      PCFARM_ASSIGN_OR_RETURN(auto jobs, store->ListJobs());
+      auto* out = reply->mutable_list_jobs();
+      for (const auto& j : jobs) {
+        PCFARM_ASSIGN_OR_RETURN(auto w, JobToWire(j));
+        w.clear_summary();
+        *out->add_jobs() = std::move(w);
+      }
+      return Status::Ok();
+    }
+    case wire::ClientRequest::kJobStatus: {
+      auto job = store->GetJob(static_cast<int64_t>(req.job_status().job_id()));
+      if (!job.ok()) {
+        return NotFound("no job " + std::to_string(req.job_status().job_id()));
+      }
+      PCFARM_ASSIGN_OR_RETURN(auto w, JobToWire(*job));
+      *reply->mutable_job_status()->mutable_job() = std::move(w);
+      return Status::Ok();
+    }
+    case wire::ClientRequest::kCancelJob: {
+      int64_t id = static_cast<int64_t>(req.cancel_job().job_id());
+      auto job = store->GetJob(id);
+      if (!job.ok()) return NotFound("no job " + std::to_string(id));
+      PCFARM_ASSIGN_OR_RETURN(auto report,
+                              store->CancelJob(id, "cancelled by " + client.name));
+      ActOn(report);
+      PCFARM_ASSIGN_OR_RETURN(auto after, store->GetJob(id));
+      PCFARM_ASSIGN_OR_RETURN(auto w, JobToWire(after));
+      *reply->mutable_cancel_job()->mutable_job() = std::move(w);
+      return Status::Ok();
+    }
+    case wire::ClientRequest::kListWorkers: {
+      PCFARM_ASSIGN_OR_RETURN(auto workers, store->ListWorkers());
+      auto* out = reply->mutable_list_workers();
+      for (const auto& w : workers) {
+        auto* o = out->add_workers();
+        o->set_worker_id(static_cast<uint64_t>(w.id));
+        o->set_name(w.name);
+        auto r = route_of.find(w.id);
+        o->set_connected(r != route_of.end());
+        if (r != route_of.end()) {
+          auto p = peers.find(r->second);
+          if (p != peers.end()) {
+            o->set_running(static_cast<uint32_t>(p->second.running.size()));
+          }
+        }
+        o->set_banned(w.banned);
+        o->set_trust(w.trust);
+        o->set_agreed(static_cast<uint64_t>(w.agreed));
+        o->set_disagreed(static_cast<uint64_t>(w.disagreed));
+        o->set_gflops(w.speed_gflops);
+        o->set_last_seen_ms(w.last_seen_ms);
+        try {
+          for (const auto& d : nlohmann::json::parse(w.devices_json)) {
+            auto* dev = o->add_devices();
+            dev->set_index(d.value("index", 0u));
+            dev->set_backend(d.value("backend", ""));
+            dev->set_name(d.value("name", ""));
+            dev->set_memory_bytes(d.value("memory_bytes", uint64_t(0)));
+            dev->set_cores(d.value("cores", 0u));
+            dev->set_gflops(d.value("gflops", 0.0));
+          }
+        } catch (const nlohmann::json::exception&) {
+        }
+      }
+      return Status::Ok();
+    }
+    case wire::ClientRequest::kStats: {
+      auto* m = reply->mutable_stats()->mutable_counters();
+      (*m)["messages_in"] = counters->messages_in;
+      (*m)["bad_messages"] = counters->bad_messages;
+      (*m)["results_accepted"] = counters->results_accepted;
+      (*m)["results_rejected"] = counters->results_rejected;
+      (*m)["results_replayed"] = counters->results_replayed;
+      (*m)["results_forged"] = counters->results_forged;
+      (*m)["shards_assigned"] = counters->shards_assigned;
+      (*m)["workers_lost"] = counters->workers_lost;
+      (*m)["unenrolled_messages"] = counters->unenrolled_messages;
+      (*m)["blob_bytes_sent"] = counters->blob_bytes_sent;
+      (*m)["workers_connected"] = peers.size();
+      return Status::Ok();
+    }
+    default:
+      return InvalidArgument("unknown request");
+  }
+}
+
+}  // namespace pcfarm

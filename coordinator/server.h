@@ -1,0 +1,85 @@
+// CoordinatorServer: the coordinator daemon's event loop (DESIGN.md §5–6).
+//
+// Owns two CurveZMQ ROUTER sockets — workers (ENROLL, HELLO, READY,
+// HEARTBEAT, RESULT, BLOB_GET, BYE) and CLI clients (ClientRequest) — and the
+// ZAP handler that admits keys. Every state change goes through the Store
+// (one SQLite transaction each); a RESULT is ACKed only after RecordResult
+// committed it. Heartbeats both ways every `heartbeat_interval_ms`; a worker
+// silent for `heartbeat_liveness` intervals is lost and its shards are
+// leased again.
+//
+// Data directory (made by `pcfarm-coordinator init`, see coordinator/setup.h):
+//   coordinator.key   Ed25519 + Curve25519 identity (0600)
+//   coordinator.db    SQLite store (WAL)
+//   blobs/            content-addressed blob files
+//   config.json       endpoints
+//   admin.profile     the admin's CLI profile (0600)
+//
+// Thread-safety: Run() is called from one thread; RequestStop() from any
+// thread or a signal handler (it only stores to an atomic).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+
+namespace pcfarm {
+
+struct ServerOptions {
+  std::string data_dir;
+  // Overrides of config.json; "" keeps the configured endpoint.
+  std::string workers_endpoint;
+  std::string clients_endpoint;
+  // How often each side sends a heartbeat when it has nothing else to say.
+  int coordinator_heartbeat_interval_ms = 1000;
+  // Intervals of silence after which a worker is lost.
+  int coordinator_heartbeat_liveness = 3;
+  // How long a worker holds a shard before it is leased again.
+  int64_t scheduler_lease_ms = 60'000;
+  // Failed attempts (expired, lost, failed) after which a shard fails its job.
+  int scheduler_max_attempts = 5;
+  // Bytes per BLOB_CHUNK.
+  int blob_chunk_bytes = 256 * 1024;
+  // Bad messages after which a peer is dropped.
+  int coordinator_max_bad_messages = 20;
+};
+
+// The counters the server keeps (also shown by tests and benches).
+struct ServerCounters {
+  std::atomic<uint64_t> messages_in{0};
+  std::atomic<uint64_t> bad_messages{0};
+  std::atomic<uint64_t> results_accepted{0};   // stored (any verdict)
+  std::atomic<uint64_t> results_rejected{0};   // forged, replayed, unknown
+  std::atomic<uint64_t> results_replayed{0};   // a result for an answered attempt
+  std::atomic<uint64_t> results_forged{0};     // bad signature or shard hash
+  std::atomic<uint64_t> shards_assigned{0};
+  std::atomic<uint64_t> workers_lost{0};
+  std::atomic<uint64_t> unenrolled_messages{0};
+  std::atomic<uint64_t> blob_bytes_sent{0};
+};
+
+class CoordinatorServer {
+ public:
+  static Result<std::unique_ptr<CoordinatorServer>> Open(
+      const ServerOptions& options);
+  ~CoordinatorServer();
+
+  // Binds the sockets and serves until RequestStop(). Returns OK on a clean
+  // stop, or why it could not serve (an endpoint in use, say).
+  Status Run();
+  void RequestStop() { stop_.store(true); }
+
+  const ServerCounters& counters() const { return counters_; }
+
+ private:
+  class Impl;
+  explicit CoordinatorServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  std::atomic<bool> stop_{false};
+  ServerCounters counters_;
+};
+
+}  // namespace pcfarm
