@@ -1,0 +1,3 @@
+#include <catch2/catch.hpp>
+#include "tasks/backend/registry.h"
+TEST_CASE("smoke") { auto b = pcfarm::CreateBackend("cpu"); REQUIRE(b.ok()); }

@@ -1,0 +1,28 @@
+// The CPU reference backend: OpenBLAS cblas_sgemm for matrix products, plain
+// loops written for GCC's auto-vectoriser for everything else, split over a
+// small thread pool.
+//
+// F16/BF16 operands of Gemm are converted tile by tile (up to 4 MiB of f32
+// per tile) into a scratch buffer just before each cblas_sgemm call, not
+// cached: no persistent memory beyond the 2-byte storage, at the price of one
+// conversion pass over the weight per call (about half the cost of the GEMM
+// itself for single-token decode, negligible for prefill and training).
+//
+// Tensors live in 64-byte-aligned host memory. Every op is synchronous.
+#pragma once
+
+#include <memory>
+
+#include "base/status.h"
+#include "tasks/backend/backend.h"
+
+namespace pcfarm {
+
+// Always 1: the CPU is usable everywhere and scores below any GPU.
+int CpuBackendScore(const BackendOptions& options);
+
+// options.cpu_threads (0 = all cores) sets both the kernel threads and
+// OpenBLAS's; options.memory_limit_bytes caps the bytes held in tensors.
+Result<std::unique_ptr<Backend>> CreateCpuBackend(const BackendOptions& options);
+
+}  // namespace pcfarm

@@ -1,0 +1,155 @@
+// Internals of the CPU backend shared by its .cc files (one per op family).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "tasks/backend/backend.h"
+
+namespace pcfarm::cpu {
+
+// A fixed set of threads that run one ParallelFor at a time; the calling
+// thread takes part. Not reentrant: fn must not call ParallelFor.
+class ThreadPool {
+ public:
+  // REQUIRES: threads >= 1 (the caller counts as one).
+  explicit ThreadPool(int threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+  // Calls fn(begin, end) on disjoint chunks covering [0, n), each at least
+  // `grain` long (except when n < grain), and returns when all are done.
+  void ParallelFor(int64_t n, int64_t grain,
+                   const std::function<void(int64_t, int64_t)>& fn);
+
+ private:
+  void WorkerLoop();
+  // Runs chunks of the current job until none is left. REQUIRES: lock held.
+  void RunChunks(std::unique_lock<std::mutex>& lock);
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+  int64_t n_ = 0;
+  int chunks_ = 0;
+  int next_chunk_ = 0;
+  int unfinished_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  std::vector<std::thread> workers_;
+};
+
+struct CpuMemory {
+  std::atomic<uint64_t> used{0};
+  uint64_t limit = 0;  // 0 = none
+};
+
+class CpuBuffer final : public TensorBuffer {
+ public:
+  CpuBuffer(void* data, size_t bytes, std::shared_ptr<CpuMemory> memory)
+      : data_(data), bytes_(bytes), memory_(std::move(memory)) {}
+  ~CpuBuffer() override;
+  void* data() const { return data_; }
+
+ private:
+  void* data_;
+  size_t bytes_;
+  std::shared_ptr<CpuMemory> memory_;
+};
+
+inline void* Raw(const Tensor& t) {
+  return static_cast<CpuBuffer*>(t.buffer())->data();
+}
+// REQUIRES: t.type() == kF32 (checked by the public Backend methods).
+inline float* F32(const Tensor& t) { return static_cast<float*>(Raw(t)); }
+
+// Converts `count` elements stored as `type` at src to f32 at dst, and back.
+void ToF32(StorageType type, const void* src, float* dst, int64_t count);
+void FromF32(StorageType type, const float* src, void* dst, int64_t count);
+// A read-only f32 view of t: its own data when kF32, else a converted copy in
+// `scratch`.
+const float* AsF32(const Tensor& t, std::vector<float>& scratch);
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const BackendOptions& options);
+
+  std::string name() const override { return "cpu"; }
+  DeviceInfo info() const override;
+  Status Synchronize() override { return Status::Ok(); }
+
+ protected:
+  Result<Tensor> AllocImpl(Shape shape, StorageType type) override;
+  Status UploadImpl(const Tensor& t, std::span<const float> src) override;
+  Status DownloadImpl(const Tensor& t, std::span<float> dst) override;
+  Status UploadBytesImpl(const Tensor& t, std::span<const std::byte> src) override;
+  Status DownloadBytesImpl(const Tensor& t, std::span<std::byte> dst) override;
+  Status FillImpl(const Tensor& t, float value) override;
+  Status CopyImpl(const Tensor& dst, const Tensor& src) override;
+  Status AddImpl(const Tensor& out, const Tensor& a, const Tensor& b) override;
+  Status AxpyImpl(const Tensor& y, float alpha, const Tensor& x) override;
+  Status ScaleImpl(const Tensor& t, float s) override;
+  Status GemmImpl(const Tensor& c, const Tensor& a, bool trans_a, const Tensor& b,
+                  bool trans_b, float alpha, float beta) override;
+  Status EmbeddingForwardImpl(const Tensor& out, const Tensor& table,
+                              std::span<const int32_t> ids) override;
+  Status EmbeddingBackwardImpl(const Tensor& dtable, const Tensor& dout,
+                               std::span<const int32_t> ids) override;
+  Status RmsNormForwardImpl(const Tensor& out, const Tensor& inp,
+                            const Tensor& weight, float eps) override;
+  Status RmsNormBackwardImpl(const Tensor& dinp, const Tensor* dweight,
+                             const Tensor& dout, const Tensor& inp,
+                             const Tensor& weight, float eps) override;
+  Status RopeImpl(const Tensor& out, const Tensor& inp, const Tensor& inv_freq,
+                  std::span<const int32_t> positions, bool backward) override;
+  Status AttentionForwardImpl(const Tensor& out, const Tensor* lse, const Tensor& q,
+                              const Tensor& k, const Tensor& v,
+                              std::span<const int32_t> seq_starts) override;
+  Status AttentionBackwardImpl(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                               const Tensor& dout, const Tensor& q, const Tensor& k,
+                               const Tensor& v, const Tensor& out, const Tensor& lse,
+                               std::span<const int32_t> seq_starts) override;
+  Status KvCacheWriteImpl(const Tensor& cache, const Tensor& src,
+                          std::span<const int32_t> slots,
+                          std::span<const int32_t> positions) override;
+  Status AttentionDecodeImpl(const Tensor& out, const Tensor& q,
+                             const Tensor& k_cache, const Tensor& v_cache,
+                             std::span<const int32_t> slots,
+                             std::span<const int32_t> positions) override;
+  Status SwiGluForwardImpl(const Tensor& out, const Tensor& gate,
+                           const Tensor& up) override;
+  Status SwiGluBackwardImpl(const Tensor& dgate, const Tensor& dup,
+                            const Tensor& dout, const Tensor& gate,
+                            const Tensor& up) override;
+  Result<CrossEntropySums> CrossEntropyForwardImpl(
+      const Tensor* losses, const Tensor& logits, std::span<const int32_t> targets,
+      std::span<const float> weights) override;
+  Status CrossEntropyBackwardImpl(const Tensor& dlogits, const Tensor& logits,
+                                  std::span<const int32_t> targets,
+                                  std::span<const float> weights,
+                                  float grad_scale) override;
+  Status LogProbsImpl(const Tensor& out, const Tensor& logits,
+                      std::span<const int32_t> targets) override;
+  Status AdamWStepImpl(const Tensor& param, const Tensor& grad, const Tensor& m,
+                       const Tensor& v, const AdamWConfig& config) override;
+  Result<double> SumSquaresImpl(const Tensor& t) override;
+
+ private:
+  // Rows-at-a-time parallel loop: grain chosen so a chunk holds >= ~16k values.
+  void ParallelRows(int64_t rows, int64_t row_len,
+                    const std::function<void(int64_t, int64_t)>& fn);
+
+  std::shared_ptr<CpuMemory> memory_;
+  std::unique_ptr<ThreadPool> pool_;
+};
+
+}  // namespace pcfarm::cpu
