@@ -1,0 +1,290 @@
+#include "proto/wire.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cassert>
+
+#include "crypto/codec.h"
+
+namespace pcfarm {
+namespace {
+
+std::string Bytes(size_t n) { return std::to_string(n) + " bytes"; }
+
+// The name of the oneof member that is set, e.g. "blob_chunk".
+template <typename Frame>
+std::string MessageName(const Frame& frame) {
+  const auto* field = Frame::descriptor()->FindFieldByNumber(
+      static_cast<int>(frame.msg_case()));
+  return field ? field->name() : "unknown";
+}
+
+// Size limit of the frame holding `frame`'s message, by message type.
+size_t TypeLimit(const wire::WorkerFrame& f, const WireLimits& l) {
+  switch (f.msg_case()) {
+    case wire::WorkerFrame::kHello:
+      return l.hello_frame_bytes;
+    case wire::WorkerFrame::kResult:
+      return l.envelope_body_bytes + kFrameOverheadBytes;
+    default:
+      return l.control_frame_bytes;
+  }
+}
+
+size_t TypeLimit(const wire::CoordinatorFrame& f, const WireLimits& l) {
+  switch (f.msg_case()) {
+    case wire::CoordinatorFrame::kAssign:
+      return l.envelope_body_bytes + kFrameOverheadBytes;
+    case wire::CoordinatorFrame::kBlobChunk:
+      return l.blob_chunk_bytes + kFrameOverheadBytes;
+    default:
+      return l.control_frame_bytes;
+  }
+}
+
+size_t TypeLimit(const wire::ClientRequest& r, const WireLimits& l) {
+  return r.msg_case() == wire::ClientRequest::kSubmit ? l.client_request_bytes
+                                                      : l.control_frame_bytes;
+}
+
+size_t TypeLimit(const wire::ClientReply&, const WireLimits& l) {
+  return l.client_reply_bytes;
+}
+
+bool HasMessage(const wire::WorkerFrame& f) {
+  return f.msg_case() != wire::WorkerFrame::MSG_NOT_SET;
+}
+bool HasMessage(const wire::CoordinatorFrame& f) {
+  return f.msg_case() != wire::CoordinatorFrame::MSG_NOT_SET;
+}
+bool HasMessage(const wire::ClientRequest& r) {
+  return r.msg_case() != wire::ClientRequest::MSG_NOT_SET;
+}
+// A failed call carries only `error`.
+bool HasMessage(const wire::ClientReply& r) {
+  return r.msg_case() != wire::ClientReply::MSG_NOT_SET || r.has_error();
+}
+
+// Checks specific to one message type, after the parse.
+std::optional<std::pair<WireError, std::string>> CheckFields(
+    const wire::CoordinatorFrame& f, const WireLimits& l) {
+  if (f.has_blob_chunk() && f.blob_chunk().data().size() > l.blob_chunk_bytes) {
+    return std::make_pair(WireError::kOversized,
+                          "blob_chunk data of " + Bytes(f.blob_chunk().data().size()) +
+                              " is over the chunk limit of " + Bytes(l.blob_chunk_bytes));
+  }
+  return std::nullopt;
+}
+template <typename Frame>
+std::optional<std::pair<WireError, std::string>> CheckFields(const Frame&,
+                                                             const WireLimits&) {
+  return std::nullopt;
+}
+
+template <typename Frame>
+Decoded<Frame> DecodeFrame(std::string_view bytes, size_t max_bytes,
+                           const WireLimits& limits, const char* what) {
+  if (bytes.empty()) {
+    return {WireError::kEmpty, std::string("empty ") + what};
+  }
+  if (bytes.size() > max_bytes) {
+    return {WireError::kOversized, std::string(what) + " of " + Bytes(bytes.size()) +
+                                       " is over the limit of " + Bytes(max_bytes)};
+  }
+  Frame frame;
+  if (!frame.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return {WireError::kTruncatedOrGarbage,
+            std::string(what) + " of " + Bytes(bytes.size()) +
+                " is truncated or not protobuf"};
+  }
+  if (frame.version() != kProtocolVersion) {
+    return {WireError::kWrongVersion,
+            std::string(what) + " has protocol version " +
+                std::to_string(frame.version()) + "; this build speaks " +
+                std::to_string(kProtocolVersion)};
+  }
+  if (!HasMessage(frame)) {
+    return {WireError::kEmpty,
+            std::string(what) + " carries no message this build knows"};
+  }
+  size_t type_limit = TypeLimit(frame, limits);
+  if (bytes.size() > type_limit) {
+    return {WireError::kOversized,
+            std::string(what) + " with " + MessageName(frame) + " of " +
+                Bytes(bytes.size()) + " is over its limit of " + Bytes(type_limit)};
+  }
+  if (auto bad = CheckFields(frame, limits)) {
+    return {bad->first, std::string(what) + ": " + bad->second};
+  }
+  return frame;
+}
+
+template <typename Frame>
+std::string Encode(Frame* frame) {
+  assert(HasMessage(*frame) && "encoding a frame with no message");
+  frame->set_version(kProtocolVersion);
+  return frame->SerializeAsString();
+}
+
+template <typename Body>
+Decoded<Body> OpenBody(const wire::SignedEnvelope& envelope,
+                       std::string_view signer_pk, const WireLimits& limits,
+                       const char* what) {
+  auto body = OpenEnvelope(envelope, signer_pk, limits);
+  if (!body.ok()) return {body.error(), body.message()};
+  Body parsed;
+  if (!parsed.ParseFromArray(body->data(), static_cast<int>(body->size()))) {
+    return {WireError::kTruncatedOrGarbage,
+            std::string("signed ") + what + " of " + Bytes(body->size()) +
+                " does not parse"};
+  }
+  return parsed;
+}
+
+}  // namespace
+
+const char* WireErrorName(WireError error) {
+  switch (error) {
+    case WireError::kOversized: return "oversized";
+    case WireError::kTruncatedOrGarbage: return "truncated_or_garbage";
+    case WireError::kWrongVersion: return "wrong_version";
+    case WireError::kEmpty: return "empty";
+    case WireError::kUnsigned: return "unsigned";
+    case WireError::kBadSignature: return "bad_signature";
+    case WireError::kUnknownSigner: return "unknown_signer";
+  }
+  return "unknown_wire_error";
+}
+
+wire::RejectReason RejectReasonFor(WireError error) {
+  switch (error) {
+    case WireError::kUnsigned:
+    case WireError::kBadSignature:
+    case WireError::kUnknownSigner:
+      return wire::REJECT_BAD_SIGNATURE;
+    default:
+      return wire::REJECT_BAD_MESSAGE;
+  }
+}
+
+Status WireErrorStatus(WireError error, const std::string& message) {
+  std::string m = std::string(WireErrorName(error)) + ": " + message;
+  switch (error) {
+    case WireError::kOversized:
+      return ResourceExhausted(std::move(m));
+    case WireError::kUnsigned:
+    case WireError::kBadSignature:
+    case WireError::kUnknownSigner:
+      return Unauthenticated(std::move(m));
+    default:
+      return InvalidArgument(std::move(m));
+  }
+}
+
+size_t MaxWorkerFrameBytes(const WireLimits& l) {
+  return std::max({l.control_frame_bytes, l.hello_frame_bytes,
+                   l.envelope_body_bytes + kFrameOverheadBytes});
+}
+
+size_t MaxCoordinatorFrameBytes(const WireLimits& l) {
+  return std::max({l.control_frame_bytes,
+                   l.envelope_body_bytes + kFrameOverheadBytes,
+                   l.blob_chunk_bytes + kFrameOverheadBytes});
+}
+
+Decoded<wire::WorkerFrame> DecodeWorkerFrame(std::string_view bytes,
+                                             const WireLimits& limits) {
+  return DecodeFrame<wire::WorkerFrame>(bytes, MaxWorkerFrameBytes(limits),
+                                        limits, "worker frame");
+}
+
+Decoded<wire::CoordinatorFrame> DecodeCoordinatorFrame(
+    std::string_view bytes, const WireLimits& limits) {
+  return DecodeFrame<wire::CoordinatorFrame>(
+      bytes, MaxCoordinatorFrameBytes(limits), limits, "coordinator frame");
+}
+
+Decoded<wire::ClientRequest> DecodeClientRequest(std::string_view bytes,
+                                                 const WireLimits& limits) {
+  return DecodeFrame<wire::ClientRequest>(
+      bytes, std::max(limits.client_request_bytes, limits.control_frame_bytes),
+      limits, "client request");
+}
+
+Decoded<wire::ClientReply> DecodeClientReply(std::string_view bytes,
+                                             const WireLimits& limits) {
+  return DecodeFrame<wire::ClientReply>(bytes, limits.client_reply_bytes,
+                                        limits, "client reply");
+}
+
+std::string EncodeFrame(wire::WorkerFrame* frame) { return Encode(frame); }
+std::string EncodeFrame(wire::CoordinatorFrame* frame) { return Encode(frame); }
+std::string EncodeFrame(wire::ClientRequest* request) { return Encode(request); }
+std::string EncodeFrame(wire::ClientReply* reply) { return Encode(reply); }
+
+wire::SignedEnvelope SealEnvelope(const SigningKeyPair& signer,
+                                  std::string body) {
+  wire::SignedEnvelope env;
+  env.set_signature(signer.Sign(body));
+  env.set_signer_key_id(signer.key_id());
+  env.set_body(std::move(body));
+  return env;
+}
+
+Decoded<std::string_view> OpenEnvelope(const wire::SignedEnvelope& envelope,
+                                       std::string_view signer_pk,
+                                       const WireLimits& limits) {
+  const std::string& body = envelope.body();
+  if (body.size() > limits.envelope_body_bytes) {
+    return {WireError::kOversized, "envelope body of " + Bytes(body.size()) +
+                                       " is over the limit of " +
+                                       Bytes(limits.envelope_body_bytes)};
+  }
+  if (envelope.signature().empty() || envelope.signer_key_id().empty()) {
+    return {WireError::kUnsigned, "envelope has no signature or no signer key id"};
+  }
+  std::string expected_id = KeyIdOf(signer_pk);
+  if (envelope.signer_key_id() != expected_id) {
+    return {WireError::kUnknownSigner,
+            "envelope is signed by key " +
+                HexEncode(envelope.signer_key_id().substr(0, kKeyIdBytes)) +
+                ", expected " + HexEncode(expected_id)};
+  }
+  Status s = Verify(signer_pk, body, envelope.signature());
+  if (!s.ok()) return {WireError::kBadSignature, "envelope: " + s.message()};
+  return std::string_view(body);
+}
+
+Decoded<wire::ShardBody> OpenShard(const wire::SignedEnvelope& envelope,
+                                   std::string_view coordinator_pk,
+                                   const WireLimits& limits) {
+  return OpenBody<wire::ShardBody>(envelope, coordinator_pk, limits,
+                                   "shard body");
+}
+
+Decoded<wire::ResultBody> OpenResult(const wire::SignedEnvelope& envelope,
+                                     std::string_view worker_pk,
+                                     const WireLimits& limits) {
+  return OpenBody<wire::ResultBody>(envelope, worker_pk, limits,
+                                    "result body");
+}
+
+Hash256 EnvelopeBodyHash(const wire::SignedEnvelope& envelope) {
+  return Blake2b256(envelope.body());
+}
+
+uint64_t WireCounters::Total() const {
+  uint64_t total = 0;
+  for (const auto& c : counts_) total += c.load(std::memory_order_relaxed);
+  return total;
+}
+
+void ReportWireError(WireCounters* counters, std::string_view peer,
+                     WireError error, std::string_view message) {
+  counters->Add(error);
+  spdlog::warn("wire error from {}: {}: {}", peer, WireErrorName(error),
+               message);
+}
+
+}  // namespace pcfarm
