@@ -1,0 +1,101 @@
+// BlobStore: content-addressed files (model weights, datasets, gradients).
+//
+// A blob is named by the lowercase hex BLAKE2b-256 of its bytes and lives at
+// DIR/blobs/<first 2 hex>/<hex>. Writes go to DIR/tmp, are fsynced, renamed
+// into place and the directory fsynced, so after a crash a blob is either
+// whole or absent; Open() clears temp files a crash left behind. Blobs are
+// immutable once written.
+//
+// Hashes given to any method are checked (64 hex digits, either case);
+// InvalidArgument otherwise, so a peer's hash can never name another path.
+//
+// Thread-safety: methods may be called from several threads; two writers of
+// the same blob both succeed and leave one file.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+#include "crypto/hash.h"
+
+namespace pcfarm {
+
+// The largest chunk ReadChunk returns (and the largest message a blob
+// transfer needs).
+constexpr int64_t kBlobMaxChunkBytes = int64_t(8) << 20;
+
+class BlobWriter;
+
+class BlobStore {
+ public:
+  // Creates DIR/blobs and DIR/tmp when missing; removes stale temp files.
+  static Result<std::unique_ptr<BlobStore>> Open(const std::string& dir);
+
+  // Stores `bytes`; returns their hash (hex). Storing a present blob is OK.
+  Result<std::string> Put(std::string_view bytes);
+  // Stores the file at `path`, streaming it; returns its hash (hex).
+  Result<std::string> PutFile(const std::string& path);
+
+  bool Has(std::string_view hash_hex) const;
+  // NotFound when absent.
+  Result<int64_t> Size(std::string_view hash_hex) const;
+  // Up to `length` bytes from `offset`; fewer only at the end of the blob
+  // (empty at offset == size). InvalidArgument: negative values or offset
+  // past the end; ResourceExhausted: length > kBlobMaxChunkBytes.
+  Result<std::string> ReadChunk(std::string_view hash_hex, int64_t offset,
+                                int64_t length) const;
+  // Re-hashes the file: OK iff its bytes still hash to its name, Corruption
+  // otherwise, NotFound when absent.
+  Status Verify(std::string_view hash_hex) const;
+
+  // A writer for a blob arriving chunk by chunk whose hash and size are
+  // announced up front. InvalidArgument for a bad hash or negative size.
+  Result<std::unique_ptr<BlobWriter>> NewWriter(std::string_view hash_hex,
+                                                int64_t size);
+
+  // DIR/blobs/ab/abcd...; REQUIRES: hash_hex is a valid hash.
+  std::string PathOf(std::string_view hash_hex) const;
+
+ private:
+  explicit BlobStore(std::string dir) : dir_(std::move(dir)) {}
+  friend class BlobWriter;
+  std::string dir_;
+};
+
+// Receives one blob in order. The temp file is discarded unless Commit()
+// succeeds (also when the writer is destroyed first).
+class BlobWriter {
+ public:
+  ~BlobWriter();
+  BlobWriter(const BlobWriter&) = delete;
+  BlobWriter& operator=(const BlobWriter&) = delete;
+
+  // ResourceExhausted when the bytes would exceed the announced size.
+  Status Append(std::string_view data);
+  int64_t written() const { return written_; }
+  // Checks size and hash, then makes the blob durable under its name.
+  // Corruption when they do not match (the bytes are discarded). Returns the
+  // hash (hex).
+  Result<std::string> Commit();
+
+ private:
+  friend class BlobStore;
+  // `expected_hex` "" = name the blob by what arrives; size < 0 = any size.
+  BlobWriter(BlobStore* store, std::string expected_hex, int64_t size,
+             std::string tmp_path, int fd);
+  void Discard();
+
+  BlobStore* store_;
+  std::string expected_hex_;
+  int64_t expected_size_;
+  std::string tmp_path_;
+  int fd_;
+  int64_t written_ = 0;
+  Blake2bHasher hasher_;
+  bool done_ = false;
+};
+
+}  // namespace pcfarm

@@ -1,0 +1,159 @@
+#include "coordinator/blob_store.h"
+
+#include <stdlib.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+
+#include "base/file.h"
+
+namespace pcfarm {
+namespace {
+
+struct BlobFixture {
+  std::string dir;
+  std::unique_ptr<BlobStore> blobs;
+  BlobFixture() {
+    CryptoInit();
+    char tmpl[] = "/tmp/pcfarm_blob_test.XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
+    auto b = BlobStore::Open(dir);
+    REQUIRE(b.ok());
+    blobs = std::move(b).value();
+  }
+  ~BlobFixture() { std::filesystem::remove_all(dir); }
+};
+
+TEST_CASE_METHOD(BlobFixture, "put, has, size, chunks", "[blob]") {
+  std::string data = "hello blob world";
+  auto h = blobs->Put(data);
+  REQUIRE(h.ok());
+  CHECK(*h == HashToHex(Blake2b256(data)));
+  CHECK(blobs->PathOf(*h) == dir + "/blobs/" + h->substr(0, 2) + "/" + *h);
+  CHECK(std::filesystem::exists(blobs->PathOf(*h)));
+  CHECK(blobs->Has(*h));
+  CHECK(*blobs->Put(data) == *h);  // idempotent
+  CHECK(*blobs->Size(*h) == int64_t(data.size()));
+  CHECK(*blobs->ReadChunk(*h, 0, 5) == "hello");
+  CHECK(*blobs->ReadChunk(*h, 6, 100) == "blob world");  // short at the end
+  CHECK(*blobs->ReadChunk(*h, int64_t(data.size()), 10) == "");
+  REQUIRE(blobs->Verify(*h).ok());
+  // Uppercase names the same blob.
+  std::string upper = *h;
+  for (char& c : upper) c = char(toupper(c));
+  CHECK(blobs->Has(upper));
+}
+
+TEST_CASE_METHOD(BlobFixture, "bad hashes, offsets and lengths", "[blob]") {
+  auto h = blobs->Put("0123456789");
+  REQUIRE(h.ok());
+  std::string missing(64, 'e');
+  CHECK_FALSE(blobs->Has(missing));
+  CHECK_FALSE(blobs->Has("../../etc/passwd"));
+  CHECK(blobs->Size(missing).status().code() == StatusCode::kNotFound);
+  CHECK(blobs->ReadChunk(missing, 0, 1).status().code() == StatusCode::kNotFound);
+  CHECK(blobs->Verify(missing).code() == StatusCode::kNotFound);
+  CHECK(blobs->ReadChunk("xyz", 0, 1).status().code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(blobs->ReadChunk(std::string(63, 'a'), 0, 1).status().code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(blobs->ReadChunk(*h, 11, 1).status().code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(blobs->ReadChunk(*h, -1, 1).status().code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(blobs->ReadChunk(*h, 0, -1).status().code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(blobs->ReadChunk(*h, 0, kBlobMaxChunkBytes + 1).status().code() ==
+        StatusCode::kResourceExhausted);
+  CHECK(blobs->NewWriter("nothex", 1).status().code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(blobs->NewWriter(*h, -1).status().code() ==
+        StatusCode::kInvalidArgument);
+}
+
+TEST_CASE_METHOD(BlobFixture, "a corrupted file is detected", "[blob]") {
+  auto h = blobs->Put("precious bytes");
+  REQUIRE(h.ok());
+  {
+    std::ofstream f(blobs->PathOf(*h), std::ios::in | std::ios::out);
+    f.seekp(3);
+    f.put('X');
+  }
+  Status st = blobs->Verify(*h);
+  CHECK(st.code() == StatusCode::kCorruption);
+  CHECK(st.message().find(*h) != std::string::npos);
+}
+
+TEST_CASE_METHOD(BlobFixture, "a large file is streamed in", "[blob]") {
+  std::string data;
+  for (int i = 0; i < 3'000'000; ++i) data.push_back(char('a' + i % 23));
+  std::string src = dir + "/input.bin";
+  REQUIRE(WriteFileAtomic(src, data).ok());
+  auto h = blobs->PutFile(src);
+  REQUIRE(h.ok());
+  CHECK(*h == HashToHex(Blake2b256(data)));
+  CHECK(*blobs->Size(*h) == int64_t(data.size()));
+  CHECK(*blobs->ReadChunk(*h, 2'500'000, 10) == data.substr(2'500'000, 10));
+  REQUIRE(blobs->Verify(*h).ok());
+  CHECK(blobs->PutFile(dir + "/absent").status().code() == StatusCode::kNotFound);
+  // No temp files are left behind.
+  CHECK(std::filesystem::is_empty(dir + "/tmp"));
+}
+
+TEST_CASE_METHOD(BlobFixture, "a writer receives chunks and checks them",
+                 "[blob]") {
+  std::string data = "chunk-one|chunk-two|chunk-three";
+  std::string hex = HashToHex(Blake2b256(data));
+
+  SECTION("matching bytes commit") {
+    auto w = blobs->NewWriter(hex, int64_t(data.size()));
+    REQUIRE(w.ok());
+    REQUIRE((*w)->Append(data.substr(0, 10)).ok());
+    REQUIRE((*w)->Append(data.substr(10)).ok());
+    CHECK((*w)->written() == int64_t(data.size()));
+    CHECK(*(*w)->Commit() == hex);
+    CHECK(*blobs->ReadChunk(hex, 0, 100) == data);
+    CHECK((*w)->Append("x").code() == StatusCode::kFailedPrecondition);
+  }
+  SECTION("wrong bytes are discarded") {
+    auto w = blobs->NewWriter(hex, int64_t(data.size()));
+    REQUIRE(w.ok());
+    std::string bad = data;
+    bad[4] = '!';
+    REQUIRE((*w)->Append(bad).ok());
+    CHECK((*w)->Commit().status().code() == StatusCode::kCorruption);
+    CHECK_FALSE(blobs->Has(hex));
+  }
+  SECTION("more bytes than announced") {
+    auto w = blobs->NewWriter(hex, 5);
+    REQUIRE(w.ok());
+    CHECK((*w)->Append(data).code() == StatusCode::kResourceExhausted);
+  }
+  SECTION("fewer bytes than announced") {
+    auto w = blobs->NewWriter(hex, int64_t(data.size()));
+    REQUIRE(w.ok());
+    REQUIRE((*w)->Append(data.substr(0, 5)).ok());
+    CHECK((*w)->Commit().status().code() == StatusCode::kCorruption);
+  }
+  SECTION("an abandoned writer leaves nothing") {
+    {
+      auto w = blobs->NewWriter(hex, int64_t(data.size()));
+      REQUIRE(w.ok());
+      REQUIRE((*w)->Append("chunk").ok());
+    }
+    CHECK_FALSE(blobs->Has(hex));
+  }
+  CHECK(std::filesystem::is_empty(dir + "/tmp"));
+}
+
+TEST_CASE_METHOD(BlobFixture, "open clears stale temp files", "[blob]") {
+  REQUIRE(WriteFileAtomic(dir + "/tmp/leftover", "half a blob").ok());
+  auto again = BlobStore::Open(dir);
+  REQUIRE(again.ok());
+  CHECK(std::filesystem::is_empty(dir + "/tmp"));
+}
+
+}  // namespace
+}  // namespace pcfarm

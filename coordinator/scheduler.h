@@ -1,0 +1,68 @@
+// Scheduler: hands shards to workers and takes their results back, on top
+// of Store, with the lease and retry policy and the per-kind comparators.
+//
+// Pull scheduling (DESIGN.md §6): a READY worker gets the best pending shard
+// it can run: highest job priority first, then the job with the fewest live
+// attempts (fair across jobs), then the oldest job. A shard with redundancy
+// N is run by N different workers (never twice by one worker) and accepted
+// when N results agree; disagreement schedules one more run per missing
+// agreeing result, and the odd workers lose trust when the shard is
+// accepted. Expired leases, lost workers and disagreeing full result sets
+// count as failures of the shard; at scheduler_max_attempts failures the
+// shard and its job fail with a reason naming the last failure.
+//
+// Every call is one Store transaction, durable when it returns OK: the
+// daemon sends ACK only after RecordResult returned OK.
+//
+// Thread-safety: as Store's (calls are serialized inside the Store). Register
+// comparators (verifier()) before the Scheduler is shared.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "base/clock.h"
+#include "base/status.h"
+#include "coordinator/store.h"
+#include "coordinator/verifier.h"
+
+namespace pcfarm {
+
+struct SchedulerOptions {
+  // How long a worker holds a leased shard before it is issued again.
+  int64_t scheduler_lease_ms = 60000;
+  // Failed attempts (expired, lost, disagreeing) after which a shard and its
+  // job fail.
+  int scheduler_max_attempts = 5;
+};
+
+class Scheduler {
+ public:
+  // `store` must outlive the Scheduler.
+  explicit Scheduler(Store* store, SchedulerOptions options = {});
+
+  Verifier& verifier() { return verifier_; }
+  const SchedulerOptions& options() const { return options_; }
+
+  // The best shard `worker_id` can run, leased until now + lease, or nullopt
+  // when there is none. PermissionDenied for a banned worker, NotFound for
+  // an unknown one.
+  Result<std::optional<Lease>> LeaseNext(int64_t worker_id,
+                                         const DeviceCaps& caps);
+  // Ends every lease past its deadline (the shard is pending again).
+  Result<TransitionReport> ExpireLeases();
+  // Ends every lease of a worker that went silent or said BYE.
+  Result<TransitionReport> WorkerLost(int64_t worker_id);
+  // Stores and verifies a result; see Store::RecordResult for the error
+  // codes (AlreadyExists = replay or duplicate).
+  Result<RecordOutcome> RecordResult(int64_t attempt_id, int64_t worker_id,
+                                     std::string_view body,
+                                     std::string_view signature);
+
+ private:
+  Store* store_;
+  SchedulerOptions options_;
+  Verifier verifier_;
+};
+
+}  // namespace pcfarm

@@ -1,0 +1,541 @@
+#include "coordinator/scheduler.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+namespace pcfarm {
+namespace {
+
+constexpr int64_t kMiB = 1 << 20;
+
+struct SchedFixture {
+  std::string dir;
+  FakeClock clock;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Scheduler> sched;
+  DeviceCaps cpu{{"cpu"}, 1024 * kMiB};
+
+  explicit SchedFixture(SchedulerOptions opts = {}) {
+    char tmpl[] = "/tmp/pcfarm_sched_test.XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
+    auto s = Store::Open(dir + "/state.db", &clock);
+    REQUIRE(s.ok());
+    store = std::move(s).value();
+    sched = std::make_unique<Scheduler>(store.get(), opts);
+  }
+  ~SchedFixture() {
+    sched.reset();
+    store.reset();
+    std::filesystem::remove_all(dir);
+  }
+  int64_t Worker(const std::string& name) {
+    auto id = store->AddWorker(name, "sign-" + name, "curve-" + name);
+    REQUIRE(id.ok());
+    return *id;
+  }
+  int64_t Job(int shards, int redundancy = 1, int priority = 0,
+              const std::string& kind = "infer") {
+    JobSpec spec;
+    spec.kind = kind;
+    spec.params = "{}";
+    spec.priority = priority;
+    spec.redundancy = redundancy;
+    for (int i = 0; i < shards; ++i) {
+      spec.shards.push_back({"params-" + std::to_string(i), "", 0});
+    }
+    auto id = store->CreateJob(spec);
+    REQUIRE(id.ok());
+    return *id;
+  }
+  Lease MustLease(int64_t worker) {
+    auto l = sched->LeaseNext(worker, cpu);
+    REQUIRE(l.ok());
+    REQUIRE(l->has_value());
+    return **l;
+  }
+  bool NoLease(int64_t worker) {
+    auto l = sched->LeaseNext(worker, cpu);
+    REQUIRE(l.ok());
+    return !l->has_value();
+  }
+  RecordOutcome MustRecord(const Lease& l, int64_t worker,
+                           const std::string& body) {
+    auto r = sched->RecordResult(l.attempt_id, worker, body, "sig");
+    REQUIRE(r.ok());
+    return *r;
+  }
+  std::string ShardState(int64_t job, int idx) {
+    return (*store->ListShards(job))[idx].state;
+  }
+};
+
+struct MaxThree : SchedFixture {
+  MaxThree() : SchedFixture(SchedulerOptions{60000, 3}) {}
+};
+
+TEST_CASE_METHOD(SchedFixture, "a lease starts the job and carries the shard",
+                 "[scheduler]") {
+  int64_t w = Worker("pc-1");
+  int64_t job = Job(1);
+  CHECK(store->GetJob(job)->state == "queued");
+  Lease l = MustLease(w);
+  CHECK(l.job_id == job);
+  CHECK(l.shard_idx == 0);
+  CHECK(l.job_kind == "infer");
+  CHECK(l.shard_params == "params-0");
+  CHECK(l.deadline_ms == clock.NowMs() + 60000);
+  CHECK(store->GetJob(job)->state == "running");
+  CHECK(ShardState(job, 0) == "leased");
+  // Redundancy 1: nobody else gets the leased shard.
+  CHECK(NoLease(Worker("pc-2")));
+  CHECK(NoLease(w));
+  CHECK(sched->LeaseNext(999, cpu).status().code() == StatusCode::kNotFound);
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(SchedFixture, "a banned worker gets nothing and loses its work",
+                 "[scheduler]") {
+  int64_t bad = Worker("bad");
+  int64_t job = Job(2, 2);
+  Lease a = MustLease(bad);
+  Lease b = MustLease(bad);  // the other shard
+  MustRecord(a, bad, "r");
+  auto report = store->BanWorker(bad, "test");
+  REQUIRE(report.ok());
+  REQUIRE(report->cancelled.size() == 1);
+  CHECK(report->cancelled[0].attempt_id == b.attempt_id);
+  CHECK(sched->LeaseNext(bad, cpu).status().code() ==
+        StatusCode::kPermissionDenied);
+  // Its unverified result no longer counts: two fresh workers are needed.
+  int64_t w1 = Worker("w1"), w2 = Worker("w2");
+  Lease l1 = MustLease(w1), l2 = MustLease(w2);
+  CHECK(l1.shard_id == a.shard_id);
+  CHECK(l2.shard_id == a.shard_id);
+  CHECK(MustRecord(l1, w1, "r").verdict == ResultVerdict::kWaiting);
+  CHECK(MustRecord(l2, w2, "r").verdict == ResultVerdict::kAccepted);
+  CHECK(store->GetWorker(bad)->agreed == 0);
+  REQUIRE(store->CheckConsistency().ok());
+  (void)job;
+}
+
+TEST_CASE_METHOD(SchedFixture, "backend and memory needs are respected",
+                 "[scheduler]") {
+  JobSpec spec;
+  spec.kind = "train";
+  spec.params = "{}";
+  spec.shards = {{"big", "cuda", 8000 * kMiB}, {"any", "", 0}};
+  auto job = store->CreateJob(spec);
+  REQUIRE(job.ok());
+  int64_t cpu_pc = Worker("cpu-pc"), gpu_pc = Worker("gpu-pc"),
+          small_gpu = Worker("small-gpu");
+  Lease l = MustLease(cpu_pc);
+  CHECK(l.shard_params == "any");
+  CHECK(NoLease(cpu_pc));
+  auto none = sched->LeaseNext(small_gpu, DeviceCaps{{"cuda"}, 4000 * kMiB});
+  REQUIRE(none.ok());
+  CHECK_FALSE(none->has_value());
+  auto got = sched->LeaseNext(gpu_pc, DeviceCaps{{"vulkan", "cuda"}, 12000 * kMiB});
+  REQUIRE(got.ok());
+  REQUIRE(got->has_value());
+  CHECK((*got)->shard_params == "big");
+}
+
+TEST_CASE_METHOD(SchedFixture, "priority first, then fair across jobs",
+                 "[scheduler]") {
+  int64_t low1 = Job(3, 1, 0);
+  int64_t low2 = Job(3, 1, 0);
+  int64_t high = Job(2, 1, 5);
+  std::vector<int64_t> order;
+  for (int i = 0; i < 8; ++i) order.push_back(MustLease(Worker("w" + std::to_string(i))).job_id);
+  // Both high shards first, then the two low jobs alternate, older first.
+  CHECK(order == std::vector<int64_t>{high, high, low1, low2, low1, low2, low1, low2});
+}
+
+TEST_CASE_METHOD(SchedFixture, "an expired lease goes back to pending",
+                 "[scheduler]") {
+  int64_t w1 = Worker("pc-1"), w2 = Worker("pc-2");
+  int64_t job = Job(1);
+  Lease l = MustLease(w1);
+  clock.AdvanceMs(59999);
+  CHECK(sched->ExpireLeases()->released_attempts.empty());
+  clock.AdvanceMs(1);
+  auto report = sched->ExpireLeases();
+  REQUIRE(report.ok());
+  CHECK(report->released_attempts == std::vector<int64_t>{l.attempt_id});
+  auto shard = (*store->ListShards(job))[0];
+  CHECK(shard.state == "pending");
+  CHECK(shard.attempts_failed == 1);
+  // Never the same shard to the same worker twice.
+  CHECK(NoLease(w1));
+  Lease again = MustLease(w2);
+  CHECK(again.shard_id == l.shard_id);
+  // The late result of the expired attempt is refused.
+  auto late = sched->RecordResult(l.attempt_id, w1, "late", "sig");
+  CHECK(late.status().code() == StatusCode::kFailedPrecondition);
+  CHECK(MustRecord(again, w2, "ok").verdict == ResultVerdict::kAccepted);
+  CHECK(store->GetJob(job)->state == "succeeded");
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(SchedFixture, "a lost worker's shards are re-issued",
+                 "[scheduler]") {
+  int64_t w1 = Worker("pc-1"), w2 = Worker("pc-2");
+  int64_t job = Job(2);
+  Lease a = MustLease(w1), b = MustLease(w1);
+  auto report = sched->WorkerLost(w1);
+  REQUIRE(report.ok());
+  CHECK(report->released_attempts.size() == 2);
+  CHECK(ShardState(job, 0) == "pending");
+  CHECK(ShardState(job, 1) == "pending");
+  CHECK(MustLease(w2).shard_id == a.shard_id);
+  CHECK(MustLease(w2).shard_id == b.shard_id);
+  CHECK(sched->WorkerLost(999).status().code() == StatusCode::kNotFound);
+  auto events = store->ListEvents();
+  bool seen = false;
+  for (auto& e : *events) seen |= e.kind == "attempt_lost";
+  CHECK(seen);
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(MaxThree, "past the retry limit the job fails with a reason",
+                 "[scheduler]") {
+  int64_t job = Job(2);
+  Lease other;
+  for (int i = 1; i <= 3; ++i) {
+    int64_t w = Worker("pc-" + std::to_string(i));
+    Lease l = MustLease(w);
+    if (i == 1) {
+      other = MustLease(Worker("keeper"));  // shard 1, stays leased
+      CHECK(l.shard_idx == 0);
+    }
+    REQUIRE(l.shard_idx == 0);
+    clock.AdvanceMs(30000);
+    if (i < 3) {
+      REQUIRE(sched->WorkerLost(w).ok());
+      CHECK(store->GetJob(job)->state == "running");
+    } else {
+      clock.AdvanceMs(30000);
+      auto report = sched->ExpireLeases();
+      REQUIRE(report.ok());
+      CHECK(report->failed_jobs == std::vector<int64_t>{job});
+    }
+  }
+  auto info = store->GetJob(job);
+  CHECK(info->state == "failed");
+  CHECK(info->reason == "shard 0 of job " + std::to_string(job) +
+                            " failed 3 times: lease expired on worker 'pc-3'");
+  CHECK(ShardState(job, 0) == "failed");
+  CHECK(ShardState(job, 1) == "cancelled");
+  CHECK(NoLease(Worker("late")));
+  REQUIRE(store->CheckConsistency().ok());
+  (void)other;
+}
+
+TEST_CASE_METHOD(SchedFixture, "redundancy 2 accepts when two workers agree",
+                 "[scheduler]") {
+  int64_t w1 = Worker("pc-1"), w2 = Worker("pc-2"), w3 = Worker("pc-3");
+  int64_t job = Job(1, 2);
+  Lease a = MustLease(w1);
+  CHECK(ShardState(job, 0) == "pending");  // wants a second attempt
+  Lease b = MustLease(w2);
+  CHECK(a.shard_id == b.shard_id);
+  CHECK(ShardState(job, 0) == "leased");
+  CHECK(NoLease(w3));
+  CHECK(MustRecord(a, w1, "answer").verdict == ResultVerdict::kWaiting);
+  CHECK(store->AcceptedResults(job)->empty());
+  RecordOutcome o = MustRecord(b, w2, "answer");
+  CHECK(o.verdict == ResultVerdict::kAccepted);
+  CHECK(o.job_finished);
+  auto info = store->GetJob(job);
+  CHECK(info->state == "succeeded");
+  CHECK(info->shards_accepted == 1);
+  auto results = store->AcceptedResults(job);
+  REQUIRE(results->size() == 1);
+  CHECK((*results)[0].shard_idx == 0);
+  CHECK((*results)[0].body == "answer");
+  for (int64_t w : {w1, w2}) {
+    auto info = store->GetWorker(w);
+    CHECK(info->agreed == 1);
+    CHECK(info->trust == Approx(2.0 / 3.0));
+  }
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(SchedFixture,
+                 "disagreement schedules a third run and the odd one loses trust",
+                 "[scheduler]") {
+  int64_t w1 = Worker("pc-1"), w2 = Worker("pc-2"), w3 = Worker("pc-3"),
+          w4 = Worker("pc-4");
+  int64_t job = Job(1, 2);
+  Lease a = MustLease(w1), b = MustLease(w2);
+  MustRecord(a, w1, "right");
+  RecordOutcome o = MustRecord(b, w2, "wrong");
+  CHECK(o.verdict == ResultVerdict::kDisagreed);
+  CHECK_FALSE(o.job_finished);
+  CHECK(ShardState(job, 0) == "pending");
+  CHECK((*store->ListShards(job))[0].attempts_failed == 1);
+  CHECK(NoLease(w1));
+  Lease c = MustLease(w3);
+  CHECK(c.shard_id == a.shard_id);
+  CHECK(NoLease(w4));  // one more agreeing result is all it needs
+  CHECK(MustRecord(c, w3, "right").verdict == ResultVerdict::kAccepted);
+  CHECK(store->GetJob(job)->state == "succeeded");
+  CHECK((*store->AcceptedResults(job))[0].body == "right");
+  auto odd = store->GetWorker(w2);
+  CHECK(odd->disagreed == 1);
+  CHECK(odd->agreed == 0);
+  CHECK(odd->trust == Approx(1.0 / 3.0));
+  CHECK(store->GetWorker(w1)->trust > 0.5);
+  CHECK(store->GetWorker(w3)->agreed == 1);
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(MaxThree, "results that never agree fail the job",
+                 "[scheduler]") {
+  int64_t job = Job(1, 2);
+  std::vector<int64_t> ws;
+  for (int i = 0; i < 4; ++i) ws.push_back(Worker("pc-" + std::to_string(i)));
+  Lease a = MustLease(ws[0]), b = MustLease(ws[1]);
+  MustRecord(a, ws[0], "x");
+  MustRecord(b, ws[1], "y");
+  MustRecord(MustLease(ws[2]), ws[2], "z");
+  RecordOutcome o = MustRecord(MustLease(ws[3]), ws[3], "w");
+  CHECK(o.job_finished);
+  CHECK(o.report.failed_jobs == std::vector<int64_t>{job});
+  auto info = store->GetJob(job);
+  CHECK(info->state == "failed");
+  CHECK(info->reason.find("failed 3 times: results disagree") != std::string::npos);
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(SchedFixture, "a comparator registered for a kind is used",
+                 "[scheduler]") {
+  sched->verifier().Register("train", [](std::string_view a, std::string_view b) {
+    return a.substr(0, 4) == b.substr(0, 4);  // stands in for a tolerance
+  });
+  int64_t w1 = Worker("pc-1"), w2 = Worker("pc-2");
+  int64_t job = Job(1, 2, 0, "train");
+  Lease a = MustLease(w1), b = MustLease(w2);
+  MustRecord(a, w1, "loss1.0001");
+  CHECK(MustRecord(b, w2, "loss1.0002").verdict == ResultVerdict::kAccepted);
+  CHECK((*store->AcceptedResults(job))[0].body == "loss1.0001");
+}
+
+TEST_CASE_METHOD(SchedFixture, "replays, strangers and unknown attempts",
+                 "[scheduler]") {
+  int64_t w1 = Worker("pc-1"), w2 = Worker("pc-2");
+  int64_t job = Job(2);
+  Lease a = MustLease(w1);
+  CHECK(sched->RecordResult(a.attempt_id, w2, "r", "s").status().code() ==
+        StatusCode::kPermissionDenied);
+  CHECK(sched->RecordResult(12345, w1, "r", "s").status().code() ==
+        StatusCode::kNotFound);
+  CHECK(MustRecord(a, w1, "r").verdict == ResultVerdict::kAccepted);
+  // The same result again (a replay, or a resend after a lost ACK).
+  auto replay = sched->RecordResult(a.attempt_id, w1, "r", "s");
+  CHECK(replay.status().code() == StatusCode::kAlreadyExists);
+  auto forged = sched->RecordResult(a.attempt_id, w1, "other", "s");
+  CHECK(forged.status().code() == StatusCode::kAlreadyExists);
+  // The shard was accepted exactly once.
+  auto info = store->GetJob(job);
+  CHECK(info->shards_accepted == 1);
+  CHECK(info->state == "running");
+  CHECK((*store->AcceptedResults(job))[0].body == "r");
+  CHECK(store->GetWorker(w1)->agreed == 1);
+  // The other shard is still there to run; the accepted one is not re-issued.
+  Lease b = MustLease(w2);
+  CHECK(b.shard_idx == 1);
+  CHECK(NoLease(w2));
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(SchedFixture, "cancel stops live attempts", "[scheduler]") {
+  int64_t w1 = Worker("pc-1"), w2 = Worker("pc-2");
+  int64_t job = Job(3);
+  Lease a = MustLease(w1), b = MustLease(w2);
+  auto report = store->CancelJob(job, "changed my mind");
+  REQUIRE(report.ok());
+  REQUIRE(report->cancelled.size() == 2);
+  CHECK(report->cancelled[0].attempt_id == a.attempt_id);
+  CHECK(report->cancelled[0].worker_id == w1);
+  CHECK(report->cancelled[1].attempt_id == b.attempt_id);
+  CHECK(sched->RecordResult(a.attempt_id, w1, "r", "s").status().code() ==
+        StatusCode::kFailedPrecondition);
+  CHECK(NoLease(Worker("pc-3")));
+  auto info = store->GetJob(job);
+  CHECK(info->state == "cancelled");
+  CHECK(info->reason == "changed my mind");
+  clock.AdvanceMs(120000);
+  CHECK(sched->ExpireLeases()->released_attempts.empty());
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+// ---- crash safety: a child runs transitions and is SIGKILLed at random ----
+
+struct Record {
+  int64_t attempt_id;
+  int64_t worker_id;
+};
+
+[[noreturn]] void ChildWork(const std::string& path, int fd, uint32_t seed,
+                            int64_t start_ms) {
+  FakeClock clock(start_ms);
+  auto opened = Store::Open(path, &clock);
+  if (!opened.ok()) _exit(2);
+  auto store = std::move(opened).value();
+  Scheduler sched(store.get(), SchedulerOptions{10000, 5});
+  std::mt19937 rng(seed);
+  std::vector<int64_t> workers;
+  for (int i = 0; i < 6; ++i) {
+    std::string key = "curve-" + std::to_string(i);
+    auto w = store->FindWorkerByCurveKey(key);
+    if (w.ok()) {
+      workers.push_back(w->id);
+    } else {
+      auto id = store->AddWorker("pc-" + std::to_string(i), "s", key);
+      if (!id.ok()) _exit(3);
+      workers.push_back(*id);
+    }
+  }
+  std::vector<std::pair<Lease, int64_t>> leases;
+  for (;;) {
+    Record rec{0, 0};
+    int op = int(rng() % 100);
+    clock.AdvanceMs(rng() % 700);
+    if (op < 8) {
+      JobSpec spec;
+      spec.kind = "infer";
+      spec.params = "{}";
+      spec.priority = int(rng() % 3);
+      spec.redundancy = 1 + int(rng() % 2);
+      int n = 1 + int(rng() % 4);
+      for (int i = 0; i < n; ++i) {
+        spec.shards.push_back({std::to_string(rng()), "", 0});
+      }
+      if (!store->CreateJob(spec).ok()) _exit(4);
+    } else if (op < 45) {
+      int64_t w = workers[rng() % workers.size()];
+      auto l = sched.LeaseNext(w, DeviceCaps{{"cpu"}, 1 << 30});
+      if (!l.ok()) _exit(5);
+      if (l->has_value()) leases.push_back({**l, w});
+    } else if (op < 85 && !leases.empty()) {
+      size_t i = rng() % leases.size();
+      auto [lease, w] = leases[i];
+      leases.erase(leases.begin() + long(i));
+      std::string body = rng() % 10 == 0 ? "bad-" + std::to_string(rng())
+                                         : "good-" + lease.shard_params;
+      auto r = sched.RecordResult(lease.attempt_id, w, body, "sig");
+      if (r.ok()) {
+        rec = {lease.attempt_id, w};
+      } else if (r.status().code() != StatusCode::kFailedPrecondition) {
+        _exit(6);
+      }
+    } else if (op < 92) {
+      if (!sched.ExpireLeases().ok()) _exit(7);
+    } else if (op < 97) {
+      if (!sched.WorkerLost(workers[rng() % workers.size()]).ok()) _exit(8);
+    } else {
+      auto jobs = store->ListJobs("running", 5);
+      if (!jobs.ok()) _exit(9);
+      if (!jobs->empty()) {
+        auto c = store->CancelJob(jobs->back().id, "chaos");
+        if (!c.ok()) _exit(10);
+      }
+    }
+    if (write(fd, &rec, sizeof rec) != sizeof rec) _exit(11);
+  }
+}
+
+TEST_CASE("a kill between statements leaves a consistent database",
+          "[scheduler][crash]") {
+  char tmpl[] = "/tmp/pcfarm_crash_test.XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  std::string dir = tmpl, path = dir + "/state.db";
+  std::mt19937 rng(20240607);
+  int64_t start_ms = 1'700'000'000'000;
+  int acked_total = 0;
+  for (int round = 0; round < 12; ++round) {
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    start_ms += 100'000'000;  // each child's clock continues past the last
+    uint32_t seed = rng();
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      close(fds[0]);
+      ChildWork(path, fds[1], seed, start_ms);
+    }
+    close(fds[1]);
+    int ops = 20 + int(rng() % 400);
+    std::vector<Record> acked;
+    Record rec;
+    for (int i = 0; i < ops && read(fds[0], &rec, sizeof rec) == sizeof rec; ++i) {
+      if (rec.attempt_id) acked.push_back(rec);
+    }
+    kill(pid, SIGKILL);
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    INFO("round " << round << " child status " << status);
+    REQUIRE(WIFSIGNALED(status));
+    while (read(fds[0], &rec, sizeof rec) == sizeof rec) {
+      if (rec.attempt_id) acked.push_back(rec);
+    }
+    close(fds[0]);
+
+    FakeClock clock(start_ms + 50'000'000);
+    auto store = Store::Open(path, &clock);
+    REQUIRE(store.ok());
+    Status st = (*store)->CheckConsistency();
+    INFO(st.ToString());
+    REQUIRE(st.ok());
+    // Every result the child was told is stored (its ACK) is there.
+    Scheduler sched(store->get());
+    for (const Record& r : acked) {
+      auto again = sched.RecordResult(r.attempt_id, r.worker_id, "x", "s");
+      REQUIRE(again.status().code() == StatusCode::kAlreadyExists);
+    }
+    acked_total += int(acked.size());
+  }
+  CHECK(acked_total > 0);
+
+  // After the last crash, in-flight work is re-issued and every job ends.
+  FakeClock clock(start_ms + 90'000'000);
+  auto store = std::move(Store::Open(path, &clock)).value();
+  Scheduler sched(store.get(), SchedulerOptions{10000, 5});
+  REQUIRE(sched.ExpireLeases().ok());
+  for (int i = 0; i < 40; ++i) {
+    auto w = store->AddWorker("fresh-" + std::to_string(i), "s",
+                              "fresh-curve-" + std::to_string(i));
+    REQUIRE(w.ok());
+    for (;;) {
+      auto l = sched.LeaseNext(*w, DeviceCaps{{"cpu"}, 1 << 30});
+      REQUIRE(l.ok());
+      if (!l->has_value()) break;
+      REQUIRE(sched.RecordResult((*l)->attempt_id, *w,
+                                 "good-" + (*l)->shard_params, "s")
+                  .ok());
+    }
+  }
+  auto jobs = store->ListJobs();
+  REQUIRE(jobs.ok());
+  CHECK(jobs->size() > 0);
+  for (const JobInfo& j : *jobs) {
+    INFO("job " << j.id << " " << j.state);
+    CHECK((j.state == "succeeded" || j.state == "failed" ||
+           j.state == "cancelled"));
+  }
+  REQUIRE(store->CheckConsistency().ok());
+  store.reset();
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace pcfarm

@@ -1,0 +1,285 @@
+// Store: the coordinator's durable state in one SQLite database.
+//
+// Holds workers, enrollment tokens, CLI clients, jobs, shards, attempts
+// (leases), results, blob records and events. Every state transition is one
+// SQLite transaction (BEGIN IMMEDIATE ... COMMIT), so a kill -9 at any moment
+// leaves either the state before or the state after it.
+//
+// Durability: WAL journal with synchronous=FULL, so a transaction is on disk
+// when its function returns OK. The daemon sends an ACK for a result only
+// after RecordResult returned OK; FULL (not NORMAL) is what makes that ACK a
+// promise that survives a power cut, not only a process kill.
+//
+// Schema changes are versioned migrations (table schema_version); Open runs
+// each missing migration once, in its own transaction.
+//
+// Lifecycles (DESIGN.md §6):
+//   job:     queued -> running (first lease) -> succeeded | failed | cancelled
+//   shard:   pending (wants another attempt) <-> leased (enough attempts live)
+//            -> accepted | failed | cancelled. A shard of redundancy N is
+//            accepted when N results from N different workers agree; it may
+//            have up to N attempts live at once. "returned"/"rejected" live on
+//            attempts and results: verification runs inside RecordResult.
+//   attempt: leased -> returned | expired | lost | cancelled
+//   result:  pending -> agreed | disagreed | dropped (its worker was banned)
+//
+// The scheduling transitions (LeaseShard, ExpireLeases, ReleaseWorker,
+// RecordResult) take their policy (lease length, retry limit, comparators)
+// as arguments; Scheduler (scheduler.h) is the component that owns that
+// policy and is what the daemon calls.
+//
+// Thread-safety: a Store is safe to use from several threads (one internal
+// mutex serializes every call). Several processes may open the same file;
+// SQLite's locks and busy_timeout serialize them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/status.h"
+#include "coordinator/verifier.h"
+
+struct sqlite3;
+
+namespace pcfarm {
+
+struct WorkerInfo {
+  int64_t id = 0;
+  std::string name;
+  std::string sign_pk;   // Ed25519 public key, raw bytes
+  std::string curve_pk;  // Curve25519 public key, raw bytes; unique
+  double trust = 0.5;    // (agreed + 1) / (agreed + disagreed + 2)
+  int64_t agreed = 0;
+  int64_t disagreed = 0;
+  bool banned = false;
+  std::string devices_json = "[]";
+  double speed_gflops = 0;
+  int64_t created_ms = 0;
+  int64_t last_seen_ms = 0;
+};
+
+enum class ClientRole { kAdmin, kSubmitter };
+const char* ClientRoleName(ClientRole role);  // "admin" | "submitter"
+
+struct ClientInfo {
+  int64_t id = 0;
+  std::string name;
+  std::string curve_pk;
+  ClientRole role = ClientRole::kSubmitter;
+};
+
+struct ShardSpec {
+  std::string params;              // opaque bytes handed to the task kind
+  std::string needs_backend;       // "" = any, else "cpu" | "cuda" | "vulkan"
+  int64_t needs_memory_bytes = 0;  // device memory the shard needs
+};
+
+struct JobSpec {
+  std::string kind;      // task kind, e.g. "infer"; selects the comparator
+  std::string params;    // JSON text describing the job
+  int priority = 0;      // higher runs first
+  int redundancy = 1;    // agreeing results from different workers, >= 1
+  std::vector<ShardSpec> shards;  // at least one
+};
+
+struct JobInfo {
+  int64_t id = 0;
+  std::string kind;
+  std::string state;  // queued | running | succeeded | failed | cancelled
+  int priority = 0;
+  int redundancy = 1;
+  std::string params;
+  int64_t shards_total = 0;
+  int64_t shards_accepted = 0;
+  std::string reason;  // why it failed or was cancelled; "" otherwise
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+};
+
+struct ShardInfo {
+  int64_t id = 0;
+  int64_t job_id = 0;
+  int64_t idx = 0;
+  std::string state;
+  int64_t attempts_failed = 0;
+  int64_t accepted_result_id = 0;  // 0 until accepted
+};
+
+struct EventInfo {
+  int64_t id = 0;
+  int64_t ts_ms = 0;
+  std::string kind;
+  int64_t job_id = 0;     // 0 = none
+  int64_t worker_id = 0;  // 0 = none
+  std::string message;
+};
+
+// What a worker can run: the backends of its devices and the largest memory.
+struct DeviceCaps {
+  std::vector<std::string> backends;  // e.g. {"cuda", "cpu"}
+  int64_t memory_bytes = 0;
+};
+
+struct Lease {
+  int64_t attempt_id = 0;
+  int64_t shard_id = 0;
+  int64_t shard_idx = 0;
+  int64_t job_id = 0;
+  std::string job_kind;
+  std::string shard_params;
+  int64_t deadline_ms = 0;
+};
+
+// An attempt the daemon should tell its worker to stop (CANCEL message).
+struct CancelledAttempt {
+  int64_t attempt_id = 0;
+  int64_t worker_id = 0;
+};
+
+// What a transition did besides its main effect, for the daemon to act on.
+struct TransitionReport {
+  std::vector<int64_t> released_attempts;     // expired or lost
+  std::vector<CancelledAttempt> cancelled;    // tell these workers to stop
+  std::vector<int64_t> failed_jobs;
+};
+
+enum class ResultVerdict {
+  kWaiting,   // stored; the shard needs more results
+  kAccepted,  // stored, and this result completed the shard's agreement
+  kDisagreed, // stored; results disagree, the shard needs another run
+};
+
+struct RecordOutcome {
+  ResultVerdict verdict = ResultVerdict::kWaiting;
+  int64_t result_id = 0;
+  bool job_finished = false;  // the job succeeded or failed with this result
+  TransitionReport report;
+};
+
+struct AcceptedResult {
+  int64_t shard_idx = 0;
+  std::string body;
+};
+
+class Store {
+ public:
+  // Opens or creates the database at `path` and runs missing migrations.
+  // `clock` must outlive the Store.
+  static Result<std::unique_ptr<Store>> Open(const std::string& path,
+                                             const Clock* clock);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // The schema version after migrations (the number of the last one).
+  Result<int> SchemaVersion();
+
+  // ---- workers ----
+  // AlreadyExists when `curve_pk` is registered.
+  Result<int64_t> AddWorker(const std::string& name, std::string_view sign_pk,
+                            std::string_view curve_pk);
+  // Consumes one use of the token and adds the worker in one transaction; the
+  // token keeps its use when the worker cannot be added.
+  Result<int64_t> EnrollWorker(std::string_view token_secret_hash,
+                               const std::string& name,
+                               std::string_view sign_pk,
+                               std::string_view curve_pk);
+  Result<WorkerInfo> GetWorker(int64_t worker_id);
+  // NotFound when no worker has that key.
+  Result<WorkerInfo> FindWorkerByCurveKey(std::string_view curve_pk);
+  Status SetWorkerDevices(int64_t worker_id, const std::string& devices_json,
+                          double speed_gflops);
+  // Sets last_seen_ms to now.
+  Status TouchWorker(int64_t worker_id);
+  // Bans the worker: its leased attempts are cancelled (shards pending again,
+  // not counted as failures of the shard) and its results not yet verified
+  // are dropped. Returns the cancelled attempts.
+  Result<TransitionReport> BanWorker(int64_t worker_id,
+                                     const std::string& reason);
+  Result<std::vector<WorkerInfo>> ListWorkers();
+
+  // ---- enrollment tokens (only the secret's hash is stored) ----
+  Result<int64_t> AddToken(std::string_view secret_hash, int uses,
+                           int64_t expires_ms);
+  // Atomically checks and takes one use. NotFound: unknown hash;
+  // FailedPrecondition: expired; ResourceExhausted: no uses left.
+  Result<int64_t> ConsumeToken(std::string_view secret_hash);
+
+  // ---- CLI clients ----
+  // AlreadyExists when `curve_pk` is registered.
+  Result<int64_t> AddClient(const std::string& name, std::string_view curve_pk,
+                            ClientRole role);
+  Result<ClientInfo> FindClientByCurveKey(std::string_view curve_pk);
+
+  // ---- jobs ----
+  // Creates the job and all its shards in one transaction. InvalidArgument
+  // for an empty kind, no shards, or redundancy < 1.
+  Result<int64_t> CreateJob(const JobSpec& spec);
+  Result<JobInfo> GetJob(int64_t job_id);
+  // Newest first; `state` "" = any state.
+  Result<std::vector<JobInfo>> ListJobs(const std::string& state = "",
+                                        int limit = 1000);
+  Result<std::vector<ShardInfo>> ListShards(int64_t job_id);
+  // Cancels a queued or running job: its live attempts become cancelled and
+  // are returned; FailedPrecondition when the job already finished.
+  Result<TransitionReport> CancelJob(int64_t job_id, const std::string& reason);
+  // (shard idx, accepted body) for every accepted shard of the job, by idx.
+  Result<std::vector<AcceptedResult>> AcceptedResults(int64_t job_id);
+
+  // ---- blobs (records; bytes live in BlobStore) ----
+  Status RecordBlob(const std::string& hash_hex, int64_t size);
+  Status LinkJobBlob(int64_t job_id, const std::string& hash_hex);
+  Result<std::vector<std::string>> JobBlobs(int64_t job_id);
+
+  // ---- events ----
+  Status AddEvent(const std::string& kind, int64_t job_id, int64_t worker_id,
+                  const std::string& message);
+  // Events with id > after_id, oldest first, at most `limit`.
+  Result<std::vector<EventInfo>> ListEvents(int64_t after_id = 0,
+                                            int limit = 1000);
+
+  // ---- scheduling transitions (called through Scheduler) ----
+  // Leases the best pending shard `worker_id` can run, or nullopt when none.
+  // Order: job priority (high first), then the job with the fewest live
+  // attempts, then the oldest job, then shard idx. Never a shard this worker
+  // already attempted. PermissionDenied for a banned worker.
+  Result<std::optional<Lease>> LeaseShard(int64_t worker_id,
+                                          const DeviceCaps& caps,
+                                          int64_t lease_ms);
+  // Marks leased attempts past their deadline expired.
+  Result<TransitionReport> ExpireLeases(int max_failed_attempts);
+  // Marks the worker's leased attempts lost.
+  Result<TransitionReport> ReleaseWorker(int64_t worker_id,
+                                         int max_failed_attempts);
+  // Stores a result and verifies the shard. NotFound: unknown attempt;
+  // PermissionDenied: the attempt belongs to another worker; AlreadyExists:
+  // the attempt already has a result (a replay or a resend after a lost ACK:
+  // the result is durably stored, the daemon may ACK again);
+  // FailedPrecondition: the attempt expired, was lost or was cancelled.
+  Result<RecordOutcome> RecordResult(int64_t attempt_id, int64_t worker_id,
+                                     std::string_view body,
+                                     std::string_view signature,
+                                     const Verifier& verifier,
+                                     int max_failed_attempts);
+
+  // Checks the database's integrity and the invariants the transitions keep
+  // (counters equal row counts, an accepted shard has one agreeing result
+  // set and no live attempt, ...). Corruption names the first broken one.
+  Status CheckConsistency();
+
+ private:
+  class Db;
+  Store(std::unique_ptr<Db> db, const Clock* clock);
+
+  std::mutex mu_;
+  std::unique_ptr<Db> db_;
+  const Clock* clock_;
+};
+
+}  // namespace pcfarm

@@ -1,0 +1,240 @@
+#include "coordinator/store.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+
+namespace pcfarm {
+namespace {
+
+std::string TempDir() {
+  char tmpl[] = "/tmp/pcfarm_store_test.XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  return tmpl;
+}
+
+struct StoreFixture {
+  std::string dir = TempDir();
+  std::string path = dir + "/state.db";
+  FakeClock clock;
+  std::unique_ptr<Store> store;
+  StoreFixture() { Reopen(); }
+  ~StoreFixture() {
+    store.reset();
+    std::filesystem::remove_all(dir);
+  }
+  void Reopen() {
+    store.reset();
+    auto s = Store::Open(path, &clock);
+    REQUIRE(s.ok());
+    store = std::move(s).value();
+  }
+};
+
+JobSpec TwoShardJob() {
+  JobSpec spec;
+  spec.kind = "infer";
+  spec.params = R"({"model":"m"})";
+  spec.priority = 3;
+  spec.shards = {{"p0", "", 0}, {"p1", "cuda", 1 << 20}};
+  return spec;
+}
+
+TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
+                 "[store]") {
+  REQUIRE(*store->SchemaVersion() == 2);
+  auto id = store->AddWorker("pc-1", "sign", "curve");
+  REQUIRE(id.ok());
+  // A second run of migration 1 would fail on CREATE TABLE.
+  Reopen();
+  Reopen();
+  REQUIRE(*store->SchemaVersion() == 2);
+  auto w = store->FindWorkerByCurveKey("curve");
+  REQUIRE(w.ok());
+  CHECK(w->id == *id);
+  CHECK(w->name == "pc-1");
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(StoreFixture, "a database from a newer program is refused",
+                 "[store]") {
+  store.reset();
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &h) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(h, "INSERT INTO schema_version VALUES(99, 0)", nullptr,
+                       nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(h);
+  auto s = Store::Open(path, &clock);
+  REQUIRE_FALSE(s.ok());
+  CHECK(s.status().code() == StatusCode::kFailedPrecondition);
+  CHECK(s.status().message().find("99") != std::string::npos);
+}
+
+TEST_CASE("a file that is not a database is refused", "[store]") {
+  std::string dir = TempDir();
+  std::string path = dir + "/junk.db";
+  FILE* f = fopen(path.c_str(), "w");
+  fputs("this is not an SQLite database, it is garbage text\n", f);
+  fclose(f);
+  FakeClock clock;
+  auto s = Store::Open(path, &clock);
+  REQUIRE_FALSE(s.ok());
+  CHECK(s.status().message().find(path) != std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE_METHOD(StoreFixture, "workers", "[store]") {
+  auto a = store->AddWorker("pc-1", "s1", "c1");
+  REQUIRE(a.ok());
+  auto dup = store->AddWorker("pc-2", "s2", "c1");
+  CHECK(dup.status().code() == StatusCode::kAlreadyExists);
+  CHECK(store->FindWorkerByCurveKey("nope").status().code() ==
+        StatusCode::kNotFound);
+  CHECK(store->GetWorker(999).status().code() == StatusCode::kNotFound);
+
+  CHECK(store->SetWorkerDevices(*a, "{not json", 1).code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(store->SetWorkerDevices(999, "[]", 1).code() == StatusCode::kNotFound);
+  REQUIRE(store->SetWorkerDevices(*a, R"([{"backend":"cuda"}])", 42.5).ok());
+  clock.AdvanceMs(5000);
+  REQUIRE(store->TouchWorker(*a).ok());
+  auto w = store->GetWorker(*a);
+  REQUIRE(w.ok());
+  CHECK(w->devices_json == R"([{"backend":"cuda"}])");
+  CHECK(w->speed_gflops == 42.5);
+  CHECK(w->last_seen_ms == clock.NowMs());
+  CHECK(w->created_ms == clock.NowMs() - 5000);
+  CHECK(w->trust == 0.5);
+  CHECK_FALSE(w->banned);
+
+  auto report = store->BanWorker(*a, "caught lying");
+  REQUIRE(report.ok());
+  CHECK(store->GetWorker(*a)->banned);
+  auto all = store->ListWorkers();
+  REQUIRE(all.ok());
+  REQUIRE(all->size() == 1);
+  auto events = store->ListEvents();
+  REQUIRE(events.ok());
+  CHECK(events->back().kind == "worker_banned");
+  CHECK(events->back().message.find("caught lying") != std::string::npos);
+}
+
+TEST_CASE_METHOD(StoreFixture, "tokens: uses, expiry, unknown", "[store]") {
+  int64_t expires = clock.NowMs() + 60000;
+  REQUIRE(store->AddToken("hash-a", 2, expires).ok());
+  CHECK(store->AddToken("hash-b", 0, expires).status().code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(store->ConsumeToken("hash-a").ok());
+  CHECK(store->ConsumeToken("hash-a").ok());
+  CHECK(store->ConsumeToken("hash-a").status().code() ==
+        StatusCode::kResourceExhausted);
+  CHECK(store->ConsumeToken("hash-x").status().code() == StatusCode::kNotFound);
+
+  REQUIRE(store->AddToken("hash-c", 5, expires).ok());
+  clock.AdvanceMs(60000);
+  CHECK(store->ConsumeToken("hash-c").status().code() ==
+        StatusCode::kFailedPrecondition);
+}
+
+TEST_CASE_METHOD(StoreFixture, "enrollment takes a token use only on success",
+                 "[store]") {
+  REQUIRE(store->AddToken("tok", 1, clock.NowMs() + 1000).ok());
+  REQUIRE(store->AddWorker("old", "s", "taken").ok());
+  auto dup = store->EnrollWorker("tok", "new", "s2", "taken");
+  CHECK(dup.status().code() == StatusCode::kAlreadyExists);
+  auto ok = store->EnrollWorker("tok", "new", "s2", "fresh");
+  REQUIRE(ok.ok());
+  CHECK(store->GetWorker(*ok)->name == "new");
+  CHECK(store->EnrollWorker("tok", "third", "s3", "other").status().code() ==
+        StatusCode::kResourceExhausted);
+  CHECK(store->EnrollWorker("bad", "third", "s3", "other").status().code() ==
+        StatusCode::kNotFound);
+}
+
+TEST_CASE_METHOD(StoreFixture, "clients", "[store]") {
+  auto a = store->AddClient("alice", "ck", ClientRole::kAdmin);
+  REQUIRE(a.ok());
+  CHECK(store->AddClient("bob", "ck", ClientRole::kSubmitter).status().code() ==
+        StatusCode::kAlreadyExists);
+  auto c = store->FindClientByCurveKey("ck");
+  REQUIRE(c.ok());
+  CHECK(c->name == "alice");
+  CHECK(c->role == ClientRole::kAdmin);
+  CHECK(store->FindClientByCurveKey("zz").status().code() ==
+        StatusCode::kNotFound);
+}
+
+TEST_CASE_METHOD(StoreFixture, "jobs: create, read, list, cancel", "[store]") {
+  JobSpec bad = TwoShardJob();
+  bad.shards.clear();
+  CHECK(store->CreateJob(bad).status().code() == StatusCode::kInvalidArgument);
+  bad = TwoShardJob();
+  bad.redundancy = 0;
+  CHECK(store->CreateJob(bad).status().code() == StatusCode::kInvalidArgument);
+  bad = TwoShardJob();
+  bad.kind = "";
+  CHECK(store->CreateJob(bad).status().code() == StatusCode::kInvalidArgument);
+
+  auto id = store->CreateJob(TwoShardJob());
+  REQUIRE(id.ok());
+  auto job = store->GetJob(*id);
+  REQUIRE(job.ok());
+  CHECK(job->state == "queued");
+  CHECK(job->kind == "infer");
+  CHECK(job->priority == 3);
+  CHECK(job->shards_total == 2);
+  CHECK(job->shards_accepted == 0);
+  CHECK(job->params == R"({"model":"m"})");
+  auto shards = store->ListShards(*id);
+  REQUIRE(shards.ok());
+  REQUIRE(shards->size() == 2);
+  CHECK((*shards)[1].idx == 1);
+  CHECK((*shards)[1].state == "pending");
+  CHECK(store->GetJob(77).status().code() == StatusCode::kNotFound);
+
+  auto id2 = store->CreateJob(TwoShardJob());
+  REQUIRE(id2.ok());
+  auto cancelled = store->CancelJob(*id2, "by alice");
+  REQUIRE(cancelled.ok());
+  CHECK(cancelled->cancelled.empty());
+  CHECK(store->GetJob(*id2)->state == "cancelled");
+  CHECK(store->GetJob(*id2)->reason == "by alice");
+  CHECK(store->CancelJob(*id2, "again").status().code() ==
+        StatusCode::kFailedPrecondition);
+  CHECK(store->CancelJob(99, "x").status().code() == StatusCode::kNotFound);
+
+  CHECK(store->ListJobs()->size() == 2);
+  CHECK(store->ListJobs()->front().id == *id2);  // newest first
+  CHECK(store->ListJobs("queued")->size() == 1);
+  CHECK(store->ListJobs("cancelled")->front().id == *id2);
+  CHECK(store->ListShards(*id2)->front().state == "cancelled");
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(StoreFixture, "blob records and events", "[store]") {
+  auto job = store->CreateJob(TwoShardJob());
+  REQUIRE(job.ok());
+  std::string h(64, 'a');
+  CHECK(store->LinkJobBlob(*job, h).code() == StatusCode::kNotFound);
+  REQUIRE(store->RecordBlob(h, 10).ok());
+  REQUIRE(store->RecordBlob(h, 10).ok());
+  REQUIRE(store->LinkJobBlob(*job, h).ok());
+  REQUIRE(store->LinkJobBlob(*job, h).ok());
+  CHECK(*store->JobBlobs(*job) == std::vector<std::string>{h});
+
+  REQUIRE(store->AddEvent("note", *job, 0, "hello").ok());
+  auto all = store->ListEvents();
+  REQUIRE(all.ok());
+  REQUIRE(all->size() == 2);  // job_created, note
+  CHECK((*all)[0].kind == "job_created");
+  CHECK((*all)[1].message == "hello");
+  CHECK((*all)[1].job_id == *job);
+  CHECK((*all)[1].worker_id == 0);
+  CHECK(store->ListEvents((*all)[0].id)->size() == 1);
+  CHECK(store->ListEvents(0, 1)->size() == 1);
+}
+
+}  // namespace
+}  // namespace pcfarm
