@@ -1,0 +1,7 @@
+// libFuzzer target: DecodeClientRequest on arbitrary bytes.
+#include "tests/fuzz/frame_fuzz.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  pcfarm::fuzz::FuzzFrame<pcfarm::wire::ClientRequest>(data, size, pcfarm::DecodeClientRequest);
+  return 0;
+}

@@ -1,0 +1,7 @@
+// libFuzzer target: DecodeCoordinatorFrame on arbitrary bytes.
+#include "tests/fuzz/frame_fuzz.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  pcfarm::fuzz::FuzzFrame<pcfarm::wire::CoordinatorFrame>(data, size, pcfarm::DecodeCoordinatorFrame);
+  return 0;
+}

@@ -1,0 +1,43 @@
+// Writes the seed corpus of every fuzz target: OUTDIR/<target>/seed-N.
+//   pcfarm_fuzz_seeds OUTDIR
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/file.h"
+#include "crypto/hash.h"
+#include "tests/fuzz/samples.h"
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s OUTDIR\n", argv[0]);
+    return 2;
+  }
+  pcfarm::CryptoInit();
+  const std::string out = argv[1];
+  using namespace pcfarm::fuzz;
+  const std::vector<std::pair<const char*, std::vector<std::string>>> sets = {
+      {"fuzz_worker_frame", SampleWorkerFrames()},
+      {"fuzz_coordinator_frame", SampleCoordinatorFrames()},
+      {"fuzz_client_request", SampleClientRequests()},
+      {"fuzz_client_reply", SampleClientReplies()},
+      {"fuzz_envelope", SampleEnvelopeInputs()},
+      {"fuzz_token", SampleTokens()},
+  };
+  size_t files = 0;
+  for (const auto& [target, seeds] : sets) {
+    std::string dir = out + "/" + target;
+    pcfarm::Status s = pcfarm::MakeDirs(dir);
+    for (size_t i = 0; s.ok() && i < seeds.size(); ++i) {
+      s = pcfarm::WriteFileAtomic(dir + "/seed-" + std::to_string(i), seeds[i]);
+      ++files;
+    }
+    if (!s.ok()) {
+      std::fprintf(stderr, "%s\n", s.ToString().c_str());
+      return 1;
+    }
+  }
+  std::printf("wrote %zu seeds under %s\n", files, out.c_str());
+  return 0;
+}
