@@ -1,0 +1,231 @@
+#include "worker/devices.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "tasks/kinds/kind.h"
+
+namespace pcfarm {
+namespace {
+
+std::string_view Trim(std::string_view s) {
+  size_t b = s.find_first_not_of(" \t\r");
+  if (b == std::string_view::npos) return {};
+  size_t e = s.find_last_not_of(" \t\r");
+  return s.substr(b, e - b + 1);
+}
+
+// Calls fn(line_number, key, value) for every "key : value" line.
+template <typename Fn>
+void ForEachField(std::string_view text, Fn fn) {
+  int line_no = 0;
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    ++line_no;
+    size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    if (!fn(line_no, Trim(line.substr(0, colon)), Trim(line.substr(colon + 1)))) {
+      return;
+    }
+  }
+}
+
+// /proc files report size 0, so base/file.h's ReadFile (which trusts the
+// size from fstat) reads nothing; read until EOF instead, up to `max_bytes`.
+Result<std::string> ReadProcFile(const std::string& path, size_t max_bytes) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return NotFound("cannot open " + path + ": " + std::strerror(errno));
+  }
+  std::string out;
+  char buf[8192];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+    out.append(buf, n);
+    if (out.size() > max_bytes) {
+      std::fclose(f);
+      return ResourceExhausted(path + ": over " + std::to_string(max_bytes) +
+                               " bytes");
+    }
+  }
+  bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) return IoError("read " + path);
+  return out;
+}
+
+std::string HumanBytes(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = double(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+}  // namespace
+
+Result<std::string> ParseCpuModelName(std::string_view cpuinfo) {
+  // In order of preference; the first key found wins.
+  const std::string_view keys[] = {"model name", "Model", "Hardware",
+                                   "Processor"};
+  for (std::string_view key : keys) {
+    std::string found;
+    ForEachField(cpuinfo, [&](int, std::string_view k, std::string_view v) {
+      if (k == key && !v.empty()) {
+        found.assign(v);
+        return false;
+      }
+      return true;
+    });
+    if (!found.empty()) return found;
+  }
+  return NotFound("cpuinfo: no \"model name\", \"Model\", \"Hardware\" or "
+                  "\"Processor\" line");
+}
+
+Result<int> ParseCpuLogicalCores(std::string_view cpuinfo) {
+  int count = 0;
+  ForEachField(cpuinfo, [&](int, std::string_view k, std::string_view) {
+    if (k == "processor") ++count;
+    return true;
+  });
+  if (count == 0) return InvalidArgument("cpuinfo: no \"processor\" lines");
+  return count;
+}
+
+Result<uint64_t> ParseMemTotalBytes(std::string_view meminfo) {
+  Status status = InvalidArgument("meminfo: no MemTotal line");
+  uint64_t bytes = 0;
+  ForEachField(meminfo, [&](int line_no, std::string_view k, std::string_view v) {
+    if (k != "MemTotal") return true;
+    std::string where = "meminfo line " + std::to_string(line_no) + ": MemTotal ";
+    size_t digits = v.find_first_not_of("0123456789");
+    std::string_view number = v.substr(0, digits);
+    std::string_view unit =
+        digits == std::string_view::npos ? std::string_view() : Trim(v.substr(digits));
+    if (number.empty()) {
+      status = InvalidArgument(where + "\"" + std::string(v) + "\" is not a number");
+    } else if (unit != "kB") {
+      status = InvalidArgument(where + "unit \"" + std::string(unit) +
+                               "\", expected kB");
+    } else if (number.size() > 15) {  // over 2^49 kB: no real machine
+      status = InvalidArgument(where + std::string(number) + " kB is too large");
+    } else {
+      bytes = std::stoull(std::string(number)) * 1024;
+      status = Status::Ok();
+    }
+    return false;
+  });
+  if (!status.ok()) return status;
+  return bytes;
+}
+
+Result<double> MeasureCpuGflops(int n, int reps) {
+  const TaskKind* bench = TaskKindRegistry::Builtin().Find("bench");
+  assert(bench != nullptr);
+  nlohmann::json params = {{"n", n}, {"seed", 1}, {"reps", reps}};
+  PCFARM_ASSIGN_OR_RETURN(std::string out, bench->Run(params.dump(), {}));
+  nlohmann::json result = nlohmann::json::parse(out, nullptr, false);
+  if (result.is_discarded() || !result.contains("gflops") ||
+      !result["gflops"].is_number()) {
+    return Internal("bench probe returned no gflops: " + out);
+  }
+  return result["gflops"].get<double>();
+}
+
+Result<std::vector<DeviceInfo>> DiscoverDevices(const DeviceProbeOptions& options) {
+  DeviceInfo cpu;
+  cpu.index = 0;
+  cpu.backend = "cpu";
+  const std::string cpuinfo_path = options.proc_dir + "/cpuinfo";
+  const std::string meminfo_path = options.proc_dir + "/meminfo";
+  auto cpuinfo = ReadProcFile(cpuinfo_path, 16 << 20);
+  auto name = cpuinfo.ok() ? ParseCpuModelName(*cpuinfo) : cpuinfo.status();
+  if (name.ok()) {
+    cpu.name = *name;
+  } else {
+    spdlog::warn("devices: {}: {}", cpuinfo_path, name.status().ToString());
+    cpu.name = "unknown cpu";
+  }
+  auto cores = cpuinfo.ok() ? ParseCpuLogicalCores(*cpuinfo) : cpuinfo.status();
+  if (cores.ok()) {
+    cpu.cores = *cores;
+  } else {
+    long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+    cpu.cores = n > 0 ? int(n) : 1;
+    spdlog::warn("devices: {}: {}; sysconf says {} cores", cpuinfo_path,
+                 cores.status().ToString(), cpu.cores);
+  }
+  auto meminfo = ReadProcFile(meminfo_path, 1 << 20);
+  auto mem = meminfo.ok() ? ParseMemTotalBytes(*meminfo) : meminfo.status();
+  if (mem.ok()) {
+    cpu.memory_bytes = *mem;
+  } else {
+    long pages = ::sysconf(_SC_PHYS_PAGES);
+    long page = ::sysconf(_SC_PAGESIZE);
+    cpu.memory_bytes = pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : 0;
+    spdlog::warn("devices: {}: {}; sysconf says {} bytes", meminfo_path,
+                 mem.status().ToString(), cpu.memory_bytes);
+  }
+  if (options.measure) {
+    auto gflops = MeasureCpuGflops(options.probe_n, options.probe_reps);
+    if (!gflops.ok()) return gflops.status().WithContext("cpu speed probe");
+    cpu.gflops = *gflops;
+  }
+  return std::vector<DeviceInfo>{cpu};
+}
+
+std::string FormatDevicesTable(const std::vector<DeviceInfo>& devices) {
+  std::vector<std::vector<std::string>> rows = {
+      {"#", "BACKEND", "NAME", "MEMORY", "CORES", "GFLOPS", "FP16"}};
+  for (const DeviceInfo& d : devices) {
+    char gflops[32];
+    std::snprintf(gflops, sizeof gflops, "%.1f", d.gflops);
+    rows.push_back({std::to_string(d.index), d.backend, d.name,
+                    HumanBytes(d.memory_bytes), std::to_string(d.cores),
+                    d.gflops > 0 ? gflops : "-", d.fp16 ? "yes" : "no"});
+  }
+  std::vector<size_t> width(rows[0].size(), 0);
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string DevicesToJson(const std::vector<DeviceInfo>& devices) {
+  nlohmann::json arr = nlohmann::json::array();
+  for (const DeviceInfo& d : devices) {
+    arr.push_back({{"index", d.index},
+                   {"backend", d.backend},
+                   {"name", d.name},
+                   {"memory_bytes", d.memory_bytes},
+                   {"cores", d.cores},
+                   {"gflops", d.gflops},
+                   {"fp16", d.fp16}});
+  }
+  // Replace invalid UTF-8 (a strange cpuinfo) instead of throwing.
+  return arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace pcfarm

@@ -1,0 +1,165 @@
+#include "worker/devices.h"
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "base/file.h"
+
+namespace pcfarm {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kX86Cpuinfo =
+    "processor\t: 0\n"
+    "vendor_id\t: AuthenticAMD\n"
+    "model name\t: AMD Ryzen 7 5800X 8-Core Processor\n"
+    "flags\t\t: fpu vme de\n"
+    "\n"
+    "processor\t: 1\n"
+    "model name\t: AMD Ryzen 7 5800X 8-Core Processor\n"
+    "\n"
+    "processor\t: 2\n"
+    "model name\t: AMD Ryzen 7 5800X 8-Core Processor\n";
+
+constexpr const char* kArmCpuinfo =
+    "processor\t: 0\n"
+    "BogoMIPS\t: 108.00\n"
+    "CPU implementer\t: 0x41\n"
+    "\n"
+    "processor\t: 1\n"
+    "BogoMIPS\t: 108.00\n"
+    "\n"
+    "Hardware\t: BCM2835\n"
+    "Model\t\t: Raspberry Pi 4 Model B Rev 1.4\n";
+
+TEST_CASE("cpuinfo parsing") {
+  CHECK(*ParseCpuModelName(kX86Cpuinfo) == "AMD Ryzen 7 5800X 8-Core Processor");
+  CHECK(*ParseCpuLogicalCores(kX86Cpuinfo) == 3);
+  CHECK(*ParseCpuModelName(kArmCpuinfo) == "Raspberry Pi 4 Model B Rev 1.4");
+  CHECK(*ParseCpuLogicalCores(kArmCpuinfo) == 2);
+  CHECK(*ParseCpuModelName("Hardware : Qualcomm\n") == "Qualcomm");
+  // Bad input: empty, garbage, truncated.
+  CHECK(ParseCpuModelName("").status().code() == StatusCode::kNotFound);
+  CHECK(ParseCpuModelName("model name\t:\n").status().code() ==
+        StatusCode::kNotFound);
+  CHECK(ParseCpuModelName("\x01\x02garbage\xff").status().code() ==
+        StatusCode::kNotFound);
+  CHECK(ParseCpuLogicalCores("").status().code() == StatusCode::kInvalidArgument);
+  CHECK(*ParseCpuLogicalCores("processor\t: 0\nmodel na") == 1);
+}
+
+TEST_CASE("meminfo parsing") {
+  CHECK(*ParseMemTotalBytes("MemTotal:       16318512 kB\nMemFree: 1 kB\n") ==
+        16318512ull * 1024);
+  CHECK(*ParseMemTotalBytes("MemFree: 1 kB\nMemTotal: 2 kB") == 2048);
+  struct Case {
+    std::string text, needle;
+  };
+  std::vector<Case> bad = {
+      {"", "no MemTotal"},
+      {"MemFree: 5 kB\n", "no MemTotal"},
+      {"MemTotal: abc kB\n", "line 1: MemTotal \"abc kB\" is not a number"},
+      {"MemTotal:\n", "is not a number"},
+      {"MemTotal: 1234\n", "unit \"\", expected kB"},
+      {"MemTotal: 1234 MB\n", "unit \"MB\""},
+      {"X: 1\nMemTotal: 99999999999999999999999 kB\n", "line 2: MemTotal "
+                                                       "99999999999999999999999 kB is too large"},
+  };
+  for (const auto& c : bad) {
+    INFO(c.text);
+    auto r = ParseMemTotalBytes(c.text);
+    CHECK(r.status().code() == StatusCode::kInvalidArgument);
+    CHECK_THAT(r.status().message(), Catch::Contains(c.needle));
+  }
+}
+
+TEST_CASE("discovery reads a given proc dir and falls back when it is bad") {
+  fs::path dir = fs::temp_directory_path() /
+                 ("pcfarm_devices_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  REQUIRE(MakeDirs(dir.string()).ok());
+  REQUIRE(WriteFileAtomic((dir / "cpuinfo").string(), kX86Cpuinfo).ok());
+  REQUIRE(WriteFileAtomic((dir / "meminfo").string(), "MemTotal: 1000 kB\n").ok());
+  DeviceProbeOptions opts;
+  opts.proc_dir = dir.string();
+  opts.measure = false;
+  auto devs = DiscoverDevices(opts);
+  REQUIRE(devs.ok());
+  REQUIRE(devs->size() == 1);
+  const DeviceInfo& cpu = (*devs)[0];
+  CHECK(cpu.index == 0);
+  CHECK(cpu.backend == "cpu");
+  CHECK(cpu.name == "AMD Ryzen 7 5800X 8-Core Processor");
+  CHECK(cpu.cores == 3);
+  CHECK(cpu.memory_bytes == 1024000);
+  CHECK(cpu.gflops == 0);
+
+  // Garbage files: sysconf fills in, nothing crashes.
+  REQUIRE(WriteFileAtomic((dir / "cpuinfo").string(), "\xff\xfe junk").ok());
+  REQUIRE(WriteFileAtomic((dir / "meminfo").string(), "MemTotal: lots\n").ok());
+  devs = DiscoverDevices(opts);
+  REQUIRE(devs.ok());
+  CHECK((*devs)[0].name == "unknown cpu");
+  CHECK((*devs)[0].cores >= 1);
+  CHECK((*devs)[0].memory_bytes > 0);
+  // Missing files likewise.
+  fs::remove_all(dir);
+  devs = DiscoverDevices(opts);
+  REQUIRE(devs.ok());
+  CHECK((*devs)[0].cores >= 1);
+}
+
+TEST_CASE("discovery on this machine measures the cpu") {
+  DeviceProbeOptions opts;
+  opts.probe_n = 256;
+  auto devs = DiscoverDevices(opts);
+  REQUIRE(devs.ok());
+  const DeviceInfo& cpu = (*devs)[0];
+  CHECK(cpu.backend == "cpu");
+  CHECK_FALSE(cpu.name.empty());
+  CHECK(cpu.cores >= 1);
+  CHECK(cpu.memory_bytes > (uint64_t(64) << 20));
+  CHECK(cpu.gflops > 0);
+  // /proc files report size 0; the reader must still see their contents.
+  std::ifstream proc("/proc/cpuinfo");
+  std::string text((std::istreambuf_iterator<char>(proc)), {});
+  if (text.find("model name") != std::string::npos) {
+    CHECK(cpu.name == *ParseCpuModelName(text));
+    CHECK(cpu.cores == *ParseCpuLogicalCores(text));
+  }
+  INFO(FormatDevicesTable(*devs));
+  // A bad probe size is an error, not a silent zero.
+  opts.probe_n = 8;
+  CHECK(DiscoverDevices(opts).status().code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("device table and JSON") {
+  std::vector<DeviceInfo> devs(2);
+  devs[0] = {0, "cpu", "Intel(R) Core(TM) i5-8250U", uint64_t(16) << 30, 8, 123.456, false};
+  devs[1] = {1, "cuda", "NVIDIA GeForce RTX 3060", uint64_t(12) << 30, 28, 0, true};
+  std::string table = FormatDevicesTable(devs);
+  CHECK(table ==
+        "#  BACKEND  NAME                        MEMORY    CORES  GFLOPS  FP16\n"
+        "0  cpu      Intel(R) Core(TM) i5-8250U  16.0 GiB  8      123.5   no\n"
+        "1  cuda     NVIDIA GeForce RTX 3060     12.0 GiB  28     -       yes\n");
+  auto j = nlohmann::json::parse(DevicesToJson(devs));
+  REQUIRE(j.is_array());
+  REQUIRE(j.size() == 2);
+  CHECK(j[0]["name"] == "Intel(R) Core(TM) i5-8250U");
+  CHECK(j[0]["memory_bytes"] == uint64_t(16) << 30);
+  CHECK(j[0]["gflops"] == Approx(123.456));
+  CHECK(j[1]["backend"] == "cuda");
+  CHECK(j[1]["fp16"] == true);
+  CHECK(j[1]["cores"] == 28);
+  CHECK(j[1]["index"] == 1);
+  // Invalid UTF-8 from a strange cpuinfo does not throw.
+  devs[0].name = "bad \xff name";
+  CHECK_FALSE(DevicesToJson(devs).empty());
+  CHECK(FormatDevicesTable({}) == "#  BACKEND  NAME  MEMORY  CORES  GFLOPS  FP16\n");
+}
+
+}  // namespace
+}  // namespace pcfarm
