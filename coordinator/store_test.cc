@@ -56,6 +56,21 @@ TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
   CHECK(w->id == *id);
   CHECK(w->name == "pc-1");
   REQUIRE(store->CheckConsistency().ok());
+  // The journal mode is stored in the file: WAL.
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &h) == SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  REQUIRE(sqlite3_prepare_v2(h, "PRAGMA journal_mode", -1, &q, nullptr) ==
+          SQLITE_OK);
+  REQUIRE(sqlite3_step(q) == SQLITE_ROW);
+  CHECK(std::string(reinterpret_cast<const char*>(sqlite3_column_text(q, 0))) ==
+        "wal");
+  sqlite3_finalize(q);
+  sqlite3_prepare_v2(h, "SELECT COUNT(*) FROM schema_version", -1, &q, nullptr);
+  REQUIRE(sqlite3_step(q) == SQLITE_ROW);
+  CHECK(sqlite3_column_int(q, 0) == 2);  // one row per migration, not per open
+  sqlite3_finalize(q);
+  sqlite3_close(h);
 }
 
 TEST_CASE_METHOD(StoreFixture, "a database from a newer program is refused",
