@@ -96,31 +96,4 @@ Result<std::string> Base64UrlDecode(std::string_view text) {
   return out;
 }
 
-std::string HexEncode(std::string_view bytes) {
-  std::string out(bytes.size() * 2 + 1, '\0');
-  sodium_bin2hex(out.data(), out.size(),
-                 reinterpret_cast<const unsigned char*>(bytes.data()),
-                 bytes.size());
-  out.pop_back();
-  return out;
-}
-
-Result<std::string> HexDecode(std::string_view hex) {
-  if (hex.size() % 2 != 0) {
-    return InvalidArgument("hex text has an odd length " +
-                           std::to_string(hex.size()));
-  }
-  std::string out(hex.size() / 2, '\0');
-  size_t len = 0;
-  const char* end = nullptr;
-  if (sodium_hex2bin(reinterpret_cast<unsigned char*>(out.data()), out.size(),
-                     hex.data(), hex.size(), nullptr, &len, &end) != 0 ||
-      end != hex.data() + hex.size() || len != out.size()) {
-    size_t at = end ? size_t(end - hex.data()) : 0;
-    return InvalidArgument("not hex text (bad character at offset " +
-                           std::to_string(at) + ")");
-  }
-  return out;
-}
-
 }  // namespace pcfarm

@@ -2,7 +2,8 @@
 //
 // Z85 is ZeroMQ's encoding (RFC 32/Z85): CurveZMQ sockets accept a key as 32
 // raw bytes or as its 40-character Z85 text. Base64url (RFC 4648 §5, no
-// padding) is used where a person copies a value (enrollment tokens).
+// padding) is used where a person copies a value (enrollment tokens). Hex
+// lives in base/hex.h (included here for the callers that used it from here).
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -10,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "base/hex.h"  // HexEncode / HexDecode live in base/
 #include "base/status.h"
 
 namespace pcfarm {
@@ -23,9 +25,5 @@ Result<std::string> Z85Decode(std::string_view text);
 std::string Base64UrlEncode(std::string_view bytes);
 // InvalidArgument unless `text` is unpadded base64url.
 Result<std::string> Base64UrlDecode(std::string_view text);
-
-// Lower-case hex; HexDecode takes either case and needs an even length.
-std::string HexEncode(std::string_view bytes);
-Result<std::string> HexDecode(std::string_view hex);
 
 }  // namespace pcfarm
