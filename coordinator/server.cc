@@ -18,6 +18,7 @@
 #include "coordinator/store.h"
 #include "coordinator/zap_handler.h"
 #include "crypto/hash.h"
+#include "crypto/codec.h"
 #include "crypto/keys.h"
 #include "crypto/token.h"
 #include "proto/wire.h"
@@ -74,7 +75,7 @@ class CoordinatorServer::Impl {
               const std::string& detail, uint64_t attempt_id = 0);
 
   // ---- workers ----
-  void OnWorkerMessage(const std::string& route, const zmq::message_t& payload);
+  void OnWorkerMessage(const std::string& route, zmq::message_t& payload);
   void OnEnroll(const std::string& route, const std::string& conn_key,
                 const wire::Enroll& enroll);
   void OnHello(Peer& peer, const wire::Hello& hello);
@@ -88,7 +89,7 @@ class CoordinatorServer::Impl {
   void Tick(int64_t now);
 
   // ---- clients ----
-  void OnClientMessage(const std::string& route, const zmq::message_t& payload);
+  void OnClientMessage(const std::string& route, zmq::message_t& payload);
   Status HandleClient(const ClientInfo& client, const wire::ClientRequest& req,
                       wire::ClientReply* reply);
   Result<wire::JobInfo> JobToWire(const JobInfo& job);
@@ -175,7 +176,7 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
       s->set(zmq::sockopt::curve_secretkey, zmq::const_buffer(sk.data(), sk.size()));
       s->set(zmq::sockopt::sndhwm, 10000);
       s->set(zmq::sockopt::rcvhwm, 10000);
-      s->set(zmq::sockopt::maxmsgsize, int64_t(kMaxFrameBytes));
+      s->set(zmq::sockopt::maxmsgsize, int64_t(MaxWorkerFrameBytes(WireLimits{})));
       s->bind(ep);
       *out = std::move(s);
     } catch (const zmq::error_t& e) {
@@ -301,7 +302,7 @@ void CoordinatorServer::Impl::BadMessage(Peer* peer, const std::string& route,
 // ------------------------------------------------------------------ workers
 
 void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
-                                              const zmq::message_t& payload) {
+                                              zmq::message_t& payload) {
   if (dropped.count(route)) return;
   std::string conn_key;
   try {
@@ -658,7 +659,7 @@ void CoordinatorServer::Impl::Tick(int64_t now) {
 // ------------------------------------------------------------------ clients
 
 void CoordinatorServer::Impl::OnClientMessage(const std::string& route,
-                                              const zmq::message_t& payload) {
+                                              zmq::message_t& payload) {
   wire::ClientReply reply;
   reply.set_version(kProtocolVersion);
   std::string key;

@@ -1,0 +1,94 @@
+#include "worker/blob_fetcher.h"
+
+#include <spdlog/spdlog.h>
+
+namespace pcfarm {
+
+BlobFetcher::BlobFetcher(BlobCache* cache, Send send, int credit,
+                         int chunk_bytes)
+    : cache_(cache), send_(std::move(send)), credit_(credit),
+      chunk_bytes_(chunk_bytes) {}
+
+void BlobFetcher::Request(const Hash256& hash, Transfer& t) {
+  uint64_t size = t.download ? t.download->size() : UINT64_MAX;
+  int limit = t.download ? credit_ : 1;  // one probe until the size is known
+  while (t.in_flight < limit && t.next_offset < size) {
+    wire::WorkerFrame f;
+    auto* g = f.mutable_blob_get();
+    g->set_hash(HashToBytes(hash));
+    g->set_offset(t.next_offset);
+    g->set_length(static_cast<uint32_t>(chunk_bytes_));
+    send_(std::move(f));
+    t.in_flight++;
+    t.next_offset += static_cast<uint64_t>(chunk_bytes_);
+  }
+}
+
+void BlobFetcher::Want(const Hash256& hash) {
+  if (cache_->Has(hash) || transfers_.count(hash)) return;
+  Transfer& t = transfers_[hash];
+  Request(hash, t);
+}
+
+Result<std::optional<Hash256>> BlobFetcher::OnChunk(const wire::BlobChunk& c) {
+  auto hash = HashFromBytes(c.hash());
+  if (!hash.ok()) return hash.status();
+  auto it = transfers_.find(*hash);
+  if (it == transfers_.end()) return std::optional<Hash256>();  // stale chunk
+  Transfer& t = it->second;
+  t.in_flight--;
+  auto abandon = [&](Status s) -> Result<std::optional<Hash256>> {
+    transfers_.erase(it);
+    return s;
+  };
+  if (!t.download) {
+    // The first answer tells the size; resume where a partial file ends.
+    auto d = cache_->BeginDownload(*hash, c.total_size());
+    if (!d.ok()) {
+      if (d.status().code() == StatusCode::kAlreadyExists) {
+        transfers_.erase(it);
+        return std::optional<Hash256>(*hash);
+      }
+      return abandon(d.status());
+    }
+    t.download = std::move(*d);
+    t.next_offset = t.download->offset();
+    t.in_flight = 0;
+    if (t.download->offset() == 0 && c.offset() == 0 && !c.data().empty()) {
+      Status s = t.download->Append(0, c.data());
+      if (!s.ok()) return abandon(s);
+      bytes_received_ += c.data().size();
+      t.next_offset = c.data().size();
+    }
+  } else {
+    if (c.total_size() != t.download->size()) {
+      return abandon(Corruption("blob size changed during the transfer"));
+    }
+    Status s = t.download->Append(c.offset(), c.data());
+    if (!s.ok()) return abandon(s);
+    bytes_received_ += c.data().size();
+  }
+  if (t.download->offset() == t.download->size()) {
+    Status s = t.download->Finish();
+    Hash256 done = *hash;
+    transfers_.erase(it);
+    if (!s.ok()) return s;
+    return std::optional<Hash256>(done);
+  }
+  Request(*hash, t);
+  return std::optional<Hash256>();
+}
+
+void BlobFetcher::Reset() {
+  for (auto& [hash, t] : transfers_) {
+    t.download.reset();
+    t.next_offset = 0;
+    t.in_flight = 0;
+  }
+}
+
+void BlobFetcher::Restart() {
+  for (auto& [hash, t] : transfers_) Request(hash, t);
+}
+
+}  // namespace pcfarm

@@ -1,0 +1,66 @@
+// BlobFetcher: downloads blobs from the coordinator in chunks with
+// credit-based flow control (the ZeroMQ guide's fileio3 pattern): up to
+// `credit` BLOB_GET requests are in flight; each BLOB_CHUNK that arrives is
+// appended to the cache's download and buys the next request. Downloads
+// resume from the partial file after a restart, and a finished blob is
+// hash-verified by the cache before anyone may use it.
+//
+// The fetcher does not own a socket: it emits WorkerFrames through `send`
+// and is fed the BLOB_CHUNKs the caller receives.
+//
+// Thread-safety: not thread-safe; one event loop owns it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "crypto/hash.h"
+#include "proto/pcfarm.pb.h"
+#include "worker/blob_cache.h"
+
+namespace pcfarm {
+
+class BlobFetcher {
+ public:
+  using Send = std::function<void(wire::WorkerFrame)>;
+
+  BlobFetcher(BlobCache* cache, Send send, int credit, int chunk_bytes);
+
+  // Starts fetching `hash` unless it is cached or already being fetched.
+  void Want(const Hash256& hash);
+  // Feeds a BLOB_CHUNK. Returns the hash of a blob that just completed
+  // (verified and in the cache), nullopt otherwise; an error for a chunk
+  // that breaks the transfer (its download is abandoned and started over
+  // on the next Want).
+  Result<std::optional<Hash256>> OnChunk(const wire::BlobChunk& chunk);
+  // Forgets every transfer in flight (after a reconnect); partial files stay
+  // and later transfers resume from them.
+  void Reset();
+  // Re-requests everything Want()ed but not complete (after a reconnect).
+  void Restart();
+
+  bool Busy() const { return !transfers_.empty(); }
+  uint64_t bytes_received() const { return bytes_received_; }
+
+ private:
+  struct Transfer {
+    std::unique_ptr<BlobDownload> download;  // null until the size is known
+    uint64_t next_offset = 0;  // of the next request to send
+    int in_flight = 0;
+  };
+  void Request(const Hash256& hash, Transfer& t);
+
+  BlobCache* cache_;
+  Send send_;
+  int credit_;
+  int chunk_bytes_;
+  std::map<Hash256, Transfer> transfers_;
+  uint64_t bytes_received_ = 0;
+};
+
+}  // namespace pcfarm

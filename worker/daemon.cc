@@ -1,0 +1,603 @@
+#include "worker/daemon.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+#include <zmq.hpp>
+
+#include "base/clock.h"
+#include "base/file.h"
+#include "crypto/codec.h"
+#include "crypto/hash.h"
+#include "crypto/keys.h"
+#include "crypto/token.h"
+#include "proto/wire.h"
+#include "tasks/kinds/kind.h"
+#include "worker/blob_cache.h"
+#include "worker/blob_fetcher.h"
+#include "worker/devices.h"
+#include "worker/result_spool.h"
+#include "worker/seen_attempts.h"
+#include "worker/worker_dir.h"
+
+namespace pcfarm {
+
+namespace {
+
+constexpr char kWakeEndpoint[] = "inproc://pcfarm-worker-done";
+
+// One shard this worker accepted.
+struct Task {
+  uint64_t attempt_id = 0;
+  uint64_t shard_id = 0;
+  std::string body_hash;  // BLAKE2b-256 of the signed ShardBody bytes
+  std::string kind;
+  std::string params;
+  std::vector<Hash256> blobs;
+  std::atomic<bool> cancel{false};
+  std::atomic<float> progress{0};
+  // Filled by the executor.
+  bool ok = false;
+  std::string output, error;
+  int64_t started_ms = 0, finished_ms = 0;
+};
+
+// Runs tasks on `slots` threads; finished tasks go to done() and each
+// completion pokes the event loop through an inproc socket.
+class Executor {
+ public:
+  Executor(zmq::context_t* ctx, int slots) : ctx_(ctx) {
+    for (int i = 0; i < slots; ++i) threads_.emplace_back([this] { Loop(); });
+  }
+  ~Executor() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  void Submit(std::shared_ptr<Task> t) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      queue_.push_back(std::move(t));
+    }
+    cv_.notify_one();
+  }
+  std::vector<std::shared_ptr<Task>> TakeDone() {
+    std::lock_guard<std::mutex> l(mu_);
+    std::vector<std::shared_ptr<Task>> out(done_.begin(), done_.end());
+    done_.clear();
+    return out;
+  }
+  size_t busy() {
+    std::lock_guard<std::mutex> l(mu_);
+    return queue_.size() + running_;
+  }
+
+ private:
+  void Loop() {
+    zmq::socket_t wake(*ctx_, zmq::socket_type::push);
+    wake.set(zmq::sockopt::linger, 0);
+    wake.connect(kWakeEndpoint);
+    while (true) {
+      std::shared_ptr<Task> t;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
+        if (stop_) return;
+        t = queue_.front();
+        queue_.pop_front();
+        running_++;
+      }
+      Run(*t);
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        running_--;
+        done_.push_back(t);
+      }
+      try {
+        wake.send(zmq::str_buffer("x"), zmq::send_flags::dontwait);
+      } catch (const zmq::error_t&) {
+      }
+    }
+  }
+  static void Run(Task& t) {
+    t.started_ms = SystemClock::Get()->NowMs();
+    const TaskKind* kind = TaskKindRegistry::Builtin().Find(t.kind);
+    if (!kind) {
+      t.ok = false;
+      t.error = "this worker has no task kind '" + t.kind + "'";
+    } else {
+      RunContext ctx;
+      ctx.cancel = &t.cancel;
+      ctx.progress = [&t](double f) { t.progress = static_cast<float>(f); };
+      auto r = kind->Run(t.params, ctx);
+      t.ok = r.ok();
+      if (r.ok()) {
+        t.output = std::move(*r);
+      } else {
+        t.error = r.status().ToString();
+      }
+    }
+    t.finished_ms = SystemClock::Get()->NowMs();
+  }
+
+  zmq::context_t* ctx_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Task>> queue_;
+  std::deque<std::shared_ptr<Task>> done_;
+  size_t running_ = 0;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+zmq::socket_t MakeDealer(zmq::context_t& ctx, const CoordinatorPin& pin,
+                         const IdentityKeys& keys) {
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::curve_serverkey,
+        zmq::const_buffer(pin.curve_pk.data(), pin.curve_pk.size()));
+  s.set(zmq::sockopt::curve_publickey,
+        zmq::const_buffer(keys.curve.public_key().data(), 32));
+  std::string sk = keys.curve.secret_key();
+  s.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(sk.data(), sk.size()));
+  s.set(zmq::sockopt::maxmsgsize, int64_t(MaxCoordinatorFrameBytes(WireLimits{})));
+  s.connect(pin.endpoint);
+  return s;
+}
+
+}  // namespace
+
+class WorkerDaemon::Impl {
+ public:
+  WorkerOptions opts;
+  WorkerPaths paths;
+  IdentityKeys keys;
+  CoordinatorPin pin;
+  std::unique_ptr<ResultSpool> spool;
+  std::unique_ptr<BlobCache> cache;
+  std::unique_ptr<SeenAttempts> seen;
+  std::vector<DeviceInfo> devices;
+  zmq::context_t ctx{1};
+  std::unique_ptr<zmq::socket_t> sock;
+  std::unique_ptr<BlobFetcher> fetcher;
+  std::map<uint64_t, std::shared_ptr<Task>> tasks;          // accepted, not done
+  std::vector<std::shared_ptr<Task>> waiting_for_blobs;
+  WorkerCounters* counters = nullptr;
+  const Clock* clock = SystemClock::Get();
+  int64_t last_send_ms = 0, last_recv_ms = 0;
+  bool welcomed = false;
+
+  Impl(const WorkerOptions& o, IdentityKeys k)
+      : opts(o), paths(o.data_dir), keys(std::move(k)) {}
+
+  Status Run(std::atomic<bool>* stop, WorkerCounters* c);
+
+ private:
+  void Send(wire::WorkerFrame f);
+  void Connect();
+  void SayHello();
+  void SendReady();
+  void SendSpooled();
+  void OnFrame(const wire::CoordinatorFrame& f, Executor& exec);
+  void OnAssign(const wire::SignedEnvelope& env, Executor& exec);
+  void StartIfReady(Executor& exec);
+  void Finish(Task& t);
+};
+
+Result<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Open(
+    const WorkerOptions& options) {
+  CryptoInit();
+  if (options.worker_slots < 1 || options.worker_slots > 64) {
+    return InvalidArgument("--slots must be 1..64");
+  }
+  if (options.worker_heartbeat_interval_ms < 10) {
+    return InvalidArgument("heartbeat interval must be at least 10 ms");
+  }
+  WorkerPaths paths(options.data_dir);
+  PCFARM_ASSIGN_OR_RETURN(CoordinatorPin pin,
+                          LoadCoordinatorPin(paths.coordinator_file));
+  PCFARM_ASSIGN_OR_RETURN(IdentityKeys keys, LoadKeyFile(paths.key_file));
+  auto impl = std::make_unique<Impl>(options, std::move(keys));
+  impl->pin = pin;
+  PCFARM_ASSIGN_OR_RETURN(impl->spool, ResultSpool::Open(paths.spool_dir));
+  PCFARM_ASSIGN_OR_RETURN(
+      impl->cache, BlobCache::Open(paths.blob_dir, options.worker_blob_cache_bytes));
+  impl->seen = SeenAttempts::Open(paths.seen_file);
+  PCFARM_ASSIGN_OR_RETURN(impl->devices, DiscoverDevices());
+  return std::unique_ptr<WorkerDaemon>(new WorkerDaemon(std::move(impl)));
+}
+
+WorkerDaemon::WorkerDaemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WorkerDaemon::~WorkerDaemon() = default;
+Status WorkerDaemon::Run() { return impl_->Run(&stop_, &counters_); }
+
+void WorkerDaemon::Impl::Send(wire::WorkerFrame f) {
+  if (!sock) return;
+  f.set_version(kProtocolVersion);
+  std::string bytes = f.SerializeAsString();
+  try {
+    sock->send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+    last_send_ms = clock->MonotonicMs();
+  } catch (const zmq::error_t& e) {
+    spdlog::warn("send failed: {}", e.what());
+  }
+}
+
+void WorkerDaemon::Impl::Connect() {
+  sock = std::make_unique<zmq::socket_t>(MakeDealer(ctx, pin, keys));
+  welcomed = false;
+  last_recv_ms = clock->MonotonicMs();
+  fetcher->Reset();
+  SayHello();
+}
+
+void WorkerDaemon::Impl::SayHello() {
+  wire::WorkerFrame f;
+  auto* h = f.mutable_hello();
+  h->set_software_version("pcfarm-worker 0.1");
+  for (const auto& d : devices) {
+    auto* o = h->add_devices();
+    o->set_index(d.index);
+    o->set_backend(d.backend);
+    o->set_name(d.name);
+    o->set_memory_bytes(d.memory_bytes);
+    o->set_cores(d.cores);
+    o->set_gflops(d.gflops);
+    o->set_fp16(d.fp16);
+  }
+  for (const auto& hash : cache->List()) h->add_cached_blobs(HashToBytes(hash));
+  auto spooled = spool->List();
+  if (spooled.ok()) {
+    for (const auto& e : *spooled) h->add_spooled_attempts(e.attempt_id);
+  }
+  Send(std::move(f));
+}
+
+void WorkerDaemon::Impl::SendSpooled() {
+  auto entries = spool->List();
+  if (!entries.ok()) {
+    spdlog::error("cannot read the spool: {}", entries.status().ToString());
+    return;
+  }
+  for (const auto& e : *entries) {
+    auto bytes = spool->Get(e.attempt_id);
+    if (!bytes.ok()) continue;
+    wire::WorkerFrame f;
+    if (!f.mutable_result()->ParseFromString(*bytes)) {
+      spdlog::warn("spooled result {} is unreadable; dropped", e.attempt_id);
+      spool->Remove(e.attempt_id).IgnoreError();
+      continue;
+    }
+    Send(std::move(f));
+  }
+}
+
+void WorkerDaemon::Impl::SendReady() {
+  int busy = static_cast<int>(tasks.size());
+  wire::WorkerFrame f;
+  f.mutable_ready()->set_free_slots(
+      static_cast<uint32_t>(std::max(0, opts.worker_slots - busy)));
+  Send(std::move(f));
+}
+
+void WorkerDaemon::Impl::OnAssign(const wire::SignedEnvelope& env,
+                                  Executor& exec) {
+  auto refuse = [&](const std::string& why) {
+    counters->shards_refused++;
+    spdlog::warn("shard refused: {}", why);
+  };
+  auto body = OpenShard(env, pin.sign_pk);
+  if (!body.ok()) {
+    refuse("bad coordinator signature: " + body.status().message());
+    return;
+  }
+  if (!ConstantTimeEqual(body->worker_sign_pk(), keys.sign.public_key())) {
+    refuse("attempt " + std::to_string(body->attempt_id()) +
+           " was assigned to another worker");
+    return;
+  }
+  int64_t now = clock->NowMs();
+  if (body->deadline_ms() <= now) {
+    refuse("attempt " + std::to_string(body->attempt_id()) + " is past its deadline");
+    return;
+  }
+  auto fresh = seen->Insert(body->attempt_id(), body->deadline_ms(), now);
+  if (!fresh.ok()) {
+    refuse("cannot record the attempt: " + fresh.status().message());
+    return;
+  }
+  if (!*fresh) {
+    refuse("attempt " + std::to_string(body->attempt_id()) + " is a replay");
+    return;
+  }
+  auto t = std::make_shared<Task>();
+  t->attempt_id = body->attempt_id();
+  t->shard_id = body->shard_id();
+  t->body_hash = HashToBytes(EnvelopeBodyHash(env));
+  t->kind = body->kind();
+  t->params = body->params();
+  for (const auto& h : body->blob_hashes()) {
+    auto hash = HashFromBytes(h);
+    if (!hash.ok()) {
+      refuse("a blob hash in the shard is malformed");
+      return;
+    }
+    t->blobs.push_back(*hash);
+    fetcher->Want(*hash);
+  }
+  spdlog::info("attempt {} accepted: {} shard {} of job {}", t->attempt_id,
+               t->kind, body->shard_index(), body->job_id());
+  tasks[t->attempt_id] = t;
+  waiting_for_blobs.push_back(t);
+  StartIfReady(exec);
+}
+
+void WorkerDaemon::Impl::StartIfReady(Executor& exec) {
+  for (auto it = waiting_for_blobs.begin(); it != waiting_for_blobs.end();) {
+    bool ready = true;
+    for (const auto& h : (*it)->blobs) ready = ready && cache->Has(h);
+    if (ready) {
+      exec.Submit(*it);
+      it = waiting_for_blobs.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void WorkerDaemon::Impl::Finish(Task& t) {
+  tasks.erase(t.attempt_id);
+  if (t.cancel) {
+    spdlog::info("attempt {} cancelled", t.attempt_id);
+    return;
+  }
+  counters->shards_run++;
+  wire::ResultBody r;
+  r.set_attempt_id(t.attempt_id);
+  r.set_shard_id(t.shard_id);
+  r.set_shard_body_hash(t.body_hash);
+  r.set_ok(t.ok);
+  r.set_output(t.output);
+  r.set_error(t.error);
+  r.set_started_ms(t.started_ms);
+  r.set_finished_ms(t.finished_ms);
+  r.set_device(devices.empty() ? "cpu:0" : devices[0].backend + ":" +
+                                               std::to_string(devices[0].index));
+  wire::WorkerFrame f;
+  *f.mutable_result() = SealEnvelope(keys.sign, r.SerializeAsString());
+  // Durable before it leaves: a crash from here on still delivers it.
+  Status s = spool->Put(t.attempt_id, f.result().SerializeAsString());
+  if (!s.ok()) spdlog::error("cannot spool result {}: {}", t.attempt_id, s.ToString());
+  spdlog::info("attempt {} done in {} ms{}", t.attempt_id,
+               t.finished_ms - t.started_ms, t.ok ? "" : (": " + t.error));
+  Send(std::move(f));
+}
+
+void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
+                                 Executor& exec) {
+  switch (f.msg_case()) {
+    case wire::CoordinatorFrame::kWelcome:
+      if (!welcomed) {
+        welcomed = true;
+        spdlog::info("connected to {} as worker {}", pin.endpoint,
+                     f.welcome().worker_id());
+        SendSpooled();
+        fetcher->Restart();
+        SendReady();
+      }
+      break;
+    case wire::CoordinatorFrame::kAssign:
+      OnAssign(f.assign().shard(), exec);
+      break;
+    case wire::CoordinatorFrame::kCancel: {
+      auto it = tasks.find(f.cancel().attempt_id());
+      if (it == tasks.end()) break;
+      it->second->cancel = true;
+      // Not started yet (waiting for blobs): it will never reach Finish().
+      auto w = std::find(waiting_for_blobs.begin(), waiting_for_blobs.end(), it->second);
+      if (w != waiting_for_blobs.end()) {
+        waiting_for_blobs.erase(w);
+        tasks.erase(it);
+      }
+      SendReady();
+      break;
+    }
+    case wire::CoordinatorFrame::kAck:
+      spool->Remove(f.ack().attempt_id()).IgnoreError();
+      counters->results_acked++;
+      SendReady();
+      break;
+    case wire::CoordinatorFrame::kBlobChunk: {
+      auto done = fetcher->OnChunk(f.blob_chunk());
+      if (!done.ok()) {
+        spdlog::warn("blob transfer failed: {}", done.status().ToString());
+      } else if (done->has_value()) {
+        StartIfReady(exec);
+      }
+      counters->blob_bytes_received = fetcher->bytes_received();
+      break;
+    }
+    case wire::CoordinatorFrame::kHeartbeat:
+      break;
+    case wire::CoordinatorFrame::kReject: {
+      const auto& r = f.reject();
+      spdlog::warn("coordinator refused: {} ({})",
+                   wire::RejectReason_Name(r.reason()), r.detail());
+      if (r.reason() == wire::REJECT_NOT_ENROLLED || r.reason() == wire::REJECT_BANNED) {
+        break;
+      }
+      // A result the coordinator will never take (already answered, late,
+      // cancelled): keeping it would only resend it forever.
+      if (r.attempt_id() != 0) spool->Remove(r.attempt_id()).IgnoreError();
+      if (r.attempt_id() != 0) SendReady();
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+Status WorkerDaemon::Impl::Run(std::atomic<bool>* stop, WorkerCounters* c) {
+  counters = c;
+  zmq::socket_t wake(ctx, zmq::socket_type::pull);
+  wake.bind(kWakeEndpoint);
+  fetcher = std::make_unique<BlobFetcher>(
+      cache.get(), [this](wire::WorkerFrame f) { Send(std::move(f)); },
+      opts.worker_blob_credit, opts.worker_blob_chunk_bytes);
+  Executor exec(&ctx, opts.worker_slots);
+  std::mt19937 rng(std::random_device{}());
+  int backoff_ms = opts.worker_reconnect_initial_ms;
+  int64_t reconnect_at = -1;
+  Connect();
+  int64_t silence_limit =
+      int64_t(opts.worker_heartbeat_interval_ms) * opts.worker_heartbeat_liveness;
+  try {
+    while (!stop->load()) {
+      int64_t now = clock->MonotonicMs();
+      if (!sock && now >= reconnect_at) {
+        counters->reconnects++;
+        Connect();
+      }
+      zmq::pollitem_t items[2] = {{wake.handle(), 0, ZMQ_POLLIN, 0},
+                                  {sock ? sock->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, sock ? 2 : 1, std::chrono::milliseconds(50));
+      if (items[0].revents & ZMQ_POLLIN) {
+        zmq::message_t m;
+        while (wake.recv(m, zmq::recv_flags::dontwait)) {
+        }
+      }
+      for (auto& t : exec.TakeDone()) Finish(*t);
+      if (sock && (items[1].revents & ZMQ_POLLIN)) {
+        zmq::message_t m;
+        while (sock && sock->recv(m, zmq::recv_flags::dontwait)) {
+          last_recv_ms = clock->MonotonicMs();
+          auto f = DecodeCoordinatorFrame(m.to_string_view());
+          if (!f.ok()) {
+            spdlog::warn("bad message from the coordinator: {}", f.status().message());
+            continue;
+          }
+          backoff_ms = opts.worker_reconnect_initial_ms;
+          OnFrame(*f, exec);
+        }
+      }
+      now = clock->MonotonicMs();
+      if (sock && now - last_recv_ms > silence_limit) {
+        // Paranoid Pirate: the coordinator is gone; drop the socket and
+        // come back after a backoff that doubles up to a cap, with jitter.
+        int jitter = std::uniform_int_distribution<int>(-backoff_ms / 4, backoff_ms / 4)(rng);
+        spdlog::warn("coordinator silent for {} ms; reconnecting in {} ms",
+                     now - last_recv_ms, backoff_ms + jitter);
+        sock.reset();
+        fetcher->Reset();
+        reconnect_at = now + backoff_ms + jitter;
+        backoff_ms = std::min(backoff_ms * 2, opts.worker_reconnect_max_ms);
+        continue;
+      }
+      if (sock && now - last_send_ms >= opts.worker_heartbeat_interval_ms) {
+        wire::WorkerFrame f;
+        auto* hb = f.mutable_heartbeat();
+        for (const auto& [id, t] : tasks) {
+          auto* p = hb->add_running();
+          p->set_attempt_id(id);
+          p->set_fraction(t->progress);
+        }
+        if (!welcomed) {
+          SayHello();  // the HELLO may have been lost with a dead coordinator
+        } else {
+          Send(std::move(f));
+        }
+      }
+    }
+  } catch (const zmq::error_t& e) {
+    return Internal(std::string("worker loop: ") + e.what());
+  }
+  for (auto& [id, t] : tasks) t->cancel = true;
+  if (sock) {
+    wire::WorkerFrame f;
+    f.mutable_bye()->set_reason("worker stopping");
+    Send(std::move(f));
+    sock->set(zmq::sockopt::linger, 500);
+  }
+  sock.reset();
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------------ enroll
+
+Status EnrollWorker(const std::string& token_text, const std::string& data_dir,
+                    const std::string& name, int timeout_ms) {
+  CryptoInit();
+  PCFARM_ASSIGN_OR_RETURN(EnrollmentToken token, DecodeEnrollmentToken(token_text));
+  WorkerPaths paths(data_dir);
+  if (ReadFile(paths.coordinator_file).ok()) {
+    return AlreadyExists(data_dir + " already holds an enrolled worker");
+  }
+  if (name.empty() || name.size() > 64) {
+    return InvalidArgument("--name must be 1..64 characters");
+  }
+  PCFARM_RETURN_IF_ERROR(MakeDirs(data_dir, 0700));
+  // Keys are made here, on this PC, and never leave it. A retry after a
+  // failed enrollment reuses them.
+  IdentityKeys keys = IdentityKeys::Generate();
+  auto existing = LoadKeyFile(paths.key_file);
+  if (existing.ok()) {
+    keys = *existing;
+  } else {
+    PCFARM_RETURN_IF_ERROR(SaveKeyFile(paths.key_file, keys));
+  }
+  CoordinatorPin pin;
+  pin.endpoint = token.endpoint;
+  pin.sign_pk = token.coordinator_sign_pk;
+  pin.curve_pk = token.coordinator_curve_pk;
+  pin.name = name;
+
+  zmq::context_t ctx(1);
+  zmq::socket_t sock = MakeDealer(ctx, pin, keys);
+  wire::WorkerFrame f;
+  f.set_version(kProtocolVersion);
+  auto* e = f.mutable_enroll();
+  e->set_token_secret(Base64UrlEncode(token.secret));
+  e->set_name(name);
+  e->set_sign_pk(keys.sign.public_key());
+  e->set_curve_pk(keys.curve.public_key());
+  std::string bytes = f.SerializeAsString();
+  sock.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(100));
+    if (!(item.revents & ZMQ_POLLIN)) continue;
+    zmq::message_t m;
+    if (!sock.recv(m, zmq::recv_flags::dontwait)) continue;
+    auto reply = DecodeCoordinatorFrame(m.to_string_view());
+    if (!reply.ok()) continue;
+    if (reply->has_reject()) {
+      return PermissionDenied("enrollment refused: " + reply->reject().detail());
+    }
+    if (reply->has_welcome()) {
+      if (!ConstantTimeEqual(reply->welcome().coordinator_sign_pk(), pin.sign_pk)) {
+        return Unauthenticated(
+            "the coordinator's signing key differs from the token's");
+      }
+      pin.worker_id = static_cast<int64_t>(reply->welcome().worker_id());
+      PCFARM_RETURN_IF_ERROR(SaveCoordinatorPin(paths.coordinator_file, pin));
+      return Status::Ok();
+    }
+  }
+  return Unavailable("no answer from the coordinator at " + token.endpoint +
+                     " within " + std::to_string(timeout_ms / 1000) +
+                     " s (is it running and reachable from this PC?)");
+}
+
+}  // namespace pcfarm

@@ -1,0 +1,84 @@
+// WorkerDaemon: `pcfarm-worker run` (DESIGN.md §5–6, §10).
+//
+// One CurveZMQ DEALER to the pinned coordinator. It says HELLO (devices,
+// cached blobs, spooled results), re-sends every spooled result, and asks
+// for work with READY. Each ASSIGN is checked before anything is done with
+// it: the coordinator's signature over the exact bytes, that it names this
+// worker, its deadline, and that its attempt was never seen (replays). Blobs
+// a shard names are fetched in chunks with several requests in flight and
+// verified before use. Shards run on executor threads through the compiled-in
+// task kinds; each result is signed, put in the spool (fsynced), then sent,
+// and removed from the spool only when the coordinator ACKs it.
+//
+// Heartbeats both ways: the worker sends one when it has been quiet for an
+// interval; when it hears nothing for `liveness` intervals it drops the
+// connection and reconnects with exponential backoff and jitter.
+//
+// Thread-safety: Run() on one thread; RequestStop() from any thread or a
+// signal handler.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+
+namespace pcfarm {
+
+struct WorkerOptions {
+  std::string data_dir;
+  // Shards run at once.
+  int worker_slots = 1;
+  // Quiet time after which the worker sends a heartbeat.
+  int worker_heartbeat_interval_ms = 1000;
+  // Silent intervals after which the coordinator counts as lost.
+  int worker_heartbeat_liveness = 3;
+  // Reconnect backoff: first wait, doubled up to the cap, with ±25% jitter.
+  int worker_reconnect_initial_ms = 250;
+  int worker_reconnect_max_ms = 30'000;
+  // Blob cache size cap.
+  uint64_t worker_blob_cache_bytes = uint64_t(20) << 30;
+  // Chunk requests in flight per blob download, and bytes per chunk.
+  int worker_blob_credit = 8;
+  int worker_blob_chunk_bytes = 256 * 1024;
+};
+
+struct WorkerCounters {
+  std::atomic<uint64_t> shards_run{0};
+  std::atomic<uint64_t> shards_refused{0};  // bad signature, not ours, replay, late
+  std::atomic<uint64_t> results_acked{0};
+  std::atomic<uint64_t> reconnects{0};
+  std::atomic<uint64_t> blob_bytes_received{0};
+};
+
+class WorkerDaemon {
+ public:
+  static Result<std::unique_ptr<WorkerDaemon>> Open(const WorkerOptions& options);
+  ~WorkerDaemon();
+
+  // Serves until RequestStop(); then says BYE. Results not yet ACKed stay
+  // in the spool for the next run.
+  Status Run();
+  void RequestStop() { stop_.store(true); }
+  const WorkerCounters& counters() const { return counters_; }
+
+ private:
+  class Impl;
+  explicit WorkerDaemon(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  std::atomic<bool> stop_{false};
+  WorkerCounters counters_;
+};
+
+// `pcfarm-worker enroll`: makes this PC's keys in `data_dir`, pins the
+// coordinator's keys from the token, and registers with the coordinator.
+// InvalidArgument for a malformed token, PermissionDenied for a refused one
+// (unknown, used up, expired: the message says which), Unavailable when the
+// coordinator does not answer within `timeout_ms`. AlreadyExists when the
+// directory already holds an enrolled worker.
+Status EnrollWorker(const std::string& token_text, const std::string& data_dir,
+                    const std::string& name, int timeout_ms);
+
+}  // namespace pcfarm
