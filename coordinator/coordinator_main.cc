@@ -7,6 +7,7 @@
 
 #include "coordinator/server.h"
 #include "coordinator/setup.h"
+#include "base/rlimit.h"
 #include "crypto/hash.h"
 
 namespace {
@@ -26,6 +27,7 @@ int Fail(const pcfarm::Status& s) {
 
 int main(int argc, char** argv) {
   pcfarm::CryptoInit();
+  pcfarm::RaiseOpenFileLimit();
   CLI::App app{"pcfarm-coordinator: holds jobs and hands shards to workers"};
   app.require_subcommand(1);
 

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "base/rlimit.h"
 #include "crypto/hash.h"
 #include "worker/daemon.h"
 #include "worker/devices.h"
@@ -27,6 +28,7 @@ int Fail(const pcfarm::Status& s) {
 
 int main(int argc, char** argv) {
   pcfarm::CryptoInit();
+  pcfarm::RaiseOpenFileLimit();
   CLI::App app{"pcfarm-worker: runs pcfarm shards on this PC"};
   app.require_subcommand(1);
 
