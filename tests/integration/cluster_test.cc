@@ -1,0 +1,613 @@
+// End-to-end tests: a real coordinator, real workers and the real CLI on
+// loopback (MiniCluster), plus in-process SimWorkers for the misbehaving
+// peers. Each TEST_CASE builds its own cluster in a fresh temp directory;
+// on a failed assertion every process log is printed.
+#define CATCH_CONFIG_EXTERNAL_INTERFACES  // for the failure listener
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <zmq.hpp>
+
+#include "base/clock.h"
+#include "coordinator/store.h"
+#include "crypto/hash.h"
+#include "crypto/keys.h"
+#include "crypto/token.h"
+#include "proto/wire.h"
+#include "tasks/kinds/bench.h"
+#include "tests/integration/mini_cluster.h"
+#include "tests/integration/sim_worker.h"
+
+namespace pcfarm {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+// ------------------------------------------------------------ test plumbing
+
+// Set when an assertion of the running test case fails, so that the
+// cluster's logs are printed.
+std::atomic<bool> g_test_failed{false};
+
+struct FailureListener : Catch::TestEventListenerBase {
+  using TestEventListenerBase::TestEventListenerBase;
+  void testCaseStarting(const Catch::TestCaseInfo& info) override {
+    g_test_failed = false;
+    TestEventListenerBase::testCaseStarting(info);
+  }
+  bool assertionEnded(const Catch::AssertionStats& stats) override {
+    if (!stats.assertionResult.isOk()) g_test_failed = true;
+    return true;
+  }
+};
+CATCH_REGISTER_LISTENER(FailureListener)
+
+// A MiniCluster that prints every log when the test failed.
+struct Cluster {
+  explicit Cluster(MiniClusterOptions o = {}) : c(std::move(o)) {}
+  ~Cluster() {
+    if (g_test_failed) std::cerr << c.DumpLogs() << std::flush;
+  }
+  MiniCluster* operator->() { return &c; }
+  MiniCluster c;
+};
+
+const Status& StatusOf(const Status& s) { return s; }
+template <typename T>
+const Status& StatusOf(const Result<T>& r) { return r.status(); }
+
+#define REQUIRE_OK(expr)                                  \
+  do {                                                    \
+    const auto& _r = (expr);                              \
+    INFO(#expr << ": " << ::pcfarm::StatusOf(_r).ToString()); \
+    REQUIRE(::pcfarm::StatusOf(_r).ok());                 \
+  } while (0)
+
+int64_t NowMs() { return SystemClock::Get()->NowMs(); }
+
+std::string Trim(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  size_t e = s.find_last_not_of(" \t\r\n");
+  return s.substr(b, e - b + 1);
+}
+
+// Init, start the coordinator and `workers` real workers, wait until all
+// are connected.
+void StartCluster(MiniCluster* c, int workers) {
+  REQUIRE_OK(c->Init());
+  REQUIRE_OK(c->StartCoordinator());
+  for (int i = 0; i < workers; ++i) {
+    REQUIRE_OK(c->AddWorker("w" + std::to_string(i)));
+  }
+  if (workers > 0) REQUIRE_OK(c->WaitForConnectedWorkers(workers, 30'000));
+}
+
+uint64_t Counter(MiniCluster* c, const std::string& name) {
+  auto stats = c->Stats();
+  REQUIRE_OK(stats);
+  INFO("stats: " << stats->dump());
+  REQUIRE(stats->contains(name));
+  return (*stats)[name].get<uint64_t>();
+}
+
+int64_t DbInt(MiniCluster* c, const std::string& sql) {
+  auto v = c->db().QueryInt(sql);
+  REQUIRE_OK(v);
+  return *v;
+}
+
+std::vector<DbView::Row> DbRows(MiniCluster* c, const std::string& sql) {
+  auto rows = c->db().Query(sql);
+  REQUIRE_OK(rows);
+  return *rows;
+}
+
+int64_t WorkerId(MiniCluster* c, const std::string& name) {
+  return DbInt(c, "SELECT id FROM workers WHERE name='" + name + "'");
+}
+
+// The checksum an honest run of these bench params gives (computed here, by
+// the same kind the workers run).
+std::string ExpectedChecksum(const std::string& params) {
+  BenchKind bench;
+  json p = json::parse(params);
+  p["reps"] = 1;
+  auto out = bench.Run(p.dump(), RunContext{});
+  REQUIRE_OK(out);
+  return json::parse(*out).at("checksum").get<std::string>();
+}
+
+// The invariants of a finished bench job, read from the database: every
+// shard accepted, with exactly `redundancy` agreeing results from as many
+// different workers (no shard accepted twice), its accepted result among
+// them, and every agreeing result carrying the checksum computed here.
+void CheckJobInvariants(MiniCluster* c, int64_t job, int shards,
+                        int redundancy) {
+  std::string j = std::to_string(job);
+  CHECK(DbInt(c, "SELECT state='succeeded' FROM jobs WHERE id=" + j) == 1);
+  CHECK(DbInt(c, "SELECT shards_accepted FROM jobs WHERE id=" + j) == shards);
+  CHECK(DbInt(c, "SELECT count(*) FROM shards WHERE job_id=" + j) == shards);
+  CHECK(DbInt(c, "SELECT count(*) FROM shards WHERE job_id=" + j +
+                     " AND state!='accepted'") == 0);
+  auto per_shard = DbRows(
+      c,
+      "SELECT s.idx, count(r.id), count(DISTINCT r.worker_id), "
+      "sum(r.id = s.accepted_result_id) FROM shards s LEFT JOIN results r "
+      "ON r.shard_id = s.id AND r.outcome = 'agreed' WHERE s.job_id = " + j +
+          " GROUP BY s.id ORDER BY s.idx");
+  REQUIRE(per_shard.size() == size_t(shards));
+  for (const auto& row : per_shard) {
+    INFO("shard idx " << row[0]);
+    CHECK(std::stoi(row[1]) == redundancy);
+    CHECK(std::stoi(row[2]) == redundancy);
+    CHECK(row[3] == "1");
+  }
+  auto results = DbRows(
+      c,
+      "SELECT s.idx, s.params, r.body FROM shards s JOIN results r ON "
+      "r.shard_id = s.id AND r.outcome = 'agreed' WHERE s.job_id = " + j);
+  std::map<std::string, std::string> expected;  // params -> checksum
+  for (const auto& row : results) {
+    INFO("shard idx " << row[0] << " result " << row[2]);
+    auto& want = expected[row[1]];
+    if (want.empty()) want = ExpectedChecksum(row[1]);
+    json body;
+    REQUIRE_NOTHROW(body = json::parse(row[2]));
+    CHECK(body.value("checksum", "") == want);
+  }
+}
+
+// Opens the stopped coordinator's database with the Store and runs its own
+// consistency check (counters equal row counts, ...).
+void CheckStoreConsistency(MiniCluster* c) {
+  auto store = Store::Open(c->coordinator_dir() + "/coordinator.db",
+                           SystemClock::Get());
+  REQUIRE_OK(store);
+  REQUIRE_OK((*store)->CheckConsistency());
+}
+
+// A copy of the admin profile pointing at `endpoint`, mode 0600.
+std::string ProfileWithEndpoint(MiniCluster* c, const std::string& endpoint) {
+  std::ifstream in(c->admin_profile());
+  json p = json::parse(in);
+  p["endpoint"] = endpoint;
+  std::string path = c->dir() + "/unreachable.profile";
+  {
+    std::ofstream out(path);
+    out << p.dump();
+  }
+  ::chmod(path.c_str(), 0600);
+  return path;
+}
+
+bool HasSpooledResult(const std::string& dir) {
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->path().extension() == ".result") return true;
+  }
+  return false;
+}
+
+// --------------------------------------------------------------------- tests
+
+TEST_CASE("a bench job with redundancy 2 succeeds on 3 workers",
+          "[integration]") {
+  Cluster c;
+  StartCluster(&c.c, 3);
+  auto job = c->SubmitBench(50, 32, 2);
+  REQUIRE_OK(job);
+  CommandResult wait = c->Cli({"wait", std::to_string(*job), "--poll", "0.1",
+                               "--max-wait", "90"},
+                              5, 100'000);
+  INFO(wait.Describe());
+  REQUIRE(wait.exit_code == 0);
+  auto status = c->JobStatus(*job);
+  REQUIRE_OK(status);
+  CHECK((*status)["state"] == "succeeded");
+  CHECK((*status)["shards_total"] == 50);
+  CHECK((*status)["shards_accepted"] == 50);
+  CheckJobInvariants(&c.c, *job, 50, 2);
+  // The work was spread: at least two workers agreed on results.
+  auto workers = c->Workers();
+  REQUIRE_OK(workers);
+  int busy = 0;
+  for (const auto& w : *workers) busy += w.value("agreed", 0) > 0;
+  CHECK(busy >= 2);
+  REQUIRE_OK(c->StopCoordinator());
+  CheckStoreConsistency(&c.c);
+}
+
+TEST_CASE("a worker killed with -9 mid-job: the job still finishes",
+          "[integration]") {
+  MiniClusterOptions o;
+  o.worker_slots = 2;  // the victim always holds a lease while work remains
+  Cluster c(o);
+  StartCluster(&c.c, 3);
+  const int kShards = 40;
+  auto job = c->SubmitBench(kShards, 256, 1, 10);
+  REQUIRE_OK(job);
+  std::string j = std::to_string(*job);
+  int64_t victim = WorkerId(&c.c, "w0");
+  std::string victim_leases = "SELECT count(*) FROM attempts WHERE job_id=" + j +
+                              " AND state='leased' AND worker_id=" +
+                              std::to_string(victim);
+  // Wait until some but not all shards are accepted and the victim holds work.
+  bool mid = WaitUntil(
+      [&] {
+        int64_t acc = DbInt(&c.c, "SELECT shards_accepted FROM jobs WHERE id=" + j);
+        return acc > 0 && acc < kShards / 2 && DbInt(&c.c, victim_leases) > 0;
+      },
+      60'000, 5);
+  REQUIRE(mid);
+  REQUIRE_OK(c->KillWorker(0));
+  int64_t accepted_at_kill =
+      DbInt(&c.c, "SELECT shards_accepted FROM jobs WHERE id=" + j);
+  INFO("accepted at the kill: " << accepted_at_kill);
+  CHECK(accepted_at_kill < kShards);
+
+  auto end = c->WaitForJobEnd(*job, 90'000);
+  REQUIRE_OK(end);
+  CHECK(*end == "succeeded");
+  CheckJobInvariants(&c.c, *job, kShards, 1);
+  // The coordinator noticed the loss and took the victim's leases back;
+  // other workers answered those shards.
+  CHECK(Counter(&c.c, "workers_lost") >= 1);
+  CHECK(DbInt(&c.c, victim_leases) == 0);
+  auto lost = DbRows(&c.c, "SELECT shard_id FROM attempts WHERE job_id=" + j +
+                               " AND worker_id=" + std::to_string(victim) +
+                               " AND state IN ('lost','expired')");
+  CHECK(!lost.empty());
+  for (const auto& row : lost) {
+    CHECK(DbInt(&c.c, "SELECT count(*) FROM results r JOIN shards s ON "
+                      "s.accepted_result_id = r.id WHERE s.id=" + row[0] +
+                      " AND r.worker_id != " + std::to_string(victim)) == 1);
+  }
+  auto workers = c->Workers();
+  REQUIRE_OK(workers);
+  for (const auto& w : *workers) {
+    if (w["name"] == "w0") CHECK(w["connected"] == false);
+  }
+}
+
+TEST_CASE("the coordinator killed with -9 mid-job loses no accepted result",
+          "[integration]") {
+  Cluster c;
+  StartCluster(&c.c, 3);
+  const int kShards = 40;
+  auto job = c->SubmitBench(kShards, 192, 2, 10);
+  REQUIRE_OK(job);
+  std::string j = std::to_string(*job);
+  bool mid = WaitUntil(
+      [&] {
+        int64_t acc = DbInt(&c.c, "SELECT shards_accepted FROM jobs WHERE id=" + j);
+        return acc >= 3 && acc < kShards / 2;
+      },
+      60'000, 5);
+  REQUIRE(mid);
+  REQUIRE_OK(c->KillCoordinator());
+  // Read after the kill: exactly what was committed before it.
+  const std::string accepted_sql =
+      "SELECT s.id, s.accepted_result_id, r.id, r.attempt_id, r.worker_id, "
+      "hex(r.body), hex(r.signature), r.outcome FROM shards s JOIN results r "
+      "ON r.shard_id = s.id AND r.outcome = 'agreed' WHERE s.job_id = " + j +
+      " AND s.state = 'accepted' ORDER BY r.id";
+  auto before = DbRows(&c.c, accepted_sql);
+  int64_t accepted_before =
+      DbInt(&c.c, "SELECT count(*) FROM shards WHERE job_id=" + j +
+                      " AND state='accepted'");
+  INFO("accepted shards at the kill: " << accepted_before);
+  REQUIRE(accepted_before > 0);
+  REQUIRE(accepted_before < kShards);
+  REQUIRE(before.size() == size_t(2 * accepted_before));
+
+  REQUIRE_OK(c->StartCoordinator());
+  auto end = c->WaitForJobEnd(*job, 90'000);
+  REQUIRE_OK(end);
+  CHECK(*end == "succeeded");
+  auto after = DbRows(&c.c, accepted_sql);
+  std::set<DbView::Row> after_set(after.begin(), after.end());
+  for (const auto& row : before) {
+    INFO("shard " << row[0] << " result " << row[2]);
+    CHECK(after_set.count(row) == 1);  // still there, byte for byte
+  }
+  CheckJobInvariants(&c.c, *job, kShards, 2);
+  REQUIRE_OK(c->StopCoordinator());
+  CheckStoreConsistency(&c.c);
+}
+
+TEST_CASE("a worker with an unenrolled key gets no work", "[integration]") {
+  Cluster c;
+  StartCluster(&c.c, 0);
+  auto job = c->SubmitBench(3, 32, 1);
+  REQUIRE_OK(job);
+  auto token = c->CreateToken(1, "1h");
+  REQUIRE_OK(token);
+  uint64_t unenrolled_before = Counter(&c.c, "unenrolled_messages");
+  zmq::context_t ctx(1);
+
+  // Fresh keys that never enrolled: HELLO and READY are refused.
+  SimWorkerOptions so;
+  so.name = "intruder";
+  so.auto_work = false;
+  auto intruder = SimWorker::FromToken(&ctx, *token, so);
+  REQUIRE_OK(intruder);
+  SimWorker& w = **intruder;
+  REQUIRE_OK(w.Connect());
+  REQUIRE_OK(w.SendHello());
+  auto reject = w.Expect(wire::CoordinatorFrame::kReject, 5000);
+  REQUIRE_OK(reject);
+  CHECK(reject->reject().reason() == wire::REJECT_NOT_ENROLLED);
+  REQUIRE_OK(w.SendReady(4));
+  reject = w.Expect(wire::CoordinatorFrame::kReject, 5000);
+  REQUIRE_OK(reject);
+  CHECK(reject->reject().reason() == wire::REJECT_NOT_ENROLLED);
+  // Listen a while longer: nothing but refusals ever comes.
+  auto deadline = SystemClock::Get()->MonotonicMs() + 1000;
+  while (SystemClock::Get()->MonotonicMs() < deadline) {
+    auto f = w.Receive(100);
+    REQUIRE_OK(f);
+  }
+  CHECK(w.stats().assigns == 0);
+  CHECK(w.stats().welcomes == 0);
+  CHECK(w.stats().rejects == 2);
+  CHECK(Counter(&c.c, "unenrolled_messages") == unenrolled_before + 2);
+  CHECK(Counter(&c.c, "shards_assigned") == 0);
+  CHECK(DbInt(&c.c, "SELECT count(*) FROM workers") == 0);
+
+  // The same token enrolls a worker with its own keys, which does get work:
+  // the refusal above was about the key, not about an idle coordinator.
+  SimWorkerOptions ho;
+  ho.name = "honest";
+  ho.auto_work = false;
+  auto honest = SimWorker::FromToken(&ctx, *token, ho);
+  REQUIRE_OK(honest);
+  REQUIRE_OK((*honest)->Enroll(5000));
+  REQUIRE_OK((*honest)->Join(5000));
+  auto assign = (*honest)->Expect(wire::CoordinatorFrame::kAssign, 5000);
+  REQUIRE_OK(assign);
+  CHECK(Counter(&c.c, "shards_assigned") >= 1);
+}
+
+TEST_CASE("forged and replayed results are rejected and counted",
+          "[integration]") {
+  Cluster c;
+  StartCluster(&c.c, 0);
+  const int kShards = 12;
+  auto job = c->SubmitBench(kShards, 32, 1);
+  REQUIRE_OK(job);
+  auto token = c->CreateToken(1, "1h");
+  REQUIRE_OK(token);
+  zmq::context_t ctx(1);
+  SimWorkerOptions so;
+  so.name = "mallory";
+  so.auto_work = false;
+  auto sim = SimWorker::FromToken(&ctx, *token, so);
+  REQUIRE_OK(sim);
+  SimWorker& w = **sim;
+  REQUIRE_OK(w.Enroll(5000));
+  REQUIRE_OK(w.Join(5000));
+  auto frame = w.Expect(wire::CoordinatorFrame::kAssign, 5000);
+  REQUIRE_OK(frame);
+  auto assignment = w.OpenAssign(frame->assign());
+  REQUIRE_OK(assignment);
+  wire::ResultBody body = w.RunAssignment(*assignment);
+  REQUIRE(body.ok());
+  wire::SignedEnvelope honest = w.SealResult(body);
+
+  // 1. A bad signature.
+  REQUIRE_OK(w.SendResult(SimWorker::WithForgedSignature(honest)));
+  auto reject = w.Expect(wire::CoordinatorFrame::kReject, 5000);
+  REQUIRE_OK(reject);
+  CHECK(reject->reject().reason() == wire::REJECT_BAD_SIGNATURE);
+  CHECK(Counter(&c.c, "results_forged") == 1);
+
+  // 2. A correctly signed result for an attempt that is not ours.
+  wire::ResultBody other = body;
+  other.set_attempt_id(body.attempt_id() + 1'000'000);
+  REQUIRE_OK(w.SendResult(w.SealResult(other)));
+  reject = w.Expect(wire::CoordinatorFrame::kReject, 5000);
+  REQUIRE_OK(reject);
+  CHECK(reject->reject().reason() == wire::REJECT_UNKNOWN_ATTEMPT);
+  CHECK(Counter(&c.c, "results_rejected") == 2);
+
+  // 3. The honest result is accepted (ACK) ...
+  REQUIRE_OK(w.SendResult(honest));
+  auto ack = w.Expect(wire::CoordinatorFrame::kAck, 5000);
+  REQUIRE_OK(ack);
+  CHECK(ack->ack().attempt_id() == body.attempt_id());
+  // 4. ... and the very same RESULT sent again is a replay.
+  REQUIRE_OK(w.SendResult(honest));
+  reject = w.Expect(wire::CoordinatorFrame::kReject, 5000);
+  REQUIRE_OK(reject);
+  CHECK(reject->reject().reason() == wire::REJECT_UNKNOWN_ATTEMPT);
+  CHECK(reject->reject().attempt_id() == body.attempt_id());
+  CHECK(Counter(&c.c, "results_replayed") == 1);
+  CHECK(Counter(&c.c, "results_rejected") == 3);
+  // Only the honest copy is stored.
+  CHECK(DbInt(&c.c, "SELECT count(*) FROM results WHERE attempt_id=" +
+                        std::to_string(body.attempt_id())) == 1);
+  REQUIRE_OK(w.SendBye("done misbehaving"));
+
+  // Honest real workers finish the job correctly.
+  for (int i = 0; i < 2; ++i) REQUIRE_OK(c->AddWorker("h" + std::to_string(i)));
+  auto end = c->WaitForJobEnd(*job, 60'000);
+  REQUIRE_OK(end);
+  CHECK(*end == "succeeded");
+  CheckJobInvariants(&c.c, *job, kShards, 1);
+  CHECK(Counter(&c.c, "results_forged") == 1);
+  CHECK(Counter(&c.c, "results_replayed") == 1);
+}
+
+TEST_CASE("enrollment refuses wrong, used-up and expired tokens",
+          "[integration]") {
+  Cluster c;
+  StartCluster(&c.c, 0);
+  // Each failure: non-zero exit and one clear line on stderr.
+  auto check_refused = [&](const CommandResult& r, const std::string& why) {
+    INFO(r.Describe());
+    CHECK(r.exit_code != 0);
+    CHECK(!r.timed_out);
+    std::string err = Trim(r.err);
+    CHECK(!err.empty());
+    CHECK(err.find('\n') == std::string::npos);
+    CHECK(err.find(why) != std::string::npos);
+  };
+
+  SECTION("a wrong token") {
+    auto real = c->CreateToken(1, "1h");
+    REQUIRE_OK(real);
+    auto t = DecodeEnrollmentToken(*real);
+    REQUIRE_OK(t);
+    t->secret = RandomBytes(kTokenSecretBytes);  // well-formed, unknown secret
+    check_refused(c->EnrollWorker("wrong", EncodeEnrollmentToken(*t)),
+                  "unknown token");
+    // Garbage is refused before anything is sent.
+    CommandResult garbage = c->EnrollWorker("garbage", "pcfarm1.not-a-token");
+    INFO(garbage.Describe());
+    CHECK(garbage.exit_code != 0);
+    CHECK(Trim(garbage.err).find('\n') == std::string::npos);
+    CHECK(!Trim(garbage.err).empty());
+  }
+  SECTION("a used-up token") {
+    auto token = c->CreateToken(1, "1h");
+    REQUIRE_OK(token);
+    CommandResult first = c->EnrollWorker("first", *token);
+    INFO(first.Describe());
+    REQUIRE(first.exit_code == 0);
+    check_refused(c->EnrollWorker("second", *token), "used up");
+  }
+  SECTION("an expired token") {
+    CommandResult r = c->Cli({"token", "create", "--uses", "5", "--ttl", "1s",
+                              "--json"});
+    INFO(r.Describe());
+    REQUIRE(r.exit_code == 0);
+    json t = json::parse(r.LastLine());
+    int64_t expires_ms = t.at("expires_ms").get<int64_t>();
+    REQUIRE(WaitUntil([&] { return NowMs() > expires_ms + 50; }, 5000, 20));
+    check_refused(c->EnrollWorker("late", t.at("token").get<std::string>()),
+                  "expired");
+  }
+  // Only the one good enrollment (used-up section) may have made a worker.
+  CHECK(DbInt(&c.c, "SELECT count(*) FROM workers WHERE name!='first'") == 0);
+}
+
+TEST_CASE("the CLI fails fast and clearly", "[integration]") {
+  Cluster c;
+  StartCluster(&c.c, 0);
+
+  SECTION("an unreachable coordinator") {
+    auto port = PickFreePort();
+    REQUIRE_OK(port);
+    std::string profile =
+        ProfileWithEndpoint(&c.c, "tcp://127.0.0.1:" + std::to_string(*port));
+    CommandResult r = c->Run({c->Binary("pcfarm"), "--profile", profile,
+                              "--timeout", "1", "jobs"},
+                             10'000);
+    INFO(r.Describe());
+    CHECK(r.exit_code != 0);
+    CHECK(!r.timed_out);
+    CHECK(r.seconds < 2.5);
+    CHECK(!Trim(r.err).empty());
+    CHECK(Trim(r.err).find('\n') == std::string::npos);
+  }
+  SECTION("an unknown job id") {
+    for (const char* cmd : {"status", "wait", "cancel"}) {
+      CommandResult r = c->Cli({cmd, "987654"});
+      INFO(r.Describe());
+      CHECK(r.exit_code == 1);
+      CHECK(r.err.find("987654") != std::string::npos);
+      CHECK(Trim(r.err).find('\n') == std::string::npos);
+    }
+  }
+  SECTION("bad arguments") {
+    for (std::vector<std::string> args :
+         {std::vector<std::string>{"status", "not-a-number"},
+          {"submit", "bench", "--shards", "0"},
+          {"submit", "bench", "--shards", "2", "--size", "8"},
+          {"token", "create", "--ttl", "forever"},
+          {"no-such-command"}}) {
+      CommandResult r = c->Cli(args);
+      INFO(r.Describe());
+      CHECK(r.exit_code != 0);
+      CHECK(!r.timed_out);
+      CHECK(!Trim(r.err).empty());
+    }
+    // Nothing was submitted by the bad submits.
+    CHECK(DbInt(&c.c, "SELECT count(*) FROM jobs") == 0);
+  }
+  SECTION("the happy path, for contrast") {
+    CommandResult r = c->Cli({"jobs"});
+    INFO(r.Describe());
+    CHECK(r.exit_code == 0);
+  }
+}
+
+TEST_CASE("a result computed while the coordinator is down is delivered "
+          "from the spool",
+          "[integration]") {
+  MiniClusterOptions o;
+  o.lease_ms = 120'000;  // the lease must outlive the outage
+  Cluster c(o);
+  StartCluster(&c.c, 1);
+  int64_t job = 0, attempt = 0;
+  // The shard must still be running when the coordinator stops; if it was
+  // too quick, try again with a bigger one.
+  for (int size : {768, 1280, 2048}) {
+    auto submitted = c->SubmitBench(1, size, 1, 3);
+    REQUIRE_OK(submitted);
+    job = *submitted;
+    std::string lease_sql = "SELECT id FROM attempts WHERE job_id=" +
+                            std::to_string(job) + " AND state='leased'";
+    REQUIRE(WaitUntil([&] { return c->db().QueryInt(lease_sql).ok(); },
+                      30'000, 2));
+    attempt = DbInt(&c.c, lease_sql);
+    REQUIRE_OK(c->StopCoordinator());
+    int64_t delivered = DbInt(&c.c, "SELECT count(*) FROM results WHERE attempt_id=" +
+                                        std::to_string(attempt));
+    if (delivered == 0) break;
+    WARN("shard of size " << size << " finished before the stop; trying bigger");
+    REQUIRE_OK(c->StartCoordinator());
+    attempt = 0;
+  }
+  REQUIRE(attempt != 0);
+  // The worker finishes while the coordinator is away and spools the result.
+  REQUIRE(WaitUntil([&] { return HasSpooledResult(c->worker_dir(0)); },
+                    60'000, 10));
+  REQUIRE_OK(c->KillWorker(0));
+  int64_t restart_ms = NowMs();
+  REQUIRE_OK(c->StartWorker(0));
+  REQUIRE_OK(c->StartCoordinator());
+  auto end = c->WaitForJobEnd(job, 60'000);
+  REQUIRE_OK(end);
+  CHECK(*end == "succeeded");
+  // The spooled result of the original attempt came in after the restart,
+  // and no other attempt was needed.
+  auto rows = DbRows(&c.c, "SELECT attempt_id, received_ms FROM results WHERE "
+                           "shard_id IN (SELECT id FROM shards WHERE job_id=" +
+                               std::to_string(job) + ")");
+  REQUIRE(rows.size() == 1);
+  CHECK(std::stoll(rows[0][0]) == attempt);
+  CHECK(std::stoll(rows[0][1]) >= restart_ms);
+  CHECK(DbInt(&c.c, "SELECT count(*) FROM attempts WHERE job_id=" +
+                        std::to_string(job)) == 1);
+  CheckJobInvariants(&c.c, job, 1, 1);
+  // Delivered and ACKed: the spool is empty again.
+  CHECK(WaitUntil([&] { return !HasSpooledResult(c->worker_dir(0)); }, 10'000));
+}
+
+}  // namespace
+}  // namespace pcfarm
