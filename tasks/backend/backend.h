@@ -128,7 +128,7 @@ class Tensor {
 
 struct DeviceInfo {
   std::string description;      // e.g. "CPU, 16 threads, OpenBLAS"
-  uint64_t memory_bytes = 0;    // usable device memory; 0 when unknown
+  uint64_t memory_bytes = 0;    // usable device memory (the limit when set); 0 = unknown
   int threads = 0;              // host threads the backend uses
 };
 
@@ -278,7 +278,8 @@ class Backend {
                       std::span<const int32_t> positions);
   // Query row n (slot s = slots[n], position p = positions[n]) attends to
   // k_cache[s, 0..p] and v_cache[s, 0..p] (inclusive: write the new token's
-  // k and v first). q, out: [N, Hq, D]. Used for decode (one row per
+  // k and v first; every position 0..p of the slot must have been written,
+  // Alloc does not zero). q, out: [N, Hq, D]. Used for decode (one row per
   // sequence) and for prefill / scoring against a cache (several rows per
   // sequence).
   Status AttentionDecode(const Tensor& out, const Tensor& q, const Tensor& k_cache,

@@ -373,6 +373,7 @@ TEST_CASE("Gemm with 16-bit weights spanning several conversion tiles") {
     const Vec dy = AsF32(rng.Values(m * n));
     const Vec fwd = RefGemm(x, m, k, false, w, n, k, true);   // x·wᵀ
     const Vec dx = RefGemm(dy, m, n, false, w, n, k, false);  // dy·w (tiles over K)
+    const Vec at_vals = AsF32(rng.Values(n * m));
     // K = 1000 (or 1100) terms of magnitude <= 1 in f32: 1e-4 absolute.
     CheckAllBackends(
         [&](Backend& be) -> Outputs {
@@ -380,9 +381,13 @@ TEST_CASE("Gemm with 16-bit weights spanning several conversion tiles") {
           Tensor y = Zeros(be, {m, n}), dyt = Make(be, {m, n}, dy), dxt = Zeros(be, {m, k});
           REQUIRE(be.MatMulForward(y, xt, wt).ok());
           REQUIRE(be.MatMulBackward(&dxt, nullptr, dyt, xt, wt).ok());
-          return {{"y", Get(be, y)}, {"dx", Get(be, dxt)}};
+          // op(a) = aᵀ with b's rows (the reduction index) split into tiles.
+          Tensor at = Make(be, {n, m}, at_vals), ct = Zeros(be, {m, k});
+          REQUIRE(be.Gemm(ct, at, true, wt, false, 1, 0).ok());
+          return {{"y", Get(be, y)}, {"dx", Get(be, dxt)}, {"atw", Get(be, ct)}};
         },
-        {{"y", fwd}, {"dx", dx}}, 1e-4, 1e-4);
+        {{"y", fwd}, {"dx", dx}, {"atw", RefGemm(at_vals, n, m, true, w, n, k, false)}},
+        1e-4, 1e-4);
   }
 }
 
@@ -946,6 +951,8 @@ TEST_CASE("Registry finds the CPU by name and by score") {
   auto single = CreateBackend("cpu", one);
   REQUIRE(single.ok());
   CHECK((*single)->info().threads == 1);
+  CHECK((*single)->info().memory_bytes > 0);
+  CHECK(!(*single)->info().description.empty());
 }
 
 TEST_CASE("CPU results do not depend on the thread count") {

@@ -2,6 +2,7 @@
 #include "tasks/backend/cpu/cpu_backend.h"
 
 #include <cblas.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -77,6 +78,10 @@ const float* AsF32(const Tensor& t, std::vector<float>& scratch) {
 CpuBackend::CpuBackend(const BackendOptions& options)
     : memory_(std::make_shared<CpuMemory>()) {
   memory_->limit = options.memory_limit_bytes;
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  physical_bytes_ = pages > 0 && page > 0
+                        ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page)
+                        : UINT64_MAX;
   int threads = options.cpu_threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   pool_ = std::make_unique<ThreadPool>(threads);
@@ -87,7 +92,7 @@ DeviceInfo CpuBackend::info() const {
   DeviceInfo d;
   d.threads = pool_->size();
   d.description = "CPU, " + std::to_string(d.threads) + " threads, OpenBLAS";
-  d.memory_bytes = memory_->limit;
+  d.memory_bytes = memory_->limit != 0 ? memory_->limit : physical_bytes_;
   return d;
 }
 
@@ -107,6 +112,15 @@ Result<Tensor> CpuBackend::AllocImpl(Shape shape, StorageType type) {
                              " bytes) exceeds the memory limit of " +
                              std::to_string(memory_->limit) + " bytes (" +
                              std::to_string(used - bytes) + " in use)");
+  }
+  // Without a limit, more than the machine's physical memory is refused up
+  // front rather than left to overcommit and the OOM killer.
+  if (memory_->limit == 0 && bytes > physical_bytes_) {
+    memory_->used -= bytes;
+    return ResourceExhausted("cpu: allocating " + shape.ToString() + " " +
+                             StorageTypeName(type) + " (" + std::to_string(bytes) +
+                             " bytes) exceeds physical memory (" +
+                             std::to_string(physical_bytes_) + " bytes)");
   }
   const size_t rounded = (bytes + 63) / 64 * 64;
   void* data = std::aligned_alloc(64, rounded);

@@ -22,7 +22,8 @@ namespace pcfarm {
 int CpuBackendScore(const BackendOptions& options);
 
 // options.cpu_threads (0 = all cores) sets both the kernel threads and
-// OpenBLAS's; options.memory_limit_bytes caps the bytes held in tensors.
+// OpenBLAS's (OpenBLAS's count is process-wide: the last CPU backend created
+// sets it); options.memory_limit_bytes caps the bytes held in tensors.
 Result<std::unique_ptr<Backend>> CreateCpuBackend(const BackendOptions& options);
 
 }  // namespace pcfarm

@@ -149,6 +149,7 @@ class CpuBackend final : public Backend {
                     const std::function<void(int64_t, int64_t)>& fn);
 
   std::shared_ptr<CpuMemory> memory_;
+  uint64_t physical_bytes_ = 0;  // of the machine; UINT64_MAX when unknown
   std::unique_ptr<ThreadPool> pool_;
 };
 
