@@ -539,3 +539,48 @@ TEST_CASE("a kill between statements leaves a consistent database",
 
 }  // namespace
 }  // namespace pcfarm
+
+namespace pcfarm {
+namespace {
+
+TEST_CASE_METHOD(SchedFixture, "a worker that cannot run its shard fails it",
+                 "[scheduler]") {
+  int64_t w1 = Worker("pc-1"), w2 = Worker("pc-2");
+  int64_t job = Job(1);
+  Lease l = MustLease(w1);
+  CHECK(store->FailAttempt(l.attempt_id, w2, "oom", 5).status().code() ==
+        StatusCode::kPermissionDenied);
+  CHECK(store->FailAttempt(999, w1, "oom", 5).status().code() ==
+        StatusCode::kNotFound);
+  auto report = store->FailAttempt(l.attempt_id, w1, "out of memory", 5);
+  REQUIRE(report.ok());
+  CHECK(report->released_attempts == std::vector<int64_t>{l.attempt_id});
+  CHECK(store->FailAttempt(l.attempt_id, w1, "oom", 5).status().code() ==
+        StatusCode::kAlreadyExists);
+  CHECK(sched->RecordResult(l.attempt_id, w1, "r", "s").status().code() ==
+        StatusCode::kFailedPrecondition);
+  auto shard = (*store->ListShards(job))[0];
+  CHECK(shard.state == "pending");
+  CHECK(shard.attempts_failed == 1);
+  Lease again = MustLease(w2);
+  CHECK(store->FailAttempt(again.attempt_id, w2, "driver crashed", 1)->failed_jobs ==
+        std::vector<int64_t>{job});
+  CHECK(store->GetJob(job)->reason.find("could not run it: driver crashed") !=
+        std::string::npos);
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(SchedFixture, "an attempt remembers its shard body hash",
+                 "[scheduler]") {
+  int64_t w = Worker("pc-1");
+  Job(1);
+  Lease l = MustLease(w);
+  CHECK(store->AttemptShardHash(l.attempt_id).status().code() ==
+        StatusCode::kNotFound);
+  REQUIRE(store->SetAttemptShardHash(l.attempt_id, std::string(32, '\x07')).ok());
+  CHECK(*store->AttemptShardHash(l.attempt_id) == std::string(32, '\x07'));
+  CHECK(store->SetAttemptShardHash(424242, "h").code() == StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace pcfarm

@@ -193,6 +193,29 @@ CREATE TABLE events(
 CREATE INDEX results_by_worker ON results(worker_id, outcome);
 CREATE INDEX events_by_job ON events(job_id);
 )sql",
+    // 3: attempts remember the hash of the shard body sent, and a worker may
+    // report that it could not run one ('failed', with its error). SQLite
+    // cannot change a CHECK in place: rebuild the table (sqlite.org/lang_altertable.html).
+    R"sql(
+CREATE TABLE attempts_new(
+  id INTEGER PRIMARY KEY, shard_id INTEGER NOT NULL REFERENCES shards(id),
+  job_id INTEGER NOT NULL REFERENCES jobs(id),
+  worker_id INTEGER NOT NULL REFERENCES workers(id),
+  state TEXT NOT NULL CHECK(state IN
+    ('leased','returned','expired','lost','cancelled','failed')),
+  leased_ms INTEGER NOT NULL, deadline_ms INTEGER NOT NULL, ended_ms INTEGER,
+  shard_hash BLOB, error TEXT NOT NULL DEFAULT '');
+INSERT INTO attempts_new(id,shard_id,job_id,worker_id,state,leased_ms,
+  deadline_ms,ended_ms)
+  SELECT id,shard_id,job_id,worker_id,state,leased_ms,deadline_ms,ended_ms
+  FROM attempts;
+DROP TABLE attempts;
+ALTER TABLE attempts_new RENAME TO attempts;
+CREATE INDEX attempts_by_shard ON attempts(shard_id, worker_id);
+CREATE INDEX attempts_by_state ON attempts(state, deadline_ms);
+CREATE INDEX attempts_by_job ON attempts(job_id, state);
+CREATE INDEX attempts_by_worker ON attempts(worker_id, state);
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -402,7 +425,6 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path,
   sqlite3_busy_timeout(h, 5000);
   Status st = db->Exec(
       "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
-      "PRAGMA foreign_keys=ON;"
       "CREATE TABLE IF NOT EXISTS schema_version("
       "  version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL);");
   if (!st.ok()) return st.WithContext(path);
@@ -410,6 +432,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path,
     st = db->Tx([&]() -> Status {
       auto q = db->Q("SELECT COUNT(*) FROM schema_version WHERE version=?1");
       PCFARM_ASSIGN_OR_RETURN(int64_t done, q.Bind(v).OneInt());
+      PCFARM_RETURN_IF_ERROR(q.Run());  // DDL needs no statement mid-row
       if (done) return Status::Ok();
       PCFARM_RETURN_IF_ERROR(db->Exec(kMigrations[v - 1]));
       return db->Q("INSERT INTO schema_version VALUES(?1,?2)")
@@ -420,6 +443,15 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path,
       return st.WithContext(path + ": migration " + std::to_string(v));
     }
   }
+  // Foreign keys go on after the migrations, as a table rebuild needs them off.
+  {
+    auto fk = db->Q("SELECT rowid FROM pragma_foreign_key_check");
+    Result<bool> broken = fk.Step();
+    if (!broken.ok()) return broken.status().WithContext(path);
+    if (*broken) return Corruption(path + ": a foreign key is broken");
+  }
+  st = db->Exec("PRAGMA foreign_keys=ON");
+  if (!st.ok()) return st.WithContext(path);
   auto q = db->Q("SELECT IFNULL(MAX(version),0) FROM schema_version");
   Result<int64_t> have = q.OneInt();
   if (!have.ok()) return have.status();
@@ -1137,6 +1169,66 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
     }
     PCFARM_RETURN_IF_ERROR(db_->RefreshShardTx(shard_id));
     return out;
+  });
+}
+
+Status Store::SetAttemptShardHash(int64_t attempt_id,
+                                  std::string_view hash) {
+  std::lock_guard l(mu_);
+  return db_->Tx([&]() -> Status {
+    auto q = db_->Q("UPDATE attempts SET shard_hash=?2 WHERE id=?1 "
+                    "RETURNING id");
+    Result<int64_t> id = q.Bind(attempt_id, BlobArg{hash}).OneInt();
+    if (!id.ok()) {
+      return id.status().WithContext("attempt " + std::to_string(attempt_id));
+    }
+    return q.Run();
+  });
+}
+
+Result<std::string> Store::AttemptShardHash(int64_t attempt_id) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT shard_hash FROM attempts WHERE id=?1 AND "
+                  "shard_hash IS NOT NULL");
+  q.Bind(attempt_id);
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) {
+    return NotFound("attempt " + std::to_string(attempt_id) +
+                    " has no recorded shard hash");
+  }
+  return q.Str(0);
+}
+
+Result<TransitionReport> Store::FailAttempt(int64_t attempt_id,
+                                            int64_t worker_id,
+                                            const std::string& error,
+                                            int max_failed_attempts) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Result<TransitionReport> {
+    auto q = db_->Q("SELECT a.worker_id, a.state, w.name FROM attempts a "
+                    "JOIN workers w ON w.id=a.worker_id WHERE a.id=?1");
+    q.Bind(attempt_id);
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    std::string what = "attempt " + std::to_string(attempt_id);
+    if (!row) return NotFound("no " + what);
+    if (q.Int(0) != worker_id) {
+      return PermissionDenied(what + " belongs to another worker");
+    }
+    std::string state = q.Str(1), name = q.Str(2);
+    if (state == "returned") return AlreadyExists(what + " already has a result");
+    if (state == "failed") return AlreadyExists(what + " already failed");
+    if (state != "leased") return FailedPrecondition(what + " was " + state);
+    PCFARM_RETURN_IF_ERROR(
+        db_->Q("UPDATE attempts SET error=?2 WHERE id=?1")
+            .Bind(attempt_id, error)
+            .Run());
+    TransitionReport report;
+    PCFARM_RETURN_IF_ERROR(db_->EndAttemptTx(
+        now, attempt_id, "failed",
+        "worker '" + name + "' could not run it: " + error,
+        max_failed_attempts, &report));
+    return report;
   });
 }
 

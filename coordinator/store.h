@@ -20,7 +20,7 @@
 //            accepted when N results from N different workers agree; it may
 //            have up to N attempts live at once. "returned"/"rejected" live on
 //            attempts and results: verification runs inside RecordResult.
-//   attempt: leased -> returned | expired | lost | cancelled
+//   attempt: leased -> returned | expired | lost | cancelled | failed
 //   result:  pending -> agreed | disagreed | dropped (its worker was banned)
 //
 // The scheduling transitions (LeaseShard, ExpireLeases, ReleaseWorker,
@@ -144,7 +144,7 @@ struct CancelledAttempt {
 
 // What a transition did besides its main effect, for the daemon to act on.
 struct TransitionReport {
-  std::vector<int64_t> released_attempts;     // expired or lost
+  std::vector<int64_t> released_attempts;     // expired, lost or failed
   std::vector<CancelledAttempt> cancelled;    // tell these workers to stop
   std::vector<int64_t> failed_jobs;
 };
@@ -267,6 +267,18 @@ class Store {
                                      std::string_view signature,
                                      const Verifier& verifier,
                                      int max_failed_attempts);
+
+  // A worker reports it could not run its attempt (`error`, e.g. out of
+  // memory): the attempt fails and counts as a failure of the shard. Error
+  // codes as RecordResult's; AlreadyExists also when it already failed.
+  Result<TransitionReport> FailAttempt(int64_t attempt_id, int64_t worker_id,
+                                       const std::string& error,
+                                       int max_failed_attempts);
+  // Records the hash of the exact shard body sent for the attempt, which its
+  // result must bind. NotFound for an unknown attempt.
+  Status SetAttemptShardHash(int64_t attempt_id, std::string_view hash);
+  // The recorded hash; NotFound when the attempt is unknown or none was set.
+  Result<std::string> AttemptShardHash(int64_t attempt_id);
 
   // Checks the database's integrity and the invariants the transitions keep
   // (counters equal row counts, an accepted shard has one agreeing result

@@ -44,13 +44,13 @@ JobSpec TwoShardJob() {
 
 TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
                  "[store]") {
-  REQUIRE(*store->SchemaVersion() == 2);
+  REQUIRE(*store->SchemaVersion() == 3);
   auto id = store->AddWorker("pc-1", "sign", "curve");
   REQUIRE(id.ok());
   // A second run of migration 1 would fail on CREATE TABLE.
   Reopen();
   Reopen();
-  REQUIRE(*store->SchemaVersion() == 2);
+  REQUIRE(*store->SchemaVersion() == 3);
   auto w = store->FindWorkerByCurveKey("curve");
   REQUIRE(w.ok());
   CHECK(w->id == *id);
@@ -68,7 +68,7 @@ TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
   sqlite3_finalize(q);
   sqlite3_prepare_v2(h, "SELECT COUNT(*) FROM schema_version", -1, &q, nullptr);
   REQUIRE(sqlite3_step(q) == SQLITE_ROW);
-  CHECK(sqlite3_column_int(q, 0) == 2);  // one row per migration, not per open
+  CHECK(sqlite3_column_int(q, 0) == 3);  // one row per migration, not per open
   sqlite3_finalize(q);
   sqlite3_close(h);
 }
