@@ -1,6 +1,8 @@
 #include "worker/result_spool.h"
 
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 
@@ -143,6 +145,30 @@ TEST_CASE("spool discards corrupt entries and stray temp files") {
   }
   CHECK((*s)->Get(5).status().code() == StatusCode::kCorruption);
   CHECK(Ids(**s).empty());
+  fs::remove_all(dir);
+}
+
+TEST_CASE("spool takes Puts and Removes from several threads") {
+  std::string dir = TempDir("threads");
+  auto spool = ResultSpool::Open(dir);
+  REQUIRE(spool.ok());
+  ResultSpool& s = **spool;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint64_t i = 0; i < 20; ++i) {
+        uint64_t id = uint64_t(t) * 100 + i;
+        if (!s.Put(id, "body " + std::to_string(id)).ok()) ++failures;
+        if (i % 2 == 1 && !s.Remove(id).ok()) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(failures == 0);
+  auto ids = Ids(s);
+  CHECK(ids.size() == 40);
+  for (uint64_t id : ids) CHECK(*s.Get(id) == "body " + std::to_string(id));
   fs::remove_all(dir);
 }
 
