@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
 #include <random>
 
@@ -88,10 +89,19 @@ Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
                              " bytes is over the limit of " +
                              std::to_string(max_bytes));
   }
+  // st_size is only a hint: files under /proc report 0. Read to the end.
   std::string out;
-  out.resize(static_cast<size_t>(st.st_size));
+  out.resize(std::max<size_t>(static_cast<size_t>(st.st_size), 4096));
   size_t done = 0;
-  while (done < out.size()) {
+  while (true) {
+    if (done == out.size()) {
+      if (out.size() >= max_bytes) {
+        ::close(fd);
+        return ResourceExhausted(path + " is over the limit of " +
+                                 std::to_string(max_bytes) + " bytes");
+      }
+      out.resize(std::min(max_bytes, out.size() * 2));
+    }
     ssize_t n = ::read(fd, out.data() + done, out.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;

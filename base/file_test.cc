@@ -46,5 +46,11 @@ TEST_CASE("ReadFile reports missing and oversized files") {
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("ReadFile reads files whose size stat does not know") {
+  auto meminfo = ReadFile("/proc/self/status");
+  REQUIRE(meminfo.ok());
+  CHECK(meminfo->find("VmRSS") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace pcfarm

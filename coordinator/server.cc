@@ -533,8 +533,10 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
   }
   uint64_t attempt = body->attempt_id();
   peer.running.erase(static_cast<int64_t>(attempt));
+  // An attempt with no recorded shard hash was never sent: nothing can
+  // answer it.
   auto expected = store->AttemptShardHash(static_cast<int64_t>(attempt));
-  if (expected.ok() && !ConstantTimeEqual(*expected, body->shard_body_hash())) {
+  if (!expected.ok() || !ConstantTimeEqual(*expected, body->shard_body_hash())) {
     counters->results_rejected++;
     counters->results_forged++;
     spdlog::warn("result from {} for attempt {} answers another shard body",
