@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "coordinator/server.h"
@@ -28,6 +29,8 @@ int Fail(const pcfarm::Status& s) {
 int main(int argc, char** argv) {
   pcfarm::CryptoInit();
   pcfarm::RaiseOpenFileLimit();
+  // Logs go to stderr: stdout is for what a command prints for people.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("pcfarm"));
   CLI::App app{"pcfarm-coordinator: holds jobs and hands shards to workers"};
   app.require_subcommand(1);
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "base/rlimit.h"
@@ -29,6 +30,8 @@ int Fail(const pcfarm::Status& s) {
 int main(int argc, char** argv) {
   pcfarm::CryptoInit();
   pcfarm::RaiseOpenFileLimit();
+  // Logs go to stderr: stdout is for what a command prints for people.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("pcfarm"));
   CLI::App app{"pcfarm-worker: runs pcfarm shards on this PC"};
   app.require_subcommand(1);
 
