@@ -1,9 +1,15 @@
 #include "tasks/model/gguf.h"
 
 #include <catch2/catch.hpp>
-#include <cstring>
+#include <unistd.h>
 
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "base/file.h"
 #include "tasks/model/model_config.h"
+#include "tasks/model/model_loader.h"
 #include "tasks/model/model_weights.h"
 #include "tasks/model/tokenizer.h"
 
@@ -193,7 +199,8 @@ TEST_CASE("Q8_0 and Q4_0 dequantize to hand-computed values", "[gguf]") {
   // Through a file: a [2, 32] Q8_0 tensor.
   GgufBuilder b;
   b.Tensor("q", {32, 2}, kGgmlQ8_0, Q8Block(0x3c00, {3}) + Q8Block(0x4000, {-3}));
-  auto g = GgufFile::Parse(b.Build(), "q.gguf", nullptr);
+  std::string b_bytes = b.Build();  // must outlive the views
+  auto g = GgufFile::Parse(b_bytes, "q.gguf", nullptr);
   REQUIRE(g.ok());
   auto t = g->Tensor("q");
   REQUIRE(t.ok());
@@ -277,7 +284,8 @@ TEST_CASE("GGUF lying headers are errors", "[gguf]") {
   {  // a known but unloadable type is parsed, then refused by name
     GgufBuilder b;
     b.Tensor("k", {256}, 12, std::string(144, '\0'));  // Q4_K
-    auto g = GgufFile::Parse(b.Build(), "k.gguf", nullptr);
+    std::string b_bytes = b.Build();  // must outlive the views
+    auto g = GgufFile::Parse(b_bytes, "k.gguf", nullptr);
     REQUIRE(g.ok());
     CHECK(g->Tensor("k").status().message().find("tensor k has ggml type 12") != std::string::npos);
   }
@@ -405,17 +413,49 @@ TEST_CASE("a llama GGUF gives config, HF-named weights and a tokenizer", "[gguf]
   CHECK(tok->Decode({1, 14, 3}) == "<s> hello!");
   CHECK(tok->bos_id() == 1);
   CHECK(tok->eos_id() == 2);
+
+  // The same through a file and LoadModel.
+  std::string path = (std::filesystem::temp_directory_path() /
+                      ("pcfarm_tiny_" + std::to_string(::getpid()) + ".gguf")).string();
+  REQUIRE(WriteFileAtomic(path, bytes).ok());
+  auto m = LoadModel(path);
+  std::filesystem::remove(path);  // the mapping stays valid
+  REQUIRE(m.ok());
+  CHECK(m->config.bos_token_id == 1);
+  CHECK(m->weights.Get("model.layers.0.self_attn.k_proj.weight").ToF32() ==
+        hf["model.layers.0.self_attn.k_proj.weight"]);
+  CHECK(m->weights.Get("model.norm.weight").ToF32() == hf["model.norm.weight"]);
+  CHECK(m->tokenizer.Encode("hello!") == std::vector<int32_t>{1, 14, 3});
+
+  // Random corruption of the file: errors or a valid parse, never a crash.
+  std::mt19937 rng(1234);
+  for (int iter = 0; iter < 2000; ++iter) {
+    std::string bad = bytes;
+    int flips = 1 + int(rng() % 4);
+    for (int k = 0; k < flips; ++k) bad[rng() % bad.size()] = char(rng());
+    auto g2 = GgufFile::Parse(bad, "fuzz.gguf", nullptr);
+    if (!g2.ok()) continue;
+    for (const GgufTensorInfo& info : g2->tensors()) {
+      auto t = g2->Tensor(info.name);
+      if (t.ok()) (void)t->ToF32();
+    }
+    auto c2 = ConfigFromGguf(*g2);
+    if (c2.ok()) (void)ModelWeights::FromGguf(*g2, *c2);
+    (void)Tokenizer::FromGguf(*g2);
+  }
 }
 
 TEST_CASE("GGUF config errors", "[gguf]") {
   GgufBuilder b;
   b.Str("general.architecture", "gpt2");
-  auto g = GgufFile::Parse(b.Build(), "x.gguf", nullptr);
+  std::string b_bytes = b.Build();  // must outlive the views
+  auto g = GgufFile::Parse(b_bytes, "x.gguf", nullptr);
   REQUIRE(g.ok());
   CHECK(ConfigFromGguf(*g).status().message().find("only llama") != std::string::npos);
   GgufBuilder c;
   c.Str("general.architecture", "llama");
-  g = GgufFile::Parse(c.Build(), "x.gguf", nullptr);
+  std::string c_bytes = c.Build();  // must outlive the views
+  g = GgufFile::Parse(c_bytes, "x.gguf", nullptr);
   REQUIRE(g.ok());
   CHECK(ConfigFromGguf(*g).status().message().find("llama.embedding_length") != std::string::npos);
 }
@@ -442,7 +482,8 @@ TEST_CASE("a gpt2-style GGUF vocab is byte-level BPE", "[gguf][tokenizer]") {
   b.StrArray("tokenizer.ggml.merges", {"h e", "l l", "he ll", "\xc4\xa0 w"});
   b.Scalar<uint32_t>("tokenizer.ggml.bos_token_id", GgufType::kU32, 260);
   b.Scalar<uint8_t>("tokenizer.ggml.add_bos_token", GgufType::kBool, 1);
-  auto g = GgufFile::Parse(b.Build(), "bpe.gguf", nullptr);
+  std::string b_bytes = b.Build();  // must outlive the views
+  auto g = GgufFile::Parse(b_bytes, "bpe.gguf", nullptr);
   REQUIRE(g.ok());
   auto tok = Tokenizer::FromGguf(*g);
   REQUIRE(tok.ok());
@@ -455,7 +496,8 @@ TEST_CASE("a gpt2-style GGUF vocab is byte-level BPE", "[gguf][tokenizer]") {
   bad.Str("tokenizer.ggml.model", "gpt2");
   bad.StrArray("tokenizer.ggml.tokens", {"a"});
   bad.StrArray("tokenizer.ggml.merges", {"a b"});
-  g = GgufFile::Parse(bad.Build(), "bad.gguf", nullptr);
+  std::string bad_bytes = bad.Build();  // must outlive the views
+  g = GgufFile::Parse(bad_bytes, "bad.gguf", nullptr);
   REQUIRE(g.ok());
   CHECK(Tokenizer::FromGguf(*g).status().message().find("merges[0]") != std::string::npos);
 }

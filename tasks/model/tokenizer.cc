@@ -283,10 +283,12 @@ Result<Tokenizer> Tokenizer::FromJson(const std::string& text, const std::string
       t.merges_.emplace((uint64_t(uint32_t(ia)) << 32) | uint32_t(ib), Merge{rank, im});
       ++rank;
     }
+    for (size_t i = 0; i < t.id_to_token_.size(); ++i)
+      if (t.id_to_token_[i].empty()) return InvalidArgument(src + ": no token has id " + std::to_string(i));
     PCFARM_RETURN_IF_ERROR(t.ParseNormalizer(j.value("normalizer", json()), src));
     PCFARM_RETURN_IF_ERROR(t.ParsePreTokenizer(j.value("pre_tokenizer", json()), src));
     PCFARM_RETURN_IF_ERROR(t.ParsePostProcessor(j.value("post_processor", json()), src));
-    PCFARM_RETURN_IF_ERROR(t.Finish(src));
+    t.Finish();
     return t;
   } catch (const json::exception& e) {
     // A field of an unexpected JSON type that value()/[] refused.
@@ -299,10 +301,7 @@ Result<Tokenizer> Tokenizer::Load(const std::string& path) {
   return FromJson(text, path);
 }
 
-Status Tokenizer::Finish(const std::string& src) {
-  for (size_t i = 0; i < id_to_token_.size(); ++i)
-    if (id_to_token_[i].empty() && !id_to_token_.empty())
-      return InvalidArgument(src + ": no token has id " + std::to_string(i));
+void Tokenizer::Finish() {
   special_.assign(id_to_token_.size(), false);
   added_id_.assign(id_to_token_.size(), false);
   for (const AddedToken& a : added_) {
@@ -312,7 +311,10 @@ Status Tokenizer::Finish(const std::string& src) {
   std::stable_sort(added_.begin(), added_.end(), [](const AddedToken& x, const AddedToken& y) {
     return x.content.size() > y.content.size();
   });
-  for (int b = 0; b < 256; ++b) byte_ids_[b] = TokenId(ByteTokenName(b));
+  for (int b = 0; b < 256; ++b) {
+    byte_ids_[b] = TokenId(ByteTokenName(b));
+    byte_char_ids_[b] = TokenId(ByteChars(std::string(1, char(b))));
+  }
   auto first_of = [&](std::initializer_list<const char*> names) {
     for (const char* n : names)
       if (int32_t id = TokenId(n); id >= 0) return id;
@@ -322,7 +324,6 @@ Status Tokenizer::Finish(const std::string& src) {
   if (eos_id_ < 0)
     eos_id_ = !suffix_ids_.empty() ? suffix_ids_.back()
                                    : first_of({"</s>", "<|end_of_text|>", "<|endoftext|>"});
-  return Status::Ok();
 }
 
 int32_t Tokenizer::TokenId(std::string_view token) const {
@@ -424,7 +425,7 @@ void Tokenizer::EncodeSegment(std::string_view text, bool first,
       std::string mapped = ByteChars(p);
       std::vector<int32_t> symbols;
       for (char c : p) {
-        int32_t id = TokenId(ByteChars(std::string_view(&c, 1)));
+        int32_t id = byte_char_ids_[uint8_t(c)];
         if (id < 0) id = unk_id_;
         if (id >= 0) symbols.push_back(id);
       }
@@ -629,7 +630,7 @@ Result<Tokenizer> Tokenizer::FromGguf(const GgufFile& g) {
   PCFARM_ASSIGN_OR_RETURN(bool add_eos, flag("tokenizer.ggml.add_eos_token", false));
   if (add_bos && t.bos_id_ >= 0) t.prefix_ids_ = {t.bos_id_};
   if (add_eos && t.eos_id_ >= 0) t.suffix_ids_ = {t.eos_id_};
-  PCFARM_RETURN_IF_ERROR(t.Finish(src));
+  t.Finish();
   return t;
 }
 

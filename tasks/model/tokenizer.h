@@ -92,7 +92,7 @@ class Tokenizer {
   };
   enum class Prepend { kNever, kFirst, kAlways };
 
-  Status Finish(const std::string& source);
+  void Finish();  // derived tables: specials, byte ids, BOS/EOS
   int32_t AddToken(const std::string& token);  // returns id; appends
   void EncodeSegment(std::string_view text, bool first, std::vector<int32_t>* out) const;
   void Bpe(std::vector<int32_t> symbols, std::vector<int32_t>* out) const;
@@ -130,6 +130,7 @@ class Tokenizer {
   std::vector<bool> special_;                   // by id
   std::vector<bool> added_id_;                  // by id: decode as content
   std::array<int32_t, 256> byte_ids_{};         // byte -> <0xNN> id, or -1
+  std::array<int32_t, 256> byte_char_ids_{};    // byte -> byte-level char id, or -1
   int32_t unk_id_ = -1;
   int32_t bos_id_ = -1, eos_id_ = -1;
   std::vector<int32_t> prefix_ids_, suffix_ids_;

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
+#include <random>
 
 namespace pcfarm {
 namespace {
@@ -128,6 +129,19 @@ TEST_CASE("byte-level BPE round-trips any text", "[tokenizer]") {
   for (const std::string& s : std::vector<std::string>{"héllo wörld\n\t 日本 🙂", "  leading and trailing  ",
                                                       "I'M 12345 x\r\ny", std::string("\x00\x01\xff bytes", 9), ""}) {
     CHECK(t.Decode(t.Encode(s, false)) == s);
+  }
+}
+
+TEST_CASE("byte-level BPE round-trips random bytes", "[tokenizer]") {
+  Tokenizer t = Parse(ByteLevelJson(false));
+  std::mt19937 rng(9);
+  const char alphabet[] = "hello world\n\t'sM12\xc3\xa9\xe2\x80\x94\xff";
+  for (int iter = 0; iter < 300; ++iter) {
+    std::string s;
+    int n = int(rng() % 40);
+    for (int k = 0; k < n; ++k)
+      s.push_back(rng() % 4 == 0 ? char(rng()) : alphabet[rng() % (sizeof alphabet - 1)]);
+    REQUIRE(t.Decode(t.Encode(s, false)) == s);
   }
 }
 
