@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
@@ -36,6 +37,7 @@ struct Peer {
   std::string sign_pk;
   DeviceCaps caps;
   int free_slots = 0;
+  double gflops = 0;  // best measured device speed, from HELLO
   int64_t last_recv_ms = 0;
   int64_t last_send_ms = 0;
   int bad_messages = 0;
@@ -110,6 +112,7 @@ class CoordinatorServer::Impl {
   std::unordered_map<int64_t, std::string> route_of;      // worker id -> route
   std::unordered_set<std::string> dropped;                // garbage senders
   ServerCounters* counters = nullptr;
+  WireCounters wire_errors;
   const Clock* clock = SystemClock::Get();
 };
 
@@ -319,6 +322,7 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
   Peer* peer = it == peers.end() ? nullptr : &it->second;
   auto frame = DecodeWorkerFrame(payload.to_string_view());
   if (!frame.ok()) {
+    wire_errors.Add(frame.error());
     BadMessage(peer, route, frame.status());
     return;
   }
@@ -449,6 +453,7 @@ void CoordinatorServer::Impl::OnHello(Peer& peer, const wire::Hello& hello) {
         std::max<int64_t>(peer.caps.memory_bytes, int64_t(d.memory_bytes()));
   }
   if (peer.caps.backends.empty()) peer.caps.backends = {"cpu"};
+  peer.gflops = best;
   store->SetWorkerDevices(peer.worker_id, devices.dump(), best).IgnoreError();
   store->TouchWorker(peer.worker_id).IgnoreError();
   wire::CoordinatorFrame f;
@@ -499,9 +504,15 @@ void CoordinatorServer::Impl::TryAssign(Peer& peer) {
 }
 
 void CoordinatorServer::Impl::AssignAll() {
+  // When there are fewer shards than idle workers, the fastest (by their
+  // measured bench speed) get them first.
+  std::vector<Peer*> idle;
   for (auto& [route, peer] : peers) {
-    if (peer.free_slots > 0) TryAssign(peer);
+    if (peer.free_slots > 0) idle.push_back(&peer);
   }
+  std::sort(idle.begin(), idle.end(),
+            [](const Peer* a, const Peer* b) { return a->gflops > b->gflops; });
+  for (Peer* p : idle) TryAssign(*p);
 }
 
 void CoordinatorServer::Impl::ActOn(const TransitionReport& report) {
@@ -525,6 +536,7 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
                                        const wire::SignedEnvelope& env) {
   auto body = OpenResult(env, peer.sign_pk);
   if (!body.ok()) {
+    wire_errors.Add(body.error());
     counters->results_rejected++;
     counters->results_forged++;
     spdlog::warn("result from {} refused: {}", peer.name, body.status().message());
@@ -677,6 +689,7 @@ void CoordinatorServer::Impl::OnClientMessage(const std::string& route,
   if (!client.ok()) {
     s = PermissionDenied("unknown client key");
   } else if (!req.ok()) {
+    wire_errors.Add(req.error());
     s = req.status();
   } else {
     reply.set_request_id(req->request_id());
@@ -853,6 +866,10 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       (*m)["unenrolled_messages"] = counters->unenrolled_messages;
       (*m)["blob_bytes_sent"] = counters->blob_bytes_sent;
       (*m)["workers_connected"] = peers.size();
+      for (size_t e = 0; e < kWireErrorCount; ++e) {
+        auto err = static_cast<WireError>(e);
+        (*m)[std::string("wire_") + WireErrorName(err)] = wire_errors.Get(err);
+      }
       return Status::Ok();
     }
     default:
