@@ -359,6 +359,18 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     route_of[w->id] = route;
     store->AddEvent("worker_connected", 0, w->id, "worker " + w->name + " connected")
         .IgnoreError();
+    if (!frame->has_hello()) {
+      // A worker we have not heard HELLO from on this route (we restarted,
+      // or its connection was re-established underneath it): WELCOME asks
+      // it to re-send its spool and its free slots.
+      wire::CoordinatorFrame f;
+      auto* wel = f.mutable_welcome();
+      wel->set_worker_id(static_cast<uint64_t>(w->id));
+      wel->set_heartbeat_interval_ms(opts.coordinator_heartbeat_interval_ms);
+      wel->set_heartbeat_liveness(opts.coordinator_heartbeat_liveness);
+      wel->set_coordinator_sign_pk(keys.sign.public_key());
+      Send(*peer, std::move(f));
+    }
   }
   peer->last_recv_ms = clock->MonotonicMs();
   switch (frame->msg_case()) {

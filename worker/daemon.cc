@@ -388,14 +388,20 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
                                  Executor& exec) {
   switch (f.msg_case()) {
     case wire::CoordinatorFrame::kWelcome:
+      // The first WELCOME of a connection, or a coordinator that restarted
+      // underneath the same connection: either way it knows nothing of our
+      // spool, our transfers or our free slots.
       if (!welcomed) {
-        welcomed = true;
         spdlog::info("connected to {} as worker {}", pin.endpoint,
                      f.welcome().worker_id());
-        SendSpooled();
-        fetcher->Restart();
-        SendReady();
+      } else {
+        spdlog::info("the coordinator asked to resynchronise");
+        fetcher->Reset();
       }
+      welcomed = true;
+      SendSpooled();
+      fetcher->Restart();
+      SendReady();
       break;
     case wire::CoordinatorFrame::kAssign:
       OnAssign(f.assign().shard(), exec);
