@@ -3,12 +3,18 @@
 #include <algorithm>
 
 #include "tasks/backend/cpu/cpu_backend.h"
+#if PCFARM_HAVE_VULKAN
+#include "tasks/backend/vulkan/vulkan_backend.h"
+#endif
 
 namespace pcfarm {
 
 const std::vector<BackendRegistration>& RegisteredBackends() {
   static const std::vector<BackendRegistration> kBackends = {
       {"cpu", &CpuBackendScore, &CreateCpuBackend},
+#if PCFARM_HAVE_VULKAN
+      {"vulkan", &VulkanBackendScore, &CreateVulkanBackend},
+#endif
   };
   return kBackends;
 }

@@ -1,0 +1,132 @@
+#include "tasks/backend/vulkan/vulkan_devices.h"
+
+#include <cstdio>
+
+#include "tasks/backend/vulkan/vulkan_internal.h"
+
+namespace pcfarm {
+
+const char* VulkanDeviceTypeName(VulkanDeviceType t) {
+  switch (t) {
+    case VulkanDeviceType::kOther: return "other";
+    case VulkanDeviceType::kIntegratedGpu: return "integrated GPU";
+    case VulkanDeviceType::kDiscreteGpu: return "discrete GPU";
+    case VulkanDeviceType::kVirtualGpu: return "virtual GPU";
+    case VulkanDeviceType::kCpu: return "CPU";
+  }
+  return "other";
+}
+
+std::string VulkanDeviceInfo::ToString() const {
+  char mem[32];
+  std::snprintf(mem, sizeof mem, "%.1f GiB", static_cast<double>(memory_bytes) / (1 << 30));
+  std::string s = name + " [" + VulkanDeviceTypeName(type) + ", " + vendor + ", " + mem;
+  if (fp16()) s += ", fp16";
+  if (subgroup_size > 0) s += ", subgroup " + std::to_string(subgroup_size);
+  return s + "]";
+}
+
+namespace vk {
+
+VulkanDeviceInfo DescribeDevice(const VulkanApi& api, VkPhysicalDevice phys, int index) {
+  VulkanDeviceInfo d;
+  d.index = index;
+  VkPhysicalDeviceSubgroupProperties sub{};
+  sub.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES;
+  VkPhysicalDeviceProperties2 props{};
+  props.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2;
+  props.pNext = &sub;
+  api.vkGetPhysicalDeviceProperties2(phys, &props);
+  const VkPhysicalDeviceProperties& p = props.properties;
+  d.name = p.deviceName;
+  d.vendor_id = p.vendorID;
+  switch (p.vendorID) {
+    case 0x10de: d.vendor = "NVIDIA"; break;
+    case 0x1002: d.vendor = "AMD"; break;
+    case 0x8086: d.vendor = "Intel"; break;
+    case 0x13b5: d.vendor = "ARM"; break;
+    case 0x5143: d.vendor = "Qualcomm"; break;
+    case 0x106b: d.vendor = "Apple"; break;
+    case 0x10005: d.vendor = "Mesa"; break;
+    default: {
+      char hex[16];
+      std::snprintf(hex, sizeof hex, "0x%x", p.vendorID);
+      d.vendor = hex;
+    }
+  }
+  switch (p.deviceType) {
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: d.type = VulkanDeviceType::kIntegratedGpu; break;
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: d.type = VulkanDeviceType::kDiscreteGpu; break;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: d.type = VulkanDeviceType::kVirtualGpu; break;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: d.type = VulkanDeviceType::kCpu; break;
+    default: d.type = VulkanDeviceType::kOther;
+  }
+  d.api_version = p.apiVersion;
+  d.driver = "driver " + std::to_string(p.driverVersion);
+  d.subgroup_size = sub.subgroupSize;
+  d.subgroup_arithmetic =
+      (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) != 0 &&
+      (sub.supportedOperations & VK_SUBGROUP_FEATURE_BASIC_BIT) != 0 &&
+      (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) != 0;
+
+  VkPhysicalDeviceMaintenance3Properties m3{};
+  m3.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES;
+  VkPhysicalDeviceProperties2 props_m3{};
+  props_m3.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2;
+  props_m3.pNext = &m3;
+  api.vkGetPhysicalDeviceProperties2(phys, &props_m3);
+  d.max_buffer_bytes = p.limits.maxStorageBufferRange;
+  if (m3.maxMemoryAllocationSize != 0 && m3.maxMemoryAllocationSize < d.max_buffer_bytes)
+    d.max_buffer_bytes = m3.maxMemoryAllocationSize;
+
+  VkPhysicalDeviceShaderFloat16Int8Features f16{};
+  f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
+  VkPhysicalDevice16BitStorageFeatures s16{};
+  s16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES;
+  s16.pNext = &f16;
+  VkPhysicalDeviceFeatures2 feats{};
+  feats.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
+  feats.pNext = &s16;
+  api.vkGetPhysicalDeviceFeatures2(phys, &feats);
+  d.storage_16bit = s16.storageBuffer16BitAccess == VK_TRUE;
+  // shaderFloat16 is a Vulkan 1.2 / VK_KHR_shader_float16_int8 feature; a
+  // 1.1 driver that does not know the struct leaves it false.
+  d.shader_float16 = p.apiVersion >= VK_API_VERSION_1_2 && f16.shaderFloat16 == VK_TRUE;
+
+  VkPhysicalDeviceMemoryProperties mem{};
+  api.vkGetPhysicalDeviceMemoryProperties(phys, &mem);
+  for (uint32_t i = 0; i < mem.memoryHeapCount; ++i)
+    if ((mem.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) != 0 &&
+        mem.memoryHeaps[i].size > d.memory_bytes)
+      d.memory_bytes = mem.memoryHeaps[i].size;
+  return d;
+}
+
+Result<std::vector<VkPhysicalDevice>> EnumerateDevices(const VulkanApi& api,
+                                                       VkInstance instance) {
+  uint32_t count = 0;
+  VkResult r = api.vkEnumeratePhysicalDevices(instance, &count, nullptr);
+  if (r != VK_SUCCESS) return VkFailure("vkEnumeratePhysicalDevices", r);
+  std::vector<VkPhysicalDevice> devs(count);
+  r = api.vkEnumeratePhysicalDevices(instance, &count, devs.data());
+  if (r != VK_SUCCESS && r != VK_INCOMPLETE) return VkFailure("vkEnumeratePhysicalDevices", r);
+  devs.resize(count);
+  return devs;
+}
+
+}  // namespace vk
+
+Result<std::vector<VulkanDeviceInfo>> ListVulkanDevices() {
+  PCFARM_ASSIGN_OR_RETURN(vk::VulkanApi api, vk::LoadVulkanLoader());
+  PCFARM_ASSIGN_OR_RETURN(VkInstance instance, vk::CreateInstance(&api));
+  auto devs = vk::EnumerateDevices(api, instance);
+  std::vector<VulkanDeviceInfo> out;
+  if (devs.ok())
+    for (size_t i = 0; i < devs->size(); ++i)
+      out.push_back(vk::DescribeDevice(api, (*devs)[i], static_cast<int>(i)));
+  api.vkDestroyInstance(instance, nullptr);
+  if (!devs.ok()) return devs.status();
+  return out;
+}
+
+}  // namespace pcfarm
