@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "base/file.h"
 
 namespace pcfarm {
@@ -92,6 +94,38 @@ TEST_CASE("a directory that is not a llama is a clear error", "[loader]") {
   CHECK(m.status().message() == (dir.path / "config.json").string() +
                                     ": architecture BertModel is not supported "
                                     "(LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+}
+
+TEST_CASE("the PyTorch reference fixtures load, with matching RoPE frequencies", "[loader]") {
+  // tests/fixtures/llama: independent plain-torch HF implementations wrote
+  // these dirs and their rope_inv_freq (llama3 scaling included).
+  for (const char* name : {"llama_tiny", "llama3_scaled_tied", "qwen2_bias"}) {
+    INFO(name);
+    std::string dir = std::string(PCFARM_SOURCE_DIR) + "/tests/fixtures/llama/" + name;
+    auto m = LoadModel(dir);
+    INFO(m.status().ToString());
+    REQUIRE(m.ok());
+    auto expected_text = ReadFile(dir + "/expected.json", 64 << 20);
+    REQUIRE(expected_text.ok());
+    auto expected = nlohmann::json::parse(*expected_text);
+    std::vector<double> want = expected["rope_inv_freq"].get<std::vector<double>>();
+    std::vector<float> got = RopeInverseFrequencies(m->config);
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == Approx(want[i]).epsilon(1e-6));
+    CHECK(m->config.bos_token_id == 1);
+    CHECK(m->config.eos_token_ids == std::vector<int64_t>{2});
+    CHECK(m->tokenizer.Encode("abc", true) == std::vector<int32_t>{1, 3, 4, 5, 6});
+  }
+  auto qwen = LoadModel(std::string(PCFARM_SOURCE_DIR) + "/tests/fixtures/llama/qwen2_bias");
+  REQUIRE(qwen.ok());
+  CHECK(qwen->config.attention_bias);
+  CHECK(qwen->config.head_dim == 16);
+  CHECK(qwen->weights.Get("model.layers.1.self_attn.k_proj.bias").dtype == DType::kBF16);
+  CHECK(qwen->weights.Get("model.layers.1.self_attn.k_proj.bias").shape == std::vector<int64_t>{32});
+  auto tied = LoadModel(std::string(PCFARM_SOURCE_DIR) + "/tests/fixtures/llama/llama3_scaled_tied");
+  REQUIRE(tied.ok());
+  CHECK(tied->weights.Find("lm_head.weight") == nullptr);
+  CHECK(tied->weights.Get("model.layers.0.self_attn.q_proj.weight").shape == std::vector<int64_t>{128, 48});
 }
 
 }  // namespace pcfarm
