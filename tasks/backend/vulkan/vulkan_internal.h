@@ -116,6 +116,9 @@ class VulkanBackend final : public Backend {
   // Command buffers submitted so far.
   int64_t submits() const { return submits_; }
   bool uses_subgroups() const { return use_subgroups_; }
+  // For tests: use the shared-memory reductions even where subgroup
+  // arithmetic is available. REQUIRES: !on or the device supports it.
+  void set_use_subgroups(bool on) { use_subgroups_ = on && ctx_->info.subgroup_arithmetic; }
 
   // ---- used by the ops (vulkan_ops.cc) ----
   // Records one dispatch of `shader` with these bindings and push constants
