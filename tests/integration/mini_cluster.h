@@ -122,8 +122,9 @@ class MiniCluster {
   // Starts `serve` and waits until it is serving (its log says so and the
   // CLI gets an answer). Error (with the log's tail) when it exits first.
   Status StartCoordinator(int timeout_ms = 10'000);
-  // SIGTERM and wait for a clean exit (exit code 0).
-  Status StopCoordinator(int timeout_ms = 10'000);
+  // SIGTERM and wait for the exit; an error when it is not a clean exit
+  // (code 0) unless `require_clean_exit` is false.
+  Status StopCoordinator(int timeout_ms = 10'000, bool require_clean_exit = true);
   // kill -9, and reap.
   Status KillCoordinator();
   bool coordinator_running() { return coordinator_.running(); }
