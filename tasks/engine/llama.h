@@ -1,0 +1,281 @@
+// LlamaModel: a llama-family decoder (Llama 2/3, TinyLlama, SmolLM, Mistral,
+// Qwen2) on a compute Backend: forward, masked cross-entropy, full backward,
+// LoRA or full-parameter training with AdamW, batched generation with a KV
+// cache, and PEFT LoRA adapters.
+//
+// Architecture (Hugging Face LlamaForCausalLM): x = embed(tokens); per layer
+//   h = x + o_proj(attn(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1))),
+//       n1 = rmsnorm(x, input_layernorm)
+//   x = h + down_proj(silu(gate_proj(n2)) · up_proj(n2)),
+//       n2 = rmsnorm(h, post_attention_layernorm)
+// logits = rmsnorm(x, model.norm) · lm_headᵀ (embed_tokens when tied).
+// RoPE is rotate-half with RopeInverseFrequencies(config) (llama3 / linear
+// scaling applied there); attention is causal grouped-query; q/k/v carry a
+// bias when config.attention_bias (Qwen2).
+//
+// Sequences of different lengths are packed back to back (no padding).
+//
+// Training targets. A TokenSequence's weights follow Hugging Face's labels:
+// weights[i] weights the loss of predicting tokens[i] from tokens[0..i-1];
+// weights[0] is never used (nothing predicts the first token); weight 0 masks
+// a token (e.g. the prompt). The loss is Σ w·(−log p) / Σ w over the batch.
+//
+// Trainable parameters and the flat buffers (ONE f32 vector each for
+// gradients and for parameters; the layout is TrainableParameters(), a
+// concatenation of row-major tensors at increasing offsets):
+//   * LoRA: for layer 0..L-1, for each enabled target in the canonical order
+//     q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj:
+//     lora_A [r, in] then lora_B [out, r], named with PEFT's names
+//     ("base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight").
+//     ΔW = B·A·(alpha/r) (PEFT, use_rslora false). A is initialised like
+//     PEFT's kaiming_uniform_(a=√5): uniform in [−1/√in, 1/√in), drawn from
+//     std::mt19937_64(seed) (53 high bits → [0,1)) in layout order; B is zero.
+//   * Full: every tensor of ExpectedTensors(config) (tasks/model/
+//     model_weights.h) in that order, under its Hugging Face name; weights
+//     are then held in f32 on the device.
+//
+// Gradient accumulation: AccumulateGradients adds ∂(Σ w·loss)/∂θ of each
+// micro-batch and the batch's Σ w into the accumulator; ExportGradients
+// returns the accumulated MEAN gradient (sum / Σ w). Step / ApplyGradients
+// clip the mean gradient to max_grad_norm (global L2 norm over all trainable
+// tensors, scale = max/(norm+1e-6) when norm > max, as torch's
+// clip_grad_norm_) and take one AdamW step (decoupled weight decay, bias
+// correction with a step counter that starts at 1).
+//
+// Ownership: the model keeps a pointer to `backend`, which must outlive it;
+// host weights are copied to the device during Create and not kept.
+// Thread-safety: one thread at a time (as the Backend).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "tasks/backend/backend.h"
+#include "tasks/engine/sampling.h"
+#include "tasks/model/model_config.h"
+#include "tasks/model/model_weights.h"
+
+namespace pcfarm {
+
+struct LlamaOptions {
+  // Keep F16/BF16 weights in their storage type on the device (the backend
+  // converts them inside each op); false converts every weight to f32.
+  // Full-parameter training always converts to f32.
+  bool keep_half_weights = true;
+};
+
+// The projections LoRA may target, in canonical (layout) order.
+inline const std::vector<std::string>& LoraTargetOrder() {
+  static const std::vector<std::string> kOrder = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                  "gate_proj", "up_proj", "down_proj"};
+  return kOrder;
+}
+
+struct LoraConfig {
+  int64_t rank = 16;
+  double alpha = 32;
+  // Any non-empty subset of LoraTargetOrder(), any order, no duplicates.
+  std::vector<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "o_proj"};
+  uint64_t seed = 0;  // for lora_A's initialisation
+};
+
+enum class TrainMode { kNone, kLora, kFull };
+
+struct TokenSequence {
+  std::vector<int32_t> tokens;  // >= 1 token, each in [0, vocab_size)
+  // Empty: weight 1 for every token after the first. Otherwise
+  // tokens.size() entries, each finite and >= 0 (weights[0] ignored).
+  std::vector<float> weights;
+};
+
+struct ParameterInfo {
+  std::string name;            // PEFT name (LoRA) or HF name (full)
+  std::vector<int64_t> shape;  // row-major
+  int64_t offset = 0;          // in the flat buffer, in floats
+  int64_t numel = 0;
+};
+
+struct OptimizerConfig {
+  float lr = 1e-4f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  float max_grad_norm = 1.0f;  // <= 0: no clipping
+};
+
+struct StepStats {
+  double grad_norm = 0;    // of the mean gradient, before clipping
+  double clip_scale = 1;   // the factor the gradient was multiplied by
+  int64_t step = 0;        // the AdamW step just taken (1-based)
+};
+
+// What a generated sequence stopped on.
+enum class FinishReason { kStop, kLength };
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;  // >= 1 token
+  uint64_t seed = 0;            // the sampling stream of this sequence
+};
+
+struct Generation {
+  // New tokens only; a stop id that ended generation is included.
+  std::vector<int32_t> tokens;
+  // log softmax of the RAW logits (temperature 1, before top-k/top-p) at
+  // each chosen token.
+  std::vector<float> logprobs;
+  FinishReason finish = FinishReason::kLength;
+};
+
+struct GenerationConfig {
+  SamplingConfig sampling;       // temperature 0 = greedy
+  int64_t max_new_tokens = 64;   // >= 0
+  // Generation of a sequence stops after it emits one of these; empty
+  // uses config.eos_token_ids.
+  std::vector<int32_t> stop_ids;
+};
+
+class LlamaModel {
+ public:
+  // Uploads `weights` (which must match `config`, as ModelWeights
+  // guarantees) to `backend`. REQUIRES: backend outlives the model.
+  static Result<std::unique_ptr<LlamaModel>> Create(const ModelConfig& config,
+                                                    const ModelWeights& weights,
+                                                    Backend* backend,
+                                                    const LlamaOptions& options = {});
+  // LoadModel(path) (an HF directory or a .gguf file), then Create.
+  static Result<std::unique_ptr<LlamaModel>> Load(const std::string& path, Backend* backend,
+                                                  const LlamaOptions& options = {});
+
+  const ModelConfig& config() const { return config_; }
+  Backend* backend() const { return backend_; }
+
+  // ---- inference ------------------------------------------------------------
+
+  // Logits of one sequence: tokens.size() rows of vocab_size, row-major.
+  Result<std::vector<float>> Logits(std::span<const int32_t> tokens);
+  // Logits of several sequences packed: Σ len rows (last_only: one row per
+  // sequence, its last token's), row-major [rows, vocab_size].
+  Result<std::vector<float>> BatchLogits(const std::vector<std::vector<int32_t>>& sequences,
+                                         bool last_only = false);
+  // The masked cross-entropy of a batch, no gradients. InvalidArgument on a
+  // bad token id, weight or empty sequence.
+  Result<CrossEntropySums> Loss(const std::vector<TokenSequence>& batch);
+
+  // Greedy or sampled continuations of every request, decoded together (one
+  // prefill of all prompts into a KV cache, then one token per live sequence
+  // per step). Sequence i draws its k-th sampled token from
+  // CounterUniform(requests[i].seed, k), so its tokens do not depend on the
+  // batch it is in.
+  Result<std::vector<Generation>> Generate(const std::vector<GenerationRequest>& requests,
+                                           const GenerationConfig& config);
+
+  // ---- training -------------------------------------------------------------
+
+  // Adds fresh LoRA adapters (A random, B zero) on `lora.target_modules` of
+  // every layer and makes them the trainable parameters; resets gradients and
+  // optimizer state. FailedPrecondition after EnableFullTraining.
+  Status EnableLora(const LoraConfig& lora);
+  // Makes every weight trainable (converted to f32). FailedPrecondition
+  // after EnableLora.
+  Status EnableFullTraining();
+  TrainMode train_mode() const { return mode_; }
+  const LoraConfig& lora_config() const { return lora_; }
+
+  // The flat layout (see the top of this file); empty when kNone.
+  const std::vector<ParameterInfo>& TrainableParameters() const { return param_info_; }
+  int64_t TrainableCount() const;
+
+  // Forward + backward of `batch`, adding ∂(Σ w·loss)/∂θ and Σ w into the
+  // accumulator. Returns this batch's sums. FailedPrecondition when kNone.
+  Result<CrossEntropySums> AccumulateGradients(const std::vector<TokenSequence>& batch);
+  // Σ w of everything accumulated since the last reset.
+  double accumulated_weight() const { return accumulated_weight_; }
+  Status ZeroGradients();
+  // The accumulated mean gradient, TrainableCount() floats.
+  // FailedPrecondition when nothing with weight > 0 was accumulated.
+  Result<std::vector<float>> ExportGradients();
+
+  // Clips and applies the accumulated mean gradient (one AdamW step), then
+  // resets the accumulator.
+  Result<StepStats> Step(const OptimizerConfig& opt);
+  // Clips and applies `mean_gradient` (an ExportGradients() of a model with
+  // the same trainable layout, possibly another machine's); the local
+  // accumulator is discarded. InvalidArgument on a size mismatch or a
+  // non-finite value.
+  Result<StepStats> ApplyGradients(std::span<const float> mean_gradient,
+                                   const OptimizerConfig& opt);
+  // AdamW steps taken so far.
+  int64_t optimizer_step() const { return step_; }
+
+  // The trainable parameters as one flat buffer, and back (e.g. DiLoCo
+  // pseudo-gradients). SetParameters keeps the optimizer state.
+  Result<std::vector<float>> GetParameters();
+  Status SetParameters(std::span<const float> flat);
+
+  // ---- PEFT adapters ----------------------------------------------------------
+
+  // Writes dir/adapter_config.json and dir/adapter_model.safetensors (f32)
+  // for the current LoRA adapters; creates dir. FailedPrecondition unless
+  // kLora.
+  Status SaveAdapter(const std::string& dir, const std::string& base_model_name_or_path) const;
+  // Reads a PEFT LoRA adapter (F32/F16/BF16 tensors) and makes it the
+  // trainable LoRA (as EnableLora, then the loaded values). Every tensor
+  // must be present with its shape, and no other; errors name the file and
+  // the tensor or field.
+  Status LoadAdapter(const std::string& dir);
+
+  ~LlamaModel();
+  LlamaModel(const LlamaModel&) = delete;
+  LlamaModel& operator=(const LlamaModel&) = delete;
+
+ private:
+  struct Linear;
+  struct Layer;
+  struct Param;
+  struct Packed;
+  struct Acts;
+  struct KvCache;
+  struct Slot {
+    Tensor* value;
+    Tensor* grad;
+  };
+
+  LlamaModel(const ModelConfig& config, Backend* backend);
+
+  Status Upload(const ModelWeights& weights, const LlamaOptions& options);
+  Result<Packed> Pack(const std::vector<std::vector<int32_t>>& seqs) const;
+  Result<Packed> PackBatch(const std::vector<TokenSequence>& batch) const;
+  // The final-norm hidden states [N, hidden] of a packed batch; with `cache`,
+  // k/v are written to it and attention reads it (slots/positions from p).
+  Result<Tensor> Forward(const Packed& p, Acts* acts, KvCache* cache);
+  Status LinearForward(const Linear& l, const Tensor& x, const Tensor& y, const Tensor& ones,
+                       Tensor* lora_t);
+  Status LinearBackward(const Linear& l, const Tensor& x, const Tensor& dy, const Tensor& dx,
+                        const Tensor& ones, const Tensor& lora_t);
+  Status Backward(const Packed& p, Acts& acts, const Tensor& dhidden);
+  const Tensor& LmHead() const;
+  Result<Tensor> Alloc(Shape s);
+  Status ApplyAccumulated(const OptimizerConfig& opt, StepStats* stats);
+  // Every weight by its HF name (ExpectedTensors(config_)).
+  std::map<std::string, Slot> WeightSlots();
+
+  ModelConfig config_;
+  Backend* backend_;
+  Tensor inv_freq_;
+  Tensor embed_, d_embed_, norm_, d_norm_, lm_head_, d_lm_head_;
+  std::vector<Layer> layers_;
+  TrainMode mode_ = TrainMode::kNone;
+  LoraConfig lora_;
+  std::vector<Param> params_;
+  std::vector<ParameterInfo> param_info_;
+  double accumulated_weight_ = 0;
+  int64_t step_ = 0;
+};
+
+}  // namespace pcfarm
