@@ -26,7 +26,7 @@ if(PCFARM_VULKAN)
   # Shaders with workgroup reductions: a subgroup-arithmetic variant (_sg)
   # and a shared-memory fallback.
   set(_vk_reduce rmsnorm_fwd rmsnorm_bwd attention_fwd attention_bwd_dq
-                 cross_entropy sum_squares)
+                 cross_entropy sum_squares gemv)
   set(_vk_headers)
   set(_vk_names)
   foreach(s IN LISTS _vk_plain)

@@ -279,6 +279,18 @@ Named RunLargeOps(Backend& be) {
   Tensor ry = Put(be, {rt, rh, rd}, std::vector<float>(rt * rh * rd, 0));
   REQUIRE(be.RopeForward(ry, rx, ft, std::vector<int32_t>{0, 1, 100, 1000, 4097, 8191}).ok());
   out.push_back({"rope", Get(be, ry)});
+  // Gemm: decode-shaped (gemv path, M = 1 and 8, BF16 weight, beta != 0)
+  // and prefill-shaped (tiled, M = 70), K = 700.
+  for (int64_t m : {1, 8, 70}) {
+    const int64_t gk = 700, gn = 300;
+    Tensor ga = Put(be, {m, gk}, rng.Values(m * gk));
+    auto gw = be.Alloc({gn, gk}, StorageType::kBF16);
+    REQUIRE(gw.ok());
+    REQUIRE(be.Upload(*gw, rng.Values(gn * gk)).ok());
+    Tensor gc = Put(be, {m, gn}, rng.Values(m * gn));
+    REQUIRE(be.Gemm(gc, ga, false, *gw, true, 0.5f, 2.0f).ok());
+    out.push_back({"gemm", Get(be, gc)});
+  }
   // SumSquares over several blocks.
   Tensor big = Put(be, {70000}, rng.Values(70000));
   auto ss = be.SumSquares(big);

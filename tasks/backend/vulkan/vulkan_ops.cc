@@ -13,6 +13,9 @@ namespace pcfarm::vk {
 namespace {
 
 constexpr uint32_t kMaxGroups = 65535;  // the minimum maxComputeWorkGroupCount
+// Products with at most this many rows of c and a weight-shaped b ([N, K],
+// trans_b) use the gemv shader (decode); shaders/gemv.comp's MAX_M.
+constexpr int64_t kGemvMaxRows = 8;
 
 // Workgroups for `items` items at `per_group` each (shaders loop over the rest).
 uint32_t Groups(int64_t items, int64_t per_group = 256) {
@@ -87,6 +90,13 @@ Status VulkanBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
                                const Tensor& b, bool trans_b, float alpha, float beta) {
   const int64_t m = c.shape()[0], n = c.shape()[1];
   const int64_t k = trans_a ? a.shape()[0] : a.shape()[1];
+  if (m <= kGemvMaxRows && !trans_a && trans_b) {
+    struct {
+      uint32_t m, n, k, a_type, b_type;
+      float alpha, beta;
+    } push{U(m), U(n), U(k), TypeCode(a.type()), TypeCode(b.type()), alpha, beta};
+    return Dispatch(Reduction("gemv"), {Bind(c), Bind(a), Bind(b)}, push, Groups(n, 1));
+  }
   struct {
     uint32_t m, n, k, ta, tb, a_type, b_type;
     float alpha, beta;
