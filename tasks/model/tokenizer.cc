@@ -248,6 +248,9 @@ Result<Tokenizer> Tokenizer::FromJson(const std::string& text, const std::string
         t.added_.push_back({content, id, a.value("special", false)});
       }
     }
+    for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
+      if (model->contains(key) && !(*model)[key].is_null() && (*model)[key] != "")
+        return InvalidArgument(src + ": model." + key + " is not supported");
     t.byte_fallback_ = model->value("byte_fallback", false);
     t.fuse_unk_ = model->value("fuse_unk", false);
     t.ignore_merges_ = model->value("ignore_merges", false);
@@ -311,6 +314,9 @@ void Tokenizer::Finish() {
   std::stable_sort(added_.begin(), added_.end(), [](const AddedToken& x, const AddedToken& y) {
     return x.content.size() > y.content.size();
   });
+  for (auto& bucket : added_by_first_byte_) bucket.clear();
+  for (size_t i = 0; i < added_.size(); ++i)
+    if (!added_[i].content.empty()) added_by_first_byte_[uint8_t(added_[i].content[0])].push_back(uint32_t(i));
   for (int b = 0; b < 256; ++b) {
     byte_ids_[b] = TokenId(ByteTokenName(b));
     byte_char_ids_[b] = TokenId(ByteChars(std::string(1, char(b))));
@@ -492,9 +498,9 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special) 
   size_t seg_start = 0, pos = 0;
   while (pos < text.size()) {
     const AddedToken* hit = nullptr;
-    for (const AddedToken& a : added_) {
-      if (text.compare(pos, a.content.size(), a.content) == 0) {
-        hit = &a;
+    for (uint32_t i : added_by_first_byte_[uint8_t(text[pos])]) {
+      if (text.compare(pos, added_[i].content.size(), added_[i].content) == 0) {
+        hit = &added_[i];
         break;
       }
     }

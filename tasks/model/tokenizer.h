@@ -127,6 +127,7 @@ class Tokenizer {
   std::vector<float> scores_;
   std::unordered_map<uint64_t, Merge> merges_;  // (a << 32 | b) -> merge
   std::vector<AddedToken> added_;               // longest content first
+  std::array<std::vector<uint32_t>, 256> added_by_first_byte_;  // indices into added_
   std::vector<bool> special_;                   // by id
   std::vector<bool> added_id_;                  // by id: decode as content
   std::array<int32_t, 256> byte_ids_{};         // byte -> <0xNN> id, or -1

@@ -200,6 +200,7 @@ TEST_CASE("tokenizer.json errors name the problem", "[tokenizer]") {
                    R"("pre_tokenizer":{"type":"Split","pattern":{"Regex":"\\w+"}}})")
             .find("Split") != std::string::npos);
   ParseError(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"normalizer":{"type":"Lowercase"}})");
+  ParseError(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[],"continuing_subword_prefix":"##"}})");
   ParseError(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"post_processor":)"
              R"({"type":"TemplateProcessing","single":[{"SpecialToken":{"id":"<s>"}}],"special_tokens":{}}})");
   ParseError(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"pre_tokenizer":{"type":"ByteLevel","use_regex":"yes"}})");
