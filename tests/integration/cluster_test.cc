@@ -465,6 +465,53 @@ TEST_CASE("forged and replayed results are rejected and counted",
   CHECK(Counter(&c.c, "results_rejected") == 3);
 }
 
+TEST_CASE("simulated workers run a job to completion", "[integration]") {
+  Cluster c;
+  StartCluster(&c.c, 0);
+  const int kShards = 30;
+  auto job = c->SubmitBench(kShards, 32, 2);
+  REQUIRE_OK(job);
+  zmq::context_t ctx(1);
+  std::vector<std::unique_ptr<SimWorker>> sims;
+  auto token = c->CreateToken(4, "1h");
+  REQUIRE_OK(token);
+  for (int i = 0; i < 4; ++i) {
+    SimWorkerOptions o;
+    o.name = "sim" + std::to_string(i);
+    o.slots = 2;
+    auto w = SimWorker::FromToken(&ctx, *token, o);
+    REQUIRE_OK(w);
+    REQUIRE_OK((*w)->Enroll(5000));
+    REQUIRE_OK((*w)->Join(5000));
+    sims.push_back(std::move(*w));
+  }
+  std::string state_sql = "SELECT state FROM jobs WHERE id=" + std::to_string(*job);
+  auto deadline = SystemClock::Get()->MonotonicMs() + 60'000;
+  int64_t next_check = 0;
+  std::string state;
+  while (SystemClock::Get()->MonotonicMs() < deadline) {
+    for (auto& w : sims) REQUIRE_OK(w->Step(5));
+    if (SystemClock::Get()->MonotonicMs() >= next_check) {
+      next_check = SystemClock::Get()->MonotonicMs() + 100;
+      auto rows = DbRows(&c.c, state_sql);
+      state = rows.at(0).at(0);
+      if (state != "running" && state != "queued") break;
+    }
+  }
+  CHECK(state == "succeeded");
+  CheckJobInvariants(&c.c, *job, kShards, 2);
+  uint64_t acks = 0;
+  for (auto& w : sims) {
+    INFO(w->stats().results_sent << " results, " << w->stats().acks << " acks");
+    CHECK(w->stats().bad_assigns == 0);
+    CHECK(w->stats().rejects == 0);
+    CHECK(w->stats().acks == w->stats().results_sent);
+    acks += w->stats().acks;
+  }
+  CHECK(acks == 2 * kShards);
+  CHECK(Counter(&c.c, "results_rejected") == 0);
+}
+
 TEST_CASE("enrollment refuses wrong, used-up and expired tokens",
           "[integration]") {
   Cluster c;

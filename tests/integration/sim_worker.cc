@@ -219,6 +219,11 @@ void SimWorker::Note(const wire::CoordinatorFrame& f) {
 }
 
 Status SimWorker::Handle(const wire::CoordinatorFrame& f) {
+  if (f.msg_case() == wire::CoordinatorFrame::kWelcome && options_.auto_work) {
+    // A WELCOME we did not ask for: the coordinator restarted and knows
+    // nothing of our free slots.
+    return SendReady(options_.slots);
+  }
   if (f.msg_case() == wire::CoordinatorFrame::kAssign) {
     auto a = OpenAssign(f.assign());
     if (!a.ok()) {

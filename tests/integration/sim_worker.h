@@ -15,7 +15,8 @@
 //   * step by step: Send*() then Receive()/Expect(), for tests that check
 //     exactly what the coordinator answers;
 //   * Step(timeout_ms): one turn of an honest worker's loop (answer every
-//     ASSIGN with a computed RESULT and a new READY, send heartbeats when
+//     ASSIGN with a computed RESULT and a new READY, answer an unasked-for
+//     WELCOME — a restarted coordinator — with READY, send heartbeats when
 //     due). Never blocks longer than timeout_ms, so one thread can run many
 //     SimWorkers (benchmarks poll socket() of each with zmq::poll and call
 //     Step(0) on the ready ones).
