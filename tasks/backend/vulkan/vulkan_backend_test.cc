@@ -53,7 +53,10 @@ TEST_CASE("ListVulkanDevices describes every device") {
     CHECK(d.max_buffer_bytes >= (uint64_t{1} << 27));  // Vulkan's minimum is 128 MiB
     CHECK(d.api_version >= VK_API_VERSION_1_0);
     CHECK(d.ToString().find(d.name) == 0);
-    WARN("vulkan device " << d.index << ": " << d.ToString());
+    CHECK(!d.driver.empty());
+    WARN("vulkan device " << d.index << ": " << d.ToString() << ", " << d.driver
+                          << ", subgroup arithmetic " << d.subgroup_arithmetic
+                          << ", largest buffer " << d.max_buffer_bytes);
   }
 }
 

@@ -62,7 +62,18 @@ VulkanDeviceInfo DescribeDevice(const VulkanApi& api, VkPhysicalDevice phys, int
     default: d.type = VulkanDeviceType::kOther;
   }
   d.api_version = p.apiVersion;
-  d.driver = "driver " + std::to_string(p.driverVersion);
+  d.driver = "driver version " + std::to_string(p.driverVersion);
+  // Structs of Vulkan 1.2 are chained only for devices that know them.
+  const bool v12 = p.apiVersion >= VK_API_VERSION_1_2;
+  if (v12) {
+    VkPhysicalDeviceDriverProperties drv{};
+    drv.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES;
+    VkPhysicalDeviceProperties2 props_drv{};
+    props_drv.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2;
+    props_drv.pNext = &drv;
+    api.vkGetPhysicalDeviceProperties2(phys, &props_drv);
+    d.driver = std::string(drv.driverName) + " " + drv.driverInfo;
+  }
   d.subgroup_size = sub.subgroupSize;
   d.subgroup_arithmetic =
       (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) != 0 &&
@@ -83,15 +94,14 @@ VulkanDeviceInfo DescribeDevice(const VulkanApi& api, VkPhysicalDevice phys, int
   f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
   VkPhysicalDevice16BitStorageFeatures s16{};
   s16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES;
-  s16.pNext = &f16;
+  s16.pNext = v12 ? &f16 : nullptr;
   VkPhysicalDeviceFeatures2 feats{};
   feats.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
   feats.pNext = &s16;
   api.vkGetPhysicalDeviceFeatures2(phys, &feats);
   d.storage_16bit = s16.storageBuffer16BitAccess == VK_TRUE;
-  // shaderFloat16 is a Vulkan 1.2 / VK_KHR_shader_float16_int8 feature; a
-  // 1.1 driver that does not know the struct leaves it false.
-  d.shader_float16 = p.apiVersion >= VK_API_VERSION_1_2 && f16.shaderFloat16 == VK_TRUE;
+  // shaderFloat16 is a Vulkan 1.2 feature (left false on 1.1 devices).
+  d.shader_float16 = v12 && f16.shaderFloat16 == VK_TRUE;
 
   VkPhysicalDeviceMemoryProperties mem{};
   api.vkGetPhysicalDeviceMemoryProperties(phys, &mem);

@@ -25,7 +25,7 @@ struct VulkanDeviceInfo {
   uint32_t vendor_id = 0;     // PCI vendor id (0x10de NVIDIA, 0x1002 AMD, 0x8086 Intel)
   std::string vendor;         // "NVIDIA", "AMD", "Intel", "Mesa", or the id in hex
   VulkanDeviceType type = VulkanDeviceType::kOther;
-  std::string driver;         // driver name and version, e.g. "llvmpipe Mesa 22.3.6"
+  std::string driver;         // e.g. "llvmpipe Mesa 22.3.6 (LLVM 15.0.6)" (Vulkan 1.2 devices)
   uint32_t api_version = 0;   // VK_MAKE_API_VERSION form
   uint64_t memory_bytes = 0;  // the largest device-local heap
   bool shader_float16 = false;     // shaderFloat16 (f16 arithmetic)
