@@ -5,11 +5,16 @@
 
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 
 #include "tasks/backend/cpu/cpu_backend.h"
 #include "tasks/engine/engine_test_util.h"
+#include "tasks/model/model_loader.h"
+#include "tasks/model/tokenizer.h"
 
 namespace pcfarm {
 namespace {
@@ -391,6 +396,37 @@ TEST_CASE("bad calls are rejected with clear errors", "[llama]") {
                            be.get())
             .status()
             .code() == StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace pcfarm
+
+namespace pcfarm {
+namespace {
+
+TEST_CASE("Load reads a Hugging Face directory written by WriteHfModel", "[llama]") {
+  auto be = Cpu();
+  ModelConfig c = TinyConfig(false, true);
+  c.vocab_size = 256 + 8 + 2;  // MakeByteLevelTokenizerJson's bytes, merges, specials
+  const WeightMap w = testing::RoundToF32(testing::RandomWeights(c, 37));
+  std::vector<NamedTensor> tensors;
+  for (const ExpectedTensor& e : ExpectedTensors(c)) {
+    const auto& v = w.at(e.name);
+    tensors.push_back({e.name, HostTensor::FromF32(e.shape, std::vector<float>(v.begin(), v.end()))});
+  }
+  const std::string dir = "/tmp/engine_llama_test_" + std::to_string(::getpid());
+  REQUIRE(WriteHfModel(dir, c, tensors, MakeByteLevelTokenizerJson("tiny text, tiny test", 8)).ok());
+  auto loaded = LlamaModel::Load(dir, be.get());
+  std::filesystem::remove_all(dir);
+  REQUIRE(loaded.ok());
+  CHECK((*loaded)->config().attention_bias);
+  std::vector<int32_t> toks = {3, 100, 265, 0, 42};
+  auto a = (*loaded)->Logits(toks);
+  REQUIRE(a.ok());
+  const std::vector<double> want = testing::RefLogits(RefModel{c, w}, {toks});
+  REQUIRE(a->size() == want.size());
+  for (size_t i = 0; i < want.size(); ++i) CHECK((*a)[i] == Approx(want[i]).margin(1e-4));
+  CHECK(!LlamaModel::Load(dir + "/missing", be.get()).ok());
 }
 
 }  // namespace
