@@ -90,11 +90,21 @@ Result<pid_t> Spawn(std::vector<std::string> argv, const std::string& out_path,
                    : ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (out_fd < 0 || err_fd < 0 || null_fd < 0) {
-    return IoError("cannot open the log files " + out_path + ": " + std::strerror(errno));
+    std::string why = std::strerror(errno);
+    for (int fd : {out_fd, err_fd == out_fd ? -1 : err_fd, null_fd}) {
+      if (fd >= 0) ::close(fd);
+    }
+    return IoError("cannot open the log files " + out_path + ": " + why);
   }
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
-  if (pid < 0) return IoError(std::string("fork: ") + std::strerror(errno));
+  if (pid < 0) {
+    std::string why = std::strerror(errno);
+    ::close(out_fd);
+    if (err_fd != out_fd) ::close(err_fd);
+    ::close(null_fd);
+    return IoError("fork: " + why);
+  }
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(127);
