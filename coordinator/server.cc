@@ -216,7 +216,12 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
       int64_t wait = std::max<int64_t>(0, std::min<int64_t>(next_tick - now, 100));
       zmq::pollitem_t items[] = {{workers_sock->handle(), 0, ZMQ_POLLIN, 0},
                                  {clients_sock->handle(), 0, ZMQ_POLLIN, 0}};
-      zmq::poll(items, 2, std::chrono::milliseconds(wait));
+      try {
+        zmq::poll(items, 2, std::chrono::milliseconds(wait));
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+        continue;  // a signal: look at `stop` again
+      }
       if (items[0].revents & ZMQ_POLLIN) {
         for (int i = 0; i < 1000 && recv_parts(*workers_sock); ++i) {
           counters->messages_in++;

@@ -42,7 +42,12 @@ void ZapHandler::Loop() {
     started_.set_value("");
     while (!stop_) {
       zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
-      zmq::poll(&item, 1, std::chrono::milliseconds(100));
+      try {
+        zmq::poll(&item, 1, std::chrono::milliseconds(100));
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+        continue;
+      }
       if (!(item.revents & ZMQ_POLLIN)) continue;
       std::vector<zmq::message_t> parts;
       do {

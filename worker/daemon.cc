@@ -167,7 +167,7 @@ class WorkerDaemon::Impl {
   std::unique_ptr<ResultSpool> spool;
   std::unique_ptr<BlobCache> cache;
   std::unique_ptr<SeenAttempts> seen;
-  std::vector<DeviceInfo> devices;
+  std::vector<WorkerDevice> devices;
   zmq::context_t ctx{1};
   std::unique_ptr<zmq::socket_t> sock;
   std::unique_ptr<BlobFetcher> fetcher;
@@ -477,7 +477,12 @@ Status WorkerDaemon::Impl::Run(std::atomic<bool>* stop, WorkerCounters* c) {
       }
       zmq::pollitem_t items[2] = {{wake.handle(), 0, ZMQ_POLLIN, 0},
                                   {sock ? sock->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
-      zmq::poll(items, sock ? 2 : 1, std::chrono::milliseconds(50));
+      try {
+        zmq::poll(items, sock ? 2 : 1, std::chrono::milliseconds(50));
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+        continue;  // a signal: look at `stop` again
+      }
       if (items[0].revents & ZMQ_POLLIN) {
         zmq::message_t m;
         while (wake.recv(m, zmq::recv_flags::dontwait)) {

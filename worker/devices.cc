@@ -1,5 +1,11 @@
 #include "worker/devices.h"
 
+#include "tasks/backend/gemm_probe.h"
+#include "tasks/backend/registry.h"
+#if PCFARM_HAVE_VULKAN
+#include "tasks/backend/vulkan/vulkan_devices.h"
+#endif
+
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -145,8 +151,8 @@ Result<double> MeasureCpuGflops(int n, int reps) {
   return result["gflops"].get<double>();
 }
 
-Result<std::vector<DeviceInfo>> DiscoverDevices(const DeviceProbeOptions& options) {
-  DeviceInfo cpu;
+Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& options) {
+  WorkerDevice cpu;
   cpu.index = 0;
   cpu.backend = "cpu";
   const std::string cpuinfo_path = options.proc_dir + "/cpuinfo";
@@ -184,13 +190,46 @@ Result<std::vector<DeviceInfo>> DiscoverDevices(const DeviceProbeOptions& option
     if (!gflops.ok()) return gflops.status().WithContext("cpu speed probe");
     cpu.gflops = *gflops;
   }
-  return std::vector<DeviceInfo>{cpu};
+  std::vector<WorkerDevice> out{cpu};
+#if PCFARM_HAVE_VULKAN
+  // Every Vulkan device the loader reports; none (or no loader) is normal.
+  auto vk = ListVulkanDevices();
+  if (!vk.ok()) {
+    spdlog::info("devices: no Vulkan: {}", vk.status().message());
+  } else {
+    for (const auto& d : *vk) {
+      WorkerDevice g;
+      g.index = d.index;
+      g.backend = "vulkan";
+      g.name = d.name + " [" + VulkanDeviceTypeName(d.type) + ", " + d.vendor + "]";
+      g.memory_bytes = d.memory_bytes;
+      g.fp16 = d.fp16();
+      if (options.measure) {
+        BackendOptions bo;
+        bo.device_index = d.index;
+        auto backend = CreateBackend("vulkan", bo);
+        auto gflops = backend.ok()
+                          ? MeasureGemmGflops(backend->get(), options.probe_n,
+                                              options.probe_reps)
+                          : Result<double>(backend.status());
+        if (gflops.ok()) {
+          g.gflops = *gflops;
+        } else {
+          spdlog::warn("devices: vulkan:{} speed probe failed: {}", d.index,
+                       gflops.status().ToString());
+        }
+      }
+      out.push_back(std::move(g));
+    }
+  }
+#endif
+  return out;
 }
 
-std::string FormatDevicesTable(const std::vector<DeviceInfo>& devices) {
+std::string FormatDevicesTable(const std::vector<WorkerDevice>& devices) {
   std::vector<std::vector<std::string>> rows = {
       {"#", "BACKEND", "NAME", "MEMORY", "CORES", "GFLOPS", "FP16"}};
-  for (const DeviceInfo& d : devices) {
+  for (const WorkerDevice& d : devices) {
     char gflops[32];
     std::snprintf(gflops, sizeof gflops, "%.1f", d.gflops);
     rows.push_back({std::to_string(d.index), d.backend, d.name,
@@ -213,9 +252,9 @@ std::string FormatDevicesTable(const std::vector<DeviceInfo>& devices) {
   return out;
 }
 
-std::string DevicesToJson(const std::vector<DeviceInfo>& devices) {
+std::string DevicesToJson(const std::vector<WorkerDevice>& devices) {
   nlohmann::json arr = nlohmann::json::array();
-  for (const DeviceInfo& d : devices) {
+  for (const WorkerDevice& d : devices) {
     arr.push_back({{"index", d.index},
                    {"backend", d.backend},
                    {"name", d.name},

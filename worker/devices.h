@@ -20,7 +20,7 @@
 
 namespace pcfarm {
 
-struct DeviceInfo {
+struct WorkerDevice {
   int index = 0;              // position in the list, stable within a run
   std::string backend;        // "cpu"; later "cuda", "vulkan"
   std::string name;           // e.g. "AMD Ryzen 7 5800X 8-Core Processor"
@@ -54,13 +54,13 @@ Result<double> MeasureCpuGflops(int n, int reps);
 // The devices of this PC, the CPU first. Facts that cannot be read from
 // proc_dir fall back to sysconf() with a log line; a failing probe is an
 // error.
-Result<std::vector<DeviceInfo>> DiscoverDevices(
+Result<std::vector<WorkerDevice>> DiscoverDevices(
     const DeviceProbeOptions& options = {});
 
 // A table for people: a header line, then one line per device.
-std::string FormatDevicesTable(const std::vector<DeviceInfo>& devices);
+std::string FormatDevicesTable(const std::vector<WorkerDevice>& devices);
 
-// A JSON array of objects with the fields of DeviceInfo, same names.
-std::string DevicesToJson(const std::vector<DeviceInfo>& devices);
+// A JSON array of objects with the fields of WorkerDevice, same names.
+std::string DevicesToJson(const std::vector<WorkerDevice>& devices);
 
 }  // namespace pcfarm

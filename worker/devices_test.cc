@@ -89,7 +89,7 @@ TEST_CASE("discovery reads a given proc dir and falls back when it is bad") {
   auto devs = DiscoverDevices(opts);
   REQUIRE(devs.ok());
   REQUIRE(devs->size() == 1);
-  const DeviceInfo& cpu = (*devs)[0];
+  const WorkerDevice& cpu = (*devs)[0];
   CHECK(cpu.index == 0);
   CHECK(cpu.backend == "cpu");
   CHECK(cpu.name == "AMD Ryzen 7 5800X 8-Core Processor");
@@ -117,7 +117,7 @@ TEST_CASE("discovery on this machine measures the cpu") {
   opts.probe_n = 256;
   auto devs = DiscoverDevices(opts);
   REQUIRE(devs.ok());
-  const DeviceInfo& cpu = (*devs)[0];
+  const WorkerDevice& cpu = (*devs)[0];
   CHECK(cpu.backend == "cpu");
   CHECK_FALSE(cpu.name.empty());
   CHECK(cpu.cores >= 1);
@@ -137,7 +137,7 @@ TEST_CASE("discovery on this machine measures the cpu") {
 }
 
 TEST_CASE("device table and JSON") {
-  std::vector<DeviceInfo> devs(2);
+  std::vector<WorkerDevice> devs(2);
   devs[0] = {0, "cpu", "Intel(R) Core(TM) i5-8250U", uint64_t(16) << 30, 8, 123.456, false};
   devs[1] = {1, "cuda", "NVIDIA GeForce RTX 3060", uint64_t(12) << 30, 28, 0, true};
   std::string table = FormatDevicesTable(devs);
