@@ -1,0 +1,396 @@
+// engine_bench: the llama engine end to end (prefill, decode, LoRA training,
+// peak memory) beside a baseline measured in the same run.
+//
+//   --backend cpu (default): our CPU backend vs PyTorch eager mode
+//     (bench/engine/torch_llama.py, run as a subprocess) on the same
+//     random ~110M-parameter F32 llama, the same token ids, the same
+//     thread count.
+//   --backend vulkan: the Vulkan backend vs our CPU backend on a smaller
+//     model (lavapipe, Mesa's CPU emulation of Vulkan, is too slow for the
+//     large one); the figures measure lavapipe, not a GPU.
+//
+// The model is written once with WriteHfModel into --cache-dir and reused.
+// Every timing is the fastest of --reps runs after one warm-up; decode is
+// (Generate of N new tokens) − (Generate of 1 new token), so it counts the
+// N−1 single-token steps only. Peak memory is VmHWM, reset after the model
+// is loaded, over the inference measurements.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/file.h"
+#include "base/status.h"
+#include "bench/engine/engine_bench_util.h"
+#include "tasks/backend/registry.h"
+#include "tasks/engine/llama.h"
+#include "tasks/model/model_loader.h"
+#include "tasks/model/tokenizer.h"
+
+namespace pcfarm {
+namespace {
+
+struct BenchShape {
+  std::vector<std::pair<int, int>> prefill;  // (batch, length)
+  int prompt = 32, decode_new = 64;
+  int train_batch = 4, train_len = 128, train_steps = 2;
+  int lora_rank = 16;
+  double lora_alpha = 32;
+  int reps = 2;
+};
+
+// hidden 768, 12 layers, 12 heads of 64, ffn 2048, vocab 32000, tied
+// embeddings: 110M parameters (the "about 100M"); `small` is the
+// lavapipe model: hidden 256, 4 layers, 4 heads, ffn 768, vocab 8000 (7M).
+ModelConfig BenchConfig(bool small) {
+  ModelConfig c;
+  c.architecture = "LlamaForCausalLM";
+  c.hidden_size = small ? 256 : 768;
+  c.intermediate_size = small ? 768 : 2048;
+  c.num_hidden_layers = small ? 4 : 12;
+  c.num_attention_heads = small ? 4 : 12;
+  c.num_key_value_heads = c.num_attention_heads;
+  c.head_dim = 64;
+  c.vocab_size = small ? 8000 : 32000;
+  c.max_position_embeddings = 2048;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 10000.0;
+  c.tie_word_embeddings = true;
+  return c;
+}
+
+int64_t ParamCount(const ModelConfig& c) {
+  int64_t n = 0;
+  for (const ExpectedTensor& e : ExpectedTensors(c)) {
+    int64_t k = 1;
+    for (int64_t d : e.shape) k *= d;
+    n += k;
+  }
+  return n;
+}
+
+// Writes the random model into dir unless a loadable one with the same
+// config is already there. Embeddings N(0,1) (so that logits have clear
+// margins and greedy tokens can be compared across implementations),
+// projections N(0, 0.02), norms 1.
+Status EnsureModel(const std::string& dir, const ModelConfig& c) {
+  if (std::filesystem::exists(dir + "/model.safetensors")) {
+    Result<LoadedModel> m = LoadModel(dir);
+    if (m.ok() && m->config.hidden_size == c.hidden_size &&
+        m->config.num_hidden_layers == c.num_hidden_layers &&
+        m->config.vocab_size == c.vocab_size)
+      return Status::Ok();
+  }
+  std::fprintf(stderr, "writing a random %.0fM-parameter model to %s\n",
+               double(ParamCount(c)) / 1e6, dir.c_str());
+  std::mt19937_64 rng(20261121);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<NamedTensor> tensors;
+  for (const ExpectedTensor& e : ExpectedTensors(c)) {
+    size_t n = 1;
+    for (int64_t d : e.shape) n *= size_t(d);
+    std::vector<float> v(n);
+    const bool norm = e.name.find("norm") != std::string::npos;
+    const bool embed = e.name.find("embed_tokens") != std::string::npos;
+    for (float& x : v) x = norm ? 1.0f : (embed ? nd(rng) : 0.02f * nd(rng));
+    tensors.push_back({e.name, HostTensor::FromF32(e.shape, std::move(v))});
+  }
+  return WriteHfModel(dir, c, tensors,
+                      MakeByteLevelTokenizerJson("the quick brown fox jumps over the lazy dog", 8));
+}
+
+struct Inputs {
+  std::vector<std::vector<std::vector<int32_t>>> prefill;
+  std::vector<int32_t> prompt;
+  std::vector<std::vector<int32_t>> train;
+};
+
+Inputs MakeInputs(const BenchShape& s, int64_t vocab) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int32_t> id(0, int32_t(vocab - 1));
+  auto seq = [&](int len) {
+    std::vector<int32_t> v(size_t(len), 0);
+    for (int32_t& t : v) t = id(rng);
+    return v;
+  };
+  Inputs in;
+  for (auto [b, len] : s.prefill) {
+    std::vector<std::vector<int32_t>> batch;
+    for (int i = 0; i < b; ++i) batch.push_back(seq(len));
+    in.prefill.push_back(batch);
+  }
+  in.prompt = seq(s.prompt);
+  for (int i = 0; i < s.train_batch; ++i) in.train.push_back(seq(s.train_len));
+  return in;
+}
+
+struct PrefillFigure {
+  int batch = 0, len = 0;
+  double seconds = 0, tok_s = 0;
+};
+
+struct Figures {
+  double load_s = 0;
+  int64_t model_bytes = 0, kv_cache_bytes = 0, peak_rss = 0;
+  std::vector<PrefillFigure> prefill;
+  std::vector<int32_t> decode_tokens;
+  double decode_s = 0, decode_tok_s = 0;
+  double train_step_s = 0, train_tok_s = 0;
+  std::vector<double> losses;
+};
+
+template <typename Fn>
+Result<double> BestSeconds(int reps, Fn&& fn) {
+  PCFARM_RETURN_IF_ERROR(fn());
+  double best = 1e300;
+  for (int r = 0; r < reps; ++r) {
+    const double t0 = NowSeconds();
+    PCFARM_RETURN_IF_ERROR(fn());
+    best = std::min(best, NowSeconds() - t0);
+  }
+  return best;
+}
+
+Result<Figures> RunEngine(Backend* backend, const std::string& dir, const BenchShape& s,
+                          const Inputs& in) {
+  Figures f;
+  const double t0 = NowSeconds();
+  LlamaOptions opts;
+  PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
+                          LlamaModel::Load(dir, backend, opts));
+  f.load_s = NowSeconds() - t0;
+  const ModelConfig& c = model->config();
+  f.model_bytes = ParamCount(c) * 4;
+  ResetPeakRss();
+
+  for (const auto& batch : in.prefill) {
+    PCFARM_ASSIGN_OR_RETURN(double sec, BestSeconds(s.reps, [&]() -> Status {
+      return model->BatchLogits(batch, /*last_only=*/true).status();
+    }));
+    const int64_t toks = int64_t(batch.size() * batch[0].size());
+    f.prefill.push_back({int(batch.size()), int(batch[0].size()), sec, double(toks) / sec});
+  }
+
+  GenerationConfig gc;
+  gc.sampling.temperature = 0;
+  gc.stop_ids = {-1};  // never emitted: always generate max_new_tokens
+  const std::vector<GenerationRequest> req = {{in.prompt, 0}};
+  auto generate = [&](int n) -> Status {
+    gc.max_new_tokens = n;
+    PCFARM_ASSIGN_OR_RETURN(std::vector<Generation> g, model->Generate(req, gc));
+    if (n == s.decode_new) f.decode_tokens = g[0].tokens;
+    return Status::Ok();
+  };
+  PCFARM_ASSIGN_OR_RETURN(double t_first, BestSeconds(s.reps, [&] { return generate(1); }));
+  PCFARM_ASSIGN_OR_RETURN(double t_all, BestSeconds(s.reps, [&] { return generate(s.decode_new); }));
+  f.decode_s = t_all - t_first;
+  f.decode_tok_s = double(s.decode_new - 1) / f.decode_s;
+  f.peak_rss = ProcStatusBytes("VmHWM");
+  f.kv_cache_bytes = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim *
+                     int64_t(s.prompt + s.decode_new) * 4;
+
+  LoraConfig lora;
+  lora.rank = s.lora_rank;
+  lora.alpha = s.lora_alpha;
+  PCFARM_RETURN_IF_ERROR(model->EnableLora(lora));
+  std::vector<TokenSequence> batch;
+  for (const auto& t : in.train) batch.push_back({t, {}});
+  auto step = [&]() -> Status {
+    PCFARM_ASSIGN_OR_RETURN(CrossEntropySums sums, model->AccumulateGradients(batch));
+    f.losses.push_back(sums.mean());
+    return model->Step(OptimizerConfig{}).status();
+  };
+  PCFARM_RETURN_IF_ERROR(step());  // warm-up
+  const double t1 = NowSeconds();
+  for (int i = 0; i < s.train_steps; ++i) PCFARM_RETURN_IF_ERROR(step());
+  f.train_step_s = (NowSeconds() - t1) / s.train_steps;
+  f.train_tok_s = double(s.train_batch * s.train_len) / f.train_step_s;
+  return f;
+}
+
+// Runs torch_llama.py and reads its figures.
+Result<Figures> RunTorch(const std::string& python, const std::string& script,
+                         const std::string& dir, const BenchShape& s, const Inputs& in,
+                         int threads) {
+  nlohmann::json spec = {{"prefill", in.prefill},       {"decode_prompt", in.prompt},
+                         {"decode_new", s.decode_new},  {"train", in.train},
+                         {"train_steps", s.train_steps}, {"lora_rank", s.lora_rank},
+                         {"lora_alpha", s.lora_alpha},   {"reps", s.reps}};
+  const std::string spec_path =
+      "/tmp/pcfarm_engine_bench_tokens_" + std::to_string(::getpid()) + ".json";
+  PCFARM_RETURN_IF_ERROR(WriteFileAtomic(spec_path, spec.dump()));
+  const std::string cmd = python + " " + script + " " + dir + " " + spec_path + " " +
+                          std::to_string(threads);
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return Internal("popen failed: " + cmd);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int rc = ::pclose(p);
+  std::filesystem::remove(spec_path);
+  if (rc != 0) return Internal("`" + cmd + "` exited with status " + std::to_string(rc));
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  const std::string last = out.substr(out.rfind('\n') == std::string::npos ? 0 : out.rfind('\n') + 1);
+  try {
+    const nlohmann::json j = nlohmann::json::parse(last);
+    Figures f;
+    f.load_s = j.at("load_s");
+    f.model_bytes = j.at("model_bytes");
+    f.kv_cache_bytes = j.at("kv_cache_bytes");
+    f.peak_rss = j.at("peak_rss_inference");
+    for (const auto& pf : j.at("prefill"))
+      f.prefill.push_back({pf.at("batch"), pf.at("len"), pf.at("seconds"), pf.at("tok_s")});
+    f.decode_tokens = j.at("decode").at("tokens").get<std::vector<int32_t>>();
+    f.decode_s = j.at("decode").at("seconds");
+    f.decode_tok_s = j.at("decode").at("tok_s");
+    f.train_step_s = j.at("train").at("seconds_per_step");
+    f.train_tok_s = j.at("train").at("tok_s");
+    f.losses = j.at("train").at("losses").get<std::vector<double>>();
+    return f;
+  } catch (const nlohmann::json::exception& e) {
+    return Corruption(script + " printed an unexpected last line (" + e.what() + "): " + last);
+  }
+}
+
+std::string Ratio(double ours, double base) { return base > 0 ? Fixed(ours / base, 2) + "×" : "-"; }
+std::string MiB(int64_t b) { return Fixed(double(b) / (1 << 20), 0) + " MiB"; }
+
+int Run(int argc, char** argv) {
+  CLI::App app{"The llama engine end to end beside PyTorch (cpu) or our CPU backend (vulkan)"};
+  std::string backend_name = "cpu", cache_dir = "/tmp", python = "/usr/bin/python3";
+  std::string script = std::string(PCFARM_ENGINE_BENCH_DIR) + "/torch_llama.py";
+  int threads = 2;
+  bool small = false, quick = false;
+  BenchShape s;
+  app.add_option("--backend", backend_name, "cpu (baseline: PyTorch) or vulkan (baseline: cpu)");
+  app.add_option("--threads", threads, "threads for our backend, OpenBLAS and torch");
+  app.add_option("--cache-dir", cache_dir, "where the random model is written and reused");
+  app.add_option("--python", python, "a python3 with torch and numpy");
+  app.add_option("--torch-script", script, "path of torch_llama.py");
+  app.add_option("--reps", s.reps, "timed runs per measurement (fastest counts)");
+  app.add_option("--train-steps", s.train_steps, "timed LoRA steps");
+  app.add_option("--decode-new", s.decode_new, "new tokens per decode run");
+  app.add_flag("--small", small, "use the small (lavapipe) model on the cpu backend too");
+  app.add_flag("--quick", quick, "shorter shapes (prefill 1x64, 16 new tokens, train 2x32)");
+  CLI11_PARSE(app, argc, argv);
+  const std::string load_before = LoadAverage();
+  const bool vulkan = backend_name == "vulkan";
+  if (vulkan) small = true;
+  s.prefill = {{1, 256}, {4, 128}};
+  if (quick) {
+    s.prefill = {{1, 64}};
+    s.decode_new = 16;
+    s.train_batch = 2;
+    s.train_len = 32;
+  }
+
+  const ModelConfig c = BenchConfig(small);
+  const std::string dir = cache_dir + "/pcfarm_engine_bench_h" + std::to_string(c.hidden_size) +
+                          "_l" + std::to_string(c.num_hidden_layers) + "_v" +
+                          std::to_string(c.vocab_size);
+  Status st = EnsureModel(dir, c);
+  if (!st.ok()) {
+    std::fprintf(stderr, "engine_bench: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  const Inputs in = MakeInputs(s, c.vocab_size);
+  BackendOptions bo;
+  bo.cpu_threads = threads;
+
+  Result<Figures> ours = Internal("not run"), base = Internal("not run");
+  std::string desc;
+  {
+    Result<std::unique_ptr<Backend>> be = CreateBackend(backend_name, bo);
+    if (!be.ok()) {
+      std::fprintf(stderr, "engine_bench: %s\n", be.status().ToString().c_str());
+      return 1;
+    }
+    desc = (*be)->info().description;
+    ours = RunEngine(be->get(), dir, s, in);
+  }
+  if (!ours.ok()) {
+    std::fprintf(stderr, "engine_bench: %s\n", ours.status().ToString().c_str());
+    return 1;
+  }
+  std::string base_name;
+  if (vulkan) {
+    base_name = "our cpu";
+    Result<std::unique_ptr<Backend>> be = CreateBackend("cpu", bo);
+    if (!be.ok()) {
+      std::fprintf(stderr, "engine_bench: %s\n", be.status().ToString().c_str());
+      return 1;
+    }
+    base = RunEngine(be->get(), dir, s, in);
+  } else {
+    base_name = "pytorch";
+    base = RunTorch(python, script, dir, s, in, threads);
+  }
+  if (!base.ok()) {
+    std::fprintf(stderr, "engine_bench: baseline: %s\n", base.status().ToString().c_str());
+    return 1;
+  }
+  const Figures& o = *ours;
+  const Figures& b = *base;
+
+  std::vector<EngineBenchRow> rows;
+  for (size_t i = 0; i < o.prefill.size() && i < b.prefill.size(); ++i) {
+    const PrefillFigure& p = o.prefill[i];
+    rows.push_back({"prefill " + std::to_string(p.batch) + "×" + std::to_string(p.len) + " tok/s",
+                    Fixed(p.tok_s, 0), Fixed(b.prefill[i].tok_s, 0),
+                    Ratio(p.tok_s, b.prefill[i].tok_s), vulkan ? "-" : "≥ 1.00×"});
+  }
+  rows.push_back({"decode b1, " + std::to_string(s.prompt) + "+" + std::to_string(s.decode_new) +
+                      " tok/s",
+                  Fixed(o.decode_tok_s, 1), Fixed(b.decode_tok_s, 1),
+                  Ratio(o.decode_tok_s, b.decode_tok_s), vulkan ? "-" : "≥ 1.50×"});
+  rows.push_back({"LoRA r" + std::to_string(s.lora_rank) + " qkvo train " +
+                      std::to_string(s.train_batch) + "×" + std::to_string(s.train_len) +
+                      " tok/s",
+                  Fixed(o.train_tok_s, 0), Fixed(b.train_tok_s, 0),
+                  Ratio(o.train_tok_s, b.train_tok_s), vulkan ? "-" : "≥ 1.00×"});
+  const int64_t budget = o.model_bytes + o.kv_cache_bytes;
+  rows.push_back({"peak RSS, inference (VmHWM)", MiB(o.peak_rss), MiB(b.peak_rss),
+                  "ours / (model+KV) = " + Fixed(double(o.peak_rss) / double(budget), 2),
+                  "≤ 1.15"});
+  rows.push_back({"load s", Fixed(o.load_s, 2), Fixed(b.load_s, 2), Ratio(b.load_s, o.load_s) + " faster",
+                  "-"});
+
+  size_t agree = 0;
+  while (agree < o.decode_tokens.size() && agree < b.decode_tokens.size() &&
+         o.decode_tokens[agree] == b.decode_tokens[agree])
+    ++agree;
+  std::vector<std::string> notes = {
+      "model: llama, hidden " + std::to_string(c.hidden_size) + ", " +
+          std::to_string(c.num_hidden_layers) + " layers, " +
+          std::to_string(c.num_attention_heads) + " heads of " + std::to_string(c.head_dim) +
+          ", ffn " + std::to_string(c.intermediate_size) + ", vocab " +
+          std::to_string(c.vocab_size) + ", tied embeddings, F32: " +
+          Fixed(double(ParamCount(c)) / 1e6, 1) + "M parameters, " + MiB(o.model_bytes) +
+          "; KV cache " + MiB(o.kv_cache_bytes) + " (ratio budget " + MiB(budget) + ")",
+      "ours: " + desc + (vulkan ? " — lavapipe is Mesa's CPU emulation of Vulkan, not a GPU" : ""),
+      "baseline: " + base_name + ", " + std::to_string(threads) + " threads, same weights and token ids",
+      "greedy decode tokens agree for the first " + std::to_string(agree) + " of " +
+          std::to_string(o.decode_tokens.size()),
+      "first LoRA loss: ours " + (o.losses.empty() ? "-" : Fixed(o.losses[0], 5)) + ", " +
+          base_name + " " + (b.losses.empty() ? "-" : Fixed(b.losses[0], 5)),
+      "fastest of " + std::to_string(s.reps) + " runs after a warm-up; training: mean of " +
+          std::to_string(s.train_steps) + " steps after one warm-up step (AdamW, clip 1.0)",
+  };
+  notes.push_back("load average before / after: " + load_before + " / " + LoadAverage() +
+                  " (other processes share the cores)");
+  PrintEngineTable("engine_bench --backend " + backend_name, backend_name, base_name, rows, notes);
+  return 0;
+}
+
+}  // namespace
+}  // namespace pcfarm
+
+int main(int argc, char** argv) { return pcfarm::Run(argc, argv); }

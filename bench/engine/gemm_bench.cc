@@ -1,0 +1,219 @@
+// gemm_bench: a backend's Gemm on the shapes the ~110M llama of
+// engine_bench uses, beside a baseline measured in the same run.
+//
+//   --backend cpu (default): our CPU backend's Gemm vs OpenBLAS's own
+//     cblas_sgemm called directly on the same host buffers, same threads.
+//     Shows what the backend adds (dispatch, BF16 conversion, its own
+//     small-M path) on top of the BLAS it wraps.
+//   --backend vulkan: the Vulkan backend vs our CPU backend. On a machine
+//     without a GPU the Vulkan device is lavapipe, Mesa's CPU emulation of
+//     Vulkan: the figures then measure lavapipe, not a GPU.
+//
+// Shapes are M×N×K in the linear-layer layout, c[M,N] = a[M,K]·b[N,K]ᵀ (b is
+// a weight [out, in]); rows marked "dX" are the backward c[M,K] = a[M,N]·b[N,K].
+// Each figure is the fastest of --reps runs after one warm-up, including
+// Synchronize().
+#include <cblas.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "bench/engine/engine_bench_util.h"
+#include "tasks/backend/registry.h"
+
+namespace pcfarm {
+namespace {
+
+struct GemmShape {
+  const char* what;
+  int64_t m, n, k;
+  bool backward = false;  // c[M,K] = a[M,N]·b[N,K] instead of a[M,K]·b[N,K]ᵀ
+  StorageType b_type = StorageType::kF32;
+};
+
+const std::vector<GemmShape>& Shapes() {
+  static const std::vector<GemmShape> kShapes = {
+      {"prefill q/k/v/o", 256, 768, 768},
+      {"prefill gate/up", 256, 2048, 768},
+      {"prefill down", 256, 768, 2048},
+      {"prefill lm_head", 256, 32000, 768},
+      {"train dX down", 512, 2048, 768, true},
+      {"decode q/k/v/o", 1, 768, 768},
+      {"decode gate/up", 1, 2048, 768},
+      {"decode down", 1, 768, 2048},
+      {"decode lm_head", 1, 32000, 768},
+      {"decode b4 gate/up", 4, 2048, 768},
+      {"decode gate/up, b BF16", 1, 2048, 768, false, StorageType::kBF16},
+      {"prefill gate/up, b BF16", 256, 2048, 768, false, StorageType::kBF16},
+  };
+  return kShapes;
+}
+
+std::vector<float> RandomVector(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+template <typename Fn>
+double BestSeconds(int reps, Fn&& fn) {
+  fn();
+  double best = 1e300;
+  for (int r = 0; r < reps; ++r) {
+    const double t0 = NowSeconds();
+    fn();
+    best = std::min(best, NowSeconds() - t0);
+  }
+  return best;
+}
+
+struct GemmRun {
+  double seconds = 0;
+  std::vector<float> c;
+};
+
+// The shape's operands as host vectors: a, then b (rounded to b_type's
+// precision through an upload round trip when the backend stores it so).
+Result<GemmRun> RunBackend(Backend* be, const GemmShape& s, const std::vector<float>& a,
+                           const std::vector<float>& b, int reps) {
+  const int64_t cols = s.backward ? s.k : s.n;
+  const int64_t inner = s.backward ? s.n : s.k;
+  PCFARM_ASSIGN_OR_RETURN(Tensor ta, be->Alloc({s.m, inner}, StorageType::kF32));
+  PCFARM_ASSIGN_OR_RETURN(Tensor tb, be->Alloc({s.n, s.k}, s.b_type));
+  PCFARM_ASSIGN_OR_RETURN(Tensor tc, be->Alloc({s.m, cols}, StorageType::kF32));
+  PCFARM_RETURN_IF_ERROR(be->Upload(ta, a));
+  PCFARM_RETURN_IF_ERROR(be->Upload(tb, b));
+  Status st = Status::Ok();
+  GemmRun r;
+  r.seconds = BestSeconds(reps, [&] {
+    if (!st.ok()) return;
+    st = be->Gemm(tc, ta, false, tb, !s.backward, 1.0f, 0.0f);
+    if (st.ok()) st = be->Synchronize();
+  });
+  PCFARM_RETURN_IF_ERROR(st);
+  r.c.resize(size_t(s.m * cols));
+  PCFARM_RETURN_IF_ERROR(be->Download(tc, r.c));
+  return r;
+}
+
+GemmRun RunCblas(const GemmShape& s, const std::vector<float>& a, const std::vector<float>& b,
+                 int reps) {
+  const int64_t cols = s.backward ? s.k : s.n;
+  const int64_t inner = s.backward ? s.n : s.k;
+  GemmRun r;
+  r.c.assign(size_t(s.m * cols), 0.0f);
+  r.seconds = BestSeconds(reps, [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, s.backward ? CblasNoTrans : CblasTrans,
+                blasint(s.m), blasint(cols), blasint(inner), 1.0f, a.data(), blasint(inner),
+                b.data(), blasint(s.k), 0.0f, r.c.data(), blasint(cols));
+  });
+  return r;
+}
+
+// b rounded to BF16 the way Upload does (nearest even), so that the cblas
+// baseline multiplies the same numbers.
+std::vector<float> RoundedToBf16(std::vector<float> v) {
+  for (float& x : v) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    std::memcpy(&x, &u, 4);
+  }
+  return v;
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"A backend's Gemm beside cblas_sgemm (cpu) or our CPU backend (vulkan)"};
+  std::string backend_name = "cpu";
+  int threads = 2, reps = 5;
+  app.add_option("--backend", backend_name, "cpu (baseline: cblas_sgemm) or vulkan (baseline: cpu)");
+  app.add_option("--threads", threads, "threads for our backend and OpenBLAS");
+  app.add_option("--reps", reps, "timed runs per shape (fastest counts)");
+  CLI11_PARSE(app, argc, argv);
+  const std::string load_before = LoadAverage();
+  const bool vulkan = backend_name == "vulkan";
+
+  BackendOptions bo;
+  bo.cpu_threads = threads;
+  Result<std::unique_ptr<Backend>> ours = CreateBackend(backend_name, bo);
+  if (!ours.ok()) {
+    std::fprintf(stderr, "gemm_bench: %s\n", ours.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<Backend> cpu;
+  if (vulkan) {
+    Result<std::unique_ptr<Backend>> c = CreateBackend("cpu", bo);
+    if (!c.ok()) {
+      std::fprintf(stderr, "gemm_bench: %s\n", c.status().ToString().c_str());
+      return 1;
+    }
+    cpu = std::move(c).value();
+  }
+  openblas_set_num_threads(threads);
+
+  std::vector<EngineBenchRow> rows;
+  double worst_rel = 0;
+  for (const GemmShape& s : Shapes()) {
+    const int64_t inner = s.backward ? s.n : s.k;
+    const std::vector<float> a = RandomVector(size_t(s.m * inner), 1);
+    std::vector<float> b = RandomVector(size_t(s.n * s.k), 2);
+    if (s.b_type == StorageType::kBF16) b = RoundedToBf16(std::move(b));
+    Result<GemmRun> o = RunBackend(ours->get(), s, a, b, reps);
+    if (!o.ok()) {
+      std::fprintf(stderr, "gemm_bench: %s: %s\n", s.what, o.status().ToString().c_str());
+      return 1;
+    }
+    GemmRun base;
+    if (vulkan) {
+      Result<GemmRun> r = RunBackend(cpu.get(), s, a, b, reps);
+      if (!r.ok()) {
+        std::fprintf(stderr, "gemm_bench: cpu %s: %s\n", s.what, r.status().ToString().c_str());
+        return 1;
+      }
+      base = std::move(r).value();
+    } else {
+      base = RunCblas(s, a, b, reps);
+    }
+    double max_diff = 0, max_ref = 0;
+    for (size_t i = 0; i < base.c.size(); ++i) {
+      max_diff = std::max(max_diff, double(std::fabs(o->c[i] - base.c[i])));
+      max_ref = std::max(max_ref, double(std::fabs(base.c[i])));
+    }
+    worst_rel = std::max(worst_rel, max_diff / std::max(max_ref, 1e-30));
+    const double flop = 2.0 * double(s.m) * double(s.n) * double(s.k);
+    const double go = flop / o->seconds / 1e9, gb = flop / base.seconds / 1e9;
+    rows.push_back({std::string(s.what) + " " + std::to_string(s.m) + "×" + std::to_string(s.n) +
+                        "×" + std::to_string(s.k),
+                    Fixed(go, 1), Fixed(gb, 1), Fixed(go / gb, 2) + "×", vulkan ? "-" : "≈ 1×"});
+  }
+  const std::string base_name = vulkan ? "our cpu GFLOP/s" : "cblas_sgemm GFLOP/s";
+  std::vector<std::string> notes = {
+      "ours: " + (*ours)->info().description +
+          (vulkan ? " — lavapipe is Mesa's CPU emulation of Vulkan, not a GPU" : ""),
+      "baseline: " + std::string(vulkan ? "our CPU backend" : "OpenBLAS cblas_sgemm directly") +
+          ", " + std::to_string(threads) + " threads; fastest of " + std::to_string(reps) +
+          " runs after a warm-up",
+      "largest |ours − baseline| / max|baseline| over all shapes: " + Fixed(worst_rel * 1e6, 2) +
+          "e-6",
+  };
+  notes.push_back("load average before / after: " + load_before + " / " + LoadAverage() +
+                  " (other processes share the cores)");
+  PrintEngineTable("gemm_bench --backend " + backend_name, backend_name + " GFLOP/s", base_name,
+                   rows, notes);
+  return 0;
+}
+
+}  // namespace
+}  // namespace pcfarm
+
+int main(int argc, char** argv) { return pcfarm::Run(argc, argv); }
