@@ -1,5 +1,6 @@
-// Gemm on the CPU: OpenBLAS cblas_sgemm, with F16/BF16 operands converted to
-// f32 first (a whole, b tile by tile; see cpu_backend.h for the trade-off).
+// Gemm on the CPU: OpenBLAS cblas_sgemm (cblas_sgemv for a single f32 row),
+// with F16/BF16 operands converted to f32 first (a whole, b tile by tile;
+// see cpu_backend.h for the trade-off).
 #include <cblas.h>
 
 #include <algorithm>
@@ -23,6 +24,19 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
   const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
   const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
 
+  if (b.type() == StorageType::kF32 && m == 1) {
+    // One row (decode): a matrix-vector product. OpenBLAS 0.3.21's sgemm
+    // does not forward M = 1 to gemv; it packs all of b first, which costs
+    // more than the product (gemm_bench: decode lm_head 1×32000×768).
+    // op(a) is a single row either way: a[1, K], or a[K, 1] with lda = 1.
+    // c = op(b)ᵀ·a: with trans_b, b is [N, K] (NoTrans); otherwise [K, N].
+    // sgemv scales y by beta (0·NaN = NaN in newer OpenBLAS): clear it.
+    if (beta == 0.0f) std::fill(cp, cp + n, 0.0f);
+    cblas_sgemv(CblasRowMajor, trans_b ? CblasNoTrans : CblasTrans,
+                static_cast<blasint>(b.shape()[0]), static_cast<blasint>(b.shape()[1]), alpha,
+                F32(b), static_cast<blasint>(ldb), ap, 1, beta, cp, 1);
+    return Status::Ok();
+  }
   if (b.type() == StorageType::kF32) {
     cblas_sgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m), static_cast<blasint>(n),
                 static_cast<blasint>(k), alpha, ap, static_cast<blasint>(lda), F32(b),

@@ -1,0 +1,60 @@
+// The CPU backend's single-row Gemm path (cblas_sgemv, cpu_matmul.cc) against
+// a double reference: every transpose, alpha/beta, beta 0 over NaN, and the
+// decode shapes' sizes. backend_ops_test covers M > 1 on every backend.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "tasks/backend/cpu/cpu_backend.h"
+
+namespace pcfarm {
+namespace {
+
+std::vector<float> Values(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+TEST_CASE("Gemm with one row matches a double reference") {
+  auto be = CreateCpuBackend({.cpu_threads = 2});
+  REQUIRE(be.ok());
+  Backend& b = **be;
+  for (int64_t n : {5, 33, 2048})
+    for (int64_t k : {7, 768})
+      for (bool ta : {false, true})
+        for (bool tb : {false, true})
+          for (float beta : {0.0f, -0.5f}) {
+            INFO("n " << n << " k " << k << " ta " << ta << " tb " << tb << " beta " << beta);
+            const std::vector<float> av = Values(size_t(k), 1), bv = Values(size_t(n * k), 2);
+            std::vector<float> c0 = Values(size_t(n), 3);
+            if (beta == 0) c0.assign(size_t(n), std::numeric_limits<float>::quiet_NaN());
+            auto at = b.Alloc(ta ? Shape{k, 1} : Shape{1, k}, StorageType::kF32);
+            auto bt = b.Alloc(tb ? Shape{n, k} : Shape{k, n}, StorageType::kF32);
+            auto ct = b.Alloc({1, n}, StorageType::kF32);
+            REQUIRE((at.ok() && bt.ok() && ct.ok()));
+            REQUIRE(b.Upload(*at, av).ok());
+            REQUIRE(b.Upload(*bt, bv).ok());
+            REQUIRE(b.Upload(*ct, c0).ok());
+            const float alpha = 0.75f;
+            REQUIRE(b.Gemm(*ct, *at, ta, *bt, tb, alpha, beta).ok());
+            std::vector<float> got(static_cast<size_t>(n));
+            REQUIRE(b.Download(*ct, got).ok());
+            for (int64_t j = 0; j < n; ++j) {
+              double want = 0;
+              for (int64_t i = 0; i < k; ++i)
+                want += double(av[i]) * double(tb ? bv[j * k + i] : bv[i * n + j]);
+              want = alpha * want + (beta == 0 ? 0.0 : beta * double(c0[j]));
+              // k <= 768 f32 products of magnitude <= 1.
+              REQUIRE(got[j] == Approx(want).margin(1e-4));
+            }
+          }
+}
+
+}  // namespace
+}  // namespace pcfarm
