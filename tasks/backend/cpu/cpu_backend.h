@@ -5,8 +5,11 @@
 // F16/BF16 operands of Gemm are converted tile by tile (up to 4 MiB of f32
 // per tile) into a scratch buffer just before each cblas_sgemm call, not
 // cached: no persistent memory beyond the 2-byte storage, at the price of one
-// conversion pass over the weight per call (about half the cost of the GEMM
-// itself for single-token decode, negligible for prefill and training).
+// conversion pass over the weight per call (negligible for prefill and
+// training). A single row against an F32 or BF16 [N, K] weight (decode)
+// skips both: a row-dot kernel (AVX-512 / AVX2 / baseline, chosen at load
+// time) reads the weight once, widening BF16 on the fly; F16 single rows
+// still go through a converted tile.
 //
 // Tensors live in 64-byte-aligned host memory. Every op is synchronous.
 #pragma once

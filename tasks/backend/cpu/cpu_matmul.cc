@@ -1,17 +1,76 @@
-// Gemm on the CPU: OpenBLAS cblas_sgemm (cblas_sgemv for a single f32 row),
-// with F16/BF16 operands converted to f32 first (a whole, b tile by tile;
-// see cpu_backend.h for the trade-off).
+// Gemm on the CPU: OpenBLAS cblas_sgemm, with F16/BF16 operands converted to
+// f32 first (a whole, b tile by tile; see cpu_backend.h for the trade-off).
+// A single row (decode) takes a GEMV path instead: our own kernel against an
+// F32/BF16 [N, K] weight, cblas_sgemv for other f32 layouts.
 #include <cblas.h>
 
 #include <algorithm>
 
 #include "tasks/backend/cpu/cpu_internal.h"
+#include "tasks/backend/half.h"
 
 namespace pcfarm::cpu {
 
 namespace {
 constexpr int64_t kTileFloats = 1 << 20;  // 4 MiB of f32 per converted tile
+
+// ---- kernels ----------------------------------------------------------------
+
+// c[r] = alpha·(b[r, :]·x) + beta·c[r] for rows r0..r1 of a row-major [*, k]
+// weight; beta = 0 ignores c. Four rows at a time so each load of x serves
+// four products. Built for AVX-512, AVX2 and plain x86-64, picked at load
+// time (the library itself is built for baseline x86-64). Memory-bound: the
+// weight is read once.
+template <typename Elem, float (*Load)(Elem)>
+inline void RowDotsBody(const Elem* b, const float* x, float* c, int64_t r0, int64_t r1,
+                        int64_t k, float alpha, float beta) {
+  auto store = [&](int64_t r, float dot) {
+    c[r] = beta == 0.0f ? alpha * dot : alpha * dot + beta * c[r];
+  };
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const Elem *b0 = b + r * k, *b1 = b0 + k, *b2 = b1 + k, *b3 = b2 + k;
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+    for (int64_t i = 0; i < k; ++i) {
+      const float xi = x[i];
+      s0 += Load(b0[i]) * xi;
+      s1 += Load(b1[i]) * xi;
+      s2 += Load(b2[i]) * xi;
+      s3 += Load(b3[i]) * xi;
+    }
+    store(r, s0);
+    store(r + 1, s1);
+    store(r + 2, s2);
+    store(r + 3, s3);
+  }
+  for (; r < r1; ++r) {
+    const Elem* br = b + r * k;
+    float s0 = 0;
+#pragma omp simd reduction(+ : s0)
+    for (int64_t i = 0; i < k; ++i) s0 += Load(br[i]) * x[i];
+    store(r, s0);
+  }
+}
+
+inline float LoadF32(float v) { return v; }
+inline float LoadBF16(uint16_t v) { return BF16ToF32(v); }
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void RowDotsF32(
+    const float* b, const float* x, float* c, int64_t r0, int64_t r1, int64_t k, float alpha,
+    float beta) {
+  RowDotsBody<float, LoadF32>(b, x, c, r0, r1, k, alpha, beta);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void RowDotsBF16(
+    const uint16_t* b, const float* x, float* c, int64_t r0, int64_t r1, int64_t k,
+    float alpha, float beta) {
+  RowDotsBody<uint16_t, LoadBF16>(b, x, c, r0, r1, k, alpha, beta);
+}
+
 }  // namespace
+
+// ---- launchers --------------------------------------------------------------
 
 Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
                             const Tensor& b, bool trans_b, float alpha, float beta) {
@@ -24,6 +83,21 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
   const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
   const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
 
+  if (m == 1 && trans_b &&
+      (b.type() == StorageType::kF32 || b.type() == StorageType::kBF16)) {
+    // One row against a [N, K] weight (decode): our own row-dot kernel over
+    // the pool. OpenBLAS 0.3.21's sgemm packs all of b for M = 1, its sgemv
+    // runs the baseline (SSE) kernel on CPUs it does not know, and BF16 is
+    // widened on the fly instead of through a converted tile.
+    const bool f32 = b.type() == StorageType::kF32;
+    pool_->ParallelFor(n, 64, [&](int64_t r0, int64_t r1) {
+      if (f32)
+        RowDotsF32(F32(b), ap, cp, r0, r1, k, alpha, beta);
+      else
+        RowDotsBF16(static_cast<const uint16_t*>(Raw(b)), ap, cp, r0, r1, k, alpha, beta);
+    });
+    return Status::Ok();
+  }
   if (b.type() == StorageType::kF32 && m == 1) {
     // One row (decode): a matrix-vector product. OpenBLAS 0.3.21's sgemm
     // does not forward M = 1 to gemv; it packs all of b first, which costs

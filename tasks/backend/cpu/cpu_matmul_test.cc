@@ -1,6 +1,8 @@
-// The CPU backend's single-row Gemm path (cblas_sgemv, cpu_matmul.cc) against
-// a double reference: every transpose, alpha/beta, beta 0 over NaN, and the
-// decode shapes' sizes. backend_ops_test covers M > 1 on every backend.
+// The CPU backend's single-row Gemm paths (cpu_matmul.cc: the row-dot kernel
+// for F32/BF16 [N, K] weights, cblas_sgemv otherwise, converted tiles for
+// F16) against a double reference: every transpose, alpha/beta, beta 0 over
+// NaN, row counts that are not multiples of the kernel's 4 or the pool's
+// chunks. backend_ops_test covers M > 1 on every backend.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -29,17 +31,21 @@ TEST_CASE("Gemm with one row matches a double reference") {
     for (int64_t k : {7, 768})
       for (bool ta : {false, true})
         for (bool tb : {false, true})
-          for (float beta : {0.0f, -0.5f}) {
-            INFO("n " << n << " k " << k << " ta " << ta << " tb " << tb << " beta " << beta);
-            const std::vector<float> av = Values(size_t(k), 1), bv = Values(size_t(n * k), 2);
+          for (float beta : {0.0f, -0.5f})
+          for (StorageType type : {StorageType::kF32, StorageType::kBF16, StorageType::kF16}) {
+            INFO("n " << n << " k " << k << " ta " << ta << " tb " << tb << " beta " << beta
+                      << " b " << StorageTypeName(type));
+            const std::vector<float> av = Values(size_t(k), 1);
+            std::vector<float> bv = Values(size_t(n * k), 2);
             std::vector<float> c0 = Values(size_t(n), 3);
             if (beta == 0) c0.assign(size_t(n), std::numeric_limits<float>::quiet_NaN());
             auto at = b.Alloc(ta ? Shape{k, 1} : Shape{1, k}, StorageType::kF32);
-            auto bt = b.Alloc(tb ? Shape{n, k} : Shape{k, n}, StorageType::kF32);
+            auto bt = b.Alloc(tb ? Shape{n, k} : Shape{k, n}, type);
             auto ct = b.Alloc({1, n}, StorageType::kF32);
             REQUIRE((at.ok() && bt.ok() && ct.ok()));
             REQUIRE(b.Upload(*at, av).ok());
             REQUIRE(b.Upload(*bt, bv).ok());
+            REQUIRE(b.Download(*bt, bv).ok());  // the stored (rounded) values
             REQUIRE(b.Upload(*ct, c0).ok());
             const float alpha = 0.75f;
             REQUIRE(b.Gemm(*ct, *at, ta, *bt, tb, alpha, beta).ok());
