@@ -20,6 +20,7 @@
 #include "crypto/keys.h"
 #include "crypto/token.h"
 #include "proto/wire.h"
+#include "tasks/backend/registry.h"
 #include "tasks/kinds/kind.h"
 #include "worker/blob_cache.h"
 #include "worker/blob_fetcher.h"
@@ -41,7 +42,10 @@ struct Task {
   std::string body_hash;  // BLAKE2b-256 of the signed ShardBody bytes
   std::string kind;
   std::string params;
-  std::vector<Hash256> blobs;
+  std::vector<Hash256> blobs;  // pinned in the cache while the task lives
+  BlobCache* cache = nullptr;
+  std::string backend = "cpu";
+  int device_index = 0;
   std::atomic<bool> cancel{false};
   std::atomic<float> progress{0};
   // Filled by the executor.
@@ -119,6 +123,13 @@ class Executor {
     } else {
       RunContext ctx;
       ctx.cancel = &t.cancel;
+      ctx.backend = t.backend;
+      ctx.device_index = t.device_index;
+      ctx.blob_path = [&t](std::string_view hex) -> Result<std::string> {
+        auto hash = HashFromHex(hex);
+        if (!hash.ok()) return hash.status();
+        return t.cache->Path(*hash);
+      };
       ctx.progress = [&t](double f) { t.progress = static_cast<float>(f); };
       auto r = kind->Run(t.params, ctx);
       t.ok = r.ok();
@@ -174,6 +185,7 @@ class WorkerDaemon::Impl {
   std::map<uint64_t, std::shared_ptr<Task>> tasks;          // accepted, not done
   std::vector<std::shared_ptr<Task>> waiting_for_blobs;
   WorkerCounters* counters = nullptr;
+  std::string backend_name = "cpu";  // what shards run on
   const Clock* clock = SystemClock::Get();
   int64_t last_send_ms = 0, last_recv_ms = 0;
   bool welcomed = false;
@@ -215,6 +227,23 @@ Result<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Open(
       impl->cache, BlobCache::Open(paths.blob_dir, options.worker_blob_cache_bytes));
   impl->seen = SeenAttempts::Open(paths.seen_file);
   PCFARM_ASSIGN_OR_RETURN(impl->devices, DiscoverDevices());
+  if (options.worker_backend == "auto") {
+    // The best-scoring backend that starts here (lavapipe scores below the
+    // CPU, so it is never picked by accident).
+    BackendOptions bo;
+    bo.device_index = options.worker_device_index;
+    auto best = CreateBestBackend(bo);
+    if (best.ok()) impl->backend_name = (*best)->name();
+  } else {
+    BackendOptions bo;
+    bo.device_index = options.worker_device_index;
+    auto chosen = CreateBackend(options.worker_backend, bo);
+    if (!chosen.ok()) {
+      return chosen.status().WithContext("--backend " + options.worker_backend);
+    }
+    impl->backend_name = options.worker_backend;
+  }
+  spdlog::info("shards run on the {} backend", impl->backend_name);
   return std::unique_ptr<WorkerDaemon>(new WorkerDaemon(std::move(impl)));
 }
 
@@ -327,6 +356,9 @@ void WorkerDaemon::Impl::OnAssign(const wire::SignedEnvelope& env,
   t->body_hash = HashToBytes(EnvelopeBodyHash(env));
   t->kind = body->kind();
   t->params = body->params();
+  t->cache = cache.get();
+  t->backend = backend_name;
+  t->device_index = opts.worker_device_index;
   for (const auto& h : body->blob_hashes()) {
     auto hash = HashFromBytes(h);
     if (!hash.ok()) {
@@ -348,6 +380,7 @@ void WorkerDaemon::Impl::StartIfReady(Executor& exec) {
     bool ready = true;
     for (const auto& h : (*it)->blobs) ready = ready && cache->Has(h);
     if (ready) {
+      for (const auto& h : (*it)->blobs) cache->Pin(h).IgnoreError();
       exec.Submit(*it);
       it = waiting_for_blobs.erase(it);
     } else {
@@ -357,6 +390,7 @@ void WorkerDaemon::Impl::StartIfReady(Executor& exec) {
 }
 
 void WorkerDaemon::Impl::Finish(Task& t) {
+  for (const auto& h : t.blobs) cache->Unpin(h);
   tasks.erase(t.attempt_id);
   if (t.cancel) {
     spdlog::info("attempt {} cancelled", t.attempt_id);

@@ -31,6 +31,10 @@ struct WorkerOptions {
   std::string data_dir;
   // Shards run at once.
   int worker_slots = 1;
+  // The compute backend shards run on: "auto" (the best that starts here),
+  // "cpu", "vulkan", "cuda"; and its device index.
+  std::string worker_backend = "auto";
+  int worker_device_index = 0;
   // Quiet time after which the worker sends a heartbeat.
   int worker_heartbeat_interval_ms = 1000;
   // Silent intervals after which the coordinator counts as lost.

@@ -50,6 +50,10 @@ int main(int argc, char** argv) {
   auto* run = app.add_subcommand("run", "serve shards until stopped (SIGTERM)");
   run->add_option("--data", opts.data_dir, "worker data directory")->required();
   run->add_option("--slots", opts.worker_slots, "shards to run at once")->capture_default_str();
+  run->add_option("--backend", opts.worker_backend,
+                  "compute backend: auto, cpu, vulkan, cuda")->capture_default_str();
+  run->add_option("--device", opts.worker_device_index,
+                  "device index for the backend")->capture_default_str();
   run->add_option("--heartbeat-interval-ms", opts.worker_heartbeat_interval_ms,
                   "heartbeat interval in ms")->capture_default_str();
   run->add_option("--heartbeat-liveness", opts.worker_heartbeat_liveness,

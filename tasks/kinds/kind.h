@@ -35,6 +35,14 @@ struct RunContext {
   // When non-null and it becomes true, Run stops at its next check point
   // and returns a kCancelled status. Owned by the caller; must outlive Run.
   const std::atomic<bool>* cancel = nullptr;
+  // Resolves a blob named by its BLAKE2b-256 hex hash to a local file that
+  // holds exactly its verified bytes (the worker's blob cache). Empty when
+  // the caller has no blobs; kinds that need blobs then fail with
+  // FailedPrecondition.
+  std::function<Result<std::string>(std::string_view hash_hex)> blob_path;
+  // The compute backend to use ("cpu", "vulkan", "cuda") and its device.
+  std::string backend = "cpu";
+  int device_index = 0;
 
   bool cancelled() const {
     return cancel != nullptr && cancel->load(std::memory_order_relaxed);

@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "tasks/kinds/bench.h"
+#include "tasks/kinds/llm_kinds.h"
 #include "tasks/kinds/kind.h"
 
 namespace pcfarm {
@@ -19,6 +20,8 @@ const TaskKindRegistry& TaskKindRegistry::Builtin() {
   static const TaskKindRegistry* registry = [] {
     std::vector<std::unique_ptr<TaskKind>> kinds;
     kinds.push_back(std::make_unique<BenchKind>());
+    kinds.push_back(MakeInferKind());
+    kinds.push_back(MakeTrainKind());
     return new TaskKindRegistry(std::move(kinds));
   }();
   return *registry;

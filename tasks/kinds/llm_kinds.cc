@@ -1,0 +1,405 @@
+#include "tasks/kinds/llm_kinds.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "tasks/backend/registry.h"
+#include "tasks/engine/llama.h"
+#include "tasks/model/tokenizer.h"
+
+namespace pcfarm {
+namespace {
+
+using nlohmann::json;
+
+Result<json> ParseObject(std::string_view params) {
+  if (params.size() > kMaxTaskParamsBytes * 64) {
+    return InvalidArgument("params are over the size limit");
+  }
+  try {
+    json j = json::parse(params);
+    if (!j.is_object()) return InvalidArgument("params must be a JSON object");
+    return j;
+  } catch (const json::exception& e) {
+    return InvalidArgument(std::string("params are not JSON: ") + e.what());
+  }
+}
+
+bool PlainFileName(const std::string& n) {
+  if (n.empty() || n.size() > 128 || n == "." || n == "..") return false;
+  for (char c : n) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool HexHash(const std::string& h) {
+  if (h.size() != 64) return false;
+  for (char c : h) {
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+
+Status CheckFiles(const json& j, const char* field, bool required) {
+  auto it = j.find(field);
+  if (it == j.end()) {
+    return required ? InvalidArgument(std::string("missing field '") + field + "'")
+                    : Status::Ok();
+  }
+  if (!it->is_object() || it->empty()) {
+    return InvalidArgument(std::string("'") + field + "' must map file names to blob hashes");
+  }
+  for (const auto& [name, hash] : it->items()) {
+    if (!PlainFileName(name)) {
+      return InvalidArgument(std::string("'") + field + "': bad file name '" + name + "'");
+    }
+    if (!hash.is_string() || !HexHash(hash.get<std::string>())) {
+      return InvalidArgument(std::string("'") + field + "." + name +
+                             "' must be a 64-digit hex hash");
+    }
+  }
+  return Status::Ok();
+}
+
+// A temporary directory of links to blobs, removed when it goes.
+class BlobDir {
+ public:
+  ~BlobDir() {
+    if (!path_.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(path_, ec);
+    }
+  }
+  static Result<std::unique_ptr<BlobDir>> Make(const json& files,
+                                               const RunContext& ctx) {
+    if (!ctx.blob_path) {
+      return FailedPrecondition("this runner cannot fetch blobs");
+    }
+    std::string tmpl = (std::filesystem::temp_directory_path() / "pcfarm-model-XXXXXX").string();
+    if (!mkdtemp(tmpl.data())) return IoError("cannot make a temporary directory");
+    auto dir = std::unique_ptr<BlobDir>(new BlobDir(tmpl));
+    for (const auto& [name, hash] : files.items()) {
+      PCFARM_ASSIGN_OR_RETURN(std::string src, ctx.blob_path(hash.get<std::string>()));
+      std::error_code ec;
+      std::filesystem::create_symlink(std::filesystem::absolute(src), tmpl + "/" + name, ec);
+      if (ec) return IoError("link " + name + ": " + ec.message());
+    }
+    return dir;
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit BlobDir(std::string p) : path_(std::move(p)) {}
+  std::string path_;
+};
+
+// A model loaded from the blobs the params name, on the context's backend.
+struct LoadedModel {
+  std::unique_ptr<BlobDir> model_dir, adapter_dir;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<LlamaModel> model;
+};
+
+Result<LoadedModel> LoadFromParams(const json& p, const RunContext& ctx) {
+  LoadedModel m;
+  PCFARM_ASSIGN_OR_RETURN(m.model_dir, BlobDir::Make(p.at("model"), ctx));
+  BackendOptions bo;
+  bo.device_index = ctx.device_index;
+  PCFARM_ASSIGN_OR_RETURN(m.backend, CreateBackend(ctx.backend, bo));
+  PCFARM_ASSIGN_OR_RETURN(m.model, LlamaModel::Load(m.model_dir->path(), m.backend.get()));
+  if (p.contains("adapter")) {
+    PCFARM_ASSIGN_OR_RETURN(m.adapter_dir, BlobDir::Make(p.at("adapter"), ctx));
+    PCFARM_RETURN_IF_ERROR(m.model->LoadAdapter(m.adapter_dir->path()));
+  }
+  return m;
+}
+
+template <typename T>
+Status GetNumber(const json& j, const char* name, T lo, T hi, T* out) {
+  auto it = j.find(name);
+  if (it == j.end()) return Status::Ok();
+  if (!it->is_number()) return InvalidArgument(std::string("'") + name + "' must be a number");
+  double v = it->get<double>();
+  if (!(v >= double(lo) && v <= double(hi))) {
+    return InvalidArgument(std::string("'") + name + "' must be in " + std::to_string(lo) +
+                           ".." + std::to_string(hi));
+  }
+  *out = static_cast<T>(v);
+  return Status::Ok();
+}
+
+Status CheckTokenLists(const json& arr, const char* what) {
+  if (!arr.is_array() || arr.empty()) {
+    return InvalidArgument(std::string("'") + what + "' must be a non-empty array");
+  }
+  for (size_t i = 0; i < arr.size(); ++i) {
+    if (!arr[i].is_array() || arr[i].empty()) {
+      return InvalidArgument(std::string(what) + "[" + std::to_string(i) +
+                             "] must be a non-empty array of token ids");
+    }
+    for (const auto& t : arr[i]) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX) {
+        return InvalidArgument(std::string(what) + "[" + std::to_string(i) +
+                               "] holds a value that is not a token id");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------------ infer
+
+class InferKind final : public TaskKind {
+ public:
+  std::string_view name() const override { return "infer"; }
+
+  Status ValidateParams(std::string_view params) const override {
+    PCFARM_ASSIGN_OR_RETURN(json p, ParseObject(params));
+    PCFARM_RETURN_IF_ERROR(CheckFiles(p, "model", true));
+    PCFARM_RETURN_IF_ERROR(CheckFiles(p, "adapter", false));
+    bool text = p.contains("prompts"), ids = p.contains("prompt_tokens");
+    if (text == ids) return InvalidArgument("give exactly one of 'prompts' and 'prompt_tokens'");
+    if (text) {
+      const json& a = p["prompts"];
+      if (!a.is_array() || a.empty()) return InvalidArgument("'prompts' must be a non-empty array");
+      for (const auto& s : a) {
+        if (!s.is_string()) return InvalidArgument("'prompts' must hold strings");
+      }
+    } else {
+      PCFARM_RETURN_IF_ERROR(CheckTokenLists(p["prompt_tokens"], "prompt_tokens"));
+    }
+    GenerationConfig g;
+    uint64_t seed = 0;
+    return Settings(p, &g, &seed);
+  }
+
+  Result<std::string> Run(std::string_view params, const RunContext& ctx) const override {
+    PCFARM_RETURN_IF_ERROR(ValidateParams(params));
+    json p = json::parse(params);
+    GenerationConfig g;
+    uint64_t seed = 0;
+    PCFARM_RETURN_IF_ERROR(Settings(p, &g, &seed));
+    PCFARM_ASSIGN_OR_RETURN(LoadedModel m, LoadFromParams(p, ctx));
+    ctx.ReportProgress(0.1);
+    if (ctx.cancelled()) return Cancelled("cancelled");
+    std::vector<GenerationRequest> reqs;
+    if (p.contains("prompts")) {
+      PCFARM_ASSIGN_OR_RETURN(Tokenizer tok,
+                              Tokenizer::Load(m.model_dir->path() + "/tokenizer.json"));
+      for (const auto& s : p["prompts"]) {
+        auto ids = tok.Encode(s.get<std::string>(), true);
+        if (ids.empty()) return InvalidArgument("a prompt encodes to no tokens");
+        reqs.push_back({std::move(ids), 0});
+      }
+    } else {
+      for (const auto& a : p["prompt_tokens"]) {
+        GenerationRequest r;
+        for (const auto& t : a) r.prompt.push_back(t.get<int32_t>());
+        reqs.push_back(std::move(r));
+      }
+    }
+    for (size_t i = 0; i < reqs.size(); ++i) reqs[i].seed = seed + i;
+    PCFARM_ASSIGN_OR_RETURN(auto gens, m.model->Generate(reqs, g));
+    json outputs = json::array();
+    for (const auto& gen : gens) {
+      outputs.push_back({{"tokens", gen.tokens},
+                         {"logprobs", gen.logprobs},
+                         {"finish", gen.finish == FinishReason::kStop ? "stop" : "length"}});
+    }
+    ctx.ReportProgress(1.0);
+    return json{{"outputs", outputs}, {"backend", ctx.backend}}.dump();
+  }
+
+  bool Agree(std::string_view a, std::string_view b) const override {
+    try {
+      json x = json::parse(a), y = json::parse(b);
+      const json &ox = x.at("outputs"), &oy = y.at("outputs");
+      if (!ox.is_array() || ox.size() != oy.size()) return false;
+      for (size_t i = 0; i < ox.size(); ++i) {
+        if (ox[i].at("tokens") != oy[i].at("tokens")) return false;
+        const json &lx = ox[i].at("logprobs"), &ly = oy[i].at("logprobs");
+        if (lx.size() != ly.size()) return false;
+        for (size_t k = 0; k < lx.size(); ++k) {
+          if (std::fabs(lx[k].get<double>() - ly[k].get<double>()) > 1e-2) return false;
+        }
+      }
+      return true;
+    } catch (const json::exception&) {
+      return false;
+    }
+  }
+
+ private:
+  static Status Settings(const json& p, GenerationConfig* g, uint64_t* seed) {
+    g->max_new_tokens = 64;
+    PCFARM_RETURN_IF_ERROR(GetNumber<int64_t>(p, "max_tokens", 1, 4096, &g->max_new_tokens));
+    PCFARM_RETURN_IF_ERROR(GetNumber<double>(p, "temperature", 0, 100, &g->sampling.temperature));
+    PCFARM_RETURN_IF_ERROR(GetNumber<int64_t>(p, "top_k", 0, 1 << 20, &g->sampling.top_k));
+    PCFARM_RETURN_IF_ERROR(GetNumber<double>(p, "top_p", 1e-6, 1, &g->sampling.top_p));
+    auto it = p.find("seed");
+    if (it != p.end()) {
+      if (!it->is_number_unsigned() && !(it->is_number_integer() && it->get<int64_t>() >= 0)) {
+        return InvalidArgument("'seed' must be a non-negative integer");
+      }
+      *seed = it->get<uint64_t>();
+    }
+    return Status::Ok();
+  }
+};
+
+// ------------------------------------------------------------------ train
+
+class TrainKind final : public TaskKind {
+ public:
+  std::string_view name() const override { return "train"; }
+
+  Status ValidateParams(std::string_view params) const override {
+    PCFARM_ASSIGN_OR_RETURN(json p, ParseObject(params));
+    PCFARM_RETURN_IF_ERROR(CheckFiles(p, "model", true));
+    PCFARM_RETURN_IF_ERROR(CheckFiles(p, "adapter", false));
+    auto b = p.find("batch");
+    if (b == p.end() || !b->is_array() || b->empty()) {
+      return InvalidArgument("'batch' must be a non-empty array");
+    }
+    for (size_t i = 0; i < b->size(); ++i) {
+      const json& s = (*b)[i];
+      std::string where = "batch[" + std::to_string(i) + "]";
+      if (!s.is_object() || !s.contains("tokens") || !s.contains("weights")) {
+        return InvalidArgument(where + " needs 'tokens' and 'weights'");
+      }
+      PCFARM_RETURN_IF_ERROR(CheckTokenLists(json::array({s["tokens"]}), where.c_str()));
+      if (!s["weights"].is_array() || s["weights"].size() != s["tokens"].size()) {
+        return InvalidArgument(where + ": 'weights' must have one number per token");
+      }
+      for (const auto& w : s["weights"]) {
+        if (!w.is_number() || w.get<double>() < 0) {
+          return InvalidArgument(where + ": weights must be non-negative numbers");
+        }
+      }
+    }
+    LoraConfig lora;
+    OptimizerConfig opt;
+    int64_t steps = 0;
+    return Settings(p, &lora, &opt, &steps);
+  }
+
+  Result<std::string> Run(std::string_view params, const RunContext& ctx) const override {
+    PCFARM_RETURN_IF_ERROR(ValidateParams(params));
+    json p = json::parse(params);
+    LoraConfig lora;
+    OptimizerConfig opt;
+    int64_t steps = 0;
+    PCFARM_RETURN_IF_ERROR(Settings(p, &lora, &opt, &steps));
+    PCFARM_ASSIGN_OR_RETURN(LoadedModel m, LoadFromParams(p, ctx));
+    // An adapter in the params is the current version: train from it.
+    if (!p.contains("adapter")) PCFARM_RETURN_IF_ERROR(m.model->EnableLora(lora));
+    std::vector<TokenSequence> batch;
+    for (const auto& s : p["batch"]) {
+      TokenSequence t;
+      for (const auto& id : s["tokens"]) t.tokens.push_back(id.get<int32_t>());
+      for (const auto& w : s["weights"]) t.weights.push_back(w.get<float>());
+      batch.push_back(std::move(t));
+    }
+    ctx.ReportProgress(0.1);
+    json out;
+    std::vector<float> values;
+    if (steps == 0) {
+      PCFARM_ASSIGN_OR_RETURN(CrossEntropySums sums, m.model->AccumulateGradients(batch));
+      PCFARM_ASSIGN_OR_RETURN(values, m.model->ExportGradients());
+      for (float& v : values) v = static_cast<float>(v * sums.weight);
+      out = {{"loss", sums.mean()}, {"weight", sums.weight}, {"tokens", sums.counted}};
+    } else {
+      PCFARM_ASSIGN_OR_RETURN(std::vector<float> before, m.model->GetParameters());
+      CrossEntropySums first;
+      for (int64_t s = 0; s < steps; ++s) {
+        if (ctx.cancelled()) return Cancelled("cancelled");
+        PCFARM_ASSIGN_OR_RETURN(CrossEntropySums sums, m.model->AccumulateGradients(batch));
+        if (s == 0) first = sums;
+        PCFARM_RETURN_IF_ERROR(m.model->Step(opt).status());
+        ctx.ReportProgress(0.1 + 0.9 * double(s + 1) / double(steps));
+      }
+      PCFARM_ASSIGN_OR_RETURN(values, m.model->GetParameters());
+      for (size_t i = 0; i < values.size(); ++i) values[i] -= before[i];
+      out = {{"loss", first.mean()}, {"weight", first.weight}, {"tokens", first.counted}};
+    }
+    out["count"] = values.size();
+    out["values"] = values;
+    out["layout"] = "lora";
+    out["backend"] = ctx.backend;
+    ctx.ReportProgress(1.0);
+    return out.dump();
+  }
+
+  bool Agree(std::string_view a, std::string_view b) const override {
+    try {
+      json x = json::parse(a), y = json::parse(b);
+      double lx = x.at("loss").get<double>(), ly = y.at("loss").get<double>();
+      if (std::fabs(lx - ly) > 1e-4 * std::max(std::fabs(lx), std::fabs(ly)) + 1e-6) return false;
+      const json &vx = x.at("values"), &vy = y.at("values");
+      if (!vx.is_array() || vx.size() != vy.size() || vx.empty()) return false;
+      double dot = 0, nx = 0, ny = 0, dd = 0;
+      for (size_t i = 0; i < vx.size(); ++i) {
+        double p = vx[i].get<double>(), q = vy[i].get<double>();
+        dot += p * q;
+        nx += p * p;
+        ny += q * q;
+        dd += (p - q) * (p - q);
+      }
+      if (nx == 0 && ny == 0) return true;
+      double rel = std::sqrt(dd) / std::max(std::sqrt(nx), std::sqrt(ny));
+      double cosine = dot / std::sqrt(nx * ny);
+      return rel <= 1e-3 && cosine >= 0.999;
+    } catch (const json::exception&) {
+      return false;
+    }
+  }
+
+ private:
+  static Status Settings(const json& p, LoraConfig* lora, OptimizerConfig* opt, int64_t* steps) {
+    PCFARM_RETURN_IF_ERROR(GetNumber<int64_t>(p, "local_steps", 0, 10000, steps));
+    auto l = p.find("lora");
+    if (l != p.end()) {
+      if (!l->is_object()) return InvalidArgument("'lora' must be an object");
+      PCFARM_RETURN_IF_ERROR(GetNumber<int64_t>(*l, "rank", 1, 1024, &lora->rank));
+      PCFARM_RETURN_IF_ERROR(GetNumber<double>(*l, "alpha", 1e-6, 1e6, &lora->alpha));
+      PCFARM_RETURN_IF_ERROR(GetNumber<uint64_t>(*l, "seed", 0, UINT32_MAX, &lora->seed));
+      auto t = l->find("targets");
+      if (t != l->end()) {
+        if (!t->is_array() || t->empty()) return InvalidArgument("'lora.targets' must be a non-empty array");
+        lora->target_modules.clear();
+        for (const auto& name : *t) {
+          if (!name.is_string()) return InvalidArgument("'lora.targets' must hold names");
+          const auto& order = LoraTargetOrder();
+          if (std::find(order.begin(), order.end(), name.get<std::string>()) == order.end()) {
+            return InvalidArgument("unknown LoRA target '" + name.get<std::string>() + "'");
+          }
+          lora->target_modules.push_back(name.get<std::string>());
+        }
+      }
+    }
+    auto o = p.find("optimizer");
+    if (o != p.end()) {
+      if (!o->is_object()) return InvalidArgument("'optimizer' must be an object");
+      PCFARM_RETURN_IF_ERROR(GetNumber<float>(*o, "lr", 0, 10, &opt->lr));
+      PCFARM_RETURN_IF_ERROR(GetNumber<float>(*o, "beta1", 0, 1, &opt->beta1));
+      PCFARM_RETURN_IF_ERROR(GetNumber<float>(*o, "beta2", 0, 1, &opt->beta2));
+      PCFARM_RETURN_IF_ERROR(GetNumber<float>(*o, "eps", 0, 1, &opt->eps));
+      PCFARM_RETURN_IF_ERROR(GetNumber<float>(*o, "weight_decay", 0, 10, &opt->weight_decay));
+      PCFARM_RETURN_IF_ERROR(GetNumber<float>(*o, "max_grad_norm", 0, 1e9, &opt->max_grad_norm));
+    }
+    return Status::Ok();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<TaskKind> MakeInferKind() { return std::make_unique<InferKind>(); }
+std::unique_ptr<TaskKind> MakeTrainKind() { return std::make_unique<TrainKind>(); }
+
+}  // namespace pcfarm

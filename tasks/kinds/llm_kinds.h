@@ -1,0 +1,53 @@
+// The LLM task kinds: `infer` (generate for a batch of prompts) and `train`
+// (gradients of a batch, or H local AdamW steps returning the parameter
+// difference). Both are pure functions of their params and the blobs those
+// name: the same shard run twice gives answers that Agree().
+//
+// Models travel as blobs. Params name each file of a Hugging Face model
+// directory by the BLAKE2b-256 hex hash of its bytes; the kind asks
+// RunContext::blob_path for each and lays them out as a directory of links:
+//   "model":   {"config.json": HASH, "model.safetensors": HASH,
+//               "tokenizer.json": HASH, ...}        (required)
+//   "adapter": {"adapter_config.json": HASH,
+//               "adapter_model.safetensors": HASH}  (optional PEFT adapter)
+// File names are plain names (letters, digits, '.', '_', '-').
+//
+// infer params (JSON):
+//   "prompts": ["text", ...]           tokenized with the model's tokenizer
+//                                      (its post-processor adds BOS), or
+//   "prompt_tokens": [[ids], ...]      token ids as they are
+//   "max_tokens": 1..4096 (default 64), "temperature" (0 = greedy),
+//   "top_k" (0 = off), "top_p" (1 = off), "seed" (u64; prompt i samples
+//   with seed + i)
+// infer result: {"outputs": [{"tokens": [...], "logprobs": [...],
+//   "finish": "stop"|"length"}], "backend": NAME}
+// Agree: the same tokens for every prompt, and logprobs within 1e-2.
+//
+// train params (JSON):
+//   "batch": [{"tokens": [ids], "weights": [w per token]}, ...]  weights[i]
+//            weights the prediction of tokens[i] from the tokens before it
+//            (Hugging Face labels; weights[0] is unused)
+//   "lora": {"rank": 16, "alpha": 32, "targets": ["q_proj", ...], "seed": 0}
+//   "local_steps": 0 (default: return the summed gradient) or H >= 1
+//            (H AdamW steps on the batch, return parameters_after - before)
+//   "optimizer": {"lr", "beta1", "beta2", "eps", "weight_decay",
+//                 "max_grad_norm"}  (for local_steps >= 1)
+// train result: {"loss": mean CE, "weight": Σ weights, "tokens": counted,
+//   "count": n, "values": [n floats], "layout": "lora" , "backend": NAME}
+//   `values` follow LlamaModel::TrainableParameters() order (PEFT names,
+//   layer by layer, A then B). For local_steps 0 they are the weighted SUM of
+//   per-token gradients (divide by `weight` for the mean), so shards add up.
+// Agree: loss within 1e-4 relative, and values with relative L2 distance
+//   <= 1e-3 and cosine >= 0.999 (different devices round differently).
+#pragma once
+
+#include <memory>
+
+#include "tasks/kinds/kind.h"
+
+namespace pcfarm {
+
+std::unique_ptr<TaskKind> MakeInferKind();
+std::unique_ptr<TaskKind> MakeTrainKind();
+
+}  // namespace pcfarm
