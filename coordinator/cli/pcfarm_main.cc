@@ -17,6 +17,7 @@
 
 #include "coordinator/cli/client.h"
 #include "coordinator/cli/duration.h"
+#include "coordinator/cli/local_commands.h"
 #include "coordinator/client_profile.h"
 
 namespace pcfarm {
@@ -414,6 +415,8 @@ int Main(int argc, char** argv) {
   auto* stats = app.add_subcommand("stats", "the coordinator's counters");
   add_json(stats);
 
+  LocalCommands local(&app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -421,6 +424,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "pcfarm: %s\n", e.what());
     return 64;
   }
+  if (local.selected()) return local.Run();
   if (*token_create) return CmdTokenCreate(g, uses, ttl);
   if (*bench) return CmdSubmitBench(g, shards, size, redundancy, priority, reps);
   if (*jobs) return CmdJobs(g);
