@@ -132,6 +132,15 @@ class Executor {
       };
       ctx.progress = [&t](double f) { t.progress = static_cast<float>(f); };
       auto r = kind->Run(t.params, ctx);
+      if (!r.ok() && ctx.backend != "cpu" && DeviceFailure(r.status().code())) {
+        // A lost device, out of device memory, a driver that stopped
+        // answering: the CPU gives the same answer, only slower.
+        spdlog::warn("attempt {} failed on {}: {}; running it on the CPU",
+                     t.attempt_id, ctx.backend, r.status().ToString());
+        ctx.backend = "cpu";
+        ctx.device_index = 0;
+        r = kind->Run(t.params, ctx);
+      }
       t.ok = r.ok();
       if (r.ok()) {
         t.output = std::move(*r);
@@ -151,6 +160,12 @@ class Executor {
   bool stop_ = false;
   std::vector<std::thread> threads_;
 };
+
+// Failures of a device rather than of the shard's inputs.
+bool DeviceFailure(StatusCode code) {
+  return code == StatusCode::kResourceExhausted || code == StatusCode::kUnavailable ||
+         code == StatusCode::kInternal || code == StatusCode::kTimeout;
+}
 
 zmq::socket_t MakeDealer(zmq::context_t& ctx, const CoordinatorPin& pin,
                          const IdentityKeys& keys) {
@@ -238,10 +253,16 @@ Result<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Open(
     BackendOptions bo;
     bo.device_index = options.worker_device_index;
     auto chosen = CreateBackend(options.worker_backend, bo);
-    if (!chosen.ok()) {
+    if (chosen.ok()) {
+      impl->backend_name = options.worker_backend;
+    } else if (chosen.status().code() == StatusCode::kNotFound ||
+               chosen.status().code() == StatusCode::kInvalidArgument) {
       return chosen.status().WithContext("--backend " + options.worker_backend);
+    } else {
+      spdlog::warn("--backend {} device {} cannot start ({}); shards run on the CPU",
+                   options.worker_backend, options.worker_device_index,
+                   chosen.status().ToString());
     }
-    impl->backend_name = options.worker_backend;
   }
   spdlog::info("shards run on the {} backend", impl->backend_name);
   return std::unique_ptr<WorkerDaemon>(new WorkerDaemon(std::move(impl)));
