@@ -35,6 +35,12 @@ namespace {
 
 constexpr char kWakeEndpoint[] = "inproc://pcfarm-worker-done";
 
+// Failures of a device rather than of the shard's inputs.
+bool DeviceFailure(StatusCode code) {
+  return code == StatusCode::kResourceExhausted || code == StatusCode::kUnavailable ||
+         code == StatusCode::kInternal || code == StatusCode::kTimeout;
+}
+
 // One shard this worker accepted.
 struct Task {
   uint64_t attempt_id = 0;
@@ -160,12 +166,6 @@ class Executor {
   bool stop_ = false;
   std::vector<std::thread> threads_;
 };
-
-// Failures of a device rather than of the shard's inputs.
-bool DeviceFailure(StatusCode code) {
-  return code == StatusCode::kResourceExhausted || code == StatusCode::kUnavailable ||
-         code == StatusCode::kInternal || code == StatusCode::kTimeout;
-}
 
 zmq::socket_t MakeDealer(zmq::context_t& ctx, const CoordinatorPin& pin,
                          const IdentityKeys& keys) {
