@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -120,9 +121,69 @@ Result<double> PlainLoopbackCopy(uint64_t bytes, size_t chunk) {
   return seconds;
 }
 
+// Sends `bytes` from a CurveZMQ ROUTER to a DEALER (each with its own
+// context, so each end has its own I/O thread as two processes would) in
+// `chunk`-byte messages, `credit` requests in flight; returns the seconds.
+// This is the transport alone: no protobuf, no files, no hashing.
+Result<double> CurveLoopbackCopy(uint64_t bytes, size_t chunk, int credit) {
+  CurveKeyPair server_keys = CurveKeyPair::Generate();
+  CurveKeyPair client_keys = CurveKeyPair::Generate();
+  zmq::context_t server_ctx(1), client_ctx(1);
+  try {
+    zmq::socket_t server(server_ctx, zmq::socket_type::router);
+    server.set(zmq::sockopt::linger, 0);
+    server.set(zmq::sockopt::curve_server, 1);
+    std::string ssk = server_keys.secret_key();
+    server.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(ssk.data(), ssk.size()));
+    server.bind("tcp://127.0.0.1:*");
+    std::string endpoint = server.get(zmq::sockopt::last_endpoint);
+    zmq::socket_t client(client_ctx, zmq::socket_type::dealer);
+    client.set(zmq::sockopt::linger, 0);
+    const std::string& spk = server_keys.public_key();
+    client.set(zmq::sockopt::curve_serverkey, zmq::const_buffer(spk.data(), spk.size()));
+    const std::string& cpk = client_keys.public_key();
+    client.set(zmq::sockopt::curve_publickey, zmq::const_buffer(cpk.data(), cpk.size()));
+    std::string csk = client_keys.secret_key();
+    client.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(csk.data(), csk.size()));
+    client.connect(endpoint);
+    const uint64_t chunks = (bytes + chunk - 1) / chunk;
+    std::string data = RandomBytes(chunk);
+    std::thread serve([&] {
+      try {
+        zmq::message_t route, req;
+        for (uint64_t i = 0; i < chunks; ++i) {
+          if (!server.recv(route) || !server.recv(req)) return;
+          server.send(route, zmq::send_flags::sndmore);
+          server.send(zmq::buffer(data), zmq::send_flags::none);
+        }
+      } catch (const zmq::error_t&) {
+      }
+    });
+    double start = MonotonicSeconds();
+    uint64_t requested = 0, received = 0;
+    zmq::message_t m;
+    while (received < chunks) {
+      while (requested < chunks && requested - received < uint64_t(credit)) {
+        client.send(zmq::str_buffer("get"), zmq::send_flags::none);
+        requested++;
+      }
+      if (!client.recv(m)) break;
+      received++;
+    }
+    double seconds = MonotonicSeconds() - start;
+    serve.join();
+    if (received != chunks) return IoError("CurveZMQ copy stopped early");
+    return seconds;
+  } catch (const zmq::error_t& e) {
+    return IoError(std::string("CurveZMQ copy: ") + e.what());
+  }
+}
+
 struct Download {
   double seconds = 0;         // first request -> verified in the cache
   double last_chunk_s = 0;    // the call that received the last chunk (Finish)
+  double on_chunk_s = 0;      // in BlobFetcher::OnChunk (append, hash, requests)
+  double receive_s = 0;       // in SimWorker::Receive (waiting, decrypt, decode)
   uint64_t frames = 0;
 };
 
@@ -142,8 +203,10 @@ Result<Download> ProtocolDownload(SimWorker* worker, BlobCache* cache,
   double last_progress = start;
   while (true) {
     PCFARM_RETURN_IF_ERROR(send_error);
+    double r0 = MonotonicSeconds();
     PCFARM_ASSIGN_OR_RETURN(auto frame, worker->Receive(1000));
     double now = MonotonicSeconds();
+    d.receive_s += now - r0;
     if (!frame) {
       if (now - last_progress > 10) {
         return Timeout("no BLOB_CHUNK for 10 s after " +
@@ -161,6 +224,7 @@ Result<Download> ProtocolDownload(SimWorker* worker, BlobCache* cache,
     d.frames++;
     double t = MonotonicSeconds();
     PCFARM_ASSIGN_OR_RETURN(auto done, fetcher.OnChunk(frame->blob_chunk()));
+    d.on_chunk_s += MonotonicSeconds() - t;
     if (done) {
       double end = MonotonicSeconds();
       d.last_chunk_s = end - t;
@@ -206,6 +270,11 @@ int Run(const Options& opt) {
   auto plain = PlainLoopbackCopy(bytes, static_cast<size_t>(opt.chunk_bytes));
   if (!plain.ok()) return Fail(plain.status());
 
+  std::fprintf(stderr, "CurveZMQ loopback copy ...\n");
+  auto curve = CurveLoopbackCopy(bytes, static_cast<size_t>(opt.chunk_bytes),
+                                 opt.credit);
+  if (!curve.ok()) return Fail(curve.status());
+
   // ---- the protocol ----
   s = cluster.StartCoordinator();
   if (!s.ok()) return Fail(s);
@@ -223,8 +292,15 @@ int Run(const Options& opt) {
   if (!s.ok()) return Fail(s);
   auto cache = BlobCache::Open(cluster.dir() + "/worker-cache", bytes * 2);
   if (!cache.ok()) return Fail(cache.status());
+  auto pid = FindChildProcess("pcfarm-coordinator");
+  if (!pid.ok()) return Fail(pid.status());
   std::fprintf(stderr, "downloading over the protocol ...\n");
+  auto c0 = SampleProcess(*pid);
+  double self0 = static_cast<double>(std::clock()) / CLOCKS_PER_SEC;
   auto d = ProtocolDownload(worker->get(), cache->get(), *hash, opt);
+  double self1 = static_cast<double>(std::clock()) / CLOCKS_PER_SEC;
+  auto c1 = SampleProcess(*pid);
+  if (!c0.ok() || !c1.ok()) return Fail(Internal("the coordinator exited"));
   if (!d.ok()) {
     std::fprintf(stderr, "%s\n", cluster.DumpLogs(3000).c_str());
     return Fail(d.status());
@@ -235,14 +311,19 @@ int Run(const Options& opt) {
       stats.ok() ? stats->value("blob_bytes_sent", uint64_t{0}) : 0;
 
   double mb = static_cast<double>(bytes) / 1e6;
-  double ours = mb / d->seconds, base = mb / *plain;
+  double ours = mb / d->seconds, base = mb / *plain, curve_mbs = mb / *curve;
   std::vector<BenchRow> rows = {
       {"blob download, " + std::to_string(opt.mib) + " MiB, verified",
        FormatFixed(ours, 1) + " MB/s",
        "plain loopback TCP copy: " + FormatFixed(base, 1) + " MB/s",
        FormatFixed(ours / base, 3) + "x", ">= 0.5x"},
+      {"same, vs the transport alone", FormatFixed(ours, 1) + " MB/s",
+       "CurveZMQ ROUTER->DEALER copy: " + FormatFixed(curve_mbs, 1) + " MB/s",
+       FormatFixed(ours / curve_mbs, 3) + "x", "-"},
       {"time", FormatFixed(d->seconds, 2) + " s",
-       FormatFixed(*plain, 2) + " s", "-", "-"},
+       FormatFixed(*plain, 2) + " s (plain), " + FormatFixed(*curve, 2) +
+           " s (CurveZMQ)",
+       "-", "-"},
   };
   std::vector<std::string> notes = {
       std::to_string(d->frames) + " BLOB_CHUNKs of " +
@@ -252,6 +333,12 @@ int Run(const Options& opt) {
           std::to_string(sent_by_coordinator),
       "the last chunk's handling (append, fsync, rename into the cache) took " +
           FormatFixed(d->last_chunk_s, 2) + " s of the total",
+      "where the time went: coordinator CPU " +
+          FormatFixed(c1->cpu_seconds - c0->cpu_seconds, 2) +
+          " s; this process (worker side) CPU " + FormatFixed(self1 - self0, 2) +
+          " s, of which BlobFetcher::OnChunk (append + hash) " +
+          FormatFixed(d->on_chunk_s, 2) + " s wall and SimWorker::Receive "
+          "(wait + decrypt + decode) " + FormatFixed(d->receive_s, 2) + " s wall",
       "files under " + cluster.dir(),
   };
   PrintBenchTable("blob_bench: blob download over the real protocol vs a "
