@@ -26,10 +26,10 @@ OUT_DIR defaults to tests/fixtures/tokenizer. Deterministic.
 """
 
 import collections
+import io
 import json
 import os
 import sys
-import tempfile
 
 import regex
 import sentencepiece as spm
@@ -40,6 +40,7 @@ LLAMA3_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+"""
                   r"""|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
 
 NUM_MERGES = 300
+IGNORE_MERGES_WORD = "supercalifragilisticexpialidocious"
 SP_VOCAB_SIZE = 640
 
 CORPUS = """\
@@ -111,6 +112,21 @@ CASES = [
     ("long_word", "supercalifragilisticexpialidocious"),
     ("byte_token_text", "<0x41> literal"),
     ("space_mark", "\u2581already marked"),
+    ("unicode_spaces", "a\u0085b\u2028c\u3000d\u2009e"),
+    ("space_before_newline", " \nx  \n\ny \t\n"),
+    ("punct_then_newlines", "end...\n\nfoo!!\r\n\r\n  bar"),
+    ("letter_prefix", "$hello \thello \nhello _x -y"),
+    ("curly_apostrophe", "don\u2019t 'LL've"),
+    ("thai", "\u0e2a\u0e27\u0e31\u0e2a\u0e14\u0e35 \u0e04\u0e23\u0e31\u0e1a"),
+    ("arabic_harakat", "\u0645\u064e\u0631\u0652\u062d\u064e\u0628\u064b\u0627"),
+    ("hebrew_niqqud", "\u05e9\u05b8\u05c1\u05dc\u05d5\u05b9\u05dd"),
+    ("cyrillic_vietnamese", "\u041f\u0440\u0438\u0432\u0435\u0442 \u043c\u0438\u0440, Ti\u1ebfng Vi\u1ec7t"),
+    ("emoji_variation", "\u2764\ufe0f \u2714\ufe0f \u00a9\ufe0f ok"),
+    ("latin1_edges", "\u00b5m \u00aa\u00ba soft\u00adhyphen \u00d7\u00f7"),
+    ("letterlike", "\u2103 \u2116 \u2122 \u2113 \u2115 \u01c5"),
+    ("cjk_marks", "\u3007\u4e00 \u4eba\u3005 \u30e9\u30fc\u30e1\u30f3\u30fb\u3046\u3069\u3093"),
+    ("number_forms", "\u216b \u2460\u2461 \u0967\u0968\u0969 \u00b9\u2070"),
+    ("specials_adjacent", "<|begin_of_text|><|begin_of_text|><|eot_id|> <|eot_id"),
     ("special_alone", "<|endoftext|>"),
     ("special_inside", "text <|begin_of_text|> inside<|end_of_text|>after"),
     ("special_gpt2_inside", "a <|endoftext|> b"),
@@ -320,6 +336,9 @@ def make_gpt2():
 def make_llama3():
     merges = learn_merges(CORPUS, LLAMA3_PATTERN, NUM_MERGES)
     vocab = byte_level_vocab(merges)
+    # A whole-word token no merge sequence builds: only ignore_merges (as in
+    # the real Llama-3 tokenizer.json) reaches it.
+    vocab[IGNORE_MERGES_WORD] = len(vocab)
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                 "<|end_header_id|>", "<|eot_id|>"]
     added = {s: len(vocab) + i for i, s in enumerate(specials)}
@@ -379,18 +398,17 @@ def byte_level_cases(ref):
 SPACE_MARK = "\u2581"
 
 
-def train_sp(workdir):
-    corpus_path = os.path.join(workdir, "corpus.txt")
-    with open(corpus_path, "w", encoding="utf-8") as f:
-        f.write(CORPUS)
-    prefix = os.path.join(workdir, "sp")
+def train_sp():
+    """Trains in memory (no file names land in the model's trainer spec, so
+    the model bytes are reproducible); returns the serialized model."""
+    model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        input=corpus_path, model_prefix=prefix, model_type="bpe", vocab_size=SP_VOCAB_SIZE,
-        byte_fallback=True, add_dummy_prefix=True, remove_extra_whitespaces=False,
-        normalization_rule_name="identity", split_digits=True,
+        sentence_iterator=iter(CORPUS.split("\n")), model_writer=model, model_type="bpe",
+        vocab_size=SP_VOCAB_SIZE, byte_fallback=True, add_dummy_prefix=True,
+        remove_extra_whitespaces=False, normalization_rule_name="identity", split_digits=True,
         allow_whitespace_only_pieces=True, character_coverage=0.9995, num_threads=1,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
-    return prefix + ".model"
+    return model.getvalue()
 
 
 def sp_merges(pieces):
@@ -411,8 +429,8 @@ def sp_merges(pieces):
     return [(a, b) for a, b, _ in found]
 
 
-def make_sp(model_path):
-    sp = spm.SentencePieceProcessor(model_file=model_path)
+def make_sp(model_proto):
+    sp = spm.SentencePieceProcessor(model_proto=model_proto)
     n = sp.get_piece_size()
     pieces = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(n)]
     # LlamaConverter.vocab: the three control pieces get score 0.
@@ -508,19 +526,16 @@ def main():
         cases = byte_level_cases(ref)
         write_json(os.path.join(out, style, "expected.json"), {"style": style, "cases": cases})
         print("%s: %d merges, %d cases" % (style, len(doc["model"]["merges"]), len(cases)))
-    with tempfile.TemporaryDirectory() as tmp:
-        model_path = train_sp(tmp)
-        sp, doc, vocab, merges = make_sp(model_path)
-        os.makedirs(os.path.join(out, "sp_llama2"), exist_ok=True)
-        write_json(os.path.join(out, "sp_llama2", "tokenizer.json"), doc)
-        with open(model_path, "rb") as src, \
-                open(os.path.join(out, "sp_llama2", "tokenizer.model"), "wb") as dst:
-            dst.write(src.read())
-        cases = sp_cases(sp, vocab, merges)
-        write_json(os.path.join(out, "sp_llama2", "expected.json"),
-                   {"style": "sp_llama2", "cases": cases})
-        print("sp_llama2: %d pieces, %d merges, %d cases" % (len(vocab), len(merges), len(cases)))
-
+    model_proto = train_sp()
+    sp, doc, vocab, merges = make_sp(model_proto)
+    os.makedirs(os.path.join(out, "sp_llama2"), exist_ok=True)
+    write_json(os.path.join(out, "sp_llama2", "tokenizer.json"), doc)
+    with open(os.path.join(out, "sp_llama2", "tokenizer.model"), "wb") as f:
+        f.write(model_proto)
+    cases = sp_cases(sp, vocab, merges)
+    write_json(os.path.join(out, "sp_llama2", "expected.json"),
+               {"style": "sp_llama2", "cases": cases})
+    print("sp_llama2: %d pieces, %d merges, %d cases" % (len(vocab), len(merges), len(cases)))
 
 if __name__ == "__main__":
     main()
