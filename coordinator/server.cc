@@ -73,6 +73,12 @@ class CoordinatorServer::Impl {
   // ---- sending ----
   void Send(Peer& peer, wire::CoordinatorFrame frame);
   void SendTo(const std::string& route, wire::CoordinatorFrame frame);
+  void SendBytes(const std::string& route, const std::string& bytes);
+  // Group commit: the worker messages of one poll turn (and each tick) run
+  // inside one Store batch; what they send waits in `outbox` until it is
+  // committed.
+  void BeginTurn();
+  void EndTurn();
   void Reject(Peer* peer, const std::string& route, wire::RejectReason reason,
               const std::string& detail, uint64_t attempt_id = 0);
 
@@ -113,6 +119,8 @@ class CoordinatorServer::Impl {
   std::unordered_set<std::string> dropped;                // garbage senders
   ServerCounters* counters = nullptr;
   WireCounters wire_errors;
+  bool batching = false;
+  std::vector<std::pair<std::string, std::string>> outbox;  // route, bytes
   const Clock* clock = SystemClock::Get();
 };
 
@@ -223,6 +231,7 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
         continue;  // a signal: look at `stop` again
       }
       if (items[0].revents & ZMQ_POLLIN) {
+        BeginTurn();
         for (int i = 0; i < 1000 && recv_parts(*workers_sock); ++i) {
           counters->messages_in++;
           if (parts.size() != 2) {
@@ -233,6 +242,7 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
           }
           OnWorkerMessage(parts[0].to_string(), parts[1]);
         }
+        EndTurn();
       }
       if (items[1].revents & ZMQ_POLLIN) {
         for (int i = 0; i < 100 && recv_parts(*clients_sock); ++i) {
@@ -242,7 +252,9 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
       }
       now = clock->MonotonicMs();
       if (now >= next_tick) {
+        BeginTurn();
         Tick(now);
+        EndTurn();
         next_tick = now + opts.coordinator_heartbeat_interval_ms;
       }
     }
@@ -264,6 +276,16 @@ void CoordinatorServer::Impl::SendTo(const std::string& route,
                                      wire::CoordinatorFrame frame) {
   frame.set_version(kProtocolVersion);
   std::string bytes = frame.SerializeAsString();
+  if (batching) {
+    // Nothing leaves before the batch is durable: an ACK is a promise.
+    outbox.emplace_back(route, std::move(bytes));
+    return;
+  }
+  SendBytes(route, bytes);
+}
+
+void CoordinatorServer::Impl::SendBytes(const std::string& route,
+                                        const std::string& bytes) {
   try {
     workers_sock->send(zmq::buffer(route), zmq::send_flags::sndmore |
                                                zmq::send_flags::dontwait);
@@ -305,6 +327,33 @@ void CoordinatorServer::Impl::BadMessage(Peer* peer, const std::string& route,
     DropPeer(route, "sent " + std::to_string(bad) + " bad messages");
     dropped.insert(route);
   }
+}
+
+void CoordinatorServer::Impl::BeginTurn() {
+  Status s = store->BeginBatch();
+  if (!s.ok()) {
+    spdlog::warn("cannot open a batch ({}); committing one by one", s.ToString());
+    return;
+  }
+  batching = true;
+}
+
+void CoordinatorServer::Impl::EndTurn() {
+  if (!batching) return;
+  batching = false;
+  Status s = store->CommitBatch();
+  if (!s.ok()) {
+    // Everything this turn did is rolled back: send none of it, and forget
+    // what we thought of each worker; the next message from each one
+    // starts over (WELCOME asks it to re-send its spool and free slots).
+    spdlog::error("commit failed, this turn is undone: {}", s.ToString());
+    outbox.clear();
+    peers.clear();
+    route_of.clear();
+    return;
+  }
+  for (const auto& [route, bytes] : outbox) SendBytes(route, bytes);
+  outbox.clear();
 }
 
 // ------------------------------------------------------------------ workers

@@ -216,6 +216,10 @@ CREATE INDEX attempts_by_state ON attempts(state, deadline_ms);
 CREATE INDEX attempts_by_job ON attempts(job_id, state);
 CREATE INDEX attempts_by_worker ON attempts(worker_id, state);
 )sql",
+    // 4: leasing picks a job first, then its lowest pending shard.
+    R"sql(
+CREATE INDEX shards_by_job ON shards(job_id, state, idx);
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -282,8 +286,23 @@ class Store::Db {
   }
 
   // Runs f() inside BEGIN IMMEDIATE ... COMMIT; rolls back when f fails.
+  // Inside a batch (BeginBatch) it is a SAVEPOINT instead: the transition
+  // stays atomic, and becomes durable with the batch's COMMIT.
   template <typename F>
   auto Tx(F&& f) -> decltype(f()) {
+    if (batch) {
+      Status st = Exec("SAVEPOINT tx");
+      if (!st.ok()) return st;
+      auto r = f();
+      if (r.ok()) {
+        st = Exec("RELEASE tx");
+        if (st.ok()) return r;
+      }
+      Exec("ROLLBACK TO tx").IgnoreError();
+      Exec("RELEASE tx").IgnoreError();
+      if (!r.ok()) return r;
+      return st;
+    }
     Status st = Exec("BEGIN IMMEDIATE");
     if (!st.ok()) return st;
     auto r = f();
@@ -295,6 +314,8 @@ class Store::Db {
     if (!r.ok()) return r;
     return st;
   }
+
+  bool batch = false;  // a BeginBatch() transaction is open
 
   Status EventTx(int64_t now, const std::string& kind, int64_t job_id,
                  int64_t worker_id, const std::string& message) {
@@ -462,6 +483,23 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path,
                               ", which this program knows");
   }
   return std::unique_ptr<Store>(new Store(std::move(db), clock));
+}
+
+Status Store::BeginBatch() {
+  std::lock_guard l(mu_);
+  if (db_->batch) return FailedPrecondition("a batch is already open");
+  PCFARM_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
+  db_->batch = true;
+  return Status::Ok();
+}
+
+Status Store::CommitBatch() {
+  std::lock_guard l(mu_);
+  if (!db_->batch) return FailedPrecondition("no batch is open");
+  db_->batch = false;
+  Status st = db_->Exec("COMMIT");
+  if (!st.ok()) db_->Exec("ROLLBACK").IgnoreError();
+  return st;
 }
 
 Result<int> Store::SchemaVersion() {
@@ -912,22 +950,34 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
                                 " is banned");
       }
     }
-    auto q = db_->Q(R"sql(
-WITH live AS (SELECT job_id, COUNT(*) n FROM attempts WHERE state='leased'
-              GROUP BY job_id)
-SELECT s.id, s.idx, s.job_id, j.kind, s.params, j.state
-FROM shards s JOIN jobs j ON j.id=s.job_id
-LEFT JOIN live ON live.job_id=s.job_id
-WHERE s.state='pending' AND j.state IN ('queued','running')
-  AND s.needs_memory_bytes <= ?2
-  AND (s.needs_backend='' OR s.needs_backend IN
-       (SELECT value FROM json_each(?3)))
-  AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.shard_id=s.id
-                  AND a.worker_id=?1)
-ORDER BY j.priority DESC, IFNULL(live.n,0) ASC, j.created_ms ASC, j.id ASC,
-         s.idx ASC
-LIMIT 1)sql");
-    q.Bind(worker_id, caps.memory_bytes, backends);
+    // The job first (priority, then the fewest live attempts, then the
+    // oldest), among jobs with a shard this worker may take; then that
+    // job's lowest such shard. Both walk indexes, not every pending shard.
+    // Statements are cached by the address of their text: keep it static.
+#define PCFARM_ELIGIBLE_SHARD                                                   \
+  " s.state='pending' AND s.needs_memory_bytes <= ?2"                          \
+  " AND (s.needs_backend='' OR s.needs_backend IN (SELECT value FROM json_each(?3)))" \
+  " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.shard_id=s.id AND a.worker_id=?1)"
+    static const char kPickJob[] =
+        "SELECT j.id FROM jobs j WHERE j.state IN ('queued','running')"
+        " AND EXISTS (SELECT 1 FROM shards s WHERE s.job_id=j.id AND"
+        PCFARM_ELIGIBLE_SHARD ")"
+        " ORDER BY j.priority DESC,"
+        " (SELECT COUNT(*) FROM attempts a WHERE a.job_id=j.id AND a.state='leased') ASC,"
+        " j.created_ms ASC, j.id ASC LIMIT 1";
+    static const char kPickShard[] =
+        "SELECT s.id, s.idx, s.job_id, j.kind, s.params, j.state"
+        " FROM shards s JOIN jobs j ON j.id=s.job_id WHERE s.job_id=?4 AND"
+        PCFARM_ELIGIBLE_SHARD " ORDER BY s.idx ASC LIMIT 1";
+#undef PCFARM_ELIGIBLE_SHARD
+    auto pick_job = db_->Q(kPickJob);
+    pick_job.Bind(worker_id, caps.memory_bytes, backends);
+    PCFARM_ASSIGN_OR_RETURN(bool any, pick_job.Step());
+    if (!any) return std::optional<Lease>();
+    int64_t job_id = pick_job.Int(0);
+    PCFARM_RETURN_IF_ERROR(pick_job.Run());
+    auto q = db_->Q(kPickShard);
+    q.Bind(worker_id, caps.memory_bytes, backends, job_id);
     PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return std::optional<Lease>();
     Lease lease;

@@ -177,6 +177,16 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
+  // Group commit. Between BeginBatch and CommitBatch every transition runs
+  // as a savepoint of one open transaction: each is still all-or-nothing,
+  // and all become durable together at CommitBatch (one fsync instead of
+  // one per transition). A caller that promises durability (an ACK) must
+  // wait for CommitBatch to return OK. If CommitBatch fails, everything
+  // since BeginBatch is rolled back. FailedPrecondition when a batch is
+  // already open / not open.
+  Status BeginBatch();
+  Status CommitBatch();
+
   // The schema version after migrations (the number of the last one).
   Result<int> SchemaVersion();
 

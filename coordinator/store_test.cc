@@ -42,15 +42,40 @@ JobSpec TwoShardJob() {
   return spec;
 }
 
+TEST_CASE_METHOD(StoreFixture, "a batch commits its transitions together",
+                 "[store]") {
+  REQUIRE(store->BeginBatch().ok());
+  CHECK(store->BeginBatch().code() == StatusCode::kFailedPrecondition);
+  auto a = store->AddWorker("pc-a", "sign-a", "curve-a");
+  REQUIRE(a.ok());
+  // A failing transition undoes only itself.
+  CHECK(store->AddWorker("pc-dup", "sign-x", "curve-a").status().code() ==
+        StatusCode::kAlreadyExists);
+  auto b = store->AddWorker("pc-b", "sign-b", "curve-b");
+  REQUIRE(b.ok());
+  REQUIRE(store->CommitBatch().ok());
+  CHECK(store->CommitBatch().code() == StatusCode::kFailedPrecondition);
+  Reopen();
+  CHECK(store->FindWorkerByCurveKey("curve-a").ok());
+  CHECK(store->FindWorkerByCurveKey("curve-b").ok());
+  CHECK(store->ListWorkers()->size() == 2);
+  // A batch that is never committed leaves nothing behind.
+  REQUIRE(store->BeginBatch().ok());
+  REQUIRE(store->AddWorker("pc-c", "sign-c", "curve-c").ok());
+  Reopen();
+  CHECK_FALSE(store->FindWorkerByCurveKey("curve-c").ok());
+  REQUIRE(store->CheckConsistency().ok());
+}
+
 TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
                  "[store]") {
-  REQUIRE(*store->SchemaVersion() == 3);
+  REQUIRE(*store->SchemaVersion() == 4);
   auto id = store->AddWorker("pc-1", "sign", "curve");
   REQUIRE(id.ok());
   // A second run of migration 1 would fail on CREATE TABLE.
   Reopen();
   Reopen();
-  REQUIRE(*store->SchemaVersion() == 3);
+  REQUIRE(*store->SchemaVersion() == 4);
   auto w = store->FindWorkerByCurveKey("curve");
   REQUIRE(w.ok());
   CHECK(w->id == *id);
@@ -68,7 +93,7 @@ TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
   sqlite3_finalize(q);
   sqlite3_prepare_v2(h, "SELECT COUNT(*) FROM schema_version", -1, &q, nullptr);
   REQUIRE(sqlite3_step(q) == SQLITE_ROW);
-  CHECK(sqlite3_column_int(q, 0) == 3);  // one row per migration, not per open
+  CHECK(sqlite3_column_int(q, 0) == 4);  // one row per migration, not per open
   sqlite3_finalize(q);
   sqlite3_close(h);
 }
