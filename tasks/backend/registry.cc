@@ -3,6 +3,9 @@
 #include <algorithm>
 
 #include "tasks/backend/cpu/cpu_backend.h"
+#if PCFARM_HAVE_CUDA
+#include "tasks/backend/cuda/cuda_backend.h"
+#endif
 #if PCFARM_HAVE_VULKAN
 #include "tasks/backend/vulkan/vulkan_backend.h"
 #endif
@@ -12,6 +15,9 @@ namespace pcfarm {
 const std::vector<BackendRegistration>& RegisteredBackends() {
   static const std::vector<BackendRegistration> kBackends = {
       {"cpu", &CpuBackendScore, &CreateCpuBackend},
+#if PCFARM_HAVE_CUDA
+      {"cuda", &CudaBackendScore, &CreateCudaBackend},
+#endif
 #if PCFARM_HAVE_VULKAN
       {"vulkan", &VulkanBackendScore, &CreateVulkanBackend},
 #endif
