@@ -37,6 +37,7 @@ struct Peer {
   std::string sign_pk;
   DeviceCaps caps;
   int free_slots = 0;
+  uint64_t assigns_sent = 0;  // on this route
   double gflops = 0;  // best measured device speed, from HELLO
   int64_t last_recv_ms = 0;
   int64_t last_send_ms = 0;
@@ -432,8 +433,18 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
       OnHello(*peer, frame->hello());
       break;
     case wire::WorkerFrame::kReady:
-      peer->free_slots = static_cast<int>(std::min<uint32_t>(frame->ready().free_slots(), 64));
+    {
+      // ASSIGNs still on their way were not counted by the worker yet.
+      const auto& r = frame->ready();
+      int64_t in_flight = 0;
+      if (r.has_assigns_received()) {
+        in_flight = std::max<int64_t>(
+            0, int64_t(peer->assigns_sent) - int64_t(r.assigns_received()));
+      }
+      peer->free_slots = static_cast<int>(std::max<int64_t>(
+          0, int64_t(std::min<uint32_t>(r.free_slots(), 64)) - in_flight));
       TryAssign(*peer);
+    }
       break;
     case wire::WorkerFrame::kHeartbeat:
       break;
@@ -565,6 +576,7 @@ void CoordinatorServer::Impl::TryAssign(Peer& peer) {
     Send(peer, std::move(f));
     peer.running.insert(l.attempt_id);
     peer.free_slots--;
+    peer.assigns_sent++;
     counters->shards_assigned++;
   }
 }
@@ -610,7 +622,10 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
     return;
   }
   uint64_t attempt = body->attempt_id();
-  peer.running.erase(static_cast<int64_t>(attempt));
+  // The worker is done with it: its slot is free again, and the next shard
+  // can leave in the same turn as the ACK (no READY round trip).
+  bool was_running = peer.running.erase(static_cast<int64_t>(attempt)) > 0;
+  if (was_running) peer.free_slots++;
   // An attempt with no recorded shard hash was never sent: nothing can
   // answer it.
   auto expected = store->AttemptShardHash(static_cast<int64_t>(attempt));
@@ -661,6 +676,7 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
   f.mutable_ack()->set_attempt_id(attempt);
   Send(peer, std::move(f));
   if (outcome->job_finished) AssignAll();
+  TryAssign(peer);
 }
 
 void CoordinatorServer::Impl::OnBlobGet(Peer& peer, const wire::BlobGet& get) {

@@ -204,6 +204,8 @@ class WorkerDaemon::Impl {
   const Clock* clock = SystemClock::Get();
   int64_t last_send_ms = 0, last_recv_ms = 0;
   bool welcomed = false;
+  uint64_t assigns_received = 0;  // on this connection, reported in READY
+  bool ready_due = false;         // send READY once the socket is drained
 
   Impl(const WorkerOptions& o, IdentityKeys k)
       : opts(o), paths(o.data_dir), keys(std::move(k)) {}
@@ -287,6 +289,7 @@ void WorkerDaemon::Impl::Send(wire::WorkerFrame f) {
 void WorkerDaemon::Impl::Connect() {
   sock = std::make_unique<zmq::socket_t>(MakeDealer(ctx, pin, keys));
   welcomed = false;
+  assigns_received = 0;
   last_recv_ms = clock->MonotonicMs();
   fetcher->Reset();
   SayHello();
@@ -338,7 +341,9 @@ void WorkerDaemon::Impl::SendReady() {
   wire::WorkerFrame f;
   f.mutable_ready()->set_free_slots(
       static_cast<uint32_t>(std::max(0, opts.worker_slots - busy)));
+  f.mutable_ready()->set_assigns_received(assigns_received);
   Send(std::move(f));
+  ready_due = false;
 }
 
 void WorkerDaemon::Impl::OnAssign(const wire::SignedEnvelope& env,
@@ -456,9 +461,10 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
       welcomed = true;
       SendSpooled();
       fetcher->Restart();
-      SendReady();
+      ready_due = true;
       break;
     case wire::CoordinatorFrame::kAssign:
+      assigns_received++;
       OnAssign(f.assign().shard(), exec);
       break;
     case wire::CoordinatorFrame::kCancel: {
@@ -471,13 +477,13 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
         waiting_for_blobs.erase(w);
         tasks.erase(it);
       }
-      SendReady();
+      ready_due = true;
       break;
     }
     case wire::CoordinatorFrame::kAck:
       spool->Remove(f.ack().attempt_id()).IgnoreError();
       counters->results_acked++;
-      SendReady();
+      ready_due = true;
       break;
     case wire::CoordinatorFrame::kBlobChunk: {
       auto done = fetcher->OnChunk(f.blob_chunk());
@@ -501,7 +507,7 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
       // A result the coordinator will never take (already answered, late,
       // cancelled): keeping it would only resend it forever.
       if (r.attempt_id() != 0) spool->Remove(r.attempt_id()).IgnoreError();
-      if (r.attempt_id() != 0) SendReady();
+      if (r.attempt_id() != 0) ready_due = true;
       break;
     }
     default:
@@ -556,6 +562,9 @@ Status WorkerDaemon::Impl::Run(std::atomic<bool>* stop, WorkerCounters* c) {
           backoff_ms = opts.worker_reconnect_initial_ms;
           OnFrame(*f, exec);
         }
+        // One READY for everything that arrived together, counted after
+        // every ASSIGN among it.
+        if (ready_due) SendReady();
       }
       now = clock->MonotonicMs();
       if (sock && now - last_recv_ms > silence_limit) {

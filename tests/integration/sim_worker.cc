@@ -66,6 +66,7 @@ SimWorker::~SimWorker() { Disconnect(); }
 
 Status SimWorker::Connect() {
   Disconnect();
+  assigns_on_connection_ = 0;
   try {
     auto s = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::dealer);
     s->set(zmq::sockopt::linger, 0);
@@ -142,6 +143,7 @@ Status SimWorker::SendHello(const std::vector<uint64_t>& spooled_attempts) {
 Status SimWorker::SendReady(uint32_t free_slots) {
   wire::WorkerFrame f;
   f.mutable_ready()->set_free_slots(free_slots);
+  f.mutable_ready()->set_assigns_received(assigns_on_connection_);
   return Send(std::move(f));
 }
 
@@ -205,7 +207,10 @@ void SimWorker::Note(const wire::CoordinatorFrame& f) {
         heartbeat_interval_ms_ = static_cast<int>(f.welcome().heartbeat_interval_ms());
       }
       break;
-    case wire::CoordinatorFrame::kAssign: stats_.assigns++; break;
+    case wire::CoordinatorFrame::kAssign:
+      stats_.assigns++;
+      assigns_on_connection_++;
+      break;
     case wire::CoordinatorFrame::kAck: stats_.acks++; break;
     case wire::CoordinatorFrame::kCancel: stats_.cancels++; break;
     case wire::CoordinatorFrame::kHeartbeat: stats_.heartbeats_in++; break;
@@ -352,7 +357,8 @@ Status SimWorker::AnswerPending() {
     SimAssignment a = std::move(pending_.front());
     pending_.erase(pending_.begin());
     PCFARM_RETURN_IF_ERROR(SendResult(SealResult(RunAssignment(a))));
-    PCFARM_RETURN_IF_ERROR(SendReady(options_.slots));
+    PCFARM_RETURN_IF_ERROR(SendReady(
+        options_.slots > pending_.size() ? uint32_t(options_.slots - pending_.size()) : 0));
   }
   return Status::Ok();
 }

@@ -175,6 +175,7 @@ class SimWorker {
   uint64_t worker_id_ = 0;
   std::vector<SimAssignment> pending_;
   SimWorkerStats stats_;
+  uint64_t assigns_on_connection_ = 0;  // sent with READY
 };
 
 // "REJECT_NOT_ENROLLED" etc.
