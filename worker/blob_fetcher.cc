@@ -64,6 +64,9 @@ Result<std::optional<Hash256>> BlobFetcher::OnChunk(const wire::BlobChunk& c) {
     if (c.total_size() != t.download->size()) {
       return abandon(Corruption("blob size changed during the transfer"));
     }
+    // Ask for the next chunk before writing and hashing this one, so the
+    // coordinator works while we do.
+    Request(*hash, t);
     Status s = t.download->Append(c.offset(), c.data());
     if (!s.ok()) return abandon(s);
     bytes_received_ += c.data().size();
