@@ -10,7 +10,11 @@ build=build
 extra=()
 if [ "${PCFARM_SANITIZE:-0}" = "1" ]; then
   build=build-asan
-  extra+=(-DPCFARM_SANITIZE=ON -DPCFARM_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug)
+  # nvcc does not take the sanitizer flags; the CUDA code is compiled by the
+  # plain build.
+  extra+=(-DPCFARM_SANITIZE=ON -DPCFARM_BENCH=OFF -DPCFARM_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug)
+  export LSAN_OPTIONS="suppressions=$PWD/installer/lsan.supp:print_suppressions=0"
+  export UBSAN_OPTIONS="print_stacktrace=1"
 fi
 jobs=$(nproc)
 cmake -S . -B "$build" -G Ninja "${extra[@]}" >/dev/null
