@@ -12,7 +12,8 @@ if [ "${PCFARM_SANITIZE:-0}" = "1" ]; then
   build=build-asan
   # nvcc does not take the sanitizer flags; the CUDA code is compiled by the
   # plain build.
-  extra+=(-DPCFARM_SANITIZE=ON -DPCFARM_BENCH=OFF -DPCFARM_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug)
+  extra+=(-DPCFARM_SANITIZE=ON -DPCFARM_BENCH=OFF -DPCFARM_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug
+         "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g" "-DCMAKE_C_FLAGS_DEBUG=-O1 -g")
   export LSAN_OPTIONS="suppressions=$PWD/installer/lsan.supp:print_suppressions=0"
   export UBSAN_OPTIONS="print_stacktrace=1"
 fi
