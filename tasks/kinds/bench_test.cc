@@ -207,7 +207,9 @@ TEST_CASE("registry holds the compiled-in kinds") {
   CHECK(reg.Find("bench")->name() == "bench");
   CHECK(reg.Find("rm -rf") == nullptr);
   CHECK(reg.Find("") == nullptr);
-  CHECK(reg.Names() == std::vector<std::string>{"bench"});
+  CHECK(reg.Names() == std::vector<std::string>{"bench", "infer", "train"});
+  CHECK(reg.Find("infer")->name() == "infer");
+  CHECK(reg.Find("train")->name() == "train");
 }
 
 }  // namespace
