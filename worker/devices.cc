@@ -5,6 +5,9 @@
 #if PCFARM_HAVE_VULKAN
 #include "tasks/backend/vulkan/vulkan_devices.h"
 #endif
+#if PCFARM_HAVE_CUDA
+#include "tasks/backend/cuda/cuda_devices.h"
+#endif
 
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -191,6 +194,38 @@ Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& opti
     cpu.gflops = *gflops;
   }
   std::vector<WorkerDevice> out{cpu};
+#if PCFARM_HAVE_CUDA
+  // NVIDIA GPUs through the CUDA runtime; no driver is normal.
+  auto cuda = ListCudaDevices();
+  if (!cuda.ok()) {
+    spdlog::info("devices: no CUDA: {}", cuda.status().message());
+  } else {
+    for (const auto& d : *cuda) {
+      WorkerDevice g;
+      g.index = d.index;
+      g.backend = "cuda";
+      g.name = d.name + " [sm_" + std::to_string(d.compute_major) +
+               std::to_string(d.compute_minor) + "]";
+      g.memory_bytes = d.memory_bytes;
+      g.cores = d.multiprocessors;
+      g.fp16 = d.compute_major >= 7;
+      if (options.measure) {
+        BackendOptions bo;
+        bo.device_index = d.index;
+        auto backend = CreateBackend("cuda", bo);
+        auto gflops = backend.ok() ? MeasureGemmGflops(backend->get(), 2048, 3)
+                                   : Result<double>(backend.status());
+        if (gflops.ok()) {
+          g.gflops = *gflops;
+        } else {
+          spdlog::warn("devices: cuda:{} speed probe failed: {}", d.index,
+                       gflops.status().ToString());
+        }
+      }
+      out.push_back(std::move(g));
+    }
+  }
+#endif
 #if PCFARM_HAVE_VULKAN
   // Every Vulkan device the loader reports; none (or no loader) is normal.
   auto vk = ListVulkanDevices();

@@ -354,7 +354,7 @@ LocalCommands::LocalCommands(CLI::App* app) {
   auto engine_flags = [&o](CLI::App* cmd) {
     cmd->add_option("--model", o.model, "model: a Hugging Face directory or a .gguf file")
         ->required();
-    cmd->add_option("--backend", o.backend, "compute backend: cpu or vulkan")
+    cmd->add_option("--backend", o.backend, "compute backend: cpu, vulkan or cuda")
         ->capture_default_str();
     cmd->add_option("--device", o.device, "GPU ordinal for GPU backends")->capture_default_str();
     cmd->add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
