@@ -63,12 +63,38 @@ Result<Engine> OpenEngine(const LocalOptions& o) {
   bo.cpu_threads = o.threads;
   bo.device_index = o.device;
   auto backend = CreateBackend(o.backend, bo);
-  if (!backend.ok()) return backend.status().WithContext("--backend " + o.backend);
+  // A GPU backend whose driver or device is missing, or that cannot hold
+  // the model, falls back to the CPU with a warning; an unknown name or a
+  // bad option is an error.
+  auto fall_back = [&](const Status& why) -> Status {
+    std::fprintf(stderr, "pcfarm: warning: --backend %s: %s; using the CPU\n",
+                 o.backend.c_str(), why.message().c_str());
+    BackendOptions cpu;
+    cpu.cpu_threads = o.threads;
+    auto b = CreateBackend("cpu", cpu);
+    if (!b.ok()) return b.status();
+    backend = std::move(b);
+    return Status::Ok();
+  };
+  auto device_failure = [](StatusCode c) {
+    return c == StatusCode::kUnavailable || c == StatusCode::kResourceExhausted ||
+           c == StatusCode::kInternal || c == StatusCode::kTimeout;
+  };
+  if (!backend.ok()) {
+    if (o.backend == "cpu" || !device_failure(backend.status().code())) {
+      return backend.status().WithContext("--backend " + o.backend);
+    }
+    PCFARM_RETURN_IF_ERROR(fall_back(backend.status()));
+  }
   auto loaded = LoadModel(o.model);
   if (!loaded.ok()) return loaded.status().WithContext("--model " + o.model);
-  Engine e{std::move(backend).value(), nullptr, std::move(loaded->tokenizer), -1};
-  auto model = LlamaModel::Create(loaded->config, loaded->weights, e.backend.get());
+  auto model = LlamaModel::Create(loaded->config, loaded->weights, backend->get());
+  if (!model.ok() && (*backend)->name() != "cpu" && device_failure(model.status().code())) {
+    PCFARM_RETURN_IF_ERROR(fall_back(model.status()));
+    model = LlamaModel::Create(loaded->config, loaded->weights, backend->get());
+  }
   if (!model.ok()) return model.status().WithContext("--model " + o.model);
+  Engine e{std::move(backend).value(), nullptr, std::move(loaded->tokenizer), -1};
   e.model = std::move(model).value();
   if (!loaded->config.eos_token_ids.empty()) e.eos_id = int32_t(loaded->config.eos_token_ids[0]);
   if (!o.adapter.empty()) {
