@@ -194,7 +194,8 @@ int Run(int argc, char** argv) {
     const double go = flop / o->seconds / 1e9, gb = flop / base.seconds / 1e9;
     rows.push_back({std::string(s.what) + " " + std::to_string(s.m) + "×" + std::to_string(s.n) +
                         "×" + std::to_string(s.k),
-                    Fixed(go, 1), Fixed(gb, 1), Fixed(go / gb, 2) + "×", vulkan ? "-" : "≈ 1×"});
+                    Fixed(go, go < 1 ? 3 : 1), Fixed(gb, gb < 1 ? 3 : 1),
+                    Fixed(go / gb, go / gb < 0.1 ? 3 : 2) + "×", vulkan ? "-" : "≈ 1×"});
   }
   const std::string base_name = vulkan ? "our cpu GFLOP/s" : "cblas_sgemm GFLOP/s";
   std::vector<std::string> notes = {

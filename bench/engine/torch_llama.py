@@ -151,6 +151,7 @@ def best_time(fn, reps):
 
 def main():
     model_dir, tokens_path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    rss_at_start = read_vm("VmRSS")
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     with open(tokens_path) as f:
@@ -165,7 +166,8 @@ def main():
     del weights
     reps = spec["reps"]
     result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "load_s": load_s,
-              "model_bytes": model_bytes, "rss_after_load": read_vm("VmRSS")}
+              "model_bytes": model_bytes, "rss_after_load": read_vm("VmRSS"),
+              "rss_at_start": rss_at_start}
 
     reset_peak_rss()
     with torch.inference_mode():
