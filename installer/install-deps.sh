@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build pkg-config git
+  build-essential cmake ninja-build pkg-config git ccache
   libzmq3-dev cppzmq-dev libsodium-dev libsqlite3-dev sqlite3
   libprotobuf-dev protobuf-compiler
   catch2 libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
