@@ -221,9 +221,13 @@ Result<Figures> RunEngine(Backend* backend, const std::string& dir, const BenchS
 }
 
 // Runs torch_llama.py and reads its figures.
+// omp_passive: OMP_WAIT_POLICY=PASSIVE, so that torch's idle OpenMP
+// threads sleep instead of spinning against OpenBLAS's own threads (Debian's
+// torch links libgomp and OpenBLAS-pthread; spinning costs it 2.4× on
+// prefill with 2 cores).
 Result<Figures> RunTorch(const std::string& python, const std::string& script,
                          const std::string& dir, const BenchShape& s, const Inputs& in,
-                         int threads) {
+                         int threads, bool omp_passive) {
   nlohmann::json spec = {{"prefill", in.prefill},       {"decode_prompt", in.prompt},
                          {"decode_new", s.decode_new},  {"train", in.train},
                          {"train_steps", s.train_steps}, {"lora_rank", s.lora_rank},
@@ -231,7 +235,8 @@ Result<Figures> RunTorch(const std::string& python, const std::string& script,
   const std::string spec_path =
       "/tmp/pcfarm_engine_bench_tokens_" + std::to_string(::getpid()) + ".json";
   PCFARM_RETURN_IF_ERROR(WriteFileAtomic(spec_path, spec.dump()));
-  const std::string cmd = python + " " + script + " " + dir + " " + spec_path + " " +
+  const std::string cmd = std::string(omp_passive ? "OMP_WAIT_POLICY=PASSIVE " : "") +
+                          python + " " + script + " " + dir + " " + spec_path + " " +
                           std::to_string(threads);
   FILE* p = ::popen(cmd.c_str(), "r");
   if (p == nullptr) return Internal("popen failed: " + cmd);
@@ -297,7 +302,7 @@ int Run(int argc, char** argv) {
   std::string backend_name = "cpu", cache_dir = "/tmp", python = "/usr/bin/python3";
   std::string script = std::string(PCFARM_ENGINE_BENCH_DIR) + "/torch_llama.py";
   int threads = 2, rounds = 2;
-  bool small = false, quick = false;
+  bool small = false, quick = false, torch_omp_spin = false;
   BenchShape s;
   app.add_option("--backend", backend_name, "cpu (baseline: PyTorch) or vulkan (baseline: cpu)");
   app.add_option("--threads", threads, "threads for our backend, OpenBLAS and torch");
@@ -308,6 +313,8 @@ int Run(int argc, char** argv) {
   app.add_option("--reps", s.reps, "timed runs per measurement (fastest counts)");
   app.add_option("--train-steps", s.train_steps, "timed LoRA steps");
   app.add_option("--decode-new", s.decode_new, "new tokens per decode run");
+  app.add_flag("--torch-omp-spin", torch_omp_spin,
+               "leave torch's OpenMP threads spinning (default: OMP_WAIT_POLICY=PASSIVE)");
   app.add_flag("--small", small, "use the small (lavapipe) model on the cpu backend too");
   app.add_flag("--quick", quick, "shorter shapes (prefill 1x64, 16 new tokens, train 2x32)");
   CLI11_PARSE(app, argc, argv);
@@ -346,7 +353,7 @@ int Run(int argc, char** argv) {
     return RunEngine(be.get(), dir, s, in);
   };
   auto run_base = [&]() -> Result<Figures> {
-    if (!vulkan) return RunTorch(python, script, dir, s, in, threads);
+    if (!vulkan) return RunTorch(python, script, dir, s, in, threads, !torch_omp_spin);
     PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<Backend> be, CreateBackend("cpu", bo));
     return RunEngine(be.get(), dir, s, in);
   };
@@ -410,7 +417,9 @@ int Run(int argc, char** argv) {
           (vulkan ? " — lavapipe is Mesa's CPU emulation of Vulkan, not a GPU; both backends "
                     "run in this one process, so the RSS row is not a per-backend figure"
                   : ""),
-      "baseline: " + base_name + ", " + std::to_string(threads) + " threads, same weights and token ids",
+      "baseline: " + base_name + ", " + std::to_string(threads) +
+          " threads, same weights and token ids" +
+          (vulkan ? "" : torch_omp_spin ? ", OpenMP threads spinning" : ", OMP_WAIT_POLICY=PASSIVE"),
       "RSS before loading / right after: ours " + MiB(o.rss_at_start) + " / " +
           MiB(o.rss_after_load) + ", " + base_name + " " + MiB(b.rss_at_start) + " / " +
           MiB(b.rss_after_load) + " (before: the binary's libraries and runtime)",
