@@ -638,7 +638,7 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
            "the result does not answer the shard that was assigned", attempt);
     return;
   }
-  Result<RecordOutcome> outcome = Status();
+  Status failure;
   if (!body->ok()) {
     auto failed = store->FailAttempt(static_cast<int64_t>(attempt), peer.worker_id,
                                      body->error(), opts.scheduler_max_attempts);
@@ -649,14 +649,16 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
       wire::CoordinatorFrame f;
       f.mutable_ack()->set_attempt_id(attempt);
       Send(peer, std::move(f));
+      TryAssign(peer);
       return;
     }
-    outcome = failed.status();
-  } else {
-    outcome = scheduler.RecordResult(static_cast<int64_t>(attempt),
-                                     peer.worker_id, body->output(),
-                                     env.SerializeAsString());
+    failure = failed.status();
   }
+  Result<RecordOutcome> outcome =
+      body->ok() ? scheduler.RecordResult(static_cast<int64_t>(attempt),
+                                          peer.worker_id, body->output(),
+                                          env.SerializeAsString())
+                 : Result<RecordOutcome>(failure);
   if (!outcome.ok()) {
     counters->results_rejected++;
     bool replay = outcome.status().code() == StatusCode::kAlreadyExists;

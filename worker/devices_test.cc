@@ -88,7 +88,9 @@ TEST_CASE("discovery reads a given proc dir and falls back when it is bad") {
   opts.measure = false;
   auto devs = DiscoverDevices(opts);
   REQUIRE(devs.ok());
-  REQUIRE(devs->size() == 1);
+  // The CPU first; GPUs (Vulkan, CUDA) follow where this machine has them.
+  REQUIRE(devs->size() >= 1);
+  for (size_t i = 1; i < devs->size(); ++i) CHECK((*devs)[i].backend != "cpu");
   const WorkerDevice& cpu = (*devs)[0];
   CHECK(cpu.index == 0);
   CHECK(cpu.backend == "cpu");
