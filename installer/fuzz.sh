@@ -31,7 +31,8 @@ for t in "${targets[@]}"; do
   corpus="$build/fuzz-corpus/$t"  # grows across runs
   mkdir -p "$corpus"
   echo "== $t: ${seconds} s =="
-  if ! "$build/bin/$t" -max_total_time="$seconds" -timeout=10 \
+  # A fixed seed (PCFARM_FUZZ_SEED, 0 = random) makes a CI run repeatable.
+  if ! "$build/bin/$t" -max_total_time="$seconds" -timeout=10 -seed="${PCFARM_FUZZ_SEED:-1}" \
       -rss_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix="$build/fuzz-artifacts/$t-" \
       "$corpus" "$seeds/$t" >"$build/fuzz-artifacts/$t.log" 2>&1; then
