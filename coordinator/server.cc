@@ -45,6 +45,30 @@ struct Peer {
   std::unordered_set<int64_t> running;  // attempt ids
 };
 
+// The WELCOME that tells a worker who it is and how often to heartbeat.
+wire::CoordinatorFrame MakeWelcome(int64_t worker_id, const ServerOptions& o,
+                                   const std::string& sign_pk) {
+  wire::CoordinatorFrame f;
+  auto* w = f.mutable_welcome();
+  w->set_worker_id(static_cast<uint64_t>(worker_id));
+  w->set_heartbeat_interval_ms(o.coordinator_heartbeat_interval_ms);
+  w->set_heartbeat_liveness(o.coordinator_heartbeat_liveness);
+  w->set_coordinator_sign_pk(sign_pk);
+  return f;
+}
+
+// The Curve public key libzmq authenticated for this message (ZAP User-Id),
+// 32 raw bytes, or "" when there is none.
+std::string ConnectionKey(zmq::message_t& payload) {
+  try {
+    const char* uid = payload.gets("User-Id");
+    auto raw = HexDecode(uid ? uid : "", 32);
+    if (raw.ok()) return *raw;
+  } catch (const zmq::error_t&) {
+  }
+  return "";
+}
+
 }  // namespace
 
 class CoordinatorServer::Impl {
@@ -362,13 +386,7 @@ void CoordinatorServer::Impl::EndTurn() {
 void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
                                               zmq::message_t& payload) {
   if (dropped.count(route)) return;
-  std::string conn_key;
-  try {
-    const char* uid = payload.gets("User-Id");
-    auto raw = HexDecode(uid ? uid : "", 32);
-    if (raw.ok()) conn_key = *raw;
-  } catch (const zmq::error_t&) {
-  }
+  std::string conn_key = ConnectionKey(payload);
   if (conn_key.empty()) {
     BadMessage(nullptr, route, PermissionDenied("no authenticated key"));
     return;
@@ -418,13 +436,7 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
       // A worker we have not heard HELLO from on this route (we restarted,
       // or its connection was re-established underneath it): WELCOME asks
       // it to re-send its spool and its free slots.
-      wire::CoordinatorFrame f;
-      auto* wel = f.mutable_welcome();
-      wel->set_worker_id(static_cast<uint64_t>(w->id));
-      wel->set_heartbeat_interval_ms(opts.coordinator_heartbeat_interval_ms);
-      wel->set_heartbeat_liveness(opts.coordinator_heartbeat_liveness);
-      wel->set_coordinator_sign_pk(keys.sign.public_key());
-      Send(*peer, std::move(f));
+      Send(*peer, MakeWelcome(w->id, opts, keys.sign.public_key()));
     }
   }
   peer->last_recv_ms = clock->MonotonicMs();
@@ -503,13 +515,7 @@ void CoordinatorServer::Impl::OnEnroll(const std::string& route,
   spdlog::info("enrolled worker {} '{}'", *id, e.name());
   store->AddEvent("worker_enrolled", 0, *id, "worker " + e.name() + " enrolled")
       .IgnoreError();
-  wire::CoordinatorFrame f;
-  auto* w = f.mutable_welcome();
-  w->set_worker_id(*id);
-  w->set_heartbeat_interval_ms(opts.coordinator_heartbeat_interval_ms);
-  w->set_heartbeat_liveness(opts.coordinator_heartbeat_liveness);
-  w->set_coordinator_sign_pk(keys.sign.public_key());
-  SendTo(route, std::move(f));
+  SendTo(route, MakeWelcome(*id, opts, keys.sign.public_key()));
 }
 
 void CoordinatorServer::Impl::OnHello(Peer& peer, const wire::Hello& hello) {
@@ -533,13 +539,7 @@ void CoordinatorServer::Impl::OnHello(Peer& peer, const wire::Hello& hello) {
   peer.gflops = best;
   store->SetWorkerDevices(peer.worker_id, devices.dump(), best).IgnoreError();
   store->TouchWorker(peer.worker_id).IgnoreError();
-  wire::CoordinatorFrame f;
-  auto* w = f.mutable_welcome();
-  w->set_worker_id(peer.worker_id);
-  w->set_heartbeat_interval_ms(opts.coordinator_heartbeat_interval_ms);
-  w->set_heartbeat_liveness(opts.coordinator_heartbeat_liveness);
-  w->set_coordinator_sign_pk(keys.sign.public_key());
-  Send(peer, std::move(f));
+  Send(peer, MakeWelcome(peer.worker_id, opts, keys.sign.public_key()));
 }
 
 void CoordinatorServer::Impl::TryAssign(Peer& peer) {
@@ -760,14 +760,7 @@ void CoordinatorServer::Impl::OnClientMessage(const std::string& route,
                                               zmq::message_t& payload) {
   wire::ClientReply reply;
   reply.set_version(kProtocolVersion);
-  std::string key;
-  try {
-    const char* uid = payload.gets("User-Id");
-    auto raw = HexDecode(uid ? uid : "", 32);
-    if (raw.ok()) key = *raw;
-  } catch (const zmq::error_t&) {
-  }
-  auto client = store->FindClientByCurveKey(key);
+  auto client = store->FindClientByCurveKey(ConnectionKey(payload));
   auto req = DecodeClientRequest(payload.to_string_view());
   Status s;
   if (!client.ok()) {

@@ -1,5 +1,7 @@
 #include "worker/devices.h"
 
+#include "base/file.h"
+
 #include "tasks/backend/gemm_probe.h"
 #include "tasks/backend/registry.h"
 #if PCFARM_HAVE_VULKAN
@@ -44,30 +46,6 @@ void ForEachField(std::string_view text, Fn fn) {
       return;
     }
   }
-}
-
-// /proc files report size 0, so base/file.h's ReadFile (which trusts the
-// size from fstat) reads nothing; read until EOF instead, up to `max_bytes`.
-Result<std::string> ReadProcFile(const std::string& path, size_t max_bytes) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    return NotFound("cannot open " + path + ": " + std::strerror(errno));
-  }
-  std::string out;
-  char buf[8192];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
-    out.append(buf, n);
-    if (out.size() > max_bytes) {
-      std::fclose(f);
-      return ResourceExhausted(path + ": over " + std::to_string(max_bytes) +
-                               " bytes");
-    }
-  }
-  bool failed = std::ferror(f) != 0;
-  std::fclose(f);
-  if (failed) return IoError("read " + path);
-  return out;
 }
 
 std::string HumanBytes(uint64_t bytes) {
@@ -160,7 +138,7 @@ Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& opti
   cpu.backend = "cpu";
   const std::string cpuinfo_path = options.proc_dir + "/cpuinfo";
   const std::string meminfo_path = options.proc_dir + "/meminfo";
-  auto cpuinfo = ReadProcFile(cpuinfo_path, 16 << 20);
+  auto cpuinfo = ReadFile(cpuinfo_path, 16 << 20);
   auto name = cpuinfo.ok() ? ParseCpuModelName(*cpuinfo) : cpuinfo.status();
   if (name.ok()) {
     cpu.name = *name;
@@ -177,7 +155,7 @@ Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& opti
     spdlog::warn("devices: {}: {}; sysconf says {} cores", cpuinfo_path,
                  cores.status().ToString(), cpu.cores);
   }
-  auto meminfo = ReadProcFile(meminfo_path, 1 << 20);
+  auto meminfo = ReadFile(meminfo_path, 1 << 20);
   auto mem = meminfo.ok() ? ParseMemTotalBytes(*meminfo) : meminfo.status();
   if (mem.ok()) {
     cpu.memory_bytes = *mem;
