@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 #include <unordered_set>
@@ -17,6 +18,7 @@
 #include "coordinator/scheduler.h"
 #include "coordinator/setup.h"
 #include "coordinator/store.h"
+#include "coordinator/wal_syncer.h"
 #include "coordinator/zap_handler.h"
 #include "crypto/hash.h"
 #include "crypto/codec.h"
@@ -98,12 +100,15 @@ class CoordinatorServer::Impl {
   // ---- sending ----
   void Send(Peer& peer, wire::CoordinatorFrame frame);
   void SendTo(const std::string& route, wire::CoordinatorFrame frame);
-  void SendBytes(const std::string& route, const std::string& bytes);
-  // Group commit: the worker messages of one poll turn (and each tick) run
-  // inside one Store batch; what they send waits in `outbox` until it is
-  // committed.
+  void SendBytes(zmq::socket_t& sock, const std::string& route,
+                 const std::string& bytes);
+  // Group commit: everything one poll turn does (worker and client
+  // messages, the tick) runs inside one Store batch; what it sends waits in
+  // `outbox` until it is committed, then in `pending` until the WalSyncer
+  // made that commit durable (FlushDurable).
   void BeginTurn();
-  void EndTurn();
+  Status EndTurn();
+  void FlushDurable();
   void Reject(Peer* peer, const std::string& route, wire::RejectReason reason,
               const std::string& detail, uint64_t attempt_id = 0);
 
@@ -145,7 +150,16 @@ class CoordinatorServer::Impl {
   ServerCounters* counters = nullptr;
   WireCounters wire_errors;
   bool batching = false;
-  std::vector<std::pair<std::string, std::string>> outbox;  // route, bytes
+  struct Outgoing {
+    bool to_client = false;  // clients_sock, else workers_sock
+    std::string route;
+    std::string bytes;
+    uint64_t epoch = 0;  // the commit it waits for
+  };
+  std::vector<Outgoing> outbox;  // this turn's, not committed yet
+  std::deque<Outgoing> pending;  // committed, waiting to be durable
+  std::unique_ptr<WalSyncer> syncer;  // null: each commit is durable itself
+  uint64_t commit_epoch = 0;
   const Clock* clock = SystemClock::Get();
 };
 
@@ -225,6 +239,21 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
   PCFARM_RETURN_IF_ERROR(make_server("clients", config.clients_endpoint, &clients_sock));
   spdlog::info("coordinator serving: workers on {}, clients on {}",
                config.workers_endpoint, config.clients_endpoint);
+  // Commits go to the OS at once and to the disk on the syncer's thread,
+  // overlapping the next turns; replies still wait for the disk.
+  if (Status ds = store->EnableDeferredSync(); ds.ok()) {
+    auto started = WalSyncer::Start([s = store.get()] { return s->SyncWal(); });
+    if (started.ok()) {
+      syncer = std::move(*started);
+    } else {
+      spdlog::warn("no sync thread ({}); every commit waits for the disk",
+                   started.status().ToString());
+    }
+  } else {
+    spdlog::warn("deferred sync unavailable ({}); every commit waits for the disk",
+                 ds.ToString());
+  }
+  if (!syncer) store->SyncWal().IgnoreError();
   store->AddEvent("coordinator_started", 0, 0,
                   "serving workers on " + config.workers_endpoint).IgnoreError();
 
@@ -247,16 +276,28 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
     while (!stop->load()) {
       int64_t now = clock->MonotonicMs();
       int64_t wait = std::max<int64_t>(0, std::min<int64_t>(next_tick - now, 100));
-      zmq::pollitem_t items[] = {{workers_sock->handle(), 0, ZMQ_POLLIN, 0},
-                                 {clients_sock->handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::pollitem_t items[] = {
+          {workers_sock->handle(), 0, ZMQ_POLLIN, 0},
+          {clients_sock->handle(), 0, ZMQ_POLLIN, 0},
+          {nullptr, syncer ? syncer->notify_fd() : -1, ZMQ_POLLIN, 0}};
       try {
-        zmq::poll(items, 2, std::chrono::milliseconds(wait));
+        zmq::poll(items, syncer ? 3 : 2, std::chrono::milliseconds(wait));
       } catch (const zmq::error_t& e) {
         if (e.num() != EINTR) throw;
         continue;  // a signal: look at `stop` again
       }
+      if (syncer && (items[2].revents & ZMQ_POLLIN)) {
+        syncer->Drain();
+        FlushDurable();
+      }
+      now = clock->MonotonicMs();
+      bool tick = now >= next_tick;
+      if (!(items[0].revents & ZMQ_POLLIN) && !(items[1].revents & ZMQ_POLLIN) &&
+          !tick) {
+        continue;  // no turn, no commit, no sync
+      }
+      BeginTurn();
       if (items[0].revents & ZMQ_POLLIN) {
-        BeginTurn();
         for (int i = 0; i < 1000 && recv_parts(*workers_sock); ++i) {
           counters->messages_in++;
           if (parts.size() != 2) {
@@ -267,7 +308,6 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
           }
           OnWorkerMessage(parts[0].to_string(), parts[1]);
         }
-        EndTurn();
       }
       if (items[1].revents & ZMQ_POLLIN) {
         for (int i = 0; i < 100 && recv_parts(*clients_sock); ++i) {
@@ -275,13 +315,11 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
           OnClientMessage(parts[0].to_string(), parts[1]);
         }
       }
-      now = clock->MonotonicMs();
-      if (now >= next_tick) {
-        BeginTurn();
+      if (tick) {
         Tick(now);
-        EndTurn();
         next_tick = now + opts.coordinator_heartbeat_interval_ms;
       }
+      PCFARM_RETURN_IF_ERROR(EndTurn());
     }
   } catch (const zmq::error_t& e) {
     return Internal(std::string("coordinator loop: ") + e.what());
@@ -289,6 +327,13 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
   // Say goodbye so workers reconnect promptly to the next coordinator.
   spdlog::info("coordinator stopping ({} workers connected)", peers.size());
   store->AddEvent("coordinator_stopped", 0, 0, "clean shutdown").IgnoreError();
+  if (syncer) {
+    // The last replies go out once their commits are on disk.
+    Status st = syncer->WaitFor(commit_epoch);
+    if (st.ok()) FlushDurable();
+    syncer.reset();
+    PCFARM_RETURN_IF_ERROR(store->SyncWal());
+  }
   workers_sock.reset();
   clients_sock.reset();
   zap.Stop();
@@ -303,20 +348,22 @@ void CoordinatorServer::Impl::SendTo(const std::string& route,
   std::string bytes = frame.SerializeAsString();
   if (batching) {
     // Nothing leaves before the batch is durable: an ACK is a promise.
-    outbox.emplace_back(route, std::move(bytes));
+    outbox.push_back({false, route, std::move(bytes), 0});
     return;
   }
-  SendBytes(route, bytes);
+  SendBytes(*workers_sock, route, bytes);
 }
 
-void CoordinatorServer::Impl::SendBytes(const std::string& route,
+void CoordinatorServer::Impl::SendBytes(zmq::socket_t& sock,
+                                        const std::string& route,
                                         const std::string& bytes) {
   try {
-    workers_sock->send(zmq::buffer(route), zmq::send_flags::sndmore |
-                                               zmq::send_flags::dontwait);
-    workers_sock->send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+    sock.send(zmq::buffer(route),
+              zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    sock.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
   } catch (const zmq::error_t& e) {
-    spdlog::warn("send to worker failed: {}", e.what());
+    spdlog::warn("send to {} failed: {}",
+                 &sock == workers_sock.get() ? "worker" : "client", e.what());
   }
 }
 
@@ -363,8 +410,8 @@ void CoordinatorServer::Impl::BeginTurn() {
   batching = true;
 }
 
-void CoordinatorServer::Impl::EndTurn() {
-  if (!batching) return;
+Status CoordinatorServer::Impl::EndTurn() {
+  if (!batching) return Status::Ok();
   batching = false;
   Status s = store->CommitBatch();
   if (!s.ok()) {
@@ -375,10 +422,39 @@ void CoordinatorServer::Impl::EndTurn() {
     outbox.clear();
     peers.clear();
     route_of.clear();
-    return;
+    return Status::Ok();
   }
-  for (const auto& [route, bytes] : outbox) SendBytes(route, bytes);
+  ++commit_epoch;
+  if (!syncer) {
+    for (auto& o : outbox) {
+      SendBytes(o.to_client ? *clients_sock : *workers_sock, o.route, o.bytes);
+    }
+    outbox.clear();
+    return Status::Ok();
+  }
+  for (auto& o : outbox) {
+    o.epoch = commit_epoch;
+    pending.push_back(std::move(o));
+  }
   outbox.clear();
+  syncer->Request(commit_epoch);
+  FlushDurable();
+  Status err = syncer->error();
+  if (!err.ok()) {
+    // What was committed may not be on disk: promise nothing more. A
+    // restarted coordinator goes on from what the disk holds.
+    return err.WithContext("the database could not be made durable");
+  }
+  return Status::Ok();
+}
+
+void CoordinatorServer::Impl::FlushDurable() {
+  uint64_t durable = syncer->synced();
+  while (!pending.empty() && pending.front().epoch <= durable) {
+    Outgoing& o = pending.front();
+    SendBytes(o.to_client ? *clients_sock : *workers_sock, o.route, o.bytes);
+    pending.pop_front();
+  }
 }
 
 // ------------------------------------------------------------------ workers
@@ -778,13 +854,12 @@ void CoordinatorServer::Impl::OnClientMessage(const std::string& route,
     reply.mutable_error()->set_message(s.message());
   }
   std::string bytes = reply.SerializeAsString();
-  try {
-    clients_sock->send(zmq::buffer(route), zmq::send_flags::sndmore |
-                                               zmq::send_flags::dontwait);
-    clients_sock->send(zmq::buffer(bytes), zmq::send_flags::dontwait);
-  } catch (const zmq::error_t& e) {
-    spdlog::warn("reply to client failed: {}", e.what());
+  if (batching) {
+    // A reply (a job id, say) promises what the turn committed.
+    outbox.push_back({true, route, std::move(bytes), 0});
+    return;
   }
+  SendBytes(*clients_sock, route, bytes);
 }
 
 Result<wire::JobInfo> CoordinatorServer::Impl::JobToWire(const JobInfo& job) {

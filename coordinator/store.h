@@ -6,9 +6,13 @@
 // leaves either the state before or the state after it.
 //
 // Durability: WAL journal with synchronous=FULL, so a transaction is on disk
-// when its function returns OK. The daemon sends an ACK for a result only
-// after RecordResult returned OK; FULL (not NORMAL) is what makes that ACK a
-// promise that survives a power cut, not only a process kill.
+// when its function returns OK. A caller that can wait for the disk on
+// another thread calls EnableDeferredSync(): commits then only reach the
+// OS (synchronous=NORMAL, they survive a process kill) and SyncWal() makes
+// every commit made before it durable (one fdatasync of the WAL file), so
+// a power cut loses nothing that was promised. The daemon does that
+// (coordinator/wal_syncer.h): it sends an ACK only after the commit that
+// recorded the result and a SyncWal that started after it.
 //
 // Schema changes are versioned migrations (table schema_version); Open runs
 // each missing migration once, in its own transaction.
@@ -170,9 +174,11 @@ struct AcceptedResult {
 class Store {
  public:
   // Opens or creates the database at `path` and runs missing migrations.
-  // `clock` must outlive the Store.
+  // `clock` must outlive the Store. `migrate_to` > 0 stops after that
+  // migration (tests build a database of an older version with it).
   static Result<std::unique_ptr<Store>> Open(const std::string& path,
-                                             const Clock* clock);
+                                             const Clock* clock,
+                                             int migrate_to = 0);
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -186,6 +192,15 @@ class Store {
   // already open / not open.
   Status BeginBatch();
   Status CommitBatch();
+
+  // Deferred durability (see the top of this file). EnableDeferredSync
+  // switches this connection to synchronous=NORMAL and opens the WAL file;
+  // SyncWal may then run on any thread, concurrently with the other calls
+  // (it touches no SQLite state), and returns OK only when everything the
+  // WAL held when it started is on disk. FailedPrecondition from SyncWal
+  // when deferred sync is not enabled.
+  Status EnableDeferredSync();
+  Status SyncWal();
 
   // The schema version after migrations (the number of the last one).
   Result<int> SchemaVersion();
@@ -297,11 +312,14 @@ class Store {
 
  private:
   class Db;
-  Store(std::unique_ptr<Db> db, const Clock* clock);
+  Store(std::unique_ptr<Db> db, const Clock* clock, std::string path);
 
   std::mutex mu_;
   std::unique_ptr<Db> db_;
   const Clock* clock_;
+  const std::string path_;
+  std::mutex wal_mu_;  // guards wal_fd_ (SyncWal's own lock, not mu_)
+  int wal_fd_ = -1;
 };
 
 }  // namespace pcfarm

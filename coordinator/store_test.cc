@@ -69,13 +69,13 @@ TEST_CASE_METHOD(StoreFixture, "a batch commits its transitions together",
 
 TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
                  "[store]") {
-  REQUIRE(*store->SchemaVersion() == 4);
+  REQUIRE(*store->SchemaVersion() == 5);
   auto id = store->AddWorker("pc-1", "sign", "curve");
   REQUIRE(id.ok());
   // A second run of migration 1 would fail on CREATE TABLE.
   Reopen();
   Reopen();
-  REQUIRE(*store->SchemaVersion() == 4);
+  REQUIRE(*store->SchemaVersion() == 5);
   auto w = store->FindWorkerByCurveKey("curve");
   REQUIRE(w.ok());
   CHECK(w->id == *id);
@@ -93,9 +93,61 @@ TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
   sqlite3_finalize(q);
   sqlite3_prepare_v2(h, "SELECT COUNT(*) FROM schema_version", -1, &q, nullptr);
   REQUIRE(sqlite3_step(q) == SQLITE_ROW);
-  CHECK(sqlite3_column_int(q, 0) == 4);  // one row per migration, not per open
+  CHECK(sqlite3_column_int(q, 0) == 5);  // one row per migration, not per open
   sqlite3_finalize(q);
   sqlite3_close(h);
+}
+
+TEST_CASE_METHOD(StoreFixture, "migration 5 keeps every row and constraint",
+                 "[store]") {
+  // A version-4 database with a job in progress, then the latest program.
+  store.reset();
+  std::filesystem::remove(path);
+  {
+    auto old = Store::Open(path, &clock, 4);
+    REQUIRE(old.ok());
+    REQUIRE(*(*old)->SchemaVersion() == 4);
+    auto w = (*old)->AddWorker("pc-1", "sign", "curve");
+    REQUIRE(w.ok());
+    auto job = (*old)->CreateJob(TwoShardJob());
+    REQUIRE(job.ok());
+    auto lease = (*old)->LeaseShard(*w, DeviceCaps{{"cpu"}, 1 << 30}, 60'000);
+    REQUIRE(lease.ok());
+    REQUIRE(lease->has_value());
+    REQUIRE((*old)->SetAttemptShardHash((*lease)->attempt_id, "h").ok());
+    Verifier verifier;
+    auto rec = (*old)->RecordResult((*lease)->attempt_id, *w, "out", "sig",
+                                    verifier, 5);
+    REQUIRE(rec.ok());
+  }
+  Reopen();
+  REQUIRE(*store->SchemaVersion() == 5);
+  REQUIRE(store->CheckConsistency().ok());
+  auto jobs = store->ListJobs();
+  REQUIRE(jobs.ok());
+  REQUIRE(jobs->size() == 1);
+  CHECK((*jobs)[0].state == "running");
+  CHECK((*jobs)[0].shards_accepted == 1);
+  CHECK((*jobs)[0].shards_total == 2);
+  // The CHECKs still hold.
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &h) == SQLITE_OK);
+  for (const char* bad : {"UPDATE jobs SET state='paused'",
+                          "UPDATE shards SET state='lost'",
+                          "UPDATE attempts SET state='accepted'",
+                          "UPDATE results SET outcome='maybe'"}) {
+    INFO(bad);
+    CHECK(sqlite3_exec(h, bad, nullptr, nullptr, nullptr) == SQLITE_CONSTRAINT);
+  }
+  sqlite3_close(h);
+  // And the transitions still run on the rebuilt tables.
+  auto w2 = store->AddWorker("pc-2", "sign2", "curve2");
+  REQUIRE(w2.ok());
+  auto lease = store->LeaseShard(*w2, DeviceCaps{{"cpu", "cuda"}, 1 << 30}, 60'000);
+  REQUIRE(lease.ok());
+  REQUIRE(lease->has_value());
+  CHECK((*lease)->shard_idx == 1);
+  REQUIRE(store->CheckConsistency().ok());
 }
 
 TEST_CASE_METHOD(StoreFixture, "a database from a newer program is refused",
