@@ -575,6 +575,36 @@ TEST_CASE("Attention forward and backward over packed sequences with GQA") {
       {{"out", out}, {"lse", lse}, {"dq", Plus(dq0, dq)}, {"dk", dk}, {"dv", dv}}, 2e-5, 2e-5);
 }
 
+TEST_CASE("Attention over sequences longer than one block of rows") {
+  // The CPU backend works in blocks of 64 query rows: lengths 150 (three
+  // blocks, the last partial), 64 (exactly one) and 7, packed.
+  Rng rng(11);
+  const std::vector<int32_t> starts = {0, 150, 214, 221};
+  const AttnDims a{221, 4, 2, 8};
+  const Vec q = AsF32(rng.Values(a.n * a.hq * a.d, -2, 2));
+  const Vec k = AsF32(rng.Values(a.n * a.hkv * a.d, -2, 2));
+  const Vec v = AsF32(rng.Values(a.n * a.hkv * a.d));
+  const Vec r = AsF32(rng.Values(a.n * a.hq * a.d));
+  Vec lse;
+  const Vec out = RefAttention(a, q, k, v, starts, &lse);
+  Vec dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
+  RefAttentionBackward(a, dq, dk, dv, r, q, k, v, starts);
+  // Sums over up to 150 keys in f32 (dk and dv gather up to 150 rows x 2 heads).
+  CheckAllBackends(
+      [&](Backend& be) -> Outputs {
+        Tensor qt = Make(be, {a.n, a.hq, a.d}, q), kt = Make(be, {a.n, a.hkv, a.d}, k);
+        Tensor vt = Make(be, {a.n, a.hkv, a.d}, v), rt = Make(be, {a.n, a.hq, a.d}, r);
+        Tensor ot = Zeros(be, {a.n, a.hq, a.d}), lt = Zeros(be, {a.n, a.hq});
+        Tensor dqt = Zeros(be, {a.n, a.hq, a.d});
+        Tensor dkt = Zeros(be, {a.n, a.hkv, a.d}), dvt = Zeros(be, {a.n, a.hkv, a.d});
+        REQUIRE(be.AttentionForward(ot, &lt, qt, kt, vt, starts).ok());
+        REQUIRE(be.AttentionBackward(dqt, dkt, dvt, rt, qt, kt, vt, ot, lt, starts).ok());
+        return {{"out", Get(be, ot)}, {"lse", Get(be, lt)}, {"dq", Get(be, dqt)},
+                {"dk", Get(be, dkt)}, {"dv", Get(be, dvt)}};
+      },
+      {{"out", out}, {"lse", lse}, {"dq", dq}, {"dk", dk}, {"dv", dv}}, 1e-4, 1e-4);
+}
+
 TEST_CASE("Attention decode over a KV cache equals prefill attention") {
   Rng rng(8);
   // Two sequences (lengths 4 and 6) in cache slots 1 and 0 of a [2, 8] cache.

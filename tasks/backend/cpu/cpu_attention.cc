@@ -1,5 +1,8 @@
-// Causal grouped-query attention on the CPU, one (query row, head) at a time
-// with the scores of that row in a scratch buffer (no T×T matrix).
+// Causal grouped-query attention on the CPU: matrix products per block of
+// query rows for prefill and training, one (query row, head) at a time for
+// decode against the KV cache.
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -44,48 +47,87 @@ float AttendRow(const float* q, const float* k, const float* v, int64_t stride,
   return mx + std::log(sum);
 }
 
-// row_start[i] = first row of the sequence that row i belongs to.
-std::vector<int64_t> RowStarts(std::span<const int32_t> seq_starts, int64_t n) {
-  std::vector<int64_t> start(static_cast<size_t>(n));
-  for (size_t s = 0; s + 1 < seq_starts.size(); ++s)
-    for (int64_t i = seq_starts[s]; i < seq_starts[s + 1]; ++i) start[i] = seq_starts[s];
-  return start;
+}  // namespace
+
+// Prefill and training attention: per (sequence, head), in blocks of
+// kBlock query rows, as OpenBLAS products (threaded by OpenBLAS): the
+// scores of the block against every key up to its last row
+// (S = scale·Q·Kᵀ), a causal softmax row by row on the pool, then P·V. The
+// operands are read in place with their row strides; only the kBlock × keys
+// scores are scratch. The block's upper triangle is computed and masked (at
+// most kBlock/2 of each row's work). Measured against the former row-at-a-
+// time kernel: AttendRow was 56% of a 1,250-token eval.
+namespace {
+constexpr int64_t kBlock = 64;
+
+void Sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+           const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+           float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+              tb ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
+              static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
+              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
+              static_cast<blasint>(ldc));
 }
 
-// row_end[i] = one past the last row of row i's sequence.
-std::vector<int64_t> RowEnds(std::span<const int32_t> seq_starts, int64_t n) {
-  std::vector<int64_t> end(static_cast<size_t>(n));
+// (sequence, head) pairs, the unit of parallel work.
+std::vector<std::pair<int64_t, int64_t>> SeqHeads(
+    std::span<const int32_t> seq_starts, int64_t heads) {
+  std::vector<std::pair<int64_t, int64_t>> items;
   for (size_t s = 0; s + 1 < seq_starts.size(); ++s)
-    for (int64_t i = seq_starts[s]; i < seq_starts[s + 1]; ++i) end[i] = seq_starts[s + 1];
-  return end;
+    for (int64_t h = 0; h < heads; ++h)
+      items.emplace_back(static_cast<int64_t>(s), h);
+  return items;
 }
-
 }  // namespace
 
 Status CpuBackend::AttentionForwardImpl(const Tensor& out, const Tensor* lse,
                                         const Tensor& q, const Tensor& k,
                                         const Tensor& v,
                                         std::span<const int32_t> seq_starts) {
-  const int64_t n = q.shape()[0], hq = q.shape()[1], d = q.shape()[2];
+  const int64_t hq = q.shape()[1], d = q.shape()[2];
   const int64_t hkv = k.shape()[1], group = hq / hkv;
+  const int64_t ldq = hq * d, ldk = hkv * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const std::vector<int64_t> start = RowStarts(seq_starts, n);
   const float* qp = F32(q);
   const float* kp = F32(k);
   const float* vp = F32(v);
   float* op = F32(out);
   float* lp = lse != nullptr ? F32(*lse) : nullptr;
-  pool_->ParallelFor(n * hq, 4, [&](int64_t b, int64_t e) {
-    std::vector<float> scores;
-    for (int64_t item = b; item < e; ++item) {
-      const int64_t i = item / hq, h = item % hq, g = h / group;
-      const int64_t s0 = start[i];
-      const float l = AttendRow(qp + item * d, kp + (s0 * hkv + g) * d,
-                                vp + (s0 * hkv + g) * d, hkv * d, i - s0 + 1, d, scale,
-                                op + item * d, scores);
-      if (lp != nullptr) lp[item] = l;
+  const auto items = SeqHeads(seq_starts, hq);
+  std::vector<float> scores;
+  for (const auto& [s, h] : items) {
+    const int64_t s0 = seq_starts[s], len = seq_starts[s + 1] - s0,
+                  g = h / group;
+    const float* kb = kp + (s0 * hkv + g) * d;
+    const float* vb = vp + (s0 * hkv + g) * d;
+    for (int64_t i0 = 0; i0 < len; i0 += kBlock) {
+      const int64_t i1 = std::min(len, i0 + kBlock), m = i1 - i0, cols = i1;
+      scores.resize(static_cast<size_t>(m * cols));
+      float* sp = scores.data();
+      Sgemm(false, true, m, cols, d, scale, qp + ((s0 + i0) * hq + h) * d, ldq,
+            kb, ldk, 0.0f, sp, cols);
+      pool_->ParallelFor(m, 8, [&](int64_t rb, int64_t re) {
+        for (int64_t r = rb; r < re; ++r) {
+          float* row = sp + r * cols;
+          const int64_t valid = i0 + r + 1;  // keys 0..i
+          float mx = -INFINITY;
+          for (int64_t c = 0; c < valid; ++c) mx = std::max(mx, row[c]);
+          float sum = 0;
+          for (int64_t c = 0; c < valid; ++c) {
+            row[c] = std::exp(row[c] - mx);
+            sum += row[c];
+          }
+          const float inv = 1.0f / sum;
+          for (int64_t c = 0; c < valid; ++c) row[c] *= inv;
+          std::fill(row + valid, row + cols, 0.0f);
+          if (lp != nullptr) lp[(s0 + i0 + r) * hq + h] = mx + std::log(sum);
+        }
+      });
+      Sgemm(false, false, m, d, cols, 1.0f, sp, cols, vb, ldk, 0.0f,
+            op + ((s0 + i0) * hq + h) * d, ldq);
     }
-  });
+  }
   return Status::Ok();
 }
 
@@ -96,17 +138,13 @@ Status CpuBackend::AttentionBackwardImpl(const Tensor& dq, const Tensor& dk,
                                          const Tensor& lse,
                                          std::span<const int32_t> seq_starts) {
   // With p_ij = exp(scale·q_i·k_j − lse_i), D_i = dout_i·out_i and
-  // ds_ij = p_ij·(dout_i·v_j − D_i):
-  //   dq_i += scale·Σ_j ds_ij·k_j,  dk_j += scale·Σ_i ds_ij·q_i,
-  //   dv_j += Σ_i p_ij·dout_i.
-  // Two passes so each thread owns what it writes: one over (query row,
-  // head) for dq, one over (key row, kv head) for dk and dv; the scores are
-  // recomputed in each.
+  // ds_ij = scale·p_ij·(dout_i·v_j − D_i), per block of query rows:
+  //   dq_i += Σ_j ds_ij·k_j,  dk_j += Σ_i ds_ij·q_i,  dv_j += Σ_i p_ij·dout_i,
+  // each a matrix product over the block (P recomputed from q, k and lse).
   const int64_t n = q.shape()[0], hq = q.shape()[1], d = q.shape()[2];
   const int64_t hkv = k.shape()[1], group = hq / hkv;
+  const int64_t ldq = hq * d, ldk = hkv * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const std::vector<int64_t> start = RowStarts(seq_starts, n);
-  const std::vector<int64_t> end = RowEnds(seq_starts, n);
   const float* qp = F32(q);
   const float* kp = F32(k);
   const float* vp = F32(v);
@@ -123,44 +161,51 @@ Status CpuBackend::AttentionBackwardImpl(const Tensor& dq, const Tensor& dk,
       delta[item] = Dot(dop + item * d, op + item * d, d);
   });
 
-  pool_->ParallelFor(n * hq, 4, [&](int64_t b, int64_t e) {
-    for (int64_t item = b; item < e; ++item) {
-      const int64_t i = item / hq, h = item % hq, g = h / group;
-      const float* qi = qp + item * d;
-      const float* doi = dop + item * d;
-      float* dqi = dqp + item * d;
-      for (int64_t j = start[i]; j <= i; ++j) {
-        const float* kj = kp + (j * hkv + g) * d;
-        const float* vj = vp + (j * hkv + g) * d;
-        const float p = std::exp(Dot(qi, kj, d) * scale - lp[item]);
-        const float ds = p * (Dot(doi, vj, d) - delta[item]) * scale;
-        for (int64_t c = 0; c < d; ++c) dqi[c] += ds * kj[c];
-      }
-    }
-  });
-
-  pool_->ParallelFor(n * hkv, 4, [&](int64_t b, int64_t e) {
-    for (int64_t item = b; item < e; ++item) {
-      const int64_t j = item / hkv, g = item % hkv;
-      const float* kj = kp + item * d;
-      const float* vj = vp + item * d;
-      float* dkj = dkp + item * d;
-      float* dvj = dvp + item * d;
-      for (int64_t i = j; i < end[j]; ++i) {
-        for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-          const int64_t qi_item = i * hq + h;
-          const float* qi = qp + qi_item * d;
-          const float* doi = dop + qi_item * d;
-          const float p = std::exp(Dot(qi, kj, d) * scale - lp[qi_item]);
-          const float ds = p * (Dot(doi, vj, d) - delta[qi_item]) * scale;
-          for (int64_t c = 0; c < d; ++c) {
-            dkj[c] += ds * qi[c];
-            dvj[c] += p * doi[c];
+  const auto items = SeqHeads(seq_starts, hkv);
+  std::vector<float> probs, dscores;
+  for (const auto& [s, g] : items) {
+    const int64_t s0 = seq_starts[s], len = seq_starts[s + 1] - s0;
+    const float* kb = kp + (s0 * hkv + g) * d;
+    const float* vb = vp + (s0 * hkv + g) * d;
+    float* dkb = dkp + (s0 * hkv + g) * d;
+    float* dvb = dvp + (s0 * hkv + g) * d;
+    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+      for (int64_t i0 = 0; i0 < len; i0 += kBlock) {
+        const int64_t i1 = std::min(len, i0 + kBlock), m = i1 - i0, cols = i1;
+        probs.resize(static_cast<size_t>(m * cols));
+        dscores.resize(static_cast<size_t>(m * cols));
+        float* pp = probs.data();
+        float* dsp = dscores.data();
+        const int64_t row0 =
+            (s0 + i0) * hq + h;  // item of the block's first row
+        const float* qb = qp + row0 * d;
+        const float* dob = dop + row0 * d;
+        Sgemm(false, true, m, cols, d, scale, qb, ldq, kb, ldk, 0.0f, pp, cols);
+        Sgemm(false, true, m, cols, d, 1.0f, dob, ldq, vb, ldk, 0.0f, dsp,
+              cols);
+        pool_->ParallelFor(m, 8, [&](int64_t rb, int64_t re) {
+          for (int64_t r = rb; r < re; ++r) {
+            float* prow = pp + r * cols;
+            float* drow = dsp + r * cols;
+            const int64_t valid = i0 + r + 1;
+            const float l = lp[row0 + r * hq], dl = delta[row0 + r * hq];
+            for (int64_t c = 0; c < valid; ++c) {
+              prow[c] = std::exp(prow[c] - l);
+              drow[c] = prow[c] * (drow[c] - dl) * scale;
+            }
+            std::fill(prow + valid, prow + cols, 0.0f);
+            std::fill(drow + valid, drow + cols, 0.0f);
           }
-        }
+        });
+        Sgemm(false, false, m, d, cols, 1.0f, dsp, cols, kb, ldk, 1.0f,
+              dqp + row0 * d, ldq);
+        Sgemm(true, false, cols, d, m, 1.0f, dsp, cols, qb, ldq, 1.0f, dkb,
+              ldk);
+        Sgemm(true, false, cols, d, m, 1.0f, pp, cols, dob, ldq, 1.0f, dvb,
+              ldk);
       }
     }
-  });
+  }
   return Status::Ok();
 }
 
@@ -174,16 +219,19 @@ Status CpuBackend::KvCacheWriteImpl(const Tensor& cache, const Tensor& src,
   // In order, so that a repeated (slot, position) keeps the last row.
   for (size_t i = 0; i < slots.size(); ++i)
     std::memcpy(cp + (static_cast<int64_t>(slots[i]) * t + positions[i]) * row,
-                sp + static_cast<int64_t>(i) * row, static_cast<size_t>(row) * 4);
+                sp + static_cast<int64_t>(i) * row,
+                static_cast<size_t>(row) * 4);
   return Status::Ok();
 }
 
 Status CpuBackend::AttentionDecodeImpl(const Tensor& out, const Tensor& q,
-                                       const Tensor& k_cache, const Tensor& v_cache,
+                                       const Tensor& k_cache,
+                                       const Tensor& v_cache,
                                        std::span<const int32_t> slots,
                                        std::span<const int32_t> positions) {
   const int64_t n = q.shape()[0], hq = q.shape()[1], d = q.shape()[2];
-  const int64_t t = k_cache.shape()[1], hkv = k_cache.shape()[2], group = hq / hkv;
+  const int64_t t = k_cache.shape()[1], hkv = k_cache.shape()[2],
+                group = hq / hkv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const float* qp = F32(q);
   const float* kp = F32(k_cache);
@@ -194,8 +242,8 @@ Status CpuBackend::AttentionDecodeImpl(const Tensor& out, const Tensor& q,
     for (int64_t item = b; item < e; ++item) {
       const int64_t i = item / hq, h = item % hq, g = h / group;
       const int64_t base = (static_cast<int64_t>(slots[i]) * t * hkv + g) * d;
-      AttendRow(qp + item * d, kp + base, vp + base, hkv * d, positions[i] + 1, d, scale,
-                op + item * d, scores);
+      AttendRow(qp + item * d, kp + base, vp + base, hkv * d, positions[i] + 1,
+                d, scale, op + item * d, scores);
     }
   });
   return Status::Ok();
