@@ -156,6 +156,9 @@ class CoordinatorServer::Impl {
     std::string bytes;
     uint64_t epoch = 0;  // the commit it waits for
   };
+  void SendOutgoing(const Outgoing& o) {
+    SendBytes(o.to_client ? *clients_sock : *workers_sock, o.route, o.bytes);
+  }
   std::vector<Outgoing> outbox;  // this turn's, not committed yet
   std::deque<Outgoing> pending;  // committed, waiting to be durable
   std::unique_ptr<WalSyncer> syncer;  // null: each commit is durable itself
@@ -240,20 +243,16 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
   spdlog::info("coordinator serving: workers on {}, clients on {}",
                config.workers_endpoint, config.clients_endpoint);
   // Commits go to the OS at once and to the disk on the syncer's thread,
-  // overlapping the next turns; replies still wait for the disk.
-  if (Status ds = store->EnableDeferredSync(); ds.ok()) {
-    auto started = WalSyncer::Start([s = store.get()] { return s->SyncWal(); });
-    if (started.ok()) {
-      syncer = std::move(*started);
-    } else {
-      spdlog::warn("no sync thread ({}); every commit waits for the disk",
-                   started.status().ToString());
-    }
+  // overlapping the next turns; replies still wait for the disk. The store
+  // leaves synchronous=FULL only once there is a syncer to wait for.
+  auto started = WalSyncer::Start([s = store.get()] { return s->SyncWal(); });
+  Status deferred = started.ok() ? store->EnableDeferredSync() : started.status();
+  if (deferred.ok()) {
+    syncer = std::move(*started);
   } else {
     spdlog::warn("deferred sync unavailable ({}); every commit waits for the disk",
-                 ds.ToString());
+                 deferred.ToString());
   }
-  if (!syncer) store->SyncWal().IgnoreError();
   store->AddEvent("coordinator_started", 0, 0,
                   "serving workers on " + config.workers_endpoint).IgnoreError();
 
@@ -426,9 +425,7 @@ Status CoordinatorServer::Impl::EndTurn() {
   }
   ++commit_epoch;
   if (!syncer) {
-    for (auto& o : outbox) {
-      SendBytes(o.to_client ? *clients_sock : *workers_sock, o.route, o.bytes);
-    }
+    for (const auto& o : outbox) SendOutgoing(o);
     outbox.clear();
     return Status::Ok();
   }
@@ -451,8 +448,7 @@ Status CoordinatorServer::Impl::EndTurn() {
 void CoordinatorServer::Impl::FlushDurable() {
   uint64_t durable = syncer->synced();
   while (!pending.empty() && pending.front().epoch <= durable) {
-    Outgoing& o = pending.front();
-    SendBytes(o.to_client ? *clients_sock : *workers_sock, o.route, o.bytes);
+    SendOutgoing(pending.front());
     pending.pop_front();
   }
 }

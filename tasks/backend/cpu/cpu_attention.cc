@@ -70,15 +70,6 @@ void Sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
               static_cast<blasint>(ldc));
 }
 
-// (sequence, head) pairs, the unit of parallel work.
-std::vector<std::pair<int64_t, int64_t>> SeqHeads(
-    std::span<const int32_t> seq_starts, int64_t heads) {
-  std::vector<std::pair<int64_t, int64_t>> items;
-  for (size_t s = 0; s + 1 < seq_starts.size(); ++s)
-    for (int64_t h = 0; h < heads; ++h)
-      items.emplace_back(static_cast<int64_t>(s), h);
-  return items;
-}
 }  // namespace
 
 Status CpuBackend::AttentionForwardImpl(const Tensor& out, const Tensor* lse,
@@ -94,40 +85,40 @@ Status CpuBackend::AttentionForwardImpl(const Tensor& out, const Tensor* lse,
   const float* vp = F32(v);
   float* op = F32(out);
   float* lp = lse != nullptr ? F32(*lse) : nullptr;
-  const auto items = SeqHeads(seq_starts, hq);
   std::vector<float> scores;
-  for (const auto& [s, h] : items) {
-    const int64_t s0 = seq_starts[s], len = seq_starts[s + 1] - s0,
-                  g = h / group;
-    const float* kb = kp + (s0 * hkv + g) * d;
-    const float* vb = vp + (s0 * hkv + g) * d;
-    for (int64_t i0 = 0; i0 < len; i0 += kBlock) {
-      const int64_t i1 = std::min(len, i0 + kBlock), m = i1 - i0, cols = i1;
-      scores.resize(static_cast<size_t>(m * cols));
-      float* sp = scores.data();
-      Sgemm(false, true, m, cols, d, scale, qp + ((s0 + i0) * hq + h) * d, ldq,
-            kb, ldk, 0.0f, sp, cols);
-      pool_->ParallelFor(m, 8, [&](int64_t rb, int64_t re) {
-        for (int64_t r = rb; r < re; ++r) {
-          float* row = sp + r * cols;
-          const int64_t valid = i0 + r + 1;  // keys 0..i
-          float mx = -INFINITY;
-          for (int64_t c = 0; c < valid; ++c) mx = std::max(mx, row[c]);
-          float sum = 0;
-          for (int64_t c = 0; c < valid; ++c) {
-            row[c] = std::exp(row[c] - mx);
-            sum += row[c];
+  for (size_t s = 0; s + 1 < seq_starts.size(); ++s)
+    for (int64_t h = 0; h < hq; ++h) {
+      const int64_t s0 = seq_starts[s], len = seq_starts[s + 1] - s0,
+                    g = h / group;
+      const float* kb = kp + (s0 * hkv + g) * d;
+      const float* vb = vp + (s0 * hkv + g) * d;
+      for (int64_t i0 = 0; i0 < len; i0 += kBlock) {
+        const int64_t i1 = std::min(len, i0 + kBlock), m = i1 - i0, cols = i1;
+        scores.resize(static_cast<size_t>(m * cols));
+        float* sp = scores.data();
+        Sgemm(false, true, m, cols, d, scale, qp + ((s0 + i0) * hq + h) * d,
+              ldq, kb, ldk, 0.0f, sp, cols);
+        pool_->ParallelFor(m, 8, [&](int64_t rb, int64_t re) {
+          for (int64_t r = rb; r < re; ++r) {
+            float* row = sp + r * cols;
+            const int64_t valid = i0 + r + 1;  // keys 0..i
+            float mx = -INFINITY;
+            for (int64_t c = 0; c < valid; ++c) mx = std::max(mx, row[c]);
+            float sum = 0;
+            for (int64_t c = 0; c < valid; ++c) {
+              row[c] = std::exp(row[c] - mx);
+              sum += row[c];
+            }
+            const float inv = 1.0f / sum;
+            for (int64_t c = 0; c < valid; ++c) row[c] *= inv;
+            std::fill(row + valid, row + cols, 0.0f);
+            if (lp != nullptr) lp[(s0 + i0 + r) * hq + h] = mx + std::log(sum);
           }
-          const float inv = 1.0f / sum;
-          for (int64_t c = 0; c < valid; ++c) row[c] *= inv;
-          std::fill(row + valid, row + cols, 0.0f);
-          if (lp != nullptr) lp[(s0 + i0 + r) * hq + h] = mx + std::log(sum);
-        }
-      });
-      Sgemm(false, false, m, d, cols, 1.0f, sp, cols, vb, ldk, 0.0f,
-            op + ((s0 + i0) * hq + h) * d, ldq);
+        });
+        Sgemm(false, false, m, d, cols, 1.0f, sp, cols, vb, ldk, 0.0f,
+              op + ((s0 + i0) * hq + h) * d, ldq);
+      }
     }
-  }
   return Status::Ok();
 }
 
@@ -161,51 +152,52 @@ Status CpuBackend::AttentionBackwardImpl(const Tensor& dq, const Tensor& dk,
       delta[item] = Dot(dop + item * d, op + item * d, d);
   });
 
-  const auto items = SeqHeads(seq_starts, hkv);
   std::vector<float> probs, dscores;
-  for (const auto& [s, g] : items) {
-    const int64_t s0 = seq_starts[s], len = seq_starts[s + 1] - s0;
-    const float* kb = kp + (s0 * hkv + g) * d;
-    const float* vb = vp + (s0 * hkv + g) * d;
-    float* dkb = dkp + (s0 * hkv + g) * d;
-    float* dvb = dvp + (s0 * hkv + g) * d;
-    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-      for (int64_t i0 = 0; i0 < len; i0 += kBlock) {
-        const int64_t i1 = std::min(len, i0 + kBlock), m = i1 - i0, cols = i1;
-        probs.resize(static_cast<size_t>(m * cols));
-        dscores.resize(static_cast<size_t>(m * cols));
-        float* pp = probs.data();
-        float* dsp = dscores.data();
-        const int64_t row0 =
-            (s0 + i0) * hq + h;  // item of the block's first row
-        const float* qb = qp + row0 * d;
-        const float* dob = dop + row0 * d;
-        Sgemm(false, true, m, cols, d, scale, qb, ldq, kb, ldk, 0.0f, pp, cols);
-        Sgemm(false, true, m, cols, d, 1.0f, dob, ldq, vb, ldk, 0.0f, dsp,
-              cols);
-        pool_->ParallelFor(m, 8, [&](int64_t rb, int64_t re) {
-          for (int64_t r = rb; r < re; ++r) {
-            float* prow = pp + r * cols;
-            float* drow = dsp + r * cols;
-            const int64_t valid = i0 + r + 1;
-            const float l = lp[row0 + r * hq], dl = delta[row0 + r * hq];
-            for (int64_t c = 0; c < valid; ++c) {
-              prow[c] = std::exp(prow[c] - l);
-              drow[c] = prow[c] * (drow[c] - dl) * scale;
+  for (size_t s = 0; s + 1 < seq_starts.size(); ++s)
+    for (int64_t g = 0; g < hkv; ++g) {
+      const int64_t s0 = seq_starts[s], len = seq_starts[s + 1] - s0;
+      const float* kb = kp + (s0 * hkv + g) * d;
+      const float* vb = vp + (s0 * hkv + g) * d;
+      float* dkb = dkp + (s0 * hkv + g) * d;
+      float* dvb = dvp + (s0 * hkv + g) * d;
+      for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+        for (int64_t i0 = 0; i0 < len; i0 += kBlock) {
+          const int64_t i1 = std::min(len, i0 + kBlock), m = i1 - i0, cols = i1;
+          probs.resize(static_cast<size_t>(m * cols));
+          dscores.resize(static_cast<size_t>(m * cols));
+          float* pp = probs.data();
+          float* dsp = dscores.data();
+          const int64_t row0 =
+              (s0 + i0) * hq + h;  // item of the block's first row
+          const float* qb = qp + row0 * d;
+          const float* dob = dop + row0 * d;
+          Sgemm(false, true, m, cols, d, scale, qb, ldq, kb, ldk, 0.0f, pp,
+                cols);
+          Sgemm(false, true, m, cols, d, 1.0f, dob, ldq, vb, ldk, 0.0f, dsp,
+                cols);
+          pool_->ParallelFor(m, 8, [&](int64_t rb, int64_t re) {
+            for (int64_t r = rb; r < re; ++r) {
+              float* prow = pp + r * cols;
+              float* drow = dsp + r * cols;
+              const int64_t valid = i0 + r + 1;
+              const float l = lp[row0 + r * hq], dl = delta[row0 + r * hq];
+              for (int64_t c = 0; c < valid; ++c) {
+                prow[c] = std::exp(prow[c] - l);
+                drow[c] = prow[c] * (drow[c] - dl) * scale;
+              }
+              std::fill(prow + valid, prow + cols, 0.0f);
+              std::fill(drow + valid, drow + cols, 0.0f);
             }
-            std::fill(prow + valid, prow + cols, 0.0f);
-            std::fill(drow + valid, drow + cols, 0.0f);
-          }
-        });
-        Sgemm(false, false, m, d, cols, 1.0f, dsp, cols, kb, ldk, 1.0f,
-              dqp + row0 * d, ldq);
-        Sgemm(true, false, cols, d, m, 1.0f, dsp, cols, qb, ldq, 1.0f, dkb,
-              ldk);
-        Sgemm(true, false, cols, d, m, 1.0f, pp, cols, dob, ldq, 1.0f, dvb,
-              ldk);
+          });
+          Sgemm(false, false, m, d, cols, 1.0f, dsp, cols, kb, ldk, 1.0f,
+                dqp + row0 * d, ldq);
+          Sgemm(true, false, cols, d, m, 1.0f, dsp, cols, qb, ldq, 1.0f, dkb,
+                ldk);
+          Sgemm(true, false, cols, d, m, 1.0f, pp, cols, dob, ldq, 1.0f, dvb,
+                ldk);
+        }
       }
     }
-  }
   return Status::Ok();
 }
 
