@@ -20,6 +20,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -31,6 +32,7 @@
 #include "base/file.h"
 #include "base/status.h"
 #include "bench/engine/engine_bench_util.h"
+#include "tasks/backend/cpu/blas.h"
 #include "tasks/backend/registry.h"
 #include "tasks/engine/llama.h"
 #include "tasks/model/model_loader.h"
@@ -142,6 +144,7 @@ struct Figures {
   double load_s = 0;
   int64_t model_bytes = 0, kv_cache_bytes = 0, peak_rss = 0, rss_after_load = 0;
   int64_t rss_at_start = 0;  // before the model is loaded (libraries, runtime)
+  std::string blas_core;      // the OpenBLAS kernel set that ran
   std::vector<PrefillFigure> prefill;
   std::vector<int32_t> decode_tokens;
   double decode_s = 0, decode_tok_s = 0;
@@ -258,6 +261,7 @@ Result<Figures> RunTorch(const std::string& python, const std::string& script,
     f.peak_rss = j.at("peak_rss_inference");
     f.rss_after_load = j.at("rss_after_load");
     f.rss_at_start = j.at("rss_at_start");
+    f.blas_core = j.value("openblas_core", "unknown");
     for (const auto& pf : j.at("prefill"))
       f.prefill.push_back({pf.at("batch"), pf.at("len"), pf.at("seconds"), pf.at("tok_s")});
     f.decode_tokens = j.at("decode").at("tokens").get<std::vector<int32_t>>();
@@ -339,6 +343,13 @@ int Run(int argc, char** argv) {
     return 1;
   }
   const Inputs in = MakeInputs(s, c.vocab_size);
+  // Before either side runs: sets OPENBLAS_CORETYPE (blas.h), which the
+  // PyTorch process inherits, so both sides run the same OpenBLAS kernels.
+  st = blas::Load();
+  if (!st.ok()) {
+    std::fprintf(stderr, "engine_bench: %s\n", st.ToString().c_str());
+    return 1;
+  }
   BackendOptions bo;
   bo.cpu_threads = threads;
 
@@ -420,6 +431,10 @@ int Run(int argc, char** argv) {
       "baseline: " + base_name + ", " + std::to_string(threads) +
           " threads, same weights and token ids" +
           (vulkan ? "" : torch_omp_spin ? ", OpenMP threads spinning" : ", OMP_WAIT_POLICY=PASSIVE"),
+      "OpenBLAS kernels: ours " + blas::CoreName() +
+          (vulkan ? "" : ", " + base_name + " " + b.blas_core) + " (OPENBLAS_CORETYPE=" +
+          (std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE") : "unset") +
+          ", inherited by the baseline process)",
       "RSS before loading / right after: ours " + MiB(o.rss_at_start) + " / " +
           MiB(o.rss_after_load) + ", " + base_name + " " + MiB(b.rss_at_start) + " / " +
           MiB(b.rss_after_load) + " (before: the binary's libraries and runtime)",

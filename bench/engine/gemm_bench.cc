@@ -13,7 +13,6 @@
 // a weight [out, in]); rows marked "dX" are the backward c[M,K] = a[M,N]·b[N,K].
 // Each figure is the fastest of --reps runs after one warm-up, including
 // Synchronize().
-#include <cblas.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -27,6 +26,7 @@
 
 #include "base/status.h"
 #include "bench/engine/engine_bench_util.h"
+#include "tasks/backend/cpu/blas.h"
 #include "tasks/backend/registry.h"
 
 namespace pcfarm {
@@ -113,9 +113,8 @@ GemmRun RunCblas(const GemmShape& s, const std::vector<float>& a, const std::vec
   GemmRun r;
   r.c.assign(size_t(s.m * cols), 0.0f);
   r.seconds = BestSeconds(reps, [&] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, s.backward ? CblasNoTrans : CblasTrans,
-                blasint(s.m), blasint(cols), blasint(inner), 1.0f, a.data(), blasint(inner),
-                b.data(), blasint(s.k), 0.0f, r.c.data(), blasint(cols));
+    blas::Sgemm(false, !s.backward, s.m, cols, inner, 1.0f, a.data(), inner, b.data(), s.k,
+                0.0f, r.c.data(), cols);
   });
   return r;
 }
@@ -159,7 +158,7 @@ int Run(int argc, char** argv) {
     }
     cpu = std::move(c).value();
   }
-  openblas_set_num_threads(threads);
+  blas::SetThreads(threads);
 
   std::vector<EngineBenchRow> rows;
   double worst_rel = 0;

@@ -10,6 +10,7 @@ TOKENS_JSON holds {"prefill": [[[ids...], ...], ...], "decode_prompt": [ids],
 "lora_alpha": a, "reps": n}. Prints one JSON object on the last line of
 stdout. Needs torch and numpy (Debian: python3-torch, python3-numpy).
 """
+import ctypes
 import json
 import math
 import os
@@ -149,6 +150,17 @@ def best_time(fn, reps):
     return best
 
 
+def openblas_core():
+    # torch reaches OpenBLAS through libblas.so.3; asking libopenblas.so.0
+    # returns the library already loaded, so this is the kernel set torch runs.
+    try:
+        lib = ctypes.CDLL("libopenblas.so.0")
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return lib.openblas_get_corename().decode()
+    except OSError:
+        return "unknown"
+
+
 def main():
     model_dir, tokens_path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
     rss_at_start = read_vm("VmRSS")
@@ -167,7 +179,7 @@ def main():
     reps = spec["reps"]
     result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "load_s": load_s,
               "model_bytes": model_bytes, "rss_after_load": read_vm("VmRSS"),
-              "rss_at_start": rss_at_start}
+              "rss_at_start": rss_at_start, "openblas_core": openblas_core()}
 
     reset_peak_rss()
     with torch.inference_mode():

@@ -1,11 +1,11 @@
 #include "tasks/kinds/bench.h"
 
-#include <cblas.h>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include "tasks/kinds/kind.h"
+#include "tasks/backend/cpu/blas.h"
 
 namespace pcfarm {
 namespace {
@@ -86,12 +86,11 @@ TEST_CASE("bench result fields") {
 }
 
 TEST_CASE("bench checksum does not depend on reps or BLAS thread count") {
-  int saved = openblas_get_num_threads();
-  openblas_set_num_threads(1);
+  REQUIRE(blas::Load().ok());
+  blas::SetThreads(1);
   std::string one = RunBench(Params(384, 11, 1))["checksum"];
-  openblas_set_num_threads(2);
+  blas::SetThreads(2);
   std::string two = RunBench(Params(384, 11, 3))["checksum"];
-  openblas_set_num_threads(saved);
   CHECK(one == two);
   CHECK(RunBench(Params(384, 12, 1))["checksum"] != one);
 }

@@ -1,12 +1,11 @@
 // Causal grouped-query attention on the CPU: matrix products per block of
 // query rows for prefill and training, one (query row, head) at a time for
 // decode against the KV cache.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "tasks/backend/cpu/blas.h"
 #include "tasks/backend/cpu/cpu_internal.h"
 
 namespace pcfarm::cpu {
@@ -59,17 +58,7 @@ float AttendRow(const float* q, const float* k, const float* v, int64_t stride,
 // time kernel: AttendRow was 56% of a 1,250-token eval.
 namespace {
 constexpr int64_t kBlock = 64;
-
-void Sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
-           const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-           float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-              tb ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
-              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
-              static_cast<blasint>(ldc));
-}
-
+using blas::Sgemm;
 }  // namespace
 
 Status CpuBackend::AttentionForwardImpl(const Tensor& out, const Tensor* lse,

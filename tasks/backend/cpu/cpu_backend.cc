@@ -1,7 +1,6 @@
 // The CPU backend: memory, transfers, elementwise ops, embedding, AdamW.
 #include "tasks/backend/cpu/cpu_backend.h"
 
-#include <cblas.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <new>
 #include <string>
 
+#include "tasks/backend/cpu/blas.h"
 #include "tasks/backend/cpu/cpu_internal.h"
 #include "tasks/backend/half.h"
 
@@ -22,6 +22,7 @@ Result<std::unique_ptr<Backend>> CreateCpuBackend(const BackendOptions& options)
   if (options.cpu_threads < 0)
     return InvalidArgument("cpu_threads must be >= 0, is " +
                            std::to_string(options.cpu_threads));
+  PCFARM_RETURN_IF_ERROR(blas::Load());
   return std::unique_ptr<Backend>(new cpu::CpuBackend(options));
 }
 
@@ -85,13 +86,13 @@ CpuBackend::CpuBackend(const BackendOptions& options)
   int threads = options.cpu_threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   pool_ = std::make_unique<ThreadPool>(threads);
-  openblas_set_num_threads(threads);
+  blas::SetThreads(threads);
 }
 
 DeviceInfo CpuBackend::info() const {
   DeviceInfo d;
   d.threads = pool_->size();
-  d.description = "CPU, " + std::to_string(d.threads) + " threads, OpenBLAS";
+  d.description = "CPU, " + std::to_string(d.threads) + " threads, OpenBLAS " + blas::CoreName();
   d.memory_bytes = memory_->limit != 0 ? memory_->limit : physical_bytes_;
   return d;
 }

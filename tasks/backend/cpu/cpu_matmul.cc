@@ -1,11 +1,10 @@
-// Gemm on the CPU: OpenBLAS cblas_sgemm, with F16/BF16 operands converted to
+// Gemm on the CPU: OpenBLAS sgemm (blas.h), with F16/BF16 operands converted to
 // f32 first (a whole, b tile by tile; see cpu_backend.h for the trade-off).
 // A single row (decode) takes a GEMV path instead: our own kernel against an
-// F32/BF16 [N, K] weight, cblas_sgemv for other f32 layouts.
-#include <cblas.h>
-
+// F32/BF16 [N, K] weight, OpenBLAS sgemv for other f32 layouts.
 #include <algorithm>
 
+#include "tasks/backend/cpu/blas.h"
 #include "tasks/backend/cpu/cpu_internal.h"
 #include "tasks/backend/half.h"
 
@@ -80,8 +79,6 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
   std::vector<float> a_scratch;
   const float* ap = AsF32(a, a_scratch);
   float* cp = F32(c);
-  const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
-  const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
 
   if (m == 1 && trans_b &&
       (b.type() == StorageType::kF32 || b.type() == StorageType::kBF16)) {
@@ -106,15 +103,11 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
     // c = op(b)ᵀ·a: with trans_b, b is [N, K] (NoTrans); otherwise [K, N].
     // sgemv scales y by beta (0·NaN = NaN in newer OpenBLAS): clear it.
     if (beta == 0.0f) std::fill(cp, cp + n, 0.0f);
-    cblas_sgemv(CblasRowMajor, trans_b ? CblasNoTrans : CblasTrans,
-                static_cast<blasint>(b.shape()[0]), static_cast<blasint>(b.shape()[1]), alpha,
-                F32(b), static_cast<blasint>(ldb), ap, 1, beta, cp, 1);
+    blas::Sgemv(!trans_b, b.shape()[0], b.shape()[1], alpha, F32(b), ldb, ap, beta, cp);
     return Status::Ok();
   }
   if (b.type() == StorageType::kF32) {
-    cblas_sgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m), static_cast<blasint>(n),
-                static_cast<blasint>(k), alpha, ap, static_cast<blasint>(lda), F32(b),
-                static_cast<blasint>(ldb), beta, cp, static_cast<blasint>(n));
+    blas::Sgemm(trans_a, trans_b, m, n, k, alpha, ap, lda, F32(b), ldb, beta, cp, n);
     return Status::Ok();
   }
 
@@ -133,18 +126,14 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
             tile.data() + s * row_len, (e - s) * row_len);
     });
     if (trans_b) {
-      cblas_sgemm(CblasRowMajor, ta, CblasTrans, static_cast<blasint>(m),
-                  static_cast<blasint>(nr), static_cast<blasint>(k), alpha, ap,
-                  static_cast<blasint>(lda), tile.data(), static_cast<blasint>(row_len),
-                  beta, cp + r0, static_cast<blasint>(n));
+      blas::Sgemm(trans_a, true, m, nr, k, alpha, ap, lda, tile.data(), row_len, beta,
+                  cp + r0, n);
     } else {
       // op(a) columns r0..r0+nr: a[:, r0..] when not transposed, rows r0.. of
       // the stored [K, M] matrix when transposed.
       const float* a_block = trans_a ? ap + r0 * lda : ap + r0;
-      cblas_sgemm(CblasRowMajor, ta, CblasNoTrans, static_cast<blasint>(m),
-                  static_cast<blasint>(n), static_cast<blasint>(nr), alpha, a_block,
-                  static_cast<blasint>(lda), tile.data(), static_cast<blasint>(row_len),
-                  r0 == 0 ? beta : 1.0f, cp, static_cast<blasint>(n));
+      blas::Sgemm(trans_a, false, m, n, nr, alpha, a_block, lda, tile.data(), row_len,
+                  r0 == 0 ? beta : 1.0f, cp, n);
     }
   }
   return Status::Ok();

@@ -5,12 +5,16 @@
 // chunks. backend_ops_test covers M > 1 on every backend.
 #include <catch2/catch.hpp>
 
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <limits>
 #include <random>
 #include <vector>
 
 #include "tasks/backend/cpu/cpu_backend.h"
+#include "tasks/backend/cpu/blas.h"
 
 namespace pcfarm {
 namespace {
@@ -60,6 +64,41 @@ TEST_CASE("Gemm with one row matches a double reference") {
               REQUIRE(got[j] == Approx(want).margin(1e-4));
             }
           }
+}
+
+}  // namespace
+}  // namespace pcfarm
+
+namespace pcfarm {
+namespace {
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+TEST_CASE("OpenBLAS runs the kernels this CPU supports") {
+  // blas::Load() sets OPENBLAS_CORETYPE before it loads OpenBLAS, unless
+  // the environment already had it.
+  REQUIRE(blas::Load().ok());
+  const char* want = blas::CoreForThisCpu();
+  const char* env = std::getenv("OPENBLAS_CORETYPE");
+  INFO("CPU asks for " << (want ? want : "(OpenBLAS's choice)") << ", OPENBLAS_CORETYPE="
+                       << (env ? env : "(unset)") << ", OpenBLAS runs "
+                       << blas::CoreName());
+  if (want == nullptr) {
+    SUCCEED("no AVX2 or AVX-512: OpenBLAS chooses");
+    return;
+  }
+  REQUIRE(env != nullptr);
+  if (Lower(env) != Lower(want)) {
+    SUCCEED("OPENBLAS_CORETYPE was set by the user");
+    return;
+  }
+  CHECK(Lower(blas::CoreName()) == Lower(want));
+  auto be = CreateCpuBackend({.cpu_threads = 1});
+  REQUIRE(be.ok());
+  CHECK_THAT((*be)->info().description, Catch::Contains(blas::CoreName()));
 }
 
 }  // namespace
