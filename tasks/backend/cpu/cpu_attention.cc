@@ -48,10 +48,10 @@ float AttendRow(const float* q, const float* k, const float* v, int64_t stride,
 
 }  // namespace
 
-// Prefill and training attention: per (sequence, head), in blocks of
-// kBlock query rows, as OpenBLAS products (threaded by OpenBLAS): the
-// scores of the block against every key up to its last row
-// (S = scale·Q·Kᵀ), a causal softmax row by row on the pool, then P·V. The
+// Prefill and training attention: per (sequence, head), one item of the
+// pool each, in blocks of kBlock query rows, as single-threaded OpenBLAS
+// products: the scores of the block against every key up to its last row
+// (S = scale·Q·Kᵀ), a causal softmax row by row, then P·V. The
 // operands are read in place with their row strides; only the kBlock × keys
 // scores are scratch. The block's upper triangle is computed and masked (at
 // most kBlock/2 of each row's work). Measured against the former row-at-a-
@@ -74,9 +74,11 @@ Status CpuBackend::AttentionForwardImpl(const Tensor& out, const Tensor* lse,
   const float* vp = F32(v);
   float* op = F32(out);
   float* lp = lse != nullptr ? F32(*lse) : nullptr;
-  std::vector<float> scores;
-  for (size_t s = 0; s + 1 < seq_starts.size(); ++s)
-    for (int64_t h = 0; h < hq; ++h) {
+  const int64_t nseq = static_cast<int64_t>(seq_starts.size()) - 1;
+  pool_->ParallelFor(nseq * hq, 1, [&](int64_t item_begin, int64_t item_end) {
+    std::vector<float> scores;
+    for (int64_t item = item_begin; item < item_end; ++item) {
+      const int64_t s = item / hq, h = item % hq;
       const int64_t s0 = seq_starts[s], len = seq_starts[s + 1] - s0,
                     g = h / group;
       const float* kb = kp + (s0 * hkv + g) * d;
@@ -87,27 +89,26 @@ Status CpuBackend::AttentionForwardImpl(const Tensor& out, const Tensor* lse,
         float* sp = scores.data();
         Sgemm(false, true, m, cols, d, scale, qp + ((s0 + i0) * hq + h) * d,
               ldq, kb, ldk, 0.0f, sp, cols);
-        pool_->ParallelFor(m, 8, [&](int64_t rb, int64_t re) {
-          for (int64_t r = rb; r < re; ++r) {
-            float* row = sp + r * cols;
-            const int64_t valid = i0 + r + 1;  // keys 0..i
-            float mx = -INFINITY;
-            for (int64_t c = 0; c < valid; ++c) mx = std::max(mx, row[c]);
-            float sum = 0;
-            for (int64_t c = 0; c < valid; ++c) {
-              row[c] = std::exp(row[c] - mx);
-              sum += row[c];
-            }
-            const float inv = 1.0f / sum;
-            for (int64_t c = 0; c < valid; ++c) row[c] *= inv;
-            std::fill(row + valid, row + cols, 0.0f);
-            if (lp != nullptr) lp[(s0 + i0 + r) * hq + h] = mx + std::log(sum);
+        for (int64_t r = 0; r < m; ++r) {
+          float* row = sp + r * cols;
+          const int64_t valid = i0 + r + 1;  // keys 0..i
+          float mx = -INFINITY;
+          for (int64_t c = 0; c < valid; ++c) mx = std::max(mx, row[c]);
+          float sum = 0;
+          for (int64_t c = 0; c < valid; ++c) {
+            row[c] = std::exp(row[c] - mx);
+            sum += row[c];
           }
-        });
+          const float inv = 1.0f / sum;
+          for (int64_t c = 0; c < valid; ++c) row[c] *= inv;
+          std::fill(row + valid, row + cols, 0.0f);
+          if (lp != nullptr) lp[(s0 + i0 + r) * hq + h] = mx + std::log(sum);
+        }
         Sgemm(false, false, m, d, cols, 1.0f, sp, cols, vb, ldk, 0.0f,
               op + ((s0 + i0) * hq + h) * d, ldq);
       }
     }
+  });
   return Status::Ok();
 }
 
@@ -141,9 +142,13 @@ Status CpuBackend::AttentionBackwardImpl(const Tensor& dq, const Tensor& dk,
       delta[item] = Dot(dop + item * d, op + item * d, d);
   });
 
-  std::vector<float> probs, dscores;
-  for (size_t s = 0; s + 1 < seq_starts.size(); ++s)
-    for (int64_t g = 0; g < hkv; ++g) {
+  // One item per (sequence, kv head): the item's heads accumulate into the
+  // same dk and dv rows, so they stay on one thread.
+  const int64_t nseq = static_cast<int64_t>(seq_starts.size()) - 1;
+  pool_->ParallelFor(nseq * hkv, 1, [&](int64_t item_begin, int64_t item_end) {
+    std::vector<float> probs, dscores;
+    for (int64_t item = item_begin; item < item_end; ++item) {
+      const int64_t s = item / hkv, g = item % hkv;
       const int64_t s0 = seq_starts[s], len = seq_starts[s + 1] - s0;
       const float* kb = kp + (s0 * hkv + g) * d;
       const float* vb = vp + (s0 * hkv + g) * d;
@@ -164,20 +169,18 @@ Status CpuBackend::AttentionBackwardImpl(const Tensor& dq, const Tensor& dk,
                 cols);
           Sgemm(false, true, m, cols, d, 1.0f, dob, ldq, vb, ldk, 0.0f, dsp,
                 cols);
-          pool_->ParallelFor(m, 8, [&](int64_t rb, int64_t re) {
-            for (int64_t r = rb; r < re; ++r) {
-              float* prow = pp + r * cols;
-              float* drow = dsp + r * cols;
-              const int64_t valid = i0 + r + 1;
-              const float l = lp[row0 + r * hq], dl = delta[row0 + r * hq];
-              for (int64_t c = 0; c < valid; ++c) {
-                prow[c] = std::exp(prow[c] - l);
-                drow[c] = prow[c] * (drow[c] - dl) * scale;
-              }
-              std::fill(prow + valid, prow + cols, 0.0f);
-              std::fill(drow + valid, drow + cols, 0.0f);
+          for (int64_t r = 0; r < m; ++r) {
+            float* prow = pp + r * cols;
+            float* drow = dsp + r * cols;
+            const int64_t valid = i0 + r + 1;
+            const float l = lp[row0 + r * hq], dl = delta[row0 + r * hq];
+            for (int64_t c = 0; c < valid; ++c) {
+              prow[c] = std::exp(prow[c] - l);
+              drow[c] = prow[c] * (drow[c] - dl) * scale;
             }
-          });
+            std::fill(prow + valid, prow + cols, 0.0f);
+            std::fill(drow + valid, drow + cols, 0.0f);
+          }
           Sgemm(false, false, m, d, cols, 1.0f, dsp, cols, kb, ldk, 1.0f,
                 dqp + row0 * d, ldq);
           Sgemm(true, false, cols, d, m, 1.0f, dsp, cols, qb, ldq, 1.0f, dkb,
@@ -187,6 +190,7 @@ Status CpuBackend::AttentionBackwardImpl(const Tensor& dq, const Tensor& dk,
         }
       }
     }
+  });
   return Status::Ok();
 }
 

@@ -86,7 +86,9 @@ CpuBackend::CpuBackend(const BackendOptions& options)
   int threads = options.cpu_threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   pool_ = std::make_unique<ThreadPool>(threads);
-  blas::SetThreads(threads);
+  // OpenBLAS runs single-threaded inside the pool's chunks (ParallelSgemm):
+  // its own threads would spin against ours on the same cores.
+  blas::SetThreads(1);
 }
 
 DeviceInfo CpuBackend::info() const {

@@ -16,6 +16,13 @@ namespace pcfarm::cpu {
 
 // A fixed set of threads that run one ParallelFor at a time; the calling
 // thread takes part. Not reentrant: fn must not call ParallelFor.
+//
+// Between jobs the workers spin for a short while (kSpinIterations pauses,
+// ~0.1 ms) before they sleep on a condition variable, and the caller spins
+// the same way for the last chunks: a decode step is hundreds of small
+// ParallelFors, and a futex wake-up per call cost more than the work. The
+// pool is the process's only compute threads (OpenBLAS runs single-threaded
+// inside its chunks, see Gemm), so the spinning takes no core from anyone.
 class ThreadPool {
  public:
   // REQUIRES: threads >= 1 (the caller counts as one).
@@ -31,20 +38,26 @@ class ThreadPool {
                    const std::function<void(int64_t, int64_t)>& fn);
 
  private:
-  void WorkerLoop();
-  // Runs chunks of the current job until none is left. REQUIRES: lock held.
-  void RunChunks(std::unique_lock<std::mutex>& lock);
+  static constexpr int kSpinIterations = 4000;
 
-  std::mutex mu_;
-  std::condition_variable work_cv_;
-  std::condition_variable done_cv_;
+  void WorkerLoop();
+  // Runs chunks of job `job` (its 32-bit number) until none is left.
+  void RunChunks(uint32_t job);
+
+  // The job, written by ParallelFor before it publishes the job in claim_,
+  // and left alone until every chunk is done.
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0;
-  int chunks_ = 0;
-  int next_chunk_ = 0;
-  int unfinished_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  // job number << 32 | chunk count << 16 | next chunk to claim. A thread
+  // reads the fields above only after claiming a chunk of the current job
+  // (so they cannot change under it).
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int> unfinished_{0};
+  std::atomic<bool> stop_{false};
+
+  std::mutex mu_;  // only for sleeping and waking
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
   std::vector<std::thread> workers_;
 };
 
@@ -78,6 +91,13 @@ void FromF32(StorageType type, const float* src, void* dst, int64_t count);
 // A read-only f32 view of t: its own data when kF32, else a converted copy in
 // `scratch`.
 const float* AsF32(const Tensor& t, std::vector<float>& scratch);
+
+// blas::Sgemm split over the pool by column blocks (n >= m) or row blocks,
+// each part one single-threaded OpenBLAS call; small products run on the
+// calling thread. Not from inside a ParallelFor (use blas::Sgemm there).
+void ParallelSgemm(ThreadPool& pool, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                   int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                   int64_t ldb, float beta, float* c, int64_t ldc);
 
 class CpuBackend final : public Backend {
  public:

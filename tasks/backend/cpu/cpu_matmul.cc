@@ -21,7 +21,7 @@ constexpr int64_t kTileFloats = 1 << 20;  // 4 MiB of f32 per converted tile
 // time (the library itself is built for baseline x86-64). Memory-bound: the
 // weight is read once.
 template <typename Elem, float (*Load)(Elem)>
-inline void RowDotsBody(const Elem* b, const float* x, float* c, int64_t r0, int64_t r1,
+[[gnu::always_inline]] inline void RowDotsBody(const Elem* b, const float* x, float* c, int64_t r0, int64_t r1,
                         int64_t k, float alpha, float beta) {
   auto store = [&](int64_t r, float dot) {
     c[r] = beta == 0.0f ? alpha * dot : alpha * dot + beta * c[r];
@@ -52,8 +52,8 @@ inline void RowDotsBody(const Elem* b, const float* x, float* c, int64_t r0, int
   }
 }
 
-inline float LoadF32(float v) { return v; }
-inline float LoadBF16(uint16_t v) { return BF16ToF32(v); }
+[[gnu::always_inline]] inline float LoadF32(float v) { return v; }
+[[gnu::always_inline]] inline float LoadBF16(uint16_t v) { return BF16ToF32(v); }
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) void RowDotsF32(
     const float* b, const float* x, float* c, int64_t r0, int64_t r1, int64_t k, float alpha,
@@ -68,6 +68,32 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void RowDotsBF16(
 }
 
 }  // namespace
+
+void ParallelSgemm(ThreadPool& pool, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                   int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                   int64_t ldb, float beta, float* c, int64_t ldc) {
+  constexpr double kMinFlops = 4e6;  // below this one thread is quicker
+  if (pool.size() == 1 || 2.0 * double(m) * double(n) * double(k) < kMinFlops) {
+    blas::Sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if (n >= m) {
+    // Columns in blocks of 64: each thread reads all of op(a), its part of op(b).
+    constexpr int64_t kCols = 64;
+    pool.ParallelFor((n + kCols - 1) / kCols, 1, [&](int64_t b0, int64_t b1) {
+      const int64_t n0 = b0 * kCols, n1 = std::min(n, b1 * kCols);
+      blas::Sgemm(trans_a, trans_b, m, n1 - n0, k, alpha, a, lda,
+                  trans_b ? b + n0 * ldb : b + n0, ldb, beta, c + n0, ldc);
+    });
+  } else {
+    constexpr int64_t kRows = 16;
+    pool.ParallelFor((m + kRows - 1) / kRows, 1, [&](int64_t b0, int64_t b1) {
+      const int64_t m0 = b0 * kRows, m1 = std::min(m, b1 * kRows);
+      blas::Sgemm(trans_a, trans_b, m1 - m0, n, k, alpha, trans_a ? a + m0 : a + m0 * lda,
+                  lda, b, ldb, beta, c + m0 * ldc, ldc);
+    });
+  }
+}
 
 // ---- launchers --------------------------------------------------------------
 
@@ -107,7 +133,7 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
     return Status::Ok();
   }
   if (b.type() == StorageType::kF32) {
-    blas::Sgemm(trans_a, trans_b, m, n, k, alpha, ap, lda, F32(b), ldb, beta, cp, n);
+    ParallelSgemm(*pool_, trans_a, trans_b, m, n, k, alpha, ap, lda, F32(b), ldb, beta, cp, n);
     return Status::Ok();
   }
 
@@ -126,14 +152,14 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
             tile.data() + s * row_len, (e - s) * row_len);
     });
     if (trans_b) {
-      blas::Sgemm(trans_a, true, m, nr, k, alpha, ap, lda, tile.data(), row_len, beta,
-                  cp + r0, n);
+      ParallelSgemm(*pool_, trans_a, true, m, nr, k, alpha, ap, lda, tile.data(), row_len,
+                    beta, cp + r0, n);
     } else {
       // op(a) columns r0..r0+nr: a[:, r0..] when not transposed, rows r0.. of
       // the stored [K, M] matrix when transposed.
       const float* a_block = trans_a ? ap + r0 * lda : ap + r0;
-      blas::Sgemm(trans_a, false, m, n, nr, alpha, a_block, lda, tile.data(), row_len,
-                  r0 == 0 ? beta : 1.0f, cp, n);
+      ParallelSgemm(*pool_, trans_a, false, m, n, nr, alpha, a_block, lda, tile.data(),
+                    row_len, r0 == 0 ? beta : 1.0f, cp, n);
     }
   }
   return Status::Ok();
