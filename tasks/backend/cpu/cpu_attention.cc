@@ -25,16 +25,9 @@ float AttendRow(const float* q, const float* k, const float* v, int64_t stride,
                 int64_t nkeys, int64_t d, float scale, float* out,
                 std::vector<float>& scores) {
   scores.resize(static_cast<size_t>(nkeys));
-  float mx = -INFINITY;
-  for (int64_t j = 0; j < nkeys; ++j) {
-    scores[j] = Dot(q, k + j * stride, d) * scale;
-    mx = std::max(mx, scores[j]);
-  }
-  float sum = 0;
-  for (int64_t j = 0; j < nkeys; ++j) {
-    scores[j] = std::exp(scores[j] - mx);
-    sum += scores[j];
-  }
+  for (int64_t j = 0; j < nkeys; ++j) scores[j] = Dot(q, k + j * stride, d) * scale;
+  const float mx = RowMax(scores.data(), nkeys);
+  const float sum = RowExpInPlace(scores.data(), nkeys, mx);
   std::fill(out, out + d, 0.0f);
   for (int64_t j = 0; j < nkeys; ++j) {
     const float p = scores[j];
@@ -92,13 +85,8 @@ Status CpuBackend::AttentionForwardImpl(const Tensor& out, const Tensor* lse,
         for (int64_t r = 0; r < m; ++r) {
           float* row = sp + r * cols;
           const int64_t valid = i0 + r + 1;  // keys 0..i
-          float mx = -INFINITY;
-          for (int64_t c = 0; c < valid; ++c) mx = std::max(mx, row[c]);
-          float sum = 0;
-          for (int64_t c = 0; c < valid; ++c) {
-            row[c] = std::exp(row[c] - mx);
-            sum += row[c];
-          }
+          const float mx = RowMax(row, valid);
+          const float sum = RowExpInPlace(row, valid, mx);
           const float inv = 1.0f / sum;
           for (int64_t c = 0; c < valid; ++c) row[c] *= inv;
           std::fill(row + valid, row + cols, 0.0f);
@@ -174,10 +162,7 @@ Status CpuBackend::AttentionBackwardImpl(const Tensor& dq, const Tensor& dk,
             float* drow = dsp + r * cols;
             const int64_t valid = i0 + r + 1;
             const float l = lp[row0 + r * hq], dl = delta[row0 + r * hq];
-            for (int64_t c = 0; c < valid; ++c) {
-              prow[c] = std::exp(prow[c] - l);
-              drow[c] = prow[c] * (drow[c] - dl) * scale;
-            }
+            RowSoftmaxGrad(prow, drow, valid, l, dl, scale);
             std::fill(prow + valid, prow + cols, 0.0f);
             std::fill(drow + valid, drow + cols, 0.0f);
           }

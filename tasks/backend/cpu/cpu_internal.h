@@ -92,6 +92,23 @@ void FromF32(StorageType type, const float* src, void* dst, int64_t count);
 // `scratch`.
 const float* AsF32(const Tensor& t, std::vector<float>& scratch);
 
+// cpu_vec.cc: row kernels with a vectorised exp (AVX-512 / AVX2 / x86-64
+// clones). VecExpF is the scalar form of that exp (for tests).
+float VecExpF(float x);
+float RowMax(const float* x, int64_t n);
+// Σ exp(x[j] − shift).
+float RowSumExp(const float* x, int64_t n, float shift);
+// x[j] = exp(x[j] − shift); returns their sum.
+float RowExpInPlace(float* x, int64_t n, float shift);
+// d[j] += k·exp(x[j] − shift).
+void RowAddScaledExp(float* d, const float* x, int64_t n, float shift, float k);
+// p[j] = exp(p[j] − lse); ds[j] = p[j]·(ds[j] − delta)·scale (attention backward).
+void RowSoftmaxGrad(float* p, float* ds, int64_t n, float lse, float delta, float scale);
+// o = silu(g)·u, and its gradients added into dg and du.
+void SwiGluSpan(float* o, const float* g, const float* u, int64_t n);
+void SwiGluGradSpan(float* dg, float* du, const float* dy, const float* g, const float* u,
+                    int64_t n);
+
 // blas::Sgemm split over the pool by column blocks (n >= m) or row blocks,
 // each part one single-threaded OpenBLAS call; small products run on the
 // calling thread. Not from inside a ParallelFor (use blas::Sgemm there).

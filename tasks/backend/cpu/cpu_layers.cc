@@ -20,11 +20,8 @@ float RowRstd(const float* x, int64_t c, float eps) {
 
 // log Σ exp(x) of one row, max-shifted.
 float RowLogSumExp(const float* x, int64_t v) {
-  float mx = -INFINITY;
-  for (int64_t j = 0; j < v; ++j) mx = std::max(mx, x[j]);
-  float sum = 0;
-  for (int64_t j = 0; j < v; ++j) sum += std::exp(x[j] - mx);
-  return mx + std::log(sum);
+  const float mx = RowMax(x, v);
+  return mx + std::log(RowSumExp(x, v, mx));
 }
 
 }  // namespace
@@ -132,7 +129,7 @@ Status CpuBackend::SwiGluForwardImpl(const Tensor& out, const Tensor& gate,
   const float* u = F32(up);
   float* o = F32(out);
   pool_->ParallelFor(out.numel(), 1 << 13, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    SwiGluSpan(o + b, g + b, u + b, e - b);
   });
   return Status::Ok();
 }
@@ -146,11 +143,7 @@ Status CpuBackend::SwiGluBackwardImpl(const Tensor& dgate, const Tensor& dup,
   float* dg = F32(dgate);
   float* du = F32(dup);
   pool_->ParallelFor(gate.numel(), 1 << 13, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const float s = 1.0f / (1.0f + std::exp(-g[i]));
-      dg[i] += dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
-      du[i] += dy[i] * g[i] * s;
-    }
+    SwiGluGradSpan(dg + b, du + b, dy + b, g + b, u + b, e - b);
   });
   return Status::Ok();
 }
@@ -193,7 +186,7 @@ Status CpuBackend::CrossEntropyBackwardImpl(const Tensor& dlogits, const Tensor&
       float* dr = dx + i * v;
       const float lse = RowLogSumExp(xr, v);
       const float k = grad_scale * weights[i];
-      for (int64_t j = 0; j < v; ++j) dr[j] += k * std::exp(xr[j] - lse);
+      RowAddScaledExp(dr, xr, v, lse, k);
       dr[targets[i]] -= k;
     }
   });

@@ -1,8 +1,10 @@
-// The CPU backend's single-row Gemm paths (cpu_matmul.cc: the row-dot kernel
+// CPU backend internals: the single-row Gemm paths (cpu_matmul.cc: the row-dot kernel
 // for F32/BF16 [N, K] weights, cblas_sgemv otherwise, converted tiles for
 // F16) against a double reference: every transpose, alpha/beta, beta 0 over
 // NaN, row counts that are not multiples of the kernel's 4 or the pool's
-// chunks. backend_ops_test covers M > 1 on every backend.
+// chunks; the OpenBLAS kernel choice (blas.h); the vectorised exp of
+// cpu_vec.cc against double exp. backend_ops_test covers M > 1 on every
+// backend.
 #include <catch2/catch.hpp>
 
 #include <cctype>
@@ -15,6 +17,7 @@
 
 #include "tasks/backend/cpu/cpu_backend.h"
 #include "tasks/backend/cpu/blas.h"
+#include "tasks/backend/cpu/cpu_internal.h"
 
 namespace pcfarm {
 namespace {
@@ -99,6 +102,41 @@ TEST_CASE("OpenBLAS runs the kernels this CPU supports") {
   auto be = CreateCpuBackend({.cpu_threads = 1});
   REQUIRE(be.ok());
   CHECK_THAT((*be)->info().description, Catch::Contains(blas::CoreName()));
+}
+
+}  // namespace
+}  // namespace pcfarm
+
+namespace pcfarm {
+namespace {
+
+TEST_CASE("The vectorised exp is within 2e-7 of exp and keeps its edges") {
+  // Every 997th float bit pattern between -87.3 and 88, plus the edges.
+  double worst = 0;
+  float worst_x = 0;
+  for (float x = -87.3f; x < 88.0f; x = std::nextafter(x, 100.0f)) {
+    const double want = std::exp(double{x}), got = cpu::VecExpF(x);
+    const double rel = std::abs(got - want) / want;
+    if (rel > worst) {
+      worst = rel;
+      worst_x = x;
+    }
+    for (int skip = 0; skip < 996 && x < 88.0f; ++skip) x = std::nextafter(x, 100.0f);
+  }
+  INFO("worst relative error " << worst << " at " << worst_x);
+  CHECK(worst < 2e-7);
+  CHECK(cpu::VecExpF(0.0f) == 1.0f);
+  CHECK(cpu::VecExpF(-88.0f) == 0.0f);
+  CHECK(cpu::VecExpF(-INFINITY) == 0.0f);
+  CHECK(cpu::VecExpF(1000.0f) == Approx(std::exp(88.0f)));
+  CHECK(std::isnan(cpu::VecExpF(NAN)));
+  // The row kernels use the same exp: a softmax row sums to 1.
+  std::vector<float> row = Values(1000, 9);
+  const float mx = cpu::RowMax(row.data(), 1000);
+  const float sum = cpu::RowExpInPlace(row.data(), 1000, mx);
+  double total = 0;
+  for (float p : row) total += p / sum;
+  CHECK(total == Approx(1.0).epsilon(1e-5));
 }
 
 }  // namespace
