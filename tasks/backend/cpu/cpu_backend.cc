@@ -29,9 +29,57 @@ Result<std::unique_ptr<Backend>> CreateCpuBackend(const BackendOptions& options)
 namespace cpu {
 
 CpuBuffer::~CpuBuffer() {
-  std::free(data_);
   memory_->used -= bytes_;
+  memory_->Release(data_, RoundedBytes(bytes_));
 }
+
+CpuMemory::~CpuMemory() { DropLocked(); }
+
+void* CpuMemory::Allocate(size_t rounded) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const uint64_t live = used.load();
+  peak_used_ = std::max(peak_used_, live);
+  if (rounded >= kMinCachedBytes) {
+    auto it = cache_.find(rounded);
+    if (it != cache_.end()) {
+      void* data = it->second;
+      cache_.erase(it);
+      cached_bytes_ -= rounded;
+      return data;
+    }
+  }
+  // A new block: the cache gives up what would push the total past the peak.
+  EvictLocked(peak_used_ - live);
+  void* data = std::aligned_alloc(64, rounded);
+  if (data == nullptr) {
+    DropLocked();  // the cache's blocks may be what is missing
+    data = std::aligned_alloc(64, rounded);
+  }
+  return data;
+}
+
+void CpuMemory::Release(void* data, size_t rounded) {
+  if (rounded >= kMinCachedBytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const uint64_t live = used.load();
+    if (live + cached_bytes_ + rounded <= peak_used_) {
+      cache_.emplace(rounded, data);
+      cached_bytes_ += rounded;
+      return;
+    }
+  }
+  std::free(data);
+}
+
+void CpuMemory::EvictLocked(uint64_t room) {
+  for (auto it = cache_.begin(); cached_bytes_ > room && it != cache_.end();) {
+    std::free(it->second);
+    cached_bytes_ -= it->first;
+    it = cache_.erase(it);
+  }
+}
+
+void CpuMemory::DropLocked() { EvictLocked(0); }
 
 void ToF32(StorageType type, const void* src, float* dst, int64_t count) {
   switch (type) {
@@ -125,8 +173,7 @@ Result<Tensor> CpuBackend::AllocImpl(Shape shape, StorageType type) {
                              " bytes) exceeds physical memory (" +
                              std::to_string(physical_bytes_) + " bytes)");
   }
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  void* data = std::aligned_alloc(64, rounded);
+  void* data = memory_->Allocate(RoundedBytes(bytes));
   if (data == nullptr) {
     memory_->used -= bytes;
     return ResourceExhausted("cpu: out of memory allocating " + shape.ToString() + " " +

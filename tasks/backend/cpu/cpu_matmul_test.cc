@@ -141,3 +141,33 @@ TEST_CASE("The vectorised exp is within 2e-7 of exp and keeps its edges") {
 
 }  // namespace
 }  // namespace pcfarm
+
+namespace pcfarm {
+namespace {
+
+TEST_CASE("The CPU backend reuses a freed large block for the same size") {
+  auto be = CreateCpuBackend({.cpu_threads = 1});
+  REQUIRE(be.ok());
+  Backend& b = **be;
+  void* first = nullptr;
+  {
+    auto t = b.Alloc(Shape({512, 1024}), StorageType::kF32);  // 2 MiB
+    REQUIRE(t.ok());
+    first = cpu::Raw(*t);
+  }
+  auto again = b.Alloc(Shape({1024, 512}), StorageType::kF32);  // same bytes
+  REQUIRE(again.ok());
+  CHECK(cpu::Raw(*again) == first);
+  // The reused block is a working buffer of the new tensor's size.
+  std::vector<float> v = Values(size_t(512 * 1024), 4), back(v.size());
+  REQUIRE(b.Upload(*again, v).ok());
+  REQUIRE(b.Download(*again, back).ok());
+  CHECK(back == v);
+  // Another size is not served from the cache.
+  auto other = b.Alloc(Shape({512, 1025}), StorageType::kF32);
+  REQUIRE(other.ok());
+  CHECK(cpu::Raw(*other) != first);
+}
+
+}  // namespace
+}  // namespace pcfarm
