@@ -16,12 +16,14 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/status.h"
@@ -158,7 +160,15 @@ int Run(int argc, char** argv) {
     }
     cpu = std::move(c).value();
   }
-  blas::SetThreads(threads);
+  // OpenBLAS's thread count is global: our CPU backend runs it with one
+  // thread inside its own pool, the baseline calls it with `threads`. After
+  // a threaded call OpenBLAS's idle threads spin (sched_yield) for a while
+  // before they sleep; wait that out so they do not run against our pool.
+  auto use_blas_threads = [&](int n) {
+    if (vulkan) return;
+    blas::SetThreads(n);
+    if (n == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  };
 
   std::vector<EngineBenchRow> rows;
   double worst_rel = 0;
@@ -167,6 +177,7 @@ int Run(int argc, char** argv) {
     const std::vector<float> a = RandomVector(size_t(s.m * inner), 1);
     std::vector<float> b = RandomVector(size_t(s.n * s.k), 2);
     if (s.b_type == StorageType::kBF16) b = RoundedToBf16(std::move(b));
+    use_blas_threads(1);
     Result<GemmRun> o = RunBackend(ours->get(), s, a, b, reps);
     if (!o.ok()) {
       std::fprintf(stderr, "gemm_bench: %s: %s\n", s.what, o.status().ToString().c_str());
@@ -181,6 +192,7 @@ int Run(int argc, char** argv) {
       }
       base = std::move(r).value();
     } else {
+      use_blas_threads(threads);
       base = RunCblas(s, a, b, reps);
     }
     double max_diff = 0, max_ref = 0;
