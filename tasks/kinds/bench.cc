@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <thread>
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
@@ -144,6 +145,14 @@ Result<std::string> BenchKind::Run(std::string_view params,
                                    const RunContext& ctx) const {
   PCFARM_ASSIGN_OR_RETURN(BenchParams p, ParseBenchParams(params));
   PCFARM_RETURN_IF_ERROR(blas::Load());
+  // Every core of the machine: a CPU backend in this process may have left
+  // OpenBLAS single-threaded (it threads products itself); put it back after.
+  const int blas_threads_before = blas::Threads();
+  blas::SetThreads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  struct Restore {
+    int threads;
+    ~Restore() { blas::SetThreads(threads); }
+  } restore{blas_threads_before};
   ctx.ReportProgress(0.0);
   std::vector<float> a, b;
   BenchFillInputs(p.seed, p.n, &a, &b);

@@ -17,7 +17,7 @@
 //   "gflops"     2·n³ / seconds / 1e9, from the fastest rep.
 //   "seconds"    wall time of the fastest rep.
 //   "reps"       how many GEMMs were timed.
-//   "backend"    "cpu" (OpenBLAS cblas_sgemm).
+//   "backend"    "cpu" (OpenBLAS sgemm, one thread per core of the machine).
 // Agree(a, b) iff both parse and have equal n, seed and checksum; speed and
 // backend may differ.
 //

@@ -18,6 +18,7 @@ struct Api {
   decltype(&cblas_sgemv) sgemv = nullptr;
   decltype(&openblas_set_num_threads) set_num_threads = nullptr;
   decltype(&openblas_get_corename) get_corename = nullptr;
+  decltype(&openblas_get_num_threads) get_num_threads = nullptr;
 };
 
 Api api;
@@ -48,6 +49,7 @@ Status LoadOnce() {
   PCFARM_RETURN_IF_ERROR(Resolve(lib, "cblas_sgemv", &api.sgemv));
   PCFARM_RETURN_IF_ERROR(Resolve(lib, "openblas_set_num_threads", &api.set_num_threads));
   PCFARM_RETURN_IF_ERROR(Resolve(lib, "openblas_get_corename", &api.get_corename));
+  PCFARM_RETURN_IF_ERROR(Resolve(lib, "openblas_get_num_threads", &api.get_num_threads));
   return Status::Ok();
 }
 
@@ -94,6 +96,11 @@ void Sgemv(bool trans, int64_t m, int64_t n, float alpha, const float* a, int64_
 void SetThreads(int threads) {
   assert(api.set_num_threads != nullptr);
   api.set_num_threads(threads);
+}
+
+int Threads() {
+  assert(api.get_num_threads != nullptr);
+  return api.get_num_threads();
 }
 
 }  // namespace pcfarm::blas

@@ -41,7 +41,8 @@ void Sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
 // Row-major y = alpha·op(A)·x + beta·y for A[m, n], as cblas_sgemv.
 void Sgemv(bool trans, int64_t m, int64_t n, float alpha, const float* a, int64_t lda,
            const float* x, float beta, float* y);
-// OpenBLAS's own thread count for the calls above.
+// OpenBLAS's own thread count for the calls above (process-wide).
 void SetThreads(int threads);
+int Threads();
 
 }  // namespace pcfarm::blas
