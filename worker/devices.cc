@@ -2,6 +2,7 @@
 
 #include "base/file.h"
 
+#include "tasks/backend/cpu/blas.h"
 #include "tasks/backend/gemm_probe.h"
 #include "tasks/backend/registry.h"
 #if PCFARM_HAVE_VULKAN
@@ -16,6 +17,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -170,6 +172,12 @@ Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& opti
     auto gflops = MeasureCpuGflops(options.probe_n, options.probe_reps);
     if (!gflops.ok()) return gflops.status().WithContext("cpu speed probe");
     cpu.gflops = *gflops;
+    // The probe loaded OpenBLAS (tasks/backend/cpu/blas.h): say which kernels.
+    if (blas::Load().ok())
+      spdlog::info("devices: cpu runs OpenBLAS {} kernels (OPENBLAS_CORETYPE={})",
+                   blas::CoreName(),
+                   std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE")
+                                                    : "unset");
   }
   std::vector<WorkerDevice> out{cpu};
 #if PCFARM_HAVE_CUDA
