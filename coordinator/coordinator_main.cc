@@ -8,6 +8,7 @@
 
 #include "coordinator/server.h"
 #include "coordinator/setup.h"
+#include "base/malloc_tuning.h"
 #include "base/rlimit.h"
 #include "crypto/hash.h"
 
@@ -29,6 +30,7 @@ int Fail(const pcfarm::Status& s) {
 int main(int argc, char** argv) {
   pcfarm::CryptoInit();
   pcfarm::RaiseOpenFileLimit();
+  pcfarm::TuneMallocForChunkedIo();
   // Logs go to stderr: stdout is for what a command prints for people.
   spdlog::set_default_logger(spdlog::stderr_color_mt("pcfarm"));
   CLI::App app{"pcfarm-coordinator: holds jobs and hands shards to workers"};

@@ -343,6 +343,15 @@ Status BlobDownload::Append(uint64_t offset, std::string_view bytes) {
   }
   hasher_.Update(bytes);
   offset_ += bytes.size();
+  // Start writing back every few MiB instead of leaving a whole blob of
+  // dirty pages to Finish's fsync (a 1 GiB blob's fsync took 0.4 s at the
+  // end of the download). Only a hint: Finish still fsyncs.
+  constexpr uint64_t kWritebackBytes = 8 << 20;
+  if (offset_ - writeback_from_ >= kWritebackBytes) {
+    ::sync_file_range(fd_, off_t(writeback_from_), off_t(offset_ - writeback_from_),
+                      SYNC_FILE_RANGE_WRITE);
+    writeback_from_ = offset_;
+  }
   return Status::Ok();
 }
 

@@ -158,6 +158,7 @@ class BlobDownload {
   const uint64_t size_;
   int fd_;  // of the .part file, -1 once spent
   uint64_t offset_;
+  uint64_t writeback_from_ = 0;  // bytes before this were handed to writeback
   Blake2bHasher hasher_;
 };
 

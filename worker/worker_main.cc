@@ -7,6 +7,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "base/malloc_tuning.h"
 #include "base/rlimit.h"
 #include "crypto/hash.h"
 #include "worker/daemon.h"
@@ -30,6 +31,7 @@ int Fail(const pcfarm::Status& s) {
 int main(int argc, char** argv) {
   pcfarm::CryptoInit();
   pcfarm::RaiseOpenFileLimit();
+  pcfarm::TuneMallocForChunkedIo();
   // Logs go to stderr: stdout is for what a command prints for people.
   spdlog::set_default_logger(spdlog::stderr_color_mt("pcfarm"));
   CLI::App app{"pcfarm-worker: runs pcfarm shards on this PC"};

@@ -33,6 +33,7 @@
 #include <CLI/CLI.hpp>
 
 #include "base/file.h"
+#include "base/malloc_tuning.h"
 #include "base/rlimit.h"
 #include "bench/grid/grid_bench.h"
 #include "coordinator/blob_store.h"
@@ -279,6 +280,7 @@ Result<Download> ProtocolDownload(SimWorker* worker, BlobCache* cache,
 int Run(const Options& opt) {
   CryptoInit();
   RaiseOpenFileLimit();
+  TuneMallocForChunkedIo();  // as pcfarm-worker does: this process is the worker
   if (!opt.tmpdir.empty()) ::setenv("TMPDIR", opt.tmpdir.c_str(), 1);
   const uint64_t bytes = uint64_t(opt.mib) << 20;
 
