@@ -543,18 +543,47 @@ TEST_CASE("Rope rotates half pairs; backward is the transpose") {
 
 // ---- tests: attention -----------------------------------------------------------------
 
+// Random q, k, v and output gradient r for `a` (drawn in that order), and
+// the double reference's forward (out, lse) and backward (dq, dk, dv).
+struct AttnCase {
+  Vec q, k, v, r, out, lse, dq, dk, dv;
+};
+
+AttnCase MakeAttnCase(Rng& rng, const AttnDims& a, const std::vector<int32_t>& starts) {
+  AttnCase c;
+  c.q = AsF32(rng.Values(a.n * a.hq * a.d, -2, 2));
+  c.k = AsF32(rng.Values(a.n * a.hkv * a.d, -2, 2));
+  c.v = AsF32(rng.Values(a.n * a.hkv * a.d));
+  c.r = AsF32(rng.Values(a.n * a.hq * a.d));
+  c.out = RefAttention(a, c.q, c.k, c.v, starts, &c.lse);
+  c.dq.assign(c.q.size(), 0.0);
+  c.dk.assign(c.k.size(), 0.0);
+  c.dv.assign(c.v.size(), 0.0);
+  RefAttentionBackward(a, c.dq, c.dk, c.dv, c.r, c.q, c.k, c.v, starts);
+  return c;
+}
+
+// Forward then backward of c on `be`; dq starts at dq0 (gradients add up).
+Outputs RunAttention(Backend& be, const AttnDims& a, const AttnCase& c, const Vec& dq0,
+                     const std::vector<int32_t>& starts) {
+  Tensor qt = Make(be, {a.n, a.hq, a.d}, c.q), kt = Make(be, {a.n, a.hkv, a.d}, c.k);
+  Tensor vt = Make(be, {a.n, a.hkv, a.d}, c.v), rt = Make(be, {a.n, a.hq, a.d}, c.r);
+  Tensor ot = Zeros(be, {a.n, a.hq, a.d}), lt = Zeros(be, {a.n, a.hq});
+  Tensor dqt = Make(be, {a.n, a.hq, a.d}, dq0);
+  Tensor dkt = Zeros(be, {a.n, a.hkv, a.d}), dvt = Zeros(be, {a.n, a.hkv, a.d});
+  REQUIRE(be.AttentionForward(ot, &lt, qt, kt, vt, starts).ok());
+  REQUIRE(be.AttentionBackward(dqt, dkt, dvt, rt, qt, kt, vt, ot, lt, starts).ok());
+  return {{"out", Get(be, ot)}, {"lse", Get(be, lt)}, {"dq", Get(be, dqt)},
+          {"dk", Get(be, dkt)}, {"dv", Get(be, dvt)}};
+}
+
 TEST_CASE("Attention forward and backward over packed sequences with GQA") {
   Rng rng(7);
   const std::vector<int32_t> starts = {0, 3, 4, 9};  // lengths 3, 1, 5
   const AttnDims a{9, 4, 2, 6};
-  const Vec q = AsF32(rng.Values(a.n * a.hq * a.d, -2, 2));
-  const Vec k = AsF32(rng.Values(a.n * a.hkv * a.d, -2, 2));
-  const Vec v = AsF32(rng.Values(a.n * a.hkv * a.d));
-  const Vec r = AsF32(rng.Values(a.n * a.hq * a.d));
-  Vec lse;
-  const Vec out = RefAttention(a, q, k, v, starts, &lse);
-  Vec dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
-  RefAttentionBackward(a, dq, dk, dv, r, q, k, v, starts);
+  const AttnCase c = MakeAttnCase(rng, a, starts);
+  const Vec &q = c.q, &k = c.k, &v = c.v, &r = c.r, &out = c.out, &dq = c.dq, &dk = c.dk,
+            &dv = c.dv;
   CheckFiniteDiff([&](const Vec& x) { return DotD(r, RefAttention(a, x, k, v, starts)); }, q,
                   dq, "attention dq");
   CheckFiniteDiff([&](const Vec& x) { return DotD(r, RefAttention(a, q, x, v, starts)); }, k,
@@ -568,19 +597,9 @@ TEST_CASE("Attention forward and backward over packed sequences with GQA") {
 
   const Vec dq0 = AsF32(rng.Values(q.size()));
   // Softmax over <= 5 keys and dot products of 6 terms in f32: 2e-5.
-  CheckAllBackends(
-      [&](Backend& be) -> Outputs {
-        Tensor qt = Make(be, {a.n, a.hq, a.d}, q), kt = Make(be, {a.n, a.hkv, a.d}, k);
-        Tensor vt = Make(be, {a.n, a.hkv, a.d}, v), rt = Make(be, {a.n, a.hq, a.d}, r);
-        Tensor ot = Zeros(be, {a.n, a.hq, a.d}), lt = Zeros(be, {a.n, a.hq});
-        Tensor dqt = Make(be, {a.n, a.hq, a.d}, dq0);
-        Tensor dkt = Zeros(be, {a.n, a.hkv, a.d}), dvt = Zeros(be, {a.n, a.hkv, a.d});
-        REQUIRE(be.AttentionForward(ot, &lt, qt, kt, vt, starts).ok());
-        REQUIRE(be.AttentionBackward(dqt, dkt, dvt, rt, qt, kt, vt, ot, lt, starts).ok());
-        return {{"out", Get(be, ot)}, {"lse", Get(be, lt)}, {"dq", Get(be, dqt)},
-                {"dk", Get(be, dkt)}, {"dv", Get(be, dvt)}};
-      },
-      {{"out", out}, {"lse", lse}, {"dq", Plus(dq0, dq)}, {"dk", dk}, {"dv", dv}}, 2e-5, 2e-5);
+  CheckAllBackends([&](Backend& be) { return RunAttention(be, a, c, dq0, starts); },
+                   {{"out", out}, {"lse", c.lse}, {"dq", Plus(dq0, dq)}, {"dk", dk}, {"dv", dv}},
+                   2e-5, 2e-5);
 }
 
 TEST_CASE("Attention over sequences longer than one block of rows") {
@@ -589,28 +608,11 @@ TEST_CASE("Attention over sequences longer than one block of rows") {
   Rng rng(11);
   const std::vector<int32_t> starts = {0, 150, 214, 221};
   const AttnDims a{221, 4, 2, 8};
-  const Vec q = AsF32(rng.Values(a.n * a.hq * a.d, -2, 2));
-  const Vec k = AsF32(rng.Values(a.n * a.hkv * a.d, -2, 2));
-  const Vec v = AsF32(rng.Values(a.n * a.hkv * a.d));
-  const Vec r = AsF32(rng.Values(a.n * a.hq * a.d));
-  Vec lse;
-  const Vec out = RefAttention(a, q, k, v, starts, &lse);
-  Vec dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
-  RefAttentionBackward(a, dq, dk, dv, r, q, k, v, starts);
+  const AttnCase c = MakeAttnCase(rng, a, starts);
   // Sums over up to 150 keys in f32 (dk and dv gather up to 150 rows x 2 heads).
   CheckAllBackends(
-      [&](Backend& be) -> Outputs {
-        Tensor qt = Make(be, {a.n, a.hq, a.d}, q), kt = Make(be, {a.n, a.hkv, a.d}, k);
-        Tensor vt = Make(be, {a.n, a.hkv, a.d}, v), rt = Make(be, {a.n, a.hq, a.d}, r);
-        Tensor ot = Zeros(be, {a.n, a.hq, a.d}), lt = Zeros(be, {a.n, a.hq});
-        Tensor dqt = Zeros(be, {a.n, a.hq, a.d});
-        Tensor dkt = Zeros(be, {a.n, a.hkv, a.d}), dvt = Zeros(be, {a.n, a.hkv, a.d});
-        REQUIRE(be.AttentionForward(ot, &lt, qt, kt, vt, starts).ok());
-        REQUIRE(be.AttentionBackward(dqt, dkt, dvt, rt, qt, kt, vt, ot, lt, starts).ok());
-        return {{"out", Get(be, ot)}, {"lse", Get(be, lt)}, {"dq", Get(be, dqt)},
-                {"dk", Get(be, dkt)}, {"dv", Get(be, dvt)}};
-      },
-      {{"out", out}, {"lse", lse}, {"dq", dq}, {"dk", dk}, {"dv", dv}}, 1e-4, 1e-4);
+      [&](Backend& be) { return RunAttention(be, a, c, Vec(c.q.size(), 0.0), starts); },
+      {{"out", c.out}, {"lse", c.lse}, {"dq", c.dq}, {"dk", c.dk}, {"dv", c.dv}}, 1e-4, 1e-4);
 }
 
 TEST_CASE("Attention decode over a KV cache equals prefill attention") {
