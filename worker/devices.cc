@@ -134,6 +134,24 @@ Result<double> MeasureCpuGflops(int n, int reps) {
   return result["gflops"].get<double>();
 }
 
+namespace {
+
+// Measured GEMM GFLOP/s of device `index` of `backend`; 0, with a warning,
+// when the backend does not start or the probe fails.
+[[maybe_unused]] double ProbeDeviceGflops(const std::string& backend, int index, int n,
+                                          int reps) {
+  BackendOptions bo;
+  bo.device_index = index;
+  auto be = CreateBackend(backend, bo);
+  auto gflops = be.ok() ? MeasureGemmGflops(be->get(), n, reps) : Result<double>(be.status());
+  if (gflops.ok()) return *gflops;
+  spdlog::warn("devices: {}:{} speed probe failed: {}", backend, index,
+               gflops.status().ToString());
+  return 0;
+}
+
+}  // namespace
+
 Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& options) {
   WorkerDevice cpu;
   cpu.index = 0;
@@ -195,19 +213,7 @@ Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& opti
       g.memory_bytes = d.memory_bytes;
       g.cores = d.multiprocessors;
       g.fp16 = d.compute_major >= 7;
-      if (options.measure) {
-        BackendOptions bo;
-        bo.device_index = d.index;
-        auto backend = CreateBackend("cuda", bo);
-        auto gflops = backend.ok() ? MeasureGemmGflops(backend->get(), 2048, 3)
-                                   : Result<double>(backend.status());
-        if (gflops.ok()) {
-          g.gflops = *gflops;
-        } else {
-          spdlog::warn("devices: cuda:{} speed probe failed: {}", d.index,
-                       gflops.status().ToString());
-        }
-      }
+      if (options.measure) g.gflops = ProbeDeviceGflops("cuda", d.index, 2048, 3);
       out.push_back(std::move(g));
     }
   }
@@ -225,21 +231,8 @@ Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& opti
       g.name = d.name + " [" + VulkanDeviceTypeName(d.type) + ", " + d.vendor + "]";
       g.memory_bytes = d.memory_bytes;
       g.fp16 = d.fp16();
-      if (options.measure) {
-        BackendOptions bo;
-        bo.device_index = d.index;
-        auto backend = CreateBackend("vulkan", bo);
-        auto gflops = backend.ok()
-                          ? MeasureGemmGflops(backend->get(), options.probe_n,
-                                              options.probe_reps)
-                          : Result<double>(backend.status());
-        if (gflops.ok()) {
-          g.gflops = *gflops;
-        } else {
-          spdlog::warn("devices: vulkan:{} speed probe failed: {}", d.index,
-                       gflops.status().ToString());
-        }
-      }
+      if (options.measure)
+        g.gflops = ProbeDeviceGflops("vulkan", d.index, options.probe_n, options.probe_reps);
       out.push_back(std::move(g));
     }
   }
