@@ -128,6 +128,9 @@ class MiniCluster {
   // kill -9, and reap.
   Status KillCoordinator();
   bool coordinator_running() { return coordinator_.running(); }
+  // The coordinator's pid while it runs (/proc/PID for benchmarks); -1
+  // before the first start and once its exit has been seen.
+  pid_t coordinator_pid() const { return coordinator_.pid(); }
 
   // ---- workers ----
   // Creates a one-use token, enrolls a worker called `name` and starts it.
