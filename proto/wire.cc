@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cassert>
+#include <map>
+#include <vector>
 
 #include "crypto/codec.h"
 
@@ -66,19 +68,43 @@ bool HasMessage(const wire::ClientReply& r) {
   return r.msg_case() != wire::ClientReply::MSG_NOT_SET || r.has_error();
 }
 
-// Checks specific to one message type, after the parse.
-std::optional<std::pair<WireError, std::string>> CheckFields(
-    const wire::CoordinatorFrame& f, const WireLimits& l) {
-  if (f.has_blob_chunk() && f.blob_chunk().data().size() > l.blob_chunk_bytes) {
-    return std::make_pair(WireError::kOversized,
-                          "blob_chunk data of " + Bytes(f.blob_chunk().data().size()) +
-                              " is over the chunk limit of " + Bytes(l.blob_chunk_bytes));
+using FieldProblem = std::optional<std::pair<WireError, std::string>>;
+
+// The first string or bytes field of `m` (or of a message inside it) over
+// its FieldLimit, e.g. "Enroll.name of 640 bytes is over its limit of 64
+// bytes".
+FieldProblem CheckFields(const google::protobuf::Message& m,
+                         const WireLimits& l) {
+  using google::protobuf::FieldDescriptor;
+  const auto* refl = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  refl->ListFields(m, &fields);
+  for (const FieldDescriptor* f : fields) {
+    int n = f->is_repeated() ? refl->FieldSize(m, f) : 1;
+    if (f->type() == FieldDescriptor::TYPE_STRING ||
+        f->type() == FieldDescriptor::TYPE_BYTES) {
+      size_t limit = FieldLimit(*f, l);
+      std::string scratch;
+      for (int i = 0; i < n; ++i) {
+        const std::string& v =
+            f->is_repeated() ? refl->GetRepeatedStringReference(m, f, i, &scratch)
+                             : refl->GetStringReference(m, f, &scratch);
+        if (v.size() > limit) {
+          std::string name = f->full_name();
+          if (name.rfind("pcfarm.wire.", 0) == 0) name = name.substr(12);
+          return std::make_pair(WireError::kOversized,
+                                name + " of " + Bytes(v.size()) +
+                                    " is over its limit of " + Bytes(limit));
+        }
+      }
+    } else if (f->type() == FieldDescriptor::TYPE_MESSAGE) {
+      for (int i = 0; i < n; ++i) {
+        const auto& sub = f->is_repeated() ? refl->GetRepeatedMessage(m, f, i)
+                                           : refl->GetMessage(m, f);
+        if (auto bad = CheckFields(sub, l)) return bad;
+      }
+    }
   }
-  return std::nullopt;
-}
-template <typename Frame>
-std::optional<std::pair<WireError, std::string>> CheckFields(const Frame&,
-                                                             const WireLimits&) {
   return std::nullopt;
 }
 
@@ -139,6 +165,9 @@ Decoded<Body> OpenBody(const wire::SignedEnvelope& envelope,
             std::string("signed ") + what + " of " + Bytes(body->size()) +
                 " does not parse"};
   }
+  if (auto bad = CheckFields(parsed, limits)) {
+    return {bad->first, std::string("signed ") + what + ": " + bad->second};
+  }
   return parsed;
 }
 
@@ -193,6 +222,10 @@ size_t MaxCoordinatorFrameBytes(const WireLimits& l) {
                    l.blob_chunk_bytes + kFrameOverheadBytes});
 }
 
+size_t MaxClientRequestBytes(const WireLimits& l) {
+  return std::max(l.client_request_bytes, l.control_frame_bytes);
+}
+
 Decoded<wire::WorkerFrame> DecodeWorkerFrame(std::string_view bytes,
                                              const WireLimits& limits) {
   return DecodeFrame<wire::WorkerFrame>(bytes, MaxWorkerFrameBytes(limits),
@@ -207,9 +240,8 @@ Decoded<wire::CoordinatorFrame> DecodeCoordinatorFrame(
 
 Decoded<wire::ClientRequest> DecodeClientRequest(std::string_view bytes,
                                                  const WireLimits& limits) {
-  return DecodeFrame<wire::ClientRequest>(
-      bytes, std::max(limits.client_request_bytes, limits.control_frame_bytes),
-      limits, "client request");
+  return DecodeFrame<wire::ClientRequest>(bytes, MaxClientRequestBytes(limits),
+                                          limits, "client request");
 }
 
 Decoded<wire::ClientReply> DecodeClientReply(std::string_view bytes,
@@ -268,6 +300,60 @@ Decoded<wire::ResultBody> OpenResult(const wire::SignedEnvelope& envelope,
                                      const WireLimits& limits) {
   return OpenBody<wire::ResultBody>(envelope, worker_pk, limits,
                                     "result body");
+}
+
+size_t FieldLimit(const google::protobuf::FieldDescriptor& field,
+                  const WireLimits& l) {
+  static const std::map<std::string, size_t WireLimits::*, std::less<>>
+      kShared = {
+          {"SignedEnvelope.body", &WireLimits::envelope_body_bytes},
+          {"ShardBody.kind", &WireLimits::label_bytes},
+          {"ShardBody.params", &WireLimits::params_bytes},
+          {"ResultBody.output", &WireLimits::envelope_body_bytes},
+          {"ResultBody.error", &WireLimits::error_bytes},
+          {"ResultBody.device", &WireLimits::label_bytes},
+          {"DeviceInfo.backend", &WireLimits::label_bytes},
+          {"DeviceInfo.name", &WireLimits::text_bytes},
+          {"Enroll.token_secret", &WireLimits::token_secret_bytes},
+          {"Enroll.name", &WireLimits::name_bytes},
+          {"Hello.software_version", &WireLimits::label_bytes},
+          {"Bye.reason", &WireLimits::text_bytes},
+          {"Cancel.reason", &WireLimits::text_bytes},
+          {"BlobChunk.data", &WireLimits::blob_chunk_bytes},
+          {"Reject.detail", &WireLimits::error_bytes},
+          {"TokenCreateReply.token", &WireLimits::reply_text_bytes},
+          {"SubmitRequest.kind", &WireLimits::label_bytes},
+          {"SubmitRequest.shard_params", &WireLimits::params_bytes},
+          {"SubmitRequest.params", &WireLimits::params_bytes},
+          {"JobInfo.kind", &WireLimits::label_bytes},
+          {"JobInfo.state", &WireLimits::label_bytes},
+          {"JobInfo.reason", &WireLimits::reply_text_bytes},
+          {"JobInfo.summary", &WireLimits::reply_text_bytes},
+          {"WorkerInfo.name", &WireLimits::name_bytes},
+          {"StatsReply.CountersEntry.key", &WireLimits::label_bytes},
+          {"ClientError.code", &WireLimits::label_bytes},
+          {"ClientError.message", &WireLimits::reply_text_bytes},
+      };
+  // Keys, hashes, signatures and nonces have one size.
+  static const std::map<std::string, size_t, std::less<>> kFixed = {
+      {"SignedEnvelope.signature", kSignatureBytes},
+      {"SignedEnvelope.signer_key_id", kKeyIdBytes},
+      {"ShardBody.worker_sign_pk", kSignPublicKeyBytes},
+      {"ShardBody.blob_hashes", sizeof(Hash256)},
+      {"ShardBody.nonce", 16},
+      {"ResultBody.shard_body_hash", sizeof(Hash256)},
+      {"Enroll.sign_pk", kSignPublicKeyBytes},
+      {"Enroll.curve_pk", kCurveKeyBytes},
+      {"Hello.cached_blobs", sizeof(Hash256)},
+      {"BlobGet.hash", sizeof(Hash256)},
+      {"Welcome.coordinator_sign_pk", kSignPublicKeyBytes},
+      {"BlobChunk.hash", sizeof(Hash256)},
+  };
+  std::string_view name = field.full_name();
+  if (name.rfind("pcfarm.wire.", 0) == 0) name.remove_prefix(12);
+  if (auto it = kShared.find(name); it != kShared.end()) return l.*(it->second);
+  if (auto it = kFixed.find(name); it != kFixed.end()) return it->second;
+  return 0;
 }
 
 Hash256 EnvelopeBodyHash(const wire::SignedEnvelope& envelope) {

@@ -3,8 +3,8 @@
 //
 // Every decoder checks, in this order and before anything else is trusted:
 // the byte size against the frame kind's limit, the protobuf parse, the
-// protocol version, that a message is set, and the limit of the message type
-// found. A failure is a WireError plus a message, never a crash or an
+// protocol version, that a message is set, the limit of the message type
+// found, and the limit of every string and bytes field set (FieldLimit). A failure is a WireError plus a message, never a crash or an
 // exception; the daemon logs it, counts it (WireCounters) and answers or
 // drops the peer.
 //
@@ -59,7 +59,27 @@ struct WireLimits {
   size_t client_request_bytes = 16 * kMiB;
   // Every reply (job and worker lists grow with the farm).
   size_t client_reply_bytes = 16 * kMiB;
+
+  // Each string and bytes field has a limit of its own (FieldLimit below);
+  // a longer value makes the frame kOversized with a message naming the
+  // field. These are the limits the fields share:
+  size_t name_bytes = 64;             // Enroll.name, WorkerInfo.name
+  size_t token_secret_bytes = 64;     // Enroll.token_secret (base64url)
+  size_t label_bytes = 64;            // kinds, backends, versions, states
+  size_t text_bytes = 256;            // Bye.reason, DeviceInfo.name, Cancel.reason
+  size_t error_bytes = 4 * kKiB;      // ResultBody.error, Reject.detail
+  size_t reply_text_bytes = 64 * kKiB;  // job reasons and summaries, errors
+  size_t params_bytes = 64 * kKiB;    // a job's and each shard's params
 };
+
+// The socket option ZMQ_MAXMSGSIZE for a socket that receives frames of at
+// most `largest_frame` bytes: twice that, so that a frame over our limit by
+// up to 2x still reaches the decoder and gets a typed refusal (REJECT or a
+// ClientError naming the limit); a larger one makes libzmq close the
+// connection before any of it is read.
+inline int64_t ZmqMaxMessageBytes(size_t largest_frame) {
+  return static_cast<int64_t>(2 * largest_frame);
+}
 
 enum class WireError {
   kOversized = 0,       // over the size limit of the frame or message type
@@ -141,6 +161,7 @@ std::string EncodeFrame(wire::ClientReply* reply);
 // The largest frame of each kind a decoder accepts before parsing.
 size_t MaxWorkerFrameBytes(const WireLimits& limits);
 size_t MaxCoordinatorFrameBytes(const WireLimits& limits);
+size_t MaxClientRequestBytes(const WireLimits& limits);
 
 // --------------------------------------------------------------- envelopes
 
@@ -166,6 +187,13 @@ Decoded<wire::ShardBody> OpenShard(const wire::SignedEnvelope& envelope,
 Decoded<wire::ResultBody> OpenResult(const wire::SignedEnvelope& envelope,
                                      std::string_view worker_pk,
                                      const WireLimits& limits = {});
+
+// The most bytes a string or bytes field of any pcfarm.wire message may
+// hold (each element, for a repeated field; the key, for a map). 0 for a
+// field this build has no limit for (refused when non-empty; wire_test
+// checks that every field has one).
+size_t FieldLimit(const google::protobuf::FieldDescriptor& field,
+                  const WireLimits& limits);
 
 // BLAKE2b-256 of the exact body bytes: what ResultBody.shard_body_hash binds.
 Hash256 EnvelopeBodyHash(const wire::SignedEnvelope& envelope);

@@ -429,6 +429,77 @@ TEST_CASE("oversized frames are refused before and after parsing",
         WireError::kOversized);
 }
 
+TEST_CASE("every string and bytes field has a limit", "[proto]") {
+  using google::protobuf::FieldDescriptor;
+  const auto* file = wire::WorkerFrame::descriptor()->file();
+  WireLimits limits;
+  std::vector<const google::protobuf::Descriptor*> todo;
+  for (int i = 0; i < file->message_type_count(); ++i) {
+    todo.push_back(file->message_type(i));
+  }
+  int checked = 0;
+  while (!todo.empty()) {
+    const auto* m = todo.back();
+    todo.pop_back();
+    for (int i = 0; i < m->nested_type_count(); ++i) todo.push_back(m->nested_type(i));
+    for (int i = 0; i < m->field_count(); ++i) {
+      const FieldDescriptor* f = m->field(i);
+      if (f->type() != FieldDescriptor::TYPE_STRING &&
+          f->type() != FieldDescriptor::TYPE_BYTES) {
+        continue;
+      }
+      INFO(f->full_name());
+      CHECK(FieldLimit(*f, limits) > 0);
+      ++checked;
+    }
+  }
+  CHECK(checked >= 35);  // the walk reached the whole file
+}
+
+TEST_CASE("a field over its limit is refused, naming the field", "[proto]") {
+  WireLimits limits;
+  wire::WorkerFrame enroll;
+  enroll.mutable_enroll()->set_name(std::string(limits.name_bytes, 'n'));
+  CHECK(DecodeWorkerFrame(EncodeFrame(&enroll), limits).ok());
+  enroll.mutable_enroll()->set_name(std::string(limits.name_bytes + 1, 'n'));
+  auto e = DecodeWorkerFrame(EncodeFrame(&enroll), limits);
+  REQUIRE_FALSE(e.ok());
+  CHECK(e.error() == WireError::kOversized);
+  CHECK(e.message() == "worker frame: Enroll.name of 65 bytes is over its limit of 64 bytes");
+
+  // Inside a repeated message.
+  wire::WorkerFrame hello;
+  hello.mutable_hello()->add_devices()->set_name("gpu");
+  hello.mutable_hello()->add_devices()->set_name(std::string(limits.text_bytes * 10, 'g'));
+  auto h = DecodeWorkerFrame(EncodeFrame(&hello), limits);
+  REQUIRE_FALSE(h.ok());
+  CHECK(h.message().find("DeviceInfo.name of 2560 bytes") != std::string::npos);
+
+  // Fixed-size fields: a hash of 33 bytes.
+  wire::WorkerFrame get;
+  get.mutable_blob_get()->set_hash(std::string(33, 'h'));
+  CHECK(DecodeWorkerFrame(EncodeFrame(&get), limits).message().find("BlobGet.hash") !=
+        std::string::npos);
+
+  // In a signed result body, checked when it is opened.
+  SigningKeyPair worker = SigningKeyPair::Generate();
+  wire::ResultBody body;
+  body.set_error(std::string(limits.error_bytes + 1, 'e'));
+  auto env = SealEnvelope(worker, body.SerializeAsString());
+  auto opened = OpenResult(env, worker.public_key(), limits);
+  REQUIRE_FALSE(opened.ok());
+  CHECK(opened.error() == WireError::kOversized);
+  CHECK(opened.message().find("ResultBody.error") != std::string::npos);
+
+  // Client requests: a shard's params.
+  wire::ClientRequest submit;
+  submit.mutable_submit()->set_kind("bench");
+  submit.mutable_submit()->add_shard_params(std::string(limits.params_bytes + 1, 'p'));
+  auto sub = DecodeClientRequest(EncodeFrame(&submit), limits);
+  REQUIRE_FALSE(sub.ok());
+  CHECK(sub.message().find("SubmitRequest.shard_params") != std::string::npos);
+}
+
 TEST_CASE("sealed shards and results open with the right key", "[proto]") {
   wire::SignedEnvelope env = SealedShard();
   CHECK(env.signer_key_id() == CoordinatorKey().key_id());

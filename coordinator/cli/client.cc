@@ -32,6 +32,8 @@ Status CoordinatorClient::Connect() {
   try {
     sock_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
     sock_->set(zmq::sockopt::linger, 0);
+    sock_->set(zmq::sockopt::maxmsgsize,
+               ZmqMaxMessageBytes(WireLimits{}.client_reply_bytes));
     sock_->set(zmq::sockopt::curve_serverkey,
                zmq::const_buffer(profile_.server_curve_pk.data(), 32));
     sock_->set(zmq::sockopt::curve_publickey,
@@ -53,6 +55,12 @@ Result<wire::ClientReply> CoordinatorClient::Call(wire::ClientRequest request) {
   request.set_version(kProtocolVersion);
   request.set_request_id(id);
   std::string bytes = request.SerializeAsString();
+  // The coordinator's own checks, here: a request over a limit is refused
+  // at once, naming the limit, instead of timing out.
+  if (auto mine = DecodeClientRequest(bytes); !mine.ok()) {
+    return mine.status().WithContext(
+        "the request cannot be sent (limits in proto/wire.h)");
+  }
   auto deadline = std::chrono::steady_clock::now() +
                   std::chrono::milliseconds(timeout_ms_);
   try {
