@@ -8,6 +8,7 @@
 #include <optional>
 #include <thread>
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "tasks/backend/cpu/blas.h"
@@ -187,6 +188,42 @@ Result<std::string> BenchKind::Run(std::string_view params,
   };
   ctx.ReportProgress(1.0);
   return out.dump();
+}
+
+Status BenchKind::ValidateOutput(std::string_view params,
+                                 std::string_view output) const {
+  if (output.size() > max_output_bytes()) {
+    return InvalidArgument("bench result of " + std::to_string(output.size()) +
+                           " bytes is over the limit of " +
+                           std::to_string(max_output_bytes()));
+  }
+  PCFARM_ASSIGN_OR_RETURN(BenchParams p, ParseBenchParams(params));
+  PCFARM_ASSIGN_OR_RETURN(json r, ParseBoundedJson(output, 1, "bench result"));
+  if (!r.is_object()) return InvalidArgument("bench result: not a JSON object");
+  auto it = r.find("n");
+  if (it == r.end() || !it->is_number_integer() || it->get<int64_t>() != p.n) {
+    return InvalidArgument("bench result: \"n\" is not the shard's n");
+  }
+  it = r.find("seed");
+  if (it == r.end() || !it->is_number_unsigned() ||
+      it->get<uint64_t>() != p.seed) {
+    return InvalidArgument("bench result: \"seed\" is not the shard's seed");
+  }
+  it = r.find("checksum");
+  if (it == r.end() || !it->is_string() || it->get<std::string>().size() != 16 ||
+      it->get<std::string>().find_first_not_of("0123456789abcdef") !=
+          std::string::npos) {
+    return InvalidArgument("bench result: \"checksum\" must be 16 hex digits");
+  }
+  for (const char* key : {"gflops", "seconds"}) {
+    it = r.find(key);
+    if (it == r.end() || !it->is_number() || !std::isfinite(it->get<double>()) ||
+        it->get<double>() < 0) {
+      return InvalidArgument(std::string("bench result: \"") + key +
+                             "\" must be a finite number >= 0");
+    }
+  }
+  return Status::Ok();
 }
 
 bool BenchKind::Agree(std::string_view result_a,

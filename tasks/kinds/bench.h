@@ -57,6 +57,12 @@ class BenchKind final : public TaskKind {
   Status ValidateParams(std::string_view params) const override;
   Result<std::string> Run(std::string_view params,
                           const RunContext& ctx) const override;
+  // A result is about 200 bytes.
+  size_t max_output_bytes() const override { return 4096; }
+  // n and seed equal to the params', a 16-digit lowercase hex checksum,
+  // and finite, non-negative gflops and seconds.
+  Status ValidateOutput(std::string_view params,
+                        std::string_view output) const override;
   bool Agree(std::string_view result_a,
              std::string_view result_b) const override;
 };

@@ -219,5 +219,40 @@ TEST_CASE("registry holds the compiled-in kinds") {
   CHECK(reg.Find("train")->name() == "train");
 }
 
+TEST_CASE("bench checks the shape of a result against its shard") {
+  BenchKind kind;
+  std::string p = Params(16, 1);
+  std::string good = RunBench(p).dump();
+  CHECK(kind.ValidateOutput(p, good).ok());
+  json r = json::parse(good);
+  auto check = [&](json changed, const char* expect) {
+    Status s = kind.ValidateOutput(p, changed.dump());
+    INFO(s.message());
+    CHECK(s.message().find(expect) != std::string::npos);
+  };
+  json other_n = r;
+  other_n["n"] = 17;
+  check(other_n, "\"n\"");
+  json other_seed = r;
+  other_seed["seed"] = 2;
+  check(other_seed, "\"seed\"");
+  json short_sum = r;
+  short_sum["checksum"] = "abc";
+  check(short_sum, "\"checksum\"");
+  json neg = r;
+  neg["gflops"] = -1;
+  check(neg, "\"gflops\"");
+  json missing = r;
+  missing.erase("seconds");
+  check(missing, "\"seconds\"");
+  // Nested JSON and size: refused before anything is built.
+  CHECK(kind.ValidateOutput(p, "[[1]]").message().find("nested deeper") !=
+        std::string::npos);
+  CHECK(kind.ValidateOutput(p, std::string(8 << 20, '[')).message().find(
+            "over the limit of 4096") != std::string::npos);
+  CHECK(kind.ValidateOutput(p, "{").message().find("not valid JSON") !=
+        std::string::npos);
+}
+
 }  // namespace
 }  // namespace pcfarm

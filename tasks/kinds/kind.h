@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "base/status.h"
 
 namespace pcfarm {
@@ -52,6 +54,13 @@ struct RunContext {
   }
 };
 
+// Parses `text` as one JSON value nested at most `max_depth` arrays and
+// objects deep, checking the depth before it builds anything (a megabyte of
+// '[' must not become a megabyte of nested arrays). InvalidArgument names
+// `what` and the fault.
+Result<nlohmann::json> ParseBoundedJson(std::string_view text, int max_depth,
+                                        std::string_view what);
+
 class TaskKind {
  public:
   virtual ~TaskKind() = default;
@@ -69,6 +78,20 @@ class TaskKind {
   // the device.
   virtual Result<std::string> Run(std::string_view params,
                                   const RunContext& ctx) const = 0;
+
+  // The longest result (bytes of Run's JSON) this kind can produce. The
+  // coordinator refuses a longer RESULT before it stores or parses it.
+  virtual size_t max_output_bytes() const = 0;
+
+  // OK iff `output` is shaped as this kind's result of a shard with
+  // `params` (which ValidateParams accepted): at most max_output_bytes(),
+  // JSON nested no deeper than the result format needs, every field that
+  // Agree() and the job summary read present with the right type, range and
+  // count. The coordinator checks every result with it, also at redundancy
+  // 1 where Agree() never runs. InvalidArgument names what is wrong. Linear
+  // in the output's size, with memory bounded by it.
+  virtual Status ValidateOutput(std::string_view params,
+                                std::string_view output) const = 0;
 
   // Returns true iff two results of the same shard agree within this kind's
   // tolerance. Malformed results never agree with anything.

@@ -153,6 +153,27 @@ Status CheckTokenLists(const json& arr, const char* what) {
   return Status::Ok();
 }
 
+// Results of both kinds leave room in the 8 MiB signed envelope for the
+// fields around the output.
+constexpr size_t kLlmMaxOutputBytes = 8 * 1024 * 1024 - 64 * 1024;
+
+Result<json> ParseOutput(std::string_view output, int depth, const char* kind) {
+  if (output.size() > kLlmMaxOutputBytes) {
+    return InvalidArgument(std::string(kind) + " result of " +
+                           std::to_string(output.size()) +
+                           " bytes is over the limit of " +
+                           std::to_string(kLlmMaxOutputBytes));
+  }
+  std::string what = std::string(kind) + " result";
+  PCFARM_ASSIGN_OR_RETURN(json r, ParseBoundedJson(output, depth, what));
+  if (!r.is_object()) return InvalidArgument(what + ": not a JSON object");
+  return r;
+}
+
+bool FiniteNumber(const json& v) {
+  return v.is_number() && std::isfinite(v.get<double>());
+}
+
 // ------------------------------------------------------------------ infer
 
 class InferKind final : public TaskKind {
@@ -214,6 +235,53 @@ class InferKind final : public TaskKind {
     }
     ctx.ReportProgress(1.0);
     return json{{"outputs", outputs}, {"backend", ctx.backend}}.dump();
+  }
+
+  size_t max_output_bytes() const override { return kLlmMaxOutputBytes; }
+
+  // One output per prompt, each with at most max_tokens token ids, one
+  // finite logprob <= 0 per token, and finish "stop" or "length".
+  Status ValidateOutput(std::string_view params,
+                        std::string_view output) const override {
+    PCFARM_ASSIGN_OR_RETURN(json r, ParseOutput(output, 4, "infer"));
+    PCFARM_ASSIGN_OR_RETURN(json p, ParseObject(params));
+    GenerationConfig g;
+    uint64_t seed = 0;
+    PCFARM_RETURN_IF_ERROR(Settings(p, &g, &seed));
+    size_t prompts = p.contains("prompts") ? p["prompts"].size()
+                                           : p.value("prompt_tokens", json::array()).size();
+    auto outs = r.find("outputs");
+    if (outs == r.end() || !outs->is_array() || outs->size() != prompts) {
+      return InvalidArgument("infer result: 'outputs' must hold one entry per prompt (" +
+                             std::to_string(prompts) + ")");
+    }
+    for (size_t i = 0; i < outs->size(); ++i) {
+      const json& o = (*outs)[i];
+      std::string where = "infer result: outputs[" + std::to_string(i) + "]";
+      if (!o.is_object()) return InvalidArgument(where + " is not an object");
+      auto t = o.find("tokens"), l = o.find("logprobs"), f = o.find("finish");
+      if (t == o.end() || !t->is_array() || t->size() > size_t(g.max_new_tokens)) {
+        return InvalidArgument(where + ": 'tokens' must be an array of at most " +
+                               std::to_string(g.max_new_tokens) + " ids");
+      }
+      for (const auto& id : *t) {
+        if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
+          return InvalidArgument(where + ": 'tokens' holds a value that is not a token id");
+        }
+      }
+      if (l == o.end() || !l->is_array() || l->size() != t->size()) {
+        return InvalidArgument(where + ": 'logprobs' must have one number per token");
+      }
+      for (const auto& v : *l) {
+        if (!FiniteNumber(v) || v.get<double>() > 1e-3) {
+          return InvalidArgument(where + ": 'logprobs' must be finite numbers <= 0");
+        }
+      }
+      if (f == o.end() || !f->is_string() || (*f != "stop" && *f != "length")) {
+        return InvalidArgument(where + ": 'finish' must be \"stop\" or \"length\"");
+      }
+    }
+    return Status::Ok();
   }
 
   bool Agree(std::string_view a, std::string_view b) const override {
@@ -334,6 +402,36 @@ class TrainKind final : public TaskKind {
     out["backend"] = ctx.backend;
     ctx.ReportProgress(1.0);
     return out.dump();
+  }
+
+  size_t max_output_bytes() const override { return kLlmMaxOutputBytes; }
+
+  // A finite loss, weight >= 0, an integer token count, and 'count' finite
+  // numbers in 'values'.
+  Status ValidateOutput(std::string_view params,
+                        std::string_view output) const override {
+    (void)params;  // the number of values depends on the model, not the params
+    PCFARM_ASSIGN_OR_RETURN(json r, ParseOutput(output, 2, "train"));
+    auto loss = r.find("loss"), weight = r.find("weight"), tokens = r.find("tokens");
+    if (loss == r.end() || !FiniteNumber(*loss)) {
+      return InvalidArgument("train result: 'loss' must be a finite number");
+    }
+    if (weight == r.end() || !FiniteNumber(*weight) || weight->get<double>() < 0) {
+      return InvalidArgument("train result: 'weight' must be a finite number >= 0");
+    }
+    if (tokens == r.end() || !tokens->is_number_integer() || tokens->get<int64_t>() < 0) {
+      return InvalidArgument("train result: 'tokens' must be an integer >= 0");
+    }
+    auto count = r.find("count"), values = r.find("values");
+    if (values == r.end() || !values->is_array() || values->empty() ||
+        count == r.end() || !count->is_number_unsigned() ||
+        count->get<uint64_t>() != values->size()) {
+      return InvalidArgument("train result: 'values' must hold 'count' numbers");
+    }
+    for (const auto& v : *values) {
+      if (!FiniteNumber(v)) return InvalidArgument("train result: 'values' must be finite numbers");
+    }
+    return Status::Ok();
   }
 
   bool Agree(std::string_view a, std::string_view b) const override {

@@ -67,6 +67,29 @@ TEST_CASE("infer generates deterministically and agrees with itself") {
   CHECK_FALSE(kind->Agree(*a, bad.dump()));
   CHECK_FALSE(kind->Agree(*a, "not json"));
 
+  // The real results pass the shape check; bad shapes are refused naming
+  // what is wrong.
+  CHECK(kind->ValidateOutput(p.dump(), *a).ok());
+  auto shape = [&](const json& r) { return kind->ValidateOutput(p.dump(), r.dump()); };
+  json one = out;
+  one["outputs"].erase(1);
+  CHECK(shape(one).message().find("one entry per prompt (2)") != std::string::npos);
+  json longer = out;
+  for (int i = 0; i < 3; ++i) {
+    longer["outputs"][0]["tokens"].push_back(1);
+    longer["outputs"][0]["logprobs"].push_back(-0.5);
+  }
+  CHECK(shape(longer).message().find("at most 6 ids") != std::string::npos);
+  json lp = out;
+  lp["outputs"][0]["logprobs"][0] = 3.0;
+  CHECK(shape(lp).message().find("'logprobs'") != std::string::npos);
+  json fin = out;
+  fin["outputs"][0]["finish"] = "maybe";
+  CHECK(shape(fin).message().find("'finish'") != std::string::npos);
+  CHECK(kind->ValidateOutput(p.dump(), std::string(1 << 20, '[')).message().find(
+            "nested deeper") != std::string::npos);
+  CHECK_FALSE(kind->ValidateOutput(p.dump(), std::string(kind->max_output_bytes() + 1, ' ')).ok());
+
   // Sampling with a seed repeats; the adapter changes the answer.
   p["temperature"] = 0.8;
   p["seed"] = 42;
@@ -125,6 +148,19 @@ TEST_CASE("train returns summed gradients and local-step differences") {
   json bad = out;
   for (auto& v : bad["values"]) v = v.get<double>() * 1.01 + 1e-3;
   CHECK_FALSE(kind->Agree(*a, bad.dump()));
+
+  CHECK(kind->ValidateOutput(p.dump(), *a).ok());
+  json miscount = out;
+  miscount["count"] = out["values"].size() + 1;
+  CHECK(kind->ValidateOutput(p.dump(), miscount.dump()).message().find("'count'") !=
+        std::string::npos);
+  json noloss = out;
+  noloss.erase("loss");
+  CHECK_FALSE(kind->ValidateOutput(p.dump(), noloss.dump()).ok());
+  json nested = out;
+  nested["values"][0] = json::array({1.0});
+  CHECK(kind->ValidateOutput(p.dump(), nested.dump()).message().find("nested deeper") !=
+        std::string::npos);
 
   // From the fixture adapter (B non-zero), with two local AdamW steps.
   json q = {{"model", blobs.files}, {"adapter", blobs.adapter}, {"batch", batch},
