@@ -24,12 +24,26 @@ Result<TransitionReport> Scheduler::WorkerLost(int64_t worker_id) {
   return store_->ReleaseWorker(worker_id, options_.scheduler_max_attempts);
 }
 
+Result<TransitionReport> Scheduler::WorkerRejoined(
+    int64_t worker_id, const std::vector<int64_t>& still_held) {
+  return store_->ReleaseWorker(worker_id, options_.scheduler_max_attempts,
+                               still_held);
+}
+
+Result<TransitionReport> Scheduler::AttemptFailed(int64_t attempt_id,
+                                                  int64_t worker_id,
+                                                  const std::string& error) {
+  return store_->FailAttempt(attempt_id, worker_id, error,
+                             options_.scheduler_max_attempts);
+}
+
 Result<RecordOutcome> Scheduler::RecordResult(int64_t attempt_id,
                                               int64_t worker_id,
                                               std::string_view body,
                                               std::string_view signature) {
   return store_->RecordResult(attempt_id, worker_id, body, signature,
-                              verifier_, options_.scheduler_max_attempts);
+                              verifier_, options_.scheduler_max_attempts,
+                              summary_fold_);
 }
 
 }  // namespace pcfarm

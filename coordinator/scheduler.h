@@ -7,9 +7,11 @@
 // N is run by N different workers (never twice by one worker) and accepted
 // when N results agree; disagreement schedules one more run per missing
 // agreeing result, and the odd workers lose trust when the shard is
-// accepted. Expired leases, lost workers and disagreeing full result sets
-// count as failures of the shard; at scheduler_max_attempts failures the
-// shard and its job fail with a reason naming the last failure.
+// accepted. Expired leases, lost workers, attempts a worker could not run
+// and disagreeing full result sets count as failures of the shard; at
+// scheduler_max_attempts failures the shard and its job fail with a reason
+// naming the last failure. A worker that fails far more often than it
+// delivers stops counting against that budget (FailureCounts in store.h).
 //
 // Every call is one Store transaction, durable when it returns OK: the
 // daemon sends ACK only after RecordResult returned OK.
@@ -20,6 +22,8 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/status.h"
@@ -42,6 +46,8 @@ class Scheduler {
   explicit Scheduler(Store* store, SchedulerOptions options = {});
 
   Verifier& verifier() { return verifier_; }
+  // How an accepted result updates its job's summary (none by default).
+  void set_summary_fold(SummaryFold fold) { summary_fold_ = std::move(fold); }
   const SchedulerOptions& options() const { return options_; }
 
   // The best shard `worker_id` can run, leased until now + lease, or nullopt
@@ -53,6 +59,16 @@ class Scheduler {
   Result<TransitionReport> ExpireLeases();
   // Ends every lease of a worker that went silent or said BYE.
   Result<TransitionReport> WorkerLost(int64_t worker_id);
+  // A worker said HELLO on a new connection: ends its leases but those in
+  // `still_held` (attempts it still runs or holds a result for); the rest
+  // were lost with a restart.
+  Result<TransitionReport> WorkerRejoined(int64_t worker_id,
+                                          const std::vector<int64_t>& still_held);
+  // The worker reported it could not run the attempt; see Store::FailAttempt
+  // for the error codes. Whether the failure counts against the shard:
+  // FailureCounts (store.h).
+  Result<TransitionReport> AttemptFailed(int64_t attempt_id, int64_t worker_id,
+                                         const std::string& error);
   // Stores and verifies a result; see Store::RecordResult for the error
   // codes (AlreadyExists = replay or duplicate).
   Result<RecordOutcome> RecordResult(int64_t attempt_id, int64_t worker_id,
@@ -63,6 +79,7 @@ class Scheduler {
   Store* store_;
   SchedulerOptions options_;
   Verifier verifier_;
+  SummaryFold summary_fold_;
 };
 
 }  // namespace pcfarm

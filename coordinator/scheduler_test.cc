@@ -582,5 +582,77 @@ TEST_CASE_METHOD(SchedFixture, "an attempt remembers its shard body hash",
   CHECK(store->SetAttemptShardHash(424242, "h").code() == StatusCode::kNotFound);
 }
 
+TEST_CASE_METHOD(MaxThree,
+                 "identities that fail far more than they deliver stop counting",
+                 "[scheduler]") {
+  // Three identities answer ok=false to everything. Each first failure
+  // counts (an honest worker fails now and then); after that, a worker with
+  // more failures than results + 1 no longer counts against a shard.
+  std::vector<int64_t> bad = {Worker("bad-1"), Worker("bad-2"), Worker("bad-3")};
+  int64_t warmup = Job(3);
+  std::vector<Lease> first;  // one shard each
+  for (int64_t w : bad) first.push_back(MustLease(w));
+  for (size_t i = 0; i < bad.size(); ++i) {
+    REQUIRE(store->FailAttempt(first[i].attempt_id, bad[i], "no", 3).ok());
+  }
+  int64_t honest = Worker("honest");
+  for (int i = 0; i < 3; ++i) {
+    Lease l = MustLease(honest);
+    CHECK(MustRecord(l, honest, "ok").verdict == ResultVerdict::kAccepted);
+  }
+  CHECK(store->GetJob(warmup)->state == "succeeded");
+
+  // Without the rule the three would fail this job's one shard (3 of 3).
+  int64_t job = Job(1);
+  for (int64_t w : bad) {
+    Lease l = MustLease(w);
+    auto r = sched->AttemptFailed(l.attempt_id, w, "no");
+    REQUIRE(r.ok());
+    CHECK(r->failed_jobs.empty());
+  }
+  auto shard = (*store->ListShards(job))[0];
+  CHECK(shard.attempts_failed == 0);
+  CHECK(shard.state == "pending");
+  Lease l = MustLease(honest);
+  CHECK(MustRecord(l, honest, "ok").verdict == ResultVerdict::kAccepted);
+  CHECK(store->GetJob(job)->state == "succeeded");
+
+  // A worker that delivers earns its counted failures back: one result,
+  // one more counted failure.
+  CHECK(FailureCounts(1, 0));
+  CHECK_FALSE(FailureCounts(2, 0));
+  CHECK(FailureCounts(2, 1));
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(MaxThree, "uncounted failures still end a shard at last",
+                 "[scheduler]") {
+  // Each worker spends its one counted failure on a decoy job first; then
+  // none of their failures of the real shard count, but
+  // kUncountedFailureFactor x max attempts failures in all end it.
+  const int limit = 3 * kUncountedFailureFactor;
+  int64_t decoy = Job(limit);
+  std::vector<int64_t> workers;
+  std::vector<Lease> first;  // one decoy shard each
+  for (int i = 0; i < limit; ++i) {
+    workers.push_back(Worker("flaky-" + std::to_string(i)));
+    first.push_back(MustLease(workers.back()));
+  }
+  for (int i = 0; i < limit; ++i) {
+    REQUIRE(store->FailAttempt(first[i].attempt_id, workers[i], "oom", 3).ok());
+  }
+  REQUIRE(store->CancelJob(decoy, "decoy").ok());
+  int64_t job = Job(1);
+  for (int i = 0; i < limit; ++i) {
+    auto r = sched->AttemptFailed(MustLease(workers[i]).attempt_id, workers[i], "oom");
+    REQUIRE(r.ok());
+    CHECK(r->failed_jobs.empty() == (i + 1 < limit));
+  }
+  auto info = store->GetJob(job);
+  CHECK(info->state == "failed");
+  CHECK(info->reason.find("failed 12 times in all (0 counted)") != std::string::npos);
+  REQUIRE(store->CheckConsistency().ok());
+}
+
 }  // namespace
 }  // namespace pcfarm

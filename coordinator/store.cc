@@ -304,6 +304,23 @@ ALTER TABLE results_new RENAME TO results;
 CREATE INDEX results_by_shard ON results(shard_id);
 CREATE INDEX results_by_worker ON results(worker_id, outcome);
 )sql",
+    // 6: grid hardening. A job keeps the summary of its accepted results
+    // (folded in when a shard is accepted, never recomputed by a query); a
+    // worker's failed attempts and delivered results decide whether its
+    // failures count against a shard (Store::FailureCounts); a shard counts
+    // the failures that did not; events can be pruned by age. Jobs from
+    // before keep only their accepted-shard count as their summary.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN summary TEXT NOT NULL DEFAULT '{}';
+UPDATE jobs SET summary=json_object('shards', shards_accepted)
+  WHERE shards_accepted > 0;
+ALTER TABLE workers ADD COLUMN attempts_failed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN results_returned INTEGER NOT NULL DEFAULT 0;
+UPDATE workers SET results_returned=(SELECT COUNT(*) FROM results r
+  WHERE r.worker_id=workers.id);
+ALTER TABLE shards ADD COLUMN failures_uncounted INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX events_by_ts ON events(ts_ms);
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -312,7 +329,7 @@ const char kWorkerCols[] =
     "speed_gflops,created_ms,last_seen_ms";
 const char kJobCols[] =
     "id,kind,state,priority,redundancy,params,shards_total,shards_accepted,"
-    "reason,created_ms,updated_ms";
+    "reason,created_ms,updated_ms,summary";
 
 WorkerInfo ReadWorker(Stmt& s) {
   WorkerInfo w;
@@ -344,6 +361,7 @@ JobInfo ReadJob(Stmt& s) {
   j.reason = s.Str(8);
   j.created_ms = s.Int(9);
   j.updated_ms = s.Int(10);
+  j.summary = s.Str(11);
   return j;
 }
 
@@ -461,25 +479,47 @@ WHERE id=?1 AND state IN ('pending','leased'))sql");
     return EventTx(now, std::string("job_") + job_state, job_id, 0, reason);
   }
 
-  // Counts a failed try of the shard; past the limit the shard and its job
-  // fail with `why` in the reason.
+  // Counts a failed try of the shard, against its budget when `counted`
+  // (see FailureCounts in store.h), else among its uncounted failures. At
+  // max_failed counted failures, or kUncountedFailureFactor times that in
+  // all, the shard and its job fail with `why` in the reason.
   Status ShardFailureTx(int64_t now, int64_t shard_id, const std::string& why,
-                        int max_failed, TransitionReport* report) {
-    auto q = Q("UPDATE shards SET attempts_failed=attempts_failed+1, "
+                        int max_failed, bool counted, TransitionReport* report) {
+    auto q = Q("UPDATE shards SET attempts_failed=attempts_failed+?3, "
+               "failures_uncounted=failures_uncounted+1-?3, "
                "last_failure=?2 WHERE id=?1 "
-               "RETURNING job_id, idx, attempts_failed");
-    q.Bind(shard_id, why);
+               "RETURNING job_id, idx, attempts_failed, "
+               "attempts_failed+failures_uncounted");
+    q.Bind(shard_id, why, counted ? 1 : 0);
     PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return NotFound("no shard with id " + std::to_string(shard_id));
-    int64_t job_id = q.Int(0), idx = q.Int(1), failed = q.Int(2);
+    int64_t job_id = q.Int(0), idx = q.Int(1), failed = q.Int(2), all = q.Int(3);
     PCFARM_RETURN_IF_ERROR(q.Run());
-    if (failed < max_failed) return RefreshShardTx(shard_id);
+    int64_t all_limit = int64_t(max_failed) * kUncountedFailureFactor;
+    if (failed < max_failed && all < all_limit) return RefreshShardTx(shard_id);
     PCFARM_RETURN_IF_ERROR(
         Q("UPDATE shards SET state='failed' WHERE id=?1").Bind(shard_id).Run());
     std::string reason = "shard " + std::to_string(idx) + " of job " +
                          std::to_string(job_id) + " failed " +
-                         std::to_string(failed) + " times: " + why;
+                         (failed < max_failed
+                              ? std::to_string(all) + " times in all (" +
+                                    std::to_string(failed) + " counted)"
+                              : std::to_string(failed) + " times") +
+                         ": " + why;
     return EndJobTx(now, job_id, "failed", reason, report);
+  }
+
+  // Counts a failed attempt of the worker; true when the failure counts
+  // against the shard (FailureCounts in store.h).
+  Result<bool> WorkerFailureTx(int64_t worker_id) {
+    auto q = Q("UPDATE workers SET attempts_failed=attempts_failed+1 "
+               "WHERE id=?1 RETURNING attempts_failed, results_returned");
+    q.Bind(worker_id);
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return NotFound("no worker with id " + std::to_string(worker_id));
+    bool counted = FailureCounts(q.Int(0), q.Int(1));
+    PCFARM_RETURN_IF_ERROR(q.Run());
+    return counted;
   }
 
   // Ends a leased attempt as 'expired' or 'lost' and counts the failure.
@@ -494,11 +534,15 @@ WHERE id=?1 AND state IN ('pending','leased'))sql");
     int64_t shard_id = q.Int(0), job_id = q.Int(1), worker_id = q.Int(2);
     PCFARM_RETURN_IF_ERROR(q.Run());
     report->released_attempts.push_back(attempt_id);
+    report->released_workers.push_back(worker_id);
+    PCFARM_ASSIGN_OR_RETURN(bool counted, WorkerFailureTx(worker_id));
     PCFARM_RETURN_IF_ERROR(EventTx(now, std::string("attempt_") + state,
                                    job_id, worker_id,
                                    "attempt " + std::to_string(attempt_id) +
-                                       ": " + why));
-    return ShardFailureTx(now, shard_id, why, max_failed, report);
+                                       ": " + why +
+                                       (counted ? "" : " (not counted: the "
+                                                       "worker fails too often)")));
+    return ShardFailureTx(now, shard_id, why, max_failed, counted, report);
   }
 
   sqlite3* h;
@@ -1056,6 +1100,24 @@ Status Store::AddEvent(const std::string& kind, int64_t job_id,
       [&] { return db_->EventTx(now, kind, job_id, worker_id, message); });
 }
 
+Result<int64_t> Store::PruneEvents(int64_t max_age_ms, int64_t max_rows) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Result<int64_t> {
+    // Event ids only grow (the newest row is never deleted), so the newest
+    // max_rows are the ids above MAX(id) - max_rows.
+    PCFARM_RETURN_IF_ERROR(db_->Q("DELETE FROM events WHERE ts_ms < ?1")
+                               .Bind(now - max_age_ms)
+                               .Run());
+    int64_t deleted = sqlite3_changes(db_->h);
+    PCFARM_RETURN_IF_ERROR(
+        db_->Q("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1")
+            .Bind(max_rows)
+            .Run());
+    return deleted + sqlite3_changes(db_->h);
+  });
+}
+
 Result<std::vector<EventInfo>> Store::ListEvents(int64_t after_id, int limit) {
   std::lock_guard l(mu_);
   auto q = db_->Q("SELECT id,ts_ms,kind,IFNULL(job_id,0),IFNULL(worker_id,0),"
@@ -1180,8 +1242,22 @@ Result<TransitionReport> Store::ExpireLeases(int max_failed_attempts) {
   });
 }
 
+Result<std::vector<int64_t>> Store::LiveAttempts(int64_t worker_id) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT id FROM attempts WHERE worker_id=?1 AND "
+                  "state='leased' ORDER BY id");
+  q.Bind(worker_id);
+  std::vector<int64_t> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return out;
+    out.push_back(q.Int(0));
+  }
+}
+
 Result<TransitionReport> Store::ReleaseWorker(int64_t worker_id,
-                                              int max_failed_attempts) {
+                                              int max_failed_attempts,
+                                              const std::vector<int64_t>& keep) {
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
   return db_->Tx([&]() -> Result<TransitionReport> {
@@ -1194,7 +1270,9 @@ Result<TransitionReport> Store::ReleaseWorker(int64_t worker_id,
       for (;;) {
         PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
         if (!row) break;
-        live.push_back(q.Int(0));
+        if (std::find(keep.begin(), keep.end(), q.Int(0)) == keep.end()) {
+          live.push_back(q.Int(0));
+        }
       }
     }
     TransitionReport report;
@@ -1211,7 +1289,8 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
                                           std::string_view body,
                                           std::string_view signature,
                                           const Verifier& verifier,
-                                          int max_failed_attempts) {
+                                          int max_failed_attempts,
+                                          const SummaryFold& fold) {
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
   return db_->Tx([&]() -> Result<RecordOutcome> {
@@ -1254,6 +1333,11 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
     PCFARM_RETURN_IF_ERROR(
         db_->Q("UPDATE attempts SET state='returned', ended_ms=?2 WHERE id=?1")
             .Bind(attempt_id, now)
+            .Run());
+    PCFARM_RETURN_IF_ERROR(
+        db_->Q("UPDATE workers SET results_returned=results_returned+1 "
+               "WHERE id=?1")
+            .Bind(worker_id)
             .Run());
 
     // Group the shard's live results with the kind's comparator.
@@ -1318,6 +1402,21 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
                         changed.status().ToString() + ")");
       }
       PCFARM_RETURN_IF_ERROR(acc.Run());
+      if (fold) {
+        auto sq = db_->Q("SELECT summary FROM jobs WHERE id=?1");
+        sq.Bind(job_id);
+        PCFARM_ASSIGN_OR_RETURN(bool row, sq.Step());
+        std::string summary = row ? sq.Str(0) : std::string("{}");
+        PCFARM_RETURN_IF_ERROR(sq.Run());
+        std::string_view won;
+        for (size_t i = 0; i < ids.size(); ++i) {
+          if (ids[i] == winner) won = bodies[i];
+        }
+        PCFARM_RETURN_IF_ERROR(
+            db_->Q("UPDATE jobs SET summary=?2 WHERE id=?1")
+                .Bind(job_id, fold(kind, summary, shard_idx, won))
+                .Run());
+      }
       {
         auto q = db_->Q("UPDATE attempts SET state='cancelled', ended_ms=?2 "
                         "WHERE shard_id=?1 AND state='leased' "
@@ -1356,7 +1455,7 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
       size_t failed_before = out.report.failed_jobs.size();
       PCFARM_RETURN_IF_ERROR(db_->ShardFailureTx(now, shard_id, why,
                                                  max_failed_attempts,
-                                                 &out.report));
+                                                 /*counted=*/true, &out.report));
       out.job_finished = out.report.failed_jobs.size() > failed_before;
       return out;
     }
@@ -1390,6 +1489,17 @@ Result<std::string> Store::AttemptShardHash(int64_t attempt_id) {
                     " has no recorded shard hash");
   }
   return q.Str(0);
+}
+
+Result<AttemptWork> Store::GetAttemptWork(int64_t attempt_id) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT IFNULL(a.shard_hash,''), j.kind, s.params FROM "
+                  "attempts a JOIN shards s ON s.id=a.shard_id JOIN jobs j ON "
+                  "j.id=a.job_id WHERE a.id=?1");
+  q.Bind(attempt_id);
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return NotFound("no attempt " + std::to_string(attempt_id));
+  return AttemptWork{q.Str(0), q.Str(1), q.Str(2)};
 }
 
 Result<TransitionReport> Store::FailAttempt(int64_t attempt_id,

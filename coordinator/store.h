@@ -38,6 +38,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -104,6 +105,9 @@ struct JobInfo {
   std::string reason;  // why it failed or was cancelled; "" otherwise
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
+  // The summary of its accepted results (JSON object text), folded in by
+  // RecordResult's SummaryFold when each shard is accepted.
+  std::string summary = "{}";
 };
 
 struct ShardInfo {
@@ -149,6 +153,7 @@ struct CancelledAttempt {
 // What a transition did besides its main effect, for the daemon to act on.
 struct TransitionReport {
   std::vector<int64_t> released_attempts;     // expired, lost or failed
+  std::vector<int64_t> released_workers;      // [i] held released_attempts[i]
   std::vector<CancelledAttempt> cancelled;    // tell these workers to stop
   std::vector<int64_t> failed_jobs;
 };
@@ -164,6 +169,36 @@ struct RecordOutcome {
   int64_t result_id = 0;
   bool job_finished = false;  // the job succeeded or failed with this result
   TransitionReport report;
+};
+
+// Folds the accepted result `body` of shard `shard_idx` into the `summary`
+// of its `kind` job and returns the new summary (job_summary.h has the one
+// the daemon uses).
+using SummaryFold = std::function<std::string(
+    std::string_view kind, std::string_view summary, int64_t shard_idx,
+    std::string_view body)>;
+
+// Whether a failed attempt (the worker reported it failed, its lease
+// expired, or the worker was lost) counts against its shard's budget of
+// max_failed_attempts. It does while the worker has failed no more often
+// than it has delivered results, plus one: `worker_failed` (counting this
+// failure) <= `worker_returned` + 1. A worker that fails far more often
+// than it delivers (a broken PC, or identities that answer ok=false to
+// drive jobs to their retry limit) then stops counting: each identity gets
+// one counted failure plus one per result it delivered. Its failures still
+// count toward a second budget, kUncountedFailureFactor times
+// max_failed_attempts failures of any kind, which ends any shard, so that
+// no job is retried forever.
+inline bool FailureCounts(int64_t worker_failed, int64_t worker_returned) {
+  return worker_failed <= worker_returned + 1;
+}
+inline constexpr int kUncountedFailureFactor = 4;
+
+// What a RESULT for an attempt must answer, and how to check it.
+struct AttemptWork {
+  std::string shard_hash;  // "" when the shard body was never sent
+  std::string kind;
+  std::string params;
 };
 
 struct AcceptedResult {
@@ -265,6 +300,10 @@ class Store {
   // ---- events ----
   Status AddEvent(const std::string& kind, int64_t job_id, int64_t worker_id,
                   const std::string& message);
+  // Deletes events older than `max_age_ms` and all but the newest
+  // `max_rows`; returns how many were deleted. Cheap when there is nothing
+  // to delete (the daemon calls it every heartbeat tick).
+  Result<int64_t> PruneEvents(int64_t max_age_ms, int64_t max_rows);
   // Events with id > after_id, oldest first, at most `limit`.
   Result<std::vector<EventInfo>> ListEvents(int64_t after_id = 0,
                                             int limit = 1000);
@@ -279,19 +318,26 @@ class Store {
                                           int64_t lease_ms);
   // Marks leased attempts past their deadline expired.
   Result<TransitionReport> ExpireLeases(int max_failed_attempts);
-  // Marks the worker's leased attempts lost.
+  // Marks the worker's leased attempts lost, but those in `keep` (attempts
+  // it still runs or has a result for).
   Result<TransitionReport> ReleaseWorker(int64_t worker_id,
-                                         int max_failed_attempts);
+                                         int max_failed_attempts,
+                                         const std::vector<int64_t>& keep = {});
+  // The worker's leased attempts, by id.
+  Result<std::vector<int64_t>> LiveAttempts(int64_t worker_id);
   // Stores a result and verifies the shard. NotFound: unknown attempt;
   // PermissionDenied: the attempt belongs to another worker; AlreadyExists:
   // the attempt already has a result (a replay or a resend after a lost ACK:
   // the result is durably stored, the daemon may ACK again);
   // FailedPrecondition: the attempt expired, was lost or was cancelled.
+  // When a result completes its shard's agreement, `fold` (if set) updates
+  // the job's summary in the same transaction.
   Result<RecordOutcome> RecordResult(int64_t attempt_id, int64_t worker_id,
                                      std::string_view body,
                                      std::string_view signature,
                                      const Verifier& verifier,
-                                     int max_failed_attempts);
+                                     int max_failed_attempts,
+                                     const SummaryFold& fold = nullptr);
 
   // A worker reports it could not run its attempt (`error`, e.g. out of
   // memory): the attempt fails and counts as a failure of the shard. Error
@@ -304,6 +350,9 @@ class Store {
   Status SetAttemptShardHash(int64_t attempt_id, std::string_view hash);
   // The recorded hash; NotFound when the attempt is unknown or none was set.
   Result<std::string> AttemptShardHash(int64_t attempt_id);
+  // The attempt's recorded shard hash, its job's kind and its shard's
+  // params; NotFound for an unknown attempt.
+  Result<AttemptWork> GetAttemptWork(int64_t attempt_id);
 
   // Checks the database's integrity and the invariants the transitions keep
   // (counters equal row counts, an accepted shard has one agreeing result

@@ -31,6 +31,20 @@ struct StoreFixture {
     REQUIRE(s.ok());
     store = std::move(s).value();
   }
+  // The first column of the first row of `sql`, read on a connection of
+  // its own.
+  int64_t DbInt(const char* sql) {
+    sqlite3* h = nullptr;
+    REQUIRE(sqlite3_open_v2(path.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) ==
+            SQLITE_OK);
+    sqlite3_stmt* q = nullptr;
+    REQUIRE(sqlite3_prepare_v2(h, sql, -1, &q, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(q) == SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(h);
+    return v;
+  }
 };
 
 JobSpec TwoShardJob() {
@@ -69,13 +83,13 @@ TEST_CASE_METHOD(StoreFixture, "a batch commits its transitions together",
 
 TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
                  "[store]") {
-  REQUIRE(*store->SchemaVersion() == 5);
+  REQUIRE(*store->SchemaVersion() == 6);
   auto id = store->AddWorker("pc-1", "sign", "curve");
   REQUIRE(id.ok());
   // A second run of migration 1 would fail on CREATE TABLE.
   Reopen();
   Reopen();
-  REQUIRE(*store->SchemaVersion() == 5);
+  REQUIRE(*store->SchemaVersion() == 6);
   auto w = store->FindWorkerByCurveKey("curve");
   REQUIRE(w.ok());
   CHECK(w->id == *id);
@@ -93,7 +107,7 @@ TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
   sqlite3_finalize(q);
   sqlite3_prepare_v2(h, "SELECT COUNT(*) FROM schema_version", -1, &q, nullptr);
   REQUIRE(sqlite3_step(q) == SQLITE_ROW);
-  CHECK(sqlite3_column_int(q, 0) == 5);  // one row per migration, not per open
+  CHECK(sqlite3_column_int(q, 0) == 6);  // one row per migration, not per open
   sqlite3_finalize(q);
   sqlite3_close(h);
 }
@@ -101,6 +115,7 @@ TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
 TEST_CASE_METHOD(StoreFixture, "migration 5 keeps every row and constraint",
                  "[store]") {
   // A version-4 database with a job in progress, then the latest program.
+  int64_t attempt = 0, worker = 0;
   store.reset();
   std::filesystem::remove(path);
   {
@@ -115,14 +130,17 @@ TEST_CASE_METHOD(StoreFixture, "migration 5 keeps every row and constraint",
     REQUIRE(lease.ok());
     REQUIRE(lease->has_value());
     REQUIRE((*old)->SetAttemptShardHash((*lease)->attempt_id, "h").ok());
-    Verifier verifier;
-    auto rec = (*old)->RecordResult((*lease)->attempt_id, *w, "out", "sig",
-                                    verifier, 5);
-    REQUIRE(rec.ok());
+    attempt = (*lease)->attempt_id;
+    worker = *w;
   }
   Reopen();
-  REQUIRE(*store->SchemaVersion() == 5);
+  REQUIRE(*store->SchemaVersion() == 6);
   REQUIRE(store->CheckConsistency().ok());
+  // The lease made by the version-4 program is answered by this one.
+  Verifier verifier;
+  auto rec = store->RecordResult(attempt, worker, "out", "sig", verifier, 5);
+  REQUIRE(rec.ok());
+  CHECK(rec->verdict == ResultVerdict::kAccepted);
   auto jobs = store->ListJobs();
   REQUIRE(jobs.ok());
   REQUIRE(jobs->size() == 1);
@@ -148,6 +166,39 @@ TEST_CASE_METHOD(StoreFixture, "migration 5 keeps every row and constraint",
   REQUIRE(lease->has_value());
   CHECK((*lease)->shard_idx == 1);
   REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(StoreFixture, "migration 6 gives old jobs and workers their counts",
+                 "[store]") {
+  store.reset();
+  std::filesystem::remove(path);
+  {
+    auto old = Store::Open(path, &clock, 5);
+    REQUIRE(old.ok());
+    REQUIRE((*old)->AddWorker("pc-1", "sign", "curve").ok());
+    REQUIRE((*old)->CreateJob(TwoShardJob()).ok());
+  }
+  // A result accepted by a version-5 program, written as it wrote it.
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &h) == SQLITE_OK);
+  for (const char* sql : {
+           "INSERT INTO attempts(id,shard_id,job_id,worker_id,state,leased_ms,"
+           "deadline_ms) VALUES(1,1,1,1,'returned',0,1)",
+           "INSERT INTO results(id,attempt_id,shard_id,worker_id,body,signature,"
+           "outcome,received_ms) VALUES(1,1,1,1,'out','sig','agreed',0)",
+           "UPDATE shards SET state='accepted', accepted_result_id=1 WHERE id=1",
+           "UPDATE jobs SET state='running', shards_accepted=1",
+           "UPDATE workers SET agreed=1"}) {
+    INFO(sql);
+    REQUIRE(sqlite3_exec(h, sql, nullptr, nullptr, nullptr) == SQLITE_OK);
+  }
+  sqlite3_close(h);
+  Reopen();
+  REQUIRE(*store->SchemaVersion() == 6);
+  REQUIRE(store->CheckConsistency().ok());
+  CHECK(store->GetJob(1)->summary == R"({"shards":1})");
+  auto w = DbInt("SELECT results_returned FROM workers WHERE id=1");
+  CHECK(w == 1);
 }
 
 TEST_CASE_METHOD(StoreFixture, "a database from a newer program is refused",
@@ -326,6 +377,100 @@ TEST_CASE_METHOD(StoreFixture, "blob records and events", "[store]") {
   CHECK((*all)[1].worker_id == 0);
   CHECK(store->ListEvents((*all)[0].id)->size() == 1);
   CHECK(store->ListEvents(0, 1)->size() == 1);
+}
+
+TEST_CASE_METHOD(StoreFixture, "events are pruned by age and by count",
+                 "[store]") {
+  for (int i = 0; i < 50; ++i) {
+    REQUIRE(store->AddEvent("old", 0, 0, "e" + std::to_string(i)).ok());
+  }
+  clock.AdvanceMs(10'000);
+  for (int i = 0; i < 30; ++i) {
+    REQUIRE(store->AddEvent("new", 0, 0, "e" + std::to_string(i)).ok());
+  }
+  // Nothing is old enough and the table is under the count: nothing goes.
+  CHECK(*store->PruneEvents(20'000, 1000) == 0);
+  // By age: the 50 written 10 s ago.
+  CHECK(*store->PruneEvents(5'000, 1000) == 50);
+  auto left = store->ListEvents();
+  REQUIRE(left->size() == 30);
+  CHECK(left->front().kind == "new");
+  // By count: the newest 10 stay.
+  CHECK(*store->PruneEvents(60'000, 10) == 20);
+  left = store->ListEvents();
+  REQUIRE(left->size() == 10);
+  CHECK(left->back().message == "e29");
+  CHECK(left->front().message == "e20");
+  // New events still get new ids.
+  REQUIRE(store->AddEvent("later", 0, 0, "x").ok());
+  CHECK(store->ListEvents()->back().id > left->back().id);
+}
+
+TEST_CASE_METHOD(StoreFixture, "an accepted result is folded into the job summary",
+                 "[store]") {
+  auto w1 = store->AddWorker("pc-1", "s1", "c1");
+  auto w2 = store->AddWorker("pc-2", "s2", "c2");
+  JobSpec spec = TwoShardJob();
+  spec.redundancy = 2;
+  spec.shards = {{"p0", "", 0}};
+  auto job = store->CreateJob(spec);
+  REQUIRE(job.ok());
+  DeviceCaps cpu{{"cpu"}, 1 << 30};
+  auto a = store->LeaseShard(*w1, cpu, 60'000);
+  auto b = store->LeaseShard(*w2, cpu, 60'000);
+  REQUIRE((a.ok() && a->has_value() && b.ok() && b->has_value()));
+  Verifier verifier;
+  int folds = 0;
+  SummaryFold fold = [&](std::string_view kind, std::string_view summary,
+                         int64_t idx, std::string_view body) {
+    ++folds;
+    CHECK(kind == "infer");
+    CHECK(idx == 0);
+    return std::string(summary) + "+" + std::string(body);
+  };
+  CHECK(store->GetJob(*job)->summary == "{}");
+  auto r1 = store->RecordResult((*a)->attempt_id, *w1, "first", "s", verifier, 5, fold);
+  REQUIRE(r1.ok());
+  CHECK(folds == 0);  // waiting for agreement: nothing accepted yet
+  auto r2 = store->RecordResult((*b)->attempt_id, *w2, "first", "s", verifier, 5, fold);
+  REQUIRE(r2.ok());
+  CHECK(r2->verdict == ResultVerdict::kAccepted);
+  CHECK(folds == 1);
+  CHECK(store->GetJob(*job)->summary == "{}+first");
+}
+
+TEST_CASE_METHOD(StoreFixture, "a rejoining worker keeps only the leases it holds",
+                 "[store]") {
+  auto w = store->AddWorker("pc-1", "s1", "c1");
+  JobSpec spec = TwoShardJob();
+  spec.shards = {{"p0", "", 0}, {"p1", "", 0}, {"p2", "", 0}};
+  REQUIRE(store->CreateJob(spec).ok());
+  DeviceCaps cpu{{"cpu"}, 1 << 30};
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back((*store->LeaseShard(*w, cpu, 60'000))->attempt_id);
+  CHECK(*store->LiveAttempts(*w) == ids);
+  auto report = store->ReleaseWorker(*w, 5, {ids[0], ids[2], 999});
+  REQUIRE(report.ok());
+  CHECK(report->released_attempts == std::vector<int64_t>{ids[1]});
+  CHECK(report->released_workers == std::vector<int64_t>{*w});
+  CHECK(*store->LiveAttempts(*w) == std::vector<int64_t>{ids[0], ids[2]});
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(StoreFixture, "an attempt tells what its result must answer",
+                 "[store]") {
+  auto w = store->AddWorker("pc-1", "s1", "c1");
+  REQUIRE(store->CreateJob(TwoShardJob()).ok());
+  auto l = store->LeaseShard(*w, DeviceCaps{{"cpu"}, 1 << 30}, 60'000);
+  REQUIRE((l.ok() && l->has_value()));
+  auto work = store->GetAttemptWork((*l)->attempt_id);
+  REQUIRE(work.ok());
+  CHECK(work->shard_hash.empty());
+  CHECK(work->kind == "infer");
+  CHECK(work->params == "p0");
+  REQUIRE(store->SetAttemptShardHash((*l)->attempt_id, "hash").ok());
+  CHECK(store->GetAttemptWork((*l)->attempt_id)->shard_hash == "hash");
+  CHECK(store->GetAttemptWork(12345).status().code() == StatusCode::kNotFound);
 }
 
 }  // namespace
