@@ -62,6 +62,16 @@ int main(int argc, char** argv) {
                     "how long a worker holds a shard")->capture_default_str();
   serve->add_option("--max-attempts", opts.scheduler_max_attempts,
                     "failed attempts before a shard fails its job")->capture_default_str();
+  serve->add_option("--max-slots-per-worker", opts.coordinator_max_slots_per_worker,
+                    "most shards one worker holds at once, whatever it declares")
+      ->check(CLI::Range(1, 1024))->capture_default_str();
+  double events_max_age_days = double(opts.coordinator_events_max_age_ms) / 86'400'000;
+  serve->add_option("--events-max-age-days", events_max_age_days,
+                    "delete events older than this")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  serve->add_option("--events-max-rows", opts.coordinator_events_max_rows,
+                    "keep at most this many events (the newest)")
+      ->check(CLI::Range(int64_t(100), int64_t(1) << 40))->capture_default_str();
   serve->add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
 
   try {
@@ -71,6 +81,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "pcfarm-coordinator: %s\n", e.what());
     return 64;
   }
+  opts.coordinator_events_max_age_ms = static_cast<int64_t>(events_max_age_days * 86'400'000);
 
   if (*init) {
     pcfarm::Status s = pcfarm::InitCoordinatorDir(data, config);

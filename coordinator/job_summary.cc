@@ -1,39 +1,59 @@
 #include "coordinator/job_summary.h"
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "base/hex.h"
 #include "crypto/hash.h"
+#include "tasks/kinds/kind.h"
 
 namespace pcfarm {
 
-std::string SummarizeJob(const std::string& kind,
-                         const std::vector<AcceptedResult>& results) {
-  nlohmann::json out = {{"shards", results.size()}};
-  if (kind != "bench") return out.dump();
-  double sum = 0, lo = 0, hi = 0;
-  int measured = 0;
-  Blake2bHasher combined;
-  for (const auto& r : results) {
-    try {
-      auto j = nlohmann::json::parse(r.body);
-      double g = j.at("gflops").get<double>();
-      sum += g;
-      lo = measured ? std::min(lo, g) : g;
-      hi = measured ? std::max(hi, g) : g;
-      ++measured;
-      combined.Update(j.at("checksum").get<std::string>());
-    } catch (const nlohmann::json::exception&) {
-      // A malformed body cannot have been accepted by bench's Agree(); skip.
-    }
+using nlohmann::json;
+
+namespace {
+
+// Folds one bench result into `out`; false when the body is malformed.
+bool FoldBench(json& out, int64_t shard_idx, std::string_view body) {
+  auto parsed = ParseBoundedJson(body, 1, "bench result");
+  if (!parsed.ok() || !parsed->is_object()) return false;
+  const json& r = *parsed;
+  auto g = r.find("gflops");
+  auto c = r.find("checksum");
+  if (g == r.end() || !g->is_number() || c == r.end() || !c->is_string()) {
+    return false;
   }
-  if (measured > 0) {
-    out["gflops_mean"] = sum / measured;
-    out["gflops_min"] = lo;
-    out["gflops_max"] = hi;
-    out["checksum"] = HashToHex(combined.Final()).substr(0, 16);
-  }
+  double gflops = g->get<double>();
+  if (!std::isfinite(gflops)) return false;
+  int64_t measured = out.value("gflops_shards", int64_t(0)) + 1;
+  double mean = out.value("gflops_mean", 0.0);
+  out["gflops_shards"] = measured;
+  out["gflops_mean"] = mean + (gflops - mean) / double(measured);
+  out["gflops_min"] = measured == 1 ? gflops : std::min(out.value("gflops_min", gflops), gflops);
+  out["gflops_max"] = measured == 1 ? gflops : std::max(out.value("gflops_max", gflops), gflops);
+  Blake2bHasher h;
+  std::string idx(8, '\0');
+  for (int i = 0; i < 8; ++i) idx[i] = char(uint64_t(shard_idx) >> (8 * i));
+  h.Update(idx);
+  h.Update(c->get<std::string>());
+  Hash256 mine = h.Final();
+  std::string before = HexEncode(std::string(32, '\0'));
+  auto prev = HexDecode(out.value("checksum", before), 32);
+  std::string acc = prev.ok() ? *prev : std::string(32, '\0');
+  for (size_t i = 0; i < 32; ++i) acc[i] = char(uint8_t(acc[i]) ^ mine[i]);
+  out["checksum"] = HexEncode(acc);
+  return true;
+}
+
+}  // namespace
+
+std::string FoldAcceptedResult(std::string_view kind, std::string_view summary,
+                               int64_t shard_idx, std::string_view body) {
+  json out = json::parse(summary.begin(), summary.end(), nullptr, false);
+  if (!out.is_object()) out = json::object();
+  out["shards"] = out.value("shards", int64_t(0)) + 1;
+  if (kind == "bench") FoldBench(out, shard_idx, body);
   return out.dump();
 }
 

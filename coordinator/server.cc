@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 #include <unordered_set>
@@ -13,8 +14,10 @@
 
 #include "base/clock.h"
 #include "base/hex.h"
+#include "base/peer_text.h"
 #include "coordinator/blob_store.h"
 #include "coordinator/job_summary.h"
+#include "coordinator/rate_limit.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/setup.h"
 #include "coordinator/store.h"
@@ -38,13 +41,19 @@ struct Peer {
   std::string name;
   std::string sign_pk;
   DeviceCaps caps;
+  // Shards it may hold at once: the first count this connection declared
+  // (HELLO or READY), capped by the coordinator's limit; 1 until then.
+  int slots = 1;
+  bool slots_declared = false;
   int free_slots = 0;
   uint64_t assigns_sent = 0;  // on this route
   double gflops = 0;  // best measured device speed, from HELLO
   int64_t last_recv_ms = 0;
   int64_t last_send_ms = 0;
   int bad_messages = 0;
-  std::unordered_set<int64_t> running;  // attempt ids
+  // Its leased attempts, also those leased on an earlier connection: never
+  // more than `slots`.
+  std::unordered_set<int64_t> running;
 };
 
 // The WELCOME that tells a worker who it is and how often to heartbeat.
@@ -92,6 +101,7 @@ class CoordinatorServer::Impl {
             return kind->Agree(a, b);
           });
     }
+    scheduler.set_summary_fold(FoldAcceptedResult);
   }
 
   Status Run(std::atomic<bool>* stop, ServerCounters* counters);
@@ -122,6 +132,14 @@ class CoordinatorServer::Impl {
   void DropPeer(const std::string& route, const std::string& why);
   void TryAssign(Peer& peer);
   void AssignAll();
+  void DeclareSlots(Peer& peer, uint32_t slots);
+  // Counts a message an unenrolled connection should not have sent; past
+  // coordinator_max_unenrolled_messages the route is dropped and its key
+  // refused at the handshake.
+  void StrikeUnenrolled(const std::string& route, const std::string& conn_key);
+  // Stores a connect/disconnect event and logs it, at most
+  // coordinator_peer_events_per_minute per worker.
+  void PeerEvent(const char* kind, int64_t worker_id, const std::string& message);
   void ActOn(const TransitionReport& report);
   void BadMessage(Peer* peer, const std::string& route, const Status& why);
   void Tick(int64_t now);
@@ -147,6 +165,16 @@ class CoordinatorServer::Impl {
   std::unordered_map<std::string, Peer> peers;            // by route
   std::unordered_map<int64_t, std::string> route_of;      // worker id -> route
   std::unordered_set<std::string> dropped;                // garbage senders
+  std::unordered_map<std::string, int> unenrolled_strikes;  // by route
+  // Keys of dropped unenrolled connections; the ZAP thread reads it.
+  std::mutex refused_mu;
+  std::unordered_set<std::string> refused_keys;
+  KeyedRateLimit peer_events{opts.coordinator_peer_events_per_minute, 60'000};
+  KeyedRateLimit unenrolled_log{10, 1'000};
+  // A shard became pending again this turn (a failure, a disagreement, a
+  // lost or expired lease): every idle worker is offered work at the end of
+  // the turn, not only the one that answered.
+  bool assign_all_due = false;
   ServerCounters* counters = nullptr;
   WireCounters wire_errors;
   bool batching = false;
@@ -198,6 +226,12 @@ Status CoordinatorServer::Run() { return impl_->Run(&stop_, &counters_); }
 ZapDecision CoordinatorServer::Impl::Decide(const std::string& domain,
                                             const std::string& key) {
   if (domain == "workers") {
+    {
+      std::lock_guard l(refused_mu);
+      if (refused_keys.count(key)) {
+        return {false, "unenrolled key that kept sending other messages"};
+      }
+    }
     auto w = store->FindWorkerByCurveKey(key);
     if (w.ok() && w->banned) return {false, "worker is banned"};
     // Unknown keys may connect, but may only ENROLL (checked per message).
@@ -219,6 +253,7 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
   });
   PCFARM_RETURN_IF_ERROR(zap.Start());
   auto make_server = [&](const char* domain, const std::string& ep,
+                         size_t largest_frame,
                          std::unique_ptr<zmq::socket_t>* out) -> Status {
     try {
       auto s = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::router);
@@ -229,7 +264,7 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
       s->set(zmq::sockopt::curve_secretkey, zmq::const_buffer(sk.data(), sk.size()));
       s->set(zmq::sockopt::sndhwm, 10000);
       s->set(zmq::sockopt::rcvhwm, 10000);
-      s->set(zmq::sockopt::maxmsgsize, int64_t(MaxWorkerFrameBytes(WireLimits{})));
+      s->set(zmq::sockopt::maxmsgsize, ZmqMaxMessageBytes(largest_frame));
       s->bind(ep);
       *out = std::move(s);
     } catch (const zmq::error_t& e) {
@@ -238,8 +273,11 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
     }
     return Status::Ok();
   };
-  PCFARM_RETURN_IF_ERROR(make_server("workers", config.workers_endpoint, &workers_sock));
-  PCFARM_RETURN_IF_ERROR(make_server("clients", config.clients_endpoint, &clients_sock));
+  const WireLimits limits;
+  PCFARM_RETURN_IF_ERROR(make_server("workers", config.workers_endpoint,
+                                     MaxWorkerFrameBytes(limits), &workers_sock));
+  PCFARM_RETURN_IF_ERROR(make_server("clients", config.clients_endpoint,
+                                     MaxClientRequestBytes(limits), &clients_sock));
   spdlog::info("coordinator serving: workers on {}, clients on {}",
                config.workers_endpoint, config.clients_endpoint);
   // Commits go to the OS at once and to the disk on the syncer's thread,
@@ -318,6 +356,10 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
         Tick(now);
         next_tick = now + opts.coordinator_heartbeat_interval_ms;
       }
+      if (assign_all_due) {
+        assign_all_due = false;
+        AssignAll();
+      }
       PCFARM_RETURN_IF_ERROR(EndTurn());
     }
   } catch (const zmq::error_t& e) {
@@ -391,8 +433,11 @@ void CoordinatorServer::Impl::BadMessage(Peer* peer, const std::string& route,
                                          const Status& why) {
   counters->bad_messages++;
   int bad = peer ? ++peer->bad_messages : 1;
-  spdlog::warn("bad message from {}: {}",
-               peer ? peer->name : HexEncode(route).substr(0, 12), why.message());
+  if (peer || unenrolled_log.Allow("bad", clock->MonotonicMs()) >= 0) {
+    spdlog::warn("bad message from {}: {}",
+                 peer ? EscapePeerText(peer->name) : HexEncode(route).substr(0, 12),
+                 EscapePeerText(why.message()));
+  }
   Reject(peer, route, wire::REJECT_BAD_MESSAGE, why.message());
   if (peer && bad >= opts.coordinator_max_bad_messages) {
     DropPeer(route, "sent " + std::to_string(bad) + " bad messages");
@@ -469,6 +514,7 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
   if (!frame.ok()) {
     wire_errors.Add(frame.error());
     BadMessage(peer, route, frame.status());
+    if (!peer) StrikeUnenrolled(route, conn_key);
     return;
   }
   if (frame->has_enroll()) {
@@ -479,10 +525,15 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     auto w = store->FindWorkerByCurveKey(conn_key);
     if (!w.ok()) {
       counters->unenrolled_messages++;
-      spdlog::warn("message from an unenrolled key {}: refused",
-                   HexEncode(conn_key).substr(0, 16));
+      int64_t held = unenrolled_log.Allow("unenrolled", clock->MonotonicMs());
+      if (held >= 0) {
+        spdlog::warn("message from an unenrolled key {}: refused{}",
+                     HexEncode(conn_key).substr(0, 16),
+                     held ? " (" + std::to_string(held) + " more not logged)" : "");
+      }
       Reject(nullptr, route, wire::REJECT_NOT_ENROLLED,
              "this key is not enrolled; run pcfarm-worker enroll --token T");
+      StrikeUnenrolled(route, conn_key);
       return;
     }
     if (w->banned) {
@@ -497,13 +548,16 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     Peer p;
     p.route = route;
     p.worker_id = w->id;
-    p.name = w->name;
+    p.name = EscapePeerText(w->name);
     p.sign_pk = w->sign_pk;
     p.caps.backends = {"cpu"};
+    // Leases from an earlier connection still count against its slots
+    // (HELLO releases the ones it no longer holds).
+    auto live = store->LiveAttempts(w->id);
+    if (live.ok()) p.running.insert(live->begin(), live->end());
     peer = &(peers[route] = std::move(p));
     route_of[w->id] = route;
-    store->AddEvent("worker_connected", 0, w->id, "worker " + w->name + " connected")
-        .IgnoreError();
+    PeerEvent("worker_connected", w->id, "worker " + peer->name + " connected");
     if (!frame->has_hello()) {
       // A worker we have not heard HELLO from on this route (we restarted,
       // or its connection was re-established underneath it): WELCOME asks
@@ -519,14 +573,17 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     case wire::WorkerFrame::kReady:
     {
       // ASSIGNs still on their way were not counted by the worker yet.
+      // A worker may claim no more than it was sent, nor more free slots
+      // than it declared; TryAssign also keeps its live leases within them.
       const auto& r = frame->ready();
+      if (r.slots() > 0) DeclareSlots(*peer, r.slots());
       int64_t in_flight = 0;
       if (r.has_assigns_received()) {
-        in_flight = std::max<int64_t>(
-            0, int64_t(peer->assigns_sent) - int64_t(r.assigns_received()));
+        in_flight = int64_t(peer->assigns_sent) -
+                    int64_t(std::min<uint64_t>(r.assigns_received(), peer->assigns_sent));
       }
       peer->free_slots = static_cast<int>(std::max<int64_t>(
-          0, int64_t(std::min<uint32_t>(r.free_slots(), 64)) - in_flight));
+          0, std::min<int64_t>(r.free_slots(), peer->slots) - in_flight));
       TryAssign(*peer);
     }
       break;
@@ -539,7 +596,7 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
       OnBlobGet(*peer, frame->blob_get());
       break;
     case wire::WorkerFrame::kBye:
-      DropPeer(route, "said bye: " + frame->bye().reason());
+      DropPeer(route, "said bye: " + EscapePeerText(frame->bye().reason()));
       break;
     default:
       BadMessage(peer, route, InvalidArgument("unexpected message type"));
@@ -563,6 +620,10 @@ void CoordinatorServer::Impl::OnEnroll(const std::string& route,
   }
   if (e.name().empty() || e.name().size() > 64) {
     fail("worker name must be 1..64 characters");
+    return;
+  }
+  if (HasControlCharacters(e.name())) {
+    fail("worker name must be printable UTF-8 without control characters");
     return;
   }
   auto secret = Base64UrlDecode(e.token_secret());
@@ -590,13 +651,41 @@ void CoordinatorServer::Impl::OnEnroll(const std::string& route,
   SendTo(route, MakeWelcome(*id, opts, keys.sign.public_key()));
 }
 
+void CoordinatorServer::Impl::DeclareSlots(Peer& peer, uint32_t slots) {
+  if (peer.slots_declared) return;  // the first declaration holds
+  peer.slots_declared = true;
+  peer.slots = static_cast<int>(std::min<uint32_t>(
+      std::max<uint32_t>(slots, 1),
+      static_cast<uint32_t>(std::max(1, opts.coordinator_max_slots_per_worker))));
+}
+
 void CoordinatorServer::Impl::OnHello(Peer& peer, const wire::Hello& hello) {
+  constexpr int kMaxDevices = 64;
+  if (hello.devices_size() > kMaxDevices) {
+    BadMessage(&peer, peer.route,
+               InvalidArgument("HELLO lists " + std::to_string(hello.devices_size()) +
+                               " devices; at most " + std::to_string(kMaxDevices)));
+    return;
+  }
+  DeclareSlots(peer, hello.slots());
+  // What it no longer holds (a restart lost it) is leased again now rather
+  // than when its lease expires.
+  std::vector<int64_t> held;
+  for (uint64_t a : hello.running_attempts()) held.push_back(int64_t(a));
+  for (uint64_t a : hello.spooled_attempts()) held.push_back(int64_t(a));
+  auto rejoined = scheduler.WorkerRejoined(peer.worker_id, held);
+  if (rejoined.ok()) {
+    ActOn(*rejoined);
+  } else {
+    spdlog::warn("cannot release the old leases of worker {}: {}", peer.name,
+                 rejoined.status().ToString());
+  }
   nlohmann::json devices = nlohmann::json::array();
   double best = 0;
   peer.caps = DeviceCaps{};
   for (const auto& d : hello.devices()) {
-    devices.push_back({{"index", d.index()}, {"backend", d.backend()},
-                       {"name", d.name()}, {"memory_bytes", d.memory_bytes()},
+    devices.push_back({{"index", d.index()}, {"backend", EscapePeerText(d.backend())},
+                       {"name", EscapePeerText(d.name())}, {"memory_bytes", d.memory_bytes()},
                        {"cores", d.cores()}, {"gflops", d.gflops()},
                        {"fp16", d.fp16()}});
     best = std::max(best, d.gflops());
@@ -615,7 +704,8 @@ void CoordinatorServer::Impl::OnHello(Peer& peer, const wire::Hello& hello) {
 }
 
 void CoordinatorServer::Impl::TryAssign(Peer& peer) {
-  while (peer.free_slots > 0) {
+  while (peer.free_slots > 0 &&
+         static_cast<int>(peer.running.size()) < peer.slots) {
     auto lease = scheduler.LeaseNext(peer.worker_id, peer.caps);
     if (!lease.ok()) {
       spdlog::warn("lease for worker {} failed: {}", peer.name,
@@ -677,9 +767,57 @@ void CoordinatorServer::Impl::ActOn(const TransitionReport& report) {
     Send(p->second, std::move(f));
     p->second.running.erase(c.attempt_id);
   }
+  for (size_t i = 0; i < report.released_attempts.size(); ++i) {
+    if (i < report.released_workers.size()) {
+      auto it = route_of.find(report.released_workers[i]);
+      if (it != route_of.end()) {
+        auto p = peers.find(it->second);
+        if (p != peers.end()) p->second.running.erase(report.released_attempts[i]);
+      }
+    }
+    assign_all_due = true;  // its shard is pending again
+  }
   for (int64_t job : report.failed_jobs) {
     spdlog::info("job {} failed", job);
+    assign_all_due = true;  // its workers are free
   }
+}
+
+void CoordinatorServer::Impl::StrikeUnenrolled(const std::string& route,
+                                               const std::string& conn_key) {
+  if (unenrolled_strikes.size() > 100'000) unenrolled_strikes.clear();
+  if (++unenrolled_strikes[route] < opts.coordinator_max_unenrolled_messages) return;
+  unenrolled_strikes.erase(route);
+  if (dropped.size() > 100'000) dropped.clear();
+  dropped.insert(route);
+  counters->unenrolled_dropped++;
+  if (!conn_key.empty()) {
+    std::lock_guard l(refused_mu);
+    if (refused_keys.size() > 100'000) refused_keys.clear();
+    refused_keys.insert(conn_key);
+  }
+  if (unenrolled_log.Allow("dropped", clock->MonotonicMs()) >= 0) {
+    spdlog::warn("dropped a connection of unenrolled key {}: {} messages "
+                 "other than ENROLL; the key is refused until restart",
+                 HexEncode(conn_key).substr(0, 16),
+                 opts.coordinator_max_unenrolled_messages);
+  }
+}
+
+void CoordinatorServer::Impl::PeerEvent(const char* kind, int64_t worker_id,
+                                        const std::string& message) {
+  int64_t held = peer_events.Allow(std::to_string(worker_id), clock->MonotonicMs());
+  if (held < 0) {
+    counters->events_suppressed++;
+    return;
+  }
+  std::string text = message;
+  if (held > 0) {
+    text += " (" + std::to_string(held) + " connect/disconnect events of this "
+            "worker left out)";
+  }
+  spdlog::info("{}", text);
+  store->AddEvent(kind, 0, worker_id, text).IgnoreError();
 }
 
 void CoordinatorServer::Impl::OnResult(Peer& peer,
@@ -688,9 +826,12 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
   if (!body.ok()) {
     wire_errors.Add(body.error());
     counters->results_rejected++;
-    counters->results_forged++;
+    if (RejectReasonFor(body.error()) == wire::REJECT_BAD_SIGNATURE) {
+      counters->results_forged++;
+    }
     spdlog::warn("result from {} refused: {}", peer.name, body.status().message());
-    Reject(&peer, peer.route, wire::REJECT_BAD_SIGNATURE, body.status().message());
+    // A bad signature, or a body over a field's limit.
+    Reject(&peer, peer.route, RejectReasonFor(body.error()), body.status().message());
     return;
   }
   uint64_t attempt = body->attempt_id();
@@ -700,8 +841,9 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
   if (was_running) peer.free_slots++;
   // An attempt with no recorded shard hash was never sent: nothing can
   // answer it.
-  auto expected = store->AttemptShardHash(static_cast<int64_t>(attempt));
-  if (!expected.ok() || !ConstantTimeEqual(*expected, body->shard_body_hash())) {
+  auto work = store->GetAttemptWork(static_cast<int64_t>(attempt));
+  if (!work.ok() || work->shard_hash.empty() ||
+      !ConstantTimeEqual(work->shard_hash, body->shard_body_hash())) {
     counters->results_rejected++;
     counters->results_forged++;
     spdlog::warn("result from {} for attempt {} answers another shard body",
@@ -710,17 +852,38 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
            "the result does not answer the shard that was assigned", attempt);
     return;
   }
+  // The kind checks the output's size and shape before anything stores or
+  // parses it further (also at redundancy 1, where no comparison runs); a
+  // result it refuses counts as a failed attempt.
+  const TaskKind* kind = TaskKindRegistry::Builtin().Find(work->kind);
+  Status shape = !body->ok() ? Status::Ok()
+                 : kind      ? kind->ValidateOutput(work->params, body->output())
+                             : Internal("no task kind '" + work->kind + "'");
+  if (!shape.ok()) {
+    counters->results_invalid++;
+    spdlog::warn("result from {} for attempt {} refused: {}", peer.name, attempt,
+                 EscapePeerText(shape.message()));
+  }
   Status failure;
-  if (!body->ok()) {
-    auto failed = store->FailAttempt(static_cast<int64_t>(attempt), peer.worker_id,
-                                     body->error(), opts.scheduler_max_attempts);
+  if (!body->ok() || !shape.ok()) {
+    std::string error = !shape.ok() ? "invalid result: " + shape.message()
+                                    : body->error();
+    error = EscapePeerText(error, 1024);
+    auto failed = scheduler.AttemptFailed(static_cast<int64_t>(attempt),
+                                          peer.worker_id, error);
     if (failed.ok()) {
       spdlog::info("worker {} could not run attempt {}: {}", peer.name,
-                   attempt, body->error());
+                   attempt, error);
       ActOn(*failed);
-      wire::CoordinatorFrame f;
-      f.mutable_ack()->set_attempt_id(attempt);
-      Send(peer, std::move(f));
+      if (shape.ok()) {
+        wire::CoordinatorFrame f;
+        f.mutable_ack()->set_attempt_id(attempt);
+        Send(peer, std::move(f));
+      } else {
+        // Its spool may drop it: the attempt is over.
+        Reject(&peer, peer.route, wire::REJECT_BAD_MESSAGE,
+               EscapePeerText(shape.message(), 1024), attempt);
+      }
       TryAssign(peer);
       return;
     }
@@ -745,11 +908,13 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
   }
   counters->results_accepted++;
   ActOn(outcome->report);
+  // Results that disagree leave the shard pending for another run.
+  if (outcome->verdict == ResultVerdict::kDisagreed) assign_all_due = true;
   // The result is committed: only now may the worker forget it.
   wire::CoordinatorFrame f;
   f.mutable_ack()->set_attempt_id(attempt);
   Send(peer, std::move(f));
-  if (outcome->job_finished) AssignAll();
+  if (outcome->job_finished) assign_all_due = true;
   TryAssign(peer);
 }
 
@@ -786,14 +951,14 @@ void CoordinatorServer::Impl::DropPeer(const std::string& route,
   auto it = peers.find(route);
   if (it == peers.end()) return;
   int64_t worker = it->second.worker_id;
-  spdlog::info("worker {} '{}' lost: {}", worker, it->second.name, why);
+  PeerEvent("worker_lost", worker,
+            "worker " + std::to_string(worker) + " '" + it->second.name +
+                "' lost: " + why);
   auto report = scheduler.WorkerLost(worker);
   if (report.ok()) ActOn(*report);
-  store->AddEvent("worker_lost", 0, worker, why).IgnoreError();
   counters->workers_lost++;
   route_of.erase(worker);
   peers.erase(it);
-  AssignAll();
 }
 
 void CoordinatorServer::Impl::Tick(int64_t now) {
@@ -815,7 +980,6 @@ void CoordinatorServer::Impl::Tick(int64_t now) {
   auto expired = scheduler.ExpireLeases();
   if (expired.ok()) {
     ActOn(*expired);
-    if (!expired->released_attempts.empty()) AssignAll();
   } else {
     spdlog::warn("expiring leases failed: {}", expired.status().ToString());
   }
@@ -823,6 +987,13 @@ void CoordinatorServer::Impl::Tick(int64_t now) {
     if (now - peer.last_recv_ms < opts.coordinator_heartbeat_interval_ms * 2) {
       store->TouchWorker(peer.worker_id).IgnoreError();
     }
+  }
+  auto pruned = store->PruneEvents(opts.coordinator_events_max_age_ms,
+                                   opts.coordinator_events_max_rows);
+  if (pruned.ok()) {
+    counters->events_pruned += static_cast<uint64_t>(*pruned);
+  } else {
+    spdlog::warn("pruning events failed: {}", pruned.status().ToString());
   }
 }
 
@@ -870,10 +1041,8 @@ Result<wire::JobInfo> CoordinatorServer::Impl::JobToWire(const JobInfo& job) {
   out.set_reason(job.reason);
   out.set_created_ms(job.created_ms);
   out.set_updated_ms(job.updated_ms);
-  if (job.shards_accepted > 0) {
-    PCFARM_ASSIGN_OR_RETURN(auto results, store->AcceptedResults(job.id));
-    out.set_summary(SummarizeJob(job.kind, results));
-  }
+  // Kept up to date as shards are accepted: a query never re-reads results.
+  if (job.shards_accepted > 0) out.set_summary(job.summary);
   return out;
 }
 
@@ -931,7 +1100,7 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       spdlog::info("job {} submitted: {} x {} (redundancy {})", id,
                    spec.shards.size(), s.kind(), spec.redundancy);
       reply->mutable_submit()->set_job_id(static_cast<uint64_t>(id));
-      AssignAll();
+      assign_all_due = true;
       return Status::Ok();
     }
     case wire::ClientRequest::kListJobs: {
@@ -1012,6 +1181,10 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       (*m)["shards_assigned"] = counters->shards_assigned;
       (*m)["workers_lost"] = counters->workers_lost;
       (*m)["unenrolled_messages"] = counters->unenrolled_messages;
+      (*m)["unenrolled_dropped"] = counters->unenrolled_dropped;
+      (*m)["results_invalid"] = counters->results_invalid;
+      (*m)["events_suppressed"] = counters->events_suppressed;
+      (*m)["events_pruned"] = counters->events_pruned;
       (*m)["blob_bytes_sent"] = counters->blob_bytes_sent;
       (*m)["workers_connected"] = peers.size();
       for (size_t e = 0; e < kWireErrorCount; ++e) {

@@ -45,6 +45,21 @@ struct ServerOptions {
   int blob_chunk_bytes = 256 * 1024;
   // Bad messages after which a peer is dropped.
   int coordinator_max_bad_messages = 20;
+  // Messages other than ENROLL an unenrolled connection may send (each is
+  // refused with REJECT_NOT_ENROLLED) before it is dropped and its key is
+  // refused at the handshake until the coordinator restarts.
+  int coordinator_max_unenrolled_messages = 10;
+  // The most shards one worker holds at once, whatever slot count its HELLO
+  // declares.
+  int coordinator_max_slots_per_worker = 64;
+  // Connect and disconnect events (and their log lines) stored per worker
+  // per minute; the ones over it are counted, and the next one stored says
+  // how many were left out.
+  int coordinator_peer_events_per_minute = 6;
+  // Events older than this, and all but the newest
+  // coordinator_events_max_rows, are deleted (checked every heartbeat tick).
+  int64_t coordinator_events_max_age_ms = 30LL * 24 * 3600 * 1000;
+  int64_t coordinator_events_max_rows = 100'000;
 };
 
 // The counters the server keeps (also shown by tests and benches).
@@ -58,6 +73,10 @@ struct ServerCounters {
   std::atomic<uint64_t> shards_assigned{0};
   std::atomic<uint64_t> workers_lost{0};
   std::atomic<uint64_t> unenrolled_messages{0};
+  std::atomic<uint64_t> unenrolled_dropped{0};  // connections dropped for it
+  std::atomic<uint64_t> results_invalid{0};     // refused by the kind's shape check
+  std::atomic<uint64_t> events_suppressed{0};   // by the per-worker event limit
+  std::atomic<uint64_t> events_pruned{0};       // by the retention rule
   std::atomic<uint64_t> blob_bytes_sent{0};
 };
 

@@ -15,6 +15,7 @@
 
 #include "base/clock.h"
 #include "base/file.h"
+#include "base/peer_text.h"
 #include "crypto/codec.h"
 #include "crypto/hash.h"
 #include "crypto/keys.h"
@@ -299,6 +300,8 @@ void WorkerDaemon::Impl::SayHello() {
   wire::WorkerFrame f;
   auto* h = f.mutable_hello();
   h->set_software_version("pcfarm-worker 0.1");
+  h->set_slots(static_cast<uint32_t>(opts.worker_slots));
+  for (const auto& [id, t] : tasks) h->add_running_attempts(id);
   for (const auto& d : devices) {
     auto* o = h->add_devices();
     o->set_index(d.index);
@@ -342,6 +345,7 @@ void WorkerDaemon::Impl::SendReady() {
   f.mutable_ready()->set_free_slots(
       static_cast<uint32_t>(std::max(0, opts.worker_slots - busy)));
   f.mutable_ready()->set_assigns_received(assigns_received);
+  f.mutable_ready()->set_slots(static_cast<uint32_t>(opts.worker_slots));
   Send(std::move(f));
   ready_due = false;
 }
@@ -620,6 +624,10 @@ Status EnrollWorker(const std::string& token_text, const std::string& data_dir,
   }
   if (name.empty() || name.size() > 64) {
     return InvalidArgument("--name must be 1..64 characters");
+  }
+  if (HasControlCharacters(name)) {
+    return InvalidArgument(
+        "--name must be printable UTF-8 without control characters");
   }
   PCFARM_RETURN_IF_ERROR(MakeDirs(data_dir, 0700));
   // Keys are made here, on this PC, and never leave it. A retry after a

@@ -15,6 +15,7 @@
 #include <random>
 #include <thread>
 
+#include "base/peer_text.h"
 #include "coordinator/cli/client.h"
 #include "coordinator/cli/duration.h"
 #include "coordinator/cli/local_commands.h"
@@ -31,8 +32,12 @@ struct Globals {
   bool json = false;
 };
 
+// Text from the coordinator may carry what a worker sent (names, errors):
+// it reaches the terminal escaped (base/peer_text.h), never raw.
+std::string Safe(const std::string& text) { return EscapePeerText(text, 1 << 20); }
+
 int Fail(const std::string& what) {
-  std::fprintf(stderr, "pcfarm: %s\n", what.c_str());
+  std::fprintf(stderr, "pcfarm: %s\n", Safe(what).c_str());
   return 1;
 }
 
@@ -109,7 +114,7 @@ void PrintJobLine(const wire::JobInfo& j) {
               (unsigned long long)j.job_id(), j.kind().c_str(),
               j.state().c_str(), j.shards_accepted(), j.shards_total(),
               j.priority(), j.redundancy(), FormatTime(j.created_ms()).c_str(),
-              j.reason().c_str());
+              Safe(j.reason()).c_str());
 }
 
 int CmdTokenCreate(const Globals& g, uint32_t uses, const std::string& ttl) {
@@ -208,12 +213,13 @@ void PrintJobDetails(const wire::JobInfo& j) {
   std::printf("  created:    %s   updated: %s\n",
               FormatTime(j.created_ms()).c_str(),
               FormatTime(j.updated_ms()).c_str());
-  if (!j.reason().empty()) std::printf("  reason:     %s\n", j.reason().c_str());
+  if (!j.reason().empty()) std::printf("  reason:     %s\n", Safe(j.reason()).c_str());
   if (!j.summary().empty()) {
     try {
-      std::printf("  result:     %s\n", json::parse(j.summary()).dump().c_str());
+      std::printf("  result:     %s\n",
+                  Safe(json::parse(j.summary()).dump()).c_str());
     } catch (const json::exception&) {
-      std::printf("  result:     %s\n", j.summary().c_str());
+      std::printf("  result:     %s\n", Safe(j.summary()).c_str());
     }
   }
 }
@@ -260,7 +266,7 @@ int CmdWorkers(const Globals& g) {
     for (const auto& w : reply->list_workers().workers()) {
       arr.push_back(WorkerJson(w));
     }
-    std::cout << arr.dump() << "\n";
+    std::cout << arr.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
     return 0;
   }
   std::printf("%-6s %-16s %-10s %6s %7s %9s %8s  %s\n", "ID", "NAME", "STATE",
@@ -269,7 +275,7 @@ int CmdWorkers(const Globals& g) {
     const char* state =
         w.banned() ? "banned" : (w.connected() ? "connected" : "offline");
     std::printf("%-6llu %-16s %-10s %6.2f %7llu %9.1f %8u  %s\n",
-                (unsigned long long)w.worker_id(), w.name().c_str(), state,
+                (unsigned long long)w.worker_id(), Safe(w.name()).c_str(), state,
                 w.trust(), (unsigned long long)w.agreed(), w.gflops(),
                 w.running(), FormatTime(w.last_seen_ms()).c_str());
   }

@@ -136,7 +136,10 @@ Status SimWorker::SendHello(const std::vector<uint64_t>& spooled_attempts) {
   d->set_memory_bytes(uint64_t(1) << 30);
   d->set_cores(1);
   d->set_gflops(1.0);
+  h->set_slots(options_.slots);
   for (uint64_t a : spooled_attempts) h->add_spooled_attempts(a);
+  // Shards it holds and has not answered yet: it still runs them.
+  for (const auto& a : pending_) h->add_running_attempts(a.body.attempt_id());
   return Send(std::move(f));
 }
 
@@ -144,6 +147,7 @@ Status SimWorker::SendReady(uint32_t free_slots) {
   wire::WorkerFrame f;
   f.mutable_ready()->set_free_slots(free_slots);
   f.mutable_ready()->set_assigns_received(assigns_on_connection_);
+  f.mutable_ready()->set_slots(options_.slots);
   return Send(std::move(f));
 }
 

@@ -45,7 +45,8 @@ namespace pcfarm {
 struct SimWorkerOptions {
   // Sent in ENROLL; 1..64 characters.
   std::string name = "sim-worker";
-  // free_slots announced in READY (after HELLO and after every result).
+  // Slots declared in HELLO and READY, and free_slots announced in READY
+  // (after HELLO and after every result).
   uint32_t slots = 1;
   // Heartbeat interval until WELCOME tells the coordinator's.
   int heartbeat_interval_ms = 200;
