@@ -1,0 +1,812 @@
+// Grid hardening: one regression test per fault an adversarial client found
+// on the path every job takes (a stalled job tail, a memory blow-up from one
+// accepted output, lease hoarding, unbounded growth from one connection, and
+// the smaller ones), and a sweep of every string and bytes field of every
+// message at 1x, 10x and 1,000x its limit. Real coordinator and CLI
+// processes (MiniCluster); the peers are in-process SimWorkers and a raw
+// CurveZMQ client socket, so that they can misbehave.
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "coordinator/client_profile.h"
+#include "proto/wire.h"
+#include "tests/integration/cluster_helpers.h"  // first: it configures Catch
+#include "tests/integration/mini_cluster.h"
+#include "tests/integration/sim_worker.h"
+
+namespace pcfarm {
+namespace {
+
+using nlohmann::json;
+
+int64_t Mono() { return SystemClock::Get()->MonotonicMs(); }
+
+// A SimWorker enrolled with `token` and joined (HELLO, WELCOME, READY).
+std::unique_ptr<SimWorker> Joined(zmq::context_t* ctx, const std::string& token,
+                                  const std::string& name, bool auto_work,
+                                  uint32_t slots = 1) {
+  SimWorkerOptions o;
+  o.name = name;
+  o.auto_work = auto_work;
+  o.slots = slots;
+  auto w = SimWorker::FromToken(ctx, token, o);
+  REQUIRE_OK(w);
+  REQUIRE_OK((*w)->Enroll(5000));
+  REQUIRE_OK((*w)->Join(5000));
+  return std::move(*w);
+}
+
+// Steps `sims` until cond() holds; false after timeout_ms.
+bool StepUntil(const std::vector<SimWorker*>& sims,
+               const std::function<bool()>& cond, int timeout_ms) {
+  int64_t deadline = Mono() + timeout_ms;
+  int64_t next_check = 0;
+  while (Mono() < deadline) {
+    for (SimWorker* w : sims) REQUIRE_OK(w->Step(5));
+    if (Mono() >= next_check) {
+      next_check = Mono() + 50;
+      if (cond()) return true;
+    }
+  }
+  return cond();
+}
+
+std::string JobState(MiniCluster* c, int64_t job) {
+  return DbRows(c, "SELECT state FROM jobs WHERE id=" + std::to_string(job))
+      .at(0)
+      .at(0);
+}
+
+// Waits for the next ASSIGN and takes it out of the pending list.
+SimAssignment TakeAssign(SimWorker* w, int timeout_ms = 5000) {
+  if (w->pending_assignments().empty()) {
+    auto f = w->Expect(wire::CoordinatorFrame::kAssign, timeout_ms);
+    REQUIRE_OK(f);
+    auto a = w->OpenAssign(f->assign());
+    REQUIRE_OK(a);
+    return *a;
+  }
+  SimAssignment a = w->pending_assignments().front();
+  w->pending_assignments().erase(w->pending_assignments().begin());
+  return a;
+}
+
+// A field of /proc/PID/status in KiB (VmRSS, VmHWM), or -1.
+int64_t ProcStatusKib(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0)
+      return std::stoll(line.substr(field.size() + 1));
+  }
+  return -1;
+}
+
+int64_t FileSize(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? int64_t(st.st_size) : 0;
+}
+
+// Bytes of the coordinator's database, its WAL included.
+int64_t DbBytes(MiniCluster* c) {
+  std::string db = c->coordinator_dir() + "/coordinator.db";
+  return FileSize(db) + FileSize(db + "-wal");
+}
+
+// ---------------------------------------------------------------- fault 1
+
+TEST_CASE("a shard that fails is offered at once to every idle worker",
+          "[integration][hardening]") {
+  Cluster c;
+  StartCluster(&c.c, 0);
+  auto token = c->CreateToken(10, "1h");
+  REQUIRE_OK(token);
+  zmq::context_t ctx(1);
+
+  SECTION("a worker reports ok=false") {
+    // The failing worker is the only one when the job arrives, so the
+    // shard is its; two honest workers join afterwards and sit idle.
+    auto bad = Joined(&ctx, *token, "bad", /*auto_work=*/false);
+    auto job = c->SubmitBench(1, 32, 1);
+    REQUIRE_OK(job);
+    SimAssignment a = TakeAssign(bad.get());
+    auto h1 = Joined(&ctx, *token, "idle-1", true);
+    auto h2 = Joined(&ctx, *token, "idle-2", true);
+    // Every worker keeps heartbeating (a silent one would be dropped, and
+    // dropping a worker offered its shards around before the fix too).
+    REQUIRE(StepUntil(
+                {bad.get(), h1.get(), h2.get()}, [] { return false; }, 300) ==
+            false);
+    CHECK(JobState(&c.c, *job) == "running");
+
+    wire::ResultBody body = bad->RunAssignment(a);
+    body.set_ok(false);
+    body.set_output("");
+    body.set_error("device lost");
+    int64_t sent = Mono();
+    REQUIRE_OK(bad->SendResult(bad->SealResult(body)));
+    // Before the fix the shard waited for an unrelated event (tens of
+    // seconds); now an idle worker gets it in the same turn. 10 s is only
+    // the test's patience, far below any lease or tick here.
+    bool done = StepUntil(
+        {bad.get(), h1.get(), h2.get()},
+        [&] { return JobState(&c.c, *job) == "succeeded"; }, 10'000);
+    INFO("after " << Mono() - sent << " ms");
+    CHECK(done);
+    CHECK(h1->stats().assigns + h2->stats().assigns == 1);
+  }
+
+  SECTION("two results disagree") {
+    // Redundancy 2: `liar` and `first` both hold the shard; a third worker
+    // joins idle. The liar's result disagrees, so one more run decides.
+    auto liar = Joined(&ctx, *token, "liar", false);
+    auto first = Joined(&ctx, *token, "first", true);
+    auto job = c->SubmitBench(1, 32, 2);
+    REQUIRE_OK(job);
+    SimAssignment a = TakeAssign(liar.get());
+    REQUIRE(StepUntil(
+        {liar.get(), first.get()}, [&] { return first->stats().acks == 1; },
+        5000));
+    auto third = Joined(&ctx, *token, "third", true);
+    wire::ResultBody body = liar->RunAssignment(a);
+    json out = json::parse(body.output());
+    out["checksum"] = "0123456789abcdef";
+    body.set_output(out.dump());
+    REQUIRE_OK(liar->SendResult(liar->SealResult(body)));
+    bool done = StepUntil(
+        {liar.get(), first.get(), third.get()},
+        [&] { return JobState(&c.c, *job) == "succeeded"; }, 10'000);
+    CHECK(done);
+    CHECK(third->stats().assigns == 1);
+  }
+}
+
+// ---------------------------------------------------------------- fault 2
+
+TEST_CASE("a result the kind cannot have made is refused, even at redundancy 1",
+          "[integration][hardening]") {
+  Cluster c;
+  StartCluster(&c.c, 0);
+  auto token = c->CreateToken(10, "1h");
+  REQUIRE_OK(token);
+  zmq::context_t ctx(1);
+  auto w = Joined(&ctx, *token, "mallory", false);
+  auto job = c->SubmitBench(3, 32, 1);
+  REQUIRE_OK(job);
+  pid_t pid = c->coordinator_pid();
+  int64_t hwm_before = ProcStatusKib(pid, "VmHWM");
+
+  struct Case {
+    const char* what;
+    std::function<void(wire::ResultBody*)> change;
+    const char* detail;
+  };
+  std::vector<Case> cases = {
+      {"8 MiB of '['",
+       [](wire::ResultBody* b) {
+         b->set_output(std::string(8 * kMiB - 256, '['));
+       },
+       "over the limit of 4096"},
+      {"one '['", [](wire::ResultBody* b) { b->set_output("["); },
+       "not valid JSON"},
+      {"another shard's n",
+       [](wire::ResultBody* b) {
+         json j = json::parse(b->output());
+         j["n"] = 33;
+         b->set_output(j.dump());
+       },
+       "\"n\""},
+  };
+  for (const Case& k : cases) {
+    INFO(k.what);
+    SimAssignment a = TakeAssign(w.get());
+    wire::ResultBody body = w->RunAssignment(a);
+    k.change(&body);
+    REQUIRE_OK(w->SendResult(w->SealResult(body)));
+    auto reject = w->Expect(wire::CoordinatorFrame::kReject, 10'000);
+    REQUIRE_OK(reject);
+    CHECK(reject->reject().reason() == wire::REJECT_BAD_MESSAGE);
+    CHECK(reject->reject().attempt_id() == a.body.attempt_id());
+    CHECK(reject->reject().detail().find(k.detail) != std::string::npos);
+    REQUIRE_OK(w->SendReady(1));
+  }
+  CHECK(Counter(&c.c, "results_invalid") == 3);
+  CHECK(DbInt(&c.c, "SELECT shards_accepted FROM jobs WHERE id=" +
+                        std::to_string(*job)) == 0);
+  CHECK(DbInt(&c.c,
+              "SELECT count(*) FROM attempts WHERE state='failed' AND "
+              "error LIKE 'invalid result:%'") == 3);
+  // Nothing refused was stored as a result.
+  CHECK(DbInt(&c.c, "SELECT count(*) FROM results") == 0);
+
+  // An honest worker finishes the job; status reads the stored summary.
+  REQUIRE_OK(c->AddWorker("honest"));
+  auto end = c->WaitForJobEnd(*job, 60'000);
+  REQUIRE_OK(end);
+  CHECK(*end == "succeeded");
+  auto status = c->JobStatus(*job);
+  REQUIRE_OK(status);
+  CHECK((*status)["summary"]["shards"] == 3);
+  CHECK((*status)["summary"]["checksum"].get<std::string>().size() == 64);
+  CHECK(
+      (*status)["summary"].dump() ==
+      DbRows(&c.c, "SELECT summary FROM jobs WHERE id=" + std::to_string(*job))
+          .at(0)
+          .at(0));
+  for (int i = 0; i < 5; ++i) REQUIRE_OK(c->JobStatus(*job));
+  // The 8 MiB frame came in and was dropped; no parse of it was kept.
+  int64_t hwm_after = ProcStatusKib(pid, "VmHWM");
+  INFO("VmHWM " << hwm_before << " -> " << hwm_after << " KiB");
+  CHECK(hwm_after - hwm_before < 96 * 1024);
+}
+
+// ---------------------------------------------------------------- fault 3
+
+TEST_CASE("a worker never holds more leases than the slots it declared",
+          "[integration][hardening]") {
+  Cluster c;
+  StartCluster(&c.c, 0);
+  auto token = c->CreateToken(10, "1h");
+  REQUIRE_OK(token);
+  zmq::context_t ctx(1);
+  auto job = c->SubmitBench(40, 32, 1);
+  REQUIRE_OK(job);
+  auto hoarder = Joined(&ctx, *token, "hoarder", false, /*slots=*/2);
+  int64_t id = WorkerId(&c.c, "hoarder");
+  std::string live =
+      "SELECT count(*) FROM attempts WHERE state='leased' AND worker_id=" +
+      std::to_string(id);
+  // Eight READYs claiming 64 free slots and an absurd count of ASSIGNs
+  // received, on one connection.
+  for (int i = 0; i < 8; ++i) {
+    wire::WorkerFrame f;
+    f.mutable_ready()->set_free_slots(64);
+    f.mutable_ready()->set_assigns_received(uint64_t(1) << 40);
+    f.mutable_ready()->set_slots(64);  // a later, larger declaration is ignored
+    REQUIRE_OK(hoarder->SendRaw(EncodeFrame(&f)));
+  }
+  StepUntil(
+      {hoarder.get()}, [] { return false; }, 1000);
+  CHECK(hoarder->stats().assigns == 2);
+  CHECK(DbInt(&c.c, live) == 2);
+
+  // A new connection does not bring fresh slots: the two leases still count.
+  hoarder->Disconnect();
+  REQUIRE_OK(hoarder->Join(5000));  // HELLO lists the two it still runs
+  for (int i = 0; i < 4; ++i) {
+    wire::WorkerFrame f;
+    f.mutable_ready()->set_free_slots(64);
+    REQUIRE_OK(hoarder->SendRaw(EncodeFrame(&f)));
+  }
+  StepUntil(
+      {hoarder.get()}, [] { return false; }, 1000);
+  CHECK(DbInt(&c.c, live) == 2);
+  CHECK(hoarder->stats().assigns == 2);
+
+  // A restart (HELLO without them) gives the two back at once.
+  hoarder->pending_assignments().clear();
+  hoarder->Disconnect();
+  REQUIRE_OK(hoarder->Join(5000));
+  StepUntil(
+      {hoarder.get()}, [] { return false; }, 500);
+  CHECK(
+      DbInt(&c.c,
+            "SELECT count(*) FROM attempts WHERE state='lost' AND worker_id=" +
+                std::to_string(id)) == 2);
+  CHECK(DbInt(&c.c, live) <= 2);
+
+  // An honest worker gets work at once.
+  auto honest = Joined(&ctx, *token, "honest", true, 4);
+  CHECK(StepUntil(
+      {honest.get()}, [&] { return honest->stats().acks >= 4; }, 10'000));
+}
+
+TEST_CASE("identities answering ok=false cannot drive a job to its retry limit",
+          "[integration][hardening]") {
+  MiniClusterOptions o;
+  o.max_attempts = 3;
+  Cluster c(o);
+  StartCluster(&c.c, 0);
+  auto token = c->CreateToken(10, "1h");
+  REQUIRE_OK(token);
+  zmq::context_t ctx(1);
+  std::vector<std::unique_ptr<SimWorker>> owned;
+  std::vector<SimWorker*> bad;
+  for (int i = 0; i < 3; ++i) {
+    owned.push_back(Joined(&ctx, *token, "bad-" + std::to_string(i), false));
+    bad.push_back(owned.back().get());
+  }
+  auto fail = [&](SimWorker* w, const SimAssignment& a) {
+    wire::ResultBody body = w->RunAssignment(a);
+    body.set_ok(false);
+    body.set_output("");
+    body.set_error("no");
+    REQUIRE_OK(w->SendResult(w->SealResult(body)));
+    REQUIRE_OK(w->Expect(wire::CoordinatorFrame::kAck, 5000));
+  };
+  auto cancel = [&](int64_t job) {
+    REQUIRE(c->Cli({"cancel", std::to_string(job)}).exit_code == 0);
+    StepUntil(
+        bad, [] { return false; }, 300);
+    for (SimWorker* w : bad) {
+      w->pending_assignments().clear();
+      REQUIRE_OK(w->SendReady(1));
+    }
+  };
+  // A first job: each identity spends its one counted failure on a shard
+  // of its own (each got one when the job arrived).
+  auto warmup = c->SubmitBench(3, 32, 1);
+  REQUIRE_OK(warmup);
+  std::vector<SimAssignment> first;
+  for (SimWorker* w : bad) first.push_back(TakeAssign(w));
+  for (size_t i = 0; i < bad.size(); ++i) fail(bad[i], first[i]);
+  cancel(*warmup);
+  // Then all three fail the one shard of each new job in turn: 3 failures
+  // of 3 allowed failed every job before the rule.
+  for (int round = 0; round < 3; ++round) {
+    INFO("round " << round);
+    auto job = c->SubmitBench(1, 32, 1);
+    REQUIRE_OK(job);
+    int failures = 0;
+    int64_t deadline = Mono() + 15'000;
+    while (failures < 3 && Mono() < deadline) {
+      for (SimWorker* w : bad) {
+        REQUIRE_OK(w->Step(5));
+        if (!w->pending_assignments().empty()) {
+          fail(w, TakeAssign(w));
+          ++failures;
+        }
+      }
+    }
+    REQUIRE(failures == 3);
+    std::string j = std::to_string(*job);
+    CHECK(JobState(&c.c, *job) == "running");
+    CHECK(DbInt(&c.c, "SELECT attempts_failed FROM shards WHERE job_id=" + j) ==
+          0);
+    CHECK(DbInt(&c.c, "SELECT failures_uncounted FROM shards WHERE job_id=" +
+                          j) == 3);
+    cancel(*job);
+  }
+}
+
+// ---------------------------------------------------------------- fault 4
+
+TEST_CASE("one connection cannot grow the events table or the log fast",
+          "[integration][hardening]") {
+  Cluster c;
+  StartCluster(&c.c, 0);
+  auto token = c->CreateToken(10, "1h");
+  REQUIRE_OK(token);
+  zmq::context_t ctx(1);
+  auto w = Joined(&ctx, *token, "flood", false);
+  int64_t events_before = DbInt(&c.c, "SELECT count(*) FROM events");
+  int64_t db_before = DbBytes(&c.c);
+  size_t log_before = c->CoordinatorLog().size();
+
+  // Sends as fast as the socket takes it (its queue holds 1,000 frames).
+  auto flood = [&](const std::string& reason) {
+    for (int i = 0; i < 500; ++i) {
+      for (int k = 0; k < 2; ++k) {
+        int64_t deadline = Mono() + 5000;
+        Status s;
+        do {
+          s = k == 0 ? w->SendHeartbeat() : w->SendBye(reason);
+          if (!s.ok()) REQUIRE_OK(w->Receive(1));
+        } while (!s.ok() && Mono() < deadline);
+        REQUIRE_OK(s);
+      }
+    }
+  };
+  SECTION("BYE reasons of 60 KB") {
+    // Over the 256-byte limit: refused, and after 20 the peer is dropped.
+    flood(std::string(60'000, 'b'));
+  }
+  SECTION("BYE reasons within the limit, with escape codes") {
+    // Each BYE ends the peer and the next HEARTBEAT starts it again: 1,000
+    // connect/disconnect events unless they are limited.
+    flood("\x1b[2J" + std::string(200, 'b'));
+  }
+  // Let the coordinator drain the flood (its answers are read and dropped).
+  StepUntil(
+      {w.get()}, [] { return false; }, 2000);
+  REQUIRE_OK(c->Stats());  // still serving
+  int64_t events = DbInt(&c.c, "SELECT count(*) FROM events") - events_before;
+  int64_t db_growth = DbBytes(&c.c) - db_before;
+  size_t log_growth = c->CoordinatorLog().size() - log_before;
+  INFO(events << " events, database +" << db_growth << " B, log +" << log_growth
+              << " B");
+  CHECK(events <= 20);
+  CHECK(db_growth < 1 * int64_t(kMiB));
+  CHECK(log_growth < 512 * 1024);
+  // Nothing raw from the peer reached the log.
+  CHECK(c->CoordinatorLog().find("\x1b[2J") == std::string::npos);
+}
+
+// ---------------------------------------------------------------- fault 5
+
+TEST_CASE("an over-limit submit is an immediate error naming the limit",
+          "[integration][hardening]") {
+  Cluster c;
+  StartCluster(&c.c, 0);
+  // 500,000 bench shards are over 16 MiB of params: over the limit
+  // of one client request.
+  auto r =
+      c->Cli({"submit", "bench", "--shards", "500000", "--size", "16"}, 30);
+  INFO(r.Describe());
+  CHECK(r.exit_code == 1);
+  CHECK(r.seconds < 20);
+  CHECK(r.err.find("over the limit of 16777216 bytes") != std::string::npos);
+  CHECK(r.err.find("no answer") == std::string::npos);
+  // The coordinator's socket takes what the decoder allows: a request under
+  // the limit but over the old 8 MiB socket limit gets an answer.
+  auto big =
+      c->Cli({"submit", "bench", "--shards", "200000", "--size", "16"}, 60);
+  INFO(big.Describe());
+  CHECK(big.exit_code == 0);
+  CHECK(big.err.find("no answer") == std::string::npos);
+}
+
+TEST_CASE("peer text is refused at enrollment or escaped on output",
+          "[integration][hardening]") {
+  Cluster c;
+  StartCluster(&c.c, 0);
+  auto token = c->CreateToken(10, "1h");
+  REQUIRE_OK(token);
+  zmq::context_t ctx(1);
+  // A name with a terminal escape code is refused by the coordinator ...
+  SimWorkerOptions o;
+  o.name = "\x1b[31mred";
+  auto sim = SimWorker::FromToken(&ctx, *token, o);
+  REQUIRE_OK(sim);
+  Status s = (*sim)->Enroll(5000);
+  CHECK(s.message().find("control characters") != std::string::npos);
+  // ... and by pcfarm-worker enroll.
+  auto enroll = c->EnrollWorker("tab\there", *token);
+  CHECK(enroll.exit_code != 0);
+  CHECK(enroll.err.find("control characters") != std::string::npos);
+  // A device name with one is stored escaped and printed escaped.
+  auto w = Joined(&ctx, *token, "ok-name", false);
+  wire::WorkerFrame hello;
+  hello.mutable_hello()->set_slots(1);
+  auto* d = hello.mutable_hello()->add_devices();
+  d->set_backend("cpu");
+  d->set_name("\x1b]0;owned\x07gpu");
+  REQUIRE_OK(w->SendRaw(EncodeFrame(&hello)));
+  REQUIRE_OK(w->Expect(wire::CoordinatorFrame::kWelcome, 5000));
+  auto table = c->Cli({"workers"});
+  CHECK(table.exit_code == 0);
+  CHECK(table.out.find('\x1b') == std::string::npos);
+  auto workers = c->Workers();
+  REQUIRE_OK(workers);
+  bool seen = false;
+  for (const auto& x : *workers) {
+    for (const auto& dev : x["devices"]) {
+      if (dev["name"] == "\\x1b]0;owned\\x07gpu") seen = true;
+    }
+  }
+  CHECK(seen);
+}
+
+TEST_CASE("an unenrolled connection that keeps talking is dropped",
+          "[integration][hardening]") {
+  Cluster c;
+  StartCluster(&c.c, 0);
+  auto token = c->CreateToken(1, "1h");
+  REQUIRE_OK(token);
+  zmq::context_t ctx(1);
+  SimWorkerOptions o;
+  o.name = "intruder";
+  o.auto_work = false;
+  auto sim = SimWorker::FromToken(&ctx, *token, o);
+  REQUIRE_OK(sim);
+  SimWorker& w = **sim;
+  REQUIRE_OK(w.Connect());
+  for (int i = 0; i < 30; ++i) REQUIRE_OK(w.SendReady(1));
+  StepUntil(
+      {}, [] { return false; }, 1000);
+  for (int i = 0; i < 40; ++i) {
+    auto f = w.Receive(50);
+    REQUIRE_OK(f);
+  }
+  // Ten refusals, then silence: the connection is dropped.
+  CHECK(w.stats().rejects_by_reason.at(wire::REJECT_NOT_ENROLLED) == 10);
+  CHECK(Counter(&c.c, "unenrolled_dropped") == 1);
+  CHECK(Counter(&c.c, "unenrolled_messages") == 10);
+  // The key is refused at the handshake now: even ENROLL gets no answer.
+  w.Disconnect();
+  REQUIRE_OK(w.Connect());
+  REQUIRE_OK(w.SendEnroll());
+  auto f = w.Receive(1500);
+  REQUIRE_OK(f);
+  CHECK_FALSE(f->has_value());
+  // Another key enrolls with the same token.
+  SimWorkerOptions ho;
+  ho.name = "newcomer";
+  auto honest = SimWorker::FromToken(&ctx, *token, ho);
+  REQUIRE_OK(honest);
+  REQUIRE_OK((*honest)->Enroll(5000));
+}
+
+// ------------------------------------------------- every field, every size
+
+// A raw client socket with the admin's keys, so that requests the CLI
+// would refuse can be sent.
+class RawClient {
+ public:
+  RawClient(zmq::context_t* ctx, MiniCluster* c)
+      : sock_(*ctx, zmq::socket_type::dealer) {
+    auto p = LoadClientProfile(c->admin_profile());
+    REQUIRE_OK(p);
+    sock_.set(zmq::sockopt::linger, 0);
+    sock_.set(zmq::sockopt::curve_serverkey,
+              zmq::const_buffer(p->server_curve_pk.data(), 32));
+    sock_.set(zmq::sockopt::curve_publickey,
+              zmq::const_buffer(p->client_curve_pk.data(), 32));
+    sock_.set(zmq::sockopt::curve_secretkey,
+              zmq::const_buffer(p->client_curve_sk.data(), 32));
+    sock_.connect(p->endpoint);
+  }
+  // The reply, or nullopt when none came in timeout_ms.
+  std::optional<wire::ClientReply> Call(const std::string& bytes,
+                                        int timeout_ms) {
+    sock_.send(zmq::buffer(bytes), zmq::send_flags::none);
+    zmq::pollitem_t item{sock_.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms));
+    if (!(item.revents & ZMQ_POLLIN)) return std::nullopt;
+    zmq::message_t m;
+    REQUIRE(sock_.recv(m).has_value());
+    wire::ClientReply r;
+    REQUIRE(r.ParseFromArray(m.data(), int(m.size())));
+    return r;
+  }
+
+ private:
+  zmq::socket_t sock_;
+};
+
+TEST_CASE("every string and bytes field at 1x, 10x and 1,000x its limit",
+          "[integration][hardening]") {
+  Cluster c;
+  StartCluster(&c.c, 0);
+  auto token = c->CreateToken(1000, "1h");
+  REQUIRE_OK(token);
+  zmq::context_t ctx(1);
+  auto job = c->SubmitBench(200, 16, 1);
+  REQUIRE_OK(job);
+  pid_t pid = c->coordinator_pid();
+  int64_t db_before = DbBytes(&c.c);
+  size_t log_before = c->CoordinatorLog().size();
+  WireLimits limits;
+  // What libzmq lets through to our decoder; a larger frame closes the
+  // connection before it is read (no answer is possible).
+  const size_t zmq_max =
+      size_t(ZmqMaxMessageBytes(MaxWorkerFrameBytes(limits)));
+  const size_t kMaxTestBytes = 64 * kMiB;
+
+  // How each worker-side field is set on a frame, given its value.
+  using Setter =
+      std::function<void(SimWorker&, wire::WorkerFrame*, const std::string&)>;
+  auto result =
+      [](std::function<void(wire::ResultBody*, const std::string&)> set_body,
+         std::function<void(wire::SignedEnvelope*, const std::string&)>
+             set_env) {
+        return [=](SimWorker& w, wire::WorkerFrame* f, const std::string& v) {
+          wire::ResultBody body;
+          body.set_attempt_id(1);
+          body.set_ok(true);
+          body.set_output("{}");
+          if (set_body) set_body(&body, v);
+          wire::SignedEnvelope env = w.SealResult(body);
+          if (set_env) set_env(&env, v);
+          *f->mutable_result() = env;
+        };
+      };
+  struct Field {
+    std::string name;
+    size_t limit;
+    bool enrolled;  // sent by an enrolled worker (else before enrollment)
+    Setter set;
+  };
+  std::vector<Field> fields = {
+      {"Enroll.token_secret", limits.token_secret_bytes, false,
+       [](SimWorker& w, wire::WorkerFrame* f, const std::string& v) {
+         f->mutable_enroll()->set_token_secret(v);
+         f->mutable_enroll()->set_name("x");
+         f->mutable_enroll()->set_sign_pk(w.keys().sign.public_key());
+         f->mutable_enroll()->set_curve_pk(w.keys().curve.public_key());
+       }},
+      {"Enroll.name", limits.name_bytes, false,
+       [](SimWorker&, wire::WorkerFrame* f, const std::string& v) {
+         f->mutable_enroll()->set_name(v);
+       }},
+      {"Enroll.sign_pk", 32, false,
+       [](SimWorker&, wire::WorkerFrame* f, const std::string& v) {
+         f->mutable_enroll()->set_sign_pk(v);
+       }},
+      {"Enroll.curve_pk", 32, false,
+       [](SimWorker&, wire::WorkerFrame* f, const std::string& v) {
+         f->mutable_enroll()->set_curve_pk(v);
+       }},
+      {"Hello.software_version", limits.label_bytes, true,
+       [](SimWorker&, wire::WorkerFrame* f, const std::string& v) {
+         f->mutable_hello()->set_software_version(v);
+       }},
+      {"DeviceInfo.backend", limits.label_bytes, true,
+       [](SimWorker&, wire::WorkerFrame* f, const std::string& v) {
+         f->mutable_hello()->add_devices()->set_backend(v);
+       }},
+      {"DeviceInfo.name", limits.text_bytes, true,
+       [](SimWorker&, wire::WorkerFrame* f, const std::string& v) {
+         f->mutable_hello()->add_devices()->set_name(v);
+       }},
+      {"Hello.cached_blobs", 32, true,
+       [](SimWorker&, wire::WorkerFrame* f, const std::string& v) {
+         f->mutable_hello()->add_cached_blobs(v);
+       }},
+      {"BlobGet.hash", 32, true,
+       [](SimWorker&, wire::WorkerFrame* f, const std::string& v) {
+         f->mutable_blob_get()->set_hash(v);
+         f->mutable_blob_get()->set_length(16);
+       }},
+      {"Bye.reason", limits.text_bytes, true,
+       [](SimWorker&, wire::WorkerFrame* f, const std::string& v) {
+         f->mutable_bye()->set_reason(v);
+       }},
+      {"SignedEnvelope.body", limits.envelope_body_bytes, true,
+       result(nullptr, [](wire::SignedEnvelope* e,
+                          const std::string& v) { e->set_body(v); })},
+      {"SignedEnvelope.signature", 64, true,
+       result(nullptr, [](wire::SignedEnvelope* e,
+                          const std::string& v) { e->set_signature(v); })},
+      {"SignedEnvelope.signer_key_id", 16, true,
+       result(nullptr, [](wire::SignedEnvelope* e,
+                          const std::string& v) { e->set_signer_key_id(v); })},
+      {"ResultBody.shard_body_hash", 32, true,
+       result([](wire::ResultBody* b,
+                 const std::string& v) { b->set_shard_body_hash(v); },
+              nullptr)},
+      {"ResultBody.error", limits.error_bytes, true,
+       result(
+           [](wire::ResultBody* b, const std::string& v) { b->set_error(v); },
+           nullptr)},
+      {"ResultBody.device", limits.label_bytes, true,
+       result(
+           [](wire::ResultBody* b, const std::string& v) { b->set_device(v); },
+           nullptr)},
+      // The bench kind's own limit on its output (the job here is bench).
+      {"ResultBody.output (bench)", 4096, true, nullptr},
+  };
+
+  int workers_made = 0;
+  for (const Field& field : fields) {
+    for (size_t times : {size_t(1), size_t(10), size_t(1000)}) {
+      size_t n = std::min(field.limit * times, kMaxTestBytes);
+      INFO(field.name << " at " << times << "x: " << n << " bytes");
+      SimWorkerOptions o;
+      o.name = "sweep-" + std::to_string(workers_made++);
+      o.auto_work = false;
+      auto made = SimWorker::FromToken(&ctx, *token, o);
+      REQUIRE_OK(made);
+      SimWorker& w = **made;
+      if (field.enrolled) {
+        REQUIRE_OK(w.Enroll(5000));
+        REQUIRE_OK(w.Join(5000));
+      } else {
+        REQUIRE_OK(w.Connect());
+      }
+      std::string value(n, 'v');
+      wire::WorkerFrame f;
+      if (field.set) {
+        field.set(w, &f, value);
+      } else {
+        // The output of a real assignment, at the size under test.
+        SimAssignment a = TakeAssign(&w);
+        wire::ResultBody body = w.RunAssignment(a);
+        body.set_output(value);
+        *f.mutable_result() = w.SealResult(body);
+      }
+      std::string bytes = EncodeFrame(&f);
+      REQUIRE_OK(w.SendRaw(bytes));
+      // The first REJECT that answers this frame, if any.
+      std::optional<wire::Reject> reject;
+      int64_t deadline = Mono() + (bytes.size() > zmq_max ? 1500 : 5000);
+      while (Mono() < deadline && !reject) {
+        auto got = w.Receive(100);
+        REQUIRE_OK(got);
+        if (got->has_value() && (*got)->has_reject()) reject = (*got)->reject();
+        if (times == 1 && got->has_value() && !(*got)->has_reject() &&
+            !(*got)->has_heartbeat() && !(*got)->has_assign()) {
+          break;  // WELCOME, BLOB_CHUNK, ACK...: taken
+        }
+        if (times == 1 && !got->has_value()) break;
+      }
+      bool size_refusal =
+          reject &&
+          (reject->detail().find("oversized") != std::string::npos ||
+           reject->detail().find("over the limit") != std::string::npos ||
+           reject->detail().find("over its limit") != std::string::npos);
+      if (times == 1) {
+        INFO("detail: " << (reject ? reject->detail() : "none"));
+        CHECK_FALSE(size_refusal);
+      } else if (bytes.size() > zmq_max) {
+        // Closed by libzmq before we could read it: no answer at all.
+        CHECK_FALSE(reject.has_value());
+      } else {
+        INFO("detail: " << (reject ? reject->detail() : "none"));
+        CHECK(size_refusal);
+        if (reject) CHECK(reject->reason() == wire::REJECT_BAD_MESSAGE);
+      }
+    }
+  }
+
+  // Client requests: SUBMIT's kind, params and each shard's params.
+  RawClient client(&ctx, &c.c);
+  struct ClientField {
+    std::string name;
+    size_t limit;
+    std::function<void(wire::SubmitRequest*, const std::string&)> set;
+  };
+  std::vector<ClientField> client_fields = {
+      {"SubmitRequest.kind", limits.label_bytes,
+       [](wire::SubmitRequest* s, const std::string& v) { s->set_kind(v); }},
+      {"SubmitRequest.params", limits.params_bytes,
+       [](wire::SubmitRequest* s, const std::string& v) { s->set_params(v); }},
+      {"SubmitRequest.shard_params", limits.params_bytes,
+       [](wire::SubmitRequest* s, const std::string& v) {
+         s->add_shard_params(v);
+       }},
+  };
+  const size_t client_zmq_max =
+      size_t(ZmqMaxMessageBytes(MaxClientRequestBytes(limits)));
+  for (const ClientField& field : client_fields) {
+    for (size_t times : {size_t(1), size_t(10), size_t(1000)}) {
+      size_t n = std::min(field.limit * times, kMaxTestBytes);
+      INFO(field.name << " at " << times << "x: " << n << " bytes");
+      wire::ClientRequest req;
+      req.set_request_id(7);
+      auto* s = req.mutable_submit();
+      s->set_kind("bench");
+      s->set_redundancy(1);
+      field.set(s, std::string(n, 'v'));
+      std::string bytes = EncodeFrame(&req);
+      auto reply = client.Call(bytes, 5000);
+      if (bytes.size() > client_zmq_max) {
+        CHECK_FALSE(reply.has_value());
+        continue;
+      }
+      REQUIRE(reply.has_value());
+      REQUIRE(reply->has_error());  // 'vvv' is never a valid kind or params
+      bool size_refusal = reply->error().code() == "resource_exhausted";
+      INFO(reply->error().code() << ": " << reply->error().message());
+      CHECK(size_refusal == (times > 1));
+      if (times > 1) {
+        CHECK(reply->error().message().find(field.name.substr(
+                  field.name.find('.') + 1)) != std::string::npos);
+      }
+    }
+  }
+
+  // Through it all the coordinator served, and grew its memory, database
+  // and log by bounded amounts.
+  REQUIRE_OK(c->Stats());
+  int64_t hwm = ProcStatusKib(pid, "VmHWM");
+  int64_t db_growth = DbBytes(&c.c) - db_before;
+  size_t log_growth = c->CoordinatorLog().size() - log_before;
+  INFO("VmHWM " << hwm << " KiB, database +" << db_growth << " B, log +"
+                << log_growth << " B, " << workers_made << " workers");
+  CHECK(hwm < 400 * 1024);
+  CHECK(db_growth < 4 * int64_t(kMiB));
+  CHECK(log_growth < 2 * kMiB);
+}
+
+}  // namespace
+}  // namespace pcfarm
