@@ -171,6 +171,7 @@ class CoordinatorServer::Impl {
   std::unordered_set<std::string> refused_keys;
   KeyedRateLimit peer_events{opts.coordinator_peer_events_per_minute, 60'000};
   KeyedRateLimit unenrolled_log{10, 1'000};
+  KeyedRateLimit bad_log{20, 60'000};
   // A shard became pending again this turn (a failure, a disagreement, a
   // lost or expired lease): every idle worker is offered work at the end of
   // the turn, not only the one that answered.
@@ -433,10 +434,15 @@ void CoordinatorServer::Impl::BadMessage(Peer* peer, const std::string& route,
                                          const Status& why) {
   counters->bad_messages++;
   int bad = peer ? ++peer->bad_messages : 1;
-  if (peer || unenrolled_log.Allow("bad", clock->MonotonicMs()) >= 0) {
-    spdlog::warn("bad message from {}: {}",
+  // Logged at most 10 a second from unknown routes and 20 a minute per
+  // worker (a worker may reconnect and start its count again).
+  int64_t held = peer ? bad_log.Allow(std::to_string(peer->worker_id), clock->MonotonicMs())
+                      : unenrolled_log.Allow("bad", clock->MonotonicMs());
+  if (held >= 0) {
+    spdlog::warn("bad message from {}: {}{}",
                  peer ? EscapePeerText(peer->name) : HexEncode(route).substr(0, 12),
-                 EscapePeerText(why.message()));
+                 EscapePeerText(why.message()),
+                 held ? " (" + std::to_string(held) + " more not logged)" : "");
   }
   Reject(peer, route, wire::REJECT_BAD_MESSAGE, why.message());
   if (peer && bad >= opts.coordinator_max_bad_messages) {
@@ -750,9 +756,16 @@ void CoordinatorServer::Impl::AssignAll() {
   for (auto& [route, peer] : peers) {
     if (peer.free_slots > 0) idle.push_back(&peer);
   }
+  if (idle.empty()) return;
   std::sort(idle.begin(), idle.end(),
             [](const Peer* a, const Peer* b) { return a->gflops > b->gflops; });
-  for (Peer* p : idle) TryAssign(*p);
+  // Once no shard is pending, the other idle workers need not be asked
+  // (a farm of thousands of idle PCs would cost a query each).
+  for (Peer* p : idle) {
+    auto pending = store->CountPendingShards();
+    if (pending.ok() && *pending == 0) return;
+    TryAssign(*p);
+  }
 }
 
 void CoordinatorServer::Impl::ActOn(const TransitionReport& report) {

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "base/file.h"
@@ -306,7 +307,7 @@ CREATE INDEX results_by_worker ON results(worker_id, outcome);
 )sql",
     // 6: grid hardening. A job keeps the summary of its accepted results
     // (folded in when a shard is accepted, never recomputed by a query); a
-    // worker's failed attempts and delivered results decide whether its
+    // worker's failed attempts and agreed results decide whether its
     // failures count against a shard (Store::FailureCounts); a shard counts
     // the failures that did not; events can be pruned by age. Jobs from
     // before keep only their accepted-shard count as their summary.
@@ -315,9 +316,6 @@ ALTER TABLE jobs ADD COLUMN summary TEXT NOT NULL DEFAULT '{}';
 UPDATE jobs SET summary=json_object('shards', shards_accepted)
   WHERE shards_accepted > 0;
 ALTER TABLE workers ADD COLUMN attempts_failed INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE workers ADD COLUMN results_returned INTEGER NOT NULL DEFAULT 0;
-UPDATE workers SET results_returned=(SELECT COUNT(*) FROM results r
-  WHERE r.worker_id=workers.id);
 ALTER TABLE shards ADD COLUMN failures_uncounted INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX events_by_ts ON events(ts_ms);
 )sql",
@@ -513,7 +511,7 @@ WHERE id=?1 AND state IN ('pending','leased'))sql");
   // against the shard (FailureCounts in store.h).
   Result<bool> WorkerFailureTx(int64_t worker_id) {
     auto q = Q("UPDATE workers SET attempts_failed=attempts_failed+1 "
-               "WHERE id=?1 RETURNING attempts_failed, results_returned");
+               "WHERE id=?1 RETURNING attempts_failed, agreed");
     q.Bind(worker_id);
     PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return NotFound("no worker with id " + std::to_string(worker_id));
@@ -1216,6 +1214,11 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
   });
 }
 
+Result<int64_t> Store::CountPendingShards() {
+  std::lock_guard l(mu_);
+  return db_->Q("SELECT COUNT(*) FROM shards WHERE state='pending'").OneInt();
+}
+
 Result<TransitionReport> Store::ExpireLeases(int max_failed_attempts) {
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
@@ -1334,11 +1337,6 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
         db_->Q("UPDATE attempts SET state='returned', ended_ms=?2 WHERE id=?1")
             .Bind(attempt_id, now)
             .Run());
-    PCFARM_RETURN_IF_ERROR(
-        db_->Q("UPDATE workers SET results_returned=results_returned+1 "
-               "WHERE id=?1")
-            .Bind(worker_id)
-            .Run());
 
     // Group the shard's live results with the kind's comparator.
     std::vector<int64_t> ids, workers;
@@ -1402,20 +1400,20 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
                         changed.status().ToString() + ")");
       }
       PCFARM_RETURN_IF_ERROR(acc.Run());
+      // The job's summary with this result folded in (written below, with
+      // the accepted count).
+      std::optional<std::string> summary;
       if (fold) {
         auto sq = db_->Q("SELECT summary FROM jobs WHERE id=?1");
         sq.Bind(job_id);
         PCFARM_ASSIGN_OR_RETURN(bool row, sq.Step());
-        std::string summary = row ? sq.Str(0) : std::string("{}");
+        std::string before = row ? sq.Str(0) : std::string("{}");
         PCFARM_RETURN_IF_ERROR(sq.Run());
         std::string_view won;
         for (size_t i = 0; i < ids.size(); ++i) {
           if (ids[i] == winner) won = bodies[i];
         }
-        PCFARM_RETURN_IF_ERROR(
-            db_->Q("UPDATE jobs SET summary=?2 WHERE id=?1")
-                .Bind(job_id, fold(kind, summary, shard_idx, won))
-                .Run());
+        summary = fold(kind, before, shard_idx, won);
       }
       {
         auto q = db_->Q("UPDATE attempts SET state='cancelled', ended_ms=?2 "
@@ -1429,9 +1427,14 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
         }
       }
       auto q = db_->Q("UPDATE jobs SET shards_accepted=shards_accepted+1, "
-                      "updated_ms=?2 WHERE id=?1 "
+                      "updated_ms=?2, summary=IFNULL(?3, summary) WHERE id=?1 "
                       "RETURNING shards_accepted=shards_total");
-      PCFARM_ASSIGN_OR_RETURN(int64_t done, q.Bind(job_id, now).OneInt());
+      if (summary) {
+        q.Bind(job_id, now, *summary);
+      } else {
+        q.Bind(job_id, now, nullptr);
+      }
+      PCFARM_ASSIGN_OR_RETURN(int64_t done, q.OneInt());
       PCFARM_RETURN_IF_ERROR(q.Run());
       if (done) {
         out.job_finished = true;

@@ -181,16 +181,17 @@ using SummaryFold = std::function<std::string(
 // Whether a failed attempt (the worker reported it failed, its lease
 // expired, or the worker was lost) counts against its shard's budget of
 // max_failed_attempts. It does while the worker has failed no more often
-// than it has delivered results, plus one: `worker_failed` (counting this
-// failure) <= `worker_returned` + 1. A worker that fails far more often
-// than it delivers (a broken PC, or identities that answer ok=false to
-// drive jobs to their retry limit) then stops counting: each identity gets
-// one counted failure plus one per result it delivered. Its failures still
+// than its results were accepted (agreed), plus one: `worker_failed`
+// (counting this failure) <= `worker_agreed` + 1. A worker that fails far
+// more often than it delivers (a broken PC, or identities that answer
+// ok=false to drive jobs to their retry limit) then stops counting: each
+// identity gets one counted failure plus one per result of its that was
+// accepted, so failing jobs costs as much real, verified work. Its failures still
 // count toward a second budget, kUncountedFailureFactor times
 // max_failed_attempts failures of any kind, which ends any shard, so that
 // no job is retried forever.
-inline bool FailureCounts(int64_t worker_failed, int64_t worker_returned) {
-  return worker_failed <= worker_returned + 1;
+inline bool FailureCounts(int64_t worker_failed, int64_t worker_agreed) {
+  return worker_failed <= worker_agreed + 1;
 }
 inline constexpr int kUncountedFailureFactor = 4;
 
@@ -316,6 +317,8 @@ class Store {
   Result<std::optional<Lease>> LeaseShard(int64_t worker_id,
                                           const DeviceCaps& caps,
                                           int64_t lease_ms);
+  // How many shards are pending (want another attempt). Cheap (an index).
+  Result<int64_t> CountPendingShards();
   // Marks leased attempts past their deadline expired.
   Result<TransitionReport> ExpireLeases(int max_failed_attempts);
   // Marks the worker's leased attempts lost, but those in `keep` (attempts
