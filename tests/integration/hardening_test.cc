@@ -102,25 +102,37 @@ int64_t DbBytes(MiniCluster* c) {
   return FileSize(db) + FileSize(db + "-wal");
 }
 
+// A started coordinator with no workers, an enrollment token of `uses`
+// uses, and a ZeroMQ context for the test's own peers.
+struct Farm {
+  explicit Farm(int uses, MiniClusterOptions o = {}) : c(std::move(o)) {
+    StartCluster(&c.c, 0);
+    auto t = c->CreateToken(uses, "1h");
+    REQUIRE_OK(t);
+    token = *t;
+  }
+  Cluster c;
+  std::string token;
+  zmq::context_t ctx{1};
+};
+
 // ---------------------------------------------------------------- fault 1
 
 TEST_CASE("a shard that fails is offered at once to every idle worker",
           "[integration][hardening]") {
-  Cluster c;
-  StartCluster(&c.c, 0);
-  auto token = c->CreateToken(10, "1h");
-  REQUIRE_OK(token);
-  zmq::context_t ctx(1);
+  Farm farm(10);
+  Cluster& c = farm.c;
+  zmq::context_t& ctx = farm.ctx;
 
   SECTION("a worker reports ok=false") {
     // The failing worker is the only one when the job arrives, so the
     // shard is its; two honest workers join afterwards and sit idle.
-    auto bad = Joined(&ctx, *token, "bad", /*auto_work=*/false);
+    auto bad = Joined(&ctx, farm.token, "bad", /*auto_work=*/false);
     auto job = c->SubmitBench(1, 32, 1);
     REQUIRE_OK(job);
     SimAssignment a = TakeAssign(bad.get());
-    auto h1 = Joined(&ctx, *token, "idle-1", true);
-    auto h2 = Joined(&ctx, *token, "idle-2", true);
+    auto h1 = Joined(&ctx, farm.token, "idle-1", true);
+    auto h2 = Joined(&ctx, farm.token, "idle-2", true);
     // Every worker keeps heartbeating (a silent one would be dropped, and
     // dropping a worker offered its shards around before the fix too).
     REQUIRE(StepUntil(
@@ -148,15 +160,15 @@ TEST_CASE("a shard that fails is offered at once to every idle worker",
   SECTION("two results disagree") {
     // Redundancy 2: `liar` and `first` both hold the shard; a third worker
     // joins idle. The liar's result disagrees, so one more run decides.
-    auto liar = Joined(&ctx, *token, "liar", false);
-    auto first = Joined(&ctx, *token, "first", true);
+    auto liar = Joined(&ctx, farm.token, "liar", false);
+    auto first = Joined(&ctx, farm.token, "first", true);
     auto job = c->SubmitBench(1, 32, 2);
     REQUIRE_OK(job);
     SimAssignment a = TakeAssign(liar.get());
     REQUIRE(StepUntil(
         {liar.get(), first.get()}, [&] { return first->stats().acks == 1; },
         5000));
-    auto third = Joined(&ctx, *token, "third", true);
+    auto third = Joined(&ctx, farm.token, "third", true);
     wire::ResultBody body = liar->RunAssignment(a);
     json out = json::parse(body.output());
     out["checksum"] = "0123456789abcdef";
@@ -174,12 +186,10 @@ TEST_CASE("a shard that fails is offered at once to every idle worker",
 
 TEST_CASE("a result the kind cannot have made is refused, even at redundancy 1",
           "[integration][hardening]") {
-  Cluster c;
-  StartCluster(&c.c, 0);
-  auto token = c->CreateToken(10, "1h");
-  REQUIRE_OK(token);
-  zmq::context_t ctx(1);
-  auto w = Joined(&ctx, *token, "mallory", false);
+  Farm farm(10);
+  Cluster& c = farm.c;
+  zmq::context_t& ctx = farm.ctx;
+  auto w = Joined(&ctx, farm.token, "mallory", false);
   auto job = c->SubmitBench(3, 32, 1);
   REQUIRE_OK(job);
   pid_t pid = c->coordinator_pid();
@@ -253,14 +263,12 @@ TEST_CASE("a result the kind cannot have made is refused, even at redundancy 1",
 
 TEST_CASE("a worker never holds more leases than the slots it declared",
           "[integration][hardening]") {
-  Cluster c;
-  StartCluster(&c.c, 0);
-  auto token = c->CreateToken(10, "1h");
-  REQUIRE_OK(token);
-  zmq::context_t ctx(1);
+  Farm farm(10);
+  Cluster& c = farm.c;
+  zmq::context_t& ctx = farm.ctx;
   auto job = c->SubmitBench(40, 32, 1);
   REQUIRE_OK(job);
-  auto hoarder = Joined(&ctx, *token, "hoarder", false, /*slots=*/2);
+  auto hoarder = Joined(&ctx, farm.token, "hoarder", false, /*slots=*/2);
   int64_t id = WorkerId(&c.c, "hoarder");
   std::string live =
       "SELECT count(*) FROM attempts WHERE state='leased' AND worker_id=" +
@@ -305,7 +313,7 @@ TEST_CASE("a worker never holds more leases than the slots it declared",
   CHECK(DbInt(&c.c, live) <= 2);
 
   // An honest worker gets work at once.
-  auto honest = Joined(&ctx, *token, "honest", true, 4);
+  auto honest = Joined(&ctx, farm.token, "honest", true, 4);
   CHECK(StepUntil(
       {honest.get()}, [&] { return honest->stats().acks >= 4; }, 10'000));
 }
@@ -314,15 +322,14 @@ TEST_CASE("identities answering ok=false cannot drive a job to its retry limit",
           "[integration][hardening]") {
   MiniClusterOptions o;
   o.max_attempts = 3;
-  Cluster c(o);
-  StartCluster(&c.c, 0);
-  auto token = c->CreateToken(10, "1h");
-  REQUIRE_OK(token);
-  zmq::context_t ctx(1);
+  Farm farm(10, o);
+  Cluster& c = farm.c;
+  zmq::context_t& ctx = farm.ctx;
   std::vector<std::unique_ptr<SimWorker>> owned;
   std::vector<SimWorker*> bad;
   for (int i = 0; i < 3; ++i) {
-    owned.push_back(Joined(&ctx, *token, "bad-" + std::to_string(i), false));
+    owned.push_back(
+        Joined(&ctx, farm.token, "bad-" + std::to_string(i), false));
     bad.push_back(owned.back().get());
   }
   auto fail = [&](SimWorker* w, const SimAssignment& a) {
@@ -382,12 +389,10 @@ TEST_CASE("identities answering ok=false cannot drive a job to its retry limit",
 
 TEST_CASE("one connection cannot grow the events table or the log fast",
           "[integration][hardening]") {
-  Cluster c;
-  StartCluster(&c.c, 0);
-  auto token = c->CreateToken(10, "1h");
-  REQUIRE_OK(token);
-  zmq::context_t ctx(1);
-  auto w = Joined(&ctx, *token, "flood", false);
+  Farm farm(10);
+  Cluster& c = farm.c;
+  zmq::context_t& ctx = farm.ctx;
+  auto w = Joined(&ctx, farm.token, "flood", false);
   int64_t events_before = DbInt(&c.c, "SELECT count(*) FROM events");
   int64_t db_before = DbBytes(&c.c);
   size_t log_before = c->CoordinatorLog().size();
@@ -457,24 +462,22 @@ TEST_CASE("an over-limit submit is an immediate error naming the limit",
 
 TEST_CASE("peer text is refused at enrollment or escaped on output",
           "[integration][hardening]") {
-  Cluster c;
-  StartCluster(&c.c, 0);
-  auto token = c->CreateToken(10, "1h");
-  REQUIRE_OK(token);
-  zmq::context_t ctx(1);
+  Farm farm(10);
+  Cluster& c = farm.c;
+  zmq::context_t& ctx = farm.ctx;
   // A name with a terminal escape code is refused by the coordinator ...
   SimWorkerOptions o;
   o.name = "\x1b[31mred";
-  auto sim = SimWorker::FromToken(&ctx, *token, o);
+  auto sim = SimWorker::FromToken(&ctx, farm.token, o);
   REQUIRE_OK(sim);
   Status s = (*sim)->Enroll(5000);
   CHECK(s.message().find("control characters") != std::string::npos);
   // ... and by pcfarm-worker enroll.
-  auto enroll = c->EnrollWorker("tab\there", *token);
+  auto enroll = c->EnrollWorker("tab\there", farm.token);
   CHECK(enroll.exit_code != 0);
   CHECK(enroll.err.find("control characters") != std::string::npos);
   // A device name with one is stored escaped and printed escaped.
-  auto w = Joined(&ctx, *token, "ok-name", false);
+  auto w = Joined(&ctx, farm.token, "ok-name", false);
   wire::WorkerFrame hello;
   hello.mutable_hello()->set_slots(1);
   auto* d = hello.mutable_hello()->add_devices();
@@ -498,15 +501,13 @@ TEST_CASE("peer text is refused at enrollment or escaped on output",
 
 TEST_CASE("an unenrolled connection that keeps talking is dropped",
           "[integration][hardening]") {
-  Cluster c;
-  StartCluster(&c.c, 0);
-  auto token = c->CreateToken(1, "1h");
-  REQUIRE_OK(token);
-  zmq::context_t ctx(1);
+  Farm farm(1);
+  Cluster& c = farm.c;
+  zmq::context_t& ctx = farm.ctx;
   SimWorkerOptions o;
   o.name = "intruder";
   o.auto_work = false;
-  auto sim = SimWorker::FromToken(&ctx, *token, o);
+  auto sim = SimWorker::FromToken(&ctx, farm.token, o);
   REQUIRE_OK(sim);
   SimWorker& w = **sim;
   REQUIRE_OK(w.Connect());
@@ -525,13 +526,13 @@ TEST_CASE("an unenrolled connection that keeps talking is dropped",
   w.Disconnect();
   REQUIRE_OK(w.Connect());
   REQUIRE_OK(w.SendEnroll());
-  auto f = w.Receive(1500);
-  REQUIRE_OK(f);
-  CHECK_FALSE(f->has_value());
+  auto answer = w.Receive(1500);
+  REQUIRE_OK(answer);
+  CHECK_FALSE(answer->has_value());
   // Another key enrolls with the same token.
   SimWorkerOptions ho;
   ho.name = "newcomer";
-  auto honest = SimWorker::FromToken(&ctx, *token, ho);
+  auto honest = SimWorker::FromToken(&ctx, farm.token, ho);
   REQUIRE_OK(honest);
   REQUIRE_OK((*honest)->Enroll(5000));
 }
@@ -575,11 +576,9 @@ class RawClient {
 
 TEST_CASE("every string and bytes field at 1x, 10x and 1,000x its limit",
           "[integration][hardening]") {
-  Cluster c;
-  StartCluster(&c.c, 0);
-  auto token = c->CreateToken(1000, "1h");
-  REQUIRE_OK(token);
-  zmq::context_t ctx(1);
+  Farm farm(1000);
+  Cluster& c = farm.c;
+  zmq::context_t& ctx = farm.ctx;
   auto job = c->SubmitBench(200, 16, 1);
   REQUIRE_OK(job);
   pid_t pid = c->coordinator_pid();
@@ -694,7 +693,7 @@ TEST_CASE("every string and bytes field at 1x, 10x and 1,000x its limit",
       SimWorkerOptions o;
       o.name = "sweep-" + std::to_string(workers_made++);
       o.auto_work = false;
-      auto made = SimWorker::FromToken(&ctx, *token, o);
+      auto made = SimWorker::FromToken(&ctx, farm.token, o);
       REQUIRE_OK(made);
       SimWorker& w = **made;
       if (field.enrolled) {
