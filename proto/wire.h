@@ -179,7 +179,8 @@ Decoded<std::string_view> OpenEnvelope(const wire::SignedEnvelope& envelope,
                                        const WireLimits& limits = {});
 
 // OpenEnvelope, then parse the verified body (kTruncatedOrGarbage when it
-// is not a ShardBody / ResultBody). Semantic checks (attempt, expiry,
+// is not a ShardBody / ResultBody; kOversized, naming the field, when a
+// field of it is over its FieldLimit). Semantic checks (attempt, expiry,
 // replay) stay with the caller.
 Decoded<wire::ShardBody> OpenShard(const wire::SignedEnvelope& envelope,
                                    std::string_view coordinator_pk,
