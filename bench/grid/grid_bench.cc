@@ -99,17 +99,21 @@ Result<ProcSample> SampleProcess(pid_t pid) {
   std::string path = "/proc/" + std::to_string(pid) + "/status";
   std::ifstream status(path);
   if (!status) return NotFound("no process " + std::to_string(pid));
+  bool rss = false;
   for (std::string line; std::getline(status, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) {
-      try {
-        s.rss_kib = std::stoll(line.substr(6));
-      } catch (const std::exception&) {
-        return Corruption(path + ": VmRSS line '" + line + "'");
-      }
-      return s;
+    int64_t* field = line.rfind("VmRSS:", 0) == 0   ? &s.rss_kib
+                     : line.rfind("VmHWM:", 0) == 0 ? &s.hwm_kib
+                                                    : nullptr;
+    if (!field) continue;
+    try {
+      *field = std::stoll(line.substr(6));
+    } catch (const std::exception&) {
+      return Corruption(path + ": line '" + line + "'");
     }
+    rss = rss || field == &s.rss_kib;
   }
-  return Corruption(path + ": no VmRSS line (a zombie?)");
+  if (!rss) return Corruption(path + ": no VmRSS line (a zombie?)");
+  return s;
 }
 
 Result<pid_t> FindChildProcess(std::string_view name) {

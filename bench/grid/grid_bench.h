@@ -52,6 +52,7 @@ double MonotonicSeconds();
 struct ProcSample {
   double cpu_seconds = 0;  // utime + stime
   int64_t rss_kib = 0;     // VmRSS
+  int64_t hwm_kib = 0;     // VmHWM, the peak of VmRSS since the process began
   double taken_at = 0;     // MonotonicSeconds() when read
 };
 

@@ -79,38 +79,6 @@ std::string LoadAverage() {
 
 // ------------------------------------------------------------------ memory
 
-struct Memory {
-  int64_t rss_kib = 0;  // VmRSS
-  int64_t hwm_kib = 0;  // VmHWM, the peak of VmRSS since the process began
-};
-
-Result<Memory> ReadMemory(pid_t pid) {
-  std::string path = "/proc/" + std::to_string(pid) + "/status";
-  std::ifstream in(path);
-  if (!in) return NotFound("no process " + std::to_string(pid));
-  Memory m;
-  bool rss = false, hwm = false;
-  for (std::string line; std::getline(in, line);) {
-    int64_t* field = nullptr;
-    if (line.rfind("VmRSS:", 0) == 0) {
-      field = &m.rss_kib;
-      rss = true;
-    } else if (line.rfind("VmHWM:", 0) == 0) {
-      field = &m.hwm_kib;
-      hwm = true;
-    }
-    if (!field) continue;
-    try {
-      *field = std::stoll(line.substr(6));
-    } catch (const std::exception&) {
-      return Corruption(path + ": line '" + line + "'");
-    }
-  }
-  if (!rss || !hwm)
-    return Corruption(path + ": no VmRSS or VmHWM line (a zombie?)");
-  return m;
-}
-
 std::string MiB(int64_t kib) { return FormatFixed(kib / 1024.0, 1) + " MiB"; }
 
 std::string Ratio(double ours, double base) {
@@ -234,8 +202,8 @@ std::string CallNote(const std::string& what, const CallRound& r) {
   return n;
 }
 
-void AddMemoryRows(const std::string& when, const Memory& before,
-                   const Memory& done, const Memory& after,
+void AddMemoryRows(const std::string& when, const ProcSample& before,
+                   const ProcSample& done, const ProcSample& after,
                    std::vector<BenchRow>* rows) {
   rows->push_back({"coordinator VmRSS, " + when, MiB(done.rss_kib),
                    "before the job: " + MiB(before.rss_kib),
@@ -373,7 +341,7 @@ int Run(const Options& opt) {
   }
 
   // ---- the job of --shards shards ----
-  auto mem_before = ReadMemory(pid);
+  auto mem_before = SampleProcess(pid);
   if (!mem_before.ok()) return Fail(mem_before.status());
   double t_submit = MonotonicSeconds();
   auto submit = cluster.Cli(
@@ -400,14 +368,14 @@ int Run(const Options& opt) {
     return Fail(Internal("the big job ended " + *big_state));
   std::fprintf(stderr, "job %lld succeeded in %.1f s; timing %d calls ...\n",
                static_cast<long long>(big), run_s, opt.calls);
-  auto mem_done = ReadMemory(pid);
+  auto mem_done = SampleProcess(pid);
   if (!mem_done.ok()) return Fail(mem_done.status());
 
   CallRound round;
   auto pump = [&]() { return fleet.Pump(0); };
   s = MeasureCalls(&cluster, pid, *tiny, big, opt, pump, &round);
   if (!s.ok()) return Fail(s);
-  auto mem_after = ReadMemory(pid);
+  auto mem_after = SampleProcess(pid);
   if (!mem_after.ok()) return Fail(mem_after.status());
   std::string big_status = StatusLine(&cluster, big, opt.cli_timeout_s);
 
@@ -452,7 +420,7 @@ int Run(const Options& opt) {
     if (!s.ok()) return Fail(s);
   }
   SimWorker& w = fleet.worker(0);
-  auto mem_before2 = ReadMemory(pid);
+  auto mem_before2 = SampleProcess(pid);
   if (!mem_before2.ok()) return Fail(mem_before2.status());
   auto huge = cluster.SubmitBench(1, opt.size, 1, 1);
   if (!huge.ok()) return Fail(huge.status());
@@ -485,7 +453,7 @@ int Run(const Options& opt) {
     auto end = cluster.WaitForJobEnd(*huge, 30'000);
     huge_state = end.ok() ? *end : end.status().ToString();
   }
-  auto mem_done2 = ReadMemory(pid);
+  auto mem_done2 = SampleProcess(pid);
   if (!mem_done2.ok()) return Fail(mem_done2.status());
   std::fprintf(
       stderr,
@@ -510,7 +478,7 @@ int Run(const Options& opt) {
   std::string load_before2 = LoadAverage();
   s = MeasureCalls(&cluster, pid, *tiny, *huge, opt, heartbeat, &round2);
   if (!s.ok()) return Fail(s);
-  auto mem_after2 = ReadMemory(pid);
+  auto mem_after2 = SampleProcess(pid);
   if (!mem_after2.ok()) return Fail(mem_after2.status());
   std::string huge_status = StatusLine(&cluster, *huge, opt.cli_timeout_s);
 
