@@ -523,9 +523,12 @@ TEST_CASE("an unenrolled connection that keeps talking is dropped",
   CHECK(Counter(&c.c, "unenrolled_dropped") == 1);
   CHECK(Counter(&c.c, "unenrolled_messages") == 10);
   // The key is refused at the handshake now: even ENROLL gets no answer.
+  // (When the refusal comes first, the socket has no peer to queue the
+  // ENROLL for and the send itself says so.)
   w.Disconnect();
   REQUIRE_OK(w.Connect());
-  REQUIRE_OK(w.SendEnroll());
+  Status sent = w.SendEnroll();
+  CHECK((sent.ok() || sent.code() == StatusCode::kUnavailable));
   auto answer = w.Receive(1500);
   REQUIRE_OK(answer);
   CHECK_FALSE(answer->has_value());
