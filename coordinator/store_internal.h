@@ -1,0 +1,59 @@
+// Internal to the Store's files (coordinator/store*.cc); nothing else
+// includes it. The Store's connection, with the SQL that transitions in
+// several of those files share.
+//
+// Where the Store is: store.cc (the object, batches, durability,
+// CheckConsistency), store_schema.cc (migrations, Open), store_jobs.cc
+// (jobs, shards, results, events), store_scheduling.cc (leases and
+// attempts), store_workers.cc (workers, tokens, clients), store_blobs.cc.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/status.h"
+#include "coordinator/sqlite.h"
+#include "coordinator/store.h"
+
+namespace pcfarm {
+
+// The connection plus the SQL shared by several transitions. Methods ending
+// in Tx run inside a transaction opened by Tx().
+class Store::Db : public SqliteDb {
+ public:
+  // Appends an event; 0 for job_id / worker_id stores NULL. (store_jobs.cc)
+  Status EventTx(int64_t now, const std::string& kind, int64_t job_id,
+                 int64_t worker_id, const std::string& message);
+
+  // The worker's name; NotFound for an unknown id. (store_workers.cc)
+  Result<std::string> WorkerNameTx(int64_t worker_id);
+
+  // The rest live in store_scheduling.cc.
+
+  // Sets a live shard to pending when it wants another attempt, else leased.
+  // A shard of redundancy N wants N - (largest agreeing group) live attempts.
+  Status RefreshShardTx(int64_t shard_id);
+
+  // Ends a job as 'failed' or 'cancelled': its live shards get `shard_state`
+  // (the failing shard was marked before), its live attempts are cancelled.
+  Status EndJobTx(int64_t now, int64_t job_id, const char* job_state,
+                  const std::string& reason, TransitionReport* report);
+
+  // Counts a failed try of the shard, against its budget when `counted`
+  // (see FailureCounts in store.h), else among its uncounted failures. At
+  // max_failed counted failures, or kUncountedFailureFactor times that in
+  // all, the shard and its job fail with `why` in the reason.
+  Status ShardFailureTx(int64_t now, int64_t shard_id, const std::string& why,
+                        int max_failed, bool counted, TransitionReport* report);
+
+  // Counts a failed attempt of the worker; true when the failure counts
+  // against the shard (FailureCounts in store.h).
+  Result<bool> WorkerFailureTx(int64_t worker_id);
+
+  // Ends a leased attempt as 'expired' or 'lost' and counts the failure.
+  Status EndAttemptTx(int64_t now, int64_t attempt_id, const char* state,
+                      const std::string& why, int max_failed,
+                      TransitionReport* report);
+};
+
+}  // namespace pcfarm

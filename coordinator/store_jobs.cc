@@ -1,0 +1,199 @@
+// The Store's jobs, their shards and accepted results, and events.
+#include <string>
+#include <vector>
+
+#include "coordinator/store.h"
+#include "coordinator/store_internal.h"
+
+namespace pcfarm {
+namespace {
+
+const char kJobCols[] =
+    "id,kind,state,priority,redundancy,params,shards_total,shards_accepted,"
+    "reason,created_ms,updated_ms,summary";
+
+JobInfo ReadJob(Stmt& s) {
+  JobInfo j;
+  j.id = s.Int(0);
+  j.kind = s.Str(1);
+  j.state = s.Str(2);
+  j.priority = static_cast<int>(s.Int(3));
+  j.redundancy = static_cast<int>(s.Int(4));
+  j.params = s.Str(5);
+  j.shards_total = s.Int(6);
+  j.shards_accepted = s.Int(7);
+  j.reason = s.Str(8);
+  j.created_ms = s.Int(9);
+  j.updated_ms = s.Int(10);
+  j.summary = s.Str(11);
+  return j;
+}
+
+}  // namespace
+
+// ---- jobs ----
+
+Result<int64_t> Store::CreateJob(const JobSpec& spec) {
+  if (spec.kind.empty()) return InvalidArgument("job kind is empty");
+  if (spec.shards.empty()) {
+    return InvalidArgument("job of kind '" + spec.kind + "' has no shards");
+  }
+  if (spec.redundancy < 1) {
+    return InvalidArgument("job redundancy " + std::to_string(spec.redundancy) +
+                           " is below 1");
+  }
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Result<int64_t> {
+    auto q = db_->Q("INSERT INTO jobs(kind,state,priority,redundancy,params,"
+                    "shards_total,created_ms,updated_ms) "
+                    "VALUES(?1,'queued',?2,?3,?4,?5,?6,?6) RETURNING id");
+    PCFARM_ASSIGN_OR_RETURN(
+        int64_t id, q.Bind(spec.kind, spec.priority, spec.redundancy,
+                           spec.params, int64_t(spec.shards.size()), now)
+                        .OneInt());
+    PCFARM_RETURN_IF_ERROR(q.Run());
+    for (size_t i = 0; i < spec.shards.size(); ++i) {
+      const ShardSpec& s = spec.shards[i];
+      PCFARM_RETURN_IF_ERROR(
+          db_->Q("INSERT INTO shards(job_id,idx,state,params,needs_backend,"
+                 "needs_memory_bytes) VALUES(?1,?2,'pending',?3,?4,?5)")
+              .Bind(id, int64_t(i), BlobArg{s.params}, s.needs_backend,
+                    s.needs_memory_bytes)
+              .Run());
+    }
+    PCFARM_RETURN_IF_ERROR(db_->EventTx(
+        now, "job_created", id, 0,
+        spec.kind + " job with " + std::to_string(spec.shards.size()) +
+            " shards"));
+    return id;
+  });
+}
+
+Result<JobInfo> Store::GetJob(int64_t job_id) {
+  std::lock_guard l(mu_);
+  static const std::string sql =
+      std::string("SELECT ") + kJobCols + " FROM jobs WHERE id=?1";
+  auto q = db_->Q(sql.c_str());
+  q.Bind(job_id);
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return NotFound("no job with id " + std::to_string(job_id));
+  return ReadJob(q);
+}
+
+Result<std::vector<JobInfo>> Store::ListJobs(const std::string& state,
+                                             int limit) {
+  std::lock_guard l(mu_);
+  static const std::string sql = std::string("SELECT ") + kJobCols +
+                                 " FROM jobs WHERE ?1='' OR state=?1 "
+                                 "ORDER BY id DESC LIMIT ?2";
+  auto q = db_->Q(sql.c_str());
+  q.Bind(state, limit);
+  std::vector<JobInfo> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return out;
+    out.push_back(ReadJob(q));
+  }
+}
+
+Result<std::vector<ShardInfo>> Store::ListShards(int64_t job_id) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT id,job_id,idx,state,attempts_failed,"
+                  "IFNULL(accepted_result_id,0) FROM shards WHERE job_id=?1 "
+                  "ORDER BY idx");
+  q.Bind(job_id);
+  std::vector<ShardInfo> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return out;
+    out.push_back({q.Int(0), q.Int(1), q.Int(2), q.Str(3), q.Int(4), q.Int(5)});
+  }
+}
+
+Result<TransitionReport> Store::CancelJob(int64_t job_id,
+                                          const std::string& reason) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Result<TransitionReport> {
+    auto q = db_->Q("SELECT state FROM jobs WHERE id=?1");
+    q.Bind(job_id);
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return NotFound("no job with id " + std::to_string(job_id));
+    std::string state = q.Str(0);
+    PCFARM_RETURN_IF_ERROR(q.Run());
+    if (state != "queued" && state != "running") {
+      return FailedPrecondition("job " + std::to_string(job_id) +
+                                " already " + state);
+    }
+    TransitionReport report;
+    PCFARM_RETURN_IF_ERROR(
+        db_->EndJobTx(now, job_id, "cancelled", reason, &report));
+    return report;
+  });
+}
+
+Result<std::vector<AcceptedResult>> Store::AcceptedResults(int64_t job_id) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT s.idx, r.body FROM shards s JOIN results r ON "
+                  "r.id=s.accepted_result_id WHERE s.job_id=?1 AND "
+                  "s.state='accepted' ORDER BY s.idx");
+  q.Bind(job_id);
+  std::vector<AcceptedResult> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return out;
+    out.push_back({q.Int(0), q.Str(1)});
+  }
+}
+
+// ---- events ----
+
+Status Store::AddEvent(const std::string& kind, int64_t job_id,
+                       int64_t worker_id, const std::string& message) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx(
+      [&] { return db_->EventTx(now, kind, job_id, worker_id, message); });
+}
+
+Result<int64_t> Store::PruneEvents(int64_t max_age_ms, int64_t max_rows) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Result<int64_t> {
+    // Event ids only grow (the newest row is never deleted), so the newest
+    // max_rows are the ids above MAX(id) - max_rows.
+    PCFARM_RETURN_IF_ERROR(db_->Q("DELETE FROM events WHERE ts_ms < ?1")
+                               .Bind(now - max_age_ms)
+                               .Run());
+    int64_t deleted = db_->Changes();
+    PCFARM_RETURN_IF_ERROR(
+        db_->Q("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1")
+            .Bind(max_rows)
+            .Run());
+    return deleted + db_->Changes();
+  });
+}
+
+Result<std::vector<EventInfo>> Store::ListEvents(int64_t after_id, int limit) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT id,ts_ms,kind,IFNULL(job_id,0),IFNULL(worker_id,0),"
+                  "message FROM events WHERE id>?1 ORDER BY id LIMIT ?2");
+  q.Bind(after_id, limit);
+  std::vector<EventInfo> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return out;
+    out.push_back({q.Int(0), q.Int(1), q.Str(2), q.Int(3), q.Int(4), q.Str(5)});
+  }
+}
+
+Status Store::Db::EventTx(int64_t now, const std::string& kind,
+                          int64_t job_id, int64_t worker_id,
+                          const std::string& message) {
+  auto q = Q("INSERT INTO events(ts_ms,kind,job_id,worker_id,message) "
+             "VALUES(?1,?2,NULLIF(?3,0),NULLIF(?4,0),?5)");
+  return q.Bind(now, kind, job_id, worker_id, message).Run();
+}
+
+}  // namespace pcfarm

@@ -1,0 +1,525 @@
+// The Store's scheduling transitions: leases and attempts, results and
+// their verification, and the shard and job failures they cause.
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "coordinator/store.h"
+#include "coordinator/store_internal.h"
+
+namespace pcfarm {
+
+// ---- shared by the transitions (store_internal.h) ----
+
+Status Store::Db::RefreshShardTx(int64_t shard_id) {
+  auto q = Q(R"sql(
+UPDATE shards SET state = CASE WHEN
+(SELECT COUNT(*) FROM attempts a WHERE a.shard_id=shards.id
+   AND a.state='leased') <
+(SELECT redundancy FROM jobs WHERE id=shards.job_id) -
+(SELECT IFNULL(MAX(c),0) FROM (SELECT COUNT(*) c FROM results r
+   WHERE r.shard_id=shards.id AND r.outcome='pending' GROUP BY r.grp))
+THEN 'pending' ELSE 'leased' END
+WHERE id=?1 AND state IN ('pending','leased'))sql");
+  return q.Bind(shard_id).Run();
+}
+
+Status Store::Db::EndJobTx(int64_t now, int64_t job_id, const char* job_state,
+                           const std::string& reason,
+                           TransitionReport* report) {
+  {
+    auto q = Q("SELECT id, worker_id FROM attempts WHERE job_id=?1 AND "
+               "state='leased'");
+    q.Bind(job_id);
+    for (;;) {
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      report->cancelled.push_back({q.Int(0), q.Int(1)});
+    }
+  }
+  PCFARM_RETURN_IF_ERROR(
+      Q("UPDATE attempts SET state='cancelled', ended_ms=?2 WHERE job_id=?1 "
+        "AND state='leased'").Bind(job_id, now).Run());
+  PCFARM_RETURN_IF_ERROR(
+      Q("UPDATE shards SET state='cancelled' WHERE job_id=?1 AND "
+        "state IN ('pending','leased')").Bind(job_id).Run());
+  PCFARM_RETURN_IF_ERROR(
+      Q("UPDATE jobs SET state=?2, reason=?3, updated_ms=?4 WHERE id=?1")
+          .Bind(job_id, job_state, reason, now).Run());
+  if (std::string_view(job_state) == "failed") {
+    report->failed_jobs.push_back(job_id);
+  }
+  return EventTx(now, std::string("job_") + job_state, job_id, 0, reason);
+}
+
+Status Store::Db::ShardFailureTx(int64_t now, int64_t shard_id,
+                                 const std::string& why, int max_failed,
+                                 bool counted, TransitionReport* report) {
+  auto q = Q("UPDATE shards SET attempts_failed=attempts_failed+?3, "
+             "failures_uncounted=failures_uncounted+1-?3, "
+             "last_failure=?2 WHERE id=?1 "
+             "RETURNING job_id, idx, attempts_failed, "
+             "attempts_failed+failures_uncounted");
+  q.Bind(shard_id, why, counted ? 1 : 0);
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return NotFound("no shard with id " + std::to_string(shard_id));
+  int64_t job_id = q.Int(0), idx = q.Int(1), failed = q.Int(2), all = q.Int(3);
+  PCFARM_RETURN_IF_ERROR(q.Run());
+  int64_t all_limit = int64_t(max_failed) * kUncountedFailureFactor;
+  if (failed < max_failed && all < all_limit) return RefreshShardTx(shard_id);
+  PCFARM_RETURN_IF_ERROR(
+      Q("UPDATE shards SET state='failed' WHERE id=?1").Bind(shard_id).Run());
+  std::string reason = "shard " + std::to_string(idx) + " of job " +
+                       std::to_string(job_id) + " failed " +
+                       (failed < max_failed
+                            ? std::to_string(all) + " times in all (" +
+                                  std::to_string(failed) + " counted)"
+                            : std::to_string(failed) + " times") +
+                       ": " + why;
+  return EndJobTx(now, job_id, "failed", reason, report);
+}
+
+Result<bool> Store::Db::WorkerFailureTx(int64_t worker_id) {
+  auto q = Q("UPDATE workers SET attempts_failed=attempts_failed+1 "
+             "WHERE id=?1 RETURNING attempts_failed, agreed");
+  q.Bind(worker_id);
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return NotFound("no worker with id " + std::to_string(worker_id));
+  bool counted = FailureCounts(q.Int(0), q.Int(1));
+  PCFARM_RETURN_IF_ERROR(q.Run());
+  return counted;
+}
+
+Status Store::Db::EndAttemptTx(int64_t now, int64_t attempt_id,
+                               const char* state, const std::string& why,
+                               int max_failed, TransitionReport* report) {
+  auto q = Q("UPDATE attempts SET state=?2, ended_ms=?3 WHERE id=?1 AND "
+             "state='leased' RETURNING shard_id, job_id, worker_id");
+  q.Bind(attempt_id, state, now);
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return Status::Ok();  // ended earlier in this transaction
+  int64_t shard_id = q.Int(0), job_id = q.Int(1), worker_id = q.Int(2);
+  PCFARM_RETURN_IF_ERROR(q.Run());
+  report->released_attempts.push_back(attempt_id);
+  report->released_workers.push_back(worker_id);
+  PCFARM_ASSIGN_OR_RETURN(bool counted, WorkerFailureTx(worker_id));
+  PCFARM_RETURN_IF_ERROR(EventTx(now, std::string("attempt_") + state,
+                                 job_id, worker_id,
+                                 "attempt " + std::to_string(attempt_id) +
+                                     ": " + why +
+                                     (counted ? "" : " (not counted: the "
+                                                     "worker fails too often)")));
+  return ShardFailureTx(now, shard_id, why, max_failed, counted, report);
+}
+
+// ---- scheduling ----
+
+Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
+                                               const DeviceCaps& caps,
+                                               int64_t lease_ms) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  // ",cpu,vulkan,": instr() matches a backend without a temporary table
+  // (json_each cost one per statement). A name with a comma matches nothing.
+  std::string backends = ",";
+  for (const auto& b : caps.backends) {
+    if (!b.empty() && b.find(',') == std::string::npos) backends += b + ",";
+  }
+  return db_->Tx([&]() -> Result<std::optional<Lease>> {
+    {
+      auto q = db_->Q("SELECT banned FROM workers WHERE id=?1");
+      q.Bind(worker_id);
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) return NotFound("no worker with id " + std::to_string(worker_id));
+      if (q.Int(0)) {
+        return PermissionDenied("worker " + std::to_string(worker_id) +
+                                " is banned");
+      }
+    }
+    // The job first (priority, then the fewest live attempts, then the
+    // oldest), among jobs with a shard this worker may take; then that
+    // job's lowest such shard. Both walk indexes, not every pending shard.
+    // Statements are cached by the address of their text: keep it static.
+#define PCFARM_ELIGIBLE_SHARD                                                   \
+  " s.state='pending' AND s.needs_memory_bytes <= ?2"                          \
+  " AND (s.needs_backend='' OR instr(?3, ','||s.needs_backend||',')>0)"       \
+  " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.shard_id=s.id AND a.worker_id=?1)"
+    static const char kPickJob[] =
+        "SELECT j.id FROM jobs j WHERE j.state IN ('queued','running')"
+        " AND EXISTS (SELECT 1 FROM shards s WHERE s.job_id=j.id AND"
+        PCFARM_ELIGIBLE_SHARD ")"
+        " ORDER BY j.priority DESC,"
+        " (SELECT COUNT(*) FROM attempts a WHERE a.job_id=j.id AND a.state='leased') ASC,"
+        " j.created_ms ASC, j.id ASC LIMIT 1";
+    static const char kPickShard[] =
+        "SELECT s.id, s.idx, s.job_id, j.kind, s.params, j.state"
+        " FROM shards s JOIN jobs j ON j.id=s.job_id WHERE s.job_id=?4 AND"
+        PCFARM_ELIGIBLE_SHARD " ORDER BY s.idx ASC LIMIT 1";
+#undef PCFARM_ELIGIBLE_SHARD
+    auto pick_job = db_->Q(kPickJob);
+    pick_job.Bind(worker_id, caps.memory_bytes, backends);
+    PCFARM_ASSIGN_OR_RETURN(bool any, pick_job.Step());
+    if (!any) return std::optional<Lease>();
+    int64_t job_id = pick_job.Int(0);
+    PCFARM_RETURN_IF_ERROR(pick_job.Run());
+    auto q = db_->Q(kPickShard);
+    q.Bind(worker_id, caps.memory_bytes, backends, job_id);
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return std::optional<Lease>();
+    Lease lease;
+    lease.shard_id = q.Int(0);
+    lease.shard_idx = q.Int(1);
+    lease.job_id = q.Int(2);
+    lease.job_kind = q.Str(3);
+    lease.shard_params = q.Str(4);
+    lease.deadline_ms = now + lease_ms;
+    bool queued = q.Str(5) == "queued";
+    PCFARM_RETURN_IF_ERROR(q.Run());
+    auto ins = db_->Q("INSERT INTO attempts(shard_id,job_id,worker_id,state,"
+                      "leased_ms,deadline_ms) VALUES(?1,?2,?3,'leased',?4,?5) "
+                      "RETURNING id");
+    PCFARM_ASSIGN_OR_RETURN(
+        lease.attempt_id,
+        ins.Bind(lease.shard_id, lease.job_id, worker_id, now, lease.deadline_ms)
+            .OneInt());
+    PCFARM_RETURN_IF_ERROR(ins.Run());
+    if (queued) {
+      PCFARM_RETURN_IF_ERROR(
+          db_->Q("UPDATE jobs SET state='running', updated_ms=?2 WHERE id=?1")
+              .Bind(lease.job_id, now)
+              .Run());
+      PCFARM_RETURN_IF_ERROR(
+          db_->EventTx(now, "job_running", lease.job_id, worker_id,
+                       "first shard leased"));
+    }
+    PCFARM_RETURN_IF_ERROR(db_->RefreshShardTx(lease.shard_id));
+    return std::optional<Lease>(std::move(lease));
+  });
+}
+
+Result<int64_t> Store::CountPendingShards() {
+  std::lock_guard l(mu_);
+  return db_->Q("SELECT COUNT(*) FROM shards WHERE state='pending'").OneInt();
+}
+
+Result<TransitionReport> Store::ExpireLeases(int max_failed_attempts) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Result<TransitionReport> {
+    std::vector<std::pair<int64_t, std::string>> due;
+    {
+      auto q = db_->Q("SELECT a.id, w.name FROM attempts a JOIN workers w ON "
+                      "w.id=a.worker_id WHERE a.state='leased' AND "
+                      "a.deadline_ms<=?1 ORDER BY a.id");
+      q.Bind(now);
+      for (;;) {
+        PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+        if (!row) break;
+        due.emplace_back(q.Int(0), q.Str(1));
+      }
+    }
+    TransitionReport report;
+    for (auto& [id, name] : due) {
+      PCFARM_RETURN_IF_ERROR(db_->EndAttemptTx(
+          now, id, "expired", "lease expired on worker '" + name + "'",
+          max_failed_attempts, &report));
+    }
+    return report;
+  });
+}
+
+Result<std::vector<int64_t>> Store::LiveAttempts(int64_t worker_id) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT id FROM attempts WHERE worker_id=?1 AND "
+                  "state='leased' ORDER BY id");
+  q.Bind(worker_id);
+  std::vector<int64_t> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return out;
+    out.push_back(q.Int(0));
+  }
+}
+
+Result<TransitionReport> Store::ReleaseWorker(int64_t worker_id,
+                                              int max_failed_attempts,
+                                              const std::vector<int64_t>& keep) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Result<TransitionReport> {
+    PCFARM_ASSIGN_OR_RETURN(std::string name, db_->WorkerNameTx(worker_id));
+    std::vector<int64_t> live;
+    {
+      auto q = db_->Q("SELECT id FROM attempts WHERE worker_id=?1 AND "
+                      "state='leased' ORDER BY id");
+      q.Bind(worker_id);
+      for (;;) {
+        PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+        if (!row) break;
+        if (std::find(keep.begin(), keep.end(), q.Int(0)) == keep.end()) {
+          live.push_back(q.Int(0));
+        }
+      }
+    }
+    TransitionReport report;
+    for (int64_t id : live) {
+      PCFARM_RETURN_IF_ERROR(db_->EndAttemptTx(
+          now, id, "lost", "worker '" + name + "' was lost",
+          max_failed_attempts, &report));
+    }
+    return report;
+  });
+}
+
+Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
+                                          std::string_view body,
+                                          std::string_view signature,
+                                          const Verifier& verifier,
+                                          int max_failed_attempts,
+                                          const SummaryFold& fold) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Result<RecordOutcome> {
+    int64_t shard_id, job_id, shard_idx, redundancy;
+    std::string kind;
+    {
+      auto q = db_->Q("SELECT a.worker_id, a.state, a.shard_id, a.job_id, "
+                      "s.idx, j.redundancy, j.kind FROM attempts a "
+                      "JOIN shards s ON s.id=a.shard_id JOIN jobs j ON "
+                      "j.id=a.job_id WHERE a.id=?1");
+      q.Bind(attempt_id);
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      std::string what = "attempt " + std::to_string(attempt_id);
+      if (!row) return NotFound("no " + what);
+      if (q.Int(0) != worker_id) {
+        return PermissionDenied(what + " belongs to another worker");
+      }
+      std::string state = q.Str(1);
+      if (state == "returned") {
+        return AlreadyExists(what + " already has a result");
+      }
+      if (state != "leased") return FailedPrecondition(what + " was " + state);
+      shard_id = q.Int(2);
+      job_id = q.Int(3);
+      shard_idx = q.Int(4);
+      redundancy = q.Int(5);
+      kind = q.Str(6);
+    }
+    RecordOutcome out;
+    {
+      auto q = db_->Q("INSERT INTO results(attempt_id,shard_id,worker_id,body,"
+                      "signature,received_ms) VALUES(?1,?2,?3,?4,?5,?6) "
+                      "RETURNING id");
+      PCFARM_ASSIGN_OR_RETURN(
+          out.result_id, q.Bind(attempt_id, shard_id, worker_id, BlobArg{body},
+                                BlobArg{signature}, now)
+                             .OneInt());
+      PCFARM_RETURN_IF_ERROR(q.Run());
+    }
+    PCFARM_RETURN_IF_ERROR(
+        db_->Q("UPDATE attempts SET state='returned', ended_ms=?2 WHERE id=?1")
+            .Bind(attempt_id, now)
+            .Run());
+
+    // Group the shard's live results with the kind's comparator.
+    std::vector<int64_t> ids, workers;
+    std::vector<std::string> bodies;
+    {
+      auto q = db_->Q("SELECT id, worker_id, body FROM results WHERE "
+                      "shard_id=?1 AND outcome='pending' ORDER BY id");
+      q.Bind(shard_id);
+      for (;;) {
+        PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+        if (!row) break;
+        ids.push_back(q.Int(0));
+        workers.push_back(q.Int(1));
+        bodies.push_back(q.Str(2));
+      }
+    }
+    std::vector<std::string_view> views(bodies.begin(), bodies.end());
+    Judgement j = Judge(views, static_cast<int>(redundancy), verifier.For(kind));
+    for (size_t i = 0; i < ids.size(); ++i) {
+      PCFARM_RETURN_IF_ERROR(
+          db_->Q("UPDATE results SET grp=?2 WHERE id=?1")
+              .Bind(ids[i], j.group[i])
+              .Run());
+    }
+    std::string where = "shard " + std::to_string(shard_idx) + " of job " +
+                        std::to_string(job_id);
+
+    if (j.accepted) {
+      out.verdict = ResultVerdict::kAccepted;
+      int64_t winner = 0;
+      for (size_t i = 0; i < ids.size(); ++i) {
+        bool agreed = j.group[i] == j.best_group;
+        if (agreed && !winner) winner = ids[i];
+        PCFARM_RETURN_IF_ERROR(
+            db_->Q("UPDATE results SET outcome=?2 WHERE id=?1")
+                .Bind(ids[i], agreed ? "agreed" : "disagreed")
+                .Run());
+        PCFARM_RETURN_IF_ERROR(
+            db_->Q(agreed ? "UPDATE workers SET agreed=agreed+1, "
+                            "trust=(agreed+2.0)/(agreed+disagreed+3.0) "
+                            "WHERE id=?1"
+                          : "UPDATE workers SET disagreed=disagreed+1, "
+                            "trust=(agreed+1.0)/(agreed+disagreed+3.0) "
+                            "WHERE id=?1")
+                .Bind(workers[i])
+                .Run());
+        if (!agreed) {
+          PCFARM_RETURN_IF_ERROR(db_->EventTx(
+              now, "result_disagreed", job_id, workers[i],
+              where + ": result " + std::to_string(ids[i]) +
+                  " disagrees with the accepted one"));
+        }
+      }
+      // Changes only a shard that is not accepted yet: accepted exactly once.
+      auto acc = db_->Q("UPDATE shards SET state='accepted', "
+                        "accepted_result_id=?2 WHERE id=?1 AND state IN "
+                        "('pending','leased') RETURNING id");
+      Result<int64_t> changed = acc.Bind(shard_id, winner).OneInt();
+      if (!changed.ok()) {
+        return Internal(where + ": a leased attempt on a finished shard (" +
+                        changed.status().ToString() + ")");
+      }
+      PCFARM_RETURN_IF_ERROR(acc.Run());
+      // The job's summary with this result folded in (written below, with
+      // the accepted count).
+      std::optional<std::string> summary;
+      if (fold) {
+        auto sq = db_->Q("SELECT summary FROM jobs WHERE id=?1");
+        sq.Bind(job_id);
+        PCFARM_ASSIGN_OR_RETURN(bool row, sq.Step());
+        std::string before = row ? sq.Str(0) : std::string("{}");
+        PCFARM_RETURN_IF_ERROR(sq.Run());
+        std::string_view won;
+        for (size_t i = 0; i < ids.size(); ++i) {
+          if (ids[i] == winner) won = bodies[i];
+        }
+        summary = fold(kind, before, shard_idx, won);
+      }
+      {
+        auto q = db_->Q("UPDATE attempts SET state='cancelled', ended_ms=?2 "
+                        "WHERE shard_id=?1 AND state='leased' "
+                        "RETURNING id, worker_id");
+        q.Bind(shard_id, now);
+        for (;;) {
+          PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+          if (!row) break;
+          out.report.cancelled.push_back({q.Int(0), q.Int(1)});
+        }
+      }
+      auto q = db_->Q("UPDATE jobs SET shards_accepted=shards_accepted+1, "
+                      "updated_ms=?2, summary=IFNULL(?3, summary) WHERE id=?1 "
+                      "RETURNING shards_accepted=shards_total");
+      if (summary) {
+        q.Bind(job_id, now, *summary);
+      } else {
+        q.Bind(job_id, now, nullptr);
+      }
+      PCFARM_ASSIGN_OR_RETURN(int64_t done, q.OneInt());
+      PCFARM_RETURN_IF_ERROR(q.Run());
+      if (done) {
+        out.job_finished = true;
+        PCFARM_RETURN_IF_ERROR(
+            db_->Q("UPDATE jobs SET state='succeeded' WHERE id=?1")
+                .Bind(job_id)
+                .Run());
+        PCFARM_RETURN_IF_ERROR(db_->EventTx(now, "job_succeeded", job_id, 0,
+                                            "every shard accepted"));
+      }
+      return out;
+    }
+    if (static_cast<int64_t>(ids.size()) >= redundancy) {
+      // A full set of results without agreement: one more run must decide.
+      out.verdict = ResultVerdict::kDisagreed;
+      PCFARM_ASSIGN_OR_RETURN(std::string name, db_->WorkerNameTx(worker_id));
+      std::string why = "results disagree (last from worker '" + name + "')";
+      PCFARM_RETURN_IF_ERROR(
+          db_->EventTx(now, "results_disagree", job_id, worker_id,
+                       where + ": " + why));
+      size_t failed_before = out.report.failed_jobs.size();
+      PCFARM_RETURN_IF_ERROR(db_->ShardFailureTx(now, shard_id, why,
+                                                 max_failed_attempts,
+                                                 /*counted=*/true, &out.report));
+      out.job_finished = out.report.failed_jobs.size() > failed_before;
+      return out;
+    }
+    PCFARM_RETURN_IF_ERROR(db_->RefreshShardTx(shard_id));
+    return out;
+  });
+}
+
+Status Store::SetAttemptShardHash(int64_t attempt_id,
+                                  std::string_view hash) {
+  std::lock_guard l(mu_);
+  return db_->Tx([&]() -> Status {
+    auto q = db_->Q("UPDATE attempts SET shard_hash=?2 WHERE id=?1 "
+                    "RETURNING id");
+    Result<int64_t> id = q.Bind(attempt_id, BlobArg{hash}).OneInt();
+    if (!id.ok()) {
+      return id.status().WithContext("attempt " + std::to_string(attempt_id));
+    }
+    return q.Run();
+  });
+}
+
+Result<std::string> Store::AttemptShardHash(int64_t attempt_id) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT shard_hash FROM attempts WHERE id=?1 AND "
+                  "shard_hash IS NOT NULL");
+  q.Bind(attempt_id);
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) {
+    return NotFound("attempt " + std::to_string(attempt_id) +
+                    " has no recorded shard hash");
+  }
+  return q.Str(0);
+}
+
+Result<AttemptWork> Store::GetAttemptWork(int64_t attempt_id) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT IFNULL(a.shard_hash,''), j.kind, s.params FROM "
+                  "attempts a JOIN shards s ON s.id=a.shard_id JOIN jobs j ON "
+                  "j.id=a.job_id WHERE a.id=?1");
+  q.Bind(attempt_id);
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return NotFound("no attempt " + std::to_string(attempt_id));
+  return AttemptWork{q.Str(0), q.Str(1), q.Str(2)};
+}
+
+Result<TransitionReport> Store::FailAttempt(int64_t attempt_id,
+                                            int64_t worker_id,
+                                            const std::string& error,
+                                            int max_failed_attempts) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Result<TransitionReport> {
+    auto q = db_->Q("SELECT a.worker_id, a.state, w.name FROM attempts a "
+                    "JOIN workers w ON w.id=a.worker_id WHERE a.id=?1");
+    q.Bind(attempt_id);
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    std::string what = "attempt " + std::to_string(attempt_id);
+    if (!row) return NotFound("no " + what);
+    if (q.Int(0) != worker_id) {
+      return PermissionDenied(what + " belongs to another worker");
+    }
+    std::string state = q.Str(1), name = q.Str(2);
+    if (state == "returned") return AlreadyExists(what + " already has a result");
+    if (state == "failed") return AlreadyExists(what + " already failed");
+    if (state != "leased") return FailedPrecondition(what + " was " + state);
+    PCFARM_RETURN_IF_ERROR(
+        db_->Q("UPDATE attempts SET error=?2 WHERE id=?1")
+            .Bind(attempt_id, error)
+            .Run());
+    TransitionReport report;
+    PCFARM_RETURN_IF_ERROR(db_->EndAttemptTx(
+        now, attempt_id, "failed",
+        "worker '" + name + "' could not run it: " + error,
+        max_failed_attempts, &report));
+    return report;
+  });
+}
+
+}  // namespace pcfarm

@@ -1,0 +1,265 @@
+// The Store's schema: its versioned migrations, Open, SchemaVersion.
+#include <algorithm>
+#include <memory>
+#include <string>
+
+#include "coordinator/store.h"
+#include "coordinator/store_internal.h"
+
+namespace pcfarm {
+namespace {
+
+// Versioned migrations: entry i is version i + 1 and runs once.
+const char* const kMigrations[] = {
+    // 1: the schema.
+    R"sql(
+CREATE TABLE workers(
+  id INTEGER PRIMARY KEY, name TEXT NOT NULL, sign_pk BLOB NOT NULL,
+  curve_pk BLOB NOT NULL UNIQUE, trust REAL NOT NULL DEFAULT 0.5,
+  agreed INTEGER NOT NULL DEFAULT 0, disagreed INTEGER NOT NULL DEFAULT 0,
+  banned INTEGER NOT NULL DEFAULT 0, devices TEXT NOT NULL DEFAULT '[]',
+  speed_gflops REAL NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL,
+  last_seen_ms INTEGER NOT NULL);
+CREATE TABLE tokens(
+  id INTEGER PRIMARY KEY, secret_hash BLOB NOT NULL UNIQUE,
+  uses_left INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL);
+CREATE TABLE clients(
+  id INTEGER PRIMARY KEY, name TEXT NOT NULL, curve_pk BLOB NOT NULL UNIQUE,
+  role TEXT NOT NULL CHECK(role IN ('admin','submitter')),
+  created_ms INTEGER NOT NULL);
+CREATE TABLE jobs(
+  id INTEGER PRIMARY KEY, kind TEXT NOT NULL,
+  state TEXT NOT NULL CHECK(state IN
+    ('queued','running','succeeded','failed','cancelled')),
+  priority INTEGER NOT NULL, redundancy INTEGER NOT NULL CHECK(redundancy>=1),
+  params TEXT NOT NULL, shards_total INTEGER NOT NULL,
+  shards_accepted INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
+  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE TABLE shards(
+  id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL REFERENCES jobs(id),
+  idx INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK(state IN
+    ('pending','leased','accepted','failed','cancelled')),
+  params BLOB NOT NULL, needs_backend TEXT NOT NULL DEFAULT '',
+  needs_memory_bytes INTEGER NOT NULL DEFAULT 0,
+  attempts_failed INTEGER NOT NULL DEFAULT 0,
+  last_failure TEXT NOT NULL DEFAULT '',
+  accepted_result_id INTEGER REFERENCES results(id),
+  UNIQUE(job_id, idx));
+CREATE INDEX shards_by_state ON shards(state, job_id);
+CREATE TABLE attempts(
+  id INTEGER PRIMARY KEY, shard_id INTEGER NOT NULL REFERENCES shards(id),
+  job_id INTEGER NOT NULL REFERENCES jobs(id),
+  worker_id INTEGER NOT NULL REFERENCES workers(id),
+  state TEXT NOT NULL CHECK(state IN
+    ('leased','returned','expired','lost','cancelled')),
+  leased_ms INTEGER NOT NULL, deadline_ms INTEGER NOT NULL, ended_ms INTEGER);
+CREATE INDEX attempts_by_shard ON attempts(shard_id, worker_id);
+CREATE INDEX attempts_by_state ON attempts(state, deadline_ms);
+CREATE INDEX attempts_by_job ON attempts(job_id, state);
+CREATE INDEX attempts_by_worker ON attempts(worker_id, state);
+CREATE TABLE results(
+  id INTEGER PRIMARY KEY, attempt_id INTEGER NOT NULL UNIQUE
+    REFERENCES attempts(id),
+  shard_id INTEGER NOT NULL REFERENCES shards(id),
+  worker_id INTEGER NOT NULL REFERENCES workers(id),
+  body BLOB NOT NULL, signature BLOB NOT NULL,
+  grp INTEGER NOT NULL DEFAULT 0,
+  outcome TEXT NOT NULL DEFAULT 'pending' CHECK(outcome IN
+    ('pending','agreed','disagreed','dropped')),
+  received_ms INTEGER NOT NULL);
+CREATE INDEX results_by_shard ON results(shard_id);
+CREATE TABLE blobs(
+  hash TEXT PRIMARY KEY, size INTEGER NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE job_blobs(
+  job_id INTEGER NOT NULL REFERENCES jobs(id),
+  hash TEXT NOT NULL REFERENCES blobs(hash), PRIMARY KEY(job_id, hash));
+CREATE TABLE events(
+  id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, kind TEXT NOT NULL,
+  job_id INTEGER, worker_id INTEGER, message TEXT NOT NULL);
+)sql",
+    // 2: results and events by worker, for the status page.
+    R"sql(
+CREATE INDEX results_by_worker ON results(worker_id, outcome);
+CREATE INDEX events_by_job ON events(job_id);
+)sql",
+    // 3: attempts remember the hash of the shard body sent, and a worker may
+    // report that it could not run one ('failed', with its error). SQLite
+    // cannot change a CHECK in place: rebuild the table (sqlite.org/lang_altertable.html).
+    R"sql(
+CREATE TABLE attempts_new(
+  id INTEGER PRIMARY KEY, shard_id INTEGER NOT NULL REFERENCES shards(id),
+  job_id INTEGER NOT NULL REFERENCES jobs(id),
+  worker_id INTEGER NOT NULL REFERENCES workers(id),
+  state TEXT NOT NULL CHECK(state IN
+    ('leased','returned','expired','lost','cancelled','failed')),
+  leased_ms INTEGER NOT NULL, deadline_ms INTEGER NOT NULL, ended_ms INTEGER,
+  shard_hash BLOB, error TEXT NOT NULL DEFAULT '');
+INSERT INTO attempts_new(id,shard_id,job_id,worker_id,state,leased_ms,
+  deadline_ms,ended_ms)
+  SELECT id,shard_id,job_id,worker_id,state,leased_ms,deadline_ms,ended_ms
+  FROM attempts;
+DROP TABLE attempts;
+ALTER TABLE attempts_new RENAME TO attempts;
+CREATE INDEX attempts_by_shard ON attempts(shard_id, worker_id);
+CREATE INDEX attempts_by_state ON attempts(state, deadline_ms);
+CREATE INDEX attempts_by_job ON attempts(job_id, state);
+CREATE INDEX attempts_by_worker ON attempts(worker_id, state);
+)sql",
+    // 4: leasing picks a job first, then its lowest pending shard.
+    R"sql(
+CREATE INDEX shards_by_job ON shards(job_id, state, idx);
+)sql",
+    // 5: the state CHECKs as chains of '=': SQLite evaluates an IN list of
+    // more than two constants through a temporary b-tree, built again on
+    // every write of the row (a sixth of the coordinator's CPU per shard).
+    // Same columns, rows, indexes and meaning; tables rebuilt as in 3.
+    R"sql(
+CREATE TABLE jobs_new(
+  id INTEGER PRIMARY KEY, kind TEXT NOT NULL,
+  state TEXT NOT NULL CHECK(state='queued' OR state='running' OR
+    state='succeeded' OR state='failed' OR state='cancelled'),
+  priority INTEGER NOT NULL, redundancy INTEGER NOT NULL CHECK(redundancy>=1),
+  params TEXT NOT NULL, shards_total INTEGER NOT NULL,
+  shards_accepted INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
+  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+INSERT INTO jobs_new(id,kind,state,priority,redundancy,params,shards_total,
+  shards_accepted,reason,created_ms,updated_ms)
+  SELECT id,kind,state,priority,redundancy,params,shards_total,
+  shards_accepted,reason,created_ms,updated_ms FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_new RENAME TO jobs;
+CREATE TABLE shards_new(
+  id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL REFERENCES jobs(id),
+  idx INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK(state='pending' OR state='leased' OR
+    state='accepted' OR state='failed' OR state='cancelled'),
+  params BLOB NOT NULL, needs_backend TEXT NOT NULL DEFAULT '',
+  needs_memory_bytes INTEGER NOT NULL DEFAULT 0,
+  attempts_failed INTEGER NOT NULL DEFAULT 0,
+  last_failure TEXT NOT NULL DEFAULT '',
+  accepted_result_id INTEGER REFERENCES results(id),
+  UNIQUE(job_id, idx));
+INSERT INTO shards_new(id,job_id,idx,state,params,needs_backend,
+  needs_memory_bytes,attempts_failed,last_failure,accepted_result_id)
+  SELECT id,job_id,idx,state,params,needs_backend,needs_memory_bytes,
+  attempts_failed,last_failure,accepted_result_id FROM shards;
+DROP TABLE shards;
+ALTER TABLE shards_new RENAME TO shards;
+CREATE INDEX shards_by_state ON shards(state, job_id);
+CREATE INDEX shards_by_job ON shards(job_id, state, idx);
+CREATE TABLE attempts_new(
+  id INTEGER PRIMARY KEY, shard_id INTEGER NOT NULL REFERENCES shards(id),
+  job_id INTEGER NOT NULL REFERENCES jobs(id),
+  worker_id INTEGER NOT NULL REFERENCES workers(id),
+  state TEXT NOT NULL CHECK(state='leased' OR state='returned' OR
+    state='expired' OR state='lost' OR state='cancelled' OR state='failed'),
+  leased_ms INTEGER NOT NULL, deadline_ms INTEGER NOT NULL, ended_ms INTEGER,
+  shard_hash BLOB, error TEXT NOT NULL DEFAULT '');
+INSERT INTO attempts_new(id,shard_id,job_id,worker_id,state,leased_ms,
+  deadline_ms,ended_ms,shard_hash,error)
+  SELECT id,shard_id,job_id,worker_id,state,leased_ms,deadline_ms,ended_ms,
+  shard_hash,error FROM attempts;
+DROP TABLE attempts;
+ALTER TABLE attempts_new RENAME TO attempts;
+CREATE INDEX attempts_by_shard ON attempts(shard_id, worker_id);
+CREATE INDEX attempts_by_state ON attempts(state, deadline_ms);
+CREATE INDEX attempts_by_job ON attempts(job_id, state);
+CREATE INDEX attempts_by_worker ON attempts(worker_id, state);
+CREATE TABLE results_new(
+  id INTEGER PRIMARY KEY, attempt_id INTEGER NOT NULL UNIQUE
+    REFERENCES attempts(id),
+  shard_id INTEGER NOT NULL REFERENCES shards(id),
+  worker_id INTEGER NOT NULL REFERENCES workers(id),
+  body BLOB NOT NULL, signature BLOB NOT NULL,
+  grp INTEGER NOT NULL DEFAULT 0,
+  outcome TEXT NOT NULL DEFAULT 'pending' CHECK(outcome='pending' OR
+    outcome='agreed' OR outcome='disagreed' OR outcome='dropped'),
+  received_ms INTEGER NOT NULL);
+INSERT INTO results_new(id,attempt_id,shard_id,worker_id,body,signature,grp,
+  outcome,received_ms)
+  SELECT id,attempt_id,shard_id,worker_id,body,signature,grp,outcome,
+  received_ms FROM results;
+DROP TABLE results;
+ALTER TABLE results_new RENAME TO results;
+CREATE INDEX results_by_shard ON results(shard_id);
+CREATE INDEX results_by_worker ON results(worker_id, outcome);
+)sql",
+    // 6: grid hardening. A job keeps the summary of its accepted results
+    // (folded in when a shard is accepted, never recomputed by a query); a
+    // worker's failed attempts and agreed results decide whether its
+    // failures count against a shard (Store::FailureCounts); a shard counts
+    // the failures that did not; events can be pruned by age. Jobs from
+    // before keep only their accepted-shard count as their summary.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN summary TEXT NOT NULL DEFAULT '{}';
+UPDATE jobs SET summary=json_object('shards', shards_accepted)
+  WHERE shards_accepted > 0;
+ALTER TABLE workers ADD COLUMN attempts_failed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE shards ADD COLUMN failures_uncounted INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX events_by_ts ON events(ts_ms);
+)sql",
+};
+constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> Store::Open(const std::string& path,
+                                           const Clock* clock,
+                                           int migrate_to) {
+  auto db = std::make_unique<Db>();
+  // The connection is used under mu_ only (SqliteDb::Open: NOMUTEX).
+  Status st = db->Open(path);
+  if (!st.ok()) return st;
+  st = db->Exec(
+      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+      "PRAGMA temp_store=MEMORY; "
+      "CREATE TABLE IF NOT EXISTS schema_version("
+      "  version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL);");
+  if (!st.ok()) return st.WithContext(path);
+  int last = migrate_to > 0 ? std::min(migrate_to, kSchemaVersion) : kSchemaVersion;
+  for (int v = 1; v <= last; ++v) {
+    st = db->Tx([&]() -> Status {
+      auto q = db->Q("SELECT COUNT(*) FROM schema_version WHERE version=?1");
+      PCFARM_ASSIGN_OR_RETURN(int64_t done, q.Bind(v).OneInt());
+      PCFARM_RETURN_IF_ERROR(q.Run());  // DDL needs no statement mid-row
+      if (done) return Status::Ok();
+      PCFARM_RETURN_IF_ERROR(db->Exec(kMigrations[v - 1]));
+      return db->Q("INSERT INTO schema_version VALUES(?1,?2)")
+          .Bind(v, clock->NowMs())
+          .Run();
+    });
+    if (!st.ok()) {
+      return st.WithContext(path + ": migration " + std::to_string(v));
+    }
+  }
+  // Foreign keys go on after the migrations, as a table rebuild needs them off.
+  {
+    auto fk = db->Q("SELECT rowid FROM pragma_foreign_key_check");
+    Result<bool> broken = fk.Step();
+    if (!broken.ok()) return broken.status().WithContext(path);
+    if (*broken) return Corruption(path + ": a foreign key is broken");
+  }
+  st = db->Exec("PRAGMA foreign_keys=ON");
+  if (!st.ok()) return st.WithContext(path);
+  auto q = db->Q("SELECT IFNULL(MAX(version),0) FROM schema_version");
+  Result<int64_t> have = q.OneInt();
+  if (!have.ok()) return have.status();
+  if (*have > kSchemaVersion) {
+    return FailedPrecondition(path + ": schema version " +
+                              std::to_string(*have) + " is newer than " +
+                              std::to_string(kSchemaVersion) +
+                              ", which this program knows");
+  }
+  return std::unique_ptr<Store>(new Store(std::move(db), clock, path));
+}
+
+Result<int> Store::SchemaVersion() {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT IFNULL(MAX(version),0) FROM schema_version");
+  PCFARM_ASSIGN_OR_RETURN(int64_t v, q.OneInt());
+  return static_cast<int>(v);
+}
+
+}  // namespace pcfarm

@@ -1,0 +1,290 @@
+// The Store's workers, enrollment tokens and CLI clients.
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "coordinator/store.h"
+#include "coordinator/store_internal.h"
+
+namespace pcfarm {
+namespace {
+
+const char kWorkerCols[] =
+    "id,name,sign_pk,curve_pk,trust,agreed,disagreed,banned,devices,"
+    "speed_gflops,created_ms,last_seen_ms";
+
+WorkerInfo ReadWorker(Stmt& s) {
+  WorkerInfo w;
+  w.id = s.Int(0);
+  w.name = s.Str(1);
+  w.sign_pk = s.Str(2);
+  w.curve_pk = s.Str(3);
+  w.trust = s.Real(4);
+  w.agreed = s.Int(5);
+  w.disagreed = s.Int(6);
+  w.banned = s.Int(7) != 0;
+  w.devices_json = s.Str(8);
+  w.speed_gflops = s.Real(9);
+  w.created_ms = s.Int(10);
+  w.last_seen_ms = s.Int(11);
+  return w;
+}
+
+}  // namespace
+
+const char* ClientRoleName(ClientRole role) {
+  return role == ClientRole::kAdmin ? "admin" : "submitter";
+}
+
+Result<std::string> Store::Db::WorkerNameTx(int64_t worker_id) {
+  auto q = Q("SELECT name FROM workers WHERE id=?1");
+  q.Bind(worker_id);
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return NotFound("no worker with id " + std::to_string(worker_id));
+  return q.Str(0);
+}
+
+// ---- workers ----
+
+Result<int64_t> Store::AddWorker(const std::string& name,
+                                 std::string_view sign_pk,
+                                 std::string_view curve_pk) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Result<int64_t> {
+    auto q = db_->Q("INSERT INTO workers(name,sign_pk,curve_pk,created_ms,"
+                    "last_seen_ms) VALUES(?1,?2,?3,?4,?4) RETURNING id");
+    Result<int64_t> id =
+        q.Bind(name, BlobArg{sign_pk}, BlobArg{curve_pk}, now).OneInt();
+    if (!id.ok()) {
+      if (id.status().code() == StatusCode::kAlreadyExists) {
+        return AlreadyExists("worker '" + name +
+                             "': its curve key is already registered");
+      }
+      return id.status();
+    }
+    PCFARM_RETURN_IF_ERROR(q.Run());
+    PCFARM_RETURN_IF_ERROR(
+        db_->EventTx(now, "worker_added", 0, *id, "worker '" + name + "'"));
+    return *id;
+  });
+}
+
+namespace {
+// Shared by ConsumeToken and EnrollWorker; runs inside their transaction.
+template <typename Db>
+Result<int64_t> ConsumeTokenTx(Db& db, int64_t now, std::string_view hash) {
+  auto q = db.Q("SELECT id, uses_left, expires_ms FROM tokens WHERE "
+                "secret_hash=?1");
+  q.Bind(BlobArg{hash});
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return NotFound("unknown enrollment token");
+  int64_t id = q.Int(0), uses = q.Int(1), expires = q.Int(2);
+  if (now >= expires) {
+    return FailedPrecondition("enrollment token " + std::to_string(id) +
+                              " expired");
+  }
+  if (uses <= 0) {
+    return ResourceExhausted("enrollment token " + std::to_string(id) +
+                             " has no uses left");
+  }
+  PCFARM_RETURN_IF_ERROR(
+      db.Q("UPDATE tokens SET uses_left=uses_left-1 WHERE id=?1").Bind(id).Run());
+  return id;
+}
+}  // namespace
+
+Result<int64_t> Store::AddToken(std::string_view secret_hash, int uses,
+                                int64_t expires_ms) {
+  if (uses < 1) return InvalidArgument("token uses must be >= 1");
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Result<int64_t> {
+    auto q = db_->Q("INSERT INTO tokens(secret_hash,uses_left,expires_ms,"
+                    "created_ms) VALUES(?1,?2,?3,?4) RETURNING id");
+    PCFARM_ASSIGN_OR_RETURN(
+        int64_t id, q.Bind(BlobArg{secret_hash}, uses, expires_ms, now).OneInt());
+    PCFARM_RETURN_IF_ERROR(q.Run());
+    return id;
+  });
+}
+
+Result<int64_t> Store::ConsumeToken(std::string_view secret_hash) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&] { return ConsumeTokenTx(*db_, now, secret_hash); });
+}
+
+Result<int64_t> Store::EnrollWorker(std::string_view token_secret_hash,
+                                    const std::string& name,
+                                    std::string_view sign_pk,
+                                    std::string_view curve_pk) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Result<int64_t> {
+    PCFARM_ASSIGN_OR_RETURN(int64_t token,
+                            ConsumeTokenTx(*db_, now, token_secret_hash));
+    auto q = db_->Q("INSERT INTO workers(name,sign_pk,curve_pk,created_ms,"
+                    "last_seen_ms) VALUES(?1,?2,?3,?4,?4) RETURNING id");
+    Result<int64_t> id =
+        q.Bind(name, BlobArg{sign_pk}, BlobArg{curve_pk}, now).OneInt();
+    if (!id.ok()) {
+      if (id.status().code() == StatusCode::kAlreadyExists) {
+        return AlreadyExists("worker '" + name +
+                             "': its curve key is already registered");
+      }
+      return id.status();
+    }
+    PCFARM_RETURN_IF_ERROR(q.Run());
+    PCFARM_RETURN_IF_ERROR(db_->EventTx(
+        now, "worker_enrolled", 0, *id,
+        "worker '" + name + "' enrolled with token " + std::to_string(token)));
+    return *id;
+  });
+}
+
+Result<WorkerInfo> Store::GetWorker(int64_t worker_id) {
+  std::lock_guard l(mu_);
+  static const std::string sql =
+      std::string("SELECT ") + kWorkerCols + " FROM workers WHERE id=?1";
+  auto q = db_->Q(sql.c_str());
+  q.Bind(worker_id);
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return NotFound("no worker with id " + std::to_string(worker_id));
+  return ReadWorker(q);
+}
+
+Result<WorkerInfo> Store::FindWorkerByCurveKey(std::string_view curve_pk) {
+  std::lock_guard l(mu_);
+  static const std::string sql =
+      std::string("SELECT ") + kWorkerCols + " FROM workers WHERE curve_pk=?1";
+  auto q = db_->Q(sql.c_str());
+  q.Bind(BlobArg{curve_pk});
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return NotFound("no worker with this curve key");
+  return ReadWorker(q);
+}
+
+Status Store::SetWorkerDevices(int64_t worker_id,
+                               const std::string& devices_json,
+                               double speed_gflops) {
+  if (!nlohmann::json::accept(devices_json)) {
+    return InvalidArgument("devices of worker " + std::to_string(worker_id) +
+                           ": not valid JSON");
+  }
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Status {
+    auto q = db_->Q("UPDATE workers SET devices=?2, speed_gflops=?3, "
+                    "last_seen_ms=?4 WHERE id=?1 RETURNING id");
+    Result<int64_t> id = q.Bind(worker_id, devices_json, speed_gflops, now)
+                             .OneInt();
+    if (!id.ok()) return id.status().WithContext("worker " + std::to_string(worker_id));
+    return q.Run();
+  });
+}
+
+Status Store::TouchWorker(int64_t worker_id) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Status {
+    auto q = db_->Q("UPDATE workers SET last_seen_ms=?2 WHERE id=?1 "
+                    "RETURNING id");
+    Result<int64_t> id = q.Bind(worker_id, now).OneInt();
+    if (!id.ok()) return id.status().WithContext("worker " + std::to_string(worker_id));
+    return q.Run();
+  });
+}
+
+Result<TransitionReport> Store::BanWorker(int64_t worker_id,
+                                          const std::string& reason) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Result<TransitionReport> {
+    PCFARM_ASSIGN_OR_RETURN(std::string name, db_->WorkerNameTx(worker_id));
+    TransitionReport report;
+    PCFARM_RETURN_IF_ERROR(
+        db_->Q("UPDATE workers SET banned=1 WHERE id=?1").Bind(worker_id).Run());
+    std::vector<int64_t> shards;
+    {
+      auto q = db_->Q("UPDATE attempts SET state='cancelled', ended_ms=?2 "
+                      "WHERE worker_id=?1 AND state='leased' "
+                      "RETURNING id, shard_id");
+      q.Bind(worker_id, now);
+      for (;;) {
+        PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+        if (!row) break;
+        report.cancelled.push_back({q.Int(0), worker_id});
+        shards.push_back(q.Int(1));
+      }
+    }
+    {
+      auto q = db_->Q("UPDATE results SET outcome='dropped' WHERE "
+                      "worker_id=?1 AND outcome='pending' RETURNING shard_id");
+      q.Bind(worker_id);
+      for (;;) {
+        PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+        if (!row) break;
+        shards.push_back(q.Int(0));
+      }
+    }
+    for (int64_t s : shards) PCFARM_RETURN_IF_ERROR(db_->RefreshShardTx(s));
+    PCFARM_RETURN_IF_ERROR(db_->EventTx(
+        now, "worker_banned", 0, worker_id,
+        "worker '" + name + "' banned: " + reason));
+    return report;
+  });
+}
+
+Result<std::vector<WorkerInfo>> Store::ListWorkers() {
+  std::lock_guard l(mu_);
+  static const std::string sql =
+      std::string("SELECT ") + kWorkerCols + " FROM workers ORDER BY id";
+  auto q = db_->Q(sql.c_str());
+  std::vector<WorkerInfo> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return out;
+    out.push_back(ReadWorker(q));
+  }
+}
+
+// ---- clients ----
+
+Result<int64_t> Store::AddClient(const std::string& name,
+                                 std::string_view curve_pk, ClientRole role) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Result<int64_t> {
+    auto q = db_->Q("INSERT INTO clients(name,curve_pk,role,created_ms) "
+                    "VALUES(?1,?2,?3,?4) RETURNING id");
+    Result<int64_t> id =
+        q.Bind(name, BlobArg{curve_pk}, ClientRoleName(role), now).OneInt();
+    if (!id.ok()) {
+      if (id.status().code() == StatusCode::kAlreadyExists) {
+        return AlreadyExists("client '" + name +
+                             "': its curve key is already registered");
+      }
+      return id.status();
+    }
+    PCFARM_RETURN_IF_ERROR(q.Run());
+    return *id;
+  });
+}
+
+Result<ClientInfo> Store::FindClientByCurveKey(std::string_view curve_pk) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT id,name,curve_pk,role FROM clients WHERE "
+                  "curve_pk=?1");
+  q.Bind(BlobArg{curve_pk});
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return NotFound("no client with this curve key");
+  ClientInfo c;
+  c.id = q.Int(0);
+  c.name = q.Str(1);
+  c.curve_pk = q.Str(2);
+  c.role = q.Str(3) == "admin" ? ClientRole::kAdmin : ClientRole::kSubmitter;
+  return c;
+}
+
+}  // namespace pcfarm
