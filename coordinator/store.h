@@ -74,9 +74,10 @@ const char* ClientRoleName(ClientRole role);  // "admin" | "submitter"
 
 struct ClientInfo {
   int64_t id = 0;
-  std::string name;
-  std::string curve_pk;
+  std::string name;      // unique among clients added by AddClient
+  std::string curve_pk;  // Curve25519 public key, raw bytes; unique
   ClientRole role = ClientRole::kSubmitter;
+  int64_t created_ms = 0;
 };
 
 struct ShardSpec {
@@ -91,6 +92,12 @@ struct JobSpec {
   int priority = 0;      // higher runs first
   int redundancy = 1;    // agreeing results from different workers, >= 1
   std::vector<ShardSpec> shards;  // at least one
+  // The client that submitted it (ClientInfo::id); 0 = none recorded,
+  // which counts as the admin's.
+  int64_t owner_client_id = 0;
+  // The blobs the job refers to (hex BLAKE2b-256 hashes), each already
+  // recorded by RecordBlob; CreateJob links them to the job.
+  std::vector<std::string> blobs;
 };
 
 struct JobInfo {
@@ -108,6 +115,9 @@ struct JobInfo {
   // The summary of its accepted results (JSON object text), folded in by
   // RecordResult's SummaryFold when each shard is accepted.
   std::string summary = "{}";
+  // The client that submitted it; 0 for jobs made before owners were
+  // recorded (schema version 7), which count as the admin's.
+  int64_t owner_client_id = 0;
 };
 
 struct ShardInfo {
@@ -202,9 +212,13 @@ struct AttemptWork {
   std::string params;
 };
 
+// An accepted shard, as `pcfarm fetch` needs it.
 struct AcceptedResult {
   int64_t shard_idx = 0;
-  std::string body;
+  std::string params;       // the shard's params
+  std::string body;         // the accepted result's body: the shard's output
+  int64_t worker_id = 0;    // the worker whose result was accepted
+  std::string worker_name;  // its name
 };
 
 class Store {
@@ -273,28 +287,53 @@ class Store {
   Result<int64_t> ConsumeToken(std::string_view secret_hash);
 
   // ---- CLI clients ----
-  // AlreadyExists when `curve_pk` is registered.
+  // AlreadyExists when a client named `name` exists or `curve_pk` is
+  // registered; the message says which.
   Result<int64_t> AddClient(const std::string& name, std::string_view curve_pk,
                             ClientRole role);
+  // NotFound when no client has that key.
   Result<ClientInfo> FindClientByCurveKey(std::string_view curve_pk);
+  // NotFound when no client has that name. (A database from before names
+  // were unique may hold a name twice: this is the oldest of them.)
+  Result<ClientInfo> FindClientByName(const std::string& name);
+  // Every client, by id.
+  Result<std::vector<ClientInfo>> ListClients();
+  // Removes the client FindClientByName(name) finds. NotFound when there
+  // is none; FailedPrecondition when it is the last admin (the farm would
+  // have nobody left to manage it). Its jobs keep their owner_client_id.
+  Status RemoveClient(const std::string& name);
 
   // ---- jobs ----
-  // Creates the job and all its shards in one transaction. InvalidArgument
-  // for an empty kind, no shards, or redundancy < 1.
+  // Creates the job, all its shards and its links to spec.blobs in one
+  // transaction, recording spec.owner_client_id as its owner. InvalidArgument
+  // for an empty kind, no shards, or redundancy < 1; NotFound naming the
+  // first of spec.blobs that is not recorded (RecordBlob). Nothing is
+  // created when it fails.
   Result<int64_t> CreateJob(const JobSpec& spec);
   Result<JobInfo> GetJob(int64_t job_id);
-  // Newest first; `state` "" = any state.
+  // Newest first, at most `limit` (<= 0: no limit); `state` "" = any state;
+  // `owner_client_id` >= 0: only the jobs of that owner (0: those made
+  // before owners were recorded), -1: everyone's.
   Result<std::vector<JobInfo>> ListJobs(const std::string& state = "",
-                                        int limit = 1000);
+                                        int limit = 1000,
+                                        int64_t owner_client_id = -1);
   Result<std::vector<ShardInfo>> ListShards(int64_t job_id);
   // Cancels a queued or running job: its live attempts become cancelled and
   // are returned; FailedPrecondition when the job already finished.
   Result<TransitionReport> CancelJob(int64_t job_id, const std::string& reason);
-  // (shard idx, accepted body) for every accepted shard of the job, by idx.
-  Result<std::vector<AcceptedResult>> AcceptedResults(int64_t job_id);
+  // The accepted shards of the job with idx >= `from_shard_idx`, by idx:
+  // each shard's params, its accepted body and that result's worker. With
+  // `max_bytes` > 0 it stops before the shard that would take the params
+  // and bodies returned past max_bytes, but returns at least one (a fetch
+  // pages with it). Empty for an unknown job.
+  Result<std::vector<AcceptedResult>> AcceptedResults(int64_t job_id,
+                                                      int64_t from_shard_idx = 0,
+                                                      int64_t max_bytes = 0);
 
   // ---- blobs (records; bytes live in BlobStore) ----
   Status RecordBlob(const std::string& hash_hex, int64_t size);
+  // True iff RecordBlob recorded `hash_hex`.
+  Result<bool> HasBlob(const std::string& hash_hex);
   Status LinkJobBlob(int64_t job_id, const std::string& hash_hex);
   Result<std::vector<std::string>> JobBlobs(int64_t job_id);
 

@@ -21,6 +21,13 @@ Status Store::RecordBlob(const std::string& hash_hex, int64_t size) {
   });
 }
 
+Result<bool> Store::HasBlob(const std::string& hash_hex) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT COUNT(*) FROM blobs WHERE hash=?1");
+  PCFARM_ASSIGN_OR_RETURN(int64_t n, q.Bind(hash_hex).OneInt());
+  return n > 0;
+}
+
 Status Store::LinkJobBlob(int64_t job_id, const std::string& hash_hex) {
   std::lock_guard l(mu_);
   return db_->Tx([&]() -> Status {

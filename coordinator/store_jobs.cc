@@ -2,6 +2,7 @@
 #include <string>
 #include <vector>
 
+#include "base/peer_text.h"
 #include "coordinator/store.h"
 #include "coordinator/store_internal.h"
 
@@ -10,7 +11,7 @@ namespace {
 
 const char kJobCols[] =
     "id,kind,state,priority,redundancy,params,shards_total,shards_accepted,"
-    "reason,created_ms,updated_ms,summary";
+    "reason,created_ms,updated_ms,summary,owner_client_id";
 
 JobInfo ReadJob(Stmt& s) {
   JobInfo j;
@@ -26,6 +27,7 @@ JobInfo ReadJob(Stmt& s) {
   j.created_ms = s.Int(9);
   j.updated_ms = s.Int(10);
   j.summary = s.Str(11);
+  j.owner_client_id = s.Int(12);
   return j;
 }
 
@@ -45,13 +47,38 @@ Result<int64_t> Store::CreateJob(const JobSpec& spec) {
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
   return db_->Tx([&]() -> Result<int64_t> {
-    auto q = db_->Q("INSERT INTO jobs(kind,state,priority,redundancy,params,"
-                    "shards_total,created_ms,updated_ms) "
-                    "VALUES(?1,'queued',?2,?3,?4,?5,?6,?6) RETURNING id");
-    PCFARM_ASSIGN_OR_RETURN(
-        int64_t id, q.Bind(spec.kind, spec.priority, spec.redundancy,
-                           spec.params, int64_t(spec.shards.size()), now)
-                        .OneInt());
+    // Every blob first: a job never refers to bytes the coordinator lacks.
+    for (const std::string& hash : spec.blobs) {
+      auto q = db_->Q("SELECT COUNT(*) FROM blobs WHERE hash=?1");
+      PCFARM_ASSIGN_OR_RETURN(int64_t have, q.Bind(hash).OneInt());
+      PCFARM_RETURN_IF_ERROR(q.Run());
+      if (!have) {
+        return NotFound(spec.kind + " job refers to blob " +
+                        EscapePeerText(hash, 128) +
+                        ", which the coordinator does not hold (upload it "
+                        "first)");
+      }
+    }
+    // Without an owner the column keeps its default, so the statement also
+    // runs on a database that tests built before migration 7.
+    static const char kInsert[] =
+        "INSERT INTO jobs(kind,state,priority,redundancy,params,"
+        "shards_total,created_ms,updated_ms) "
+        "VALUES(?1,'queued',?2,?3,?4,?5,?6,?6) RETURNING id";
+    static const char kInsertOwned[] =
+        "INSERT INTO jobs(kind,state,priority,redundancy,params,"
+        "shards_total,created_ms,updated_ms,owner_client_id) "
+        "VALUES(?1,'queued',?2,?3,?4,?5,?6,?6,?7) RETURNING id";
+    auto q = db_->Q(spec.owner_client_id ? kInsertOwned : kInsert);
+    int64_t shards = int64_t(spec.shards.size());
+    if (spec.owner_client_id) {
+      q.Bind(spec.kind, spec.priority, spec.redundancy, spec.params, shards,
+             now, spec.owner_client_id);
+    } else {
+      q.Bind(spec.kind, spec.priority, spec.redundancy, spec.params, shards,
+             now);
+    }
+    PCFARM_ASSIGN_OR_RETURN(int64_t id, q.OneInt());
     PCFARM_RETURN_IF_ERROR(q.Run());
     for (size_t i = 0; i < spec.shards.size(); ++i) {
       const ShardSpec& s = spec.shards[i];
@@ -60,6 +87,12 @@ Result<int64_t> Store::CreateJob(const JobSpec& spec) {
                  "needs_memory_bytes) VALUES(?1,?2,'pending',?3,?4,?5)")
               .Bind(id, int64_t(i), BlobArg{s.params}, s.needs_backend,
                     s.needs_memory_bytes)
+              .Run());
+    }
+    for (const std::string& hash : spec.blobs) {
+      PCFARM_RETURN_IF_ERROR(
+          db_->Q("INSERT OR IGNORE INTO job_blobs(job_id,hash) VALUES(?1,?2)")
+              .Bind(id, hash)
               .Run());
     }
     PCFARM_RETURN_IF_ERROR(db_->EventTx(
@@ -82,13 +115,24 @@ Result<JobInfo> Store::GetJob(int64_t job_id) {
 }
 
 Result<std::vector<JobInfo>> Store::ListJobs(const std::string& state,
-                                             int limit) {
+                                             int limit,
+                                             int64_t owner_client_id) {
   std::lock_guard l(mu_);
+  // SQLite takes a negative LIMIT as none. One owner's jobs walk
+  // jobs_by_owner.
   static const std::string sql = std::string("SELECT ") + kJobCols +
                                  " FROM jobs WHERE ?1='' OR state=?1 "
                                  "ORDER BY id DESC LIMIT ?2";
-  auto q = db_->Q(sql.c_str());
-  q.Bind(state, limit);
+  static const std::string by_owner =
+      std::string("SELECT ") + kJobCols +
+      " FROM jobs WHERE owner_client_id=?3 AND (?1='' OR state=?1) "
+      "ORDER BY id DESC LIMIT ?2";
+  auto q = db_->Q(owner_client_id >= 0 ? by_owner.c_str() : sql.c_str());
+  if (owner_client_id >= 0) {
+    q.Bind(state, limit > 0 ? limit : -1, owner_client_id);
+  } else {
+    q.Bind(state, limit > 0 ? limit : -1);
+  }
   std::vector<JobInfo> out;
   for (;;) {
     PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
@@ -133,17 +177,23 @@ Result<TransitionReport> Store::CancelJob(int64_t job_id,
   });
 }
 
-Result<std::vector<AcceptedResult>> Store::AcceptedResults(int64_t job_id) {
+Result<std::vector<AcceptedResult>> Store::AcceptedResults(
+    int64_t job_id, int64_t from_shard_idx, int64_t max_bytes) {
   std::lock_guard l(mu_);
-  auto q = db_->Q("SELECT s.idx, r.body FROM shards s JOIN results r ON "
-                  "r.id=s.accepted_result_id WHERE s.job_id=?1 AND "
-                  "s.state='accepted' ORDER BY s.idx");
-  q.Bind(job_id);
+  auto q = db_->Q("SELECT s.idx, s.params, r.body, r.worker_id, w.name "
+                  "FROM shards s JOIN results r ON r.id=s.accepted_result_id "
+                  "JOIN workers w ON w.id=r.worker_id WHERE s.job_id=?1 AND "
+                  "s.idx>=?2 AND s.state='accepted' ORDER BY s.idx");
+  q.Bind(job_id, from_shard_idx);
   std::vector<AcceptedResult> out;
+  int64_t bytes = 0;
   for (;;) {
     PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return out;
-    out.push_back({q.Int(0), q.Str(1)});
+    AcceptedResult r{q.Int(0), q.Str(1), q.Str(2), q.Int(3), q.Str(4)};
+    bytes += int64_t(r.params.size() + r.body.size());
+    if (max_bytes > 0 && bytes > max_bytes && !out.empty()) return out;
+    out.push_back(std::move(r));
   }
 }
 

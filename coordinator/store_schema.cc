@@ -200,6 +200,13 @@ ALTER TABLE workers ADD COLUMN attempts_failed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE shards ADD COLUMN failures_uncounted INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX events_by_ts ON events(ts_ms);
 )sql",
+    // 7: a job remembers the client that submitted it, so a submitter sees
+    // only its own jobs. 0: made before owners were recorded (the admin's).
+    // The index serves a listing by owner, newest first.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN owner_client_id INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_by_owner ON jobs(owner_client_id, id);
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 

@@ -83,13 +83,13 @@ TEST_CASE_METHOD(StoreFixture, "a batch commits its transitions together",
 
 TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
                  "[store]") {
-  REQUIRE(*store->SchemaVersion() == 6);
+  REQUIRE(*store->SchemaVersion() == 7);
   auto id = store->AddWorker("pc-1", "sign", "curve");
   REQUIRE(id.ok());
   // A second run of migration 1 would fail on CREATE TABLE.
   Reopen();
   Reopen();
-  REQUIRE(*store->SchemaVersion() == 6);
+  REQUIRE(*store->SchemaVersion() == 7);
   auto w = store->FindWorkerByCurveKey("curve");
   REQUIRE(w.ok());
   CHECK(w->id == *id);
@@ -107,7 +107,7 @@ TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
   sqlite3_finalize(q);
   sqlite3_prepare_v2(h, "SELECT COUNT(*) FROM schema_version", -1, &q, nullptr);
   REQUIRE(sqlite3_step(q) == SQLITE_ROW);
-  CHECK(sqlite3_column_int(q, 0) == 6);  // one row per migration, not per open
+  CHECK(sqlite3_column_int(q, 0) == 7);  // one row per migration, not per open
   sqlite3_finalize(q);
   sqlite3_close(h);
 }
@@ -134,7 +134,7 @@ TEST_CASE_METHOD(StoreFixture, "migration 5 keeps every row and constraint",
     worker = *w;
   }
   Reopen();
-  REQUIRE(*store->SchemaVersion() == 6);
+  REQUIRE(*store->SchemaVersion() == 7);
   REQUIRE(store->CheckConsistency().ok());
   // The lease made by the version-4 program is answered by this one.
   Verifier verifier;
@@ -194,11 +194,38 @@ TEST_CASE_METHOD(StoreFixture, "migration 6 gives old jobs and workers their cou
   }
   sqlite3_close(h);
   Reopen();
-  REQUIRE(*store->SchemaVersion() == 6);
+  REQUIRE(*store->SchemaVersion() == 7);
   REQUIRE(store->CheckConsistency().ok());
   CHECK(store->GetJob(1)->summary == R"({"shards":1})");
   CHECK(DbInt("SELECT attempts_failed FROM workers WHERE id=1") == 0);
   CHECK(DbInt("SELECT failures_uncounted FROM shards WHERE id=1") == 0);
+}
+
+TEST_CASE_METHOD(StoreFixture, "migration 7 leaves old jobs without an owner",
+                 "[store]") {
+  store.reset();
+  std::filesystem::remove(path);
+  {
+    auto old = Store::Open(path, &clock, 6);
+    REQUIRE(old.ok());
+    REQUIRE(*(*old)->SchemaVersion() == 6);
+    REQUIRE((*old)->CreateJob(TwoShardJob()).ok());
+  }
+  Reopen();
+  REQUIRE(*store->SchemaVersion() == 7);
+  REQUIRE(store->CheckConsistency().ok());
+  CHECK(store->GetJob(1)->owner_client_id == 0);
+  CHECK(DbInt("SELECT COUNT(*) FROM sqlite_master WHERE type='index' AND "
+              "name='jobs_by_owner'") == 1);
+  JobSpec mine = TwoShardJob();
+  mine.owner_client_id = 4;
+  auto id = store->CreateJob(mine);
+  REQUIRE(id.ok());
+  CHECK(store->GetJob(*id)->owner_client_id == 4);
+  auto old_jobs = store->ListJobs("", 1000, 0);
+  REQUIRE(old_jobs.ok());
+  REQUIRE(old_jobs->size() == 1);
+  CHECK(old_jobs->front().id == 1);
 }
 
 TEST_CASE_METHOD(StoreFixture, "a database from a newer program is refused",
@@ -309,6 +336,69 @@ TEST_CASE_METHOD(StoreFixture, "clients", "[store]") {
         StatusCode::kNotFound);
 }
 
+TEST_CASE_METHOD(StoreFixture, "client names are unique", "[store]") {
+  REQUIRE(store->AddClient("alice", "ck1", ClientRole::kAdmin).ok());
+  auto dup = store->AddClient("alice", "ck2", ClientRole::kSubmitter);
+  REQUIRE_FALSE(dup.ok());
+  CHECK(dup.status().code() == StatusCode::kAlreadyExists);
+  CHECK(dup.status().message().find("named 'alice'") != std::string::npos);
+  // The key is still free: nothing of the refused client was stored.
+  CHECK(store->FindClientByCurveKey("ck2").status().code() ==
+        StatusCode::kNotFound);
+  auto key = store->AddClient("bob", "ck1", ClientRole::kSubmitter);
+  CHECK(key.status().code() == StatusCode::kAlreadyExists);
+  CHECK(key.status().message().find("curve key") != std::string::npos);
+  CHECK(store->ListClients()->size() == 1);
+}
+
+TEST_CASE_METHOD(StoreFixture, "clients are listed, found by name and removed",
+                 "[store]") {
+  auto root = store->AddClient("root", "k-root", ClientRole::kAdmin);
+  clock.AdvanceMs(1000);
+  auto sub = store->AddClient("sub", "k-sub", ClientRole::kSubmitter);
+  REQUIRE((root.ok() && sub.ok()));
+  auto all = store->ListClients();
+  REQUIRE(all.ok());
+  REQUIRE(all->size() == 2);
+  CHECK((*all)[0].id == *root);
+  CHECK((*all)[0].name == "root");
+  CHECK((*all)[0].curve_pk == "k-root");
+  CHECK((*all)[0].role == ClientRole::kAdmin);
+  CHECK((*all)[1].name == "sub");
+  CHECK((*all)[1].role == ClientRole::kSubmitter);
+  CHECK((*all)[1].created_ms == (*all)[0].created_ms + 1000);
+  CHECK(store->FindClientByCurveKey("k-sub")->created_ms ==
+        (*all)[1].created_ms);
+
+  auto s = store->FindClientByName("sub");
+  REQUIRE(s.ok());
+  CHECK(s->id == *sub);
+  CHECK(s->curve_pk == "k-sub");
+  CHECK(store->FindClientByName("nobody").status().code() ==
+        StatusCode::kNotFound);
+  CHECK(store->RemoveClient("nobody").code() == StatusCode::kNotFound);
+
+  // The last admin stays, whatever else is there.
+  Status last = store->RemoveClient("root");
+  CHECK(last.code() == StatusCode::kFailedPrecondition);
+  CHECK(last.message().find("last admin") != std::string::npos);
+  CHECK(store->FindClientByName("root").ok());
+
+  REQUIRE(store->RemoveClient("sub").ok());
+  CHECK(store->FindClientByName("sub").status().code() == StatusCode::kNotFound);
+  CHECK(store->FindClientByCurveKey("k-sub").status().code() ==
+        StatusCode::kNotFound);
+  CHECK(store->RemoveClient("sub").code() == StatusCode::kNotFound);
+  // Its name and key may be used again.
+  REQUIRE(store->AddClient("sub", "k-sub", ClientRole::kSubmitter).ok());
+
+  // With a second admin, the first may go; then the second is the last.
+  REQUIRE(store->AddClient("root2", "k-root2", ClientRole::kAdmin).ok());
+  REQUIRE(store->RemoveClient("root").ok());
+  CHECK(store->RemoveClient("root2").code() == StatusCode::kFailedPrecondition);
+  CHECK(store->ListClients()->size() == 2);
+}
+
 TEST_CASE_METHOD(StoreFixture, "jobs: create, read, list, cancel", "[store]") {
   JobSpec bad = TwoShardJob();
   bad.shards.clear();
@@ -377,6 +467,131 @@ TEST_CASE_METHOD(StoreFixture, "blob records and events", "[store]") {
   CHECK((*all)[1].worker_id == 0);
   CHECK(store->ListEvents((*all)[0].id)->size() == 1);
   CHECK(store->ListEvents(0, 1)->size() == 1);
+}
+
+TEST_CASE_METHOD(StoreFixture, "a job links its blobs when it is created",
+                 "[store]") {
+  std::string a(64, 'a'), b(64, 'b'), missing(64, 'c');
+  CHECK_FALSE(*store->HasBlob(a));
+  REQUIRE(store->RecordBlob(a, 10).ok());
+  REQUIRE(store->RecordBlob(b, 20).ok());
+  CHECK(*store->HasBlob(a));
+  CHECK(*store->HasBlob(b));
+  CHECK_FALSE(*store->HasBlob(missing));
+
+  // One blob it refers to is not held: nothing of the job is stored.
+  JobSpec bad = TwoShardJob();
+  bad.blobs = {a, missing, b};
+  auto refused = store->CreateJob(bad);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == StatusCode::kNotFound);
+  CHECK(refused.status().message().find(missing) != std::string::npos);
+  CHECK(store->ListJobs()->empty());
+  CHECK(DbInt("SELECT COUNT(*) FROM shards") == 0);
+  CHECK(DbInt("SELECT COUNT(*) FROM job_blobs") == 0);
+  CHECK(store->ListEvents()->empty());
+
+  JobSpec good = TwoShardJob();
+  good.blobs = {b, a, b};  // a repeat links once
+  auto job = store->CreateJob(good);
+  REQUIRE(job.ok());
+  CHECK(*store->JobBlobs(*job) == std::vector<std::string>{a, b});
+  CHECK(store->ListShards(*job)->size() == 2);
+  // A job without blobs links none.
+  auto plain = store->CreateJob(TwoShardJob());
+  REQUIRE(plain.ok());
+  CHECK(store->JobBlobs(*plain)->empty());
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(StoreFixture, "jobs are listed by owner", "[store]") {
+  JobSpec spec = TwoShardJob();
+  spec.owner_client_id = 5;
+  auto a1 = store->CreateJob(spec);
+  auto a2 = store->CreateJob(spec);
+  spec.owner_client_id = 6;
+  auto b1 = store->CreateJob(spec);
+  auto legacy = store->CreateJob(TwoShardJob());  // no owner recorded
+  REQUIRE((a1.ok() && a2.ok() && b1.ok() && legacy.ok()));
+  REQUIRE(store->CancelJob(*a1, "x").ok());
+  CHECK(store->GetJob(*a1)->owner_client_id == 5);
+  CHECK(store->GetJob(*legacy)->owner_client_id == 0);
+
+  auto ids = [](const Result<std::vector<JobInfo>>& jobs) {
+    REQUIRE(jobs.ok());
+    std::vector<int64_t> out;
+    for (const auto& j : *jobs) out.push_back(j.id);
+    return out;
+  };
+  CHECK(ids(store->ListJobs("", 1000, 5)) == std::vector<int64_t>{*a2, *a1});
+  CHECK(ids(store->ListJobs("", 1000, 6)) == std::vector<int64_t>{*b1});
+  CHECK(ids(store->ListJobs("", 1000, 0)) == std::vector<int64_t>{*legacy});
+  CHECK(ids(store->ListJobs("", 1000, 7)).empty());
+  CHECK(ids(store->ListJobs("queued", 1000, 5)) == std::vector<int64_t>{*a2});
+  CHECK(ids(store->ListJobs("cancelled", 1000, 5)) ==
+        std::vector<int64_t>{*a1});
+  CHECK(ids(store->ListJobs("", 1, 5)) == std::vector<int64_t>{*a2});
+  // -1: everyone's; a limit <= 0: no limit.
+  CHECK(ids(store->ListJobs("", 1000, -1)).size() == 4);
+  CHECK(ids(store->ListJobs()).size() == 4);
+  CHECK(ids(store->ListJobs("", 0)).size() == 4);
+  CHECK(ids(store->ListJobs("", 0, 5)) == std::vector<int64_t>{*a2, *a1});
+}
+
+TEST_CASE_METHOD(StoreFixture, "accepted results carry what a fetch shows",
+                 "[store]") {
+  auto w1 = store->AddWorker("pc-one", "s1", "c1");
+  auto w2 = store->AddWorker("pc-two", "s2", "c2");
+  REQUIRE((w1.ok() && w2.ok()));
+  JobSpec spec = TwoShardJob();
+  spec.shards = {{"p0", "", 0}, {"p1", "", 0}, {"p2", "", 0}};
+  auto job = store->CreateJob(spec);
+  REQUIRE(job.ok());
+  DeviceCaps cpu{{"cpu"}, 1 << 30};
+  Verifier verifier;
+  // pc-one leases shards 0 and 1, pc-two shard 2; results come in out of
+  // order, and shard 1 is not accepted (yet).
+  auto l0 = store->LeaseShard(*w1, cpu, 60'000);
+  auto l1 = store->LeaseShard(*w1, cpu, 60'000);
+  auto l2 = store->LeaseShard(*w2, cpu, 60'000);
+  REQUIRE((l0.ok() && l0->has_value() && l1.ok() && l1->has_value() &&
+           l2.ok() && l2->has_value()));
+  REQUIRE((*l2)->shard_idx == 2);
+  REQUIRE(store->RecordResult((*l2)->attempt_id, *w2, "out-2", "s", verifier, 5)
+              .ok());
+  REQUIRE(store->RecordResult((*l0)->attempt_id, *w1, "output-0", "s",
+                              verifier, 5)
+              .ok());
+
+  auto all = store->AcceptedResults(*job);
+  REQUIRE(all.ok());
+  REQUIRE(all->size() == 2);
+  CHECK((*all)[0].shard_idx == 0);
+  CHECK((*all)[0].params == "p0");
+  CHECK((*all)[0].body == "output-0");
+  CHECK((*all)[0].worker_id == *w1);
+  CHECK((*all)[0].worker_name == "pc-one");
+  CHECK((*all)[1].shard_idx == 2);
+  CHECK((*all)[1].params == "p2");
+  CHECK((*all)[1].body == "out-2");
+  CHECK((*all)[1].worker_id == *w2);
+  CHECK((*all)[1].worker_name == "pc-two");
+
+  // Paging: from an index, and by size (params + body bytes).
+  auto from1 = store->AcceptedResults(*job, 1);
+  REQUIRE(from1.ok());
+  REQUIRE(from1->size() == 1);
+  CHECK(from1->front().shard_idx == 2);
+  CHECK(store->AcceptedResults(*job, 3)->empty());
+  CHECK(store->AcceptedResults(*job, 0, 10)->size() == 1);  // 2 + 8 bytes
+  CHECK(store->AcceptedResults(*job, 0, 17)->size() == 2);  // + 2 + 5
+  CHECK(store->AcceptedResults(*job, 0, 16)->size() == 1);
+  // One result always comes back, however large.
+  auto one = store->AcceptedResults(*job, 0, 1);
+  REQUIRE(one.ok());
+  REQUIRE(one->size() == 1);
+  CHECK(one->front().shard_idx == 0);
+  CHECK(store->AcceptedResults(999)->empty());
 }
 
 TEST_CASE_METHOD(StoreFixture, "events are pruned by age and by count",

@@ -30,6 +30,18 @@ WorkerInfo ReadWorker(Stmt& s) {
   return w;
 }
 
+const char kClientCols[] = "id,name,curve_pk,role,created_ms";
+
+ClientInfo ReadClient(Stmt& s) {
+  ClientInfo c;
+  c.id = s.Int(0);
+  c.name = s.Str(1);
+  c.curve_pk = s.Str(2);
+  c.role = s.Str(3) == "admin" ? ClientRole::kAdmin : ClientRole::kSubmitter;
+  c.created_ms = s.Int(4);
+  return c;
+}
+
 }  // namespace
 
 const char* ClientRoleName(ClientRole role) {
@@ -256,6 +268,15 @@ Result<int64_t> Store::AddClient(const std::string& name,
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
   return db_->Tx([&]() -> Result<int64_t> {
+    {
+      auto q = db_->Q("SELECT COUNT(*) FROM clients WHERE name=?1");
+      PCFARM_ASSIGN_OR_RETURN(int64_t taken, q.Bind(name).OneInt());
+      PCFARM_RETURN_IF_ERROR(q.Run());
+      if (taken) {
+        return AlreadyExists("a client named '" + name +
+                             "' exists already; choose another name");
+      }
+    }
     auto q = db_->Q("INSERT INTO clients(name,curve_pk,role,created_ms) "
                     "VALUES(?1,?2,?3,?4) RETURNING id");
     Result<int64_t> id =
@@ -274,17 +295,63 @@ Result<int64_t> Store::AddClient(const std::string& name,
 
 Result<ClientInfo> Store::FindClientByCurveKey(std::string_view curve_pk) {
   std::lock_guard l(mu_);
-  auto q = db_->Q("SELECT id,name,curve_pk,role FROM clients WHERE "
-                  "curve_pk=?1");
+  static const std::string sql =
+      std::string("SELECT ") + kClientCols + " FROM clients WHERE curve_pk=?1";
+  auto q = db_->Q(sql.c_str());
   q.Bind(BlobArg{curve_pk});
   PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
   if (!row) return NotFound("no client with this curve key");
-  ClientInfo c;
-  c.id = q.Int(0);
-  c.name = q.Str(1);
-  c.curve_pk = q.Str(2);
-  c.role = q.Str(3) == "admin" ? ClientRole::kAdmin : ClientRole::kSubmitter;
-  return c;
+  return ReadClient(q);
+}
+
+Result<ClientInfo> Store::FindClientByName(const std::string& name) {
+  std::lock_guard l(mu_);
+  static const std::string sql = std::string("SELECT ") + kClientCols +
+                                 " FROM clients WHERE name=?1 ORDER BY id "
+                                 "LIMIT 1";
+  auto q = db_->Q(sql.c_str());
+  q.Bind(name);
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return NotFound("no client named '" + name + "'");
+  return ReadClient(q);
+}
+
+Result<std::vector<ClientInfo>> Store::ListClients() {
+  std::lock_guard l(mu_);
+  static const std::string sql =
+      std::string("SELECT ") + kClientCols + " FROM clients ORDER BY id";
+  auto q = db_->Q(sql.c_str());
+  std::vector<ClientInfo> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return out;
+    out.push_back(ReadClient(q));
+  }
+}
+
+Status Store::RemoveClient(const std::string& name) {
+  std::lock_guard l(mu_);
+  return db_->Tx([&]() -> Status {
+    auto q = db_->Q("SELECT id, role FROM clients WHERE name=?1 ORDER BY id "
+                    "LIMIT 1");
+    q.Bind(name);
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return NotFound("no client named '" + name + "'");
+    int64_t id = q.Int(0);
+    bool admin = q.Str(1) == "admin";
+    PCFARM_RETURN_IF_ERROR(q.Run());
+    if (admin) {
+      auto n = db_->Q("SELECT COUNT(*) FROM clients WHERE role='admin'");
+      PCFARM_ASSIGN_OR_RETURN(int64_t admins, n.OneInt());
+      PCFARM_RETURN_IF_ERROR(n.Run());
+      if (admins <= 1) {
+        return FailedPrecondition("client '" + name +
+                                  "' is the last admin; add another admin "
+                                  "before removing it");
+      }
+    }
+    return db_->Q("DELETE FROM clients WHERE id=?1").Bind(id).Run();
+  });
 }
 
 }  // namespace pcfarm
