@@ -390,7 +390,8 @@ LocalCommands::LocalCommands(CLI::App* app) {
   generate_ = local_->add_subcommand("generate", "continue prompts");
   engine_flags(generate_);
   generate_->add_option("--prompt", o.prompt, "one prompt");
-  generate_->add_option("--prompts", o.prompts_file, "a JSONL file of {\"prompt\": ...} lines");
+  generate_->add_option("--prompts", o.prompts_file,
+                        "a JSONL file of {\"prompt\": ...} or {\"messages\": [...]} lines");
   generate_->add_option("--max-tokens", o.max_tokens, "new tokens at most")->capture_default_str();
   generate_->add_option("--temperature", o.temperature, "0: greedy")->capture_default_str();
   generate_->add_option("--top-k", o.top_k, "keep the k most likely tokens (0: off)")

@@ -59,7 +59,9 @@ Status GetString(const json& j, const char* key, const std::string& file, int64_
   return Status::Ok();
 }
 
-Status ParseMessages(const json& arr, const std::string& file, int64_t line,
+// `need_assistant`: a training example must have an assistant message; a
+// prompt need not.
+Status ParseMessages(const json& arr, const std::string& file, int64_t line, bool need_assistant,
                      std::vector<ChatMessage>* out) {
   if (!arr.is_array()) {
     return LineError(file, line, std::string("\"messages\" is a ") + arr.type_name() +
@@ -88,7 +90,9 @@ Status ParseMessages(const json& arr, const std::string& file, int64_t line,
     any_assistant |= msg.role == "assistant";
     out->push_back(std::move(msg));
   }
-  if (!any_assistant) return LineError(file, line, "\"messages\" has no assistant message");
+  if (need_assistant && !any_assistant) {
+    return LineError(file, line, "\"messages\" has no assistant message");
+  }
   return Status::Ok();
 }
 
@@ -115,7 +119,8 @@ Status ParseExample(const json& j, const std::string& file, int64_t line, Exampl
     if (ex->completion.empty()) return LineError(file, line, "\"completion\" is empty");
   } else {
     ex->kind = ExampleKind::kMessages;
-    PCFARM_RETURN_IF_ERROR(ParseMessages(j["messages"], file, line, &ex->messages));
+    PCFARM_RETURN_IF_ERROR(
+        ParseMessages(j["messages"], file, line, /*need_assistant=*/true, &ex->messages));
   }
   return Status::Ok();
 }
@@ -146,11 +151,30 @@ Result<std::vector<Example>> ReadExamplesJsonl(const std::string& path) {
   return ParseExamplesJsonl(*contents, path);
 }
 
+std::string RenderChatPrompt(const std::vector<ChatMessage>& messages) {
+  // The pieces TokenizeExample encodes for kMessages, concatenated.
+  std::string out;
+  for (const ChatMessage& m : messages) out += "<|" + m.role + "|>\n" + m.content + "\n";
+  return out + "<|assistant|>\n";
+}
+
 Result<std::vector<std::string>> ParsePromptsJsonl(std::string_view contents,
                                                    const std::string& display_name) {
   std::vector<std::string> out;
   PCFARM_RETURN_IF_ERROR(
       ForEachJsonLine(contents, display_name, [&](const json& j, int64_t line) -> Status {
+        const bool has_prompt = j.contains("prompt"), has_messages = j.contains("messages");
+        if (has_prompt && has_messages) {
+          return LineError(display_name, line, "both \"prompt\" and \"messages\" (give one)");
+        }
+        if (has_messages) {
+          std::vector<ChatMessage> messages;
+          PCFARM_RETURN_IF_ERROR(ParseMessages(j["messages"], display_name, line,
+                                               /*need_assistant=*/false, &messages));
+          out.push_back(RenderChatPrompt(messages));
+          return Status::Ok();
+        }
+        if (!has_prompt) return LineError(display_name, line, "missing \"prompt\" or \"messages\"");
         std::string prompt;
         PCFARM_RETURN_IF_ERROR(GetString(j, "prompt", display_name, line, &prompt));
         if (prompt.empty()) return LineError(display_name, line, "\"prompt\" is empty");

@@ -83,9 +83,29 @@ Result<std::vector<Example>> ParseExamplesJsonl(std::string_view contents,
 // ParseExamplesJsonl.
 Result<std::vector<Example>> ReadExamplesJsonl(const std::string& path);
 
-// A prompts file for generation: one {"prompt": "..."} object per line
-// (other keys ignored; the prompt may not be empty), same line rules and
-// errors as above.
+// The prompt text of a chat in pcfarm's chat format: for each message
+// "<|ROLE|>\n" + CONTENT + "\n", then "<|assistant|>\n", so the model
+// continues as the assistant. It is the text TokenizeExample trains on for
+// the same messages up to the assistant's reply. Encoded as one text
+// (Encode(prompt, true), as generation does), its tokens are the training
+// tokens unless a pre-token spans a piece boundary: with a byte-level
+// tokenizer only where the pre-tokenizer joins the "\n" after "<|ROLE|>"
+// with whitespace that begins the content (Llama 3's does for a content
+// that starts with a newline); with a SentencePiece-style tokenizer that
+// prepends '▁', always, since each training piece gets its own '▁'.
+std::string RenderChatPrompt(const std::vector<ChatMessage>& messages);
+
+// A prompts file for generation: one object per line, either
+//   {"prompt": "..."}                 the text as it is (not empty), or
+//   {"messages": [{"role": "system"|"user"|"assistant",
+//                  "content": "..."}, ...]}   RenderChatPrompt(messages)
+// (other keys ignored). Returns one prompt text per line, in order. A line
+// is bad, besides the line rules above, when it has both "prompt" and
+// "messages" or neither, an empty "prompt", or "messages" that are bad as in
+// a data file (not an array, empty, a message that is not an object, a role
+// outside the three, content that is not a string); no assistant message is
+// needed. Errors are InvalidArgument "FILE:LINE: what is wrong" for the
+// first bad line, so prompt i (from 0) is always line i + 1.
 Result<std::vector<std::string>> ParsePromptsJsonl(std::string_view contents,
                                                    const std::string& display_name);
 Result<std::vector<std::string>> ReadPromptsJsonl(const std::string& path);

@@ -162,13 +162,87 @@ TEST_CASE("ReadExamplesJsonl and ReadPromptsJsonl read files and name them", "[d
   REQUIRE(WriteFileAtomic(prompts, "{\"prompt\": \"one\"}\n{\"text\": \"two\"}\n").ok());
   p = ReadPromptsJsonl(prompts);
   REQUIRE_FALSE(p.ok());
-  CHECK(Contains(p.status().message(), prompts + ":2: missing \"prompt\""));
+  CHECK(Contains(p.status().message(), prompts + ":2: missing \"prompt\" or \"messages\""));
   CHECK(Contains(ParsePromptsJsonl("{\"prompt\": \"\"}", "p").status().message(),
                  "p:1: \"prompt\" is empty"));
   CHECK(Contains(ParsePromptsJsonl("{\"prompt\": 1}", "p").status().message(),
                  "p:1: \"prompt\" is a number"));
   CHECK(Contains(ParsePromptsJsonl("nope", "p").status().message(), "p:1: not valid JSON"));
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("ParsePromptsJsonl renders chat messages in the engine's chat format", "[data]") {
+  const std::string text =
+      "{\"prompt\": \"plain\"}\n"
+      "{\"messages\": [{\"role\": \"system\", \"content\": \"be brief\"},"
+      " {\"role\": \"user\", \"content\": \"hi\"}], \"id\": 2}\r\n"
+      "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"},"
+      " {\"role\": \"assistant\", \"content\": \"a\"},"
+      " {\"role\": \"user\", \"content\": \"\"}]}";
+  auto r = ParsePromptsJsonl(text, "p.jsonl");
+  INFO(r.status().ToString());
+  REQUIRE(r.ok());
+  CHECK(*r == std::vector<std::string>{
+                  "plain",
+                  "<|system|>\nbe brief\n<|user|>\nhi\n<|assistant|>\n",
+                  "<|user|>\nq\n<|assistant|>\na\n<|user|>\n\n<|assistant|>\n"});
+  CHECK(RenderChatPrompt({{"user", "hi"}}) == "<|user|>\nhi\n<|assistant|>\n");
+
+  // The rendered prompt is the text TokenizeExample trains on up to the
+  // assistant's answer, and (with this byte-level tokenizer) its tokens are
+  // the training sequence's first tokens: the model continues where it
+  // learned to answer.
+  const Tokenizer tok = MakeTokenizer();
+  const std::vector<ChatMessage> chat = {{"system", "be brief"}, {"user", "the question"}};
+  std::vector<ChatMessage> answered = chat;
+  answered.push_back({"assistant", "the answer"});
+  bool cut = false;
+  TokenSequence train = TokenizeExample(ChatExample(answered), tok, tok.eos_id(), 1000, &cut);
+  const std::vector<int32_t> prompt = tok.Encode(RenderChatPrompt(chat), true);
+  REQUIRE(prompt.size() < train.tokens.size());
+  CHECK(std::vector<int32_t>(train.tokens.begin(), train.tokens.begin() + prompt.size()) ==
+        prompt);
+  CHECK(train.weights[prompt.size() - 1] == 0);
+  CHECK(train.weights[prompt.size()] == 1);
+}
+
+TEST_CASE("ParsePromptsJsonl names the file and line of each bad prompt line", "[data]") {
+  const std::string good = "{\"prompt\": \"fine\"}\n";
+  struct Case {
+    std::string line;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {"", "blank line"},
+      {"garbage", "not valid JSON"},
+      {"[1]", "a JSON array, expected an object"},
+      {"{}", "missing \"prompt\" or \"messages\""},
+      {"{\"text\": \"two\"}", "missing \"prompt\" or \"messages\""},
+      {"{\"prompt\": \"\"}", "\"prompt\" is empty"},
+      {"{\"prompt\": 1}", "\"prompt\" is a number, expected a string"},
+      {"{\"prompt\": \"p\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}",
+       "both \"prompt\" and \"messages\""},
+      {"{\"messages\": []}", "\"messages\" is empty"},
+      {"{\"messages\": \"hi\"}", "\"messages\" is a string, expected an array"},
+      {"{\"messages\": [3]}", "messages[0] is a number, expected an object"},
+      {"{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"bot\", "
+       "\"content\": \"y\"}]}",
+       "messages[1]: role \"bot\" is not system, user or assistant"},
+      {"{\"messages\": [{\"role\": \"user\", \"content\": [\"x\"]}]}",
+       "messages[0]: \"content\" is a array, expected a string"},
+      {"{\"messages\": [{\"content\": \"x\"}]}", "messages[0]: missing \"role\""},
+  };
+  for (const Case& c : cases) {
+    INFO("line: " << c.line);
+    auto r = ParsePromptsJsonl(good + good + c.line + "\n" + good, "p.jsonl");
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == StatusCode::kInvalidArgument);
+    CHECK(Contains(r.status().message(), "p.jsonl:3: "));
+    CHECK(Contains(r.status().message(), c.says));
+  }
+  // A chat prompt needs no assistant message (a training example does).
+  CHECK(ParsePromptsJsonl("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", "p")
+            .ok());
 }
 
 TEST_CASE("TokenizeExample weights only what the loss should count", "[data]") {
