@@ -8,6 +8,7 @@
 
 #include "tasks/backend/registry.h"
 #include "tasks/engine/llama.h"
+#include "tasks/model/model_loader.h"
 #include "tasks/model/tokenizer.h"
 
 namespace pcfarm {
@@ -99,24 +100,35 @@ class BlobDir {
   std::string path_;
 };
 
-// A model loaded from the blobs the params name, on the context's backend.
-struct LoadedModel {
-  std::unique_ptr<BlobDir> model_dir, adapter_dir;
+// A model loaded from the blobs the params name, on the context's backend,
+// with its tokenizer. The model is destroyed before its backend.
+struct ModelInstance {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<LlamaModel> model;
+  Tokenizer tokenizer;
 };
 
-Result<LoadedModel> LoadFromParams(const json& p, const RunContext& ctx) {
-  LoadedModel m;
-  PCFARM_ASSIGN_OR_RETURN(m.model_dir, BlobDir::Make(p.at("model"), ctx));
+// The model map is a Hugging Face directory (config, weights, tokenizer).
+Result<std::unique_ptr<ModelInstance>> LoadFromParams(const json& p, const RunContext& ctx) {
+  const json& files = p.at("model");
+  PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<BlobDir> model_dir, BlobDir::Make(files, ctx));
+  const std::string path = model_dir->path();
+  PCFARM_ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(path));
+  auto m = std::make_unique<ModelInstance>();
   BackendOptions bo;
   bo.device_index = ctx.device_index;
-  PCFARM_ASSIGN_OR_RETURN(m.backend, CreateBackend(ctx.backend, bo));
-  PCFARM_ASSIGN_OR_RETURN(m.model, LlamaModel::Load(m.model_dir->path(), m.backend.get()));
+  PCFARM_ASSIGN_OR_RETURN(m->backend, CreateBackend(ctx.backend, bo));
+  PCFARM_ASSIGN_OR_RETURN(m->model, LlamaModel::Create(loaded.config, loaded.weights,
+                                                       m->backend.get()));
+  m->tokenizer = std::move(loaded.tokenizer);
   if (p.contains("adapter")) {
-    PCFARM_ASSIGN_OR_RETURN(m.adapter_dir, BlobDir::Make(p.at("adapter"), ctx));
-    PCFARM_RETURN_IF_ERROR(m.model->LoadAdapter(m.adapter_dir->path()));
+    PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<BlobDir> adapter_dir,
+                            BlobDir::Make(p.at("adapter"), ctx));
+    PCFARM_RETURN_IF_ERROR(m->model->LoadAdapter(adapter_dir->path()));
   }
+  // The directories of links go now: Create copied the weights to the
+  // backend (`loaded`, which maps the files, goes with this scope) and
+  // LoadAdapter read its files whole, so the model never reads them again.
   return m;
 }
 
@@ -206,15 +218,13 @@ class InferKind final : public TaskKind {
     GenerationConfig g;
     uint64_t seed = 0;
     PCFARM_RETURN_IF_ERROR(Settings(p, &g, &seed));
-    PCFARM_ASSIGN_OR_RETURN(LoadedModel m, LoadFromParams(p, ctx));
+    PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<ModelInstance> m, LoadFromParams(p, ctx));
     ctx.ReportProgress(0.1);
     if (ctx.cancelled()) return Cancelled("cancelled");
     std::vector<GenerationRequest> reqs;
     if (p.contains("prompts")) {
-      PCFARM_ASSIGN_OR_RETURN(Tokenizer tok,
-                              Tokenizer::Load(m.model_dir->path() + "/tokenizer.json"));
       for (const auto& s : p["prompts"]) {
-        auto ids = tok.Encode(s.get<std::string>(), true);
+        auto ids = m->tokenizer.Encode(s.get<std::string>(), true);
         if (ids.empty()) return InvalidArgument("a prompt encodes to no tokens");
         reqs.push_back({std::move(ids), 0});
       }
@@ -226,21 +236,26 @@ class InferKind final : public TaskKind {
       }
     }
     for (size_t i = 0; i < reqs.size(); ++i) reqs[i].seed = seed + i;
-    PCFARM_ASSIGN_OR_RETURN(auto gens, m.model->Generate(reqs, g));
+    PCFARM_ASSIGN_OR_RETURN(auto gens, m->model->Generate(reqs, g));
     json outputs = json::array();
     for (const auto& gen : gens) {
       outputs.push_back({{"tokens", gen.tokens},
+                         {"text", m->tokenizer.Decode(gen.tokens, /*skip_special=*/true)},
                          {"logprobs", gen.logprobs},
                          {"finish", gen.finish == FinishReason::kStop ? "stop" : "length"}});
     }
     ctx.ReportProgress(1.0);
-    return json{{"outputs", outputs}, {"backend", ctx.backend}}.dump();
+    // As `pcfarm local generate` prints it: a token can end mid-character,
+    // and bytes that are not UTF-8 become U+FFFD instead of throwing.
+    return json{{"outputs", outputs}, {"backend", ctx.backend}}.dump(
+        -1, ' ', false, json::error_handler_t::replace);
   }
 
   size_t max_output_bytes() const override { return kLlmMaxOutputBytes; }
 
-  // One output per prompt, each with at most max_tokens token ids, one
-  // finite logprob <= 0 per token, and finish "stop" or "length".
+  // One output per prompt, each with at most max_tokens token ids, a text
+  // of at most kMaxTextBytesPerToken per token (+ 64), one finite logprob
+  // <= 0 per token, and finish "stop" or "length".
   Status ValidateOutput(std::string_view params,
                         std::string_view output) const override {
     PCFARM_ASSIGN_OR_RETURN(json r, ParseOutput(output, 4, "infer"));
@@ -269,6 +284,12 @@ class InferKind final : public TaskKind {
           return InvalidArgument(where + ": 'tokens' holds a value that is not a token id");
         }
       }
+      auto x = o.find("text");
+      const size_t max_text = kMaxTextBytesPerToken * t->size() + 64;
+      if (x == o.end() || !x->is_string() || x->get_ref<const std::string&>().size() > max_text) {
+        return InvalidArgument(where + ": 'text' must be a string of at most " +
+                               std::to_string(max_text) + " bytes");
+      }
       if (l == o.end() || !l->is_array() || l->size() != t->size()) {
         return InvalidArgument(where + ": 'logprobs' must have one number per token");
       }
@@ -291,6 +312,7 @@ class InferKind final : public TaskKind {
       if (!ox.is_array() || ox.size() != oy.size()) return false;
       for (size_t i = 0; i < ox.size(); ++i) {
         if (ox[i].at("tokens") != oy[i].at("tokens")) return false;
+        if (ox[i].at("text") != oy[i].at("text")) return false;
         const json &lx = ox[i].at("logprobs"), &ly = oy[i].at("logprobs");
         if (lx.size() != ly.size()) return false;
         for (size_t k = 0; k < lx.size(); ++k) {
@@ -304,6 +326,11 @@ class InferKind final : public TaskKind {
   }
 
  private:
+  // Decoded tokens are short: a token is one to a few dozen bytes (runs of
+  // spaces or punctuation reach a hundred or two), and replacing a byte that
+  // is not UTF-8 makes it three.
+  static constexpr size_t kMaxTextBytesPerToken = 256;
+
   static Status Settings(const json& p, GenerationConfig* g, uint64_t* seed) {
     g->max_new_tokens = 64;
     PCFARM_RETURN_IF_ERROR(GetNumber<int64_t>(p, "max_tokens", 1, 4096, &g->max_new_tokens));
@@ -364,9 +391,9 @@ class TrainKind final : public TaskKind {
     OptimizerConfig opt;
     int64_t steps = 0;
     PCFARM_RETURN_IF_ERROR(Settings(p, &lora, &opt, &steps));
-    PCFARM_ASSIGN_OR_RETURN(LoadedModel m, LoadFromParams(p, ctx));
+    PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<ModelInstance> m, LoadFromParams(p, ctx));
     // An adapter in the params is the current version: train from it.
-    if (!p.contains("adapter")) PCFARM_RETURN_IF_ERROR(m.model->EnableLora(lora));
+    if (!p.contains("adapter")) PCFARM_RETURN_IF_ERROR(m->model->EnableLora(lora));
     std::vector<TokenSequence> batch;
     for (const auto& s : p["batch"]) {
       TokenSequence t;
@@ -378,21 +405,21 @@ class TrainKind final : public TaskKind {
     json out;
     std::vector<float> values;
     if (steps == 0) {
-      PCFARM_ASSIGN_OR_RETURN(CrossEntropySums sums, m.model->AccumulateGradients(batch));
-      PCFARM_ASSIGN_OR_RETURN(values, m.model->ExportGradients());
+      PCFARM_ASSIGN_OR_RETURN(CrossEntropySums sums, m->model->AccumulateGradients(batch));
+      PCFARM_ASSIGN_OR_RETURN(values, m->model->ExportGradients());
       for (float& v : values) v = static_cast<float>(v * sums.weight);
       out = {{"loss", sums.mean()}, {"weight", sums.weight}, {"tokens", sums.counted}};
     } else {
-      PCFARM_ASSIGN_OR_RETURN(std::vector<float> before, m.model->GetParameters());
+      PCFARM_ASSIGN_OR_RETURN(std::vector<float> before, m->model->GetParameters());
       CrossEntropySums first;
       for (int64_t s = 0; s < steps; ++s) {
         if (ctx.cancelled()) return Cancelled("cancelled");
-        PCFARM_ASSIGN_OR_RETURN(CrossEntropySums sums, m.model->AccumulateGradients(batch));
+        PCFARM_ASSIGN_OR_RETURN(CrossEntropySums sums, m->model->AccumulateGradients(batch));
         if (s == 0) first = sums;
-        PCFARM_RETURN_IF_ERROR(m.model->Step(opt).status());
+        PCFARM_RETURN_IF_ERROR(m->model->Step(opt).status());
         ctx.ReportProgress(0.1 + 0.9 * double(s + 1) / double(steps));
       }
-      PCFARM_ASSIGN_OR_RETURN(values, m.model->GetParameters());
+      PCFARM_ASSIGN_OR_RETURN(values, m->model->GetParameters());
       for (size_t i = 0; i < values.size(); ++i) values[i] -= before[i];
       out = {{"loss", first.mean()}, {"weight", first.weight}, {"tokens", first.counted}};
     }

@@ -19,11 +19,18 @@
 //   "max_tokens": 1..4096 (default 64), "temperature" (0 = greedy),
 //   "top_k" (0 = off), "top_p" (1 = off), "seed" (u64; prompt i samples
 //   with seed + i)
-// infer result: {"outputs": [{"tokens": [...], "logprobs": [...],
-//   "finish": "stop"|"length"}], "backend": NAME}
-// Agree: the same tokens for every prompt, and logprobs within 1e-2.
+// infer result: {"outputs": [{"tokens": [...], "text": "...",
+//   "logprobs": [...], "finish": "stop"|"length"}], "backend": NAME}
+//   one output per prompt, in order. `text` is the model tokenizer's
+//   Decode(tokens, skip_special=true), as `pcfarm local generate` prints it:
+//   bytes that are not UTF-8 (a token can end mid-character) are replaced by
+//   U+FFFD when the result is written (nlohmann's error_handler_t::replace),
+//   so it is the same string byte for byte. ValidateOutput allows at most
+//   256 bytes of text per token, plus 64.
+// Agree: the same tokens and text for every prompt, and logprobs within
+//   1e-2.
 //
-// train params (JSON):
+// train params (JSON): "model" and "adapter" as above, and
 //   "batch": [{"tokens": [ids], "weights": [w per token]}, ...]  weights[i]
 //            weights the prediction of tokens[i] from the tokens before it
 //            (Hugging Face labels; weights[0] is unused)

@@ -1,37 +1,54 @@
 #include "tasks/kinds/llm_kinds.h"
 
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "coordinator/cli/local_model.h"
 #include "tasks/backend/registry.h"
+#include "tasks/model/tokenizer.h"
 
 namespace pcfarm {
 namespace {
 
 using nlohmann::json;
 
-// The fixture model's files under made-up blob names: the kinds trust the
-// resolver (the worker's cache verifies hashes), so any 64-hex name works.
+// A made-up blob name for a file: the kinds trust the resolver (the
+// worker's cache verifies hashes), so any 64-hex name works; different
+// files get different ones.
+std::string FakeHash(const std::string& path) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (char c : path) h = (h ^ uint8_t(c)) * 1099511628211ull;
+  char name[65];
+  for (int i = 0; i < 4; ++i) {
+    std::snprintf(name + 16 * i, 17, "%016llx", static_cast<unsigned long long>(h + i));
+  }
+  return name;
+}
+
+// Model files under made-up blob names, and a context that resolves them.
 struct FixtureBlobs {
   std::map<std::string, std::string> path_of;
   json files = json::object();
   json adapter = json::object();
-  FixtureBlobs() {
-    std::string dir = std::string(PCFARM_SOURCE_DIR) + "/tests/fixtures/llama/llama_tiny";
-    int n = 0;
+
+  // The PyTorch fixture llama_tiny and its adapter.
+  FixtureBlobs()
+      : FixtureBlobs(std::string(PCFARM_SOURCE_DIR) + "/tests/fixtures/llama/llama_tiny",
+                     {"config.json", "model.safetensors", "tokenizer.json"},
+                     {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"}) {}
+  FixtureBlobs(const std::string& dir, const std::vector<std::string>& model_files,
+               const std::vector<std::string>& adapter_files = {}) {
     auto add = [&](const std::string& file, json* into) {
-      char name[65];
-      std::snprintf(name, sizeof name, "%064d", ++n);
+      std::string name = FakeHash(dir + "/" + file);
       path_of[name] = dir + "/" + file;
       (*into)[std::filesystem::path(file).filename().string()] = name;
     };
-    add("config.json", &files);
-    add("model.safetensors", &files);
-    add("tokenizer.json", &files);
-    add("adapter/adapter_config.json", &adapter);
-    add("adapter/adapter_model.safetensors", &adapter);
+    for (const auto& f : model_files) add(f, &files);
+    for (const auto& f : adapter_files) add(f, &adapter);
   }
   RunContext Context(const std::string& backend = "cpu") const {
     RunContext ctx;
@@ -44,6 +61,35 @@ struct FixtureBlobs {
     return ctx;
   }
 };
+
+// A random byte-level model (`pcfarm local make-model`) in a fresh
+// directory, removed at the end.
+struct RandomModel {
+  std::string dir;
+  FixtureBlobs blobs;
+  explicit RandomModel(const std::string& name, std::string_view preset = "tiny")
+      : dir(Write(name, preset)),
+        blobs(dir, {"config.json", "model.safetensors", "tokenizer.json"}) {}
+  ~RandomModel() { std::filesystem::remove_all(dir); }
+  static std::string Write(const std::string& name, std::string_view preset) {
+    std::string d = (std::filesystem::temp_directory_path() /
+                     ("pcfarm_llm_kinds_" + name + "_" + std::to_string(::getpid())))
+                        .string();
+    auto r = WriteRandomModel(d, preset, 7);
+    REQUIRE(r.ok());
+    return d;
+  }
+  Tokenizer LoadTokenizer() const {
+    auto t = Tokenizer::Load(dir + "/tokenizer.json");
+    REQUIRE(t.ok());
+    return std::move(t).value();
+  }
+};
+
+// How `pcfarm local generate --json` writes a string (PrintJson).
+std::string AsLocalGenerateWrites(const std::string& raw) {
+  return json(raw).dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 TEST_CASE("infer generates deterministically and agrees with itself") {
   FixtureBlobs blobs;
@@ -86,6 +132,21 @@ TEST_CASE("infer generates deterministically and agrees with itself") {
   json fin = out;
   fin["outputs"][0]["finish"] = "maybe";
   CHECK(shape(fin).message().find("'finish'") != std::string::npos);
+  json no_text = out;
+  no_text["outputs"][0].erase("text");
+  CHECK(shape(no_text).message().find("'text'") != std::string::npos);
+  json num_text = out;
+  num_text["outputs"][0]["text"] = 3;
+  CHECK(shape(num_text).message().find("'text'") != std::string::npos);
+  json long_text = out;  // 6 tokens: at most 6 * 256 + 64 bytes
+  long_text["outputs"][0]["text"] = std::string(6 * 256 + 64, 'x');
+  CHECK(shape(long_text).ok());
+  long_text["outputs"][0]["text"] = std::string(6 * 256 + 65, 'x');
+  CHECK(shape(long_text).message().find("at most 1600 bytes") != std::string::npos);
+  // The same tokens with another text is a different answer.
+  json other_text = out;
+  other_text["outputs"][0]["text"] = out["outputs"][0]["text"].get<std::string>() + "!";
+  CHECK_FALSE(kind->Agree(*a, other_text.dump()));
   CHECK(kind->ValidateOutput(p.dump(), std::string(1 << 20, '[')).message().find(
             "nested deeper") != std::string::npos);
   CHECK_FALSE(kind->ValidateOutput(p.dump(), std::string(kind->max_output_bytes() + 1, ' ')).ok());
@@ -104,6 +165,59 @@ TEST_CASE("infer generates deterministically and agrees with itself") {
   auto text = kind->Run(t.dump(), blobs.Context());
   REQUIRE(text.ok());
   CHECK(json::parse(*text)["outputs"][0]["tokens"].size() == 3);
+  CHECK(kind->ValidateOutput(t.dump(), *text).ok());
+}
+
+TEST_CASE("infer returns each output's text as local generate writes it") {
+  RandomModel rm("text");
+  const Tokenizer tok = rm.LoadTokenizer();
+  auto kind = MakeInferKind();
+  const std::vector<int32_t> hello = tok.Encode("Hello there, said the", true);
+  for (const char* input : {"prompts", "prompt_tokens"}) {
+    INFO(input);
+    json p = {{"model", rm.blobs.files}, {"max_tokens", 12}};
+    if (std::string(input) == "prompts") {
+      p["prompts"] = {"Hello there, said the", "Once"};
+    } else {
+      p["prompt_tokens"] = {hello, tok.Encode("Once", true)};
+    }
+    auto r = kind->Run(p.dump(), rm.blobs.Context());
+    REQUIRE(r.ok());
+    REQUIRE(kind->ValidateOutput(p.dump(), *r).ok());
+    json out = json::parse(*r);
+    for (const json& o : out["outputs"]) {
+      const std::string raw = tok.Decode(o["tokens"].get<std::vector<int32_t>>(), true);
+      CHECK(o["text"].dump(-1, ' ', false, json::error_handler_t::replace) ==
+            AsLocalGenerateWrites(raw));
+    }
+  }
+
+  // A byte-level token can end mid-character: the decoded bytes are then
+  // not UTF-8. Near-uniform sampling finds such an output; Run must not
+  // fail on it, and its text must be written as local generate writes it.
+  json hot = {{"model", rm.blobs.files}, {"prompt_tokens", {hello}}, {"max_tokens", 16},
+              {"temperature", 100}};
+  bool found = false;
+  for (int seed = 0; seed < 50 && !found; ++seed) {
+    hot["seed"] = seed;
+    auto r = kind->Run(hot.dump(), rm.blobs.Context());
+    REQUIRE(r.ok());
+    json o = json::parse(*r)["outputs"][0];
+    const std::string raw = tok.Decode(o["tokens"].get<std::vector<int32_t>>(), true);
+    if (json(raw).dump(-1, ' ', false, json::error_handler_t::ignore) ==
+        AsLocalGenerateWrites(raw)) {
+      continue;  // valid UTF-8
+    }
+    found = true;
+    INFO("seed " << seed);
+    CHECK(o["text"].get<std::string>().find("\xEF\xBF\xBD") != std::string::npos);  // U+FFFD
+    // What `pcfarm fetch` writes (it re-dumps the parsed result) is what
+    // local generate writes, byte for byte.
+    CHECK(o["text"].dump(-1, ' ', false, json::error_handler_t::replace) ==
+          AsLocalGenerateWrites(raw));
+    CHECK(kind->ValidateOutput(hot.dump(), *r).ok());
+  }
+  CHECK(found);
 }
 
 TEST_CASE("infer on Vulkan agrees with the CPU") {
