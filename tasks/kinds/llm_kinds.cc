@@ -47,6 +47,10 @@ bool HexHash(const std::string& h) {
   return true;
 }
 
+bool IsGgufName(const std::string& n) {
+  return n.size() > 5 && n.compare(n.size() - 5, 5, ".gguf") == 0;
+}
+
 Status CheckFiles(const json& j, const char* field, bool required) {
   auto it = j.find(field);
   if (it == j.end()) {
@@ -63,6 +67,10 @@ Status CheckFiles(const json& j, const char* field, bool required) {
     if (!hash.is_string() || !HexHash(hash.get<std::string>())) {
       return InvalidArgument(std::string("'") + field + "." + name +
                              "' must be a 64-digit hex hash");
+    }
+    if (IsGgufName(name) && it->size() != 1) {
+      return InvalidArgument(std::string("'") + field + "': a .gguf file holds the whole model (" +
+                             name + "), so it must be the only file");
     }
   }
   return Status::Ok();
@@ -108,11 +116,13 @@ struct ModelInstance {
   Tokenizer tokenizer;
 };
 
-// The model map is a Hugging Face directory (config, weights, tokenizer).
+// The model map is a Hugging Face directory, or one .gguf file (config,
+// weights and tokenizer inside).
 Result<std::unique_ptr<ModelInstance>> LoadFromParams(const json& p, const RunContext& ctx) {
   const json& files = p.at("model");
   PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<BlobDir> model_dir, BlobDir::Make(files, ctx));
-  const std::string path = model_dir->path();
+  std::string path = model_dir->path();
+  if (files.size() == 1 && IsGgufName(files.begin().key())) path += "/" + files.begin().key();
   PCFARM_ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(path));
   auto m = std::make_unique<ModelInstance>();
   BackendOptions bo;

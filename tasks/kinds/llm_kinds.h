@@ -10,11 +10,15 @@
 //               "tokenizer.json": HASH, ...}        (required)
 //   "adapter": {"adapter_config.json": HASH,
 //               "adapter_model.safetensors": HASH}  (optional PEFT adapter)
-// File names are plain names (letters, digits, '.', '_', '-').
+// File names are plain names (letters, digits, '.', '_', '-'). A "model" map
+// may instead hold exactly one file whose name ends in ".gguf": a GGUF v3
+// model with its config, weights and tokenizer inside (tasks/model/
+// model_loader.h); a .gguf name beside other files is refused.
 //
 // infer params (JSON):
 //   "prompts": ["text", ...]           tokenized with the model's tokenizer
-//                                      (its post-processor adds BOS), or
+//                                      (tokenizer.json, or the GGUF's vocab;
+//                                      its template adds BOS), or
 //   "prompt_tokens": [[ids], ...]      token ids as they are
 //   "max_tokens": 1..4096 (default 64), "temperature" (0 = greedy),
 //   "top_k" (0 = off), "top_p" (1 = off), "seed" (u64; prompt i samples
