@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "tasks/backend/registry.h"
@@ -142,6 +143,87 @@ Result<std::unique_ptr<ModelInstance>> LoadFromParams(const json& p, const RunCo
   return m;
 }
 
+// The idle models of infer shards, kept for the next shard that names the
+// same files on the same device: loading costs a file read and an upload per
+// shard, the generation of a small shard often less.
+//
+// A model is lent to one Run at a time (LlamaModel and Backend are one
+// thread at a time): Acquire takes it out of the cache and Return puts it
+// back. A second Run that wants the same model while the first holds it
+// loads its own instance rather than waiting: that is what every Run did
+// before the cache, and the worker's slots keep running side by side
+// (waiting would make them take turns on one model). So that a load never
+// finds more models in memory than it did before the cache, a miss first
+// drops every idle model (none has its key), and a train shard, which
+// changes its model and so never reuses one, drops them too. At most
+// kIdleModels stay idle, the least recently returned going first.
+//
+// Keys are the content hashes of the files, so a cached model is what the
+// files hold even after the worker's blob cache evicts them; the model does
+// not read them after loading.
+class InferModelCache {
+ public:
+  struct Key {
+    std::string model, adapter, backend;  // canonical JSON of the file maps
+    int device_index = 0;
+    bool operator==(const Key&) const = default;
+  };
+
+  static Key KeyOf(const json& p, const RunContext& ctx) {
+    return {p.at("model").dump(), p.contains("adapter") ? p.at("adapter").dump() : "",
+            ctx.backend, ctx.device_index};
+  }
+
+  // The process's cache; never destroyed (a GPU backend must not be torn
+  // down after its driver at exit).
+  static InferModelCache& Get() {
+    static auto* cache = new InferModelCache;
+    return *cache;
+  }
+
+  // An idle model with `key`, or nullptr after dropping every idle model.
+  std::unique_ptr<ModelInstance> Acquire(const Key& key) {
+    std::vector<Entry> dropped;
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+      if (it->key == key) {
+        std::unique_ptr<ModelInstance> m = std::move(it->model);
+        idle_.erase(it);
+        return m;
+      }
+    }
+    dropped.swap(idle_);  // freed after the lock is released
+    return nullptr;
+  }
+
+  // Takes back a model that served a Run without error.
+  void Return(Key key, std::unique_ptr<ModelInstance> m) {
+    std::vector<Entry> dropped;
+    std::lock_guard<std::mutex> lock(mu_);
+    idle_.push_back({std::move(key), std::move(m)});
+    while (idle_.size() > kIdleModels) {
+      dropped.push_back(std::move(idle_.front()));
+      idle_.erase(idle_.begin());
+    }
+  }
+
+  void DropIdle() {
+    std::vector<Entry> dropped;
+    std::lock_guard<std::mutex> lock(mu_);
+    dropped.swap(idle_);
+  }
+
+ private:
+  // Two: a worker with two slots on one model keeps both instances.
+  static constexpr size_t kIdleModels = 2;
+  struct Entry {
+    Key key;
+    std::unique_ptr<ModelInstance> model;
+  };
+  std::mutex mu_;
+  std::vector<Entry> idle_;  // oldest first
+};
+
 template <typename T>
 Status GetNumber(const json& j, const char* name, T lo, T hi, T* out) {
   auto it = j.find(name);
@@ -228,7 +310,12 @@ class InferKind final : public TaskKind {
     GenerationConfig g;
     uint64_t seed = 0;
     PCFARM_RETURN_IF_ERROR(Settings(p, &g, &seed));
-    PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<ModelInstance> m, LoadFromParams(p, ctx));
+    InferModelCache& cache = InferModelCache::Get();
+    InferModelCache::Key key = InferModelCache::KeyOf(p, ctx);
+    std::unique_ptr<ModelInstance> m = cache.Acquire(key);
+    if (m == nullptr) {
+      PCFARM_ASSIGN_OR_RETURN(m, LoadFromParams(p, ctx));
+    }
     ctx.ReportProgress(0.1);
     if (ctx.cancelled()) return Cancelled("cancelled");
     std::vector<GenerationRequest> reqs;
@@ -246,6 +333,8 @@ class InferKind final : public TaskKind {
       }
     }
     for (size_t i = 0; i < reqs.size(); ++i) reqs[i].seed = seed + i;
+    // A model whose Generate failed is dropped with `m`: the device may
+    // have left it unusable.
     PCFARM_ASSIGN_OR_RETURN(auto gens, m->model->Generate(reqs, g));
     json outputs = json::array();
     for (const auto& gen : gens) {
@@ -254,6 +343,7 @@ class InferKind final : public TaskKind {
                          {"logprobs", gen.logprobs},
                          {"finish", gen.finish == FinishReason::kStop ? "stop" : "length"}});
     }
+    cache.Return(std::move(key), std::move(m));
     ctx.ReportProgress(1.0);
     // As `pcfarm local generate` prints it: a token can end mid-character,
     // and bytes that are not UTF-8 become U+FFFD instead of throwing.
@@ -401,6 +491,9 @@ class TrainKind final : public TaskKind {
     OptimizerConfig opt;
     int64_t steps = 0;
     PCFARM_RETURN_IF_ERROR(Settings(p, &lora, &opt, &steps));
+    // Training changes the model, so each shard loads its own; the idle
+    // infer models give it their memory first.
+    InferModelCache::Get().DropIdle();
     PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<ModelInstance> m, LoadFromParams(p, ctx));
     // An adapter in the params is the current version: train from it.
     if (!p.contains("adapter")) PCFARM_RETURN_IF_ERROR(m->model->EnableLora(lora));

@@ -34,6 +34,11 @@
 // Agree: the same tokens and text for every prompt, and logprobs within
 //   1e-2.
 //
+// A worker keeps the models of its last infer shards loaded (at most two,
+// idle ones only) and reuses one for the next shard with the same "model"
+// and "adapter" files, backend and device; a model serves one shard at a
+// time, and a train shard frees the idle ones before it loads its own.
+//
 // train params (JSON): "model" and "adapter" as above, and
 //   "batch": [{"tokens": [ids], "weights": [w per token]}, ...]  weights[i]
 //            weights the prediction of tokens[i] from the tokens before it
@@ -50,6 +55,8 @@
 //   per-token gradients (divide by `weight` for the mean), so shards add up.
 // Agree: loss within 1e-4 relative, and values with relative L2 distance
 //   <= 1e-3 and cosine >= 0.999 (different devices round differently).
+//
+// Thread-safety: as every TaskKind; the model cache is guarded by a mutex.
 #pragma once
 
 #include <memory>

@@ -2,11 +2,13 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 
 #include "base/file.h"
 #include "coordinator/cli/local_model.h"
@@ -22,8 +24,8 @@ namespace {
 using nlohmann::json;
 
 // A made-up blob name for a file: the kinds trust the resolver (the
-// worker's cache verifies hashes), so any 64-hex name works; different
-// files get different ones.
+// worker's cache verifies hashes), so any 64-hex name works, but the infer
+// kind keeps models by these names, so different files get different ones.
 std::string FakeHash(const std::string& path) {
   uint64_t h = 1469598103934665603ull;  // FNV-1a
   for (char c : path) h = (h ^ uint8_t(c)) * 1099511628211ull;
@@ -34,11 +36,13 @@ std::string FakeHash(const std::string& path) {
   return name;
 }
 
-// Model files under made-up blob names, and a context that resolves them.
+// Model files under made-up blob names, and a context that resolves them
+// (counting the look-ups).
 struct FixtureBlobs {
   std::map<std::string, std::string> path_of;
   json files = json::object();
   json adapter = json::object();
+  std::shared_ptr<std::atomic<int>> lookups = std::make_shared<std::atomic<int>>(0);
 
   // The PyTorch fixture llama_tiny and its adapter.
   FixtureBlobs()
@@ -59,6 +63,7 @@ struct FixtureBlobs {
     RunContext ctx;
     ctx.backend = backend;
     ctx.blob_path = [this](std::string_view hash) -> Result<std::string> {
+      ++*lookups;
       auto it = path_of.find(std::string(hash));
       if (it == path_of.end()) return NotFound("no blob " + std::string(hash));
       return it->second;
@@ -223,6 +228,81 @@ TEST_CASE("infer returns each output's text as local generate writes it") {
     CHECK(kind->ValidateOutput(hot.dump(), *r).ok());
   }
   CHECK(found);
+}
+
+TEST_CASE("infer keeps a loaded model for the next shard with the same files") {
+  RandomModel rm("cache");
+  auto kind = MakeInferKind();
+  json p = {{"model", rm.blobs.files}, {"prompts", {"The cat", "A dog"}}, {"max_tokens", 8},
+            {"temperature", 0.8}, {"seed", 3}};
+  auto first = kind->Run(p.dump(), rm.blobs.Context());  // loads (or finds) it
+  REQUIRE(first.ok());
+  *rm.blobs.lookups = 0;
+  auto again = kind->Run(p.dump(), rm.blobs.Context());
+  REQUIRE(again.ok());
+  CHECK(*rm.blobs.lookups == 0);  // no blob was needed: the model was kept
+  // A kept model answers exactly as a fresh one, also after other prompts.
+  json other = p;
+  other["prompts"] = {"Something else entirely, and longer than before"};
+  REQUIRE(kind->Run(other.dump(), rm.blobs.Context()).ok());
+  auto third = kind->Run(p.dump(), rm.blobs.Context());
+  REQUIRE(third.ok());
+  CHECK(json::parse(*again) == json::parse(*first));
+  CHECK(json::parse(*third) == json::parse(*first));
+
+  // The model does not read its files after loading: with them gone (the
+  // worker's blob cache may evict them) the kept model still runs.
+  {
+    RandomModel gone("cache_gone");
+    json q = p;
+    q["model"] = gone.blobs.files;
+    auto before = kind->Run(q.dump(), gone.blobs.Context());
+    REQUIRE(before.ok());
+    std::filesystem::remove_all(gone.dir);
+    *gone.blobs.lookups = 0;
+    auto after = kind->Run(q.dump(), gone.blobs.Context());
+    REQUIRE(after.ok());
+    CHECK(*gone.blobs.lookups == 0);
+    CHECK(json::parse(*after) == json::parse(*before));
+  }
+
+  // Other files (an adapter, another model) are another model; a train
+  // shard frees the idle ones, so the next infer shard loads again.
+  FixtureBlobs fixture;
+  json with_adapter = {{"model", fixture.files}, {"adapter", fixture.adapter},
+                       {"prompt_tokens", {{1, 2, 3}}}, {"max_tokens", 4}};
+  json without = with_adapter;
+  without.erase("adapter");
+  REQUIRE(kind->Run(without.dump(), fixture.Context()).ok());
+  *fixture.lookups = 0;
+  auto adapted = kind->Run(with_adapter.dump(), fixture.Context());
+  REQUIRE(adapted.ok());
+  CHECK(*fixture.lookups == 5);  // 3 model files + 2 adapter files
+  *fixture.lookups = 0;
+  REQUIRE(kind->Run(with_adapter.dump(), fixture.Context()).ok());
+  CHECK(*fixture.lookups == 0);
+  json batch = json::array({{{"tokens", {1, 2, 3}}, {"weights", {0, 1, 1}}}});
+  REQUIRE(MakeTrainKind()->Run(json{{"model", fixture.files}, {"batch", batch}}.dump(),
+                               fixture.Context())
+              .ok());
+  *fixture.lookups = 0;
+  REQUIRE(kind->Run(with_adapter.dump(), fixture.Context()).ok());
+  CHECK(*fixture.lookups == 5);
+
+  // Slots running the same model at once each get their own instance and
+  // the same answers.
+  std::vector<std::string> results(8);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = t; i < 8; i += 2) {
+        auto r = kind->Run(p.dump(), rm.blobs.Context());
+        results[size_t(i)] = r.ok() ? *r : r.status().ToString();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (const auto& r : results) CHECK(r == *first);
 }
 
 // A minimal GGUF v3 writer (as tasks/model/gguf_test.cc's GgufBuilder).
