@@ -351,20 +351,28 @@ int RunFinetune(const LocalOptions& o) {
 
 // ---- make-model --------------------------------------------------------------
 
-int RunMakeModel(const LocalOptions& o) {
-  auto info = WriteRandomModel(o.out, o.config, o.seed);
-  if (!info.ok()) return Fail(info.status().WithContext("--out " + o.out));
+// `cmd` is the make-model command: its --gguf option is not bound to a
+// LocalOptions field, so its value is read from there.
+int RunMakeModel(const LocalOptions& o, const CLI::App& cmd) {
+  const CLI::Option* gguf_option = cmd.get_option("--gguf");
+  const std::string gguf = gguf_option->empty() ? "" : gguf_option->results().front();
+  auto info = WriteRandomModel(o.out, o.config, o.seed, gguf);
+  if (!info.ok())
+    return Fail(info.status().WithContext("--out " + o.out + (gguf.empty() ? "" : " --gguf " + gguf)));
   const ModelConfig& c = info->config;
   if (o.json) {
-    PrintJson({{"out", o.out},
-               {"config", o.config},
-               {"parameters", info->parameters},
-               {"hidden_size", c.hidden_size},
-               {"num_hidden_layers", c.num_hidden_layers},
-               {"vocab_size", c.vocab_size}});
+    json out = {{"out", o.out},
+                {"config", o.config},
+                {"parameters", info->parameters},
+                {"hidden_size", c.hidden_size},
+                {"num_hidden_layers", c.num_hidden_layers},
+                {"vocab_size", c.vocab_size}};
+    if (!gguf.empty()) out["gguf"] = gguf;
+    PrintJson(out);
   } else {
-    std::printf("wrote a random %s llama to %s: hidden %lld, %lld layers, vocab %lld, %lld parameters\n",
-                o.config.c_str(), o.out.c_str(), static_cast<long long>(c.hidden_size),
+    std::printf("wrote a random %s llama to %s%s%s: hidden %lld, %lld layers, vocab %lld, %lld parameters\n",
+                o.config.c_str(), o.out.c_str(), gguf.empty() ? "" : " and ", gguf.c_str(),
+                static_cast<long long>(c.hidden_size),
                 static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.vocab_size),
                 static_cast<long long>(info->parameters));
   }
@@ -430,6 +438,8 @@ LocalCommands::LocalCommands(CLI::App* app) {
       ->required()
       ->check(CLI::IsMember(RandomModelPresetNames()));
   make_model_->add_option("--seed", o.seed, "weights' random seed")->capture_default_str();
+  make_model_->add_option("--gguf", "also write the model as this GGUF v3 file")
+      ->type_name("FILE");
   make_model_->add_flag("--json", o.json, "print JSON for scripts");
 }
 
@@ -439,7 +449,7 @@ int LocalCommands::Run() {
   if (generate_->parsed()) return RunGenerate(opt_);
   if (eval_->parsed()) return RunEval(opt_);
   if (finetune_->parsed()) return RunFinetune(opt_);
-  if (make_model_->parsed()) return RunMakeModel(opt_);
+  if (make_model_->parsed()) return RunMakeModel(opt_, *make_model_);
   return Fail("local: no command given; see pcfarm local --help");
 }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <random>
 
+#include "tasks/model/gguf_writer.h"
 #include "tasks/model/model_loader.h"
 #include "tasks/model/model_weights.h"
 #include "tasks/model/tokenizer.h"
@@ -61,7 +62,7 @@ std::vector<std::string> RandomModelPresetNames() {
 }
 
 Result<RandomModelInfo> WriteRandomModel(const std::string& dir, std::string_view preset,
-                                         uint64_t seed) {
+                                         uint64_t seed, const std::string& gguf_path) {
   const Preset* p = nullptr;
   for (const Preset& candidate : kPresets)
     if (preset == candidate.name) p = &candidate;
@@ -105,6 +106,10 @@ Result<RandomModelInfo> WriteRandomModel(const std::string& dir, std::string_vie
     tensors.push_back({e.name, HostTensor::FromF32(e.shape, std::move(v))});
   }
   PCFARM_RETURN_IF_ERROR(WriteHfModel(dir, c, tensors, tokenizer_json));
+  if (!gguf_path.empty()) {
+    PCFARM_RETURN_IF_ERROR(
+        WriteGgufModel(gguf_path, c, tensors, tokenizer_json));
+  }
   return info;
 }
 

@@ -16,7 +16,10 @@
 // 10000, BOS <|begin_of_text|> (added by the tokenizer's template) and EOS
 // <|end_of_text|>. Weights: norms 1; every matrix (embeddings included)
 // normal with std 1/sqrt(its input width), from std::mt19937_64(seed), so
-// the same seed writes the same bytes.
+// the same seed writes the same bytes. With a GGUF path, the same model
+// (config, weights bit for bit, tokenizer) is also written as one GGUF v3
+// file (tasks/model/gguf_writer.h), which `pcfarm local` runs exactly as the
+// directory.
 //
 // Thread-safety: pure functions (the file writes are atomic per file).
 #pragma once
@@ -40,9 +43,10 @@ struct RandomModelInfo {
 };
 
 // Writes the preset's model to `dir` (created when missing; files there are
-// replaced). InvalidArgument on an unknown preset; the write's status
-// otherwise.
+// replaced) and, when `gguf_path` is not empty, to that file too (its
+// directory must exist; written atomically). InvalidArgument on an unknown
+// preset; the first failed write's status otherwise.
 Result<RandomModelInfo> WriteRandomModel(const std::string& dir, std::string_view preset,
-                                         uint64_t seed);
+                                         uint64_t seed, const std::string& gguf_path = "");
 
 }  // namespace pcfarm
