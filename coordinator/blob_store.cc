@@ -47,6 +47,7 @@ Status WriteAll(int fd, std::string_view data, const std::string& path) {
 Result<std::unique_ptr<BlobStore>> BlobStore::Open(const std::string& dir) {
   PCFARM_RETURN_IF_ERROR(MakeDirs(dir + "/blobs"));
   PCFARM_RETURN_IF_ERROR(MakeDirs(dir + "/tmp"));
+  PCFARM_RETURN_IF_ERROR(MakeDirs(dir + "/partial"));
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir + "/tmp", ec)) {
     std::filesystem::remove(e.path(), ec);
@@ -209,16 +210,69 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::NewWriter(
   return std::unique_ptr<BlobWriter>(new BlobWriter(this, hex, size, tmp, fd));
 }
 
+Result<std::unique_ptr<BlobWriter>> BlobStore::ResumeWriter(
+    std::string_view hash_hex, int64_t size) {
+  PCFARM_ASSIGN_OR_RETURN(std::string hex, CanonicalHex(hash_hex));
+  if (size < 0) return InvalidArgument("blob " + hex + ": negative size");
+  std::string path = dir_ + "/partial/" + hex;
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return IoError(Errno("open", path));
+  std::unique_ptr<BlobWriter> w(new BlobWriter(this, hex, size, path, fd, true));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return IoError(Errno("stat", path));
+  if (st.st_size > size && ::ftruncate(fd, 0) != 0) {
+    return IoError(Errno("truncate", path));
+  }
+  // Rebuild the hash state from the bytes already held.
+  std::string buf(kIoBufferBytes, '\0');
+  int64_t held = st.st_size > size ? 0 : int64_t(st.st_size);
+  while (w->written_ < held) {
+    ssize_t n = ::pread(fd, buf.data(),
+                        size_t(std::min<int64_t>(held - w->written_, int64_t(buf.size()))),
+                        w->written_);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return IoError(Errno("read", path));
+    w->hasher_.Update(std::string_view(buf.data(), size_t(n)));
+    w->written_ += n;
+  }
+  if (::lseek(fd, held, SEEK_SET) < 0) return IoError(Errno("seek", path));
+  return w;
+}
+
+int64_t BlobStore::PartialSize(std::string_view hash_hex) const {
+  auto hex = CanonicalHex(hash_hex);
+  if (!hex.ok()) return 0;
+  struct stat st;
+  if (::stat((dir_ + "/partial/" + *hex).c_str(), &st) != 0) return 0;
+  return int64_t(st.st_size);
+}
+
+Status BlobStore::DropPartial(std::string_view hash_hex) {
+  PCFARM_ASSIGN_OR_RETURN(std::string hex, CanonicalHex(hash_hex));
+  std::string path = dir_ + "/partial/" + hex;
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return IoError(Errno("remove", path));
+  }
+  return Status::Ok();
+}
+
 BlobWriter::BlobWriter(BlobStore* store, std::string expected_hex, int64_t size,
-                       std::string tmp_path, int fd)
+                       std::string tmp_path, int fd, bool keep_partial)
     : store_(store),
       expected_hex_(std::move(expected_hex)),
       expected_size_(size),
       tmp_path_(std::move(tmp_path)),
-      fd_(fd) {}
+      fd_(fd),
+      keep_partial_(keep_partial) {}
 
 BlobWriter::~BlobWriter() {
-  if (!done_) Discard();
+  if (done_) return;
+  if (keep_partial_) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    return;
+  }
+  Discard();
 }
 
 void BlobWriter::Discard() {

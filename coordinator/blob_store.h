@@ -1,7 +1,8 @@
 // BlobStore: content-addressed files (model weights, datasets, gradients).
 //
 // A blob is named by the lowercase hex BLAKE2b-256 of its bytes and lives at
-// DIR/blobs/<first 2 hex>/<hex>. Writes go to DIR/tmp, are fsynced, renamed
+// DIR/blobs/<first 2 hex>/<hex>. Uploads in progress live in DIR/partial
+// (kept across restarts, see ResumeWriter). Writes go to DIR/tmp, are fsynced, renamed
 // into place and the directory fsynced, so after a crash a blob is either
 // whole or absent; Open() clears temp files a crash left behind. Blobs are
 // immutable once written.
@@ -56,6 +57,20 @@ class BlobStore {
   Result<std::unique_ptr<BlobWriter>> NewWriter(std::string_view hash_hex,
                                                 int64_t size);
 
+  // A writer for an upload that may be interrupted and continued: its bytes
+  // go to DIR/partial/<hash>, which Open() keeps, so a later ResumeWriter
+  // for the same hash continues at written() (the bytes already held are
+  // hashed again to rebuild the hash state: a restart costs one read of
+  // them). Destroying the writer without Commit() keeps the partial file; a
+  // failed Commit() (size or hash wrong) removes it. A partial file longer
+  // than `size` is started over. InvalidArgument for a bad hash or size.
+  Result<std::unique_ptr<BlobWriter>> ResumeWriter(std::string_view hash_hex,
+                                                   int64_t size);
+  // Bytes held of a partial upload (0 when there is none).
+  int64_t PartialSize(std::string_view hash_hex) const;
+  // Removes a partial upload (OK when there is none).
+  Status DropPartial(std::string_view hash_hex);
+
   // DIR/blobs/ab/abcd...; REQUIRES: hash_hex is a valid hash.
   std::string PathOf(std::string_view hash_hex) const;
 
@@ -85,7 +100,7 @@ class BlobWriter {
   friend class BlobStore;
   // `expected_hex` "" = name the blob by what arrives; size < 0 = any size.
   BlobWriter(BlobStore* store, std::string expected_hex, int64_t size,
-             std::string tmp_path, int fd);
+             std::string tmp_path, int fd, bool keep_partial = false);
   void Discard();
 
   BlobStore* store_;
@@ -96,6 +111,7 @@ class BlobWriter {
   int64_t written_ = 0;
   Blake2bHasher hasher_;
   bool done_ = false;
+  bool keep_partial_ = false;  // an unfinished writer leaves its file
 };
 
 }  // namespace pcfarm

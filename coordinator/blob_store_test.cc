@@ -155,5 +155,57 @@ TEST_CASE_METHOD(BlobFixture, "open clears stale temp files", "[blob]") {
   CHECK(std::filesystem::is_empty(dir + "/tmp"));
 }
 
+TEST_CASE_METHOD(BlobFixture, "an upload resumes across writers and restarts",
+                 "[blob]") {
+  std::string data(300'000, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = char((i * 7919) >> 3);
+  std::string hex = HashToHex(Blake2b256(data));
+  CHECK(blobs->PartialSize(hex) == 0);
+  {
+    auto w = blobs->ResumeWriter(hex, int64_t(data.size()));
+    REQUIRE(w.ok());
+    REQUIRE((*w)->Append(data.substr(0, 100'000)).ok());
+  }  // interrupted: the bytes stay
+  CHECK(blobs->PartialSize(hex) == 100'000);
+  auto reopened = BlobStore::Open(dir);  // a restart keeps them too
+  REQUIRE(reopened.ok());
+  auto w = (*reopened)->ResumeWriter(hex, int64_t(data.size()));
+  REQUIRE(w.ok());
+  CHECK((*w)->written() == 100'000);
+  REQUIRE((*w)->Append(data.substr(100'000)).ok());
+  CHECK(*(*w)->Commit() == hex);
+  CHECK(*blobs->ReadChunk(hex, 0, int64_t(data.size())) == data);
+  CHECK(blobs->PartialSize(hex) == 0);
+}
+
+TEST_CASE_METHOD(BlobFixture, "a corrupt upload is discarded whole", "[blob]") {
+  std::string data = "0123456789abcdef";
+  std::string hex = HashToHex(Blake2b256(data));
+  std::string bad = data;
+  bad[3] = 'X';
+  {
+    auto w = blobs->ResumeWriter(hex, int64_t(data.size()));
+    REQUIRE(w.ok());
+    REQUIRE((*w)->Append(bad.substr(0, 8)).ok());
+  }
+  auto w = blobs->ResumeWriter(hex, int64_t(data.size()));
+  REQUIRE(w.ok());
+  REQUIRE((*w)->Append(bad.substr(8)).ok());
+  CHECK((*w)->Commit().status().code() == StatusCode::kCorruption);
+  CHECK_FALSE(blobs->Has(hex));
+  CHECK(blobs->PartialSize(hex) == 0);  // the next try starts over
+  SECTION("a partial file longer than announced starts over") {
+    REQUIRE(WriteFileAtomic(dir + "/partial/" + hex, data + "extra").ok());
+    auto again = blobs->ResumeWriter(hex, int64_t(data.size()));
+    REQUIRE(again.ok());
+    CHECK((*again)->written() == 0);
+  }
+  SECTION("bad arguments") {
+    CHECK(blobs->ResumeWriter("zz", 4).status().code() == StatusCode::kInvalidArgument);
+    CHECK(blobs->ResumeWriter(hex, -1).status().code() == StatusCode::kInvalidArgument);
+    CHECK(blobs->DropPartial(hex).ok());
+  }
+}
+
 }  // namespace
 }  // namespace pcfarm

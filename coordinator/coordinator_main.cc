@@ -6,6 +6,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "coordinator/cli/duration.h"
 #include "coordinator/server.h"
 #include "coordinator/setup.h"
 #include "base/malloc_tuning.h"
@@ -72,6 +73,10 @@ int main(int argc, char** argv) {
   serve->add_option("--events-max-rows", opts.coordinator_events_max_rows,
                     "keep at most this many events (the newest)")
       ->check(CLI::Range(int64_t(100), int64_t(1) << 40))->capture_default_str();
+  std::string min_free_disk = "1GiB";
+  serve->add_option("--min-free-disk", min_free_disk,
+                    "refuse uploads that would leave less free disk than this (e.g. 1GiB, 500MiB, 0)")
+      ->capture_default_str();
   serve->add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
 
   try {
@@ -82,6 +87,11 @@ int main(int argc, char** argv) {
     return 64;
   }
   opts.coordinator_events_max_age_ms = static_cast<int64_t>(events_max_age_days * 86'400'000);
+  if (*serve) {
+    auto reserve = pcfarm::ParseByteSize(min_free_disk);
+    if (!reserve.ok()) return Fail(reserve.status().WithContext("--min-free-disk"));
+    opts.min_free_disk_bytes = *reserve;
+  }
 
   if (*init) {
     pcfarm::Status s = pcfarm::InitCoordinatorDir(data, config);

@@ -23,6 +23,7 @@
 #include "coordinator/store.h"
 #include "coordinator/wal_syncer.h"
 #include "coordinator/zap_handler.h"
+#include "coordinator/server_internal.h"
 #include "crypto/hash.h"
 #include "crypto/codec.h"
 #include "crypto/keys.h"
@@ -34,28 +35,6 @@ namespace pcfarm {
 
 namespace {
 
-// What the coordinator knows of one connected worker.
-struct Peer {
-  std::string route;  // ROUTER routing id
-  int64_t worker_id = 0;
-  std::string name;
-  std::string sign_pk;
-  DeviceCaps caps;
-  // Shards it may hold at once: the first count this connection declared
-  // (HELLO or READY), capped by the coordinator's limit; 1 until then.
-  int slots = 1;
-  bool slots_declared = false;
-  int free_slots = 0;
-  uint64_t assigns_sent = 0;  // on this route
-  double gflops = 0;  // best measured device speed, from HELLO
-  int64_t last_recv_ms = 0;
-  int64_t last_send_ms = 0;
-  int bad_messages = 0;
-  // Its leased attempts, also those leased on an earlier connection: never
-  // more than `slots`.
-  std::unordered_set<int64_t> running;
-};
-
 // The WELCOME that tells a worker who it is and how often to heartbeat.
 wire::CoordinatorFrame MakeWelcome(int64_t worker_id, const ServerOptions& o,
                                    const std::string& sign_pk) {
@@ -66,6 +45,29 @@ wire::CoordinatorFrame MakeWelcome(int64_t worker_id, const ServerOptions& o,
   w->set_heartbeat_liveness(o.coordinator_heartbeat_liveness);
   w->set_coordinator_sign_pk(sign_pk);
   return f;
+}
+
+// The backends and the largest memory of the devices a worker declared
+// (the JSON its HELLO is stored as), and its best measured speed. No
+// devices: the CPU.
+void CapsFromDevices(const std::string& devices_json, DeviceCaps* caps, double* gflops) {
+  *caps = DeviceCaps{};
+  *gflops = 0;
+  nlohmann::json devices = nlohmann::json::parse(devices_json, nullptr, false);
+  if (devices.is_array()) {
+    for (const auto& d : devices) {
+      if (!d.is_object()) continue;
+      std::string backend = d.value("backend", std::string("cpu"));
+      if (std::find(caps->backends.begin(), caps->backends.end(), backend) ==
+          caps->backends.end()) {
+        caps->backends.push_back(backend);
+      }
+      caps->memory_bytes = std::max<int64_t>(
+          caps->memory_bytes, int64_t(d.value("memory_bytes", uint64_t(0))));
+      *gflops = std::max(*gflops, d.value("gflops", 0.0));
+    }
+  }
+  if (caps->backends.empty()) caps->backends = {"cpu"};
 }
 
 // The Curve public key libzmq authenticated for this message (ZAP User-Id),
@@ -81,119 +83,6 @@ std::string ConnectionKey(zmq::message_t& payload) {
 }
 
 }  // namespace
-
-class CoordinatorServer::Impl {
- public:
-  Impl(const ServerOptions& o, const CoordinatorConfig& c, IdentityKeys k,
-       std::unique_ptr<Store> s, std::unique_ptr<BlobStore> b)
-      : opts(o),
-        config(c),
-        keys(std::move(k)),
-        store(std::move(s)),
-        blobs(std::move(b)),
-        scheduler(store.get(), SchedulerOptions{o.scheduler_lease_ms,
-                                                o.scheduler_max_attempts}),
-        ctx(1) {
-    for (const auto& name : TaskKindRegistry::Builtin().Names()) {
-      const TaskKind* kind = TaskKindRegistry::Builtin().Find(name);
-      scheduler.verifier().Register(
-          name, [kind](std::string_view a, std::string_view b) {
-            return kind->Agree(a, b);
-          });
-    }
-    scheduler.set_summary_fold(FoldAcceptedResult);
-  }
-
-  Status Run(std::atomic<bool>* stop, ServerCounters* counters);
-
- private:
-  // ---- sending ----
-  void Send(Peer& peer, wire::CoordinatorFrame frame);
-  void SendTo(const std::string& route, wire::CoordinatorFrame frame);
-  void SendBytes(zmq::socket_t& sock, const std::string& route,
-                 const std::string& bytes);
-  // Group commit: everything one poll turn does (worker and client
-  // messages, the tick) runs inside one Store batch; what it sends waits in
-  // `outbox` until it is committed, then in `pending` until the WalSyncer
-  // made that commit durable (FlushDurable).
-  void BeginTurn();
-  Status EndTurn();
-  void FlushDurable();
-  void Reject(Peer* peer, const std::string& route, wire::RejectReason reason,
-              const std::string& detail, uint64_t attempt_id = 0);
-
-  // ---- workers ----
-  void OnWorkerMessage(const std::string& route, zmq::message_t& payload);
-  void OnEnroll(const std::string& route, const std::string& conn_key,
-                const wire::Enroll& enroll);
-  void OnHello(Peer& peer, const wire::Hello& hello);
-  void OnResult(Peer& peer, const wire::SignedEnvelope& env);
-  void OnBlobGet(Peer& peer, const wire::BlobGet& get);
-  void DropPeer(const std::string& route, const std::string& why);
-  void TryAssign(Peer& peer);
-  void AssignAll();
-  void DeclareSlots(Peer& peer, uint32_t slots);
-  // Counts a message an unenrolled connection should not have sent; past
-  // coordinator_max_unenrolled_messages the route is dropped and its key
-  // refused at the handshake.
-  void StrikeUnenrolled(const std::string& route, const std::string& conn_key);
-  // Stores a connect/disconnect event and logs it, at most
-  // coordinator_peer_events_per_minute per worker.
-  void PeerEvent(const char* kind, int64_t worker_id, const std::string& message);
-  void ActOn(const TransitionReport& report);
-  void BadMessage(Peer* peer, const std::string& route, const Status& why);
-  void Tick(int64_t now);
-
-  // ---- clients ----
-  void OnClientMessage(const std::string& route, zmq::message_t& payload);
-  Status HandleClient(const ClientInfo& client, const wire::ClientRequest& req,
-                      wire::ClientReply* reply);
-  Result<wire::JobInfo> JobToWire(const JobInfo& job);
-
-  ZapDecision Decide(const std::string& domain, const std::string& key);
-
- public:
-  ServerOptions opts;
-  CoordinatorConfig config;
-  IdentityKeys keys;
-  std::unique_ptr<Store> store;
-  std::unique_ptr<BlobStore> blobs;
-  Scheduler scheduler;
-  zmq::context_t ctx;
-  std::unique_ptr<zmq::socket_t> workers_sock;
-  std::unique_ptr<zmq::socket_t> clients_sock;
-  std::unordered_map<std::string, Peer> peers;            // by route
-  std::unordered_map<int64_t, std::string> route_of;      // worker id -> route
-  std::unordered_set<std::string> dropped;                // garbage senders
-  std::unordered_map<std::string, int> unenrolled_strikes;  // by route
-  // Keys of dropped unenrolled connections; the ZAP thread reads it.
-  std::mutex refused_mu;
-  std::unordered_set<std::string> refused_keys;
-  KeyedRateLimit peer_events{opts.coordinator_peer_events_per_minute, 60'000};
-  KeyedRateLimit unenrolled_log{10, 1'000};
-  KeyedRateLimit bad_log{20, 60'000};
-  // A shard became pending again this turn (a failure, a disagreement, a
-  // lost or expired lease): every idle worker is offered work at the end of
-  // the turn, not only the one that answered.
-  bool assign_all_due = false;
-  ServerCounters* counters = nullptr;
-  WireCounters wire_errors;
-  bool batching = false;
-  struct Outgoing {
-    bool to_client = false;  // clients_sock, else workers_sock
-    std::string route;
-    std::string bytes;
-    uint64_t epoch = 0;  // the commit it waits for
-  };
-  void SendOutgoing(const Outgoing& o) {
-    SendBytes(o.to_client ? *clients_sock : *workers_sock, o.route, o.bytes);
-  }
-  std::vector<Outgoing> outbox;  // this turn's, not committed yet
-  std::deque<Outgoing> pending;  // committed, waiting to be durable
-  std::unique_ptr<WalSyncer> syncer;  // null: each commit is durable itself
-  uint64_t commit_epoch = 0;
-  const Clock* clock = SystemClock::Get();
-};
 
 Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Open(
     const ServerOptions& options) {
@@ -211,8 +100,17 @@ Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Open(
   PCFARM_ASSIGN_OR_RETURN(auto store,
                           Store::Open(paths.db_file, SystemClock::Get()));
   PCFARM_ASSIGN_OR_RETURN(auto blobs, BlobStore::Open(paths.dir));
+  if (options.min_free_disk_bytes < 0) {
+    return InvalidArgument("--min-free-disk must not be negative");
+  }
   auto impl = std::make_unique<Impl>(options, config, std::move(keys),
                                      std::move(store), std::move(blobs));
+  UploadOptions uo;
+  uo.min_free_disk_bytes = options.min_free_disk_bytes;
+  uo.chunk_bytes = int64_t(WireLimits{}.upload_chunk_bytes);
+  std::string dir = paths.dir;
+  impl->uploads = std::make_unique<Uploads>(impl->blobs.get(), uo,
+                                            [dir] { return FreeDiskBytes(dir); });
   return std::unique_ptr<CoordinatorServer>(
       new CoordinatorServer(std::move(impl)));
 }
@@ -291,6 +189,11 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
   } else {
     spdlog::warn("deferred sync unavailable ({}); every commit waits for the disk",
                  deferred.ToString());
+  }
+  for (const char* state : {"queued", "running"}) {
+    auto active = store->ListJobs(state);
+    if (!active.ok()) continue;
+    for (const auto& j : *active) ShardBlobsOf(j.id, j.kind);
   }
   store->AddEvent("coordinator_started", 0, 0,
                   "serving workers on " + config.workers_endpoint).IgnoreError();
@@ -556,7 +459,10 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     p.worker_id = w->id;
     p.name = EscapePeerText(w->name);
     p.sign_pk = w->sign_pk;
-    p.caps.backends = {"cpu"};
+    // What its last HELLO said of its devices (it sends none when the
+    // coordinator restarted under its connection): shards that need memory
+    // or a backend still match it.
+    CapsFromDevices(w->devices_json, &p.caps, &p.gflops);
     // Leases from an earlier connection still count against its slots
     // (HELLO releases the ones it no longer holds).
     auto live = store->LiveAttempts(w->id);
@@ -687,24 +593,19 @@ void CoordinatorServer::Impl::OnHello(Peer& peer, const wire::Hello& hello) {
                  rejoined.status().ToString());
   }
   nlohmann::json devices = nlohmann::json::array();
-  double best = 0;
-  peer.caps = DeviceCaps{};
   for (const auto& d : hello.devices()) {
     devices.push_back({{"index", d.index()}, {"backend", EscapePeerText(d.backend())},
                        {"name", EscapePeerText(d.name())}, {"memory_bytes", d.memory_bytes()},
                        {"cores", d.cores()}, {"gflops", d.gflops()},
                        {"fp16", d.fp16()}});
-    best = std::max(best, d.gflops());
-    if (std::find(peer.caps.backends.begin(), peer.caps.backends.end(),
-                  d.backend()) == peer.caps.backends.end()) {
-      peer.caps.backends.push_back(d.backend());
-    }
-    peer.caps.memory_bytes =
-        std::max<int64_t>(peer.caps.memory_bytes, int64_t(d.memory_bytes()));
   }
-  if (peer.caps.backends.empty()) peer.caps.backends = {"cpu"};
-  peer.gflops = best;
-  store->SetWorkerDevices(peer.worker_id, devices.dump(), best).IgnoreError();
+  CapsFromDevices(devices.dump(), &peer.caps, &peer.gflops);
+  peer.blobs.clear();
+  for (const auto& h : hello.cached_blobs()) {
+    auto hash = HashFromBytes(h);
+    if (hash.ok()) peer.blobs.insert(HashToHex(*hash));
+  }
+  store->SetWorkerDevices(peer.worker_id, devices.dump(), peer.gflops).IgnoreError();
   store->TouchWorker(peer.worker_id).IgnoreError();
   Send(peer, MakeWelcome(peer.worker_id, opts, keys.sign.public_key()));
 }
@@ -731,6 +632,12 @@ void CoordinatorServer::Impl::TryAssign(Peer& peer) {
     body.set_issued_ms(clock->NowMs());
     body.set_deadline_ms(l.deadline_ms);
     body.set_nonce(RandomBytes(16));
+    for (const auto& hex : ShardBlobsOf(l.job_id, l.job_kind)) {
+      auto hash = HashFromHex(hex);
+      if (!hash.ok()) continue;
+      body.add_blob_hashes(HashToBytes(*hash));
+      peer.blobs.insert(hex);  // it fetches and caches them for this shard
+    }
     std::string body_bytes = body.SerializeAsString();
     Status s = store->SetAttemptShardHash(l.attempt_id,
                                           HashToBytes(Blake2b256(body_bytes)));
@@ -749,16 +656,42 @@ void CoordinatorServer::Impl::TryAssign(Peer& peer) {
   }
 }
 
+const std::vector<std::string>& CoordinatorServer::Impl::ShardBlobsOf(
+    int64_t job_id, const std::string& kind) {
+  auto it = job_shard_blobs.find(job_id);
+  if (it != job_shard_blobs.end()) return it->second;
+  std::vector<std::string> blobs_of_job;
+  const JobPlanner* planner = FindPlanner(kind);
+  auto job = store->GetJob(job_id);
+  if (planner && job.ok()) blobs_of_job = planner->ShardBlobs(job->params);
+  if (job_shard_blobs.size() > 10'000) job_shard_blobs.clear();
+  return job_shard_blobs[job_id] = std::move(blobs_of_job);
+}
+
 void CoordinatorServer::Impl::AssignAll() {
-  // When there are fewer shards than idle workers, the fastest (by their
-  // measured bench speed) get them first.
+  // Locality first: idle workers that already hold blobs the pending jobs'
+  // shards need (a model, say) are offered work before the others, so a
+  // model is sent to as few workers as the work needs. Among equals, the
+  // fastest (by their measured bench speed) go first.
   std::vector<Peer*> idle;
   for (auto& [route, peer] : peers) {
     if (peer.free_slots > 0) idle.push_back(&peer);
   }
   if (idle.empty()) return;
-  std::sort(idle.begin(), idle.end(),
-            [](const Peer* a, const Peer* b) { return a->gflops > b->gflops; });
+  std::unordered_set<std::string> wanted;
+  for (const auto& [job, hexes] : job_shard_blobs) wanted.insert(hexes.begin(), hexes.end());
+  std::unordered_map<const Peer*, size_t> held;
+  for (Peer* p : idle) {
+    size_t n = 0;
+    if (!wanted.empty()) {
+      for (const auto& h : p->blobs) n += wanted.count(h);
+    }
+    held[p] = n;
+  }
+  std::sort(idle.begin(), idle.end(), [&](const Peer* a, const Peer* b) {
+    if (held[a] != held[b]) return held[a] > held[b];
+    return a->gflops > b->gflops;
+  });
   // Once no shard is pending, the other idle workers need not be asked
   // (a farm of thousands of idle PCs would cost a query each).
   for (Peer* p : idle) {
@@ -791,6 +724,7 @@ void CoordinatorServer::Impl::ActOn(const TransitionReport& report) {
     assign_all_due = true;  // its shard is pending again
   }
   for (int64_t job : report.failed_jobs) {
+    job_shard_blobs.erase(job);
     spdlog::info("job {} failed", job);
     assign_all_due = true;  // its workers are free
   }
@@ -1001,6 +935,12 @@ void CoordinatorServer::Impl::Tick(int64_t now) {
       store->TouchWorker(peer.worker_id).IgnoreError();
     }
   }
+  // Jobs that ended no longer pull workers toward their blobs.
+  for (auto it = job_shard_blobs.begin(); it != job_shard_blobs.end();) {
+    auto job = store->GetJob(it->first);
+    bool active = job.ok() && (job->state == "queued" || job->state == "running");
+    it = active ? std::next(it) : job_shard_blobs.erase(it);
+  }
   auto pruned = store->PruneEvents(opts.coordinator_events_max_age_ms,
                                    opts.coordinator_events_max_rows);
   if (pruned.ok()) {
@@ -1040,175 +980,6 @@ void CoordinatorServer::Impl::OnClientMessage(const std::string& route,
     return;
   }
   SendBytes(*clients_sock, route, bytes);
-}
-
-Result<wire::JobInfo> CoordinatorServer::Impl::JobToWire(const JobInfo& job) {
-  wire::JobInfo out;
-  out.set_job_id(static_cast<uint64_t>(job.id));
-  out.set_kind(job.kind);
-  out.set_state(job.state);
-  out.set_priority(static_cast<uint32_t>(job.priority));
-  out.set_redundancy(static_cast<uint32_t>(job.redundancy));
-  out.set_shards_total(static_cast<uint32_t>(job.shards_total));
-  out.set_shards_accepted(static_cast<uint32_t>(job.shards_accepted));
-  out.set_reason(job.reason);
-  out.set_created_ms(job.created_ms);
-  out.set_updated_ms(job.updated_ms);
-  // Kept up to date as shards are accepted: a query never re-reads results.
-  if (job.shards_accepted > 0) out.set_summary(job.summary);
-  return out;
-}
-
-Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
-                                             const wire::ClientRequest& req,
-                                             wire::ClientReply* reply) {
-  bool admin = client.role == ClientRole::kAdmin;
-  switch (req.msg_case()) {
-    case wire::ClientRequest::kTokenCreate: {
-      if (!admin) return PermissionDenied("only an admin may create tokens");
-      const auto& t = req.token_create();
-      if (t.uses() < 1 || t.uses() > 100000) {
-        return InvalidArgument("uses must be 1..100000");
-      }
-      if (t.ttl_ms() <= 0) return InvalidArgument("ttl must be positive");
-      EnrollmentToken token = MakeEnrollmentToken(
-          AdvertisedEndpoint(config), keys.sign.public_key(),
-          keys.curve.public_key(), clock->NowMs() + t.ttl_ms(), t.uses());
-      PCFARM_RETURN_IF_ERROR(CheckEnrollmentToken(token));
-      auto added = store->AddToken(HashToBytes(SecretHash(token.secret)),
-                                   static_cast<int>(t.uses()), token.expires_ms);
-      if (!added.ok()) return added.status();
-      store->AddEvent("token_created", 0, 0,
-                      "token for " + std::to_string(t.uses()) + " worker(s)")
-          .IgnoreError();
-      auto* out = reply->mutable_token_create();
-      out->set_token(EncodeEnrollmentToken(token));
-      out->set_expires_ms(token.expires_ms);
-      out->set_uses(t.uses());
-      return Status::Ok();
-    }
-    case wire::ClientRequest::kSubmit: {
-      const auto& s = req.submit();
-      const TaskKind* kind = TaskKindRegistry::Builtin().Find(s.kind());
-      if (!kind) return InvalidArgument("unknown task kind '" + s.kind() + "'");
-      if (s.shard_params_size() == 0) return InvalidArgument("a job needs at least one shard");
-      if (s.redundancy() < 1 || s.redundancy() > 16) {
-        return InvalidArgument("redundancy must be 1..16");
-      }
-      JobSpec spec;
-      spec.kind = s.kind();
-      spec.params = s.params().empty() ? "{}" : s.params();
-      spec.priority = static_cast<int>(s.priority());
-      spec.redundancy = static_cast<int>(s.redundancy());
-      for (int i = 0; i < s.shard_params_size(); ++i) {
-        Status v = kind->ValidateParams(s.shard_params(i));
-        if (!v.ok()) return v.WithContext("shard " + std::to_string(i));
-        spec.shards.push_back(ShardSpec{s.shard_params(i), "", 0});
-      }
-      PCFARM_ASSIGN_OR_RETURN(int64_t id, store->CreateJob(spec));
-      store->AddEvent("job_submitted", id, 0,
-                      s.kind() + " job with " + std::to_string(spec.shards.size()) +
-                          " shards by " + client.name)
-          .IgnoreError();
-      spdlog::info("job {} submitted: {} x {} (redundancy {})", id,
-                   spec.shards.size(), s.kind(), spec.redundancy);
-      reply->mutable_submit()->set_job_id(static_cast<uint64_t>(id));
-      assign_all_due = true;
-      return Status::Ok();
-    }
-    case wire::ClientRequest::kListJobs: {
-      PCFARM_ASSIGN_OR_RETURN(auto jobs, store->ListJobs());
-      auto* out = reply->mutable_list_jobs();
-      for (const auto& j : jobs) {
-        PCFARM_ASSIGN_OR_RETURN(auto w, JobToWire(j));
-        w.clear_summary();
-        *out->add_jobs() = std::move(w);
-      }
-      return Status::Ok();
-    }
-    case wire::ClientRequest::kJobStatus: {
-      auto job = store->GetJob(static_cast<int64_t>(req.job_status().job_id()));
-      if (!job.ok()) {
-        return NotFound("no job " + std::to_string(req.job_status().job_id()));
-      }
-      PCFARM_ASSIGN_OR_RETURN(auto w, JobToWire(*job));
-      *reply->mutable_job_status()->mutable_job() = std::move(w);
-      return Status::Ok();
-    }
-    case wire::ClientRequest::kCancelJob: {
-      int64_t id = static_cast<int64_t>(req.cancel_job().job_id());
-      auto job = store->GetJob(id);
-      if (!job.ok()) return NotFound("no job " + std::to_string(id));
-      PCFARM_ASSIGN_OR_RETURN(auto report,
-                              store->CancelJob(id, "cancelled by " + client.name));
-      ActOn(report);
-      PCFARM_ASSIGN_OR_RETURN(auto after, store->GetJob(id));
-      PCFARM_ASSIGN_OR_RETURN(auto w, JobToWire(after));
-      *reply->mutable_cancel_job()->mutable_job() = std::move(w);
-      return Status::Ok();
-    }
-    case wire::ClientRequest::kListWorkers: {
-      PCFARM_ASSIGN_OR_RETURN(auto workers, store->ListWorkers());
-      auto* out = reply->mutable_list_workers();
-      for (const auto& w : workers) {
-        auto* o = out->add_workers();
-        o->set_worker_id(static_cast<uint64_t>(w.id));
-        o->set_name(w.name);
-        auto r = route_of.find(w.id);
-        o->set_connected(r != route_of.end());
-        if (r != route_of.end()) {
-          auto p = peers.find(r->second);
-          if (p != peers.end()) {
-            o->set_running(static_cast<uint32_t>(p->second.running.size()));
-          }
-        }
-        o->set_banned(w.banned);
-        o->set_trust(w.trust);
-        o->set_agreed(static_cast<uint64_t>(w.agreed));
-        o->set_disagreed(static_cast<uint64_t>(w.disagreed));
-        o->set_gflops(w.speed_gflops);
-        o->set_last_seen_ms(w.last_seen_ms);
-        try {
-          for (const auto& d : nlohmann::json::parse(w.devices_json)) {
-            auto* dev = o->add_devices();
-            dev->set_index(d.value("index", 0u));
-            dev->set_backend(d.value("backend", ""));
-            dev->set_name(d.value("name", ""));
-            dev->set_memory_bytes(d.value("memory_bytes", uint64_t(0)));
-            dev->set_cores(d.value("cores", 0u));
-            dev->set_gflops(d.value("gflops", 0.0));
-          }
-        } catch (const nlohmann::json::exception&) {
-        }
-      }
-      return Status::Ok();
-    }
-    case wire::ClientRequest::kStats: {
-      auto* m = reply->mutable_stats()->mutable_counters();
-      (*m)["messages_in"] = counters->messages_in;
-      (*m)["bad_messages"] = counters->bad_messages;
-      (*m)["results_accepted"] = counters->results_accepted;
-      (*m)["results_rejected"] = counters->results_rejected;
-      (*m)["results_replayed"] = counters->results_replayed;
-      (*m)["results_forged"] = counters->results_forged;
-      (*m)["shards_assigned"] = counters->shards_assigned;
-      (*m)["workers_lost"] = counters->workers_lost;
-      (*m)["unenrolled_messages"] = counters->unenrolled_messages;
-      (*m)["unenrolled_dropped"] = counters->unenrolled_dropped;
-      (*m)["results_invalid"] = counters->results_invalid;
-      (*m)["events_suppressed"] = counters->events_suppressed;
-      (*m)["events_pruned"] = counters->events_pruned;
-      (*m)["blob_bytes_sent"] = counters->blob_bytes_sent;
-      (*m)["workers_connected"] = peers.size();
-      for (size_t e = 0; e < kWireErrorCount; ++e) {
-        auto err = static_cast<WireError>(e);
-        (*m)[std::string("wire_") + WireErrorName(err)] = wire_errors.Get(err);
-      }
-      return Status::Ok();
-    }
-    default:
-      return InvalidArgument("unknown request");
-  }
 }
 
 }  // namespace pcfarm

@@ -12,6 +12,7 @@
 //   coordinator.key   Ed25519 + Curve25519 identity (0600)
 //   coordinator.db    SQLite store (WAL)
 //   blobs/            content-addressed blob files
+//   partial/          uploads in progress (kept across restarts)
 //   config.json       endpoints
 //   admin.profile     the admin's CLI profile (0600)
 //
@@ -60,6 +61,9 @@ struct ServerOptions {
   // coordinator_events_max_rows, are deleted (checked every heartbeat tick).
   int64_t coordinator_events_max_age_ms = 30LL * 24 * 3600 * 1000;
   int64_t coordinator_events_max_rows = 100'000;
+  // Uploads that would leave less than this free on the data directory's
+  // disk are refused.
+  int64_t min_free_disk_bytes = int64_t(1) << 30;
 };
 
 // The counters the server keeps (also shown by tests and benches).
@@ -78,6 +82,9 @@ struct ServerCounters {
   std::atomic<uint64_t> events_suppressed{0};   // by the per-worker event limit
   std::atomic<uint64_t> events_pruned{0};       // by the retention rule
   std::atomic<uint64_t> blob_bytes_sent{0};
+  std::atomic<uint64_t> upload_bytes_received{0};
+  std::atomic<uint64_t> uploads_completed{0};
+  std::atomic<uint64_t> uploads_deduplicated{0};  // begun for a stored blob
 };
 
 class CoordinatorServer {

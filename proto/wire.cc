@@ -46,8 +46,14 @@ size_t TypeLimit(const wire::CoordinatorFrame& f, const WireLimits& l) {
 }
 
 size_t TypeLimit(const wire::ClientRequest& r, const WireLimits& l) {
-  return r.msg_case() == wire::ClientRequest::kSubmit ? l.client_request_bytes
-                                                      : l.control_frame_bytes;
+  switch (r.msg_case()) {
+    case wire::ClientRequest::kSubmit:
+      return l.client_request_bytes;
+    case wire::ClientRequest::kUploadChunk:
+      return l.upload_chunk_bytes + kFrameOverheadBytes;
+    default:
+      return l.control_frame_bytes;
+  }
 }
 
 size_t TypeLimit(const wire::ClientReply&, const WireLimits& l) {
@@ -223,7 +229,8 @@ size_t MaxCoordinatorFrameBytes(const WireLimits& l) {
 }
 
 size_t MaxClientRequestBytes(const WireLimits& l) {
-  return std::max(l.client_request_bytes, l.control_frame_bytes);
+  return std::max({l.client_request_bytes, l.control_frame_bytes,
+                   l.upload_chunk_bytes + kFrameOverheadBytes});
 }
 
 Decoded<wire::WorkerFrame> DecodeWorkerFrame(std::string_view bytes,
@@ -329,6 +336,14 @@ size_t FieldLimit(const google::protobuf::FieldDescriptor& field,
           {"JobInfo.state", &WireLimits::label_bytes},
           {"JobInfo.reason", &WireLimits::reply_text_bytes},
           {"JobInfo.summary", &WireLimits::reply_text_bytes},
+          {"JobInfo.owner", &WireLimits::name_bytes},
+          {"UploadChunkRequest.data", &WireLimits::upload_chunk_bytes},
+          {"FetchReply.data", &WireLimits::fetch_data_bytes},
+          {"ClientAddRequest.name", &WireLimits::name_bytes},
+          {"ClientAddRequest.role", &WireLimits::label_bytes},
+          {"ClientEntry.name", &WireLimits::name_bytes},
+          {"ClientEntry.role", &WireLimits::label_bytes},
+          {"ClientRemoveRequest.name", &WireLimits::name_bytes},
           {"WorkerInfo.name", &WireLimits::name_bytes},
           {"StatsReply.CountersEntry.key", &WireLimits::label_bytes},
           {"ClientError.code", &WireLimits::label_bytes},
@@ -348,6 +363,9 @@ size_t FieldLimit(const google::protobuf::FieldDescriptor& field,
       {"BlobGet.hash", sizeof(Hash256)},
       {"Welcome.coordinator_sign_pk", kSignPublicKeyBytes},
       {"BlobChunk.hash", sizeof(Hash256)},
+      {"UploadBeginRequest.hash", sizeof(Hash256)},
+      {"UploadChunkRequest.hash", sizeof(Hash256)},
+      {"ClientAddRequest.curve_pk", kCurveKeyBytes},
   };
   std::string_view name = field.full_name();
   if (name.rfind("pcfarm.wire.", 0) == 0) name.remove_prefix(12);

@@ -57,19 +57,23 @@ struct WireLimits {
   size_t envelope_body_bytes = 8 * kMiB;
   // SUBMIT carries every shard's parameters.
   size_t client_request_bytes = 16 * kMiB;
+  // UploadChunkRequest.data at most this; an UPLOAD_CHUNK request at most
+  // this + overhead.
+  size_t upload_chunk_bytes = 1 * kMiB;
   // Every reply (job and worker lists grow with the farm).
   size_t client_reply_bytes = 16 * kMiB;
 
   // Each string and bytes field has a limit of its own (FieldLimit below);
   // a longer value makes the frame kOversized with a message naming the
   // field. These are the limits the fields share:
-  size_t name_bytes = 64;             // Enroll.name, WorkerInfo.name
+  size_t name_bytes = 64;             // Enroll.name, WorkerInfo.name, client names
   size_t token_secret_bytes = 64;     // Enroll.token_secret (base64url)
   size_t label_bytes = 64;            // kinds, backends, versions, states
   size_t text_bytes = 256;            // Bye.reason, DeviceInfo.name, Cancel.reason
   size_t error_bytes = 4 * kKiB;      // ResultBody.error, Reject.detail
   size_t reply_text_bytes = 64 * kKiB;  // job reasons and summaries, errors
   size_t params_bytes = 64 * kKiB;    // a job's and each shard's params
+  size_t fetch_data_bytes = 12 * kMiB;  // FetchReply.data
 };
 
 // The socket option ZMQ_MAXMSGSIZE for a socket that receives frames of at

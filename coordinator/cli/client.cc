@@ -1,5 +1,6 @@
 #include "coordinator/cli/client.h"
 
+#include <atomic>
 #include <chrono>
 #include <random>
 
@@ -24,6 +25,7 @@ CoordinatorClient::CoordinatorClient(const ClientProfile& profile,
 }
 
 CoordinatorClient::~CoordinatorClient() {
+  monitor_.reset();
   sock_.reset();
   ctx_.close();
 }
@@ -40,8 +42,20 @@ Status CoordinatorClient::Connect() {
                zmq::const_buffer(profile_.client_curve_pk.data(), 32));
     sock_->set(zmq::sockopt::curve_secretkey,
                zmq::const_buffer(profile_.client_curve_sk.data(), 32));
+    // A key the coordinator does not know fails the CurveZMQ handshake
+    // (its ZAP handler denies it): the monitor reports that at once, so the
+    // call can say so instead of waiting out its timeout.
+    static std::atomic<int> monitors{0};
+    std::string addr = "inproc://pcfarm-cli-monitor-" + std::to_string(monitors++);
+    if (zmq_socket_monitor(sock_->handle(), addr.c_str(),
+                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) == 0) {
+      monitor_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pair);
+      monitor_->set(zmq::sockopt::linger, 0);
+      monitor_->connect(addr);
+    }
     sock_->connect(profile_.endpoint);
   } catch (const zmq::error_t& e) {
+    monitor_.reset();
     sock_.reset();
     return InvalidArgument("cannot connect to " + profile_.endpoint + ": " +
                            e.what());
@@ -50,6 +64,11 @@ Status CoordinatorClient::Connect() {
 }
 
 Result<wire::ClientReply> CoordinatorClient::Call(wire::ClientRequest request) {
+  PCFARM_ASSIGN_OR_RETURN(uint64_t id, Post(std::move(request)));
+  return Await(id);
+}
+
+Result<uint64_t> CoordinatorClient::Post(wire::ClientRequest request) {
   if (!sock_) PCFARM_RETURN_IF_ERROR(Connect());
   uint64_t id = next_request_id_++;
   request.set_version(kProtocolVersion);
@@ -61,19 +80,59 @@ Result<wire::ClientReply> CoordinatorClient::Call(wire::ClientRequest request) {
     return mine.status().WithContext(
         "the request cannot be sent (limits in proto/wire.h)");
   }
-  auto deadline = std::chrono::steady_clock::now() +
-                  std::chrono::milliseconds(timeout_ms_);
   try {
     if (!sock_->send(zmq::buffer(bytes), zmq::send_flags::dontwait)) {
       return Unavailable("cannot queue the request to " + profile_.endpoint);
     }
+  } catch (const zmq::error_t& e) {
+    return Unavailable(std::string("talking to the coordinator: ") + e.what());
+  }
+  posted_.insert(id);
+  return id;
+}
+
+Result<wire::ClientReply> CoordinatorClient::Await(uint64_t id) {
+  auto finish = [&](wire::ClientReply reply) -> Result<wire::ClientReply> {
+    posted_.erase(id);
+    if (reply.has_error()) {
+      return Status(StatusCodeFromName(reply.error().code()), reply.error().message());
+    }
+    return reply;
+  };
+  if (auto e = early_.find(id); e != early_.end()) {
+    wire::ClientReply r = std::move(e->second);
+    early_.erase(e);
+    return finish(std::move(r));
+  }
+  if (!sock_ || !posted_.count(id)) {
+    return FailedPrecondition("no request " + std::to_string(id) + " is waiting");
+  }
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(timeout_ms_);
+  try {
     while (true) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) break;
-      zmq::pollitem_t item{sock_->handle(), 0, ZMQ_POLLIN, 0};
-      zmq::poll(&item, 1, left);
-      if (!(item.revents & ZMQ_POLLIN)) continue;
+      zmq::pollitem_t items[] = {{sock_->handle(), 0, ZMQ_POLLIN, 0},
+                                 {monitor_ ? monitor_->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, monitor_ ? 2 : 1, left);
+      if (monitor_ && (items[1].revents & ZMQ_POLLIN)) {
+        zmq::message_t event;
+        if (monitor_->recv(event, zmq::recv_flags::dontwait)) {
+          zmq::message_t addr;
+          if (event.more()) (void)monitor_->recv(addr, zmq::recv_flags::dontwait);
+          monitor_.reset();
+          sock_.reset();
+          posted_.clear();
+          early_.clear();
+          return PermissionDenied(
+              "the coordinator at " + profile_.endpoint +
+              " refused this profile's key: it is not a registered client (unknown "
+              "client key; ask the farm's admin for a profile)");
+        }
+      }
+      if (!(items[0].revents & ZMQ_POLLIN)) continue;
       zmq::message_t msg;
       if (!sock_->recv(msg, zmq::recv_flags::dontwait)) continue;
       auto reply = DecodeClientReply(msg.to_string_view());
@@ -81,18 +140,21 @@ Result<wire::ClientReply> CoordinatorClient::Call(wire::ClientRequest request) {
         return Corruption("bad reply from the coordinator: " +
                           reply.status().message());
       }
-      if (reply->request_id() != id) continue;  // a late answer to an old call
-      if (reply->has_error()) {
-        return Status(StatusCodeFromName(reply->error().code()),
-                      reply->error().message());
+      if (reply->request_id() == id) return finish(std::move(*reply));
+      // Another posted request's answer: keep it; a late answer to an
+      // abandoned call is dropped.
+      if (posted_.count(reply->request_id())) {
+        early_[reply->request_id()] = std::move(*reply);
       }
-      return std::move(*reply);
     }
   } catch (const zmq::error_t& e) {
     return Unavailable(std::string("talking to the coordinator: ") + e.what());
   }
   // Drop the socket so a late reply cannot be mistaken for the next one.
+  monitor_.reset();
   sock_.reset();
+  posted_.clear();
+  early_.clear();
   return Unavailable("no answer from the coordinator at " + profile_.endpoint +
                      " within " + std::to_string(timeout_ms_ / 1000.0).substr(0, 4) +
                      " s (is pcfarm-coordinator running, and is the profile's "

@@ -7,7 +7,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include <zmq.hpp>
@@ -28,6 +30,13 @@ class CoordinatorClient {
   // error's code and message.
   Result<wire::ClientReply> Call(wire::ClientRequest request);
 
+  // Pipelining (uploads keep several chunks in flight): Post sends and
+  // returns the request id at once; Await waits up to the timeout for the
+  // reply to that id, keeping replies to other posted ids that arrive
+  // first. Replies come back in the order requests were posted.
+  Result<uint64_t> Post(wire::ClientRequest request);
+  Result<wire::ClientReply> Await(uint64_t request_id);
+
  private:
   Status Connect();
 
@@ -35,7 +44,10 @@ class CoordinatorClient {
   int timeout_ms_;
   zmq::context_t ctx_;
   std::unique_ptr<zmq::socket_t> sock_;
+  std::unique_ptr<zmq::socket_t> monitor_;  // handshake failures of sock_
   uint64_t next_request_id_ = 1;
+  std::map<uint64_t, wire::ClientReply> early_;  // replies not awaited yet
+  std::set<uint64_t> posted_;
 };
 
 // Maps a ClientError code name back to a StatusCode (kInternal if unknown).

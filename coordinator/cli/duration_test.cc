@@ -19,5 +19,20 @@ TEST_CASE("durations parse with units and reject bad input") {
   CHECK_FALSE(ParseDurationMs("99999999999999999999d").ok());
 }
 
+TEST_CASE("sizes parse with units and reject bad input") {
+  CHECK(*ParseByteSize("0") == 0);
+  CHECK(*ParseByteSize("4096") == 4096);
+  CHECK(*ParseByteSize("1GiB") == (int64_t(1) << 30));
+  CHECK(*ParseByteSize("1g") == (int64_t(1) << 30));
+  CHECK(*ParseByteSize("512MiB") == (int64_t(512) << 20));
+  CHECK(*ParseByteSize("1.5KiB") == 1536);
+  CHECK_FALSE(ParseByteSize("").ok());
+  CHECK_FALSE(ParseByteSize("GiB").ok());
+  CHECK_FALSE(ParseByteSize("-1G").ok());
+  CHECK_FALSE(ParseByteSize("1.2.3G").ok());
+  CHECK_FALSE(ParseByteSize("5 parsecs").ok());
+  CHECK_FALSE(ParseByteSize("99999999999T").ok());
+}
+
 }  // namespace
 }  // namespace pcfarm

@@ -16,7 +16,9 @@
 #include <thread>
 
 #include "base/peer_text.h"
+#include "coordinator/cli/cli_common.h"
 #include "coordinator/cli/client.h"
+#include "coordinator/cli/farm_commands.h"
 #include "coordinator/cli/duration.h"
 #include "coordinator/cli/local_commands.h"
 #include "coordinator/client_profile.h"
@@ -25,54 +27,6 @@ namespace pcfarm {
 namespace {
 
 using nlohmann::json;
-
-struct Globals {
-  std::string profile_path;
-  double timeout_s = 10;
-  bool json = false;
-};
-
-// Text from the coordinator may carry what a worker sent (names, errors):
-// it reaches the terminal escaped (base/peer_text.h), never raw.
-std::string Safe(const std::string& text) { return EscapePeerText(text, 1 << 20); }
-
-int Fail(const std::string& what) {
-  std::fprintf(stderr, "pcfarm: %s\n", Safe(what).c_str());
-  return 1;
-}
-
-int Fail(const Status& s) { return Fail(s.message()); }
-
-std::string FormatTime(int64_t ms) {
-  if (ms <= 0) return "-";
-  std::time_t t = ms / 1000;
-  std::tm tm;
-  localtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
-  return buf;
-}
-
-json JobJson(const wire::JobInfo& j) {
-  json out = {{"job_id", j.job_id()},
-              {"kind", j.kind()},
-              {"state", j.state()},
-              {"priority", j.priority()},
-              {"redundancy", j.redundancy()},
-              {"shards_total", j.shards_total()},
-              {"shards_accepted", j.shards_accepted()},
-              {"reason", j.reason()},
-              {"created_ms", j.created_ms()},
-              {"updated_ms", j.updated_ms()}};
-  if (!j.summary().empty()) {
-    try {
-      out["summary"] = json::parse(j.summary());
-    } catch (const json::exception&) {
-      out["summary"] = j.summary();
-    }
-  }
-  return out;
-}
 
 json WorkerJson(const wire::WorkerInfo& w) {
   json devices = json::array();
@@ -90,23 +44,6 @@ json WorkerJson(const wire::WorkerInfo& w) {
           {"disagreed", w.disagreed()}, {"gflops", w.gflops()},
           {"running", w.running()},     {"last_seen_ms", w.last_seen_ms()},
           {"devices", devices}};
-}
-
-Result<std::unique_ptr<CoordinatorClient>> OpenClient(const Globals& g) {
-  std::string path = g.profile_path;
-  if (path.empty()) {
-    const char* env = std::getenv("PCFARM_PROFILE");
-    if (env) path = env;
-  }
-  if (path.empty()) {
-    return InvalidArgument(
-        "no profile: pass --profile FILE or set PCFARM_PROFILE (the admin's "
-        "is DATA/admin.profile, written by pcfarm-coordinator init)");
-  }
-  PCFARM_ASSIGN_OR_RETURN(ClientProfile profile, LoadClientProfile(path));
-  if (g.timeout_s <= 0) return InvalidArgument("--timeout must be positive");
-  return std::make_unique<CoordinatorClient>(
-      profile, static_cast<int>(g.timeout_s * 1000));
 }
 
 void PrintJobLine(const wire::JobInfo& j) {
@@ -196,34 +133,6 @@ int CmdJobs(const Globals& g) {
   return 0;
 }
 
-Result<wire::JobInfo> FetchJob(CoordinatorClient* client, uint64_t job) {
-  wire::ClientRequest req;
-  req.mutable_job_status()->set_job_id(job);
-  PCFARM_ASSIGN_OR_RETURN(auto reply, client->Call(req));
-  return reply.job_status().job();
-}
-
-void PrintJobDetails(const wire::JobInfo& j) {
-  std::printf("job %llu (%s)\n", (unsigned long long)j.job_id(),
-              j.kind().c_str());
-  std::printf("  state:      %s\n", j.state().c_str());
-  std::printf("  shards:     %u of %u accepted\n", j.shards_accepted(),
-              j.shards_total());
-  std::printf("  redundancy: %u   priority: %u\n", j.redundancy(), j.priority());
-  std::printf("  created:    %s   updated: %s\n",
-              FormatTime(j.created_ms()).c_str(),
-              FormatTime(j.updated_ms()).c_str());
-  if (!j.reason().empty()) std::printf("  reason:     %s\n", Safe(j.reason()).c_str());
-  if (!j.summary().empty()) {
-    try {
-      std::printf("  result:     %s\n",
-                  Safe(json::parse(j.summary()).dump()).c_str());
-    } catch (const json::exception&) {
-      std::printf("  result:     %s\n", Safe(j.summary()).c_str());
-    }
-  }
-}
-
 int CmdStatus(const Globals& g, uint64_t job) {
   auto client = OpenClient(g);
   if (!client.ok()) return Fail(client.status());
@@ -301,11 +210,6 @@ int CmdStats(const Globals& g) {
   return 0;
 }
 
-bool Terminal(const wire::JobInfo& j) {
-  return j.state() == "succeeded" || j.state() == "failed" ||
-         j.state() == "cancelled";
-}
-
 int CmdWait(const Globals& g, uint64_t job, double poll_s, double max_wait_s) {
   auto client = OpenClient(g);
   if (!client.ok()) return Fail(client.status());
@@ -324,9 +228,17 @@ int CmdWait(const Globals& g, uint64_t job, double poll_s, double max_wait_s) {
       int width = 30, filled = static_cast<int>(frac * width + 0.5);
       std::string bar(filled, '#');
       bar.append(width - filled, '-');
-      std::printf("\rjob %llu [%s] %3.0f%% %u/%u %-10s",
+      std::string extra;
+      if (j.kind() == "infer") {
+        InferProgress p = InferProgressOf(j);
+        char buf[96];
+        std::snprintf(buf, sizeof buf, " %lld/%lld prompts %.1f tok/s",
+                      (long long)p.prompts_done, (long long)p.prompts_total, p.tokens_per_s);
+        extra = buf;
+      }
+      std::printf("\rjob %llu [%s] %3.0f%% %u/%u shards%s %-10s",
                   (unsigned long long)job, bar.c_str(), frac * 100,
-                  j.shards_accepted(), j.shards_total(), j.state().c_str());
+                  j.shards_accepted(), j.shards_total(), extra.c_str(), j.state().c_str());
       std::fflush(stdout);
     } else if (!g.json) {
       char line[160];
@@ -422,6 +334,7 @@ int Main(int argc, char** argv) {
   add_json(stats);
 
   LocalCommands local(&app);
+  FarmCommands farm(&app, submit, &g);
 
   try {
     app.parse(argc, argv);
@@ -431,6 +344,7 @@ int Main(int argc, char** argv) {
     return 64;
   }
   if (local.selected()) return local.Run();
+  if (farm.selected()) return farm.Run();
   if (*token_create) return CmdTokenCreate(g, uses, ttl);
   if (*bench) return CmdSubmitBench(g, shards, size, redundancy, priority, reps);
   if (*jobs) return CmdJobs(g);

@@ -398,6 +398,7 @@ Status MiniCluster::StartCoordinator(int timeout_ms) {
       "--lease-ms", std::to_string(options_.lease_ms),
       "--max-attempts", std::to_string(options_.max_attempts),
       "--log-level", options_.log_level};
+  argv.insert(argv.end(), options_.coordinator_args.begin(), options_.coordinator_args.end());
   PCFARM_RETURN_IF_ERROR(coordinator_.Start(argv, coordinator_log_));
   Status last = Status::Ok();
   bool up = WaitUntil(

@@ -47,6 +47,8 @@ struct MiniClusterOptions {
   int worker_slots = 1;
   // --log-level of every daemon.
   std::string log_level = "debug";
+  // More `pcfarm-coordinator serve` flags (e.g. {"--min-free-disk", "0"}).
+  std::vector<std::string> coordinator_args;
 };
 
 // What a finished command did.

@@ -1,0 +1,64 @@
+// The `pcfarm` commands for LLM jobs on the farm and for the farm's users:
+//   submit infer   check a model and a prompts file here, upload them, queue
+//                  the job (its id is the last line printed)
+//   fetch          write a job's results to a file
+//   upload         put a file into the coordinator's blob store (resumable,
+//                  deduplicated); prints its hash
+//   client add|list|remove   the CLI keys the coordinator accepts (admin)
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "coordinator/cli/cli_common.h"
+
+namespace pcfarm {
+
+struct InferSubmitOptions {
+  std::string model;
+  std::string prompts;
+  std::string adapter;
+  int64_t max_tokens = 64;
+  double temperature = 0;
+  int64_t top_k = 0;
+  double top_p = 1;
+  uint64_t seed = 0;
+  int64_t prompts_per_shard = 0;
+  uint32_t redundancy = 1;
+  uint32_t priority = 0;
+};
+
+class FarmCommands {
+ public:
+  // Adds `submit infer` under `submit`, and `fetch` and `client` to `app`.
+  // REQUIRES: both outlive this object, which outlives app.parse().
+  FarmCommands(CLI::App* app, CLI::App* submit, Globals* globals);
+
+  // After app.parse(): true iff one of these commands was given.
+  bool selected() const;
+  int Run();
+
+ private:
+  int SubmitInfer();
+  int Fetch();
+  int Upload();
+  int ClientAdd();
+  int ClientList();
+  int ClientRemove();
+
+  Globals* g_;
+  InferSubmitOptions infer_;
+  CLI::App* infer_cmd_ = nullptr;
+  CLI::App* fetch_cmd_ = nullptr;
+  CLI::App* upload_cmd_ = nullptr;
+  std::string upload_path_;
+  CLI::App* client_add_ = nullptr;
+  CLI::App* client_list_ = nullptr;
+  CLI::App* client_remove_ = nullptr;
+  uint64_t job_ = 0;
+  std::string out_;
+  bool partial_ = false;
+  std::string client_name_, client_role_ = "submitter", client_out_;
+};
+
+}  // namespace pcfarm

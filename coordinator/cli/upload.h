@@ -1,0 +1,53 @@
+// Uploads from the CLI into the coordinator's blob store (the coordinator's
+// side: coordinator/uploads.h).
+//
+// A file is hashed (BLAKE2b-256) first, so that a file the coordinator
+// already holds is not sent at all; the hash is remembered per file (device,
+// inode, size, mtime) in $XDG_CACHE_HOME/pcfarm/file-hashes (default
+// ~/.cache), so uploading the same unchanged file again costs no re-read.
+// Then UploadBegin says what the coordinator holds, and chunks go from
+// there in order, kUploadWindow in flight. When the coordinator stops
+// answering or restarts mid-upload, the upload begins again from what it
+// holds (after a backoff) until `patience_s` passes without progress.
+//
+// Progress goes to stderr: a bar on a terminal, a line per 10% otherwise.
+//
+// Thread-safety: one thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/status.h"
+#include "coordinator/cli/client.h"
+
+namespace pcfarm {
+
+inline constexpr int kUploadWindow = 8;
+
+struct UploadReport {
+  std::string hash_hex;
+  int64_t size = 0;
+  int64_t sent = 0;          // bytes sent this time (0: deduplicated)
+  bool deduplicated = false;
+};
+
+struct CliUploadOptions {
+  std::string label;        // shown in progress lines (e.g. the file name)
+  bool progress = true;     // print progress to stderr
+  double patience_s = 120;  // give up after this long without progress
+};
+
+// Uploads the file at `path`.
+Result<UploadReport> UploadFile(CoordinatorClient* client, const std::string& path,
+                                const CliUploadOptions& options);
+// Uploads `bytes` (a file made in memory, e.g. normalized prompts).
+Result<UploadReport> UploadBytes(CoordinatorClient* client, const std::string& bytes,
+                                 const CliUploadOptions& options);
+
+// BLAKE2b-256 hex of the file, from the hash cache when the file is
+// unchanged since it was hashed.
+Result<std::string> HashFileCached(const std::string& path, bool progress,
+                                   const std::string& label);
+
+}  // namespace pcfarm

@@ -1,0 +1,292 @@
+#include "coordinator/jobs/infer_planner.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "coordinator/job_summary.h"
+#include "coordinator/jobs/planner.h"
+#include "tasks/kinds/kind.h"
+
+namespace pcfarm {
+
+using nlohmann::json;
+
+std::vector<PromptSlice> SplitPrompts(const std::vector<int64_t>& prompt_tokens,
+                                      const std::vector<size_t>& prompt_bytes,
+                                      int64_t max_tokens, int64_t model_parameters,
+                                      int prompts_per_shard) {
+  std::vector<PromptSlice> out;
+  const double flops_per_token = 2.0 * double(std::max<int64_t>(model_parameters, 1));
+  PromptSlice cur;
+  double flops = 0;
+  size_t bytes = 0;
+  for (size_t i = 0; i < prompt_tokens.size(); ++i) {
+    double f = flops_per_token * double(prompt_tokens[i] + max_tokens);
+    size_t b = prompt_bytes[i];
+    bool full;
+    if (prompts_per_shard > 0) {
+      full = cur.count >= size_t(prompts_per_shard);
+    } else {
+      full = cur.count >= size_t(kInferMaxPromptsPerShard) ||
+             (cur.count > 0 && flops + f > kInferShardFlops);
+    }
+    full = full || (cur.count > 0 && bytes + b > kInferShardParamsBytes);
+    if (full) {
+      out.push_back(cur);
+      cur = PromptSlice{i, 0};
+      flops = 0;
+      bytes = 0;
+    }
+    cur.count++;
+    flops += f;
+    bytes += b;
+  }
+  if (cur.count > 0) out.push_back(cur);
+  return out;
+}
+
+namespace {
+
+constexpr int64_t kMaxPromptsBlobBytes = int64_t(256) << 20;
+constexpr size_t kMaxPrompts = 1'000'000;
+
+Result<json> ParseParams(std::string_view text) {
+  PCFARM_ASSIGN_OR_RETURN(json p, ParseBoundedJson(text, 3, "infer job params"));
+  if (!p.is_object()) return InvalidArgument("infer job params: not a JSON object");
+  return p;
+}
+
+bool IsHash(const json& v) {
+  if (!v.is_string() || v.get<std::string>().size() != 64) return false;
+  for (char c : v.get<std::string>()) {
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+
+// The hashes of a {file: hash} map, or an error naming `field`.
+Result<std::vector<std::string>> FileHashes(const json& p, const char* field) {
+  std::vector<std::string> out;
+  auto it = p.find(field);
+  if (it == p.end()) return out;
+  if (!it->is_object() || it->empty()) {
+    return InvalidArgument(std::string("'") + field + "' must map file names to blob hashes");
+  }
+  for (const auto& [name, hash] : it->items()) {
+    if (!IsHash(hash)) {
+      return InvalidArgument(std::string("'") + field + "." + name + "' is not a blob hash");
+    }
+    out.push_back(hash.get<std::string>());
+  }
+  return out;
+}
+
+Result<std::string> ReadBlob(const BlobStore& blobs, const std::string& hash) {
+  PCFARM_ASSIGN_OR_RETURN(int64_t size, blobs.Size(hash));
+  if (size > kMaxPromptsBlobBytes) {
+    return InvalidArgument("the prompts file is over " +
+                           std::to_string(kMaxPromptsBlobBytes >> 20) + " MiB");
+  }
+  std::string out;
+  out.reserve(size_t(size));
+  while (int64_t(out.size()) < size) {
+    PCFARM_ASSIGN_OR_RETURN(
+        std::string chunk,
+        blobs.ReadChunk(hash, int64_t(out.size()),
+                        std::min<int64_t>(kBlobMaxChunkBytes, size - int64_t(out.size()))));
+    if (chunk.empty()) return Corruption("blob " + hash + " shrank while read");
+    out += chunk;
+  }
+  return out;
+}
+
+class InferPlanner final : public JobPlanner {
+ public:
+  std::string_view kind() const override { return "infer"; }
+
+  Result<JobPlan> Plan(const wire::SubmitRequest& request,
+                       const BlobStore& blobs) const override {
+    if (request.shard_params_size() != 0) {
+      return InvalidArgument("an infer job's shards are made by the coordinator: "
+                             "send no shard params");
+    }
+    PCFARM_ASSIGN_OR_RETURN(json p, ParseParams(request.params()));
+    PCFARM_ASSIGN_OR_RETURN(auto model, FileHashes(p, "model"));
+    if (model.empty()) return InvalidArgument("missing 'model'");
+    PCFARM_ASSIGN_OR_RETURN(auto adapter, FileHashes(p, "adapter"));
+    auto pb = p.find("prompts_blob");
+    if (pb == p.end() || !IsHash(*pb)) {
+      return InvalidArgument("'prompts_blob' must be a blob hash");
+    }
+    const std::string prompts_hash = pb->get<std::string>();
+    auto count = p.find("prompts");
+    if (count == p.end() || !count->is_number_unsigned() || count->get<uint64_t>() == 0 ||
+        count->get<uint64_t>() > kMaxPrompts) {
+      return InvalidArgument("'prompts' must be 1.." + std::to_string(kMaxPrompts));
+    }
+    auto number = [&](const char* name, int64_t lo, int64_t hi, int64_t def) -> Result<int64_t> {
+      auto it = p.find(name);
+      if (it == p.end()) return def;
+      if (!it->is_number_integer() || it->get<int64_t>() < lo || it->get<int64_t>() > hi) {
+        return InvalidArgument(std::string("'") + name + "' must be an integer in " +
+                               std::to_string(lo) + ".." + std::to_string(hi));
+      }
+      return it->get<int64_t>();
+    };
+    PCFARM_ASSIGN_OR_RETURN(int64_t max_tokens, number("max_tokens", 1, 4096, 64));
+    PCFARM_ASSIGN_OR_RETURN(int64_t per_shard,
+                            number("prompts_per_shard", 0, kInferMaxPromptsPerShard, 0));
+    PCFARM_ASSIGN_OR_RETURN(int64_t parameters,
+                            number("model_parameters", 0, int64_t(1) << 50, 0));
+    PCFARM_ASSIGN_OR_RETURN(int64_t model_bytes,
+                            number("model_bytes", 0, int64_t(1) << 50, 0));
+    uint64_t seed = 0;
+    if (auto s = p.find("seed"); s != p.end()) {
+      if (!s->is_number_unsigned()) return InvalidArgument("'seed' must be a non-negative integer");
+      seed = s->get<uint64_t>();
+    }
+
+    // The prompts, as the CLI checked and counted them.
+    PCFARM_ASSIGN_OR_RETURN(std::string text, ReadBlob(blobs, prompts_hash));
+    std::vector<std::string> prompts;
+    std::vector<int64_t> tokens;
+    std::vector<size_t> bytes;
+    size_t pos = 0;
+    while (pos < text.size()) {
+      size_t end = text.find('\n', pos);
+      if (end == std::string::npos) end = text.size();
+      std::string_view line(text.data() + pos, end - pos);
+      pos = end + 1;
+      if (line.empty()) continue;
+      std::string where = "prompts blob line " + std::to_string(prompts.size() + 1);
+      PCFARM_ASSIGN_OR_RETURN(json l, ParseBoundedJson(line, 1, where));
+      auto pr = l.find("prompt"), tk = l.find("tokens");
+      if (!l.is_object() || pr == l.end() || !pr->is_string() || pr->get<std::string>().empty() ||
+          tk == l.end() || !tk->is_number_unsigned()) {
+        return InvalidArgument(where + ": must be {\"prompt\": TEXT, \"tokens\": N}");
+      }
+      prompts.push_back(pr->get<std::string>());
+      tokens.push_back(tk->get<int64_t>());
+      // The prompt's share of its shard's params: itself JSON-escaped.
+      bytes.push_back(json(prompts.back()).dump().size() + 1);
+      if (prompts.size() > kMaxPrompts) break;
+    }
+    if (prompts.size() != count->get<uint64_t>()) {
+      return InvalidArgument("the prompts blob holds " + std::to_string(prompts.size()) +
+                             " prompts, the params say " +
+                             std::to_string(count->get<uint64_t>()));
+    }
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      if (bytes[i] > kInferShardParamsBytes) {
+        return InvalidArgument("prompt " + std::to_string(i + 1) + " is " +
+                               std::to_string(bytes[i]) + " bytes; a farm prompt "
+                               "may have at most " +
+                               std::to_string(kInferShardParamsBytes) + " bytes");
+      }
+    }
+
+    const TaskKind* kind = TaskKindRegistry::Builtin().Find("infer");
+    if (!kind) return Internal("this coordinator has no infer task kind");
+    JobPlan plan;
+    plan.params = p.dump();
+    for (const auto& slice : SplitPrompts(tokens, bytes, max_tokens, parameters,
+                                          int(per_shard))) {
+      json shard = {{"model", p["model"]},
+                    {"prompts", json::array()},
+                    {"max_tokens", max_tokens},
+                    {"seed", seed + slice.first},
+                    {"first", slice.first}};
+      if (p.contains("adapter")) shard["adapter"] = p["adapter"];
+      for (const char* f : {"temperature", "top_k", "top_p"}) {
+        if (p.contains(f)) shard[f] = p[f];
+      }
+      for (size_t i = slice.first; i < slice.first + slice.count; ++i) {
+        shard["prompts"].push_back(prompts[i]);
+      }
+      std::string sp = shard.dump();
+      Status v = kind->ValidateParams(sp);
+      if (!v.ok()) return v.WithContext("shard " + std::to_string(plan.shards.size()));
+      plan.shards.push_back(ShardSpec{std::move(sp), "", model_bytes});
+    }
+    plan.blobs = model;
+    plan.blobs.insert(plan.blobs.end(), adapter.begin(), adapter.end());
+    plan.blobs.push_back(prompts_hash);
+    return plan;
+  }
+
+  std::vector<std::string> ShardBlobs(std::string_view job_params) const override {
+    auto p = ParseParams(job_params);
+    if (!p.ok()) return {};
+    auto model = FileHashes(*p, "model");
+    auto adapter = FileHashes(*p, "adapter");
+    if (!model.ok() || !adapter.ok()) return {};
+    std::vector<std::string> out = *model;
+    out.insert(out.end(), adapter->begin(), adapter->end());
+    return out;
+  }
+
+  std::string Fold(std::string_view summary, int64_t index,
+                   std::string_view output) const override {
+    json out = json::parse(summary.begin(), summary.end(), nullptr, false);
+    if (!out.is_object()) out = json::object();
+    out["shards"] = out.value("shards", int64_t(0)) + 1;
+    (void)index;
+    json r = json::parse(output.begin(), output.end(), nullptr, false);
+    if (r.is_object() && r.contains("outputs") && r["outputs"].is_array()) {
+      int64_t tokens = 0;
+      for (const auto& o : r["outputs"]) {
+        if (o.is_object() && o.contains("tokens") && o["tokens"].is_array()) {
+          tokens += int64_t(o["tokens"].size());
+        }
+      }
+      out["prompts"] = out.value("prompts", int64_t(0)) + int64_t(r["outputs"].size());
+      out["tokens"] = out.value("tokens", int64_t(0)) + tokens;
+    }
+    return out.dump();
+  }
+
+  std::string Output(const std::vector<FetchedShard>& shards) const override {
+    std::string out;
+    for (const auto& s : shards) {
+      json p = json::parse(s.params, nullptr, false);
+      json r = json::parse(s.output, nullptr, false);
+      if (!p.is_object() || !r.is_object() || !p.contains("prompts") ||
+          !r.contains("outputs")) {
+        continue;  // ValidateOutput admitted neither
+      }
+      const json& prompts = p["prompts"];
+      const json& outputs = r["outputs"];
+      int64_t first = p.value("first", int64_t(0));
+      for (size_t i = 0; i < prompts.size() && i < outputs.size(); ++i) {
+        const json& o = outputs[i];
+        json line = {{"index", first + int64_t(i)},
+                     {"prompt", prompts[i]},
+                     {"text", o.value("text", std::string())},
+                     {"tokens", o.value("tokens", json::array())},
+                     {"finish_reason", o.value("finish", std::string())},
+                     {"worker", s.worker}};
+        out += line.dump(-1, ' ', false, json::error_handler_t::replace);
+        out += '\n';
+      }
+    }
+    return out;
+  }
+
+  std::string OutputTail(const JobInfo&) const override { return ""; }
+
+  std::string Summary(const JobInfo& job) const override {
+    json s = json::parse(job.summary.empty() ? "{}" : job.summary, nullptr, false);
+    if (!s.is_object()) s = json::object();
+    auto p = ParseParams(job.params);
+    if (p.ok() && p->contains("prompts")) s["prompts_total"] = (*p)["prompts"];
+    if (!s.contains("prompts")) s["prompts"] = 0;
+    if (!s.contains("tokens")) s["tokens"] = 0;
+    return s.dump();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<JobPlanner> MakeInferPlanner() { return std::make_unique<InferPlanner>(); }
+
+}  // namespace pcfarm

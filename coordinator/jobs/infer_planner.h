@@ -1,0 +1,55 @@
+// The `infer` job: a file of prompts continued by a model, split into
+// shards of the `infer` task kind (tasks/kinds/llm_kinds.h).
+//
+// Job params (SubmitRequest.params, written by `pcfarm submit infer`):
+//   "model":   {file name: blob hash, ...}   the model's files (required)
+//   "adapter": {file name: blob hash, ...}   a PEFT adapter (optional)
+//   "prompts_blob": blob hash of the prompts, JSONL, one line per prompt:
+//              {"prompt": TEXT, "tokens": N}  (N: its prompt tokens, counted
+//              by the CLI with the model's tokenizer; sizes the shards)
+//   "prompts": the number of lines (checked against the blob)
+//   "max_tokens" (default 64), "temperature", "top_k", "top_p", "seed":
+//              as the infer kind; prompt i of the file samples with seed + i
+//   "prompts_per_shard": 0 (default: from the token budget below) or 1..256
+//   "model_parameters": the model's parameter count (for the budget)
+//   "model_bytes": the model files' total size (each shard needs that much
+//              device memory at least)
+// Shard k's params are the infer kind's, with the prompts of its slice, and
+// "seed": seed + (index of its first prompt), "first": that index.
+//
+// Default shard size: prompts are packed in file order while the shard's
+// work, 2 * model_parameters * Σ (prompt tokens + max_tokens) FLOP, stays
+// within kInferShardFlops (about 10-30 s of decode on a home PC), and its
+// params within kInferShardParamsBytes; never more than
+// kInferMaxPromptsPerShard prompts (the KV cache of a shard grows with it).
+//
+// The job's output (`pcfarm fetch`): JSONL in prompt order, one object per
+// prompt: {"index", "prompt", "text", "tokens", "finish_reason", "worker"}.
+// Its summary: {"shards", "prompts" (done), "tokens" (generated)}.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace pcfarm {
+
+inline constexpr double kInferShardFlops = 5e11;
+inline constexpr size_t kInferShardParamsBytes = 48 * 1024;
+inline constexpr int kInferMaxPromptsPerShard = 256;
+
+struct PromptSlice {
+  size_t first = 0;
+  size_t count = 0;
+};
+
+// Splits prompts (their token counts and their params bytes) into shards:
+// `prompts_per_shard` each when > 0 (still cut where the params bytes would
+// pass kInferShardParamsBytes), else by the budget above. Every prompt is in
+// exactly one slice, in order. REQUIRES: the vectors have equal sizes.
+std::vector<PromptSlice> SplitPrompts(const std::vector<int64_t>& prompt_tokens,
+                                      const std::vector<size_t>& prompt_bytes,
+                                      int64_t max_tokens, int64_t model_parameters,
+                                      int prompts_per_shard);
+
+}  // namespace pcfarm

@@ -1,0 +1,88 @@
+// JobPlanner: what one kind of job means to the coordinator (DESIGN.md §6).
+//
+// Each job kind (bench, infer, later finetune) has one planner. The client
+// handlers ask it for the shards a submitted job starts with (Plan); the
+// event loop asks it which blobs a worker needs for the job's shards
+// (ShardBlobs), folds each accepted shard into the job's summary (Fold) and
+// renders the job's results for `pcfarm fetch` (Output, OutputTail). The
+// server stays an event loop and the scheduler stays policy: neither knows
+// what a kind's params mean.
+//
+// Thread-safety: planners hold no mutable state; every method may be called
+// from any thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "coordinator/blob_store.h"
+#include "coordinator/store.h"
+#include "proto/pcfarm.pb.h"
+
+namespace pcfarm {
+
+struct JobPlan {
+  std::string params;              // the job's own params, as stored
+  std::vector<ShardSpec> shards;   // at least one
+  // Every blob the job refers to (its shards' and its own, e.g. a prompts
+  // file): all must be in the blob store, and are linked to the job.
+  std::vector<std::string> blobs;
+};
+
+// One accepted shard as `pcfarm fetch` renders it.
+struct FetchedShard {
+  int64_t index = 0;
+  std::string params;   // the shard's params
+  std::string output;   // its accepted result
+  std::string worker;   // the name of the worker that produced it
+};
+
+class JobPlanner {
+ public:
+  virtual ~JobPlanner() = default;
+  virtual std::string_view kind() const = 0;
+
+  // The shards of a job submitted with `request` (its kind is kind()).
+  // InvalidArgument names what is wrong; NotFound names a blob the
+  // coordinator does not hold. Reads blobs the params name from `blobs`.
+  virtual Result<JobPlan> Plan(const wire::SubmitRequest& request,
+                               const BlobStore& blobs) const = 0;
+
+  // The blobs (hex hashes) a worker needs to run any shard of a job with
+  // these params; they go into every ShardBody.blob_hashes. Empty when the
+  // params are malformed (Plan refused those).
+  virtual std::vector<std::string> ShardBlobs(std::string_view job_params) const = 0;
+
+  // The job's summary (JSON object text; kEmptyJobSummary before any) with
+  // the accepted result `output` of shard `index` folded in.
+  virtual std::string Fold(std::string_view summary, int64_t index,
+                           std::string_view output) const = 0;
+
+  // The summary `pcfarm status` shows: the folded summary in the job's row,
+  // with what the planner adds from the job's params (infer: the prompts'
+  // total). The default is the row's summary.
+  virtual std::string Summary(const JobInfo& job) const { return job.summary; }
+
+  // The job's output for these accepted shards (in index order), and what
+  // follows the last shard (bench: the summary). Both are appended, in
+  // that order, to the file `pcfarm fetch` writes.
+  virtual std::string Output(const std::vector<FetchedShard>& shards) const = 0;
+  virtual std::string OutputTail(const JobInfo& job) const = 0;
+};
+
+// The planner of `kind`, or nullptr. Lives for the process.
+const JobPlanner* FindPlanner(std::string_view kind);
+
+// The summary fold the scheduler applies (store.h SummaryFold): the kind's
+// planner's Fold, or a shard count for a kind without one.
+std::string FoldWithPlanner(std::string_view kind, std::string_view summary,
+                            int64_t index, std::string_view output);
+
+std::unique_ptr<JobPlanner> MakeBenchPlanner();
+std::unique_ptr<JobPlanner> MakeInferPlanner();
+
+}  // namespace pcfarm

@@ -1,0 +1,156 @@
+#include "coordinator/jobs/planner.h"
+
+#include <stdlib.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "coordinator/jobs/infer_planner.h"
+#include "crypto/hash.h"
+
+namespace pcfarm {
+namespace {
+
+using nlohmann::json;
+
+TEST_CASE("prompts split by count, by budget and by bytes", "[planner]") {
+  std::vector<int64_t> tokens(10, 10);
+  std::vector<size_t> bytes(10, 100);
+  auto s = SplitPrompts(tokens, bytes, 54, 1000, 4);
+  REQUIRE(s.size() == 3);
+  CHECK(s[0].first == 0);
+  CHECK(s[0].count == 4);
+  CHECK(s[2].first == 8);
+  CHECK(s[2].count == 2);
+  // Budget: 2 * params * (10 + 54) FLOP per prompt; 3 prompts fit.
+  int64_t params = int64_t(kInferShardFlops / (2.0 * 64 * 3.5));
+  auto b = SplitPrompts(tokens, bytes, 54, params, 0);
+  REQUIRE(b.size() == 4);
+  CHECK(b[0].count == 3);
+  // Bytes cut even a fixed count.
+  std::vector<size_t> big(10, kInferShardParamsBytes / 2);
+  auto c = SplitPrompts(tokens, big, 54, 1000, 8);
+  CHECK(c.size() == 5);
+  // A tiny model: everything fits one shard, capped by the prompt limit.
+  std::vector<int64_t> many(600, 5);
+  std::vector<size_t> small(600, 10);
+  auto d = SplitPrompts(many, small, 16, 1000, 0);
+  REQUIRE(d.size() == 3);
+  CHECK(d[0].count == size_t(kInferMaxPromptsPerShard));
+  size_t total = 0;
+  for (const auto& x : d) total += x.count;
+  CHECK(total == 600);
+}
+
+struct PlannerFixture {
+  std::string dir;
+  std::unique_ptr<BlobStore> blobs;
+  PlannerFixture() {
+    CryptoInit();
+    char tmpl[] = "/tmp/pcfarm_planner_test.XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
+    blobs = std::move(BlobStore::Open(dir)).value();
+  }
+  ~PlannerFixture() { std::filesystem::remove_all(dir); }
+};
+
+TEST_CASE_METHOD(PlannerFixture, "an infer job becomes shards with global seeds", "[planner]") {
+  const JobPlanner* infer = FindPlanner("infer");
+  REQUIRE(infer != nullptr);
+  std::string lines;
+  for (int i = 0; i < 7; ++i) {
+    lines += json{{"prompt", "prompt number " + std::to_string(i)}, {"tokens", 4}}.dump() + "\n";
+  }
+  std::string prompts = *blobs->Put(lines);
+  std::string model = *blobs->Put("model bytes");
+  wire::SubmitRequest req;
+  req.set_kind("infer");
+  json p = {{"model", {{"model.safetensors", model}}}, {"prompts_blob", prompts},
+            {"prompts", 7}, {"max_tokens", 8}, {"seed", 100}, {"prompts_per_shard", 3},
+            {"temperature", 0.5}, {"model_bytes", 11}};
+  req.set_params(p.dump());
+  auto plan = infer->Plan(req, *blobs);
+  REQUIRE(plan.ok());
+  REQUIRE(plan->shards.size() == 3);
+  json s1 = json::parse(plan->shards[1].params);
+  CHECK(s1["first"] == 3);
+  CHECK(s1["seed"] == 103);
+  CHECK(s1["prompts"].size() == 3);
+  CHECK(s1["prompts"][0] == "prompt number 3");
+  CHECK(s1["temperature"] == 0.5);
+  CHECK(plan->shards[1].needs_memory_bytes == 11);
+  CHECK(plan->blobs.size() == 2);
+  CHECK(infer->ShardBlobs(plan->params) == std::vector<std::string>{model});
+
+  // Output: one line per prompt, in order, naming the worker.
+  json out = {{"outputs", json::array()}};
+  for (int i = 0; i < 3; ++i) {
+    out["outputs"].push_back({{"tokens", {1, 2}}, {"logprobs", {-0.1, -0.2}},
+                              {"text", "t" + std::to_string(i)}, {"finish", "length"}});
+  }
+  std::string rows = infer->Output({FetchedShard{1, plan->shards[1].params, out.dump(), "w1"}});
+  std::vector<json> parsed;
+  for (size_t pos = 0; pos < rows.size();) {
+    size_t end = rows.find('\n', pos);
+    parsed.push_back(json::parse(rows.substr(pos, end - pos)));
+    pos = end + 1;
+  }
+  REQUIRE(parsed.size() == 3);
+  CHECK(parsed[0]["index"] == 3);
+  CHECK(parsed[2]["prompt"] == "prompt number 5");
+  CHECK(parsed[1]["text"] == "t1");
+  CHECK(parsed[1]["finish_reason"] == "length");
+  CHECK(parsed[1]["worker"] == "w1");
+
+  std::string summary = infer->Fold("{}", 1, out.dump());
+  CHECK(json::parse(summary)["prompts"] == 3);
+  CHECK(json::parse(summary)["tokens"] == 6);
+
+  SECTION("bad params are refused") {
+    auto bad = [&](json q) {
+      wire::SubmitRequest r = req;
+      r.set_params(q.dump());
+      return infer->Plan(r, *blobs).status();
+    };
+    json q = p;
+    q["prompts"] = 8;
+    CHECK(bad(q).message().find("holds 7 prompts") != std::string::npos);
+    q = p;
+    q.erase("model");
+    CHECK(bad(q).code() == StatusCode::kInvalidArgument);
+    q = p;
+    q["prompts_blob"] = std::string(64, 'a');
+    CHECK(bad(q).code() == StatusCode::kNotFound);
+    q = p;
+    q["max_tokens"] = 0;
+    CHECK(bad(q).code() == StatusCode::kInvalidArgument);
+    wire::SubmitRequest with_shards = req;
+    with_shards.add_shard_params("{}");
+    CHECK(infer->Plan(with_shards, *blobs).status().code() == StatusCode::kInvalidArgument);
+  }
+}
+
+TEST_CASE_METHOD(PlannerFixture, "a bench job keeps its shards; its output is the summary",
+                 "[planner]") {
+  const JobPlanner* bench = FindPlanner("bench");
+  REQUIRE(bench != nullptr);
+  wire::SubmitRequest req;
+  req.set_kind("bench");
+  req.add_shard_params(R"({"n":16,"seed":1,"reps":1})");
+  auto plan = bench->Plan(req, *blobs);
+  REQUIRE(plan.ok());
+  CHECK(plan->shards.size() == 1);
+  CHECK(bench->ShardBlobs(plan->params).empty());
+  JobInfo job;
+  job.summary = R"({"shards":1})";
+  CHECK(json::parse(bench->OutputTail(job))["shards"] == 1);
+  wire::SubmitRequest empty;
+  empty.set_kind("bench");
+  CHECK_FALSE(bench->Plan(empty, *blobs).ok());
+  CHECK(FindPlanner("nope") == nullptr);
+}
+
+}  // namespace
+}  // namespace pcfarm

@@ -1,0 +1,185 @@
+// The coordinator's server state, shared by the event loop (server.cc) and
+// the client request handlers (client_requests.cc). Internal to the
+// coordinator: nothing outside coordinator/ includes it.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+#include <zmq.hpp>
+
+#include "base/clock.h"
+#include "coordinator/blob_store.h"
+#include "coordinator/job_summary.h"
+#include "coordinator/jobs/planner.h"
+#include "coordinator/rate_limit.h"
+#include "coordinator/scheduler.h"
+#include "coordinator/server.h"
+#include "coordinator/setup.h"
+#include "coordinator/store.h"
+#include "coordinator/uploads.h"
+#include "coordinator/wal_syncer.h"
+#include "coordinator/zap_handler.h"
+#include "crypto/keys.h"
+#include "proto/pcfarm.pb.h"
+#include "proto/wire.h"
+#include "tasks/kinds/kind.h"
+
+namespace pcfarm {
+
+// What the coordinator knows of one connected worker.
+struct Peer {
+  std::string route;  // ROUTER routing id
+  int64_t worker_id = 0;
+  std::string name;
+  std::string sign_pk;
+  DeviceCaps caps;
+  // Shards it may hold at once: the first count this connection declared
+  // (HELLO or READY), capped by the coordinator's limit; 1 until then.
+  int slots = 1;
+  bool slots_declared = false;
+  int free_slots = 0;
+  uint64_t assigns_sent = 0;  // on this route
+  double gflops = 0;  // best measured device speed, from HELLO
+  int64_t last_recv_ms = 0;
+  int64_t last_send_ms = 0;
+  int bad_messages = 0;
+  // Its leased attempts, also those leased on an earlier connection: never
+  // more than `slots`.
+  std::unordered_set<int64_t> running;
+  // Blobs (hex) it holds in its cache: what its HELLO listed and what the
+  // shards it was sent needed. Idle workers holding the blobs of pending
+  // jobs are offered work first (AssignAll).
+  std::unordered_set<std::string> blobs;
+};
+
+class CoordinatorServer::Impl {
+ public:
+  Impl(const ServerOptions& o, const CoordinatorConfig& c, IdentityKeys k,
+       std::unique_ptr<Store> s, std::unique_ptr<BlobStore> b)
+      : opts(o),
+        config(c),
+        keys(std::move(k)),
+        store(std::move(s)),
+        blobs(std::move(b)),
+        scheduler(store.get(), SchedulerOptions{o.scheduler_lease_ms,
+                                                o.scheduler_max_attempts}),
+        ctx(1) {
+    for (const auto& name : TaskKindRegistry::Builtin().Names()) {
+      const TaskKind* kind = TaskKindRegistry::Builtin().Find(name);
+      scheduler.verifier().Register(
+          name, [kind](std::string_view a, std::string_view b) {
+            return kind->Agree(a, b);
+          });
+    }
+    scheduler.set_summary_fold(FoldWithPlanner);
+  }
+
+  Status Run(std::atomic<bool>* stop, ServerCounters* counters);
+
+ private:
+  // ---- sending ----
+  void Send(Peer& peer, wire::CoordinatorFrame frame);
+  void SendTo(const std::string& route, wire::CoordinatorFrame frame);
+  void SendBytes(zmq::socket_t& sock, const std::string& route,
+                 const std::string& bytes);
+  // Group commit: everything one poll turn does (worker and client
+  // messages, the tick) runs inside one Store batch; what it sends waits in
+  // `outbox` until it is committed, then in `pending` until the WalSyncer
+  // made that commit durable (FlushDurable).
+  void BeginTurn();
+  Status EndTurn();
+  void FlushDurable();
+  void Reject(Peer* peer, const std::string& route, wire::RejectReason reason,
+              const std::string& detail, uint64_t attempt_id = 0);
+
+  // ---- workers ----
+  void OnWorkerMessage(const std::string& route, zmq::message_t& payload);
+  void OnEnroll(const std::string& route, const std::string& conn_key,
+                const wire::Enroll& enroll);
+  void OnHello(Peer& peer, const wire::Hello& hello);
+  void OnResult(Peer& peer, const wire::SignedEnvelope& env);
+  void OnBlobGet(Peer& peer, const wire::BlobGet& get);
+  void DropPeer(const std::string& route, const std::string& why);
+  void TryAssign(Peer& peer);
+  void AssignAll();
+  void DeclareSlots(Peer& peer, uint32_t slots);
+  // Counts a message an unenrolled connection should not have sent; past
+  // coordinator_max_unenrolled_messages the route is dropped and its key
+  // refused at the handshake.
+  void StrikeUnenrolled(const std::string& route, const std::string& conn_key);
+  // Stores a connect/disconnect event and logs it, at most
+  // coordinator_peer_events_per_minute per worker.
+  void PeerEvent(const char* kind, int64_t worker_id, const std::string& message);
+  void ActOn(const TransitionReport& report);
+  void BadMessage(Peer* peer, const std::string& route, const Status& why);
+  void Tick(int64_t now);
+
+  // ---- clients ----
+  void OnClientMessage(const std::string& route, zmq::message_t& payload);
+  Status HandleClient(const ClientInfo& client, const wire::ClientRequest& req,
+                      wire::ClientReply* reply);
+  Result<wire::JobInfo> JobToWire(const JobInfo& job);
+  // The job, when `client` may see it (an admin: any; a submitter: its own);
+  // NotFound otherwise.
+  Result<JobInfo> OwnJob(const ClientInfo& client, int64_t job_id);
+  std::string ClientName(int64_t client_id);
+  // The blobs every shard of the job needs (its planner's ShardBlobs),
+  // remembered per job.
+  const std::vector<std::string>& ShardBlobsOf(int64_t job_id, const std::string& kind);
+
+  ZapDecision Decide(const std::string& domain, const std::string& key);
+
+ public:
+  ServerOptions opts;
+  CoordinatorConfig config;
+  IdentityKeys keys;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<BlobStore> blobs;
+  std::unique_ptr<Uploads> uploads;
+  Scheduler scheduler;
+  // Per job: the blobs its shards need (filled at submit, and lazily).
+  std::unordered_map<int64_t, std::vector<std::string>> job_shard_blobs;
+  std::unordered_map<int64_t, std::string> client_names;  // by client id
+  zmq::context_t ctx;
+  std::unique_ptr<zmq::socket_t> workers_sock;
+  std::unique_ptr<zmq::socket_t> clients_sock;
+  std::unordered_map<std::string, Peer> peers;            // by route
+  std::unordered_map<int64_t, std::string> route_of;      // worker id -> route
+  std::unordered_set<std::string> dropped;                // garbage senders
+  std::unordered_map<std::string, int> unenrolled_strikes;  // by route
+  // Keys of dropped unenrolled connections; the ZAP thread reads it.
+  std::mutex refused_mu;
+  std::unordered_set<std::string> refused_keys;
+  KeyedRateLimit peer_events{opts.coordinator_peer_events_per_minute, 60'000};
+  KeyedRateLimit unenrolled_log{10, 1'000};
+  KeyedRateLimit bad_log{20, 60'000};
+  // A shard became pending again this turn (a failure, a disagreement, a
+  // lost or expired lease): every idle worker is offered work at the end of
+  // the turn, not only the one that answered.
+  bool assign_all_due = false;
+  ServerCounters* counters = nullptr;
+  WireCounters wire_errors;
+  bool batching = false;
+  struct Outgoing {
+    bool to_client = false;  // clients_sock, else workers_sock
+    std::string route;
+    std::string bytes;
+    uint64_t epoch = 0;  // the commit it waits for
+  };
+  void SendOutgoing(const Outgoing& o) {
+    SendBytes(o.to_client ? *clients_sock : *workers_sock, o.route, o.bytes);
+  }
+  std::vector<Outgoing> outbox;  // this turn's, not committed yet
+  std::deque<Outgoing> pending;  // committed, waiting to be durable
+  std::unique_ptr<WalSyncer> syncer;  // null: each commit is durable itself
+  uint64_t commit_epoch = 0;
+  const Clock* clock = SystemClock::Get();
+};
+
+}  // namespace pcfarm
