@@ -126,7 +126,9 @@ Result<UploadReport> Send(CoordinatorClient* client, const std::string& hex, int
   auto raw = HashFromHex(hex);
   if (!raw.ok()) return raw.status();
   const std::string hash = HashToBytes(*raw);
-  Progress p(o.progress, "upload", o.label, size);
+  // Small files are not worth a progress line each.
+  Progress p(o.progress && size >= (isatty(STDERR_FILENO) ? (1 << 20) : (16 << 20)), "upload",
+             o.label, size);
   double last_progress = Now();
   double backoff = 0.5;
   int64_t best = -1;
