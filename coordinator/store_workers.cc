@@ -42,6 +42,23 @@ ClientInfo ReadClient(Stmt& s) {
   return c;
 }
 
+template <typename Db>
+// Inserts a worker row; AlreadyExists when its curve key is registered.
+Result<int64_t> InsertWorkerTx(Db& db, const std::string& name, std::string_view sign_pk,
+                               std::string_view curve_pk, int64_t now) {
+  auto q = db.Q("INSERT INTO workers(name,sign_pk,curve_pk,created_ms,"
+                "last_seen_ms) VALUES(?1,?2,?3,?4,?4) RETURNING id");
+  Result<int64_t> id = q.Bind(name, BlobArg{sign_pk}, BlobArg{curve_pk}, now).OneInt();
+  if (!id.ok()) {
+    if (id.status().code() == StatusCode::kAlreadyExists) {
+      return AlreadyExists("worker '" + name + "': its curve key is already registered");
+    }
+    return id.status();
+  }
+  PCFARM_RETURN_IF_ERROR(q.Run());
+  return id;
+}
+
 }  // namespace
 
 const char* ClientRoleName(ClientRole role) {
@@ -64,21 +81,10 @@ Result<int64_t> Store::AddWorker(const std::string& name,
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
   return db_->Tx([&]() -> Result<int64_t> {
-    auto q = db_->Q("INSERT INTO workers(name,sign_pk,curve_pk,created_ms,"
-                    "last_seen_ms) VALUES(?1,?2,?3,?4,?4) RETURNING id");
-    Result<int64_t> id =
-        q.Bind(name, BlobArg{sign_pk}, BlobArg{curve_pk}, now).OneInt();
-    if (!id.ok()) {
-      if (id.status().code() == StatusCode::kAlreadyExists) {
-        return AlreadyExists("worker '" + name +
-                             "': its curve key is already registered");
-      }
-      return id.status();
-    }
-    PCFARM_RETURN_IF_ERROR(q.Run());
+    PCFARM_ASSIGN_OR_RETURN(int64_t id, InsertWorkerTx(*db_, name, sign_pk, curve_pk, now));
     PCFARM_RETURN_IF_ERROR(
-        db_->EventTx(now, "worker_added", 0, *id, "worker '" + name + "'"));
-    return *id;
+        db_->EventTx(now, "worker_added", 0, id, "worker '" + name + "'"));
+    return id;
   });
 }
 
@@ -136,22 +142,11 @@ Result<int64_t> Store::EnrollWorker(std::string_view token_secret_hash,
   return db_->Tx([&]() -> Result<int64_t> {
     PCFARM_ASSIGN_OR_RETURN(int64_t token,
                             ConsumeTokenTx(*db_, now, token_secret_hash));
-    auto q = db_->Q("INSERT INTO workers(name,sign_pk,curve_pk,created_ms,"
-                    "last_seen_ms) VALUES(?1,?2,?3,?4,?4) RETURNING id");
-    Result<int64_t> id =
-        q.Bind(name, BlobArg{sign_pk}, BlobArg{curve_pk}, now).OneInt();
-    if (!id.ok()) {
-      if (id.status().code() == StatusCode::kAlreadyExists) {
-        return AlreadyExists("worker '" + name +
-                             "': its curve key is already registered");
-      }
-      return id.status();
-    }
-    PCFARM_RETURN_IF_ERROR(q.Run());
+    PCFARM_ASSIGN_OR_RETURN(int64_t id, InsertWorkerTx(*db_, name, sign_pk, curve_pk, now));
     PCFARM_RETURN_IF_ERROR(db_->EventTx(
-        now, "worker_enrolled", 0, *id,
+        now, "worker_enrolled", 0, id,
         "worker '" + name + "' enrolled with token " + std::to_string(token)));
-    return *id;
+    return id;
   });
 }
 

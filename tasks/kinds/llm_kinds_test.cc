@@ -305,135 +305,13 @@ TEST_CASE("infer keeps a loaded model for the next shard with the same files") {
   for (const auto& r : results) CHECK(r == *first);
 }
 
-// A minimal GGUF v3 writer (as tasks/model/gguf_test.cc's GgufBuilder).
-class GgufWriter {
- public:
-  template <typename T>
-  static void Put(std::string* out, T v) {
-    out->append(reinterpret_cast<const char*>(&v), sizeof v);
-  }
-  static void PutStr(std::string* out, const std::string& s) {
-    Put<uint64_t>(out, s.size());
-    *out += s;
-  }
-  template <typename T>
-  void Scalar(const std::string& key, GgufType type, T v) {
-    std::string b;
-    Put(&b, v);
-    Raw(key, type, b);
-  }
-  void Str(const std::string& key, const std::string& v) {
-    std::string b;
-    PutStr(&b, v);
-    Raw(key, GgufType::kString, b);
-  }
-  void StrArray(const std::string& key, const std::vector<std::string>& v) {
-    std::string b;
-    Put<uint32_t>(&b, uint32_t(GgufType::kString));
-    Put<uint64_t>(&b, v.size());
-    for (auto& x : v) PutStr(&b, x);
-    Raw(key, GgufType::kArray, b);
-  }
-  template <typename T>
-  void Array(const std::string& key, GgufType elem, const std::vector<T>& v) {
-    std::string b;
-    Put<uint32_t>(&b, uint32_t(elem));
-    Put<uint64_t>(&b, v.size());
-    for (T x : v) Put(&b, x);
-    Raw(key, GgufType::kArray, b);
-  }
-  void TensorF32(const std::string& name, std::vector<uint64_t> dims, const std::vector<float>& v) {
-    tensors_.push_back({name, std::move(dims),
-                        std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4)});
-  }
-  std::string Build() const {
-    const uint64_t align = 32;
-    std::string out = "GGUF";
-    Put<uint32_t>(&out, 3);
-    Put<uint64_t>(&out, tensors_.size());
-    Put<uint64_t>(&out, n_kv_);
-    out += kv_;
-    std::string data;
-    for (const auto& t : tensors_) {
-      data.resize((data.size() + align - 1) / align * align, '\0');
-      PutStr(&out, t.name);
-      Put<uint32_t>(&out, uint32_t(t.dims.size()));
-      for (uint64_t d : t.dims) Put<uint64_t>(&out, d);
-      Put<uint32_t>(&out, kGgmlF32);
-      Put<uint64_t>(&out, data.size());
-      data += t.data;
-    }
-    out.resize((out.size() + align - 1) / align * align, '\0');
-    return out + data;
-  }
-
- private:
-  void Raw(const std::string& key, GgufType type, const std::string& value) {
-    PutStr(&kv_, key);
-    Put<uint32_t>(&kv_, uint32_t(type));
-    kv_ += value;
-    ++n_kv_;
-  }
-  struct Tensor {
-    std::string name;
-    std::vector<uint64_t> dims;
-    std::string data;
-  };
-  std::string kv_;
-  uint64_t n_kv_ = 0;
-  std::vector<Tensor> tensors_;
-};
-
-// A one-layer llama with random weights and a 15-token SentencePiece vocab
-// (gguf_test.cc's), as GGUF bytes.
-std::string TinyGguf() {
-  GgufWriter b;
-  b.Str("general.architecture", "llama");
-  b.Scalar<uint32_t>("llama.block_count", GgufType::kU32, 1);
-  b.Scalar<uint32_t>("llama.embedding_length", GgufType::kU32, 8);
-  b.Scalar<uint32_t>("llama.feed_forward_length", GgufType::kU32, 16);
-  b.Scalar<uint32_t>("llama.attention.head_count", GgufType::kU32, 2);
-  b.Scalar<uint32_t>("llama.attention.head_count_kv", GgufType::kU32, 1);
-  b.Scalar<uint32_t>("llama.context_length", GgufType::kU32, 64);
-  b.Scalar<float>("llama.rope.freq_base", GgufType::kF32, 10000.0f);
-  b.Scalar<float>("llama.attention.layer_norm_rms_epsilon", GgufType::kF32, 1e-5f);
-  b.Str("tokenizer.ggml.model", "llama");
-  b.StrArray("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "<0x21>", "\xe2\x96\x81", "h", "e",
-                                       "l", "o", "\xe2\x96\x81h", "ll", "he", "\xe2\x96\x81he",
-                                       "llo", "\xe2\x96\x81hello"});
-  b.Array<float>("tokenizer.ggml.scores", GgufType::kF32,
-                 {0, 0, 0, 0, -1, -1, -1, -1, -1, -5, -3, -2, -4, -6, -7});
-  b.Array<int32_t>("tokenizer.ggml.token_type", GgufType::kI32,
-                   {2, 3, 3, 6, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1});
-  b.Scalar<uint32_t>("tokenizer.ggml.bos_token_id", GgufType::kU32, 1);
-  b.Scalar<uint32_t>("tokenizer.ggml.eos_token_id", GgufType::kU32, 2);
-  const std::pair<const char*, std::vector<uint64_t>> tensors[] = {  // GGUF dims: columns first
-      {"token_embd.weight", {8, 15}},     {"output_norm.weight", {8}},
-      {"blk.0.attn_norm.weight", {8}},    {"blk.0.attn_q.weight", {8, 8}},
-      {"blk.0.attn_k.weight", {8, 4}},    {"blk.0.attn_v.weight", {8, 4}},
-      {"blk.0.attn_output.weight", {8, 8}}, {"blk.0.ffn_norm.weight", {8}},
-      {"blk.0.ffn_gate.weight", {8, 16}}, {"blk.0.ffn_up.weight", {8, 16}},
-      {"blk.0.ffn_down.weight", {16, 8}}};
-  std::mt19937_64 rng(5);
-  std::normal_distribution<float> normal(0.0f, 0.7f);
-  for (const auto& [name, dims] : tensors) {
-    size_t n = 1;
-    for (uint64_t d : dims) n *= d;
-    std::vector<float> v(n, 1.0f);
-    if (dims.size() == 2) {
-      for (float& x : v) x = normal(rng);
-    }
-    b.TensorF32(name, dims, v);
-  }
-  return b.Build();
-}
-
 TEST_CASE("infer runs a GGUF model with the GGUF's tokenizer") {
   const std::string dir = (std::filesystem::temp_directory_path() /
                            ("pcfarm_llm_kinds_gguf_" + std::to_string(::getpid())))
                               .string();
   REQUIRE(MakeDirs(dir).ok());
-  REQUIRE(WriteFileAtomic(dir + "/tiny.gguf", TinyGguf()).ok());
+  // The tiny random model written as one GGUF file (tasks/model/gguf_writer.h).
+  REQUIRE(WriteRandomModel(dir + "/hf", "tiny", 5, dir + "/tiny.gguf").ok());
   FixtureBlobs blobs(dir, {"tiny.gguf"});
   auto kind = MakeInferKind();
   json p = {{"model", blobs.files}, {"prompts", {"hello!", "hell"}}, {"max_tokens", 6},
@@ -448,7 +326,6 @@ TEST_CASE("infer runs a GGUF model with the GGUF's tokenizer") {
   // decoded by the GGUF's vocab.
   auto loaded = LoadModel(dir + "/tiny.gguf");
   REQUIRE(loaded.ok());
-  REQUIRE(loaded->tokenizer.Encode("hello!") == std::vector<int32_t>{1, 14, 3});
   auto backend = CreateBackend("cpu", BackendOptions{});
   REQUIRE(backend.ok());
   auto model = LlamaModel::Create(loaded->config, loaded->weights, backend->get());
@@ -464,7 +341,11 @@ TEST_CASE("infer runs a GGUF model with the GGUF's tokenizer") {
   REQUIRE(out["outputs"].size() == 2);
   for (size_t i = 0; i < 2; ++i) {
     CHECK(out["outputs"][i]["tokens"] == json((*gens)[i].tokens));
-    CHECK(out["outputs"][i]["text"] == loaded->tokenizer.Decode((*gens)[i].tokens, true));
+    // Bytes that are not UTF-8 (a byte-level token can end mid-character)
+    // travel as U+FFFD, as pcfarm local generate prints them.
+    json text = json::parse(json(loaded->tokenizer.Decode((*gens)[i].tokens, true))
+                                .dump(-1, ' ', false, json::error_handler_t::replace));
+    CHECK(out["outputs"][i]["text"] == text);
   }
 
   // A .gguf file is the whole model: nothing may sit beside it.
