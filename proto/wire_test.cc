@@ -203,6 +203,37 @@ std::vector<wire::ClientRequest> AllClientRequests() {
   r.set_request_id(6);
   r.mutable_list_workers();
   out.push_back(r);
+  r.Clear();
+  r.set_request_id(7);
+  r.mutable_upload_begin()->set_hash(std::string(32, 'h'));
+  r.mutable_upload_begin()->set_size(1 << 20);
+  out.push_back(r);
+  r.Clear();
+  r.set_request_id(8);
+  r.mutable_upload_chunk()->set_hash(std::string(32, 'h'));
+  r.mutable_upload_chunk()->set_offset(4096);
+  r.mutable_upload_chunk()->set_data(std::string(4096, 'd'));
+  out.push_back(r);
+  r.Clear();
+  r.set_request_id(9);
+  r.mutable_fetch()->set_job_id(3);
+  r.mutable_fetch()->set_from_shard(2);
+  r.mutable_fetch()->set_partial(true);
+  out.push_back(r);
+  r.Clear();
+  r.set_request_id(10);
+  r.mutable_client_add()->set_name("alice");
+  r.mutable_client_add()->set_role("submitter");
+  r.mutable_client_add()->set_curve_pk(std::string(32, 'k'));
+  out.push_back(r);
+  r.Clear();
+  r.set_request_id(11);
+  r.mutable_client_list();
+  out.push_back(r);
+  r.Clear();
+  r.set_request_id(12);
+  r.mutable_client_remove()->set_name("alice");
+  out.push_back(r);
   return out;
 }
 
@@ -244,6 +275,39 @@ std::vector<wire::ClientReply> AllClientReplies() {
   w->set_running(1);
   out.push_back(r);
   r.Clear();
+  r.set_request_id(8);
+  r.mutable_upload_begin()->set_offset(4096);
+  r.mutable_upload_begin()->set_chunk_bytes(1 << 20);
+  out.push_back(r);
+  r.Clear();
+  r.set_request_id(9);
+  r.mutable_upload_chunk()->set_received(8192);
+  r.mutable_upload_chunk()->set_complete(true);
+  out.push_back(r);
+  r.Clear();
+  r.set_request_id(10);
+  *r.mutable_fetch()->mutable_job() = Job();
+  r.mutable_fetch()->set_data("{\"index\":0}\n");
+  r.mutable_fetch()->set_next_shard(1);
+  r.mutable_fetch()->set_done(true);
+  out.push_back(r);
+  r.Clear();
+  r.set_request_id(11);
+  r.mutable_client_add()->set_client_id(2);
+  out.push_back(r);
+  r.Clear();
+  r.set_request_id(12);
+  auto* c = r.mutable_client_list()->add_clients();
+  c->set_client_id(2);
+  c->set_name("alice");
+  c->set_role("submitter");
+  c->set_created_ms(5);
+  out.push_back(r);
+  r.Clear();
+  r.set_request_id(13);
+  r.mutable_client_remove();
+  out.push_back(r);
+  r.Clear();
   r.set_request_id(7);  // a failed call: only the error is set
   r.mutable_error()->set_code("not_found");
   r.mutable_error()->set_message("no job 99");
@@ -271,9 +335,9 @@ void CheckRoundTrips(std::vector<Frame> frames, DecodeFn decode,
 TEST_CASE("every frame type round trips", "[proto]") {
   CheckRoundTrips(AllWorkerFrames(), DecodeWorkerFrame, 7);
   CheckRoundTrips(AllCoordinatorFrames(), DecodeCoordinatorFrame, 7);
-  CheckRoundTrips(AllClientRequests(), DecodeClientRequest, 6);
-  // The error-only reply has no oneof case: 6 message cases + NOT_SET.
-  CheckRoundTrips(AllClientReplies(), DecodeClientReply, 7);
+  CheckRoundTrips(AllClientRequests(), DecodeClientRequest, 12);
+  // The error-only reply has no oneof case: 12 message cases + NOT_SET.
+  CheckRoundTrips(AllClientReplies(), DecodeClientReply, 13);
 }
 
 // Every cut point of every sample frame: a typed error or (rarely, when the
@@ -454,6 +518,25 @@ TEST_CASE("every string and bytes field has a limit", "[proto]") {
     }
   }
   CHECK(checked >= 35);  // the walk reached the whole file
+}
+
+TEST_CASE("an upload chunk has a limit of its own", "[proto]") {
+  WireLimits limits;
+  wire::ClientRequest r;
+  r.mutable_upload_chunk()->set_hash(std::string(32, 'h'));
+  r.mutable_upload_chunk()->set_data(std::string(limits.upload_chunk_bytes, 'd'));
+  CHECK(DecodeClientRequest(EncodeFrame(&r), limits).ok());
+  r.mutable_upload_chunk()->set_data(std::string(limits.upload_chunk_bytes + 1, 'd'));
+  auto e = DecodeClientRequest(EncodeFrame(&r), limits);
+  REQUIRE_FALSE(e.ok());
+  CHECK(e.error() == WireError::kOversized);
+  // Other small requests keep the control-frame limit.
+  wire::ClientRequest fetch;
+  fetch.mutable_fetch()->set_job_id(1);
+  CHECK(DecodeClientRequest(EncodeFrame(&fetch), limits).ok());
+  wire::ClientRequest add;
+  add.mutable_client_add()->set_curve_pk(std::string(33, 'k'));
+  CHECK(DecodeClientRequest(EncodeFrame(&add), limits).error() == WireError::kOversized);
 }
 
 TEST_CASE("a field over its limit is refused, naming the field", "[proto]") {

@@ -142,6 +142,17 @@ std::vector<std::string> SampleClientRequests() {
   out.push_back(Enc(r));
   r.mutable_list_workers();
   out.push_back(Enc(r));
+  r.mutable_upload_begin()->set_hash(std::string(32, 'h'));
+  r.mutable_upload_begin()->set_size(100);
+  out.push_back(Enc(r));
+  r.mutable_upload_chunk()->set_hash(std::string(32, 'h'));
+  r.mutable_upload_chunk()->set_data("bytes");
+  out.push_back(Enc(r));
+  r.mutable_fetch()->set_job_id(1);
+  out.push_back(Enc(r));
+  r.mutable_client_add()->set_name("alice");
+  r.mutable_client_add()->set_curve_pk(std::string(32, 'k'));
+  out.push_back(Enc(r));
   return out;
 }
 
@@ -164,6 +175,10 @@ std::vector<std::string> SampleClientReplies() {
   auto* w = r.mutable_list_workers()->add_workers();
   w->set_name("pc");
   w->add_devices()->set_backend("vulkan");
+  out.push_back(Enc(r));
+  r.mutable_fetch()->set_data("{}\n");
+  out.push_back(Enc(r));
+  r.mutable_client_list()->add_clients()->set_name("alice");
   out.push_back(Enc(r));
   wire::ClientReply e;
   e.mutable_error()->set_code("not_found");
