@@ -299,7 +299,6 @@ TEST_CASE("uploads: deduplicated, resumed after kill -9, corrupt and unknown key
     WriteAll(file, data);
   }
   const int64_t size = int64_t(fs::file_size(file));
-  const std::string env_home = "HOME=" + c->dir();  // the CLI's hash cache lives there
 
   SECTION("an interrupted upload resumes from what the coordinator holds") {
     ChildProcess upload;
