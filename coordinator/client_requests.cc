@@ -113,6 +113,24 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
     }
     case wire::ClientRequest::kSubmit: {
       const auto& s = req.submit();
+      // A retried submit whose reply was lost (a restart, a timeout): the
+      // job its key made, without planning it again.
+      const std::string& key = s.request_key();
+      if (!key.empty()) {
+        bool hex = key.size() >= 32 && key.size() <= 64;
+        for (char c : key) hex = hex && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+        if (!hex) {
+          return InvalidArgument("a request key is 32..64 lowercase hex digits");
+        }
+        auto known = store->FindJobByRequestKey(client.id, key);
+        if (known.ok()) {
+          spdlog::info("job {}: a retried submit by {} (request key {}) answers it", *known,
+                       client.name, key);
+          reply->mutable_submit()->set_job_id(static_cast<uint64_t>(*known));
+          return Status::Ok();
+        }
+        if (known.status().code() != StatusCode::kNotFound) return known.status();
+      }
       const JobPlanner* planner = FindPlanner(s.kind());
       if (!planner || !TaskKindRegistry::Builtin().Find(s.kind())) {
         return InvalidArgument("unknown job kind '" + EscapePeerText(s.kind(), 64) + "'");
@@ -129,6 +147,7 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       spec.shards = std::move(plan.shards);
       spec.blobs = plan.blobs;
       spec.owner_client_id = client.id;
+      spec.request_key = key;
       PCFARM_ASSIGN_OR_RETURN(int64_t id, store->CreateJob(spec));
       job_shard_blobs[id] = planner->ShardBlobs(spec.params);
       store->AddEvent("job_submitted", id, 0,

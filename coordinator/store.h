@@ -98,6 +98,9 @@ struct JobSpec {
   // The blobs the job refers to (hex BLAKE2b-256 hashes), each already
   // recorded by RecordBlob; CreateJob links them to the job.
   std::vector<std::string> blobs;
+  // The submitting client's key for this submit, the same on each of its
+  // retries ("" = none): at most one job per (owner_client_id, request_key).
+  std::string request_key;
 };
 
 struct JobInfo {
@@ -305,11 +308,18 @@ class Store {
 
   // ---- jobs ----
   // Creates the job, all its shards and its links to spec.blobs in one
-  // transaction, recording spec.owner_client_id as its owner. InvalidArgument
-  // for an empty kind, no shards, or redundancy < 1; NotFound naming the
-  // first of spec.blobs that is not recorded (RecordBlob). Nothing is
-  // created when it fails.
+  // transaction, recording spec.owner_client_id as its owner and
+  // spec.request_key. When spec.request_key is non-empty and already
+  // recorded for spec.owner_client_id (a retried submit whose reply was
+  // lost), creates nothing and returns that job's id, in the same
+  // transaction. InvalidArgument for an empty kind, no shards, or
+  // redundancy < 1; NotFound naming the first of spec.blobs that is not
+  // recorded (RecordBlob). Nothing is created when it fails.
   Result<int64_t> CreateJob(const JobSpec& spec);
+  // The job CreateJob recorded `request_key` with for `owner_client_id`;
+  // NotFound when there is none (or `request_key` is empty).
+  Result<int64_t> FindJobByRequestKey(int64_t owner_client_id,
+                                      const std::string& request_key);
   Result<JobInfo> GetJob(int64_t job_id);
   // Newest first, at most `limit` (<= 0: no limit); `state` "" = any state;
   // `owner_client_id` >= 0: only the jobs of that owner (0: those made

@@ -31,6 +31,20 @@ JobInfo ReadJob(Stmt& s) {
   return j;
 }
 
+// The job `owner_client_id` submitted with `request_key`; NotFound when none.
+Result<int64_t> JobByRequestKey(SqliteDb& db, int64_t owner_client_id,
+                                const std::string& request_key) {
+  if (request_key.empty()) return NotFound("no request key");
+  // Walks jobs_by_request_key (request_key=?2 implies its IS NOT NULL).
+  auto q = db.Q("SELECT id FROM jobs WHERE owner_client_id=?1 AND request_key=?2");
+  auto id = q.Bind(owner_client_id, request_key).OneInt();
+  if (!id.ok() && id.status().code() == StatusCode::kNotFound) {
+    return NotFound("no job of client " + std::to_string(owner_client_id) +
+                    " has that request key");
+  }
+  return id;
+}
+
 }  // namespace
 
 // ---- jobs ----
@@ -47,6 +61,14 @@ Result<int64_t> Store::CreateJob(const JobSpec& spec) {
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
   return db_->Tx([&]() -> Result<int64_t> {
+    // A retried submit: its job exists, nothing more is made.
+    if (!spec.request_key.empty()) {
+      auto known =
+          JobByRequestKey(*db_, spec.owner_client_id, spec.request_key);
+      if (known.ok() || known.status().code() != StatusCode::kNotFound) {
+        return known;
+      }
+    }
     // Every blob first: a job never refers to bytes the coordinator lacks.
     for (const std::string& hash : spec.blobs) {
       auto q = db_->Q("SELECT COUNT(*) FROM blobs WHERE hash=?1");
@@ -59,8 +81,9 @@ Result<int64_t> Store::CreateJob(const JobSpec& spec) {
                         "first)");
       }
     }
-    // Without an owner the column keeps its default, so the statement also
-    // runs on a database that tests built before migration 7.
+    // Without an owner or a key those columns keep their defaults, so the
+    // statement also runs on a database that tests built before migration
+    // 7 or 8.
     static const char kInsert[] =
         "INSERT INTO jobs(kind,state,priority,redundancy,params,"
         "shards_total,created_ms,updated_ms) "
@@ -69,9 +92,19 @@ Result<int64_t> Store::CreateJob(const JobSpec& spec) {
         "INSERT INTO jobs(kind,state,priority,redundancy,params,"
         "shards_total,created_ms,updated_ms,owner_client_id) "
         "VALUES(?1,'queued',?2,?3,?4,?5,?6,?6,?7) RETURNING id";
-    auto q = db_->Q(spec.owner_client_id ? kInsertOwned : kInsert);
+    static const char kInsertKeyed[] =
+        "INSERT INTO jobs(kind,state,priority,redundancy,params,"
+        "shards_total,created_ms,updated_ms,owner_client_id,request_key) "
+        "VALUES(?1,'queued',?2,?3,?4,?5,?6,?6,?7,?8) RETURNING id";
+    const bool keyed = !spec.request_key.empty();
+    auto q = db_->Q(keyed                  ? kInsertKeyed
+                    : spec.owner_client_id ? kInsertOwned
+                                           : kInsert);
     int64_t shards = int64_t(spec.shards.size());
-    if (spec.owner_client_id) {
+    if (keyed) {
+      q.Bind(spec.kind, spec.priority, spec.redundancy, spec.params, shards,
+             now, spec.owner_client_id, spec.request_key);
+    } else if (spec.owner_client_id) {
       q.Bind(spec.kind, spec.priority, spec.redundancy, spec.params, shards,
              now, spec.owner_client_id);
     } else {
@@ -101,6 +134,12 @@ Result<int64_t> Store::CreateJob(const JobSpec& spec) {
             " shards"));
     return id;
   });
+}
+
+Result<int64_t> Store::FindJobByRequestKey(int64_t owner_client_id,
+                                           const std::string& request_key) {
+  std::lock_guard l(mu_);
+  return JobByRequestKey(*db_, owner_client_id, request_key);
 }
 
 Result<JobInfo> Store::GetJob(int64_t job_id) {

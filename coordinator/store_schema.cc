@@ -207,6 +207,14 @@ CREATE INDEX events_by_ts ON events(ts_ms);
 ALTER TABLE jobs ADD COLUMN owner_client_id INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX jobs_by_owner ON jobs(owner_client_id, id);
 )sql",
+    // 8: a submit carries a key its client chose, the same on each retry,
+    // so that a submit retried after its reply was lost (a restart) finds
+    // its job instead of making a second one. NULL: submitted without one.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN request_key TEXT;
+CREATE UNIQUE INDEX jobs_by_request_key ON jobs(owner_client_id, request_key)
+  WHERE request_key IS NOT NULL;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 

@@ -9,6 +9,9 @@
 namespace pcfarm {
 namespace {
 
+// The number of the last migration (store_schema.cc).
+constexpr int kLatestSchema = 8;
+
 std::string TempDir() {
   char tmpl[] = "/tmp/pcfarm_store_test.XXXXXX";
   REQUIRE(mkdtemp(tmpl) != nullptr);
@@ -83,13 +86,13 @@ TEST_CASE_METHOD(StoreFixture, "a batch commits its transitions together",
 
 TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
                  "[store]") {
-  REQUIRE(*store->SchemaVersion() == 7);
+  REQUIRE(*store->SchemaVersion() == kLatestSchema);
   auto id = store->AddWorker("pc-1", "sign", "curve");
   REQUIRE(id.ok());
   // A second run of migration 1 would fail on CREATE TABLE.
   Reopen();
   Reopen();
-  REQUIRE(*store->SchemaVersion() == 7);
+  REQUIRE(*store->SchemaVersion() == kLatestSchema);
   auto w = store->FindWorkerByCurveKey("curve");
   REQUIRE(w.ok());
   CHECK(w->id == *id);
@@ -107,7 +110,8 @@ TEST_CASE_METHOD(StoreFixture, "migrations run once and data survives reopen",
   sqlite3_finalize(q);
   sqlite3_prepare_v2(h, "SELECT COUNT(*) FROM schema_version", -1, &q, nullptr);
   REQUIRE(sqlite3_step(q) == SQLITE_ROW);
-  CHECK(sqlite3_column_int(q, 0) == 7);  // one row per migration, not per open
+  // One row per migration, not per open.
+  CHECK(sqlite3_column_int(q, 0) == kLatestSchema);
   sqlite3_finalize(q);
   sqlite3_close(h);
 }
@@ -134,7 +138,7 @@ TEST_CASE_METHOD(StoreFixture, "migration 5 keeps every row and constraint",
     worker = *w;
   }
   Reopen();
-  REQUIRE(*store->SchemaVersion() == 7);
+  REQUIRE(*store->SchemaVersion() == kLatestSchema);
   REQUIRE(store->CheckConsistency().ok());
   // The lease made by the version-4 program is answered by this one.
   Verifier verifier;
@@ -194,7 +198,7 @@ TEST_CASE_METHOD(StoreFixture, "migration 6 gives old jobs and workers their cou
   }
   sqlite3_close(h);
   Reopen();
-  REQUIRE(*store->SchemaVersion() == 7);
+  REQUIRE(*store->SchemaVersion() == kLatestSchema);
   REQUIRE(store->CheckConsistency().ok());
   CHECK(store->GetJob(1)->summary == R"({"shards":1})");
   CHECK(DbInt("SELECT attempts_failed FROM workers WHERE id=1") == 0);
@@ -212,7 +216,7 @@ TEST_CASE_METHOD(StoreFixture, "migration 7 leaves old jobs without an owner",
     REQUIRE((*old)->CreateJob(TwoShardJob()).ok());
   }
   Reopen();
-  REQUIRE(*store->SchemaVersion() == 7);
+  REQUIRE(*store->SchemaVersion() == kLatestSchema);
   REQUIRE(store->CheckConsistency().ok());
   CHECK(store->GetJob(1)->owner_client_id == 0);
   CHECK(DbInt("SELECT COUNT(*) FROM sqlite_master WHERE type='index' AND "
@@ -226,6 +230,105 @@ TEST_CASE_METHOD(StoreFixture, "migration 7 leaves old jobs without an owner",
   REQUIRE(old_jobs.ok());
   REQUIRE(old_jobs->size() == 1);
   CHECK(old_jobs->front().id == 1);
+}
+
+TEST_CASE_METHOD(StoreFixture,
+                 "migration 8 leaves old jobs without a request key",
+                 "[store]") {
+  store.reset();
+  std::filesystem::remove(path);
+  {
+    auto old = Store::Open(path, &clock, 7);
+    REQUIRE(old.ok());
+    REQUIRE(*(*old)->SchemaVersion() == 7);
+    JobSpec owned = TwoShardJob();
+    owned.owner_client_id = 4;
+    REQUIRE((*old)->CreateJob(owned).ok());
+    REQUIRE((*old)->CreateJob(owned).ok());
+  }
+  Reopen();
+  REQUIRE(*store->SchemaVersion() == kLatestSchema);
+  REQUIRE(store->CheckConsistency().ok());
+  CHECK(DbInt("SELECT COUNT(*) FROM jobs WHERE request_key IS NULL") == 2);
+  CHECK(DbInt("SELECT COUNT(*) FROM sqlite_master WHERE type='index' AND "
+              "name='jobs_by_request_key'") == 1);
+  JobSpec keyed = TwoShardJob();
+  keyed.owner_client_id = 4;
+  keyed.request_key = "0123456789abcdef0123456789abcdef";
+  auto id = store->CreateJob(keyed);
+  REQUIRE(id.ok());
+  CHECK(*id == 3);
+  CHECK(*store->CreateJob(keyed) == 3);
+}
+
+TEST_CASE_METHOD(StoreFixture, "a request key makes one job per client",
+                 "[store]") {
+  const std::string key = "00112233445566778899aabbccddeeff";
+  JobSpec spec = TwoShardJob();
+  spec.owner_client_id = 5;
+  spec.request_key = key;
+  CHECK(store->FindJobByRequestKey(5, key).status().code() ==
+        StatusCode::kNotFound);
+  auto first = store->CreateJob(spec);
+  REQUIRE(first.ok());
+  // The retry (its reply was lost) answers the same job and makes nothing,
+  // whatever else it carries.
+  JobSpec retry = spec;
+  retry.priority = 9;
+  retry.shards.push_back({"p2", "", 0});
+  retry.blobs = {"not-recorded"};
+  auto again = store->CreateJob(retry);
+  REQUIRE(again.ok());
+  CHECK(*again == *first);
+  CHECK(store->GetJob(*first)->priority == 3);
+  CHECK(store->ListShards(*first)->size() == 2);
+  CHECK(DbInt("SELECT COUNT(*) FROM jobs") == 1);
+  CHECK(DbInt("SELECT COUNT(*) FROM shards") == 2);
+  CHECK(DbInt("SELECT COUNT(*) FROM events WHERE kind='job_created'") == 1);
+  CHECK(*store->FindJobByRequestKey(5, key) == *first);
+
+  // Keys are per client; another key, or none, makes a new job.
+  spec.owner_client_id = 6;
+  auto other_client = store->CreateJob(spec);
+  REQUIRE(other_client.ok());
+  CHECK(*other_client != *first);
+  spec.owner_client_id = 5;
+  spec.request_key = "ffeeddccbbaa99887766554433221100";
+  auto other_key = store->CreateJob(spec);
+  REQUIRE(other_key.ok());
+  spec.request_key = "";
+  auto plain1 = store->CreateJob(spec);
+  auto plain2 = store->CreateJob(spec);
+  REQUIRE((plain1.ok() && plain2.ok()));
+  CHECK(DbInt("SELECT COUNT(DISTINCT id) FROM jobs") == 5);
+  CHECK(*store->FindJobByRequestKey(6, key) == *other_client);
+  CHECK(store->FindJobByRequestKey(7, key).status().code() ==
+        StatusCode::kNotFound);
+  CHECK(store->FindJobByRequestKey(5, "").status().code() ==
+        StatusCode::kNotFound);
+
+  // Inside a batch the second submit sees the first, and after a reopen
+  // the key is still known.
+  REQUIRE(store->BeginBatch().ok());
+  spec.request_key = "aaaaaaaabbbbbbbbccccccccdddddddd";
+  auto batched = store->CreateJob(spec);
+  REQUIRE(batched.ok());
+  CHECK(*store->CreateJob(spec) == *batched);
+  REQUIRE(store->CommitBatch().ok());
+  Reopen();
+  CHECK(*store->CreateJob(spec) == *batched);
+  CHECK(*store->FindJobByRequestKey(5, key) == *first);
+  CHECK(DbInt("SELECT COUNT(*) FROM jobs") == 6);
+  // The index refuses a second job with the key, whoever writes it.
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &h) == SQLITE_OK);
+  CHECK(sqlite3_exec(
+            h,
+            "UPDATE jobs SET request_key='00112233445566778899aabbccddeeff' "
+            "WHERE id=(SELECT MAX(id) FROM jobs)",
+            nullptr, nullptr, nullptr) == SQLITE_CONSTRAINT);
+  sqlite3_close(h);
+  REQUIRE(store->CheckConsistency().ok());
 }
 
 TEST_CASE_METHOD(StoreFixture, "a database from a newer program is refused",
