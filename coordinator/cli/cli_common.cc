@@ -1,11 +1,15 @@
 #include "coordinator/cli/cli_common.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <thread>
 
+#include "base/hex.h"
 #include "base/peer_text.h"
+#include "crypto/keys.h"
 
 namespace pcfarm {
 
@@ -77,6 +81,110 @@ Result<wire::JobInfo> FetchJob(CoordinatorClient* client, uint64_t job) {
   req.mutable_job_status()->set_job_id(job);
   PCFARM_ASSIGN_OR_RETURN(auto reply, client->Call(req));
   return reply.job_status().job();
+}
+
+// ---- a coordinator that does not answer for a while ----
+
+namespace {
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void SleepS(double s) {
+  std::this_thread::sleep_for(std::chrono::duration<double>(std::max(s, 0.0)));
+}
+
+}  // namespace
+
+bool Retryable(const Status& s) {
+  return s.code() == StatusCode::kUnavailable ||
+         s.code() == StatusCode::kTimeout;
+}
+
+RetryBackoff::RetryBackoff(double first_s, double cap_s)
+    : first_s_(first_s),
+      cap_s_(cap_s),
+      next_s_(first_s),
+      rng_(std::random_device{}()) {}
+
+double RetryBackoff::NextDelayS() {
+  double d = next_s_;
+  next_s_ = std::min(next_s_ * 2, cap_s_);
+  return std::uniform_real_distribution<double>(d / 2, d)(rng_);
+}
+
+PatientCaller::PatientCaller(CoordinatorClient* client, std::string doing)
+    : client_(client), doing_(std::move(doing)) {}
+
+void PatientCaller::Notice(const std::string& line) {
+  if (before_notice_) before_notice_();
+  std::fprintf(stderr, "pcfarm: %s\n", Safe(line).c_str());
+  std::fflush(stderr);
+}
+
+Result<wire::ClientReply> PatientCaller::Call(
+    const wire::ClientRequest& request, Clock::time_point give_up_at) {
+  while (true) {
+    int64_t sent_ms = WallMs();
+    auto reply = client_->Call(request);
+    if (!reply.ok() && !Retryable(reply.status())) return reply;
+    if (reply.ok()) {
+      if (down_since_ms_ != 0) {
+        Notice("the coordinator answers again after " +
+               std::to_string((WallMs() - down_since_ms_ + 500) / 1000) +
+               " s unreachable; " + doing_);
+        down_since_ms_ = 0;
+        backoff_.Reset();
+      }
+      return reply;
+    }
+    if (down_since_ms_ == 0) {
+      down_since_ms_ = sent_ms;
+      Notice("the coordinator at " + client_->endpoint() +
+             " is unreachable since " + FormatTime(sent_ms) + "; " + doing_ +
+             " (retrying until it answers)");
+    }
+    auto now = Clock::now();
+    if (now >= give_up_at) {
+      return Unavailable("the coordinator at " + client_->endpoint() +
+                         " has not answered since " +
+                         FormatTime(down_since_ms_) + "; last try: " +
+                         reply.status().message());
+    }
+    SleepS(std::min(backoff_.NextDelayS(),
+                    std::chrono::duration<double>(give_up_at - now).count()));
+  }
+}
+
+std::string NewRequestKey() { return HexEncode(RandomBytes(16)); }
+
+Result<uint64_t> SubmitJob(CoordinatorClient* client,
+                           wire::ClientRequest request) {
+  if (request.submit().request_key().empty()) {
+    request.mutable_submit()->set_request_key(NewRequestKey());
+  }
+  RetryBackoff backoff(1, 4);  // 0.5-1 s, then 1-2 s
+  auto start = std::chrono::steady_clock::now();
+  for (int tries = 1;; ++tries) {
+    auto reply = client->Call(request);
+    if (reply.ok()) return reply->submit().job_id();
+    if (!Retryable(reply.status())) return reply.status();
+    if (tries == kSubmitTries) {
+      double secs = std::chrono::duration<double>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+      return Status(reply.status().code(),
+                    reply.status().message() + "; the submit was sent " +
+                        std::to_string(tries) + " times over " +
+                        std::to_string(int(secs + 0.5)) +
+                        " s with one request key, so at most one job was made "
+                        "(see `pcfarm jobs`)");
+    }
+    SleepS(backoff.NextDelayS());
+  }
 }
 
 void PrintJobDetails(const wire::JobInfo& j) {

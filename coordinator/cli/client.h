@@ -1,7 +1,9 @@
 // CoordinatorClient: one CurveZMQ connection from the `pcfarm` CLI to the
 // coordinator's clients socket. Every call has a timeout: an unreachable
 // coordinator, a wrong key (the handshake never completes) or a dead
-// coordinator is an Unavailable/Timeout status, never a hang.
+// coordinator is an Unavailable/Timeout status, never a hang. A call after
+// one that got no answer connects afresh, so a restarted coordinator is
+// reached again (cli_common.h: PatientCaller retries such calls).
 //
 // Thread-safety: one thread at a time.
 #pragma once
@@ -36,6 +38,9 @@ class CoordinatorClient {
   // first. Replies come back in the order requests were posted.
   Result<uint64_t> Post(wire::ClientRequest request);
   Result<wire::ClientReply> Await(uint64_t request_id);
+
+  // The coordinator's address, from the profile (for messages).
+  const std::string& endpoint() const { return profile_.endpoint; }
 
  private:
   Status Connect();

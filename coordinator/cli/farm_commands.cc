@@ -255,9 +255,9 @@ int FarmCommands::SubmitInfer() {
   s->set_priority(o.priority);
   s->set_redundancy(o.redundancy);
   s->set_params(params.dump());
-  auto reply = (*client)->Call(req);
-  if (!reply.ok()) return Fail(reply.status());
-  uint64_t id = reply->submit().job_id();
+  auto submitted = SubmitJob(client->get(), req);
+  if (!submitted.ok()) return Fail(submitted.status());
+  uint64_t id = *submitted;
   if (g_->json) {
     std::cout << json{{"job_id", id}, {"prompts", prompts->size()},
                       {"uploaded_bytes", sent}, {"model_bytes", model_bytes}}
@@ -280,13 +280,27 @@ int FarmCommands::Fetch() {
   std::string data;
   uint32_t from = 0;
   wire::JobInfo job;
+  // The first page has the one --timeout; once pages come, a coordinator
+  // that stops answering (a restart) is waited for up to kFetchPatienceS.
+  constexpr double kFetchPatienceS = 120;
+  PatientCaller caller(client->get(), "the fetch of job " + std::to_string(job_) +
+                                          " goes on when it answers");
   while (true) {
     wire::ClientRequest req;
     req.mutable_fetch()->set_job_id(job_);
     req.mutable_fetch()->set_from_shard(from);
     req.mutable_fetch()->set_partial(partial_);
-    auto reply = (*client)->Call(req);
-    if (!reply.ok()) return Fail(reply.status());
+    auto reply = from == 0 ? (*client)->Call(req)
+                           : caller.Call(req, std::chrono::steady_clock::now() +
+                                                  std::chrono::seconds(int(kFetchPatienceS)));
+    if (!reply.ok()) {
+      if (from > 0 && Retryable(reply.status())) {
+        return Fail("fetch of job " + std::to_string(job_) + ": gave up after " +
+                    std::to_string(int(kFetchPatienceS)) + " s without an answer, " +
+                    "nothing written: " + reply.status().message());
+      }
+      return Fail(reply.status());
+    }
     const auto& f = reply->fetch();
     job = f.job();
     data += f.data();

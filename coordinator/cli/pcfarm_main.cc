@@ -101,9 +101,9 @@ int CmdSubmitBench(const Globals& g, uint32_t shards, uint32_t size,
     uint64_t seed = (salt ^ (uint64_t(i) * 0x9E3779B97F4A7C15ull)) >> 1;
     s->add_shard_params(json{{"n", size}, {"seed", seed}, {"reps", reps}}.dump());
   }
-  auto reply = (*client)->Call(req);
-  if (!reply.ok()) return Fail(reply.status());
-  uint64_t id = reply->submit().job_id();
+  auto submitted = SubmitJob(client->get(), req);
+  if (!submitted.ok()) return Fail(submitted.status());
+  uint64_t id = *submitted;
   if (g.json) {
     std::cout << json{{"job_id", id}}.dump() << "\n";
     return 0;
@@ -210,19 +210,44 @@ int CmdStats(const Globals& g) {
   return 0;
 }
 
+// Polls until the job ends. A coordinator that stops answering (a restart)
+// is waited for (PatientCaller); only --max-wait ends the wait early.
 int CmdWait(const Globals& g, uint64_t job, double poll_s, double max_wait_s) {
   auto client = OpenClient(g);
   if (!client.ok()) return Fail(client.status());
   bool tty = isatty(STDOUT_FILENO) && !g.json;
+  bool line_open = false;  // a progress line without its newline
+  auto end_line = [&] {
+    if (line_open) std::printf("\n");
+    std::fflush(stdout);
+    line_open = false;
+  };
+  PatientCaller caller(client->get(),
+                       "still waiting for job " + std::to_string(job));
+  caller.set_before_notice(end_line);
   auto start = std::chrono::steady_clock::now();
+  auto give_up_at =
+      max_wait_s > 0
+          ? start +
+                std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                    std::chrono::duration<double>(max_wait_s))
+          : std::chrono::steady_clock::time_point::max();
+  std::string max_wait =
+      "--max-wait " + std::to_string(int64_t(max_wait_s)) + " s";
   std::string last_line;
   while (true) {
-    auto info = FetchJob(client->get(), job);
-    if (!info.ok()) {
-      if (tty) std::printf("\n");
-      return Fail(info.status());
+    wire::ClientRequest req;
+    req.mutable_job_status()->set_job_id(job);
+    auto reply = caller.Call(req, give_up_at);
+    if (!reply.ok()) {
+      end_line();
+      if (Retryable(reply.status())) {
+        return Fail("job " + std::to_string(job) + ": gave up waiting after " +
+                    max_wait + ": " + reply.status().message());
+      }
+      return Fail(reply.status());
     }
-    const auto& j = *info;
+    const auto& j = reply->job_status().job();
     double frac = j.shards_total() ? double(j.shards_accepted()) / j.shards_total() : 0;
     if (tty) {
       int width = 30, filled = static_cast<int>(frac * width + 0.5);
@@ -240,6 +265,7 @@ int CmdWait(const Globals& g, uint64_t job, double poll_s, double max_wait_s) {
                   (unsigned long long)job, bar.c_str(), frac * 100,
                   j.shards_accepted(), j.shards_total(), extra.c_str(), j.state().c_str());
       std::fflush(stdout);
+      line_open = true;
     } else if (!g.json) {
       char line[160];
       std::snprintf(line, sizeof line, "job %llu: %s, %u/%u shards accepted",
@@ -252,7 +278,7 @@ int CmdWait(const Globals& g, uint64_t job, double poll_s, double max_wait_s) {
       }
     }
     if (Terminal(j)) {
-      if (tty) std::printf("\n");
+      end_line();
       if (g.json) {
         std::cout << JobJson(j).dump() << "\n";
       } else {
@@ -263,9 +289,9 @@ int CmdWait(const Globals& g, uint64_t job, double poll_s, double max_wait_s) {
     double waited = std::chrono::duration<double>(
                         std::chrono::steady_clock::now() - start).count();
     if (max_wait_s > 0 && waited > max_wait_s) {
-      if (tty) std::printf("\n");
+      end_line();
       return Fail("job " + std::to_string(job) + " still " + j.state() +
-                  " after --max-wait " + std::to_string(int(max_wait_s)) + " s");
+                  " after " + max_wait);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(int(poll_s * 1000)));
   }
@@ -320,11 +346,16 @@ int Main(int argc, char** argv) {
   add_json(status);
   auto* workers = app.add_subcommand("workers", "list workers");
   add_json(workers);
-  auto* wait = app.add_subcommand("wait", "wait for a job to end (exit 0 iff it succeeded)");
+  auto* wait = app.add_subcommand("wait",
+                                  "wait for a job to end (exit 0 iff it "
+                                  "succeeded); rides out coordinator restarts");
   double poll_s = 0.5, max_wait_s = 0;
   wait->add_option("JOB", job_id, "job id")->required();
   wait->add_option("--poll", poll_s, "seconds between polls")->capture_default_str();
-  wait->add_option("--max-wait", max_wait_s, "give up after this many seconds (0: never)");
+  wait->add_option(
+      "--max-wait", max_wait_s,
+      "give up after this many seconds (0: never), also while the coordinator "
+      "does not answer");
   add_json(wait);
   auto* cancel = app.add_subcommand("cancel", "cancel a job");
   cancel->add_option("JOB", job_id, "job id")->required();
