@@ -1,6 +1,7 @@
 #include "coordinator/jobs/infer_planner.h"
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "coordinator/job_summary.h"
@@ -15,31 +16,48 @@ std::vector<PromptSlice> SplitPrompts(const std::vector<int64_t>& prompt_tokens,
                                       const std::vector<size_t>& prompt_bytes,
                                       int64_t max_tokens, int64_t model_parameters,
                                       int prompts_per_shard) {
-  std::vector<PromptSlice> out;
+  const size_t n = prompt_tokens.size();
   const double flops_per_token = 2.0 * double(std::max<int64_t>(model_parameters, 1));
+  std::vector<double> cost(n);
+  double total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    cost[i] = flops_per_token * double(prompt_tokens[i] + max_tokens);
+    total += cost[i];
+  }
+  // The default: as many shards as the budget asks for, but never fewer
+  // than kInferMinPromptsPerShard prompts each (every decode step reads all
+  // the weights whatever the batch, so small shards waste steps), nor more
+  // than kInferMaxPromptsPerShard; the shards share the work equally.
+  size_t shards = 1;
+  if (prompts_per_shard <= 0 && n > 0) {
+    size_t by_budget = size_t(std::ceil(total / kInferShardFlops));
+    size_t by_min = std::max<size_t>(1, n / size_t(kInferMinPromptsPerShard));
+    size_t by_max = (n + size_t(kInferMaxPromptsPerShard) - 1) / size_t(kInferMaxPromptsPerShard);
+    shards = std::max(by_max, std::max<size_t>(1, std::min(by_budget, by_min)));
+  }
+  std::vector<PromptSlice> out;
   PromptSlice cur;
-  double flops = 0;
+  double done = 0;   // cost of the prompts in finished slices and cur
   size_t bytes = 0;
-  for (size_t i = 0; i < prompt_tokens.size(); ++i) {
-    double f = flops_per_token * double(prompt_tokens[i] + max_tokens);
-    size_t b = prompt_bytes[i];
+  for (size_t i = 0; i < n; ++i) {
     bool full;
     if (prompts_per_shard > 0) {
       full = cur.count >= size_t(prompts_per_shard);
     } else {
-      full = cur.count >= size_t(kInferMaxPromptsPerShard) ||
-             (cur.count > 0 && flops + f > kInferShardFlops);
+      // Cut where this slice reached its equal share of the total.
+      double share = total * double(out.size() + 1) / double(shards);
+      full = cur.count > 0 && out.size() + 1 < shards &&
+             (done >= share || cur.count >= size_t(kInferMaxPromptsPerShard));
     }
-    full = full || (cur.count > 0 && bytes + b > kInferShardParamsBytes);
+    full = full || (cur.count > 0 && bytes + prompt_bytes[i] > kInferShardParamsBytes);
     if (full) {
       out.push_back(cur);
       cur = PromptSlice{i, 0};
-      flops = 0;
       bytes = 0;
     }
     cur.count++;
-    flops += f;
-    bytes += b;
+    done += cost[i];
+    bytes += prompt_bytes[i];
   }
   if (cur.count > 0) out.push_back(cur);
   return out;

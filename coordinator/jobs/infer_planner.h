@@ -17,11 +17,15 @@
 // Shard k's params are the infer kind's, with the prompts of its slice, and
 // "seed": seed + (index of its first prompt), "first": that index.
 //
-// Default shard size: prompts are packed in file order while the shard's
-// work, 2 * model_parameters * Σ (prompt tokens + max_tokens) FLOP, stays
-// within kInferShardFlops (about 10-30 s of decode on a home PC), and its
-// params within kInferShardParamsBytes; never more than
-// kInferMaxPromptsPerShard prompts (the KV cache of a shard grows with it).
+// Default shard count: the job's work, 2 * model_parameters * Σ (prompt
+// tokens + max_tokens) FLOP, divided by kInferShardFlops (about 10-30 s of
+// decode on a home PC), but no more shards than give each
+// kInferMinPromptsPerShard prompts (each decode step reads every weight
+// whatever the batch, so a small batch wastes steps: a 1-prompt tail shard
+// decodes as long as a full one) and no fewer than keep each within
+// kInferMaxPromptsPerShard (the KV cache of a shard grows with it). The
+// prompts are cut, in file order, into slices of equal work; a slice is
+// also cut where its params would pass kInferShardParamsBytes.
 //
 // The job's output (`pcfarm fetch`): JSONL in prompt order, one object per
 // prompt: {"index", "prompt", "text", "tokens", "finish_reason", "worker"}.
@@ -37,6 +41,7 @@ namespace pcfarm {
 inline constexpr double kInferShardFlops = 5e11;
 inline constexpr size_t kInferShardParamsBytes = 48 * 1024;
 inline constexpr int kInferMaxPromptsPerShard = 256;
+inline constexpr int kInferMinPromptsPerShard = 16;
 
 struct PromptSlice {
   size_t first = 0;

@@ -104,8 +104,16 @@ int64_t DbBytes(MiniCluster* c) {
 
 // A started coordinator with no workers, an enrollment token of `uses`
 // uses, and a ZeroMQ context for the test's own peers.
+// The simulated workers step only while a test reads them; a CLI call or a
+// busy machine can keep one silent for more than the default 600 ms, which
+// is not what these tests test: peers get 2 s.
+MiniClusterOptions Patient(MiniClusterOptions o) {
+  o.heartbeat_liveness = std::max(o.heartbeat_liveness, 10);
+  return o;
+}
+
 struct Farm {
-  explicit Farm(int uses, MiniClusterOptions o = {}) : c(std::move(o)) {
+  explicit Farm(int uses, MiniClusterOptions o = {}) : c(Patient(std::move(o))) {
     StartCluster(&c.c, 0);
     auto t = c->CreateToken(uses, "1h");
     REQUIRE_OK(t);
