@@ -31,6 +31,7 @@
 
 #include "base/file.h"
 #include "base/status.h"
+#include "bench/engine/bench_model.h"
 #include "bench/engine/engine_bench_util.h"
 #include "tasks/backend/cpu/blas.h"
 #include "tasks/backend/registry.h"
@@ -50,65 +51,6 @@ struct BenchShape {
   int reps = 1;
 };
 
-// hidden 768, 12 layers, 12 heads of 64, ffn 2048, vocab 32000, tied
-// embeddings: 110M parameters (the "about 100M"); `small` is the
-// lavapipe model: hidden 256, 4 layers, 4 heads, ffn 768, vocab 8000 (7M).
-ModelConfig BenchConfig(bool small) {
-  ModelConfig c;
-  c.architecture = "LlamaForCausalLM";
-  c.hidden_size = small ? 256 : 768;
-  c.intermediate_size = small ? 768 : 2048;
-  c.num_hidden_layers = small ? 4 : 12;
-  c.num_attention_heads = small ? 4 : 12;
-  c.num_key_value_heads = c.num_attention_heads;
-  c.head_dim = 64;
-  c.vocab_size = small ? 8000 : 32000;
-  c.max_position_embeddings = 2048;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  c.tie_word_embeddings = true;
-  return c;
-}
-
-int64_t ParamCount(const ModelConfig& c) {
-  int64_t n = 0;
-  for (const ExpectedTensor& e : ExpectedTensors(c)) {
-    int64_t k = 1;
-    for (int64_t d : e.shape) k *= d;
-    n += k;
-  }
-  return n;
-}
-
-// Writes the random model into dir unless a loadable one with the same
-// config is already there. Embeddings N(0,1) (so that logits have clear
-// margins and greedy tokens can be compared across implementations),
-// projections N(0, 0.02), norms 1.
-Status EnsureModel(const std::string& dir, const ModelConfig& c) {
-  if (std::filesystem::exists(dir + "/model.safetensors")) {
-    Result<LoadedModel> m = LoadModel(dir);
-    if (m.ok() && m->config.hidden_size == c.hidden_size &&
-        m->config.num_hidden_layers == c.num_hidden_layers &&
-        m->config.vocab_size == c.vocab_size)
-      return Status::Ok();
-  }
-  std::fprintf(stderr, "writing a random %.0fM-parameter model to %s\n",
-               double(ParamCount(c)) / 1e6, dir.c_str());
-  std::mt19937_64 rng(20261121);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<NamedTensor> tensors;
-  for (const ExpectedTensor& e : ExpectedTensors(c)) {
-    size_t n = 1;
-    for (int64_t d : e.shape) n *= size_t(d);
-    std::vector<float> v(n);
-    const bool norm = e.name.find("norm") != std::string::npos;
-    const bool embed = e.name.find("embed_tokens") != std::string::npos;
-    for (float& x : v) x = norm ? 1.0f : (embed ? nd(rng) : 0.02f * nd(rng));
-    tensors.push_back({e.name, HostTensor::FromF32(e.shape, std::move(v))});
-  }
-  return WriteHfModel(dir, c, tensors,
-                      MakeByteLevelTokenizerJson("the quick brown fox jumps over the lazy dog", 8));
-}
 
 struct Inputs {
   std::vector<std::vector<std::vector<int32_t>>> prefill;
@@ -333,11 +275,11 @@ int Run(int argc, char** argv) {
     s.train_len = 32;
   }
 
-  const ModelConfig c = BenchConfig(small);
+  const ModelConfig c = EngineBenchConfig(small);
   const std::string dir = cache_dir + "/pcfarm_engine_bench_h" + std::to_string(c.hidden_size) +
                           "_l" + std::to_string(c.num_hidden_layers) + "_v" +
                           std::to_string(c.vocab_size);
-  Status st = EnsureModel(dir, c);
+  Status st = EnsureEngineBenchModel(dir, c);
   if (!st.ok()) {
     std::fprintf(stderr, "engine_bench: %s\n", st.ToString().c_str());
     return 1;

@@ -50,6 +50,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/engine/bench_model.h"
 #include "bench/engine/engine_bench_util.h"
 #include "bench/grid/grid_bench.h"
 #include "tasks/model/model_loader.h"
@@ -97,51 +98,6 @@ std::string ReadText(const std::string& path) {
 
 // ------------------------------------------------------------- the model
 
-// engine_bench's BenchConfig(small = false) and EnsureModel, byte for byte
-// (bench/engine/engine_bench.cc keeps them private to its program).
-ModelConfig EngineBenchConfig() {
-  ModelConfig c;
-  c.architecture = "LlamaForCausalLM";
-  c.hidden_size = 768;
-  c.intermediate_size = 2048;
-  c.num_hidden_layers = 12;
-  c.num_attention_heads = 12;
-  c.num_key_value_heads = 12;
-  c.head_dim = 64;
-  c.vocab_size = 32000;
-  c.max_position_embeddings = 2048;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  c.tie_word_embeddings = true;
-  return c;
-}
-
-Status EnsureEngineBenchModel(const std::string& dir, const ModelConfig& c) {
-  if (std::filesystem::exists(dir + "/model.safetensors")) {
-    Result<LoadedModel> m = LoadModel(dir);
-    if (m.ok() && m->config.hidden_size == c.hidden_size &&
-        m->config.num_hidden_layers == c.num_hidden_layers &&
-        m->config.vocab_size == c.vocab_size)
-      return Status::Ok();
-  }
-  std::fprintf(stderr, "writing the engine benchmark's random model to %s\n",
-               dir.c_str());
-  std::mt19937_64 rng(20261121);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<NamedTensor> tensors;
-  for (const ExpectedTensor& e : ExpectedTensors(c)) {
-    size_t n = 1;
-    for (int64_t d : e.shape) n *= size_t(d);
-    std::vector<float> v(n);
-    const bool norm = e.name.find("norm") != std::string::npos;
-    const bool embed = e.name.find("embed_tokens") != std::string::npos;
-    for (float& x : v) x = norm ? 1.0f : (embed ? nd(rng) : 0.02f * nd(rng));
-    tensors.push_back({e.name, HostTensor::FromF32(e.shape, std::move(v))});
-  }
-  return WriteHfModel(dir, c, tensors,
-                      MakeByteLevelTokenizerJson(
-                          "the quick brown fox jumps over the lazy dog", 8));
-}
 
 // `n` English-like prompts, lengths log-uniform over 24..400 characters,
 // the same for every run.
@@ -399,7 +355,7 @@ std::string Ratio(double ours, double base) {
 
 int Run(const Options& opt) {
   const std::string load_before = LoadAverage();
-  const ModelConfig config = EngineBenchConfig();
+  const ModelConfig config = EngineBenchConfig(/*small=*/false);
   const std::string model =
       opt.cache_dir + "/pcfarm_engine_bench_h768_l12_v32000";
   Status s = EnsureEngineBenchModel(model, config);
