@@ -101,6 +101,10 @@ struct JobSpec {
   // The submitting client's key for this submit, the same on each of its
   // retries ("" = none): at most one job per (owner_client_id, request_key).
   std::string request_key;
+  // An open-ended job (finetune) does not succeed when its shards so far
+  // are all accepted: it waits for AdvanceJob, which adds the next round's
+  // shards or ends it.
+  bool open_ended = false;
 };
 
 struct JobInfo {
@@ -121,6 +125,32 @@ struct JobInfo {
   // The client that submitted it; 0 for jobs made before owners were
   // recorded (schema version 7), which count as the admin's.
   int64_t owner_client_id = 0;
+  bool open_ended = false;  // JobSpec::open_ended
+};
+
+// What an open-ended job's planner decided once every shard it had was
+// accepted (Store::AdvanceJob).
+struct JobAdvance {
+  enum class End { kContinue, kSucceed, kFail };
+  // The job's shards_total the planner saw: an advance made from a stale
+  // view (or applied twice) changes nothing.
+  int64_t expected_shards_total = 0;
+  End end = End::kContinue;
+  std::string summary;              // the job's new summary (JSON text)
+  std::vector<ShardSpec> shards;    // kContinue: the next round's (>= 1)
+  // Blobs the planner wrote into the blob store (hex hash, size): recorded
+  // and linked to the job in the same transaction.
+  std::vector<std::pair<std::string, int64_t>> blobs;
+  // When round >= 0, a job_rounds row (round, info JSON text) is written.
+  int64_t round = -1;
+  std::string round_info;
+  std::string reason;  // kFail: why; kSucceed: the event's message
+};
+
+struct JobRound {
+  int64_t round = 0;
+  std::string info;  // JSON text
+  int64_t created_ms = 0;
 };
 
 struct ShardInfo {
@@ -181,6 +211,9 @@ struct RecordOutcome {
   ResultVerdict verdict = ResultVerdict::kWaiting;
   int64_t result_id = 0;
   bool job_finished = false;  // the job succeeded or failed with this result
+  // This result completed the last shard of an open-ended job, which now
+  // waits for AdvanceJob.
+  bool job_awaits_advance = false;
   TransitionReport report;
 };
 
@@ -339,6 +372,23 @@ class Store {
   Result<std::vector<AcceptedResult>> AcceptedResults(int64_t job_id,
                                                       int64_t from_shard_idx = 0,
                                                       int64_t max_bytes = 0);
+
+  // ---- open-ended jobs (finetune) ----
+  // Applies `advance` to the running open-ended job, in one transaction:
+  // records and links its blobs, writes its summary and round row, then
+  // appends its shards (idx from shards_total on) or ends the job.
+  // FailedPrecondition, changing nothing, when the job is not running, not
+  // open-ended, has a shard not accepted, or has other than
+  // expected_shards_total shards (a stale or repeated advance).
+  // InvalidArgument for kContinue without shards.
+  Status AdvanceJob(int64_t job_id, const JobAdvance& advance);
+  // Running open-ended jobs whose every shard is accepted, by id: what
+  // AdvanceJob must be called for (after a restart too).
+  Result<std::vector<JobInfo>> JobsAwaitingAdvance();
+  // The job's rounds with round >= from_round, in order, at most `limit`
+  // (<= 0: no limit).
+  Result<std::vector<JobRound>> JobRounds(int64_t job_id, int64_t from_round = 0,
+                                          int limit = 0);
 
   // ---- blobs (records; bytes live in BlobStore) ----
   Status RecordBlob(const std::string& hash_hex, int64_t size);

@@ -11,7 +11,7 @@ namespace {
 
 const char kJobCols[] =
     "id,kind,state,priority,redundancy,params,shards_total,shards_accepted,"
-    "reason,created_ms,updated_ms,summary,owner_client_id";
+    "reason,created_ms,updated_ms,summary,owner_client_id,open_ended";
 
 JobInfo ReadJob(Stmt& s) {
   JobInfo j;
@@ -28,6 +28,7 @@ JobInfo ReadJob(Stmt& s) {
   j.updated_ms = s.Int(10);
   j.summary = s.Str(11);
   j.owner_client_id = s.Int(12);
+  j.open_ended = s.Int(13) != 0;
   return j;
 }
 
@@ -113,6 +114,10 @@ Result<int64_t> Store::CreateJob(const JobSpec& spec) {
     }
     PCFARM_ASSIGN_OR_RETURN(int64_t id, q.OneInt());
     PCFARM_RETURN_IF_ERROR(q.Run());
+    if (spec.open_ended) {
+      PCFARM_RETURN_IF_ERROR(
+          db_->Q("UPDATE jobs SET open_ended=1 WHERE id=?1").Bind(id).Run());
+    }
     for (size_t i = 0; i < spec.shards.size(); ++i) {
       const ShardSpec& s = spec.shards[i];
       PCFARM_RETURN_IF_ERROR(
@@ -283,6 +288,121 @@ Status Store::Db::EventTx(int64_t now, const std::string& kind,
   auto q = Q("INSERT INTO events(ts_ms,kind,job_id,worker_id,message) "
              "VALUES(?1,?2,NULLIF(?3,0),NULLIF(?4,0),?5)");
   return q.Bind(now, kind, job_id, worker_id, message).Run();
+}
+
+}  // namespace pcfarm
+
+namespace pcfarm {
+
+// ---- open-ended jobs ----
+
+Status Store::AdvanceJob(int64_t job_id, const JobAdvance& advance) {
+  if (advance.end == JobAdvance::End::kContinue && advance.shards.empty()) {
+    return InvalidArgument("advance of job " + std::to_string(job_id) +
+                           " continues it without shards");
+  }
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  const std::string what = "job " + std::to_string(job_id);
+  return db_->Tx([&]() -> Status {
+    {
+      auto q = db_->Q("SELECT state, open_ended, shards_total, shards_accepted "
+                      "FROM jobs WHERE id=?1");
+      q.Bind(job_id);
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) return NotFound("no " + what);
+      const std::string state = q.Str(0);
+      if (state != "running" && state != "queued") {
+        return FailedPrecondition(what + " is " + state);
+      }
+      if (!q.Int(1)) return FailedPrecondition(what + " is not open-ended");
+      if (q.Int(2) != advance.expected_shards_total) {
+        return FailedPrecondition(what + " has " + std::to_string(q.Int(2)) +
+                                  " shards, the advance was planned at " +
+                                  std::to_string(advance.expected_shards_total));
+      }
+      if (q.Int(3) != q.Int(2)) {
+        return FailedPrecondition(what + " has shards not accepted yet");
+      }
+    }
+    for (const auto& [hash, size] : advance.blobs) {
+      PCFARM_RETURN_IF_ERROR(
+          db_->Q("INSERT INTO blobs(hash,size,created_ms) VALUES(?1,?2,?3) "
+                 "ON CONFLICT(hash) DO NOTHING")
+              .Bind(hash, size, now)
+              .Run());
+      PCFARM_RETURN_IF_ERROR(
+          db_->Q("INSERT OR IGNORE INTO job_blobs(job_id,hash) VALUES(?1,?2)")
+              .Bind(job_id, hash)
+              .Run());
+    }
+    if (advance.round >= 0) {
+      PCFARM_RETURN_IF_ERROR(
+          db_->Q("INSERT INTO job_rounds(job_id,round,info,created_ms) "
+                 "VALUES(?1,?2,?3,?4) ON CONFLICT(job_id,round) DO UPDATE "
+                 "SET info=excluded.info, created_ms=excluded.created_ms")
+              .Bind(job_id, advance.round, advance.round_info, now)
+              .Run());
+    }
+    const int64_t first = advance.expected_shards_total;
+    for (size_t i = 0; i < advance.shards.size(); ++i) {
+      const ShardSpec& s = advance.shards[i];
+      PCFARM_RETURN_IF_ERROR(
+          db_->Q("INSERT INTO shards(job_id,idx,state,params,needs_backend,"
+                 "needs_memory_bytes) VALUES(?1,?2,'pending',?3,?4,?5)")
+              .Bind(job_id, first + int64_t(i), BlobArg{s.params},
+                    s.needs_backend, s.needs_memory_bytes)
+              .Run());
+    }
+    PCFARM_RETURN_IF_ERROR(
+        db_->Q("UPDATE jobs SET shards_total=shards_total+?2, summary=?3, "
+               "updated_ms=?4 WHERE id=?1")
+            .Bind(job_id, int64_t(advance.shards.size()), advance.summary, now)
+            .Run());
+    switch (advance.end) {
+      case JobAdvance::End::kContinue:
+        return Status::Ok();
+      case JobAdvance::End::kSucceed:
+        PCFARM_RETURN_IF_ERROR(
+            db_->Q("UPDATE jobs SET state='succeeded' WHERE id=?1").Bind(job_id).Run());
+        return db_->EventTx(now, "job_succeeded", job_id, 0,
+                            advance.reason.empty() ? "every round done" : advance.reason);
+      case JobAdvance::End::kFail: {
+        TransitionReport ignored;  // no live attempts: every shard is accepted
+        return db_->EndJobTx(now, job_id, "failed", advance.reason, &ignored);
+      }
+    }
+    return Internal("bad JobAdvance::End");
+  });
+}
+
+Result<std::vector<JobInfo>> Store::JobsAwaitingAdvance() {
+  std::lock_guard l(mu_);
+  static const std::string sql =
+      std::string("SELECT ") + kJobCols +
+      " FROM jobs WHERE open_ended=1 AND state IN ('queued','running') AND "
+      "shards_accepted=shards_total ORDER BY id";
+  auto q = db_->Q(sql.c_str());
+  std::vector<JobInfo> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return out;
+    out.push_back(ReadJob(q));
+  }
+}
+
+Result<std::vector<JobRound>> Store::JobRounds(int64_t job_id, int64_t from_round,
+                                               int limit) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT round, info, created_ms FROM job_rounds WHERE "
+                  "job_id=?1 AND round>=?2 ORDER BY round LIMIT ?3");
+  q.Bind(job_id, from_round, limit > 0 ? limit : -1);
+  std::vector<JobRound> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return out;
+    out.push_back({q.Int(0), q.Str(1), q.Int(2)});
+  }
 }
 
 }  // namespace pcfarm

@@ -412,15 +412,20 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
       }
       auto q = db_->Q("UPDATE jobs SET shards_accepted=shards_accepted+1, "
                       "updated_ms=?2, summary=IFNULL(?3, summary) WHERE id=?1 "
-                      "RETURNING shards_accepted=shards_total");
+                      "RETURNING shards_accepted=shards_total, open_ended");
       if (summary) {
         q.Bind(job_id, now, *summary);
       } else {
         q.Bind(job_id, now, nullptr);
       }
-      PCFARM_ASSIGN_OR_RETURN(int64_t done, q.OneInt());
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) return Internal("job " + std::to_string(job_id) + " vanished");
+      const bool all_accepted = q.Int(0) != 0, open_ended = q.Int(1) != 0;
       PCFARM_RETURN_IF_ERROR(q.Run());
-      if (done) {
+      if (all_accepted && open_ended) {
+        // Its planner decides what follows (AdvanceJob).
+        out.job_awaits_advance = true;
+      } else if (all_accepted) {
         out.job_finished = true;
         PCFARM_RETURN_IF_ERROR(
             db_->Q("UPDATE jobs SET state='succeeded' WHERE id=?1")

@@ -215,6 +215,21 @@ ALTER TABLE jobs ADD COLUMN request_key TEXT;
 CREATE UNIQUE INDEX jobs_by_request_key ON jobs(owner_client_id, request_key)
   WHERE request_key IS NOT NULL;
 )sql",
+    // 9: open-ended jobs (finetune) whose planner adds shards round by
+    // round: such a job does not succeed when its shards so far are all
+    // accepted, but waits for Store::AdvanceJob. job_rounds keeps one row
+    // per finished round (a fine-tuning step: loss, tokens, grad norm,
+    // bytes), what `pcfarm fetch` writes as trainer_log.jsonl.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN open_ended INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE job_rounds(
+  job_id INTEGER NOT NULL REFERENCES jobs(id),
+  round INTEGER NOT NULL,
+  info TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  PRIMARY KEY(job_id, round)
+) WITHOUT ROWID;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 

@@ -10,7 +10,7 @@ namespace pcfarm {
 namespace {
 
 // The number of the last migration (store_schema.cc).
-constexpr int kLatestSchema = 8;
+constexpr int kLatestSchema = 9;
 
 std::string TempDir() {
   char tmpl[] = "/tmp/pcfarm_store_test.XXXXXX";
@@ -792,6 +792,123 @@ TEST_CASE_METHOD(StoreFixture, "an attempt tells what its result must answer",
   REQUIRE(store->SetAttemptShardHash((*l)->attempt_id, "hash").ok());
   CHECK(store->GetAttemptWork((*l)->attempt_id)->shard_hash == "hash");
   CHECK(store->GetAttemptWork(12345).status().code() == StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace pcfarm
+
+namespace pcfarm {
+namespace {
+
+TEST_CASE_METHOD(StoreFixture, "an open-ended job waits for its planner round by round",
+                 "[store]") {
+  auto w = store->AddWorker("pc-1", "s1", "c1");
+  REQUIRE(w.ok());
+  JobSpec spec = TwoShardJob();
+  spec.kind = "finetune";
+  spec.open_ended = true;
+  spec.shards = {{"step1-a", "", 0}, {"step1-b", "", 0}};
+  auto job = store->CreateJob(spec);
+  REQUIRE(job.ok());
+  CHECK(store->GetJob(*job)->open_ended);
+  DeviceCaps cpu{{"cpu"}, 1 << 30};
+  Verifier verifier;
+  auto finish_round = [&](int shards) {
+    bool awaits = false;
+    for (int i = 0; i < shards; ++i) {
+      auto l = store->LeaseShard(*w, cpu, 60'000);
+      REQUIRE((l.ok() && l->has_value()));
+      auto r = store->RecordResult((*l)->attempt_id, *w, "grad", "s", verifier, 5);
+      REQUIRE(r.ok());
+      CHECK(r->verdict == ResultVerdict::kAccepted);
+      CHECK_FALSE(r->job_finished);
+      awaits = r->job_awaits_advance;
+      CHECK(awaits == (i == shards - 1));
+    }
+    return awaits;
+  };
+  CHECK(store->JobsAwaitingAdvance()->empty());
+  REQUIRE(finish_round(2));
+  // Every shard accepted: the job still runs, waiting for its planner.
+  CHECK(store->GetJob(*job)->state == "running");
+  auto waiting = store->JobsAwaitingAdvance();
+  REQUIRE(waiting.ok());
+  REQUIRE(waiting->size() == 1);
+  CHECK(waiting->front().id == *job);
+
+  JobAdvance next;
+  next.expected_shards_total = 2;
+  next.summary = R"({"step":1})";
+  next.shards = {{"step2-a", "", 0}};
+  next.blobs = {{std::string(64, 'a'), 10}};
+  next.round = 1;
+  next.round_info = R"({"step":1,"loss":2.5})";
+  // A stale view (another shard count) changes nothing.
+  JobAdvance stale = next;
+  stale.expected_shards_total = 1;
+  CHECK(store->AdvanceJob(*job, stale).code() == StatusCode::kFailedPrecondition);
+  JobAdvance empty = next;
+  empty.shards.clear();
+  CHECK(store->AdvanceJob(*job, empty).code() == StatusCode::kInvalidArgument);
+  REQUIRE(store->AdvanceJob(*job, next).ok());
+  // Applied once: the same advance again is stale.
+  CHECK(store->AdvanceJob(*job, next).code() == StatusCode::kFailedPrecondition);
+  auto j = store->GetJob(*job);
+  CHECK(j->shards_total == 3);
+  CHECK(j->shards_accepted == 2);
+  CHECK(j->summary == R"({"step":1})");
+  CHECK(*store->HasBlob(std::string(64, 'a')));
+  CHECK(store->JobBlobs(*job)->size() == 1);
+  CHECK(store->JobsAwaitingAdvance()->empty());
+  auto shards = store->ListShards(*job);
+  REQUIRE(shards->size() == 3);
+  CHECK((*shards)[2].idx == 2);
+  CHECK((*shards)[2].state == "pending");
+
+  // Survives a restart half-way through a round.
+  Reopen();
+  REQUIRE(finish_round(1));
+  CHECK(store->JobsAwaitingAdvance()->size() == 1);
+  JobAdvance done;
+  done.expected_shards_total = 3;
+  done.end = JobAdvance::End::kSucceed;
+  done.summary = R"({"step":2})";
+  done.round = 2;
+  done.round_info = R"({"step":2,"loss":2.0})";
+  REQUIRE(store->AdvanceJob(*job, done).ok());
+  j = store->GetJob(*job);
+  CHECK(j->state == "succeeded");
+  CHECK(j->summary == R"({"step":2})");
+  CHECK(store->AdvanceJob(*job, done).code() == StatusCode::kFailedPrecondition);
+  auto rounds = store->JobRounds(*job);
+  REQUIRE(rounds.ok());
+  REQUIRE(rounds->size() == 2);
+  CHECK((*rounds)[0].round == 1);
+  CHECK((*rounds)[1].info == R"({"step":2,"loss":2.0})");
+  CHECK(store->JobRounds(*job, 2)->size() == 1);
+  CHECK(store->JobRounds(*job, 0, 1)->size() == 1);
+
+  // A plain job is not advanced, and a failing advance ends an open one.
+  JobSpec plain = TwoShardJob();
+  plain.shards = {{"x", "", 0}};
+  auto pj = store->CreateJob(plain);
+  REQUIRE(pj.ok());
+  JobAdvance any;
+  any.expected_shards_total = 1;
+  any.shards = {{"y", "", 0}};
+  CHECK(store->AdvanceJob(*pj, any).code() == StatusCode::kFailedPrecondition);
+  REQUIRE(store->CancelJob(*pj, "not needed").ok());
+  spec.shards = {{"only", "", 0}};
+  auto job2 = store->CreateJob(spec);
+  REQUIRE(job2.ok());
+  REQUIRE(finish_round(1));
+  JobAdvance fail;
+  fail.expected_shards_total = 1;
+  fail.end = JobAdvance::End::kFail;
+  fail.reason = "the loss is not finite";
+  REQUIRE(store->AdvanceJob(*job2, fail).ok());
+  CHECK(store->GetJob(*job2)->state == "failed");
+  CHECK(store->GetJob(*job2)->reason == "the loss is not finite");
 }
 
 }  // namespace
