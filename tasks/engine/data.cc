@@ -1,5 +1,7 @@
 #include "tasks/engine/data.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "base/file.h"
@@ -239,6 +241,35 @@ TokenizedData TokenizeExamples(const std::vector<Example>& examples, const Token
     out.without_counted += counted == 0;
     out.counted_tokens += counted;
     out.sequences.push_back(std::move(seq));
+  }
+  return out;
+}
+
+std::vector<int64_t> UsableSequences(const std::vector<TokenSequence>& seqs) {
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const TokenSequence& s = seqs[i];
+    bool counted = s.weights.empty() && s.tokens.size() >= 2;
+    for (size_t j = 1; j < s.weights.size() && !counted; ++j) counted = s.weights[j] > 0;
+    if (counted) out.push_back(int64_t(i));
+  }
+  return out;
+}
+
+BatchSampler::BatchSampler(std::vector<int64_t> usable, uint64_t seed)
+    : usable_(std::move(usable)), rng_(seed) {}
+
+std::vector<int64_t> BatchSampler::Next(int64_t batch) {
+  assert(batch >= 1);
+  std::vector<int64_t> out;
+  const size_t want = std::min(size_t(batch), usable_.size());
+  while (out.size() < want) {
+    if (next_ == order_.size()) {  // a new pass over the data
+      order_ = usable_;
+      std::shuffle(order_.begin(), order_.end(), rng_);
+      next_ = 0;
+    }
+    out.push_back(order_[next_++]);
   }
   return out;
 }

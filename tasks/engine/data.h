@@ -1,6 +1,7 @@
 // Training and evaluation data: JSONL files of examples, validated whole
 // before any work starts, and their tokenization into TokenSequences whose
-// weights say which tokens the loss counts.
+// weights say which tokens the loss counts; and the order in which
+// fine-tuning draws them (BatchSampler, at the end).
 //
 // A data file holds one JSON object per line (a final newline is optional;
 // "\r\n" endings are accepted). Each object is exactly one of three kinds
@@ -44,6 +45,7 @@
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -125,5 +127,42 @@ struct TokenizedData {
 // TokenizeExample over every example. REQUIRES: max_tokens >= 1.
 TokenizedData TokenizeExamples(const std::vector<Example>& examples, const Tokenizer& tokenizer,
                                int32_t eos_id, int64_t max_tokens);
+
+// ---- the order of fine-tuning steps -------------------------------------------
+//
+// `pcfarm local finetune` and the farm's finetune planner draw the sequences
+// of each step the same way, so that both train on the same examples in the
+// same order for the same seed.
+
+// Indices, increasing, of the sequences with a counted token: a weight > 0
+// at some position >= 1 (an empty `weights` counts every token after the
+// first, so a sequence of >= 2 tokens). Only these take part in training.
+// (weights[0] is never counted; TokenizeExample always sets it to 0.)
+std::vector<int64_t> UsableSequences(const std::vector<TokenSequence>& seqs);
+
+// The sequences of successive fine-tuning steps: passes over `usable`, each
+// pass a fresh std::shuffle of `usable` (in the order given) with one
+// std::mt19937_64(seed) that lives across passes; a step takes the next
+// min(batch, usable.size()) indices, crossing into the next pass when the
+// current one runs out (so one step may hold the same index twice, once
+// from each pass). std::shuffle is the standard library's, so the order is
+// that of the library the binary is built with (libstdc++ for pcfarm).
+//
+// Thread-safety: one thread at a time.
+class BatchSampler {
+ public:
+  BatchSampler(std::vector<int64_t> usable, uint64_t seed);
+
+  // The sequence indices of the next step, in order: min(batch,
+  // usable.size()) of them (none when `usable` is empty). REQUIRES:
+  // batch >= 1.
+  std::vector<int64_t> Next(int64_t batch);
+
+ private:
+  std::vector<int64_t> usable_;
+  std::mt19937_64 rng_;
+  std::vector<int64_t> order_;  // the current pass
+  size_t next_ = 0;             // into order_
+};
 
 }  // namespace pcfarm

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <filesystem>
 
@@ -317,6 +318,108 @@ TEST_CASE("TokenizeExamples counts cut sequences and ones left with nothing to l
   CHECK(d.truncated == 2);        // the first two are longer than 3 tokens
   CHECK(d.without_counted == 1);  // the second kept only prompt tokens
   CHECK(d.counted_tokens == 2 + 0 + 2);
+}
+
+}  // namespace
+}  // namespace pcfarm
+
+// ---- the order of fine-tuning steps -------------------------------------------
+
+namespace pcfarm {
+namespace {
+
+TokenSequence Seq(std::vector<int32_t> tokens, std::vector<float> weights) {
+  return TokenSequence{std::move(tokens), std::move(weights)};
+}
+
+TEST_CASE("UsableSequences keeps the sequences with a counted token", "[data]") {
+  std::vector<TokenSequence> seqs = {
+      Seq({1, 2, 3}, {0, 0, 1}),    // 0: counted
+      Seq({1, 2, 3}, {0, 0, 0}),    // 1: prompt only
+      Seq({1, 2}, {5, 0}),          // 2: weights[0] is never counted
+      Seq({1, 2}, {}),              // 3: empty weights count token 1
+      Seq({1}, {}),                 // 4: one token: nothing predicts anything
+      Seq({4, 5, 6, 7}, {0, 0.5f, 0, 0}),  // 5
+  };
+  CHECK(UsableSequences(seqs) == std::vector<int64_t>{0, 3, 5});
+  CHECK(UsableSequences({}).empty());
+}
+
+// RunFinetune's loop before BatchSampler existed, verbatim but for the
+// element type: BatchSampler must reproduce it exactly.
+std::vector<std::vector<int64_t>> OldFinetuneOrder(const std::vector<int64_t>& usable,
+                                                   uint64_t seed, int64_t batch_size,
+                                                   int64_t steps) {
+  std::mt19937_64 rng(seed);
+  std::vector<int64_t> order;
+  size_t next = 0;
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t step = 1; step <= steps; ++step) {
+    std::vector<int64_t> batch;
+    while (int64_t(batch.size()) < batch_size && int64_t(batch.size()) < int64_t(usable.size())) {
+      if (next == order.size()) {
+        order = usable;
+        std::shuffle(order.begin(), order.end(), rng);
+        next = 0;
+      }
+      batch.push_back(order[next++]);
+    }
+    out.push_back(batch);
+  }
+  return out;
+}
+
+TEST_CASE("BatchSampler draws the steps of local finetune", "[data]") {
+#if defined(__GLIBCXX__)
+  // Printed by RunFinetune's loop (before the refactor) for 12 sequences of
+  // which 2, 5 and 9 have no counted token, seed 7, --batch 4; std::shuffle
+  // is libstdc++'s. Step 3 crosses from the first pass into the second.
+  BatchSampler sampler({0, 1, 3, 4, 6, 7, 8, 10, 11}, 7);
+  const std::vector<std::vector<int64_t>> pinned = {
+      {7, 11, 1, 6}, {8, 0, 4, 10}, {3, 4, 11, 1}, {3, 7, 0, 8}, {10, 6, 1, 3}, {4, 8, 10, 6}};
+  for (size_t step = 0; step < pinned.size(); ++step) {
+    INFO("step " << step + 1);
+    CHECK(sampler.Next(4) == pinned[step]);
+  }
+#endif
+  // Against the old loop, for batches smaller than, equal to and larger
+  // than the data, and a data set of one sequence.
+  for (const std::vector<int64_t>& usable :
+       {std::vector<int64_t>{0, 1, 3, 4, 6, 7, 8, 10, 11}, std::vector<int64_t>{5},
+        std::vector<int64_t>{2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18}}) {
+    for (uint64_t seed : {0ull, 1ull, 7ull, 0xdeadbeefcafeull}) {
+      for (int64_t batch : {1, 2, 4, 9, 17, 40}) {
+        INFO("usable " << usable.size() << " seed " << seed << " batch " << batch);
+        const auto want = OldFinetuneOrder(usable, seed, batch, 25);
+        BatchSampler sampler(usable, seed);
+        for (const auto& step : want) REQUIRE(sampler.Next(batch) == step);
+      }
+    }
+  }
+}
+
+TEST_CASE("BatchSampler covers every usable sequence once per pass", "[data]") {
+  const std::vector<int64_t> usable = {3, 1, 4, 10, 5, 9, 2, 6};
+  BatchSampler sampler(usable, 42);
+  // Steps of 3 over 8 sequences: 24 draws are exactly 3 passes.
+  std::vector<int64_t> drawn;
+  for (int step = 0; step < 8; ++step) {
+    std::vector<int64_t> b = sampler.Next(3);
+    REQUIRE(b.size() == 3);
+    drawn.insert(drawn.end(), b.begin(), b.end());
+  }
+  std::vector<int64_t> sorted_usable = usable;
+  std::sort(sorted_usable.begin(), sorted_usable.end());
+  for (int pass = 0; pass < 3; ++pass) {
+    std::vector<int64_t> p(drawn.begin() + pass * 8, drawn.begin() + (pass + 1) * 8);
+    std::sort(p.begin(), p.end());
+    CHECK(p == sorted_usable);
+  }
+  // A batch larger than the data takes each sequence once.
+  CHECK(BatchSampler(usable, 1).Next(100).size() == usable.size());
+  CHECK(BatchSampler({}, 1).Next(4).empty());
+  // Another seed, another order.
+  CHECK(BatchSampler(usable, 43).Next(8) != BatchSampler(usable, 42).Next(8));
 }
 
 }  // namespace
