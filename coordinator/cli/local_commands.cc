@@ -10,7 +10,6 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
-#include <random>
 #include <sstream>
 
 #include "coordinator/cli/local_model.h"
@@ -294,32 +293,16 @@ int RunFinetune(const LocalOptions& o) {
   if (!data.ok()) return Fail(data.status());
   if (Status s = engine->model->EnableLora(lora); !s.ok()) return Fail(s.WithContext("--lora-*"));
 
-  // Only sequences with counted tokens take part.
-  std::vector<size_t> usable;
-  for (size_t i = 0; i < data->sequences.size(); ++i) {
-    for (float w : data->sequences[i].weights)
-      if (w > 0) {
-        usable.push_back(i);
-        break;
-      }
-  }
-  std::mt19937_64 rng(o.seed);
-  std::vector<size_t> order;
-  size_t next = 0;
+  // Only sequences with counted tokens take part, in the order the farm's
+  // finetune planner draws them too.
+  BatchSampler sampler(UsableSequences(data->sequences), o.seed);
   StepReporter reporter(o.steps, o.json);
   OptimizerConfig opt;
   opt.lr = float(o.lr);
   double last_loss = 0;
   for (int64_t step = 1; step <= o.steps; ++step) {
     std::vector<TokenSequence> batch;
-    while (int64_t(batch.size()) < o.batch && int64_t(batch.size()) < int64_t(usable.size())) {
-      if (next == order.size()) {  // a new pass over the data
-        order = usable;
-        std::shuffle(order.begin(), order.end(), rng);
-        next = 0;
-      }
-      batch.push_back(data->sequences[order[next++]]);
-    }
+    for (int64_t i : sampler.Next(o.batch)) batch.push_back(data->sequences[size_t(i)]);
     auto sums = engine->model->AccumulateGradients(batch);
     if (!sums.ok()) {
       reporter.Abort();
