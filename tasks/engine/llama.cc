@@ -7,6 +7,7 @@
 #include <set>
 
 #include "tasks/engine/llama_internal.h"
+#include "tasks/engine/optimizer.h"
 #include "tasks/model/model_loader.h"
 
 namespace pcfarm {
@@ -625,25 +626,10 @@ Result<std::vector<float>> LlamaModel::ExportGradients() {
 }
 
 Status LlamaModel::ApplyAccumulated(const OptimizerConfig& opt, StepStats* stats) {
-  double ss = 0;
-  for (Param& p : params_) {
-    PCFARM_ASSIGN_OR_RETURN(double s, backend_->SumSquares(p.grad));
-    ss += s;
-  }
-  stats->grad_norm = std::sqrt(ss);
-  stats->clip_scale = 1;
-  if (opt.max_grad_norm > 0 && stats->grad_norm > opt.max_grad_norm)
-    stats->clip_scale = opt.max_grad_norm / (stats->grad_norm + 1e-6);
-  AdamWConfig c;
-  c.lr = opt.lr;
-  c.beta1 = opt.beta1;
-  c.beta2 = opt.beta2;
-  c.eps = opt.eps;
-  c.weight_decay = opt.weight_decay;
-  c.step = step_ + 1;
-  c.grad_scale = float(stats->clip_scale);
-  for (Param& p : params_) PCFARM_RETURN_IF_ERROR(backend_->AdamWStep(p.value, p.grad, p.m, p.v, c));
-  stats->step = ++step_;
+  std::vector<AdamWSlot> slots;
+  for (const Param& p : params_) slots.push_back({p.value, p.grad, p.m, p.v});
+  PCFARM_ASSIGN_OR_RETURN(*stats, ClipAndStepAdamW(backend_, slots, opt, step_ + 1));
+  ++step_;
   return ZeroGradients();
 }
 

@@ -40,7 +40,8 @@
 // clip the mean gradient to max_grad_norm (global L2 norm over all trainable
 // tensors, scale = max/(norm+1e-6) when norm > max, as torch's
 // clip_grad_norm_) and take one AdamW step (decoupled weight decay, bias
-// correction with a step counter that starts at 1).
+// correction with a step counter that starts at 1): ClipAndStepAdamW in
+// tasks/engine/optimizer.h, which FlatAdamW runs without a model.
 //
 // Ownership: the model keeps a pointer to `backend`, which must outlive it;
 // host weights are copied to the device during Create and not kept.
