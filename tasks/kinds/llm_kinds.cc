@@ -2,13 +2,16 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "base/file.h"
 #include "tasks/backend/registry.h"
 #include "tasks/engine/llama.h"
+#include "tasks/engine/token_data.h"
 #include "tasks/model/model_loader.h"
 #include "tasks/model/tokenizer.h"
 
@@ -458,25 +461,14 @@ class TrainKind final : public TaskKind {
     PCFARM_ASSIGN_OR_RETURN(json p, ParseObject(params));
     PCFARM_RETURN_IF_ERROR(CheckFiles(p, "model", true));
     PCFARM_RETURN_IF_ERROR(CheckFiles(p, "adapter", false));
-    auto b = p.find("batch");
-    if (b == p.end() || !b->is_array() || b->empty()) {
-      return InvalidArgument("'batch' must be a non-empty array");
+    const bool inline_batch = p.contains("batch");
+    if (inline_batch == (p.contains("data") || p.contains("examples"))) {
+      return InvalidArgument("give exactly one of 'batch' and 'data' with 'examples'");
     }
-    for (size_t i = 0; i < b->size(); ++i) {
-      const json& s = (*b)[i];
-      std::string where = "batch[" + std::to_string(i) + "]";
-      if (!s.is_object() || !s.contains("tokens") || !s.contains("weights")) {
-        return InvalidArgument(where + " needs 'tokens' and 'weights'");
-      }
-      PCFARM_RETURN_IF_ERROR(CheckTokenLists(json::array({s["tokens"]}), where.c_str()));
-      if (!s["weights"].is_array() || s["weights"].size() != s["tokens"].size()) {
-        return InvalidArgument(where + ": 'weights' must have one number per token");
-      }
-      for (const auto& w : s["weights"]) {
-        if (!w.is_number() || w.get<double>() < 0) {
-          return InvalidArgument(where + ": weights must be non-negative numbers");
-        }
-      }
+    if (inline_batch) {
+      PCFARM_RETURN_IF_ERROR(CheckBatch(p["batch"]));
+    } else {
+      PCFARM_RETURN_IF_ERROR(CheckDataExamples(p));
     }
     LoraConfig lora;
     OptimizerConfig opt;
@@ -491,19 +483,13 @@ class TrainKind final : public TaskKind {
     OptimizerConfig opt;
     int64_t steps = 0;
     PCFARM_RETURN_IF_ERROR(Settings(p, &lora, &opt, &steps));
+    PCFARM_ASSIGN_OR_RETURN(std::vector<TokenSequence> batch, BatchOf(p, ctx));
     // Training changes the model, so each shard loads its own; the idle
     // infer models give it their memory first.
     InferModelCache::Get().DropIdle();
     PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<ModelInstance> m, LoadFromParams(p, ctx));
     // An adapter in the params is the current version: train from it.
     if (!p.contains("adapter")) PCFARM_RETURN_IF_ERROR(m->model->EnableLora(lora));
-    std::vector<TokenSequence> batch;
-    for (const auto& s : p["batch"]) {
-      TokenSequence t;
-      for (const auto& id : s["tokens"]) t.tokens.push_back(id.get<int32_t>());
-      for (const auto& w : s["weights"]) t.weights.push_back(w.get<float>());
-      batch.push_back(std::move(t));
-    }
     ctx.ReportProgress(0.1);
     json out;
     std::vector<float> values;
@@ -589,6 +575,122 @@ class TrainKind final : public TaskKind {
   }
 
  private:
+  // Most sequences a shard may name by index.
+  static constexpr size_t kMaxExamples = 100000;
+  // Token data blobs whose decoded sequences are kept: a job's consecutive
+  // shards name the same blob.
+  static constexpr size_t kCachedTokenData = 2;
+  // Largest token data blob read.
+  static constexpr size_t kMaxTokenDataBytes = size_t(4) << 30;
+  using Sequences = std::shared_ptr<const std::vector<TokenSequence>>;
+
+  static Status CheckBatch(const json& b) {
+    if (!b.is_array() || b.empty()) {
+      return InvalidArgument("'batch' must be a non-empty array");
+    }
+    for (size_t i = 0; i < b.size(); ++i) {
+      const json& s = b[i];
+      std::string where = "batch[" + std::to_string(i) + "]";
+      if (!s.is_object() || !s.contains("tokens") || !s.contains("weights")) {
+        return InvalidArgument(where + " needs 'tokens' and 'weights'");
+      }
+      PCFARM_RETURN_IF_ERROR(CheckTokenLists(json::array({s["tokens"]}), where.c_str()));
+      if (!s["weights"].is_array() || s["weights"].size() != s["tokens"].size()) {
+        return InvalidArgument(where + ": 'weights' must have one number per token");
+      }
+      for (const auto& w : s["weights"]) {
+        if (!w.is_number() || w.get<double>() < 0) {
+          return InvalidArgument(where + ": weights must be non-negative numbers");
+        }
+      }
+    }
+    return Status::Ok();
+  }
+
+  static Status CheckDataExamples(const json& p) {
+    auto d = p.find("data");
+    if (d == p.end() || !d->is_string() || !HexHash(d->get<std::string>())) {
+      return InvalidArgument("'data' must be the 64-digit hex hash of a token data blob");
+    }
+    auto e = p.find("examples");
+    if (e == p.end() || !e->is_array() || e->empty() || e->size() > kMaxExamples) {
+      return InvalidArgument("'examples' must be an array of 1 to " +
+                             std::to_string(kMaxExamples) + " sequence indices");
+    }
+    for (size_t i = 0; i < e->size(); ++i) {
+      const json& x = (*e)[i];
+      if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > UINT32_MAX) {
+        return InvalidArgument("examples[" + std::to_string(i) + "] is " + x.dump() +
+                               ", not a sequence index");
+      }
+    }
+    return Status::Ok();
+  }
+
+  // The shard's sequences: "batch" as it is, or "examples" of the "data"
+  // blob. REQUIRES: ValidateParams(p) passed.
+  Result<std::vector<TokenSequence>> BatchOf(const json& p, const RunContext& ctx) const {
+    std::vector<TokenSequence> batch;
+    if (p.contains("batch")) {
+      for (const auto& s : p["batch"]) {
+        TokenSequence t;
+        for (const auto& id : s["tokens"]) t.tokens.push_back(id.get<int32_t>());
+        for (const auto& w : s["weights"]) t.weights.push_back(w.get<float>());
+        batch.push_back(std::move(t));
+      }
+      return batch;
+    }
+    PCFARM_ASSIGN_OR_RETURN(Sequences data, TokenData(p["data"].get<std::string>(), ctx));
+    const json& examples = p["examples"];
+    for (size_t i = 0; i < examples.size(); ++i) {
+      const uint64_t x = examples[i].get<uint64_t>();
+      if (x >= data->size()) {
+        return InvalidArgument("examples[" + std::to_string(i) + "] is " + std::to_string(x) +
+                               ", but the token data holds " + std::to_string(data->size()) +
+                               " sequences");
+      }
+      batch.push_back((*data)[size_t(x)]);
+    }
+    return batch;
+  }
+
+  // The decoded blob `hash`, from the cache or read through ctx.blob_path.
+  Result<Sequences> TokenData(const std::string& hash, const RunContext& ctx) const {
+    {
+      std::lock_guard<std::mutex> lock(data_mu_);
+      for (auto it = data_cache_.begin(); it != data_cache_.end(); ++it) {
+        if (it->first == hash) {
+          std::rotate(it, it + 1, data_cache_.end());  // now the newest
+          return data_cache_.back().second;
+        }
+      }
+    }
+    if (!ctx.blob_path) return FailedPrecondition("this runner cannot fetch blobs");
+    PCFARM_ASSIGN_OR_RETURN(std::string path, ctx.blob_path(hash));
+    // Decoded outside the lock: two shards may decode one blob at once,
+    // which costs memory for a moment but never makes one wait.
+    PCFARM_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path, kMaxTokenDataBytes));
+    auto decoded = DecodeTokenData(bytes, /*vocab_size=*/0);  // the model checks ids
+    if (!decoded.ok()) return decoded.status().WithContext("'data' " + hash);
+    Sequences data =
+        std::make_shared<const std::vector<TokenSequence>>(std::move(decoded).value());
+    Sequences dropped;  // freed after the lock is released
+    std::lock_guard<std::mutex> lock(data_mu_);
+    for (const auto& [h, d] : data_cache_) {
+      if (h == hash) return d;  // another shard decoded it meanwhile
+    }
+    data_cache_.emplace_back(hash, data);
+    if (data_cache_.size() > kCachedTokenData) {
+      dropped = std::move(data_cache_.front().second);
+      data_cache_.erase(data_cache_.begin());
+    }
+    return data;
+  }
+
+  mutable std::mutex data_mu_;
+  // Oldest first; guarded by data_mu_.
+  mutable std::vector<std::pair<std::string, Sequences>> data_cache_;
+
   static Status Settings(const json& p, LoraConfig* lora, OptimizerConfig* opt, int64_t* steps) {
     PCFARM_RETURN_IF_ERROR(GetNumber<int64_t>(p, "local_steps", 0, 10000, steps));
     auto l = p.find("lora");

@@ -39,10 +39,18 @@
 // and "adapter" files, backend and device; a model serves one shard at a
 // time, and a train shard frees the idle ones before it loads its own.
 //
-// train params (JSON): "model" and "adapter" as above, and
+// train params (JSON): "model" and "adapter" as above, the shard's
+// sequences as exactly one of
 //   "batch": [{"tokens": [ids], "weights": [w per token]}, ...]  weights[i]
 //            weights the prediction of tokens[i] from the tokens before it
 //            (Hugging Face labels; weights[0] is unused)
+//   "data": HASH, "examples": [i, ...]   sequences i of a token data blob
+//            (tasks/engine/token_data.h), resolved by RunContext::blob_path
+//            like the model's files; 1..100000 indices, each below the
+//            blob's count (Run's error names the first that is not), in
+//            order, repeats allowed. The kind keeps the decoded sequences of
+//            its last two blobs for the next shards.
+// and
 //   "lora": {"rank": 16, "alpha": 32, "targets": ["q_proj", ...], "seed": 0}
 //   "local_steps": 0 (default: return the summed gradient) or H >= 1
 //            (H AdamW steps on the batch, return parameters_after - before)
@@ -56,7 +64,8 @@
 // Agree: loss within 1e-4 relative, and values with relative L2 distance
 //   <= 1e-3 and cosine >= 0.999 (different devices round differently).
 //
-// Thread-safety: as every TaskKind; the model cache is guarded by a mutex.
+// Thread-safety: as every TaskKind; the infer model cache and the train
+// kind's token data cache are each guarded by a mutex.
 #pragma once
 
 #include <memory>

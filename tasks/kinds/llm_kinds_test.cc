@@ -14,6 +14,7 @@
 #include "coordinator/cli/local_model.h"
 #include "tasks/backend/registry.h"
 #include "tasks/engine/llama.h"
+#include "tasks/engine/token_data.h"
 #include "tasks/model/gguf.h"
 #include "tasks/model/model_loader.h"
 #include "tasks/model/tokenizer.h"
@@ -468,6 +469,122 @@ TEST_CASE("train returns summed gradients and local-step differences") {
   double moved = 0;
   for (const auto& v : moved_json["values"]) moved += std::fabs(v.get<double>());
   CHECK(moved > 0);
+}
+
+// A token data blob in a temporary file, removed at the end.
+struct TokenDataBlob {
+  std::string path, hash;
+  explicit TokenDataBlob(const std::vector<TokenSequence>& seqs, const std::string& name) {
+    path = (std::filesystem::temp_directory_path() /
+            ("pcfarm_llm_kinds_" + name + "_" + std::to_string(::getpid()) + ".ptd"))
+               .string();
+    REQUIRE(WriteFileAtomic(path, EncodeTokenData(seqs)).ok());
+    hash = FakeHash(path);
+  }
+  ~TokenDataBlob() { std::filesystem::remove(path); }
+};
+
+TEST_CASE("train takes its sequences from a token data blob by index") {
+  FixtureBlobs blobs;
+  const std::vector<TokenSequence> seqs = {{{1, 2, 3, 4, 5, 6}, {0, 0, 1, 1, 1, 0}},
+                                           {{9, 8, 7}, {1, 1, 0}},
+                                           {{4, 4, 4, 4}, {}}};  // stored as [0, 1, 1, 1]
+  TokenDataBlob data(seqs, "data");
+  blobs.path_of[data.hash] = data.path;
+  auto kind = MakeTrainKind();
+  json by_index = {{"model", blobs.files}, {"data", data.hash}, {"examples", {1, 0, 2, 1}},
+                   {"lora", {{"rank", 4}, {"alpha", 8}}}};
+  json inline_batch = by_index;
+  inline_batch.erase("data");
+  inline_batch.erase("examples");
+  inline_batch["batch"] = json::array({{{"tokens", {9, 8, 7}}, {"weights", {1, 1, 0}}},
+                                       {{"tokens", {1, 2, 3, 4, 5, 6}}, {"weights", {0, 0, 1, 1, 1, 0}}},
+                                       {{"tokens", {4, 4, 4, 4}}, {"weights", {0, 1, 1, 1}}},
+                                       {{"tokens", {9, 8, 7}}, {"weights", {1, 1, 0}}}});
+  for (int steps : {0, 2}) {
+    INFO("local_steps " << steps);
+    by_index["local_steps"] = inline_batch["local_steps"] = steps;
+    REQUIRE(kind->ValidateParams(by_index.dump()).ok());
+    auto a = kind->Run(by_index.dump(), blobs.Context());
+    REQUIRE(a.ok());
+    auto b = kind->Run(inline_batch.dump(), blobs.Context());
+    REQUIRE(b.ok());
+    // The same sequences make the same float operations: the same result.
+    CHECK(*a == *b);
+    CHECK(json::parse(*a)["weight"].get<double>() == Approx(3 + 1 + 3 + 1));
+    CHECK(kind->ValidateOutput(by_index.dump(), *a).ok());
+  }
+
+  // The decoded blob is kept: a second shard of it resolves only the model.
+  const int model_files = int(blobs.files.size());
+  int before = *blobs.lookups;
+  REQUIRE(kind->Run(by_index.dump(), blobs.Context()).ok());
+  CHECK(*blobs.lookups - before == model_files);
+  // A fresh kind reads it once.
+  auto fresh = MakeTrainKind();
+  before = *blobs.lookups;
+  REQUIRE(fresh->Run(by_index.dump(), blobs.Context()).ok());
+  CHECK(*blobs.lookups - before == model_files + 1);
+
+  // An index past the blob's sequences is named at Run.
+  json past = by_index;
+  past["examples"] = {0, 2, 3, 1};
+  auto r = kind->Run(past.dump(), blobs.Context());
+  CHECK(r.status().code() == StatusCode::kInvalidArgument);
+  CHECK(r.status().message().find("examples[2] is 3, but the token data holds 3 sequences") !=
+        std::string::npos);
+  // A blob that is not token data.
+  TokenDataBlob junk({}, "junk");
+  REQUIRE(WriteFileAtomic(junk.path, "not token data").ok());
+  blobs.path_of[junk.hash] = junk.path;
+  json bad_blob = by_index;
+  bad_blob["data"] = junk.hash;
+  r = kind->Run(bad_blob.dump(), blobs.Context());
+  CHECK(r.status().code() == StatusCode::kInvalidArgument);
+  CHECK(r.status().message().find("token data: bad magic") != std::string::npos);
+  // A runner without blobs.
+  CHECK(fresh->Run(by_index.dump(), RunContext{}).status().code() ==
+        StatusCode::kFailedPrecondition);
+
+  // Bad params, named.
+  auto error = [&](json p) {
+    Status s = kind->ValidateParams(p.dump());
+    CHECK(s.code() == StatusCode::kInvalidArgument);
+    return s.message();
+  };
+  auto has = [](const std::string& s, const char* part) {
+    INFO(s);
+    return s.find(part) != std::string::npos;
+  };
+  json both = by_index;
+  both["batch"] = inline_batch["batch"];
+  CHECK(has(error(both), "exactly one of 'batch' and 'data' with 'examples'"));
+  json neither = by_index;
+  neither.erase("data");
+  neither.erase("examples");
+  CHECK(has(error(neither), "exactly one of"));
+  json no_examples = by_index;
+  no_examples.erase("examples");
+  CHECK(has(error(no_examples), "'examples' must be an array of 1 to 100000"));
+  json no_data = by_index;
+  no_data.erase("data");
+  CHECK(has(error(no_data), "'data' must be the 64-digit hex hash"));
+  json short_hash = by_index;
+  short_hash["data"] = "abc";
+  CHECK(has(error(short_hash), "'data' must be"));
+  json empty = by_index;
+  empty["examples"] = json::array();
+  CHECK(has(error(empty), "'examples' must be"));
+  json too_many = by_index;
+  too_many["examples"] = std::vector<int>(100001, 0);
+  CHECK(has(error(too_many), "1 to 100000"));
+  too_many["examples"] = std::vector<int>(100000, 0);
+  CHECK(kind->ValidateParams(too_many.dump()).ok());
+  for (json x : {json(-1), json(1.5), json("2"), json(nullptr), json(int64_t(1) << 40)}) {
+    json bad = by_index;
+    bad["examples"] = {0, 1, x};
+    CHECK(has(error(bad), ("examples[2] is " + x.dump()).c_str()));
+  }
 }
 
 TEST_CASE("LLM kinds reject bad params with the field named") {
