@@ -340,6 +340,7 @@ size_t FieldLimit(const google::protobuf::FieldDescriptor& field,
           {"JobInfo.owner", &WireLimits::name_bytes},
           {"UploadChunkRequest.data", &WireLimits::upload_chunk_bytes},
           {"FetchReply.data", &WireLimits::fetch_data_bytes},
+          {"BlobReadReply.data", &WireLimits::fetch_data_bytes},
           {"ClientAddRequest.name", &WireLimits::name_bytes},
           {"ClientAddRequest.role", &WireLimits::label_bytes},
           {"ClientEntry.name", &WireLimits::name_bytes},
@@ -367,6 +368,7 @@ size_t FieldLimit(const google::protobuf::FieldDescriptor& field,
       {"UploadBeginRequest.hash", sizeof(Hash256)},
       {"UploadChunkRequest.hash", sizeof(Hash256)},
       {"ClientAddRequest.curve_pk", kCurveKeyBytes},
+      {"BlobReadRequest.hash", sizeof(Hash256)},
   };
   std::string_view name = field.full_name();
   if (name.rfind("pcfarm.wire.", 0) == 0) name.remove_prefix(12);

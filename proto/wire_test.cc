@@ -234,6 +234,12 @@ std::vector<wire::ClientRequest> AllClientRequests() {
   r.set_request_id(12);
   r.mutable_client_remove()->set_name("alice");
   out.push_back(r);
+  r.Clear();
+  r.set_request_id(13);
+  r.mutable_blob_read()->set_hash(std::string(32, 'h'));
+  r.mutable_blob_read()->set_offset(1 << 20);
+  r.mutable_blob_read()->set_length(1 << 20);
+  out.push_back(r);
   return out;
 }
 
@@ -308,6 +314,11 @@ std::vector<wire::ClientReply> AllClientReplies() {
   r.mutable_client_remove();
   out.push_back(r);
   r.Clear();
+  r.set_request_id(14);
+  r.mutable_blob_read()->set_data("adapter bytes");
+  r.mutable_blob_read()->set_total_size(1 << 20);
+  out.push_back(r);
+  r.Clear();
   r.set_request_id(7);  // a failed call: only the error is set
   r.mutable_error()->set_code("not_found");
   r.mutable_error()->set_message("no job 99");
@@ -335,9 +346,9 @@ void CheckRoundTrips(std::vector<Frame> frames, DecodeFn decode,
 TEST_CASE("every frame type round trips", "[proto]") {
   CheckRoundTrips(AllWorkerFrames(), DecodeWorkerFrame, 7);
   CheckRoundTrips(AllCoordinatorFrames(), DecodeCoordinatorFrame, 7);
-  CheckRoundTrips(AllClientRequests(), DecodeClientRequest, 12);
+  CheckRoundTrips(AllClientRequests(), DecodeClientRequest, 13);
   // The error-only reply has no oneof case: 12 message cases + NOT_SET.
-  CheckRoundTrips(AllClientReplies(), DecodeClientReply, 13);
+  CheckRoundTrips(AllClientReplies(), DecodeClientReply, 14);
 }
 
 // Every cut point of every sample frame: a typed error or (rarely, when the

@@ -153,6 +153,9 @@ std::vector<std::string> SampleClientRequests() {
   r.mutable_client_add()->set_name("alice");
   r.mutable_client_add()->set_curve_pk(std::string(32, 'k'));
   out.push_back(Enc(r));
+  r.mutable_blob_read()->set_hash(std::string(32, 'h'));
+  r.mutable_blob_read()->set_length(4096);
+  out.push_back(Enc(r));
   return out;
 }
 
@@ -179,6 +182,9 @@ std::vector<std::string> SampleClientReplies() {
   r.mutable_fetch()->set_data("{}\n");
   out.push_back(Enc(r));
   r.mutable_client_list()->add_clients()->set_name("alice");
+  out.push_back(Enc(r));
+  r.mutable_blob_read()->set_data("bytes");
+  r.mutable_blob_read()->set_total_size(5);
   out.push_back(Enc(r));
   wire::ClientReply e;
   e.mutable_error()->set_code("not_found");
