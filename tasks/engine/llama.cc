@@ -6,6 +6,7 @@
 #include <random>
 #include <set>
 
+#include "tasks/engine/adapter_io.h"
 #include "tasks/engine/llama_internal.h"
 #include "tasks/engine/optimizer.h"
 #include "tasks/model/model_loader.h"
@@ -31,12 +32,6 @@ Shape ShapeOf(const std::vector<int64_t>& v) {
   return v.size() == 1 ? Shape{v[0]} : Shape{v[0], v[1]};
 }
 
-std::string PeftModule(int64_t layer, const std::string& target) {
-  bool attn = target == "q_proj" || target == "k_proj" || target == "v_proj" ||
-              target == "o_proj";
-  return "base_model.model.model.layers." + std::to_string(layer) +
-         (attn ? ".self_attn." : ".mlp.") + target;
-}
 }  // namespace
 
 struct LlamaModel::Acts {
@@ -501,9 +496,10 @@ Status LlamaModel::EnableLora(const LoraConfig& lora) {
       if (!targets.count(t)) continue;
       const Linear& lin = layers_[l].ByTarget(t);
       std::array<Tensor, 4> ab;
-      const std::string base = PeftModule(int64_t(l), t);
-      PCFARM_RETURN_IF_ERROR(add(base + ".lora_A.weight", {lora.rank, lin.in}, &ab[0], &ab[2]));
-      PCFARM_RETURN_IF_ERROR(add(base + ".lora_B.weight", {lin.out, lora.rank}, &ab[1], &ab[3]));
+      PCFARM_RETURN_IF_ERROR(
+          add(LoraTensorName(int64_t(l), t, false), {lora.rank, lin.in}, &ab[0], &ab[2]));
+      PCFARM_RETURN_IF_ERROR(
+          add(LoraTensorName(int64_t(l), t, true), {lin.out, lora.rank}, &ab[1], &ab[3]));
       std::vector<float> a(size_t(lora.rank * lin.in));
       const double bound = 1.0 / std::sqrt(double(lin.in));
       for (float& x : a) x = float((double(rng() >> 11) * 0x1.0p-53 * 2 - 1) * bound);
