@@ -222,13 +222,14 @@ class LlamaModel {
   // ---- PEFT adapters ----------------------------------------------------------
 
   // Writes dir/adapter_config.json and dir/adapter_model.safetensors (f32)
-  // for the current LoRA adapters; creates dir. FailedPrecondition unless
-  // kLora.
+  // for the current LoRA adapters, the bytes of EncodeAdapterConfig and
+  // EncodeAdapterSafetensors (tasks/engine/adapter_io.h); creates dir.
+  // FailedPrecondition unless kLora.
   Status SaveAdapter(const std::string& dir, const std::string& base_model_name_or_path) const;
-  // Reads a PEFT LoRA adapter (F32/F16/BF16 tensors) and makes it the
-  // trainable LoRA (as EnableLora, then the loaded values). Every tensor
-  // must be present with its shape, and no other; errors name the file and
-  // the tensor or field.
+  // Reads a PEFT LoRA adapter (F32/F16/BF16 tensors; ParseAdapter) and
+  // makes it the trainable LoRA (as EnableLora, then the loaded values).
+  // Every tensor must be present with its shape, and no other; errors name
+  // the file and the tensor or field.
   Status LoadAdapter(const std::string& dir);
 
   ~LlamaModel();
