@@ -7,7 +7,20 @@
 
 #include "base/file.h"
 #include "crypto/hash.h"
+#include "tasks/engine/token_data.h"
 #include "tests/fuzz/samples.h"
+
+namespace {
+
+// Token data blobs: empty, one sequence, and sequences with stored and
+// empty (all-ones) weights.
+std::vector<std::string> SampleTokenData() {
+  using pcfarm::EncodeTokenData;
+  return {EncodeTokenData({}), EncodeTokenData({{{1, 2, 3}, {0, 1, 1}}}),
+          EncodeTokenData({{{3, 1, 4}, {0, 0.5f, 2}}, {{9}, {}}, {{70000, 6}, {0, 1}}})};
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   if (argc != 2) {
@@ -24,6 +37,7 @@ int main(int argc, char** argv) {
       {"fuzz_client_reply", SampleClientReplies()},
       {"fuzz_envelope", SampleEnvelopeInputs()},
       {"fuzz_token", SampleTokens()},
+      {"fuzz_token_data", SampleTokenData()},
   };
   size_t files = 0;
   for (const auto& [target, seeds] : sets) {
