@@ -36,6 +36,8 @@ Status CheckClientName(const std::string& name) {
 // Fetch replies carry at most this much output (the reply limit is larger:
 // one shard's output always fits).
 constexpr size_t kFetchReplyTargetBytes = 8u << 20;
+// A BlobRead that names no length gets this much.
+constexpr size_t kBlobReadDefaultBytes = 4u << 20;
 
 }  // namespace
 
@@ -132,7 +134,7 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
         if (known.status().code() != StatusCode::kNotFound) return known.status();
       }
       const JobPlanner* planner = FindPlanner(s.kind());
-      if (!planner || !TaskKindRegistry::Builtin().Find(s.kind())) {
+      if (!planner || !TaskKindRegistry::Builtin().Find(planner->task_kind())) {
         return InvalidArgument("unknown job kind '" + EscapePeerText(s.kind(), 64) + "'");
       }
       if (s.redundancy() < 1 || s.redundancy() > 16) {
@@ -148,6 +150,7 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       spec.blobs = plan.blobs;
       spec.owner_client_id = client.id;
       spec.request_key = key;
+      spec.open_ended = plan.open_ended;
       PCFARM_ASSIGN_OR_RETURN(int64_t id, store->CreateJob(spec));
       job_shard_blobs[id] = planner->ShardBlobs(spec.params);
       store->AddEvent("job_submitted", id, 0,
@@ -291,6 +294,17 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       }
       const JobPlanner* planner = FindPlanner(job.kind);
       if (!planner) return Internal("no planner for job kind '" + job.kind + "'");
+      if (planner->open_ended()) {
+        // Its rounds and where its output lies, in one reply.
+        PCFARM_ASSIGN_OR_RETURN(auto rounds, store->JobRounds(job.id));
+        auto* out = reply->mutable_fetch();
+        out->set_data(planner->RoundsOutput(job, rounds));
+        out->set_next_shard(uint32_t(job.shards_total));
+        out->set_done(true);
+        PCFARM_ASSIGN_OR_RETURN(auto w, JobToWire(job));
+        *out->mutable_job() = std::move(w);
+        return Status::Ok();
+      }
       PCFARM_ASSIGN_OR_RETURN(auto results,
                               store->AcceptedResults(job.id, int64_t(f.from_shard()),
                                                      int64_t(kFetchReplyTargetBytes)));
@@ -309,6 +323,31 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       out->set_done(done);
       PCFARM_ASSIGN_OR_RETURN(auto w, JobToWire(job));
       *out->mutable_job() = std::move(w);
+      return Status::Ok();
+    }
+    case wire::ClientRequest::kBlobRead: {
+      const auto& b = req.blob_read();
+      PCFARM_ASSIGN_OR_RETURN(Hash256 hash, HashFromBytes(b.hash()));
+      const std::string hex = HashToHex(hash);
+      if (!admin) {
+        PCFARM_ASSIGN_OR_RETURN(bool mine, store->OwnerHasJobBlob(client.id, hex));
+        if (!mine) return NotFound("no blob " + hex + " among your jobs'");
+      }
+      PCFARM_ASSIGN_OR_RETURN(int64_t size, blobs->Size(hex));
+      const int64_t offset = int64_t(b.offset());
+      if (b.offset() > uint64_t(size)) {
+        return InvalidArgument("offset " + std::to_string(b.offset()) + " is past the end of blob " +
+                               hex + " (" + std::to_string(size) + " bytes)");
+      }
+      const int64_t want = std::min<int64_t>(
+          {int64_t(b.length() ? b.length() : kBlobReadDefaultBytes), int64_t(kFetchReplyTargetBytes),
+           size - offset});
+      auto* out = reply->mutable_blob_read();
+      out->set_total_size(uint64_t(size));
+      if (want > 0) {
+        PCFARM_ASSIGN_OR_RETURN(std::string data, blobs->ReadChunk(hex, offset, want));
+        out->set_data(std::move(data));
+      }
       return Status::Ok();
     }
     case wire::ClientRequest::kClientAdd: {

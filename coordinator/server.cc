@@ -627,12 +627,16 @@ void CoordinatorServer::Impl::TryAssign(Peer& peer) {
     body.set_job_id(l.job_id);
     body.set_shard_index(static_cast<uint32_t>(l.shard_idx));
     body.set_worker_sign_pk(peer.sign_pk);
-    body.set_kind(l.job_kind);
+    body.set_kind(std::string(TaskKindOfJob(l.job_kind)));
     body.set_params(l.shard_params);
     body.set_issued_ms(clock->NowMs());
     body.set_deadline_ms(l.deadline_ms);
     body.set_nonce(RandomBytes(16));
-    for (const auto& hex : ShardBlobsOf(l.job_id, l.job_kind)) {
+    std::vector<std::string> shard_blobs = ShardBlobsOf(l.job_id, l.job_kind);
+    if (const JobPlanner* planner = FindPlanner(l.job_kind)) {
+      for (auto& hex : planner->ShardOwnBlobs(l.shard_params)) shard_blobs.push_back(hex);
+    }
+    for (const auto& hex : shard_blobs) {
       auto hash = HashFromHex(hex);
       if (!hash.ok()) continue;
       body.add_blob_hashes(HashToBytes(*hash));
@@ -802,7 +806,7 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
   // The kind checks the output's size and shape before anything stores or
   // parses it further (also at redundancy 1, where no comparison runs); a
   // result it refuses counts as a failed attempt.
-  const TaskKind* kind = TaskKindRegistry::Builtin().Find(work->kind);
+  const TaskKind* kind = TaskKindRegistry::Builtin().Find(TaskKindOfJob(work->kind));
   Status shape = !body->ok() ? Status::Ok()
                  : kind      ? kind->ValidateOutput(work->params, body->output())
                              : Internal("no task kind '" + work->kind + "'");
@@ -862,7 +866,46 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
   f.mutable_ack()->set_attempt_id(attempt);
   Send(peer, std::move(f));
   if (outcome->job_finished) assign_all_due = true;
+  if (outcome->job_awaits_advance) AdvanceJobs();
   TryAssign(peer);
+}
+
+void CoordinatorServer::Impl::AdvanceJobs() {
+  auto waiting = store->JobsAwaitingAdvance();
+  if (!waiting.ok()) {
+    spdlog::warn("listing jobs to advance failed: {}", waiting.status().ToString());
+    return;
+  }
+  for (const JobInfo& job : *waiting) {
+    const JobPlanner* planner = FindPlanner(job.kind);
+    Result<JobAdvance> adv =
+        planner ? planner->Advance(job, *store, *blobs, clock->NowMs())
+                : Result<JobAdvance>(Internal("no planner for job kind '" + job.kind + "'"));
+    if (!adv.ok()) {
+      // Transient (a blob unreadable, the disk full): tried again each tick.
+      spdlog::warn("job {}: cannot plan its next round yet: {}", job.id,
+                   adv.status().ToString());
+      continue;
+    }
+    Status s = store->AdvanceJob(job.id, *adv);
+    if (!s.ok()) {
+      spdlog::warn("job {}: advancing it failed: {}", job.id, s.ToString());
+      continue;
+    }
+    switch (adv->end) {
+      case JobAdvance::End::kContinue:
+        spdlog::info("job {}: round {} done, {} shards next", job.id, adv->round,
+                     adv->shards.size());
+        break;
+      case JobAdvance::End::kSucceed:
+        spdlog::info("job {} succeeded: {}", job.id, adv->reason);
+        break;
+      case JobAdvance::End::kFail:
+        spdlog::warn("job {} failed: {}", job.id, adv->reason);
+        break;
+    }
+    assign_all_due = true;
+  }
 }
 
 void CoordinatorServer::Impl::OnBlobGet(Peer& peer, const wire::BlobGet& get) {
@@ -941,6 +984,9 @@ void CoordinatorServer::Impl::Tick(int64_t now) {
     bool active = job.ok() && (job->state == "queued" || job->state == "running");
     it = active ? std::next(it) : job_shard_blobs.erase(it);
   }
+  // Open-ended jobs whose round ended while planning it failed, or before
+  // a restart.
+  AdvanceJobs();
   auto pruned = store->PruneEvents(opts.coordinator_events_max_age_ms,
                                    opts.coordinator_events_max_rows);
   if (pruned.ok()) {

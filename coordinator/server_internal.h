@@ -77,6 +77,14 @@ class CoordinatorServer::Impl {
             return kind->Agree(a, b);
           });
     }
+    // Job kinds whose shards run another task kind compare like it.
+    for (const auto& planner : AllPlanners()) {
+      const TaskKind* kind = TaskKindRegistry::Builtin().Find(planner->task_kind());
+      if (planner->task_kind() == planner->kind() || !kind) continue;
+      scheduler.verifier().Register(
+          std::string(planner->kind()),
+          [kind](std::string_view a, std::string_view b) { return kind->Agree(a, b); });
+    }
     scheduler.set_summary_fold(FoldWithPlanner);
   }
 
@@ -119,6 +127,9 @@ class CoordinatorServer::Impl {
   void ActOn(const TransitionReport& report);
   void BadMessage(Peer* peer, const std::string& route, const Status& why);
   void Tick(int64_t now);
+  // Plans and applies the next round of every open-ended job whose shards
+  // so far are all accepted (JobPlanner::Advance, Store::AdvanceJob).
+  void AdvanceJobs();
 
   // ---- clients ----
   void OnClientMessage(const std::string& route, zmq::message_t& payload);

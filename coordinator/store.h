@@ -395,6 +395,9 @@ class Store {
   // True iff RecordBlob recorded `hash_hex`.
   Result<bool> HasBlob(const std::string& hash_hex);
   Status LinkJobBlob(int64_t job_id, const std::string& hash_hex);
+  // True iff a job of `owner_client_id` is linked to the blob (what a
+  // submitter may read back, e.g. its fine-tuned adapter).
+  Result<bool> OwnerHasJobBlob(int64_t owner_client_id, const std::string& hash_hex);
   Result<std::vector<std::string>> JobBlobs(int64_t job_id);
 
   // ---- events ----

@@ -28,6 +28,14 @@ Result<bool> Store::HasBlob(const std::string& hash_hex) {
   return n > 0;
 }
 
+Result<bool> Store::OwnerHasJobBlob(int64_t owner_client_id, const std::string& hash_hex) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT COUNT(*) FROM job_blobs b JOIN jobs j ON j.id=b.job_id "
+                  "WHERE b.hash=?1 AND j.owner_client_id=?2");
+  PCFARM_ASSIGN_OR_RETURN(int64_t n, q.Bind(hash_hex, owner_client_id).OneInt());
+  return n > 0;
+}
+
 Status Store::LinkJobBlob(int64_t job_id, const std::string& hash_hex) {
   std::lock_guard l(mu_);
   return db_->Tx([&]() -> Status {

@@ -205,6 +205,20 @@ void PrintJobDetails(const wire::JobInfo& j) {
                 (long long)p.prompts_done, (long long)p.prompts_total, (long long)p.tokens,
                 p.tokens_per_s);
   }
+  if (j.kind() == "finetune") {
+    FinetuneProgress p = FinetuneProgressOf(j);
+    std::printf("  step:       %lld of %lld\n", (long long)p.step, (long long)p.steps);
+    if (p.step > 0) {
+      std::string trend;
+      const size_t from = p.trend.size() > 6 ? p.trend.size() - 6 : 0;
+      for (size_t i = from; i < p.trend.size(); ++i) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%s%.4f", trend.empty() ? "" : " ", p.trend[i]);
+        trend += b;
+      }
+      std::printf("  loss:       %.6f (last steps: %s)\n", p.loss, trend.c_str());
+    }
+  }
   if (!j.summary().empty()) {
     try {
       std::printf("  result:     %s\n",
@@ -235,6 +249,21 @@ InferProgress InferProgressOf(const wire::JobInfo& j) {
                                      .count();
   double secs = double(end_ms - j.created_ms()) / 1000.0;
   if (secs > 0) p.tokens_per_s = double(p.tokens) / secs;
+  return p;
+}
+
+FinetuneProgress FinetuneProgressOf(const wire::JobInfo& j) {
+  FinetuneProgress p;
+  json s = json::parse(j.summary().empty() ? "{}" : j.summary(), nullptr, false);
+  if (!s.is_object()) return p;
+  p.step = s.value("step", int64_t(0));
+  p.steps = s.value("steps", int64_t(0));
+  if (s.contains("loss") && s["loss"].is_number()) p.loss = s["loss"].get<double>();
+  if (s.contains("losses") && s["losses"].is_array()) {
+    for (const auto& v : s["losses"]) {
+      if (v.is_number()) p.trend.push_back(v.get<double>());
+    }
+  }
   return p;
 }
 

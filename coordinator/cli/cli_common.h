@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "coordinator/cli/client.h"
@@ -125,5 +126,15 @@ struct InferProgress {
   double tokens_per_s = 0;
 };
 InferProgress InferProgressOf(const wire::JobInfo& j);
+
+// A finetune job's progress from its summary: steps applied of its total,
+// the last step's loss and the losses of the last steps (oldest first).
+struct FinetuneProgress {
+  int64_t step = 0;
+  int64_t steps = 0;
+  double loss = 0;
+  std::vector<double> trend;
+};
+FinetuneProgress FinetuneProgressOf(const wire::JobInfo& j);
 
 }  // namespace pcfarm

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file.h"
+#include "coordinator/cli/farm_internal.h"
 #include "coordinator/cli/upload.h"
 #include "coordinator/client_profile.h"
 #include "crypto/keys.h"
@@ -21,10 +22,11 @@
 #include "tasks/model/model_loader.h"
 
 namespace pcfarm {
-namespace {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
+
+namespace {
 
 bool PlainName(const std::string& n) {
   if (n.empty() || n.size() > 128 || n[0] == '.') return false;
@@ -33,8 +35,8 @@ bool PlainName(const std::string& n) {
   });
 }
 
-// The files of a model or adapter that travel to the workers: a .gguf file
-// alone, or the files of a Hugging Face directory the loader reads.
+}  // namespace
+
 Result<std::vector<std::pair<std::string, std::string>>> FilesToSend(const std::string& path,
                                                                      bool adapter) {
   std::vector<std::pair<std::string, std::string>> out;  // name, path
@@ -82,8 +84,6 @@ std::string Human(int64_t bytes) {
   return buf;
 }
 
-}  // namespace
-
 FarmCommands::FarmCommands(CLI::App* app, CLI::App* submit, Globals* globals) : g_(globals) {
   auto add_json = [&](CLI::App* cmd) { cmd->add_flag("--json", g_->json, "print JSON for scripts"); };
   auto& o = infer_;
@@ -111,9 +111,14 @@ FarmCommands::FarmCommands(CLI::App* app, CLI::App* submit, Globals* globals) : 
   infer_cmd_->add_option("--priority", o.priority, "higher runs first")->capture_default_str();
   add_json(infer_cmd_);
 
-  fetch_cmd_ = app->add_subcommand("fetch", "write a job's results to a file");
+  AddFinetuneCommand(submit);
+
+  fetch_cmd_ = app->add_subcommand(
+      "fetch", "write a job's results to a file (a finetune job: its adapter, to a directory)");
   fetch_cmd_->add_option("JOB", job_, "job id")->required();
-  fetch_cmd_->add_option("--out", out_, "the file to write")->required();
+  fetch_cmd_->add_option("--out", out_,
+                         "the file to write (a finetune job: the directory to write)")
+      ->required();
   fetch_cmd_->add_flag("--partial", partial_,
                        "a job that has not finished: write what is accepted so far");
   add_json(fetch_cmd_);
@@ -140,12 +145,13 @@ FarmCommands::FarmCommands(CLI::App* app, CLI::App* submit, Globals* globals) : 
 }
 
 bool FarmCommands::selected() const {
-  return infer_cmd_->parsed() || fetch_cmd_->parsed() || upload_cmd_->parsed() || client_add_->parsed() ||
+  return infer_cmd_->parsed() || finetune_cmd_->parsed() || fetch_cmd_->parsed() || upload_cmd_->parsed() || client_add_->parsed() ||
          client_list_->parsed() || client_remove_->parsed();
 }
 
 int FarmCommands::Run() {
   if (infer_cmd_->parsed()) return SubmitInfer();
+  if (finetune_cmd_->parsed()) return SubmitFinetune();
   if (fetch_cmd_->parsed()) return Fetch();
   if (upload_cmd_->parsed()) return Upload();
   if (client_add_->parsed()) return ClientAdd();
@@ -307,6 +313,26 @@ int FarmCommands::Fetch() {
     if (f.done()) break;
     if (f.next_shard() <= from) return Fail("the coordinator's fetch did not advance");
     from = f.next_shard();
+  }
+  if (job.kind() == "finetune") {
+    int64_t bytes = 0;
+    Status w = WriteFinetuneOutput(client->get(), data, out_, &bytes);
+    if (!w.ok()) return Fail(w.WithContext("--out " + out_));
+    json m = json::parse(data, nullptr, false);
+    const int64_t step = m.is_object() ? m.value("step", int64_t(0)) : 0;
+    const bool done = job.state() == "succeeded";
+    if (g_->json) {
+      std::cout << json{{"job_id", job_}, {"out", out_}, {"bytes", bytes}, {"step", step},
+                        {"state", job.state()}, {"complete", done}}
+                       .dump()
+                << "\n";
+      return 0;
+    }
+    std::printf("job %llu (finetune, %s): wrote the adapter after step %lld and "
+                "trainer_log.jsonl to %s%s\n",
+                (unsigned long long)job_, job.state().c_str(), (long long)step, out_.c_str(),
+                done ? "" : " (partial: the job has not finished)");
+    return 0;
   }
   Status w = WriteFileAtomic(out_, data);
   if (!w.ok()) return Fail(w.WithContext("--out " + out_));

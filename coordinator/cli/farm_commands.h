@@ -28,9 +28,36 @@ struct InferSubmitOptions {
   uint32_t priority = 0;
 };
 
+struct FinetuneSubmitOptions {
+  std::string model;
+  std::string data;
+  // Defaults as `pcfarm local finetune`'s (local_commands.h).
+  int64_t steps = 30;
+  int64_t batch = 4;
+  int64_t micro_batch = 0;  // 0: min(batch, 8)
+  double lr = 1e-3;
+  int64_t lora_rank = 8;
+  double lora_alpha = 16;
+  std::string lora_targets = "q_proj,k_proj,v_proj,o_proj";
+  int64_t max_length = 0;
+  uint64_t seed = 0;
+  std::string mode = "sync";
+  std::string method = "lora";
+  int64_t local_steps = 0;
+  double outer_lr = 0.7;
+  double outer_momentum = 0.9;
+  std::string compress = "none";
+  std::string aggregate = "mean";
+  uint32_t redundancy = 1;
+  uint32_t priority = 0;
+};
+
+class CoordinatorClient;
+
 class FarmCommands {
  public:
-  // Adds `submit infer` under `submit`, and `fetch` and `client` to `app`.
+  // Adds `submit infer` and `submit finetune` under `submit`, and `fetch`,
+  // `upload` and `client` to `app`.
   // REQUIRES: both outlive this object, which outlives app.parse().
   FarmCommands(CLI::App* app, CLI::App* submit, Globals* globals);
 
@@ -40,6 +67,14 @@ class FarmCommands {
 
  private:
   int SubmitInfer();
+  // farm_finetune.cc
+  void AddFinetuneCommand(CLI::App* submit);
+  int SubmitFinetune();
+  // Writes a finetune job's fetch `manifest` (FinetunePlanner::RoundsOutput)
+  // into `dir`: the adapter's files, read with BlobRead, and
+  // trainer_log.jsonl.
+  Status WriteFinetuneOutput(CoordinatorClient* client, const std::string& manifest,
+                             const std::string& dir, int64_t* bytes_written);
   int Fetch();
   int Upload();
   int ClientAdd();
@@ -49,6 +84,8 @@ class FarmCommands {
   Globals* g_;
   InferSubmitOptions infer_;
   CLI::App* infer_cmd_ = nullptr;
+  FinetuneSubmitOptions finetune_;
+  CLI::App* finetune_cmd_ = nullptr;
   CLI::App* fetch_cmd_ = nullptr;
   CLI::App* upload_cmd_ = nullptr;
   std::string upload_path_;

@@ -249,6 +249,11 @@ int CmdWait(const Globals& g, uint64_t job, double poll_s, double max_wait_s) {
     }
     const auto& j = reply->job_status().job();
     double frac = j.shards_total() ? double(j.shards_accepted()) / j.shards_total() : 0;
+    if (j.kind() == "finetune") {
+      // Its shards come step by step: the steps tell how far it is.
+      FinetuneProgress p = FinetuneProgressOf(j);
+      frac = p.steps > 0 ? double(p.step) / double(p.steps) : 0;
+    }
     if (tty) {
       int width = 30, filled = static_cast<int>(frac * width + 0.5);
       std::string bar(filled, '#');
@@ -260,6 +265,12 @@ int CmdWait(const Globals& g, uint64_t job, double poll_s, double max_wait_s) {
         std::snprintf(buf, sizeof buf, " %lld/%lld prompts %.1f tok/s",
                       (long long)p.prompts_done, (long long)p.prompts_total, p.tokens_per_s);
         extra = buf;
+      } else if (j.kind() == "finetune") {
+        FinetuneProgress p = FinetuneProgressOf(j);
+        char buf[96];
+        std::snprintf(buf, sizeof buf, " step %lld/%lld loss %.4f", (long long)p.step,
+                      (long long)p.steps, p.loss);
+        extra = buf;
       }
       std::printf("\rjob %llu [%s] %3.0f%% %u/%u shards%s %-10s",
                   (unsigned long long)job, bar.c_str(), frac * 100,
@@ -268,9 +279,16 @@ int CmdWait(const Globals& g, uint64_t job, double poll_s, double max_wait_s) {
       line_open = true;
     } else if (!g.json) {
       char line[160];
-      std::snprintf(line, sizeof line, "job %llu: %s, %u/%u shards accepted",
-                    (unsigned long long)job, j.state().c_str(),
-                    j.shards_accepted(), j.shards_total());
+      if (j.kind() == "finetune") {
+        FinetuneProgress p = FinetuneProgressOf(j);
+        std::snprintf(line, sizeof line, "job %llu: %s, step %lld/%lld, loss %.4f",
+                      (unsigned long long)job, j.state().c_str(), (long long)p.step,
+                      (long long)p.steps, p.loss);
+      } else {
+        std::snprintf(line, sizeof line, "job %llu: %s, %u/%u shards accepted",
+                      (unsigned long long)job, j.state().c_str(), j.shards_accepted(),
+                      j.shards_total());
+      }
       if (line != last_line) {
         std::printf("%s\n", line);
         std::fflush(stdout);

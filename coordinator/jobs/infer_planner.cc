@@ -74,50 +74,6 @@ Result<json> ParseParams(std::string_view text) {
   return p;
 }
 
-bool IsHash(const json& v) {
-  if (!v.is_string() || v.get<std::string>().size() != 64) return false;
-  for (char c : v.get<std::string>()) {
-    if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
-  }
-  return true;
-}
-
-// The hashes of a {file: hash} map, or an error naming `field`.
-Result<std::vector<std::string>> FileHashes(const json& p, const char* field) {
-  std::vector<std::string> out;
-  auto it = p.find(field);
-  if (it == p.end()) return out;
-  if (!it->is_object() || it->empty()) {
-    return InvalidArgument(std::string("'") + field + "' must map file names to blob hashes");
-  }
-  for (const auto& [name, hash] : it->items()) {
-    if (!IsHash(hash)) {
-      return InvalidArgument(std::string("'") + field + "." + name + "' is not a blob hash");
-    }
-    out.push_back(hash.get<std::string>());
-  }
-  return out;
-}
-
-Result<std::string> ReadBlob(const BlobStore& blobs, const std::string& hash) {
-  PCFARM_ASSIGN_OR_RETURN(int64_t size, blobs.Size(hash));
-  if (size > kMaxPromptsBlobBytes) {
-    return InvalidArgument("the prompts file is over " +
-                           std::to_string(kMaxPromptsBlobBytes >> 20) + " MiB");
-  }
-  std::string out;
-  out.reserve(size_t(size));
-  while (int64_t(out.size()) < size) {
-    PCFARM_ASSIGN_OR_RETURN(
-        std::string chunk,
-        blobs.ReadChunk(hash, int64_t(out.size()),
-                        std::min<int64_t>(kBlobMaxChunkBytes, size - int64_t(out.size()))));
-    if (chunk.empty()) return Corruption("blob " + hash + " shrank while read");
-    out += chunk;
-  }
-  return out;
-}
-
 class InferPlanner final : public JobPlanner {
  public:
   std::string_view kind() const override { return "infer"; }
@@ -133,7 +89,7 @@ class InferPlanner final : public JobPlanner {
     if (model.empty()) return InvalidArgument("missing 'model'");
     PCFARM_ASSIGN_OR_RETURN(auto adapter, FileHashes(p, "adapter"));
     auto pb = p.find("prompts_blob");
-    if (pb == p.end() || !IsHash(*pb)) {
+    if (pb == p.end() || !IsBlobHashJson(*pb)) {
       return InvalidArgument("'prompts_blob' must be a blob hash");
     }
     const std::string prompts_hash = pb->get<std::string>();
@@ -165,7 +121,9 @@ class InferPlanner final : public JobPlanner {
     }
 
     // The prompts, as the CLI checked and counted them.
-    PCFARM_ASSIGN_OR_RETURN(std::string text, ReadBlob(blobs, prompts_hash));
+    PCFARM_ASSIGN_OR_RETURN(std::string text, ReadWholeBlob(blobs, prompts_hash,
+                                                            kMaxPromptsBlobBytes,
+                                                            "the prompts file"));
     std::vector<std::string> prompts;
     std::vector<int64_t> tokens;
     std::vector<size_t> bytes;

@@ -1,5 +1,7 @@
 #include "coordinator/jobs/planner.h"
 
+#include <algorithm>
+#include <cctype>
 #include <nlohmann/json.hpp>
 
 #include "coordinator/job_summary.h"
@@ -47,22 +49,71 @@ class BenchPlanner final : public JobPlanner {
   }
 };
 
-const std::vector<std::unique_ptr<JobPlanner>>& Planners() {
+}  // namespace
+
+const std::vector<std::unique_ptr<JobPlanner>>& AllPlanners() {
   static const auto* planners = [] {
     auto* v = new std::vector<std::unique_ptr<JobPlanner>>;
     v->push_back(std::make_unique<BenchPlanner>());
     v->push_back(MakeInferPlanner());
+    v->push_back(MakeFinetunePlanner());
     return v;
   }();
   return *planners;
 }
 
-}  // namespace
+std::string_view TaskKindOfJob(std::string_view job_kind) {
+  const JobPlanner* p = FindPlanner(job_kind);
+  return p ? p->task_kind() : job_kind;
+}
+
+bool IsBlobHashJson(const nlohmann::json& v) {
+  if (!v.is_string() || v.get<std::string>().size() != 64) return false;
+  for (char c : v.get<std::string>()) {
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+
+Result<std::vector<std::string>> FileHashes(const nlohmann::json& p, const char* field) {
+  std::vector<std::string> out;
+  auto it = p.find(field);
+  if (it == p.end()) return out;
+  if (!it->is_object() || it->empty()) {
+    return InvalidArgument(std::string("'") + field + "' must map file names to blob hashes");
+  }
+  for (const auto& [name, hash] : it->items()) {
+    if (!IsBlobHashJson(hash)) {
+      return InvalidArgument(std::string("'") + field + "." + name + "' is not a blob hash");
+    }
+    out.push_back(hash.get<std::string>());
+  }
+  return out;
+}
+
+Result<std::string> ReadWholeBlob(const BlobStore& blobs, const std::string& hash,
+                                  int64_t max_bytes, const std::string& what) {
+  PCFARM_ASSIGN_OR_RETURN(int64_t size, blobs.Size(hash));
+  if (size > max_bytes) {
+    return InvalidArgument(what + " is over " + std::to_string(max_bytes >> 20) + " MiB");
+  }
+  std::string out;
+  out.reserve(size_t(size));
+  while (int64_t(out.size()) < size) {
+    PCFARM_ASSIGN_OR_RETURN(
+        std::string chunk,
+        blobs.ReadChunk(hash, int64_t(out.size()),
+                        std::min<int64_t>(kBlobMaxChunkBytes, size - int64_t(out.size()))));
+    if (chunk.empty()) return Corruption("blob " + hash + " shrank while read");
+    out += chunk;
+  }
+  return out;
+}
 
 std::unique_ptr<JobPlanner> MakeBenchPlanner() { return std::make_unique<BenchPlanner>(); }
 
 const JobPlanner* FindPlanner(std::string_view kind) {
-  for (const auto& p : Planners()) {
+  for (const auto& p : AllPlanners()) {
     if (p->kind() == kind) return p.get();
   }
   return nullptr;

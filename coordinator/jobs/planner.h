@@ -8,8 +8,8 @@
 // server stays an event loop and the scheduler stays policy: neither knows
 // what a kind's params mean.
 //
-// Thread-safety: planners hold no mutable state; every method may be called
-// from any thread.
+// Thread-safety: every method may be called from any thread (a planner's
+// caches are guarded by its own mutex).
 #pragma once
 
 #include <cstdint>
@@ -17,6 +17,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "base/status.h"
 #include "coordinator/blob_store.h"
@@ -31,6 +33,8 @@ struct JobPlan {
   // Every blob the job refers to (its shards' and its own, e.g. a prompts
   // file): all must be in the blob store, and are linked to the job.
   std::vector<std::string> blobs;
+  // The job gets its shards round by round (JobPlanner::open_ended).
+  bool open_ended = false;
 };
 
 // One accepted shard as `pcfarm fetch` renders it.
@@ -72,7 +76,58 @@ class JobPlanner {
   // that order, to the file `pcfarm fetch` writes.
   virtual std::string Output(const std::vector<FetchedShard>& shards) const = 0;
   virtual std::string OutputTail(const JobInfo& job) const = 0;
+
+  // The task kind its shards run (ShardBody.kind, the comparator, the
+  // output check): kind() unless they differ (finetune jobs run `train`).
+  virtual std::string_view task_kind() const { return kind(); }
+
+  // Blobs one shard needs beyond ShardBlobs(job params), named by its own
+  // params (finetune: the adapter version of its step).
+  virtual std::vector<std::string> ShardOwnBlobs(std::string_view shard_params) const {
+    (void)shard_params;
+    return {};
+  }
+
+  // ---- open-ended kinds (finetune) ----
+  // An open-ended job gets its shards round by round: Plan makes the first
+  // round's, and whenever every shard so far is accepted the event loop
+  // calls Advance and applies its answer with Store::AdvanceJob.
+  virtual bool open_ended() const { return false; }
+  // What follows: the next round's shards, or the job's end (kSucceed, or
+  // kFail with the reason). Reads the round's results from `store`, writes
+  // the blobs it makes into `blobs` (durable before it returns) and lists
+  // them in the answer; `now_ms` times the round. An error is transient (the
+  // event loop tries again later); a verdict on the job is a kFail answer.
+  virtual Result<JobAdvance> Advance(const JobInfo& job, Store& store, BlobStore& blobs,
+                                     int64_t now_ms) const {
+    (void)store, (void)blobs, (void)now_ms;
+    return FailedPrecondition("job " + std::to_string(job.id) + " of kind " + job.kind +
+                              " is not open-ended");
+  }
+  // What `pcfarm fetch` gets for an open-ended job instead of the shards'
+  // output: its rounds (job_rounds, in order) and its output's description.
+  virtual std::string RoundsOutput(const JobInfo& job,
+                                   const std::vector<JobRound>& rounds) const {
+    (void)job, (void)rounds;
+    return "";
+  }
 };
+
+// Every planner, for the process's lifetime.
+const std::vector<std::unique_ptr<JobPlanner>>& AllPlanners();
+
+// The task kind that shards of a `job_kind` job run.
+std::string_view TaskKindOfJob(std::string_view job_kind);
+
+// ---- helpers shared by the planners ----
+// True iff `v` is a string of 64 hex digits.
+bool IsBlobHashJson(const nlohmann::json& v);
+// The hashes of the {file name: blob hash} map p[field] (empty when absent),
+// or InvalidArgument naming `field`.
+Result<std::vector<std::string>> FileHashes(const nlohmann::json& p, const char* field);
+// The whole blob, at most `max_bytes` (InvalidArgument naming `what` past it).
+Result<std::string> ReadWholeBlob(const BlobStore& blobs, const std::string& hash,
+                                  int64_t max_bytes, const std::string& what);
 
 // The planner of `kind`, or nullptr. Lives for the process.
 const JobPlanner* FindPlanner(std::string_view kind);
@@ -84,5 +139,6 @@ std::string FoldWithPlanner(std::string_view kind, std::string_view summary,
 
 std::unique_ptr<JobPlanner> MakeBenchPlanner();
 std::unique_ptr<JobPlanner> MakeInferPlanner();
+std::unique_ptr<JobPlanner> MakeFinetunePlanner();
 
 }  // namespace pcfarm

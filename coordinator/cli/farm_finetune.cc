@@ -1,0 +1,308 @@
+// `pcfarm submit finetune` and what `pcfarm fetch` writes for a finetune job.
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "base/file.h"
+#include "coordinator/cli/farm_commands.h"
+#include "coordinator/cli/farm_internal.h"
+#include "coordinator/cli/upload.h"
+#include "crypto/hash.h"
+#include "tasks/aggregate/aggregate.h"
+#include "tasks/backend/registry.h"
+#include "tasks/engine/data.h"
+#include "tasks/engine/llama.h"
+#include "tasks/engine/token_data.h"
+#include "tasks/model/model_loader.h"
+
+namespace pcfarm {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::string> SplitList(const std::string& list) {
+  std::vector<std::string> out;
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+// A directory of its own under the system's temp dir, removed with it.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "pcfarm-finetune.XXXXXX").string();
+    if (mkdtemp(tmpl.data())) path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path.empty()) fs::remove_all(path, ec);
+  }
+};
+
+}  // namespace
+
+void FarmCommands::AddFinetuneCommand(CLI::App* submit) {
+  auto& o = finetune_;
+  auto* c = finetune_cmd_ =
+      submit->add_subcommand("finetune", "LoRA fine-tuning of a model on the farm");
+  c->add_option("--model", o.model, "a Hugging Face model directory or a .gguf file")
+      ->required();
+  c->add_option("--data", o.data, "JSONL training data, as pcfarm local finetune reads it")
+      ->required();
+  c->add_option("--steps", o.steps, "optimizer steps")->capture_default_str();
+  c->add_option("--batch", o.batch, "examples per step")->capture_default_str();
+  c->add_option("--micro-batch", o.micro_batch,
+                "examples per shard (0: min(batch, 8))")
+      ->capture_default_str();
+  c->add_option("--lr", o.lr, "AdamW learning rate")->capture_default_str();
+  c->add_option("--lora-rank", o.lora_rank, "LoRA rank r")->capture_default_str();
+  c->add_option("--lora-alpha", o.lora_alpha, "LoRA alpha (scale alpha/r)")
+      ->capture_default_str();
+  c->add_option("--lora-targets", o.lora_targets, "comma-separated projections")
+      ->capture_default_str();
+  c->add_option("--max-length", o.max_length,
+                "cut examples to this many tokens (0: the model's maximum)")
+      ->capture_default_str();
+  c->add_option("--seed", o.seed, "LoRA initialisation and data order")->capture_default_str();
+  c->add_option("--mode", o.mode, "sync (diloco is not built yet)")->capture_default_str();
+  c->add_option("--method", o.method, "lora (full is not built yet)")->capture_default_str();
+  c->add_option("--local-steps", o.local_steps, "DiLoCo: local AdamW steps per round");
+  c->add_option("--outer-lr", o.outer_lr, "DiLoCo: outer learning rate");
+  c->add_option("--outer-momentum", o.outer_momentum, "DiLoCo: outer Nesterov momentum");
+  c->add_option("--compress", o.compress, "gradient compression: none (fp16, int8: not yet)")
+      ->capture_default_str();
+  c->add_option("--aggregate", o.aggregate, "mean, trimmed-mean, median or centered-clip")
+      ->capture_default_str();
+  c->add_option("--redundancy", o.redundancy, "run each shard on this many different workers")
+      ->capture_default_str();
+  c->add_option("--priority", o.priority, "higher runs first")->capture_default_str();
+  c->add_flag("--json", g_->json, "print JSON for scripts");
+}
+
+int FarmCommands::SubmitFinetune() {
+  const auto& o = finetune_;
+  CLI::App* c = finetune_cmd_;
+  if (o.steps < 1 || o.steps > 10'000'000) return Fail("--steps must be 1..10000000");
+  if (o.batch < 1 || o.batch > 100'000) return Fail("--batch must be 1..100000");
+  if (o.micro_batch < 0 || o.micro_batch > o.batch) {
+    return Fail("--micro-batch must be 0..--batch (0: min(batch, 8))");
+  }
+  if (!(o.lr > 0) || !std::isfinite(o.lr) || o.lr > 10) return Fail("--lr must be in (0, 10]");
+  if (o.lora_rank < 1 || o.lora_rank > 4096) return Fail("--lora-rank must be 1..4096");
+  if (!(o.lora_alpha > 0) || !std::isfinite(o.lora_alpha)) return Fail("--lora-alpha must be > 0");
+  if (o.max_length < 0) return Fail("--max-length must be >= 0 (0: the model's maximum)");
+  if (o.redundancy < 1 || o.redundancy > 16) return Fail("--redundancy must be 1..16");
+  if (o.method != "lora") {
+    return Fail(o.method == "full" ? "--method full is not built yet on the farm; use lora"
+                                   : "--method must be lora or full");
+  }
+  if (o.mode == "sync") {
+    for (const char* flag : {"--local-steps", "--outer-lr", "--outer-momentum"}) {
+      if (c->count(flag) > 0) {
+        return Fail(std::string(flag) + " is for --mode diloco; --mode sync takes none");
+      }
+    }
+  } else if (o.mode == "diloco") {
+    return Fail("--mode diloco is not built yet on the farm; use --mode sync");
+  } else {
+    return Fail("--mode must be sync or diloco");
+  }
+  if (o.compress != "none") {
+    if (o.compress == "fp16" || o.compress == "int8") {
+      return Fail("--compress " + o.compress + " is not built yet for farm gradients; use none");
+    }
+    return Fail("--compress must be none, fp16 or int8");
+  }
+  auto rule = ParseAggregateRule(o.aggregate);
+  if (!rule.ok()) return Fail(rule.status().WithContext("--aggregate"));
+  LoraConfig lora;
+  lora.rank = o.lora_rank;
+  lora.alpha = o.lora_alpha;
+  lora.target_modules = SplitList(o.lora_targets);
+  lora.seed = o.seed;
+  const bool progress = !g_->json;
+
+  // Everything is checked here, before anything is uploaded or queued: the
+  // data file whole (file:line errors), the model, the LoRA targets.
+  auto examples = ReadExamplesJsonl(o.data);
+  if (!examples.ok()) return Fail(examples.status());
+  auto model_files = FilesToSend(o.model, false);
+  if (!model_files.ok()) return Fail(model_files.status());
+  auto loaded = LoadModel(o.model);
+  if (!loaded.ok()) return Fail(loaded.status().WithContext("--model " + o.model));
+  BackendOptions bo;
+  bo.cpu_threads = 1;
+  auto backend = CreateBackend("cpu", bo);
+  if (!backend.ok()) return Fail(backend.status());
+  auto model = LlamaModel::Create(loaded->config, loaded->weights, backend->get());
+  if (!model.ok()) return Fail(model.status().WithContext("--model " + o.model));
+  Status enabled = (*model)->EnableLora(lora);
+  if (!enabled.ok()) return Fail(enabled.WithContext("--lora-*"));
+  // Tokenized here, once, exactly as `pcfarm local finetune` does.
+  const int64_t max_length =
+      o.max_length > 0 ? o.max_length : loaded->config.max_position_embeddings;
+  const int32_t eos = loaded->config.eos_token_ids.empty()
+                          ? -1
+                          : int32_t(loaded->config.eos_token_ids[0]);
+  TokenizedData data = TokenizeExamples(*examples, loaded->tokenizer, eos, max_length);
+  if (data.counted_tokens == 0) return Fail(o.data + ": no example has a token the loss counts");
+  const int64_t usable = int64_t(UsableSequences(data.sequences).size());
+  if (o.batch > usable) {
+    return Fail("--batch " + std::to_string(o.batch) + " is larger than the data: " + o.data +
+                " has " + std::to_string(usable) + " example(s) with a token the loss counts");
+  }
+  if (progress && data.truncated > 0) {
+    std::fprintf(stderr, "pcfarm: note: %lld of %zu examples were cut to %lld tokens (--max-length)\n",
+                 static_cast<long long>(data.truncated), examples->size(),
+                 static_cast<long long>(max_length));
+  }
+  // The adapter the job starts from: the one local finetune starts from.
+  TempDir tmp;
+  if (tmp.path.empty()) return Fail("cannot make a temporary directory");
+  Status saved = (*model)->SaveAdapter(tmp.path, o.model);
+  if (!saved.ok()) return Fail(saved);
+  const int64_t trainable = (*model)->TrainableCount();
+  model->reset();
+  const std::string tokens_blob = EncodeTokenData(data.sequences);
+
+  auto client = OpenClient(*g_);
+  if (!client.ok()) return Fail(client.status());
+  json model_map = json::object(), adapter_map = json::object();
+  int64_t model_bytes = 0, sent = 0;
+  for (const auto& [name, path] : *model_files) {
+    CliUploadOptions uo;
+    uo.label = name;
+    uo.progress = progress;
+    auto r = UploadFile(client->get(), path, uo);
+    if (!r.ok()) return Fail(r.status());
+    model_map[name] = r->hash_hex;
+    model_bytes += r->size;
+    sent += r->sent;
+  }
+  for (const char* name : {"adapter_config.json", "adapter_model.safetensors"}) {
+    CliUploadOptions uo;
+    uo.label = std::string("adapter/") + name;
+    uo.progress = false;
+    auto bytes = ReadFile(tmp.path + "/" + name);
+    if (!bytes.ok()) return Fail(bytes.status());
+    auto r = UploadBytes(client->get(), *bytes, uo);
+    if (!r.ok()) return Fail(r.status());
+    adapter_map[name] = r->hash_hex;
+    sent += r->sent;
+  }
+  CliUploadOptions uo;
+  uo.label = "data";
+  uo.progress = progress && tokens_blob.size() > (size_t(8) << 20);
+  auto dr = UploadBytes(client->get(), tokens_blob, uo);
+  if (!dr.ok()) return Fail(dr.status());
+  sent += dr->sent;
+
+  const OptimizerConfig defaults;
+  json params = {{"model", model_map},
+                 {"adapter", adapter_map},
+                 {"data", dr->hash_hex},
+                 {"examples", data.sequences.size()},
+                 {"steps", o.steps},
+                 {"batch", o.batch},
+                 {"seed", o.seed},
+                 {"optimizer",
+                  {{"lr", o.lr},
+                   {"beta1", defaults.beta1},
+                   {"beta2", defaults.beta2},
+                   {"eps", defaults.eps},
+                   {"weight_decay", defaults.weight_decay},
+                   {"max_grad_norm", defaults.max_grad_norm}}},
+                 {"lora",
+                  {{"rank", o.lora_rank}, {"alpha", o.lora_alpha}, {"targets", lora.target_modules}}},
+                 {"mode", o.mode},
+                 {"aggregate", o.aggregate},
+                 {"compress", o.compress},
+                 {"model_bytes", model_bytes}};
+  if (o.micro_batch > 0) params["micro_batch"] = o.micro_batch;
+  wire::ClientRequest req;
+  auto* s = req.mutable_submit();
+  s->set_kind("finetune");
+  s->set_priority(o.priority);
+  s->set_redundancy(o.redundancy);
+  s->set_params(params.dump());
+  auto submitted = SubmitJob(client->get(), req);
+  if (!submitted.ok()) return Fail(submitted.status());
+  uint64_t id = *submitted;
+  if (g_->json) {
+    std::cout << json{{"job_id", id},
+                      {"examples", data.sequences.size()},
+                      {"counted_tokens", data.counted_tokens},
+                      {"trainable_parameters", trainable},
+                      {"uploaded_bytes", sent},
+                      {"model_bytes", model_bytes}}
+                     .dump()
+              << "\n";
+    return 0;
+  }
+  std::printf("submitted finetune job: %lld step(s) of %lld example(s), %zu examples "
+              "(%lld counted tokens), %lld trainable parameters, model %s (%s, %s sent now)\n",
+              static_cast<long long>(o.steps), static_cast<long long>(o.batch),
+              data.sequences.size(), static_cast<long long>(data.counted_tokens),
+              static_cast<long long>(trainable), o.model.c_str(), Human(model_bytes).c_str(),
+              Human(sent).c_str());
+  std::printf("%llu\n", (unsigned long long)id);
+  return 0;
+}
+
+Status FarmCommands::WriteFinetuneOutput(CoordinatorClient* client, const std::string& manifest,
+                                         const std::string& dir, int64_t* bytes_written) {
+  json m = json::parse(manifest, nullptr, false);
+  if (!m.is_object() || !m.contains("adapter") || !m["adapter"].is_object() ||
+      !m.contains("trainer_log") || !m["trainer_log"].is_array()) {
+    return Internal("the coordinator's fetch reply for a finetune job is malformed");
+  }
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return IoError("--out " + dir + ": " + ec.message());
+  *bytes_written = 0;
+  for (const auto& [name, hash] : m["adapter"].items()) {
+    if (name != "adapter_config.json" && name != "adapter_model.safetensors") continue;
+    if (!hash.is_string()) return Internal("adapter file " + name + " has no hash");
+    auto h = HashFromHex(hash.get<std::string>());
+    if (!h.ok()) return h.status();
+    std::string bytes;
+    uint64_t total = 0;
+    do {
+      wire::ClientRequest req;
+      auto* b = req.mutable_blob_read();
+      b->set_hash(HashToBytes(*h));
+      b->set_offset(bytes.size());
+      b->set_length(4u << 20);
+      auto reply = client->Call(req);
+      if (!reply.ok()) return reply.status().WithContext("reading " + name);
+      total = reply->blob_read().total_size();
+      if (reply->blob_read().data().empty() && bytes.size() < total) {
+        return Internal("reading " + name + ": the coordinator sent no bytes");
+      }
+      bytes += reply->blob_read().data();
+    } while (bytes.size() < total);
+    if (HashToHex(Blake2b256(bytes)) != HashToHex(*h)) {
+      return Corruption("reading " + name + ": the bytes do not hash to their name");
+    }
+    PCFARM_RETURN_IF_ERROR(WriteFileAtomic(dir + "/" + name, bytes));
+    *bytes_written += int64_t(bytes.size());
+  }
+  std::string log;
+  for (const auto& line : m["trainer_log"]) log += line.dump() + "\n";
+  PCFARM_RETURN_IF_ERROR(WriteFileAtomic(dir + "/trainer_log.jsonl", log));
+  *bytes_written += int64_t(log.size());
+  return Status::Ok();
+}
+
+}  // namespace pcfarm

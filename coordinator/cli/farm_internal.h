@@ -1,0 +1,24 @@
+// Helpers shared by the farm commands' files (farm_commands.cc,
+// farm_finetune.cc); not an interface of its own.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+
+namespace pcfarm {
+
+// The files of a model or adapter that travel to the workers, as (name,
+// path): a .gguf file alone, or the files of a Hugging Face (or PEFT
+// adapter, when `adapter`) directory the loader reads. NotFound and
+// InvalidArgument name the flag and path.
+Result<std::vector<std::pair<std::string, std::string>>> FilesToSend(const std::string& path,
+                                                                     bool adapter);
+
+// "12.3 MiB" / "1.25 GiB".
+std::string Human(int64_t bytes);
+
+}  // namespace pcfarm

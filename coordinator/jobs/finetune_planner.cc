@@ -1,0 +1,482 @@
+#include "coordinator/jobs/finetune_planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "coordinator/jobs/planner.h"
+#include "tasks/aggregate/aggregate.h"
+#include "tasks/backend/registry.h"
+#include "tasks/engine/adapter_io.h"
+#include "tasks/engine/data.h"
+#include "tasks/engine/optimizer.h"
+#include "tasks/engine/token_data.h"
+#include "tasks/kinds/kind.h"
+
+namespace pcfarm {
+namespace {
+
+using nlohmann::json;
+
+constexpr int64_t kMaxSteps = 10'000'000;
+constexpr int64_t kMaxBatch = 100'000;
+constexpr const char* kAdapterConfig = "adapter_config.json";
+constexpr const char* kAdapterWeights = "adapter_model.safetensors";
+
+// The job's params, checked.
+struct FinetuneParams {
+  json raw;
+  json model, adapter;
+  std::string data;
+  int64_t examples = 0, steps = 0, batch = 0, micro_batch = 0, model_bytes = 0;
+  uint64_t seed = 0;
+  OptimizerConfig opt;
+  AggregateRule rule = AggregateRule::kMean;
+};
+
+Result<FinetuneParams> ParseParams(std::string_view text) {
+  PCFARM_ASSIGN_OR_RETURN(json p, ParseBoundedJson(text, 3, "finetune job params"));
+  if (!p.is_object()) return InvalidArgument("finetune job params: not a JSON object");
+  FinetuneParams f;
+  PCFARM_ASSIGN_OR_RETURN(auto model, FileHashes(p, "model"));
+  if (model.empty()) return InvalidArgument("missing 'model'");
+  PCFARM_ASSIGN_OR_RETURN(auto adapter, FileHashes(p, "adapter"));
+  if (adapter.size() != 2 || !p["adapter"].contains(kAdapterConfig) ||
+      !p["adapter"].contains(kAdapterWeights)) {
+    return InvalidArgument(std::string("'adapter' must name exactly ") + kAdapterConfig +
+                           " and " + kAdapterWeights + " (the adapter the job starts from)");
+  }
+  f.model = p["model"];
+  f.adapter = p["adapter"];
+  auto d = p.find("data");
+  if (d == p.end() || !IsBlobHashJson(*d)) return InvalidArgument("'data' must be a blob hash");
+  f.data = d->get<std::string>();
+  auto number = [&](const char* name, int64_t lo, int64_t hi, int64_t def) -> Result<int64_t> {
+    auto it = p.find(name);
+    if (it == p.end()) return def;
+    if (!it->is_number_integer() || it->get<int64_t>() < lo || it->get<int64_t>() > hi) {
+      return InvalidArgument(std::string("'") + name + "' must be an integer in " +
+                             std::to_string(lo) + ".." + std::to_string(hi));
+    }
+    return it->get<int64_t>();
+  };
+  PCFARM_ASSIGN_OR_RETURN(f.examples, number("examples", 1, int64_t(1) << 40, 0));
+  if (f.examples == 0) return InvalidArgument("missing 'examples'");
+  PCFARM_ASSIGN_OR_RETURN(f.steps, number("steps", 1, kMaxSteps, 0));
+  if (f.steps == 0) return InvalidArgument("missing 'steps'");
+  PCFARM_ASSIGN_OR_RETURN(f.batch, number("batch", 1, kMaxBatch, 0));
+  if (f.batch == 0) return InvalidArgument("missing 'batch'");
+  PCFARM_ASSIGN_OR_RETURN(f.micro_batch,
+                          number("micro_batch", 1, f.batch,
+                                 std::min(f.batch, kFinetuneDefaultMicroBatch)));
+  PCFARM_ASSIGN_OR_RETURN(f.model_bytes, number("model_bytes", 0, int64_t(1) << 50, 0));
+  if (auto s = p.find("seed"); s != p.end()) {
+    if (!s->is_number_unsigned()) return InvalidArgument("'seed' must be a non-negative integer");
+    f.seed = s->get<uint64_t>();
+  }
+  if (auto o = p.find("optimizer"); o != p.end()) {
+    if (!o->is_object()) return InvalidArgument("'optimizer' must be an object");
+    auto real = [&](const char* name, float* out, double lo, double hi) -> Status {
+      auto it = o->find(name);
+      if (it == o->end()) return Status::Ok();
+      if (!it->is_number() || !std::isfinite(it->get<double>()) || it->get<double>() < lo ||
+          it->get<double>() > hi) {
+        return InvalidArgument(std::string("'optimizer.") + name + "' must be a number in [" +
+                               std::to_string(lo) + ", " + std::to_string(hi) + "]");
+      }
+      *out = it->get<float>();
+      return Status::Ok();
+    };
+    PCFARM_RETURN_IF_ERROR(real("lr", &f.opt.lr, 0, 10));
+    PCFARM_RETURN_IF_ERROR(real("beta1", &f.opt.beta1, 0, 1));
+    PCFARM_RETURN_IF_ERROR(real("beta2", &f.opt.beta2, 0, 1));
+    PCFARM_RETURN_IF_ERROR(real("eps", &f.opt.eps, 0, 1));
+    PCFARM_RETURN_IF_ERROR(real("weight_decay", &f.opt.weight_decay, 0, 10));
+    PCFARM_RETURN_IF_ERROR(real("max_grad_norm", &f.opt.max_grad_norm, 0, 1e30));
+    if (!(f.opt.lr > 0)) return InvalidArgument("'optimizer.lr' must be > 0");
+  }
+  const std::string mode = p.value("mode", std::string("sync"));
+  if (mode == "diloco") {
+    return InvalidArgument("mode 'diloco' is not built yet on the farm; use 'sync'");
+  }
+  if (mode != "sync") return InvalidArgument("'mode' must be 'sync' or 'diloco'");
+  if (p.contains("aggregate")) {
+    if (!p["aggregate"].is_string()) return InvalidArgument("'aggregate' must be a string");
+    PCFARM_ASSIGN_OR_RETURN(f.rule, ParseAggregateRule(p["aggregate"].get<std::string>()));
+  }
+  const std::string compress = p.value("compress", std::string("none"));
+  if (compress != "none") {
+    return InvalidArgument("compression '" + compress +
+                           "' is not built yet for farm gradients; use 'none'");
+  }
+  f.raw = std::move(p);
+  return f;
+}
+
+// The usable sequences of a data blob and the examples of each step.
+class Batches {
+ public:
+  Batches(std::vector<int64_t> usable, uint64_t seed)
+      : usable_(usable), sampler_(std::move(usable), seed) {}
+  size_t usable() const { return usable_.size(); }
+  // The sequence indices of step `step` (1-based), drawing the steps in
+  // between (a restart draws them all again).
+  std::vector<int64_t> Step(int64_t step, int64_t batch, uint64_t seed) {
+    if (step <= drawn_) {
+      sampler_ = BatchSampler(usable_, seed);
+      drawn_ = 0;
+    }
+    std::vector<int64_t> out;
+    while (drawn_ < step) {
+      out = sampler_.Next(batch);
+      ++drawn_;
+    }
+    return out;
+  }
+
+ private:
+  std::vector<int64_t> usable_;
+  BatchSampler sampler_;
+  int64_t drawn_ = 0;
+};
+
+struct ParsedResult {
+  double loss = 0, weight = 0;
+  int64_t tokens = 0;
+  std::vector<float> values;
+};
+
+Result<ParsedResult> ParseTrainResult(std::string_view body, int64_t count, int64_t idx) {
+  const std::string where = "the result of shard " + std::to_string(idx);
+  json r = json::parse(body.begin(), body.end(), nullptr, false);
+  if (!r.is_object() || !r.contains("values") || !r["values"].is_array() ||
+      !r.contains("loss") || !r["loss"].is_number() || !r.contains("weight") ||
+      !r["weight"].is_number()) {
+    return InvalidArgument(where + " is not a train result");
+  }
+  ParsedResult out;
+  out.loss = r["loss"].get<double>();
+  out.weight = r["weight"].get<double>();
+  out.tokens = r.value("tokens", int64_t(0));
+  if (int64_t(r["values"].size()) != count) {
+    return InvalidArgument(where + " has " + std::to_string(r["values"].size()) +
+                           " values; the adapter has " + std::to_string(count));
+  }
+  out.values.reserve(size_t(count));
+  for (const auto& v : r["values"]) {
+    if (!v.is_number()) return InvalidArgument(where + " has a value that is not a number");
+    out.values.push_back(v.get<float>());
+  }
+  return out;
+}
+
+class FinetunePlanner final : public JobPlanner {
+ public:
+  std::string_view kind() const override { return "finetune"; }
+  std::string_view task_kind() const override { return "train"; }
+  bool open_ended() const override { return true; }
+
+  Result<JobPlan> Plan(const wire::SubmitRequest& request,
+                       const BlobStore& blobs) const override {
+    if (request.shard_params_size() != 0) {
+      return InvalidArgument("a finetune job's shards are made by the coordinator: "
+                             "send no shard params");
+    }
+    PCFARM_ASSIGN_OR_RETURN(FinetuneParams f, ParseParams(request.params()));
+    for (const char* file : {kAdapterConfig, kAdapterWeights}) {
+      if (!blobs.Has(f.adapter[file].get<std::string>())) {
+        return NotFound(std::string("the adapter's ") + file + " is not uploaded");
+      }
+    }
+    PCFARM_ASSIGN_OR_RETURN(auto adapter, ReadAdapter(blobs, f.adapter));
+    (void)adapter;  // parsed: the first step will apply to it
+    PCFARM_ASSIGN_OR_RETURN(auto data, LoadData(blobs, f));
+    if (int64_t(data->usable()) < f.batch) {
+      return InvalidArgument("batch " + std::to_string(f.batch) + " is larger than the " +
+                             std::to_string(data->usable()) +
+                             " examples with a counted token");
+    }
+    JobPlan plan;
+    plan.open_ended = true;
+    plan.params = f.raw.dump();
+    PCFARM_ASSIGN_OR_RETURN(plan.shards, StepShards(f, f.adapter, *data, 1));
+    PCFARM_ASSIGN_OR_RETURN(plan.blobs, FileHashes(f.raw, "model"));
+    for (const char* file : {kAdapterConfig, kAdapterWeights}) {
+      plan.blobs.push_back(f.adapter[file].get<std::string>());
+    }
+    plan.blobs.push_back(f.data);
+    return plan;
+  }
+
+  std::vector<std::string> ShardBlobs(std::string_view job_params) const override {
+    auto f = ParseParams(job_params);
+    if (!f.ok()) return {};
+    auto model = FileHashes(f->raw, "model");
+    if (!model.ok()) return {};
+    std::vector<std::string> out = *model;
+    out.push_back(f->data);
+    return out;
+  }
+
+  std::vector<std::string> ShardOwnBlobs(std::string_view shard_params) const override {
+    json p = json::parse(shard_params.begin(), shard_params.end(), nullptr, false);
+    if (!p.is_object()) return {};
+    auto adapter = FileHashes(p, "adapter");
+    return adapter.ok() ? *adapter : std::vector<std::string>{};
+  }
+
+  // Applying a step reads the round's results; nothing is folded per shard.
+  std::string Fold(std::string_view summary, int64_t, std::string_view) const override {
+    return std::string(summary);
+  }
+
+  std::string Output(const std::vector<FetchedShard>&) const override { return ""; }
+  std::string OutputTail(const JobInfo&) const override { return ""; }
+
+  std::string Summary(const JobInfo& job) const override {
+    json s = json::parse(job.summary.empty() ? "{}" : job.summary, nullptr, false);
+    if (!s.is_object()) s = json::object();
+    auto f = ParseParams(job.params);
+    if (f.ok()) {
+      s["steps"] = f->steps;
+      s["batch"] = f->batch;
+      if (!s.contains("adapter")) s["adapter"] = f->adapter;
+    }
+    if (!s.contains("step")) s["step"] = 0;
+    return s.dump();
+  }
+
+  std::string RoundsOutput(const JobInfo& job,
+                           const std::vector<JobRound>& rounds) const override {
+    json s = json::parse(Summary(job), nullptr, false);
+    json out = {{"kind", "finetune"}, {"adapter", s.value("adapter", json::object())},
+                {"step", s.value("step", int64_t(0))}, {"trainer_log", json::array()}};
+    for (const auto& r : rounds) {
+      json info = json::parse(r.info, nullptr, false);
+      if (info.is_object()) out["trainer_log"].push_back(std::move(info));
+    }
+    return out.dump();
+  }
+
+  Result<JobAdvance> Advance(const JobInfo& job, Store& store, BlobStore& blobs,
+                             int64_t now_ms) const override {
+    PCFARM_ASSIGN_OR_RETURN(FinetuneParams f, ParseParams(job.params));
+    json s = json::parse(job.summary.empty() ? "{}" : job.summary, nullptr, false);
+    if (!s.is_object()) s = json::object();
+    const int64_t step = s.value("step", int64_t(0));  // steps applied so far
+    const int64_t first = s.value("round_first_shard", int64_t(0));
+    const json adapter_files = s.contains("adapter") ? s["adapter"] : f.adapter;
+    JobAdvance adv;
+    adv.expected_shards_total = job.shards_total;
+    auto fail = [&](const std::string& why) {
+      adv.end = JobAdvance::End::kFail;
+      adv.reason = "step " + std::to_string(step + 1) + ": " + why;
+      adv.summary = s.dump();
+      return adv;
+    };
+
+    PCFARM_ASSIGN_OR_RETURN(AdapterTensors adapter, ReadAdapter(blobs, adapter_files));
+    const int64_t count = int64_t(adapter.flat.size());
+    PCFARM_ASSIGN_OR_RETURN(auto results, store.AcceptedResults(job.id, first));
+    if (int64_t(results.size()) != job.shards_total - first) {
+      return Internal("job " + std::to_string(job.id) + ": " + std::to_string(results.size()) +
+                      " accepted results for the " + std::to_string(job.shards_total - first) +
+                      " shards of step " + std::to_string(step + 1));
+    }
+    std::vector<ParsedResult> parsed;
+    std::set<int64_t> workers;
+    double loss_sum = 0, weight = 0;
+    int64_t tokens = 0, bytes_up = 0;
+    for (const auto& r : results) {
+      auto p = ParseTrainResult(r.body, count, r.shard_idx);
+      if (!p.ok()) return fail(p.status().message());
+      if (!(p->weight > 0) || !std::isfinite(p->weight)) continue;  // nothing counted
+      loss_sum += p->loss * p->weight;
+      weight += p->weight;
+      tokens += p->tokens;
+      bytes_up += int64_t(r.body.size());
+      workers.insert(r.worker_id);
+      parsed.push_back(std::move(*p));
+    }
+    if (!(weight > 0)) return fail("no shard counted a token");
+    std::vector<float> mean(static_cast<size_t>(count));
+    if (f.rule == AggregateRule::kMean) {
+      std::vector<double> sum(size_t(count), 0.0);
+      for (const auto& p : parsed) {
+        for (int64_t i = 0; i < count; ++i) sum[size_t(i)] += double(p.values[size_t(i)]);
+      }
+      const double inv = 1.0 / weight;
+      for (int64_t i = 0; i < count; ++i) mean[size_t(i)] = float(sum[size_t(i)] * inv);
+    } else {
+      std::vector<std::vector<float>> x;
+      std::vector<std::span<const float>> spans;
+      std::vector<float> w;
+      for (const auto& p : parsed) {
+        std::vector<float> xi(p.values.size());
+        for (size_t i = 0; i < xi.size(); ++i) xi[i] = float(double(p.values[i]) / p.weight);
+        x.push_back(std::move(xi));
+        w.push_back(float(p.weight));
+      }
+      for (const auto& xi : x) spans.emplace_back(xi);
+      auto agg = Aggregate(f.rule, spans, w);
+      if (!agg.ok()) return fail(agg.status().message());
+      mean = std::move(*agg);
+    }
+    for (float v : mean) {
+      if (!std::isfinite(v)) return fail("the aggregated gradient is not finite");
+    }
+
+    // One AdamW step with the engine's optimizer, from the stored state.
+    BackendOptions bo;
+    bo.cpu_threads = 1;
+    PCFARM_ASSIGN_OR_RETURN(auto backend, CreateBackend("cpu", bo));
+    PCFARM_ASSIGN_OR_RETURN(auto adamw, FlatAdamW::Create(adapter.layout, backend.get()));
+    if (s.contains("optimizer")) {
+      if (!IsBlobHashJson(s["optimizer"])) return fail("the summary's optimizer is not a hash");
+      PCFARM_ASSIGN_OR_RETURN(std::string state,
+                              ReadWholeBlob(blobs, s["optimizer"].get<std::string>(),
+                                            4 * kFinetuneMaxAdapterBytes, "the optimizer state"));
+      PCFARM_RETURN_IF_ERROR(adamw->RestoreState(state));
+    }
+    std::vector<float> params = adapter.flat;
+    auto stats = adamw->Apply(&params, mean, f.opt);
+    if (!stats.ok()) return fail(stats.status().message());
+
+    PCFARM_ASSIGN_OR_RETURN(const std::string weights,
+                            EncodeAdapterSafetensors(adapter.layout, params));
+    PCFARM_ASSIGN_OR_RETURN(std::string weights_hash, blobs.Put(weights));
+    const std::string state = adamw->EncodeState();
+    PCFARM_ASSIGN_OR_RETURN(std::string state_hash, blobs.Put(state));
+    adv.blobs = {{weights_hash, int64_t(weights.size())}, {state_hash, int64_t(state.size())}};
+    json next_adapter = adapter_files;
+    next_adapter[kAdapterWeights] = weights_hash;
+
+    const double loss = loss_sum / weight;
+    const int64_t examples = f.batch;
+    // What the step's shards downloaded at most: the adapter version each
+    // named (workers cache the model and data).
+    auto adapter_size = blobs.Size(adapter_files[kAdapterWeights].get<std::string>());
+    const int64_t bytes_down =
+        int64_t(results.size()) * (adapter_size.ok() ? *adapter_size : 0);
+    const int64_t started = s.value("round_started_ms", job.created_ms);
+    json info = {{"step", step + 1},
+                 {"loss", loss},
+                 {"tokens", tokens},
+                 {"examples", examples},
+                 {"grad_norm", stats->grad_norm},
+                 {"clip_scale", stats->clip_scale},
+                 {"shards", int64_t(results.size())},
+                 {"workers", int64_t(workers.size())},
+                 {"bytes_up", bytes_up},
+                 {"bytes_down", bytes_down},
+                 {"seconds", double(std::max<int64_t>(0, now_ms - started)) / 1000.0}};
+    adv.round = step + 1;
+    adv.round_info = info.dump();
+
+    s["step"] = step + 1;
+    s["adapter"] = next_adapter;
+    s["optimizer"] = state_hash;
+    s["loss"] = loss;
+    json losses = s.value("losses", json::array());
+    losses.push_back(loss);
+    while (losses.size() > size_t(kFinetuneLossTrend)) losses.erase(losses.begin());
+    s["losses"] = losses;
+    s["tokens"] = s.value("tokens", int64_t(0)) + tokens;
+    s["examples"] = s.value("examples", int64_t(0)) + examples;
+    s["bytes_up"] = s.value("bytes_up", int64_t(0)) + bytes_up;
+    s["bytes_down"] = s.value("bytes_down", int64_t(0)) + bytes_down;
+    s["round_first_shard"] = job.shards_total;
+    s["round_started_ms"] = now_ms;
+    if (step + 1 >= f.steps) {
+      adv.end = JobAdvance::End::kSucceed;
+      char msg[96];
+      std::snprintf(msg, sizeof msg, "%lld steps done, last loss %.6f",
+                    static_cast<long long>(step + 1), loss);
+      adv.reason = msg;
+    } else {
+      PCFARM_ASSIGN_OR_RETURN(auto data, LoadData(blobs, f));
+      PCFARM_ASSIGN_OR_RETURN(adv.shards, StepShards(f, next_adapter, *data, step + 2, job.id));
+    }
+    adv.summary = s.dump();
+    return adv;
+  }
+
+ private:
+  // The adapter version `files` names, parsed.
+  static Result<AdapterTensors> ReadAdapter(const BlobStore& blobs, const json& files) {
+    PCFARM_ASSIGN_OR_RETURN(std::string config,
+                            ReadWholeBlob(blobs, files[kAdapterConfig].get<std::string>(),
+                                          1 << 20, std::string("the adapter's ") + kAdapterConfig));
+    PCFARM_ASSIGN_OR_RETURN(std::string weights,
+                            ReadWholeBlob(blobs, files[kAdapterWeights].get<std::string>(),
+                                          kFinetuneMaxAdapterBytes,
+                                          std::string("the adapter's ") + kAdapterWeights));
+    return ParseAdapter(config, weights);
+  }
+
+  // The data blob's batches (cached per data hash and seed).
+  Result<std::shared_ptr<Batches>> LoadData(const BlobStore& blobs,
+                                            const FinetuneParams& f) const {
+    const std::string key = f.data + ":" + std::to_string(f.seed);
+    {
+      std::lock_guard l(mu_);
+      auto it = batches_.find(key);
+      if (it != batches_.end()) return it->second;
+    }
+    PCFARM_ASSIGN_OR_RETURN(std::string bytes,
+                            ReadWholeBlob(blobs, f.data, kFinetuneMaxDataBytes, "the data"));
+    PCFARM_ASSIGN_OR_RETURN(auto seqs, DecodeTokenData(bytes, 0));
+    if (int64_t(seqs.size()) != f.examples) {
+      return InvalidArgument("the data blob holds " + std::to_string(seqs.size()) +
+                             " sequences, the params say " + std::to_string(f.examples));
+    }
+    std::vector<int64_t> usable = UsableSequences(seqs);
+    if (usable.empty()) return InvalidArgument("no sequence of the data has a counted token");
+    auto b = std::make_shared<Batches>(std::move(usable), f.seed);
+    std::lock_guard l(mu_);
+    if (batches_.size() >= 8) batches_.clear();
+    batches_[key] = b;
+    return b;
+  }
+
+  // The shards of step `step`: its batch in micro-batches, on `adapter`.
+  Result<std::vector<ShardSpec>> StepShards(const FinetuneParams& f, const json& adapter,
+                                            Batches& data, int64_t step,
+                                            int64_t job_id = 0) const {
+    (void)job_id;
+    std::vector<int64_t> batch;
+    {
+      std::lock_guard l(mu_);
+      batch = data.Step(step, f.batch, f.seed);
+    }
+    const TaskKind* kind = TaskKindRegistry::Builtin().Find("train");
+    if (!kind) return Internal("this coordinator has no train task kind");
+    std::vector<ShardSpec> out;
+    for (size_t i = 0; i < batch.size(); i += size_t(f.micro_batch)) {
+      json shard = {{"model", f.model},
+                    {"adapter", adapter},
+                    {"data", f.data},
+                    {"examples", json::array()}};
+      for (size_t j = i; j < std::min(batch.size(), i + size_t(f.micro_batch)); ++j) {
+        shard["examples"].push_back(batch[j]);
+      }
+      std::string sp = shard.dump();
+      Status v = kind->ValidateParams(sp);
+      if (!v.ok()) return v.WithContext("step " + std::to_string(step));
+      out.push_back(ShardSpec{std::move(sp), "", f.model_bytes});
+    }
+    return out;
+  }
+
+  mutable std::mutex mu_;
+  mutable std::map<std::string, std::shared_ptr<Batches>> batches_;
+};
+
+}  // namespace
+
+std::unique_ptr<JobPlanner> MakeFinetunePlanner() { return std::make_unique<FinetunePlanner>(); }
+
+}  // namespace pcfarm

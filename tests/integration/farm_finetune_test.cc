@@ -1,0 +1,283 @@
+// Fine-tuning on the farm (issue: `pcfarm submit finetune`, sync mode): real
+// coordinator, worker and CLI processes on loopback. The farm's adapter is
+// compared with `pcfarm local finetune` given the same arguments: the same
+// examples per step in the same order and the engine's own AdamW, so the
+// two agree up to the order of floating-point sums. Crashes of a worker and
+// of the coordinator mid-job leave the final adapter bit for bit as an
+// undisturbed run's; bad inputs queue nothing.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/cluster_helpers.h"  // first: it configures Catch
+#include "tests/integration/mini_cluster.h"
+
+namespace pcfarm {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+int64_t Mono() { return SystemClock::Get()->MonotonicMs(); }
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    if (end > pos) out.push_back(text.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  return out;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteAll(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary);
+  out << data;
+  REQUIRE(out.good());
+}
+
+// A small training set of the three kinds local finetune reads.
+std::string TrainData() {
+  static const char* kFacts[] = {"the farm runs on idle PCs",   "a shard is a piece of a job",
+                                 "workers sign their results",  "the coordinator checks them",
+                                 "river stones are smooth",     "light travels fast",
+                                 "a story needs an ending",     "idle PCs hum quietly"};
+  std::string out;
+  for (int i = 0; i < 16; ++i) {
+    const std::string f = kFacts[i % 8];
+    if (i % 3 == 0) {
+      out += json{{"text", f + "."}}.dump() + "\n";
+    } else if (i % 3 == 1) {
+      out += json{{"prompt", "Q: what is true? A:"}, {"completion", " " + f}}.dump() + "\n";
+    } else {
+      out += json{{"messages",
+                   {{{"role", "user"}, {"content", "tell me a fact"}},
+                    {{"role", "assistant"}, {"content", f}}}}}
+                 .dump() +
+             "\n";
+    }
+  }
+  return out;
+}
+
+void MakeModel(MiniCluster* c, const std::string& dir) {
+  CommandResult r = c->Run({c->Binary("pcfarm"), "local", "make-model", "--out", dir,
+                            "--config", "tiny", "--seed", "3"},
+                           60'000);
+  INFO(r.Describe());
+  REQUIRE(r.exit_code == 0);
+}
+
+// The training arguments both sides get.
+std::vector<std::string> TrainArgs(const std::string& model, const std::string& data,
+                                   int steps) {
+  return {"--model", model,   "--data",      data, "--steps", std::to_string(steps),
+          "--batch", "6",     "--lr",        "0.01", "--lora-rank", "4",
+          "--seed",  "7"};
+}
+
+int64_t SubmitFinetune(MiniCluster* c, std::vector<std::string> args) {
+  args.insert(args.begin(), {"submit", "finetune"});
+  CommandResult r = c->Cli(args, 30, 300'000);
+  INFO(r.Describe());
+  REQUIRE(r.exit_code == 0);
+  return std::stoll(r.LastLine());
+}
+
+// `pcfarm local finetune --json`: the loss of each step; the adapter in `out`.
+std::vector<double> LocalFinetune(MiniCluster* c, std::vector<std::string> args,
+                                  const std::string& out) {
+  std::vector<std::string> argv = {c->Binary("pcfarm"), "local", "finetune", "--json",
+                                   "--threads", "1", "--out", out};
+  argv.insert(argv.end(), args.begin(), args.end());
+  CommandResult r = c->Run(argv, 300'000);
+  INFO(r.Describe());
+  REQUIRE(r.exit_code == 0);
+  std::vector<double> losses;
+  for (const auto& l : Lines(r.out)) {
+    json j = json::parse(l);
+    if (j.contains("step")) losses.push_back(j["loss"].get<double>());
+  }
+  return losses;
+}
+
+double EvalLoss(MiniCluster* c, const std::string& model, const std::string& data,
+                const std::string& adapter) {
+  std::vector<std::string> argv = {c->Binary("pcfarm"), "local", "eval", "--json", "--model",
+                                   model, "--data", data};
+  if (!adapter.empty()) {
+    argv.push_back("--adapter");
+    argv.push_back(adapter);
+  }
+  CommandResult r = c->Run(argv, 120'000);
+  INFO(r.Describe());
+  REQUIRE(r.exit_code == 0);
+  return json::parse(r.LastLine())["loss"].get<double>();
+}
+
+void FetchAdapter(MiniCluster* c, int64_t job, const std::string& dir) {
+  CommandResult r = c->Cli({"fetch", std::to_string(job), "--out", dir}, 30, 120'000);
+  INFO(r.Describe());
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(fs::exists(dir + "/adapter_config.json"));
+  REQUIRE(fs::exists(dir + "/adapter_model.safetensors"));
+  REQUIRE(fs::exists(dir + "/trainer_log.jsonl"));
+}
+
+void RequireClose(double a, double b, double rel) {
+  INFO("a = " << a << ", b = " << b);
+  REQUIRE(std::abs(a - b) <= rel * std::max(std::abs(a), std::abs(b)));
+}
+
+TEST_CASE("a sync finetune job on three workers equals local finetune", "[farm][finetune]") {
+  Cluster c;
+  StartCluster(&c.c, 3);
+  const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
+  MakeModel(&c.c, model);
+  WriteAll(data, TrainData());
+  const int kSteps = 20;
+  auto args = TrainArgs(model, data, kSteps);
+
+  std::vector<std::string> farm_args = args;
+  farm_args.insert(farm_args.end(), {"--micro-batch", "2"});
+  int64_t job = SubmitFinetune(&c.c, farm_args);
+  auto end = c->WaitForJobEnd(job, 300'000);
+  REQUIRE_OK(end);
+  REQUIRE(*end == "succeeded");
+  // Every step in 3 shards of 2 examples.
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM shards WHERE job_id=" + std::to_string(job)) ==
+        3 * kSteps);
+  const std::string farm_dir = c->dir() + "/farm-adapter";
+  FetchAdapter(&c.c, job, farm_dir);
+
+  const std::string local_dir = c->dir() + "/local-adapter";
+  std::vector<double> local_losses = LocalFinetune(&c.c, args, local_dir);
+  REQUIRE(local_losses.size() == size_t(kSteps));
+  auto log = Lines(ReadAll(farm_dir + "/trainer_log.jsonl"));
+  REQUIRE(log.size() == size_t(kSteps));
+  for (int s = 0; s < kSteps; ++s) {
+    json row = json::parse(log[size_t(s)]);
+    INFO("step " << s + 1 << ": " << row.dump());
+    CHECK(row["step"] == s + 1);
+    CHECK(row["shards"] == 3);
+    CHECK(row["bytes_up"].get<int64_t>() > 0);
+    RequireClose(row["loss"].get<double>(), local_losses[size_t(s)], 1e-4);
+  }
+  // The adapters give the same loss, well below the base model's.
+  const double farm = EvalLoss(&c.c, model, data, farm_dir);
+  const double local = EvalLoss(&c.c, model, data, local_dir);
+  const double base = EvalLoss(&c.c, model, data, "");
+  RequireClose(farm, local, 1e-4);
+  CHECK(farm < 0.8 * base);
+  // The adapter's config is the one local finetune writes.
+  CHECK(ReadAll(farm_dir + "/adapter_config.json") == ReadAll(local_dir + "/adapter_config.json"));
+
+  // status and wait show the step and the loss.
+  auto st = c->JobStatus(job);
+  REQUIRE_OK(st);
+  CHECK((*st)["summary"]["step"] == kSteps);
+  CHECK((*st)["summary"]["steps"] == kSteps);
+  RequireClose((*st)["summary"]["loss"].get<double>(), local_losses.back(), 1e-4);
+  CommandResult human = c->Cli({"status", std::to_string(job)});
+  INFO(human.Describe());
+  CHECK(human.out.find("step:") != std::string::npos);
+  CHECK(human.out.find("loss:") != std::string::npos);
+}
+
+TEST_CASE("a finetune job rides out kill -9 of a worker and of the coordinator",
+          "[farm][finetune]") {
+  MiniClusterOptions o;
+  o.lease_ms = 4000;
+  Cluster c(o);
+  StartCluster(&c.c, 2);
+  const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
+  MakeModel(&c.c, model);
+  WriteAll(data, TrainData());
+  auto args = TrainArgs(model, data, 12);
+  args.insert(args.end(), {"--micro-batch", "1"});
+  int64_t undisturbed = SubmitFinetune(&c.c, args);
+  auto end = c->WaitForJobEnd(undisturbed, 300'000);
+  REQUIRE_OK(end);
+  REQUIRE(*end == "succeeded");
+  FetchAdapter(&c.c, undisturbed, c->dir() + "/undisturbed");
+
+  // The same job again (a new request key), killed mid-step.
+  int64_t job = SubmitFinetune(&c.c, args);
+  const std::string accepted = "SELECT shards_accepted FROM jobs WHERE id=" + std::to_string(job);
+  int64_t deadline = Mono() + 120'000;
+  while (DbInt(&c.c, accepted) < 14 && Mono() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  REQUIRE(DbInt(&c.c, accepted) >= 14);  // in step 3
+  REQUIRE_OK(c->KillWorker(0));
+  REQUIRE_OK(c->KillCoordinator());
+  REQUIRE_OK(c->StartCoordinator());
+  REQUIRE_OK(c->StartWorker(0));
+  // And the coordinator once more, a few steps on.
+  deadline = Mono() + 120'000;
+  while (DbInt(&c.c, accepted) < 40 && Mono() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  REQUIRE_OK(c->KillCoordinator());
+  REQUIRE_OK(c->StartCoordinator());
+  end = c->WaitForJobEnd(job, 300'000);
+  REQUIRE_OK(end);
+  REQUIRE(*end == "succeeded");
+  FetchAdapter(&c.c, job, c->dir() + "/disturbed");
+  CHECK(ReadAll(c->dir() + "/disturbed/adapter_model.safetensors") ==
+        ReadAll(c->dir() + "/undisturbed/adapter_model.safetensors"));
+  CHECK(Lines(ReadAll(c->dir() + "/disturbed/trainer_log.jsonl")).size() == 12);
+}
+
+TEST_CASE("bad finetune inputs: one line, exit 1, nothing queued", "[farm][finetune]") {
+  Cluster c;
+  StartCluster(&c.c, 0);
+  const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
+  MakeModel(&c.c, model);
+  WriteAll(data, TrainData());
+  const std::string bad = c->dir() + "/bad.jsonl";
+  WriteAll(bad, TrainData() + "{\"text\": 5}\n");
+  const std::string not_llama = c->dir() + "/not-llama";
+  fs::create_directories(not_llama);
+  WriteAll(not_llama + "/config.json", R"({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})");
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  std::vector<Case> cases = {
+      {{"--model", model, "--data", bad}, "bad.jsonl:17"},
+      {{"--model", not_llama, "--data", data}, "not-llama"},
+      {{"--model", model, "--data", data, "--batch", "17"}, "larger than the data"},
+      {{"--model", model, "--data", data, "--local-steps", "5"}, "--local-steps"},
+      {{"--model", model, "--data", data, "--mode", "diloco"}, "diloco"},
+      {{"--model", model, "--data", data, "--aggregate", "vote"}, "--aggregate"},
+      {{"--model", model, "--data", data, "--lora-targets", "x_proj"}, "x_proj"},
+      {{"--model", model, "--data", c->dir() + "/missing.jsonl"}, "missing.jsonl"},
+  };
+  for (const auto& k : cases) {
+    std::vector<std::string> a = {"submit", "finetune"};
+    a.insert(a.end(), k.args.begin(), k.args.end());
+    CommandResult r = c->Cli(a, 30, 120'000);
+    INFO(r.Describe());
+    CHECK(r.exit_code == 1);
+    CHECK(Lines(r.err).size() == 1);
+    CHECK(r.err.find(k.says) != std::string::npos);
+  }
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM jobs") == 0);
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM blobs") == 0);
+}
+
+}  // namespace
+}  // namespace pcfarm
