@@ -88,7 +88,10 @@ class BlobWriter {
   BlobWriter(const BlobWriter&) = delete;
   BlobWriter& operator=(const BlobWriter&) = delete;
 
-  // ResourceExhausted when the bytes would exceed the announced size.
+  // ResourceExhausted when the bytes would exceed the announced size. The
+  // disk's writeback is started every 8 MiB (sync_file_range), so that
+  // Commit's fsync has little left to write. After a failure the writer
+  // must not be used again (the file may hold part of `data`).
   Status Append(std::string_view data);
   int64_t written() const { return written_; }
   // Checks size and hash, then makes the blob durable under its name.
@@ -109,6 +112,7 @@ class BlobWriter {
   std::string tmp_path_;
   int fd_;
   int64_t written_ = 0;
+  int64_t writeback_from_ = 0;  // bytes before this had their writeback started
   Blake2bHasher hasher_;
   bool done_ = false;
   bool keep_partial_ = false;  // an unfinished writer leaves its file
