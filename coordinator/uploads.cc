@@ -28,11 +28,78 @@ Result<int64_t> FreeDiskBytes(const std::string& dir) {
 
 Uploads::Uploads(BlobStore* blobs, UploadOptions options,
                  std::function<Result<int64_t>()> free_bytes)
-    : blobs_(blobs), options_(options), free_bytes_(std::move(free_bytes)) {}
+    : blobs_(blobs), options_(options), free_bytes_(std::move(free_bytes)) {
+  writer_ = std::thread([this] { WriterLoop(); });
+}
 
-Status Uploads::CheckSpace(int64_t more_bytes) const {
+Uploads::~Uploads() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  writer_.join();
+}
+
+void Uploads::WriterLoop() {
+  std::unique_lock<std::mutex> l(mu_);
+  while (true) {
+    work_cv_.wait(l, [this] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, and everything is written
+    QueuedChunk c = std::move(queue_.front());
+    queue_.pop_front();
+    Status s = c.open->failed;
+    l.unlock();
+    // The loop leaves the writer alone while chunks of it are pending.
+    if (s.ok()) s = c.open->writer->Append(c.data);
+    const int64_t bytes = int64_t(c.data.size());
+    c.data = std::string();  // freed outside the lock
+    l.lock();
+    if (!s.ok() && c.open->failed.ok()) c.open->failed = s;
+    c.open->pending--;
+    queued_bytes_ -= bytes;
+    done_cv_.notify_all();
+  }
+}
+
+void Uploads::Enqueue(Open* o, std::string data) {
+  const int64_t bytes = int64_t(data.size());
+  std::unique_lock<std::mutex> l(mu_);
+  done_cv_.wait(l, [&] {
+    return queued_bytes_ == 0 || queued_bytes_ + bytes <= options_.writer_queue_bytes;
+  });
+  queued_bytes_ += bytes;
+  o->pending++;
+  queue_.push_back(QueuedChunk{o, std::move(data)});
+  work_cv_.notify_one();
+}
+
+Status Uploads::Settle(Open* o) {
+  std::unique_lock<std::mutex> l(mu_);
+  done_cv_.wait(l, [o] { return o->pending == 0; });
+  return o->failed;
+}
+
+void Uploads::Flush() {
+  std::unique_lock<std::mutex> l(mu_);
+  done_cv_.wait(l, [this] { return queued_bytes_ == 0; });
+}
+
+void Uploads::Close(const std::string& name) {
+  auto it = open_.find(name);
+  if (it == open_.end()) return;
+  Settle(it->second.get()).IgnoreError();  // its bytes on disk are what counts
+  open_.erase(it);
+}
+
+Status Uploads::CheckSpace(int64_t more_bytes) {
   if (more_bytes <= 0) return Status::Ok();
   PCFARM_ASSIGN_OR_RETURN(int64_t free, free_bytes_());
+  {
+    // Bytes accepted but not yet written are not in `free` yet.
+    std::lock_guard<std::mutex> l(mu_);
+    free -= queued_bytes_;
+  }
   if (free - more_bytes < options_.min_free_disk_bytes) {
     return ResourceExhausted(
         "the coordinator's disk has " + Mib(free) + " free; " + Mib(more_bytes) +
@@ -64,34 +131,44 @@ Result<wire::UploadBeginReply> Uploads::Begin(const wire::UploadBeginRequest& re
                            std::to_string(size));
   }
   auto it = open_.find(hex);
-  int64_t held = it != open_.end() ? it->second.writer->written() : blobs_->PartialSize(hex);
+  if (it != open_.end() && !Settle(it->second.get()).ok()) {
+    // A write failed: continue from what is on disk.
+    Close(hex);
+    it = open_.end();
+  }
+  int64_t held = it != open_.end() ? it->second->accepted : blobs_->PartialSize(hex);
   if (held > size) held = 0;  // ResumeWriter starts such a file over
   PCFARM_RETURN_IF_ERROR(CheckSpace(size - held));
   PCFARM_ASSIGN_OR_RETURN(Open * o, GetOpen(hex, size));
-  reply.set_offset(uint64_t(o->writer->written()));
+  reply.set_offset(uint64_t(o->accepted));
   return reply;
 }
 
-Result<Uploads::Open*> Uploads::GetOpen(const std::string& hex, int64_t size) {
-  auto it = open_.find(hex);
-  if (it != open_.end() && it->second.size != size) {
-    open_.erase(it);  // announced with another size: start over
-    PCFARM_RETURN_IF_ERROR(blobs_->DropPartial(hex));
+Result<Uploads::Open*> Uploads::GetOpen(const std::string& name, int64_t size) {
+  auto it = open_.find(name);
+  if (it != open_.end() && it->second->size != size) {
+    Close(name);  // announced with another size: start over
+    PCFARM_RETURN_IF_ERROR(blobs_->DropPartial(name));
     it = open_.end();
   }
   if (it == open_.end()) {
     if (open_.size() >= options_.max_open) {
       auto lru = open_.begin();
       for (auto j = open_.begin(); j != open_.end(); ++j) {
-        if (j->second.last_use < lru->second.last_use) lru = j;
+        if (j->second->last_use < lru->second->last_use) lru = j;
       }
-      open_.erase(lru);  // its bytes stay in DIR/partial
+      Close(lru->first);  // its bytes stay in DIR/partial
     }
-    PCFARM_ASSIGN_OR_RETURN(auto writer, blobs_->ResumeWriter(hex, size));
-    it = open_.emplace(hex, Open{std::move(writer), size, 0}).first;
+    PCFARM_ASSIGN_OR_RETURN(auto writer, blobs_->ResumeWriter(name, size));
+    auto o = std::make_unique<Open>();
+    o->name = name;
+    o->writer = std::move(writer);
+    o->size = size;
+    o->accepted = o->writer->written();
+    it = open_.emplace(name, std::move(o)).first;
   }
-  it->second.last_use = ++uses_;
-  return &it->second;
+  it->second->last_use = ++uses_;
+  return it->second.get();
 }
 
 Result<wire::UploadChunkReply> Uploads::Chunk(const wire::UploadChunkRequest& request,
@@ -117,9 +194,19 @@ Result<wire::UploadChunkReply> Uploads::Chunk(const wire::UploadChunkRequest& re
     return FailedPrecondition("no upload of " + hex +
                               " is open: begin it (again) with UploadBegin");
   }
-  Open& o = it->second;
-  o.last_use = ++uses_;
-  const int64_t held = o.writer->written();
+  Open* o = it->second.get();
+  o->last_use = ++uses_;
+  Status failed;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    failed = o->failed;
+  }
+  if (!failed.ok()) {
+    Close(hex);
+    return failed.WithContext("upload of " + hex + ": writing an earlier chunk failed; " +
+                              "begin again to continue from the bytes on disk");
+  }
+  const int64_t held = o->accepted;
   const int64_t offset = int64_t(request.offset());
   const int64_t len = int64_t(request.data().size());
   if (offset + len <= held && len > 0) {
@@ -131,16 +218,23 @@ Result<wire::UploadChunkReply> Uploads::Chunk(const wire::UploadChunkRequest& re
                               std::to_string(offset) + ", but the coordinator holds " +
                               std::to_string(held) + " bytes; resume from there");
   }
-  if (held + len > o.size) {
+  if (held + len > o->size) {
     return InvalidArgument("upload of " + hex + ": more bytes than the announced " +
-                           std::to_string(o.size));
+                           std::to_string(o->size));
   }
   PCFARM_RETURN_IF_ERROR(CheckSpace(len));
-  PCFARM_RETURN_IF_ERROR(o.writer->Append(request.data()));
-  reply.set_received(uint64_t(o.writer->written()));
-  if (o.writer->written() == o.size) {
-    auto committed = o.writer->Commit();
-    int64_t size = o.size;
+  if (len > 0) Enqueue(o, request.data());
+  o->accepted += len;
+  reply.set_received(uint64_t(o->accepted));
+  if (o->accepted == o->size) {
+    // The last chunk: its reply waits for every byte and the commit.
+    Status written = Settle(o);
+    if (!written.ok()) {
+      Close(hex);
+      return written.WithContext("upload of " + hex);
+    }
+    auto committed = o->writer->Commit();
+    const int64_t size = o->size;
     open_.erase(it);
     if (!committed.ok()) {
       return Corruption("upload of " + hex + " refused: " + committed.status().message() +

@@ -3,25 +3,40 @@
 //
 // A file is named by its BLAKE2b-256 hash, announced with its size by
 // Begin: a blob the store holds is not sent again (`present`), and a partial
-// upload continues from the bytes already held (BlobStore::ResumeWriter:
-// kept on disk across restarts). Chunks must arrive in order (the CLI keeps
-// several in flight on one connection, which ZeroMQ delivers in order): a
-// chunk at the held offset is appended, one wholly before it is a repeat
-// and is acknowledged, one past it is refused naming the offset to resume
-// from. The last chunk commits the blob: size and hash are checked (a
-// mismatch discards the whole upload, Corruption), then it is fsynced and
-// renamed into place. An upload that would leave less than
-// `min_free_disk_bytes` free on the data directory's disk is refused
-// (ResourceExhausted) before its bytes are written.
+// upload continues from the bytes already held (BlobStore::
+// ResumeWriter: kept on disk across restarts). Chunks must arrive in order
+// (the CLI keeps several in flight on one connection, which ZeroMQ delivers
+// in order): a chunk at the accepted offset is appended, one wholly before
+// it is a repeat and is acknowledged, one past it is refused naming the
+// offset to resume from. The last chunk commits the blob: size and hash
+// are checked (a mismatch discards the whole
+// upload, Corruption), then it is fsynced and renamed into place. An upload
+// that would leave less than `min_free_disk_bytes` free on the data
+// directory's disk is refused (ResourceExhausted) before its bytes are
+// written.
 //
-// Thread-safety: one thread (the server's event loop).
+// Chunks are written and hashed on a writer thread of this object, so that
+// the event loop only queues them: a chunk's reply says it was accepted
+// (queued, at most `writer_queue_bytes` behind the disk), not written. A
+// write that fails is reported (IoError) in the reply to a later chunk of
+// that upload, at the latest the last one, whose reply is sent only once
+// every byte is written and the blob is committed; a Begin after it
+// continues from the bytes on disk. A chunk that finds the queue full waits
+// for room.
+//
+// Thread-safety: Begin, Chunk and Flush from one thread (the server's event
+// loop); the writer thread is internal.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "base/status.h"
 #include "coordinator/blob_store.h"
@@ -36,35 +51,68 @@ struct UploadOptions {
   // Uploads with an open file at once; the least recently used one is
   // closed (its bytes stay on disk) when a new one begins.
   size_t max_open = 16;
+  // Accepted chunk bytes not yet written, at most (one chunk more when a
+  // single chunk is larger): the CLI's window of 8 chunks of 1 MiB.
+  int64_t writer_queue_bytes = int64_t(8) << 20;
 };
 
 class Uploads {
  public:
   // `free_bytes` reports the free bytes of the blob store's disk (tests
-  // inject one; FreeDiskBytes(dir) otherwise).
+  // inject one; FreeDiskBytes(dir) otherwise). Starts the writer thread.
   Uploads(BlobStore* blobs, UploadOptions options,
           std::function<Result<int64_t>()> free_bytes);
+  // Writes what is queued, then stops the writer thread (the files of
+  // unfinished uploads stay on disk).
+  ~Uploads();
+  Uploads(const Uploads&) = delete;
+  Uploads& operator=(const Uploads&) = delete;
 
   Result<wire::UploadBeginReply> Begin(const wire::UploadBeginRequest& request);
-  // `*stored` is set to the blob's hex hash and size when this chunk
-  // completed it.
+  // `*stored_hex` and `*stored_size` are set to the blob's hex hash and size
+  // when this chunk completed it.
   Result<wire::UploadChunkReply> Chunk(const wire::UploadChunkRequest& request,
                                        std::string* stored_hex, int64_t* stored_size);
+  // Returns once every accepted chunk is written (or its write failed).
+  void Flush();
 
  private:
   struct Open {
-    std::unique_ptr<BlobWriter> writer;
+    std::string name;  // the blob's hash, hex
+    std::unique_ptr<BlobWriter> writer;  // the writer thread's while pending > 0
     int64_t size = 0;
+    int64_t accepted = 0;  // bytes written or queued
     uint64_t last_use = 0;
+    // Guarded by mu_.
+    int pending = 0;  // queued chunks not yet written
+    Status failed;    // the first failed write; later chunks are dropped
   };
-  Status CheckSpace(int64_t more_bytes) const;
-  Result<Open*> GetOpen(const std::string& hex, int64_t size);
+  struct QueuedChunk {
+    Open* open;
+    std::string data;
+  };
+  Status CheckSpace(int64_t more_bytes);
+  Result<Open*> GetOpen(const std::string& name, int64_t size);
+  // Waits for `o`'s queued chunks; returns its first failed write.
+  Status Settle(Open* o);
+  // Settles `o`, then forgets it (its bytes stay on disk).
+  void Close(const std::string& name);
+  void Enqueue(Open* o, std::string data);
+  void WriterLoop();
 
   BlobStore* blobs_;
   UploadOptions options_;
   std::function<Result<int64_t>()> free_bytes_;
-  std::map<std::string, Open> open_;
+  std::map<std::string, std::unique_ptr<Open>> open_;
   uint64_t uses_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;  // the writer thread waits for chunks
+  std::condition_variable done_cv_;  // the loop waits for room or a settle
+  std::deque<QueuedChunk> queue_;    // guarded by mu_
+  int64_t queued_bytes_ = 0;         // guarded by mu_: queued or being written
+  bool stopping_ = false;            // guarded by mu_
+  std::thread writer_;
 };
 
 // statvfs: bytes available to an unprivileged writer on the disk of `dir`.

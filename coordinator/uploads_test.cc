@@ -1,6 +1,7 @@
 #include "coordinator/uploads.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <filesystem>
@@ -14,6 +15,7 @@ struct UploadFixture {
   std::string dir;
   std::unique_ptr<BlobStore> blobs;
   int64_t free_bytes = int64_t(10) << 30;
+  size_t max_open = 16;
   std::unique_ptr<Uploads> uploads;
   UploadFixture() {
     CryptoInit();
@@ -27,6 +29,8 @@ struct UploadFixture {
     UploadOptions o;
     o.chunk_bytes = 1000;
     o.min_free_disk_bytes = 1 << 20;
+    o.writer_queue_bytes = 2000;  // two chunks: the loop waits for room
+    o.max_open = max_open;
     uploads = std::make_unique<Uploads>(blobs.get(), o, [this]() -> Result<int64_t> {
       return free_bytes;
     });
@@ -147,6 +151,73 @@ TEST_CASE_METHOD(UploadFixture, "bad uploads are refused with nothing stored", "
     CHECK_FALSE(uploads->Begin(b).ok());
   }
   CHECK_FALSE(blobs->Has(HashToHex(Blake2b256(data))));
+}
+
+TEST_CASE_METHOD(UploadFixture, "chunks are written behind the acks, the last ack waits",
+                 "[uploads]") {
+  // Two uploads interleaved, more chunks than the writer's queue holds.
+  std::string a = Data(9500), b = Data(7000).substr(0, 6999);
+  REQUIRE(uploads->Begin(Begin(a)).ok());
+  REQUIRE(uploads->Begin(Begin(b)).ok());
+  std::string stored_a, stored_b;
+  for (size_t off = 0; off < a.size(); off += 1000) {
+    auto r = Send(a, off, 1000, &stored_a);
+    REQUIRE(r.ok());
+    CHECK(r->received() == std::min(off + 1000, a.size()));
+    if (off < b.size()) REQUIRE(Send(b, off, 1000, &stored_b).ok());
+  }
+  // A last chunk's reply comes once the blob is stored, never before.
+  REQUIRE(stored_a == HashToHex(Blake2b256(a)));
+  REQUIRE(stored_b == HashToHex(Blake2b256(b)));
+  CHECK(*blobs->ReadChunk(stored_a, 0, 1 << 20) == a);
+  CHECK(*blobs->ReadChunk(stored_b, 0, 1 << 20) == b);
+  CHECK(blobs->PartialSize(stored_a) == 0);
+}
+
+TEST_CASE_METHOD(UploadFixture, "an upload closed for another resumes from its written bytes",
+                 "[uploads]") {
+  max_open = 1;
+  Reopen();
+  std::string a = Data(3000), b = Data(2000).substr(1);
+  REQUIRE(uploads->Begin(Begin(a)).ok());
+  REQUIRE(Send(a, 0, 1000).ok());
+  REQUIRE(Send(a, 1000, 1000).ok());
+  REQUIRE(uploads->Begin(Begin(b)).ok());  // closes a once its chunks are written
+  auto again = uploads->Begin(Begin(a));   // and b for a
+  REQUIRE(again.ok());
+  CHECK(again->offset() == 2000);
+  auto last = Send(a, 2000, 1000);
+  REQUIRE(last.ok());
+  CHECK(last->complete());
+  CHECK(*blobs->ReadChunk(HashToHex(Blake2b256(a)), 0, 5000) == a);
+}
+
+TEST_CASE_METHOD(UploadFixture, "a failed write reaches the client", "[uploads]") {
+  // The partial file is the full device: every write(2) fails with ENOSPC.
+  std::string data = Data(2500);
+  const std::string hex = HashToHex(Blake2b256(data));
+  REQUIRE(::symlink("/dev/full", (dir + "/partial/" + hex).c_str()) == 0);
+  REQUIRE(uploads->Begin(Begin(data)).ok());
+  REQUIRE(Send(data, 0, 1000).ok());  // accepted: the write comes later
+  SECTION("in the reply to the next chunk") {
+    uploads->Flush();
+    auto r = Send(data, 1000, 1000);
+    CHECK(r.status().code() == StatusCode::kIoError);
+    CHECK(r.status().message().find("No space left") != std::string::npos);
+  }
+  SECTION("in the reply to the last chunk at the latest") {
+    auto second = Send(data, 1000, 1000);  // refused if the first write failed already
+    auto last = Send(data, 2000, 500);
+    CHECK_FALSE(last.ok());
+    if (second.ok()) CHECK(last.status().code() == StatusCode::kIoError);
+  }
+  SECTION("a new begin continues from the bytes on disk") {
+    uploads->Flush();
+    auto b = uploads->Begin(Begin(data));
+    REQUIRE(b.ok());
+    CHECK(b->offset() == 0);
+  }
+  CHECK_FALSE(blobs->Has(hex));
 }
 
 TEST_CASE_METHOD(UploadFixture, "an empty file uploads with one empty chunk", "[uploads]") {
