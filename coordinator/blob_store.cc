@@ -13,6 +13,7 @@
 #include <random>
 
 #include "base/file.h"
+#include "base/hex.h"
 
 namespace pcfarm {
 namespace {
@@ -213,14 +214,40 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::NewWriter(
   return std::unique_ptr<BlobWriter>(new BlobWriter(this, hex, size, tmp, fd));
 }
 
+Result<std::string> BlobStore::PartialPath(std::string_view partial_name) const {
+  if (partial_name.size() == 2 * kUploadIdBytes) {
+    auto id = HexDecode(partial_name);
+    if (!id.ok()) return InvalidArgument("bad upload id '" + std::string(partial_name) + "'");
+    return dir_ + "/partial/" + HexEncode(*id);
+  }
+  PCFARM_ASSIGN_OR_RETURN(std::string hex, CanonicalHex(partial_name));
+  return dir_ + "/partial/" + hex;
+}
+
 Result<std::unique_ptr<BlobWriter>> BlobStore::ResumeWriter(
     std::string_view hash_hex, int64_t size) {
   PCFARM_ASSIGN_OR_RETURN(std::string hex, CanonicalHex(hash_hex));
-  if (size < 0) return InvalidArgument("blob " + hex + ": negative size");
-  std::string path = dir_ + "/partial/" + hex;
+  PCFARM_ASSIGN_OR_RETURN(std::string path, PartialPath(hex));
+  return Resume(std::move(path), std::move(hex), size);
+}
+
+Result<std::unique_ptr<BlobWriter>> BlobStore::ResumeUnnamedWriter(
+    std::string_view upload_id_hex, int64_t size) {
+  if (upload_id_hex.size() != 2 * kUploadIdBytes) {
+    return InvalidArgument("bad upload id '" + std::string(upload_id_hex.substr(0, 80)) + "'");
+  }
+  PCFARM_ASSIGN_OR_RETURN(std::string path, PartialPath(upload_id_hex));
+  return Resume(std::move(path), "", size);
+}
+
+Result<std::unique_ptr<BlobWriter>> BlobStore::Resume(std::string path,
+                                                      std::string expected_hex,
+                                                      int64_t size) {
+  if (size < 0) return InvalidArgument(path + ": negative size");
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return IoError(Errno("open", path));
-  std::unique_ptr<BlobWriter> w(new BlobWriter(this, hex, size, path, fd, true));
+  std::unique_ptr<BlobWriter> w(
+      new BlobWriter(this, std::move(expected_hex), size, path, fd, true));
   struct stat st;
   if (::fstat(fd, &st) != 0) return IoError(Errno("stat", path));
   if (st.st_size > size && ::ftruncate(fd, 0) != 0) {
@@ -243,17 +270,16 @@ Result<std::unique_ptr<BlobWriter>> BlobStore::ResumeWriter(
   return w;
 }
 
-int64_t BlobStore::PartialSize(std::string_view hash_hex) const {
-  auto hex = CanonicalHex(hash_hex);
-  if (!hex.ok()) return 0;
+int64_t BlobStore::PartialSize(std::string_view partial_name) const {
+  auto path = PartialPath(partial_name);
+  if (!path.ok()) return 0;
   struct stat st;
-  if (::stat((dir_ + "/partial/" + *hex).c_str(), &st) != 0) return 0;
+  if (::stat(path->c_str(), &st) != 0) return 0;
   return int64_t(st.st_size);
 }
 
-Status BlobStore::DropPartial(std::string_view hash_hex) {
-  PCFARM_ASSIGN_OR_RETURN(std::string hex, CanonicalHex(hash_hex));
-  std::string path = dir_ + "/partial/" + hex;
+Status BlobStore::DropPartial(std::string_view partial_name) {
+  PCFARM_ASSIGN_OR_RETURN(std::string path, PartialPath(partial_name));
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
     return IoError(Errno("remove", path));
   }
@@ -319,6 +345,11 @@ Result<std::string> BlobWriter::Commit() {
   if (!expected_hex_.empty() && got != expected_hex_) {
     Discard();
     return Corruption("blob " + expected_hex_ + ": bytes hash to " + got);
+  }
+  if (expected_hex_.empty() && store_->Has(got)) {
+    // Named by what arrived, and stored before: keep the stored file.
+    Discard();
+    return got;
   }
   if (::fsync(fd_) != 0) {
     Status st = IoError(Errno("fsync", tmp_path_));

@@ -27,6 +27,8 @@ namespace pcfarm {
 // The largest chunk ReadChunk returns (and the largest message a blob
 // transfer needs).
 constexpr int64_t kBlobMaxChunkBytes = int64_t(8) << 20;
+// An upload id (ResumeUnnamedWriter) has this many bytes, 2x as hex digits.
+constexpr size_t kUploadIdBytes = 16;
 
 class BlobWriter;
 
@@ -66,10 +68,17 @@ class BlobStore {
   // than `size` is started over. InvalidArgument for a bad hash or size.
   Result<std::unique_ptr<BlobWriter>> ResumeWriter(std::string_view hash_hex,
                                                    int64_t size);
-  // Bytes held of a partial upload (0 when there is none).
-  int64_t PartialSize(std::string_view hash_hex) const;
+  // The same for an upload whose hash the sender does not know yet, named by
+  // an upload id it chose (kUploadIdBytes random bytes, as hex): its bytes go
+  // to DIR/partial/<upload id>, and Commit() names the blob by the hash of
+  // what arrived. InvalidArgument for a bad id or size.
+  Result<std::unique_ptr<BlobWriter>> ResumeUnnamedWriter(std::string_view upload_id_hex,
+                                                          int64_t size);
+  // Bytes held of a partial upload, named by its hash or upload id (0 when
+  // there is none).
+  int64_t PartialSize(std::string_view partial_name) const;
   // Removes a partial upload (OK when there is none).
-  Status DropPartial(std::string_view hash_hex);
+  Status DropPartial(std::string_view partial_name);
 
   // DIR/blobs/ab/abcd...; REQUIRES: hash_hex is a valid hash.
   std::string PathOf(std::string_view hash_hex) const;
@@ -77,6 +86,10 @@ class BlobStore {
  private:
   explicit BlobStore(std::string dir) : dir_(std::move(dir)) {}
   friend class BlobWriter;
+  // DIR/partial/<name> for a hash or an upload id; InvalidArgument otherwise.
+  Result<std::string> PartialPath(std::string_view partial_name) const;
+  Result<std::unique_ptr<BlobWriter>> Resume(std::string path, std::string expected_hex,
+                                             int64_t size);
   std::string dir_;
 };
 
@@ -95,8 +108,9 @@ class BlobWriter {
   Status Append(std::string_view data);
   int64_t written() const { return written_; }
   // Checks size and hash, then makes the blob durable under its name.
-  // Corruption when they do not match (the bytes are discarded). Returns the
-  // hash (hex).
+  // Corruption when they do not match (the bytes are discarded). A writer
+  // without an expected hash whose bytes are a stored blob drops them.
+  // Returns the hash (hex).
   Result<std::string> Commit();
 
  private:

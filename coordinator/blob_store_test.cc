@@ -207,5 +207,53 @@ TEST_CASE_METHOD(BlobFixture, "a corrupt upload is discarded whole", "[blob]") {
   }
 }
 
+TEST_CASE_METHOD(BlobFixture, "an upload by id is named by its bytes", "[blob]") {
+  // Over the 8 MiB at which writeback starts, so that path runs too.
+  std::string data(9 << 20, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = char((i * 7919) >> 5);
+  const std::string hex = HashToHex(Blake2b256(data));
+  const std::string id(32, 'a');
+  {
+    auto w = blobs->ResumeUnnamedWriter(id, int64_t(data.size()));
+    REQUIRE(w.ok());
+    REQUIRE((*w)->Append(data.substr(0, 5 << 20)).ok());
+  }  // interrupted: the bytes stay, under the id
+  CHECK(blobs->PartialSize(id) == 5 << 20);
+  auto reopened = BlobStore::Open(dir);
+  REQUIRE(reopened.ok());
+  auto w = (*reopened)->ResumeUnnamedWriter(id, int64_t(data.size()));
+  REQUIRE(w.ok());
+  CHECK((*w)->written() == 5 << 20);
+  REQUIRE((*w)->Append(data.substr(5 << 20)).ok());
+  CHECK(*(*w)->Commit() == hex);
+  CHECK(*blobs->ReadChunk(hex, 0, 1 << 20) == data.substr(0, 1 << 20));
+  CHECK(blobs->Verify(hex).ok());
+  CHECK(blobs->PartialSize(id) == 0);
+  SECTION("the same bytes again are dropped, the stored blob stays") {
+    auto again = blobs->ResumeUnnamedWriter(id, int64_t(data.size()));
+    REQUIRE(again.ok());
+    REQUIRE((*again)->Append(data).ok());
+    CHECK(*(*again)->Commit() == hex);
+    CHECK(blobs->PartialSize(id) == 0);
+    CHECK(blobs->Verify(hex).ok());
+  }
+  SECTION("a wrong size is refused and discarded") {
+    auto again = blobs->ResumeUnnamedWriter(id, int64_t(data.size()) + 1);
+    REQUIRE(again.ok());
+    REQUIRE((*again)->Append("abc").ok());
+    CHECK((*again)->Commit().status().code() == StatusCode::kCorruption);
+    CHECK(blobs->PartialSize(id) == 0);
+  }
+  SECTION("ids that are not 32 hex digits name no file") {
+    for (std::string bad : {std::string(31, 'a'), std::string("../../../../../../etc/x1"),
+                            std::string(30, 'a') + "/x", hex}) {
+      CHECK(blobs->ResumeUnnamedWriter(bad, 3).status().code() ==
+            StatusCode::kInvalidArgument);
+    }
+    CHECK(blobs->DropPartial(std::string(30, 'a') + "/x").code() ==
+          StatusCode::kInvalidArgument);
+  }
+}
+
 }  // namespace
 }  // namespace pcfarm

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/hex.h"
 #include "crypto/hash.h"
 
 namespace pcfarm {
@@ -110,41 +111,74 @@ Status Uploads::CheckSpace(int64_t more_bytes) {
   return Status::Ok();
 }
 
+Result<std::string> Uploads::NameOf(const std::string& hash, const std::string& upload_id,
+                                    bool* by_id) {
+  *by_id = hash.empty();
+  if (!hash.empty() && !upload_id.empty()) {
+    return InvalidArgument("an upload is named by its hash or by an upload id, not both");
+  }
+  if (*by_id) {
+    if (upload_id.size() != kUploadIdBytes) {
+      return InvalidArgument("an upload names its hash or an upload id of " +
+                             std::to_string(kUploadIdBytes) + " bytes");
+    }
+    return HexEncode(upload_id);
+  }
+  PCFARM_ASSIGN_OR_RETURN(Hash256 h, HashFromBytes(hash));
+  return HashToHex(h);
+}
+
+void Uploads::RememberCompleted(const std::string& id, const std::string& hex, int64_t size) {
+  constexpr size_t kRemembered = 64;
+  if (completed_.emplace(id, std::make_pair(hex, size)).second) completed_order_.push_back(id);
+  while (completed_order_.size() > kRemembered) {
+    completed_.erase(completed_order_.front());
+    completed_order_.pop_front();
+  }
+}
+
 Result<wire::UploadBeginReply> Uploads::Begin(const wire::UploadBeginRequest& request) {
-  PCFARM_ASSIGN_OR_RETURN(Hash256 hash, HashFromBytes(request.hash()));
-  const std::string hex = HashToHex(hash);
+  bool by_id = false;
+  PCFARM_ASSIGN_OR_RETURN(std::string name,
+                          NameOf(request.hash(), request.upload_id(), &by_id));
   const int64_t size = int64_t(request.size());
   if (size < 0 || request.size() > (uint64_t(1) << 50)) {
-    return InvalidArgument("upload of " + hex + ": bad size");
+    return InvalidArgument("upload of " + name + ": bad size");
   }
   wire::UploadBeginReply reply;
   reply.set_chunk_bytes(uint32_t(options_.chunk_bytes));
-  if (blobs_->Has(hex)) {
-    auto held = blobs_->Size(hex);
+  std::string stored_hex = name;
+  if (by_id) {
+    auto done = completed_.find(name);
+    stored_hex = done != completed_.end() && done->second.second == size ? done->second.first : "";
+  }
+  if (!stored_hex.empty() && blobs_->Has(stored_hex)) {
+    auto held = blobs_->Size(stored_hex);
     if (held.ok() && *held == size) {
       reply.set_present(true);
       reply.set_offset(uint64_t(size));
+      if (by_id) reply.set_hash(HashToBytes(*HashFromHex(stored_hex)));
       return reply;
     }
-    return InvalidArgument("upload of " + hex + ": the stored blob of that hash has " +
+    return InvalidArgument("upload of " + stored_hex + ": the stored blob of that hash has " +
                            std::to_string(held.ok() ? *held : -1) + " bytes, not " +
                            std::to_string(size));
   }
-  auto it = open_.find(hex);
+  auto it = open_.find(name);
   if (it != open_.end() && !Settle(it->second.get()).ok()) {
     // A write failed: continue from what is on disk.
-    Close(hex);
+    Close(name);
     it = open_.end();
   }
-  int64_t held = it != open_.end() ? it->second->accepted : blobs_->PartialSize(hex);
+  int64_t held = it != open_.end() ? it->second->accepted : blobs_->PartialSize(name);
   if (held > size) held = 0;  // ResumeWriter starts such a file over
   PCFARM_RETURN_IF_ERROR(CheckSpace(size - held));
-  PCFARM_ASSIGN_OR_RETURN(Open * o, GetOpen(hex, size));
+  PCFARM_ASSIGN_OR_RETURN(Open * o, GetOpen(name, by_id, size));
   reply.set_offset(uint64_t(o->accepted));
   return reply;
 }
 
-Result<Uploads::Open*> Uploads::GetOpen(const std::string& name, int64_t size) {
+Result<Uploads::Open*> Uploads::GetOpen(const std::string& name, bool by_id, int64_t size) {
   auto it = open_.find(name);
   if (it != open_.end() && it->second->size != size) {
     Close(name);  // announced with another size: start over
@@ -159,9 +193,11 @@ Result<Uploads::Open*> Uploads::GetOpen(const std::string& name, int64_t size) {
       }
       Close(lru->first);  // its bytes stay in DIR/partial
     }
-    PCFARM_ASSIGN_OR_RETURN(auto writer, blobs_->ResumeWriter(name, size));
+    PCFARM_ASSIGN_OR_RETURN(auto writer, by_id ? blobs_->ResumeUnnamedWriter(name, size)
+                                               : blobs_->ResumeWriter(name, size));
     auto o = std::make_unique<Open>();
     o->name = name;
+    o->by_id = by_id;
     o->writer = std::move(writer);
     o->size = size;
     o->accepted = o->writer->written();
@@ -174,24 +210,31 @@ Result<Uploads::Open*> Uploads::GetOpen(const std::string& name, int64_t size) {
 Result<wire::UploadChunkReply> Uploads::Chunk(const wire::UploadChunkRequest& request,
                                               std::string* stored_hex,
                                               int64_t* stored_size) {
-  PCFARM_ASSIGN_OR_RETURN(Hash256 hash, HashFromBytes(request.hash()));
-  const std::string hex = HashToHex(hash);
+  bool by_id = false;
+  PCFARM_ASSIGN_OR_RETURN(const std::string name,
+                          NameOf(request.hash(), request.upload_id(), &by_id));
   if (int64_t(request.data().size()) > options_.chunk_bytes) {
     return InvalidArgument("upload chunk of " + std::to_string(request.data().size()) +
                            " bytes is over the limit of " +
                            std::to_string(options_.chunk_bytes));
   }
   wire::UploadChunkReply reply;
-  auto it = open_.find(hex);
+  auto it = open_.find(name);
   if (it == open_.end()) {
-    if (blobs_->Has(hex)) {
-      // Completed by an earlier chunk (a retried last chunk, say).
-      auto size = blobs_->Size(hex);
+    // Completed by an earlier chunk (a retried last chunk, say)?
+    std::string stored = name;
+    if (by_id) {
+      auto done = completed_.find(name);
+      stored = done != completed_.end() ? done->second.first : "";
+    }
+    if (!stored.empty() && blobs_->Has(stored)) {
+      auto size = blobs_->Size(stored);
       reply.set_received(uint64_t(size.ok() ? *size : 0));
       reply.set_complete(true);
+      reply.set_hash(HashToBytes(*HashFromHex(stored)));
       return reply;
     }
-    return FailedPrecondition("no upload of " + hex +
+    return FailedPrecondition("no upload of " + name +
                               " is open: begin it (again) with UploadBegin");
   }
   Open* o = it->second.get();
@@ -202,8 +245,8 @@ Result<wire::UploadChunkReply> Uploads::Chunk(const wire::UploadChunkRequest& re
     failed = o->failed;
   }
   if (!failed.ok()) {
-    Close(hex);
-    return failed.WithContext("upload of " + hex + ": writing an earlier chunk failed; " +
+    Close(name);
+    return failed.WithContext("upload of " + name + ": writing an earlier chunk failed; " +
                               "begin again to continue from the bytes on disk");
   }
   const int64_t held = o->accepted;
@@ -214,12 +257,12 @@ Result<wire::UploadChunkReply> Uploads::Chunk(const wire::UploadChunkRequest& re
     return reply;
   }
   if (offset != held) {
-    return FailedPrecondition("upload of " + hex + ": a chunk at offset " +
+    return FailedPrecondition("upload of " + name + ": a chunk at offset " +
                               std::to_string(offset) + ", but the coordinator holds " +
                               std::to_string(held) + " bytes; resume from there");
   }
   if (held + len > o->size) {
-    return InvalidArgument("upload of " + hex + ": more bytes than the announced " +
+    return InvalidArgument("upload of " + name + ": more bytes than the announced " +
                            std::to_string(o->size));
   }
   PCFARM_RETURN_IF_ERROR(CheckSpace(len));
@@ -230,17 +273,19 @@ Result<wire::UploadChunkReply> Uploads::Chunk(const wire::UploadChunkRequest& re
     // The last chunk: its reply waits for every byte and the commit.
     Status written = Settle(o);
     if (!written.ok()) {
-      Close(hex);
-      return written.WithContext("upload of " + hex);
+      Close(name);
+      return written.WithContext("upload of " + name);
     }
     auto committed = o->writer->Commit();
     const int64_t size = o->size;
     open_.erase(it);
     if (!committed.ok()) {
-      return Corruption("upload of " + hex + " refused: " + committed.status().message() +
+      return Corruption("upload of " + name + " refused: " + committed.status().message() +
                         "; the bytes were discarded, upload the file again");
     }
     reply.set_complete(true);
+    reply.set_hash(HashToBytes(*HashFromHex(*committed)));
+    if (by_id) RememberCompleted(name, *committed, size);
     *stored_hex = *committed;
     *stored_size = size;
   }

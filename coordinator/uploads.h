@@ -1,15 +1,22 @@
 // Uploads: the coordinator's side of `pcfarm` uploads into its blob store
 // (UploadBegin / UploadChunk client requests, DESIGN.md §7).
 //
-// A file is named by its BLAKE2b-256 hash, announced with its size by
-// Begin: a blob the store holds is not sent again (`present`), and a partial
-// upload continues from the bytes already held (BlobStore::
+// An upload is named one of two ways by Begin, with its size:
+// - by its BLAKE2b-256 hash, when the client knows it (its hash cache): a
+//   blob the store holds is not sent again (`present`);
+// - by an upload id (kUploadIdBytes the client chose at random), when it
+//   does not: the client sends at once, without reading the file twice, and
+//   the blob is named by the hash of the bytes that arrive (the last chunk's
+//   reply says it). A client can only ever make a blob whose bytes hash to
+//   its name. A Begin for an id that completed lately answers `present`
+//   with the hash (a client that lost the last reply does not send again).
+// A partial upload continues from the bytes already held (BlobStore::
 // ResumeWriter: kept on disk across restarts). Chunks must arrive in order
 // (the CLI keeps several in flight on one connection, which ZeroMQ delivers
 // in order): a chunk at the accepted offset is appended, one wholly before
 // it is a repeat and is acknowledged, one past it is refused naming the
-// offset to resume from. The last chunk commits the blob: size and hash
-// are checked (a mismatch discards the whole
+// offset to resume from. The last chunk commits the blob: size and (for an
+// upload named by its hash) hash are checked (a mismatch discards the whole
 // upload, Corruption), then it is fsynced and renamed into place. An upload
 // that would leave less than `min_free_disk_bytes` free on the data
 // directory's disk is refused (ResourceExhausted) before its bytes are
@@ -70,7 +77,7 @@ class Uploads {
 
   Result<wire::UploadBeginReply> Begin(const wire::UploadBeginRequest& request);
   // `*stored_hex` and `*stored_size` are set to the blob's hex hash and size
-  // when this chunk completed it.
+  // when this chunk completed it (the reply's `hash` too).
   Result<wire::UploadChunkReply> Chunk(const wire::UploadChunkRequest& request,
                                        std::string* stored_hex, int64_t* stored_size);
   // Returns once every accepted chunk is written (or its write failed).
@@ -78,7 +85,8 @@ class Uploads {
 
  private:
   struct Open {
-    std::string name;  // the blob's hash, hex
+    std::string name;  // the partial's name: the hash or the upload id, hex
+    bool by_id = false;
     std::unique_ptr<BlobWriter> writer;  // the writer thread's while pending > 0
     int64_t size = 0;
     int64_t accepted = 0;  // bytes written or queued
@@ -91,8 +99,12 @@ class Uploads {
     Open* open;
     std::string data;
   };
+  // The partial's name of a request: its hash, or its upload id.
+  static Result<std::string> NameOf(const std::string& hash, const std::string& upload_id,
+                                    bool* by_id);
+  void RememberCompleted(const std::string& id, const std::string& hex, int64_t size);
   Status CheckSpace(int64_t more_bytes);
-  Result<Open*> GetOpen(const std::string& name, int64_t size);
+  Result<Open*> GetOpen(const std::string& name, bool by_id, int64_t size);
   // Waits for `o`'s queued chunks; returns its first failed write.
   Status Settle(Open* o);
   // Settles `o`, then forgets it (its bytes stay on disk).
@@ -105,6 +117,10 @@ class Uploads {
   std::function<Result<int64_t>()> free_bytes_;
   std::map<std::string, std::unique_ptr<Open>> open_;
   uint64_t uses_ = 0;
+  // Uploads by id that completed lately (id -> hash hex, size), oldest
+  // first in completed_order_.
+  std::map<std::string, std::pair<std::string, int64_t>> completed_;
+  std::deque<std::string> completed_order_;
 
   std::mutex mu_;
   std::condition_variable work_cv_;  // the writer thread waits for chunks

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 
+#include "base/hex.h"
 #include "crypto/hash.h"
 
 namespace pcfarm {
@@ -37,6 +38,25 @@ struct UploadFixture {
   }
   ~UploadFixture() { std::filesystem::remove_all(dir); }
 
+  static wire::UploadBeginRequest BeginById(const std::string& id, size_t size) {
+    wire::UploadBeginRequest b;
+    b.set_upload_id(id);
+    b.set_size(size);
+    return b;
+  }
+  Result<wire::UploadChunkReply> SendById(const std::string& id, const std::string& data,
+                                          size_t offset, size_t len,
+                                          std::string* stored = nullptr) {
+    wire::UploadChunkRequest c;
+    c.set_upload_id(id);
+    c.set_offset(offset);
+    c.set_data(data.substr(offset, len));
+    std::string hex;
+    int64_t size = 0;
+    auto r = uploads->Chunk(c, &hex, &size);
+    if (stored) *stored = hex;
+    return r;
+  }
   static wire::UploadBeginRequest Begin(const std::string& data) {
     wire::UploadBeginRequest b;
     b.set_hash(HashToBytes(Blake2b256(data)));
@@ -218,6 +238,86 @@ TEST_CASE_METHOD(UploadFixture, "a failed write reaches the client", "[uploads]"
     CHECK(b->offset() == 0);
   }
   CHECK_FALSE(blobs->Has(hex));
+}
+
+TEST_CASE_METHOD(UploadFixture, "an upload by id is named by the bytes that arrived",
+                 "[uploads]") {
+  std::string data = Data(2500);
+  const std::string id(16, '\x07');
+  const std::string hash = HashToBytes(Blake2b256(data));
+  auto b = uploads->Begin(BeginById(id, data.size()));
+  REQUIRE(b.ok());
+  CHECK_FALSE(b->present());
+  CHECK(b->offset() == 0);
+  REQUIRE(SendById(id, data, 0, 1000).ok());
+  SECTION("and resumes after a restart") {
+    uploads.reset();
+    blobs = std::move(BlobStore::Open(dir)).value();
+    Reopen();
+    auto again = uploads->Begin(BeginById(id, data.size()));
+    REQUIRE(again.ok());
+    CHECK(again->offset() == 1000);
+  }
+  REQUIRE(SendById(id, data, 1000, 1000).ok());
+  std::string stored;
+  auto last = SendById(id, data, 2000, 500, &stored);
+  REQUIRE(last.ok());
+  CHECK(last->complete());
+  CHECK(last->hash() == hash);
+  CHECK(stored == HashToHex(Blake2b256(data)));
+  CHECK(*blobs->ReadChunk(stored, 0, 5000) == data);
+  // A client that lost the last reply learns the hash, with nothing to send.
+  auto retried = SendById(id, data, 2000, 500);
+  REQUIRE(retried.ok());
+  CHECK(retried->complete());
+  CHECK(retried->hash() == hash);
+  auto again = uploads->Begin(BeginById(id, data.size()));
+  REQUIRE(again.ok());
+  CHECK(again->present());
+  CHECK(again->hash() == hash);
+  // Named by its hash, the same file is stored already.
+  CHECK(uploads->Begin(Begin(data))->present());
+}
+
+TEST_CASE_METHOD(UploadFixture, "an upload by id of a stored blob leaves one copy",
+                 "[uploads]") {
+  std::string data = Data(1500);
+  REQUIRE(uploads->Begin(Begin(data)).ok());
+  REQUIRE(Send(data, 0, 1000).ok());
+  REQUIRE(Send(data, 1000, 500)->complete());
+  const std::string id(16, 'i');
+  REQUIRE(uploads->Begin(BeginById(id, data.size())).ok());
+  REQUIRE(SendById(id, data, 0, 1000).ok());
+  std::string stored;
+  auto last = SendById(id, data, 1000, 500, &stored);
+  REQUIRE(last.ok());
+  CHECK(last->complete());
+  CHECK(stored == HashToHex(Blake2b256(data)));
+  CHECK(blobs->PartialSize(HexEncode(id)) == 0);
+  CHECK(blobs->Verify(stored).ok());
+}
+
+TEST_CASE_METHOD(UploadFixture, "an upload is named by its hash or by an id", "[uploads]") {
+  std::string data = Data(100);
+  SECTION("neither") {
+    CHECK(uploads->Begin(BeginById("", 100)).status().code() ==
+          StatusCode::kInvalidArgument);
+  }
+  SECTION("both") {
+    auto b = Begin(data);
+    b.set_upload_id(std::string(16, 'x'));
+    CHECK(uploads->Begin(b).status().code() == StatusCode::kInvalidArgument);
+  }
+  SECTION("an id of the wrong size") {
+    CHECK(uploads->Begin(BeginById(std::string(15, 'x'), 100)).status().code() ==
+          StatusCode::kInvalidArgument);
+    CHECK(SendById(std::string(17, 'x'), data, 0, 100).status().code() ==
+          StatusCode::kInvalidArgument);
+  }
+  SECTION("a chunk of an id never begun") {
+    CHECK(SendById(std::string(16, 'x'), data, 0, 100).status().code() ==
+          StatusCode::kFailedPrecondition);
+  }
 }
 
 TEST_CASE_METHOD(UploadFixture, "an empty file uploads with one empty chunk", "[uploads]") {

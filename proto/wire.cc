@@ -367,6 +367,10 @@ size_t FieldLimit(const google::protobuf::FieldDescriptor& field,
       {"BlobChunk.hash", sizeof(Hash256)},
       {"UploadBeginRequest.hash", sizeof(Hash256)},
       {"UploadChunkRequest.hash", sizeof(Hash256)},
+      {"UploadBeginRequest.upload_id", 16},  // BlobStore's kUploadIdBytes
+      {"UploadBeginReply.hash", sizeof(Hash256)},
+      {"UploadChunkRequest.upload_id", 16},
+      {"UploadChunkReply.hash", sizeof(Hash256)},
       {"ClientAddRequest.curve_pk", kCurveKeyBytes},
       {"BlobReadRequest.hash", sizeof(Hash256)},
   };

@@ -215,6 +215,17 @@ std::vector<wire::ClientRequest> AllClientRequests() {
   r.mutable_upload_chunk()->set_data(std::string(4096, 'd'));
   out.push_back(r);
   r.Clear();
+  r.set_request_id(7);  // an upload whose hash the client does not know yet
+  r.mutable_upload_begin()->set_upload_id(std::string(16, 'u'));
+  r.mutable_upload_begin()->set_size(1 << 20);
+  out.push_back(r);
+  r.Clear();
+  r.set_request_id(8);
+  r.mutable_upload_chunk()->set_upload_id(std::string(16, 'u'));
+  r.mutable_upload_chunk()->set_offset(4096);
+  r.mutable_upload_chunk()->set_data(std::string(4096, 'd'));
+  out.push_back(r);
+  r.Clear();
   r.set_request_id(9);
   r.mutable_fetch()->set_job_id(3);
   r.mutable_fetch()->set_from_shard(2);
@@ -289,6 +300,18 @@ std::vector<wire::ClientReply> AllClientReplies() {
   r.set_request_id(9);
   r.mutable_upload_chunk()->set_received(8192);
   r.mutable_upload_chunk()->set_complete(true);
+  out.push_back(r);
+  r.Clear();
+  r.set_request_id(8);
+  r.mutable_upload_begin()->set_present(true);
+  r.mutable_upload_begin()->set_offset(8192);
+  r.mutable_upload_begin()->set_hash(std::string(32, 'h'));
+  out.push_back(r);
+  r.Clear();
+  r.set_request_id(9);
+  r.mutable_upload_chunk()->set_received(8192);
+  r.mutable_upload_chunk()->set_complete(true);
+  r.mutable_upload_chunk()->set_hash(std::string(32, 'h'));
   out.push_back(r);
   r.Clear();
   r.set_request_id(10);

@@ -15,13 +15,15 @@
 #include <thread>
 
 #include "base/file.h"
+#include "base/hex.h"
+#include "coordinator/blob_store.h"
 #include "crypto/hash.h"
+#include "crypto/keys.h"
 #include "proto/wire.h"
 
 namespace pcfarm {
 namespace {
 
-constexpr size_t kReadBytes = 4 << 20;
 constexpr size_t kHashCacheMaxLines = 4096;
 
 double Now() {
@@ -84,12 +86,56 @@ class Progress {
   bool drawn_ = false;
 };
 
-std::string HashCachePath() {
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  const char* home = std::getenv("HOME");
-  std::string base = xdg && *xdg ? xdg : (home && *home ? std::string(home) + "/.cache" : "");
-  return base.empty() ? "" : base + "/pcfarm/file-hashes";
-}
+// $XDG_CACHE_HOME/pcfarm/file-hashes: a line "KEY VALUE" per file, KEY its
+// FileKey, VALUE its hash (hex) or "upload:ID" (an upload by id under way).
+// Best effort: a cache that cannot be read or written only costs a re-send.
+class HashCache {
+ public:
+  HashCache() {
+    const char* xdg = std::getenv("XDG_CACHE_HOME");
+    const char* home = std::getenv("HOME");
+    std::string base =
+        xdg && *xdg ? xdg : (home && *home ? std::string(home) + "/.cache" : "");
+    if (!base.empty()) path_ = base + "/pcfarm/file-hashes";
+  }
+  // The value for `key` ("" when none).
+  std::string Lookup(const std::string& key) const {
+    if (path_.empty()) return "";
+    std::ifstream in(path_);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.size() > key.size() + 1 && line.compare(0, key.size(), key) == 0 &&
+          line[key.size()] == ' ') {
+        return line.substr(key.size() + 1);
+      }
+    }
+    return "";
+  }
+  // Sets the value for `key`, dropping the oldest lines past the cap.
+  void Store(const std::string& key, const std::string& value) const {
+    if (path_.empty()) return;
+    std::vector<std::string> lines;
+    std::ifstream in(path_);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.compare(0, key.size() + 1, key + " ") != 0) lines.push_back(line);
+    }
+    if (lines.size() >= kHashCacheMaxLines) {
+      lines.erase(lines.begin(), lines.begin() + long(lines.size() - kHashCacheMaxLines / 2));
+    }
+    lines.push_back(key + " " + value);
+    std::string text;
+    for (const auto& l : lines) text += l + "\n";
+    if (MakeDirs(path_.substr(0, path_.rfind('/'))).ok()) {
+      WriteFileAtomic(path_, text).IgnoreError();
+    }
+  }
+
+ private:
+  std::string path_;
+};
+
+constexpr char kUploadPrefix[] = "upload:";
 
 std::string FileKey(const struct stat& st) {
   return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
@@ -97,35 +143,34 @@ std::string FileKey(const struct stat& st) {
          std::to_string(st.st_mtim.tv_nsec);
 }
 
-Result<std::string> HashFd(int fd, int64_t size, bool progress, const std::string& label) {
-  Progress p(progress && size > (64 << 20), "hashing", label, size);
-  Blake2bHasher h;
-  std::string buf(kReadBytes, '\0');
-  int64_t done = 0;
-  while (true) {
-    ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return IoError(std::string("read: ") + std::strerror(errno));
-    if (n == 0) break;
-    h.Update(std::string_view(buf.data(), size_t(n)));
-    done += n;
-    p.Update(done);
-  }
-  if (done != size) return IoError(label + " changed size while it was hashed");
-  return HashToHex(h.Final());
-}
-
 // Sends `size` bytes that `read(offset, length)` gives, from what the
-// coordinator holds; retries a lost connection from there.
-Result<UploadReport> Send(CoordinatorClient* client, const std::string& hex, int64_t size,
+// coordinator holds; retries a lost connection from there. The upload is
+// named by `hex` (its hash) or, when that is empty, by `upload_id`; the
+// report's hash is then the one the coordinator computed.
+Result<UploadReport> Send(CoordinatorClient* client, const std::string& hex,
+                          const std::string& upload_id, int64_t size,
                           const std::function<Result<std::string>(int64_t, size_t)>& read,
                           const CliUploadOptions& o) {
   UploadReport report;
   report.hash_hex = hex;
   report.size = size;
-  auto raw = HashFromHex(hex);
-  if (!raw.ok()) return raw.status();
-  const std::string hash = HashToBytes(*raw);
+  std::string hash;
+  if (!hex.empty()) {
+    auto raw = HashFromHex(hex);
+    if (!raw.ok()) return raw.status();
+    hash = HashToBytes(*raw);
+  }
+  // The blob's hash from a reply: the one announced, or the coordinator's.
+  auto take_hash = [&](const std::string& got) -> Status {
+    if (hex.empty()) {
+      auto h = HashFromBytes(got);
+      if (!h.ok()) return Internal("the coordinator stored the upload but did not name it");
+      report.hash_hex = HashToHex(*h);
+    } else if (!got.empty() && got != hash) {
+      return Internal("the coordinator stored the upload under another hash");
+    }
+    return Status::Ok();
+  };
   // Small files are not worth a progress line each.
   Progress p(o.progress && size >= (isatty(STDERR_FILENO) ? (1 << 20) : (16 << 20)), "upload",
              o.label, size);
@@ -135,12 +180,17 @@ Result<UploadReport> Send(CoordinatorClient* client, const std::string& hex, int
   while (true) {
     Status failure;
     wire::ClientRequest begin;
-    begin.mutable_upload_begin()->set_hash(hash);
+    if (hex.empty()) {
+      begin.mutable_upload_begin()->set_upload_id(upload_id);
+    } else {
+      begin.mutable_upload_begin()->set_hash(hash);
+    }
     begin.mutable_upload_begin()->set_size(uint64_t(size));
     auto b = client->Call(begin);
     if (b.ok()) {
       const auto& br = b->upload_begin();
       if (br.present()) {
+        PCFARM_RETURN_IF_ERROR(take_hash(br.hash()));
         report.deduplicated = report.sent == 0;
         p.Update(size);
         return report;
@@ -166,7 +216,11 @@ Result<UploadReport> Send(CoordinatorClient* client, const std::string& hex, int
           auto data = read(next, len);
           if (!data.ok()) return data.status();
           wire::ClientRequest c;
-          c.mutable_upload_chunk()->set_hash(hash);
+          if (hex.empty()) {
+            c.mutable_upload_chunk()->set_upload_id(upload_id);
+          } else {
+            c.mutable_upload_chunk()->set_hash(hash);
+          }
           c.mutable_upload_chunk()->set_offset(uint64_t(next));
           c.mutable_upload_chunk()->set_data(std::move(*data));
           auto id = client->Post(std::move(c));
@@ -192,7 +246,10 @@ Result<UploadReport> Send(CoordinatorClient* client, const std::string& hex, int
           backoff = 0.5;
         }
         p.Update(got);
-        if (r->upload_chunk().complete()) return report;
+        if (r->upload_chunk().complete()) {
+          PCFARM_RETURN_IF_ERROR(take_hash(r->upload_chunk().hash()));
+          return report;
+        }
       }
       if (failure.ok()) failure = Internal("the coordinator did not complete the upload");
     } else {
@@ -217,57 +274,14 @@ Result<UploadReport> Send(CoordinatorClient* client, const std::string& hex, int
 
 }  // namespace
 
-Result<std::string> HashFileCached(const std::string& path, bool progress,
-                                   const std::string& label) {
+Result<UploadReport> UploadFile(CoordinatorClient* client, const std::string& path,
+                                const CliUploadOptions& options) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return NotFound("cannot open " + path + ": " + std::strerror(errno));
   struct stat st;
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
     return InvalidArgument(path + " is not a regular file");
-  }
-  const std::string key = FileKey(st);
-  const std::string cache = HashCachePath();
-  std::vector<std::string> lines;
-  if (!cache.empty()) {
-    std::ifstream in(cache);
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.size() > key.size() + 1 && line.compare(0, key.size(), key) == 0 &&
-          line[key.size()] == ' ' && HashFromHex(line.substr(key.size() + 1)).ok()) {
-        ::close(fd);
-        return line.substr(key.size() + 1);
-      }
-      lines.push_back(line);
-    }
-  }
-  auto hex = HashFd(fd, int64_t(st.st_size), progress, label);
-  ::close(fd);
-  if (!hex.ok()) return hex.status().WithContext(path);
-  if (!cache.empty()) {
-    // Best effort: a cache that cannot be written only costs a re-hash.
-    if (lines.size() >= kHashCacheMaxLines) {
-      lines.erase(lines.begin(), lines.begin() + long(lines.size() - kHashCacheMaxLines / 2));
-    }
-    lines.push_back(key + " " + *hex);
-    std::string text;
-    for (const auto& l : lines) text += l + "\n";
-    if (MakeDirs(cache.substr(0, cache.rfind('/'))).ok()) {
-      WriteFileAtomic(cache, text).IgnoreError();
-    }
-  }
-  return hex;
-}
-
-Result<UploadReport> UploadFile(CoordinatorClient* client, const std::string& path,
-                                const CliUploadOptions& options) {
-  PCFARM_ASSIGN_OR_RETURN(std::string hex, HashFileCached(path, options.progress, options.label));
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return NotFound("cannot open " + path + ": " + std::strerror(errno));
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    return IoError("stat " + path);
   }
   auto read = [&](int64_t offset, size_t len) -> Result<std::string> {
     std::string out(len, '\0');
@@ -280,8 +294,35 @@ Result<UploadReport> UploadFile(CoordinatorClient* client, const std::string& pa
     }
     return out;
   };
-  auto r = Send(client, hex, int64_t(st.st_size), read, options);
+  const std::string key = FileKey(st);
+  const HashCache cache;
+  std::string cached = cache.Lookup(key);
+  if (HashFromHex(cached).ok()) {
+    auto r = Send(client, cached, "", int64_t(st.st_size), read, options);
+    ::close(fd);
+    return r;
+  }
+  // Not hashed yet: send at once under an upload id, remembered so that a
+  // run after this one was killed continues where it stopped.
+  std::string upload_id;
+  if (cached.rfind(kUploadPrefix, 0) == 0) {
+    auto id = HexDecode(cached.substr(sizeof kUploadPrefix - 1), kUploadIdBytes);
+    if (id.ok()) upload_id = *id;
+  }
+  if (upload_id.empty()) {
+    upload_id = RandomBytes(kUploadIdBytes);
+    cache.Store(key, kUploadPrefix + HexEncode(upload_id));
+  }
+  auto r = Send(client, "", upload_id, int64_t(st.st_size), read, options);
+  struct stat after;
+  bool changed = ::fstat(fd, &after) != 0 || FileKey(after) != key;
   ::close(fd);
+  if (!r.ok()) return r.status();
+  if (changed) {
+    return FailedPrecondition(path + " changed while it was uploaded (the coordinator stored " +
+                              "what was read, " + r->hash_hex + "); upload it again");
+  }
+  cache.Store(key, r->hash_hex);
   return r;
 }
 
@@ -291,7 +332,7 @@ Result<UploadReport> UploadBytes(CoordinatorClient* client, const std::string& b
   auto read = [&](int64_t offset, size_t len) -> Result<std::string> {
     return bytes.substr(size_t(offset), len);
   };
-  return Send(client, hex, int64_t(bytes.size()), read, options);
+  return Send(client, hex, "", int64_t(bytes.size()), read, options);
 }
 
 }  // namespace pcfarm

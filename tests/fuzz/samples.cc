@@ -148,6 +148,12 @@ std::vector<std::string> SampleClientRequests() {
   r.mutable_upload_chunk()->set_hash(std::string(32, 'h'));
   r.mutable_upload_chunk()->set_data("bytes");
   out.push_back(Enc(r));
+  r.mutable_upload_begin()->set_upload_id(std::string(16, 'u'));
+  r.mutable_upload_begin()->set_size(100);
+  out.push_back(Enc(r));
+  r.mutable_upload_chunk()->set_upload_id(std::string(16, 'u'));
+  r.mutable_upload_chunk()->set_data("bytes");
+  out.push_back(Enc(r));
   r.mutable_fetch()->set_job_id(1);
   out.push_back(Enc(r));
   r.mutable_client_add()->set_name("alice");
@@ -178,6 +184,9 @@ std::vector<std::string> SampleClientReplies() {
   auto* w = r.mutable_list_workers()->add_workers();
   w->set_name("pc");
   w->add_devices()->set_backend("vulkan");
+  out.push_back(Enc(r));
+  r.mutable_upload_chunk()->set_complete(true);
+  r.mutable_upload_chunk()->set_hash(std::string(32, 'h'));
   out.push_back(Enc(r));
   r.mutable_fetch()->set_data("{}\n");
   out.push_back(Enc(r));
