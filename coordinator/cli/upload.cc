@@ -16,6 +16,7 @@
 
 #include "base/file.h"
 #include "base/hex.h"
+#include "base/malloc_tuning.h"
 #include "coordinator/blob_store.h"
 #include "crypto/hash.h"
 #include "crypto/keys.h"
@@ -276,6 +277,10 @@ Result<UploadReport> Send(CoordinatorClient* client, const std::string& hex,
 
 Result<UploadReport> UploadFile(CoordinatorClient* client, const std::string& path,
                                 const CliUploadOptions& options) {
+  // Each 1 MiB chunk passes through several buffers (file read, protobuf
+  // bytes, ZeroMQ message, CurveZMQ box); with glibc's defaults each is
+  // mmapped and page-faulted in again, chunk after chunk.
+  TuneMallocForChunkedIo();
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return NotFound("cannot open " + path + ": " + std::strerror(errno));
   struct stat st;
