@@ -5,7 +5,9 @@
 # an LLM inference job: it makes a small llama model, submits a prompts file
 # (the model is uploaded to the coordinator, each shard runs on 2 workers
 # that must agree), waits with a progress bar and prints completions fetched
-# with `pcfarm fetch`. Everything it makes lives in a
+# with `pcfarm fetch`, and then fine-tunes that model on the farm (a LoRA
+# adapter learns a few sentences; the answer to one of their questions is
+# printed before and after). Everything it makes lives in a
 # temporary directory that is removed at the end (PCFARM_DEMO_KEEP=1 keeps it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -91,3 +93,35 @@ PY
 else
   head -n 4 "$demo/completions.jsonl"
 fi
+
+echo
+echo "== 8. fine-tuning on the farm: the same model learns a few facts about the"
+echo "==    farm (LoRA, 40 steps of 8 examples, each step in 4 shards run on 2"
+echo "==    workers that must agree; the coordinator applies each step)"
+train="$demo/train.jsonl"
+cat >"$train" <<'EOF'
+{"prompt": "What does the farm do?", "completion": " It turns idle PCs into one computer."}
+{"prompt": "Who runs the shards?", "completion": " Workers on home PCs run them when the PCs are idle."}
+{"prompt": "How are results checked?", "completion": " Two workers run each shard and must agree."}
+{"prompt": "Where does the model learn?", "completion": " On every PC of the farm, one step at a time."}
+{"text": "The farm of idle PCs learns together, one step at a time."}
+{"text": "Every result is signed, checked and kept safe."}
+{"messages": [{"role": "user", "content": "Is my PC busy?"}, {"role": "assistant", "content": "Only when you are away."}]}
+{"messages": [{"role": "user", "content": "What is pcfarm?"}, {"role": "assistant", "content": "A farm of idle PCs that fine-tunes and runs models."}]}
+EOF
+job=$("$bin/pcfarm" submit finetune --model "$demo/model" --data "$train" --steps 40 \
+  --batch 8 --micro-batch 2 --lr 0.01 --lora-rank 8 --seed 1 --redundancy 2 | tail -n 1)
+echo "job $job submitted"
+"$bin/pcfarm" wait "$job"
+"$bin/pcfarm" fetch "$job" --out "$demo/adapter"
+
+echo "== 9. the model before and after, greedy, on a question of the data"
+question="What does the farm do?"
+before=$("$bin/pcfarm" local generate --model "$demo/model" --prompt "$question" \
+  --max-tokens 12)
+after=$("$bin/pcfarm" local generate --model "$demo/model" --adapter "$demo/adapter" \
+  --prompt "$question" --max-tokens 12)
+echo "prompt: $question"
+echo "before: $before"
+echo "after:  $after"
+echo "(each step's loss, tokens and bytes: trainer_log.jsonl beside the adapter)"
