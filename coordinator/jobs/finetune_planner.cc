@@ -15,6 +15,7 @@
 #include "tasks/engine/optimizer.h"
 #include "tasks/engine/token_data.h"
 #include "tasks/kinds/kind.h"
+#include "tasks/kinds/train_result.h"
 
 namespace pcfarm {
 namespace {
@@ -151,25 +152,17 @@ struct ParsedResult {
 
 Result<ParsedResult> ParseTrainResult(std::string_view body, int64_t count, int64_t idx) {
   const std::string where = "the result of shard " + std::to_string(idx);
-  json r = json::parse(body.begin(), body.end(), nullptr, false);
-  if (!r.is_object() || !r.contains("values") || !r["values"].is_array() ||
-      !r.contains("loss") || !r["loss"].is_number() || !r.contains("weight") ||
-      !r["weight"].is_number()) {
-    return InvalidArgument(where + " is not a train result");
-  }
-  ParsedResult out;
-  out.loss = r["loss"].get<double>();
-  out.weight = r["weight"].get<double>();
-  out.tokens = r.value("tokens", int64_t(0));
-  if (int64_t(r["values"].size()) != count) {
-    return InvalidArgument(where + " has " + std::to_string(r["values"].size()) +
+  auto r = DecodeTrainResult(body, count);
+  if (!r.ok()) return InvalidArgument(where + ": " + r.status().message());
+  if (int64_t(r->values.size()) != count) {
+    return InvalidArgument(where + " has " + std::to_string(r->values.size()) +
                            " values; the adapter has " + std::to_string(count));
   }
-  out.values.reserve(size_t(count));
-  for (const auto& v : r["values"]) {
-    if (!v.is_number()) return InvalidArgument(where + " has a value that is not a number");
-    out.values.push_back(v.get<float>());
-  }
+  ParsedResult out;
+  out.loss = r->loss;
+  out.weight = r->weight;
+  out.tokens = r->tokens;
+  out.values = std::move(r->values);
   return out;
 }
 

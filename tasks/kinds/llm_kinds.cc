@@ -12,6 +12,7 @@
 #include "tasks/backend/registry.h"
 #include "tasks/engine/llama.h"
 #include "tasks/engine/token_data.h"
+#include "tasks/kinds/train_result.h"
 #include "tasks/model/model_loader.h"
 #include "tasks/model/tokenizer.h"
 
@@ -263,6 +264,10 @@ Status CheckTokenLists(const json& arr, const char* what) {
 // Results of both kinds leave room in the 8 MiB signed envelope for the
 // fields around the output.
 constexpr size_t kLlmMaxOutputBytes = 8 * 1024 * 1024 - 64 * 1024;
+// The most values a train result may hold: what fits the output as f32.
+constexpr int64_t kMaxTrainValues = int64_t(kLlmMaxOutputBytes / 4);
+// The model cache's key for a train shard's base model (no infer key has it).
+const char kTrainModelKey[] = "\x01train";
 
 Result<json> ParseOutput(std::string_view output, int depth, const char* kind) {
   if (output.size() > kLlmMaxOutputBytes) {
@@ -484,12 +489,27 @@ class TrainKind final : public TaskKind {
     int64_t steps = 0;
     PCFARM_RETURN_IF_ERROR(Settings(p, &lora, &opt, &steps));
     PCFARM_ASSIGN_OR_RETURN(std::vector<TokenSequence> batch, BatchOf(p, ctx));
-    // Training changes the model, so each shard loads its own; the idle
-    // infer models give it their memory first.
-    InferModelCache::Get().DropIdle();
-    PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<ModelInstance> m, LoadFromParams(p, ctx));
-    // An adapter in the params is the current version: train from it.
-    if (!p.contains("adapter")) PCFARM_RETURN_IF_ERROR(m->model->EnableLora(lora));
+    // The base model stays loaded between train shards (a fine-tuning job's
+    // shards all name it); each shard sets its own adapter, which replaces
+    // the LoRA state of the last one. Its key is apart from infer's, so an
+    // infer shard never gets a model with trained adapters.
+    InferModelCache& cache = InferModelCache::Get();
+    InferModelCache::Key key = InferModelCache::KeyOf(p, ctx);
+    key.adapter = kTrainModelKey;
+    std::unique_ptr<ModelInstance> m = cache.Acquire(key);
+    if (m == nullptr) {
+      json base = p;
+      base.erase("adapter");
+      PCFARM_ASSIGN_OR_RETURN(m, LoadFromParams(base, ctx));
+    }
+    if (p.contains("adapter")) {
+      // The current version: train from it.
+      PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<BlobDir> adapter_dir,
+                              BlobDir::Make(p.at("adapter"), ctx));
+      PCFARM_RETURN_IF_ERROR(m->model->LoadAdapter(adapter_dir->path()));
+    } else {
+      PCFARM_RETURN_IF_ERROR(m->model->EnableLora(lora));
+    }
     ctx.ReportProgress(0.1);
     json out;
     std::vector<float> values;
@@ -512,66 +532,47 @@ class TrainKind final : public TaskKind {
       for (size_t i = 0; i < values.size(); ++i) values[i] -= before[i];
       out = {{"loss", first.mean()}, {"weight", first.weight}, {"tokens", first.counted}};
     }
-    out["count"] = values.size();
-    out["values"] = values;
-    out["layout"] = "lora";
-    out["backend"] = ctx.backend;
+    TrainResult result;
+    result.loss = out.at("loss").get<double>();
+    result.weight = out.at("weight").get<double>();
+    result.tokens = out.at("tokens").get<int64_t>();
+    result.backend = ctx.backend;
+    result.values = std::move(values);
+    PCFARM_ASSIGN_OR_RETURN(std::string bytes, EncodeTrainResult(result));
+    cache.Return(std::move(key), std::move(m));
     ctx.ReportProgress(1.0);
-    return out.dump();
+    return bytes;
   }
 
   size_t max_output_bytes() const override { return kLlmMaxOutputBytes; }
 
-  // A finite loss, weight >= 0, an integer token count, and 'count' finite
-  // numbers in 'values'.
+  // A binary train result (train_result.h) that decodes: finite loss,
+  // weight >= 0, tokens >= 0, and its values, all finite.
   Status ValidateOutput(std::string_view params,
                         std::string_view output) const override {
     (void)params;  // the number of values depends on the model, not the params
-    PCFARM_ASSIGN_OR_RETURN(json r, ParseOutput(output, 2, "train"));
-    auto loss = r.find("loss"), weight = r.find("weight"), tokens = r.find("tokens");
-    if (loss == r.end() || !FiniteNumber(*loss)) {
-      return InvalidArgument("train result: 'loss' must be a finite number");
-    }
-    if (weight == r.end() || !FiniteNumber(*weight) || weight->get<double>() < 0) {
-      return InvalidArgument("train result: 'weight' must be a finite number >= 0");
-    }
-    if (tokens == r.end() || !tokens->is_number_integer() || tokens->get<int64_t>() < 0) {
-      return InvalidArgument("train result: 'tokens' must be an integer >= 0");
-    }
-    auto count = r.find("count"), values = r.find("values");
-    if (values == r.end() || !values->is_array() || values->empty() ||
-        count == r.end() || !count->is_number_unsigned() ||
-        count->get<uint64_t>() != values->size()) {
-      return InvalidArgument("train result: 'values' must hold 'count' numbers");
-    }
-    for (const auto& v : *values) {
-      if (!FiniteNumber(v)) return InvalidArgument("train result: 'values' must be finite numbers");
-    }
-    return Status::Ok();
+    return DecodeTrainResult(output, kMaxTrainValues).status();
   }
 
   bool Agree(std::string_view a, std::string_view b) const override {
-    try {
-      json x = json::parse(a), y = json::parse(b);
-      double lx = x.at("loss").get<double>(), ly = y.at("loss").get<double>();
-      if (std::fabs(lx - ly) > 1e-4 * std::max(std::fabs(lx), std::fabs(ly)) + 1e-6) return false;
-      const json &vx = x.at("values"), &vy = y.at("values");
-      if (!vx.is_array() || vx.size() != vy.size() || vx.empty()) return false;
-      double dot = 0, nx = 0, ny = 0, dd = 0;
-      for (size_t i = 0; i < vx.size(); ++i) {
-        double p = vx[i].get<double>(), q = vy[i].get<double>();
-        dot += p * q;
-        nx += p * p;
-        ny += q * q;
-        dd += (p - q) * (p - q);
-      }
-      if (nx == 0 && ny == 0) return true;
-      double rel = std::sqrt(dd) / std::max(std::sqrt(nx), std::sqrt(ny));
-      double cosine = dot / std::sqrt(nx * ny);
-      return rel <= 1e-3 && cosine >= 0.999;
-    } catch (const json::exception&) {
-      return false;
+    auto x = DecodeTrainResult(a, kMaxTrainValues), y = DecodeTrainResult(b, kMaxTrainValues);
+    if (!x.ok() || !y.ok()) return false;
+    const double lx = x->loss, ly = y->loss;
+    if (std::fabs(lx - ly) > 1e-4 * std::max(std::fabs(lx), std::fabs(ly)) + 1e-6) return false;
+    const std::vector<float>&vx = x->values, &vy = y->values;
+    if (vx.size() != vy.size() || vx.empty()) return false;
+    double dot = 0, nx = 0, ny = 0, dd = 0;
+    for (size_t i = 0; i < vx.size(); ++i) {
+      const double p = vx[i], q = vy[i];
+      dot += p * q;
+      nx += p * p;
+      ny += q * q;
+      dd += (p - q) * (p - q);
     }
+    if (nx == 0 && ny == 0) return true;
+    const double rel = std::sqrt(dd) / std::max(std::sqrt(nx), std::sqrt(ny));
+    const double cosine = dot / std::sqrt(nx * ny);
+    return rel <= 1e-3 && cosine >= 0.999;
   }
 
  private:

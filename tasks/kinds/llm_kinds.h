@@ -34,10 +34,12 @@
 // Agree: the same tokens and text for every prompt, and logprobs within
 //   1e-2.
 //
-// A worker keeps the models of its last infer shards loaded (at most two,
-// idle ones only) and reuses one for the next shard with the same "model"
-// and "adapter" files, backend and device; a model serves one shard at a
-// time, and a train shard frees the idle ones before it loads its own.
+// A worker keeps the models of its last shards loaded (at most two, idle
+// ones only) and reuses one for the next shard with the same "model" and
+// "adapter" files (infer) or the same "model" files (train: the shard then
+// loads its own "adapter", or fresh LoRA, over the last shard's), backend
+// and device; a model serves one shard at a time, and a shard that finds
+// none frees the idle ones before it loads its own.
 //
 // train params (JSON): "model" and "adapter" as above, the shard's
 // sequences as exactly one of
@@ -56,9 +58,10 @@
 //            (H AdamW steps on the batch, return parameters_after - before)
 //   "optimizer": {"lr", "beta1", "beta2", "eps", "weight_decay",
 //                 "max_grad_norm"}  (for local_steps >= 1)
-// train result: {"loss": mean CE, "weight": Σ weights, "tokens": counted,
-//   "count": n, "values": [n floats], "layout": "lora" , "backend": NAME}
-//   `values` follow LlamaModel::TrainableParameters() order (PEFT names,
+// train result: binary (tasks/kinds/train_result.h): one JSON line
+//   {"loss": mean CE, "weight": Σ weights, "tokens": counted, "count": n,
+//   "codec": "none", "layout": "lora", "backend": NAME}, then the n values
+//   as an f32 gradient message (tasks/aggregate/compress.h). The values follow LlamaModel::TrainableParameters() order (PEFT names,
 //   layer by layer, A then B). For local_steps 0 they are the weighted SUM of
 //   per-token gradients (divide by `weight` for the mean), so shards add up.
 // Agree: loss within 1e-4 relative, and values with relative L2 distance

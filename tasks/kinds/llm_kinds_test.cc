@@ -1,5 +1,7 @@
 #include "tasks/kinds/llm_kinds.h"
 
+#include "tasks/kinds/train_result.h"
+
 #include <unistd.h>
 
 #include <atomic>
@@ -432,43 +434,55 @@ TEST_CASE("train returns summed gradients and local-step differences") {
   auto b = kind->Run(p.dump(), blobs.Context());
   REQUIRE(b.ok());
   CHECK(kind->Agree(*a, *b));
-  json out = json::parse(*a);
+  auto out = DecodeTrainResult(*a);
+  REQUIRE(out.ok());
   // weights[i] weights the prediction of token i; weights[0] is unused.
-  CHECK(out["weight"].get<double>() == Approx(4));
-  CHECK(out["tokens"].get<int>() == 4);
-  CHECK(out["count"].get<size_t>() == out["values"].size());
+  CHECK(out->weight == Approx(4));
+  CHECK(out->tokens == 4);
+  CHECK(out->codec == GradientCodec::kNone);
+  CHECK(out->layout == "lora");
+  CHECK(out->backend == "cpu");
   // B starts at zero, so dLoss/dA is zero and only the B half moves; the
   // gradient is not all zero.
   double norm = 0;
-  for (const auto& v : out["values"]) norm += v.get<double>() * v.get<double>();
+  for (float v : out->values) norm += double(v) * v;
   CHECK(norm > 0);
   // A perturbed gradient disagrees.
-  json bad = out;
-  for (auto& v : bad["values"]) v = v.get<double>() * 1.01 + 1e-3;
-  CHECK_FALSE(kind->Agree(*a, bad.dump()));
+  TrainResult bad = *out;
+  for (float& v : bad.values) v = v * 1.01f + 1e-3f;
+  CHECK_FALSE(kind->Agree(*a, *EncodeTrainResult(bad)));
 
   CHECK(kind->ValidateOutput(p.dump(), *a).ok());
-  json miscount = out;
-  miscount["count"] = out["values"].size() + 1;
-  CHECK(kind->ValidateOutput(p.dump(), miscount.dump()).message().find("'count'") !=
+  // What train_result_test checks in detail: a result that does not decode.
+  const size_t nl = a->find('\n');
+  CHECK(kind->ValidateOutput(p.dump(), a->substr(0, a->size() - 4)).message().find("take") !=
         std::string::npos);
-  json noloss = out;
-  noloss.erase("loss");
-  CHECK_FALSE(kind->ValidateOutput(p.dump(), noloss.dump()).ok());
-  json nested = out;
-  nested["values"][0] = json::array({1.0});
-  CHECK(kind->ValidateOutput(p.dump(), nested.dump()).message().find("nested deeper") !=
+  CHECK(kind->ValidateOutput(p.dump(), "{\"loss\": 1}").message().find("header line") !=
         std::string::npos);
+  CHECK_FALSE(kind->ValidateOutput(p.dump(), R"({"weight":4,"tokens":4,"count":1,"codec":"none"})" +
+                                                 a->substr(nl))
+                  .ok());
+  CHECK_FALSE(kind->Agree(*a, "junk"));
 
   // From the fixture adapter (B non-zero), with two local AdamW steps.
   json q = {{"model", blobs.files}, {"adapter", blobs.adapter}, {"batch", batch},
             {"local_steps", 2}, {"optimizer", {{"lr", 1e-2}}}};
   auto diff = kind->Run(q.dump(), blobs.Context());
   REQUIRE(diff.ok());
-  json moved_json = json::parse(*diff);
+  auto moved_result = DecodeTrainResult(*diff);
+  REQUIRE(moved_result.ok());
   double moved = 0;
-  for (const auto& v : moved_json["values"]) moved += std::fabs(v.get<double>());
+  for (float v : moved_result->values) moved += std::fabs(v);
   CHECK(moved > 0);
+  // The cached base model took the adapter: the same shard again, and the
+  // zero-B shard after it, answer as the first time (nothing of one shard's
+  // LoRA state leaks into the next).
+  auto again = kind->Run(q.dump(), blobs.Context());
+  REQUIRE(again.ok());
+  CHECK(*again == *diff);
+  auto zero_b = kind->Run(p.dump(), blobs.Context());
+  REQUIRE(zero_b.ok());
+  CHECK(*zero_b == *a);
 }
 
 // A token data blob in a temporary file, removed at the end.
@@ -511,20 +525,20 @@ TEST_CASE("train takes its sequences from a token data blob by index") {
     REQUIRE(b.ok());
     // The same sequences make the same float operations: the same result.
     CHECK(*a == *b);
-    CHECK(json::parse(*a)["weight"].get<double>() == Approx(3 + 1 + 3 + 1));
+    CHECK(DecodeTrainResult(*a)->weight == Approx(3 + 1 + 3 + 1));
     CHECK(kind->ValidateOutput(by_index.dump(), *a).ok());
   }
 
-  // The decoded blob is kept: a second shard of it resolves only the model.
-  const int model_files = int(blobs.files.size());
+  // The decoded blob is kept, and the base model too: a second shard of
+  // them resolves no blob.
   int before = *blobs.lookups;
   REQUIRE(kind->Run(by_index.dump(), blobs.Context()).ok());
-  CHECK(*blobs.lookups - before == model_files);
-  // A fresh kind reads it once.
+  CHECK(*blobs.lookups - before == 0);
+  // A fresh kind reads the data once (the model cache is the process's).
   auto fresh = MakeTrainKind();
   before = *blobs.lookups;
   REQUIRE(fresh->Run(by_index.dump(), blobs.Context()).ok());
-  CHECK(*blobs.lookups - before == model_files + 1);
+  CHECK(*blobs.lookups - before == 1);
 
   // An index past the blob's sequences is named at Run.
   json past = by_index;
@@ -542,8 +556,8 @@ TEST_CASE("train takes its sequences from a token data blob by index") {
   r = kind->Run(bad_blob.dump(), blobs.Context());
   CHECK(r.status().code() == StatusCode::kInvalidArgument);
   CHECK(r.status().message().find("token data: bad magic") != std::string::npos);
-  // A runner without blobs.
-  CHECK(fresh->Run(by_index.dump(), RunContext{}).status().code() ==
+  // A runner without blobs (a new kind: its data is not decoded yet).
+  CHECK(MakeTrainKind()->Run(by_index.dump(), RunContext{}).status().code() ==
         StatusCode::kFailedPrecondition);
 
   // Bad params, named.
