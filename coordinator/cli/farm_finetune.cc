@@ -80,7 +80,8 @@ void FarmCommands::AddFinetuneCommand(CLI::App* submit) {
   c->add_option("--local-steps", o.local_steps, "DiLoCo: local AdamW steps per round");
   c->add_option("--outer-lr", o.outer_lr, "DiLoCo: outer learning rate");
   c->add_option("--outer-momentum", o.outer_momentum, "DiLoCo: outer Nesterov momentum");
-  c->add_option("--compress", o.compress, "gradient compression: none (fp16, int8: not yet)")
+  c->add_option("--compress", o.compress,
+                "how shards send gradients: none (f32), fp16 or int8 (with error feedback)")
       ->capture_default_str();
   c->add_option("--aggregate", o.aggregate, "mean, trimmed-mean, median or centered-clip")
       ->capture_default_str();
@@ -118,10 +119,7 @@ int FarmCommands::SubmitFinetune() {
   } else {
     return Fail("--mode must be sync or diloco");
   }
-  if (o.compress != "none") {
-    if (o.compress == "fp16" || o.compress == "int8") {
-      return Fail("--compress " + o.compress + " is not built yet for farm gradients; use none");
-    }
+  if (o.compress != "none" && o.compress != "fp16" && o.compress != "int8") {
     return Fail("--compress must be none, fp16 or int8");
   }
   auto rule = ParseAggregateRule(o.aggregate);

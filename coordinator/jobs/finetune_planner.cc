@@ -8,7 +8,9 @@
 #include <set>
 
 #include "coordinator/jobs/planner.h"
+#include "crypto/hash.h"
 #include "tasks/aggregate/aggregate.h"
+#include "tasks/aggregate/compress.h"
 #include "tasks/backend/registry.h"
 #include "tasks/engine/adapter_io.h"
 #include "tasks/engine/data.h"
@@ -36,6 +38,8 @@ struct FinetuneParams {
   uint64_t seed = 0;
   OptimizerConfig opt;
   AggregateRule rule = AggregateRule::kMean;
+  GradientCodec codec = GradientCodec::kNone;
+  std::string feedback;  // the error-feedback key its shards carry
 };
 
 Result<FinetuneParams> ParseParams(std::string_view text) {
@@ -108,11 +112,12 @@ Result<FinetuneParams> ParseParams(std::string_view text) {
     if (!p["aggregate"].is_string()) return InvalidArgument("'aggregate' must be a string");
     PCFARM_ASSIGN_OR_RETURN(f.rule, ParseAggregateRule(p["aggregate"].get<std::string>()));
   }
-  const std::string compress = p.value("compress", std::string("none"));
-  if (compress != "none") {
-    return InvalidArgument("compression '" + compress +
-                           "' is not built yet for farm gradients; use 'none'");
+  if (p.contains("compress")) {
+    if (!p["compress"].is_string()) return InvalidArgument("'compress' must be a string");
+    PCFARM_ASSIGN_OR_RETURN(f.codec, ParseGradientCodec(p["compress"].get<std::string>()));
   }
+  // The job's error-feedback stream on each worker: named by its params.
+  f.feedback = HashToHex(Blake2b256(text)).substr(0, 32);
   f.raw = std::move(p);
   return f;
 }
@@ -453,6 +458,10 @@ class FinetunePlanner final : public JobPlanner {
                     {"adapter", adapter},
                     {"data", f.data},
                     {"examples", json::array()}};
+      if (f.codec != GradientCodec::kNone) {
+        shard["compress"] = GradientCodecName(f.codec);
+        shard["feedback"] = f.feedback;
+      }
       for (size_t j = i; j < std::min(batch.size(), i + size_t(f.micro_batch)); ++j) {
         shard["examples"].push_back(batch[j]);
       }

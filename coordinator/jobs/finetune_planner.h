@@ -18,7 +18,10 @@
 //                 "max_grad_norm"} (OptimizerConfig; defaults as local)
 //   "mode": "sync" (the only mode built so far), "aggregate": "mean"
 //   (default) | "trimmed-mean" | "median" | "centered-clip",
-//   "compress": "none", "model_bytes": the model files' size
+//   "compress": "none" (default) | "fp16" | "int8": how shards send their
+//   gradients (tasks/aggregate/compress.h; fp16 and int8 through an
+//   error-feedback stream per job on each worker), "model_bytes": the
+//   model files' size
 //
 // Sync mode, step s (1-based): the B sequences BatchSampler(usable, seed)
 // gives at its s-th Next(B), in that order, cut into micro-batches of M;

@@ -458,6 +458,45 @@ class InferKind final : public TaskKind {
 
 // ------------------------------------------------------------------ train
 
+// The error-feedback residuals of this process's compressed train results,
+// one stream per key (a job) and codec and size: what compression lost in
+// one shard's values is added to the next shard of the same job here, so
+// over a job nothing is lost for good (tasks/aggregate/compress.h). The
+// residuals live in memory: a worker that restarts starts them at zero,
+// which loses at most one message's rounding. At most kFeedbackStreams are
+// kept, the least recently used going first.
+class FeedbackStreams {
+ public:
+  static FeedbackStreams& Get() {
+    static auto* streams = new FeedbackStreams;
+    return *streams;
+  }
+
+  Result<std::string> Encode(const std::string& key, const TrainResult& r) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string full = key + "/" + GradientCodecName(r.codec) + "/" +
+                             std::to_string(r.values.size());
+    auto it = streams_.begin();
+    for (; it != streams_.end(); ++it) {
+      if (it->first == full) break;
+    }
+    if (it == streams_.end()) {
+      if (streams_.size() >= kFeedbackStreams) streams_.erase(streams_.begin());
+      streams_.emplace_back(full, ErrorFeedback(r.codec, r.values.size()));
+      it = std::prev(streams_.end());
+    } else {
+      std::rotate(it, std::next(it), streams_.end());  // most recent last
+      it = std::prev(streams_.end());
+    }
+    return EncodeTrainResult(r, &it->second);
+  }
+
+ private:
+  static constexpr size_t kFeedbackStreams = 8;
+  std::mutex mu_;
+  std::vector<std::pair<std::string, ErrorFeedback>> streams_;
+};
+
 class TrainKind final : public TaskKind {
  public:
   std::string_view name() const override { return "train"; }
@@ -478,7 +517,10 @@ class TrainKind final : public TaskKind {
     LoraConfig lora;
     OptimizerConfig opt;
     int64_t steps = 0;
-    return Settings(p, &lora, &opt, &steps);
+    PCFARM_RETURN_IF_ERROR(Settings(p, &lora, &opt, &steps));
+    GradientCodec codec;
+    std::string feedback;
+    return Compression(p, &codec, &feedback);
   }
 
   Result<std::string> Run(std::string_view params, const RunContext& ctx) const override {
@@ -538,7 +580,16 @@ class TrainKind final : public TaskKind {
     result.tokens = out.at("tokens").get<int64_t>();
     result.backend = ctx.backend;
     result.values = std::move(values);
-    PCFARM_ASSIGN_OR_RETURN(std::string bytes, EncodeTrainResult(result));
+    GradientCodec codec;
+    std::string feedback_key;
+    PCFARM_RETURN_IF_ERROR(Compression(p, &codec, &feedback_key));
+    result.codec = codec;
+    std::string bytes;
+    if (codec != GradientCodec::kNone && !feedback_key.empty()) {
+      PCFARM_ASSIGN_OR_RETURN(bytes, FeedbackStreams::Get().Encode(feedback_key, result));
+    } else {
+      PCFARM_ASSIGN_OR_RETURN(bytes, EncodeTrainResult(result));
+    }
     cache.Return(std::move(key), std::move(m));
     ctx.ReportProgress(1.0);
     return bytes;
@@ -570,9 +621,11 @@ class TrainKind final : public TaskKind {
       dd += (p - q) * (p - q);
     }
     if (nx == 0 && ny == 0) return true;
+    if (x->codec != y->codec) return false;
+    const TrainAgreement t = TrainAgreementFor(x->codec);
     const double rel = std::sqrt(dd) / std::max(std::sqrt(nx), std::sqrt(ny));
     const double cosine = dot / std::sqrt(nx * ny);
-    return rel <= 1e-3 && cosine >= 0.999;
+    return rel <= t.max_relative_l2 && cosine >= t.min_cosine;
   }
 
  private:
@@ -691,6 +744,30 @@ class TrainKind final : public TaskKind {
   mutable std::mutex data_mu_;
   // Oldest first; guarded by data_mu_.
   mutable std::vector<std::pair<std::string, Sequences>> data_cache_;
+
+  // "compress": "none" (default) | "fp16" | "int8", and "feedback": the
+  // error-feedback stream's key (1..128 printable characters; a job's
+  // planner gives its shards one), optional.
+  static Status Compression(const json& p, GradientCodec* codec, std::string* feedback) {
+    *codec = GradientCodec::kNone;
+    feedback->clear();
+    if (auto c = p.find("compress"); c != p.end()) {
+      if (!c->is_string()) return InvalidArgument("'compress' must be none, fp16 or int8");
+      auto parsed = ParseGradientCodec(c->get<std::string>());
+      if (!parsed.ok()) return parsed.status().WithContext("'compress'");
+      *codec = *parsed;
+    }
+    if (auto f = p.find("feedback"); f != p.end()) {
+      if (!f->is_string() || f->get<std::string>().empty() || f->get<std::string>().size() > 128) {
+        return InvalidArgument("'feedback' must be a key of 1..128 characters");
+      }
+      for (char ch : f->get<std::string>()) {
+        if (ch < 0x21 || ch > 0x7e) return InvalidArgument("'feedback' must be printable ASCII");
+      }
+      *feedback = f->get<std::string>();
+    }
+    return Status::Ok();
+  }
 
   static Status Settings(const json& p, LoraConfig* lora, OptimizerConfig* opt, int64_t* steps) {
     PCFARM_RETURN_IF_ERROR(GetNumber<int64_t>(p, "local_steps", 0, 10000, steps));

@@ -601,6 +601,69 @@ TEST_CASE("train takes its sequences from a token data blob by index") {
   }
 }
 
+TEST_CASE("train compresses its values, with error feedback per stream") {
+  FixtureBlobs blobs;
+  auto kind = MakeTrainKind();
+  json batch = json::array({{{"tokens", {1, 2, 3, 4, 5, 6}}, {"weights", {0, 0, 1, 1, 1, 0}}},
+                            {{"tokens", {9, 8, 7}}, {"weights", {1, 1, 0}}}});
+  json p = {{"model", blobs.files}, {"adapter", blobs.adapter}, {"batch", batch}};
+  auto exact = kind->Run(p.dump(), blobs.Context());
+  REQUIRE(exact.ok());
+  auto x = DecodeTrainResult(*exact);
+  REQUIRE(x.ok());
+  for (const char* codec : {"fp16", "int8"}) {
+    INFO(codec);
+    json c = p;
+    c["compress"] = codec;
+    REQUIRE(kind->ValidateParams(c.dump()).ok());
+    auto once = kind->Run(c.dump(), blobs.Context());
+    REQUIRE(once.ok());
+    auto y = DecodeTrainResult(*once);
+    REQUIRE(y.ok());
+    CHECK(GradientCodecName(y->codec) == std::string(codec));
+    CHECK(y->values.size() == x->values.size());
+    CHECK(kind->ValidateOutput(c.dump(), *once).ok());
+    // Close to the f32 values, but another codec's result is another answer.
+    CHECK(once->size() < exact->size());
+    CHECK_FALSE(kind->Agree(*exact, *once));
+    CHECK(kind->Agree(*once, *once));
+    // With a feedback stream, what one message loses the next carries: the
+    // sum of T decoded messages is T times the exact values less the
+    // residual, which stays within one message's rounding.
+    c["feedback"] = std::string("job-") + codec;
+    const int kMessages = 6;
+    std::vector<double> sum(x->values.size(), 0.0);
+    std::string first;
+    for (int t = 0; t < kMessages; ++t) {
+      auto r = kind->Run(c.dump(), blobs.Context());
+      REQUIRE(r.ok());
+      if (t == 0) first = *r;
+      // Two workers' streams differ by their residuals: still agreeing.
+      CHECK(kind->Agree(first, *r));
+      auto d = DecodeTrainResult(*r);
+      REQUIRE(d.ok());
+      for (size_t i = 0; i < sum.size(); ++i) sum[i] += d->values[i];
+    }
+    double err_fb = 0, err_plain = 0, norm = 0;
+    for (size_t i = 0; i < sum.size(); ++i) {
+      const double want = double(kMessages) * x->values[i];
+      err_fb += (sum[i] - want) * (sum[i] - want);
+      err_plain += double(kMessages) * (y->values[i] - x->values[i]) *
+                   double(kMessages) * (y->values[i] - x->values[i]);
+      norm += want * want;
+    }
+    // Without feedback the rounding adds up T times; with it, it does not.
+    CHECK(std::sqrt(err_fb) <= std::sqrt(err_plain) / 2 + 1e-12);
+    CHECK(std::sqrt(err_fb / norm) < 0.02);
+  }
+  json bad = p;
+  bad["compress"] = "zip";
+  CHECK(kind->ValidateParams(bad.dump()).message().find("'compress'") != std::string::npos);
+  bad = p;
+  bad["feedback"] = "";
+  CHECK(kind->ValidateParams(bad.dump()).message().find("'feedback'") != std::string::npos);
+}
+
 TEST_CASE("LLM kinds reject bad params with the field named") {
   FixtureBlobs blobs;
   auto infer = MakeInferKind();

@@ -51,7 +51,25 @@ Result<std::pair<TrainResult, int64_t>> ParseHeader(std::string_view bytes, size
 
 }  // namespace
 
-Result<std::string> EncodeTrainResult(const TrainResult& r) {
+TrainAgreement TrainAgreementFor(GradientCodec codec) {
+  switch (codec) {
+    case GradientCodec::kNone:
+      return {1e-3, 0.999};
+    case GradientCodec::kFp16:
+      return {3e-3, 0.999};
+    case GradientCodec::kInt8:
+      // A block's rounding is up to s/2 a value (s = max|x|/127), and each
+      // side's residual adds as much again: a few percent of the norm at
+      // worst on a gradient with heavy blocks.
+      return {0.05, 0.995};
+  }
+  return {1e-3, 0.999};
+}
+
+Result<std::string> EncodeTrainResult(const TrainResult& r, ErrorFeedback* feedback) {
+  if (feedback && (feedback->codec() != r.codec || feedback->size() != r.values.size())) {
+    return InvalidArgument("train result: the error feedback is for another stream");
+  }
   if (!std::isfinite(r.loss)) return InvalidArgument("train result: the loss is not finite");
   if (!std::isfinite(r.weight) || r.weight < 0) {
     return InvalidArgument("train result: the weight must be finite and >= 0");
@@ -68,7 +86,8 @@ Result<std::string> EncodeTrainResult(const TrainResult& r) {
   std::string out = h.dump(-1, ' ', false, json::error_handler_t::replace);
   if (out.size() > kTrainHeaderMaxBytes) return InvalidArgument("train result: header too long");
   out += '\n';
-  PCFARM_ASSIGN_OR_RETURN(std::string message, EncodeGradient(r.codec, r.values));
+  PCFARM_ASSIGN_OR_RETURN(std::string message, feedback ? feedback->Encode(r.values)
+                                                         : EncodeGradient(r.codec, r.values));
   out += message;
   return out;
 }

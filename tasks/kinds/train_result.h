@@ -40,10 +40,23 @@ struct TrainResult {
   std::vector<float> values;
 };
 
-// The bytes above for `r` (r.values encoded with r.codec). InvalidArgument
-// when loss or weight is not finite, weight or tokens is negative, there is
-// no value, or the codec refuses a value (not finite; fp16: too large).
-Result<std::string> EncodeTrainResult(const TrainResult& r);
+// The bytes above for `r` (r.values encoded with r.codec; with `feedback`,
+// whose codec must be r.codec and size r.values.size(), through its
+// residual: error feedback). InvalidArgument when loss or weight is not
+// finite, weight or tokens is negative, there is no value, the feedback
+// does not fit, or the codec refuses a value (not finite; fp16: too large).
+Result<std::string> EncodeTrainResult(const TrainResult& r, ErrorFeedback* feedback = nullptr);
+
+// What Agree tolerates between two honest results in `codec`: the relative
+// L2 distance of their values at most `max_relative_l2`, their cosine at
+// least `min_cosine`. Compressed results of two workers differ by up to
+// their codecs' rounding plus their error-feedback residuals (each worker
+// carries its own), so the bounds widen with the codec.
+struct TrainAgreement {
+  double max_relative_l2;
+  double min_cosine;
+};
+TrainAgreement TrainAgreementFor(GradientCodec codec);
 
 // Parses and checks the bytes above. InvalidArgument naming what is wrong:
 // no header line, a header that is not such an object, a message that does

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -239,6 +240,37 @@ TEST_CASE("a finetune job rides out kill -9 of a worker and of the coordinator",
   CHECK(ReadAll(c->dir() + "/disturbed/adapter_model.safetensors") ==
         ReadAll(c->dir() + "/undisturbed/adapter_model.safetensors"));
   CHECK(Lines(ReadAll(c->dir() + "/disturbed/trainer_log.jsonl")).size() == 12);
+}
+
+TEST_CASE("int8 gradients with error feedback end within 1% of f32's loss",
+          "[farm][finetune]") {
+  Cluster c;
+  StartCluster(&c.c, 2);
+  const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
+  MakeModel(&c.c, model);
+  WriteAll(data, TrainData());
+  auto args = TrainArgs(model, data, 20);
+  args.insert(args.end(), {"--micro-batch", "2"});
+  std::map<std::string, double> final_loss;
+  std::map<std::string, int64_t> bytes_up;
+  for (const char* codec : {"none", "int8"}) {
+    std::vector<std::string> a = args;
+    a.insert(a.end(), {"--compress", codec});
+    int64_t job = SubmitFinetune(&c.c, a);
+    auto end = c->WaitForJobEnd(job, 300'000);
+    REQUIRE_OK(end);
+    REQUIRE(*end == "succeeded");
+    const std::string dir = c->dir() + "/adapter-" + codec;
+    FetchAdapter(&c.c, job, dir);
+    final_loss[codec] = EvalLoss(&c.c, model, data, dir);
+    for (const auto& l : Lines(ReadAll(dir + "/trainer_log.jsonl"))) {
+      bytes_up[codec] += json::parse(l)["bytes_up"].get<int64_t>();
+    }
+  }
+  INFO("f32 loss " << final_loss["none"] << ", int8 loss " << final_loss["int8"]);
+  CHECK(std::abs(final_loss["int8"] - final_loss["none"]) <= 0.01 * final_loss["none"]);
+  // About 1.06 bytes a value instead of 4, plus each result's header.
+  CHECK(bytes_up["int8"] * 3 < bytes_up["none"]);
 }
 
 TEST_CASE("bad finetune inputs: one line, exit 1, nothing queued", "[farm][finetune]") {
