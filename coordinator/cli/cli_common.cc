@@ -217,7 +217,14 @@ void PrintJobDetails(const wire::JobInfo& j) {
         trend += b;
       }
       std::printf("  loss:       %.6f (last steps: %s)\n", p.loss, trend.c_str());
+      std::printf("  traffic:    %.1f MiB up, %.1f MiB down (%.1f KiB an example)\n",
+                  double(p.bytes_up) / (1 << 20), double(p.bytes_down) / (1 << 20),
+                  p.examples > 0 ? double(p.bytes_up + p.bytes_down) / 1024.0 / double(p.examples)
+                                 : 0.0);
     }
+    // The rest of its summary (adapter and optimizer blobs, every recent
+    // loss) is for scripts: `status --json`.
+    return;
   }
   if (!j.summary().empty()) {
     try {
@@ -259,6 +266,9 @@ FinetuneProgress FinetuneProgressOf(const wire::JobInfo& j) {
   p.step = s.value("step", int64_t(0));
   p.steps = s.value("steps", int64_t(0));
   if (s.contains("loss") && s["loss"].is_number()) p.loss = s["loss"].get<double>();
+  p.bytes_up = s.value("bytes_up", int64_t(0));
+  p.bytes_down = s.value("bytes_down", int64_t(0));
+  p.examples = s.value("examples", int64_t(0));
   if (s.contains("losses") && s["losses"].is_array()) {
     for (const auto& v : s["losses"]) {
       if (v.is_number()) p.trend.push_back(v.get<double>());

@@ -134,6 +134,8 @@ struct FinetuneProgress {
   int64_t steps = 0;
   double loss = 0;
   std::vector<double> trend;
+  int64_t bytes_up = 0, bytes_down = 0;  // so far
+  int64_t examples = 0;                  // trained on so far
 };
 FinetuneProgress FinetuneProgressOf(const wire::JobInfo& j);
 
