@@ -116,6 +116,18 @@ bool BlobStore::Has(std::string_view hash_hex) const {
   return ::stat(PathOf(hash_hex).c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+bool BlobStore::HasBlobOfSize(int64_t size) const {
+  std::error_code ec;
+  for (const auto& shard : std::filesystem::directory_iterator(dir_ + "/blobs", ec)) {
+    std::error_code ec2;
+    for (const auto& e : std::filesystem::directory_iterator(shard.path(), ec2)) {
+      std::error_code ec3;
+      if (e.is_regular_file(ec3) && int64_t(e.file_size(ec3)) == size && !ec3) return true;
+    }
+  }
+  return false;
+}
+
 Result<int64_t> BlobStore::Size(std::string_view hash_hex) const {
   PCFARM_ASSIGN_OR_RETURN(std::string hex, CanonicalHex(hash_hex));
   struct stat st;

@@ -43,6 +43,9 @@ class BlobStore {
   Result<std::string> PutFile(const std::string& path);
 
   bool Has(std::string_view hash_hex) const;
+  // True iff a stored blob has exactly `size` bytes. Lists the store (a
+  // stat per blob).
+  bool HasBlobOfSize(int64_t size) const;
   // NotFound when absent.
   Result<int64_t> Size(std::string_view hash_hex) const;
   // Up to `length` bytes from `offset`; fewer only at the end of the blob

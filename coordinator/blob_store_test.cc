@@ -229,6 +229,8 @@ TEST_CASE_METHOD(BlobFixture, "an upload by id is named by its bytes", "[blob]")
   CHECK(*blobs->ReadChunk(hex, 0, 1 << 20) == data.substr(0, 1 << 20));
   CHECK(blobs->Verify(hex).ok());
   CHECK(blobs->PartialSize(id) == 0);
+  CHECK(blobs->HasBlobOfSize(int64_t(data.size())));
+  CHECK_FALSE(blobs->HasBlobOfSize(int64_t(data.size()) - 1));
   SECTION("the same bytes again are dropped, the stored blob stays") {
     auto again = blobs->ResumeUnnamedWriter(id, int64_t(data.size()));
     REQUIRE(again.ok());

@@ -165,6 +165,12 @@ Result<wire::UploadBeginReply> Uploads::Begin(const wire::UploadBeginRequest& re
                            std::to_string(size));
   }
   auto it = open_.find(name);
+  if (by_id && it == open_.end() && size > 0 && blobs_->PartialSize(name) == 0 &&
+      blobs_->HasBlobOfSize(size)) {
+    // Perhaps this very file: worth a hash before the bytes are sent.
+    reply.set_maybe_present(true);
+    return reply;
+  }
   if (it != open_.end() && !Settle(it->second.get()).ok()) {
     // A write failed: continue from what is on disk.
     Close(name);

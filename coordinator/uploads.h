@@ -9,7 +9,10 @@
 //   the blob is named by the hash of the bytes that arrive (the last chunk's
 //   reply says it). A client can only ever make a blob whose bytes hash to
 //   its name. A Begin for an id that completed lately answers `present`
-//   with the hash (a client that lost the last reply does not send again).
+//   with the hash (a client that lost the last reply does not send again);
+//   one for a new id answers `maybe_present` when a stored blob has that
+//   size (a stat per blob), so that the client hashes the file and asks by
+//   hash instead of sending what may be stored.
 // A partial upload continues from the bytes already held (BlobStore::
 // ResumeWriter: kept on disk across restarts). Chunks must arrive in order
 // (the CLI keeps several in flight on one connection, which ZeroMQ delivers

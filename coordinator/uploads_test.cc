@@ -279,15 +279,37 @@ TEST_CASE_METHOD(UploadFixture, "an upload by id is named by the bytes that arri
   CHECK(uploads->Begin(Begin(data))->present());
 }
 
-TEST_CASE_METHOD(UploadFixture, "an upload by id of a stored blob leaves one copy",
+TEST_CASE_METHOD(UploadFixture, "a new upload by id of a stored size is asked for its hash",
                  "[uploads]") {
   std::string data = Data(1500);
   REQUIRE(uploads->Begin(Begin(data)).ok());
   REQUIRE(Send(data, 0, 1000).ok());
   REQUIRE(Send(data, 1000, 500)->complete());
   const std::string id(16, 'i');
+  auto b = uploads->Begin(BeginById(id, data.size()));
+  REQUIRE(b.ok());
+  CHECK(b->maybe_present());
+  CHECK_FALSE(b->present());
+  CHECK(blobs->PartialSize(HexEncode(id)) == 0);  // nothing opened
+  CHECK(SendById(id, data, 0, 1000).status().code() == StatusCode::kFailedPrecondition);
+  auto other = uploads->Begin(BeginById(id, data.size() - 1));
+  REQUIRE(other.ok());
+  CHECK_FALSE(other->maybe_present());
+}
+
+TEST_CASE_METHOD(UploadFixture, "an upload by id of a blob stored meanwhile leaves one copy",
+                 "[uploads]") {
+  std::string data = Data(1500);
+  const std::string id(16, 'i');
   REQUIRE(uploads->Begin(BeginById(id, data.size())).ok());
   REQUIRE(SendById(id, data, 0, 1000).ok());
+  REQUIRE(uploads->Begin(Begin(data)).ok());
+  REQUIRE(Send(data, 0, 1000).ok());
+  REQUIRE(Send(data, 1000, 500)->complete());
+  auto again = uploads->Begin(BeginById(id, data.size()));  // bytes held: no hint
+  REQUIRE(again.ok());
+  CHECK_FALSE(again->maybe_present());
+  CHECK(again->offset() == 1000);
   std::string stored;
   auto last = SendById(id, data, 1000, 500, &stored);
   REQUIRE(last.ok());

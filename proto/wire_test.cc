@@ -308,6 +308,11 @@ std::vector<wire::ClientReply> AllClientReplies() {
   r.mutable_upload_begin()->set_hash(std::string(32, 'h'));
   out.push_back(r);
   r.Clear();
+  r.set_request_id(8);
+  r.mutable_upload_begin()->set_maybe_present(true);
+  r.mutable_upload_begin()->set_chunk_bytes(1 << 20);
+  out.push_back(r);
+  r.Clear();
   r.set_request_id(9);
   r.mutable_upload_chunk()->set_received(8192);
   r.mutable_upload_chunk()->set_complete(true);

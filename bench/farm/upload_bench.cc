@@ -17,9 +17,9 @@
 //                 coordinator's commit.
 //   again         the same command and $HOME: the hash comes from the cache
 //                 and the coordinator holds the blob (deduplicated).
-//   again, cold   the same with a fresh $HOME: the file is sent again (the
-//                 CLI cannot know it is stored without reading it), and the
-//                 coordinator drops the copy.
+//   again, cold   the same with a fresh $HOME: the coordinator holds a blob
+//                 of the file's size, so the CLI hashes the file and asks by
+//                 hash (deduplicated after hashing alone).
 // Baseline, in the same run: the file sent over a TCP socket on 127.0.0.1
 // (a sender thread reading the file, a receiver thread writing it into the
 // coordinator's data directory, fsync at the end), the stronger of two
@@ -487,7 +487,7 @@ int Run(const Options& opt) {
        Secs(again->seconds) + " (CLI says " +
            FormatFixed(again->report.value("seconds", -1.0), 3) + " s)",
        "-", "-", "< 2 s"},
-      {"again, cold hash cache (sent again, dropped)", Secs(cold->seconds),
+      {"again, cold hash cache (hashing alone)", Secs(cold->seconds),
        "BLAKE2b-256 in this process: " + Secs(hash_floor_s), "-", "-"},
   };
   for (const auto& [window, secs] : probes) {

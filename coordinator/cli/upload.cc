@@ -144,14 +144,34 @@ std::string FileKey(const struct stat& st) {
          std::to_string(st.st_mtim.tv_nsec);
 }
 
+Result<std::string> HashFd(int fd, int64_t size, bool progress, const std::string& label) {
+  Progress p(progress && size > (64 << 20), "hashing", label, size);
+  Blake2bHasher h;
+  std::string buf(4 << 20, '\0');
+  int64_t done = 0;
+  while (true) {
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return IoError(std::string("read: ") + std::strerror(errno));
+    if (n == 0) break;
+    h.Update(std::string_view(buf.data(), size_t(n)));
+    done += n;
+    p.Update(done);
+  }
+  if (done != size) return IoError(label + " changed size while it was hashed");
+  return HashToHex(h.Final());
+}
+
 // Sends `size` bytes that `read(offset, length)` gives, from what the
 // coordinator holds; retries a lost connection from there. The upload is
 // named by `hex` (its hash) or, when that is empty, by `upload_id`; the
-// report's hash is then the one the coordinator computed.
+// report's hash is then the one the coordinator computed. By id, returns
+// with nothing sent and `*hash_wanted` set when the coordinator says the
+// file may be stored.
 Result<UploadReport> Send(CoordinatorClient* client, const std::string& hex,
                           const std::string& upload_id, int64_t size,
                           const std::function<Result<std::string>(int64_t, size_t)>& read,
-                          const CliUploadOptions& o) {
+                          const CliUploadOptions& o, bool* hash_wanted = nullptr) {
   UploadReport report;
   report.hash_hex = hex;
   report.size = size;
@@ -194,6 +214,10 @@ Result<UploadReport> Send(CoordinatorClient* client, const std::string& hex,
         PCFARM_RETURN_IF_ERROR(take_hash(br.hash()));
         report.deduplicated = report.sent == 0;
         p.Update(size);
+        return report;
+      }
+      if (br.maybe_present() && hex.empty() && hash_wanted) {
+        *hash_wanted = true;
         return report;
       }
       int64_t offset = int64_t(br.offset());
@@ -318,7 +342,18 @@ Result<UploadReport> UploadFile(CoordinatorClient* client, const std::string& pa
     upload_id = RandomBytes(kUploadIdBytes);
     cache.Store(key, kUploadPrefix + HexEncode(upload_id));
   }
-  auto r = Send(client, "", upload_id, int64_t(st.st_size), read, options);
+  bool hash_wanted = false;
+  auto r = Send(client, "", upload_id, int64_t(st.st_size), read, options, &hash_wanted);
+  if (r.ok() && hash_wanted) {
+    // A stored blob has the file's size: hash it, it may be that blob.
+    auto hex = HashFd(fd, int64_t(st.st_size), options.progress, options.label);
+    if (!hex.ok()) {
+      ::close(fd);
+      return hex.status().WithContext(path);
+    }
+    cache.Store(key, *hex);
+    r = Send(client, *hex, "", int64_t(st.st_size), read, options);
+  }
   struct stat after;
   bool changed = ::fstat(fd, &after) != 0 || FileKey(after) != key;
   ::close(fd);

@@ -9,7 +9,9 @@
 // twice, before the first byte leaves): it is sent at once under a random
 // upload id, remembered in the same cache so that a run killed midway
 // continues, and the coordinator, which hashes what arrives anyway, names
-// the blob and says its hash, which the cache then keeps. UploadBegin says
+// the blob and says its hash, which the cache then keeps (unless the
+// coordinator holds a blob of the file's size: then the file is hashed
+// first, as it may be stored already). UploadBegin says
 // what the coordinator holds, and chunks go from there in order,
 // kUploadWindow in flight. When the coordinator stops answering or restarts
 // mid-upload, the upload begins again from what it holds (after a backoff)
