@@ -527,7 +527,8 @@ class TrainKind final : public TaskKind {
     int64_t steps = 0;
     PCFARM_RETURN_IF_ERROR(Settings(p, &lora, &opt, &steps));
     if (per_step && p.contains("local_steps") && steps != int64_t(p["steps_examples"].size())) {
-      return InvalidArgument("'local_steps' is " + std::to_string(steps) + " but 'steps_examples' has " +
+      return InvalidArgument("'local_steps' is " + std::to_string(steps) +
+                             " but 'steps_examples' has " +
                              std::to_string(p["steps_examples"].size()) +
                              " lists (one per local step)");
     }

@@ -697,7 +697,8 @@ TEST_CASE("train takes one micro-batch per local step from steps_examples") {
   bad = per_step;
   bad.erase("data");
   CHECK(has(error(bad), "'data' must be"));
-  for (json v : {json::array(), json(3), json("x"), json(std::vector<std::vector<int>>(10001, {0}))}) {
+  const json too_many_steps = std::vector<std::vector<int>>(10001, {0});
+  for (json v : {json::array(), json(3), json("x"), too_many_steps}) {
     bad = per_step;
     bad["steps_examples"] = v;
     CHECK(has(error(bad), "'steps_examples' must be an array of 1 to 10000 lists"));
