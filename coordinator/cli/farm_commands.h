@@ -43,7 +43,8 @@ struct FinetuneSubmitOptions {
   uint64_t seed = 0;
   std::string mode = "sync";
   std::string method = "lora";
-  int64_t local_steps = 0;
+  // --mode diloco only (as the planner's defaults, finetune_planner.h).
+  int64_t local_steps = 20;
   double outer_lr = 0.7;
   double outer_momentum = 0.9;
   std::string compress = "none";

@@ -60,7 +60,8 @@ void FarmCommands::AddFinetuneCommand(CLI::App* submit) {
       ->required();
   c->add_option("--data", o.data, "JSONL training data, as pcfarm local finetune reads it")
       ->required();
-  c->add_option("--steps", o.steps, "optimizer steps")->capture_default_str();
+  c->add_option("--steps", o.steps, "optimizer steps (diloco: inner steps, in all)")
+      ->capture_default_str();
   c->add_option("--batch", o.batch, "examples per step")->capture_default_str();
   c->add_option("--micro-batch", o.micro_batch,
                 "examples per shard (0: min(batch, 8))")
@@ -75,11 +76,16 @@ void FarmCommands::AddFinetuneCommand(CLI::App* submit) {
                 "cut examples to this many tokens (0: the model's maximum)")
       ->capture_default_str();
   c->add_option("--seed", o.seed, "LoRA initialisation and data order")->capture_default_str();
-  c->add_option("--mode", o.mode, "sync (diloco is not built yet)")->capture_default_str();
+  c->add_option("--mode", o.mode,
+                "sync (one AdamW step a round) or diloco (H local steps a shard, then an "
+                "outer Nesterov step)")
+      ->capture_default_str();
   c->add_option("--method", o.method, "lora (full is not built yet)")->capture_default_str();
-  c->add_option("--local-steps", o.local_steps, "DiLoCo: local AdamW steps per round");
-  c->add_option("--outer-lr", o.outer_lr, "DiLoCo: outer learning rate");
-  c->add_option("--outer-momentum", o.outer_momentum, "DiLoCo: outer Nesterov momentum");
+  c->add_option("--local-steps", o.local_steps,
+                "DiLoCo: local AdamW steps per round (default 20)");
+  c->add_option("--outer-lr", o.outer_lr, "DiLoCo: outer learning rate (default 0.7)");
+  c->add_option("--outer-momentum", o.outer_momentum,
+                "DiLoCo: outer Nesterov momentum (default 0.9)");
   c->add_option("--compress", o.compress,
                 "how shards send gradients: none (f32), fp16 or int8 (with error feedback)")
       ->capture_default_str();
@@ -94,6 +100,7 @@ void FarmCommands::AddFinetuneCommand(CLI::App* submit) {
 int FarmCommands::SubmitFinetune() {
   const auto& o = finetune_;
   CLI::App* c = finetune_cmd_;
+  const bool diloco = o.mode == "diloco";
   if (o.steps < 1 || o.steps > 10'000'000) return Fail("--steps must be 1..10000000");
   if (o.batch < 1 || o.batch > 100'000) return Fail("--batch must be 1..100000");
   if (o.micro_batch < 0 || o.micro_batch > o.batch) {
@@ -115,7 +122,16 @@ int FarmCommands::SubmitFinetune() {
       }
     }
   } else if (o.mode == "diloco") {
-    return Fail("--mode diloco is not built yet on the farm; use --mode sync");
+    if (o.local_steps < 1 || o.local_steps > 10'000) return Fail("--local-steps must be 1..10000");
+    const int64_t micro = o.micro_batch > 0 ? o.micro_batch : std::min<int64_t>(o.batch, 8);
+    if (o.local_steps * micro > 100'000) {
+      return Fail("--local-steps times --micro-batch must be at most 100000 (the examples "
+                  "one shard may name)");
+    }
+    if (!(o.outer_lr > 0) || !(o.outer_lr <= 10)) return Fail("--outer-lr must be in (0, 10]");
+    if (!(o.outer_momentum >= 0) || !(o.outer_momentum < 1)) {
+      return Fail("--outer-momentum must be in [0, 1)");
+    }
   } else {
     return Fail("--mode must be sync or diloco");
   }
@@ -228,6 +244,11 @@ int FarmCommands::SubmitFinetune() {
                  {"compress", o.compress},
                  {"model_bytes", model_bytes}};
   if (o.micro_batch > 0) params["micro_batch"] = o.micro_batch;
+  if (diloco) {
+    params["local_steps"] = o.local_steps;
+    params["outer_lr"] = o.outer_lr;
+    params["outer_momentum"] = o.outer_momentum;
+  }
   wire::ClientRequest req;
   auto* s = req.mutable_submit();
   s->set_kind("finetune");
@@ -254,6 +275,11 @@ int FarmCommands::SubmitFinetune() {
               data.sequences.size(), static_cast<long long>(data.counted_tokens),
               static_cast<long long>(trainable), o.model.c_str(), Human(model_bytes).c_str(),
               Human(sent).c_str());
+  if (diloco) {
+    std::printf("diloco: %lld round(s) of %lld local step(s), outer lr %g, momentum %g\n",
+                static_cast<long long>((o.steps + o.local_steps - 1) / o.local_steps),
+                static_cast<long long>(o.local_steps), o.outer_lr, o.outer_momentum);
+  }
   std::printf("%llu\n", (unsigned long long)id);
   return 0;
 }

@@ -11,6 +11,7 @@
 #include "crypto/hash.h"
 #include "tasks/aggregate/aggregate.h"
 #include "tasks/aggregate/compress.h"
+#include "tasks/aggregate/outer_optimizer.h"
 #include "tasks/backend/registry.h"
 #include "tasks/engine/adapter_io.h"
 #include "tasks/engine/data.h"
@@ -26,6 +27,9 @@ using nlohmann::json;
 
 constexpr int64_t kMaxSteps = 10'000'000;
 constexpr int64_t kMaxBatch = 100'000;
+// The train kind's limits on a shard's local steps and indices.
+constexpr int64_t kMaxLocalSteps = 10'000;
+constexpr int64_t kMaxShardIndices = 100'000;
 constexpr const char* kAdapterConfig = "adapter_config.json";
 constexpr const char* kAdapterWeights = "adapter_model.safetensors";
 
@@ -40,6 +44,10 @@ struct FinetuneParams {
   AggregateRule rule = AggregateRule::kMean;
   GradientCodec codec = GradientCodec::kNone;
   std::string feedback;  // the error-feedback key its shards carry
+  // mode "diloco": H local steps a round, the outer optimizer, the rounds.
+  bool diloco = false;
+  int64_t local_steps = 0, rounds = 0;
+  OuterOptimizerConfig outer;
 };
 
 Result<FinetuneParams> ParseParams(std::string_view text) {
@@ -103,11 +111,42 @@ Result<FinetuneParams> ParseParams(std::string_view text) {
     PCFARM_RETURN_IF_ERROR(real("max_grad_norm", &f.opt.max_grad_norm, 0, 1e30));
     if (!(f.opt.lr > 0)) return InvalidArgument("'optimizer.lr' must be > 0");
   }
-  const std::string mode = p.value("mode", std::string("sync"));
-  if (mode == "diloco") {
-    return InvalidArgument("mode 'diloco' is not built yet on the farm; use 'sync'");
+  if (p.contains("mode") && !p["mode"].is_string()) {
+    return InvalidArgument("'mode' must be 'sync' or 'diloco'");
   }
-  if (mode != "sync") return InvalidArgument("'mode' must be 'sync' or 'diloco'");
+  const std::string mode = p.value("mode", std::string("sync"));
+  if (mode != "sync" && mode != "diloco") {
+    return InvalidArgument("'mode' must be 'sync' or 'diloco'");
+  }
+  f.diloco = mode == "diloco";
+  if (!f.diloco) {
+    for (const char* name : {"local_steps", "outer_lr", "outer_momentum"}) {
+      if (p.contains(name)) {
+        return InvalidArgument(std::string("'") + name + "' is for mode 'diloco'");
+      }
+    }
+  } else {
+    PCFARM_ASSIGN_OR_RETURN(f.local_steps, number("local_steps", 1, kMaxLocalSteps,
+                                                  kFinetuneDefaultLocalSteps));
+    if (f.local_steps * std::min(f.batch, f.micro_batch) > kMaxShardIndices) {
+      return InvalidArgument("'local_steps' times 'micro_batch' is over " +
+                             std::to_string(kMaxShardIndices) +
+                             ", the examples one shard may name");
+    }
+    auto outer = [&](const char* name, float* out) -> Status {
+      auto it = p.find(name);
+      if (it == p.end()) return Status::Ok();
+      if (!it->is_number() || !std::isfinite(it->get<double>())) {
+        return InvalidArgument(std::string("'") + name + "' must be a number");
+      }
+      *out = it->get<float>();
+      return Status::Ok();
+    };
+    PCFARM_RETURN_IF_ERROR(outer("outer_lr", &f.outer.lr));
+    PCFARM_RETURN_IF_ERROR(outer("outer_momentum", &f.outer.momentum));
+    PCFARM_RETURN_IF_ERROR(CheckOuterOptimizerConfig(f.outer));
+    f.rounds = (f.steps + f.local_steps - 1) / f.local_steps;
+  }
   if (p.contains("aggregate")) {
     if (!p["aggregate"].is_string()) return InvalidArgument("'aggregate' must be a string");
     PCFARM_ASSIGN_OR_RETURN(f.rule, ParseAggregateRule(p["aggregate"].get<std::string>()));
@@ -171,6 +210,68 @@ Result<ParsedResult> ParseTrainResult(std::string_view body, int64_t count, int6
   return out;
 }
 
+// A round's accepted results, aggregated.
+struct RoundResults {
+  std::vector<float> aggregate;  // the mean gradient, or mean pseudo-gradient
+  double loss_sum = 0, weight = 0;
+  int64_t tokens = 0, bytes_up = 0, shards = 0, workers = 0;
+};
+
+// Reads and aggregates `results` of an adapter with `count` values. Sync
+// shards send weighted SUMS (their mean is values / weight); DiLoCo shards
+// send their pseudo-gradient as it is (`values_are_sums` false). Each
+// counts with its weight Σ w under `rule`. InvalidArgument (a verdict on the
+// job) names what is wrong.
+Result<RoundResults> AggregateRound(const std::vector<AcceptedResult>& results, int64_t count,
+                                    AggregateRule rule, bool values_are_sums) {
+  RoundResults out;
+  std::vector<ParsedResult> parsed;
+  std::set<int64_t> workers;
+  for (const auto& r : results) {
+    PCFARM_ASSIGN_OR_RETURN(ParsedResult p, ParseTrainResult(r.body, count, r.shard_idx));
+    if (!(p.weight > 0) || !std::isfinite(p.weight)) continue;  // nothing counted
+    out.loss_sum += p.loss * p.weight;
+    out.weight += p.weight;
+    out.tokens += p.tokens;
+    out.bytes_up += int64_t(r.body.size());
+    workers.insert(r.worker_id);
+    parsed.push_back(std::move(p));
+  }
+  out.shards = int64_t(results.size());
+  out.workers = int64_t(workers.size());
+  if (!(out.weight > 0)) return InvalidArgument("no shard counted a token");
+  out.aggregate.assign(static_cast<size_t>(count), 0.0f);
+  if (rule == AggregateRule::kMean) {
+    std::vector<double> sum(size_t(count), 0.0);
+    for (const auto& p : parsed) {
+      const double scale = values_are_sums ? 1.0 : p.weight;
+      for (int64_t i = 0; i < count; ++i) sum[size_t(i)] += double(p.values[size_t(i)]) * scale;
+    }
+    const double inv = 1.0 / out.weight;
+    for (int64_t i = 0; i < count; ++i) out.aggregate[size_t(i)] = float(sum[size_t(i)] * inv);
+  } else {
+    std::vector<std::vector<float>> x;
+    std::vector<std::span<const float>> spans;
+    std::vector<float> w;
+    for (auto& p : parsed) {
+      if (values_are_sums) {
+        std::vector<float> xi(p.values.size());
+        for (size_t i = 0; i < xi.size(); ++i) xi[i] = float(double(p.values[i]) / p.weight);
+        x.push_back(std::move(xi));
+      } else {
+        x.push_back(std::move(p.values));
+      }
+      w.push_back(float(p.weight));
+    }
+    for (const auto& xi : x) spans.emplace_back(xi);
+    PCFARM_ASSIGN_OR_RETURN(out.aggregate, Aggregate(rule, spans, w));
+  }
+  for (float v : out.aggregate) {
+    if (!std::isfinite(v)) return InvalidArgument("the aggregated gradient is not finite");
+  }
+  return out;
+}
+
 class FinetunePlanner final : public JobPlanner {
  public:
   std::string_view kind() const override { return "finetune"; }
@@ -200,7 +301,11 @@ class FinetunePlanner final : public JobPlanner {
     JobPlan plan;
     plan.open_ended = true;
     plan.params = f.raw.dump();
-    PCFARM_ASSIGN_OR_RETURN(plan.shards, StepShards(f, f.adapter, *data, 1));
+    if (f.diloco) {
+      PCFARM_ASSIGN_OR_RETURN(plan.shards, RoundShards(f, f.adapter, *data, 1));
+    } else {
+      PCFARM_ASSIGN_OR_RETURN(plan.shards, StepShards(f, f.adapter, *data, 1));
+    }
     PCFARM_ASSIGN_OR_RETURN(plan.blobs, FileHashes(f.raw, "model"));
     for (const char* file : {kAdapterConfig, kAdapterWeights}) {
       plan.blobs.push_back(f.adapter[file].get<std::string>());
@@ -241,6 +346,12 @@ class FinetunePlanner final : public JobPlanner {
     if (f.ok()) {
       s["steps"] = f->steps;
       s["batch"] = f->batch;
+      s["mode"] = f->diloco ? "diloco" : "sync";
+      if (f->diloco) {
+        s["rounds"] = f->rounds;
+        s["local_steps"] = f->local_steps;
+        if (!s.contains("round")) s["round"] = 0;
+      }
       if (!s.contains("adapter")) s["adapter"] = f->adapter;
     }
     if (!s.contains("step")) s["step"] = 0;
@@ -262,6 +373,7 @@ class FinetunePlanner final : public JobPlanner {
   Result<JobAdvance> Advance(const JobInfo& job, Store& store, BlobStore& blobs,
                              int64_t now_ms) const override {
     PCFARM_ASSIGN_OR_RETURN(FinetuneParams f, ParseParams(job.params));
+    if (f.diloco) return AdvanceDiloco(job, f, store, blobs, now_ms);
     json s = json::parse(job.summary.empty() ? "{}" : job.summary, nullptr, false);
     if (!s.is_object()) s = json::object();
     const int64_t step = s.value("step", int64_t(0));  // steps applied so far
@@ -284,48 +396,11 @@ class FinetunePlanner final : public JobPlanner {
                       " accepted results for the " + std::to_string(job.shards_total - first) +
                       " shards of step " + std::to_string(step + 1));
     }
-    std::vector<ParsedResult> parsed;
-    std::set<int64_t> workers;
-    double loss_sum = 0, weight = 0;
-    int64_t tokens = 0, bytes_up = 0;
-    for (const auto& r : results) {
-      auto p = ParseTrainResult(r.body, count, r.shard_idx);
-      if (!p.ok()) return fail(p.status().message());
-      if (!(p->weight > 0) || !std::isfinite(p->weight)) continue;  // nothing counted
-      loss_sum += p->loss * p->weight;
-      weight += p->weight;
-      tokens += p->tokens;
-      bytes_up += int64_t(r.body.size());
-      workers.insert(r.worker_id);
-      parsed.push_back(std::move(*p));
-    }
-    if (!(weight > 0)) return fail("no shard counted a token");
-    std::vector<float> mean(static_cast<size_t>(count));
-    if (f.rule == AggregateRule::kMean) {
-      std::vector<double> sum(size_t(count), 0.0);
-      for (const auto& p : parsed) {
-        for (int64_t i = 0; i < count; ++i) sum[size_t(i)] += double(p.values[size_t(i)]);
-      }
-      const double inv = 1.0 / weight;
-      for (int64_t i = 0; i < count; ++i) mean[size_t(i)] = float(sum[size_t(i)] * inv);
-    } else {
-      std::vector<std::vector<float>> x;
-      std::vector<std::span<const float>> spans;
-      std::vector<float> w;
-      for (const auto& p : parsed) {
-        std::vector<float> xi(p.values.size());
-        for (size_t i = 0; i < xi.size(); ++i) xi[i] = float(double(p.values[i]) / p.weight);
-        x.push_back(std::move(xi));
-        w.push_back(float(p.weight));
-      }
-      for (const auto& xi : x) spans.emplace_back(xi);
-      auto agg = Aggregate(f.rule, spans, w);
-      if (!agg.ok()) return fail(agg.status().message());
-      mean = std::move(*agg);
-    }
-    for (float v : mean) {
-      if (!std::isfinite(v)) return fail("the aggregated gradient is not finite");
-    }
+    auto round = AggregateRound(results, count, f.rule, /*values_are_sums=*/true);
+    if (!round.ok()) return fail(round.status().message());
+    const std::vector<float>& mean = round->aggregate;
+    const double loss_sum = round->loss_sum, weight = round->weight;
+    const int64_t tokens = round->tokens, bytes_up = round->bytes_up;
 
     // One AdamW step with the engine's optimizer, from the stored state.
     BackendOptions bo;
@@ -366,8 +441,8 @@ class FinetunePlanner final : public JobPlanner {
                  {"examples", examples},
                  {"grad_norm", stats->grad_norm},
                  {"clip_scale", stats->clip_scale},
-                 {"shards", int64_t(results.size())},
-                 {"workers", int64_t(workers.size())},
+                 {"shards", round->shards},
+                 {"workers", round->workers},
                  {"bytes_up", bytes_up},
                  {"bytes_down", bytes_down},
                  {"seconds", double(std::max<int64_t>(0, now_ms - started)) / 1000.0}};
@@ -403,6 +478,176 @@ class FinetunePlanner final : public JobPlanner {
   }
 
  private:
+  // DiLoCo, round r (1-based; the summary's "round" is r - 1): the shards'
+  // pseudo-gradients, aggregated as sync aggregates gradients, give the
+  // outer gradient g = -mean; one outer Nesterov step from the stored
+  // momentum makes adapter version r. The adapter and the momentum state
+  // are blobs committed with the summary (AdvanceJob), so a restart
+  // repeats this from the same inputs and gets the same bytes.
+  Result<JobAdvance> AdvanceDiloco(const JobInfo& job, const FinetuneParams& f, Store& store,
+                                   BlobStore& blobs, int64_t now_ms) const {
+    json s = json::parse(job.summary.empty() ? "{}" : job.summary, nullptr, false);
+    if (!s.is_object()) s = json::object();
+    const int64_t step = s.value("step", int64_t(0));    // inner steps done
+    const int64_t round = s.value("round", int64_t(0));  // rounds done
+    const int64_t first = s.value("round_first_shard", int64_t(0));
+    const int64_t inner = std::min(f.local_steps, f.steps - step);  // this round's
+    const json adapter_files = s.contains("adapter") ? s["adapter"] : f.adapter;
+    JobAdvance adv;
+    adv.expected_shards_total = job.shards_total;
+    auto fail = [&](const std::string& why) {
+      adv.end = JobAdvance::End::kFail;
+      adv.reason = "round " + std::to_string(round + 1) + ": " + why;
+      adv.summary = s.dump();
+      return adv;
+    };
+    if (inner < 1) return fail("the job's " + std::to_string(f.steps) + " steps are done");
+
+    PCFARM_ASSIGN_OR_RETURN(AdapterTensors adapter, ReadAdapter(blobs, adapter_files));
+    const int64_t count = int64_t(adapter.flat.size());
+    PCFARM_ASSIGN_OR_RETURN(auto results, store.AcceptedResults(job.id, first));
+    if (int64_t(results.size()) != job.shards_total - first) {
+      return Internal("job " + std::to_string(job.id) + ": " + std::to_string(results.size()) +
+                      " accepted results for the " + std::to_string(job.shards_total - first) +
+                      " shards of round " + std::to_string(round + 1));
+    }
+    auto agg = AggregateRound(results, count, f.rule, /*values_are_sums=*/false);
+    if (!agg.ok()) return fail(agg.status().message());
+
+    OuterOptimizerState state;
+    if (s.contains("outer")) {
+      if (!IsBlobHashJson(s["outer"])) return fail("the summary's outer state is not a hash");
+      PCFARM_ASSIGN_OR_RETURN(std::string bytes,
+                              ReadWholeBlob(blobs, s["outer"].get<std::string>(),
+                                            2 * kFinetuneMaxAdapterBytes,
+                                            "the outer optimizer state"));
+      auto decoded = DecodeOuterOptimizerState(bytes, count);
+      if (!decoded.ok()) return fail(decoded.status().message());
+      state = std::move(*decoded);
+    }
+    double delta_norm = 0;
+    std::vector<float> outer_gradient(agg->aggregate.size());
+    for (size_t i = 0; i < outer_gradient.size(); ++i) {
+      outer_gradient[i] = -agg->aggregate[i];
+      delta_norm += double(agg->aggregate[i]) * double(agg->aggregate[i]);
+    }
+    std::vector<float> params = adapter.flat;
+    Status stepped = OuterNesterovStep(params, outer_gradient, f.outer, &state);
+    if (!stepped.ok()) return fail(stepped.message());
+    for (float v : params) {
+      if (!std::isfinite(v)) return fail("the outer step made a parameter that is not finite");
+    }
+
+    PCFARM_ASSIGN_OR_RETURN(const std::string weights,
+                            EncodeAdapterSafetensors(adapter.layout, params));
+    PCFARM_ASSIGN_OR_RETURN(std::string weights_hash, blobs.Put(weights));
+    const std::string state_bytes = EncodeOuterOptimizerState(state);
+    PCFARM_ASSIGN_OR_RETURN(std::string state_hash, blobs.Put(state_bytes));
+    adv.blobs = {{weights_hash, int64_t(weights.size())},
+                 {state_hash, int64_t(state_bytes.size())}};
+    json next_adapter = adapter_files;
+    next_adapter[kAdapterWeights] = weights_hash;
+
+    const double loss = agg->loss_sum / agg->weight;
+    const int64_t examples = f.batch * inner;
+    auto adapter_size = blobs.Size(adapter_files[kAdapterWeights].get<std::string>());
+    const int64_t bytes_down =
+        int64_t(results.size()) * (adapter_size.ok() ? *adapter_size : 0);
+    const int64_t started = s.value("round_started_ms", job.created_ms);
+    json info = {{"round", round + 1},
+                 {"step", step + inner},
+                 {"local_steps", inner},
+                 {"loss", loss},
+                 {"tokens", agg->tokens},
+                 {"examples", examples},
+                 {"pseudo_grad_norm", std::sqrt(delta_norm)},
+                 {"shards", agg->shards},
+                 {"workers", agg->workers},
+                 {"bytes_up", agg->bytes_up},
+                 {"bytes_down", bytes_down},
+                 {"seconds", double(std::max<int64_t>(0, now_ms - started)) / 1000.0}};
+    adv.round = round + 1;
+    adv.round_info = info.dump();
+
+    s["mode"] = "diloco";
+    s["round"] = round + 1;
+    s["rounds"] = f.rounds;
+    s["step"] = step + inner;
+    s["adapter"] = next_adapter;
+    s["outer"] = state_hash;
+    s["loss"] = loss;
+    json losses = s.value("losses", json::array());
+    losses.push_back(loss);
+    while (losses.size() > size_t(kFinetuneLossTrend)) losses.erase(losses.begin());
+    s["losses"] = losses;
+    s["tokens"] = s.value("tokens", int64_t(0)) + agg->tokens;
+    s["examples"] = s.value("examples", int64_t(0)) + examples;
+    s["bytes_up"] = s.value("bytes_up", int64_t(0)) + agg->bytes_up;
+    s["bytes_down"] = s.value("bytes_down", int64_t(0)) + bytes_down;
+    s["round_first_shard"] = job.shards_total;
+    s["round_started_ms"] = now_ms;
+    if (step + inner >= f.steps) {
+      adv.end = JobAdvance::End::kSucceed;
+      char msg[128];
+      std::snprintf(msg, sizeof msg, "%lld rounds (%lld steps) done, last loss %.6f",
+                    static_cast<long long>(round + 1), static_cast<long long>(step + inner),
+                    loss);
+      adv.reason = msg;
+    } else {
+      PCFARM_ASSIGN_OR_RETURN(auto data, LoadData(blobs, f));
+      PCFARM_ASSIGN_OR_RETURN(adv.shards, RoundShards(f, next_adapter, *data, round + 2));
+    }
+    adv.summary = s.dump();
+    return adv;
+  }
+
+  // The shards of DiLoCo round `round` (1-based), on `adapter`: its inner
+  // steps are the job's steps (round - 1)·H + 1 .. + H (fewer in the last
+  // round); step t's batch is cut into K = ceil(B / M) slices of M, and
+  // replica k gets slice k of every step's batch, one per local step.
+  Result<std::vector<ShardSpec>> RoundShards(const FinetuneParams& f, const json& adapter,
+                                             Batches& data, int64_t round) const {
+    const int64_t first = (round - 1) * f.local_steps + 1;
+    const int64_t inner = std::min(f.local_steps, f.steps - first + 1);
+    std::vector<std::vector<int64_t>> batches;
+    {
+      std::lock_guard l(mu_);
+      for (int64_t t = 0; t < inner; ++t) batches.push_back(data.Step(first + t, f.batch, f.seed));
+    }
+    const TaskKind* kind = TaskKindRegistry::Builtin().Find("train");
+    if (!kind) return Internal("this coordinator has no train task kind");
+    const json optimizer = {{"lr", f.opt.lr},
+                            {"beta1", f.opt.beta1},
+                            {"beta2", f.opt.beta2},
+                            {"eps", f.opt.eps},
+                            {"weight_decay", f.opt.weight_decay},
+                            {"max_grad_norm", f.opt.max_grad_norm}};
+    std::vector<ShardSpec> out;
+    const size_t batch = batches.front().size(), m = size_t(f.micro_batch);
+    for (size_t k = 0; k * m < batch; ++k) {
+      json steps = json::array();
+      for (const auto& b : batches) {
+        const size_t from = std::min(b.size(), k * m), to = std::min(b.size(), (k + 1) * m);
+        steps.push_back(std::vector<int64_t>(b.begin() + long(from), b.begin() + long(to)));
+      }
+      json shard = {{"model", f.model},
+                    {"adapter", adapter},
+                    {"data", f.data},
+                    {"steps_examples", std::move(steps)},
+                    {"local_steps", inner},
+                    {"optimizer", optimizer}};
+      if (f.codec != GradientCodec::kNone) {
+        shard["compress"] = GradientCodecName(f.codec);
+        shard["feedback"] = f.feedback;
+      }
+      std::string sp = shard.dump();
+      Status v = kind->ValidateParams(sp);
+      if (!v.ok()) return v.WithContext("round " + std::to_string(round));
+      out.push_back(ShardSpec{std::move(sp), "", f.model_bytes});
+    }
+    return out;
+  }
+
   // The adapter version `files` names, parsed.
   static Result<AdapterTensors> ReadAdapter(const BlobStore& blobs, const json& files) {
     PCFARM_ASSIGN_OR_RETURN(std::string config,

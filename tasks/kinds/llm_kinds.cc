@@ -506,11 +506,19 @@ class TrainKind final : public TaskKind {
     PCFARM_RETURN_IF_ERROR(CheckFiles(p, "model", true));
     PCFARM_RETURN_IF_ERROR(CheckFiles(p, "adapter", false));
     const bool inline_batch = p.contains("batch");
-    if (inline_batch == (p.contains("data") || p.contains("examples"))) {
-      return InvalidArgument("give exactly one of 'batch' and 'data' with 'examples'");
+    const bool per_step = p.contains("steps_examples");
+    if (inline_batch ==
+        (p.contains("data") || p.contains("examples") || per_step)) {
+      return InvalidArgument(
+          "give exactly one of 'batch' and 'data' with 'examples' or 'steps_examples'");
+    }
+    if (per_step && p.contains("examples")) {
+      return InvalidArgument("give 'examples' or 'steps_examples', not both");
     }
     if (inline_batch) {
       PCFARM_RETURN_IF_ERROR(CheckBatch(p["batch"]));
+    } else if (per_step) {
+      PCFARM_RETURN_IF_ERROR(CheckDataStepsExamples(p));
     } else {
       PCFARM_RETURN_IF_ERROR(CheckDataExamples(p));
     }
@@ -518,6 +526,12 @@ class TrainKind final : public TaskKind {
     OptimizerConfig opt;
     int64_t steps = 0;
     PCFARM_RETURN_IF_ERROR(Settings(p, &lora, &opt, &steps));
+    if (per_step && p.contains("local_steps") && steps != int64_t(p["steps_examples"].size())) {
+      return InvalidArgument("'local_steps' is " + std::to_string(steps) +
+                             " but 'steps_examples' has " +
+                             std::to_string(p["steps_examples"].size()) +
+                             " lists (one per local step)");
+    }
     GradientCodec codec;
     std::string feedback;
     return Compression(p, &codec, &feedback);
@@ -530,7 +544,15 @@ class TrainKind final : public TaskKind {
     OptimizerConfig opt;
     int64_t steps = 0;
     PCFARM_RETURN_IF_ERROR(Settings(p, &lora, &opt, &steps));
-    PCFARM_ASSIGN_OR_RETURN(std::vector<TokenSequence> batch, BatchOf(p, ctx));
+    // One batch for every step, or (steps_examples) one batch per local step.
+    std::vector<std::vector<TokenSequence>> step_batches;
+    std::vector<TokenSequence> batch;
+    if (p.contains("steps_examples")) {
+      PCFARM_ASSIGN_OR_RETURN(step_batches, StepBatchesOf(p, ctx));
+      steps = int64_t(step_batches.size());
+    } else {
+      PCFARM_ASSIGN_OR_RETURN(batch, BatchOf(p, ctx));
+    }
     // The base model stays loaded between train shards (a fine-tuning job's
     // shards all name it); each shard sets its own adapter, which replaces
     // the LoRA state of the last one. Its key is apart from infer's, so an
@@ -561,18 +583,27 @@ class TrainKind final : public TaskKind {
       for (float& v : values) v = static_cast<float>(v * sums.weight);
       out = {{"loss", sums.mean()}, {"weight", sums.weight}, {"tokens", sums.counted}};
     } else {
+      // Fresh AdamW moments: LoadAdapter and EnableLora reset the optimizer.
       PCFARM_ASSIGN_OR_RETURN(std::vector<float> before, m->model->GetParameters());
-      CrossEntropySums first;
+      CrossEntropySums first, all;
       for (int64_t s = 0; s < steps; ++s) {
         if (ctx.cancelled()) return Cancelled("cancelled");
-        PCFARM_ASSIGN_OR_RETURN(CrossEntropySums sums, m->model->AccumulateGradients(batch));
+        const std::vector<TokenSequence>& b =
+            step_batches.empty() ? batch : step_batches[size_t(s)];
+        PCFARM_ASSIGN_OR_RETURN(CrossEntropySums sums, m->model->AccumulateGradients(b));
         if (s == 0) first = sums;
+        all.weighted_loss += sums.weighted_loss;
+        all.weight += sums.weight;
+        all.counted += sums.counted;
         PCFARM_RETURN_IF_ERROR(m->model->Step(opt).status());
         ctx.ReportProgress(0.1 + 0.9 * double(s + 1) / double(steps));
       }
       PCFARM_ASSIGN_OR_RETURN(values, m->model->GetParameters());
       for (size_t i = 0; i < values.size(); ++i) values[i] -= before[i];
-      out = {{"loss", first.mean()}, {"weight", first.weight}, {"tokens", first.counted}};
+      // One batch H times: its loss before the first step. A batch per step:
+      // what every step saw, before it stepped.
+      const CrossEntropySums& r = step_batches.empty() ? first : all;
+      out = {{"loss", r.mean()}, {"weight", r.weight}, {"tokens", r.counted}};
     }
     TrainResult result;
     result.loss = out.at("loss").get<double>();
@@ -631,6 +662,8 @@ class TrainKind final : public TaskKind {
  private:
   // Most sequences a shard may name by index.
   static constexpr size_t kMaxExamples = 100000;
+  // Most local steps a shard takes ("local_steps", "steps_examples").
+  static constexpr int64_t kMaxLocalSteps = 10000;
   // Token data blobs whose decoded sequences are kept: a job's consecutive
   // shards name the same blob.
   static constexpr size_t kCachedTokenData = 2;
@@ -681,8 +714,60 @@ class TrainKind final : public TaskKind {
     return Status::Ok();
   }
 
+  // "steps_examples": 1..kMaxLocalSteps lists of sequence indices as
+  // "examples" takes them, kMaxExamples indices in all.
+  static Status CheckDataStepsExamples(const json& p) {
+    auto d = p.find("data");
+    if (d == p.end() || !d->is_string() || !HexHash(d->get<std::string>())) {
+      return InvalidArgument("'data' must be the 64-digit hex hash of a token data blob");
+    }
+    const json& steps = p["steps_examples"];
+    if (!steps.is_array() || steps.empty() || steps.size() > size_t(kMaxLocalSteps)) {
+      return InvalidArgument("'steps_examples' must be an array of 1 to " +
+                             std::to_string(kMaxLocalSteps) +
+                             " lists of sequence indices (one per local step)");
+    }
+    size_t total = 0;
+    for (size_t s = 0; s < steps.size(); ++s) {
+      const json& e = steps[s];
+      const std::string where = "steps_examples[" + std::to_string(s) + "]";
+      if (!e.is_array() || e.empty()) {
+        return InvalidArgument(where + " must be a non-empty array of sequence indices");
+      }
+      total += e.size();
+      if (total > kMaxExamples) {
+        return InvalidArgument("'steps_examples' holds more than " +
+                               std::to_string(kMaxExamples) + " sequence indices");
+      }
+      for (size_t i = 0; i < e.size(); ++i) {
+        const json& x = e[i];
+        if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > UINT32_MAX) {
+          return InvalidArgument(where + "[" + std::to_string(i) + "] is " + x.dump() +
+                                 ", not a sequence index");
+        }
+      }
+    }
+    return Status::Ok();
+  }
+
+  // The sequences `indices` of the data blob; errors name `field`[i].
+  static Result<std::vector<TokenSequence>> Pick(const std::vector<TokenSequence>& data,
+                                                 const json& indices, const std::string& field) {
+    std::vector<TokenSequence> batch;
+    for (size_t i = 0; i < indices.size(); ++i) {
+      const uint64_t x = indices[i].get<uint64_t>();
+      if (x >= data.size()) {
+        return InvalidArgument(field + "[" + std::to_string(i) + "] is " + std::to_string(x) +
+                               ", but the token data holds " + std::to_string(data.size()) +
+                               " sequences");
+      }
+      batch.push_back(data[size_t(x)]);
+    }
+    return batch;
+  }
+
   // The shard's sequences: "batch" as it is, or "examples" of the "data"
-  // blob. REQUIRES: ValidateParams(p) passed.
+  // blob. REQUIRES: ValidateParams(p) passed, without "steps_examples".
   Result<std::vector<TokenSequence>> BatchOf(const json& p, const RunContext& ctx) const {
     std::vector<TokenSequence> batch;
     if (p.contains("batch")) {
@@ -695,17 +780,22 @@ class TrainKind final : public TaskKind {
       return batch;
     }
     PCFARM_ASSIGN_OR_RETURN(Sequences data, TokenData(p["data"].get<std::string>(), ctx));
-    const json& examples = p["examples"];
-    for (size_t i = 0; i < examples.size(); ++i) {
-      const uint64_t x = examples[i].get<uint64_t>();
-      if (x >= data->size()) {
-        return InvalidArgument("examples[" + std::to_string(i) + "] is " + std::to_string(x) +
-                               ", but the token data holds " + std::to_string(data->size()) +
-                               " sequences");
-      }
-      batch.push_back((*data)[size_t(x)]);
+    return Pick(*data, p["examples"], "examples");
+  }
+
+  // The sequences of each local step of "steps_examples".
+  // REQUIRES: ValidateParams(p) passed, with "steps_examples".
+  Result<std::vector<std::vector<TokenSequence>>> StepBatchesOf(const json& p,
+                                                                const RunContext& ctx) const {
+    PCFARM_ASSIGN_OR_RETURN(Sequences data, TokenData(p["data"].get<std::string>(), ctx));
+    const json& steps = p["steps_examples"];
+    std::vector<std::vector<TokenSequence>> out;
+    for (size_t s = 0; s < steps.size(); ++s) {
+      PCFARM_ASSIGN_OR_RETURN(auto b,
+                              Pick(*data, steps[s], "steps_examples[" + std::to_string(s) + "]"));
+      out.push_back(std::move(b));
     }
-    return batch;
+    return out;
   }
 
   // The decoded blob `hash`, from the cache or read through ctx.blob_path.
@@ -770,7 +860,7 @@ class TrainKind final : public TaskKind {
   }
 
   static Status Settings(const json& p, LoraConfig* lora, OptimizerConfig* opt, int64_t* steps) {
-    PCFARM_RETURN_IF_ERROR(GetNumber<int64_t>(p, "local_steps", 0, 10000, steps));
+    PCFARM_RETURN_IF_ERROR(GetNumber<int64_t>(p, "local_steps", 0, kMaxLocalSteps, steps));
     auto l = p.find("lora");
     if (l != p.end()) {
       if (!l->is_object()) return InvalidArgument("'lora' must be an object");

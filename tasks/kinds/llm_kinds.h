@@ -52,18 +52,34 @@
 //            blob's count (Run's error names the first that is not), in
 //            order, repeats allowed. The kind keeps the decoded sequences of
 //            its last two blobs for the next shards.
+//   "data": HASH, "steps_examples": [[i, ...], [i, ...], ...]
+//            one list of indices per local step (a DiLoCo replica's own
+//            micro-batch of each inner step): 1..10000 non-empty lists,
+//            100000 indices in all, each checked as "examples"' are; the
+//            shard takes one AdamW step per list, on that list's sequences.
 // and
 //   "lora": {"rank": 16, "alpha": 32, "targets": ["q_proj", ...], "seed": 0}
 //   "local_steps": 0 (default: return the summed gradient) or H >= 1
-//            (H AdamW steps on the batch, return parameters_after - before)
+//            (H AdamW steps on the batch, return parameters_after - before);
+//            with "steps_examples" it may be left out, and if given must be
+//            the number of lists
 //   "optimizer": {"lr", "beta1", "beta2", "eps", "weight_decay",
-//                 "max_grad_norm"}  (for local_steps >= 1)
+//                 "max_grad_norm"}  (for local steps)
+// Local steps start from fresh AdamW moments (step 1 of the bias
+// correction): a shard is a pure function of its params, whichever worker
+// runs it and whatever it ran before.
 // train result: binary (tasks/kinds/train_result.h): one JSON line
 //   {"loss": mean CE, "weight": Σ weights, "tokens": counted, "count": n,
 //   "codec": "none", "layout": "lora", "backend": NAME}, then the n values
-//   as an f32 gradient message (tasks/aggregate/compress.h). The values follow LlamaModel::TrainableParameters() order (PEFT names,
-//   layer by layer, A then B). For local_steps 0 they are the weighted SUM of
+//   as an f32 gradient message (tasks/aggregate/compress.h). The values
+//   follow LlamaModel::TrainableParameters() order (PEFT names, layer by
+//   layer, A then B). For local_steps 0 they are the weighted SUM of
 //   per-token gradients (divide by `weight` for the mean), so shards add up.
+//   For local steps they are parameters_after - before (the pseudo-
+//   gradient, not scaled by the weight); loss, weight and tokens are the
+//   batch's before the first step ("batch", "examples") or, with
+//   "steps_examples", summed over every local step (loss: Σ w·CE / Σ w of
+//   each step's micro-batch, measured before that step's update).
 // Agree: loss within 1e-4 relative, and values with relative L2 distance
 //   <= 1e-3 and cosine >= 0.999 (different devices round differently).
 //

@@ -601,6 +601,127 @@ TEST_CASE("train takes its sequences from a token data blob by index") {
   }
 }
 
+TEST_CASE("train takes one micro-batch per local step from steps_examples") {
+  FixtureBlobs blobs;
+  const std::vector<TokenSequence> seqs = {{{1, 2, 3, 4, 5, 6}, {0, 0, 1, 1, 1, 0}},
+                                           {{9, 8, 7}, {1, 1, 0}},
+                                           {{4, 4, 4, 4}, {0, 1, 1, 1}}};
+  TokenDataBlob data(seqs, "steps");
+  blobs.path_of[data.hash] = data.path;
+  auto kind = MakeTrainKind();
+  const json opt = {{"lr", 1e-2}};
+  json examples = {{"model", blobs.files}, {"adapter", blobs.adapter}, {"data", data.hash},
+                   {"examples", {1, 0}}, {"optimizer", opt}};
+  json per_step = examples;
+  per_step.erase("examples");
+
+  // One list: one AdamW step on it, the same as "examples" with local_steps 1.
+  examples["local_steps"] = 1;
+  per_step["steps_examples"] = {{1, 0}};
+  REQUIRE(kind->ValidateParams(per_step.dump()).ok());
+  auto one = kind->Run(per_step.dump(), blobs.Context());
+  REQUIRE(one.ok());
+  auto one_ref = kind->Run(examples.dump(), blobs.Context());
+  REQUIRE(one_ref.ok());
+  CHECK(*one == *one_ref);
+  auto first = DecodeTrainResult(*one_ref);
+  REQUIRE(first.ok());
+
+  // The same list three times: the values of local_steps 3 on it; loss,
+  // weight and tokens over the three steps.
+  examples["local_steps"] = 3;
+  per_step["steps_examples"] = {{1, 0}, {1, 0}, {1, 0}};
+  auto same = kind->Run(per_step.dump(), blobs.Context());
+  REQUIRE(same.ok());
+  auto same_ref = kind->Run(examples.dump(), blobs.Context());
+  REQUIRE(same_ref.ok());
+  auto x = DecodeTrainResult(*same), y = DecodeTrainResult(*same_ref);
+  REQUIRE(x.ok());
+  REQUIRE(y.ok());
+  CHECK(x->values == y->values);
+  CHECK(y->loss == first->loss);  // "examples": the loss before the first step
+  CHECK(x->weight == Approx(3 * first->weight));
+  CHECK(x->tokens == 3 * first->tokens);
+  // Steps 2 and 3 see the batch after an update on it: a lower mean loss.
+  CHECK(x->loss < first->loss);
+  CHECK(x->loss > 0);
+  CHECK(kind->ValidateOutput(per_step.dump(), *same).ok());
+  // local_steps, when given, is the number of lists.
+  per_step["local_steps"] = 3;
+  REQUIRE(kind->ValidateParams(per_step.dump()).ok());
+  CHECK(*kind->Run(per_step.dump(), blobs.Context()) == *same);
+
+  // Another sequence per step: another answer, and a pure function of its
+  // params (the same shard again, after others, answers alike).
+  per_step.erase("local_steps");
+  per_step["steps_examples"] = {{1, 0}, {2}, {0, 2, 2}};
+  auto mixed = kind->Run(per_step.dump(), blobs.Context());
+  REQUIRE(mixed.ok());
+  auto m = DecodeTrainResult(*mixed);
+  REQUIRE(m.ok());
+  CHECK(m->values != x->values);
+  CHECK(m->weight == Approx(first->weight + 3 + (3 + 3 + 3)));
+  CHECK(m->tokens == first->tokens + 3 + 9);
+  auto again = kind->Run(per_step.dump(), blobs.Context());
+  REQUIRE(again.ok());
+  CHECK(*again == *mixed);
+  CHECK(kind->Agree(*mixed, *again));
+  CHECK_FALSE(kind->Agree(*mixed, *same));
+
+  // An index past the blob is named at Run, with its step.
+  json past = per_step;
+  past["steps_examples"] = {{0}, {1, 3}};
+  auto r = kind->Run(past.dump(), blobs.Context());
+  CHECK(r.status().code() == StatusCode::kInvalidArgument);
+  CHECK(r.status().message().find(
+            "steps_examples[1][1] is 3, but the token data holds 3 sequences") !=
+        std::string::npos);
+
+  // Bad params, named.
+  auto error = [&](json p) {
+    Status s = kind->ValidateParams(p.dump());
+    CHECK(s.code() == StatusCode::kInvalidArgument);
+    INFO(s.message());
+    return s.message();
+  };
+  auto has = [](const std::string& s, const char* part) {
+    INFO(s);
+    return s.find(part) != std::string::npos;
+  };
+  json bad = per_step;
+  bad["examples"] = {0};
+  CHECK(has(error(bad), "'examples' or 'steps_examples', not both"));
+  bad = per_step;
+  bad["batch"] = json::array({{{"tokens", {9, 8, 7}}, {"weights", {1, 1, 0}}}});
+  CHECK(has(error(bad), "exactly one of"));
+  bad = per_step;
+  bad.erase("data");
+  CHECK(has(error(bad), "'data' must be"));
+  const json too_many_steps = std::vector<std::vector<int>>(10001, {0});
+  for (json v : {json::array(), json(3), json("x"), too_many_steps}) {
+    bad = per_step;
+    bad["steps_examples"] = v;
+    CHECK(has(error(bad), "'steps_examples' must be an array of 1 to 10000 lists"));
+  }
+  bad["steps_examples"] = {{0}, json::array()};
+  CHECK(has(error(bad), "steps_examples[1] must be a non-empty array"));
+  bad["steps_examples"] = {{0}, 1};
+  CHECK(has(error(bad), "steps_examples[1] must be"));
+  bad["steps_examples"] = {{0}, {1, -1}};
+  CHECK(has(error(bad), "steps_examples[1][1] is -1, not a sequence index"));
+  bad["steps_examples"] = {{0}, {1.5}};
+  CHECK(has(error(bad), "steps_examples[1][0] is 1.5"));
+  bad["steps_examples"] = {std::vector<int>(60000, 0), std::vector<int>(40001, 0)};
+  CHECK(has(error(bad), "more than 100000 sequence indices"));
+  bad["steps_examples"] = {std::vector<int>(60000, 0), std::vector<int>(40000, 0)};
+  CHECK(kind->ValidateParams(bad.dump()).ok());
+  bad = per_step;
+  bad["local_steps"] = 2;
+  CHECK(has(error(bad), "'local_steps' is 2 but 'steps_examples' has 3 lists"));
+  bad["local_steps"] = 0;
+  CHECK(has(error(bad), "'local_steps' is 0"));
+}
+
 TEST_CASE("train compresses its values, with error feedback per stream") {
   FixtureBlobs blobs;
   auto kind = MakeTrainKind();

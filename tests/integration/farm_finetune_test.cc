@@ -1,10 +1,11 @@
-// Fine-tuning on the farm (issue: `pcfarm submit finetune`, sync mode): real
-// coordinator, worker and CLI processes on loopback. The farm's adapter is
-// compared with `pcfarm local finetune` given the same arguments: the same
-// examples per step in the same order and the engine's own AdamW, so the
-// two agree up to the order of floating-point sums. Crashes of a worker and
-// of the coordinator mid-job leave the final adapter bit for bit as an
-// undisturbed run's; bad inputs queue nothing.
+// Fine-tuning on the farm (issue: `pcfarm submit finetune`, sync and
+// diloco modes): real coordinator, worker and CLI processes on loopback. The
+// farm's sync adapter is compared with `pcfarm local finetune` given the
+// same arguments: the same examples per step in the same order and the
+// engine's own AdamW, so the two agree up to the order of floating-point
+// sums. A diloco job learns with H times less traffic per example. Crashes
+// of a worker and of the coordinator mid-job leave the final adapter bit
+// for bit as an undisturbed run's; bad inputs queue nothing.
 #include <unistd.h>
 
 #include <filesystem>
@@ -242,6 +243,134 @@ TEST_CASE("a finetune job rides out kill -9 of a worker and of the coordinator",
   CHECK(Lines(ReadAll(c->dir() + "/disturbed/trainer_log.jsonl")).size() == 12);
 }
 
+// Bytes up per example of a finished finetune job, as status reports them.
+double BytesUpPerExample(MiniCluster* c, int64_t job) {
+  auto st = c->JobStatus(job);
+  REQUIRE_OK(st);
+  const json& s = (*st)["summary"];
+  INFO(s.dump());
+  REQUIRE(s["examples"].get<int64_t>() > 0);
+  return double(s["bytes_up"].get<int64_t>()) / double(s["examples"].get<int64_t>());
+}
+
+TEST_CASE("a diloco finetune job on three workers learns with H times less traffic",
+          "[farm][finetune][diloco]") {
+  Cluster c;
+  StartCluster(&c.c, 3);
+  const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
+  MakeModel(&c.c, model);
+  WriteAll(data, TrainData());
+  const int kH = 5, kRounds = 4, kSteps = kH * kRounds;
+  auto args = TrainArgs(model, data, kSteps);
+  args.insert(args.end(), {"--micro-batch", "2", "--mode", "diloco", "--local-steps",
+                           std::to_string(kH)});
+  int64_t job = SubmitFinetune(&c.c, args);
+  auto end = c->WaitForJobEnd(job, 300'000);
+  REQUIRE_OK(end);
+  REQUIRE(*end == "succeeded");
+  // Every round: 3 replicas (batch 6 in micro-batches of 2).
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM shards WHERE job_id=" + std::to_string(job)) ==
+        3 * kRounds);
+  const std::string dir = c->dir() + "/diloco-adapter";
+  FetchAdapter(&c.c, job, dir);
+  auto log = Lines(ReadAll(dir + "/trainer_log.jsonl"));
+  REQUIRE(log.size() == size_t(kRounds));
+  std::vector<double> losses;
+  for (int r = 0; r < kRounds; ++r) {
+    json row = json::parse(log[size_t(r)]);
+    INFO("round " << r + 1 << ": " << row.dump());
+    CHECK(row["round"] == r + 1);
+    CHECK(row["step"] == kH * (r + 1));
+    CHECK(row["local_steps"] == kH);
+    CHECK(row["shards"] == 3);
+    CHECK(row["examples"] == 6 * kH);
+    CHECK(row["bytes_up"].get<int64_t>() > 0);
+    CHECK(row["bytes_down"].get<int64_t>() > 0);
+    losses.push_back(row["loss"].get<double>());
+  }
+  CHECK(losses.back() < losses.front());
+  const double farm = EvalLoss(&c.c, model, data, dir);
+  const double base = EvalLoss(&c.c, model, data, "");
+  INFO("diloco adapter loss " << farm << ", base " << base);
+  CHECK(farm < 0.8 * base);
+
+  // status: steps are inner steps; the rounds beside them.
+  auto st = c->JobStatus(job);
+  REQUIRE_OK(st);
+  const json& s = (*st)["summary"];
+  CHECK(s["mode"] == "diloco");
+  CHECK(s["step"] == kSteps);
+  CHECK(s["steps"] == kSteps);
+  CHECK(s["round"] == kRounds);
+  CHECK(s["rounds"] == kRounds);
+  CHECK(s["examples"] == 6 * kSteps);
+  CommandResult human = c->Cli({"status", std::to_string(job)});
+  INFO(human.Describe());
+  CHECK(human.out.find("step:       20 of 20") != std::string::npos);
+
+  // A sync job on the same data and shards sends one result per shard per
+  // step, diloco one per shard per H steps: H times the bytes per example,
+  // but for the few bytes by which results' JSON headers differ.
+  std::vector<std::string> sync_args = TrainArgs(model, data, 3);
+  sync_args.insert(sync_args.end(), {"--micro-batch", "2"});
+  int64_t sync_job = SubmitFinetune(&c.c, sync_args);
+  end = c->WaitForJobEnd(sync_job, 300'000);
+  REQUIRE_OK(end);
+  REQUIRE(*end == "succeeded");
+  const double sync_per_example = BytesUpPerExample(&c.c, sync_job);
+  const double diloco_per_example = BytesUpPerExample(&c.c, job);
+  INFO("bytes up per example: sync " << sync_per_example << ", diloco " << diloco_per_example);
+  CHECK(diloco_per_example * kH <= sync_per_example * 1.001);
+}
+
+TEST_CASE("a diloco job rides out kill -9 of a worker and of the coordinator",
+          "[farm][finetune][diloco]") {
+  MiniClusterOptions o;
+  o.lease_ms = 4000;
+  Cluster c(o);
+  StartCluster(&c.c, 2);
+  const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
+  MakeModel(&c.c, model);
+  WriteAll(data, TrainData());
+  // 4 rounds of 3 local steps, 3 replicas each: shards 0-2, 3-5, 6-8, 9-11.
+  auto args = TrainArgs(model, data, 12);
+  args.insert(args.end(), {"--micro-batch", "2", "--mode", "diloco", "--local-steps", "3"});
+  int64_t undisturbed = SubmitFinetune(&c.c, args);
+  auto end = c->WaitForJobEnd(undisturbed, 300'000);
+  REQUIRE_OK(end);
+  REQUIRE(*end == "succeeded");
+  FetchAdapter(&c.c, undisturbed, c->dir() + "/undisturbed");
+
+  int64_t job = SubmitFinetune(&c.c, args);
+  const std::string accepted = "SELECT shards_accepted FROM jobs WHERE id=" + std::to_string(job);
+  auto wait_accepted = [&](int64_t n) {
+    const int64_t deadline = Mono() + 120'000;
+    while (DbInt(&c.c, accepted) < n && Mono() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    REQUIRE(DbInt(&c.c, accepted) >= n);
+  };
+  wait_accepted(4);  // in round 2
+  REQUIRE_OK(c->KillWorker(0));
+  REQUIRE_OK(c->KillCoordinator());
+  CHECK(DbInt(&c.c, accepted) < 12);  // killed while the job runs
+  REQUIRE_OK(c->StartCoordinator());
+  REQUIRE_OK(c->StartWorker(0));
+  // And the coordinator once more, as round 3's last result comes in: while
+  // it aggregates, or about to.
+  wait_accepted(9);
+  REQUIRE_OK(c->KillCoordinator());
+  CHECK(DbInt(&c.c, accepted) < 12);
+  REQUIRE_OK(c->StartCoordinator());
+  end = c->WaitForJobEnd(job, 300'000);
+  REQUIRE_OK(end);
+  REQUIRE(*end == "succeeded");
+  FetchAdapter(&c.c, job, c->dir() + "/disturbed");
+  CHECK(ReadAll(c->dir() + "/disturbed/adapter_model.safetensors") ==
+        ReadAll(c->dir() + "/undisturbed/adapter_model.safetensors"));
+  CHECK(Lines(ReadAll(c->dir() + "/disturbed/trainer_log.jsonl")).size() == 4);
+}
+
 TEST_CASE("int8 gradients with error feedback end within 1% of f32's loss",
           "[farm][finetune]") {
   Cluster c;
@@ -293,7 +422,13 @@ TEST_CASE("bad finetune inputs: one line, exit 1, nothing queued", "[farm][finet
       {{"--model", not_llama, "--data", data}, "not-llama"},
       {{"--model", model, "--data", data, "--batch", "17"}, "larger than the data"},
       {{"--model", model, "--data", data, "--local-steps", "5"}, "--local-steps"},
-      {{"--model", model, "--data", data, "--mode", "diloco"}, "diloco"},
+      {{"--model", model, "--data", data, "--outer-lr", "0.5"}, "--outer-lr"},
+      {{"--model", model, "--data", data, "--mode", "diloco", "--local-steps", "0"},
+       "--local-steps"},
+      {{"--model", model, "--data", data, "--mode", "diloco", "--outer-momentum", "1"},
+       "--outer-momentum"},
+      {{"--model", model, "--data", data, "--mode", "diloco", "--outer-lr", "-1"}, "--outer-lr"},
+      {{"--model", model, "--data", data, "--mode", "async"}, "--mode"},
       {{"--model", model, "--data", data, "--aggregate", "vote"}, "--aggregate"},
       {{"--model", model, "--data", data, "--lora-targets", "x_proj"}, "x_proj"},
       {{"--model", model, "--data", c->dir() + "/missing.jsonl"}, "missing.jsonl"},
