@@ -422,6 +422,10 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
   auto frame = DecodeWorkerFrame(payload.to_string_view());
   if (!frame.ok()) {
     wire_errors.Add(frame.error());
+    if (frame.error() == WireError::kWrongVersion) {
+      OnOtherVersionWorker(route, conn_key, payload.to_string_view());
+      return;
+    }
     BadMessage(peer, route, frame.status());
     if (!peer) StrikeUnenrolled(route, conn_key);
     return;
@@ -469,6 +473,7 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     if (live.ok()) p.running.insert(live->begin(), live->end());
     peer = &(peers[route] = std::move(p));
     route_of[w->id] = route;
+    outdated_workers.erase(w->id);  // it speaks our version again
     PeerEvent("worker_connected", w->id, "worker " + peer->name + " connected");
     if (!frame->has_hello()) {
       // A worker we have not heard HELLO from on this route (we restarted,
@@ -1009,7 +1014,9 @@ void CoordinatorServer::Impl::OnClientMessage(const std::string& route,
     s = PermissionDenied("unknown client key");
   } else if (!req.ok()) {
     wire_errors.Add(req.error());
-    s = req.status();
+    s = req.error() == WireError::kWrongVersion
+            ? OtherVersionClient(payload.to_string_view(), &reply)
+            : req.status();
   } else {
     reply.set_request_id(req->request_id());
     s = HandleClient(*client, *req, &reply);
@@ -1018,6 +1025,9 @@ void CoordinatorServer::Impl::OnClientMessage(const std::string& route,
     reply.clear_msg();
     reply.mutable_error()->set_code(StatusCodeName(s.code()));
     reply.mutable_error()->set_message(s.message());
+    if (!req.ok() && req.error() == WireError::kWrongVersion) {
+      reply.mutable_error()->set_speaks_version(kProtocolVersion);
+    }
   }
   std::string bytes = reply.SerializeAsString();
   if (batching) {

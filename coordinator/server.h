@@ -85,6 +85,10 @@ struct ServerCounters {
   std::atomic<uint64_t> upload_bytes_received{0};
   std::atomic<uint64_t> uploads_completed{0};
   std::atomic<uint64_t> uploads_deduplicated{0};  // begun for a stored blob
+  // Frames refused for another protocol version (answered with what to
+  // upgrade), from workers and from CLI clients.
+  std::atomic<uint64_t> worker_version_refusals{0};
+  std::atomic<uint64_t> client_version_refusals{0};
 };
 
 class CoordinatorServer {
