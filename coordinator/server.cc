@@ -269,19 +269,43 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
   } catch (const zmq::error_t& e) {
     return Internal(std::string("coordinator loop: ") + e.what());
   }
-  // Say goodbye so workers reconnect promptly to the next coordinator.
+  return Stop(&zap);
+}
+
+void CoordinatorServer::Impl::SayGoingAway() {
+  for (auto& [route, peer] : peers) {
+    wire::CoordinatorFrame f;
+    f.mutable_going_away()->set_reconnect_after_ms(
+        static_cast<uint32_t>(opts.coordinator_going_away_reconnect_ms));
+    f.mutable_going_away()->set_reason("the coordinator is stopping");
+    Send(peer, std::move(f));
+  }
+}
+
+Status CoordinatorServer::Impl::Stop(ZapHandler* zap) {
+  // The last turn has committed. Its replies go out once that commit is on
+  // disk; then every worker hears that this coordinator is going away (not
+  // lost), so it keeps its shards and reconnects to the next one.
   spdlog::info("coordinator stopping ({} workers connected)", peers.size());
   store->AddEvent("coordinator_stopped", 0, 0, "clean shutdown").IgnoreError();
   if (syncer) {
-    // The last replies go out once their commits are on disk.
     Status st = syncer->WaitFor(commit_epoch);
     if (st.ok()) FlushDurable();
     syncer.reset();
     PCFARM_RETURN_IF_ERROR(store->SyncWal());
   }
+  SayGoingAway();
+  // Closing a socket drops what it has not sent yet: give it a bounded
+  // time to hand the last replies and GOING_AWAY to the network.
+  for (auto* s : {workers_sock.get(), clients_sock.get()}) {
+    try {
+      s->set(zmq::sockopt::linger, opts.coordinator_stop_linger_ms);
+    } catch (const zmq::error_t&) {
+    }
+  }
   workers_sock.reset();
   clients_sock.reset();
-  zap.Stop();
+  zap->Stop();
   return Status::Ok();
 }
 

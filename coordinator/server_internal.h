@@ -89,6 +89,10 @@ class CoordinatorServer::Impl {
   }
 
   Status Run(std::atomic<bool>* stop, ServerCounters* counters);
+  // After the loop: the last replies, GOING_AWAY to workers, sockets closed.
+  Status Stop(ZapHandler* zap);
+  // At a stop: tells every connected worker the coordinator is going away.
+  void SayGoingAway();
 
  private:
   // ---- sending ----
