@@ -325,5 +325,37 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("SIGTERM to a worker releases its running shard within 5 s",
+          "[integration][restart]") {
+  Cluster c;
+  StartCluster(&c.c, 1);
+  // One shard of some seconds (100 products of 1024 x 1024 matrices).
+  auto job = c->SubmitBench(1, 1024, 1, 100);
+  REQUIRE_OK(job);
+  const std::string j = std::to_string(*job);
+  const std::string log = c->dir() + "/worker-0-w0.log";
+  REQUIRE(WaitUntil([&] { return Count(ReadAll(log), "accepted: bench") == 1; },
+                    30'000));
+  SleepMs(300);
+  REQUIRE(DbInt(&c.c, "SELECT COUNT(*) FROM attempts WHERE state='leased'") == 1);
+  auto t0 = std::chrono::steady_clock::now();
+  REQUIRE_OK(c->StopWorker(0, 10'000));
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  INFO(ReadAll(log));
+  CHECK(Count(ReadAll(log), "stopping: 1 running shards released") == 1);
+  // Released at once (its BYE), not when its lease expires.
+  REQUIRE(WaitUntil(
+      [&] {
+        return DbInt(&c.c, "SELECT COUNT(*) FROM attempts WHERE state='leased'") == 0;
+      },
+      5'000));
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM shards WHERE state='pending'") == 1);
+  REQUIRE_OK(c->AddWorker("w1"));
+  auto end = c->WaitForJobEnd(*job, 120'000);
+  REQUIRE_OK(end);
+  CHECK(*end == "succeeded");
+  CHECK(DbInt(&c.c, kShardsReturnedTwice) == 0);
+}
+
 }  // namespace
 }  // namespace pcfarm
