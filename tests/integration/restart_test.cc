@@ -296,6 +296,10 @@ TEST_CASE(
     CHECK(c->CoordinatorLog().find("coordinator stopping (3 workers connected)") !=
           std::string::npos);
     int64_t before = accepted();
+    // Away for longer than the workers' liveness window (3 x 200 ms), as
+    // an upgrade may be: told it is going away, a worker does not count
+    // that silence as a lost coordinator.
+    SleepMs(2000);
     REQUIRE_OK(c->StartCoordinator());
     REQUIRE_OK(c->WaitForConnectedWorkers(3, 30'000));
     REQUIRE(WaitUntil([&] { return accepted() > before; }, 30'000));
