@@ -203,6 +203,10 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
         o->set_name(w.name);
         auto r = route_of.find(w.id);
         o->set_connected(r != route_of.end());
+        if (auto old = outdated_workers.find(w.id); old != outdated_workers.end()) {
+          o->set_outdated(true);
+          o->set_protocol_version(old->second);
+        }
         if (r != route_of.end()) {
           auto p = peers.find(r->second);
           if (p != peers.end()) {
@@ -251,6 +255,9 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       (*m)["uploads_completed"] = counters->uploads_completed;
       (*m)["uploads_deduplicated"] = counters->uploads_deduplicated;
       (*m)["workers_connected"] = peers.size();
+      (*m)["workers_outdated"] = outdated_workers.size();
+      (*m)["worker_version_refusals"] = counters->worker_version_refusals;
+      (*m)["client_version_refusals"] = counters->client_version_refusals;
       for (size_t e = 0; e < kWireErrorCount; ++e) {
         auto err = static_cast<WireError>(e);
         (*m)[std::string("wire_") + WireErrorName(err)] = wire_errors.Get(err);

@@ -269,19 +269,43 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
   } catch (const zmq::error_t& e) {
     return Internal(std::string("coordinator loop: ") + e.what());
   }
-  // Say goodbye so workers reconnect promptly to the next coordinator.
+  return Stop(&zap);
+}
+
+void CoordinatorServer::Impl::SayGoingAway() {
+  for (auto& [route, peer] : peers) {
+    wire::CoordinatorFrame f;
+    f.mutable_going_away()->set_reconnect_after_ms(
+        static_cast<uint32_t>(opts.coordinator_going_away_reconnect_ms));
+    f.mutable_going_away()->set_reason("the coordinator is stopping");
+    Send(peer, std::move(f));
+  }
+}
+
+Status CoordinatorServer::Impl::Stop(ZapHandler* zap) {
+  // The last turn has committed. Its replies go out once that commit is on
+  // disk; then every worker hears that this coordinator is going away (not
+  // lost), so it keeps its shards and reconnects to the next one.
   spdlog::info("coordinator stopping ({} workers connected)", peers.size());
   store->AddEvent("coordinator_stopped", 0, 0, "clean shutdown").IgnoreError();
   if (syncer) {
-    // The last replies go out once their commits are on disk.
     Status st = syncer->WaitFor(commit_epoch);
     if (st.ok()) FlushDurable();
     syncer.reset();
     PCFARM_RETURN_IF_ERROR(store->SyncWal());
   }
+  SayGoingAway();
+  // Closing a socket drops what it has not sent yet: give it a bounded
+  // time to hand the last replies and GOING_AWAY to the network.
+  for (auto* s : {workers_sock.get(), clients_sock.get()}) {
+    try {
+      s->set(zmq::sockopt::linger, opts.coordinator_stop_linger_ms);
+    } catch (const zmq::error_t&) {
+    }
+  }
   workers_sock.reset();
   clients_sock.reset();
-  zap.Stop();
+  zap->Stop();
   return Status::Ok();
 }
 
@@ -422,6 +446,10 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
   auto frame = DecodeWorkerFrame(payload.to_string_view());
   if (!frame.ok()) {
     wire_errors.Add(frame.error());
+    if (frame.error() == WireError::kWrongVersion) {
+      OnOtherVersionWorker(route, conn_key, payload.to_string_view());
+      return;
+    }
     BadMessage(peer, route, frame.status());
     if (!peer) StrikeUnenrolled(route, conn_key);
     return;
@@ -469,6 +497,7 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     if (live.ok()) p.running.insert(live->begin(), live->end());
     peer = &(peers[route] = std::move(p));
     route_of[w->id] = route;
+    outdated_workers.erase(w->id);  // it speaks our version again
     PeerEvent("worker_connected", w->id, "worker " + peer->name + " connected");
     if (!frame->has_hello()) {
       // A worker we have not heard HELLO from on this route (we restarted,
@@ -1009,7 +1038,9 @@ void CoordinatorServer::Impl::OnClientMessage(const std::string& route,
     s = PermissionDenied("unknown client key");
   } else if (!req.ok()) {
     wire_errors.Add(req.error());
-    s = req.status();
+    s = req.error() == WireError::kWrongVersion
+            ? OtherVersionClient(payload.to_string_view(), &reply)
+            : req.status();
   } else {
     reply.set_request_id(req->request_id());
     s = HandleClient(*client, *req, &reply);
@@ -1018,6 +1049,9 @@ void CoordinatorServer::Impl::OnClientMessage(const std::string& route,
     reply.clear_msg();
     reply.mutable_error()->set_code(StatusCodeName(s.code()));
     reply.mutable_error()->set_message(s.message());
+    if (!req.ok() && req.error() == WireError::kWrongVersion) {
+      reply.mutable_error()->set_speaks_version(kProtocolVersion);
+    }
   }
   std::string bytes = reply.SerializeAsString();
   if (batching) {

@@ -16,6 +16,12 @@
 //   config.json       endpoints
 //   admin.profile     the admin's CLI profile (0600)
 //
+// Stopping (RequestStop, i.e. SIGTERM): the turn under way ends and
+// commits, the replies it holds go out once their commit is on disk, every
+// connected worker gets GOING_AWAY (it keeps its shards and reconnects to
+// the next coordinator instead of counting it lost), and Run() returns,
+// within coordinator_stop_linger_ms of the last reply queued.
+//
 // Thread-safety: Run() is called from one thread; RequestStop() from any
 // thread or a signal handler (it only stores to an atomic).
 #pragma once
@@ -64,6 +70,12 @@ struct ServerOptions {
   // Uploads that would leave less than this free on the data directory's
   // disk are refused.
   int64_t min_free_disk_bytes = int64_t(1) << 30;
+  // At a stop: how long the sockets may take to hand the last replies and
+  // GOING_AWAY frames to the network before they are closed.
+  int coordinator_stop_linger_ms = 1000;
+  // At a stop: when workers are told to reconnect (GoingAway), enough for
+  // a restart to bind again; they back off as usual after it.
+  int coordinator_going_away_reconnect_ms = 500;
 };
 
 // The counters the server keeps (also shown by tests and benches).
@@ -85,6 +97,10 @@ struct ServerCounters {
   std::atomic<uint64_t> upload_bytes_received{0};
   std::atomic<uint64_t> uploads_completed{0};
   std::atomic<uint64_t> uploads_deduplicated{0};  // begun for a stored blob
+  // Frames refused for another protocol version (answered with what to
+  // upgrade), from workers and from CLI clients.
+  std::atomic<uint64_t> worker_version_refusals{0};
+  std::atomic<uint64_t> client_version_refusals{0};
 };
 
 class CoordinatorServer {

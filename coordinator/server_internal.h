@@ -89,6 +89,10 @@ class CoordinatorServer::Impl {
   }
 
   Status Run(std::atomic<bool>* stop, ServerCounters* counters);
+  // After the loop: the last replies, GOING_AWAY to workers, sockets closed.
+  Status Stop(ZapHandler* zap);
+  // At a stop: tells every connected worker the coordinator is going away.
+  void SayGoingAway();
 
  private:
   // ---- sending ----
@@ -121,6 +125,13 @@ class CoordinatorServer::Impl {
   // coordinator_max_unenrolled_messages the route is dropped and its key
   // refused at the handshake.
   void StrikeUnenrolled(const std::string& route, const std::string& conn_key);
+  // A frame of another protocol version (mixed_versions.cc): a worker gets
+  // REJECT_WRONG_VERSION naming both versions and what to upgrade, and an
+  // enrolled one is listed as outdated; a client gets a ClientError with
+  // speaks_version. Counted in both cases.
+  void OnOtherVersionWorker(const std::string& route, const std::string& conn_key,
+                            std::string_view bytes);
+  Status OtherVersionClient(std::string_view bytes, wire::ClientReply* reply);
   // Stores a connect/disconnect event and logs it, at most
   // coordinator_peer_events_per_minute per worker.
   void PeerEvent(const char* kind, int64_t worker_id, const std::string& message);
@@ -164,6 +175,10 @@ class CoordinatorServer::Impl {
   std::unordered_map<int64_t, std::string> route_of;      // worker id -> route
   std::unordered_set<std::string> dropped;                // garbage senders
   std::unordered_map<std::string, int> unenrolled_strikes;  // by route
+  // Enrolled workers whose last frame spoke another protocol version, by
+  // worker id: that version. Refused and shown as outdated; a frame of
+  // this version from the worker removes it.
+  std::unordered_map<int64_t, uint32_t> outdated_workers;
   // Keys of dropped unenrolled connections; the ZAP thread reads it.
   std::mutex refused_mu;
   std::unordered_set<std::string> refused_keys;

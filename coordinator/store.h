@@ -259,7 +259,11 @@ struct AcceptedResult {
 
 class Store {
  public:
-  // Opens or creates the database at `path` and runs missing migrations.
+  // Opens or creates the database at `path` and runs the missing
+  // migrations, in order, each once, all in one transaction: when one fails
+  // the database keeps the version it had (the error names the migration).
+  // A database whose schema version is newer than LatestSchemaVersion() is
+  // refused with FailedPrecondition before anything is written to it.
   // `clock` must outlive the Store. `migrate_to` > 0 stops after that
   // migration (tests build a database of an older version with it).
   static Result<std::unique_ptr<Store>> Open(const std::string& path,
@@ -290,6 +294,8 @@ class Store {
 
   // The schema version after migrations (the number of the last one).
   Result<int> SchemaVersion();
+  // The schema version this build migrates to (coordinator/store_schema.cc).
+  static int LatestSchemaVersion();
 
   // ---- workers ----
   // AlreadyExists when `curve_pk` is registered.

@@ -233,7 +233,21 @@ CREATE TABLE job_rounds(
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
+// The version recorded in `db`, 0 for a database without pcfarm's schema
+// (a new file). Reads only: nothing is written before the version is known.
+Result<int64_t> StoredSchemaVersion(SqliteDb& db) {
+  auto t = db.Q(
+      "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND "
+      "name='schema_version'");
+  PCFARM_ASSIGN_OR_RETURN(int64_t tables, t.OneInt());
+  if (tables == 0) return int64_t{0};
+  auto q = db.Q("SELECT IFNULL(MAX(version),0) FROM schema_version");
+  return q.OneInt();
+}
+
 }  // namespace
+
+int Store::LatestSchemaVersion() { return kSchemaVersion; }
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& path,
                                            const Clock* clock,
@@ -242,6 +256,19 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path,
   // The connection is used under mu_ only (SqliteDb::Open: NOMUTEX).
   Status st = db->Open(path);
   if (!st.ok()) return st;
+  // A database from a newer release is refused before anything here writes
+  // to it (no pragma, no migration): the release that wrote it still opens
+  // it as it was.
+  Result<int64_t> have = StoredSchemaVersion(*db);
+  if (!have.ok()) return have.status().WithContext(path);
+  if (*have > kSchemaVersion) {
+    return FailedPrecondition(
+        path + " has schema version " + std::to_string(*have) +
+        ", written by a newer pcfarm-coordinator; this one knows versions up "
+        "to " + std::to_string(kSchemaVersion) +
+        ". The data directory is left untouched: run the release that wrote "
+        "it (or a newer one)");
+  }
   st = db->Exec(
       "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
       "PRAGMA temp_store=MEMORY; "
@@ -249,20 +276,30 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path,
       "  version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL);");
   if (!st.ok()) return st.WithContext(path);
   int last = migrate_to > 0 ? std::min(migrate_to, kSchemaVersion) : kSchemaVersion;
-  for (int v = 1; v <= last; ++v) {
-    st = db->Tx([&]() -> Status {
+  // The pending migrations run in order, each once (schema_version records
+  // it), in one transaction: when one fails, none of them stays, and the
+  // directory keeps the version it had, which the release that wrote it
+  // still opens (a half-upgraded one would be "newer" to it).
+  int failed_at = 0;
+  st = db->Tx([&]() -> Status {
+    for (int v = 1; v <= last; ++v) {
       auto q = db->Q("SELECT COUNT(*) FROM schema_version WHERE version=?1");
       PCFARM_ASSIGN_OR_RETURN(int64_t done, q.Bind(v).OneInt());
       PCFARM_RETURN_IF_ERROR(q.Run());  // DDL needs no statement mid-row
-      if (done) return Status::Ok();
+      if (done) continue;
+      failed_at = v;
       PCFARM_RETURN_IF_ERROR(db->Exec(kMigrations[v - 1]));
-      return db->Q("INSERT INTO schema_version VALUES(?1,?2)")
-          .Bind(v, clock->NowMs())
-          .Run();
-    });
-    if (!st.ok()) {
-      return st.WithContext(path + ": migration " + std::to_string(v));
+      PCFARM_RETURN_IF_ERROR(db->Q("INSERT INTO schema_version VALUES(?1,?2)")
+                                 .Bind(v, clock->NowMs())
+                                 .Run());
+      failed_at = 0;
     }
+    return Status::Ok();
+  });
+  if (!st.ok()) {
+    std::string where = failed_at ? ": migration " + std::to_string(failed_at) : "";
+    return st.WithContext(path + where + " failed; no migration was kept (schema version " +
+                          std::to_string(*have) + " as before)");
   }
   // Foreign keys go on after the migrations, as a table rebuild needs them off.
   {
@@ -273,15 +310,6 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path,
   }
   st = db->Exec("PRAGMA foreign_keys=ON");
   if (!st.ok()) return st.WithContext(path);
-  auto q = db->Q("SELECT IFNULL(MAX(version),0) FROM schema_version");
-  Result<int64_t> have = q.OneInt();
-  if (!have.ok()) return have.status();
-  if (*have > kSchemaVersion) {
-    return FailedPrecondition(path + ": schema version " +
-                              std::to_string(*have) + " is newer than " +
-                              std::to_string(kSchemaVersion) +
-                              ", which this program knows");
-  }
   return std::unique_ptr<Store>(new Store(std::move(db), clock, path));
 }
 

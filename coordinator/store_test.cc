@@ -4,7 +4,11 @@
 #include <stdlib.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 namespace pcfarm {
 namespace {
@@ -16,6 +20,27 @@ std::string TempDir() {
   char tmpl[] = "/tmp/pcfarm_store_test.XXXXXX";
   REQUIRE(mkdtemp(tmpl) != nullptr);
   return tmpl;
+}
+
+std::string FileBytes(const std::string& path) {
+  FILE* f = fopen(path.c_str(), "rb");
+  if (!f) return "";
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  fclose(f);
+  return out;
+}
+
+// The names in `dir`, sorted.
+std::vector<std::string> DirEntries(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    out.push_back(e.path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 struct StoreFixture {
@@ -339,10 +364,61 @@ TEST_CASE_METHOD(StoreFixture, "a database from a newer program is refused",
   REQUIRE(sqlite3_exec(h, "INSERT INTO schema_version VALUES(99, 0)", nullptr,
                        nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(h);
+  std::string before = FileBytes(path);
   auto s = Store::Open(path, &clock);
   REQUIRE_FALSE(s.ok());
   CHECK(s.status().code() == StatusCode::kFailedPrecondition);
   CHECK(s.status().message().find("99") != std::string::npos);
+  CHECK(s.status().message().find("newer") != std::string::npos);
+  CHECK(s.status().message().find("untouched") != std::string::npos);
+  // Nothing was written: the same bytes, and no journal left beside it.
+  CHECK(FileBytes(path) == before);
+  CHECK(DirEntries(dir) == std::vector<std::string>{"state.db"});
+}
+
+TEST_CASE_METHOD(StoreFixture,
+                 "a migration that fails keeps none of the pending ones",
+                 "[store]") {
+  // A database of version 7 on which migration 9 cannot apply: something
+  // already made a table called job_rounds. Migration 8 applies, 9 fails.
+  store.reset();
+  std::filesystem::remove(path);
+  {
+    auto old = Store::Open(path, &clock, 7);
+    REQUIRE(old.ok());
+    REQUIRE((*old)->AddWorker("pc-1", "sign", "curve").ok());
+  }
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &h) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(h, "CREATE TABLE job_rounds(x)", nullptr, nullptr,
+                       nullptr) == SQLITE_OK);
+  sqlite3_close(h);
+  std::string before = FileBytes(path);
+  REQUIRE_FALSE(before.empty());
+  auto s = Store::Open(path, &clock);
+  REQUIRE_FALSE(s.ok());
+  INFO(s.status().ToString());
+  CHECK(s.status().message().find("migration 9") != std::string::npos);
+  CHECK(s.status().message().find("schema version 7 as before") !=
+        std::string::npos);
+  // Migration 8 did not stay either: the file is as it was, and the
+  // release of version 7 still opens it.
+  CHECK(FileBytes(path) == before);
+  CHECK(DirEntries(dir) == std::vector<std::string>{"state.db"});
+  CHECK(DbInt("SELECT MAX(version) FROM schema_version") == 7);
+  auto old = Store::Open(path, &clock, 7);
+  REQUIRE(old.ok());
+  CHECK((*old)->FindWorkerByCurveKey("curve").ok());
+  old->reset();
+  // Once the obstacle is gone, 8 and 9 apply.
+  REQUIRE(sqlite3_open(path.c_str(), &h) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(h, "DROP TABLE job_rounds", nullptr, nullptr, nullptr) ==
+          SQLITE_OK);
+  sqlite3_close(h);
+  Reopen();
+  CHECK(*store->SchemaVersion() == kLatestSchema);
+  CHECK(Store::LatestSchemaVersion() == kLatestSchema);
+  CHECK(DbInt("SELECT COUNT(*) FROM schema_version") == kLatestSchema);
 }
 
 TEST_CASE("a file that is not a database is refused", "[store]") {

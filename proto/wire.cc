@@ -179,6 +179,27 @@ Decoded<Body> OpenBody(const wire::SignedEnvelope& envelope,
 
 }  // namespace
 
+const char* PcfarmRelease() { return PCFARM_RELEASE; }
+
+std::string VersionMismatchText(std::string_view program,
+                                uint32_t program_version,
+                                uint32_t coordinator_version,
+                                std::string_view coordinator_release) {
+  std::string text = std::string(program) + " speaks protocol version " +
+                     std::to_string(program_version) +
+                     " and the coordinator speaks " +
+                     std::to_string(coordinator_version) + ": ";
+  std::string release =
+      coordinator_release.empty() ? "" : " (pcfarm " + std::string(coordinator_release) + ")";
+  if (program_version < coordinator_version) {
+    return text + "upgrade " + std::string(program) +
+           " to the coordinator's release" + release;
+  }
+  return text + "upgrade pcfarm-coordinator to a release that speaks " +
+         std::to_string(program_version) + ", or run the " + std::string(program) +
+         " of the coordinator's release" + release;
+}
+
 const char* WireErrorName(WireError error) {
   switch (error) {
     case WireError::kOversized: return "oversized";
@@ -326,6 +347,7 @@ size_t FieldLimit(const google::protobuf::FieldDescriptor& field,
           {"Hello.software_version", &WireLimits::label_bytes},
           {"Bye.reason", &WireLimits::text_bytes},
           {"Cancel.reason", &WireLimits::text_bytes},
+          {"GoingAway.reason", &WireLimits::text_bytes},
           {"BlobChunk.data", &WireLimits::blob_chunk_bytes},
           {"Reject.detail", &WireLimits::error_bytes},
           {"TokenCreateReply.token", &WireLimits::reply_text_bytes},

@@ -33,8 +33,23 @@
 
 namespace pcfarm {
 
-// The `version` every frame carries; a peer refuses any other.
+// The `version` every frame carries; a peer refuses any other, with an
+// answer every version can read (pcfarm.proto: the frozen fields).
 constexpr uint32_t kProtocolVersion = 1;
+
+// The release this build is, e.g. "0.1.0" (the CMake project version).
+const char* PcfarmRelease();
+
+// One line for a person when `program` ("pcfarm-worker", "pcfarm") speaks
+// protocol `program_version` and the coordinator `coordinator_version`
+// (they differ): both versions and what to upgrade, e.g. "pcfarm-worker
+// speaks protocol version 0 and the coordinator speaks 1: upgrade
+// pcfarm-worker to the coordinator's release (pcfarm 0.1.0)".
+// `coordinator_release` may be empty (not known).
+std::string VersionMismatchText(std::string_view program,
+                                uint32_t program_version,
+                                uint32_t coordinator_version,
+                                std::string_view coordinator_release);
 
 constexpr size_t kKiB = 1024;
 constexpr size_t kMiB = 1024 * 1024;

@@ -167,6 +167,16 @@ std::vector<wire::CoordinatorFrame> AllCoordinatorFrames() {
   f.mutable_reject()->set_detail("attempt 9 is not yours");
   f.mutable_reject()->set_attempt_id(9);
   out.push_back(f);
+  f.Clear();
+  f.mutable_reject()->set_reason(wire::REJECT_WRONG_VERSION);
+  f.mutable_reject()->set_detail("pcfarm-worker speaks protocol version 0 and the "
+                                 "coordinator speaks 1: upgrade pcfarm-worker");
+  f.mutable_reject()->set_speaks_version(1);
+  out.push_back(f);
+  f.Clear();
+  f.mutable_going_away()->set_reconnect_after_ms(500);
+  f.mutable_going_away()->set_reason("the coordinator is stopping");
+  out.push_back(f);
   return out;
 }
 
@@ -290,6 +300,8 @@ std::vector<wire::ClientReply> AllClientReplies() {
   w->set_last_seen_ms(7);
   *w->add_devices() = Device();
   w->set_running(1);
+  w->set_outdated(true);
+  w->set_protocol_version(2);
   out.push_back(r);
   r.Clear();
   r.set_request_id(8);
@@ -351,6 +363,12 @@ std::vector<wire::ClientReply> AllClientReplies() {
   r.mutable_error()->set_code("not_found");
   r.mutable_error()->set_message("no job 99");
   out.push_back(r);
+  r.Clear();
+  r.set_request_id(8);  // a refusal of another protocol version
+  r.mutable_error()->set_code("failed_precondition");
+  r.mutable_error()->set_message("pcfarm speaks protocol version 2 and the coordinator speaks 1");
+  r.mutable_error()->set_speaks_version(1);
+  out.push_back(r);
   return out;
 }
 
@@ -373,7 +391,7 @@ void CheckRoundTrips(std::vector<Frame> frames, DecodeFn decode,
 
 TEST_CASE("every frame type round trips", "[proto]") {
   CheckRoundTrips(AllWorkerFrames(), DecodeWorkerFrame, 7);
-  CheckRoundTrips(AllCoordinatorFrames(), DecodeCoordinatorFrame, 7);
+  CheckRoundTrips(AllCoordinatorFrames(), DecodeCoordinatorFrame, 8);
   CheckRoundTrips(AllClientRequests(), DecodeClientRequest, 13);
   // The error-only reply has no oneof case: 12 message cases + NOT_SET.
   CheckRoundTrips(AllClientReplies(), DecodeClientReply, 14);
@@ -736,6 +754,46 @@ TEST_CASE("wire errors have names, statuses and reject reasons", "[proto]") {
   CHECK(names.count("unknown_wire_error") == 0);
   CHECK(RejectReasonFor(WireError::kBadSignature) == wire::REJECT_BAD_SIGNATURE);
   CHECK(RejectReasonFor(WireError::kOversized) == wire::REJECT_BAD_MESSAGE);
+}
+
+TEST_CASE("the fields a version refusal needs keep their numbers", "[proto]") {
+  // Any two protocol versions read each other's refusal through these
+  // (pcfarm.proto): renumbering one breaks every other version.
+  auto number = [](const google::protobuf::Descriptor* d, const char* field) {
+    const auto* f = d->FindFieldByName(field);
+    return f ? f->number() : -1;
+  };
+  for (const auto* d : {wire::WorkerFrame::descriptor(),
+                        wire::CoordinatorFrame::descriptor(),
+                        wire::ClientRequest::descriptor(),
+                        wire::ClientReply::descriptor()}) {
+    INFO(d->name());
+    CHECK(number(d, "version") == 1);
+  }
+  CHECK(number(wire::ClientRequest::descriptor(), "request_id") == 2);
+  CHECK(number(wire::ClientReply::descriptor(), "request_id") == 2);
+  CHECK(number(wire::ClientReply::descriptor(), "error") == 3);
+  CHECK(number(wire::ClientError::descriptor(), "code") == 1);
+  CHECK(number(wire::ClientError::descriptor(), "message") == 2);
+  CHECK(number(wire::ClientError::descriptor(), "speaks_version") == 3);
+  CHECK(number(wire::CoordinatorFrame::descriptor(), "reject") == 8);
+  CHECK(number(wire::Reject::descriptor(), "reason") == 1);
+  CHECK(number(wire::Reject::descriptor(), "detail") == 2);
+  CHECK(number(wire::Reject::descriptor(), "speaks_version") == 4);
+  CHECK(wire::REJECT_WRONG_VERSION == 8);
+}
+
+TEST_CASE("a version mismatch says both versions and what to upgrade", "[proto]") {
+  std::string older = VersionMismatchText("pcfarm-worker", 1, 2, "0.2.0");
+  CHECK(older ==
+        "pcfarm-worker speaks protocol version 1 and the coordinator speaks 2: "
+        "upgrade pcfarm-worker to the coordinator's release (pcfarm 0.2.0)");
+  std::string newer = VersionMismatchText("pcfarm", 3, 2, "");
+  CHECK(newer ==
+        "pcfarm speaks protocol version 3 and the coordinator speaks 2: upgrade "
+        "pcfarm-coordinator to a release that speaks 3, or run the pcfarm of the "
+        "coordinator's release");
+  CHECK(std::string(PcfarmRelease()).find('.') != std::string::npos);
 }
 
 TEST_CASE("WireCounters count from many threads", "[proto]") {

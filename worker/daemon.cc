@@ -207,6 +207,11 @@ class WorkerDaemon::Impl {
   bool welcomed = false;
   uint64_t assigns_received = 0;  // on this connection, reported in READY
   bool ready_due = false;         // send READY once the socket is drained
+  // GOING_AWAY heard: reconnect after this many ms (-1: not asked).
+  int64_t going_away_reconnect_ms = -1;
+  // Since the last GOING_AWAY until the next WELCOME: its silence is expected.
+  bool coordinator_away = false;
+  bool version_refusal_logged = false;  // on this connection
 
   Impl(const WorkerOptions& o, IdentityKeys k)
       : opts(o), paths(o.data_dir), keys(std::move(k)) {}
@@ -220,6 +225,10 @@ class WorkerDaemon::Impl {
   void SendReady();
   void SendSpooled();
   void OnFrame(const wire::CoordinatorFrame& f, Executor& exec);
+  // A frame of another protocol version (a refusal of ours, most likely).
+  void OnOtherVersion(std::string_view bytes);
+  // After RequestStop: cancel, BYE, wait up to worker_stop_grace_ms.
+  Status Stop(std::unique_ptr<Executor> exec);
   void OnAssign(const wire::SignedEnvelope& env, Executor& exec);
   void StartIfReady(Executor& exec);
   void Finish(Task& t);
@@ -290,6 +299,7 @@ void WorkerDaemon::Impl::Send(wire::WorkerFrame f) {
 void WorkerDaemon::Impl::Connect() {
   sock = std::make_unique<zmq::socket_t>(MakeDealer(ctx, pin, keys));
   welcomed = false;
+  version_refusal_logged = false;
   assigns_received = 0;
   last_recv_ms = clock->MonotonicMs();
   fetcher->Reset();
@@ -455,7 +465,10 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
       // The first WELCOME of a connection, or a coordinator that restarted
       // underneath the same connection: either way it knows nothing of our
       // spool, our transfers or our free slots.
-      if (!welcomed) {
+      if (coordinator_away) {
+        spdlog::info("the coordinator is back; connected to {} as worker {}",
+                     pin.endpoint, f.welcome().worker_id());
+      } else if (!welcomed) {
         spdlog::info("connected to {} as worker {}", pin.endpoint,
                      f.welcome().worker_id());
       } else {
@@ -463,6 +476,7 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
         fetcher->Reset();
       }
       welcomed = true;
+      coordinator_away = false;
       SendSpooled();
       fetcher->Restart();
       ready_due = true;
@@ -501,6 +515,15 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
     }
     case wire::CoordinatorFrame::kHeartbeat:
       break;
+    case wire::CoordinatorFrame::kGoingAway:
+      // Not lost: it is restarting. The loop reconnects after the pause.
+      counters->coordinator_going_away++;
+      going_away_reconnect_ms = f.going_away().reconnect_after_ms();
+      spdlog::info("the coordinator is going away ({}); {} shards keep running; "
+                   "reconnecting in {} ms",
+                   EscapePeerText(f.going_away().reason()), tasks.size(),
+                   going_away_reconnect_ms);
+      break;
     case wire::CoordinatorFrame::kReject: {
       const auto& r = f.reject();
       spdlog::warn("coordinator refused: {} ({})",
@@ -526,7 +549,8 @@ Status WorkerDaemon::Impl::Run(std::atomic<bool>* stop, WorkerCounters* c) {
   fetcher = std::make_unique<BlobFetcher>(
       cache.get(), [this](wire::WorkerFrame f) { Send(std::move(f)); },
       opts.worker_blob_credit, opts.worker_blob_chunk_bytes);
-  Executor exec(&ctx, opts.worker_slots);
+  auto exec_owned = std::make_unique<Executor>(&ctx, opts.worker_slots);
+  Executor& exec = *exec_owned;
   std::mt19937 rng(std::random_device{}());
   int backoff_ms = opts.worker_reconnect_initial_ms;
   int64_t reconnect_at = -1;
@@ -559,6 +583,10 @@ Status WorkerDaemon::Impl::Run(std::atomic<bool>* stop, WorkerCounters* c) {
         while (sock && sock->recv(m, zmq::recv_flags::dontwait)) {
           last_recv_ms = clock->MonotonicMs();
           auto f = DecodeCoordinatorFrame(m.to_string_view());
+          if (!f.ok() && f.error() == WireError::kWrongVersion) {
+            OnOtherVersion(m.to_string_view());
+            continue;
+          }
           if (!f.ok()) {
             spdlog::warn("bad message from the coordinator: {}", f.status().message());
             continue;
@@ -571,12 +599,31 @@ Status WorkerDaemon::Impl::Run(std::atomic<bool>* stop, WorkerCounters* c) {
         if (ready_due) SendReady();
       }
       now = clock->MonotonicMs();
+      if (going_away_reconnect_ms >= 0) {
+        // The coordinator stopped on purpose: come back when it said, then
+        // back off as usual; what runs keeps running, results are spooled.
+        int64_t pause = going_away_reconnect_ms;
+        going_away_reconnect_ms = -1;
+        coordinator_away = true;
+        int jitter = std::uniform_int_distribution<int>(
+            0, std::max<int>(1, int(pause / 4)))(rng);
+        sock.reset();
+        fetcher->Reset();
+        reconnect_at = now + pause + jitter;
+        backoff_ms = opts.worker_reconnect_initial_ms;
+        continue;
+      }
       if (sock && now - last_recv_ms > silence_limit) {
         // Paranoid Pirate: the coordinator is gone; drop the socket and
         // come back after a backoff that doubles up to a cap, with jitter.
         int jitter = std::uniform_int_distribution<int>(-backoff_ms / 4, backoff_ms / 4)(rng);
-        spdlog::warn("coordinator silent for {} ms; reconnecting in {} ms",
-                     now - last_recv_ms, backoff_ms + jitter);
+        if (coordinator_away) {
+          spdlog::info("the coordinator is not back yet; reconnecting in {} ms",
+                       backoff_ms + jitter);
+        } else {
+          spdlog::warn("coordinator silent for {} ms; reconnecting in {} ms",
+                       now - last_recv_ms, backoff_ms + jitter);
+        }
         sock.reset();
         fetcher->Reset();
         reconnect_at = now + backoff_ms + jitter;
@@ -601,15 +648,53 @@ Status WorkerDaemon::Impl::Run(std::atomic<bool>* stop, WorkerCounters* c) {
   } catch (const zmq::error_t& e) {
     return Internal(std::string("worker loop: ") + e.what());
   }
+  return Stop(std::move(exec_owned));
+}
+
+Status WorkerDaemon::Impl::Stop(std::unique_ptr<Executor> exec) {
+  // Release, not finish: cancel what runs and say BYE, so the coordinator
+  // leases those shards again at once.
+  size_t running = tasks.size();
   for (auto& [id, t] : tasks) t->cancel = true;
   if (sock) {
     wire::WorkerFrame f;
-    f.mutable_bye()->set_reason("worker stopping");
+    f.mutable_bye()->set_reason("worker stopping; " + std::to_string(running) +
+                                " shards released");
     Send(std::move(f));
     sock->set(zmq::sockopt::linger, 500);
   }
   sock.reset();
+  spdlog::info("stopping: {} running shards released", running);
+  int64_t until = clock->MonotonicMs() + opts.worker_stop_grace_ms;
+  while (exec->busy() > 0 && clock->MonotonicMs() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  for (auto& t : exec->TakeDone()) {
+    for (const auto& h : t->blobs) cache->Unpin(h);
+  }
+  if (size_t left = exec->busy(); left > 0) {
+    // Its thread may still use this daemon: leave the executor to the
+    // process's exit rather than join it.
+    exec.release();
+    return Timeout(std::to_string(left) + " cancelled shards did not return within " +
+                   std::to_string(opts.worker_stop_grace_ms) + " ms");
+  }
   return Status::Ok();
+}
+
+void WorkerDaemon::Impl::OnOtherVersion(std::string_view bytes) {
+  wire::CoordinatorFrame raw;
+  raw.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()));
+  if (version_refusal_logged) return;
+  version_refusal_logged = true;
+  // The coordinator's refusal says what to upgrade; any other frame of its
+  // version says as much.
+  std::string text =
+      raw.has_reject() && raw.reject().reason() == wire::REJECT_WRONG_VERSION
+          ? EscapePeerText(raw.reject().detail())
+          : VersionMismatchText("pcfarm-worker", kProtocolVersion, raw.version(), "");
+  spdlog::error("the coordinator at {} refuses this worker: {}; asking again "
+                "every {} ms", pin.endpoint, text, opts.worker_heartbeat_interval_ms);
 }
 
 // ------------------------------------------------------------------ enroll

@@ -12,7 +12,24 @@
 //
 // Heartbeats both ways: the worker sends one when it has been quiet for an
 // interval; when it hears nothing for `liveness` intervals it drops the
-// connection and reconnects with exponential backoff and jitter.
+// connection and reconnects with exponential backoff and jitter. A
+// coordinator that says GOING_AWAY (it is stopping) is not lost: the worker
+// keeps running its shards and spooling their results, and reconnects when
+// told, then with the same backoff, without counting the silence.
+//
+// A coordinator of another protocol version answers REJECT_WRONG_VERSION;
+// the worker logs what it says to upgrade (once per connection) and asks
+// again each heartbeat interval until one of the two is upgraded.
+//
+// Stopping (RequestStop, i.e. SIGTERM) releases the running shards rather
+// than finishing them: a shard may run for minutes or hours, a stop must be
+// prompt, and a shard is a pure function another worker can run again. The
+// worker cancels them, says BYE (the coordinator leases them again at
+// once), sends its spooled results, and returns within
+// worker_stop_grace_ms; a task kind that does not see its cancel flag in
+// that time is left behind (Run returns Timeout and the process should exit
+// without waiting for it). Results finished before the stop stay in the
+// spool for the next run.
 //
 // Thread-safety: Run() on one thread; RequestStop() from any thread or a
 // signal handler.
@@ -47,6 +64,8 @@ struct WorkerOptions {
   // Chunk requests in flight per blob download, and bytes per chunk.
   int worker_blob_credit = 8;
   int worker_blob_chunk_bytes = 256 * 1024;
+  // At a stop: how long cancelled shards may take to return.
+  int worker_stop_grace_ms = 5000;
 };
 
 struct WorkerCounters {
@@ -54,6 +73,7 @@ struct WorkerCounters {
   std::atomic<uint64_t> shards_refused{0};  // bad signature, not ours, replay, late
   std::atomic<uint64_t> results_acked{0};
   std::atomic<uint64_t> reconnects{0};
+  std::atomic<uint64_t> coordinator_going_away{0};  // GOING_AWAY frames heard
   std::atomic<uint64_t> blob_bytes_received{0};
 };
 
@@ -62,8 +82,11 @@ class WorkerDaemon {
   static Result<std::unique_ptr<WorkerDaemon>> Open(const WorkerOptions& options);
   ~WorkerDaemon();
 
-  // Serves until RequestStop(); then says BYE. Results not yet ACKed stay
-  // in the spool for the next run.
+  // Serves until RequestStop(); then releases its running shards and says
+  // BYE (see the top of this file). Results not yet ACKed stay in the spool
+  // for the next run. Timeout when a cancelled shard did not return within
+  // worker_stop_grace_ms: its thread still runs, so the caller should exit
+  // the process (std::_Exit) rather than destroy the daemon.
   Status Run();
   void RequestStop() { stop_.store(true); }
   const WorkerCounters& counters() const { return counters_; }

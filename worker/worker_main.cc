@@ -2,6 +2,7 @@
 // shows what this PC can do and how fast.
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -117,6 +118,13 @@ int main(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   pcfarm::Status s = (*daemon)->Run();
   g_daemon = nullptr;
+  if (s.code() == pcfarm::StatusCode::kTimeout) {
+    // A shard still runs on a thread that uses the daemon: leave without
+    // destroying it. Its shard was released; the spool is on disk.
+    std::fprintf(stderr, "pcfarm-worker: stopped; %s\n", s.message().c_str());
+    std::fflush(stderr);
+    std::_Exit(0);
+  }
   if (!s.ok()) return Fail(s);
   return 0;
 }

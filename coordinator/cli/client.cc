@@ -17,6 +17,19 @@ StatusCode StatusCodeFromName(const std::string& name) {
   return StatusCode::kInternal;
 }
 
+Status OtherVersionReplyStatus(std::string_view bytes, const std::string& endpoint) {
+  wire::ClientReply raw;
+  raw.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()));
+  std::string text = "the coordinator at " + endpoint + " refused this pcfarm: " +
+                     VersionMismatchText("pcfarm", kProtocolVersion, raw.version(), "");
+  // A coordinator of this release or later says it in its own words, with
+  // its release; an older one's words are still worth showing.
+  if (raw.has_error() && !raw.error().message().empty()) {
+    text += " (the coordinator says: " + raw.error().message() + ")";
+  }
+  return FailedPrecondition(text);
+}
+
 CoordinatorClient::CoordinatorClient(const ClientProfile& profile,
                                      int timeout_ms)
     : profile_(profile), timeout_ms_(timeout_ms), ctx_(1) {
@@ -136,6 +149,9 @@ Result<wire::ClientReply> CoordinatorClient::Await(uint64_t id) {
       zmq::message_t msg;
       if (!sock_->recv(msg, zmq::recv_flags::dontwait)) continue;
       auto reply = DecodeClientReply(msg.to_string_view());
+      if (!reply.ok() && reply.error() == WireError::kWrongVersion) {
+        return OtherVersionReplyStatus(msg.to_string_view(), profile_.endpoint);
+      }
       if (!reply.ok()) {
         return Corruption("bad reply from the coordinator: " +
                           reply.status().message());

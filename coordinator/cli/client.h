@@ -13,6 +13,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 
 #include <zmq.hpp>
 
@@ -54,6 +55,11 @@ class CoordinatorClient {
   std::map<uint64_t, wire::ClientReply> early_;  // replies not awaited yet
   std::set<uint64_t> posted_;
 };
+
+// The Status for reply bytes of another protocol version (DecodeClientReply
+// said kWrongVersion): FailedPrecondition naming both versions and what to
+// upgrade, with the coordinator's own words when it sent a refusal.
+Status OtherVersionReplyStatus(std::string_view bytes, const std::string& endpoint);
 
 // Maps a ClientError code name back to a StatusCode (kInternal if unknown).
 StatusCode StatusCodeFromName(const std::string& name);

@@ -22,6 +22,7 @@
 #include "coordinator/cli/duration.h"
 #include "coordinator/cli/local_commands.h"
 #include "coordinator/client_profile.h"
+#include "proto/wire.h"
 
 namespace pcfarm {
 namespace {
@@ -43,6 +44,7 @@ json WorkerJson(const wire::WorkerInfo& w) {
           {"trust", w.trust()},         {"agreed", w.agreed()},
           {"disagreed", w.disagreed()}, {"gflops", w.gflops()},
           {"running", w.running()},     {"last_seen_ms", w.last_seen_ms()},
+          {"outdated", w.outdated()},   {"protocol_version", w.protocol_version()},
           {"devices", devices}};
 }
 
@@ -181,12 +183,21 @@ int CmdWorkers(const Globals& g) {
   std::printf("%-6s %-16s %-10s %6s %7s %9s %8s  %s\n", "ID", "NAME", "STATE",
               "TRUST", "AGREED", "GFLOP/s", "RUNNING", "LAST SEEN");
   for (const auto& w : reply->list_workers().workers()) {
-    const char* state =
-        w.banned() ? "banned" : (w.connected() ? "connected" : "offline");
+    // An outdated worker connects but speaks another protocol version: it
+    // gets no work until it is upgraded.
+    const char* state = w.banned()      ? "banned"
+                        : w.outdated()  ? "outdated"
+                        : w.connected() ? "connected"
+                                        : "offline";
     std::printf("%-6llu %-16s %-10s %6.2f %7llu %9.1f %8u  %s\n",
                 (unsigned long long)w.worker_id(), Safe(w.name()).c_str(), state,
                 w.trust(), (unsigned long long)w.agreed(), w.gflops(),
                 w.running(), FormatTime(w.last_seen_ms()).c_str());
+    if (w.outdated()) {
+      std::printf("       ^ %s\n",
+                  VersionMismatchText("pcfarm-worker", w.protocol_version(),
+                                      kProtocolVersion, PcfarmRelease()).c_str());
+    }
   }
   return 0;
 }

@@ -122,6 +122,15 @@ std::vector<std::string> SampleCoordinatorFrames() {
   f.mutable_reject()->set_reason(wire::REJECT_BAD_TOKEN);
   f.mutable_reject()->set_detail("token expired");
   out.push_back(Enc(f));
+  f.Clear();
+  f.mutable_reject()->set_reason(wire::REJECT_WRONG_VERSION);
+  f.mutable_reject()->set_detail("upgrade pcfarm-worker");
+  f.mutable_reject()->set_speaks_version(1);
+  out.push_back(Enc(f));
+  f.Clear();
+  f.mutable_going_away()->set_reconnect_after_ms(500);
+  f.mutable_going_away()->set_reason("the coordinator is stopping");
+  out.push_back(Enc(f));
   return out;
 }
 
@@ -198,6 +207,10 @@ std::vector<std::string> SampleClientReplies() {
   wire::ClientReply e;
   e.mutable_error()->set_code("not_found");
   e.mutable_error()->set_message("no job 9");
+  out.push_back(Enc(e));
+  e.mutable_error()->set_code("failed_precondition");
+  e.mutable_error()->set_message("pcfarm speaks protocol version 2 and the coordinator speaks 1");
+  e.mutable_error()->set_speaks_version(1);
   out.push_back(Enc(e));
   return out;
 }

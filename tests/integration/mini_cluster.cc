@@ -301,7 +301,43 @@ std::string MiniCluster::Binary(const std::string& name) const {
   return bin_dir_ + "/" + name;
 }
 
-Status MiniCluster::Init() {
+Status MiniCluster::Init() { return InitDir(""); }
+
+Status MiniCluster::InitFromDataDir(const std::string& source) {
+  if (source.empty()) return InvalidArgument("no data directory to copy");
+  return InitDir(source);
+}
+
+namespace {
+
+// Points the endpoints of a copied data directory at `workers` / `clients`.
+Status RewriteEndpoints(const std::string& dir, const std::string& workers,
+                        const std::string& clients) {
+  auto rewrite = [](const std::string& path,
+                    const std::function<void(nlohmann::json*)>& change) -> Status {
+    PCFARM_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    if (!j.is_object()) return Corruption(path + ": not a JSON object");
+    change(&j);
+    return WriteFileAtomic(path, j.dump(2) + "\n", 0600);
+  };
+  PCFARM_RETURN_IF_ERROR(rewrite(dir + "/config.json", [&](nlohmann::json* j) {
+    (*j)["workers_endpoint"] = workers;
+    (*j)["clients_endpoint"] = clients;
+    (*j)["advertise_endpoint"] = workers;
+  }));
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() != ".profile") continue;
+    PCFARM_RETURN_IF_ERROR(rewrite(e.path().string(), [&](nlohmann::json* j) {
+      (*j)["endpoint"] = clients;
+    }));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status MiniCluster::InitDir(const std::string& source) {
   if (!dir_.empty()) return FailedPrecondition("MiniCluster::Init called twice");
   const char* env_bin = std::getenv("PCFARM_BIN_DIR");
   if (env_bin && *env_bin) {
@@ -334,6 +370,20 @@ Status MiniCluster::Init() {
   }
   workers_endpoint_ = "tcp://127.0.0.1:" + std::to_string(workers_port);
   clients_endpoint_ = "tcp://127.0.0.1:" + std::to_string(clients_port);
+  if (!source.empty()) {
+    std::error_code ec;
+    fs::copy(source, coordinator_dir_, fs::copy_options::recursive, ec);
+    if (ec) return IoError("copy " + source + ": " + ec.message());
+    // Git keeps no modes: the keys and profiles are 0600 as init made them.
+    for (const auto& e : fs::recursive_directory_iterator(coordinator_dir_)) {
+      fs::permissions(e.path(),
+                      e.is_directory() ? fs::perms::owner_all : fs::perms::owner_read |
+                                                                    fs::perms::owner_write,
+                      ec);
+    }
+    fs::permissions(coordinator_dir_, fs::perms::owner_all, ec);
+    return RewriteEndpoints(coordinator_dir_, workers_endpoint_, clients_endpoint_);
+  }
   CommandResult r = Run({Binary("pcfarm-coordinator"), "init", "--data",
                          coordinator_dir_, "--workers-endpoint", workers_endpoint_,
                          "--clients-endpoint", clients_endpoint_, "--advertise",

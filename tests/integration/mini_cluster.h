@@ -119,6 +119,11 @@ class MiniCluster {
   // Finds the binaries, makes the temporary directory, picks two free
   // loopback ports and runs `pcfarm-coordinator init`. Call once, first.
   Status Init();
+  // Init, but the coordinator's data directory is a copy of `source` (one
+  // made by another release: tests/fixtures/datadir-v9), with the endpoints
+  // of its config.json and of every *.profile in it pointed at this
+  // cluster's ports. Call once, first.
+  Status InitFromDataDir(const std::string& source);
 
   // ---- the coordinator ----
   // Starts `serve` and waits until it is serving (its log says so and the
@@ -190,6 +195,8 @@ class MiniCluster {
     std::string name, dir, log;
     std::unique_ptr<ChildProcess> proc;
   };
+  // Init; with `source`, a copy of it instead of `init`.
+  Status InitDir(const std::string& source);
 
   MiniClusterOptions options_;
   std::string bin_dir_;

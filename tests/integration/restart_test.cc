@@ -38,6 +38,11 @@ void SleepMs(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
 }
 
+// Shards with more than one attempt that ran to its end (returned).
+constexpr char kShardsReturnedTwice[] =
+    "SELECT COUNT(*) FROM (SELECT shard_id FROM attempts WHERE state='returned' "
+    "GROUP BY shard_id HAVING COUNT(*) > 1)";
+
 // A bench SubmitRequest of `shards` small shards.
 wire::ClientRequest BenchSubmit(int shards, const std::string& request_key) {
   wire::ClientRequest req;
@@ -80,7 +85,10 @@ TEST_CASE("pcfarm wait rides out five coordinator restarts",
     if (i % 2 == 0) {
       REQUIRE_OK(c->KillCoordinator());
     } else {
+      // A graceful stop is prompt (within 5 s).
+      auto t0 = std::chrono::steady_clock::now();
       REQUIRE_OK(c->StopCoordinator());
+      CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
     }
     // Down for longer than wait's --timeout, so some request of it goes
     // unanswered.
@@ -118,6 +126,8 @@ TEST_CASE("pcfarm wait rides out five coordinator restarts",
   CHECK(DbInt(&c.c, "SELECT shards_accepted FROM jobs WHERE id=" + j) ==
         kShards);
   CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM jobs") == 1);
+  // No shard ran to its end twice, through kill -9 and SIGTERM alike.
+  CHECK(DbInt(&c.c, kShardsReturnedTwice) == 0);
 }
 
 TEST_CASE(
@@ -254,6 +264,101 @@ TEST_CASE("each pcfarm submit makes its own job, also across an outage",
   CHECK(Count(r.err, "\n") == 1);
   CHECK(r.err.find("sent 3 times") != std::string::npos);
   CHECK(r.seconds < 10);
+}
+
+TEST_CASE(
+    "a rolling restart by SIGTERM counts no worker lost and re-runs no "
+    "returned shard",
+    "[integration][restart]") {
+  Cluster c;
+  StartCluster(&c.c, 3);
+  const int kShards = 400;
+  auto job = c->SubmitBench(kShards, 256, 1, 3);
+  REQUIRE_OK(job);
+  const std::string j = std::to_string(*job);
+  auto accepted = [&] {
+    return DbInt(&c.c, "SELECT shards_accepted FROM jobs WHERE id=" + j);
+  };
+  for (int round = 0; round < 2; ++round) {
+    INFO("restart " << round + 1);
+    // All three are running shards of the job when it stops.
+    REQUIRE(WaitUntil(
+        [&] {
+          return DbInt(&c.c, "SELECT COUNT(DISTINCT worker_id) FROM attempts "
+                             "WHERE state='leased' AND job_id=" + j) == 3 &&
+                 accepted() > 10 * (round + 1);
+        },
+        60'000, 5));
+    auto t0 = std::chrono::steady_clock::now();
+    REQUIRE_OK(c->StopCoordinator());
+    auto took = std::chrono::steady_clock::now() - t0;
+    CHECK(took < std::chrono::seconds(5));
+    CHECK(c->CoordinatorLog().find("coordinator stopping (3 workers connected)") !=
+          std::string::npos);
+    int64_t before = accepted();
+    // Away for longer than the workers' liveness window (3 x 200 ms), as
+    // an upgrade may be: told it is going away, a worker does not count
+    // that silence as a lost coordinator.
+    SleepMs(2000);
+    REQUIRE_OK(c->StartCoordinator());
+    REQUIRE_OK(c->WaitForConnectedWorkers(3, 30'000));
+    REQUIRE(WaitUntil([&] { return accepted() > before; }, 30'000));
+  }
+  auto end = c->WaitForJobEnd(*job, 300'000);
+  REQUIRE_OK(end);
+  CHECK(*end == "succeeded");
+  CHECK(accepted() == kShards);
+  // No worker was lost: not by the coordinator that stopped, not by the one
+  // that started (events are kept across restarts; counters are this run's).
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM events WHERE kind='worker_lost'") == 0);
+  CHECK(Counter(&c.c, "workers_lost") == 0);
+  // Their shards kept running through the restarts: none was leased again
+  // (lost or expired), and none that had returned ran again.
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM attempts WHERE state IN "
+                    "('lost','expired')") == 0);
+  CHECK(DbInt(&c.c, kShardsReturnedTwice) == 0);
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM attempts WHERE job_id=" + j) == kShards);
+  // The workers heard that it was going away, and did not count misses.
+  for (int i = 0; i < 3; ++i) {
+    INFO("worker " << i);
+    std::string log = ReadAll(c->dir() + "/worker-" + std::to_string(i) + "-w" +
+                              std::to_string(i) + ".log");
+    CHECK(Count(log, "the coordinator is going away") == 2);
+    CHECK(Count(log, "the coordinator is back") == 2);
+    CHECK(Count(log, "coordinator silent") == 0);
+  }
+}
+
+TEST_CASE("SIGTERM to a worker releases its running shard within 5 s",
+          "[integration][restart]") {
+  Cluster c;
+  StartCluster(&c.c, 1);
+  // One shard of some seconds (100 products of 1024 x 1024 matrices).
+  auto job = c->SubmitBench(1, 1024, 1, 100);
+  REQUIRE_OK(job);
+  const std::string j = std::to_string(*job);
+  const std::string log = c->dir() + "/worker-0-w0.log";
+  REQUIRE(WaitUntil([&] { return Count(ReadAll(log), "accepted: bench") == 1; },
+                    30'000));
+  SleepMs(300);
+  REQUIRE(DbInt(&c.c, "SELECT COUNT(*) FROM attempts WHERE state='leased'") == 1);
+  auto t0 = std::chrono::steady_clock::now();
+  REQUIRE_OK(c->StopWorker(0, 10'000));
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  INFO(ReadAll(log));
+  CHECK(Count(ReadAll(log), "stopping: 1 running shards released") == 1);
+  // Released at once (its BYE), not when its lease expires.
+  REQUIRE(WaitUntil(
+      [&] {
+        return DbInt(&c.c, "SELECT COUNT(*) FROM attempts WHERE state='leased'") == 0;
+      },
+      5'000));
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM shards WHERE state='pending'") == 1);
+  REQUIRE_OK(c->AddWorker("w1"));
+  auto end = c->WaitForJobEnd(*job, 120'000);
+  REQUIRE_OK(end);
+  CHECK(*end == "succeeded");
+  CHECK(DbInt(&c.c, kShardsReturnedTwice) == 0);
 }
 
 }  // namespace
