@@ -82,7 +82,7 @@ Result<JobInfo> CoordinatorServer::Impl::OwnJob(const ClientInfo& client, int64_
 }
 
 Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
-                                             const wire::ClientRequest& req,
+                                             wire::ClientRequest& req,
                                              wire::ClientReply* reply) {
   const bool admin = client.role == ClientRole::kAdmin;
   auto admin_only = [&](const char* what) {
@@ -279,7 +279,8 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
     case wire::ClientRequest::kUploadChunk: {
       std::string hex;
       int64_t size = 0;
-      PCFARM_ASSIGN_OR_RETURN(auto got, uploads->Chunk(req.upload_chunk(), &hex, &size));
+      PCFARM_ASSIGN_OR_RETURN(
+          auto got, uploads->Chunk(std::move(*req.mutable_upload_chunk()), &hex, &size));
       counters->upload_bytes_received += req.upload_chunk().data().size();
       if (!hex.empty()) {
         PCFARM_RETURN_IF_ERROR(store->RecordBlob(hex, size));

@@ -144,7 +144,8 @@ class CoordinatorServer::Impl {
 
   // ---- clients ----
   void OnClientMessage(const std::string& route, zmq::message_t& payload);
-  Status HandleClient(const ClientInfo& client, const wire::ClientRequest& req,
+  // `req` is the decoded request; an upload chunk's bytes are moved out.
+  Status HandleClient(const ClientInfo& client, wire::ClientRequest& req,
                       wire::ClientReply* reply);
   Result<wire::JobInfo> JobToWire(const JobInfo& job);
   // The job, when `client` may see it (an admin: any; a submitter: its own);

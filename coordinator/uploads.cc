@@ -213,7 +213,7 @@ Result<Uploads::Open*> Uploads::GetOpen(const std::string& name, bool by_id, int
   return it->second.get();
 }
 
-Result<wire::UploadChunkReply> Uploads::Chunk(const wire::UploadChunkRequest& request,
+Result<wire::UploadChunkReply> Uploads::Chunk(wire::UploadChunkRequest&& request,
                                               std::string* stored_hex,
                                               int64_t* stored_size) {
   bool by_id = false;
@@ -272,7 +272,7 @@ Result<wire::UploadChunkReply> Uploads::Chunk(const wire::UploadChunkRequest& re
                            std::to_string(o->size));
   }
   PCFARM_RETURN_IF_ERROR(CheckSpace(len));
-  if (len > 0) Enqueue(o, request.data());
+  if (len > 0) Enqueue(o, std::move(*request.mutable_data()));
   o->accepted += len;
   reply.set_received(uint64_t(o->accepted));
   if (o->accepted == o->size) {

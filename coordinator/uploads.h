@@ -81,8 +81,14 @@ class Uploads {
   Result<wire::UploadBeginReply> Begin(const wire::UploadBeginRequest& request);
   // `*stored_hex` and `*stored_size` are set to the blob's hex hash and size
   // when this chunk completed it (the reply's `hash` too).
-  Result<wire::UploadChunkReply> Chunk(const wire::UploadChunkRequest& request,
+  // The rvalue form moves the chunk's bytes into the writer's queue
+  // instead of copying them (the event loop's share of an upload).
+  Result<wire::UploadChunkReply> Chunk(wire::UploadChunkRequest&& request,
                                        std::string* stored_hex, int64_t* stored_size);
+  Result<wire::UploadChunkReply> Chunk(const wire::UploadChunkRequest& request,
+                                       std::string* stored_hex, int64_t* stored_size) {
+    return Chunk(wire::UploadChunkRequest(request), stored_hex, stored_size);
+  }
   // Returns once every accepted chunk is written (or its write failed).
   void Flush();
 
