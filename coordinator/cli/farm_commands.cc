@@ -84,6 +84,21 @@ std::string Human(int64_t bytes) {
   return buf;
 }
 
+Status UploadModelFiles(CoordinatorClient* client,
+                        const std::vector<std::pair<std::string, std::string>>& files,
+                        bool progress, nlohmann::json* map, int64_t* bytes, int64_t* sent) {
+  for (const auto& [name, path] : files) {
+    CliUploadOptions uo;
+    uo.label = name;
+    uo.progress = progress;
+    PCFARM_ASSIGN_OR_RETURN(auto r, UploadFile(client, path, uo));
+    (*map)[name] = r.hash_hex;
+    *bytes += r.size;
+    *sent += r.sent;
+  }
+  return Status::Ok();
+}
+
 FarmCommands::FarmCommands(CLI::App* app, CLI::App* submit, Globals* globals) : g_(globals) {
   auto add_json = [&](CLI::App* cmd) { cmd->add_flag("--json", g_->json, "print JSON for scripts"); };
   auto& o = infer_;
@@ -218,15 +233,10 @@ int FarmCommands::SubmitInfer() {
   if (!client.ok()) return Fail(client.status());
   json model_map = json::object(), adapter_map = json::object();
   int64_t model_bytes = 0, sent = 0;
-  for (const auto& [name, path] : *model_files) {
-    CliUploadOptions uo;
-    uo.label = name;
-    uo.progress = progress;
-    auto r = UploadFile(client->get(), path, uo);
-    if (!r.ok()) return Fail(r.status());
-    model_map[name] = r->hash_hex;
-    model_bytes += r->size;
-    sent += r->sent;
+  if (Status up = UploadModelFiles(client->get(), *model_files, progress, &model_map,
+                                   &model_bytes, &sent);
+      !up.ok()) {
+    return Fail(up);
   }
   for (const auto& [name, path] : adapter_files) {
     CliUploadOptions uo;

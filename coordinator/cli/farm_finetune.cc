@@ -194,15 +194,10 @@ int FarmCommands::SubmitFinetune() {
   if (!client.ok()) return Fail(client.status());
   json model_map = json::object(), adapter_map = json::object();
   int64_t model_bytes = 0, sent = 0;
-  for (const auto& [name, path] : *model_files) {
-    CliUploadOptions uo;
-    uo.label = name;
-    uo.progress = progress;
-    auto r = UploadFile(client->get(), path, uo);
-    if (!r.ok()) return Fail(r.status());
-    model_map[name] = r->hash_hex;
-    model_bytes += r->size;
-    sent += r->sent;
+  if (Status up = UploadModelFiles(client->get(), *model_files, progress, &model_map,
+                                   &model_bytes, &sent);
+      !up.ok()) {
+    return Fail(up);
   }
   for (const char* name : {"adapter_config.json", "adapter_model.safetensors"}) {
     CliUploadOptions uo;

@@ -7,9 +7,13 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "base/status.h"
 
 namespace pcfarm {
+
+class CoordinatorClient;
 
 // The files of a model or adapter that travel to the workers, as (name,
 // path): a .gguf file alone, or the files of a Hugging Face (or PEFT
@@ -17,6 +21,14 @@ namespace pcfarm {
 // InvalidArgument name the flag and path.
 Result<std::vector<std::pair<std::string, std::string>>> FilesToSend(const std::string& path,
                                                                      bool adapter);
+
+// Uploads a model's files (FilesToSend), progress bars when `progress`:
+// (*map)[name] = each file's hash; adds their sizes to `*bytes` and the
+// bytes sent (not deduplicated) to `*sent`. The first failed upload's
+// status.
+Status UploadModelFiles(CoordinatorClient* client,
+                        const std::vector<std::pair<std::string, std::string>>& files,
+                        bool progress, nlohmann::json* map, int64_t* bytes, int64_t* sent);
 
 // "12.3 MiB" / "1.25 GiB".
 std::string Human(int64_t bytes);

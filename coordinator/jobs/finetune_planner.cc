@@ -377,8 +377,6 @@ class FinetunePlanner final : public JobPlanner {
     json s = json::parse(job.summary.empty() ? "{}" : job.summary, nullptr, false);
     if (!s.is_object()) s = json::object();
     const int64_t step = s.value("step", int64_t(0));  // steps applied so far
-    const int64_t first = s.value("round_first_shard", int64_t(0));
-    const json adapter_files = s.contains("adapter") ? s["adapter"] : f.adapter;
     JobAdvance adv;
     adv.expected_shards_total = job.shards_total;
     auto fail = [&](const std::string& why) {
@@ -388,15 +386,11 @@ class FinetunePlanner final : public JobPlanner {
       return adv;
     };
 
-    PCFARM_ASSIGN_OR_RETURN(AdapterTensors adapter, ReadAdapter(blobs, adapter_files));
+    PCFARM_ASSIGN_OR_RETURN(RoundInput in,
+                            ReadRound(job, s, f, store, blobs, "step " + std::to_string(step + 1)));
+    const AdapterTensors& adapter = in.adapter;
     const int64_t count = int64_t(adapter.flat.size());
-    PCFARM_ASSIGN_OR_RETURN(auto results, store.AcceptedResults(job.id, first));
-    if (int64_t(results.size()) != job.shards_total - first) {
-      return Internal("job " + std::to_string(job.id) + ": " + std::to_string(results.size()) +
-                      " accepted results for the " + std::to_string(job.shards_total - first) +
-                      " shards of step " + std::to_string(step + 1));
-    }
-    auto round = AggregateRound(results, count, f.rule, /*values_are_sums=*/true);
+    auto round = AggregateRound(in.results, count, f.rule, /*values_are_sums=*/true);
     if (!round.ok()) return fail(round.status().message());
     const std::vector<float>& mean = round->aggregate;
     const double loss_sum = round->loss_sum, weight = round->weight;
@@ -418,22 +412,13 @@ class FinetunePlanner final : public JobPlanner {
     auto stats = adamw->Apply(&params, mean, f.opt);
     if (!stats.ok()) return fail(stats.status().message());
 
-    PCFARM_ASSIGN_OR_RETURN(const std::string weights,
-                            EncodeAdapterSafetensors(adapter.layout, params));
-    PCFARM_ASSIGN_OR_RETURN(std::string weights_hash, blobs.Put(weights));
-    const std::string state = adamw->EncodeState();
-    PCFARM_ASSIGN_OR_RETURN(std::string state_hash, blobs.Put(state));
-    adv.blobs = {{weights_hash, int64_t(weights.size())}, {state_hash, int64_t(state.size())}};
-    json next_adapter = adapter_files;
-    next_adapter[kAdapterWeights] = weights_hash;
+    std::string state_hash;
+    PCFARM_ASSIGN_OR_RETURN(json next_adapter,
+                            PutVersion(blobs, in, params, adamw->EncodeState(), &state_hash, &adv));
 
     const double loss = loss_sum / weight;
     const int64_t examples = f.batch;
-    // What the step's shards downloaded at most: the adapter version each
-    // named (workers cache the model and data).
-    auto adapter_size = blobs.Size(adapter_files[kAdapterWeights].get<std::string>());
-    const int64_t bytes_down =
-        int64_t(results.size()) * (adapter_size.ok() ? *adapter_size : 0);
+    const int64_t bytes_down = BytesDown(blobs, in);
     const int64_t started = s.value("round_started_ms", job.created_ms);
     json info = {{"step", step + 1},
                  {"loss", loss},
@@ -450,19 +435,8 @@ class FinetunePlanner final : public JobPlanner {
     adv.round_info = info.dump();
 
     s["step"] = step + 1;
-    s["adapter"] = next_adapter;
     s["optimizer"] = state_hash;
-    s["loss"] = loss;
-    json losses = s.value("losses", json::array());
-    losses.push_back(loss);
-    while (losses.size() > size_t(kFinetuneLossTrend)) losses.erase(losses.begin());
-    s["losses"] = losses;
-    s["tokens"] = s.value("tokens", int64_t(0)) + tokens;
-    s["examples"] = s.value("examples", int64_t(0)) + examples;
-    s["bytes_up"] = s.value("bytes_up", int64_t(0)) + bytes_up;
-    s["bytes_down"] = s.value("bytes_down", int64_t(0)) + bytes_down;
-    s["round_first_shard"] = job.shards_total;
-    s["round_started_ms"] = now_ms;
+    FoldRound(&s, job, next_adapter, loss, tokens, examples, bytes_up, bytes_down, now_ms);
     if (step + 1 >= f.steps) {
       adv.end = JobAdvance::End::kSucceed;
       char msg[96];
@@ -478,6 +452,73 @@ class FinetunePlanner final : public JobPlanner {
   }
 
  private:
+  // What a finished round starts from: the adapter version its shards
+  // named and their accepted results (every shard since the summary's
+  // "round_first_shard").
+  struct RoundInput {
+    json adapter_files;
+    AdapterTensors adapter;
+    std::vector<AcceptedResult> results;
+  };
+  static Result<RoundInput> ReadRound(const JobInfo& job, const json& s, const FinetuneParams& f,
+                                      Store& store, const BlobStore& blobs,
+                                      const std::string& what) {
+    RoundInput in;
+    in.adapter_files = s.contains("adapter") ? s["adapter"] : f.adapter;
+    PCFARM_ASSIGN_OR_RETURN(in.adapter, ReadAdapter(blobs, in.adapter_files));
+    const int64_t first = s.value("round_first_shard", int64_t(0));
+    PCFARM_ASSIGN_OR_RETURN(in.results, store.AcceptedResults(job.id, first));
+    if (int64_t(in.results.size()) != job.shards_total - first) {
+      return Internal("job " + std::to_string(job.id) + ": " + std::to_string(in.results.size()) +
+                      " accepted results for the " + std::to_string(job.shards_total - first) +
+                      " shards of " + what);
+    }
+    return in;
+  }
+
+  // Stores `params` as the adapter's next version and `state` (the
+  // optimizer's) as blobs, listed in `adv` for AdvanceJob; returns the
+  // next version's files and sets `*state_hash`.
+  static Result<json> PutVersion(BlobStore& blobs, const RoundInput& in,
+                                 const std::vector<float>& params, const std::string& state,
+                                 std::string* state_hash, JobAdvance* adv) {
+    PCFARM_ASSIGN_OR_RETURN(const std::string weights,
+                            EncodeAdapterSafetensors(in.adapter.layout, params));
+    PCFARM_ASSIGN_OR_RETURN(std::string weights_hash, blobs.Put(weights));
+    PCFARM_ASSIGN_OR_RETURN(*state_hash, blobs.Put(state));
+    adv->blobs = {{weights_hash, int64_t(weights.size())}, {*state_hash, int64_t(state.size())}};
+    json next = in.adapter_files;
+    next[kAdapterWeights] = weights_hash;
+    return next;
+  }
+
+  // What the round's shards downloaded at most: the adapter version each
+  // named (workers cache the model and data).
+  static int64_t BytesDown(const BlobStore& blobs, const RoundInput& in) {
+    auto size = blobs.Size(in.adapter_files[kAdapterWeights].get<std::string>());
+    return int64_t(in.results.size()) * (size.ok() ? *size : 0);
+  }
+
+  // The summary after a round: its adapter version, its loss in the trend,
+  // the totals, and where the next round's shards start.
+  static void FoldRound(json* s, const JobInfo& job, const json& next_adapter, double loss,
+                        int64_t tokens, int64_t examples, int64_t bytes_up, int64_t bytes_down,
+                        int64_t now_ms) {
+    json& x = *s;
+    x["adapter"] = next_adapter;
+    x["loss"] = loss;
+    json losses = x.value("losses", json::array());
+    losses.push_back(loss);
+    while (losses.size() > size_t(kFinetuneLossTrend)) losses.erase(losses.begin());
+    x["losses"] = losses;
+    x["tokens"] = x.value("tokens", int64_t(0)) + tokens;
+    x["examples"] = x.value("examples", int64_t(0)) + examples;
+    x["bytes_up"] = x.value("bytes_up", int64_t(0)) + bytes_up;
+    x["bytes_down"] = x.value("bytes_down", int64_t(0)) + bytes_down;
+    x["round_first_shard"] = job.shards_total;
+    x["round_started_ms"] = now_ms;
+  }
+
   // DiLoCo, round r (1-based; the summary's "round" is r - 1): the shards'
   // pseudo-gradients, aggregated as sync aggregates gradients, give the
   // outer gradient g = -mean; one outer Nesterov step from the stored
@@ -490,9 +531,7 @@ class FinetunePlanner final : public JobPlanner {
     if (!s.is_object()) s = json::object();
     const int64_t step = s.value("step", int64_t(0));    // inner steps done
     const int64_t round = s.value("round", int64_t(0));  // rounds done
-    const int64_t first = s.value("round_first_shard", int64_t(0));
     const int64_t inner = std::min(f.local_steps, f.steps - step);  // this round's
-    const json adapter_files = s.contains("adapter") ? s["adapter"] : f.adapter;
     JobAdvance adv;
     adv.expected_shards_total = job.shards_total;
     auto fail = [&](const std::string& why) {
@@ -503,15 +542,11 @@ class FinetunePlanner final : public JobPlanner {
     };
     if (inner < 1) return fail("the job's " + std::to_string(f.steps) + " steps are done");
 
-    PCFARM_ASSIGN_OR_RETURN(AdapterTensors adapter, ReadAdapter(blobs, adapter_files));
+    PCFARM_ASSIGN_OR_RETURN(
+        RoundInput in, ReadRound(job, s, f, store, blobs, "round " + std::to_string(round + 1)));
+    const AdapterTensors& adapter = in.adapter;
     const int64_t count = int64_t(adapter.flat.size());
-    PCFARM_ASSIGN_OR_RETURN(auto results, store.AcceptedResults(job.id, first));
-    if (int64_t(results.size()) != job.shards_total - first) {
-      return Internal("job " + std::to_string(job.id) + ": " + std::to_string(results.size()) +
-                      " accepted results for the " + std::to_string(job.shards_total - first) +
-                      " shards of round " + std::to_string(round + 1));
-    }
-    auto agg = AggregateRound(results, count, f.rule, /*values_are_sums=*/false);
+    auto agg = AggregateRound(in.results, count, f.rule, /*values_are_sums=*/false);
     if (!agg.ok()) return fail(agg.status().message());
 
     OuterOptimizerState state;
@@ -538,21 +573,14 @@ class FinetunePlanner final : public JobPlanner {
       if (!std::isfinite(v)) return fail("the outer step made a parameter that is not finite");
     }
 
-    PCFARM_ASSIGN_OR_RETURN(const std::string weights,
-                            EncodeAdapterSafetensors(adapter.layout, params));
-    PCFARM_ASSIGN_OR_RETURN(std::string weights_hash, blobs.Put(weights));
-    const std::string state_bytes = EncodeOuterOptimizerState(state);
-    PCFARM_ASSIGN_OR_RETURN(std::string state_hash, blobs.Put(state_bytes));
-    adv.blobs = {{weights_hash, int64_t(weights.size())},
-                 {state_hash, int64_t(state_bytes.size())}};
-    json next_adapter = adapter_files;
-    next_adapter[kAdapterWeights] = weights_hash;
+    std::string state_hash;
+    PCFARM_ASSIGN_OR_RETURN(
+        json next_adapter,
+        PutVersion(blobs, in, params, EncodeOuterOptimizerState(state), &state_hash, &adv));
 
     const double loss = agg->loss_sum / agg->weight;
     const int64_t examples = f.batch * inner;
-    auto adapter_size = blobs.Size(adapter_files[kAdapterWeights].get<std::string>());
-    const int64_t bytes_down =
-        int64_t(results.size()) * (adapter_size.ok() ? *adapter_size : 0);
+    const int64_t bytes_down = BytesDown(blobs, in);
     const int64_t started = s.value("round_started_ms", job.created_ms);
     json info = {{"round", round + 1},
                  {"step", step + inner},
@@ -573,19 +601,9 @@ class FinetunePlanner final : public JobPlanner {
     s["round"] = round + 1;
     s["rounds"] = f.rounds;
     s["step"] = step + inner;
-    s["adapter"] = next_adapter;
     s["outer"] = state_hash;
-    s["loss"] = loss;
-    json losses = s.value("losses", json::array());
-    losses.push_back(loss);
-    while (losses.size() > size_t(kFinetuneLossTrend)) losses.erase(losses.begin());
-    s["losses"] = losses;
-    s["tokens"] = s.value("tokens", int64_t(0)) + agg->tokens;
-    s["examples"] = s.value("examples", int64_t(0)) + examples;
-    s["bytes_up"] = s.value("bytes_up", int64_t(0)) + agg->bytes_up;
-    s["bytes_down"] = s.value("bytes_down", int64_t(0)) + bytes_down;
-    s["round_first_shard"] = job.shards_total;
-    s["round_started_ms"] = now_ms;
+    FoldRound(&s, job, next_adapter, loss, agg->tokens, examples, agg->bytes_up, bytes_down,
+              now_ms);
     if (step + inner >= f.steps) {
       adv.end = JobAdvance::End::kSucceed;
       char msg[128];
