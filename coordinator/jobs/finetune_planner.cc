@@ -445,7 +445,7 @@ class FinetunePlanner final : public JobPlanner {
       adv.reason = msg;
     } else {
       PCFARM_ASSIGN_OR_RETURN(auto data, LoadData(blobs, f));
-      PCFARM_ASSIGN_OR_RETURN(adv.shards, StepShards(f, next_adapter, *data, step + 2, job.id));
+      PCFARM_ASSIGN_OR_RETURN(adv.shards, StepShards(f, next_adapter, *data, step + 2));
     }
     adv.summary = s.dump();
     return adv;
@@ -705,9 +705,7 @@ class FinetunePlanner final : public JobPlanner {
 
   // The shards of step `step`: its batch in micro-batches, on `adapter`.
   Result<std::vector<ShardSpec>> StepShards(const FinetuneParams& f, const json& adapter,
-                                            Batches& data, int64_t step,
-                                            int64_t job_id = 0) const {
-    (void)job_id;
+                                            Batches& data, int64_t step) const {
     std::vector<int64_t> batch;
     {
       std::lock_guard l(mu_);
