@@ -350,18 +350,26 @@ TEST_CASE("a diloco job rides out kill -9 of a worker and of the coordinator",
     }
     REQUIRE(DbInt(&c.c, accepted) >= n);
   };
+  // Worker 1 is paused (SIGSTOP) while worker 0 and the coordinator die, so
+  // the job cannot run on to its end between the poll and the kills.
   wait_accepted(4);  // in round 2
+  REQUIRE_OK(c->PauseWorker(1));
   REQUIRE_OK(c->KillWorker(0));
   REQUIRE_OK(c->KillCoordinator());
   CHECK(DbInt(&c.c, accepted) < 12);  // killed while the job runs
   REQUIRE_OK(c->StartCoordinator());
   REQUIRE_OK(c->StartWorker(0));
-  // And the coordinator once more, as round 3's last result comes in: while
-  // it aggregates, or about to.
-  wait_accepted(9);
+  REQUIRE_OK(c->ResumeWorker(1));
+  // And the coordinator once more with round 3 almost in: both workers
+  // paused first, so round 4 cannot start and end before the kill.
+  wait_accepted(8);
+  REQUIRE_OK(c->PauseWorker(0));
+  REQUIRE_OK(c->PauseWorker(1));
   REQUIRE_OK(c->KillCoordinator());
   CHECK(DbInt(&c.c, accepted) < 12);
   REQUIRE_OK(c->StartCoordinator());
+  REQUIRE_OK(c->ResumeWorker(0));
+  REQUIRE_OK(c->ResumeWorker(1));
   end = c->WaitForJobEnd(job, 300'000);
   REQUIRE_OK(end);
   REQUIRE(*end == "succeeded");

@@ -542,6 +542,26 @@ Status MiniCluster::KillWorker(int index) {
   return workers_[index].proc->Signal(SIGKILL, 5000);
 }
 
+Status MiniCluster::PauseWorker(int index) {
+  if (index < 0 || index >= worker_count() || !workers_[index].proc->running()) {
+    return FailedPrecondition("worker " + std::to_string(index) + " is not running");
+  }
+  if (::kill(workers_[index].proc->pid(), SIGSTOP) != 0) {
+    return Internal(std::string("SIGSTOP: ") + std::strerror(errno));
+  }
+  return Status::Ok();
+}
+
+Status MiniCluster::ResumeWorker(int index) {
+  if (index < 0 || index >= worker_count() || !workers_[index].proc->running()) {
+    return FailedPrecondition("worker " + std::to_string(index) + " is not running");
+  }
+  if (::kill(workers_[index].proc->pid(), SIGCONT) != 0) {
+    return Internal(std::string("SIGCONT: ") + std::strerror(errno));
+  }
+  return Status::Ok();
+}
+
 Status MiniCluster::StopWorker(int index, int timeout_ms) {
   if (index < 0 || index >= worker_count()) {
     return InvalidArgument("no worker " + std::to_string(index));

@@ -150,6 +150,10 @@ class MiniCluster {
   Status StartWorker(int index);
   Status KillWorker(int index);                    // kill -9
   Status StopWorker(int index, int timeout_ms = 10'000);  // SIGTERM
+  // SIGSTOP / SIGCONT: a paused worker holds its shards and sends nothing,
+  // so a test can freeze a job's progress before it kills the coordinator.
+  Status PauseWorker(int index);
+  Status ResumeWorker(int index);
   int worker_count() const { return static_cast<int>(workers_.size()); }
   const std::string& worker_dir(int index) const;
   const std::string& worker_name(int index) const;
