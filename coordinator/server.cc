@@ -900,15 +900,17 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
 }
 
 void CoordinatorServer::Impl::AdvanceJobs() {
-  auto waiting = store->JobsAwaitingAdvance();
-  if (!waiting.ok()) {
-    spdlog::warn("listing jobs to advance failed: {}", waiting.status().ToString());
+  auto running = store->RunningOpenEndedJobs();
+  if (!running.ok()) {
+    spdlog::warn("listing jobs to advance failed: {}", running.status().ToString());
     return;
   }
-  for (const JobInfo& job : *waiting) {
+  const int64_t now = clock->NowMs();
+  for (const JobInfo& job : *running) {
     const JobPlanner* planner = FindPlanner(job.kind);
+    if (planner && !planner->ReadyToAdvance(job, now)) continue;
     Result<JobAdvance> adv =
-        planner ? planner->Advance(job, *store, *blobs, clock->NowMs())
+        planner ? planner->Advance(job, *store, *blobs, now)
                 : Result<JobAdvance>(Internal("no planner for job kind '" + job.kind + "'"));
     if (!adv.ok()) {
       // Transient (a blob unreadable, the disk full): tried again each tick.
@@ -916,11 +918,17 @@ void CoordinatorServer::Impl::AdvanceJobs() {
                    adv.status().ToString());
       continue;
     }
-    Status s = store->AdvanceJob(job.id, *adv);
+    TransitionReport report;
+    Status s = store->AdvanceJob(job.id, *adv, &report);
     if (!s.ok()) {
       spdlog::warn("job {}: advancing it failed: {}", job.id, s.ToString());
       continue;
     }
+    if (adv->drop_unaccepted) {
+      spdlog::info("job {}: round {} proceeds with its quorum, {} stragglers cancelled", job.id,
+                   adv->round, report.cancelled.size());
+    }
+    ActOn(report);
     switch (adv->end) {
       case JobAdvance::End::kContinue:
         spdlog::info("job {}: round {} done, {} shards next", job.id, adv->round,

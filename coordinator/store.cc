@@ -90,10 +90,12 @@ Status Store::CheckConsistency() {
       {"job counters differ from its shard rows",
        "SELECT id FROM jobs j WHERE shards_total != (SELECT COUNT(*) FROM "
        "shards WHERE job_id=j.id) OR shards_accepted != (SELECT COUNT(*) FROM "
-       "shards WHERE job_id=j.id AND state='accepted')"},
-      {"job succeeded iff every shard is accepted",
+       "shards WHERE job_id=j.id AND state='accepted') OR (j.state IN "
+       "('queued','running','succeeded') AND shards_dropped != (SELECT COUNT(*) "
+       "FROM shards WHERE job_id=j.id AND state='cancelled'))"},
+      {"job succeeded iff every shard is accepted or dropped",
        "SELECT id FROM jobs WHERE (state='succeeded') != "
-       "(shards_accepted=shards_total)"},
+       "(shards_accepted+shards_dropped=shards_total)"},
       {"accepted shard without one agreeing result set",
        "SELECT s.id FROM shards s JOIN jobs j ON j.id=s.job_id WHERE "
        "s.state='accepted' AND (NOT EXISTS (SELECT 1 FROM results r WHERE "

@@ -126,6 +126,9 @@ struct JobInfo {
   // recorded (schema version 7), which count as the admin's.
   int64_t owner_client_id = 0;
   bool open_ended = false;  // JobSpec::open_ended
+  // Shards of an open-ended job cancelled when their round proceeded
+  // without them (JobAdvance::drop_unaccepted); 0 for other jobs.
+  int64_t shards_dropped = 0;
 };
 
 // What an open-ended job's planner decided once every shard it had was
@@ -135,6 +138,12 @@ struct JobAdvance {
   // The job's shards_total the planner saw: an advance made from a stale
   // view (or applied twice) changes nothing.
   int64_t expected_shards_total = 0;
+  // The round proceeds without its shards not accepted yet: they are
+  // cancelled (their live attempts too, reported to AdvanceJob's caller)
+  // and counted in shards_dropped. The job's shards_accepted must then
+  // still be expected_shards_accepted (no result came in meanwhile).
+  bool drop_unaccepted = false;
+  int64_t expected_shards_accepted = -1;
   End end = End::kContinue;
   std::string summary;              // the job's new summary (JSON text)
   std::vector<ShardSpec> shards;    // kContinue: the next round's (>= 1)
@@ -384,10 +393,16 @@ class Store {
   // records and links its blobs, writes its summary and round row, then
   // appends its shards (idx from shards_total on) or ends the job.
   // FailedPrecondition, changing nothing, when the job is not running, not
-  // open-ended, has a shard not accepted, or has other than
-  // expected_shards_total shards (a stale or repeated advance).
-  // InvalidArgument for kContinue without shards.
-  Status AdvanceJob(int64_t job_id, const JobAdvance& advance);
+  // open-ended, has a shard not settled (accepted or dropped; with
+  // drop_unaccepted: other than expected_shards_accepted accepted), or has
+  // other than expected_shards_total shards (a stale or repeated advance).
+  // InvalidArgument for kContinue without shards. The attempts it cancels
+  // (drop_unaccepted) go into `report` when given.
+  Status AdvanceJob(int64_t job_id, const JobAdvance& advance,
+                    TransitionReport* report = nullptr);
+  // Running or queued open-ended jobs, by id, settled or not: the ones
+  // whose round may proceed with a quorum are among them.
+  Result<std::vector<JobInfo>> RunningOpenEndedJobs();
   // Running open-ended jobs whose every shard is accepted, by id: what
   // AdvanceJob must be called for (after a restart too).
   Result<std::vector<JobInfo>> JobsAwaitingAdvance();

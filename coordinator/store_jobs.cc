@@ -11,7 +11,7 @@ namespace {
 
 const char kJobCols[] =
     "id,kind,state,priority,redundancy,params,shards_total,shards_accepted,"
-    "reason,created_ms,updated_ms,summary,owner_client_id,open_ended";
+    "reason,created_ms,updated_ms,summary,owner_client_id,open_ended,shards_dropped";
 
 JobInfo ReadJob(Stmt& s) {
   JobInfo j;
@@ -29,6 +29,7 @@ JobInfo ReadJob(Stmt& s) {
   j.summary = s.Str(11);
   j.owner_client_id = s.Int(12);
   j.open_ended = s.Int(13) != 0;
+  j.shards_dropped = s.Int(14);
   return j;
 }
 
@@ -296,7 +297,8 @@ namespace pcfarm {
 
 // ---- open-ended jobs ----
 
-Status Store::AdvanceJob(int64_t job_id, const JobAdvance& advance) {
+Status Store::AdvanceJob(int64_t job_id, const JobAdvance& advance,
+                         TransitionReport* report) {
   if (advance.end == JobAdvance::End::kContinue && advance.shards.empty()) {
     return InvalidArgument("advance of job " + std::to_string(job_id) +
                            " continues it without shards");
@@ -306,8 +308,8 @@ Status Store::AdvanceJob(int64_t job_id, const JobAdvance& advance) {
   const std::string what = "job " + std::to_string(job_id);
   return db_->Tx([&]() -> Status {
     {
-      auto q = db_->Q("SELECT state, open_ended, shards_total, shards_accepted "
-                      "FROM jobs WHERE id=?1");
+      auto q = db_->Q("SELECT state, open_ended, shards_total, shards_accepted, "
+                      "shards_dropped FROM jobs WHERE id=?1");
       q.Bind(job_id);
       PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) return NotFound("no " + what);
@@ -321,9 +323,42 @@ Status Store::AdvanceJob(int64_t job_id, const JobAdvance& advance) {
                                   " shards, the advance was planned at " +
                                   std::to_string(advance.expected_shards_total));
       }
-      if (q.Int(3) != q.Int(2)) {
+      if (advance.drop_unaccepted) {
+        if (q.Int(3) != advance.expected_shards_accepted) {
+          return FailedPrecondition(what + " has " + std::to_string(q.Int(3)) +
+                                    " shards accepted, the advance was planned at " +
+                                    std::to_string(advance.expected_shards_accepted));
+        }
+      } else if (q.Int(3) + q.Int(4) != q.Int(2)) {
         return FailedPrecondition(what + " has shards not accepted yet");
       }
+    }
+    if (advance.drop_unaccepted) {
+      // The round's stragglers: their live attempts end as cancelled (the
+      // caller tells the workers), their shards are cancelled and counted.
+      auto q = db_->Q("UPDATE attempts SET state='cancelled', ended_ms=?2 WHERE job_id=?1 "
+                      "AND state='leased' RETURNING id, worker_id");
+      q.Bind(job_id, now);
+      for (;;) {
+        PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+        if (!row) break;
+        if (report) report->cancelled.push_back({q.Int(0), q.Int(1)});
+      }
+      PCFARM_RETURN_IF_ERROR(q.Run());
+      auto d = db_->Q("UPDATE shards SET state='cancelled' WHERE job_id=?1 AND "
+                      "state IN ('pending','leased') RETURNING id");
+      d.Bind(job_id);
+      int64_t dropped = 0;
+      for (;;) {
+        PCFARM_ASSIGN_OR_RETURN(bool row, d.Step());
+        if (!row) break;
+        ++dropped;
+      }
+      PCFARM_RETURN_IF_ERROR(d.Run());
+      PCFARM_RETURN_IF_ERROR(
+          db_->Q("UPDATE jobs SET shards_dropped=shards_dropped+?2 WHERE id=?1")
+              .Bind(job_id, dropped)
+              .Run());
     }
     for (const auto& [hash, size] : advance.blobs) {
       PCFARM_RETURN_IF_ERROR(
@@ -381,7 +416,21 @@ Result<std::vector<JobInfo>> Store::JobsAwaitingAdvance() {
   static const std::string sql =
       std::string("SELECT ") + kJobCols +
       " FROM jobs WHERE open_ended=1 AND state IN ('queued','running') AND "
-      "shards_accepted=shards_total ORDER BY id";
+      "shards_accepted+shards_dropped=shards_total ORDER BY id";
+  auto q = db_->Q(sql.c_str());
+  std::vector<JobInfo> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return out;
+    out.push_back(ReadJob(q));
+  }
+}
+
+Result<std::vector<JobInfo>> Store::RunningOpenEndedJobs() {
+  std::lock_guard l(mu_);
+  static const std::string sql = std::string("SELECT ") + kJobCols +
+                                 " FROM jobs WHERE open_ended=1 AND state IN "
+                                 "('queued','running') ORDER BY id";
   auto q = db_->Q(sql.c_str());
   std::vector<JobInfo> out;
   for (;;) {

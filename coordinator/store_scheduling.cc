@@ -412,7 +412,7 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
       }
       auto q = db_->Q("UPDATE jobs SET shards_accepted=shards_accepted+1, "
                       "updated_ms=?2, summary=IFNULL(?3, summary) WHERE id=?1 "
-                      "RETURNING shards_accepted=shards_total, open_ended");
+                      "RETURNING shards_accepted+shards_dropped=shards_total, open_ended");
       if (summary) {
         q.Bind(job_id, now, *summary);
       } else {

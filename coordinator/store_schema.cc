@@ -230,6 +230,12 @@ CREATE TABLE job_rounds(
   PRIMARY KEY(job_id, round)
 ) WITHOUT ROWID;
 )sql",
+    // 10: an open-ended job's round may proceed with a quorum of its
+    // shards (finetune --quorum); the rest are cancelled and counted here,
+    // so "every shard so far is settled" is accepted + dropped = total.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN shards_dropped INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 

@@ -47,6 +47,8 @@ struct FinetuneSubmitOptions {
   int64_t local_steps = 20;
   double outer_lr = 0.7;
   double outer_momentum = 0.9;
+  double quorum = 1.0;            // fraction of a round's shards it may proceed with
+  int64_t round_timeout_s = 0;    // with quorum < 1: how long a round waits for all
   std::string compress = "none";
   std::string aggregate = "mean";
   uint32_t redundancy = 1;

@@ -86,6 +86,13 @@ void FarmCommands::AddFinetuneCommand(CLI::App* submit) {
   c->add_option("--outer-lr", o.outer_lr, "DiLoCo: outer learning rate (default 0.7)");
   c->add_option("--outer-momentum", o.outer_momentum,
                 "DiLoCo: outer Nesterov momentum (default 0.9)");
+  c->add_option("--quorum", o.quorum,
+                "a round proceeds once this fraction of its shards is in (default 1: "
+                "all; below 1 the stragglers are dropped)")
+      ->capture_default_str();
+  c->add_option("--round-timeout", o.round_timeout_s,
+                "with --quorum below 1: seconds a round waits for all its shards before it "
+                "proceeds with its quorum (default 0: proceed as soon as the quorum is in)");
   c->add_option("--compress", o.compress,
                 "how shards send gradients: none (f32), fp16 or int8 (with error feedback)")
       ->capture_default_str();
@@ -134,6 +141,14 @@ int FarmCommands::SubmitFinetune() {
     }
   } else {
     return Fail("--mode must be sync or diloco");
+  }
+  if (!(o.quorum > 0) || !(o.quorum <= 1)) return Fail("--quorum must be in (0, 1]");
+  if (o.round_timeout_s < 0 || o.round_timeout_s > 7 * 86400) {
+    return Fail("--round-timeout must be 0..604800 seconds");
+  }
+  if (o.round_timeout_s > 0 && o.quorum >= 1) {
+    return Fail("--round-timeout needs --quorum below 1 (with quorum 1 a round waits for "
+                "every shard)");
   }
   if (o.compress != "none" && o.compress != "fp16" && o.compress != "int8") {
     return Fail("--compress must be none, fp16 or int8");
@@ -239,6 +254,8 @@ int FarmCommands::SubmitFinetune() {
                  {"compress", o.compress},
                  {"model_bytes", model_bytes}};
   if (o.micro_batch > 0) params["micro_batch"] = o.micro_batch;
+  if (o.quorum < 1) params["quorum"] = o.quorum;
+  if (o.round_timeout_s > 0) params["round_timeout_s"] = o.round_timeout_s;
   if (diloco) {
     params["local_steps"] = o.local_steps;
     params["outer_lr"] = o.outer_lr;

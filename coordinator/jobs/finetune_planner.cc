@@ -48,6 +48,11 @@ struct FinetuneParams {
   bool diloco = false;
   int64_t local_steps = 0, rounds = 0;
   OuterOptimizerConfig outer;
+  // A round proceeds when every shard is accepted, or, with quorum < 1,
+  // when ceil(quorum · its shards) are and round_timeout_ms has passed
+  // since it started (0: at once). The rest are dropped.
+  double quorum = 1.0;
+  int64_t round_timeout_ms = 0;
 };
 
 Result<FinetuneParams> ParseParams(std::string_view text) {
@@ -147,6 +152,18 @@ Result<FinetuneParams> ParseParams(std::string_view text) {
     PCFARM_RETURN_IF_ERROR(CheckOuterOptimizerConfig(f.outer));
     f.rounds = (f.steps + f.local_steps - 1) / f.local_steps;
   }
+  if (auto q = p.find("quorum"); q != p.end()) {
+    if (!q->is_number() || !(q->get<double>() > 0) || q->get<double>() > 1) {
+      return InvalidArgument("'quorum' must be a number in (0, 1]");
+    }
+    f.quorum = q->get<double>();
+  }
+  PCFARM_ASSIGN_OR_RETURN(int64_t timeout_s, number("round_timeout_s", 1, 7 * 86400, 0));
+  if (timeout_s > 0 && f.quorum >= 1) {
+    return InvalidArgument("'round_timeout_s' needs a 'quorum' below 1 (a round with quorum 1 "
+                           "waits for every shard)");
+  }
+  f.round_timeout_ms = timeout_s * 1000;
   if (p.contains("aggregate")) {
     if (!p["aggregate"].is_string()) return InvalidArgument("'aggregate' must be a string");
     PCFARM_ASSIGN_OR_RETURN(f.rule, ParseAggregateRule(p["aggregate"].get<std::string>()));
@@ -215,7 +232,21 @@ struct RoundResults {
   std::vector<float> aggregate;  // the mean gradient, or mean pseudo-gradient
   double loss_sum = 0, weight = 0;
   int64_t tokens = 0, bytes_up = 0, shards = 0, workers = 0;
+  int64_t examples = 0;  // the examples the counted shards' params name
 };
+
+// The examples a train shard's params name: its micro-batch ("examples"),
+// or one slice per local step ("steps_examples").
+int64_t ExamplesOf(std::string_view shard_params) {
+  json p = json::parse(shard_params.begin(), shard_params.end(), nullptr, false);
+  if (!p.is_object()) return 0;
+  if (auto e = p.find("examples"); e != p.end() && e->is_array()) return int64_t(e->size());
+  int64_t n = 0;
+  if (auto s = p.find("steps_examples"); s != p.end() && s->is_array()) {
+    for (const auto& step : *s) n += step.is_array() ? int64_t(step.size()) : 0;
+  }
+  return n;
+}
 
 // Reads and aggregates `results` of an adapter with `count` values. Sync
 // shards send weighted SUMS (their mean is values / weight); DiLoCo shards
@@ -234,6 +265,7 @@ Result<RoundResults> AggregateRound(const std::vector<AcceptedResult>& results, 
     out.weight += p.weight;
     out.tokens += p.tokens;
     out.bytes_up += int64_t(r.body.size());
+    out.examples += ExamplesOf(r.params);
     workers.insert(r.worker_id);
     parsed.push_back(std::move(p));
   }
@@ -314,6 +346,20 @@ class FinetunePlanner final : public JobPlanner {
     return plan;
   }
 
+  bool ReadyToAdvance(const JobInfo& job, int64_t now_ms) const override {
+    if (JobPlanner::ReadyToAdvance(job, now_ms)) return true;
+    // Cheap first: most jobs wait for every shard.
+    if (job.params.find("\"quorum\"") == std::string::npos) return false;
+    auto f = ParseParams(job.params);
+    if (!f.ok() || f->quorum >= 1) return false;
+    json s = json::parse(job.summary.empty() ? "{}" : job.summary, nullptr, false);
+    if (!s.is_object()) return false;
+    const RoundCount c = CountRound(job, s);
+    if (c.accepted < QuorumOf(*f, c.shards)) return false;
+    const int64_t started = s.value("round_started_ms", job.created_ms);
+    return now_ms - started >= f->round_timeout_ms;
+  }
+
   std::vector<std::string> ShardBlobs(std::string_view job_params) const override {
     auto f = ParseParams(job_params);
     if (!f.ok()) return {};
@@ -388,6 +434,7 @@ class FinetunePlanner final : public JobPlanner {
 
     PCFARM_ASSIGN_OR_RETURN(RoundInput in,
                             ReadRound(job, s, f, store, blobs, "step " + std::to_string(step + 1)));
+    DropStragglers(job, in, &adv);
     const AdapterTensors& adapter = in.adapter;
     const int64_t count = int64_t(adapter.flat.size());
     auto round = AggregateRound(in.results, count, f.rule, /*values_are_sums=*/true);
@@ -417,7 +464,7 @@ class FinetunePlanner final : public JobPlanner {
                             PutVersion(blobs, in, params, adamw->EncodeState(), &state_hash, &adv));
 
     const double loss = loss_sum / weight;
-    const int64_t examples = f.batch;
+    const int64_t examples = round->examples;
     const int64_t bytes_down = BytesDown(blobs, in);
     const int64_t started = s.value("round_started_ms", job.created_ms);
     json info = {{"step", step + 1},
@@ -427,6 +474,7 @@ class FinetunePlanner final : public JobPlanner {
                  {"grad_norm", stats->grad_norm},
                  {"clip_scale", stats->clip_scale},
                  {"shards", round->shards},
+                 {"dropped", in.dropped},
                  {"workers", round->workers},
                  {"bytes_up", bytes_up},
                  {"bytes_down", bytes_down},
@@ -459,6 +507,7 @@ class FinetunePlanner final : public JobPlanner {
     json adapter_files;
     AdapterTensors adapter;
     std::vector<AcceptedResult> results;
+    int64_t dropped = 0;  // shards of the round left out (quorum)
   };
   static Result<RoundInput> ReadRound(const JobInfo& job, const json& s, const FinetuneParams& f,
                                       Store& store, const BlobStore& blobs,
@@ -468,12 +517,40 @@ class FinetunePlanner final : public JobPlanner {
     PCFARM_ASSIGN_OR_RETURN(in.adapter, ReadAdapter(blobs, in.adapter_files));
     const int64_t first = s.value("round_first_shard", int64_t(0));
     PCFARM_ASSIGN_OR_RETURN(in.results, store.AcceptedResults(job.id, first));
-    if (int64_t(in.results.size()) != job.shards_total - first) {
+    const RoundCount c = CountRound(job, s);
+    if (int64_t(in.results.size()) != c.accepted) {
       return Internal("job " + std::to_string(job.id) + ": " + std::to_string(in.results.size()) +
-                      " accepted results for the " + std::to_string(job.shards_total - first) +
-                      " shards of " + what);
+                      " accepted results for the " + std::to_string(c.accepted) +
+                      " accepted shards of " + what);
+    }
+    if (c.accepted < c.shards) {
+      if (c.accepted < QuorumOf(f, c.shards)) {
+        return FailedPrecondition(what + " has " + std::to_string(c.accepted) + " of " +
+                                  std::to_string(c.shards) + " shards, under its quorum");
+      }
+      in.dropped = c.shards - c.accepted;
     }
     return in;
+  }
+
+  // The current round's shards and how many of them are accepted: every
+  // shard before "round_first_shard" is settled, and only a finished
+  // round drops shards, so the dropped ones all lie before it.
+  struct RoundCount {
+    int64_t shards = 0, accepted = 0;
+  };
+  static RoundCount CountRound(const JobInfo& job, const json& s) {
+    const int64_t first = s.value("round_first_shard", int64_t(0));
+    return {job.shards_total - first, job.shards_accepted - (first - job.shards_dropped)};
+  }
+  static int64_t QuorumOf(const FinetuneParams& f, int64_t shards) {
+    return std::max<int64_t>(1, int64_t(std::ceil(f.quorum * double(shards) - 1e-9)));
+  }
+  // Marks `adv` as proceeding without the round's unaccepted shards.
+  static void DropStragglers(const JobInfo& job, const RoundInput& in, JobAdvance* adv) {
+    if (in.dropped == 0) return;
+    adv->drop_unaccepted = true;
+    adv->expected_shards_accepted = job.shards_accepted;
   }
 
   // Stores `params` as the adapter's next version and `state` (the
@@ -544,6 +621,7 @@ class FinetunePlanner final : public JobPlanner {
 
     PCFARM_ASSIGN_OR_RETURN(
         RoundInput in, ReadRound(job, s, f, store, blobs, "round " + std::to_string(round + 1)));
+    DropStragglers(job, in, &adv);
     const AdapterTensors& adapter = in.adapter;
     const int64_t count = int64_t(adapter.flat.size());
     auto agg = AggregateRound(in.results, count, f.rule, /*values_are_sums=*/false);
@@ -579,7 +657,7 @@ class FinetunePlanner final : public JobPlanner {
         PutVersion(blobs, in, params, EncodeOuterOptimizerState(state), &state_hash, &adv));
 
     const double loss = agg->loss_sum / agg->weight;
-    const int64_t examples = f.batch * inner;
+    const int64_t examples = agg->examples;
     const int64_t bytes_down = BytesDown(blobs, in);
     const int64_t started = s.value("round_started_ms", job.created_ms);
     json info = {{"round", round + 1},
@@ -590,6 +668,7 @@ class FinetunePlanner final : public JobPlanner {
                  {"examples", examples},
                  {"pseudo_grad_norm", std::sqrt(delta_norm)},
                  {"shards", agg->shards},
+                 {"dropped", in.dropped},
                  {"workers", agg->workers},
                  {"bytes_up", agg->bytes_up},
                  {"bytes_down", bytes_down},

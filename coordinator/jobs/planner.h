@@ -93,6 +93,14 @@ class JobPlanner {
   // round's, and whenever every shard so far is accepted the event loop
   // calls Advance and applies its answer with Store::AdvanceJob.
   virtual bool open_ended() const { return false; }
+  // Whether the running open-ended `job`'s current round may be planned on
+  // now: by default when every shard so far is settled (accepted or
+  // dropped); a planner may also say yes with a quorum of the round's
+  // shards accepted (finetune --quorum), and Advance then drops the rest.
+  virtual bool ReadyToAdvance(const JobInfo& job, int64_t now_ms) const {
+    (void)now_ms;
+    return job.shards_accepted + job.shards_dropped == job.shards_total;
+  }
   // What follows: the next round's shards, or the job's end (kSucceed, or
   // kFail with the reason). Reads the round's results from `store`, writes
   // the blobs it makes into `blobs` (durable before it returns) and lists

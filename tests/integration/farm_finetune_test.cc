@@ -8,6 +8,7 @@
 // for bit as an undisturbed run's; bad inputs queue nothing.
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -379,6 +380,65 @@ TEST_CASE("a diloco job rides out kill -9 of a worker and of the coordinator",
   CHECK(Lines(ReadAll(c->dir() + "/disturbed/trainer_log.jsonl")).size() == 4);
 }
 
+TEST_CASE("a diloco round proceeds with its quorum when a worker stalls", "[farm][finetune][diloco]") {
+  MiniClusterOptions o;
+  // Neither the lease nor the heartbeat's liveness (a silent worker is
+  // lost and its shard re-issued) can be what ends a stalled round.
+  o.lease_ms = 60'000;
+  o.heartbeat_liveness = 50;  // 10 s
+  Cluster c(o);
+  StartCluster(&c.c, 3);
+  const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
+  MakeModel(&c.c, model);
+  WriteAll(data, TrainData());
+  // 4 rounds of 8 local steps, 3 replicas each (batch 6, micro-batch 2).
+  auto args = TrainArgs(model, data, 32);
+  args.insert(args.end(), {"--micro-batch", "2", "--mode", "diloco", "--local-steps", "8",
+                           "--quorum", "0.6", "--round-timeout", "1"});
+  int64_t job = SubmitFinetune(&c.c, args);
+  // Worker 2 stalls (SIGSTOP) while it holds a shard of the job: its owner
+  // came back, or its PC went to sleep.
+  const int64_t w2 = WorkerId(&c.c, c->worker_name(2));
+  const std::string holds = "SELECT COUNT(*) FROM attempts WHERE state='leased' AND job_id=" +
+                            std::to_string(job) + " AND worker_id=" + std::to_string(w2);
+  int64_t deadline = Mono() + 60'000;
+  while (DbInt(&c.c, holds) == 0 && Mono() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  REQUIRE(DbInt(&c.c, holds) > 0);
+  REQUIRE_OK(c->PauseWorker(2));
+  const int64_t paused_at = Mono();
+  auto end = c->WaitForJobEnd(job, 120'000);
+  const int64_t took = Mono() - paused_at;
+  REQUIRE_OK(c->ResumeWorker(2));
+  REQUIRE_OK(end);
+  INFO(c->DumpLogs());
+  REQUIRE(*end == "succeeded");
+  // Far sooner than the lease: each stalled round waited its 1 s timeout.
+  CHECK(took < 30'000);
+  const std::string dir = c->dir() + "/quorum-adapter";
+  FetchAdapter(&c.c, job, dir);
+  auto log = Lines(ReadAll(dir + "/trainer_log.jsonl"));
+  REQUIRE(log.size() == 4);
+  int64_t dropped = 0;
+  for (const auto& line : log) {
+    json row = json::parse(line);
+    INFO(row.dump());
+    CHECK(row["shards"].get<int64_t>() + row["dropped"].get<int64_t>() == 3);
+    CHECK(row["shards"].get<int64_t>() >= 2);  // ceil(0.6 * 3)
+    CHECK(row["examples"] == 2 * row["shards"].get<int64_t>() * 8);
+    CHECK(std::isfinite(row["loss"].get<double>()));
+    dropped += row["dropped"].get<int64_t>();
+  }
+  CHECK(dropped >= 1);
+  const std::string id = std::to_string(job);
+  CHECK(DbInt(&c.c, "SELECT shards_dropped FROM jobs WHERE id=" + id) == dropped);
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM shards WHERE state='cancelled' AND job_id=" + id) ==
+        dropped);
+  // Learned from the rounds' quorums all the same.
+  CHECK(EvalLoss(&c.c, model, data, dir) < EvalLoss(&c.c, model, data, ""));
+}
+
 TEST_CASE("int8 gradients with error feedback end within 1% of f32's loss",
           "[farm][finetune]") {
   Cluster c;
@@ -440,6 +500,9 @@ TEST_CASE("bad finetune inputs: one line, exit 1, nothing queued", "[farm][finet
       {{"--model", model, "--data", data, "--aggregate", "vote"}, "--aggregate"},
       {{"--model", model, "--data", data, "--lora-targets", "x_proj"}, "x_proj"},
       {{"--model", model, "--data", c->dir() + "/missing.jsonl"}, "missing.jsonl"},
+      {{"--model", model, "--data", data, "--quorum", "0"}, "--quorum"},
+      {{"--model", model, "--data", data, "--quorum", "1.5"}, "--quorum"},
+      {{"--model", model, "--data", data, "--round-timeout", "5"}, "--round-timeout"},
   };
   for (const auto& k : cases) {
     std::vector<std::string> a = {"submit", "finetune"};
