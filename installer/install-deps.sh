@@ -12,7 +12,7 @@ packages=(
   libopenblas-dev libzstd-dev libspdlog-dev
   libvulkan-dev glslc mesa-vulkan-drivers vulkan-tools
   clang libclang-rt-14-dev
-  python3
+  python3 python3-numpy
 )
 
 missing=()

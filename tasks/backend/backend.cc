@@ -7,15 +7,52 @@
 #include <limits>
 #include <string>
 
+#include "tasks/backend/ggml_quants.h"
+
 namespace pcfarm {
 
-size_t StorageTypeSize(StorageType t) { return t == StorageType::kF32 ? 4 : 2; }
+bool IsQuantized(StorageType t) {
+  return t != StorageType::kF32 && t != StorageType::kF16 && t != StorageType::kBF16;
+}
+
+uint32_t StorageGgmlType(StorageType t) {
+  switch (t) {
+    case StorageType::kF32: return 0;
+    case StorageType::kF16: return 1;
+    case StorageType::kBF16: return 30;
+    case StorageType::kQ8_0: return kGgmlTypeQ8_0;
+    case StorageType::kQ4_0: return kGgmlTypeQ4_0;
+    case StorageType::kQ4_K: return kGgmlTypeQ4_K;
+    case StorageType::kQ6_K: return kGgmlTypeQ6_K;
+  }
+  return 0;
+}
+
+int64_t StorageBlockValues(StorageType t) {
+  return IsQuantized(t) ? GgmlBlockValues(StorageGgmlType(t)) : 1;
+}
+
+uint64_t StorageBytes(StorageType t, int64_t numel) {
+  if (!IsQuantized(t)) return static_cast<uint64_t>(numel) * StorageTypeSize(t);
+  const uint32_t g = StorageGgmlType(t);
+  assert(numel % GgmlBlockValues(g) == 0);
+  return static_cast<uint64_t>(numel / GgmlBlockValues(g)) * GgmlBlockBytes(g);
+}
+
+size_t StorageTypeSize(StorageType t) {
+  assert(!IsQuantized(t));
+  return t == StorageType::kF32 ? 4 : 2;
+}
 
 const char* StorageTypeName(StorageType t) {
   switch (t) {
     case StorageType::kF32: return "F32";
     case StorageType::kF16: return "F16";
     case StorageType::kBF16: return "BF16";
+    case StorageType::kQ8_0: return "Q8_0";
+    case StorageType::kQ4_0: return "Q4_0";
+    case StorageType::kQ4_K: return "Q4_K";
+    case StorageType::kQ6_K: return "Q6_K";
   }
   return "?";
 }
@@ -53,8 +90,12 @@ bool Shape::operator==(const Shape& o) const {
 }
 
 Tensor::Tensor(const Backend* owner, std::shared_ptr<TensorBuffer> buffer,
-               Shape shape, StorageType type)
-    : owner_(owner), buffer_(std::move(buffer)), shape_(shape), type_(type) {}
+               Shape shape, StorageType type, bool read_only)
+    : owner_(owner),
+      buffer_(std::move(buffer)),
+      shape_(shape),
+      type_(type),
+      read_only_(read_only) {}
 
 Tensor Tensor::Reshaped(Shape shape) const {
   assert(valid() && shape.numel() == numel());
@@ -82,6 +123,18 @@ class Check {
     if (!t.valid()) return Fail(std::string(arg) + " is an empty tensor");
     if (t.backend() != backend_)
       return Fail(std::string(arg) + " belongs to another backend");
+    return Status::Ok();
+  }
+  Status Unquantized(const Tensor& t, const char* arg) const {
+    if (IsQuantized(t.type()))
+      return Fail(std::string(arg) + " may not be quantized, is " + Desc(t));
+    return Status::Ok();
+  }
+  // For outputs: not a read-only view of host memory.
+  Status Writable(const Tensor& t, const char* arg) const {
+    if (t.read_only())
+      return Fail(std::string(arg) + " " + Desc(t) +
+                  " is a read-only view of host memory (WrapHostBytes)");
     return Status::Ok();
   }
   Status F32(const Tensor& t, const char* arg) const {
@@ -141,8 +194,10 @@ class Check {
 
 }  // namespace
 
-Result<Tensor> Backend::Alloc(Shape shape, StorageType type) {
-  Check c(this, "Alloc");
+namespace {
+// The checks Alloc and WrapHostBytes share.
+Status CheckNewTensor(const Check& c, const Backend& b, const Shape& shape,
+                      StorageType type) {
   if (shape.rank() < 1) return c.Fail("shape has no dimensions");
   const int64_t max_elems =
       std::numeric_limits<int64_t>::max() / 8;  // bytes fit in int64 with room
@@ -153,12 +208,50 @@ Result<Tensor> Backend::Alloc(Shape shape, StorageType type) {
       return c.Fail("shape " + shape.ToString() + " is too large");
     n *= shape[i];
   }
+  if (!b.SupportsStorage(type))
+    return c.Fail("the " + b.name() + " backend does not hold " + StorageTypeName(type) +
+                  " tensors");
+  const int64_t block = StorageBlockValues(type);
+  if (shape[shape.rank() - 1] % block != 0)
+    return c.Fail("shape " + shape.ToString() + " " + StorageTypeName(type) +
+                  ": the last dimension must be a multiple of the block size " +
+                  std::to_string(block));
+  return Status::Ok();
+}
+}  // namespace
+
+Result<Tensor> Backend::WrapHostBytes(Shape shape, StorageType type, const void* data,
+                                      std::shared_ptr<const void> owner) {
+  Check c(this, "WrapHostBytes");
+  if (!CanWrapHostBytes())
+    return FailedPrecondition("WrapHostBytes: the " + name() +
+                              " backend cannot use host memory as a tensor");
+  PCFARM_RETURN_IF_ERROR(CheckNewTensor(c, *this, shape, type));
+  if (data == nullptr) return c.Fail("data is null");
+  const uintptr_t align = type == StorageType::kF32 ? 4 : 2;
+  if (reinterpret_cast<uintptr_t>(data) % align != 0)
+    return c.Fail(std::string(StorageTypeName(type)) + " data is not aligned to " +
+                  std::to_string(align) + " bytes");
+  return WrapHostBytesImpl(shape, type, data, std::move(owner));
+}
+
+Result<Tensor> Backend::WrapHostBytesImpl(Shape, StorageType, const void*,
+                                          std::shared_ptr<const void>) {
+  return FailedPrecondition("WrapHostBytes: not supported by the " + name() + " backend");
+}
+
+Result<Tensor> Backend::Alloc(Shape shape, StorageType type) {
+  Check c(this, "Alloc");
+  PCFARM_RETURN_IF_ERROR(CheckNewTensor(c, *this, shape, type));
   return AllocImpl(shape, type);
 }
 
 Status Backend::Upload(const Tensor& t, std::span<const float> src) {
   Check c(this, "Upload");
   PCFARM_RETURN_IF_ERROR(c.Owned(t, "t"));
+  PCFARM_RETURN_IF_ERROR(c.Writable(t, "t"));
+  if (IsQuantized(t.type()))
+    return c.Fail("t is " + Desc(t) + "; quantized tensors take UploadBytes");
   PCFARM_RETURN_IF_ERROR(c.Count(src.size(), "src", t.numel()));
   return UploadImpl(t, src);
 }
@@ -173,6 +266,7 @@ Status Backend::Download(const Tensor& t, std::span<float> dst) {
 Status Backend::UploadBytes(const Tensor& t, std::span<const std::byte> src) {
   Check c(this, "UploadBytes");
   PCFARM_RETURN_IF_ERROR(c.Owned(t, "t"));
+  PCFARM_RETURN_IF_ERROR(c.Writable(t, "t"));
   PCFARM_RETURN_IF_ERROR(c.Count(src.size(), "src bytes", static_cast<int64_t>(t.bytes())));
   return UploadBytesImpl(t, src);
 }
@@ -187,6 +281,7 @@ Status Backend::DownloadBytes(const Tensor& t, std::span<std::byte> dst) {
 Status Backend::Fill(const Tensor& t, float value) {
   Check c(this, "Fill");
   PCFARM_RETURN_IF_ERROR(c.F32(t, "t"));
+  PCFARM_RETURN_IF_ERROR(c.Writable(t, "t"));
   return FillImpl(t, value);
 }
 
@@ -194,6 +289,8 @@ Status Backend::Copy(const Tensor& dst, const Tensor& src) {
   Check c(this, "Copy");
   PCFARM_RETURN_IF_ERROR(c.Owned(dst, "dst"));
   PCFARM_RETURN_IF_ERROR(c.Owned(src, "src"));
+  PCFARM_RETURN_IF_ERROR(c.Unquantized(dst, "dst"));
+  PCFARM_RETURN_IF_ERROR(c.Writable(dst, "dst"));
   PCFARM_RETURN_IF_ERROR(c.SameNumel(dst, "dst", src, "src"));
   return CopyImpl(dst, src);
 }
@@ -201,6 +298,7 @@ Status Backend::Copy(const Tensor& dst, const Tensor& src) {
 Status Backend::Add(const Tensor& out, const Tensor& a, const Tensor& b) {
   Check c(this, "Add");
   PCFARM_RETURN_IF_ERROR(c.F32(out, "out"));
+  PCFARM_RETURN_IF_ERROR(c.Writable(out, "out"));
   PCFARM_RETURN_IF_ERROR(c.F32(a, "a"));
   PCFARM_RETURN_IF_ERROR(c.F32(b, "b"));
   PCFARM_RETURN_IF_ERROR(c.SameNumel(out, "out", a, "a"));
@@ -211,6 +309,7 @@ Status Backend::Add(const Tensor& out, const Tensor& a, const Tensor& b) {
 Status Backend::Axpy(const Tensor& y, float alpha, const Tensor& x) {
   Check c(this, "Axpy");
   PCFARM_RETURN_IF_ERROR(c.F32(y, "y"));
+  PCFARM_RETURN_IF_ERROR(c.Writable(y, "y"));
   PCFARM_RETURN_IF_ERROR(c.F32(x, "x"));
   PCFARM_RETURN_IF_ERROR(c.SameNumel(y, "y", x, "x"));
   return AxpyImpl(y, alpha, x);
@@ -219,6 +318,7 @@ Status Backend::Axpy(const Tensor& y, float alpha, const Tensor& x) {
 Status Backend::Scale(const Tensor& t, float s) {
   Check c(this, "Scale");
   PCFARM_RETURN_IF_ERROR(c.F32(t, "t"));
+  PCFARM_RETURN_IF_ERROR(c.Writable(t, "t"));
   return ScaleImpl(t, s);
 }
 
@@ -226,7 +326,9 @@ Status Backend::Gemm(const Tensor& cm, const Tensor& a, bool trans_a,
                      const Tensor& b, bool trans_b, float alpha, float beta) {
   Check c(this, "Gemm");
   PCFARM_RETURN_IF_ERROR(c.F32(cm, "c"));
+  PCFARM_RETURN_IF_ERROR(c.Writable(cm, "c"));
   PCFARM_RETURN_IF_ERROR(c.Owned(a, "a"));
+  PCFARM_RETURN_IF_ERROR(c.Unquantized(a, "a"));
   PCFARM_RETURN_IF_ERROR(c.Owned(b, "b"));
   PCFARM_RETURN_IF_ERROR(c.Rank(cm, "c", 2));
   PCFARM_RETURN_IF_ERROR(c.Rank(a, "a", 2));
@@ -299,6 +401,7 @@ namespace {
 Status CheckNormArgs(const Check& c, const Tensor& x, const char* xn,
                      const Tensor& weight) {
   PCFARM_RETURN_IF_ERROR(c.Owned(weight, "weight"));
+  PCFARM_RETURN_IF_ERROR(c.Unquantized(weight, "weight"));
   const int64_t cols = x.shape()[x.shape().rank() - 1];
   if (weight.numel() != cols)
     return c.Fail("weight " + Desc(weight) + " must have " + std::to_string(cols) +
@@ -571,6 +674,7 @@ Status Backend::AdamWStep(const Tensor& param, const Tensor& grad, const Tensor&
     PCFARM_RETURN_IF_ERROR(c.F32(*t, n));
     PCFARM_RETURN_IF_ERROR(c.SameShape(*t, n, param, "param"));
   }
+  PCFARM_RETURN_IF_ERROR(c.Writable(param, "param"));
   if (config.step < 1) return c.Fail("step must be >= 1");
   if (!(config.beta1 >= 0 && config.beta1 < 1 && config.beta2 >= 0 && config.beta2 < 1))
     return c.Fail("beta1 and beta2 must be in [0, 1)");

@@ -16,7 +16,14 @@
 //     dimensions. "[N, C]" below names the dimensions in order.
 //   * Activations, gradients, optimizer state and every output are kF32.
 //     Read-only parameters may be stored kF16 or kBF16 where an op says so
-//     ("any storage"); they are converted to f32 for compute.
+//     ("any storage"); they are converted to f32 for compute. Weights may
+//     also be block-quantized (kQ8_0, kQ4_0, kQ4_K, kQ6_K: GGUF's blocks
+//     byte for byte, tasks/backend/ggml_quants.h) where an op says "any
+//     storage, quantized too", on backends whose SupportsStorage says so; a
+//     quantized tensor's last dimension is a whole number of blocks, and its
+//     host transfers are UploadBytes/DownloadBytes and Download (which
+//     dequantizes), not Upload.
+//   * A read-only tensor (WrapHostBytes) is never an op's output.
 //   * Forward ops overwrite their outputs. Backward ops ADD into their
 //     gradient outputs (dx += ...), like llm.c: the caller zeroes gradients
 //     (Fill(t, 0)) before the first contribution. This makes residual
@@ -58,11 +65,20 @@ namespace pcfarm {
 // How a tensor's elements are stored on the device. (Named StorageType, not
 // DType, so that it does not collide with tasks/model's host-side DType; the
 // enumerators are in the same order, so static_cast converts between them.)
-enum class StorageType { kF32, kF16, kBF16 };
+// The last four are GGML's block formats (ggml_quants.h).
+enum class StorageType { kF32, kF16, kBF16, kQ8_0, kQ4_0, kQ4_K, kQ6_K };
 
-// Bytes per element: 4 or 2.
+// True for the block-quantized types.
+bool IsQuantized(StorageType t);
+// Values per block: 1 for F32/F16/BF16, 32 (Q8_0, Q4_0) or 256 (Q4_K, Q6_K).
+int64_t StorageBlockValues(StorageType t);
+// Bytes of `numel` values. REQUIRES: numel % StorageBlockValues(t) == 0.
+uint64_t StorageBytes(StorageType t, int64_t numel);
+// Bytes per element: 4 or 2. REQUIRES: !IsQuantized(t).
 size_t StorageTypeSize(StorageType t);
-// "F32", "F16" or "BF16".
+// The ggml type number (F32 0, F16 1, BF16 30, Q8_0 8, ...).
+uint32_t StorageGgmlType(StorageType t);
+// "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K" or "Q6_K".
 const char* StorageTypeName(StorageType t);
 
 // A tensor shape: 1 to 4 dimensions (0 for a default-constructed, empty shape).
@@ -103,14 +119,17 @@ class Tensor {
   Tensor() = default;
   // For Backend implementations only (inside AllocImpl).
   Tensor(const Backend* owner, std::shared_ptr<TensorBuffer> buffer,
-         Shape shape, StorageType type);
+         Shape shape, StorageType type, bool read_only = false);
 
   bool valid() const { return buffer_ != nullptr; }
   const Shape& shape() const { return shape_; }
   StorageType type() const { return type_; }
   int64_t numel() const { return shape_.numel(); }
-  size_t bytes() const { return static_cast<size_t>(numel()) * StorageTypeSize(type_); }
+  size_t bytes() const { return static_cast<size_t>(StorageBytes(type_, numel())); }
   const Backend* backend() const { return owner_; }
+  // True for a view of host memory made by WrapHostBytes: ops refuse it as
+  // an output.
+  bool read_only() const { return read_only_; }
 
   // A handle to the same storage viewed with another shape (a reshape, not a
   // copy). REQUIRES: valid() and shape.numel() == numel().
@@ -124,6 +143,7 @@ class Tensor {
   std::shared_ptr<TensorBuffer> buffer_;
   Shape shape_;
   StorageType type_ = StorageType::kF32;
+  bool read_only_ = false;
 };
 
 struct DeviceInfo {
@@ -174,12 +194,29 @@ class Backend {
 
   // ---- memory -------------------------------------------------------------
 
-  // Allocates an uninitialised tensor. kInvalidArgument for a dimension < 1
-  // or a size that overflows; kResourceExhausted when the memory is not there.
+  // Whether tensors of `type` can live on this backend (every backend holds
+  // F32, F16 and BF16; the CPU holds the quantized types too).
+  virtual bool SupportsStorage(StorageType type) const { return !IsQuantized(type); }
+  // Whether WrapHostBytes works here (the CPU: host memory is its memory).
+  virtual bool CanWrapHostBytes() const { return false; }
+
+  // Allocates an uninitialised tensor. kInvalidArgument for a dimension < 1,
+  // a size that overflows, a storage type the backend does not hold or a
+  // quantized tensor whose last dimension is not a whole number of blocks;
+  // kResourceExhausted when the memory is not there.
   Result<Tensor> Alloc(Shape shape, StorageType type);
+  // A read-only tensor over t.bytes() bytes of host memory at `data` (e.g. a
+  // weight in a memory-mapped model file), without a copy; `owner` keeps the
+  // memory alive for as long as any handle to the tensor exists. The bytes
+  // must not change while the tensor exists. Checks as Alloc, plus `data`
+  // aligned to 4 bytes (F32) or 2 (the rest); kFailedPrecondition where
+  // !CanWrapHostBytes() (allocate and UploadBytes instead).
+  Result<Tensor> WrapHostBytes(Shape shape, StorageType type, const void* data,
+                               std::shared_ptr<const void> owner);
   // Writes src (numel floats) into t, rounding to nearest even for kF16/kBF16.
+  // Not for quantized tensors (they take UploadBytes).
   Status Upload(const Tensor& t, std::span<const float> src);
-  // Reads t into dst (numel floats).
+  // Reads t into dst (numel floats), dequantizing a quantized tensor.
   Status Download(const Tensor& t, std::span<float> dst);
   // Raw storage bytes (little-endian elements, t.bytes() of them), e.g. BF16
   // weights straight from a memory-mapped safetensors file.
@@ -192,7 +229,8 @@ class Backend {
 
   // t[i] = value.
   Status Fill(const Tensor& t, float value);
-  // dst[i] = src[i], converting between storage types (any storage).
+  // dst[i] = src[i], converting between storage types (src any storage,
+  // quantized too: dequantized; dst not quantized).
   Status Copy(const Tensor& dst, const Tensor& src);
   // out = a + b. out may alias a or b.
   Status Add(const Tensor& out, const Tensor& a, const Tensor& b);
@@ -204,12 +242,13 @@ class Backend {
   // ---- matrix multiply ----------------------------------------------------
 
   // c = alpha·op(a)·op(b) + beta·c, op(x) = xᵀ when trans_x.
-  // c: [M, N] kF32; op(a): [M, K]; op(b): [K, N]; a and b any storage.
+  // c: [M, N] kF32; op(a): [M, K]; op(b): [K, N]; a any storage, b any
+  // storage, quantized too (the fast case is a [N, K] weight with trans_b).
   // beta = 0 ignores c's old contents (even NaN).
   Status Gemm(const Tensor& c, const Tensor& a, bool trans_a, const Tensor& b,
               bool trans_b, float alpha, float beta);
   // A linear layer, weights [out, in] as in PyTorch / safetensors:
-  // out[N, OC] = inp[N, C] · weight[OC, C]ᵀ. weight any storage.
+  // out[N, OC] = inp[N, C] · weight[OC, C]ᵀ. weight any storage, quantized too.
   Status MatMulForward(const Tensor& out, const Tensor& inp, const Tensor& weight);
   // dinp[N, C] += dout·weight;  dweight[OC, C] += doutᵀ·inp. Either may be null.
   Status MatMulBackward(const Tensor* dinp, const Tensor* dweight,
@@ -217,8 +256,8 @@ class Backend {
 
   // ---- embedding (also: gather rows of any [R, C] tensor) -----------------
 
-  // out[i, :] = table[ids[i], :]. out [N, C]; table [V, C] any storage;
-  // ids.size() == N, 0 <= ids[i] < V.
+  // out[i, :] = table[ids[i], :]. out [N, C]; table [V, C];
+  // ids.size() == N, 0 <= ids[i] < V. table any storage, quantized too.
   Status EmbeddingForward(const Tensor& out, const Tensor& table,
                           std::span<const int32_t> ids);
   // dtable[ids[i], :] += dout[i, :]. dtable [V, C] kF32.
@@ -329,6 +368,9 @@ class Backend {
   // Implementations. Called only after the public method has checked every
   // argument as its contract says, so these may assume valid input.
   virtual Result<Tensor> AllocImpl(Shape shape, StorageType type) = 0;
+  // Only called where CanWrapHostBytes().
+  virtual Result<Tensor> WrapHostBytesImpl(Shape shape, StorageType type, const void* data,
+                                           std::shared_ptr<const void> owner);
   virtual Status UploadImpl(const Tensor& t, std::span<const float> src) = 0;
   virtual Status DownloadImpl(const Tensor& t, std::span<float> dst) = 0;
   virtual Status UploadBytesImpl(const Tensor& t, std::span<const std::byte> src) = 0;

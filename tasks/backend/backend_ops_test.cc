@@ -60,6 +60,9 @@ double Stored(double x, StorageType type) {
     case StorageType::kF32: return f;
     case StorageType::kF16: return F16ToF32(F32ToF16(f));
     case StorageType::kBF16: return BF16ToF32(F32ToBF16(f));
+    // Quantized weights are tested in cpu/cpu_quant_test.cc, not here.
+    case StorageType::kQ8_0: case StorageType::kQ4_0: case StorageType::kQ4_K:
+    case StorageType::kQ6_K: break;
   }
   return f;
 }

@@ -106,14 +106,26 @@ Status LlamaModel::Upload(const ModelWeights& weights, const LlamaOptions& optio
     auto it = slots.find(e.name);
     assert(it != slots.end());
     const StorageType native = static_cast<StorageType>(ht->dtype);
-    const StorageType st = options.keep_half_weights ? native : StorageType::kF32;
-    PCFARM_ASSIGN_OR_RETURN(Tensor t, backend_->Alloc(ShapeOf(e.shape), st));
-    if (st == native) {
-      PCFARM_RETURN_IF_ERROR(backend_->UploadBytes(
-          t, std::span(static_cast<const std::byte*>(ht->data), ht->nbytes())));
-    } else {
-      std::vector<float> f = ht->ToF32();
-      PCFARM_RETURN_IF_ERROR(backend_->Upload(t, f));
+    const StorageType st = options.keep_half_weights && backend_->SupportsStorage(native)
+                               ? native
+                               : StorageType::kF32;
+    const Shape shape = ShapeOf(e.shape);
+    Tensor t;
+    if (st == native && backend_->CanWrapHostBytes()) {
+      // The CPU uses the (mapped) host bytes as they are: no second copy.
+      // Misaligned data (a hand-made file) falls back to a copy below.
+      auto view = backend_->WrapHostBytes(shape, st, ht->data, ht->owner);
+      if (view.ok()) t = *view;
+    }
+    if (!t.valid()) {
+      PCFARM_ASSIGN_OR_RETURN(t, backend_->Alloc(shape, st));
+      if (st == native) {
+        PCFARM_RETURN_IF_ERROR(backend_->UploadBytes(
+            t, std::span(static_cast<const std::byte*>(ht->data), ht->nbytes())));
+      } else {
+        std::vector<float> f = ht->ToF32();
+        PCFARM_RETURN_IF_ERROR(backend_->Upload(t, f));
+      }
     }
     *it->second.value = t;
   }
@@ -545,7 +557,7 @@ Status LlamaModel::EnableFullTraining() {
     Slot& s = slots.at(e.name);
     Param p;
     const Shape shape = ShapeOf(e.shape);
-    if (s.value->type() == StorageType::kF32) {
+    if (s.value->type() == StorageType::kF32 && !s.value->read_only()) {
       p.value = *s.value;
     } else {
       PCFARM_ASSIGN_OR_RETURN(p.value, Alloc(shape));

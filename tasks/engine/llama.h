@@ -43,8 +43,11 @@
 // correction with a step counter that starts at 1): ClipAndStepAdamW in
 // tasks/engine/optimizer.h, which FlatAdamW runs without a model.
 //
-// Ownership: the model keeps a pointer to `backend`, which must outlive it;
-// host weights are copied to the device during Create and not kept.
+// Ownership: the model keeps a pointer to `backend`, which must outlive it.
+// Host weights are copied to the device during Create, except on a backend
+// that can use host memory (the CPU: Backend::WrapHostBytes), where the
+// model's tensors are read-only views of them (for a GGUF or safetensors
+// file, of its memory map) and keep them alive.
 // Thread-safety: one thread at a time (as the Backend).
 #pragma once
 
@@ -64,9 +67,11 @@
 namespace pcfarm {
 
 struct LlamaOptions {
-  // Keep F16/BF16 weights in their storage type on the device (the backend
-  // converts them inside each op); false converts every weight to f32.
-  // Full-parameter training always converts to f32.
+  // Keep F16/BF16 and quantized (Q8_0/Q4_0/Q4_K/Q6_K) weights in their
+  // storage type on the device where the backend holds that type (the
+  // backend converts inside each op); false converts every weight to f32
+  // (the dequantized reference path). Full-parameter training always
+  // converts to f32; LoRA trains over the weights as they are held.
   bool keep_half_weights = true;
 };
 

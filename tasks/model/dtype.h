@@ -1,7 +1,9 @@
 // Element types of host weight tensors, and the half-precision conversions.
 //
 // DType covers what the engine loads directly: F32, F16 (IEEE binary16) and
-// BF16 (bfloat16, the top 16 bits of an f32). The conversions are exact for
+// BF16 (bfloat16, the top 16 bits of an f32), and GGUF's block-quantized
+// Q8_0, Q4_0, Q4_K and Q6_K (tasks/backend/ggml_quants.h; whole blocks along
+// the last dimension, held as the file stores them). The conversions are exact for
 // every finite value, round to nearest even on the way down, and keep
 // infinities and NaNs (a NaN stays a NaN).
 //
@@ -14,24 +16,59 @@
 #include <optional>
 #include <string_view>
 
+#include "tasks/backend/ggml_quants.h"
+
 namespace pcfarm {
 
-enum class DType { kF32, kF16, kBF16 };
+// Same order as the backend's StorageType (static_cast converts).
+enum class DType { kF32, kF16, kBF16, kQ8_0, kQ4_0, kQ4_K, kQ6_K };
 
-// Bytes per element.
+inline bool IsQuantized(DType t) {
+  return t != DType::kF32 && t != DType::kF16 && t != DType::kBF16;
+}
+
+// The ggml type number of a quantized DType (0 otherwise).
+inline uint32_t DTypeGgmlQuant(DType t) {
+  switch (t) {
+    case DType::kQ8_0: return kGgmlTypeQ8_0;
+    case DType::kQ4_0: return kGgmlTypeQ4_0;
+    case DType::kQ4_K: return kGgmlTypeQ4_K;
+    case DType::kQ6_K: return kGgmlTypeQ6_K;
+    default: return 0;
+  }
+}
+
+// Values per block: 1, 32 or 256.
+inline int64_t DTypeBlockValues(DType t) {
+  return IsQuantized(t) ? GgmlBlockValues(DTypeGgmlQuant(t)) : 1;
+}
+
+// Bytes per element. REQUIRES: !IsQuantized(t).
 inline size_t DTypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
 
-// "F32", "F16" or "BF16" (safetensors spelling).
+// Bytes of `n` elements. REQUIRES: n a whole number of blocks.
+inline size_t DTypeBytes(DType t, size_t n) {
+  if (!IsQuantized(t)) return n * DTypeSize(t);
+  const uint32_t g = DTypeGgmlQuant(t);
+  return n / size_t(GgmlBlockValues(g)) * GgmlBlockBytes(g);
+}
+
+// "F32", "F16" or "BF16" (safetensors spelling); "Q8_0", "Q4_0", "Q4_K",
+// "Q6_K" (GGUF's).
 inline const char* DTypeName(DType t) {
   switch (t) {
     case DType::kF32: return "F32";
     case DType::kF16: return "F16";
     case DType::kBF16: return "BF16";
+    case DType::kQ8_0: return "Q8_0";
+    case DType::kQ4_0: return "Q4_0";
+    case DType::kQ4_K: return "Q4_K";
+    case DType::kQ6_K: return "Q6_K";
   }
   return "?";
 }
 
-// Inverse of DTypeName; nullopt for any other name.
+// Inverse of DTypeName for the safetensors types; nullopt for any other name.
 inline std::optional<DType> DTypeFromName(std::string_view name) {
   if (name == "F32") return DType::kF32;
   if (name == "F16") return DType::kF16;
@@ -96,9 +133,15 @@ inline uint16_t F32ToF16(float f) {
   return sign | uint16_t(r >> 13);
 }
 
-// Converts `n` elements of type `t` at `src` (little-endian) to f32.
+// Converts `n` elements of type `t` at `src` (little-endian) to f32 (a
+// quantized type: n whole blocks, dequantized).
 inline void ConvertToF32(DType t, const void* src, size_t n, float* dst) {
   const auto* b = static_cast<const uint8_t*>(src);
+  if (IsQuantized(t)) {
+    const uint32_t g = DTypeGgmlQuant(t);
+    DequantizeBlocks(g, b, int64_t(n) / GgmlBlockValues(g), dst);
+    return;
+  }
   for (size_t i = 0; i < n; ++i) {
     if (t == DType::kF32) {
       std::memcpy(&dst[i], b + 4 * i, 4);

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "tasks/backend/ggml_quants.h"
+
 #include "tasks/model/mapped_file.h"
 
 namespace pcfarm {
@@ -154,27 +156,15 @@ uint64_t GgmlTypeBytes(uint32_t type, uint64_t numel) {
 }
 
 Result<std::vector<float>> DequantizeGgml(uint32_t type, const uint8_t* data, uint64_t numel) {
-  if (type != kGgmlQ8_0 && type != kGgmlQ4_0)
-    return InvalidArgument("dequantize: ggml type " + std::to_string(type) + " is not Q8_0 or Q4_0");
-  if (numel % 32 != 0)
-    return InvalidArgument("dequantize: " + std::to_string(numel) + " elements is not a multiple of 32");
+  if (!IsGgmlQuantType(type))
+    return InvalidArgument("dequantize: ggml type " + std::to_string(type) +
+                           " is not Q8_0, Q4_0, Q4_K or Q6_K");
+  const uint64_t bv = uint64_t(GgmlBlockValues(type));
+  if (numel % bv != 0)
+    return InvalidArgument("dequantize: " + std::to_string(numel) + " elements is not a multiple of " +
+                           std::to_string(bv));
   std::vector<float> out(numel);
-  const size_t block_bytes = type == kGgmlQ8_0 ? 34 : 18;
-  for (uint64_t blk = 0; blk < numel / 32; ++blk) {
-    const uint8_t* p = data + blk * block_bytes;
-    uint16_t dh;
-    std::memcpy(&dh, p, 2);
-    const float d = F16ToF32(dh);
-    float* y = out.data() + blk * 32;
-    if (type == kGgmlQ8_0) {
-      for (int j = 0; j < 32; ++j) y[j] = d * float(int8_t(p[2 + j]));
-    } else {
-      for (int j = 0; j < 16; ++j) {
-        y[j] = d * float(int(p[2 + j] & 0x0f) - 8);
-        y[j + 16] = d * float(int(p[2 + j] >> 4) - 8);
-      }
-    }
-  }
+  DequantizeBlocks(type, data, int64_t(numel / bv), out.data());
   return out;
 }
 
@@ -297,19 +287,22 @@ Result<HostTensor> GgufFile::Tensor(std::string_view name) const {
   for (auto it = t->dims.rbegin(); it != t->dims.rend(); ++it) out.shape.push_back(int64_t(*it));
   const uint8_t* p = reinterpret_cast<const uint8_t*>(data_.data()) + t->offset;
   switch (t->type) {
-    case kGgmlF32: case kGgmlF16: case kGgmlBF16:
-      out.dtype = t->type == kGgmlF32 ? DType::kF32 : t->type == kGgmlF16 ? DType::kF16 : DType::kBF16;
-      out.data = p;
-      out.owner = owner_;
-      return out;
-    case kGgmlQ8_0: case kGgmlQ4_0: {
-      PCFARM_ASSIGN_OR_RETURN(std::vector<float> v, DequantizeGgml(t->type, p, out.numel()));
-      return HostTensor::FromF32(std::move(out.shape), std::move(v));
-    }
+    case kGgmlF32: out.dtype = DType::kF32; break;
+    case kGgmlF16: out.dtype = DType::kF16; break;
+    case kGgmlBF16: out.dtype = DType::kBF16; break;
+    case kGgmlQ8_0: out.dtype = DType::kQ8_0; break;
+    case kGgmlQ4_0: out.dtype = DType::kQ4_0; break;
+    case kGgmlQ4_K: out.dtype = DType::kQ4_K; break;
+    case kGgmlQ6_K: out.dtype = DType::kQ6_K; break;
     default:
       return InvalidArgument(display_name_ + ": tensor " + t->name + " has ggml type " +
-                             std::to_string(t->type) + "; supported: F32, F16, BF16, Q8_0, Q4_0");
+                             std::to_string(t->type) +
+                             "; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K");
   }
+  // Parse checked that the dims fill whole blocks and the bytes are there.
+  out.data = p;
+  out.owner = owner_;
+  return out;
 }
 
 }  // namespace pcfarm

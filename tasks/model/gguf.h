@@ -6,9 +6,10 @@
 // before anything is read or allocated; a truncated or lying file is an
 // InvalidArgument naming the file and the key or tensor.
 //
-// Tensors: F32, F16 and BF16 come back as views into the file; Q8_0 and Q4_0
-// are dequantized into owned f32 buffers. Other ggml types are size-checked
-// (for the common ones) but cannot be loaded. Shapes are returned row-major,
+// Tensors: F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K come back as views into
+// the file, held as stored (blocks along GGUF's first, fastest dimension).
+// Other ggml types are size-checked (for the common ones) but cannot be
+// loaded. Shapes are returned row-major,
 // outermost first, i.e. GGUF's dims reversed: a GGUF weight with dims
 // [in, out] becomes a HostTensor of shape [out, in].
 //
@@ -34,7 +35,8 @@ enum class GgufType : uint32_t {
 
 // ggml tensor types the engine can load.
 enum GgmlType : uint32_t {
-  kGgmlF32 = 0, kGgmlF16 = 1, kGgmlQ4_0 = 2, kGgmlQ8_0 = 8, kGgmlBF16 = 30,
+  kGgmlF32 = 0, kGgmlF16 = 1, kGgmlQ4_0 = 2, kGgmlQ8_0 = 8, kGgmlQ4_K = 12,
+  kGgmlQ6_K = 14, kGgmlBF16 = 30,
 };
 
 struct GgufValue {
@@ -81,7 +83,7 @@ class GgufFile {
   Result<std::string> GetString(std::string_view key) const;
 
   const GgufTensorInfo* FindTensor(std::string_view name) const;
-  // Tensor `name` as F32/F16/BF16 view or dequantized f32 (see above).
+  // Tensor `name` as a view into the file (see above).
   Result<HostTensor> Tensor(std::string_view name) const;
 
  private:
@@ -95,11 +97,10 @@ class GgufFile {
   std::shared_ptr<const void> owner_;
 };
 
-// Dequantizes `numel` elements of ggml type Q8_0 or Q4_0 (blocks of 32:
-// an f16 scale d, then 32 int8 q -> d*q; or 16 bytes of nibbles, low nibbles
-// the block's first 16 elements, high nibbles the last 16 -> d*(q-8)).
-// REQUIRES: `data` holds numel/32 blocks. InvalidArgument when numel is not
-// a multiple of 32 or the type is another one.
+// Dequantizes `numel` elements of ggml type Q8_0, Q4_0, Q4_K or Q6_K
+// (tasks/backend/ggml_quants.h gives the layouts). REQUIRES: `data` holds
+// the numel/block blocks. InvalidArgument when numel is not a whole number
+// of blocks or the type is another one.
 Result<std::vector<float>> DequantizeGgml(uint32_t type, const uint8_t* data,
                                           uint64_t numel);
 

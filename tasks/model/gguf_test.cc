@@ -283,12 +283,62 @@ TEST_CASE("GGUF lying headers are errors", "[gguf]") {
   }
   {  // a known but unloadable type is parsed, then refused by name
     GgufBuilder b;
-    b.Tensor("k", {256}, 12, std::string(144, '\0'));  // Q4_K
+    b.Tensor("k", {256}, 13, std::string(176, '\0'));  // Q5_K
     std::string b_bytes = b.Build();  // must outlive the views
     auto g = GgufFile::Parse(b_bytes, "k.gguf", nullptr);
     REQUIRE(g.ok());
-    CHECK(g->Tensor("k").status().message().find("tensor k has ggml type 12") != std::string::npos);
+    CHECK(g->Tensor("k").status().message().find("tensor k has ggml type 13") != std::string::npos);
   }
+  {  // a Q4_K row that is not a whole super-block
+    GgufBuilder b;
+    b.Tensor("k", {300, 2}, kGgmlQ4_K, std::string(288, '\0'));
+    err(b.Build());
+  }
+  {  // a Q6_K tensor whose blocks run past the end of the file
+    GgufBuilder b;
+    b.Tensor("k", {256, 2}, kGgmlQ6_K, std::string(210, '\0'));
+    std::string bytes = b.Build();
+    bytes.resize(bytes.size() - 2 * 210 + 200);
+    auto g = GgufFile::Parse(bytes, "short.gguf", nullptr);
+    REQUIRE_FALSE(g.ok());
+    CHECK(g.status().message().find("tensor k") != std::string::npos);
+  }
+}
+
+TEST_CASE("GGUF quantized tensors come back as views of the stored blocks", "[gguf]") {
+  // Two Q4_K rows and one Q6_K row of 256: their bytes are the file's, their
+  // values those of the reference decoder.
+  std::string q4k(2 * 144, '\0'), q6k(210, '\0');
+  for (size_t i = 0; i < q4k.size(); ++i) q4k[i] = char(i * 7 + 1);
+  for (size_t i = 0; i < q6k.size(); ++i) q6k[i] = char(i * 13 + 5);
+  for (size_t off : {size_t(0), size_t(144)}) {
+    q4k[off] = 0; q4k[off + 1] = 0x3c;      // d = 1
+    q4k[off + 2] = 0; q4k[off + 3] = 0x38;  // dmin = 0.5
+  }
+  q6k[208] = 0; q6k[209] = 0x30;  // d = 0.125
+  GgufBuilder b;
+  b.Tensor("a", {256, 2}, kGgmlQ4_K, q4k);
+  b.Tensor("b", {256}, kGgmlQ6_K, q6k);
+  std::string bytes = b.Build();
+  auto g = GgufFile::Parse(bytes, "kq.gguf", nullptr);
+  REQUIRE(g.ok());
+  auto a = g->Tensor("a");
+  auto c = g->Tensor("b");
+  REQUIRE((a.ok() && c.ok()));
+  CHECK(a->dtype == DType::kQ4_K);
+  CHECK(c->dtype == DType::kQ6_K);
+  CHECK(a->shape == std::vector<int64_t>{2, 256});
+  CHECK(a->nbytes() == q4k.size());
+  CHECK(std::memcmp(a->data, q4k.data(), q4k.size()) == 0);
+  CHECK(a->data >= static_cast<const void*>(bytes.data()));  // a view, not a copy
+  CHECK(a->data < static_cast<const void*>(bytes.data() + bytes.size()));
+  std::vector<float> ref(512);
+  DequantizeBlocks(kGgmlTypeQ4_K, reinterpret_cast<const uint8_t*>(q4k.data()), 2, ref.data());
+  CHECK(a->ToF32() == ref);
+  auto dq = DequantizeGgml(kGgmlQ6_K, static_cast<const uint8_t*>(c->data), 256);
+  REQUIRE(dq.ok());
+  CHECK(c->ToF32() == *dq);
+  CHECK_FALSE(DequantizeGgml(kGgmlQ6_K, nullptr, 255).ok());
 }
 
 namespace {

@@ -322,11 +322,15 @@ std::vector<float> PermuteRopeRows(const std::vector<float>& hf, int64_t rows,
 
 Result<std::string> SerializeGgufModel(
     const ModelConfig& config, const std::vector<NamedTensor>& hf_tensors,
-    const std::string& tokenizer_json) {
+    const std::string& tokenizer_json, const GgufWriteOptions& options) {
+  const uint32_t mtype = options.matrix_type;
+  if (mtype != kGgmlF32 && mtype != kGgmlQ8_0 && mtype != kGgmlQ4_0)
+    return Refuse("matrix type " + std::to_string(mtype) + " (F32, Q8_0 or Q4_0 are written)");
   KvSection kv;
   kv.String("general.architecture", "llama");
   kv.U32("general.alignment", uint32_t(kAlignment));
-  kv.U32("general.file_type", 0);  // LLAMA_FTYPE_ALL_F32
+  // LLAMA_FTYPE_ALL_F32, _MOSTLY_Q8_0, _MOSTLY_Q4_0.
+  kv.U32("general.file_type", mtype == kGgmlQ8_0 ? 7 : mtype == kGgmlQ4_0 ? 2 : 0);
   PCFARM_RETURN_IF_ERROR(WriteConfigKeys(config, &kv));
   PCFARM_RETURN_IF_ERROR(WriteTokenizerKeys(config, tokenizer_json, &kv));
 
@@ -350,14 +354,20 @@ Result<std::string> SerializeGgufModel(
     std::string name;
     std::vector<int64_t> shape;  // row-major, outermost first
     const HostTensor* hf;        // null for rope_freqs
+    uint32_t type = kGgmlF32;
   };
   std::vector<OutTensor> out;
   if (!config.rope_freq_factors.empty())
     out.push_back({"rope_freqs.weight",
                    {int64_t(config.rope_freq_factors.size())},
                    nullptr});
-  for (const ExpectedTensor& e : expected)
-    out.push_back({GgufTensorName(e.name), e.shape, &weights.Get(e.name)});
+  for (const ExpectedTensor& e : expected) {
+    // Matrices whose rows are whole blocks take the matrix type; the rest
+    // (norms, ragged rows) stay F32, as llama.cpp's quantizer does.
+    const bool quantize = e.shape.size() == 2 && e.shape[1] % 32 == 0;
+    out.push_back({GgufTensorName(e.name), e.shape, &weights.Get(e.name),
+                   quantize ? mtype : uint32_t(kGgmlF32)});
+  }
 
   std::string file = "GGUF";
   Put<uint32_t>(&file, 3);
@@ -373,10 +383,9 @@ Result<std::string> SerializeGgufModel(
       Put<uint64_t>(&file, uint64_t(*it));
       numel *= uint64_t(*it);
     }
-    Put<uint32_t>(&file, kGgmlF32);
+    Put<uint32_t>(&file, t.type);
     Put<uint64_t>(&file, offset);
-    offset +=
-        (numel * sizeof(float) + kAlignment - 1) / kAlignment * kAlignment;
+    offset += (GgmlTypeBytes(t.type, numel) + kAlignment - 1) / kAlignment * kAlignment;
   }
   PadTo(&file, kAlignment);
   file.reserve(file.size() + offset);
@@ -387,8 +396,14 @@ Result<std::string> SerializeGgufModel(
       v = PermuteRopeRows(v, t.shape[0], config.num_attention_heads);
     else if (t.name.find(".attn_k.") != std::string::npos)
       v = PermuteRopeRows(v, t.shape[0], config.num_key_value_heads);
-    file.append(reinterpret_cast<const char*>(v.data()),
-                v.size() * sizeof(float));
+    if (t.type == kGgmlF32) {
+      file.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+    } else {
+      std::string q(GgmlTypeBytes(t.type, v.size()), '\0');
+      PCFARM_RETURN_IF_ERROR(QuantizeBlocks(t.type, v.data(), int64_t(v.size()),
+                                            reinterpret_cast<uint8_t*>(q.data())));
+      file += q;
+    }
     PadTo(&file, kAlignment);
   }
   return file;
@@ -396,8 +411,8 @@ Result<std::string> SerializeGgufModel(
 
 Status WriteGgufModel(const std::string& path, const ModelConfig& config,
                       const std::vector<NamedTensor>& hf_tensors,
-                      const std::string& tokenizer_json) {
-  auto bytes = SerializeGgufModel(config, hf_tensors, tokenizer_json);
+                      const std::string& tokenizer_json, const GgufWriteOptions& options) {
+  auto bytes = SerializeGgufModel(config, hf_tensors, tokenizer_json, options);
   if (!bytes.ok()) return bytes.status().WithContext(path);
   return WriteFileAtomic(path, *bytes).WithContext(path);
 }

@@ -7,7 +7,7 @@
 //   infos, zero padding to general.alignment (32), the data section (each
 //   tensor at a multiple of 32 and zero-padded to one).
 // KV pairs: general.architecture "llama", general.alignment,
-// general.file_type 0 (all F32); llama.context_length, .embedding_length,
+// general.file_type (0 all F32, 7 mostly Q8_0, 2 mostly Q4_0: options); llama.context_length, .embedding_length,
 // .block_count, .feed_forward_length, .vocab_size, .rope.dimension_count,
 // .attention.head_count(_kv), .attention.key_length/.value_length (u32),
 // .rope.freq_base and .attention.layer_norm_rms_epsilon (f32, the type
@@ -16,7 +16,7 @@
 // (1 normal, 3 control = special added token, 4 user-defined = other added
 // token), .merges ("a b"), .bos/.eos/.unknown_token_id and
 // .add_bos_token/.add_eos_token (from the post-processor's template).
-// Tensors: F32, llama.cpp names (token_embd, blk.N.attn_q, ..., output_norm,
+// Tensors: F32 (matrices Q8_0/Q4_0 when options say so), llama.cpp names (token_embd, blk.N.attn_q, ..., output_norm,
 // output), dims reversed (GGUF lists the fastest-varying dim first), q and k
 // rows permuted from HF's rotate-half RoPE order to GGUF's interleaved order
 // (the inverse of UnpermuteRopeRows), rope_freqs.weight when the config has
@@ -50,19 +50,29 @@
 
 namespace pcfarm {
 
+struct GgufWriteOptions {
+  // ggml type of the 2-D weights whose rows are whole 32-value blocks:
+  // kGgmlF32 (0), kGgmlQ8_0 (8) or kGgmlQ4_0 (2), quantized by
+  // QuantizeBlocks (gguf-py's reference quantizer; general.file_type says
+  // which). Norms and other 1-D tensors stay F32. Reading back gives the
+  // dequantized values, not the originals.
+  uint32_t matrix_type = 0;
+};
+
 // The bytes of the GGUF file described above. `hf_tensors` holds exactly the
 // tensors ExpectedTensors(config) lists, by HF name, with those shapes, in
 // any order and any DType. InvalidArgument, naming the tensor, key or
 // tokenizer part, when they do not match or cannot be carried (see above).
 Result<std::string> SerializeGgufModel(
     const ModelConfig& config, const std::vector<NamedTensor>& hf_tensors,
-    const std::string& tokenizer_json);
+    const std::string& tokenizer_json, const GgufWriteOptions& options = {});
 
 // SerializeGgufModel, then WriteFileAtomic to `path` (a temporary file in
 // the same directory, fsync, rename, fsync of the directory); the parent
 // directory must exist. Errors name `path`.
 Status WriteGgufModel(const std::string& path, const ModelConfig& config,
                       const std::vector<NamedTensor>& hf_tensors,
-                      const std::string& tokenizer_json);
+                      const std::string& tokenizer_json,
+                      const GgufWriteOptions& options = {});
 
 }  // namespace pcfarm

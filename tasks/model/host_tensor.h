@@ -30,7 +30,7 @@ struct HostTensor {
     for (int64_t d : shape) n *= static_cast<size_t>(d);
     return n;
   }
-  size_t nbytes() const { return numel() * DTypeSize(dtype); }
+  size_t nbytes() const { return DTypeBytes(dtype, numel()); }
 
   // Wraps an owned f32 buffer. REQUIRES: values.size() == product of shape.
   static HostTensor FromF32(std::vector<int64_t> shape, std::vector<float> values) {
@@ -43,7 +43,7 @@ struct HostTensor {
     return t;
   }
 
-  // The elements converted to f32 (a copy).
+  // The elements converted to f32 (a copy; quantized blocks dequantized).
   std::vector<float> ToF32() const {
     std::vector<float> out(numel());
     ConvertToF32(dtype, data, out.size(), out.data());

@@ -11,9 +11,9 @@
 //
 // Tensors are views into the mmap'ed files where the stored layout is the
 // one used (F32/F16/BF16 safetensors, F32/F16/BF16 GGUF tensors other than
-// q/k); GGUF q/k weights are copied with their rows un-permuted from GGUF's
-// interleaved RoPE order to HF's rotate-half order, and Q8_0/Q4_0 tensors
-// are dequantized to owned f32 buffers.
+// q/k, quantized ones included); GGUF q/k weights are copied with their rows
+// un-permuted from GGUF's interleaved RoPE order to HF's rotate-half order
+// (whole rows, so quantized blocks are moved as they are).
 //
 // Thread-safety: immutable after loading.
 #pragma once

@@ -171,6 +171,10 @@ Result<std::string> SerializeSafetensors(
     if (t.name.empty() || t.name == "__metadata__" || !seen.insert(t.name).second)
       return InvalidArgument("safetensors writer: bad or duplicate tensor name '" +
                              t.name + "'");
+    if (IsQuantized(t.tensor.dtype))
+      return InvalidArgument("safetensors writer: tensor " + t.name + " is " +
+                             DTypeName(t.tensor.dtype) +
+                             ", which safetensors cannot hold (dequantize it first)");
     uint64_t nb = t.tensor.nbytes();
     header[t.name] = {{"dtype", DTypeName(t.tensor.dtype)},
                       {"shape", t.tensor.shape},

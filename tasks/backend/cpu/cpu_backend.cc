@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include <string>
 
 #include "tasks/backend/cpu/blas.h"
+#include "tasks/backend/ggml_quants.h"
 #include "tasks/backend/cpu/cpu_internal.h"
 #include "tasks/backend/half.h"
 
@@ -29,6 +31,7 @@ Result<std::unique_ptr<Backend>> CreateCpuBackend(const BackendOptions& options)
 namespace cpu {
 
 CpuBuffer::~CpuBuffer() {
+  if (memory_ == nullptr) return;  // a host view: owner_ goes with us
   memory_->used -= bytes_;
   memory_->Release(data_, RoundedBytes(bytes_));
 }
@@ -96,6 +99,13 @@ void ToF32(StorageType type, const void* src, float* dst, int64_t count) {
       for (int64_t i = 0; i < count; ++i) dst[i] = BF16ToF32(s[i]);
       return;
     }
+    case StorageType::kQ8_0: case StorageType::kQ4_0: case StorageType::kQ4_K:
+    case StorageType::kQ6_K: {
+      const uint32_t g = StorageGgmlType(type);
+      assert(count % GgmlBlockValues(g) == 0);
+      DequantizeBlocks(g, static_cast<const uint8_t*>(src), count / GgmlBlockValues(g), dst);
+      return;
+    }
   }
 }
 
@@ -114,6 +124,10 @@ void FromF32(StorageType type, const float* src, void* dst, int64_t count) {
       for (int64_t i = 0; i < count; ++i) d[i] = F32ToBF16(src[i]);
       return;
     }
+    case StorageType::kQ8_0: case StorageType::kQ4_0: case StorageType::kQ4_K:
+    case StorageType::kQ6_K:
+      assert(false && "FromF32 into a quantized type (Upload refuses it)");
+      return;
   }
 }
 
@@ -154,7 +168,7 @@ void CpuBackend::ParallelRows(int64_t rows, int64_t row_len,
 }
 
 Result<Tensor> CpuBackend::AllocImpl(Shape shape, StorageType type) {
-  const uint64_t bytes = static_cast<uint64_t>(shape.numel()) * StorageTypeSize(type);
+  const uint64_t bytes = StorageBytes(type, shape.numel());
   const uint64_t used = memory_->used.fetch_add(bytes) + bytes;
   if (memory_->limit != 0 && used > memory_->limit) {
     memory_->used -= bytes;
@@ -181,6 +195,12 @@ Result<Tensor> CpuBackend::AllocImpl(Shape shape, StorageType type) {
                              " bytes)");
   }
   return Tensor(this, std::make_shared<CpuBuffer>(data, bytes, memory_), shape, type);
+}
+
+Result<Tensor> CpuBackend::WrapHostBytesImpl(Shape shape, StorageType type, const void* data,
+                                             std::shared_ptr<const void> owner) {
+  return Tensor(this, std::make_shared<CpuBuffer>(data, std::move(owner)), shape, type,
+                /*read_only=*/true);
 }
 
 Status CpuBackend::UploadImpl(const Tensor& t, std::span<const float> src) {
@@ -215,6 +235,21 @@ Status CpuBackend::FillImpl(const Tensor& t, float value) {
 
 Status CpuBackend::CopyImpl(const Tensor& dst, const Tensor& src) {
   if (dst.buffer() == src.buffer() && dst.type() == src.type()) return Status::Ok();
+  if (IsQuantized(src.type())) {
+    // Whole blocks at a time, each converted to f32 and then to dst's type.
+    const int64_t bv = StorageBlockValues(src.type());
+    const size_t bb = StorageBytes(src.type(), bv), ds = StorageTypeSize(dst.type());
+    const auto* s = static_cast<const char*>(Raw(src));
+    auto* d = static_cast<char*>(Raw(dst));
+    pool_->ParallelFor(src.numel() / bv, 64, [&](int64_t b, int64_t e) {
+      std::vector<float> buf(static_cast<size_t>(bv));
+      for (int64_t blk = b; blk < e; ++blk) {
+        ToF32(src.type(), s + blk * static_cast<int64_t>(bb), buf.data(), bv);
+        FromF32(dst.type(), buf.data(), d + blk * bv * static_cast<int64_t>(ds), bv);
+      }
+    });
+    return Status::Ok();
+  }
   const size_t ds = StorageTypeSize(dst.type()), ss = StorageTypeSize(src.type());
   auto* d = static_cast<char*>(Raw(dst));
   const auto* s = static_cast<const char*>(Raw(src));
@@ -265,12 +300,12 @@ Status CpuBackend::ScaleImpl(const Tensor& t, float scale) {
 Status CpuBackend::EmbeddingForwardImpl(const Tensor& out, const Tensor& table,
                                         std::span<const int32_t> ids) {
   const int64_t c = table.shape()[1];
-  const size_t es = StorageTypeSize(table.type());
+  const auto row_bytes = static_cast<int64_t>(StorageBytes(table.type(), c));
   const auto* t = static_cast<const char*>(Raw(table));
   float* o = F32(out);
   ParallelRows(static_cast<int64_t>(ids.size()), c, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i)
-      ToF32(table.type(), t + static_cast<int64_t>(ids[i]) * c * es, o + i * c, c);
+      ToF32(table.type(), t + static_cast<int64_t>(ids[i]) * row_bytes, o + i * c, c);
   });
   return Status::Ok();
 }

@@ -8,8 +8,11 @@
 // conversion pass over the weight per call (negligible for prefill and
 // training). A single row against an F32 or BF16 [N, K] weight (decode)
 // skips both: a row-dot kernel (AVX-512 / AVX2 / baseline, chosen at load
-// time) reads the weight once, widening BF16 on the fly; F16 single rows
-// still go through a converted tile.
+// time) reads the weight once, widening BF16 on the fly; up to 16 rows
+// against an F16, BF16 or quantized (Q8_0/Q4_0/Q4_K/Q6_K) weight take
+// WeightRowDots (cpu_quant.cc), which dequantizes block by block in
+// registers. Weights may also be read-only views of host memory
+// (WrapHostBytes), e.g. of a memory-mapped GGUF file.
 //
 // Tensors live in 64-byte-aligned host memory. Every op is synchronous.
 #pragma once

@@ -98,17 +98,22 @@ struct CpuMemory {
 // Allocation sizes are rounded up to 64 bytes (the alignment).
 inline size_t RoundedBytes(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
+// A tensor's bytes: a block of CpuMemory, or (WrapHostBytes) host memory
+// kept alive by `owner` and not counted as the backend's.
 class CpuBuffer final : public TensorBuffer {
  public:
   CpuBuffer(void* data, size_t bytes, std::shared_ptr<CpuMemory> memory)
       : data_(data), bytes_(bytes), memory_(std::move(memory)) {}
+  CpuBuffer(const void* data, std::shared_ptr<const void> owner)
+      : data_(const_cast<void*>(data)), bytes_(0), owner_(std::move(owner)) {}
   ~CpuBuffer() override;
   void* data() const { return data_; }
 
  private:
   void* data_;
   size_t bytes_;
-  std::shared_ptr<CpuMemory> memory_;
+  std::shared_ptr<CpuMemory> memory_;  // null for a host view
+  std::shared_ptr<const void> owner_;
 };
 
 inline void* Raw(const Tensor& t) {
@@ -117,7 +122,8 @@ inline void* Raw(const Tensor& t) {
 // REQUIRES: t.type() == kF32 (checked by the public Backend methods).
 inline float* F32(const Tensor& t) { return static_cast<float*>(Raw(t)); }
 
-// Converts `count` elements stored as `type` at src to f32 at dst, and back.
+// Converts `count` elements stored as `type` at src to f32 at dst (a
+// quantized type: count whole blocks, dequantized), and back (not quantized).
 void ToF32(StorageType type, const void* src, float* dst, int64_t count);
 void FromF32(StorageType type, const float* src, void* dst, int64_t count);
 // A read-only f32 view of t: its own data when kF32, else a converted copy in
@@ -141,6 +147,33 @@ void SwiGluSpan(float* o, const float* g, const float* u, int64_t n);
 void SwiGluGradSpan(float* dg, float* du, const float* dy, const float* g, const float* u,
                     int64_t n);
 
+// cpu_quant.cc: c[i, r] = alpha·(b[r, :]·x[i, :]) + beta·c[i, r] for the m
+// activation rows x (row stride ldx) and weight rows r0..r1 of a [N, k]
+// weight b stored as `type` (F16, BF16 or quantized; not F32), c row stride
+// ldc; beta = 0 ignores c. Dequantizes in registers, accumulates in f32.
+struct WeightRowsArgs {
+  StorageType type;
+  const uint8_t* b;
+  int64_t k;
+  const float* x;
+  int64_t ldx;
+  int64_t m;
+  float* c;
+  int64_t ldc;
+  float alpha, beta;
+};
+void WeightRowDots(const WeightRowsArgs& args, int64_t r0, int64_t r1);
+
+// The instruction sets WeightRowDots is built for, in increasing order.
+enum class CpuIsa { kBaseline, kAvx2, kAvx512 };
+// The best one this CPU has (cpuid), and the one in use (the best, unless a
+// test chose a lower one).
+CpuIsa BestCpuIsa();
+CpuIsa WeightRowIsa();
+// Tests: use `isa` (or the best this CPU has, when that is lower).
+void SetWeightRowIsaForTesting(CpuIsa isa);
+const char* CpuIsaName(CpuIsa isa);
+
 // blas::Sgemm split over the pool by column blocks (n >= m) or row blocks,
 // each part one single-threaded OpenBLAS call; small products run on the
 // calling thread. Not from inside a ParallelFor (use blas::Sgemm there).
@@ -157,7 +190,11 @@ class CpuBackend final : public Backend {
   Status Synchronize() override { return Status::Ok(); }
 
  protected:
+  bool SupportsStorage(StorageType) const override { return true; }
+  bool CanWrapHostBytes() const override { return true; }
   Result<Tensor> AllocImpl(Shape shape, StorageType type) override;
+  Result<Tensor> WrapHostBytesImpl(Shape shape, StorageType type, const void* data,
+                                   std::shared_ptr<const void> owner) override;
   Status UploadImpl(const Tensor& t, std::span<const float> src) override;
   Status DownloadImpl(const Tensor& t, std::span<float> dst) override;
   Status UploadBytesImpl(const Tensor& t, std::span<const std::byte> src) override;

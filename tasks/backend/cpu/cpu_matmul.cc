@@ -1,7 +1,9 @@
-// Gemm on the CPU: OpenBLAS sgemm (blas.h), with F16/BF16 operands converted to
-// f32 first (a whole, b tile by tile; see cpu_backend.h for the trade-off).
-// A single row (decode) takes a GEMV path instead: our own kernel against an
-// F32/BF16 [N, K] weight, OpenBLAS sgemv for other f32 layouts.
+// Gemm on the CPU: OpenBLAS sgemm (blas.h), with F16/BF16/quantized operands
+// converted to f32 first (a whole, b tile by tile; see cpu_backend.h for the
+// trade-off). A few rows (decode, batched decode) against a [N, K] weight take
+// our own kernels instead: RowDotsF32 for F32 (and BF16 single rows),
+// WeightRowDots (cpu_quant.cc) for F16, BF16 and quantized weights up to
+// kFusedRows rows; OpenBLAS sgemv for other f32 single-row layouts.
 #include <algorithm>
 
 #include "tasks/backend/cpu/blas.h"
@@ -12,6 +14,10 @@ namespace pcfarm::cpu {
 
 namespace {
 constexpr int64_t kTileFloats = 1 << 20;  // 4 MiB of f32 per converted tile
+// Up to this many activation rows, a 16-bit or quantized [N, K] weight is read
+// once, block by block, by WeightRowDots; beyond it, converted tiles and
+// sgemm are quicker (the product is compute-bound by then).
+constexpr int64_t kFusedRows = 16;
 
 // ---- kernels ----------------------------------------------------------------
 
@@ -121,6 +127,13 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
     });
     return Status::Ok();
   }
+  if (trans_b && b.type() != StorageType::kF32 && m <= kFusedRows && (!trans_a || m == 1)) {
+    // A few rows against a 16-bit or quantized weight, read as stored.
+    const WeightRowsArgs args{b.type(), static_cast<const uint8_t*>(Raw(b)), k, ap,
+                              trans_a ? 1 : lda, m, cp, n, alpha, beta};
+    pool_->ParallelFor(n, 16, [&](int64_t r0, int64_t r1) { WeightRowDots(args, r0, r1); });
+    return Status::Ok();
+  }
   if (b.type() == StorageType::kF32 && m == 1) {
     // One row (decode): a matrix-vector product. OpenBLAS 0.3.21's sgemm
     // does not forward M = 1 to gemv; it packs all of b first, which costs
@@ -137,19 +150,20 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
     return Status::Ok();
   }
 
-  // b is 16-bit: convert a block of its stored rows at a time. When trans_b,
+  // b is 16-bit or quantized: convert a block of its stored rows at a time
+  // (whole rows, so whole blocks). When trans_b,
   // stored rows are output columns n0..n1; otherwise they are the reduction
   // index k0..k1 and the blocks accumulate into c.
   const int64_t rows = b.shape()[0], row_len = b.shape()[1];
   const int64_t tile_rows = std::max<int64_t>(1, kTileFloats / row_len);
-  const size_t es = StorageTypeSize(b.type());
+  const auto row_bytes = static_cast<int64_t>(StorageBytes(b.type(), row_len));
   const auto* braw = static_cast<const char*>(Raw(b));
   std::vector<float> tile(static_cast<size_t>(std::min(rows, tile_rows) * row_len));
   for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
     const int64_t nr = std::min(tile_rows, rows - r0);
     pool_->ParallelFor(nr, 16, [&](int64_t s, int64_t e) {
-      ToF32(b.type(), braw + (r0 + s) * row_len * static_cast<int64_t>(es),
-            tile.data() + s * row_len, (e - s) * row_len);
+      ToF32(b.type(), braw + (r0 + s) * row_bytes, tile.data() + s * row_len,
+            (e - s) * row_len);
     });
     if (trans_b) {
       ParallelSgemm(*pool_, trans_a, true, m, nr, k, alpha, ap, lda, tile.data(), row_len,

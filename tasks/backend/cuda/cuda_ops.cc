@@ -26,6 +26,9 @@ cudaDataType_t BlasType(StorageType t) {
     case StorageType::kF32: return CUDA_R_32F;
     case StorageType::kF16: return CUDA_R_16F;
     case StorageType::kBF16: return CUDA_R_16BF;
+    // Not held on CUDA yet (SupportsStorage is false): never reaches cuBLAS.
+    case StorageType::kQ8_0: case StorageType::kQ4_0: case StorageType::kQ4_K:
+    case StorageType::kQ6_K: break;
   }
   return CUDA_R_32F;
 }

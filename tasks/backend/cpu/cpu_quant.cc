@@ -1,0 +1,101 @@
+// Weight-row kernels for 16-bit and block-quantized weights (cpu_internal.h:
+// WeightRowDots): a few activation rows against rows of a [N, K] weight held
+// as it is stored, dequantizing each block in registers on the fly and
+// accumulating in f32 (docs/architecture.md says why not 8-bit activations).
+//
+// One source, three instruction sets: the bodies use GCC vector extensions
+// of 16 floats and are compiled into AVX-512 (one zmm), AVX2 (two ymm) and
+// baseline x86-64 (four xmm) functions; F16 widens with F16C where there is
+// one. The set is chosen once at run time from cpuid
+// (__builtin_cpu_supports). Decode is bound by the weight bytes read; the
+// in-register dequantization keeps those bytes at their stored size.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "tasks/backend/cpu/cpu_internal.h"
+#include "tasks/backend/half.h"
+
+namespace pcfarm::cpu {
+namespace {
+
+typedef float V16f __attribute__((vector_size(64)));
+typedef int32_t V16i __attribute__((vector_size(64)));
+typedef uint32_t V16u __attribute__((vector_size(64)));
+typedef int8_t V16s8 __attribute__((vector_size(16)));
+typedef uint8_t V16u8 __attribute__((vector_size(16)));
+typedef uint16_t V16u16 __attribute__((vector_size(32)));
+
+}  // namespace
+
+namespace baseline {
+#define PCFARM_QUANT_ISA 0
+#include "tasks/backend/cpu/cpu_quant_kernels.inc"
+#undef PCFARM_QUANT_ISA
+}  // namespace baseline
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+namespace avx2 {
+#define PCFARM_QUANT_ISA 1
+#include "tasks/backend/cpu/cpu_quant_kernels.inc"
+#undef PCFARM_QUANT_ISA
+}  // namespace avx2
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+namespace avx512 {
+#define PCFARM_QUANT_ISA 2
+#include "tasks/backend/cpu/cpu_quant_kernels.inc"
+#undef PCFARM_QUANT_ISA
+}  // namespace avx512
+#pragma GCC pop_options
+
+namespace {
+
+CpuIsa Detect() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c"))
+    return CpuIsa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c"))
+    return CpuIsa::kAvx2;
+  return CpuIsa::kBaseline;
+}
+
+std::atomic<CpuIsa> g_isa{Detect()};
+
+}  // namespace
+
+CpuIsa BestCpuIsa() {
+  static const CpuIsa best = Detect();
+  return best;
+}
+
+CpuIsa WeightRowIsa() { return g_isa.load(std::memory_order_relaxed); }
+
+void SetWeightRowIsaForTesting(CpuIsa isa) {
+  g_isa.store(std::min(isa, BestCpuIsa()), std::memory_order_relaxed);
+}
+
+const char* CpuIsaName(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kBaseline: return "x86-64";
+    case CpuIsa::kAvx2: return "AVX2";
+    case CpuIsa::kAvx512: return "AVX-512";
+  }
+  return "?";
+}
+
+void WeightRowDots(const WeightRowsArgs& args, int64_t r0, int64_t r1) {
+  switch (WeightRowIsa()) {
+    case CpuIsa::kAvx512: avx512::Dispatch(args, r0, r1); break;
+    case CpuIsa::kAvx2: avx2::Dispatch(args, r0, r1); break;
+    case CpuIsa::kBaseline: baseline::Dispatch(args, r0, r1); break;
+  }
+}
+
+}  // namespace pcfarm::cpu

@@ -1,0 +1,234 @@
+// 16-bit and quantized weights on the CPU backend: Gemm / MatMulForward
+// (WeightRowDots for a few rows, converted tiles beyond) against the
+// dequantized F32 product in double, on every instruction set this CPU has,
+// at ragged shapes; embedding rows, Copy, Download; WrapHostBytes views and
+// the checks that keep quantized and read-only tensors out of the wrong ops.
+//
+// Tolerance: |got − ref| <= 1e-5·Σ|w·x| + 1e-30 per output, ref the double
+// product of the dequantized weight (Download, the bit-exact reference
+// decoder) and the f32 activations: the kernels dequantize exactly and only
+// reorder an f32 sum of k products (the scale of a 32-block is applied to
+// the block's partial sum), so their error is that of f32 summation.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "tasks/backend/cpu/cpu_backend.h"
+#include "tasks/backend/cpu/cpu_internal.h"
+#include "tasks/backend/half.h"
+
+namespace pcfarm {
+namespace {
+
+// Random weight bytes of `type` for [n, k]: random bits for the codes, every
+// block scale set to a normal f16 in [0.005, 0.05) so values stay finite.
+std::vector<std::byte> RandomWeight(StorageType type, int64_t n, int64_t k, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1, 1), scale(0.005f, 0.05f);
+  std::vector<std::byte> bytes(StorageBytes(type, n * k));
+  if (!IsQuantized(type)) {
+    for (size_t i = 0; i < bytes.size(); i += 2) {
+      const uint16_t h = type == StorageType::kF16 ? F32ToF16(u(rng)) : F32ToBF16(u(rng));
+      std::memcpy(&bytes[i], &h, 2);
+    }
+    return bytes;
+  }
+  for (std::byte& b : bytes) b = std::byte(rng() & 0xff);
+  const size_t bb = StorageBytes(type, StorageBlockValues(type));
+  for (size_t off = 0; off < bytes.size(); off += bb) {
+    auto put = [&](size_t at) {
+      const uint16_t h = F32ToF16(scale(rng));
+      std::memcpy(&bytes[off + at], &h, 2);
+    };
+    switch (type) {
+      case StorageType::kQ8_0: case StorageType::kQ4_0: put(0); break;
+      case StorageType::kQ4_K: put(0); put(2); break;
+      case StorageType::kQ6_K: put(208); break;
+      default: break;
+    }
+  }
+  return bytes;
+}
+
+std::vector<float> Values(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+std::vector<int64_t> Ks(StorageType t) {
+  switch (StorageBlockValues(t)) {
+    case 1: return {7, 33, 770};
+    case 32: return {32, 96, 800};
+    default: return {256, 768};
+  }
+}
+
+const StorageType kTypes[] = {StorageType::kF16,  StorageType::kBF16, StorageType::kQ8_0,
+                              StorageType::kQ4_0, StorageType::kQ4_K, StorageType::kQ6_K};
+
+struct IsaGuard {
+  ~IsaGuard() { cpu::SetWeightRowIsaForTesting(cpu::BestCpuIsa()); }
+};
+
+TEST_CASE("16-bit and quantized weights: Gemm matches the dequantized F32 product") {
+  auto be = CreateCpuBackend({.cpu_threads = 2});
+  REQUIRE(be.ok());
+  Backend& b = **be;
+  IsaGuard guard;
+  for (int isa = 0; isa <= int(cpu::BestCpuIsa()); ++isa) {
+    cpu::SetWeightRowIsaForTesting(cpu::CpuIsa(isa));
+    for (StorageType type : kTypes)
+      for (int64_t k : Ks(type))
+        for (int64_t n : {1, 7, 33})
+          for (int64_t m : {1, 2, 3, 5, 17, 33}) {
+            INFO(cpu::CpuIsaName(cpu::CpuIsa(isa)) << " " << StorageTypeName(type) << " m " << m
+                                                   << " n " << n << " k " << k);
+            const std::vector<std::byte> wb = RandomWeight(type, n, k, uint32_t(n * k + m));
+            const std::vector<float> x = Values(size_t(m * k), uint32_t(k));
+            auto wt = b.Alloc({n, k}, type);
+            auto xt = b.Alloc({m, k}, StorageType::kF32);
+            auto yt = b.Alloc({m, n}, StorageType::kF32);
+            REQUIRE((wt.ok() && xt.ok() && yt.ok()));
+            REQUIRE(b.UploadBytes(*wt, wb).ok());
+            REQUIRE(b.Upload(*xt, x).ok());
+            std::vector<float> w(size_t(n * k));
+            REQUIRE(b.Download(*wt, w).ok());  // the reference decoder's values
+            const float beta = m == 3 ? 0.5f : 0.0f;
+            std::vector<float> y0 = Values(size_t(m * n), 9);
+            if (beta == 0) y0.assign(y0.size(), NAN);
+            REQUIRE(b.Upload(*yt, y0).ok());
+            REQUIRE(b.Gemm(*yt, *xt, false, *wt, true, 0.75f, beta).ok());
+            std::vector<float> y(size_t(m * n));
+            REQUIRE(b.Download(*yt, y).ok());
+            for (int64_t i = 0; i < m; ++i)
+              for (int64_t r = 0; r < n; ++r) {
+                double ref = 0, mag = 0;
+                for (int64_t j = 0; j < k; ++j) {
+                  ref += double(w[size_t(r * k + j)]) * x[size_t(i * k + j)];
+                  mag += std::fabs(double(w[size_t(r * k + j)]) * x[size_t(i * k + j)]);
+                }
+                ref = 0.75 * ref + (beta != 0 ? beta * y0[size_t(i * n + r)] : 0.0);
+                INFO("row " << i << " col " << r);
+                REQUIRE(std::fabs(y[size_t(i * n + r)] - ref) <= 1e-5 * mag + 1e-30);
+              }
+          }
+  }
+}
+
+TEST_CASE("quantized weights: MatMulBackward's dinp, Copy and EmbeddingForward dequantize") {
+  auto be = CreateCpuBackend({.cpu_threads = 2});
+  REQUIRE(be.ok());
+  Backend& b = **be;
+  for (StorageType type : kTypes) {
+    INFO(StorageTypeName(type));
+    const int64_t n = 5, k = StorageBlockValues(type) == 1 ? 40 : 2 * StorageBlockValues(type);
+    auto wt = b.Alloc({n, k}, type);
+    REQUIRE(wt.ok());
+    REQUIRE(b.UploadBytes(*wt, RandomWeight(type, n, k, 3)).ok());
+    std::vector<float> w(size_t(n * k));
+    REQUIRE(b.Download(*wt, w).ok());
+
+    auto ft = b.Alloc({n, k}, StorageType::kF32);
+    REQUIRE(ft.ok());
+    REQUIRE(b.Copy(*ft, *wt).ok());
+    std::vector<float> f(w.size());
+    REQUIRE(b.Download(*ft, f).ok());
+    CHECK(f == w);
+
+    const std::vector<int32_t> ids = {4, 0, 4, 2};
+    auto et = b.Alloc({4, k}, StorageType::kF32);
+    REQUIRE(et.ok());
+    REQUIRE(b.EmbeddingForward(*et, *wt, ids).ok());
+    std::vector<float> e(size_t(4 * k));
+    REQUIRE(b.Download(*et, e).ok());
+    for (size_t i = 0; i < ids.size(); ++i)
+      for (int64_t j = 0; j < k; ++j) CHECK(e[i * k + j] == w[size_t(ids[i] * k + j)]);
+
+    // dinp[3, k] += dout[3, n]·w (the LoRA backward through a frozen base).
+    const std::vector<float> dout = Values(size_t(3 * n), 5);
+    auto dt = b.Alloc({3, n}, StorageType::kF32);
+    auto xt = b.Alloc({3, k}, StorageType::kF32);
+    REQUIRE((dt.ok() && xt.ok()));
+    REQUIRE(b.Upload(*dt, dout).ok());
+    REQUIRE(b.Fill(*xt, 1.0f).ok());
+    REQUIRE(b.MatMulBackward(&*xt, nullptr, *dt, *xt, *wt).ok());
+    std::vector<float> dx(size_t(3 * k));
+    REQUIRE(b.Download(*xt, dx).ok());
+    for (int64_t i = 0; i < 3; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        double ref = 1, mag = 1;
+        for (int64_t r = 0; r < n; ++r) {
+          ref += double(dout[size_t(i * n + r)]) * w[size_t(r * k + j)];
+          mag += std::fabs(double(dout[size_t(i * n + r)]) * w[size_t(r * k + j)]);
+        }
+        REQUIRE(std::fabs(dx[size_t(i * k + j)] - ref) <= 1e-5 * mag);
+      }
+  }
+}
+
+TEST_CASE("quantized tensors: bad shapes and the wrong ops are refused with a message") {
+  auto be = CreateCpuBackend({.cpu_threads = 1});
+  REQUIRE(be.ok());
+  Backend& b = **be;
+  auto ragged = b.Alloc({4, 48}, StorageType::kQ8_0);
+  REQUIRE_FALSE(ragged.ok());
+  CHECK(ragged.status().message().find("multiple of the block size 32") != std::string::npos);
+  CHECK_FALSE(b.Alloc({2, 300}, StorageType::kQ4_K).ok());
+  auto q = b.Alloc({2, 64}, StorageType::kQ4_0);
+  REQUIRE(q.ok());
+  CHECK(q->bytes() == 2 * 2 * 18);
+  // Upload refuses, UploadBytes wants exactly the block bytes.
+  std::vector<float> f(128, 1.0f);
+  Status s = b.Upload(*q, f);
+  CHECK(s.message().find("quantized tensors take UploadBytes") != std::string::npos);
+  std::vector<std::byte> short_bytes(71);
+  CHECK(b.UploadBytes(*q, short_bytes).code() == StatusCode::kInvalidArgument);
+  auto x = b.Alloc({2, 64}, StorageType::kF32);
+  auto norm = b.Alloc({64}, StorageType::kQ4_0);
+  auto c = b.Alloc({2, 2}, StorageType::kF32);
+  REQUIRE((x.ok() && norm.ok() && c.ok()));
+  CHECK(b.Gemm(*c, *q, false, *x, true, 1, 0).message().find("a may not be quantized") !=
+        std::string::npos);
+  CHECK(b.RmsNormForward(*x, *x, *norm, 1e-5f).code() == StatusCode::kInvalidArgument);
+  CHECK(b.Copy(*q, *x).code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("WrapHostBytes: a read-only view without a copy, refused as an output") {
+  auto be = CreateCpuBackend({.cpu_threads = 1});
+  REQUIRE(be.ok());
+  Backend& b = **be;
+  auto held = std::make_shared<std::vector<std::byte>>(RandomWeight(StorageType::kQ8_0, 3, 64, 7));
+  auto w = b.WrapHostBytes({3, 64}, StorageType::kQ8_0, held->data(), held);
+  REQUIRE(w.ok());
+  CHECK(w->read_only());
+  std::vector<std::byte> back(w->bytes());
+  REQUIRE(b.DownloadBytes(*w, back).ok());
+  CHECK(back == *held);
+  CHECK(held.use_count() == 2);  // the tensor keeps the owner alive
+  CHECK(b.UploadBytes(*w, back).message().find("read-only") != std::string::npos);
+
+  auto wf = std::make_shared<std::vector<float>>(Values(6, 1));
+  auto f = b.WrapHostBytes({2, 3}, StorageType::kF32, wf->data(), wf);
+  REQUIRE(f.ok());
+  CHECK(b.Fill(*f, 0).code() == StatusCode::kInvalidArgument);
+  CHECK(b.Scale(*f, 2).code() == StatusCode::kInvalidArgument);
+  auto g = b.Alloc({2, 3}, StorageType::kF32);
+  REQUIRE(g.ok());
+  CHECK(b.AdamWStep(*f, *g, *g, *g, {}).code() == StatusCode::kInvalidArgument);
+  CHECK((*wf)[0] == Values(6, 1)[0]);
+  // Misaligned data and a null pointer are refused.
+  auto bytes = std::make_shared<std::vector<float>>(8);
+  CHECK_FALSE(b.WrapHostBytes({1, 3}, StorageType::kF32,
+                              reinterpret_cast<const char*>(bytes->data()) + 1, bytes)
+                  .ok());
+  CHECK_FALSE(b.WrapHostBytes({1, 3}, StorageType::kF32, nullptr, bytes).ok());
+}
+
+}  // namespace
+}  // namespace pcfarm

@@ -1,0 +1,199 @@
+// The GGML block formats against tools/make_quant_fixtures.py, an encoder and
+// decoder written independently in numpy from the GGUF spec: our decoder
+// must give the same f32 bits for the same bytes, our Q8_0/Q4_0 quantizer
+// and f16/bf16 rounding the same bytes for the same input.
+#include "tasks/backend/ggml_quants.h"
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "tasks/backend/half.h"
+
+namespace pcfarm {
+namespace {
+
+struct Case {
+  std::string name;
+  uint32_t type = 0;
+  std::vector<float> input, decoded;
+  std::vector<uint8_t> bytes;
+};
+
+std::vector<Case> LoadCases() {
+  std::ifstream f(PCFARM_QUANT_FIXTURE, std::ios::binary);
+  REQUIRE(f.good());
+  const std::vector<uint8_t> all((std::istreambuf_iterator<char>(f)),
+                                 std::istreambuf_iterator<char>());
+  size_t pos = 0;
+  auto take = [&](void* out, size_t n) {
+    REQUIRE(pos + n <= all.size());
+    std::memcpy(out, all.data() + pos, n);
+    pos += n;
+  };
+  auto u32 = [&] {
+    uint32_t v = 0;
+    take(&v, 4);
+    return v;
+  };
+  char magic[4];
+  take(magic, 4);
+  REQUIRE(std::string(magic, 4) == "PCQF");
+  std::vector<Case> cases(u32());
+  for (Case& c : cases) {
+    c.name.resize(u32());
+    take(c.name.data(), c.name.size());
+    c.type = u32();
+    const uint32_t n = u32();
+    c.input.resize(n);
+    take(c.input.data(), 4 * size_t(n));
+    c.bytes.resize(u32());
+    take(c.bytes.data(), c.bytes.size());
+    c.decoded.resize(n);
+    take(c.decoded.data(), 4 * size_t(n));
+  }
+  REQUIRE(pos == all.size());
+  return cases;
+}
+
+bool HandMade(const Case& c) {
+  for (const char* s : {"random_bytes", "scale", "extreme_codes"})
+    if (c.name.find(s) != std::string::npos) return true;
+  return false;
+}
+
+std::vector<float> Decode(const Case& c) {
+  std::vector<float> y(c.decoded.size());
+  if (c.type == 1 || c.type == 30) {
+    for (size_t i = 0; i < y.size(); ++i) {
+      uint16_t h;
+      std::memcpy(&h, c.bytes.data() + 2 * i, 2);
+      y[i] = c.type == 1 ? F16ToF32(h) : BF16ToF32(h);
+    }
+  } else {
+    REQUIRE(c.bytes.size() % GgmlBlockBytes(c.type) == 0);
+    DequantizeBlocks(c.type, c.bytes.data(),
+                     int64_t(c.bytes.size() / GgmlBlockBytes(c.type)), y.data());
+  }
+  return y;
+}
+
+bool SameBits(float a, float b) {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
+  uint32_t ua, ub;
+  std::memcpy(&ua, &a, 4);
+  std::memcpy(&ub, &b, 4);
+  return ua == ub;
+}
+
+TEST_CASE("every fixture block decodes to the reference's exact f32 values") {
+  const std::vector<Case> cases = LoadCases();
+  REQUIRE(cases.size() >= 60);
+  int types_seen[64] = {};
+  for (const Case& c : cases) {
+    INFO(c.name);
+    ++types_seen[c.type];
+    const std::vector<float> y = Decode(c);
+    size_t mismatches = 0, first = 0;
+    for (size_t i = 0; i < y.size(); ++i)
+      if (!SameBits(y[i], c.decoded[i]) && mismatches++ == 0) first = i;
+    INFO("first mismatch at " << first << ": " << y[first] << " vs " << c.decoded[first]);
+    CHECK(mismatches == 0);
+  }
+  for (uint32_t t : {1u, 2u, 8u, 12u, 14u, 30u}) CHECK(types_seen[t] >= 8);
+}
+
+TEST_CASE("Inf and NaN scales decode as IEEE products, as the spec's formula does") {
+  for (const Case& c : LoadCases()) {
+    if (c.name.find("inf_scale") == std::string::npos &&
+        c.name.find("nan_scale") == std::string::npos)
+      continue;
+    INFO(c.name);
+    const std::vector<float> y = Decode(c);
+    size_t non_finite = 0;
+    for (float v : y) non_finite += !std::isfinite(v);
+    if (c.name.find("nan_scale") != std::string::npos) CHECK(non_finite == y.size());
+    else CHECK(non_finite > y.size() / 2);  // d·0 is NaN, d·q is ±Inf
+  }
+}
+
+TEST_CASE("round trip: the reference's blocks decode close to their input") {
+  for (const Case& c : LoadCases()) {
+    if (HandMade(c) || c.name.find("specials") != std::string::npos) continue;
+    INFO(c.name);
+    const std::vector<float> y = Decode(c);
+    const int64_t bv = c.type == 1 || c.type == 30 ? 32 : GgmlBlockValues(c.type);
+    // Error allowed per block, as a fraction of the block's largest |x|:
+    // half a step of the format (Q4_0's clipped top code is a whole step),
+    // f16/bf16 relative rounding; the K-quants' 6-bit sub-scales add more.
+    double frac = 0;
+    switch (c.type) {
+      case 8: frac = 0.6 / 127; break;
+      case 2: frac = 1.05 / 8; break;
+      case 12: frac = 0.12; break;
+      case 14: frac = 0.06; break;
+      case 1: frac = 1.0 / 2048; break;
+      case 30: frac = 1.0 / 256; break;
+    }
+    for (size_t b0 = 0; b0 < y.size(); b0 += size_t(bv)) {
+      double amax = 0;
+      for (size_t i = b0; i < b0 + size_t(bv); ++i) amax = std::max(amax, double(std::fabs(c.input[i])));
+      for (size_t i = b0; i < b0 + size_t(bv); ++i) {
+        INFO("value " << i << ": " << c.input[i] << " -> " << y[i]);
+        // Absolute slack: a scale that underflows f16 (the "tiny" cases).
+        REQUIRE(std::fabs(double(y[i]) - c.input[i]) <= frac * amax + 1e-5);
+      }
+    }
+  }
+}
+
+TEST_CASE("our Q8_0/Q4_0 quantizer and f16/bf16 rounding give the reference's bytes") {
+  for (const Case& c : LoadCases()) {
+    if (HandMade(c)) continue;
+    INFO(c.name);
+    std::vector<uint8_t> out(c.bytes.size());
+    if (c.type == 1 || c.type == 30) {
+      for (size_t i = 0; i < c.input.size(); ++i) {
+        const uint16_t h = c.type == 1 ? F32ToF16(c.input[i]) : F32ToBF16(c.input[i]);
+        std::memcpy(out.data() + 2 * i, &h, 2);
+      }
+      for (size_t i = 0; i < c.input.size(); ++i)
+        if (!std::isnan(c.input[i])) CHECK(std::memcmp(&out[2 * i], &c.bytes[2 * i], 2) == 0);
+    } else if (c.type == kGgmlTypeQ8_0 || c.type == kGgmlTypeQ4_0) {
+      REQUIRE(QuantizeBlocks(c.type, c.input.data(), int64_t(c.input.size()), out.data()).ok());
+      CHECK(out == c.bytes);
+    }
+  }
+}
+
+TEST_CASE("block sizes match the spec") {
+  CHECK(GgmlBlockValues(kGgmlTypeQ8_0) == 32);
+  CHECK(GgmlBlockBytes(kGgmlTypeQ8_0) == 34);
+  CHECK(GgmlBlockValues(kGgmlTypeQ4_0) == 32);
+  CHECK(GgmlBlockBytes(kGgmlTypeQ4_0) == 18);
+  CHECK(GgmlBlockValues(kGgmlTypeQ4_K) == 256);
+  CHECK(GgmlBlockBytes(kGgmlTypeQ4_K) == 144);
+  CHECK(GgmlBlockValues(kGgmlTypeQ6_K) == 256);
+  CHECK(GgmlBlockBytes(kGgmlTypeQ6_K) == 210);
+  CHECK_FALSE(IsGgmlQuantType(0));
+  CHECK_FALSE(IsGgmlQuantType(3));  // Q4_1 is not one we hold
+  CHECK(std::string(GgmlQuantName(kGgmlTypeQ6_K)) == "Q6_K");
+}
+
+TEST_CASE("QuantizeBlocks refuses ragged lengths and types it has no quantizer for") {
+  std::vector<float> x(48, 1.0f);
+  std::vector<uint8_t> out(64);
+  Status s = QuantizeBlocks(kGgmlTypeQ8_0, x.data(), 48, out.data());
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(s.message().find("multiple of the block size 32") != std::string::npos);
+  s = QuantizeBlocks(kGgmlTypeQ4_K, x.data(), 32, out.data());
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(s.message().find("Q4_K") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace pcfarm
