@@ -13,6 +13,7 @@ packages=(
   libvulkan-dev glslc mesa-vulkan-drivers vulkan-tools
   clang libclang-rt-14-dev
   python3
+  libtomlplusplus-dev libsystemd-dev systemd dpkg-dev fakeroot
 )
 
 missing=()
