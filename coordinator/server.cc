@@ -529,6 +529,7 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     }
       break;
     case wire::WorkerFrame::kHeartbeat:
+      OnHeartbeat(*peer, frame->heartbeat());
       break;
     case wire::WorkerFrame::kResult:
       OnResult(*peer, frame->result());
