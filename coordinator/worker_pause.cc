@@ -25,16 +25,22 @@ void CoordinatorServer::Impl::OnHeartbeat(Peer& peer, const wire::Heartbeat& hb)
   if (peer.paused) peer.free_slots = 0;
   if (hb.released_attempts_size() == 0) return;
   // Only its own live attempts can be handed back: every other one it
-  // holds stays leased.
+  // holds (as the store knows them) stays leased.
+  auto live = store->LiveAttempts(peer.worker_id);
+  if (!live.ok()) {
+    spdlog::warn("cannot read the attempts of worker {}: {}", peer.name,
+                 live.status().ToString());
+    return;
+  }
   std::vector<int64_t> keep;
-  for (int64_t a : peer.running) {
+  for (int64_t a : *live) {
     bool released = std::find(hb.released_attempts().begin(), hb.released_attempts().end(),
                               uint64_t(a)) != hb.released_attempts().end();
     if (!released) keep.push_back(a);
   }
-  if (keep.size() == peer.running.size()) return;
+  if (keep.size() == live->size()) return;
   spdlog::info("worker {} handed back {} attempts ({})", peer.name,
-               peer.running.size() - keep.size(), reason);
+               live->size() - keep.size(), reason);
   auto report = scheduler.WorkerRejoined(peer.worker_id, keep);
   if (report.ok()) {
     ActOn(*report);

@@ -145,7 +145,8 @@ TEST_CASE("activity mid-shard pauses it within 1 s; it resumes and gives the unp
   IdleFiles files;
   AddIdleWorker(&c.c, "w0", &files);
   REQUIRE_OK(c->WaitForConnectedWorkers(1, 30'000));
-  auto job = c->SubmitBench(1, 1024, 1, 100);
+  // Three shards of ~2 s of compute each on a 2-core machine, one at a time.
+  auto job = c->SubmitBench(3, 1024, 1, 100);
   REQUIRE_OK(job);
   REQUIRE(WaitUntil([&] { return Attempts(&c.c, *job) == 1; }, 30'000));
   // The worker's pid: the only pcfarm-worker whose parent is this test.
@@ -167,30 +168,36 @@ TEST_CASE("activity mid-shard pauses it within 1 s; it resumes and gives the unp
   REQUIRE(WaitBusy(pid, SystemClock::Get()->MonotonicMs(), 20'000) >= 0);
 
   std::vector<int64_t> pause_ms, resume_ms;
-  for (int cycle = 0; cycle < 5; ++cycle) {
+  auto job_running = [&] {
     std::string state =
         DbRows(&c.c, "SELECT state FROM jobs WHERE id=" + std::to_string(*job))[0][0];
-    if (state != "running" && state != "queued") break;
+    return state == "running" || state == "queued";
+  };
+  for (int cycle = 0; cycle < 8 && job_running(); ++cycle) {
     usleep(300'000);  // let it compute a while
     int64_t t0 = SystemClock::Get()->MonotonicMs();
     files.Activity();
     int64_t quiet = WaitQuiet(pid, t0, 5'000);
     INFO("cycle " << cycle);
     REQUIRE(quiet >= 0);
-    pause_ms.push_back(quiet);
+    // Quiet because the shard ended, not because it paused: no sample.
+    if (!job_running()) break;
     // Paused, the coordinator shows it so, and it is not lost.
     REQUIRE(WaitUntil([&] { return WorkerEntry(&c.c, "w0").value("paused", false); }, 5'000));
     json w = WorkerEntry(&c.c, "w0");
     CHECK(w.value("connected", false));
     CHECK(w.value("paused_reason", "").find("keyboard or mouse") != std::string::npos);
     usleep(500'000);
+    CHECK(job_running());  // a paused shard does not finish
+    pause_ms.push_back(quiet);
     int64_t t1 = SystemClock::Get()->MonotonicMs();
     files.Idle();
     int64_t busy = WaitBusy(pid, t1, 5'000);
+    if (busy < 0 && !job_running()) break;  // it resumed and finished at once
     REQUIRE(busy >= 0);
     resume_ms.push_back(busy);
   }
-  REQUIRE(pause_ms.size() >= 2);  // the shard outlived at least two pauses
+  REQUIRE(pause_ms.size() >= 3);  // the shards outlived at least three pauses
   auto end = c->WaitForJobEnd(*job, 120'000);
   REQUIRE_OK(end);
   CHECK(*end == "succeeded");
@@ -202,13 +209,16 @@ TEST_CASE("activity mid-shard pauses it within 1 s; it resumes and gives the unp
   std::printf("idle_test: pause latency ms (sorted): %s; resume ms: %s\n", dist.c_str(),
               rdist.c_str());
   for (auto v : pause_ms) CHECK(v <= 1000);
-  // One attempt, never released, and its answer is the unpaused one.
+  // One attempt per shard, never released, and each answer is the
+  // unpaused one.
   std::string j = std::to_string(*job);
-  CHECK(Attempts(&c.c, *job) == 1);
+  CHECK(Attempts(&c.c, *job) == 3);
   auto rows = DbRows(&c.c, "SELECT s.params, r.body FROM shards s JOIN results r ON "
                            "r.shard_id=s.id WHERE s.job_id=" + j);
-  REQUIRE(rows.size() == 1);
-  CHECK(json::parse(rows[0][1]).value("checksum", "") == ExpectedChecksum(rows[0][0]));
+  REQUIRE(rows.size() == 3);
+  for (const auto& row : rows) {
+    CHECK(json::parse(row[1]).value("checksum", "") == ExpectedChecksum(row[0]));
+  }
   CHECK(Counter(&c.c, "workers_lost") == 0);
 }
 
@@ -295,6 +305,29 @@ TEST_CASE("a pause longer than max_pause_s hands the shard back; another worker 
   CHECK(e.value("connected", false));
   CHECK(e.value("paused", false));
   CHECK(Counter(&c.c, "workers_lost") == 0);
+}
+
+TEST_CASE("an invalid config: one line naming the key, and the worker does not start") {
+  Cluster c;
+  REQUIRE_OK(c->Init());
+  std::string config = c->dir() + "/bad.toml";
+  std::ofstream(config) << "[idle]\nidle_minutes = -3\n";
+  CommandResult r = c->Run({c->Binary("pcfarm-worker"), "run", "--config", config}, 20'000);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err == "pcfarm-worker: " + config + ": idle.idle_minutes must be 0..1440, got -3\n");
+  std::ofstream(config) << "[schedule]\nrun_between = [\"22:00-7:00\"]\n";
+  r = c->Run({c->Binary("pcfarm-worker"), "run", "--config", config}, 20'000);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("schedule.run_between[0]") != std::string::npos);
+  r = c->Run({c->Binary("pcfarm-worker"), "run", "--config", c->dir() + "/missing.toml"},
+             20'000);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("no config file at") != std::string::npos);
+  // status of a PC that never enrolled says how to.
+  std::ofstream(config) << "data_dir = \"" << c->dir() << "/never\"\n";
+  r = c->Run({c->Binary("pcfarm-worker"), "status", "--config", config}, 20'000);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("not enrolled") != std::string::npos);
 }
 
 }  // namespace
