@@ -599,6 +599,12 @@ Status WorkerDaemon::Impl::Run(std::atomic<bool>* stop, WorkerCounters* c) {
   std::mt19937 rng(std::random_device{}());
   int backoff_ms = opts.worker_reconnect_initial_ms;
   int64_t reconnect_at = -1;
+  // Know whether the PC is idle before the first READY: a worker started
+  // (or restarted) while its owner works must not offer a slot.
+  if (opts.idle_policy) {
+    CheckIdle();
+    next_idle_check_ms = clock->MonotonicMs() + opts.idle_policy->check_interval_ms();
+  }
   Connect();
   WriteStatus(true);
   NotifyServiceReady();
