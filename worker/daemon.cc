@@ -260,8 +260,8 @@ class WorkerDaemon::Impl {
   void CheckIdle();
   // While paused: hands back shards paused too long or near their deadline.
   void ReleaseLongPaused();
-  // status.json for `pcfarm-worker status`; `force`: now, else at most
-  // every 2 s.
+  // status.json for `pcfarm-worker status`; `force`: now (a state change,
+  // a finished shard), else at most every 10 s.
   void WriteStatus(bool force);
 };
 
@@ -818,7 +818,9 @@ void WorkerDaemon::Impl::ReleaseLongPaused() {
 
 void WorkerDaemon::Impl::WriteStatus(bool force) {
   int64_t mono = clock->MonotonicMs();
-  if (!force && status_written_ms >= 0 && mono - status_written_ms < 2000) return;
+  // Unforced, every 10 s: `status` counts a file older than 30 s as a
+  // stopped worker, and a laptop's disk should not be woken more often.
+  if (!force && status_written_ms >= 0 && mono - status_written_ms < 10'000) return;
   status_written_ms = mono;
   time_t now_s = time(nullptr);
   struct tm tm {};
