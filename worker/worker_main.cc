@@ -69,22 +69,25 @@ int EnrollSystem(const std::string& token, const std::string& config_path,
   }
   pcfarm::WorkerConfig config;
   auto loaded = pcfarm::LoadWorkerConfig(config_path);
+  bool write_config = false;
   if (loaded.ok()) {
     config = *loaded;
   } else if (loaded.status().code() == pcfarm::StatusCode::kNotFound) {
-    pcfarm::Status s = pcfarm::MakeDirs(
-        std::filesystem::path(config_path).parent_path().string(), 0755);
+    write_config = true;  // after the enrollment worked, with the defaults
+  } else {
+    return Fail(loaded.status());
+  }
+  pcfarm::Status s = pcfarm::EnrollWorker(token, config.data_dir, name, timeout_ms);
+  if (!s.ok()) return Fail(s);
+  if (write_config) {
+    s = pcfarm::MakeDirs(std::filesystem::path(config_path).parent_path().string(), 0755);
     if (s.ok()) {
       s = pcfarm::WriteFileAtomic(config_path,
                                   pcfarm::DefaultWorkerConfigText(config.data_dir), 0644);
     }
     if (!s.ok()) return Fail(s);
     std::printf("wrote %s (edit it to choose when this PC works)\n", config_path.c_str());
-  } else {
-    return Fail(loaded.status());
   }
-  pcfarm::Status s = pcfarm::EnrollWorker(token, config.data_dir, name, timeout_ms);
-  if (!s.ok()) return Fail(s);
   if (passwd* pw = getpwnam(kServiceUser)) {
     s = ChownTree(config.data_dir, pw->pw_uid, pw->pw_gid);
     if (!s.ok()) return Fail(s);
@@ -279,7 +282,12 @@ int main(int argc, char** argv) {
   }
   if (*status) {
     if (status_data.empty()) {
-      auto c = pcfarm::LoadWorkerConfig(config_path.empty() ? kSystemConfig : config_path);
+      std::string path = config_path.empty() ? kSystemConfig : config_path;
+      auto c = pcfarm::LoadWorkerConfig(path);
+      if (!c.ok() && c.status().code() == pcfarm::StatusCode::kNotFound) {
+        return Fail(pcfarm::NotFound("this PC's worker is not enrolled (no " + path +
+                                     "): sudo pcfarm-worker enroll --token T"));
+      }
       if (!c.ok()) return Fail(c.status());
       status_data = c->data_dir;
     }
