@@ -211,6 +211,8 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
           auto p = peers.find(r->second);
           if (p != peers.end()) {
             o->set_running(static_cast<uint32_t>(p->second.running.size()));
+            o->set_paused(p->second.paused);
+            o->set_paused_reason(p->second.paused_reason);
           }
         }
         o->set_banned(w.banned);

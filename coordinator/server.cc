@@ -15,6 +15,7 @@
 #include "base/clock.h"
 #include "base/hex.h"
 #include "base/peer_text.h"
+#include "base/service_notify.h"
 #include "coordinator/blob_store.h"
 #include "coordinator/job_summary.h"
 #include "coordinator/rate_limit.h"
@@ -213,8 +214,10 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
       if (!parts.back().more()) return true;
     }
   };
+  NotifyServiceReady();  // systemd's Type=notify: the sockets are bound
   try {
     while (!stop->load()) {
+      NotifyServiceWatchdog();
       int64_t now = clock->MonotonicMs();
       int64_t wait = std::max<int64_t>(0, std::min<int64_t>(next_tick - now, 100));
       zmq::pollitem_t items[] = {
@@ -283,6 +286,7 @@ void CoordinatorServer::Impl::SayGoingAway() {
 }
 
 Status CoordinatorServer::Impl::Stop(ZapHandler* zap) {
+  NotifyServiceStopping();
   // The last turn has committed. Its replies go out once that commit is on
   // disk; then every worker hears that this coordinator is going away (not
   // lost), so it keeps its shards and reconnects to the next one.
@@ -529,6 +533,7 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     }
       break;
     case wire::WorkerFrame::kHeartbeat:
+      OnHeartbeat(*peer, frame->heartbeat());
       break;
     case wire::WorkerFrame::kResult:
       OnResult(*peer, frame->result());

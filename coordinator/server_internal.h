@@ -56,6 +56,10 @@ struct Peer {
   // shards it was sent needed. Idle workers holding the blobs of pending
   // jobs are offered work first (AssignAll).
   std::unordered_set<std::string> blobs;
+  // Its idle policy paused it (the PC's owner is back, ...): alive, not
+  // lost, but it wants no work. From its HEARTBEATs (worker_pause.cc).
+  bool paused = false;
+  std::string paused_reason;
 };
 
 class CoordinatorServer::Impl {
@@ -117,6 +121,8 @@ class CoordinatorServer::Impl {
   void OnHello(Peer& peer, const wire::Hello& hello);
   void OnResult(Peer& peer, const wire::SignedEnvelope& env);
   void OnBlobGet(Peer& peer, const wire::BlobGet& get);
+  // Pause state and attempts handed back (worker_pause.cc).
+  void OnHeartbeat(Peer& peer, const wire::Heartbeat& hb);
   void DropPeer(const std::string& route, const std::string& why);
   void TryAssign(Peer& peer);
   void AssignAll();

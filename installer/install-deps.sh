@@ -13,6 +13,9 @@ packages=(
   libvulkan-dev glslc mesa-vulkan-drivers vulkan-tools
   clang libclang-rt-14-dev
   python3 python3-numpy
+  # the worker's config (toml++), sd_notify and sd-bus (libsystemd),
+  # systemd-analyze (unit tests), dpkg-shlibdeps and adduser (the .debs)
+  libtomlplusplus-dev libsystemd-dev systemd dpkg-dev adduser
 )
 
 missing=()

@@ -1,9 +1,11 @@
 #include "worker/daemon.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -11,11 +13,13 @@
 #include <random>
 #include <thread>
 #include <vector>
+#include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
 #include "base/clock.h"
 #include "base/file.h"
 #include "base/peer_text.h"
+#include "base/service_notify.h"
 #include "crypto/codec.h"
 #include "crypto/hash.h"
 #include "crypto/keys.h"
@@ -26,6 +30,7 @@
 #include "worker/blob_cache.h"
 #include "worker/blob_fetcher.h"
 #include "worker/devices.h"
+#include "worker/idle_policy.h"
 #include "worker/result_spool.h"
 #include "worker/seen_attempts.h"
 #include "worker/worker_dir.h"
@@ -54,6 +59,11 @@ struct Task {
   std::string backend = "cpu";
   int device_index = 0;
   std::atomic<bool> cancel{false};
+  std::atomic<bool> pause{false};  // the idle policy said no
+  bool released = false;           // handed back; its result is not wanted
+  int64_t deadline_ms = 0;         // the lease's end (wall clock)
+  int cpu_threads = 0;
+  uint64_t memory_limit_bytes = 0;
   std::atomic<float> progress{0};
   // Filled by the executor.
   bool ok = false;
@@ -130,6 +140,9 @@ class Executor {
     } else {
       RunContext ctx;
       ctx.cancel = &t.cancel;
+      ctx.pause = &t.pause;
+      ctx.cpu_threads = t.cpu_threads;
+      ctx.memory_limit_bytes = t.memory_limit_bytes;
       ctx.backend = t.backend;
       ctx.device_index = t.device_index;
       ctx.blob_path = [&t](std::string_view hex) -> Result<std::string> {
@@ -212,6 +225,16 @@ class WorkerDaemon::Impl {
   // Since the last GOING_AWAY until the next WELCOME: its silence is expected.
   bool coordinator_away = false;
   bool version_refusal_logged = false;  // on this connection
+  // The idle policy's last answer: paused since (wall ms), and why.
+  bool paused = false;
+  std::string paused_reason;
+  int64_t paused_since_ms = 0;
+  int64_t next_idle_check_ms = 0;  // monotonic
+  // For status.json: today's work (local date) and when it was last written.
+  std::string today;
+  uint64_t shards_today = 0;
+  int64_t busy_ms_today = 0;
+  int64_t status_written_ms = -1;  // monotonic
 
   Impl(const WorkerOptions& o, IdentityKeys k)
       : opts(o), paths(o.data_dir), keys(std::move(k)) {}
@@ -232,6 +255,14 @@ class WorkerDaemon::Impl {
   void OnAssign(const wire::SignedEnvelope& env, Executor& exec);
   void StartIfReady(Executor& exec);
   void Finish(Task& t);
+  void SendHeartbeat(const std::vector<uint64_t>& released = {});
+  // Evaluates the idle policy; pauses or resumes the shards.
+  void CheckIdle();
+  // While paused: hands back shards paused too long or near their deadline.
+  void ReleaseLongPaused();
+  // status.json for `pcfarm-worker status`; `force`: now (a state change,
+  // a finished shard), else at most every 10 s.
+  void WriteStatus(bool force);
 };
 
 Result<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Open(
@@ -311,13 +342,20 @@ void WorkerDaemon::Impl::SayHello() {
   auto* h = f.mutable_hello();
   h->set_software_version("pcfarm-worker 0.1");
   h->set_slots(static_cast<uint32_t>(opts.worker_slots));
-  for (const auto& [id, t] : tasks) h->add_running_attempts(id);
+  for (const auto& [id, t] : tasks) {
+    if (!t->released) h->add_running_attempts(id);
+  }
   for (const auto& d : devices) {
     auto* o = h->add_devices();
     o->set_index(d.index);
     o->set_backend(d.backend);
     o->set_name(d.name);
-    o->set_memory_bytes(d.memory_bytes);
+    uint64_t memory = d.memory_bytes;
+    if (d.backend != "cpu" && opts.worker_max_gpu_memory_bytes > 0) {
+      // The owner lends no more than this: shards that need more go elsewhere.
+      memory = std::min(memory, opts.worker_max_gpu_memory_bytes);
+    }
+    o->set_memory_bytes(memory);
     o->set_cores(d.cores);
     o->set_gflops(d.gflops);
     o->set_fp16(d.fp16);
@@ -353,7 +391,7 @@ void WorkerDaemon::Impl::SendReady() {
   int busy = static_cast<int>(tasks.size());
   wire::WorkerFrame f;
   f.mutable_ready()->set_free_slots(
-      static_cast<uint32_t>(std::max(0, opts.worker_slots - busy)));
+      paused ? 0u : static_cast<uint32_t>(std::max(0, opts.worker_slots - busy)));
   f.mutable_ready()->set_assigns_received(assigns_received);
   f.mutable_ready()->set_slots(static_cast<uint32_t>(opts.worker_slots));
   Send(std::move(f));
@@ -399,6 +437,10 @@ void WorkerDaemon::Impl::OnAssign(const wire::SignedEnvelope& env,
   t->cache = cache.get();
   t->backend = backend_name;
   t->device_index = opts.worker_device_index;
+  t->deadline_ms = body->deadline_ms();
+  t->cpu_threads = opts.worker_cpu_threads;
+  t->memory_limit_bytes = opts.worker_max_gpu_memory_bytes;
+  t->pause = paused;  // arrived as the owner came back: it waits too
   for (const auto& h : body->blob_hashes()) {
     auto hash = HashFromBytes(h);
     if (!hash.ok()) {
@@ -437,6 +479,9 @@ void WorkerDaemon::Impl::Finish(Task& t) {
     return;
   }
   counters->shards_run++;
+  shards_today++;
+  busy_ms_today += t.finished_ms - t.started_ms;
+  WriteStatus(true);
   wire::ResultBody r;
   r.set_attempt_id(t.attempt_id);
   r.set_shard_id(t.shard_id);
@@ -554,7 +599,15 @@ Status WorkerDaemon::Impl::Run(std::atomic<bool>* stop, WorkerCounters* c) {
   std::mt19937 rng(std::random_device{}());
   int backoff_ms = opts.worker_reconnect_initial_ms;
   int64_t reconnect_at = -1;
+  // Know whether the PC is idle before the first READY: a worker started
+  // (or restarted) while its owner works must not offer a slot.
+  if (opts.idle_policy) {
+    CheckIdle();
+    next_idle_check_ms = clock->MonotonicMs() + opts.idle_policy->check_interval_ms();
+  }
   Connect();
+  WriteStatus(true);
+  NotifyServiceReady();
   int64_t silence_limit =
       int64_t(opts.worker_heartbeat_interval_ms) * opts.worker_heartbeat_liveness;
   try {
@@ -630,18 +683,17 @@ Status WorkerDaemon::Impl::Run(std::atomic<bool>* stop, WorkerCounters* c) {
         backoff_ms = std::min(backoff_ms * 2, opts.worker_reconnect_max_ms);
         continue;
       }
+      if (opts.idle_policy && now >= next_idle_check_ms) {
+        next_idle_check_ms = now + opts.idle_policy->check_interval_ms();
+        CheckIdle();
+      }
+      WriteStatus(false);
+      NotifyServiceWatchdog();
       if (sock && now - last_send_ms >= opts.worker_heartbeat_interval_ms) {
-        wire::WorkerFrame f;
-        auto* hb = f.mutable_heartbeat();
-        for (const auto& [id, t] : tasks) {
-          auto* p = hb->add_running();
-          p->set_attempt_id(id);
-          p->set_fraction(t->progress);
-        }
         if (!welcomed) {
           SayHello();  // the HELLO may have been lost with a dead coordinator
         } else {
-          Send(std::move(f));
+          SendHeartbeat();
         }
       }
     }
@@ -652,6 +704,7 @@ Status WorkerDaemon::Impl::Run(std::atomic<bool>* stop, WorkerCounters* c) {
 }
 
 Status WorkerDaemon::Impl::Stop(std::unique_ptr<Executor> exec) {
+  NotifyServiceStopping();
   // Release, not finish: cancel what runs and say BYE, so the coordinator
   // leases those shards again at once.
   size_t running = tasks.size();
@@ -680,6 +733,145 @@ Status WorkerDaemon::Impl::Stop(std::unique_ptr<Executor> exec) {
                    std::to_string(opts.worker_stop_grace_ms) + " ms");
   }
   return Status::Ok();
+}
+
+void WorkerDaemon::Impl::SendHeartbeat(const std::vector<uint64_t>& released) {
+  wire::WorkerFrame f;
+  auto* hb = f.mutable_heartbeat();
+  for (const auto& [id, t] : tasks) {
+    if (t->released) continue;
+    auto* p = hb->add_running();
+    p->set_attempt_id(id);
+    p->set_fraction(t->progress);
+  }
+  hb->set_paused(paused);
+  if (paused) hb->set_paused_reason(paused_reason);
+  for (uint64_t id : released) hb->add_released_attempts(id);
+  Send(std::move(f));
+}
+
+void WorkerDaemon::Impl::CheckIdle() {
+  IdleVerdict v = opts.idle_policy->Evaluate(clock->NowMs());
+  if (!v.may_run) {
+    paused_reason = v.reason;
+    if (!paused) {
+      paused = true;
+      paused_since_ms = clock->NowMs();
+      for (auto& [id, t] : tasks) t->pause = true;
+      if (!tasks.empty()) counters->pauses++;
+      spdlog::info("pausing {} shards: {}", tasks.size(), v.reason);
+      NotifyServiceStatus("paused: " + v.reason);
+      // Tell the coordinator now, and offer no slots.
+      if (sock && welcomed) {
+        SendHeartbeat();
+        SendReady();
+      }
+      WriteStatus(true);
+    }
+    ReleaseLongPaused();
+    return;
+  }
+  if (paused) {
+    paused = false;
+    paused_reason.clear();
+    for (auto& [id, t] : tasks) t->pause = false;
+    spdlog::info("the PC is idle again; {} shards resume", tasks.size());
+    NotifyServiceStatus("running");
+    if (sock && welcomed) {
+      SendHeartbeat();
+      SendReady();
+    }
+    WriteStatus(true);
+  }
+}
+
+void WorkerDaemon::Impl::ReleaseLongPaused() {
+  int64_t now = clock->NowMs();
+  // The hand-back must reach the coordinator before the lease ends.
+  int64_t margin_ms = std::max<int64_t>(2000, 2 * int64_t(opts.worker_heartbeat_interval_ms));
+  bool too_long = now - paused_since_ms >= opts.idle_policy->max_pause_ms();
+  std::vector<uint64_t> released;
+  for (auto& [id, t] : tasks) {
+    if (t->released || t->cancel) continue;
+    if (!too_long && t->deadline_ms - now > margin_ms) continue;
+    t->released = true;
+    t->cancel = true;
+    released.push_back(id);
+  }
+  if (released.empty()) return;
+  // Not started yet (waiting for blobs): it will never reach Finish().
+  for (uint64_t id : released) {
+    auto t = tasks[id];
+    auto w = std::find(waiting_for_blobs.begin(), waiting_for_blobs.end(), t);
+    if (w != waiting_for_blobs.end()) {
+      waiting_for_blobs.erase(w);
+      tasks.erase(id);
+    }
+  }
+  counters->attempts_released += released.size();
+  spdlog::info("handing back {} paused shards ({}): {}", released.size(),
+               too_long ? "paused longer than max_pause_s" : "their lease ends soon",
+               paused_reason);
+  if (sock && welcomed) SendHeartbeat(released);
+  WriteStatus(true);
+}
+
+void WorkerDaemon::Impl::WriteStatus(bool force) {
+  int64_t mono = clock->MonotonicMs();
+  // Unforced, every 10 s: `status` counts a file older than 30 s as a
+  // stopped worker, and a laptop's disk should not be woken more often.
+  if (!force && status_written_ms >= 0 && mono - status_written_ms < 10'000) return;
+  status_written_ms = mono;
+  time_t now_s = time(nullptr);
+  struct tm tm {};
+  localtime_r(&now_s, &tm);
+  char day[16];
+  std::strftime(day, sizeof day, "%Y-%m-%d", &tm);
+  if (today != day) {
+    if (today.empty()) {
+      // A restart on the same day keeps counting.
+      auto old = ReadFile(paths.status_file, 1 << 20);
+      if (old.ok()) {
+        auto j = nlohmann::json::parse(*old, nullptr, false);
+        if (j.is_object() && j.value("today", "") == day) {
+          shards_today = j.value("shards_today", uint64_t(0));
+          busy_ms_today = j.value("busy_ms_today", int64_t(0));
+        }
+      }
+    } else {
+      shards_today = 0;
+      busy_ms_today = 0;
+    }
+    today = day;
+  }
+  size_t running = 0;
+  for (const auto& [id, t] : tasks) running += t->released ? 0 : 1;
+  std::string state = paused ? "paused" : running > 0 ? "running" : "idle-waiting";
+  nlohmann::json devs = nlohmann::json::array();
+  for (const auto& d : devices) {
+    devs.push_back({{"backend", d.backend}, {"index", d.index}, {"name", d.name},
+                    {"memory_bytes", d.memory_bytes}, {"gflops", d.gflops}});
+  }
+  nlohmann::json j = {{"format", "pcfarm-worker-status-1"},
+                      {"pid", getpid()},
+                      {"updated_ms", clock->NowMs()},
+                      {"state", state},
+                      {"paused_reason", paused_reason},
+                      {"paused_since_ms", paused ? paused_since_ms : 0},
+                      {"connected", welcomed && sock != nullptr},
+                      {"coordinator", pin.endpoint},
+                      {"worker_id", pin.worker_id},
+                      {"name", pin.name},
+                      {"backend", backend_name},
+                      {"idle_policy", opts.idle_policy ? opts.idle_policy->InputDescription()
+                                                       : std::string("off (no config file)")},
+                      {"running", running},
+                      {"devices", devs},
+                      {"today", today},
+                      {"shards_today", shards_today},
+                      {"busy_ms_today", busy_ms_today}};
+  Status s = WriteFileAtomic(paths.status_file, j.dump(), 0600);
+  if (!s.ok()) spdlog::warn("cannot write {}: {}", paths.status_file, s.ToString());
 }
 
 void WorkerDaemon::Impl::OnOtherVersion(std::string_view bytes) {

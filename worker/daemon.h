@@ -44,6 +44,8 @@
 
 namespace pcfarm {
 
+class IdlePolicy;
+
 struct WorkerOptions {
   std::string data_dir;
   // Shards run at once.
@@ -66,6 +68,17 @@ struct WorkerOptions {
   int worker_blob_chunk_bytes = 256 * 1024;
   // At a stop: how long cancelled shards may take to return.
   int worker_stop_grace_ms = 5000;
+  // CPU backend threads (0 = all cores) and GPU memory shards may use
+  // (0 = the device's own; HELLO reports no more than this).
+  int worker_cpu_threads = 0;
+  uint64_t worker_max_gpu_memory_bytes = 0;
+  // When set, shards are taken and run only while it says the PC is idle
+  // (evaluated every check_interval_ms); when it says no, running shards
+  // pause at their next check point, READY offers no slots, and HEARTBEATs
+  // say paused. A pause longer than max_pause_ms, or one that would outlast
+  // a shard's lease, hands the shard back (released_attempts). Null: always
+  // run (tests, and `run` without a config file).
+  std::shared_ptr<IdlePolicy> idle_policy;
 };
 
 struct WorkerCounters {
@@ -75,6 +88,8 @@ struct WorkerCounters {
   std::atomic<uint64_t> reconnects{0};
   std::atomic<uint64_t> coordinator_going_away{0};  // GOING_AWAY frames heard
   std::atomic<uint64_t> blob_bytes_received{0};
+  std::atomic<uint64_t> pauses{0};             // idle policy said no while running
+  std::atomic<uint64_t> attempts_released{0};  // handed back after a long pause
 };
 
 class WorkerDaemon {

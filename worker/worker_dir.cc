@@ -13,7 +13,8 @@ WorkerPaths::WorkerPaths(std::string d)
       coordinator_file(dir + "/coordinator.json"),
       spool_dir(dir + "/spool"),
       blob_dir(dir + "/blobs"),
-      seen_file(dir + "/seen.json") {}
+      seen_file(dir + "/seen.json"),
+      status_file(dir + "/status.json") {}
 
 Status SaveCoordinatorPin(const std::string& path, const CoordinatorPin& pin) {
   nlohmann::json j = {{"format", "pcfarm-coordinator-pin-1"},

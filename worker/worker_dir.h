@@ -5,6 +5,8 @@
 //   spool/             results kept until the coordinator ACKs them
 //   blobs/             the verified, size-capped blob cache
 //   seen.json          attempt ids already accepted (replay protection)
+//   status.json        what `pcfarm-worker run` is doing, for
+//                      `pcfarm-worker status` (rewritten as it changes)
 #pragma once
 
 #include <cstdint>
@@ -16,7 +18,8 @@ namespace pcfarm {
 
 struct WorkerPaths {
   explicit WorkerPaths(std::string dir);
-  std::string dir, key_file, coordinator_file, spool_dir, blob_dir, seen_file;
+  std::string dir, key_file, coordinator_file, spool_dir, blob_dir, seen_file,
+      status_file;
 };
 
 // What a worker pins about its coordinator.

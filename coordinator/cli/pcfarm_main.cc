@@ -45,6 +45,7 @@ json WorkerJson(const wire::WorkerInfo& w) {
           {"disagreed", w.disagreed()}, {"gflops", w.gflops()},
           {"running", w.running()},     {"last_seen_ms", w.last_seen_ms()},
           {"outdated", w.outdated()},   {"protocol_version", w.protocol_version()},
+          {"paused", w.paused()},       {"paused_reason", w.paused_reason()},
           {"devices", devices}};
 }
 
@@ -187,12 +188,14 @@ int CmdWorkers(const Globals& g) {
     // gets no work until it is upgraded.
     const char* state = w.banned()      ? "banned"
                         : w.outdated()  ? "outdated"
+                        : w.paused()    ? "paused"
                         : w.connected() ? "connected"
                                         : "offline";
     std::printf("%-6llu %-16s %-10s %6.2f %7llu %9.1f %8u  %s\n",
                 (unsigned long long)w.worker_id(), Safe(w.name()).c_str(), state,
                 w.trust(), (unsigned long long)w.agreed(), w.gflops(),
                 w.running(), FormatTime(w.last_seen_ms()).c_str());
+    if (w.paused()) std::printf("       ^ paused: %s\n", Safe(w.paused_reason()).c_str());
     if (w.outdated()) {
       std::printf("       ^ %s\n",
                   VersionMismatchText("pcfarm-worker", w.protocol_version(),

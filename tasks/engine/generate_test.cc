@@ -2,7 +2,9 @@
 // not change the tokens, seeds make sampling reproducible.
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <cmath>
+#include <thread>
 
 #include "tasks/backend/cpu/cpu_backend.h"
 #include "tasks/engine/engine_test_util.h"
@@ -114,6 +116,36 @@ TEST_CASE("the same seed gives the same tokens, another seed others", "[generate
       CHECK(lp <= 0);
       CHECK(std::isfinite(lp));
     }
+}
+
+TEST_CASE("the check point runs before each decode step; waiting there changes nothing",
+          "[generate]") {
+  Fixture f;
+  GenerationConfig gc;
+  gc.max_new_tokens = 12;
+  gc.sampling.temperature = 1.0;
+  gc.stop_ids = {-1};
+  auto plain = f.model->Generate(Requests(3), gc);
+  REQUIRE(plain.ok());
+  int calls = 0;
+  gc.check_point = [&] {
+    ++calls;
+    // A pause: the caller waits here (as RunContext::CheckPoint does).
+    if (calls == 5) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return false;
+  };
+  auto waited = f.model->Generate(Requests(3), gc);
+  REQUIRE(waited.ok());
+  CHECK(calls >= 12);
+  for (size_t i = 0; i < kPrompts.size(); ++i) {
+    CHECK((*waited)[i].tokens == (*plain)[i].tokens);
+    CHECK((*waited)[i].logprobs == (*plain)[i].logprobs);
+  }
+  calls = 0;
+  gc.check_point = [&] { return ++calls == 3; };
+  auto cancelled = f.model->Generate(Requests(3), gc);
+  CHECK(cancelled.status().code() == StatusCode::kCancelled);
+  CHECK(calls == 3);
 }
 
 TEST_CASE("generation stops at a stop id and at max_new_tokens", "[generate]") {

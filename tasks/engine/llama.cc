@@ -428,6 +428,7 @@ Result<std::vector<Generation>> LlamaModel::Generate(const std::vector<Generatio
   for (int64_t i = 0; i < b; ++i) live[i] = int32_t(i);
   std::vector<float> host;
   for (;;) {
+    if (gc.check_point && gc.check_point()) return Cancelled("generation cancelled");
     const int64_t rows = int64_t(live.size());
     PCFARM_ASSIGN_OR_RETURN(Tensor logits, Alloc({rows, vocab}));
     PCFARM_RETURN_IF_ERROR(backend_->MatMulForward(logits, last, LmHead()));

@@ -53,6 +53,7 @@
 
 #include <cstdint>
 #include <map>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -144,6 +145,9 @@ struct GenerationConfig {
   // Generation of a sequence stops after it emits one of these; empty
   // uses config.eos_token_ids.
   std::vector<int32_t> stop_ids;
+  // Called before each decode step; true stops Generate with kCancelled.
+  // The worker's pause waits inside it (RunContext::CheckPoint). May be empty.
+  std::function<bool()> check_point;
 };
 
 class LlamaModel {

@@ -161,7 +161,7 @@ Result<std::string> BenchKind::Run(std::string_view params,
   using Clock = std::chrono::steady_clock;
   double best_seconds = std::numeric_limits<double>::infinity();
   for (int rep = 0; rep < p.reps; ++rep) {
-    if (ctx.cancelled()) {
+    if (ctx.CheckPoint()) {
       return Cancelled("bench: cancelled after " + std::to_string(rep) +
                        " of " + std::to_string(p.reps) + " reps");
     }

@@ -2,6 +2,7 @@
 
 
 #include <catch2/catch.hpp>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "tasks/kinds/kind.h"
@@ -206,6 +207,45 @@ TEST_CASE("bench honours cancellation") {
   auto r = kind.Run(Params(64, 1, 5), ctx);
   CHECK(r.status().code() == StatusCode::kCancelled);
   CHECK(calls == 2);  // the 0.0 report and one rep, then it stopped
+}
+
+TEST_CASE("bench waits while paused and gives the unpaused answer") {
+  BenchKind kind;
+  RunContext plain;
+  auto expected = kind.Run(Params(64, 7, 4), plain);
+  REQUIRE(expected.ok());
+
+  // Paused after the first rep; the run waits until the flag clears.
+  std::atomic<bool> pause{false};
+  std::atomic<int> reps{0};
+  RunContext ctx;
+  ctx.pause = &pause;
+  ctx.progress = [&](double f) {
+    if (f > 0 && f < 1 && reps++ == 0) pause = true;  // 1.0: the checksum
+  };
+  Result<std::string> got = Internal("not run");
+  std::thread t([&] { got = kind.Run(Params(64, 7, 4), ctx); });
+  while (!pause) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK(reps == 1);  // held at the check point
+  pause = false;
+  t.join();
+  REQUIRE(got.ok());
+  CHECK(reps == 4);
+  CHECK(json::parse(*got)["checksum"] == json::parse(*expected)["checksum"]);
+
+  // A cancel ends the wait.
+  std::atomic<bool> cancel{false};
+  pause = true;
+  RunContext held;
+  held.pause = &pause;
+  held.cancel = &cancel;
+  Result<std::string> cancelled = Internal("not run");
+  std::thread t2([&] { cancelled = kind.Run(Params(64, 7, 4), held); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  cancel = true;
+  t2.join();
+  CHECK(cancelled.status().code() == StatusCode::kCancelled);
 }
 
 TEST_CASE("registry holds the compiled-in kinds") {

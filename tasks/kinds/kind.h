@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -37,6 +38,15 @@ struct RunContext {
   // When non-null and it becomes true, Run stops at its next check point
   // and returns a kCancelled status. Owned by the caller; must outlive Run.
   const std::atomic<bool>* cancel = nullptr;
+  // When non-null and true, Run waits at its next check point (between
+  // bench repetitions, training steps, decode steps) until it turns false
+  // or `cancel` is set: the PC's owner came back (worker/idle_policy.h).
+  // Waiting changes nothing in the answer. Owned by the caller.
+  const std::atomic<bool>* pause = nullptr;
+  // Limits for the backend a kind creates (BackendOptions): CPU threads
+  // (0 = all cores) and device memory (0 = the device's own).
+  int cpu_threads = 0;
+  uint64_t memory_limit_bytes = 0;
   // Resolves a blob named by its BLAKE2b-256 hex hash to a local file that
   // holds exactly its verified bytes (the worker's blob cache). Empty when
   // the caller has no blobs; kinds that need blobs then fail with
@@ -48,6 +58,15 @@ struct RunContext {
 
   bool cancelled() const {
     return cancel != nullptr && cancel->load(std::memory_order_relaxed);
+  }
+  // A check point: waits while `pause` is set (polling every 5 ms, so a
+  // pause or resume takes effect within that of the flag), then returns
+  // cancelled().
+  bool CheckPoint() const {
+    while (pause != nullptr && pause->load(std::memory_order_relaxed) && !cancelled()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return cancelled();
   }
   void ReportProgress(double fraction) const {
     if (progress) progress(fraction);

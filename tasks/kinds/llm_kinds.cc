@@ -132,6 +132,8 @@ Result<std::unique_ptr<ModelInstance>> LoadFromParams(const json& p, const RunCo
   auto m = std::make_unique<ModelInstance>();
   BackendOptions bo;
   bo.device_index = ctx.device_index;
+  bo.cpu_threads = ctx.cpu_threads;
+  bo.memory_limit_bytes = ctx.memory_limit_bytes;
   PCFARM_ASSIGN_OR_RETURN(m->backend, CreateBackend(ctx.backend, bo));
   PCFARM_ASSIGN_OR_RETURN(m->model, LlamaModel::Create(loaded.config, loaded.weights,
                                                        m->backend.get()));
@@ -341,6 +343,7 @@ class InferKind final : public TaskKind {
       }
     }
     for (size_t i = 0; i < reqs.size(); ++i) reqs[i].seed = seed + i;
+    g.check_point = [&ctx] { return ctx.CheckPoint(); };
     // A model whose Generate failed is dropped with `m`: the device may
     // have left it unusable.
     PCFARM_ASSIGN_OR_RETURN(auto gens, m->model->Generate(reqs, g));
@@ -587,7 +590,7 @@ class TrainKind final : public TaskKind {
       PCFARM_ASSIGN_OR_RETURN(std::vector<float> before, m->model->GetParameters());
       CrossEntropySums first, all;
       for (int64_t s = 0; s < steps; ++s) {
-        if (ctx.cancelled()) return Cancelled("cancelled");
+        if (ctx.CheckPoint()) return Cancelled("cancelled");
         const std::vector<TokenSequence>& b =
             step_batches.empty() ? batch : step_batches[size_t(s)];
         PCFARM_ASSIGN_OR_RETURN(CrossEntropySums sums, m->model->AccumulateGradients(b));

@@ -510,17 +510,18 @@ CommandResult MiniCluster::EnrollWorker(const std::string& name,
              30'000);
 }
 
-Status MiniCluster::StartWorker(int index) {
+Status MiniCluster::StartWorker(int index, const std::vector<std::string>& extra_args) {
   if (index < 0 || index >= worker_count()) {
     return InvalidArgument("no worker " + std::to_string(index));
   }
   Worker& w = workers_[index];
-  return w.proc->Start(
-      {Binary("pcfarm-worker"), "run", "--data", w.dir, "--slots",
-       std::to_string(options_.worker_slots), "--heartbeat-interval-ms",
-       std::to_string(options_.heartbeat_interval_ms), "--log-level",
-       options_.log_level},
-      w.log);
+  std::vector<std::string> argv = {
+      Binary("pcfarm-worker"), "run", "--data", w.dir, "--slots",
+      std::to_string(options_.worker_slots), "--heartbeat-interval-ms",
+      std::to_string(options_.heartbeat_interval_ms), "--log-level",
+      options_.log_level};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  return w.proc->Start(argv, w.log);
 }
 
 Result<int> MiniCluster::AddWorker(const std::string& name) {

@@ -147,7 +147,8 @@ class MiniCluster {
   // is registered (index = worker_count() - 1) whatever the outcome, so
   // StartWorker can follow a successful enrollment.
   CommandResult EnrollWorker(const std::string& name, const std::string& token);
-  Status StartWorker(int index);
+  // `extra_args` go after the usual `run` flags (e.g. {"--config", FILE}).
+  Status StartWorker(int index, const std::vector<std::string>& extra_args = {});
   Status KillWorker(int index);                    // kill -9
   Status StopWorker(int index, int timeout_ms = 10'000);  // SIGTERM
   // SIGSTOP / SIGCONT: a paused worker holds its shards and sends nothing,

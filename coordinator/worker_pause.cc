@@ -1,0 +1,53 @@
+// Workers paused by their idle policy (issue 13): a worker whose PC's owner
+// came back keeps its connection and heartbeats, so it is never counted as
+// lost; its HEARTBEATs say it is paused (shown by `pcfarm workers`) and may
+// hand back attempts it will not finish in time, which are leased again at
+// once instead of when their lease runs out.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "base/peer_text.h"
+#include "coordinator/server_internal.h"
+
+namespace pcfarm {
+
+void CoordinatorServer::Impl::OnHeartbeat(Peer& peer, const wire::Heartbeat& hb) {
+  // The reason is the peer's text: escaped, and short enough for a table.
+  std::string reason = EscapePeerText(hb.paused_reason().substr(0, 200));
+  if (hb.paused() != peer.paused) {
+    PeerEvent(hb.paused() ? "worker_paused" : "worker_resumed", peer.worker_id,
+              "worker " + peer.name + (hb.paused() ? " paused: " + reason : " resumed"));
+  }
+  peer.paused = hb.paused();
+  peer.paused_reason = hb.paused() ? reason : "";
+  // Its READY said so too; this covers a READY still on its way.
+  if (peer.paused) peer.free_slots = 0;
+  if (hb.released_attempts_size() == 0) return;
+  // Only its own live attempts can be handed back: every other one it
+  // holds (as the store knows them) stays leased.
+  auto live = store->LiveAttempts(peer.worker_id);
+  if (!live.ok()) {
+    spdlog::warn("cannot read the attempts of worker {}: {}", peer.name,
+                 live.status().ToString());
+    return;
+  }
+  std::vector<int64_t> keep;
+  for (int64_t a : *live) {
+    bool released = std::find(hb.released_attempts().begin(), hb.released_attempts().end(),
+                              uint64_t(a)) != hb.released_attempts().end();
+    if (!released) keep.push_back(a);
+  }
+  if (keep.size() == live->size()) return;
+  spdlog::info("worker {} handed back {} attempts ({})", peer.name,
+               live->size() - keep.size(), reason);
+  auto report = scheduler.WorkerRejoined(peer.worker_id, keep);
+  if (report.ok()) {
+    ActOn(*report);
+  } else {
+    spdlog::warn("cannot release attempts of worker {}: {}", peer.name,
+                 report.status().ToString());
+  }
+}
+
+}  // namespace pcfarm

@@ -1,0 +1,104 @@
+// IdleSources: what the idle policy (worker/idle_policy.h) reads about the
+// PC, each behind a small interface with the PC's own implementation and a
+// file-driven one for tests (DESIGN.md §11, issue 13).
+//
+// The PC's own sources:
+//   - input: logind's IdleHint/IdleSinceHint over D-Bus (sd-bus) — what the
+//     desktop reports, covering X11, Wayland and the console — falling back
+//     to /dev/input/event* (evdev): any event read there is input. evdev is
+//     exact (one event per key or mouse move, no guessing which interrupt
+//     line is a keyboard, as /proc/interrupts would need) and cheap (the
+//     fds are drained at each check; reading does not take events from the
+//     desktop). The service is given the `input` group for it. With neither
+//     (a headless server), input is unknown and does not hold the worker.
+//   - CPU: other processes' share of all cores from /proc/stat minus this
+//     process's /proc/self/stat, between two readings.
+//   - power: /sys/class/power_supply: on AC when any Mains/USB supply is
+//     online, or when there is no battery at all (a desktop).
+//   - GPU: hwmon (/sys/class/hwmon/*/temp1_input, power1_average) of the
+//     amdgpu, nouveau, nvidia or i915 driver; the hottest/most drawn wins.
+//   - local time: localtime_r.
+//
+// Thread-safety: one thread (the worker's loop) uses a set of sources.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "base/status.h"
+
+namespace pcfarm {
+
+class InputActivitySource {
+ public:
+  virtual ~InputActivitySource() = default;
+  // Milliseconds since the last keyboard or mouse input at `now_ms`
+  // (wall clock); nullopt when this PC has no way to tell.
+  virtual std::optional<int64_t> IdleMs(int64_t now_ms) = 0;
+  // What it reads, for `pcfarm-worker status` ("logind", "evdev (3 devices)").
+  virtual std::string Describe() const = 0;
+};
+
+class CpuLoadSource {
+ public:
+  virtual ~CpuLoadSource() = default;
+  // Other processes' CPU use since the previous call, in % of all cores;
+  // nullopt on the first call or when /proc cannot be read.
+  virtual std::optional<double> OtherCpuPercent() = 0;
+};
+
+class PowerSource {
+ public:
+  virtual ~PowerSource() = default;
+  // True iff the PC runs on mains power (also: it has no battery).
+  virtual bool OnAc() = 0;
+};
+
+struct GpuReading {
+  std::optional<double> temperature_c;
+  std::optional<double> power_w;
+};
+
+class GpuSensorSource {
+ public:
+  virtual ~GpuSensorSource() = default;
+  virtual GpuReading Read() = 0;
+};
+
+class LocalTimeSource {
+ public:
+  virtual ~LocalTimeSource() = default;
+  // Minutes after local midnight, 0..1439.
+  virtual int MinuteOfDay() = 0;
+};
+
+struct IdleSources {
+  std::unique_ptr<InputActivitySource> input;
+  std::unique_ptr<CpuLoadSource> cpu;
+  std::unique_ptr<PowerSource> power;
+  std::unique_ptr<GpuSensorSource> gpu;
+  std::unique_ptr<LocalTimeSource> time;
+};
+
+// This PC's own sources (see the top of this file).
+IdleSources SystemIdleSources();
+
+// The sysfs sources over another root (the real ones read
+// /sys/class/power_supply and /sys/class/hwmon), for tests with a fake tree.
+std::unique_ptr<PowerSource> SysfsPowerSource(const std::string& root);
+std::unique_ptr<GpuSensorSource> HwmonGpuSource(const std::string& root);
+
+// Sources read from files in `dir`, for tests (selected by the config key
+// `testing.idle_source_dir`). Each file holds one number; a missing file
+// means the neutral value:
+//   input_idle_ms      ms since the last input at the moment the file was
+//                      written (its mtime is added), missing: no input source
+//   other_cpu_percent  missing: 0
+//   on_ac              1 or 0, missing: 1
+//   gpu_temperature_c, gpu_power_w   missing: no reading
+//   minute_of_day      missing: the real local time
+IdleSources FileIdleSources(const std::string& dir);
+
+}  // namespace pcfarm
