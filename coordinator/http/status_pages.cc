@@ -54,7 +54,8 @@ std::string WorkerState(const json& w) {
 
 std::string Backends(const json& w) {
   std::vector<std::string> seen;
-  for (const auto& d : w.value("devices", json::array())) {
+  const json devices = w.value("devices", json::array());
+  for (const auto& d : devices) {
     std::string b = Str(d, "backend");
     if (std::find(seen.begin(), seen.end(), b) == seen.end()) seen.push_back(b);
   }
@@ -202,7 +203,8 @@ std::string WorkersPage(const json& workers, const std::string& csrf) {
 std::string WorkerPage(const json& w, const std::string& csrf) {
   std::string id = std::to_string(w.value("worker_id", 0));
   std::string devices;
-  for (const auto& d : w.value("devices", json::array())) {
+  const json device_list = w.value("devices", json::array());
+  for (const auto& d : device_list) {
     devices += "<tr><td>" + std::to_string(d.value("index", 0)) + "</td><td>" +
                HtmlEscape(Str(d, "backend")) + "</td><td>" + HtmlEscape(Str(d, "name")) +
                "</td><td>" + Num(double(d.value("memory_bytes", uint64_t(0))) / (1 << 30), "%.1f") +
@@ -233,7 +235,7 @@ std::string JobsPage(const json& jobs, const std::string& csrf) {
 std::string JobPlots(const json& job) {
   if (!job.contains("rounds")) return "";
   std::vector<std::pair<double, double>> loss, bytes;
-  for (const auto& r : job["rounds"]) {
+  for (const auto& r : job.at("rounds")) {
     double step = r.value("step", r.value("round", 0.0));
     if (r.contains("loss") && r["loss"].is_number()) loss.emplace_back(step, r["loss"].get<double>());
     bytes.emplace_back(step, double(r.value("bytes_up", int64_t(0)) + r.value("bytes_down", int64_t(0))));
@@ -245,7 +247,8 @@ std::string JobPlots(const json& job) {
 std::string JobPage(const json& job, const std::string& csrf) {
   std::string id = std::to_string(job.value("job_id", 0));
   std::string states;
-  for (const auto& [state, n] : job.value("shard_states", json::object()).items()) {
+  const json shard_states = job.value("shard_states", json::object());
+  for (const auto& [state, n] : shard_states.items()) {
     states += "<tr><td>" + HtmlEscape(state) + "</td><td>" + n.dump() + "</td></tr>";
   }
   std::string summary = job.contains("summary") ? job["summary"].dump(2, ' ', false,
