@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/peer_text.h"
+#include "coordinator/admin_queries.h"
 #include "coordinator/jobs/planner.h"
 #include "coordinator/server_internal.h"
 #include "crypto/codec.h"
@@ -53,24 +54,9 @@ std::string CoordinatorServer::Impl::ClientName(int64_t client_id) {
 }
 
 Result<wire::JobInfo> CoordinatorServer::Impl::JobToWire(const JobInfo& job) {
-  wire::JobInfo out;
-  out.set_job_id(static_cast<uint64_t>(job.id));
-  out.set_kind(job.kind);
-  out.set_state(job.state);
-  out.set_priority(static_cast<uint32_t>(job.priority));
-  out.set_redundancy(static_cast<uint32_t>(job.redundancy));
-  out.set_shards_total(static_cast<uint32_t>(job.shards_total));
-  out.set_shards_accepted(static_cast<uint32_t>(job.shards_accepted));
-  out.set_reason(job.reason);
-  out.set_created_ms(job.created_ms);
-  out.set_updated_ms(job.updated_ms);
   // Jobs from before owners were recorded (0) are the admin's.
-  out.set_owner(job.owner_client_id == 0 ? "admin" : ClientName(job.owner_client_id));
-  // Kept up to date as shards are accepted: a query never re-reads results.
-  const JobPlanner* planner = FindPlanner(job.kind);
-  std::string summary = planner ? planner->Summary(job) : job.summary;
-  if (summary != kEmptyJobSummary) out.set_summary(std::move(summary));
-  return out;
+  return pcfarm::JobToWire(job, job.owner_client_id == 0 ? "admin"
+                                                         : ClientName(job.owner_client_id));
 }
 
 Result<JobInfo> CoordinatorServer::Impl::OwnJob(const ClientInfo& client, int64_t id) {
@@ -198,41 +184,20 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       PCFARM_ASSIGN_OR_RETURN(auto workers, store->ListWorkers());
       auto* out = reply->mutable_list_workers();
       for (const auto& w : workers) {
-        auto* o = out->add_workers();
-        o->set_worker_id(static_cast<uint64_t>(w.id));
-        o->set_name(w.name);
-        auto r = route_of.find(w.id);
-        o->set_connected(r != route_of.end());
-        if (auto old = outdated_workers.find(w.id); old != outdated_workers.end()) {
-          o->set_outdated(true);
-          o->set_protocol_version(old->second);
-        }
-        if (r != route_of.end()) {
+        WorkerLiveState live;
+        if (auto r = route_of.find(w.id); r != route_of.end()) {
+          live.connected = true;
           auto p = peers.find(r->second);
           if (p != peers.end()) {
-            o->set_running(static_cast<uint32_t>(p->second.running.size()));
-            o->set_paused(p->second.paused);
-            o->set_paused_reason(p->second.paused_reason);
+            live.running = uint32_t(p->second.running.size());
+            live.paused = p->second.paused;
+            live.paused_reason = p->second.paused_reason;
           }
         }
-        o->set_banned(w.banned);
-        o->set_trust(w.trust);
-        o->set_agreed(static_cast<uint64_t>(w.agreed));
-        o->set_disagreed(static_cast<uint64_t>(w.disagreed));
-        o->set_gflops(w.speed_gflops);
-        o->set_last_seen_ms(w.last_seen_ms);
-        try {
-          for (const auto& d : nlohmann::json::parse(w.devices_json)) {
-            auto* dev = o->add_devices();
-            dev->set_index(d.value("index", 0u));
-            dev->set_backend(d.value("backend", ""));
-            dev->set_name(d.value("name", ""));
-            dev->set_memory_bytes(d.value("memory_bytes", uint64_t(0)));
-            dev->set_cores(d.value("cores", 0u));
-            dev->set_gflops(d.value("gflops", 0.0));
-          }
-        } catch (const nlohmann::json::exception&) {
+        if (auto old = outdated_workers.find(w.id); old != outdated_workers.end()) {
+          live.outdated_version = old->second;
         }
+        *out->add_workers() = WorkerToWire(w, live);
       }
       return Status::Ok();
     }

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "coordinator/cli/duration.h"
+#include "coordinator/http/http_auth.h"
 #include "coordinator/server.h"
 #include "coordinator/setup.h"
 #include "base/malloc_tuning.h"
@@ -48,6 +49,8 @@ int main(int argc, char** argv) {
   init->add_option("--advertise", config.advertise_endpoint,
                    "endpoint put in enrollment tokens (default: the workers "
                    "endpoint with this host's name)");
+  init->add_option("--http-endpoint", config.http_endpoint,
+                   "the status page's HOST:PORT (\"\" for none)")->capture_default_str();
 
   pcfarm::ServerOptions opts;
   std::string log_level = "info";
@@ -77,7 +80,24 @@ int main(int argc, char** argv) {
   serve->add_option("--min-free-disk", min_free_disk,
                     "refuse uploads that would leave less free disk than this (e.g. 1GiB, 500MiB, 0)")
       ->capture_default_str();
+  std::string http_endpoint;
+  auto* http_opt = serve->add_option("--http-endpoint", http_endpoint,
+                                     "status page, JSON API and /metrics: HOST:PORT to bind, "
+                                     "\"\" for none (default: config.json's, 127.0.0.1:7072)");
+  serve->add_option("--http-tls-cert", opts.http_tls_cert_file,
+                    "PEM certificate: serve the status page over HTTPS");
+  serve->add_option("--http-tls-key", opts.http_tls_key_file, "PEM private key of --http-tls-cert");
+  serve->add_flag("--http-insecure", opts.http_insecure,
+                  "allow a non-loopback --http-endpoint without TLS");
+  serve->add_flag("--metrics-public", opts.http_metrics_public,
+                  "serve /metrics without the HTTP token");
   serve->add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+
+  std::string url_data;
+  auto* status_url = app.add_subcommand("status-url", "print the URL that logs in to the status page");
+  status_url->add_option("--data", url_data, "data directory made by init")->required();
+  bool url_https = false;
+  status_url->add_flag("--https", url_https, "the status page is served with --http-tls-cert");
 
   try {
     app.parse(argc, argv);
@@ -91,6 +111,19 @@ int main(int argc, char** argv) {
     auto reserve = pcfarm::ParseByteSize(min_free_disk);
     if (!reserve.ok()) return Fail(reserve.status().WithContext("--min-free-disk"));
     opts.min_free_disk_bytes = *reserve;
+    if (http_opt->count() > 0) opts.http_endpoint = http_endpoint;
+  }
+
+  if (*status_url) {
+    auto loaded = pcfarm::LoadCoordinatorConfig(url_data);
+    if (!loaded.ok()) return Fail(loaded.status());
+    if (loaded->http_endpoint.empty()) {
+      return Fail(pcfarm::FailedPrecondition("the status page is off (config.json has no http_endpoint)"));
+    }
+    auto token = pcfarm::ReadHttpToken(pcfarm::CoordinatorPaths(url_data).http_token);
+    if (!token.ok()) return Fail(token.status());
+    std::printf("%s\n", pcfarm::StatusLoginUrl(loaded->http_endpoint, url_https, *token).c_str());
+    return 0;
   }
 
   if (*init) {
@@ -104,6 +137,12 @@ int main(int argc, char** argv) {
     std::printf("  clients endpoint: %s\n", config.clients_endpoint.c_str());
     std::printf("  admin profile:    %s (export PCFARM_PROFILE=%s)\n",
                 paths.admin_profile.c_str(), paths.admin_profile.c_str());
+    if (!config.http_endpoint.empty()) {
+      auto token = pcfarm::ReadHttpToken(paths.http_token);
+      if (!token.ok()) return Fail(token.status());
+      std::printf("  status page:      %s\n",
+                  pcfarm::StatusLoginUrl(config.http_endpoint, false, *token).c_str());
+    }
     return 0;
   }
 

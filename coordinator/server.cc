@@ -25,6 +25,8 @@
 #include "coordinator/wal_syncer.h"
 #include "coordinator/zap_handler.h"
 #include "coordinator/server_internal.h"
+#include "coordinator/admin_queries.h"
+#include "coordinator/cli/cli_common.h"
 #include "crypto/hash.h"
 #include "crypto/codec.h"
 #include "crypto/keys.h"
@@ -97,6 +99,7 @@ Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Open(
                           LoadCoordinatorConfig(options.data_dir));
   if (!options.workers_endpoint.empty()) config.workers_endpoint = options.workers_endpoint;
   if (!options.clients_endpoint.empty()) config.clients_endpoint = options.clients_endpoint;
+  if (options.http_endpoint) config.http_endpoint = *options.http_endpoint;
   PCFARM_ASSIGN_OR_RETURN(IdentityKeys keys, LoadKeyFile(paths.key_file));
   PCFARM_ASSIGN_OR_RETURN(auto store,
                           Store::Open(paths.db_file, SystemClock::Get()));
@@ -180,10 +183,17 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
                                      MaxClientRequestBytes(limits), &clients_sock));
   spdlog::info("coordinator serving: workers on {}, clients on {}",
                config.workers_endpoint, config.clients_endpoint);
+  PCFARM_RETURN_IF_ERROR(StartStatusPage());
   // Commits go to the OS at once and to the disk on the syncer's thread,
   // overlapping the next turns; replies still wait for the disk. The store
   // leaves synchronous=FULL only once there is a syncer to wait for.
-  auto started = WalSyncer::Start([s = store.get()] { return s->SyncWal(); });
+  auto started = WalSyncer::Start([s = store.get(), c] {
+    auto t0 = std::chrono::steady_clock::now();
+    Status st = s->SyncWal();
+    c->wal_fsync_s.Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return st;
+  });
   Status deferred = started.ok() ? store->EnableDeferredSync() : started.status();
   if (deferred.ok()) {
     syncer = std::move(*started);
@@ -220,12 +230,14 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
       NotifyServiceWatchdog();
       int64_t now = clock->MonotonicMs();
       int64_t wait = std::max<int64_t>(0, std::min<int64_t>(next_tick - now, 100));
+      // The syncer's and the status page's fds; -1 (ignored by poll) when off.
       zmq::pollitem_t items[] = {
           {workers_sock->handle(), 0, ZMQ_POLLIN, 0},
           {clients_sock->handle(), 0, ZMQ_POLLIN, 0},
-          {nullptr, syncer ? syncer->notify_fd() : -1, ZMQ_POLLIN, 0}};
+          {nullptr, syncer ? syncer->notify_fd() : -1, ZMQ_POLLIN, 0},
+          {nullptr, board ? board->notify_fd() : -1, ZMQ_POLLIN, 0}};
       try {
-        zmq::poll(items, syncer ? 3 : 2, std::chrono::milliseconds(wait));
+        zmq::poll(items, 4, std::chrono::milliseconds(wait));
       } catch (const zmq::error_t& e) {
         if (e.num() != EINTR) throw;
         continue;  // a signal: look at `stop` again
@@ -236,8 +248,9 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
       }
       now = clock->MonotonicMs();
       bool tick = now >= next_tick;
+      bool actions = board && (items[3].revents & ZMQ_POLLIN);
       if (!(items[0].revents & ZMQ_POLLIN) && !(items[1].revents & ZMQ_POLLIN) &&
-          !tick) {
+          !tick && !actions) {
         continue;  // no turn, no commit, no sync
       }
       BeginTurn();
@@ -259,6 +272,7 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
           OnClientMessage(parts[0].to_string(), parts[1]);
         }
       }
+      if (actions) RunStatusActions();
       if (tick) {
         Tick(now);
         next_tick = now + opts.coordinator_heartbeat_interval_ms;
@@ -268,6 +282,7 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
         AssignAll();
       }
       PCFARM_RETURN_IF_ERROR(EndTurn());
+      if (board) PublishLiveView(clock->MonotonicMs(), actions);
     }
   } catch (const zmq::error_t& e) {
     return Internal(std::string("coordinator loop: ") + e.what());
@@ -291,6 +306,12 @@ Status CoordinatorServer::Impl::Stop(ZapHandler* zap) {
   // disk; then every worker hears that this coordinator is going away (not
   // lost), so it keeps its shards and reconnects to the next one.
   spdlog::info("coordinator stopping ({} workers connected)", peers.size());
+  if (http) {
+    // Actions still queued get no answer (they were not run): their
+    // requests end at once instead of waiting out their timeout.
+    board->TakeActions();
+    http->Stop();
+  }
   store->AddEvent("coordinator_stopped", 0, 0, "clean shutdown").IgnoreError();
   if (syncer) {
     Status st = syncer->WaitFor(commit_epoch);
@@ -321,7 +342,7 @@ void CoordinatorServer::Impl::SendTo(const std::string& route,
   std::string bytes = frame.SerializeAsString();
   if (batching) {
     // Nothing leaves before the batch is durable: an ACK is a promise.
-    outbox.push_back({false, route, std::move(bytes), 0});
+    outbox.push_back({false, route, std::move(bytes), 0, nullptr});
     return;
   }
   SendBytes(*workers_sock, route, bytes);
@@ -394,7 +415,10 @@ void CoordinatorServer::Impl::BeginTurn() {
 Status CoordinatorServer::Impl::EndTurn() {
   if (!batching) return Status::Ok();
   batching = false;
+  auto commit_start = std::chrono::steady_clock::now();
   Status s = store->CommitBatch();
+  counters->sqlite_commit_s.Observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - commit_start).count());
   if (!s.ok()) {
     // Everything this turn did is rolled back: send none of it, and forget
     // what we thought of each worker; the next message from each one
@@ -688,6 +712,8 @@ void CoordinatorServer::Impl::TryAssign(Peer& peer) {
     *f.mutable_assign()->mutable_shard() = SealEnvelope(keys.sign, body_bytes);
     Send(peer, std::move(f));
     peer.running.insert(l.attempt_id);
+    if (assigned_at_ms.size() > 1'000'000) assigned_at_ms.clear();
+    assigned_at_ms[l.attempt_id] = clock->MonotonicMs();
     peer.free_slots--;
     peer.assigns_sent++;
     counters->shards_assigned++;
@@ -820,6 +846,10 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
     return;
   }
   uint64_t attempt = body->attempt_id();
+  if (auto sent = assigned_at_ms.find(int64_t(attempt)); sent != assigned_at_ms.end()) {
+    counters->round_trip_s.Observe(double(clock->MonotonicMs() - sent->second) / 1000.0);
+    assigned_at_ms.erase(sent);
+  }
   // The worker is done with it: its slot is free again, and the next shard
   // can leave in the same turn as the ACK (no READY round trip).
   bool was_running = peer.running.erase(static_cast<int64_t>(attempt)) > 0;
@@ -1069,10 +1099,118 @@ void CoordinatorServer::Impl::OnClientMessage(const std::string& route,
   std::string bytes = reply.SerializeAsString();
   if (batching) {
     // A reply (a job id, say) promises what the turn committed.
-    outbox.push_back({true, route, std::move(bytes), 0});
+    outbox.push_back({true, route, std::move(bytes), 0, nullptr});
     return;
   }
   SendBytes(*clients_sock, route, bytes);
+}
+
+// ------------------------------------------------------------- status page
+
+Status CoordinatorServer::Impl::StartStatusPage() {
+  if (config.http_endpoint.empty()) return Status::Ok();
+  PCFARM_ASSIGN_OR_RETURN(board, StatusBoard::Make());
+  StatusHttpOptions o;
+  o.endpoint = config.http_endpoint;
+  o.tls_cert_file = opts.http_tls_cert_file;
+  o.tls_key_file = opts.http_tls_key_file;
+  o.insecure = opts.http_insecure;
+  o.metrics_public = opts.http_metrics_public;
+  o.data_dir = opts.data_dir;
+  PublishLiveView(clock->MonotonicMs(), true);
+  auto started = StatusHttpServer::Start(o, board.get(), counters);
+  if (!started.ok()) return started.status().WithContext("--http-endpoint");
+  http = std::move(*started);
+  return Status::Ok();
+}
+
+void CoordinatorServer::Impl::PublishLiveView(int64_t now_ms, bool force) {
+  if (!force && live_view_published_ms >= 0 && now_ms - live_view_published_ms < 250) return;
+  live_view_published_ms = now_ms;
+  uint64_t results = counters->results_accepted.load();
+  if (result_samples.empty() || now_ms - result_samples.back().first >= 1000) {
+    result_samples.emplace_back(now_ms, results);
+    while (result_samples.size() > 11) result_samples.pop_front();
+  }
+  auto view = std::make_shared<LiveView>();
+  view->taken_ms = clock->NowMs();
+  view->running.reserve(peers.size());
+  for (const auto& [route, peer] : peers) {
+    view->running[peer.worker_id] = uint32_t(peer.running.size());
+    if (peer.paused) view->paused[peer.worker_id] = peer.paused_reason;
+  }
+  view->outdated.insert(outdated_workers.begin(), outdated_workers.end());
+  const auto& first = result_samples.front();
+  if (now_ms > first.first) {
+    view->results_per_s = double(results - first.second) * 1000.0 / double(now_ms - first.first);
+  }
+  board->Publish(std::move(view));
+}
+
+void CoordinatorServer::Impl::RunStatusActions() {
+  for (auto& pending : board->TakeActions()) {
+    auto deliver = [reply = pending.reply,
+                    result = RunStatusAction(pending.action)]() mutable {
+      reply->set_value(std::move(result));
+    };
+    if (batching) {
+      // Answered once the turn's commit is durable, as a CLI reply is.
+      Outgoing o;
+      o.deliver = std::move(deliver);
+      outbox.push_back(std::move(o));
+    } else {
+      deliver();
+    }
+  }
+}
+
+StatusActionResult CoordinatorServer::Impl::RunStatusAction(const StatusAction& action) {
+  // The status page acts as the admin, under its own name in events.
+  ClientInfo page;
+  page.name = "the status page";
+  page.role = ClientRole::kAdmin;
+  wire::ClientRequest req;
+  wire::ClientReply reply;
+  switch (action.kind) {
+    case StatusAction::Kind::kCancelJob: {
+      req.mutable_cancel_job()->set_job_id(uint64_t(action.id));
+      Status s = HandleClient(page, req, &reply);
+      if (!s.ok()) return {s, {}};
+      return {Status::Ok(), JobJson(reply.cancel_job().job())};
+    }
+    case StatusAction::Kind::kCreateToken: {
+      req.mutable_token_create()->set_uses(action.uses);
+      req.mutable_token_create()->set_ttl_ms(action.ttl_ms);
+      Status s = HandleClient(page, req, &reply);
+      if (!s.ok()) return {s, {}};
+      const auto& t = reply.token_create();
+      return {Status::Ok(),
+              {{"token", t.token()}, {"uses", t.uses()}, {"expires_ms", t.expires_ms()}}};
+    }
+    case StatusAction::Kind::kQuarantineWorker: {
+      auto report = store->BanWorker(action.id, "quarantined from the status page");
+      if (!report.ok()) return {report.status(), {}};
+      ActOn(*report);
+      assign_all_due = true;
+      // Its connection is dropped; the ZAP handler refuses it from now on.
+      if (auto r = route_of.find(action.id); r != route_of.end()) {
+        std::string route = r->second;
+        DropPeer(route, "quarantined from the status page");
+        dropped.insert(route);
+      }
+      break;
+    }
+    case StatusAction::Kind::kUnbanWorker: {
+      Status s = store->UnbanWorker(action.id, "from the status page");
+      if (!s.ok()) return {s, {}};
+      break;
+    }
+  }
+  auto w = store->GetWorker(action.id);
+  if (!w.ok()) return {w.status(), {}};
+  WorkerLiveState live;
+  live.connected = route_of.count(action.id) > 0;
+  return {Status::Ok(), WorkerJson(WorkerToWire(*w, live))};
 }
 
 }  // namespace pcfarm

@@ -29,9 +29,11 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "base/status.h"
+#include "coordinator/latency_histogram.h"
 
 namespace pcfarm {
 
@@ -76,6 +78,16 @@ struct ServerOptions {
   // At a stop: when workers are told to reconnect (GoingAway), enough for
   // a restart to bind again; they back off as usual after it.
   int coordinator_going_away_reconnect_ms = 500;
+  // The status page, JSON API and /metrics (coordinator/http/status_http.h):
+  // HOST:PORT to bind, "" for none; unset: config.json's (127.0.0.1:7072
+  // by default). A host other than loopback needs http_tls_cert_file +
+  // http_tls_key_file, or http_insecure.
+  std::optional<std::string> http_endpoint;
+  std::string http_tls_cert_file;
+  std::string http_tls_key_file;
+  bool http_insecure = false;
+  // /metrics answers without the token.
+  bool http_metrics_public = false;
 };
 
 // The counters the server keeps (also shown by tests and benches).
@@ -101,6 +113,14 @@ struct ServerCounters {
   // upgrade), from workers and from CLI clients.
   std::atomic<uint64_t> worker_version_refusals{0};
   std::atomic<uint64_t> client_version_refusals{0};
+  // From an ASSIGN sent to the RESULT that answers it.
+  LatencyHistogram round_trip_s{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+  // One turn's SQLite COMMIT, and one fdatasync of the WAL (WalSyncer).
+  LatencyHistogram sqlite_commit_s{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                   0.01, 0.025, 0.05, 0.1, 0.25, 1};
+  LatencyHistogram wal_fsync_s{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                               0.01, 0.025, 0.05, 0.1, 0.25, 1};
 };
 
 class CoordinatorServer {

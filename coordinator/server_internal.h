@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -15,6 +16,8 @@
 
 #include "base/clock.h"
 #include "coordinator/blob_store.h"
+#include "coordinator/http/status_board.h"
+#include "coordinator/http/status_http.h"
 #include "coordinator/job_summary.h"
 #include "coordinator/jobs/planner.h"
 #include "coordinator/rate_limit.h"
@@ -164,6 +167,16 @@ class CoordinatorServer::Impl {
 
   ZapDecision Decide(const std::string& domain, const std::string& key);
 
+  // ---- the status page (coordinator/http/) ----
+  // Starts it when opts.http_endpoint is set.
+  Status StartStatusPage();
+  // Runs the actions the status page queued, inside the turn; each is
+  // answered once the turn is durable.
+  void RunStatusActions();
+  StatusActionResult RunStatusAction(const StatusAction& action);
+  // Publishes the view of the connected workers, at most every 250 ms.
+  void PublishLiveView(int64_t now_ms, bool force);
+
  public:
   ServerOptions opts;
   CoordinatorConfig config;
@@ -204,8 +217,14 @@ class CoordinatorServer::Impl {
     std::string route;
     std::string bytes;
     uint64_t epoch = 0;  // the commit it waits for
+    // Set: an answer to the status page, delivered instead of sending.
+    std::function<void()> deliver;
   };
   void SendOutgoing(const Outgoing& o) {
+    if (o.deliver) {
+      o.deliver();
+      return;
+    }
     SendBytes(o.to_client ? *clients_sock : *workers_sock, o.route, o.bytes);
   }
   std::vector<Outgoing> outbox;  // this turn's, not committed yet
@@ -213,6 +232,14 @@ class CoordinatorServer::Impl {
   std::unique_ptr<WalSyncer> syncer;  // null: each commit is durable itself
   uint64_t commit_epoch = 0;
   const Clock* clock = SystemClock::Get();
+  // The status page: null when it is off.
+  std::unique_ptr<StatusBoard> board;
+  std::unique_ptr<StatusHttpServer> http;
+  int64_t live_view_published_ms = -1;  // monotonic
+  // (monotonic ms, results_accepted) a second apart, for results_per_s.
+  std::deque<std::pair<int64_t, uint64_t>> result_samples;
+  // When each attempt's ASSIGN was sent (monotonic ms), for round_trip_s.
+  std::unordered_map<int64_t, int64_t> assigned_at_ms;
 };
 
 }  // namespace pcfarm

@@ -9,6 +9,7 @@
 #include "base/clock.h"
 #include "base/file.h"
 #include "coordinator/client_profile.h"
+#include "coordinator/http/http_auth.h"
 #include "coordinator/store.h"
 #include "crypto/token.h"
 
@@ -20,7 +21,8 @@ CoordinatorPaths::CoordinatorPaths(std::string d)
       db_file(dir + "/coordinator.db"),
       blob_dir(dir + "/blobs"),
       config_file(dir + "/config.json"),
-      admin_profile(dir + "/admin.profile") {}
+      admin_profile(dir + "/admin.profile"),
+      http_token(dir + "/" + kHttpTokenFileName) {}
 
 namespace {
 
@@ -60,6 +62,10 @@ Status InitCoordinatorDir(const std::string& dir,
                                            config.workers_endpoint));
   PCFARM_RETURN_IF_ERROR(CheckBindEndpoint("--clients-endpoint",
                                            config.clients_endpoint));
+  if (!config.http_endpoint.empty()) {
+    auto hp = ParseHostPort(config.http_endpoint);
+    if (!hp.ok()) return hp.status().WithContext("--http-endpoint");
+  }
   if (!config.advertise_endpoint.empty()) {
     Status s = CheckEndpoint(config.advertise_endpoint);
     if (!s.ok()) return s.WithContext("--advertise");
@@ -75,7 +81,8 @@ Status InitCoordinatorDir(const std::string& dir,
   IdentityKeys keys = IdentityKeys::Generate();
   nlohmann::json cfg = {{"workers_endpoint", config.workers_endpoint},
                         {"clients_endpoint", config.clients_endpoint},
-                        {"advertise_endpoint", config.advertise_endpoint}};
+                        {"advertise_endpoint", config.advertise_endpoint},
+                        {"http_endpoint", config.http_endpoint}};
   PCFARM_RETURN_IF_ERROR(
       WriteFileAtomic(paths.config_file, cfg.dump(2) + "\n", 0644));
 
@@ -92,6 +99,8 @@ Status InitCoordinatorDir(const std::string& dir,
   profile.role = "admin";
   profile.name = "admin";
   PCFARM_RETURN_IF_ERROR(SaveClientProfile(paths.admin_profile, profile));
+  auto token = WriteNewHttpToken(paths.http_token);
+  if (!token.ok()) return token.status();
   // The key file last: its presence marks a finished init.
   return SaveKeyFile(paths.key_file, keys);
 }
@@ -112,6 +121,8 @@ Result<CoordinatorConfig> LoadCoordinatorConfig(const std::string& dir) {
     c.workers_endpoint = j.at("workers_endpoint").get<std::string>();
     c.clients_endpoint = j.at("clients_endpoint").get<std::string>();
     c.advertise_endpoint = j.value("advertise_endpoint", "");
+    // Data directories from before the status page get its default.
+    c.http_endpoint = j.value("http_endpoint", c.http_endpoint);
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgument(paths.config_file + ": " + e.what());
   }

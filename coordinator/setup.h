@@ -15,15 +15,18 @@ struct CoordinatorConfig {
   // The endpoint enrollment tokens tell workers to connect to. "" means the
   // workers endpoint, with a wildcard host replaced by this machine's name.
   std::string advertise_endpoint;
+  // The status page (HOST:PORT, "" for none; coordinator/http/status_http.h).
+  std::string http_endpoint = "127.0.0.1:7072";
 };
 
 struct CoordinatorPaths {
   explicit CoordinatorPaths(std::string dir);
   std::string dir, key_file, db_file, blob_dir, config_file, admin_profile;
+  std::string http_token;  // the status page's login token (0600)
 };
 
 // Creates `dir` (mode 0700) with fresh keys, the database (migrated), the
-// config and the admin's CLI profile. AlreadyExists when `dir` already holds
+// config, the admin's CLI profile and the status page's HTTP token. AlreadyExists when `dir` already holds
 // a coordinator (init never overwrites keys).
 Status InitCoordinatorDir(const std::string& dir,
                           const CoordinatorConfig& config);

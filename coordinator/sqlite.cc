@@ -102,7 +102,7 @@ SqliteDb::~SqliteDb() {
   sqlite3_close_v2(h_);
 }
 
-Status SqliteDb::Open(const std::string& path) {
+Status SqliteDb::Open(const std::string& path, bool read_only) {
   // Global counters of SQLite's allocator take a mutex on every malloc;
   // nothing here reads them. Only possible before SQLite initializes.
   static std::once_flag sqlite_config;
@@ -111,7 +111,8 @@ Status SqliteDb::Open(const std::string& path) {
   });
   sqlite3* h = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &h,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                           (read_only ? SQLITE_OPEN_READONLY
+                                      : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
                                SQLITE_OPEN_NOMUTEX,  // the owner serializes
                            nullptr);
   if (rc != SQLITE_OK) {

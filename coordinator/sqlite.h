@@ -91,9 +91,10 @@ class SqliteDb {
   SqliteDb& operator=(const SqliteDb&) = delete;
 
   // Opens or creates the database file at `path`, read-write, with a busy
-  // timeout of 5 s. IoError naming `path` when it cannot. REQUIRES: called
-  // once, before anything else.
-  Status Open(const std::string& path);
+  // timeout of 5 s (read-only, and never created, when `read_only`).
+  // IoError naming `path` when it cannot. REQUIRES: called once, before
+  // anything else.
+  Status Open(const std::string& path, bool read_only = false);
 
   // The prepared statement for `sql`, made once and cached by the address
   // of its text. REQUIRES: `sql` outlives this SqliteDb (a literal or a

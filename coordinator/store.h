@@ -278,6 +278,13 @@ class Store {
   static Result<std::unique_ptr<Store>> Open(const std::string& path,
                                              const Clock* clock,
                                              int migrate_to = 0);
+  // Opens an existing database for reading only (SQLITE_OPEN_READONLY and
+  // PRAGMA query_only): a second connection beside the daemon's, for the
+  // status page's queries. Runs no migration; FailedPrecondition unless the
+  // schema version is LatestSchemaVersion() (the daemon opened it first).
+  // Every writing call on it fails.
+  static Result<std::unique_ptr<Store>> OpenReadOnly(const std::string& path,
+                                                     const Clock* clock);
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -329,6 +336,9 @@ class Store {
   Result<TransitionReport> BanWorker(int64_t worker_id,
                                      const std::string& reason);
   Result<std::vector<WorkerInfo>> ListWorkers();
+  // Lifts a ban (BanWorker): the worker may connect and get shards again;
+  // its dropped results stay dropped. NotFound for an unknown worker.
+  Status UnbanWorker(int64_t worker_id, const std::string& reason);
 
   // ---- enrollment tokens (only the secret's hash is stored) ----
   Result<int64_t> AddToken(std::string_view secret_hash, int uses,
@@ -376,6 +386,11 @@ class Store {
                                         int limit = 1000,
                                         int64_t owner_client_id = -1);
   Result<std::vector<ShardInfo>> ListShards(int64_t job_id);
+  // How many shards are in each state (pending, leased, accepted, ...):
+  // of one job when job_id > 0, else of the jobs still queued or running. States with no shard
+  // are left out.
+  Result<std::vector<std::pair<std::string, int64_t>>> CountShardsByState(
+      int64_t job_id = 0);
   // Cancels a queued or running job: its live attempts become cancelled and
   // are returned; FailedPrecondition when the job already finished.
   Result<TransitionReport> CancelJob(int64_t job_id, const std::string& reason);
@@ -431,6 +446,8 @@ class Store {
   // Events with id > after_id, oldest first, at most `limit`.
   Result<std::vector<EventInfo>> ListEvents(int64_t after_id = 0,
                                             int limit = 1000);
+  // The newest `limit` events, oldest first.
+  Result<std::vector<EventInfo>> LatestEvents(int limit);
 
   // ---- scheduling transitions (called through Scheduler) ----
   // Leases the best pending shard `worker_id` can run, or nullopt when none.

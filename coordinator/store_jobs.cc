@@ -1,4 +1,5 @@
 // The Store's jobs, their shards and accepted results, and events.
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -200,6 +201,26 @@ Result<std::vector<ShardInfo>> Store::ListShards(int64_t job_id) {
   }
 }
 
+Result<std::vector<std::pair<std::string, int64_t>>> Store::CountShardsByState(
+    int64_t job_id) {
+  std::lock_guard l(mu_);
+  // Without a job: the shards of the jobs still queued or running, so the
+  // count does not grow with the farm's history.
+  auto q = job_id > 0
+               ? db_->Q("SELECT state, COUNT(*) FROM shards WHERE job_id=?1 "
+                        "GROUP BY state ORDER BY state")
+               : db_->Q("SELECT s.state, COUNT(*) FROM shards s JOIN jobs j ON "
+                        "j.id=s.job_id WHERE j.state IN ('queued','running') AND "
+                        "?1=0 GROUP BY s.state ORDER BY s.state");
+  q.Bind(job_id);
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return out;
+    out.emplace_back(q.Str(0), q.Int(1));
+  }
+}
+
 Result<TransitionReport> Store::CancelJob(int64_t job_id,
                                           const std::string& reason) {
   std::lock_guard l(mu_);
@@ -281,6 +302,21 @@ Result<std::vector<EventInfo>> Store::ListEvents(int64_t after_id, int limit) {
     if (!row) return out;
     out.push_back({q.Int(0), q.Int(1), q.Str(2), q.Int(3), q.Int(4), q.Str(5)});
   }
+}
+
+Result<std::vector<EventInfo>> Store::LatestEvents(int limit) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT id,ts_ms,kind,IFNULL(job_id,0),IFNULL(worker_id,0),"
+                  "message FROM events ORDER BY id DESC LIMIT ?1");
+  q.Bind(limit);
+  std::vector<EventInfo> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    out.push_back({q.Int(0), q.Int(1), q.Str(2), q.Int(3), q.Int(4), q.Str(5)});
+  }
+  std::reverse(out.begin(), out.end());
+  return out;
 }
 
 Status Store::Db::EventTx(int64_t now, const std::string& kind,

@@ -319,6 +319,23 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path,
   return std::unique_ptr<Store>(new Store(std::move(db), clock, path));
 }
 
+Result<std::unique_ptr<Store>> Store::OpenReadOnly(const std::string& path,
+                                                   const Clock* clock) {
+  auto db = std::make_unique<Db>();
+  Status st = db->Open(path, /*read_only=*/true);
+  if (!st.ok()) return st;
+  Result<int64_t> have = StoredSchemaVersion(*db);
+  if (!have.ok()) return have.status().WithContext(path);
+  if (*have != kSchemaVersion) {
+    return FailedPrecondition(path + " has schema version " + std::to_string(*have) +
+                              ", not " + std::to_string(kSchemaVersion) +
+                              "; a read-only connection migrates nothing");
+  }
+  st = db->Exec("PRAGMA query_only=ON; PRAGMA temp_store=MEMORY;");
+  if (!st.ok()) return st.WithContext(path);
+  return std::unique_ptr<Store>(new Store(std::move(db), clock, path));
+}
+
 Result<int> Store::SchemaVersion() {
   std::lock_guard l(mu_);
   auto q = db_->Q("SELECT IFNULL(MAX(version),0) FROM schema_version");

@@ -243,6 +243,19 @@ Result<TransitionReport> Store::BanWorker(int64_t worker_id,
   });
 }
 
+Status Store::UnbanWorker(int64_t worker_id, const std::string& reason) {
+  std::lock_guard l(mu_);
+  int64_t now = clock_->NowMs();
+  return db_->Tx([&]() -> Status {
+    PCFARM_ASSIGN_OR_RETURN(std::string name, db_->WorkerNameTx(worker_id));
+    PCFARM_RETURN_IF_ERROR(
+        db_->Q("UPDATE workers SET banned=0 WHERE id=?1").Bind(worker_id).Run());
+    return db_->EventTx(now, "worker_unbanned", 0, worker_id,
+                        "worker " + std::to_string(worker_id) + " '" + name +
+                            "' unbanned: " + reason);
+  });
+}
+
 Result<std::vector<WorkerInfo>> Store::ListWorkers() {
   std::lock_guard l(mu_);
   static const std::string sql =

@@ -10,6 +10,7 @@ packages=(
   libprotobuf-dev protobuf-compiler
   catch2 libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
   libopenblas-dev libzstd-dev libspdlog-dev
+  prometheus chromium chromium-driver python3-selenium
   libvulkan-dev glslc mesa-vulkan-drivers vulkan-tools
   clang libclang-rt-14-dev
   python3 python3-numpy

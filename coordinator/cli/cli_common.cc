@@ -37,6 +37,26 @@ std::string FormatTime(int64_t ms) {
   return buf;
 }
 
+json WorkerJson(const wire::WorkerInfo& w) {
+  json devices = json::array();
+  for (const auto& d : w.devices()) {
+    devices.push_back({{"index", d.index()},
+                       {"backend", d.backend()},
+                       {"name", d.name()},
+                       {"memory_bytes", d.memory_bytes()},
+                       {"cores", d.cores()},
+                       {"gflops", d.gflops()}});
+  }
+  return {{"worker_id", w.worker_id()}, {"name", w.name()},
+          {"connected", w.connected()}, {"banned", w.banned()},
+          {"trust", w.trust()},         {"agreed", w.agreed()},
+          {"disagreed", w.disagreed()}, {"gflops", w.gflops()},
+          {"running", w.running()},     {"last_seen_ms", w.last_seen_ms()},
+          {"outdated", w.outdated()},   {"protocol_version", w.protocol_version()},
+          {"paused", w.paused()},       {"paused_reason", w.paused_reason()},
+          {"devices", devices}};
+}
+
 json JobJson(const wire::JobInfo& j) {
   json out = {{"job_id", j.job_id()},
               {"kind", j.kind()},

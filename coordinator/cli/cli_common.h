@@ -31,7 +31,10 @@ std::string Safe(const std::string& text);
 int Fail(const std::string& what);
 int Fail(const Status& s);
 std::string FormatTime(int64_t ms);
+// The JSON `pcfarm ... --json` prints for a job and a worker; the status
+// page's API (coordinator/http/) answers with the same.
 nlohmann::json JobJson(const wire::JobInfo& j);
+nlohmann::json WorkerJson(const wire::WorkerInfo& w);
 void PrintJobDetails(const wire::JobInfo& j);
 bool Terminal(const wire::JobInfo& j);
 

@@ -29,26 +29,6 @@ namespace {
 
 using nlohmann::json;
 
-json WorkerJson(const wire::WorkerInfo& w) {
-  json devices = json::array();
-  for (const auto& d : w.devices()) {
-    devices.push_back({{"index", d.index()},
-                       {"backend", d.backend()},
-                       {"name", d.name()},
-                       {"memory_bytes", d.memory_bytes()},
-                       {"cores", d.cores()},
-                       {"gflops", d.gflops()}});
-  }
-  return {{"worker_id", w.worker_id()}, {"name", w.name()},
-          {"connected", w.connected()}, {"banned", w.banned()},
-          {"trust", w.trust()},         {"agreed", w.agreed()},
-          {"disagreed", w.disagreed()}, {"gflops", w.gflops()},
-          {"running", w.running()},     {"last_seen_ms", w.last_seen_ms()},
-          {"outdated", w.outdated()},   {"protocol_version", w.protocol_version()},
-          {"paused", w.paused()},       {"paused_reason", w.paused_reason()},
-          {"devices", devices}};
-}
-
 void PrintJobLine(const wire::JobInfo& j) {
   std::printf("%-6llu %-8s %-10s %5u/%-5u %4u %4u  %-19s %s\n",
               (unsigned long long)j.job_id(), j.kind().c_str(),

@@ -368,6 +368,11 @@ Status MiniCluster::InitDir(const std::string& source) {
   for (int i = 0; i < 10 && clients_port == workers_port; ++i) {
     PCFARM_ASSIGN_OR_RETURN(clients_port, PickFreePort());
   }
+  PCFARM_ASSIGN_OR_RETURN(int http_port, PickFreePort());
+  for (int i = 0; i < 10 && (http_port == workers_port || http_port == clients_port); ++i) {
+    PCFARM_ASSIGN_OR_RETURN(http_port, PickFreePort());
+  }
+  http_endpoint_ = "127.0.0.1:" + std::to_string(http_port);
   workers_endpoint_ = "tcp://127.0.0.1:" + std::to_string(workers_port);
   clients_endpoint_ = "tcp://127.0.0.1:" + std::to_string(clients_port);
   if (!source.empty()) {
@@ -387,7 +392,7 @@ Status MiniCluster::InitDir(const std::string& source) {
   CommandResult r = Run({Binary("pcfarm-coordinator"), "init", "--data",
                          coordinator_dir_, "--workers-endpoint", workers_endpoint_,
                          "--clients-endpoint", clients_endpoint_, "--advertise",
-                         workers_endpoint_},
+                         workers_endpoint_, "--http-endpoint", http_endpoint_},
                         30'000);
   if (r.exit_code != 0) return Internal("coordinator init failed: " + r.Describe());
   if (::access(admin_profile_.c_str(), R_OK) != 0) {
@@ -447,6 +452,7 @@ Status MiniCluster::StartCoordinator(int timeout_ms) {
       "--heartbeat-liveness", std::to_string(options_.heartbeat_liveness),
       "--lease-ms", std::to_string(options_.lease_ms),
       "--max-attempts", std::to_string(options_.max_attempts),
+      "--http-endpoint", http_endpoint_,
       "--log-level", options_.log_level};
   argv.insert(argv.end(), options_.coordinator_args.begin(), options_.coordinator_args.end());
   PCFARM_RETURN_IF_ERROR(coordinator_.Start(argv, coordinator_log_));

@@ -190,6 +190,8 @@ class MiniCluster {
   const std::string& admin_profile() const { return admin_profile_; }
   const std::string& workers_endpoint() const { return workers_endpoint_; }
   const std::string& clients_endpoint() const { return clients_endpoint_; }
+  // The status page's HOST:PORT (a free loopback port, passed to serve).
+  const std::string& http_endpoint() const { return http_endpoint_; }
   const MiniClusterOptions& options() const { return options_; }
   // The tail (last `max_bytes` bytes) of every process log, labelled.
   std::string DumpLogs(size_t max_bytes = 6000) const;
@@ -211,6 +213,7 @@ class MiniCluster {
   std::string admin_profile_;
   std::string workers_endpoint_;
   std::string clients_endpoint_;
+  std::string http_endpoint_;
   ChildProcess coordinator_;
   std::vector<Worker> workers_;
   DbView db_{""};

@@ -1,0 +1,269 @@
+// The coordinator's status page over HTTP against a real coordinator and
+// workers (MiniCluster): the JSON API equals the CLI's --json, nothing
+// answers without the token, changes need the session's CSRF token, worker
+// names are escaped in HTML, and /metrics passes `promtool check metrics`.
+#include "tests/integration/cluster_helpers.h"  // first: it configures Catch
+
+#include <httplib.h>
+
+#include <cstdio>
+#include <fstream>
+#include <regex>
+#include <string>
+
+#include "base/file.h"
+
+namespace pcfarm {
+namespace {
+
+using nlohmann::json;
+
+// An HTTP client of the cluster's status page, logged in or not.
+struct Browser {
+  explicit Browser(MiniCluster& c) : http("http://" + c.http_endpoint()) {
+    http.set_connection_timeout(5, 0);
+    http.set_read_timeout(15, 0);
+  }
+  // Logs in with `token`; true when a session cookie came back.
+  bool Login(const std::string& token) {
+    auto r = http.Get(("/login?token=" + token).c_str());
+    if (!r || r->status != 303) return false;
+    std::string set = r->get_header_value("Set-Cookie");
+    cookie_header = set.substr(0, set.find(';'));
+    set_cookie = set;
+    return !cookie_header.empty();
+  }
+  httplib::Headers Headers() const {
+    httplib::Headers h;
+    if (!cookie_header.empty()) h.emplace("Cookie", cookie_header);
+    return h;
+  }
+  httplib::Result Get(const std::string& path) { return http.Get(path.c_str(), Headers()); }
+  json GetJson(const std::string& path) {
+    auto r = Get(path);
+    REQUIRE(r);
+    INFO(path << ": " << r->body);
+    REQUIRE(r->status == 200);
+    return json::parse(r->body);
+  }
+  httplib::Result Post(const std::string& path, const std::string& csrf) {
+    httplib::Headers h = Headers();
+    if (!csrf.empty()) h.emplace("X-CSRF-Token", csrf);
+    return http.Post(path.c_str(), h, "{}", "application/json");
+  }
+  // The CSRF token a page embeds.
+  std::string Csrf() {
+    auto r = Get("/");
+    REQUIRE(r);
+    std::smatch m;
+    std::regex meta("name=\"csrf-token\" content=\"([0-9a-f]{64})\"");
+    REQUIRE(std::regex_search(r->body, m, meta));
+    return m[1];
+  }
+  httplib::Client http;
+  std::string cookie_header, set_cookie;
+};
+
+// A worker as the API and the CLI show it, but for last_seen_ms, which the
+// coordinator moves every heartbeat.
+json Stable(json workers) {
+  for (auto& w : workers) w.erase("last_seen_ms");
+  return workers;
+}
+
+TEST_CASE("status page: API equals the CLI, auth, CSRF, escaping, metrics",
+          "[integration][http]") {
+  Cluster c;
+  REQUIRE_OK(c->Init());
+  REQUIRE_OK(c->StartCoordinator());
+  REQUIRE_OK(c->AddWorker("plain-pc"));
+  REQUIRE_OK(c->AddWorker("<script>alert(1)</script>"));
+  REQUIRE_OK(c->WaitForConnectedWorkers(2, 20'000));
+
+  auto token = ReadFile(c->coordinator_dir() + "/http.token", 4096);
+  REQUIRE_OK(token);
+  std::string t = token->substr(0, 64);
+
+  // `status-url` prints the login URL with this token and endpoint.
+  CommandResult url = c->Run({c->Binary("pcfarm-coordinator"), "status-url", "--data",
+                              c->coordinator_dir()}, 10'000);
+  REQUIRE(url.exit_code == 0);
+  CHECK(url.LastLine() == "http://" + c->http_endpoint() + "/login?token=" + t);
+
+  Browser anon(c.c);
+  SECTION("nothing answers without the token") {
+    for (const char* path : {"/", "/workers", "/workers/1", "/jobs", "/jobs/1", "/api/v1/overview",
+                             "/api/v1/workers", "/api/v1/workers/1", "/api/v1/jobs",
+                             "/api/v1/jobs/1", "/api/v1/events?after=0", "/metrics",
+                             "/static/app.js", "/nothing-here"}) {
+      INFO(path);
+      auto r = anon.Get(path);
+      REQUIRE(r);
+      CHECK(r->status == 401);
+      CHECK(r->body.find("pcfarm_") == std::string::npos);
+      CHECK(r->body.find("plain-pc") == std::string::npos);
+    }
+    CHECK_FALSE(anon.Login(std::string(64, '0')));
+    CHECK_FALSE(anon.Login(""));
+    auto r = anon.http.Post("/api/v1/jobs/1/cancel", "{}", "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 401);
+    // A forged cookie is no session.
+    anon.cookie_header = "pcfarm_session=" + std::string(64, 'a');
+    CHECK(anon.Get("/api/v1/workers")->status == 401);
+  }
+
+  Browser b(c.c);
+  REQUIRE(b.Login(t));
+  CHECK(b.set_cookie.find("HttpOnly") != std::string::npos);
+  CHECK(b.set_cookie.find("SameSite=Strict") != std::string::npos);
+
+  SECTION("workers and overview equal `pcfarm workers --json`") {
+    auto cli = c->Workers();
+    REQUIRE_OK(cli);
+    CHECK(Stable(b.GetJson("/api/v1/workers")) == Stable(*cli));
+    for (const auto& w : *cli) {
+      json one = b.GetJson("/api/v1/workers/" + std::to_string(w["worker_id"].get<int64_t>()));
+      CHECK(Stable(json::array({one})) == Stable(json::array({w})));
+    }
+    CHECK(b.Get("/api/v1/workers/999")->status == 404);
+    CHECK(b.Get("/api/v1/workers/abc")->status == 400);
+    json o = b.GetJson("/api/v1/overview");
+    int64_t online = 0, busy = 0, banned = 0;
+    for (const auto& w : *cli) {
+      online += w["connected"].get<bool>();
+      busy += w["running"].get<int64_t>() > 0;
+      banned += w["banned"].get<bool>();
+    }
+    CHECK(o["workers_online"] == online);
+    CHECK(o["workers_busy"] == busy);
+    CHECK(o["workers_idle"] == online - busy);
+    CHECK(o["workers_quarantined"] == banned);
+    CHECK(o["workers_total"] == int64_t(cli->size()));
+  }
+
+  SECTION("a worker's name shows as text in HTML") {
+    for (std::string path : {"/workers", "/workers/2"}) {
+      auto r = b.Get(path);
+      REQUIRE(r);
+      REQUIRE(r->status == 200);
+      CHECK(r->body.find("<script>alert(1)</script>") == std::string::npos);
+      CHECK(r->body.find("&lt;script&gt;alert(1)&lt;/script&gt;") != std::string::npos);
+    }
+  }
+
+  SECTION("jobs equal `pcfarm jobs --json` and `status --json`; events page by id") {
+    auto job = c->SubmitBench(4, 32, 2);
+    REQUIRE_OK(job);
+    REQUIRE(*c->WaitForJobEnd(*job, 60'000) == "succeeded");
+    auto cli_jobs = c->CliJson({"jobs"});
+    REQUIRE_OK(cli_jobs);
+    // The API reuses an answer for under a second.
+    CHECK(WaitUntil([&] { return b.GetJson("/api/v1/jobs") == *cli_jobs; }, 5000, 200));
+    auto status = c->JobStatus(*job);
+    REQUIRE_OK(status);
+    json api = b.GetJson("/api/v1/jobs/" + std::to_string(*job));
+    for (const auto& [k, v] : status->items()) {
+      INFO(k);
+      CHECK(api[k] == v);
+    }
+    CHECK(api["shard_states"]["accepted"] == 4);
+    CHECK(b.Get("/api/v1/jobs/999")->status == 404);
+    auto page = b.Get("/jobs/" + std::to_string(*job));
+    REQUIRE(page);
+    CHECK(page->status == 200);
+    CHECK(page->body.find("<progress") != std::string::npos);
+
+    json all = b.GetJson("/api/v1/events?after=0");
+    REQUIRE(all.size() >= 3);
+    int64_t mid = all[1]["id"].get<int64_t>();
+    json later = b.GetJson("/api/v1/events?after=" + std::to_string(mid));
+    REQUIRE(later.size() == all.size() - 2);
+    CHECK(later[0]["id"].get<int64_t>() > mid);
+    CHECK(b.Get("/api/v1/events?after=x")->status == 400);
+  }
+
+  SECTION("a change needs the session's CSRF token; cancel works") {
+    REQUIRE_OK(c->PauseWorker(0));
+    REQUIRE_OK(c->PauseWorker(1));
+    auto job = c->SubmitBench(8, 32, 1);
+    REQUIRE_OK(job);
+    std::string path = "/api/v1/jobs/" + std::to_string(*job) + "/cancel";
+    auto none = b.Post(path, "");
+    REQUIRE(none);
+    CHECK(none->status == 403);
+    auto wrong = b.Post(path, std::string(64, 'f'));
+    REQUIRE(wrong);
+    CHECK(wrong->status == 403);
+    // The bearer token reads, but changes nothing.
+    httplib::Headers bearer = {{"Authorization", "Bearer " + t}};
+    CHECK(anon.http.Get("/api/v1/jobs", bearer)->status == 200);
+    CHECK(anon.http.Post(path.c_str(), bearer, "{}", "application/json")->status == 403);
+    auto st = c->JobStatus(*job);
+    REQUIRE_OK(st);
+    CHECK((*st)["state"] != "cancelled");
+
+    auto ok = b.Post(path, b.Csrf());
+    REQUIRE(ok);
+    INFO(ok->body);
+    REQUIRE(ok->status == 200);
+    CHECK(json::parse(ok->body)["state"] == "cancelled");
+    st = c->JobStatus(*job);
+    REQUIRE_OK(st);
+    CHECK((*st)["state"] == "cancelled");
+    auto again = b.Post(path, b.Csrf());
+    REQUIRE(again);
+    CHECK(again->status == 409);  // already ended
+    REQUIRE_OK(c->ResumeWorker(0));
+    REQUIRE_OK(c->ResumeWorker(1));
+  }
+
+  SECTION("/metrics parses with promtool") {
+    auto job = c->SubmitBench(2, 32, 1);
+    REQUIRE_OK(job);
+    REQUIRE(*c->WaitForJobEnd(*job, 60'000) == "succeeded");
+    auto r = b.Get("/metrics");
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    const std::string& m = r->body;
+    for (const char* name : {"pcfarm_workers{state=\"idle\"}", "pcfarm_shards{state=\"pending\"}",
+                             "pcfarm_results_total{outcome=\"stored\"}",
+                             "pcfarm_results_total{outcome=\"forged\"}",
+                             "pcfarm_blob_bytes_total{direction=\"out\"}",
+                             "pcfarm_round_trip_seconds_bucket{le=\"+Inf\"}",
+                             "pcfarm_sqlite_commit_seconds_count", "pcfarm_wal_fsync_seconds_sum",
+                             "pcfarm_jobs{state=\"running\"}"}) {
+      INFO(name);
+      CHECK(m.find(name) != std::string::npos);
+    }
+    CHECK(m.find("pcfarm_round_trip_seconds_count 2") != std::string::npos);
+    std::string path = c->dir() + "/metrics.txt";
+    std::ofstream(path) << m;
+    if (std::system("command -v promtool >/dev/null 2>&1") != 0) {
+      WARN("promtool is absent (Debian package prometheus): /metrics not checked by it");
+    } else {
+      CommandResult check = c->Run({"/bin/sh", "-c", "promtool check metrics < " + path}, 30'000);
+      INFO(check.Describe() << "\n" << m);
+      CHECK(check.exit_code == 0);
+    }
+  }
+}
+
+TEST_CASE("status page: a non-loopback endpoint needs TLS or --http-insecure",
+          "[integration][http]") {
+  Cluster c;
+  REQUIRE_OK(c->Init());
+  CommandResult r = c->Run({c->Binary("pcfarm-coordinator"), "serve", "--data",
+                            c->coordinator_dir(), "--http-endpoint", "0.0.0.0:1"},
+                           20'000);
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("--http-insecure") != std::string::npos);
+  r = c->Run({c->Binary("pcfarm-coordinator"), "serve", "--data", c->coordinator_dir(),
+              "--http-endpoint", "nonsense"},
+             20'000);
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("HOST:PORT") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace pcfarm
