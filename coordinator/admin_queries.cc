@@ -12,7 +12,7 @@ wire::WorkerInfo WorkerToWire(const WorkerInfo& w, const WorkerLiveState& live) 
   o.set_worker_id(static_cast<uint64_t>(w.id));
   o.set_name(w.name);
   o.set_connected(live.connected);
-  if (live.outdated_version != 0) {
+  if (live.outdated) {
     o.set_outdated(true);
     o.set_protocol_version(live.outdated_version);
   }

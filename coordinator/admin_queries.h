@@ -20,7 +20,9 @@ namespace pcfarm {
 struct WorkerLiveState {
   bool connected = false;
   uint32_t running = 0;           // shards it holds now (when connected)
-  uint32_t outdated_version = 0;  // != 0: it speaks this other protocol version
+  // It last spoke another protocol version: this one (which may be 0).
+  bool outdated = false;
+  uint32_t outdated_version = 0;
   bool paused = false;            // its owner is back (its idle policy says why)
   std::string paused_reason;
 };

@@ -195,6 +195,7 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
           }
         }
         if (auto old = outdated_workers.find(w.id); old != outdated_workers.end()) {
+          live.outdated = true;
           live.outdated_version = old->second;
         }
         *out->add_workers() = WorkerToWire(w, live);

@@ -21,6 +21,7 @@ WorkerLiveState LiveStateOf(const LiveView& view, int64_t id) {
     live.running = r->second;
   }
   if (auto o = view.outdated.find(id); o != view.outdated.end()) {
+    live.outdated = true;
     live.outdated_version = o->second;
   }
   if (auto p = view.paused.find(id); p != view.paused.end()) {
@@ -159,7 +160,7 @@ Result<json> StatusApi::Overview() {
   for (const auto& w : workers) {
     WorkerLiveState live = LiveStateOf(*view, w.id);
     if (w.banned) quarantined++;
-    if (live.outdated_version) outdated++;
+    if (live.outdated) outdated++;
     if (!live.connected) continue;
     online++;
     if (live.running > 0) busy++;
@@ -207,7 +208,7 @@ Result<std::string> StatusApi::Metrics() {
   for (const auto& w : workers) {
     WorkerLiveState live = LiveStateOf(*view, w.id);
     const char* state = w.banned                ? "quarantined"
-                        : live.outdated_version ? "outdated"
+                        : live.outdated          ? "outdated"
                         : !live.connected       ? "offline"
                         : live.paused           ? "paused"
                         : live.running > 0      ? "busy"
