@@ -13,9 +13,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash installer/install-deps.sh
 jobs=$(nproc)
-cmake -S . -B build -G Ninja >/dev/null
-cmake --build build -j "$jobs" --target pcfarm pcfarm-coordinator pcfarm-worker
-bin="$PWD/build/bin"
+# The demo builds only the three programs, in a build of its own without
+# debug info (-O2; a third less compile time than the tests' build), and
+# compiles the CUDA backend only where a GPU is there to run it: on a
+# machine without one, nvcc's kernels are minutes of build for nothing.
+cuda=OFF
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then cuda=ON; fi
+cmake -S . -B build-demo -G Ninja -DCMAKE_BUILD_TYPE=Release -DPCFARM_BENCH=OFF \
+  -DPCFARM_CUDA="$cuda" "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG" \
+  "-DCMAKE_C_FLAGS_RELEASE=-O2 -DNDEBUG" >/dev/null
+cmake --build build-demo -j "$jobs" --target pcfarm pcfarm-coordinator pcfarm-worker
+bin="$PWD/build-demo/bin"
 
 demo=$(mktemp -d /tmp/pcfarm-demo.XXXXXX)
 pids=()
