@@ -34,6 +34,16 @@ JobInfo ReadJob(Stmt& s) {
   return j;
 }
 
+// Every row `s` yields, as jobs (kJobCols).
+Result<std::vector<JobInfo>> ReadJobs(Stmt& s) {
+  std::vector<JobInfo> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return out;
+    out.push_back(ReadJob(s));
+  }
+}
+
 // The job `owner_client_id` submitted with `request_key`; NotFound when none.
 Result<int64_t> JobByRequestKey(SqliteDb& db, int64_t owner_client_id,
                                 const std::string& request_key) {
@@ -454,12 +464,7 @@ Result<std::vector<JobInfo>> Store::JobsAwaitingAdvance() {
       " FROM jobs WHERE open_ended=1 AND state IN ('queued','running') AND "
       "shards_accepted+shards_dropped=shards_total ORDER BY id";
   auto q = db_->Q(sql.c_str());
-  std::vector<JobInfo> out;
-  for (;;) {
-    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
-    if (!row) return out;
-    out.push_back(ReadJob(q));
-  }
+  return ReadJobs(q);
 }
 
 Result<std::vector<JobInfo>> Store::RunningOpenEndedJobs() {
@@ -468,12 +473,7 @@ Result<std::vector<JobInfo>> Store::RunningOpenEndedJobs() {
                                  " FROM jobs WHERE open_ended=1 AND state IN "
                                  "('queued','running') ORDER BY id";
   auto q = db_->Q(sql.c_str());
-  std::vector<JobInfo> out;
-  for (;;) {
-    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
-    if (!row) return out;
-    out.push_back(ReadJob(q));
-  }
+  return ReadJobs(q);
 }
 
 Result<std::vector<JobRound>> Store::JobRounds(int64_t job_id, int64_t from_round,
