@@ -4,7 +4,9 @@ llama (Hugging Face LlamaForCausalLM's maths, no transformers package) on the
 same safetensors weights and the same token ids, timed the same way.
 
 Run by engine_bench as a subprocess:
-    torch_llama.py MODEL_DIR TOKENS_JSON THREADS
+    torch_llama.py MODEL_DIR TOKENS_JSON THREADS [DEVICE]
+DEVICE is cpu (default) or cuda (`engine_bench --backend cuda`): then every
+tensor lives on the GPU and each timing ends with torch.cuda.synchronize().
 TOKENS_JSON holds {"prefill": [[[ids...], ...], ...], "decode_prompt": [ids],
 "decode_new": n, "train": [[ids...], ...], "train_steps": n, "lora_rank": r,
 "lora_alpha": a, "reps": n}. Prints one JSON object on the last line of
@@ -64,6 +66,14 @@ def reset_peak_rss():
         pass
 
 
+DEV = torch.device("cpu")
+
+
+def sync():
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
+
 class Llama:
     def __init__(self, cfg, w):
         self.h = cfg["hidden_size"]
@@ -75,7 +85,8 @@ class Llama:
         theta = cfg.get("rope_theta", 10000.0)
         if cfg.get("rope_scaling"):
             raise ValueError("rope_scaling is not implemented in this baseline")
-        self.inv_freq = 1.0 / (theta ** (torch.arange(0, self.d, 2, dtype=torch.float32) / self.d))
+        self.inv_freq = 1.0 / (theta ** (torch.arange(0, self.d, 2, dtype=torch.float32,
+                                                      device=DEV) / self.d))
         self.embed = w["model.embed_tokens.weight"]
         self.lm_head = w.get("lm_head.weight", self.embed)
         self.norm = w["model.norm.weight"]
@@ -111,7 +122,7 @@ class Llama:
         """ids [B, T]; cache: list of (k, v) [B, Hkv, Tmax, D] written at
         start..start+T. Returns final-norm hidden states [B, T, H]."""
         bsz, t = ids.shape
-        pos = torch.arange(start, start + t)
+        pos = torch.arange(start, start + t, device=DEV)
         x = F.embedding(ids, self.embed)
         rep = self.hq // self.hkv
         for i, L in enumerate(self.layers):
@@ -130,7 +141,7 @@ class Llama:
                 v = v.repeat_interleave(rep, dim=1)
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.d)
             if t > 1:
-                mask = torch.full((t, start + t), float("-inf")).triu(start + 1)
+                mask = torch.full((t, start + t), float("-inf"), device=DEV).triu(start + 1)
                 scores = scores + mask
             att = (scores.softmax(-1) @ v).transpose(1, 2).reshape(bsz, t, self.hq * self.d)
             x = x + self.linear(i, "self_attn.o_proj", att)
@@ -142,10 +153,12 @@ class Llama:
 
 def best_time(fn, reps):
     fn()  # warm-up
+    sync()
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -162,7 +175,9 @@ def openblas_core():
 
 
 def main():
+    global DEV
     model_dir, tokens_path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    DEV = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
     rss_at_start = read_vm("VmRSS")
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -171,8 +186,10 @@ def main():
     with open(os.path.join(model_dir, "config.json")) as f:
         cfg = json.load(f)
     t0 = time.perf_counter()
-    weights = read_safetensors(os.path.join(model_dir, "model.safetensors"))
+    weights = {n: t.to(DEV) for n, t in
+               read_safetensors(os.path.join(model_dir, "model.safetensors")).items()}
     model = Llama(cfg, weights)
+    sync()
     load_s = time.perf_counter() - t0
     model_bytes = sum(t.numel() * 4 for t in weights.values())
     del weights
@@ -185,7 +202,7 @@ def main():
     with torch.inference_mode():
         prefill = []
         for batch in spec["prefill"]:
-            ids = torch.tensor(batch, dtype=torch.long)
+            ids = torch.tensor(batch, dtype=torch.long, device=DEV)
 
             def run():
                 hid = model.forward(ids)
@@ -196,19 +213,21 @@ def main():
                             "tok_s": ids.numel() / s})
         result["prefill"] = prefill
 
-        prompt = torch.tensor([spec["decode_prompt"]], dtype=torch.long)
+        prompt = torch.tensor([spec["decode_prompt"]], dtype=torch.long, device=DEV)
         new = spec["decode_new"]
         tmax = prompt.shape[1] + new
 
         def generate():
-            cache = [(torch.empty(1, model.hkv, tmax, model.d), torch.empty(1, model.hkv, tmax, model.d))
+            cache = [(torch.empty(1, model.hkv, tmax, model.d, device=DEV),
+                      torch.empty(1, model.hkv, tmax, model.d, device=DEV))
                      for _ in range(model.nl)]
             hid = model.forward(prompt, cache, 0)
             tok = int(F.linear(hid[:, -1], model.lm_head).argmax(-1))
             toks = [tok]
             t1 = time.perf_counter()
             for step in range(new - 1):
-                hid = model.forward(torch.tensor([[tok]]), cache, prompt.shape[1] + step)
+                hid = model.forward(torch.tensor([[tok]], device=DEV), cache,
+                                    prompt.shape[1] + step)
                 tok = int(F.linear(hid[:, -1], model.lm_head).argmax(-1))
                 toks.append(tok)
             return toks, time.perf_counter() - t1
@@ -230,15 +249,15 @@ def main():
     for i in range(model.nl):
         for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"):
             w = model.layers[i][name]
-            a = torch.empty(r, w.shape[1])
+            a = torch.empty(r, w.shape[1], device=DEV)
             torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5))
-            b = torch.zeros(w.shape[0], r)
+            b = torch.zeros(w.shape[0], r, device=DEV)
             a.requires_grad_(True)
             b.requires_grad_(True)
             model.lora[(i, name)] = (a, b, alpha / r)
             params += [a, b]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
-    ids = torch.tensor(spec["train"], dtype=torch.long)
+    ids = torch.tensor(spec["train"], dtype=torch.long, device=DEV)
     losses = []
 
     def train_step():
@@ -252,10 +271,12 @@ def main():
         losses.append(float(loss))
 
     train_step()  # warm-up (also the step whose loss is compared)
+    sync()
     steps = spec["train_steps"]
     t0 = time.perf_counter()
     for _ in range(steps):
         train_step()
+    sync()
     s = (time.perf_counter() - t0) / steps
     result["train"] = {"seconds_per_step": s, "tok_s": ids.numel() / s, "losses": losses}
     print(json.dumps(result))
