@@ -14,6 +14,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
@@ -153,8 +154,9 @@ TEST_CASE("a worker killed with -9 mid-job: the job still finishes",
   o.worker_slots = 2;  // the victim always holds a lease while work remains
   Cluster c(o);
   StartCluster(&c.c, 3);
-  // Shards of ~0.1 s or more: a shard leased moments ago cannot be done yet.
-  const int kShards = 24;
+  // Enough shards that the job is still running when the victim is caught
+  // holding a lease, however fast this machine runs them.
+  const int kShards = 60;
   auto job = c->SubmitBench(kShards, 512, 1, 5);
   REQUIRE_OK(job);
   std::string j = std::to_string(*job);
@@ -162,20 +164,26 @@ TEST_CASE("a worker killed with -9 mid-job: the job still finishes",
   std::string victim_leases = "SELECT count(*) FROM attempts WHERE job_id=" + j +
                               " AND state='leased' AND worker_id=" +
                               std::to_string(victim);
-  // Wait until some but not all shards are accepted and the victim has just
-  // been given a shard (so it dies holding unfinished work).
-  bool mid = WaitUntil(
-      [&] {
-        int64_t acc = DbInt(&c.c, "SELECT shards_accepted FROM jobs WHERE id=" + j);
-        return acc > 0 && acc < kShards / 2 &&
-               DbInt(&c.c, victim_leases + " AND leased_ms > " +
-                               std::to_string(NowMs() - 40)) > 0;
-      },
-      60'000, 5);
+  const std::string accepted_sql = "SELECT shards_accepted FROM jobs WHERE id=" + j;
+  // Freeze the victim (SIGSTOP) while it holds a lease, let a result it had
+  // already sent land, and kill it only if a lease is still open then: so it
+  // dies holding unfinished work, however quick a shard is here.
+  bool mid = false;
+  for (int tries = 0; tries < 50 && !mid; ++tries) {
+    REQUIRE(WaitUntil(
+        [&] {
+          int64_t acc = DbInt(&c.c, accepted_sql);
+          return acc > 0 && acc < kShards && DbInt(&c.c, victim_leases) > 0;
+        },
+        60'000, 5));
+    REQUIRE_OK(c->PauseWorker(0));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    mid = DbInt(&c.c, victim_leases) > 0 && DbInt(&c.c, accepted_sql) < kShards;
+    if (!mid) REQUIRE_OK(c->ResumeWorker(0));
+  }
   REQUIRE(mid);
   REQUIRE_OK(c->KillWorker(0));
-  int64_t accepted_at_kill =
-      DbInt(&c.c, "SELECT shards_accepted FROM jobs WHERE id=" + j);
+  int64_t accepted_at_kill = DbInt(&c.c, accepted_sql);
   INFO("accepted at the kill: " << accepted_at_kill);
   CHECK(accepted_at_kill < kShards);
 
@@ -207,17 +215,18 @@ TEST_CASE("the coordinator killed with -9 mid-job loses no accepted result",
           "[integration]") {
   Cluster c;
   StartCluster(&c.c, 3);
-  const int kShards = 40;
+  // Enough shards that the job is still running when the workers are
+  // frozen, however fast this machine runs them.
+  const int kShards = 80;
   auto job = c->SubmitBench(kShards, 192, 2, 10);
   REQUIRE_OK(job);
   std::string j = std::to_string(*job);
-  bool mid = WaitUntil(
-      [&] {
-        int64_t acc = DbInt(&c.c, "SELECT shards_accepted FROM jobs WHERE id=" + j);
-        return acc >= 3 && acc < kShards / 2;
-      },
-      60'000, 5);
-  REQUIRE(mid);
+  const std::string count_sql = "SELECT shards_accepted FROM jobs WHERE id=" + j;
+  REQUIRE(WaitUntil([&] { return DbInt(&c.c, count_sql) >= 3; }, 60'000, 5));
+  // Freeze the workers (SIGSTOP) so the job cannot finish before the kill;
+  // results they sent just before may still be in flight, as in real life.
+  for (int i = 0; i < 3; ++i) REQUIRE_OK(c->PauseWorker(i));
+  REQUIRE(DbInt(&c.c, count_sql) < kShards);
   REQUIRE_OK(c->KillCoordinator());
   // Read after the kill: exactly what was committed before it.
   const std::string accepted_sql =
@@ -235,6 +244,7 @@ TEST_CASE("the coordinator killed with -9 mid-job loses no accepted result",
   REQUIRE(before.size() == size_t(2 * accepted_before));
 
   REQUIRE_OK(c->StartCoordinator());
+  for (int i = 0; i < 3; ++i) REQUIRE_OK(c->ResumeWorker(i));
   auto end = c->WaitForJobEnd(*job, 90'000);
   REQUIRE_OK(end);
   CHECK(*end == "succeeded");
@@ -421,6 +431,16 @@ TEST_CASE("simulated workers run a job to completion", "[integration]") {
   }
   CHECK(state == "succeeded");
   CheckJobInvariants(&c.c, *job, kShards, 2);
+  // The job's state is committed before the last ACKs leave (they wait for
+  // the WAL's fsync): step the workers until those arrive.
+  auto all_acked = [&] {
+    for (auto& w : sims)
+      if (w->stats().acks != w->stats().results_sent) return false;
+    return true;
+  };
+  const int64_t ack_deadline = SystemClock::Get()->MonotonicMs() + 10'000;
+  while (!all_acked() && SystemClock::Get()->MonotonicMs() < ack_deadline)
+    for (auto& w : sims) REQUIRE_OK(w->Step(5));
   uint64_t acks = 0;
   for (auto& w : sims) {
     INFO(w->stats().results_sent << " results, " << w->stats().acks << " acks");
@@ -547,7 +567,7 @@ TEST_CASE("a result computed while the coordinator is down is delivered "
   int64_t job = 0, attempt = 0;
   // The shard must still be running when the coordinator stops; if it was
   // too quick, try again with a bigger one.
-  for (int size : {768, 1280, 2048}) {
+  for (int size : {768, 1280, 2048, 3072}) {
     auto submitted = c->SubmitBench(1, size, 1, 3);
     REQUIRE_OK(submitted);
     job = *submitted;
