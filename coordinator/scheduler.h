@@ -13,6 +13,16 @@
 // naming the last failure. A worker that fails far more often than it
 // delivers stops counting against that budget (FailureCounts in store.h).
 //
+// Independence (Sybil resistance, DESIGN.md §8): one person's several
+// identities must not make up a shard's redundancy. The copies of a shard
+// (and its re-runs after a disagreement) go to workers that are independent
+// as far as the coordinator can tell: enrolled with different tokens, and,
+// where both connect from public addresses, from different networks
+// (IndependenceNetwork). Workers on private or loopback addresses (a home
+// LAN) are told apart by their tokens alone. So redundancy R needs workers
+// of R different enrollment tokens; a farm whose PCs all enrolled with one
+// token runs redundancy-1 jobs only.
+//
 // Every call is one Store transaction, durable when it returns OK: the
 // daemon sends ACK only after RecordResult returned OK.
 //
@@ -31,6 +41,21 @@
 #include "coordinator/verifier.h"
 
 namespace pcfarm {
+
+// The network a peer address belongs to, for the independence rule:
+// "v4:a.b.c.0/24" for a public IPv4 address, "v6:xxxx:xxxx:xxxx::/48" for a
+// public IPv6 address (an IPv4-mapped IPv6 address counts as IPv4), and ""
+// for loopback, private (RFC 1918, fc00::/7), link-local, carrier-grade NAT
+// (100.64/10), unspecified and unparsable addresses: nothing is known of
+// those. `peer_address` is what ZeroMQ reports ("Peer-Address"), with or
+// without a port or brackets.
+std::string IndependenceNetwork(std::string_view peer_address);
+
+// A worker's claimed speed (its HELLO's bench figure) orders the idle
+// workers offered work only once it has this many agreeing results: a new
+// identity claiming a huge speed does not jump the queue (BOINC's rule of
+// thumb: 10 valid results before a host is trusted more).
+constexpr int64_t kAgreedBeforeSpeedCounts = 10;
 
 struct SchedulerOptions {
   // How long a worker holds a leased shard before it is issued again.

@@ -41,6 +41,14 @@ struct SchedFixture {
     REQUIRE(id.ok());
     return *id;
   }
+  // A worker enrolled with the token whose secret hash is `token_hash`
+  // (made on first use).
+  int64_t Enrolled(const std::string& name, const std::string& token_hash) {
+    (void)store->AddToken(token_hash, 100, clock.NowMs() + 3'600'000);  // AlreadyExists after
+    auto id = store->EnrollWorker(token_hash, name, "sign-" + name, "curve-" + name);
+    REQUIRE(id.ok());
+    return *id;
+  }
   int64_t Job(int shards, int redundancy = 1, int priority = 0,
               const std::string& kind = "infer") {
     JobSpec spec;
@@ -99,6 +107,60 @@ TEST_CASE_METHOD(SchedFixture, "a lease starts the job and carries the shard",
   CHECK(NoLease(w));
   CHECK(sched->LeaseNext(999, cpu).status().code() == StatusCode::kNotFound);
   REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(SchedFixture, "copies of a shard go to workers of different tokens and networks",
+                 "[scheduler][sybil]") {
+  // Two identities from one multi-use token (one person) cannot make up a
+  // shard's redundancy, nor its re-run after a disagreement.
+  int64_t s1 = Enrolled("sybil-1", "token-s"), s2 = Enrolled("sybil-2", "token-s");
+  int64_t h1 = Enrolled("honest-1", "token-h1"), h2 = Enrolled("honest-2", "token-h2");
+  CHECK(store->GetWorker(s1)->token_id == store->GetWorker(s2)->token_id);
+  CHECK(store->GetWorker(s1)->token_id != 0);
+  int64_t job = Job(1, 2);
+  Lease a = MustLease(s1);
+  CHECK(ShardState(job, 0) == "pending");
+  CHECK(NoLease(s2));  // same token as the live copy's worker
+  Lease b = MustLease(h1);
+  CHECK(a.shard_id == b.shard_id);
+  MustRecord(a, s1, "forged");
+  CHECK(MustRecord(b, h1, "honest").verdict == ResultVerdict::kDisagreed);
+  CHECK(NoLease(s2));  // its token's copy was returned: still not independent
+  Lease c = MustLease(h2);
+  CHECK(MustRecord(c, h2, "honest").verdict == ResultVerdict::kAccepted);
+  CHECK(store->GetJob(job)->state == "succeeded");
+
+  // Workers added without a token (0) are told apart by their public
+  // network when it is known; private and unknown networks say nothing.
+  int64_t n1 = Worker("net-1"), n2 = Worker("net-2"), n3 = Worker("net-3"), n4 = Worker("lan-4");
+  REQUIRE(store->SetWorkerNetwork(n1, "v4:203.0.113.0/24").ok());
+  REQUIRE(store->SetWorkerNetwork(n2, "v4:203.0.113.0/24").ok());
+  REQUIRE(store->SetWorkerNetwork(n3, "v4:198.51.100.0/24").ok());
+  CHECK(store->GetWorker(n2)->network == "v4:203.0.113.0/24");
+  int64_t job2 = Job(1, 3);
+  Lease d = MustLease(n1);
+  CHECK(d.job_id == job2);
+  CHECK(NoLease(n2));
+  MustLease(n3);
+  MustLease(n4);  // no token, no network: independent of everyone
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE("IndependenceNetwork: public /24 and /48, nothing for private addresses",
+          "[scheduler][sybil]") {
+  CHECK(IndependenceNetwork("203.0.113.7") == "v4:203.0.113.0/24");
+  CHECK(IndependenceNetwork("203.0.113.200:5555") == "v4:203.0.113.0/24");
+  CHECK(IndependenceNetwork("::ffff:198.51.100.9") == "v4:198.51.100.0/24");
+  CHECK(IndependenceNetwork("2001:db8:abcd:12::1") == "v6:2001:0db8:abcd::/48");
+  CHECK(IndependenceNetwork("[2001:db8:abcd:12::1]:7071") == "v6:2001:0db8:abcd::/48");
+  for (const char* none : {"127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.1", "192.168.1.20",
+                           "169.254.3.3", "100.64.0.1", "0.0.0.0", "224.0.0.1", "::1", "::",
+                           "fd00::1", "fe80::1", "", "garbage", "1.2.3", "[::1", "::ffff:10.0.0.1"}) {
+    INFO(none);
+    CHECK(IndependenceNetwork(none).empty());
+  }
+  CHECK_FALSE(IndependenceNetwork("172.32.0.1").empty());  // just outside 172.16/12
+  CHECK_FALSE(IndependenceNetwork("100.128.0.1").empty());  // just outside 100.64/10
 }
 
 TEST_CASE_METHOD(SchedFixture, "a banned worker gets nothing and loses its work",

@@ -519,6 +519,16 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     // coordinator restarted under its connection): shards that need memory
     // or a backend still match it.
     CapsFromDevices(w->devices_json, &p.caps, &p.gflops);
+    p.speed_earned = w->agreed >= kAgreedBeforeSpeedCounts;
+    // The public network it connects from, for the independence of a
+    // shard's copies (scheduler.h).
+    std::string network;
+    try {
+      const char* addr = payload.gets("Peer-Address");
+      if (addr != nullptr) network = IndependenceNetwork(addr);
+    } catch (const zmq::error_t&) {
+    }
+    if (network != w->network) store->SetWorkerNetwork(w->id, network).IgnoreError();
     // Leases from an earlier connection still count against its slots
     // (HELLO releases the ones it no longer holds).
     auto live = store->LiveAttempts(w->id);
@@ -736,7 +746,8 @@ void CoordinatorServer::Impl::AssignAll() {
   // Locality first: idle workers that already hold blobs the pending jobs'
   // shards need (a model, say) are offered work before the others, so a
   // model is sent to as few workers as the work needs. Among equals, the
-  // fastest (by their measured bench speed) go first.
+  // fastest (by their measured bench speed) go first, counting a worker's
+  // speed only once it has earned it with agreeing results (scheduler.h).
   std::vector<Peer*> idle;
   for (auto& [route, peer] : peers) {
     if (peer.free_slots > 0) idle.push_back(&peer);
@@ -754,7 +765,7 @@ void CoordinatorServer::Impl::AssignAll() {
   }
   std::sort(idle.begin(), idle.end(), [&](const Peer* a, const Peer* b) {
     if (held[a] != held[b]) return held[a] > held[b];
-    return a->gflops > b->gflops;
+    return (a->speed_earned ? a->gflops : 0.0) > (b->speed_earned ? b->gflops : 0.0);
   });
   // Once no shard is pending, the other idle workers need not be asked
   // (a farm of thousands of idle PCs would cost a query each).

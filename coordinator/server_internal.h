@@ -49,6 +49,9 @@ struct Peer {
   int free_slots = 0;
   uint64_t assigns_sent = 0;  // on this route
   double gflops = 0;  // best measured device speed, from HELLO
+  // Whether `gflops` orders it among idle workers: it had
+  // kAgreedBeforeSpeedCounts agreeing results when it connected.
+  bool speed_earned = false;
   int64_t last_recv_ms = 0;
   int64_t last_send_ms = 0;
   int bad_messages = 0;

@@ -67,6 +67,8 @@ struct WorkerInfo {
   double speed_gflops = 0;
   int64_t created_ms = 0;
   int64_t last_seen_ms = 0;
+  int64_t token_id = 0;  // the enrollment token; 0 = unknown (added, or before v11)
+  std::string network;   // public network it last connected from; "" = none known
 };
 
 enum class ClientRole { kAdmin, kSubmitter };
@@ -328,6 +330,9 @@ class Store {
   Result<WorkerInfo> FindWorkerByCurveKey(std::string_view curve_pk);
   Status SetWorkerDevices(int64_t worker_id, const std::string& devices_json,
                           double speed_gflops);
+  // The public network the worker connects from (IndependenceNetwork in
+  // scheduler.h; "" when private or unknown), for the independence rule.
+  Status SetWorkerNetwork(int64_t worker_id, const std::string& network);
   // Sets last_seen_ms to now.
   Status TouchWorker(int64_t worker_id);
   // Bans the worker: its leased attempts are cancelled (shards pending again,

@@ -127,8 +127,10 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
     if (!b.empty() && b.find(',') == std::string::npos) backends += b + ",";
   }
   return db_->Tx([&]() -> Result<std::optional<Lease>> {
+    int64_t token_id = 0;
+    std::string network;
     {
-      auto q = db_->Q("SELECT banned FROM workers WHERE id=?1");
+      auto q = db_->Q("SELECT banned, token_id, network FROM workers WHERE id=?1");
       q.Bind(worker_id);
       PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) return NotFound("no worker with id " + std::to_string(worker_id));
@@ -136,15 +138,25 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
         return PermissionDenied("worker " + std::to_string(worker_id) +
                                 " is banned");
       }
+      token_id = q.Int(1);
+      network = q.Str(2);
+      PCFARM_RETURN_IF_ERROR(q.Run());
     }
     // The job first (priority, then the fewest live attempts, then the
     // oldest), among jobs with a shard this worker may take; then that
     // job's lowest such shard. Both walk indexes, not every pending shard.
     // Statements are cached by the address of their text: keep it static.
+    // Independence (Sybil resistance): a worker takes no copy of a shard
+    // whose live or returned copy is held by a worker enrolled with the
+    // same token (?5) or connecting from the same public network (?6).
 #define PCFARM_ELIGIBLE_SHARD                                                   \
   " s.state='pending' AND s.needs_memory_bytes <= ?2"                          \
   " AND (s.needs_backend='' OR instr(?3, ','||s.needs_backend||',')>0)"       \
-  " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.shard_id=s.id AND a.worker_id=?1)"
+  " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.shard_id=s.id AND a.worker_id=?1)" \
+  " AND ((?5=0 AND ?6='') OR NOT EXISTS (SELECT 1 FROM attempts a"            \
+  "   JOIN workers w ON w.id=a.worker_id WHERE a.shard_id=s.id"                \
+  "   AND a.state IN ('leased','returned')"                                    \
+  "   AND ((?5<>0 AND w.token_id=?5) OR (?6<>'' AND w.network=?6))))"
     static const char kPickJob[] =
         "SELECT j.id FROM jobs j WHERE j.state IN ('queued','running')"
         " AND EXISTS (SELECT 1 FROM shards s WHERE s.job_id=j.id AND"
@@ -158,13 +170,13 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
         PCFARM_ELIGIBLE_SHARD " ORDER BY s.idx ASC LIMIT 1";
 #undef PCFARM_ELIGIBLE_SHARD
     auto pick_job = db_->Q(kPickJob);
-    pick_job.Bind(worker_id, caps.memory_bytes, backends);
+    pick_job.Bind(worker_id, caps.memory_bytes, backends, int64_t{0}, token_id, network);
     PCFARM_ASSIGN_OR_RETURN(bool any, pick_job.Step());
     if (!any) return std::optional<Lease>();
     int64_t job_id = pick_job.Int(0);
     PCFARM_RETURN_IF_ERROR(pick_job.Run());
     auto q = db_->Q(kPickShard);
-    q.Bind(worker_id, caps.memory_bytes, backends, job_id);
+    q.Bind(worker_id, caps.memory_bytes, backends, job_id, token_id, network);
     PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return std::optional<Lease>();
     Lease lease;

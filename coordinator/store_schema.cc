@@ -236,6 +236,15 @@ CREATE TABLE job_rounds(
     R"sql(
 ALTER TABLE jobs ADD COLUMN shards_dropped INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 11: independence of a shard's copies (Sybil resistance): the token a
+    // worker enrolled with (0: enrolled before this version, unknown) and
+    // the public network it last connected from ('' for private, loopback
+    // or unknown addresses). Copies of one shard never go to two workers
+    // that share either (IndependenceNetwork in scheduler.h).
+    R"sql(
+ALTER TABLE workers ADD COLUMN token_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN network TEXT NOT NULL DEFAULT '';
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 

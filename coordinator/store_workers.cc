@@ -11,7 +11,7 @@ namespace {
 
 const char kWorkerCols[] =
     "id,name,sign_pk,curve_pk,trust,agreed,disagreed,banned,devices,"
-    "speed_gflops,created_ms,last_seen_ms";
+    "speed_gflops,created_ms,last_seen_ms,token_id,network";
 
 WorkerInfo ReadWorker(Stmt& s) {
   WorkerInfo w;
@@ -27,6 +27,8 @@ WorkerInfo ReadWorker(Stmt& s) {
   w.speed_gflops = s.Real(9);
   w.created_ms = s.Int(10);
   w.last_seen_ms = s.Int(11);
+  w.token_id = s.Int(12);
+  w.network = s.Str(13);
   return w;
 }
 
@@ -143,6 +145,8 @@ Result<int64_t> Store::EnrollWorker(std::string_view token_secret_hash,
     PCFARM_ASSIGN_OR_RETURN(int64_t token,
                             ConsumeTokenTx(*db_, now, token_secret_hash));
     PCFARM_ASSIGN_OR_RETURN(int64_t id, InsertWorkerTx(*db_, name, sign_pk, curve_pk, now));
+    PCFARM_RETURN_IF_ERROR(
+        db_->Q("UPDATE workers SET token_id=?2 WHERE id=?1").Bind(id, token).Run());
     PCFARM_RETURN_IF_ERROR(db_->EventTx(
         now, "worker_enrolled", 0, id,
         "worker '" + name + "' enrolled with token " + std::to_string(token)));
@@ -188,6 +192,15 @@ Status Store::SetWorkerDevices(int64_t worker_id,
                              .OneInt();
     if (!id.ok()) return id.status().WithContext("worker " + std::to_string(worker_id));
     return q.Run();
+  });
+}
+
+Status Store::SetWorkerNetwork(int64_t worker_id, const std::string& network) {
+  std::lock_guard l(mu_);
+  return db_->Tx([&]() -> Status {
+    return db_->Q("UPDATE workers SET network=?2 WHERE id=?1 AND network<>?2")
+        .Bind(worker_id, network)
+        .Run();
   });
 }
 

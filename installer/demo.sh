@@ -49,13 +49,17 @@ echo "== 1. a coordinator (data in $demo/coordinator)"
 pids+=($!)
 export PCFARM_PROFILE="$demo/coordinator/admin.profile"
 
-echo "== 2. an enrollment token for 2 workers"
-token=$("$bin/pcfarm" token create --uses 2 --ttl 10m | tail -n 1)
-echo "$token"
+echo "== 2. an enrollment token per worker (two PCs of one token would count"
+echo "==    as one person: they never check each other's work)"
+tokens=()
+for i in 1 2; do
+  tokens+=("$("$bin/pcfarm" token create --uses 1 --ttl 10m | tail -n 1)")
+  echo "${tokens[-1]}"
+done
 
 echo "== 3. two workers enroll and start"
 for i in 1 2; do
-  "$bin/pcfarm-worker" enroll --token "$token" --data "$demo/worker$i" --name "demo-pc$i"
+  "$bin/pcfarm-worker" enroll --token "${tokens[$((i - 1))]}" --data "$demo/worker$i" --name "demo-pc$i"
   "$bin/pcfarm-worker" run --data "$demo/worker$i" 2>"$demo/worker$i.log" &
   pids+=($!)
 done

@@ -404,9 +404,10 @@ TEST_CASE("simulated workers run a job to completion", "[integration]") {
   REQUIRE_OK(job);
   zmq::context_t ctx(1);
   std::vector<std::unique_ptr<SimWorker>> sims;
-  auto token = c->CreateToken(4, "1h");
-  REQUIRE_OK(token);
   for (int i = 0; i < 4; ++i) {
+    // A token each: copies of a shard go to workers of different tokens.
+    auto token = c->CreateToken(1, "1h");
+    REQUIRE_OK(token);
     SimWorkerOptions o;
     o.name = "sim" + std::to_string(i);
     o.slots = 2;

@@ -33,11 +33,12 @@ int64_t Mono() { return SystemClock::Get()->MonotonicMs(); }
 // A SimWorker enrolled with `token` and joined (HELLO, WELCOME, READY).
 std::unique_ptr<SimWorker> Joined(zmq::context_t* ctx, const std::string& token,
                                   const std::string& name, bool auto_work,
-                                  uint32_t slots = 1) {
+                                  uint32_t slots = 1, double gflops = 1.0) {
   SimWorkerOptions o;
   o.name = name;
   o.auto_work = auto_work;
   o.slots = slots;
+  o.gflops = gflops;
   auto w = SimWorker::FromToken(ctx, token, o);
   REQUIRE_OK(w);
   REQUIRE_OK((*w)->Enroll(5000));
@@ -119,6 +120,13 @@ struct Farm {
     REQUIRE_OK(t);
     token = *t;
   }
+  // A new one-use token: a worker enrolled with it is independent of the
+  // others (copies of a shard never go to two workers of one token).
+  std::string NewToken() {
+    auto t = c->CreateToken(1, "1h");
+    REQUIRE_OK(t);
+    return *t;
+  }
   Cluster c;
   std::string token;
   zmq::context_t ctx{1};
@@ -168,15 +176,15 @@ TEST_CASE("a shard that fails is offered at once to every idle worker",
   SECTION("two results disagree") {
     // Redundancy 2: `liar` and `first` both hold the shard; a third worker
     // joins idle. The liar's result disagrees, so one more run decides.
-    auto liar = Joined(&ctx, farm.token, "liar", false);
-    auto first = Joined(&ctx, farm.token, "first", true);
+    auto liar = Joined(&ctx, farm.NewToken(), "liar", false);
+    auto first = Joined(&ctx, farm.NewToken(), "first", true);
     auto job = c->SubmitBench(1, 32, 2);
     REQUIRE_OK(job);
     SimAssignment a = TakeAssign(liar.get());
     REQUIRE(StepUntil(
         {liar.get(), first.get()}, [&] { return first->stats().acks == 1; },
         5000));
-    auto third = Joined(&ctx, farm.token, "third", true);
+    auto third = Joined(&ctx, farm.NewToken(), "third", true);
     wire::ResultBody body = liar->RunAssignment(a);
     json out = json::parse(body.output());
     out["checksum"] = "0123456789abcdef";
@@ -188,6 +196,62 @@ TEST_CASE("a shard that fails is offered at once to every idle worker",
     CHECK(done);
     CHECK(third->stats().assigns == 1);
   }
+}
+
+// ---------------------------------------------------------------- Sybils
+
+TEST_CASE("two identities from one token cannot make up a shard's redundancy",
+          "[integration][hardening][sybil]") {
+  // The attack (issue 17): one person enrolls two identities with one
+  // multi-use token, both claiming a huge speed, and both forge the same
+  // checksum. They used to get both copies of a redundancy-2 shard, and the
+  // job succeeded with the forged checksum.
+  Farm farm(2);
+  Cluster& c = farm.c;
+  zmq::context_t& ctx = farm.ctx;
+  auto s1 = Joined(&ctx, farm.token, "sybil-1", false, 1, /*gflops=*/1e6);
+  auto s2 = Joined(&ctx, farm.token, "sybil-2", false, 1, /*gflops=*/1e6);
+  auto job = c->SubmitBench(1, 32, 2);
+  REQUIRE_OK(job);
+  const std::string forged = "0123456789abcdef";
+  // Each sybil forges whatever reaches it; only one may get a copy.
+  auto forge_pending = [&](SimWorker* w) {
+    while (!w->pending_assignments().empty()) {
+      SimAssignment a = w->pending_assignments().front();
+      w->pending_assignments().erase(w->pending_assignments().begin());
+      wire::ResultBody body = w->RunAssignment(a);
+      json out = json::parse(body.output());
+      out["checksum"] = forged;
+      body.set_output(out.dump());
+      REQUIRE_OK(w->SendResult(w->SealResult(body)));
+    }
+  };
+  // Long enough for the coordinator to offer the second copy to anyone it
+  // would give it to.
+  StepUntil({s1.get(), s2.get()}, [&] {
+    forge_pending(s1.get());
+    forge_pending(s2.get());
+    return false;
+  }, 1500);
+  CHECK(s1->stats().assigns + s2->stats().assigns == 1);
+  // Two honest workers with their own tokens decide: one copy, and one more
+  // run after the disagreement.
+  auto h1 = Joined(&ctx, farm.NewToken(), "honest-1", true);
+  auto h2 = Joined(&ctx, farm.NewToken(), "honest-2", true);
+  bool ended = StepUntil({s1.get(), s2.get(), h1.get(), h2.get()}, [&] {
+    forge_pending(s1.get());
+    forge_pending(s2.get());
+    const std::string s = JobState(&c.c, *job);
+    return s != "queued" && s != "running";
+  }, 15'000);
+  REQUIRE(ended);
+  CHECK(JobState(&c.c, *job) == "succeeded");
+  CHECK(s1->stats().assigns + s2->stats().assigns == 1);
+  CHECK(h1->stats().assigns + h2->stats().assigns == 2);
+  auto rows = DbRows(&c.c, "SELECT r.body FROM shards s JOIN results r ON "
+                           "r.id=s.accepted_result_id WHERE s.job_id=" + std::to_string(*job));
+  REQUIRE(rows.size() == 1);
+  CHECK(json::parse(rows[0][0]).value("checksum", "") != forged);
 }
 
 // ---------------------------------------------------------------- fault 2

@@ -135,7 +135,7 @@ Status SimWorker::SendHello(const std::vector<uint64_t>& spooled_attempts) {
   d->set_name("simulated cpu");
   d->set_memory_bytes(uint64_t(1) << 30);
   d->set_cores(1);
-  d->set_gflops(1.0);
+  d->set_gflops(options_.gflops);
   h->set_slots(options_.slots);
   for (uint64_t a : spooled_attempts) h->add_spooled_attempts(a);
   // Shards it holds and has not answered yet: it still runs them.

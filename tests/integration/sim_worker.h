@@ -53,6 +53,8 @@ struct SimWorkerOptions {
   // When true, Step() answers every ASSIGN honestly; when false Step() only
   // records what arrives (ASSIGNs queue up in pending_assignments()).
   bool auto_work = true;
+  // The speed its HELLO claims for its one device, GFLOP/s.
+  double gflops = 1.0;
 };
 
 // What a SimWorker has seen and sent (read by tests and benchmarks).
