@@ -232,6 +232,68 @@ TEST_CASE("status page: API equals the CLI, auth, CSRF, escaping, metrics",
     REQUIRE_OK(c->ResumeWorker(1));
   }
 
+  SECTION("quarantine, unban and a new token need the CSRF token; they act like the CLI's") {
+    auto banned = [&](int64_t id) {
+      auto ws = c->Workers();
+      REQUIRE_OK(ws);
+      for (const auto& w : *ws) {
+        if (w["worker_id"] == id) return w["banned"].get<bool>();
+      }
+      FAIL("no worker " << id << " in `pcfarm workers --json`");
+      return false;
+    };
+    httplib::Headers bearer = {{"Authorization", "Bearer " + t}};
+    for (const char* path : {"/api/v1/workers/1/quarantine", "/api/v1/workers/1/unban",
+                             "/api/v1/tokens"}) {
+      INFO(path);
+      CHECK(b.Post(path, "")->status == 403);
+      CHECK(b.Post(path, std::string(64, '0'))->status == 403);
+      CHECK(anon.http.Post(path, bearer, "{}", "application/json")->status == 403);
+    }
+    CHECK_FALSE(banned(1));
+    auto events_before = b.GetJson("/api/v1/events?after=0").size();
+
+    const std::string csrf = b.Csrf();
+    auto q = b.Post("/api/v1/workers/1/quarantine", csrf);
+    REQUIRE(q);
+    INFO(q->body);
+    REQUIRE(q->status == 200);
+    CHECK(json::parse(q->body)["banned"] == true);
+    CHECK(banned(1));
+    CHECK_FALSE(banned(2));
+    CHECK(b.Post("/api/v1/workers/999/quarantine", csrf)->status == 404);
+    auto u = b.Post("/api/v1/workers/1/unban", csrf);
+    REQUIRE(u);
+    REQUIRE(u->status == 200);
+    CHECK(json::parse(u->body)["banned"] == false);
+    CHECK_FALSE(banned(1));
+
+    // A token made by the page enrolls a worker, once.
+    httplib::Headers h = b.Headers();
+    h.emplace("X-CSRF-Token", csrf);
+    CHECK(b.http.Post("/api/v1/tokens", h, "[1]", "application/json")->status == 400);
+    CHECK(b.http.Post("/api/v1/tokens", h, R"({"uses": "two"})", "application/json")->status ==
+          400);
+    auto made = b.http.Post("/api/v1/tokens", h, R"({"uses": 1, "ttl_s": 600})",
+                            "application/json");
+    REQUIRE(made);
+    INFO(made->body);
+    REQUIRE(made->status == 200);
+    json tok = json::parse(made->body);
+    CHECK(tok["uses"] == 1);
+    CommandResult enroll = c->EnrollWorker("from-the-page", tok["token"].get<std::string>());
+    INFO(enroll.Describe());
+    CHECK(enroll.exit_code == 0);
+    CommandResult again = c->EnrollWorker("twice", tok["token"].get<std::string>());
+    CHECK(again.exit_code != 0);
+    auto ws = c->Workers();
+    REQUIRE_OK(ws);
+    CHECK(ws->size() == 3);  // plain-pc, <script>, from-the-page
+    // Each change is in the event log, by the status page.
+    CHECK(WaitUntil([&] { return b.GetJson("/api/v1/events?after=0").size() > events_before + 2; },
+                    5000, 200));
+  }
+
   SECTION("/metrics parses with promtool") {
     auto job = c->SubmitBench(2, 32, 1);
     REQUIRE_OK(job);
