@@ -7,6 +7,7 @@
 #include <httplib.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -323,6 +324,63 @@ TEST_CASE("status page: API equals the CLI, auth, CSRF, escaping, metrics",
       CHECK(check.exit_code == 0);
     }
   }
+}
+
+TEST_CASE("status page over TLS: https answers, plain http does not", "[integration][http]") {
+  if (std::system("command -v openssl >/dev/null 2>&1 && command -v curl >/dev/null 2>&1") !=
+      0) {
+    WARN("SKIPPED: openssl and curl are needed to make a certificate and to fetch over https");
+    return;
+  }
+  char tmpl[] = "/tmp/pcfarm-tls-XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl, cert = dir + "/cert.pem", key = dir + "/key.pem";
+  MiniClusterOptions o;
+  o.coordinator_args = {"--http-tls-cert", cert, "--http-tls-key", key};
+  Cluster c(o);
+  REQUIRE_OK(c->Init());
+  CommandResult made = c->Run({"/usr/bin/env", "openssl", "req", "-x509", "-newkey", "rsa:2048",
+                               "-nodes", "-subj", "/CN=localhost", "-days", "1", "-keyout", key,
+                               "-out", cert},
+                              60'000);
+  INFO(made.Describe());
+  REQUIRE(made.exit_code == 0);
+  REQUIRE_OK(c->StartCoordinator());
+  auto token = ReadFile(c->coordinator_dir() + "/http.token", 4096);
+  REQUIRE_OK(token);
+  const std::string t = token->substr(0, 64);
+
+  // (serve's TLS flags are not in config.json: status-url is told.)
+  CommandResult url = c->Run({c->Binary("pcfarm-coordinator"), "status-url", "--https", "--data",
+                              c->coordinator_dir()}, 10'000);
+  CHECK(url.LastLine() == "https://" + c->http_endpoint() + "/login?token=" + t);
+  auto curl = [&](const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {"/usr/bin/env", "curl", "-sS", "--max-time", "10"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return c->Run(argv, 20'000);
+  };
+  // With the certificate unchecked (-k) the API answers the token.
+  CommandResult https = curl({"-k", "-H", "Authorization: Bearer " + t,
+                              "https://" + c->http_endpoint() + "/api/v1/overview"});
+  INFO(https.Describe());
+  REQUIRE(https.exit_code == 0);
+  CHECK(json::parse(https.out).contains("workers_online"));
+  // Checked against the certificate itself too.
+  CHECK(curl({"--cacert", cert, "-o", "/dev/null", "-w", "%{http_code}",
+              "https://localhost:" + c->http_endpoint().substr(c->http_endpoint().find(':') + 1) +
+                  "/api/v1/overview"})
+            .out == "401");
+  // The session cookie is Secure over TLS.
+  CommandResult login = curl({"-k", "-D", "-", "-o", "/dev/null",
+                              "https://" + c->http_endpoint() + "/login?token=" + t});
+  CHECK(login.out.find("; Secure") != std::string::npos);
+  // Plain http gets no answer at all.
+  CommandResult plain = curl({"-H", "Authorization: Bearer " + t,
+                              "http://" + c->http_endpoint() + "/api/v1/overview"});
+  CHECK(plain.exit_code != 0);
+  CHECK(plain.out.find("workers_online") == std::string::npos);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 TEST_CASE("status page: a non-loopback endpoint needs TLS or --http-insecure",
