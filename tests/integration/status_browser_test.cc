@@ -45,11 +45,11 @@ TEST_CASE("status page in headless Chromium: login, counts, live progress, loss 
           "cancel, sorting",
           "[integration][http][browser]") {
   MiniClusterOptions o;
-  // Paused workers (SIGSTOP) stay connected for 30 s, so the page and the
-  // CLI agree on them while the browser looks.
-  o.heartbeat_liveness = 150;
+  // Paused workers (SIGSTOP) stay connected for 60 s, so the page and the
+  // CLI agree on them while the browser looks (slow under ASan and load).
+  o.heartbeat_liveness = 300;
   // No lease ends while they are paused: they run their shards on resume.
-  o.lease_ms = 60'000;
+  o.lease_ms = 90'000;
   Cluster c(o);
   REQUIRE_OK(c->Init());
   std::string why_not;
