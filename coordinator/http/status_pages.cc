@@ -38,6 +38,8 @@ std::string Layout(const std::string& title, const std::string& page, const std:
   return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
          "<meta name=\"csrf-token\" content=\"" + HtmlEscape(csrf) + "\">"
          "<title>" + HtmlEscape(title) + " - pcfarm</title>"
+         // No icon: else every page load asks for /favicon.ico, a 404.
+         "<link rel=\"icon\" href=\"data:,\">"
          "<link rel=\"stylesheet\" href=\"/static/style.css\"></head>"
          "<body data-page=\"" + page + "\" data-id=\"" + HtmlEscape(id) + "\">"
          "<nav><b>pcfarm</b> <a href=\"/\">Overview</a> <a href=\"/workers\">Workers</a> "

@@ -54,5 +54,11 @@ TEST_CASE("job plots: loss and bytes per step from rounds", "[http]") {
   CHECK(JobPlots(json::object()).empty());
 }
 
+TEST_CASE("pages name no icon, so browsers do not ask for /favicon.ico", "[http]") {
+  // Headless Chromium logged a 404 for /favicon.ico on every page.
+  CHECK(OverviewPage(json::object(), "c").find("<link rel=\"icon\" href=\"data:,\">") !=
+        std::string::npos);
+}
+
 }  // namespace
 }  // namespace pcfarm

@@ -7,6 +7,7 @@
 #include <httplib.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -232,6 +233,68 @@ TEST_CASE("status page: API equals the CLI, auth, CSRF, escaping, metrics",
     REQUIRE_OK(c->ResumeWorker(1));
   }
 
+  SECTION("quarantine, unban and a new token need the CSRF token; they act like the CLI's") {
+    auto banned = [&](int64_t id) {
+      auto ws = c->Workers();
+      REQUIRE_OK(ws);
+      for (const auto& w : *ws) {
+        if (w["worker_id"] == id) return w["banned"].get<bool>();
+      }
+      FAIL("no worker " << id << " in `pcfarm workers --json`");
+      return false;
+    };
+    httplib::Headers bearer = {{"Authorization", "Bearer " + t}};
+    for (const char* path : {"/api/v1/workers/1/quarantine", "/api/v1/workers/1/unban",
+                             "/api/v1/tokens"}) {
+      INFO(path);
+      CHECK(b.Post(path, "")->status == 403);
+      CHECK(b.Post(path, std::string(64, '0'))->status == 403);
+      CHECK(anon.http.Post(path, bearer, "{}", "application/json")->status == 403);
+    }
+    CHECK_FALSE(banned(1));
+    auto events_before = b.GetJson("/api/v1/events?after=0").size();
+
+    const std::string csrf = b.Csrf();
+    auto q = b.Post("/api/v1/workers/1/quarantine", csrf);
+    REQUIRE(q);
+    INFO(q->body);
+    REQUIRE(q->status == 200);
+    CHECK(json::parse(q->body)["banned"] == true);
+    CHECK(banned(1));
+    CHECK_FALSE(banned(2));
+    CHECK(b.Post("/api/v1/workers/999/quarantine", csrf)->status == 404);
+    auto u = b.Post("/api/v1/workers/1/unban", csrf);
+    REQUIRE(u);
+    REQUIRE(u->status == 200);
+    CHECK(json::parse(u->body)["banned"] == false);
+    CHECK_FALSE(banned(1));
+
+    // A token made by the page enrolls a worker, once.
+    httplib::Headers h = b.Headers();
+    h.emplace("X-CSRF-Token", csrf);
+    CHECK(b.http.Post("/api/v1/tokens", h, "[1]", "application/json")->status == 400);
+    CHECK(b.http.Post("/api/v1/tokens", h, R"({"uses": "two"})", "application/json")->status ==
+          400);
+    auto made = b.http.Post("/api/v1/tokens", h, R"({"uses": 1, "ttl_s": 600})",
+                            "application/json");
+    REQUIRE(made);
+    INFO(made->body);
+    REQUIRE(made->status == 200);
+    json tok = json::parse(made->body);
+    CHECK(tok["uses"] == 1);
+    CommandResult enroll = c->EnrollWorker("from-the-page", tok["token"].get<std::string>());
+    INFO(enroll.Describe());
+    CHECK(enroll.exit_code == 0);
+    CommandResult again = c->EnrollWorker("twice", tok["token"].get<std::string>());
+    CHECK(again.exit_code != 0);
+    auto ws = c->Workers();
+    REQUIRE_OK(ws);
+    CHECK(ws->size() == 3);  // plain-pc, <script>, from-the-page
+    // Each change is in the event log, by the status page.
+    CHECK(WaitUntil([&] { return b.GetJson("/api/v1/events?after=0").size() > events_before + 2; },
+                    5000, 200));
+  }
+
   SECTION("/metrics parses with promtool") {
     auto job = c->SubmitBench(2, 32, 1);
     REQUIRE_OK(job);
@@ -261,6 +324,63 @@ TEST_CASE("status page: API equals the CLI, auth, CSRF, escaping, metrics",
       CHECK(check.exit_code == 0);
     }
   }
+}
+
+TEST_CASE("status page over TLS: https answers, plain http does not", "[integration][http]") {
+  if (std::system("command -v openssl >/dev/null 2>&1 && command -v curl >/dev/null 2>&1") !=
+      0) {
+    WARN("SKIPPED: openssl and curl are needed to make a certificate and to fetch over https");
+    return;
+  }
+  char tmpl[] = "/tmp/pcfarm-tls-XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl, cert = dir + "/cert.pem", key = dir + "/key.pem";
+  MiniClusterOptions o;
+  o.coordinator_args = {"--http-tls-cert", cert, "--http-tls-key", key};
+  Cluster c(o);
+  REQUIRE_OK(c->Init());
+  CommandResult made = c->Run({"/usr/bin/env", "openssl", "req", "-x509", "-newkey", "rsa:2048",
+                               "-nodes", "-subj", "/CN=localhost", "-days", "1", "-keyout", key,
+                               "-out", cert},
+                              60'000);
+  INFO(made.Describe());
+  REQUIRE(made.exit_code == 0);
+  REQUIRE_OK(c->StartCoordinator());
+  auto token = ReadFile(c->coordinator_dir() + "/http.token", 4096);
+  REQUIRE_OK(token);
+  const std::string t = token->substr(0, 64);
+
+  // (serve's TLS flags are not in config.json: status-url is told.)
+  CommandResult url = c->Run({c->Binary("pcfarm-coordinator"), "status-url", "--https", "--data",
+                              c->coordinator_dir()}, 10'000);
+  CHECK(url.LastLine() == "https://" + c->http_endpoint() + "/login?token=" + t);
+  auto curl = [&](const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {"/usr/bin/env", "curl", "-sS", "--max-time", "10"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return c->Run(argv, 20'000);
+  };
+  // With the certificate unchecked (-k) the API answers the token.
+  CommandResult https = curl({"-k", "-H", "Authorization: Bearer " + t,
+                              "https://" + c->http_endpoint() + "/api/v1/overview"});
+  INFO(https.Describe());
+  REQUIRE(https.exit_code == 0);
+  CHECK(json::parse(https.out).contains("workers_online"));
+  // Checked against the certificate itself too.
+  CHECK(curl({"--cacert", cert, "-o", "/dev/null", "-w", "%{http_code}",
+              "https://localhost:" + c->http_endpoint().substr(c->http_endpoint().find(':') + 1) +
+                  "/api/v1/overview"})
+            .out == "401");
+  // The session cookie is Secure over TLS.
+  CommandResult login = curl({"-k", "-D", "-", "-o", "/dev/null",
+                              "https://" + c->http_endpoint() + "/login?token=" + t});
+  CHECK(login.out.find("; Secure") != std::string::npos);
+  // Plain http gets no answer at all.
+  CommandResult plain = curl({"-H", "Authorization: Bearer " + t,
+                              "http://" + c->http_endpoint() + "/api/v1/overview"});
+  CHECK(plain.exit_code != 0);
+  CHECK(plain.out.find("workers_online") == std::string::npos);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 TEST_CASE("status page: a non-loopback endpoint needs TLS or --http-insecure",

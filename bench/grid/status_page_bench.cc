@@ -1,0 +1,255 @@
+// status_page_bench: what open status pages cost the coordinator while
+// thousands of idle workers are connected.
+//
+// Starts `pcfarm-coordinator serve` (a real process, heartbeat interval 1 s,
+// the status page on a loopback port) and joins --workers simulated idle
+// workers (SimFleet: enrolled, HELLO, then a HEARTBEAT each second). Then,
+// in windows of --seconds each, it measures the coordinator's CPU
+// (/proc/PID/stat) while:
+//   baseline   no page is open;
+//   overview   --browsers pollers each load the overview page (HTML,
+//              app.js, style.css) once and then GET /api/v1/overview every
+//              second, as app.js does on that page;
+//   workers    the same on the workers page: GET /api/v1/workers (every
+//              worker, a large answer) every second;
+//   baseline   again, to show drift.
+// The pollers are threads of this program, each with its own session (a
+// login through /login?token=T), started at spread times within the second.
+// Ours minus baseline is what the pages cost.
+//
+//   status_page_bench [--workers 5000] [--browsers 10] [--seconds 15]
+//                     [--tmpdir /dev/shm]
+#include <unistd.h>
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+
+#include "base/file.h"
+#include "base/rlimit.h"
+#include "bench/grid/grid_bench.h"
+#include "crypto/hash.h"
+#include "tests/integration/mini_cluster.h"
+
+namespace pcfarm {
+namespace {
+
+struct Options {
+  int workers = 5000;
+  int browsers = 10;
+  double seconds = 15;
+  double settle = 5;
+  std::string tmpdir = "/dev/shm";
+};
+
+int Fail(const Status& s) {
+  std::fprintf(stderr, "status_page_bench: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+// Counters the pollers add to.
+struct PollCounts {
+  std::atomic<uint64_t> requests{0}, failures{0}, bytes{0};
+};
+
+// One browser's worth of polling: logs in, loads `page` and its static
+// files, then GETs `api` once a second (the first after `offset_ms`) until
+// `stop`.
+void Poll(const std::string& endpoint, const std::string& token, const std::string& page,
+          const std::string& api, int offset_ms, const std::atomic<bool>* stop,
+          PollCounts* counts) {
+  httplib::Client http("http://" + endpoint);
+  http.set_connection_timeout(5, 0);
+  http.set_read_timeout(15, 0);
+  http.set_keep_alive(true);  // as a browser does
+  auto login = http.Get(("/login?token=" + token).c_str());
+  if (!login || login->status != 303) {
+    counts->failures++;
+    return;
+  }
+  std::string set = login->get_header_value("Set-Cookie");
+  httplib::Headers h = {{"Cookie", set.substr(0, set.find(';'))}};
+  auto get = [&](const std::string& path) {
+    auto r = http.Get(path.c_str(), h);
+    counts->requests++;
+    if (!r || r->status != 200) {
+      counts->failures++;
+    } else {
+      counts->bytes += r->body.size();
+    }
+  };
+  for (const std::string& p : {page, std::string("/static/app.js"),
+                               std::string("/static/style.css")}) {
+    get(p);
+  }
+  double next = MonotonicSeconds() + offset_ms / 1000.0;
+  while (!stop->load()) {
+    double now = MonotonicSeconds();
+    if (now < next) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(
+          std::min<int64_t>(50, int64_t((next - now) * 1000) + 1)));
+      continue;
+    }
+    get(api);
+    next += 1.0;
+  }
+}
+
+struct Window {
+  std::string name;
+  double cpu_percent = 0;
+  double seconds = 0;
+  uint64_t requests = 0, failures = 0, bytes = 0;
+};
+
+int Run(const Options& opt) {
+  CryptoInit();
+  long fds = RaiseOpenFileLimit();
+  if (fds < 2L * opt.workers + 200) {
+    return Fail(ResourceExhausted("open-file limit " + std::to_string(fds) +
+                                  " is too low for " + std::to_string(opt.workers) +
+                                  " workers (raise the hard limit)"));
+  }
+  if (!opt.tmpdir.empty()) ::setenv("TMPDIR", opt.tmpdir.c_str(), 1);
+
+  MiniClusterOptions mco;
+  mco.heartbeat_interval_ms = 1000;
+  mco.heartbeat_liveness = 3;
+  mco.log_level = "info";
+  MiniCluster cluster(mco);
+  Status s = cluster.Init();
+  if (!s.ok()) return Fail(s);
+  s = cluster.StartCoordinator();
+  if (!s.ok()) return Fail(s);
+  auto pid = FindChildProcess("pcfarm-coordinator");
+  if (!pid.ok()) return Fail(pid.status());
+  auto token_file = ReadFile(cluster.coordinator_dir() + "/http.token", 4096);
+  if (!token_file.ok()) return Fail(token_file.status());
+  const std::string http_token = token_file->substr(0, 64);
+
+  auto token = cluster.CreateToken(opt.workers, "1h");
+  if (!token.ok()) return Fail(token.status());
+  zmq::context_t ctx(1);
+  ctx.set(zmq::ctxopt::max_sockets, opt.workers + 64);
+  SimFleet fleet(&ctx);
+  SimWorkerOptions wo;
+  wo.name = "idle";
+  wo.heartbeat_interval_ms = 1000;
+  wo.auto_work = false;
+  double t_join = MonotonicSeconds();
+  s = fleet.Join(*token, opt.workers, wo, 170'000);
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s\n", cluster.DumpLogs(3000).c_str());
+    return Fail(s);
+  }
+  t_join = MonotonicSeconds() - t_join;
+  std::fprintf(stderr, "%d workers joined in %.1f s\n", opt.workers, t_join);
+  auto settle = fleet.Idle(static_cast<int>(opt.settle * 1000), 1000);
+  if (!settle.ok()) return Fail(settle.status());
+
+  // One window: the fleet heartbeats on this thread while `browsers`
+  // pollers (none for the baseline) poll `api`.
+  auto measure = [&](const std::string& name, const std::string& page,
+                     const std::string& api) -> Result<Window> {
+    PollCounts counts;
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> pollers;
+    if (!api.empty()) {
+      for (int i = 0; i < opt.browsers; ++i) {
+        pollers.emplace_back(Poll, cluster.http_endpoint(), http_token, page, api,
+                             1000 * i / opt.browsers, &stop, &counts);
+      }
+      // Let them log in and load the page before the window.
+      PCFARM_RETURN_IF_ERROR(fleet.Idle(2000, 1000).status());
+    }
+    PCFARM_ASSIGN_OR_RETURN(ProcSample c0, SampleProcess(*pid));
+    uint64_t r0 = counts.requests, f0 = counts.failures, b0 = counts.bytes;
+    PCFARM_RETURN_IF_ERROR(fleet.Idle(static_cast<int>(opt.seconds * 1000), 1000).status());
+    PCFARM_ASSIGN_OR_RETURN(ProcSample c1, SampleProcess(*pid));
+    Window w;
+    w.name = name;
+    w.seconds = c1.taken_at - c0.taken_at;
+    w.cpu_percent = 100.0 * (c1.cpu_seconds - c0.cpu_seconds) / w.seconds;
+    w.requests = counts.requests - r0;
+    w.failures = counts.failures - f0;
+    w.bytes = counts.bytes - b0;
+    stop = true;
+    for (auto& t : pollers) t.join();
+    std::fprintf(stderr, "%s: %.2f%% CPU, %llu requests, %llu failed\n", name.c_str(),
+                 w.cpu_percent, static_cast<unsigned long long>(w.requests),
+                 static_cast<unsigned long long>(w.failures));
+    return w;
+  };
+  std::vector<Window> windows;
+  for (auto [name, page, api] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"baseline", "", ""},
+           {"overview", "/", "/api/v1/overview"},
+           {"workers", "/workers", "/api/v1/workers"},
+           {"baseline again", "", ""}}) {
+    auto w = measure(name, page, api);
+    if (!w.ok()) return Fail(w.status());
+    windows.push_back(*w);
+  }
+  auto stats = cluster.Stats();
+  if (!stats.ok()) return Fail(stats.status());
+
+  const double base = (windows[0].cpu_percent + windows[3].cpu_percent) / 2;
+  const std::string n = std::to_string(opt.workers), b = std::to_string(opt.browsers);
+  std::vector<BenchRow> rows;
+  for (size_t i : {size_t(1), size_t(2)}) {
+    const Window& w = windows[i];
+    rows.push_back({"coordinator CPU, " + b + " pages on " + w.name + " (% of one core)",
+                    FormatFixed(w.cpu_percent, 2) + "%",
+                    "no page: " + FormatFixed(base, 2) + "%",
+                    base > 0.005 ? FormatFixed(w.cpu_percent / base, 2) + "x" : "-", "-"});
+    rows.push_back({"  extra for the pages", FormatFixed(w.cpu_percent - base, 2) + "%", "-",
+                    "-", "< 5%"});
+  }
+  std::vector<std::string> notes = {
+      n + " idle simulated workers (1 s heartbeats), joined in " + FormatFixed(t_join, 1) +
+          " s; workers_connected at the end: " +
+          std::to_string(stats->value("workers_connected", uint64_t{0})),
+      "baseline windows: " + FormatFixed(windows[0].cpu_percent, 2) + "% before, " +
+          FormatFixed(windows[3].cpu_percent, 2) + "% after; each window " +
+          FormatFixed(opt.seconds, 1) + " s",
+  };
+  for (size_t i : {size_t(1), size_t(2)}) {
+    const Window& w = windows[i];
+    notes.push_back(w.name + ": " + std::to_string(w.requests) + " API requests (" +
+                    FormatFixed(w.requests / w.seconds, 1) + "/s), " +
+                    std::to_string(w.failures) + " failed, " +
+                    FormatFixed(double(w.bytes) / std::max<uint64_t>(1, w.requests) / 1024, 1) +
+                    " KiB per answer");
+  }
+  notes.push_back(std::string("the pollers and the fleet run in this process, on the same ") +
+                  std::to_string(std::thread::hardware_concurrency()) + " CPU(s)");
+  PrintBenchTable("status_page_bench: " + b + " open pages polling each second, " + n +
+                      " idle workers, real coordinator on loopback",
+                  rows, notes);
+  return 0;
+}
+
+}  // namespace
+}  // namespace pcfarm
+
+int main(int argc, char** argv) {
+  pcfarm::Options opt;
+  CLI::App app{"status_page_bench: coordinator CPU with status pages open"};
+  app.add_option("--workers", opt.workers, "simulated idle workers")->capture_default_str();
+  app.add_option("--browsers", opt.browsers, "open pages, each polling once a second")
+      ->capture_default_str();
+  app.add_option("--seconds", opt.seconds, "each window")->capture_default_str();
+  app.add_option("--settle", opt.settle, "seconds between joining and the first window")
+      ->capture_default_str();
+  app.add_option("--tmpdir", opt.tmpdir, "parent of the temporary data directory")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  return pcfarm::Run(opt);
+}
