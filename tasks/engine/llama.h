@@ -74,7 +74,24 @@ struct LlamaOptions {
   // (the dequantized reference path). Full-parameter training always
   // converts to f32; LoRA trains over the weights as they are held.
   bool keep_half_weights = true;
+  // QLoRA: quantize the linear projections (q/k/v/o_proj, gate/up/down_proj
+  // of every layer) to this block format while loading, with the reference
+  // quantizer of tasks/backend/ggml_quants.h (kQ8_0 or kQ4_0; kF32: keep
+  // them as loaded). Embeddings, norms, biases and lm_head keep their
+  // loaded type. The projections' input sizes must be multiples of 32.
+  // Create fails with InvalidArgument for another type, a projection that is
+  // already quantized (a quantized GGUF: load it as it is), a ragged size or
+  // a weight beyond the f16 scale's range (|x| > 65504·127 for Q8_0,
+  // 65504·8 for Q4_0) or not finite. Where the backend cannot hold the type
+  // (or !keep_half_weights) the quantized values are dequantized to f32, so
+  // every backend computes the same function. A model with quantized
+  // projections trains LoRA adapters only (EnableFullTraining refuses).
+  StorageType quantize = StorageType::kF32;
 };
+
+// "q8_0" -> kQ8_0, "q4_0" -> kQ4_0 (case-insensitive); "" and "none" ->
+// kF32. InvalidArgument naming the accepted values otherwise.
+Result<StorageType> ParseWeightQuantization(const std::string& name);
 
 // The projections LoRA may target, in canonical (layout) order.
 inline const std::vector<std::string>& LoraTargetOrder() {
@@ -192,7 +209,8 @@ class LlamaModel {
   // optimizer state. FailedPrecondition after EnableFullTraining.
   Status EnableLora(const LoraConfig& lora);
   // Makes every weight trainable (converted to f32). FailedPrecondition
-  // after EnableLora.
+  // after EnableLora, and when a projection is held quantized (a quantized
+  // GGUF or LlamaOptions::quantize): a quantized base trains LoRA only.
   Status EnableFullTraining();
   TrainMode train_mode() const { return mode_; }
   const LoraConfig& lora_config() const { return lora_; }
