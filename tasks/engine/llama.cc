@@ -49,9 +49,7 @@ Result<HostTensor> QuantizeHostTensor(const std::string& name, const HostTensor&
     return InvalidArgument(what + name + " is already quantized (" + DTypeName(ht.dtype) +
                            "); load a quantized GGUF as it is, without quantizing again");
   const int64_t cols = ht.shape.back(), rows = int64_t(ht.numel()) / cols;
-  if (cols % 32 != 0)
-    return InvalidArgument(what + name + " has rows of " + std::to_string(cols) +
-                           " values, not a multiple of the block size 32");
+  assert(cols % 32 == 0);
   // Beyond this, the block's f16 scale max|x|/127 (Q8_0) or max/-8 (Q4_0)
   // overflows.
   const float limit = 65504.0f * (type == StorageType::kQ8_0 ? 127.0f : 8.0f);
@@ -165,8 +163,14 @@ Status LlamaModel::Upload(const ModelWeights& weights, const LlamaOptions& optio
     assert(it != slots.end());
     HostTensor quantized;
     if (options.quantize != StorageType::kF32 && IsProjectionWeight(e.name)) {
-      PCFARM_ASSIGN_OR_RETURN(quantized, QuantizeHostTensor(e.name, *ht, options.quantize));
-      ht = &quantized;
+      if (!IsQuantized(ht->dtype) && e.shape.back() % 32 != 0) {
+        // Rows that are not whole blocks stay as loaded (llama.cpp does the
+        // same); the caller can say so from UnquantizedProjections().
+        unquantized_.push_back(e.name);
+      } else {
+        PCFARM_ASSIGN_OR_RETURN(quantized, QuantizeHostTensor(e.name, *ht, options.quantize));
+        ht = &quantized;
+      }
     }
     const StorageType native = static_cast<StorageType>(ht->dtype);
     const StorageType st = options.keep_half_weights && backend_->SupportsStorage(native)
