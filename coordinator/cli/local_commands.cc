@@ -54,6 +54,8 @@ struct Engine {
 Status CheckEngineOptions(const LocalOptions& o) {
   if (o.device < 0) return InvalidArgument("--device must be >= 0");
   if (o.threads < 0) return InvalidArgument("--threads must be >= 0 (0: all cores)");
+  if (auto q = ParseWeightQuantization(o.quantize); !q.ok())
+    return q.status().WithContext("--quantize");
   return Status::Ok();
 }
 
@@ -87,12 +89,26 @@ Result<Engine> OpenEngine(const LocalOptions& o) {
   }
   auto loaded = LoadModel(o.model);
   if (!loaded.ok()) return loaded.status().WithContext("--model " + o.model);
-  auto model = LlamaModel::Create(loaded->config, loaded->weights, backend->get());
+  LlamaOptions lo;
+  PCFARM_ASSIGN_OR_RETURN(lo.quantize, ParseWeightQuantization(o.quantize));
+  auto model = LlamaModel::Create(loaded->config, loaded->weights, backend->get(), lo);
   if (!model.ok() && (*backend)->name() != "cpu" && device_failure(model.status().code())) {
     PCFARM_RETURN_IF_ERROR(fall_back(model.status()));
-    model = LlamaModel::Create(loaded->config, loaded->weights, backend->get());
+    model = LlamaModel::Create(loaded->config, loaded->weights, backend->get(), lo);
   }
-  if (!model.ok()) return model.status().WithContext("--model " + o.model);
+  if (!model.ok())
+    return model.status().WithContext("--model " + o.model +
+                                      (o.quantize.empty() ? "" : " --quantize " + o.quantize));
+  if (const auto& kept = (*model)->UnquantizedProjections(); !kept.empty()) {
+    Note(std::to_string(kept.size()) + " projections stay as loaded, their rows not whole " +
+         "32-value blocks (" + kept[0] + (kept.size() > 1 ? ", ..." : "") + ")");
+  }
+  if (lo.quantize != StorageType::kF32 && !(*backend)->SupportsStorage(lo.quantize)) {
+    Note(std::string("the ") + (*backend)->name() + " backend does not hold " +
+         StorageTypeName(lo.quantize) +
+         " weights: they are quantized, then held dequantized in f32 (same results, no "
+         "memory saved)");
+  }
   Engine e{std::move(backend).value(), nullptr, std::move(loaded->tokenizer), -1};
   e.model = std::move(model).value();
   if (!loaded->config.eos_token_ids.empty()) e.eos_id = int32_t(loaded->config.eos_token_ids[0]);
@@ -376,6 +392,9 @@ LocalCommands::LocalCommands(CLI::App* app) {
     cmd->add_option("--device", o.device, "GPU ordinal for GPU backends")->capture_default_str();
     cmd->add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
     cmd->add_flag("--json", o.json, "print one JSON object per line for scripts");
+    cmd->add_option("--quantize", o.quantize,
+                    "quantize the q/k/v/o/gate/up/down projections at load: q8_0 or q4_0 "
+                    "(an unquantized model; a quantized GGUF is used as it is, without it)");
   };
 
   generate_ = local_->add_subcommand("generate", "continue prompts");

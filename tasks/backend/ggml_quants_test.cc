@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -168,6 +169,84 @@ TEST_CASE("our Q8_0/Q4_0 quantizer and f16/bf16 rounding give the reference's by
       CHECK(out == c.bytes);
     }
   }
+}
+
+// Quantizes and dequantizes `x` (whole blocks of 32) with our quantizer.
+std::vector<float> RoundTrip(uint32_t type, const std::vector<float>& x) {
+  std::vector<uint8_t> q(x.size() / 32 * GgmlBlockBytes(type));
+  REQUIRE(QuantizeBlocks(type, x.data(), int64_t(x.size()), q.data()).ok());
+  std::vector<float> y(x.size());
+  DequantizeBlocks(type, q.data(), int64_t(x.size()) / 32, y.data());
+  return y;
+}
+
+TEST_CASE("our Q8_0/Q4_0 quantizer's round trip stays within the format's bound") {
+  // Per block of 32 with amax = max|x|: Q8_0's step is d = amax/127 and a
+  // value is off by at most d/2, plus the f16 rounding of d (2^-11 relative,
+  // times |q| <= 127); Q4_0's step is d = amax/8 and the value at +amax when
+  // the block's largest is negative (code 16 clipped to 15) is off by d.
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> nd(0, 1);
+  for (float sigma : {1e-4f, 0.02f, 1.0f, 300.0f}) {
+    std::vector<float> x(32 * 64);
+    for (float& v : x) v = sigma * nd(rng);
+    for (uint32_t type : {uint32_t(kGgmlTypeQ8_0), uint32_t(kGgmlTypeQ4_0)}) {
+      INFO(GgmlQuantName(type) << " sigma " << sigma);
+      const std::vector<float> y = RoundTrip(type, x);
+      for (size_t b0 = 0; b0 < x.size(); b0 += 32) {
+        float amax = 0;
+        for (size_t i = b0; i < b0 + 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+        const double d = type == kGgmlTypeQ8_0 ? amax / 127.0 : amax / 8.0;
+        // Absolute slack: a scale below f16's normal range (sigma 1e-4) is
+        // rounded to a multiple of 2^-24, off by up to 2^-25 per code unit.
+        const double top = type == kGgmlTypeQ8_0 ? 127 : 8;
+        const double bound = (type == kGgmlTypeQ8_0 ? d * 0.5 : d) + top * (d / 2048 + std::ldexp(1.0, -25));
+        for (size_t i = b0; i < b0 + 32; ++i) {
+          INFO("value " << i << ": " << x[i] << " -> " << y[i]);
+          REQUIRE(std::fabs(double(y[i]) - x[i]) <= bound);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("quantizer boundary blocks: all zeros, one huge value, ties") {
+  for (uint32_t type : {uint32_t(kGgmlTypeQ8_0), uint32_t(kGgmlTypeQ4_0)}) {
+    INFO(GgmlQuantName(type));
+    // All zeros: scale 0, every value decodes to exactly 0.
+    std::vector<float> zeros(64, 0.0f);
+    for (float v : RoundTrip(type, zeros)) CHECK(v == 0.0f);
+    // One huge value among small ones: it keeps its f16-rounded size and
+    // sign, the small ones (below half a step) decode to 0.
+    for (float huge : {5000.0f, -5000.0f}) {
+      std::vector<float> x(32);
+      for (int i = 0; i < 32; ++i) x[size_t(i)] = 0.01f * float(i % 5 - 2);
+      x[7] = huge;
+      const std::vector<float> y = RoundTrip(type, x);
+      CHECK(std::fabs(y[7] - huge) <= std::fabs(huge) / 1024);
+      for (int i = 0; i < 32; ++i)
+        if (i != 7) CHECK(y[size_t(i)] == 0.0f);
+    }
+    // Scales that f16 holds exactly (a power of two): every value on a
+    // code decodes exactly. Q8_0: amax = 127·2^-3; Q4_0: max = -8·2^-3.
+    std::vector<float> x(32);
+    const int lo = type == kGgmlTypeQ8_0 ? -127 : -8, hi = type == kGgmlTypeQ8_0 ? 127 : 7;
+    for (int i = 0; i < 32; ++i) x[size_t(i)] = float(lo + (i * 37) % (hi - lo + 1)) / 8;
+    x[0] = float(lo) / 8;
+    const std::vector<float> y = RoundTrip(type, x);
+    for (int i = 0; i < 32; ++i) {
+      INFO("value " << i);
+      CHECK(y[size_t(i)] == x[size_t(i)]);
+    }
+  }
+  // Q4_0 with a tie of +a and -a: the first one sets d = first / -8 and is
+  // exact; the other side is clipped to code 15, a step short (7/8 of a).
+  std::vector<float> x(32, 0.0f);
+  x[0] = 2.0f;
+  x[1] = -2.0f;
+  const std::vector<float> y = RoundTrip(kGgmlTypeQ4_0, x);
+  CHECK(y[0] == 2.0f);
+  CHECK(y[1] == -1.75f);
 }
 
 TEST_CASE("block sizes match the spec") {

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cmath>
 #include <random>
 #include <set>
 
+#include "tasks/backend/ggml_quants.h"
 #include "tasks/engine/adapter_io.h"
 #include "tasks/engine/llama_internal.h"
 #include "tasks/engine/optimizer.h"
@@ -32,6 +34,46 @@ Shape ShapeOf(const std::vector<int64_t>& v) {
   return v.size() == 1 ? Shape{v[0]} : Shape{v[0], v[1]};
 }
 
+// True for the weight of a q/k/v/o/gate/up/down projection.
+bool IsProjectionWeight(const std::string& name) {
+  const std::string suffix = "_proj.weight";
+  return name.rfind("model.layers.", 0) == 0 && name.size() > suffix.size() &&
+         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// `ht` quantized to `type` (Q8_0 or Q4_0) row by row, in an owned buffer.
+Result<HostTensor> QuantizeHostTensor(const std::string& name, const HostTensor& ht,
+                                      StorageType type) {
+  const std::string what = std::string("LlamaModel: quantize ") + StorageTypeName(type) + ": ";
+  if (IsQuantized(ht.dtype))
+    return InvalidArgument(what + name + " is already quantized (" + DTypeName(ht.dtype) +
+                           "); load a quantized GGUF as it is, without quantizing again");
+  const int64_t cols = ht.shape.back(), rows = int64_t(ht.numel()) / cols;
+  assert(cols % 32 == 0);
+  // Beyond this, the block's f16 scale max|x|/127 (Q8_0) or max/-8 (Q4_0)
+  // overflows.
+  const float limit = 65504.0f * (type == StorageType::kQ8_0 ? 127.0f : 8.0f);
+  const uint64_t row_bytes = StorageBytes(type, cols);
+  auto buf = std::make_shared<std::vector<uint8_t>>(size_t(row_bytes) * size_t(rows));
+  std::vector<float> row(static_cast<size_t>(cols));
+  const auto* src = static_cast<const uint8_t*>(ht.data);
+  for (int64_t r = 0; r < rows; ++r) {
+    ConvertToF32(ht.dtype, src + DTypeBytes(ht.dtype, size_t(r * cols)), size_t(cols), row.data());
+    for (float x : row)
+      if (!(std::fabs(x) <= limit))
+        return InvalidArgument(what + name + " row " + std::to_string(r) + " holds " +
+                               std::to_string(x) + ", outside the format's range");
+    PCFARM_RETURN_IF_ERROR(QuantizeBlocks(StorageGgmlType(type), row.data(), cols,
+                                          buf->data() + r * row_bytes));
+  }
+  HostTensor q;
+  q.dtype = static_cast<DType>(type);
+  q.shape = ht.shape;
+  q.data = buf->data();
+  q.owner = buf;
+  return q;
+}
+
 }  // namespace
 
 struct LlamaModel::Acts {
@@ -46,6 +88,16 @@ struct LlamaModel::KvCache {
 LlamaModel::LlamaModel(const ModelConfig& config, Backend* backend)
     : config_(config), backend_(backend) {}
 LlamaModel::~LlamaModel() = default;
+
+Result<StorageType> ParseWeightQuantization(const std::string& name) {
+  std::string lower;
+  for (char ch : name) lower += char(std::tolower(static_cast<unsigned char>(ch)));
+  if (lower.empty() || lower == "none") return StorageType::kF32;
+  if (lower == "q8_0") return StorageType::kQ8_0;
+  if (lower == "q4_0") return StorageType::kQ4_0;
+  return InvalidArgument("quantize: '" + name + "' is not a weight format to quantize to; use "
+                         "q8_0 or q4_0 (or none)");
+}
 
 Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const ModelConfig& config,
                                                        const ModelWeights& weights,
@@ -95,6 +147,10 @@ std::map<std::string, LlamaModel::Slot> LlamaModel::WeightSlots() {
 }
 
 Status LlamaModel::Upload(const ModelWeights& weights, const LlamaOptions& options) {
+  if (options.quantize != StorageType::kF32 && options.quantize != StorageType::kQ8_0 &&
+      options.quantize != StorageType::kQ4_0)
+    return InvalidArgument(std::string("LlamaModel: cannot quantize weights to ") +
+                           StorageTypeName(options.quantize) + "; Q8_0 and Q4_0 can");
   layers_.resize(config_.num_hidden_layers);
   std::map<std::string, Slot> slots = WeightSlots();
   for (const ExpectedTensor& e : ExpectedTensors(config_)) {
@@ -105,6 +161,17 @@ Status LlamaModel::Upload(const ModelWeights& weights, const LlamaOptions& optio
                              ", expected " + ShapeString(e.shape));
     auto it = slots.find(e.name);
     assert(it != slots.end());
+    HostTensor quantized;
+    if (options.quantize != StorageType::kF32 && IsProjectionWeight(e.name)) {
+      if (!IsQuantized(ht->dtype) && e.shape.back() % 32 != 0) {
+        // Rows that are not whole blocks stay as loaded (llama.cpp does the
+        // same); the caller can say so from UnquantizedProjections().
+        unquantized_.push_back(e.name);
+      } else {
+        PCFARM_ASSIGN_OR_RETURN(quantized, QuantizeHostTensor(e.name, *ht, options.quantize));
+        ht = &quantized;
+      }
+    }
     const StorageType native = static_cast<StorageType>(ht->dtype);
     const StorageType st = options.keep_half_weights && backend_->SupportsStorage(native)
                                ? native
@@ -551,6 +618,13 @@ Status LlamaModel::EnableFullTraining() {
     return FailedPrecondition("EnableFullTraining: the model already has LoRA adapters");
   if (mode_ == TrainMode::kFull) return Status::Ok();
   std::map<std::string, Slot> slots = WeightSlots();
+  for (const auto& [name, slot] : slots)
+    if (IsProjectionWeight(name) && IsQuantized(slot.value->type()))
+      return FailedPrecondition(
+          std::string("EnableFullTraining: the base model is quantized (") + name + " is " +
+          StorageTypeName(slot.value->type()) +
+          "); a quantized base stays frozen: train LoRA adapters on it (QLoRA), or load "
+          "the weights unquantized for full fine-tuning");
   std::vector<Param> params;
   std::vector<ParameterInfo> info;
   int64_t offset = 0;

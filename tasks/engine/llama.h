@@ -74,7 +74,25 @@ struct LlamaOptions {
   // (the dequantized reference path). Full-parameter training always
   // converts to f32; LoRA trains over the weights as they are held.
   bool keep_half_weights = true;
+  // QLoRA: quantize the linear projections (q/k/v/o_proj, gate/up/down_proj
+  // of every layer) to this block format while loading, with the reference
+  // quantizer of tasks/backend/ggml_quants.h (kQ8_0 or kQ4_0; kF32: keep
+  // them as loaded). Embeddings, norms, biases and lm_head keep their
+  // loaded type. A projection whose rows are not whole 32-value blocks (an
+  // input size like 688) stays as loaded too, and is listed by
+  // LlamaModel::UnquantizedProjections(). Create fails with InvalidArgument
+  // for another type, a projection that is already quantized (a quantized
+  // GGUF: load it as it is), or a weight beyond the f16 scale's range (|x| > 65504·127 for Q8_0,
+  // 65504·8 for Q4_0) or not finite. Where the backend cannot hold the type
+  // (or !keep_half_weights) the quantized values are dequantized to f32, so
+  // every backend computes the same function. A model with quantized
+  // projections trains LoRA adapters only (EnableFullTraining refuses).
+  StorageType quantize = StorageType::kF32;
 };
+
+// "q8_0" -> kQ8_0, "q4_0" -> kQ4_0 (case-insensitive); "" and "none" ->
+// kF32. InvalidArgument naming the accepted values otherwise.
+Result<StorageType> ParseWeightQuantization(const std::string& name);
 
 // The projections LoRA may target, in canonical (layout) order.
 inline const std::vector<std::string>& LoraTargetOrder() {
@@ -163,6 +181,9 @@ class LlamaModel {
                                                   const LlamaOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
+  // The projections LlamaOptions::quantize left as loaded (rows that are not
+  // whole blocks), by HF name; empty without quantize.
+  const std::vector<std::string>& UnquantizedProjections() const { return unquantized_; }
   Backend* backend() const { return backend_; }
 
   // ---- inference ------------------------------------------------------------
@@ -192,7 +213,8 @@ class LlamaModel {
   // optimizer state. FailedPrecondition after EnableFullTraining.
   Status EnableLora(const LoraConfig& lora);
   // Makes every weight trainable (converted to f32). FailedPrecondition
-  // after EnableLora.
+  // after EnableLora, and when a projection is held quantized (a quantized
+  // GGUF or LlamaOptions::quantize): a quantized base trains LoRA only.
   Status EnableFullTraining();
   TrainMode train_mode() const { return mode_; }
   const LoraConfig& lora_config() const { return lora_; }
@@ -281,6 +303,7 @@ class LlamaModel {
   Tensor inv_freq_;
   Tensor embed_, d_embed_, norm_, d_norm_, lm_head_, d_lm_head_;
   std::vector<Layer> layers_;
+  std::vector<std::string> unquantized_;
   TrainMode mode_ = TrainMode::kNone;
   LoraConfig lora_;
   std::vector<Param> params_;

@@ -121,9 +121,22 @@ struct ModelInstance {
   Tokenizer tokenizer;
 };
 
+// The optional "quantize" param: "q8_0" or "q4_0" quantizes the base's
+// projections at load (QLoRA; LlamaOptions::quantize).
+Result<StorageType> QuantizeParam(const json& p) {
+  auto q = p.find("quantize");
+  if (q == p.end()) return StorageType::kF32;
+  if (!q->is_string()) return InvalidArgument("'quantize' must be a string: \"q8_0\" or \"q4_0\"");
+  Result<StorageType> t = ParseWeightQuantization(q->get<std::string>());
+  if (!t.ok()) return t.status().WithContext("'quantize'");
+  return t;
+}
+
 // The model map is a Hugging Face directory, or one .gguf file (config,
 // weights and tokenizer inside).
 Result<std::unique_ptr<ModelInstance>> LoadFromParams(const json& p, const RunContext& ctx) {
+  LlamaOptions options;
+  PCFARM_ASSIGN_OR_RETURN(options.quantize, QuantizeParam(p));
   const json& files = p.at("model");
   PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<BlobDir> model_dir, BlobDir::Make(files, ctx));
   std::string path = model_dir->path();
@@ -136,7 +149,7 @@ Result<std::unique_ptr<ModelInstance>> LoadFromParams(const json& p, const RunCo
   bo.memory_limit_bytes = ctx.memory_limit_bytes;
   PCFARM_ASSIGN_OR_RETURN(m->backend, CreateBackend(ctx.backend, bo));
   PCFARM_ASSIGN_OR_RETURN(m->model, LlamaModel::Create(loaded.config, loaded.weights,
-                                                       m->backend.get()));
+                                                       m->backend.get(), options));
   m->tokenizer = std::move(loaded.tokenizer);
   if (p.contains("adapter")) {
     PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<BlobDir> adapter_dir,
@@ -176,8 +189,11 @@ class InferModelCache {
   };
 
   static Key KeyOf(const json& p, const RunContext& ctx) {
-    return {p.at("model").dump(), p.contains("adapter") ? p.at("adapter").dump() : "",
-            ctx.backend, ctx.device_index};
+    // A quantized base is another model than the file's.
+    std::string model = p.at("model").dump();
+    if (p.contains("quantize")) model += " quantize=" + p.at("quantize").dump();
+    return {model, p.contains("adapter") ? p.at("adapter").dump() : "", ctx.backend,
+            ctx.device_index};
   }
 
   // The process's cache; never destroyed (a GPU backend must not be torn
@@ -298,6 +314,7 @@ class InferKind final : public TaskKind {
     PCFARM_ASSIGN_OR_RETURN(json p, ParseObject(params));
     PCFARM_RETURN_IF_ERROR(CheckFiles(p, "model", true));
     PCFARM_RETURN_IF_ERROR(CheckFiles(p, "adapter", false));
+    PCFARM_RETURN_IF_ERROR(QuantizeParam(p).status());
     bool text = p.contains("prompts"), ids = p.contains("prompt_tokens");
     if (text == ids) return InvalidArgument("give exactly one of 'prompts' and 'prompt_tokens'");
     if (text) {
@@ -508,6 +525,7 @@ class TrainKind final : public TaskKind {
     PCFARM_ASSIGN_OR_RETURN(json p, ParseObject(params));
     PCFARM_RETURN_IF_ERROR(CheckFiles(p, "model", true));
     PCFARM_RETURN_IF_ERROR(CheckFiles(p, "adapter", false));
+    PCFARM_RETURN_IF_ERROR(QuantizeParam(p).status());
     const bool inline_batch = p.contains("batch");
     const bool per_step = p.contains("steps_examples");
     if (inline_batch ==

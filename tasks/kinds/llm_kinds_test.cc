@@ -485,6 +485,46 @@ TEST_CASE("train returns summed gradients and local-step differences") {
   CHECK(*zero_b == *a);
 }
 
+TEST_CASE("train with \"quantize\" trains LoRA over a quantized base (QLoRA)") {
+  RandomModel model("qlora");  // tiny: hidden 64, ffn 128, whole 32-blocks
+  auto kind = MakeTrainKind();
+  json batch = json::array({{{"tokens", {1, 20, 30, 40, 50, 60}}, {"weights", {0, 0, 1, 1, 1, 1}}}});
+  json p = {{"model", model.blobs.files}, {"batch", batch}, {"lora", {{"rank", 4}, {"alpha", 8}}},
+            {"local_steps", 3}, {"optimizer", {{"lr", 1e-2}}}};
+  auto f32 = kind->Run(p.dump(), model.blobs.Context());
+  REQUIRE(f32.ok());
+  json q = p;
+  q["quantize"] = "q8_0";
+  REQUIRE(kind->ValidateParams(q.dump()).ok());
+  auto q8 = kind->Run(q.dump(), model.blobs.Context());
+  REQUIRE(q8.ok());
+  auto a = DecodeTrainResult(*f32), b = DecodeTrainResult(*q8);
+  REQUIRE((a.ok() && b.ok()));
+  REQUIRE(a->values.size() == b->values.size());
+  // Another base (not the cached F32 one), close to it: the loss and the
+  // update differ a little, not a lot.
+  CHECK(a->loss != b->loss);
+  CHECK(std::abs(a->loss - b->loss) < 0.02 * a->loss);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a->values.size(); ++i) {
+    num += double(a->values[i] - b->values[i]) * (a->values[i] - b->values[i]);
+    den += double(a->values[i]) * a->values[i];
+  }
+  CHECK(std::sqrt(num / den) < 0.2);
+  // And back: the F32 shard again gives the F32 answer.
+  auto again = kind->Run(p.dump(), model.blobs.Context());
+  REQUIRE(again.ok());
+  CHECK(*again == *f32);
+
+  q["quantize"] = "q5_1";
+  Status s = kind->ValidateParams(q.dump());
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(s.message().find("'quantize'") != std::string::npos);
+  q["quantize"] = 8;
+  CHECK(kind->ValidateParams(q.dump()).message().find("'quantize' must be a string") !=
+        std::string::npos);
+}
+
 // A token data blob in a temporary file, removed at the end.
 struct TokenDataBlob {
   std::string path, hash;

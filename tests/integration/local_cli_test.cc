@@ -299,6 +299,42 @@ TEST_CASE("finetune lowers the eval loss; the adapter loads in eval and generate
   CHECK(r.out.find("adapter written to") != std::string::npos);
 }
 
+TEST_CASE("finetune --quantize q8_0/q4_0 (QLoRA) tracks the F32 base's loss curve", "[local]") {
+  auto curve = [](const std::string& out, const std::string& quantize) {
+    std::vector<std::string> args = {"local", "finetune", "--model", TinyModel(), "--data",
+                                     TrainData(), "--out", out, "--steps", "20", "--batch", "4",
+                                     "--lr", "0.01", "--seed", "1", "--json"};
+    if (!quantize.empty()) args.insert(args.end(), {"--quantize", quantize});
+    Run r = Pcf(args);
+    INFO(r.Describe());
+    REQUIRE(r.exit_code == 0);
+    auto lines = r.JsonLines();
+    REQUIRE(lines.size() == 21);
+    std::vector<double> loss;
+    for (int i = 0; i < 20; ++i) loss.push_back(lines[i]["loss"].get<double>());
+    return loss;
+  };
+  const std::vector<double> f32 = curve(Dir() + "/qlora_f32", "");
+  for (const std::string q : {"q8_0", "q4_0"}) {
+    const std::string adapter = Dir() + "/qlora_" + q;
+    const std::vector<double> ql = curve(adapter, q);
+    INFO(q << ": loss " << ql.front() << " -> " << ql.back() << "; F32 base " << f32.front()
+            << " -> " << f32.back());
+    CHECK(ql.back() < 0.7 * ql.front());
+    // The quantized base computes nearly the F32 function: the curves
+    // track (Q4_0's step is 16 times Q8_0's).
+    const double tol = q == "q8_0" ? 0.02 : 0.1;
+    CHECK(std::abs(ql.front() - f32.front()) < tol * f32.front());
+    CHECK(std::abs(ql.back() - f32.back()) < 2 * tol * f32.front());
+    // The adapter loads back over the same quantized base and lowers eval.
+    const double before = EvalJson({"--quantize", q})["loss"];
+    const double after = EvalJson({"--quantize", q, "--adapter", adapter})["loss"];
+    CHECK(after < 0.7 * before);
+    json g = GenerateOne({"--quantize", q, "--adapter", adapter});
+    CHECK(g["tokens"].is_array());
+  }
+}
+
 // Exit 1 and exactly one line on stderr that contains `says`.
 void ExpectOneLineError(const Run& r, const std::string& says) {
   INFO(r.Describe());
@@ -339,6 +375,10 @@ TEST_CASE("bad data, paths and arguments are one-line errors", "[local]") {
   ExpectOneLineError(Pcf({"local", "finetune", "--model", TinyModel(), "--data", TrainData(),
                           "--out", Dir() + "/never", "--lora-targets", "q_proj,nope"}),
                      "nope");
+  ExpectOneLineError(Pcf({"local", "finetune", "--model", TinyModel(), "--data", TrainData(),
+                          "--out", Dir() + "/never", "--quantize", "q4_k"}),
+                     "--quantize: quantize: 'q4_k' is not a weight format to quantize to; use "
+                     "q8_0 or q4_0");
   // Command-line syntax errors exit 64, as every pcfarm command.
   CHECK(Pcf({"local", "make-model", "--out", Dir() + "/x", "--config", "huge"}).exit_code == 64);
   CHECK(Pcf({"local", "eval", "--model", TinyModel()}).exit_code == 64);  // no --data
