@@ -146,6 +146,15 @@ std::map<std::string, LlamaModel::Slot> LlamaModel::WeightSlots() {
   return m;
 }
 
+int64_t LlamaModel::WeightBytes() const {
+  // WeightSlots only takes the weights' addresses; nothing is changed.
+  int64_t bytes = 0;
+  for (const auto& [name, slot] : const_cast<LlamaModel*>(this)->WeightSlots()) {
+    if (slot.value->valid()) bytes += int64_t(slot.value->bytes());
+  }
+  return bytes;
+}
+
 Status LlamaModel::Upload(const ModelWeights& weights, const LlamaOptions& options) {
   if (options.quantize != StorageType::kF32 && options.quantize != StorageType::kQ8_0 &&
       options.quantize != StorageType::kQ4_0)

@@ -184,6 +184,10 @@ class LlamaModel {
   // The projections LlamaOptions::quantize left as loaded (rows that are not
   // whole blocks), by HF name; empty without quantize.
   const std::vector<std::string>& UnquantizedProjections() const { return unquantized_; }
+  // The bytes of the base weights as the backend holds them (embeddings,
+  // norms, projections after LlamaOptions::quantize, biases, lm_head unless
+  // tied); LoRA adapters not included.
+  int64_t WeightBytes() const;
   Backend* backend() const { return backend_; }
 
   // ---- inference ------------------------------------------------------------
