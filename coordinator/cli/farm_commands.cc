@@ -15,6 +15,7 @@
 #include "coordinator/cli/farm_internal.h"
 #include "coordinator/cli/upload.h"
 #include "coordinator/client_profile.h"
+#include "coordinator/jobs/memory_estimate.h"
 #include "crypto/keys.h"
 #include "tasks/backend/registry.h"
 #include "tasks/engine/data.h"
@@ -74,6 +75,23 @@ Result<std::vector<std::pair<std::string, std::string>>> FilesToSend(const std::
   return out;
 }
 
+std::string QuantizeParamName(StorageType t) {
+  return t == StorageType::kQ8_0 ? "q8_0" : t == StorageType::kQ4_0 ? "q4_0" : "";
+}
+
+json ModelDimsParam(const ModelConfig& c, int64_t weight_bytes) {
+  ModelDims d;
+  d.hidden = c.hidden_size;
+  d.layers = c.num_hidden_layers;
+  d.heads = c.num_attention_heads;
+  d.kv_heads = c.num_key_value_heads;
+  d.head_dim = c.head_dim;
+  d.intermediate = c.intermediate_size;
+  d.vocab = c.vocab_size;
+  d.weight_bytes = weight_bytes;
+  return ModelDimsToJson(d);
+}
+
 std::string Human(int64_t bytes) {
   char buf[32];
   if (bytes >= (int64_t(1) << 30)) {
@@ -109,6 +127,9 @@ FarmCommands::FarmCommands(CLI::App* app, CLI::App* submit, Globals* globals) : 
                          "JSONL: one {\"prompt\": ...} or {\"messages\": [...]} per line")
       ->required();
   infer_cmd_->add_option("--adapter", o.adapter, "a PEFT LoRA adapter directory");
+  infer_cmd_->add_option("--quantize", o.quantize,
+                         "the workers quantize the q/k/v/o/gate/up/down projections at load: "
+                         "q8_0 or q4_0 (an unquantized model)");
   infer_cmd_->add_option("--max-tokens", o.max_tokens, "new tokens per prompt at most (1..4096)")
       ->capture_default_str();
   infer_cmd_->add_option("--temperature", o.temperature, "0: greedy")->capture_default_str();
@@ -189,6 +210,8 @@ int FarmCommands::SubmitInfer() {
     return Fail("--prompts-per-shard must be 0..256 (0: chosen from a token budget)");
   }
   if (o.redundancy < 1 || o.redundancy > 16) return Fail("--redundancy must be 1..16");
+  auto quantize = ParseWeightQuantization(o.quantize);
+  if (!quantize.ok()) return Fail(quantize.status().WithContext("--quantize"));
   const bool progress = !g_->json;
 
   // Everything is checked here, before anything is uploaded or queued.
@@ -203,12 +226,27 @@ int FarmCommands::SubmitInfer() {
     auto files = FilesToSend(o.adapter, true);
     if (!files.ok()) return Fail(files.status());
     adapter_files = std::move(*files);
-    auto backend = CreateBackend("cpu", BackendOptions{});
+  }
+  // The model as a worker loads it (quantized with --quantize): that checks
+  // the quantization and the adapter, and gives the weights' bytes.
+  int64_t weight_bytes = 0;
+  {
+    BackendOptions bo;
+    bo.cpu_threads = 1;
+    auto backend = CreateBackend("cpu", bo);
     if (!backend.ok()) return Fail(backend.status());
-    auto model = LlamaModel::Create(loaded->config, loaded->weights, backend->get());
-    if (!model.ok()) return Fail(model.status().WithContext("--model " + o.model));
-    Status a = (*model)->LoadAdapter(o.adapter);
-    if (!a.ok()) return Fail(a.WithContext("--adapter " + o.adapter));
+    LlamaOptions lo;
+    lo.quantize = *quantize;
+    auto model = LlamaModel::Create(loaded->config, loaded->weights, backend->get(), lo);
+    if (!model.ok()) {
+      return Fail(model.status().WithContext(
+          "--model " + o.model + (o.quantize.empty() ? "" : " --quantize " + o.quantize)));
+    }
+    weight_bytes = (*model)->WeightBytes();
+    if (!o.adapter.empty()) {
+      Status a = (*model)->LoadAdapter(o.adapter);
+      if (!a.ok()) return Fail(a.WithContext("--adapter " + o.adapter));
+    }
   }
   auto prompts = ReadPromptsJsonl(o.prompts);
   if (!prompts.ok()) return Fail(prompts.status());
@@ -265,6 +303,8 @@ int FarmCommands::SubmitInfer() {
                  {"model_parameters", parameters},
                  {"model_bytes", model_bytes}};
   if (!adapter_map.empty()) params["adapter"] = adapter_map;
+  if (*quantize != StorageType::kF32) params["quantize"] = QuantizeParamName(*quantize);
+  params["model_dims"] = ModelDimsParam(loaded->config, weight_bytes);
   wire::ClientRequest req;
   auto* s = req.mutable_submit();
   s->set_kind("infer");

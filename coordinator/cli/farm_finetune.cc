@@ -76,6 +76,9 @@ void FarmCommands::AddFinetuneCommand(CLI::App* submit) {
                 "cut examples to this many tokens (0: the model's maximum)")
       ->capture_default_str();
   c->add_option("--seed", o.seed, "LoRA initialisation and data order")->capture_default_str();
+  c->add_option("--quantize", o.quantize,
+                "QLoRA: the workers quantize the base's q/k/v/o/gate/up/down projections at "
+                "load: q8_0 or q4_0 (an unquantized model)");
   c->add_option("--mode", o.mode,
                 "sync (one AdamW step a round) or diloco (H local steps a shard, then an "
                 "outer Nesterov step)")
@@ -155,6 +158,8 @@ int FarmCommands::SubmitFinetune() {
   }
   auto rule = ParseAggregateRule(o.aggregate);
   if (!rule.ok()) return Fail(rule.status().WithContext("--aggregate"));
+  auto quantize = ParseWeightQuantization(o.quantize);
+  if (!quantize.ok()) return Fail(quantize.status().WithContext("--quantize"));
   LoraConfig lora;
   lora.rank = o.lora_rank;
   lora.alpha = o.lora_alpha;
@@ -174,8 +179,14 @@ int FarmCommands::SubmitFinetune() {
   bo.cpu_threads = 1;
   auto backend = CreateBackend("cpu", bo);
   if (!backend.ok()) return Fail(backend.status());
-  auto model = LlamaModel::Create(loaded->config, loaded->weights, backend->get());
-  if (!model.ok()) return Fail(model.status().WithContext("--model " + o.model));
+  LlamaOptions lo;
+  lo.quantize = *quantize;
+  auto model = LlamaModel::Create(loaded->config, loaded->weights, backend->get(), lo);
+  if (!model.ok()) {
+    return Fail(model.status().WithContext(
+        "--model " + o.model + (o.quantize.empty() ? "" : " --quantize " + o.quantize)));
+  }
+  const int64_t weight_bytes = (*model)->WeightBytes();
   Status enabled = (*model)->EnableLora(lora);
   if (!enabled.ok()) return Fail(enabled.WithContext("--lora-*"));
   // Tokenized here, once, exactly as `pcfarm local finetune` does.
@@ -187,6 +198,8 @@ int FarmCommands::SubmitFinetune() {
   TokenizedData data = TokenizeExamples(*examples, loaded->tokenizer, eos, max_length);
   if (data.counted_tokens == 0) return Fail(o.data + ": no example has a token the loss counts");
   const int64_t usable = int64_t(UsableSequences(data.sequences).size());
+  int64_t longest = 0;
+  for (const auto& seq : data.sequences) longest = std::max(longest, int64_t(seq.tokens.size()));
   if (o.batch > usable) {
     return Fail("--batch " + std::to_string(o.batch) + " is larger than the data: " + o.data +
                 " has " + std::to_string(usable) + " example(s) with a token the loss counts");
@@ -254,6 +267,10 @@ int FarmCommands::SubmitFinetune() {
                  {"compress", o.compress},
                  {"model_bytes", model_bytes}};
   if (o.micro_batch > 0) params["micro_batch"] = o.micro_batch;
+  if (*quantize != StorageType::kF32) params["quantize"] = QuantizeParamName(*quantize);
+  params["model_dims"] = ModelDimsParam(loaded->config, weight_bytes);
+  params["trainable_parameters"] = trainable;
+  params["longest_sequence"] = longest;
   if (o.quorum < 1) params["quorum"] = o.quorum;
   if (o.round_timeout_s > 0) params["round_timeout_s"] = o.round_timeout_s;
   if (diloco) {

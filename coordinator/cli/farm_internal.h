@@ -10,10 +10,12 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "base/status.h"
+#include "tasks/backend/backend.h"
 
 namespace pcfarm {
 
 class CoordinatorClient;
+struct ModelConfig;
 
 // The files of a model or adapter that travel to the workers, as (name,
 // path): a .gguf file alone, or the files of a Hugging Face (or PEFT
@@ -29,6 +31,15 @@ Result<std::vector<std::pair<std::string, std::string>>> FilesToSend(const std::
 Status UploadModelFiles(CoordinatorClient* client,
                         const std::vector<std::pair<std::string, std::string>>& files,
                         bool progress, nlohmann::json* map, int64_t* bytes, int64_t* sent);
+
+// The "model_dims" job param (coordinator/jobs/memory_estimate.h) of a
+// model with config `c` whose base weights a worker holds in
+// `weight_bytes` (LlamaModel::WeightBytes after LlamaOptions::quantize).
+nlohmann::json ModelDimsParam(const ModelConfig& c, int64_t weight_bytes);
+
+// "q8_0" / "q4_0": the "quantize" job and shard param for kQ8_0 / kQ4_0
+// (ParseWeightQuantization's result); "" otherwise.
+std::string QuantizeParamName(StorageType t);
 
 // "12.3 MiB" / "1.25 GiB".
 std::string Human(int64_t bytes);

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "coordinator/jobs/memory_estimate.h"
 #include "coordinator/jobs/planner.h"
 #include "crypto/hash.h"
 #include "tasks/aggregate/aggregate.h"
@@ -39,6 +40,9 @@ struct FinetuneParams {
   json model, adapter;
   std::string data;
   int64_t examples = 0, steps = 0, batch = 0, micro_batch = 0, model_bytes = 0;
+  // What each shard needs of a worker's memory (ShardSpec::needs_memory_bytes).
+  int64_t needs_memory_bytes = 0;
+  json quantize;  // the "quantize" param its shards carry; null: none
   uint64_t seed = 0;
   OptimizerConfig opt;
   AggregateRule rule = AggregateRule::kMean;
@@ -171,6 +175,25 @@ Result<FinetuneParams> ParseParams(std::string_view text) {
   if (p.contains("compress")) {
     if (!p["compress"].is_string()) return InvalidArgument("'compress' must be a string");
     PCFARM_ASSIGN_OR_RETURN(f.codec, ParseGradientCodec(p["compress"].get<std::string>()));
+  }
+  if (auto q = p.find("quantize"); q != p.end()) {
+    if (!q->is_string()) return InvalidArgument("'quantize' must be \"q8_0\" or \"q4_0\"");
+    f.quantize = *q;
+  }
+  // Memory: estimated from the model's shape (memory_estimate.h), or, for a
+  // job whose params predate "model_dims", the model files' size.
+  f.needs_memory_bytes = f.model_bytes;
+  if (auto md = p.find("model_dims"); md != p.end()) {
+    PCFARM_ASSIGN_OR_RETURN(ModelDims dims, ModelDimsFromJson(*md));
+    PCFARM_ASSIGN_OR_RETURN(int64_t trainable,
+                            number("trainable_parameters", 0, int64_t(1) << 40, 0));
+    PCFARM_ASSIGN_OR_RETURN(int64_t longest, number("longest_sequence", 1, int64_t(1) << 31, 1));
+    int64_t rank = 0;
+    if (auto l = p.find("lora"); l != p.end() && l->is_object()) {
+      auto r = l->find("rank");
+      if (r != l->end() && r->is_number_integer()) rank = std::clamp<int64_t>(r->get<int64_t>(), 0, 1 << 20);
+    }
+    f.needs_memory_bytes = TrainShardMemoryBytes(dims, trainable, rank, f.micro_batch * longest);
   }
   // The job's error-feedback stream on each worker: named by its params.
   f.feedback = HashToHex(Blake2b256(text)).substr(0, 32);
@@ -737,10 +760,11 @@ class FinetunePlanner final : public JobPlanner {
         shard["compress"] = GradientCodecName(f.codec);
         shard["feedback"] = f.feedback;
       }
+      if (!f.quantize.is_null()) shard["quantize"] = f.quantize;
       std::string sp = shard.dump();
       Status v = kind->ValidateParams(sp);
       if (!v.ok()) return v.WithContext("round " + std::to_string(round));
-      out.push_back(ShardSpec{std::move(sp), "", f.model_bytes});
+      out.push_back(ShardSpec{std::move(sp), "", f.needs_memory_bytes});
     }
     return out;
   }
@@ -802,13 +826,14 @@ class FinetunePlanner final : public JobPlanner {
         shard["compress"] = GradientCodecName(f.codec);
         shard["feedback"] = f.feedback;
       }
+      if (!f.quantize.is_null()) shard["quantize"] = f.quantize;
       for (size_t j = i; j < std::min(batch.size(), i + size_t(f.micro_batch)); ++j) {
         shard["examples"].push_back(batch[j]);
       }
       std::string sp = shard.dump();
       Status v = kind->ValidateParams(sp);
       if (!v.ok()) return v.WithContext("step " + std::to_string(step));
-      out.push_back(ShardSpec{std::move(sp), "", f.model_bytes});
+      out.push_back(ShardSpec{std::move(sp), "", f.needs_memory_bytes});
     }
     return out;
   }

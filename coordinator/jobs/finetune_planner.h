@@ -25,7 +25,13 @@
 //   "compress": "none" (default) | "fp16" | "int8": how shards send their
 //   gradients (tasks/aggregate/compress.h; fp16 and int8 through an
 //   error-feedback stream per job on each worker), "model_bytes": the
-//   model files' size
+//   model files' size, "quantize": "q8_0" | "q4_0" (optional; copied into
+//   every shard: QLoRA over a base the train kind quantizes at load),
+//   "model_dims" (memory_estimate.h), "trainable_parameters" (the LoRA
+//   parameters) and "longest_sequence" (the data's longest, in tokens):
+//   each shard needs TrainShardMemoryBytes(dims, trainable, lora.rank,
+//   micro_batch · longest) of device memory; without "model_dims" (an
+//   older job), "model_bytes"
 //
 // Sync mode, step s (1-based): the B sequences BatchSampler(usable, seed)
 // gives at its s-th Next(B), in that order, cut into micro-batches of M;

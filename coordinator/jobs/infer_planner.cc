@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "coordinator/job_summary.h"
+#include "coordinator/jobs/memory_estimate.h"
 #include "coordinator/jobs/planner.h"
 #include "tasks/kinds/kind.h"
 
@@ -114,6 +116,12 @@ class InferPlanner final : public JobPlanner {
                             number("model_parameters", 0, int64_t(1) << 50, 0));
     PCFARM_ASSIGN_OR_RETURN(int64_t model_bytes,
                             number("model_bytes", 0, int64_t(1) << 50, 0));
+    // The memory a shard needs: estimated from the model's shape, or, for a
+    // job whose params predate "model_dims", the model files' size.
+    std::optional<ModelDims> dims;
+    if (auto md = p.find("model_dims"); md != p.end()) {
+      PCFARM_ASSIGN_OR_RETURN(dims, ModelDimsFromJson(*md));
+    }
     uint64_t seed = 0;
     if (auto s = p.find("seed"); s != p.end()) {
       if (!s->is_number_unsigned()) return InvalidArgument("'seed' must be a non-negative integer");
@@ -173,7 +181,7 @@ class InferPlanner final : public JobPlanner {
                     {"seed", seed + slice.first},
                     {"first", slice.first}};
       if (p.contains("adapter")) shard["adapter"] = p["adapter"];
-      for (const char* f : {"temperature", "top_k", "top_p"}) {
+      for (const char* f : {"temperature", "top_k", "top_p", "quantize"}) {
         if (p.contains(f)) shard[f] = p[f];
       }
       for (size_t i = slice.first; i < slice.first + slice.count; ++i) {
@@ -182,7 +190,17 @@ class InferPlanner final : public JobPlanner {
       std::string sp = shard.dump();
       Status v = kind->ValidateParams(sp);
       if (!v.ok()) return v.WithContext("shard " + std::to_string(plan.shards.size()));
-      plan.shards.push_back(ShardSpec{std::move(sp), "", model_bytes});
+      int64_t needs = model_bytes;
+      if (dims) {
+        int64_t prompt_tokens = 0, longest = 0;
+        for (size_t i = slice.first; i < slice.first + slice.count; ++i) {
+          prompt_tokens += tokens[i];
+          longest = std::max(longest, tokens[i]);
+        }
+        needs = InferShardMemoryBytes(*dims, int64_t(slice.count), prompt_tokens,
+                                      longest + max_tokens);
+      }
+      plan.shards.push_back(ShardSpec{std::move(sp), "", needs});
     }
     plan.blobs = model;
     plan.blobs.insert(plan.blobs.end(), adapter.begin(), adapter.end());

@@ -12,8 +12,13 @@
 //              as the infer kind; prompt i of the file samples with seed + i
 //   "prompts_per_shard": 0 (default: from the token budget below) or 1..256
 //   "model_parameters": the model's parameter count (for the budget)
-//   "model_bytes": the model files' total size (each shard needs that much
-//              device memory at least)
+//   "model_bytes": the model files' total size (what each shard needs of
+//              device memory when "model_dims" is absent: an older job)
+//   "model_dims": the model's shape and held weight bytes
+//              (memory_estimate.h ModelDimsFromJson); each shard needs
+//              InferShardMemoryBytes of its prompts
+//   "quantize": "q8_0" | "q4_0" (optional): copied into every shard, whose
+//              kind quantizes the base at load
 // Shard k's params are the infer kind's, with the prompts of its slice, and
 // "seed": seed + (index of its first prompt), "first": that index.
 //

@@ -7,7 +7,10 @@
 #include <nlohmann/json.hpp>
 
 #include "coordinator/jobs/infer_planner.h"
+#include "coordinator/jobs/memory_estimate.h"
 #include "crypto/hash.h"
+#include "tasks/engine/adapter_io.h"
+#include "tasks/engine/token_data.h"
 
 namespace pcfarm {
 namespace {
@@ -123,6 +126,32 @@ TEST_CASE_METHOD(PlannerFixture, "an infer job becomes shards with global seeds"
   CHECK(json::parse(summary)["prompts"] == 3);
   CHECK(json::parse(summary)["tokens"] == 6);
 
+  SECTION("quantize and the memory estimate reach every shard") {
+    ModelDims dims{64, 2, 4, 2, 16, 128, 100, 5000};
+    json q = p;
+    q["quantize"] = "q8_0";
+    q["model_dims"] = ModelDimsToJson(dims);
+    wire::SubmitRequest r = req;
+    r.set_params(q.dump());
+    auto qp = infer->Plan(r, *blobs);
+    REQUIRE(qp.ok());
+    REQUIRE(qp->shards.size() == 3);
+    for (const auto& shard : qp->shards) CHECK(json::parse(shard.params)["quantize"] == "q8_0");
+    // Shard 1: 3 prompts of 4 tokens, each up to 4 + 8 positions.
+    CHECK(qp->shards[1].needs_memory_bytes == InferShardMemoryBytes(dims, 3, 12, 12));
+    CHECK(qp->shards[2].needs_memory_bytes == InferShardMemoryBytes(dims, 1, 4, 12));
+    // Without model_dims (a job from before them): the files' size.
+    CHECK_FALSE(json::parse(plan->shards[0].params).contains("quantize"));
+    q["quantize"] = "q3";
+    r.set_params(q.dump());
+    CHECK(infer->Plan(r, *blobs).status().code() == StatusCode::kInvalidArgument);
+    q["quantize"] = "q8_0";
+    q["model_dims"].erase("vocab");
+    r.set_params(q.dump());
+    CHECK(infer->Plan(r, *blobs).status().message().find("model_dims.vocab") !=
+          std::string::npos);
+  }
+
   SECTION("bad params are refused") {
     auto bad = [&](json q) {
       wire::SubmitRequest r = req;
@@ -144,6 +173,57 @@ TEST_CASE_METHOD(PlannerFixture, "an infer job becomes shards with global seeds"
     wire::SubmitRequest with_shards = req;
     with_shards.add_shard_params("{}");
     CHECK(infer->Plan(with_shards, *blobs).status().code() == StatusCode::kInvalidArgument);
+  }
+}
+
+TEST_CASE_METHOD(PlannerFixture, "finetune shards carry quantize and the memory estimate",
+                 "[planner]") {
+  const JobPlanner* finetune = FindPlanner("finetune");
+  REQUIRE(finetune != nullptr);
+  // A rank-2 adapter on layer 0's q_proj (8 wide), and 5 sequences.
+  LoraConfig lora;
+  lora.rank = 2;
+  lora.alpha = 4;
+  lora.target_modules = {"q_proj"};
+  std::vector<ParameterInfo> layout = {{LoraTensorName(0, "q_proj", false), {2, 8}, 0, 16},
+                                       {LoraTensorName(0, "q_proj", true), {8, 2}, 16, 16}};
+  std::vector<float> flat(32, 0.01f);
+  std::string config = *blobs->Put(EncodeAdapterConfig(lora, "m"));
+  std::string weights = *blobs->Put(*EncodeAdapterSafetensors(layout, flat));
+  std::vector<TokenSequence> seqs(5, TokenSequence{{1, 2, 3, 4}, {}});
+  std::string data = *blobs->Put(EncodeTokenData(seqs));
+  std::string model = *blobs->Put("model bytes");
+  ModelDims dims{64, 2, 4, 2, 16, 128, 100, 5000};
+  json p = {{"model", {{"model.safetensors", model}}},
+            {"adapter", {{"adapter_config.json", config}, {"adapter_model.safetensors", weights}}},
+            {"data", data}, {"examples", 5}, {"steps", 2}, {"batch", 4}, {"micro_batch", 3},
+            {"seed", 1}, {"lora", {{"rank", 2}, {"alpha", 4}, {"targets", {"q_proj"}}}},
+            {"model_bytes", 11}};
+  wire::SubmitRequest req;
+  req.set_kind("finetune");
+  req.set_params(p.dump());
+  auto old = finetune->Plan(req, *blobs);
+  REQUIRE(old.ok());
+  REQUIRE(old->shards.size() == 2);
+  CHECK(old->shards[0].needs_memory_bytes == 11);  // no model_dims: the files' size
+  CHECK_FALSE(json::parse(old->shards[0].params).contains("quantize"));
+  for (const char* mode : {"sync", "diloco"}) {
+    json q = p;
+    q["mode"] = mode;
+    q["quantize"] = "q4_0";
+    q["model_dims"] = ModelDimsToJson(dims);
+    q["trainable_parameters"] = 32;
+    q["longest_sequence"] = 4;
+    req.set_params(q.dump());
+    auto plan = finetune->Plan(req, *blobs);
+    INFO(mode);
+    REQUIRE(plan.ok());
+    REQUIRE(plan->shards.size() == 2);
+    for (const auto& shard : plan->shards) {
+      CHECK(json::parse(shard.params)["quantize"] == "q4_0");
+      // Micro-batch 3 × the longest sequence's 4 tokens.
+      CHECK(shard.needs_memory_bytes == TrainShardMemoryBytes(dims, 32, 2, 12));
+    }
   }
 }
 

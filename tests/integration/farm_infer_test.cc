@@ -205,6 +205,25 @@ TEST_CASE("a GGUF model and a model with an adapter agree with local generate",
     // The model travelled as one blob.
     CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM job_blobs WHERE job_id=" + std::to_string(job)) == 2);
   }
+  SECTION("quantized at load (--quantize q8_0)") {
+    std::string model = c->dir() + "/model";
+    MakeModel(&c.c, model);
+    std::vector<std::string> g = {"--max-tokens", "8", "--quantize", "q8_0"};
+    std::vector<std::string> a = {"--model", model, "--prompts", prompts, "--prompts-per-shard",
+                                  "6"};
+    a.insert(a.end(), g.begin(), g.end());
+    int64_t job = SubmitInfer(&c.c, a);
+    auto end = c->WaitForJobEnd(job, 120'000);
+    REQUIRE_OK(end);
+    REQUIRE(*end == "succeeded");
+    std::vector<std::string> l = {"--model", model, "--prompts", prompts};
+    l.insert(l.end(), g.begin(), g.end());
+    auto farm = Fetch(&c.c, job, c->dir() + "/out.jsonl");
+    RequireSameAsLocal(farm, LocalGenerate(&c.c, l));
+    // The job carries it (the planner unit test: every shard does too).
+    CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM jobs WHERE id=" + std::to_string(job) +
+                          " AND params LIKE '%\"quantize\":\"q8_0\"%'") == 1);
+  }
   SECTION("adapter") {
     std::string model = std::string(PCFARM_LLAMA_FIXTURE_DIR) + "/llama_tiny";
     std::vector<std::string> a = {"--model", model, "--adapter", model + "/adapter",
@@ -424,6 +443,7 @@ TEST_CASE("bad infer inputs: one line, exit 1, nothing uploaded or queued", "[fa
   bad("{\"prompt\": \"ok\"}\n", {"--max-tokens", "0"}, "--max-tokens");
   bad("{\"prompt\": \"ok\"}\n", {"--top-p", "1.5"}, "--top-p");
   bad("{\"prompt\": \"ok\"}\n", {"--adapter", c->dir() + "/nope"}, "--adapter");
+  bad("{\"prompt\": \"ok\"}\n", {"--quantize", "q3"}, "--quantize: quantize: 'q3'");
   CommandResult nomodel = c->Cli({"submit", "infer", "--model", c->dir() + "/nope",
                                   "--prompts", c->dir() + "/p.jsonl"});
   CHECK(nomodel.exit_code == 1);
