@@ -14,7 +14,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "base/status.h"
@@ -23,6 +25,42 @@
 #include "coordinator/store.h"
 
 namespace pcfarm {
+
+// One page of the workers list: /api/v1/workers?limit=N[&offset=K]
+// [&sort=FIELD][&order=asc|desc][&state=STATE].
+struct WorkerQuery {
+  static constexpr int kMaxLimit = 1000;
+  int limit = 100;                 // rows, 1..kMaxLimit
+  int64_t offset = 0;              // rows skipped, >= 0
+  std::string sort = "worker_id";  // a field of kWorkerSortFields
+  bool descending = false;
+  std::string state;  // "" (all), or idle, busy, offline, quarantined, outdated
+
+  // The parameters in one fixed order (a cache key).
+  std::string Key() const;
+};
+
+// Fields a WorkerQuery may sort by: numbers sort as numbers, the others
+// (name, state, backend) as bytes. "devices" is the number of devices,
+// "state" and "backend" what the workers page shows (WorkerStateName,
+// WorkerBackends).
+inline constexpr const char* kWorkerSortFields[] = {
+    "worker_id", "name",    "state",   "devices",      "backend", "gflops",
+    "trust",     "agreed",  "disagreed", "running",    "last_seen_ms"};
+
+// The query of /api/v1/workers from its URL parameters: nullopt when there
+// are none (the whole list, as `pcfarm workers --json`); InvalidArgument,
+// with a message naming the parameter, for an unknown or repeated
+// parameter, a malformed or out-of-range value, or parameters without
+// `limit`.
+Result<std::optional<WorkerQuery>> ParseWorkerQuery(
+    const std::multimap<std::string, std::string>& params);
+
+// The page `q` of `workers` (an array as StatusApi::Workers answers, in
+// worker_id order): {"total" (workers that match q.state), "offset",
+// "limit", "sort", "order", "workers" [at most q.limit of them]}. The sort
+// is stable: workers with equal keys stay in worker_id order, either way.
+nlohmann::json PageOfWorkers(const nlohmann::json& workers, const WorkerQuery& q);
 
 class StatusApi {
  public:
