@@ -99,27 +99,30 @@ bool IsNumericSortField(const std::string& f) {
   return f != "name" && f != "state" && f != "backend";
 }
 
-// The sort key of `w` for `field`: `num` for numeric fields, `text` else.
+// The sort key of a worker for `field`: `num` for numeric fields, `text`
+// else; the values the worker's JSON shows (WorkerJson of WorkerToWire).
 struct SortKey {
   double num = 0;
   std::string text;
 };
 
-SortKey KeyOf(const json& w, const std::string& field) {
+SortKey KeyOf(const WorkerInfo& w, const WorkerLiveState& live, const std::string& field) {
   SortKey k;
-  if (field == "name") {
-    auto it = w.find("name");
-    if (it != w.end() && it->is_string()) k.text = it->get<std::string>();
-  } else if (field == "state") {
-    k.text = WorkerStateName(w);
-  } else if (field == "backend") {
-    k.text = WorkerBackends(w);
-  } else if (field == "devices") {
-    auto it = w.find("devices");
-    k.num = it != w.end() && it->is_array() ? double(it->size()) : 0;
-  } else {
-    auto it = w.find(field);
-    k.num = it != w.end() && it->is_number() ? it->get<double>() : 0;
+  if (field == "worker_id") k.num = double(w.id);
+  else if (field == "name") k.text = w.name;
+  else if (field == "gflops") k.num = w.speed_gflops;
+  else if (field == "trust") k.num = w.trust;
+  else if (field == "agreed") k.num = double(w.agreed);
+  else if (field == "disagreed") k.num = double(w.disagreed);
+  else if (field == "running") k.num = live.connected ? live.running : 0;
+  else if (field == "last_seen_ms") k.num = double(w.last_seen_ms);
+  else if (field == "state") {
+    k.text = w.banned ? "quarantined" : live.outdated ? "outdated" : !live.connected ? "offline"
+             : live.running > 0 ? "busy" : "idle";
+  } else {  // devices, backend: from the stored devices, as the JSON has them
+    json j = WorkerJson(WorkerToWire(w, live));
+    if (field == "backend") k.text = WorkerBackends(j);
+    else k.num = double(j["devices"].size());
   }
   return k;
 }
@@ -190,14 +193,20 @@ Result<std::optional<WorkerQuery>> ParseWorkerQuery(
   return std::optional<WorkerQuery>(q);
 }
 
-json PageOfWorkers(const json& workers, const WorkerQuery& q) {
+json PageOfWorkers(const std::vector<WorkerInfo>& workers, const LiveView& view,
+                   const WorkerQuery& q) {
+  std::vector<WorkerLiveState> live;
+  live.reserve(workers.size());
+  for (const auto& w : workers) live.push_back(LiveStateOf(view, w.id));
   std::vector<size_t> order;
   order.reserve(workers.size());
   for (size_t i = 0; i < workers.size(); ++i) {
-    if (q.state.empty() || WorkerStateName(workers[i]) == q.state) order.push_back(i);
+    if (q.state.empty() || KeyOf(workers[i], live[i], "state").text == q.state) {
+      order.push_back(i);
+    }
   }
   std::vector<SortKey> keys(workers.size());
-  for (size_t i : order) keys[i] = KeyOf(workers[i], q.sort);
+  for (size_t i : order) keys[i] = KeyOf(workers[i], live[i], q.sort);
   const bool numeric = IsNumericSortField(q.sort);
   auto less = [&](size_t a, size_t b) {
     return numeric ? keys[a].num < keys[b].num : keys[a].text < keys[b].text;
@@ -211,7 +220,9 @@ json PageOfWorkers(const json& workers, const WorkerQuery& q) {
   json rows = json::array();
   const size_t begin = size_t(std::min<int64_t>(q.offset, int64_t(order.size())));
   const size_t end = std::min(order.size(), begin + size_t(q.limit));
-  for (size_t i = begin; i < end; ++i) rows.push_back(workers[order[i]]);
+  for (size_t i = begin; i < end; ++i) {
+    rows.push_back(WorkerJson(WorkerToWire(workers[order[i]], live[order[i]])));
+  }
   return {{"total", int64_t(order.size())}, {"offset", q.offset},   {"limit", q.limit},
           {"sort", q.sort},                 {"order", q.descending ? "desc" : "asc"},
           {"state", q.state},               {"workers", std::move(rows)}};
@@ -234,6 +245,11 @@ Result<json> StatusApi::Workers() {
   json arr = json::array();
   for (const auto& w : workers) arr.push_back(WorkerJson(WorkerToWire(w, LiveStateOf(*view, w.id))));
   return arr;
+}
+
+Result<json> StatusApi::Workers(const WorkerQuery& q) {
+  PCFARM_ASSIGN_OR_RETURN(auto workers, store_->ListWorkers());
+  return PageOfWorkers(workers, *board_->view(), q);
 }
 
 Result<json> StatusApi::Worker(int64_t id) {

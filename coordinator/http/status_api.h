@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "coordinator/http/status_board.h"
@@ -56,11 +57,16 @@ inline constexpr const char* kWorkerSortFields[] = {
 Result<std::optional<WorkerQuery>> ParseWorkerQuery(
     const std::multimap<std::string, std::string>& params);
 
-// The page `q` of `workers` (an array as StatusApi::Workers answers, in
-// worker_id order): {"total" (workers that match q.state), "offset",
-// "limit", "sort", "order", "workers" [at most q.limit of them]}. The sort
-// is stable: workers with equal keys stay in worker_id order, either way.
-nlohmann::json PageOfWorkers(const nlohmann::json& workers, const WorkerQuery& q);
+// The page `q` of `workers` (as Store::ListWorkers lists them, in id order)
+// with their live state from `view`: {"total" (workers that match
+// q.state), "offset", "limit", "sort", "order", "state", "workers" [at most
+// q.limit elements as StatusApi::Workers has them]}. The sort is stable:
+// workers with equal keys stay in worker_id order, either way. Only the
+// rows of the page are turned into JSON (a poll of 100 rows out of 5,000
+// costs little); sorting by devices or backend reads every worker's
+// devices.
+nlohmann::json PageOfWorkers(const std::vector<WorkerInfo>& workers, const LiveView& view,
+                             const WorkerQuery& q);
 
 class StatusApi {
  public:
@@ -76,6 +82,8 @@ class StatusApi {
   Result<nlohmann::json> Overview();
   // `pcfarm workers --json`.
   Result<nlohmann::json> Workers();
+  // PageOfWorkers of every worker and the latest LiveView.
+  Result<nlohmann::json> Workers(const WorkerQuery& q);
   // One element of Workers(); NotFound for an unknown id.
   Result<nlohmann::json> Worker(int64_t id);
   // `pcfarm jobs --json`.

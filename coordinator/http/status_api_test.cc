@@ -2,17 +2,22 @@
 
 #include <catch2/catch.hpp>
 
+#include "coordinator/admin_queries.h"
+#include "coordinator/cli/cli_common.h"
+
 namespace pcfarm {
 namespace {
 
 using nlohmann::json;
 using Params = std::multimap<std::string, std::string>;
 
-json Worker(int64_t id, const std::string& name, double gflops, bool connected = true) {
-  return {{"worker_id", id}, {"name", name},   {"connected", connected}, {"banned", false},
-          {"trust", 0.5},    {"agreed", 0},    {"disagreed", 0},         {"gflops", gflops},
-          {"running", 0},    {"outdated", false}, {"last_seen_ms", 1000 + id},
-          {"devices", json::array()}};
+WorkerInfo Worker(int64_t id, const std::string& name, double gflops) {
+  WorkerInfo w;
+  w.id = id;
+  w.name = name;
+  w.speed_gflops = gflops;
+  w.last_seen_ms = 1000 + id;
+  return w;
 }
 
 std::vector<int64_t> Ids(const json& page) {
@@ -64,49 +69,72 @@ TEST_CASE("workers query: parameters, defaults and clear refusals", "[http]") {
 }
 
 TEST_CASE("workers page: sorted on the server, stable, numeric, cut and counted", "[http]") {
-  // In worker_id order, as StatusApi::Workers lists them.
-  json all = json::array({Worker(1, "pc-b", 10), Worker(2, "pc-a", 9.5), Worker(3, "pc-c", 100),
-                          Worker(4, "pc-a", 10), Worker(5, "pc-d", 2, /*connected=*/false)});
+  // In id order, as Store::ListWorkers lists them; all but 5 connected.
+  std::vector<WorkerInfo> all = {Worker(1, "pc-b", 10), Worker(2, "pc-a", 9.5),
+                                 Worker(3, "pc-c", 100), Worker(4, "pc-a", 10),
+                                 Worker(5, "pc-d", 2)};
+  all[0].devices_json = R"([{"index": 0, "backend": "cpu", "name": "x"}])";
+  LiveView view;
+  for (int64_t id : {1, 2, 3, 4}) view.running[id] = 0;
+  view.running[3] = 2;
   WorkerQuery q;
   q.limit = 2;
-  json p = PageOfWorkers(all, q);
+  json p = PageOfWorkers(all, view, q);
   CHECK(p["total"] == 5);
   CHECK(p["offset"] == 0);
   CHECK(p["limit"] == 2);
   CHECK(Ids(p) == std::vector<int64_t>{1, 2});
-  CHECK(p["workers"][0] == all[0]);  // whole rows, as the unpaged list has them
+  // Whole rows, as the unpaged list has them.
+  WorkerLiveState live;
+  live.connected = true;
+  CHECK(p["workers"][0] == WorkerJson(WorkerToWire(all[0], live)));
+  CHECK(p["workers"][0]["devices"].size() == 1);
 
   // Numbers as numbers (100 after 9.5), equal keys in worker_id order both ways.
   q.limit = 10;
   q.sort = "gflops";
-  CHECK(Ids(PageOfWorkers(all, q)) == std::vector<int64_t>{5, 2, 1, 4, 3});
+  CHECK(Ids(PageOfWorkers(all, view, q)) == std::vector<int64_t>{5, 2, 1, 4, 3});
   q.descending = true;
-  CHECK(Ids(PageOfWorkers(all, q)) == std::vector<int64_t>{3, 1, 4, 2, 5});
+  CHECK(Ids(PageOfWorkers(all, view, q)) == std::vector<int64_t>{3, 1, 4, 2, 5});
   q.sort = "name";
   q.descending = false;
-  CHECK(Ids(PageOfWorkers(all, q)) == std::vector<int64_t>{2, 4, 1, 3, 5});
+  CHECK(Ids(PageOfWorkers(all, view, q)) == std::vector<int64_t>{2, 4, 1, 3, 5});
   q.descending = true;
-  CHECK(Ids(PageOfWorkers(all, q)) == std::vector<int64_t>{5, 3, 1, 2, 4});
+  CHECK(Ids(PageOfWorkers(all, view, q)) == std::vector<int64_t>{5, 3, 1, 2, 4});
 
   // Pages follow one another; past the end is empty, with the total.
   q.limit = 2;
   q.offset = 4;
-  p = PageOfWorkers(all, q);
+  p = PageOfWorkers(all, view, q);
   CHECK(Ids(p) == std::vector<int64_t>{4});
   q.offset = 50;
-  p = PageOfWorkers(all, q);
+  p = PageOfWorkers(all, view, q);
   CHECK(p["workers"].empty());
   CHECK(p["total"] == 5);
 
   // A state filter counts what matches.
   q = WorkerQuery();
   q.state = "offline";
-  p = PageOfWorkers(all, q);
+  p = PageOfWorkers(all, view, q);
   CHECK(p["total"] == 1);
   CHECK(Ids(p) == std::vector<int64_t>{5});
   q.state = "busy";
-  CHECK(PageOfWorkers(all, q)["total"] == 0);
-  CHECK(PageOfWorkers(json::array(), WorkerQuery())["total"] == 0);
+  CHECK(Ids(PageOfWorkers(all, view, q)) == std::vector<int64_t>{3});
+  q.state = "quarantined";
+  CHECK(PageOfWorkers(all, view, q)["total"] == 0);
+  CHECK(PageOfWorkers({}, view, WorkerQuery())["total"] == 0);
+
+  // Keys that need the stored devices and the live state.
+  q = WorkerQuery();
+  q.sort = "devices";
+  q.descending = true;
+  CHECK(Ids(PageOfWorkers(all, view, q)) == std::vector<int64_t>{1, 2, 3, 4, 5});
+  q.sort = "state";  // busy, idle x3, offline
+  q.descending = false;
+  CHECK(Ids(PageOfWorkers(all, view, q)) == std::vector<int64_t>{3, 1, 2, 4, 5});
+  q.sort = "running";
+  q.descending = true;
+  CHECK(Ids(PageOfWorkers(all, view, q)) == std::vector<int64_t>{3, 1, 2, 4, 5});
 }
 
 }  // namespace

@@ -39,16 +39,10 @@ class StatusHttpServer::Impl {
     std::string csrf;
   };
   Auth Authenticate(const httplib::Request& req);
-  // The JSON answer for `key` made by `make`, reused for http_cache_ms
-  // after it was made, or after *data_ms when `make` sets it (an answer cut
-  // from older data ages with it).
+  // The JSON answer for `key` made by `make`, reused for http_cache_ms.
   void ServeJson(const std::string& key, httplib::Response& res,
-                 const std::function<Result<json>()>& make, const int64_t* data_ms = nullptr);
+                 const std::function<Result<json>()>& make);
   void ServeAction(const httplib::Request& req, httplib::Response& res, StatusAction action);
-  // StatusApi::Workers(), built at most once per http_cache_ms and shared
-  // by the whole list and every page of it (sorted and cut per query).
-  // *made_ms: when it was built.
-  Result<std::shared_ptr<const json>> AllWorkers(int64_t* made_ms);
   static void Fail(httplib::Response& res, const Status& s);
   void Routes();
 
@@ -70,8 +64,6 @@ class StatusHttpServer::Impl {
     std::string body;
   };
   std::map<std::string, Cached> cache;  // guarded by cache_mu
-  std::shared_ptr<const json> all_workers;  // guarded by cache_mu
-  int64_t all_workers_made_ms = 0;          // guarded by cache_mu
 };
 
 namespace {
@@ -134,8 +126,7 @@ StatusHttpServer::Impl::Auth StatusHttpServer::Impl::Authenticate(const httplib:
 }
 
 void StatusHttpServer::Impl::ServeJson(const std::string& key, httplib::Response& res,
-                                       const std::function<Result<json>()>& make,
-                                       const int64_t* data_ms) {
+                                       const std::function<Result<json>()>& make) {
   int64_t now = NowMs();
   {
     std::lock_guard l(cache_mu);
@@ -148,7 +139,7 @@ void StatusHttpServer::Impl::ServeJson(const std::string& key, httplib::Response
   }
   Result<json> made = make();
   Cached c;
-  c.made_ms = data_ms != nullptr && *data_ms > 0 ? std::min(now, *data_ms) : now;
+  c.made_ms = now;
   if (made.ok()) {
     c.body = made->dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   } else {
@@ -164,24 +155,6 @@ void StatusHttpServer::Impl::ServeJson(const std::string& key, httplib::Response
   cache[key] = std::move(c);
 }
 
-Result<std::shared_ptr<const json>> StatusHttpServer::Impl::AllWorkers(int64_t* made_ms) {
-  int64_t now = NowMs();
-  *made_ms = now;
-  {
-    std::lock_guard l(cache_mu);
-    if (all_workers && now - all_workers_made_ms < opts.http_cache_ms) {
-      *made_ms = all_workers_made_ms;
-      return all_workers;
-    }
-  }
-  PCFARM_ASSIGN_OR_RETURN(json made, api.Workers());
-  auto shared = std::make_shared<const json>(std::move(made));
-  std::lock_guard l(cache_mu);
-  all_workers = shared;
-  all_workers_made_ms = now;
-  return shared;
-}
-
 void StatusHttpServer::Impl::ServeAction(const httplib::Request& req, httplib::Response& res,
                                          StatusAction action) {
   (void)req;
@@ -189,7 +162,6 @@ void StatusHttpServer::Impl::ServeAction(const httplib::Request& req, httplib::R
   {
     std::lock_guard l(cache_mu);
     cache.clear();  // the next poll shows the change
-    all_workers.reset();
   }
   if (!r.status.ok()) return Fail(res, r.status);
   res.set_content(r.body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n",
@@ -247,10 +219,9 @@ void StatusHttpServer::Impl::Routes() {
     html(res, OverviewPage(*o, csrf_of(req)));
   });
   s.Get("/workers", [this, csrf_of, html](const httplib::Request& req, httplib::Response& res) {
-    int64_t made_ms = 0;
-    auto w = AllWorkers(&made_ms);
+    auto w = api.Workers(WorkerQuery());
     if (!w.ok()) return Fail(res, w.status());
-    html(res, WorkersPage(PageOfWorkers(**w, WorkerQuery()), csrf_of(req)));
+    html(res, WorkersPage(*w, csrf_of(req)));
   });
   s.Get(R"(/workers/(\d+))", [this, csrf_of, html](const httplib::Request& req,
                                                   httplib::Response& res) {
@@ -294,18 +265,9 @@ void StatusHttpServer::Impl::Routes() {
   s.Get("/api/v1/workers", [this](const httplib::Request& req, httplib::Response& res) {
     auto q = ParseWorkerQuery(req.params);
     if (!q.ok()) return Fail(res, q.status());
-    int64_t made_ms = 0;
-    if (!q->has_value()) {
-      return ServeJson("workers", res, [this, &made_ms]() -> Result<json> {
-        PCFARM_ASSIGN_OR_RETURN(auto all, AllWorkers(&made_ms));
-        return *all;
-      }, &made_ms);
-    }
+    if (!q->has_value()) return ServeJson("workers", res, [this] { return api.Workers(); });
     const WorkerQuery page = **q;
-    ServeJson("workers?" + page.Key(), res, [this, page, &made_ms]() -> Result<json> {
-      PCFARM_ASSIGN_OR_RETURN(auto all, AllWorkers(&made_ms));
-      return PageOfWorkers(*all, page);
-    }, &made_ms);
+    ServeJson("workers?" + page.Key(), res, [this, page] { return api.Workers(page); });
   });
   s.Get(R"(/api/v1/workers/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
     int64_t id = 0;
