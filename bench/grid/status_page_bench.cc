@@ -10,8 +10,11 @@
 //   overview   --browsers pollers each load the overview page (HTML,
 //              app.js, style.css) once and then GET /api/v1/overview every
 //              second, as app.js does on that page;
-//   workers    the same on the workers page: GET /api/v1/workers (every
-//              worker, a large answer) every second;
+//   workers list  GET /api/v1/workers (every worker, a large answer) every
+//              second, as the workers page did before it fetched one page;
+//   workers    the workers page as app.js polls it now: GET
+//              /api/v1/workers?limit=100&offset=0&sort=worker_id&order=asc
+//              (one page of 100 rows and the total) every second;
 //   baseline   again, to show drift.
 // The pollers are threads of this program, each with its own session (a
 // login through /login?token=T), started at spread times within the second.
@@ -191,7 +194,8 @@ int Run(const Options& opt) {
        std::vector<std::tuple<std::string, std::string, std::string>>{
            {"baseline", "", ""},
            {"overview", "/", "/api/v1/overview"},
-           {"workers", "/workers", "/api/v1/workers"},
+           {"workers list", "/workers", "/api/v1/workers"},
+           {"workers", "/workers", "/api/v1/workers?limit=100&offset=0&sort=worker_id&order=asc"},
            {"baseline again", "", ""}}) {
     auto w = measure(name, page, api);
     if (!w.ok()) return Fail(w.status());
@@ -200,10 +204,11 @@ int Run(const Options& opt) {
   auto stats = cluster.Stats();
   if (!stats.ok()) return Fail(stats.status());
 
-  const double base = (windows[0].cpu_percent + windows[3].cpu_percent) / 2;
+  const Window& last = windows.back();
+  const double base = (windows[0].cpu_percent + last.cpu_percent) / 2;
   const std::string n = std::to_string(opt.workers), b = std::to_string(opt.browsers);
   std::vector<BenchRow> rows;
-  for (size_t i : {size_t(1), size_t(2)}) {
+  for (size_t i : {size_t(1), size_t(2), size_t(3)}) {
     const Window& w = windows[i];
     rows.push_back({"coordinator CPU, " + b + " pages on " + w.name + " (% of one core)",
                     FormatFixed(w.cpu_percent, 2) + "%",
@@ -217,10 +222,10 @@ int Run(const Options& opt) {
           " s; workers_connected at the end: " +
           std::to_string(stats->value("workers_connected", uint64_t{0})),
       "baseline windows: " + FormatFixed(windows[0].cpu_percent, 2) + "% before, " +
-          FormatFixed(windows[3].cpu_percent, 2) + "% after; each window " +
+          FormatFixed(last.cpu_percent, 2) + "% after; each window " +
           FormatFixed(opt.seconds, 1) + " s",
   };
-  for (size_t i : {size_t(1), size_t(2)}) {
+  for (size_t i : {size_t(1), size_t(2), size_t(3)}) {
     const Window& w = windows[i];
     notes.push_back(w.name + ": " + std::to_string(w.requests) + " API requests (" +
                     FormatFixed(w.requests / w.seconds, 1) + "/s), " +

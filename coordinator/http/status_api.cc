@@ -1,11 +1,13 @@
 #include "coordinator/http/status_api.h"
 
+#include <algorithm>
 #include <map>
 #include <sstream>
 
 #include "base/clock.h"
 #include "coordinator/admin_queries.h"
 #include "coordinator/cli/cli_common.h"
+#include "coordinator/http/status_pages.h"
 
 namespace pcfarm {
 namespace {
@@ -83,7 +85,148 @@ class Exposition {
   std::ostringstream out_;
 };
 
+// A whole decimal number of at most 18 digits.
+bool ParseCount(const std::string& text, int64_t* n) {
+  if (text.empty() || text.size() > 18) return false;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+  }
+  *n = std::stoll(text);
+  return true;
+}
+
+bool IsNumericSortField(const std::string& f) {
+  return f != "name" && f != "state" && f != "backend";
+}
+
+// The sort key of a worker for `field`: `num` for numeric fields, `text`
+// else; the values the worker's JSON shows (WorkerJson of WorkerToWire).
+struct SortKey {
+  double num = 0;
+  std::string text;
+};
+
+SortKey KeyOf(const WorkerInfo& w, const WorkerLiveState& live, const std::string& field) {
+  SortKey k;
+  if (field == "worker_id") k.num = double(w.id);
+  else if (field == "name") k.text = w.name;
+  else if (field == "gflops") k.num = w.speed_gflops;
+  else if (field == "trust") k.num = w.trust;
+  else if (field == "agreed") k.num = double(w.agreed);
+  else if (field == "disagreed") k.num = double(w.disagreed);
+  else if (field == "running") k.num = live.connected ? live.running : 0;
+  else if (field == "last_seen_ms") k.num = double(w.last_seen_ms);
+  else if (field == "state") {
+    k.text = w.banned ? "quarantined" : live.outdated ? "outdated" : !live.connected ? "offline"
+             : live.running > 0 ? "busy" : "idle";
+  } else {  // devices, backend: from the stored devices, as the JSON has them
+    json j = WorkerJson(WorkerToWire(w, live));
+    if (field == "backend") k.text = WorkerBackends(j);
+    else k.num = double(j["devices"].size());
+  }
+  return k;
+}
+
 }  // namespace
+
+std::string WorkerQuery::Key() const {
+  return "limit=" + std::to_string(limit) + "&offset=" + std::to_string(offset) +
+         "&sort=" + sort + "&order=" + (descending ? "desc" : "asc") + "&state=" + state;
+}
+
+Result<std::optional<WorkerQuery>> ParseWorkerQuery(
+    const std::multimap<std::string, std::string>& params) {
+  if (params.empty()) return std::optional<WorkerQuery>();
+  for (const auto& [name, value] : params) {
+    if (name != "limit" && name != "offset" && name != "sort" && name != "order" &&
+        name != "state") {
+      return InvalidArgument("unknown parameter '" + name +
+                             "' (the workers list takes limit, offset, sort, order, state)");
+    }
+    if (params.count(name) > 1) return InvalidArgument("parameter '" + name + "' given twice");
+  }
+  auto value = [&](const char* name) -> const std::string* {
+    auto it = params.find(name);
+    return it == params.end() ? nullptr : &it->second;
+  };
+  WorkerQuery q;
+  int64_t n = 0;
+  if (!value("limit")) {
+    return InvalidArgument("offset, sort, order and state need limit=N (1 to " +
+                           std::to_string(WorkerQuery::kMaxLimit) + " workers per page)");
+  }
+  if (!ParseCount(*value("limit"), &n) || n < 1 || n > WorkerQuery::kMaxLimit) {
+    return InvalidArgument("limit=N takes a number of workers from 1 to " +
+                           std::to_string(WorkerQuery::kMaxLimit) + ", not '" +
+                           *value("limit") + "'");
+  }
+  q.limit = int(n);
+  if (const std::string* v = value("offset")) {
+    if (!ParseCount(*v, &q.offset)) {
+      return InvalidArgument("offset=K takes a number of workers to skip (0 or more), not '" +
+                             *v + "'");
+    }
+  }
+  if (const std::string* v = value("sort")) {
+    if (std::find_if(std::begin(kWorkerSortFields), std::end(kWorkerSortFields),
+                     [&](const char* f) { return *v == f; }) == std::end(kWorkerSortFields)) {
+      std::string fields;
+      for (const char* f : kWorkerSortFields) fields += (fields.empty() ? "" : ", ") + std::string(f);
+      return InvalidArgument("sort='" + *v + "' is not a field to sort by (" + fields + ")");
+    }
+    q.sort = *v;
+  }
+  if (const std::string* v = value("order")) {
+    if (*v != "asc" && *v != "desc") {
+      return InvalidArgument("order takes asc or desc, not '" + *v + "'");
+    }
+    q.descending = *v == "desc";
+  }
+  if (const std::string* v = value("state")) {
+    if (*v != "idle" && *v != "busy" && *v != "offline" && *v != "quarantined" &&
+        *v != "outdated") {
+      return InvalidArgument("state takes idle, busy, offline, quarantined or outdated, not '" +
+                             *v + "'");
+    }
+    q.state = *v;
+  }
+  return std::optional<WorkerQuery>(q);
+}
+
+json PageOfWorkers(const std::vector<WorkerInfo>& workers, const LiveView& view,
+                   const WorkerQuery& q) {
+  std::vector<WorkerLiveState> live;
+  live.reserve(workers.size());
+  for (const auto& w : workers) live.push_back(LiveStateOf(view, w.id));
+  std::vector<size_t> order;
+  order.reserve(workers.size());
+  for (size_t i = 0; i < workers.size(); ++i) {
+    if (q.state.empty() || KeyOf(workers[i], live[i], "state").text == q.state) {
+      order.push_back(i);
+    }
+  }
+  std::vector<SortKey> keys(workers.size());
+  for (size_t i : order) keys[i] = KeyOf(workers[i], live[i], q.sort);
+  const bool numeric = IsNumericSortField(q.sort);
+  auto less = [&](size_t a, size_t b) {
+    return numeric ? keys[a].num < keys[b].num : keys[a].text < keys[b].text;
+  };
+  // Stable both ways: descending compares (b, a), so ties keep their order.
+  if (q.descending) {
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return less(b, a); });
+  } else {
+    std::stable_sort(order.begin(), order.end(), less);
+  }
+  json rows = json::array();
+  const size_t begin = size_t(std::min<int64_t>(q.offset, int64_t(order.size())));
+  const size_t end = std::min(order.size(), begin + size_t(q.limit));
+  for (size_t i = begin; i < end; ++i) {
+    rows.push_back(WorkerJson(WorkerToWire(workers[order[i]], live[order[i]])));
+  }
+  return {{"total", int64_t(order.size())}, {"offset", q.offset},   {"limit", q.limit},
+          {"sort", q.sort},                 {"order", q.descending ? "desc" : "asc"},
+          {"state", q.state},               {"workers", std::move(rows)}};
+}
 
 std::string StatusApi::OwnerName(int64_t client_id) {
   if (client_id == 0) return "admin";
@@ -102,6 +245,11 @@ Result<json> StatusApi::Workers() {
   json arr = json::array();
   for (const auto& w : workers) arr.push_back(WorkerJson(WorkerToWire(w, LiveStateOf(*view, w.id))));
   return arr;
+}
+
+Result<json> StatusApi::Workers(const WorkerQuery& q) {
+  PCFARM_ASSIGN_OR_RETURN(auto workers, store_->ListWorkers());
+  return PageOfWorkers(workers, *board_->view(), q);
 }
 
 Result<json> StatusApi::Worker(int64_t id) {

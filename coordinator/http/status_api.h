@@ -14,8 +14,11 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "coordinator/http/status_board.h"
@@ -23,6 +26,47 @@
 #include "coordinator/store.h"
 
 namespace pcfarm {
+
+// One page of the workers list: /api/v1/workers?limit=N[&offset=K]
+// [&sort=FIELD][&order=asc|desc][&state=STATE].
+struct WorkerQuery {
+  static constexpr int kMaxLimit = 1000;
+  int limit = 100;                 // rows, 1..kMaxLimit
+  int64_t offset = 0;              // rows skipped, >= 0
+  std::string sort = "worker_id";  // a field of kWorkerSortFields
+  bool descending = false;
+  std::string state;  // "" (all), or idle, busy, offline, quarantined, outdated
+
+  // The parameters in one fixed order (a cache key).
+  std::string Key() const;
+};
+
+// Fields a WorkerQuery may sort by: numbers sort as numbers, the others
+// (name, state, backend) as bytes. "devices" is the number of devices,
+// "state" and "backend" what the workers page shows (WorkerStateName,
+// WorkerBackends).
+inline constexpr const char* kWorkerSortFields[] = {
+    "worker_id", "name",    "state",   "devices",      "backend", "gflops",
+    "trust",     "agreed",  "disagreed", "running",    "last_seen_ms"};
+
+// The query of /api/v1/workers from its URL parameters: nullopt when there
+// are none (the whole list, as `pcfarm workers --json`); InvalidArgument,
+// with a message naming the parameter, for an unknown or repeated
+// parameter, a malformed or out-of-range value, or parameters without
+// `limit`.
+Result<std::optional<WorkerQuery>> ParseWorkerQuery(
+    const std::multimap<std::string, std::string>& params);
+
+// The page `q` of `workers` (as Store::ListWorkers lists them, in id order)
+// with their live state from `view`: {"total" (workers that match
+// q.state), "offset", "limit", "sort", "order", "state", "workers" [at most
+// q.limit elements as StatusApi::Workers has them]}. The sort is stable:
+// workers with equal keys stay in worker_id order, either way. Only the
+// rows of the page are turned into JSON (a poll of 100 rows out of 5,000
+// costs little); sorting by devices or backend reads every worker's
+// devices.
+nlohmann::json PageOfWorkers(const std::vector<WorkerInfo>& workers, const LiveView& view,
+                             const WorkerQuery& q);
 
 class StatusApi {
  public:
@@ -38,6 +82,8 @@ class StatusApi {
   Result<nlohmann::json> Overview();
   // `pcfarm workers --json`.
   Result<nlohmann::json> Workers();
+  // PageOfWorkers of every worker and the latest LiveView.
+  Result<nlohmann::json> Workers(const WorkerQuery& q);
   // One element of Workers(); NotFound for an unknown id.
   Result<nlohmann::json> Worker(int64_t id);
   // `pcfarm jobs --json`.

@@ -75,7 +75,9 @@ std::string_view StatusAppJs() {
     return row([link('/jobs/' + j.job_id, j.job_id), j.kind, j.state, progress(j),
       time(j.created_ms), eta(j), j.owner]);
   }
-  // Sortable tables: a click on a heading sorts by that column.
+  // Sortable tables: a click on a heading sorts by that column. The jobs
+  // table sorts here; the workers table asks the server (its headings name
+  // the API's sort field in data-sort) and shows one page of it.
   let sortCol = -1, sortDir = 1;
   function sorted(rows) {
     if (sortCol < 0) return rows;
@@ -86,14 +88,48 @@ std::string_view StatusAppJs() {
       return c * sortDir;
     });
   }
-  document.querySelectorAll('table.sortable th').forEach((th, i) => {
+  const perPage = Math.min(1000, Math.max(1,
+      parseInt(new URLSearchParams(location.search).get('per_page'), 10) || 100));
+  const wq = {sort: 'worker_id', order: 'asc', offset: 0, state: ''};
+  function workersUrl() {
+    return '/api/v1/workers?limit=' + perPage + '&offset=' + wq.offset + '&sort=' + wq.sort +
+        '&order=' + wq.order + (wq.state ? '&state=' + encodeURIComponent(wq.state) : '');
+  }
+  const heads = document.querySelectorAll('table.sortable th');
+  heads.forEach((th, i) => {
     th.addEventListener('click', () => {
+      if (th.dataset.sort) {
+        wq.order = wq.sort === th.dataset.sort && wq.order === 'asc' ? 'desc' : 'asc';
+        wq.sort = th.dataset.sort;
+        wq.offset = 0;
+        heads.forEach((h) => h.removeAttribute('aria-sort'));
+        th.setAttribute('aria-sort', wq.order === 'asc' ? 'ascending' : 'descending');
+        tick();
+        return;
+      }
       sortDir = sortCol === i ? -sortDir : 1;
       sortCol = i;
       const body = $('rows');
       body.replaceChildren(...sorted([...body.children]));
     });
   });
+  function showWorkers(p) {
+    $('rows').replaceChildren(...p.workers.map(workerRow));
+    $('total').textContent = p.total;
+    $('range').textContent = p.workers.length === 0 ? 'none'
+        : (p.offset + 1) + '-' + (p.offset + p.workers.length);
+    $('prev').disabled = p.offset === 0;
+    $('next').disabled = p.offset + p.workers.length >= p.total;
+  }
+  if (page === 'workers') {
+    $('prev').addEventListener('click', () => { wq.offset = Math.max(0, wq.offset - perPage); tick(); });
+    $('next').addEventListener('click', () => { wq.offset += perPage; tick(); });
+    $('state-filter').addEventListener('change', (e) => {
+      wq.state = e.target.value;
+      wq.offset = 0;
+      tick();
+    });
+  }
   function throughputSvg(s) {
     const ns = 'http://www.w3.org/2000/svg', w = 480, h = 120;
     const svg = document.createElementNS(ns, 'svg');
@@ -143,8 +179,14 @@ std::string_view StatusAppJs() {
         }
         $('events').replaceChildren(...o.events.map((e) => row([time(e.ts_ms), e.kind, e.message])));
       } else if (page === 'workers') {
-        const ws = await (await get('/api/v1/workers')).json();
-        $('rows').replaceChildren(...sorted(ws.map(workerRow)));
+        const url = workersUrl();
+        const p = await (await get(url)).json();
+        if (url !== workersUrl()) return;  // the query changed on the way: a newer tick shows it
+        if (p.total > 0 && p.offset >= p.total) {  // the list shrank under this page
+          wq.offset = Math.floor((p.total - 1) / perPage) * perPage;
+          return tick();
+        }
+        showWorkers(p);
       } else if (page === 'worker') {
         const w = await (await get('/api/v1/workers/' + id)).json();
         $('rows').replaceChildren(workerRow(w));
@@ -189,6 +231,9 @@ main { padding: 8px 16px; }
 table { border-collapse: collapse; margin: 8px 0; }
 th, td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: left; }
 table.sortable th { cursor: pointer; }
+th[aria-sort=ascending]::after { content: " \25B2"; }
+th[aria-sort=descending]::after { content: " \25BC"; }
+.pager button { margin-left: 4px; }
 .tiles { display: flex; flex-wrap: wrap; gap: 8px; }
 .tile { border: 1px solid #ccc; border-radius: 4px; padding: 8px 12px; min-width: 120px; }
 .tile .v { display: block; font-size: 22px; }

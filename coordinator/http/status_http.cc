@@ -219,7 +219,7 @@ void StatusHttpServer::Impl::Routes() {
     html(res, OverviewPage(*o, csrf_of(req)));
   });
   s.Get("/workers", [this, csrf_of, html](const httplib::Request& req, httplib::Response& res) {
-    auto w = api.Workers();
+    auto w = api.Workers(WorkerQuery());
     if (!w.ok()) return Fail(res, w.status());
     html(res, WorkersPage(*w, csrf_of(req)));
   });
@@ -262,8 +262,12 @@ void StatusHttpServer::Impl::Routes() {
   s.Get("/api/v1/overview", [this](const httplib::Request&, httplib::Response& res) {
     ServeJson("overview", res, [this] { return api.Overview(); });
   });
-  s.Get("/api/v1/workers", [this](const httplib::Request&, httplib::Response& res) {
-    ServeJson("workers", res, [this] { return api.Workers(); });
+  s.Get("/api/v1/workers", [this](const httplib::Request& req, httplib::Response& res) {
+    auto q = ParseWorkerQuery(req.params);
+    if (!q.ok()) return Fail(res, q.status());
+    if (!q->has_value()) return ServeJson("workers", res, [this] { return api.Workers(); });
+    const WorkerQuery page = **q;
+    ServeJson("workers?" + page.Key(), res, [this, page] { return api.Workers(page); });
   });
   s.Get(R"(/api/v1/workers/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
     int64_t id = 0;

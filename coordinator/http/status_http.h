@@ -5,6 +5,7 @@
 //   GET  /, /workers, /workers/ID, /jobs, /jobs/ID        HTML pages
 //   GET  /static/app.js, /static/style.css                served by us (no CDN)
 //   GET  /api/v1/overview|workers|workers/ID|jobs|jobs/ID|events?after=N
+//   GET  /api/v1/workers?limit=N&offset=K&sort=F&order=asc|desc&state=S  one page
 //   POST /api/v1/jobs/ID/cancel, /api/v1/workers/ID/quarantine|unban,
 //        /api/v1/tokens (uses, ttl_s)                      session + CSRF
 //   GET  /metrics                Prometheus text (public with metrics_public)

@@ -47,31 +47,12 @@ std::string Layout(const std::string& title, const std::string& page, const std:
          body + "</main><script src=\"/static/app.js\"></script></body></html>\n";
 }
 
-std::string WorkerState(const json& w) {
-  if (w.value("banned", false)) return "quarantined";
-  if (w.value("outdated", false)) return "outdated";
-  if (!w.value("connected", false)) return "offline";
-  return w.value("running", 0) > 0 ? "busy" : "idle";
-}
-
-std::string Backends(const json& w) {
-  std::vector<std::string> seen;
-  const json devices = w.value("devices", json::array());
-  for (const auto& d : devices) {
-    std::string b = Str(d, "backend");
-    if (std::find(seen.begin(), seen.end(), b) == seen.end()) seen.push_back(b);
-  }
-  std::string out;
-  for (const auto& b : seen) out += (out.empty() ? "" : ",") + b;
-  return out;
-}
-
 std::string WorkerRow(const json& w) {
   std::string id = std::to_string(w.value("worker_id", 0));
   return "<tr><td>" + id + "</td><td><a href=\"/workers/" + id + "\">" +
-         HtmlEscape(Str(w, "name")) + "</a></td><td>" + WorkerState(w) + "</td><td>" +
+         HtmlEscape(Str(w, "name")) + "</a></td><td>" + WorkerStateName(w) + "</td><td>" +
          std::to_string(w.value("devices", json::array()).size()) + "</td><td>" +
-         HtmlEscape(Backends(w)) + "</td><td>" + Num(w.value("gflops", 0.0), "%.1f") +
+         HtmlEscape(WorkerBackends(w)) + "</td><td>" + Num(w.value("gflops", 0.0), "%.1f") +
          "</td><td>" + Num(w.value("trust", 0.0), "%.2f") + "</td><td>" +
          std::to_string(w.value("agreed", 0)) + "/" + std::to_string(w.value("disagreed", 0)) +
          "</td><td>" + std::to_string(w.value("running", 0)) + "</td><td>" +
@@ -117,6 +98,26 @@ std::string EventRows(const json& events) {
 }
 
 }  // namespace
+
+std::string WorkerStateName(const json& w) {
+  if (w.value("banned", false)) return "quarantined";
+  if (w.value("outdated", false)) return "outdated";
+  if (!w.value("connected", false)) return "offline";
+  return w.value("running", 0) > 0 ? "busy" : "idle";
+}
+
+std::string WorkerBackends(const json& w) {
+  std::vector<std::string> seen;
+  auto devices = w.find("devices");
+  if (devices == w.end() || !devices->is_array()) return "";
+  for (const auto& d : *devices) {
+    std::string b = Str(d, "backend");
+    if (std::find(seen.begin(), seen.end(), b) == seen.end()) seen.push_back(b);
+  }
+  std::string out;
+  for (const auto& b : seen) out += (out.empty() ? "" : ",") + b;
+  return out;
+}
 
 std::string HtmlEscape(std::string_view text) {
   std::string out;
@@ -191,13 +192,32 @@ std::string OverviewPage(const json& o, const std::string& csrf) {
   return Layout("Overview", "overview", "", csrf, body);
 }
 
-std::string WorkersPage(const json& workers, const std::string& csrf) {
+std::string WorkersPage(const json& page, const std::string& csrf) {
   std::string rows;
+  const json workers = page.value("workers", json::array());
   for (const auto& w : workers) rows += WorkerRow(w);
+  // data-sort: the API's sort field for each column (app.js sorts on the
+  // server and fetches one page at a time).
+  std::string heads;
+  for (const auto& [label, field] : std::vector<std::pair<const char*, const char*>>{
+           {"id", "worker_id"}, {"name", "name"}, {"state", "state"}, {"devices", "devices"},
+           {"backend", "backend"}, {"GFLOP/s", "gflops"}, {"trust", "trust"},
+           {"checks ok/bad", "agreed"}, {"running", "running"}, {"last seen", "last_seen_ms"}}) {
+    heads += std::string("<th data-sort=\"") + field + "\">" + HtmlEscape(label) + "</th>";
+  }
+  const int64_t total = page.value("total", int64_t(0));
+  const int64_t offset = page.value("offset", int64_t(0));
+  const int64_t shown = int64_t(workers.size());
+  std::string range = shown == 0 ? "none" : std::to_string(offset + 1) + "-" +
+                                                std::to_string(offset + shown);
   std::string body =
-      "<h1>Workers</h1><table class=\"sortable\"><thead><tr><th>id</th><th>name</th>"
-      "<th>state</th><th>devices</th><th>backend</th><th>GFLOP/s</th><th>trust</th>"
-      "<th>checks ok/bad</th><th>running</th><th>last seen</th></tr></thead>"
+      "<h1>Workers</h1><p class=\"pager\"><span id=\"total\">" + std::to_string(total) +
+      "</span> workers; showing <span id=\"range\">" + range +
+      "</span> <button id=\"prev\">previous</button> <button id=\"next\">next</button> "
+      "<label>state <select id=\"state-filter\"><option value=\"\">any</option>"
+      "<option>idle</option><option>busy</option><option>offline</option>"
+      "<option>quarantined</option><option>outdated</option></select></label></p>"
+      "<table class=\"sortable\"><thead><tr>" + heads + "</tr></thead>"
       "<tbody id=\"rows\">" + rows + "</tbody></table>";
   return Layout("Workers", "workers", "", csrf, body);
 }

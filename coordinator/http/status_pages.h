@@ -20,6 +20,12 @@ namespace pcfarm {
 // & < > " ' as character references.
 std::string HtmlEscape(std::string_view text);
 
+// What the pages show of a worker (`w` as StatusApi::Workers lists it): its
+// state (quarantined, outdated, offline, busy or idle, the first that
+// holds) and its devices' backends, each once, comma-separated.
+std::string WorkerStateName(const nlohmann::json& w);
+std::string WorkerBackends(const nlohmann::json& w);
+
 // A line plot of `points` (x, y) as an inline <svg> element with axes, the
 // first and last x and the min and max y written on them. `name` becomes
 // its data-plot attribute. No points: an <svg> saying "no data yet".
@@ -29,7 +35,8 @@ std::string SvgLinePlot(const std::vector<std::pair<double, double>>& points,
 
 // Whole pages. `csrf` is the session's CSRF token (a <meta> app.js reads).
 std::string OverviewPage(const nlohmann::json& overview, const std::string& csrf);
-std::string WorkersPage(const nlohmann::json& workers, const std::string& csrf);
+// `page` as PageOfWorkers answers: its rows, the total and paging controls.
+std::string WorkersPage(const nlohmann::json& page, const std::string& csrf);
 std::string WorkerPage(const nlohmann::json& worker, const std::string& csrf);
 std::string JobsPage(const nlohmann::json& jobs, const std::string& csrf);
 // `job` as StatusApi::Job answers.

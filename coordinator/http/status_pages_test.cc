@@ -15,7 +15,7 @@ TEST_CASE("html: text from workers is escaped", "[http]") {
             {"disagreed", 0}, {"gflops", 2.0}, {"running", 0}, {"last_seen_ms", 0},
             {"outdated", false}, {"protocol_version", 0},
             {"devices", json::array({{{"backend", "<b>"}, {"name", "x\"y"}}})}};
-  for (const std::string& page : {WorkersPage(json::array({w}), "c"), WorkerPage(w, "c")}) {
+  for (const std::string& page : {WorkersPage({{"total", 1}, {"workers", json::array({w})}}, "c"), WorkerPage(w, "c")}) {
     CHECK(page.find("<script>alert") == std::string::npos);
     CHECK(page.find("&lt;script&gt;alert(1)&lt;/script&gt;") != std::string::npos);
     CHECK(page.find("<b></td>") == std::string::npos);

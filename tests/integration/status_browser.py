@@ -244,6 +244,22 @@ def main():
             int(x) for x in column(id_col)) else None, 5)
         checks.record("workers_sort_numeric", ids, "ids %s" % column(id_col))
 
+        # ---- the workers table a page at a time ----
+        d.get(a.url + "/workers?per_page=2")
+        wait_for(lambda: d.find_element(By.ID, "live").get_attribute("class") == "ok", 10)
+        first = wait_for(lambda: column(id_col) if len(column(id_col)) == 2 else None, 5)
+        total = text("#total")
+        d.find_element(By.ID, "next").click()
+        second = wait_for(lambda: column(id_col) if column(id_col) != first else None, 5)
+        next_off = d.execute_script("return document.getElementById('next').disabled;")
+        d.find_element(By.ID, "prev").click()
+        back = wait_for(lambda: column(id_col) if column(id_col) == first else None, 5)
+        checks.record("workers_paging",
+                      first and second and back and total == "3" and len(second) == 1
+                      and int(second[0]) > int(first[1]) and next_off,
+                      "page 1 %s, page 2 %s, back %s, total %r, next disabled on the last %s"
+                      % (first, second, back, total, next_off))
+
         # ---- the fine-tuning job's loss curve ----
         d.get(a.url + "/jobs/%d" % a.finetune_job)
         wait_for(lambda: d.find_element(By.ID, "live").get_attribute("class") == "ok", 10)

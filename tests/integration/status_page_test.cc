@@ -143,6 +143,29 @@ TEST_CASE("status page: API equals the CLI, auth, CSRF, escaping, metrics",
     }
     CHECK(b.Get("/api/v1/workers/999")->status == 404);
     CHECK(b.Get("/api/v1/workers/abc")->status == 400);
+
+    // One page at a time, sorted by the server; the rows are the list's own.
+    json page = b.GetJson("/api/v1/workers?limit=1");
+    CHECK(page["total"] == int64_t(cli->size()));
+    REQUIRE(page["workers"].size() == 1);
+    CHECK(Stable(page["workers"]) == Stable(json::array({(*cli)[0]})));
+    page = b.GetJson("/api/v1/workers?limit=1&offset=1");
+    CHECK(Stable(page["workers"]) == Stable(json::array({(*cli)[1]})));
+    // "<script>..." sorts before "plain-pc" by bytes; desc turns it round.
+    page = b.GetJson("/api/v1/workers?limit=10&sort=name&order=desc");
+    REQUIRE(page["workers"].size() == 2);
+    CHECK(page["workers"][0]["name"] == "plain-pc");
+    CHECK(page["workers"][1]["name"] == "<script>alert(1)</script>");
+    CHECK(b.GetJson("/api/v1/workers?limit=10&state=offline")["total"] == 0);
+    for (const char* bad : {"?limit=0", "?limit=x", "?offset=1", "?limit=5&sort=nope",
+                            "?limit=5&order=sideways", "?limit=5&state=asleep", "?limit=5&pg=2"}) {
+      INFO(bad);
+      auto r = b.Get(std::string("/api/v1/workers") + bad);
+      REQUIRE(r);
+      CHECK(r->status == 400);
+      CHECK(json::parse(r->body)["error"] == "invalid_argument");
+      CHECK_FALSE(json::parse(r->body)["message"].get<std::string>().empty());
+    }
     json o = b.GetJson("/api/v1/overview");
     int64_t online = 0, busy = 0, banned = 0;
     for (const auto& w : *cli) {
