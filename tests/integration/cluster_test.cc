@@ -404,10 +404,17 @@ TEST_CASE("simulated workers run a job to completion", "[integration]") {
   REQUIRE_OK(job);
   zmq::context_t ctx(1);
   std::vector<std::unique_ptr<SimWorker>> sims;
+  // A token each (copies of a shard go to workers of different tokens),
+  // all made before any worker joins: a joined worker is not stepped while
+  // a CLI call runs, and would be lost as silent.
+  std::vector<std::string> tokens;
   for (int i = 0; i < 4; ++i) {
-    // A token each: copies of a shard go to workers of different tokens.
     auto token = c->CreateToken(1, "1h");
     REQUIRE_OK(token);
+    tokens.push_back(*token);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const std::string* token = &tokens[size_t(i)];
     SimWorkerOptions o;
     o.name = "sim" + std::to_string(i);
     o.slots = 2;

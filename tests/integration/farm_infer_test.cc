@@ -157,7 +157,11 @@ TEST_CASE("an infer job on three workers with redundancy 2 equals local generate
     CHECK((*st)["summary"]["prompts"] == 50);
     CHECK((*st)["summary"]["prompts_total"] == 50);
     CHECK((*st)["summary"]["tokens"].get<int64_t>() > 0);
-    CommandResult human = c->Cli({"status", std::to_string(job)});
+    // A long timeout: under the sanitizer build with every core busy, 5 s
+    // was seen to pass without an answer.
+    CommandResult human = c->Cli({"status", std::to_string(job)}, 20, 60'000);
+    INFO(human.Describe());
+    CHECK(human.exit_code == 0);
     CHECK(human.out.find("prompts:    50 of 50 done") != std::string::npos);
     CHECK(human.out.find("tokens/s") != std::string::npos);
   }
