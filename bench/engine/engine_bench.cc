@@ -185,17 +185,10 @@ Result<Figures> RunTorch(const std::string& python, const std::string& script,
   const std::string cmd = std::string(omp_passive ? "OMP_WAIT_POLICY=PASSIVE " : "") +
                           python + " " + script + " " + dir + " " + spec_path + " " +
                           std::to_string(threads) + " " + device;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return Internal("popen failed: " + cmd);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int rc = ::pclose(p);
+  Result<std::string> ran = RunForLastLine(cmd);
   std::filesystem::remove(spec_path);
-  if (rc != 0) return Internal("`" + cmd + "` exited with status " + std::to_string(rc));
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  const std::string last = out.substr(out.rfind('\n') == std::string::npos ? 0 : out.rfind('\n') + 1);
+  PCFARM_RETURN_IF_ERROR(ran.status());
+  const std::string& last = *ran;
   try {
     const nlohmann::json j = nlohmann::json::parse(last);
     Figures f;

@@ -81,4 +81,18 @@ bool ResetPeakRss() {
   return static_cast<bool>(out);
 }
 
+Result<std::string> RunForLastLine(const std::string& cmd) {
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return Internal("popen failed: " + cmd);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int rc = ::pclose(p);
+  if (rc != 0) return Internal("`" + cmd + "` exited with status " + std::to_string(rc));
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  const size_t nl = out.rfind('\n');
+  return out.substr(nl == std::string::npos ? 0 : nl + 1);
+}
+
 }  // namespace pcfarm

@@ -8,6 +8,8 @@
 // Thread-safety: none; each benchmark calls these from its main thread.
 #pragma once
 
+#include "base/status.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -42,6 +44,11 @@ int64_t ProcStatusBytes(const std::string& field);
 // The first three fields of /proc/loadavg ("1.02 0.97 0.88"), or "?": the
 // machine's other load, which every figure here is sensitive to.
 std::string LoadAverage();
+
+// Runs `cmd` through the shell (a baseline script) and returns the last
+// non-empty line of its stdout; Internal when it cannot start or exits
+// non-zero.
+Result<std::string> RunForLastLine(const std::string& cmd);
 
 // Resets VmHWM to the current VmRSS (writes "5" to /proc/self/clear_refs,
 // Linux >= 4.0). Returns false when the kernel refused.

@@ -100,19 +100,10 @@ Result<TorchGemm> RunTorchGemm(const std::string& python, const std::string& scr
                               {"a", TorchDtype(s.a_type)}, {"b", TorchDtype(s.b_type)}});
   const std::string path = "/tmp/pcfarm_gemm_bench_" + std::to_string(::getpid()) + ".json";
   PCFARM_RETURN_IF_ERROR(WriteFileAtomic(path, spec.dump()));
-  const std::string cmd = python + " " + script + " " + path;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return Internal("popen failed: " + cmd);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int rc = ::pclose(p);
+  Result<std::string> ran = RunForLastLine(python + " " + script + " " + path);
   std::filesystem::remove(path);
-  if (rc != 0) return Internal("`" + cmd + "` exited with status " + std::to_string(rc));
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  const size_t nl = out.rfind('\n');
-  const std::string last = out.substr(nl == std::string::npos ? 0 : nl + 1);
+  PCFARM_RETURN_IF_ERROR(ran.status());
+  const std::string& last = *ran;
   try {
     const nlohmann::json j = nlohmann::json::parse(last);
     TorchGemm t;
