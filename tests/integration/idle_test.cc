@@ -287,13 +287,16 @@ TEST_CASE("on battery or outside run_between no shard is taken; the worker shows
 TEST_CASE("a pause longer than max_pause_s hands the shard back; another worker finishes it") {
   MiniClusterOptions o;
   o.log_level = "info";
+  o.lease_ms = 120'000;  // w1 runs the whole shard again
   Cluster c(o);
   REQUIRE_OK(c->Init());
   REQUIRE_OK(c->StartCoordinator());
   IdleFiles files;
   AddIdleWorker(&c.c, "w0", &files, "max_pause_s = 1\n");
   REQUIRE_OK(c->WaitForConnectedWorkers(1, 30'000));
-  auto job = c->SubmitBench(1, 1024, 1, 20);
+  // 0.4 TFLOP: seconds even on a many-core machine, so the shard is still
+  // running when the activity begins.
+  auto job = c->SubmitBench(1, 2048, 1, 25);
   REQUIRE_OK(job);
   REQUIRE(WaitUntil([&] { return Attempts(&c.c, *job) == 1; }, 30'000));
   std::string j = std::to_string(*job);

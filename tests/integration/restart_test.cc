@@ -63,8 +63,9 @@ TEST_CASE("pcfarm wait rides out five coordinator restarts",
   StartCluster(&c.c, 1);
   // Long enough for one worker to still be busy after the five restarts
   // (it accepts some 20 shards a second here, and the coordinator is up for
-  // a few seconds of them); more workers finish it afterwards.
-  const int kShards = 1500;
+  // a few seconds of them, and a CI machine is some times faster); more
+  // workers finish it afterwards.
+  const int kShards = 2500;
   auto job = c->SubmitBench(kShards, 256, 1, 3);
   REQUIRE_OK(job);
   const std::string j = std::to_string(*job);
@@ -114,6 +115,7 @@ TEST_CASE("pcfarm wait rides out five coordinator restarts",
   REQUIRE(accepted < kShards);
   REQUIRE_OK(c->AddWorker("w1"));
   REQUIRE_OK(c->AddWorker("w2"));
+  REQUIRE_OK(c->AddWorker("w3"));
   REQUIRE_OK(waiter.Wait(300'000));
   std::string out = ReadAll(log);
   INFO("wait's output: " << out);
@@ -331,10 +333,14 @@ TEST_CASE(
 
 TEST_CASE("SIGTERM to a worker releases its running shard within 5 s",
           "[integration][restart]") {
-  Cluster c;
+  MiniClusterOptions o;
+  o.lease_ms = 120'000;  // the shard below takes longer than the default 15 s
+  Cluster c(o);
   StartCluster(&c.c, 1);
-  // One shard of some seconds (100 products of 1024 x 1024 matrices).
-  auto job = c->SubmitBench(1, 1024, 1, 100);
+  // One shard of some seconds even on a many-core machine: 100 products of
+  // 2048 x 2048 matrices (1.7 TFLOP; with 1024 x 1024 a CI machine's
+  // OpenBLAS on every core may finish it within the 300 ms below).
+  auto job = c->SubmitBench(1, 2048, 1, 100);
   REQUIRE_OK(job);
   const std::string j = std::to_string(*job);
   const std::string log = c->dir() + "/worker-0-w0.log";
