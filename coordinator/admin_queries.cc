@@ -27,6 +27,9 @@ wire::WorkerInfo WorkerToWire(const WorkerInfo& w, const WorkerLiveState& live) 
   o.set_disagreed(static_cast<uint64_t>(w.disagreed));
   o.set_gflops(w.speed_gflops);
   o.set_last_seen_ms(w.last_seen_ms);
+  o.set_checks(static_cast<uint64_t>(w.checks));
+  o.set_streak(static_cast<uint64_t>(w.streak));
+  o.set_strikes(static_cast<uint32_t>(w.strikes));
   try {
     for (const auto& d : nlohmann::json::parse(w.devices_json)) {
       auto* dev = o.add_devices();
@@ -55,6 +58,7 @@ wire::JobInfo JobToWire(const JobInfo& job, const std::string& owner) {
   out.set_created_ms(job.created_ms);
   out.set_updated_ms(job.updated_ms);
   out.set_owner(owner);
+  out.set_verify(VerifyPolicyName(job.verify));
   // Kept up to date as shards are accepted: a query never re-reads results.
   const JobPlanner* planner = FindPlanner(job.kind);
   std::string summary = planner ? planner->Summary(job) : job.summary;

@@ -126,12 +126,27 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       if (s.redundancy() < 1 || s.redundancy() > 16) {
         return InvalidArgument("redundancy must be 1..16");
       }
+      // The policy: as asked, else auto for LLM jobs and redundant for bench
+      // (a benchmark of the farm runs what it is told).
+      // --redundancy R > 1 alone asks for R copies of every shard.
+      VerifyPolicy verify = s.kind() == "bench" || s.redundancy() > 1
+                                ? VerifyPolicy::kRedundant
+                                : VerifyPolicy::kAuto;
+      if (!s.verify().empty()) {
+        PCFARM_ASSIGN_OR_RETURN(verify, ParseVerifyPolicy(s.verify()));
+      }
+      if (verify != VerifyPolicy::kRedundant && s.redundancy() > 1) {
+        return InvalidArgument(std::string("--redundancy ") +
+                               std::to_string(s.redundancy()) + " needs --verify redundant (" +
+                               VerifyPolicyName(verify) + " decides the copies itself)");
+      }
       PCFARM_ASSIGN_OR_RETURN(JobPlan plan, planner->Plan(s, *blobs));
       JobSpec spec;
       spec.kind = s.kind();
       spec.params = plan.params;
       spec.priority = static_cast<int>(s.priority());
       spec.redundancy = static_cast<int>(s.redundancy());
+      spec.verify = verify;
       spec.shards = std::move(plan.shards);
       spec.blobs = plan.blobs;
       spec.owner_client_id = client.id;
@@ -143,8 +158,9 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
                       s.kind() + " job with " + std::to_string(spec.shards.size()) +
                           " shards by " + client.name)
           .IgnoreError();
-      spdlog::info("job {} submitted by {}: {} x {} (redundancy {})", id, client.name,
-                   spec.shards.size(), s.kind(), spec.redundancy);
+      spdlog::info("job {} submitted by {}: {} x {} (verify {}, redundancy {})", id,
+                   client.name, spec.shards.size(), s.kind(), VerifyPolicyName(verify),
+                   spec.redundancy);
       reply->mutable_submit()->set_job_id(static_cast<uint64_t>(id));
       assign_all_due = true;
       return Status::Ok();
@@ -164,6 +180,11 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       PCFARM_ASSIGN_OR_RETURN(JobInfo job,
                               OwnJob(client, int64_t(req.job_status().job_id())));
       PCFARM_ASSIGN_OR_RETURN(auto w, JobToWire(job));
+      PCFARM_ASSIGN_OR_RETURN(auto v, store->GetJobVerification(job.id));
+      w.set_has_verification(true);
+      w.set_checked_shards(static_cast<uint64_t>(v.checked_shards));
+      w.set_verification_overhead(
+          v.useful_ms > 0 ? double(v.extra_ms) / double(v.useful_ms) : 0.0);
       *reply->mutable_job_status()->mutable_job() = std::move(w);
       return Status::Ok();
     }
@@ -200,6 +221,32 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
         }
         *out->add_workers() = WorkerToWire(w, live);
       }
+      return Status::Ok();
+    }
+    case wire::ClientRequest::kWorkerBan: {
+      const auto& b = req.worker_ban();
+      if (!admin) {
+        return admin_only(b.unban() ? "unban workers" : "quarantine workers");
+      }
+      const int64_t id = static_cast<int64_t>(b.worker_id());
+      std::string reason = b.reason().empty() ? "by " + client.name
+                                              : EscapePeerText(b.reason(), 200) +
+                                                    " (" + client.name + ")";
+      if (b.unban()) {
+        PCFARM_RETURN_IF_ERROR(store->UnbanWorker(id, reason));
+        spdlog::info("worker {} unbanned {}", id, reason);
+      } else {
+        PCFARM_ASSIGN_OR_RETURN(auto report,
+                                scheduler.Quarantine(id, "quarantined " + reason));
+        ActOn(report);
+        DropWorker(id, "quarantined " + reason);
+        assign_all_due = true;
+        spdlog::info("worker {} quarantined {}", id, reason);
+      }
+      PCFARM_ASSIGN_OR_RETURN(WorkerInfo w, store->GetWorker(id));
+      WorkerLiveState live;
+      live.connected = route_of.count(id) > 0;
+      *reply->mutable_worker_ban()->mutable_worker() = WorkerToWire(w, live);
       return Status::Ok();
     }
     case wire::ClientRequest::kStats: {

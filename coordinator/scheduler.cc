@@ -89,7 +89,12 @@ Result<RecordOutcome> Scheduler::RecordResult(int64_t attempt_id,
                                               std::string_view signature) {
   return store_->RecordResult(attempt_id, worker_id, body, signature,
                               verifier_, options_.scheduler_max_attempts,
-                              summary_fold_);
+                              summary_fold_, die_);
+}
+
+Result<TransitionReport> Scheduler::Quarantine(int64_t worker_id,
+                                               const std::string& reason) {
+  return store_->BanWorker(worker_id, reason, summary_fold_);
 }
 
 }  // namespace pcfarm

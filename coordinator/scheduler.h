@@ -94,6 +94,13 @@ class Scheduler {
   // FailureCounts (store.h).
   Result<TransitionReport> AttemptFailed(int64_t attempt_id, int64_t worker_id,
                                          const std::string& error);
+  // Bans (quarantines) a worker; its unchecked results in running jobs run
+  // again and their jobs' summaries are folded again (Store::BanWorker).
+  Result<TransitionReport> Quarantine(int64_t worker_id,
+                                      const std::string& reason);
+  // The draw that decides whether a lone result is checked
+  // (verify_policy.h); libsodium's randombytes unless set (tests).
+  void set_check_die(CheckDie die) { die_ = std::move(die); }
   // Stores and verifies a result; see Store::RecordResult for the error
   // codes (AlreadyExists = replay or duplicate).
   Result<RecordOutcome> RecordResult(int64_t attempt_id, int64_t worker_id,
@@ -105,6 +112,7 @@ class Scheduler {
   SchedulerOptions options_;
   Verifier verifier_;
   SummaryFold summary_fold_;
+  CheckDie die_;
 };
 
 }  // namespace pcfarm

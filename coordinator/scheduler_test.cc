@@ -63,6 +63,18 @@ struct SchedFixture {
     REQUIRE(id.ok());
     return *id;
   }
+  int64_t PolicyJob(int shards, VerifyPolicy verify, const std::string& kind = "infer") {
+    JobSpec spec;
+    spec.kind = kind;
+    spec.params = "{}";
+    spec.verify = verify;
+    for (int i = 0; i < shards; ++i) {
+      spec.shards.push_back({"params-" + std::to_string(i), "", 0});
+    }
+    auto id = store->CreateJob(spec);
+    REQUIRE(id.ok());
+    return *id;
+  }
   Lease MustLease(int64_t worker) {
     auto l = sched->LeaseNext(worker, cpu);
     REQUIRE(l.ok());
@@ -440,6 +452,166 @@ TEST_CASE_METHOD(SchedFixture, "cancel stops live attempts", "[scheduler]") {
   REQUIRE(store->CheckConsistency().ok());
 }
 
+// ---- verification policies (verify_policy.h) ----
+
+TEST_CASE_METHOD(SchedFixture, "auto: a new worker's result waits for an independent check",
+                 "[scheduler][verify]") {
+  int64_t a1 = Enrolled("alice-1", "token-a"), a2 = Enrolled("alice-2", "token-a");
+  int64_t b = Enrolled("bob", "token-b");
+  int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
+  CHECK(store->GetJob(job)->verify == VerifyPolicy::kAuto);
+  Lease l = MustLease(a1);
+  RecordOutcome first = MustRecord(l, a1, "answer");
+  CHECK(first.verdict == ResultVerdict::kWaiting);
+  CHECK(first.check_ordered);
+  CHECK(ShardState(job, 0) == "pending");
+  CHECK(NoLease(a2));  // the same token cannot check it
+  Lease c = MustLease(b);
+  CHECK(c.shard_id == l.shard_id);
+  RecordOutcome second = MustRecord(c, b, "answer");
+  CHECK(second.verdict == ResultVerdict::kAccepted);
+  CHECK(store->GetJob(job)->state == "succeeded");
+  for (int64_t w : {a1, b}) {
+    auto info = store->GetWorker(w);
+    CHECK(info->checks == 1);
+    CHECK(info->streak == 1);
+    CHECK(info->strikes == 0);
+  }
+  auto v = store->GetJobVerification(job);
+  REQUIRE(v.ok());
+  CHECK(v->checked_shards == 1);
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(SchedFixture, "auto: a trusted worker is spot-checked as the die says",
+                 "[scheduler][verify]") {
+  int64_t a = Enrolled("alice", "token-a"), b = Enrolled("bob", "token-b");
+  double roll = 0.5;
+  sched->set_check_die([&] { return roll; });
+  // Ten checked agreements make alice's streak 10: p = 1 still; at 20, 0.5.
+  for (int i = 0; i < 20; ++i) {
+    int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
+    Lease l = MustLease(a);
+    RecordOutcome o = MustRecord(l, a, "ok");
+    if (o.check_ordered) {
+      Lease c = MustLease(b);
+      CHECK(MustRecord(c, b, "ok").verdict == ResultVerdict::kAccepted);
+    }
+    CHECK(store->GetJob(job)->state == "succeeded");
+  }
+  auto info = store->GetWorker(a);
+  CHECK(info->streak == 20);
+  CHECK(info->checks >= 10);
+  // At streak 20 p = 0.5: a roll of 0.5 passes unchecked; then at streak
+  // 21 p = 10/21 = 0.476: 0.47 is checked.
+  int64_t j1 = PolicyJob(1, VerifyPolicy::kAuto);
+  CHECK(MustRecord(MustLease(a), a, "ok").verdict == ResultVerdict::kAccepted);
+  CHECK(store->GetJob(j1)->state == "succeeded");
+  CHECK(store->GetWorker(a)->streak == 21);
+  roll = 0.47;
+  int64_t j2 = PolicyJob(1, VerifyPolicy::kAuto);
+  CHECK(MustRecord(MustLease(a), a, "ok").check_ordered);
+  CHECK(store->GetJob(j2)->state == "running");
+  CHECK(MustRecord(MustLease(b), b, "ok").verdict == ResultVerdict::kAccepted);
+  CHECK(store->GetJob(j2)->state == "succeeded");
+  // none never checks; a redundant job of redundancy 1 neither.
+  roll = 0;
+  int64_t j3 = PolicyJob(1, VerifyPolicy::kNone);
+  CHECK(MustRecord(MustLease(b), b, "ok").verdict == ResultVerdict::kAccepted);
+  CHECK(store->GetJob(j3)->state == "succeeded");
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(SchedFixture, "auto: with no independent worker a result is accepted unchecked",
+                 "[scheduler][verify]") {
+  // One owner's PCs, enrolled with one token, have nobody to check them.
+  int64_t a1 = Enrolled("alice-1", "token-a");
+  Enrolled("alice-2", "token-a");
+  int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
+  RecordOutcome o = MustRecord(MustLease(a1), a1, "answer");
+  CHECK_FALSE(o.check_ordered);
+  CHECK(o.verdict == ResultVerdict::kAccepted);
+  CHECK(store->GetJob(job)->state == "succeeded");
+  // An independent worker not seen for over ten minutes does not count.
+  int64_t b = Enrolled("bob", "token-b");
+  (void)b;
+  clock.AdvanceMs(11 * 60 * 1000);
+  REQUIRE(store->TouchWorker(a1).ok());
+  int64_t j2 = PolicyJob(1, VerifyPolicy::kAuto);
+  CHECK_FALSE(MustRecord(MustLease(a1), a1, "answer").check_ordered);
+  CHECK(store->GetJob(j2)->state == "succeeded");
+}
+
+TEST_CASE_METHOD(SchedFixture,
+                 "caught three times, a worker is quarantined and its unchecked results run again",
+                 "[scheduler][verify]") {
+  int64_t cheat = Enrolled("cheat", "token-c");
+  int64_t h1 = Enrolled("honest-1", "token-1"), h2 = Enrolled("honest-2", "token-2");
+  // Two results of the cheat accepted unchecked in a job that checks
+  // nothing (its other shard is still running, so the job is too).
+  int64_t open_job = PolicyJob(3, VerifyPolicy::kNone);
+  Lease u1 = MustLease(cheat);
+  Lease u2 = MustLease(cheat);
+  MustRecord(u1, cheat, "lazy-0");
+  MustRecord(u2, cheat, "lazy-1");
+  Lease other = MustLease(h1);
+  CHECK(store->GetJob(open_job)->shards_accepted == 2);
+  // Three auto shards: the cheat's answer is checked, disagrees, and a
+  // third copy decides against it.
+  std::vector<int64_t> quarantined;
+  for (int i = 0; i < 3; ++i) {
+    INFO("round " << i);
+    int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
+    Lease l = MustLease(cheat);
+    CHECK(MustRecord(l, cheat, "forged").check_ordered);
+    CHECK(MustRecord(MustLease(h1), h1, "true").verdict == ResultVerdict::kDisagreed);
+    RecordOutcome o = MustRecord(MustLease(h2), h2, "true");
+    CHECK(o.verdict == ResultVerdict::kAccepted);
+    CHECK(store->GetJob(job)->state == "succeeded");
+    CHECK(store->GetWorker(cheat)->strikes == i + 1);
+    CHECK(store->GetWorker(cheat)->streak == 0);
+    quarantined.insert(quarantined.end(), o.quarantined.begin(), o.quarantined.end());
+  }
+  CHECK(quarantined == std::vector<int64_t>{cheat});
+  auto w = store->GetWorker(cheat);
+  CHECK(w->banned);
+  CHECK(sched->LeaseNext(cheat, cpu).status().code() == StatusCode::kPermissionDenied);
+  // Its two unchecked results in the running job run again.
+  CHECK(store->GetJob(open_job)->shards_accepted == 0);
+  CHECK(ShardState(open_job, 0) == "pending");
+  CHECK(ShardState(open_job, 1) == "pending");
+  CHECK(w->agreed == 0);
+  REQUIRE(store->CheckConsistency().ok());
+  MustRecord(other, h1, "x");
+  MustRecord(MustLease(h1), h1, "x");
+  MustRecord(MustLease(h1), h1, "x");
+  CHECK(store->GetJob(open_job)->state == "succeeded");
+  // Lifted by an admin, it starts again as a new worker.
+  REQUIRE(store->UnbanWorker(cheat, "test").ok());
+  w = store->GetWorker(cheat);
+  CHECK_FALSE(w->banned);
+  CHECK(w->strikes == 0);
+  CHECK(w->streak == 0);
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(SchedFixture, "a job's verification overhead is its extra copies' run time",
+                 "[scheduler][verify]") {
+  int64_t a = Enrolled("alice", "token-a"), b = Enrolled("bob", "token-b");
+  int64_t job = PolicyJob(2, VerifyPolicy::kAuto);
+  Lease l0 = MustLease(a);
+  clock.AdvanceMs(1000);
+  CHECK(MustRecord(l0, a, "r0").check_ordered);
+  Lease c0 = MustLease(b);
+  clock.AdvanceMs(500);
+  CHECK(MustRecord(c0, b, "r0").verdict == ResultVerdict::kAccepted);
+  auto v = store->GetJobVerification(job);
+  REQUIRE(v.ok());
+  CHECK(v->checked_shards == 1);
+  CHECK(v->useful_ms == 1000);  // the first agreeing result is the accepted one
+  CHECK(v->extra_ms == 500);
+}
+
 // ---- crash safety: a child runs transitions and is SIGKILLed at random ----
 
 struct Record {
@@ -478,6 +650,8 @@ struct Record {
       spec.params = "{}";
       spec.priority = int(rng() % 3);
       spec.redundancy = 1 + int(rng() % 2);
+      // Some jobs spot-check adaptively (a die decides per result).
+      if (spec.redundancy == 1 && rng() % 2) spec.verify = VerifyPolicy::kAuto;
       int n = 1 + int(rng() % 4);
       for (int i = 0; i < n; ++i) {
         spec.shards.push_back({std::to_string(rng()), "", 0});
@@ -486,8 +660,9 @@ struct Record {
     } else if (op < 45) {
       int64_t w = workers[rng() % workers.size()];
       auto l = sched.LeaseNext(w, DeviceCaps{{"cpu"}, 1 << 30});
-      if (!l.ok()) _exit(5);
-      if (l->has_value()) leases.push_back({**l, w});
+      // A worker caught disagreeing three times is quarantined.
+      if (!l.ok() && l.status().code() != StatusCode::kPermissionDenied) _exit(5);
+      if (l.ok() && l->has_value()) leases.push_back({**l, w});
     } else if (op < 85 && !leases.empty()) {
       size_t i = rng() % leases.size();
       auto [lease, w] = leases[i];

@@ -941,8 +941,29 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
   f.mutable_ack()->set_attempt_id(attempt);
   Send(peer, std::move(f));
   if (outcome->job_finished) assign_all_due = true;
+  if (outcome->check_ordered) assign_all_due = true;  // a check copy waits
+  // Workers this judgement quarantined leave (the sender among them,
+  // maybe: then `peer` is gone).
+  const int64_t sender = peer.worker_id;
+  bool sender_dropped = false;
+  for (int64_t w : outcome->quarantined) {
+    spdlog::warn("worker {} quarantined: caught disagreeing {} times", w,
+                 kStrikesToQuarantine);
+    sender_dropped = sender_dropped || w == sender;
+    DropWorker(w, "quarantined: caught disagreeing");
+    assign_all_due = true;
+  }
   if (outcome->job_awaits_advance) AdvanceJobs();
-  TryAssign(peer);
+  if (!sender_dropped) TryAssign(peer);
+}
+
+void CoordinatorServer::Impl::DropWorker(int64_t worker_id, const std::string& why) {
+  auto r = route_of.find(worker_id);
+  if (r == route_of.end()) return;
+  std::string route = r->second;
+  DropPeer(route, why);
+  // The ZAP handler refuses it from now on; what it still sends is dropped.
+  dropped.insert(route);
 }
 
 void CoordinatorServer::Impl::AdvanceJobs() {
@@ -1199,16 +1220,11 @@ StatusActionResult CoordinatorServer::Impl::RunStatusAction(const StatusAction& 
               {{"token", t.token()}, {"uses", t.uses()}, {"expires_ms", t.expires_ms()}}};
     }
     case StatusAction::Kind::kQuarantineWorker: {
-      auto report = store->BanWorker(action.id, "quarantined from the status page");
+      auto report = scheduler.Quarantine(action.id, "quarantined from the status page");
       if (!report.ok()) return {report.status(), {}};
       ActOn(*report);
       assign_all_due = true;
-      // Its connection is dropped; the ZAP handler refuses it from now on.
-      if (auto r = route_of.find(action.id); r != route_of.end()) {
-        std::string route = r->second;
-        DropPeer(route, "quarantined from the status page");
-        dropped.insert(route);
-      }
+      DropWorker(action.id, "quarantined from the status page");
       break;
     }
     case StatusAction::Kind::kUnbanWorker: {

@@ -130,6 +130,8 @@ class CoordinatorServer::Impl {
   // Pause state and attempts handed back (worker_pause.cc).
   void OnHeartbeat(Peer& peer, const wire::Heartbeat& hb);
   void DropPeer(const std::string& route, const std::string& why);
+  // Drops the connection of a banned worker, if it has one.
+  void DropWorker(int64_t worker_id, const std::string& why);
   void TryAssign(Peer& peer);
   void AssignAll();
   void DeclareSlots(Peer& peer, uint32_t slots);

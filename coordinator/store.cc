@@ -101,7 +101,7 @@ Status Store::CheckConsistency() {
        "s.state='accepted' AND (NOT EXISTS (SELECT 1 FROM results r WHERE "
        "r.id=s.accepted_result_id AND r.shard_id=s.id AND r.outcome='agreed') "
        "OR (SELECT COUNT(*) FROM results r WHERE r.shard_id=s.id AND "
-       "r.outcome='agreed') < j.redundancy)"},
+       "r.outcome='agreed') < MAX(j.redundancy, s.copies))"},
       {"shard not accepted has a verified result",
        "SELECT s.id FROM shards s WHERE s.state!='accepted' AND "
        "(s.accepted_result_id IS NOT NULL OR EXISTS (SELECT 1 FROM results r "
@@ -113,7 +113,7 @@ Status Store::CheckConsistency() {
       {"more live attempts than the redundancy",
        "SELECT s.id FROM shards s JOIN jobs j ON j.id=s.job_id WHERE "
        "(SELECT COUNT(*) FROM attempts a WHERE a.shard_id=s.id AND "
-       "a.state='leased') > j.redundancy"},
+       "a.state='leased') > MAX(j.redundancy, s.copies)"},
       {"returned attempt without exactly one result, or a result of another",
        "SELECT a.id FROM attempts a WHERE (a.state='returned') != EXISTS "
        "(SELECT 1 FROM results r WHERE r.attempt_id=a.id AND "

@@ -49,6 +49,7 @@
 #include "base/clock.h"
 #include "base/status.h"
 #include "coordinator/verifier.h"
+#include "coordinator/verify_policy.h"
 
 struct sqlite3;
 
@@ -69,6 +70,12 @@ struct WorkerInfo {
   int64_t last_seen_ms = 0;
   int64_t token_id = 0;  // the enrollment token; 0 = unknown (added, or before v11)
   std::string network;   // public network it last connected from; "" = none known
+  // Verification (verify_policy.h): its results compared with an
+  // independent copy, its accepted results since it was last caught
+  // disagreeing, and its strikes.
+  int64_t checks = 0;
+  int64_t streak = 0;
+  int64_t strikes = 0;
 };
 
 enum class ClientRole { kAdmin, kSubmitter };
@@ -93,6 +100,10 @@ struct JobSpec {
   std::string params;    // JSON text describing the job
   int priority = 0;      // higher runs first
   int redundancy = 1;    // agreeing results from different workers, >= 1
+  // How results are checked beyond `redundancy` (verify_policy.h): auto and
+  // spot add a check copy to some shards. The CLI's default is auto for
+  // LLM jobs; the Store's is redundant (a job as before policies).
+  VerifyPolicy verify = VerifyPolicy::kRedundant;
   std::vector<ShardSpec> shards;  // at least one
   // The client that submitted it (ClientInfo::id); 0 = none recorded,
   // which counts as the admin's.
@@ -115,6 +126,7 @@ struct JobInfo {
   std::string state;  // queued | running | succeeded | failed | cancelled
   int priority = 0;
   int redundancy = 1;
+  VerifyPolicy verify = VerifyPolicy::kRedundant;
   std::string params;
   int64_t shards_total = 0;
   int64_t shards_accepted = 0;
@@ -225,8 +237,18 @@ struct RecordOutcome {
   // This result completed the last shard of an open-ended job, which now
   // waits for AdvanceJob.
   bool job_awaits_advance = false;
+  // The shard's only result was picked for a check (verify_policy.h): it
+  // waits for an independent copy (verdict kWaiting).
+  bool check_ordered = false;
+  // Workers this judgement quarantined (their third strike): the daemon
+  // disconnects them; their cancelled attempts are in `report`.
+  std::vector<int64_t> quarantined;
   TransitionReport report;
 };
+
+// A uniform draw in [0, 1) that decides whether a result is checked
+// (verify_policy.h); nullptr: libsodium's randombytes.
+using CheckDie = std::function<double()>;
 
 // Folds the accepted result `body` of shard `shard_idx` into the `summary`
 // of its `kind` job and returns the new summary (job_summary.h has the one
@@ -335,11 +357,17 @@ class Store {
   Status SetWorkerNetwork(int64_t worker_id, const std::string& network);
   // Sets last_seen_ms to now.
   Status TouchWorker(int64_t worker_id);
-  // Bans the worker: its leased attempts are cancelled (shards pending again,
-  // not counted as failures of the shard) and its results not yet verified
-  // are dropped. Returns the cancelled attempts.
+  // Bans (quarantines) the worker: its leased attempts are cancelled
+  // (shards pending again, not counted as failures of the shard), its
+  // results not yet verified are dropped, and the shards of running jobs
+  // (not open-ended ones: a fine-tuning step is applied when it is
+  // accepted) that were accepted on its result alone, unchecked, run again:
+  // pending, the result dropped, the job's accepted count and its summary
+  // (folded again from its accepted results with `fold`, when given) less
+  // that shard. Returns the cancelled attempts.
   Result<TransitionReport> BanWorker(int64_t worker_id,
-                                     const std::string& reason);
+                                     const std::string& reason,
+                                     const SummaryFold& fold = nullptr);
   Result<std::vector<WorkerInfo>> ListWorkers();
   // Lifts a ban (BanWorker): the worker may connect and get shards again;
   // its dropped results stay dropped. NotFound for an unknown worker.
@@ -485,7 +513,19 @@ class Store {
                                      std::string_view signature,
                                      const Verifier& verifier,
                                      int max_failed_attempts,
-                                     const SummaryFold& fold = nullptr);
+                                     const SummaryFold& fold = nullptr,
+                                     const CheckDie& die = nullptr);
+
+  // A job's verification so far: shards accepted on two or more agreeing
+  // results, and the run time (attempt lease to result) of the results
+  // its accepted shards were accepted on (useful) and of every other
+  // result its shards received (extra: checks, copies, disagreeing ones).
+  struct JobVerification {
+    int64_t checked_shards = 0;
+    int64_t useful_ms = 0;
+    int64_t extra_ms = 0;
+  };
+  Result<JobVerification> GetJobVerification(int64_t job_id);
 
   // A worker reports it could not run its attempt (`error`, e.g. out of
   // memory): the attempt fails and counts as a failure of the shard. Error

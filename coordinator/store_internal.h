@@ -50,6 +50,15 @@ class Store::Db : public SqliteDb {
   // against the shard (FailureCounts in store.h).
   Result<bool> WorkerFailureTx(int64_t worker_id);
 
+  // BanWorker's transition (store_workers.cc).
+  Status BanWorkerTx(int64_t now, int64_t worker_id, const std::string& reason,
+                     const SummaryFold& fold, TransitionReport* report);
+
+  // Whether a worker other than `worker_id`, independent of it (another
+  // enrollment token and public network, scheduler.h), not banned and seen
+  // since `seen_since_ms`, could run a check copy of its shard.
+  Result<bool> IndependentWorkerTx(int64_t worker_id, int64_t seen_since_ms);
+
   // Ends a leased attempt as 'expired' or 'lost' and counts the failure.
   Status EndAttemptTx(int64_t now, int64_t attempt_id, const char* state,
                       const std::string& why, int max_failed,

@@ -12,7 +12,8 @@ namespace {
 
 const char kJobCols[] =
     "id,kind,state,priority,redundancy,params,shards_total,shards_accepted,"
-    "reason,created_ms,updated_ms,summary,owner_client_id,open_ended,shards_dropped";
+    "reason,created_ms,updated_ms,summary,owner_client_id,open_ended,shards_dropped,"
+    "verify";
 
 JobInfo ReadJob(Stmt& s) {
   JobInfo j;
@@ -31,6 +32,8 @@ JobInfo ReadJob(Stmt& s) {
   j.owner_client_id = s.Int(12);
   j.open_ended = s.Int(13) != 0;
   j.shards_dropped = s.Int(14);
+  auto verify = ParseVerifyPolicy(s.Str(15));
+  j.verify = verify.ok() ? *verify : VerifyPolicy::kRedundant;
   return j;
 }
 
@@ -129,6 +132,11 @@ Result<int64_t> Store::CreateJob(const JobSpec& spec) {
     if (spec.open_ended) {
       PCFARM_RETURN_IF_ERROR(
           db_->Q("UPDATE jobs SET open_ended=1 WHERE id=?1").Bind(id).Run());
+    }
+    if (spec.verify != VerifyPolicy::kRedundant) {
+      PCFARM_RETURN_IF_ERROR(db_->Q("UPDATE jobs SET verify=?2 WHERE id=?1")
+                                 .Bind(id, VerifyPolicyName(spec.verify))
+                                 .Run());
     }
     for (size_t i = 0; i < spec.shards.size(); ++i) {
       const ShardSpec& s = spec.shards[i];
@@ -488,6 +496,30 @@ Result<std::vector<JobRound>> Store::JobRounds(int64_t job_id, int64_t from_roun
     if (!row) return out;
     out.push_back({q.Int(0), q.Str(1), q.Int(2)});
   }
+}
+
+Result<Store::JobVerification> Store::GetJobVerification(int64_t job_id) {
+  std::lock_guard l(mu_);
+  JobVerification v;
+  auto q = db_->Q(
+      "SELECT "
+      " (SELECT COUNT(*) FROM shards s WHERE s.job_id=?1 AND s.state='accepted'"
+      "   AND (SELECT COUNT(*) FROM results r WHERE r.shard_id=s.id AND"
+      "        r.outcome='agreed') >= 2),"
+      " IFNULL(SUM(CASE WHEN s.accepted_result_id=r.id THEN a.ended_ms-a.leased_ms"
+      "   END), 0),"
+      " IFNULL(SUM(CASE WHEN s.accepted_result_id IS NOT r.id THEN"
+      "   a.ended_ms-a.leased_ms END), 0)"
+      " FROM results r JOIN shards s ON s.id=r.shard_id"
+      " JOIN attempts a ON a.id=r.attempt_id WHERE s.job_id=?1");
+  q.Bind(job_id);
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (row) {
+    v.checked_shards = q.Int(0);
+    v.useful_ms = q.Int(1);
+    v.extra_ms = q.Int(2);
+  }
+  return v;
 }
 
 }  // namespace pcfarm

@@ -7,8 +7,26 @@
 
 #include "coordinator/store.h"
 #include "coordinator/store_internal.h"
+#include "crypto/keys.h"
 
 namespace pcfarm {
+
+namespace {
+
+// A check copy goes to an independent worker seen this recently; when there
+// is none the lone result is accepted unchecked (a farm of one owner's PCs,
+// enrolled with one token, has nobody to check them).
+constexpr int64_t kCheckerSeenWithinMs = 10 * 60 * 1000;
+
+// Uniform in [0, 1) from libsodium (53 random bits).
+double UniformDraw() {
+  std::string b = RandomBytes(8);
+  uint64_t v = 0;
+  for (char c : b) v = (v << 8) | static_cast<unsigned char>(c);
+  return double(v >> 11) * (1.0 / 9007199254740992.0);
+}
+
+}  // namespace
 
 // ---- shared by the transitions (store_internal.h) ----
 
@@ -17,7 +35,7 @@ Status Store::Db::RefreshShardTx(int64_t shard_id) {
 UPDATE shards SET state = CASE WHEN
 (SELECT COUNT(*) FROM attempts a WHERE a.shard_id=shards.id
    AND a.state='leased') <
-(SELECT redundancy FROM jobs WHERE id=shards.job_id) -
+MAX((SELECT redundancy FROM jobs WHERE id=shards.job_id), shards.copies) -
 (SELECT IFNULL(MAX(c),0) FROM (SELECT COUNT(*) c FROM results r
    WHERE r.shard_id=shards.id AND r.outcome='pending' GROUP BY r.grp))
 THEN 'pending' ELSE 'leased' END
@@ -289,15 +307,18 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
                                           std::string_view signature,
                                           const Verifier& verifier,
                                           int max_failed_attempts,
-                                          const SummaryFold& fold) {
+                                          const SummaryFold& fold,
+                                          const CheckDie& die) {
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
   return db_->Tx([&]() -> Result<RecordOutcome> {
-    int64_t shard_id, job_id, shard_idx, redundancy;
+    int64_t shard_id, job_id, shard_idx, redundancy, copies;
     std::string kind;
+    VerifyPolicy verify = VerifyPolicy::kRedundant;
     {
       auto q = db_->Q("SELECT a.worker_id, a.state, a.shard_id, a.job_id, "
-                      "s.idx, j.redundancy, j.kind FROM attempts a "
+                      "s.idx, MAX(j.redundancy, s.copies), j.kind, j.verify, "
+                      "s.copies FROM attempts a "
                       "JOIN shards s ON s.id=a.shard_id JOIN jobs j ON "
                       "j.id=a.job_id WHERE a.id=?1");
       q.Bind(attempt_id);
@@ -317,6 +338,9 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
       shard_idx = q.Int(4);
       redundancy = q.Int(5);
       kind = q.Str(6);
+      auto v = ParseVerifyPolicy(q.Str(7));
+      if (v.ok()) verify = *v;
+      copies = q.Int(8);
     }
     RecordOutcome out;
     {
@@ -360,12 +384,63 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
     std::string where = "shard " + std::to_string(shard_idx) + " of job " +
                         std::to_string(job_id);
 
+    // A lone result that would be accepted: is it checked? (verify_policy.h)
+    if (j.accepted && ids.size() == 1 && copies == 0 &&
+        (verify == VerifyPolicy::kAuto || verify == VerifyPolicy::kSpot)) {
+      auto q = db_->Q("SELECT streak FROM workers WHERE id=?1");
+      PCFARM_ASSIGN_OR_RETURN(int64_t streak, q.Bind(worker_id).OneInt());
+      PCFARM_RETURN_IF_ERROR(q.Run());
+      double p = CheckProbability(verify, streak);
+      double roll = die ? die() : UniformDraw();
+      if (roll < p) {
+        PCFARM_ASSIGN_OR_RETURN(
+            bool independent,
+            db_->IndependentWorkerTx(worker_id, now - kCheckerSeenWithinMs));
+        if (independent) {
+          PCFARM_RETURN_IF_ERROR(db_->Q("UPDATE shards SET copies=2 WHERE id=?1")
+                                     .Bind(shard_id)
+                                     .Run());
+          PCFARM_RETURN_IF_ERROR(db_->RefreshShardTx(shard_id));
+          out.check_ordered = true;
+          return out;
+        }
+      }
+    }
+
     if (j.accepted) {
       out.verdict = ResultVerdict::kAccepted;
       int64_t winner = 0;
+      const bool checked = ids.size() >= 2;
+      // Results that faced a check (compared, or a lone result that the
+      // die let pass) move their workers' standing; a lone result of a job
+      // that checks nothing does not.
+      const bool standing_moves = checked || verify == VerifyPolicy::kAuto ||
+                                  verify == VerifyPolicy::kSpot;
       for (size_t i = 0; i < ids.size(); ++i) {
         bool agreed = j.group[i] == j.best_group;
         if (agreed && !winner) winner = ids[i];
+        // The worker's standing: streak, strikes, checks.
+        if (standing_moves) {
+          auto q = db_->Q("SELECT streak, strikes, banned FROM workers WHERE id=?1");
+          q.Bind(workers[i]);
+          PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+          if (!row) return Internal("worker " + std::to_string(workers[i]) + " vanished");
+          WorkerStanding before{q.Int(0), q.Int(1)};
+          const bool banned = q.Int(2) != 0;
+          PCFARM_RETURN_IF_ERROR(q.Run());
+          WorkerStanding after = NextStanding(before, agreed);
+          PCFARM_RETURN_IF_ERROR(
+              db_->Q("UPDATE workers SET streak=?2, strikes=?3, checks=checks+?4 "
+                     "WHERE id=?1")
+                  .Bind(workers[i], after.streak, after.strikes,
+                        int64_t{checked ? 1 : 0})
+                  .Run());
+          if (!banned && Quarantined(after) &&
+              std::find(out.quarantined.begin(), out.quarantined.end(),
+                        workers[i]) == out.quarantined.end()) {
+            out.quarantined.push_back(workers[i]);
+          }
+        }
         PCFARM_RETURN_IF_ERROR(
             db_->Q("UPDATE results SET outcome=?2 WHERE id=?1")
                 .Bind(ids[i], agreed ? "agreed" : "disagreed")
@@ -385,6 +460,13 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
               where + ": result " + std::to_string(ids[i]) +
                   " disagrees with the accepted one"));
         }
+      }
+      for (int64_t w : out.quarantined) {
+        PCFARM_RETURN_IF_ERROR(db_->BanWorkerTx(
+            now, w,
+            "quarantined: caught disagreeing " +
+                std::to_string(kStrikesToQuarantine) + " times (" + where + ")",
+            fold, &out.report));
       }
       // Changes only a shard that is not accepted yet: accepted exactly once.
       auto acc = db_->Q("UPDATE shards SET state='accepted', "

@@ -245,6 +245,19 @@ ALTER TABLE jobs ADD COLUMN shards_dropped INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE workers ADD COLUMN token_id INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE workers ADD COLUMN network TEXT NOT NULL DEFAULT '';
 )sql",
+    // 12: verification policies (verify_policy.h). A job's policy
+    // ('redundant' for jobs from before: their fixed redundancy); a shard's
+    // copies, raised to 2 when its first result is picked for a check (0:
+    // the job's redundancy); a worker's results compared with an independent
+    // copy (checks), accepted results since it was last caught (streak) and
+    // strikes (times caught, less those its streaks forgave).
+    R"sql(
+ALTER TABLE jobs ADD COLUMN verify TEXT NOT NULL DEFAULT 'redundant';
+ALTER TABLE shards ADD COLUMN copies INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN checks INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN streak INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN strikes INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 

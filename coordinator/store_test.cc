@@ -14,7 +14,7 @@ namespace pcfarm {
 namespace {
 
 // The number of the last migration (store_schema.cc).
-constexpr int kLatestSchema = 11;
+constexpr int kLatestSchema = 12;
 
 std::string TempDir() {
   char tmpl[] = "/tmp/pcfarm_store_test.XXXXXX";

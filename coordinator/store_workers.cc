@@ -1,4 +1,5 @@
 // The Store's workers, enrollment tokens and CLI clients.
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -11,7 +12,7 @@ namespace {
 
 const char kWorkerCols[] =
     "id,name,sign_pk,curve_pk,trust,agreed,disagreed,banned,devices,"
-    "speed_gflops,created_ms,last_seen_ms,token_id,network";
+    "speed_gflops,created_ms,last_seen_ms,token_id,network,checks,streak,strikes";
 
 WorkerInfo ReadWorker(Stmt& s) {
   WorkerInfo w;
@@ -29,6 +30,9 @@ WorkerInfo ReadWorker(Stmt& s) {
   w.last_seen_ms = s.Int(11);
   w.token_id = s.Int(12);
   w.network = s.Str(13);
+  w.checks = s.Int(14);
+  w.streak = s.Int(15);
+  w.strikes = s.Int(16);
   return w;
 }
 
@@ -217,43 +221,137 @@ Status Store::TouchWorker(int64_t worker_id) {
 }
 
 Result<TransitionReport> Store::BanWorker(int64_t worker_id,
-                                          const std::string& reason) {
+                                          const std::string& reason,
+                                          const SummaryFold& fold) {
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
   return db_->Tx([&]() -> Result<TransitionReport> {
-    PCFARM_ASSIGN_OR_RETURN(std::string name, db_->WorkerNameTx(worker_id));
     TransitionReport report;
-    PCFARM_RETURN_IF_ERROR(
-        db_->Q("UPDATE workers SET banned=1 WHERE id=?1").Bind(worker_id).Run());
-    std::vector<int64_t> shards;
-    {
-      auto q = db_->Q("UPDATE attempts SET state='cancelled', ended_ms=?2 "
-                      "WHERE worker_id=?1 AND state='leased' "
-                      "RETURNING id, shard_id");
-      q.Bind(worker_id, now);
-      for (;;) {
-        PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
-        if (!row) break;
-        report.cancelled.push_back({q.Int(0), worker_id});
-        shards.push_back(q.Int(1));
-      }
-    }
-    {
-      auto q = db_->Q("UPDATE results SET outcome='dropped' WHERE "
-                      "worker_id=?1 AND outcome='pending' RETURNING shard_id");
-      q.Bind(worker_id);
-      for (;;) {
-        PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
-        if (!row) break;
-        shards.push_back(q.Int(0));
-      }
-    }
-    for (int64_t s : shards) PCFARM_RETURN_IF_ERROR(db_->RefreshShardTx(s));
-    PCFARM_RETURN_IF_ERROR(db_->EventTx(
-        now, "worker_banned", 0, worker_id,
-        "worker '" + name + "' banned: " + reason));
+    PCFARM_RETURN_IF_ERROR(db_->BanWorkerTx(now, worker_id, reason, fold, &report));
     return report;
   });
+}
+
+Status Store::Db::BanWorkerTx(int64_t now, int64_t worker_id,
+                              const std::string& reason, const SummaryFold& fold,
+                              TransitionReport* report) {
+  PCFARM_ASSIGN_OR_RETURN(std::string name, WorkerNameTx(worker_id));
+  PCFARM_RETURN_IF_ERROR(
+      Q("UPDATE workers SET banned=1 WHERE id=?1").Bind(worker_id).Run());
+  std::vector<int64_t> shards;
+  {
+    auto q = Q("UPDATE attempts SET state='cancelled', ended_ms=?2 "
+               "WHERE worker_id=?1 AND state='leased' "
+               "RETURNING id, shard_id");
+    q.Bind(worker_id, now);
+    for (;;) {
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      report->cancelled.push_back({q.Int(0), worker_id});
+      shards.push_back(q.Int(1));
+    }
+  }
+  {
+    auto q = Q("UPDATE results SET outcome='dropped' WHERE "
+               "worker_id=?1 AND outcome='pending' RETURNING shard_id");
+    q.Bind(worker_id);
+    for (;;) {
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      shards.push_back(q.Int(0));
+    }
+  }
+  // Shards of running jobs accepted on its result alone run again.
+  struct Reopen {
+    int64_t shard_id, job_id, idx, result_id;
+  };
+  std::vector<Reopen> reopen;
+  {
+    auto q = Q("SELECT s.id, s.job_id, s.idx, r.id FROM results r "
+               "JOIN shards s ON s.accepted_result_id=r.id "
+               "JOIN jobs j ON j.id=s.job_id "
+               "WHERE r.worker_id=?1 AND r.outcome='agreed' AND "
+               "s.state='accepted' AND j.state IN ('queued','running') AND "
+               "j.open_ended=0 AND (SELECT COUNT(*) FROM results r2 WHERE "
+               "r2.shard_id=s.id AND r2.outcome='agreed')=1 ORDER BY s.id");
+    q.Bind(worker_id);
+    for (;;) {
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      reopen.push_back({q.Int(0), q.Int(1), q.Int(2), q.Int(3)});
+    }
+  }
+  std::vector<int64_t> jobs;
+  for (const Reopen& r : reopen) {
+    PCFARM_RETURN_IF_ERROR(Q("UPDATE results SET outcome='dropped' WHERE id=?1")
+                               .Bind(r.result_id)
+                               .Run());
+    PCFARM_RETURN_IF_ERROR(
+        Q("UPDATE shards SET state='pending', accepted_result_id=NULL, "
+          "copies=0 WHERE id=?1")
+            .Bind(r.shard_id)
+            .Run());
+    PCFARM_RETURN_IF_ERROR(
+        Q("UPDATE jobs SET shards_accepted=shards_accepted-1, updated_ms=?2 "
+          "WHERE id=?1")
+            .Bind(r.job_id, now)
+            .Run());
+    PCFARM_RETURN_IF_ERROR(
+        Q("UPDATE workers SET agreed=agreed-1 WHERE id=?1").Bind(worker_id).Run());
+    PCFARM_RETURN_IF_ERROR(EventTx(
+        now, "result_rerun", r.job_id, worker_id,
+        "shard " + std::to_string(r.idx) + " of job " + std::to_string(r.job_id) +
+            " runs again: it was accepted unchecked on worker '" + name +
+            "', now quarantined"));
+    if (std::find(jobs.begin(), jobs.end(), r.job_id) == jobs.end()) {
+      jobs.push_back(r.job_id);
+    }
+    shards.push_back(r.shard_id);
+  }
+  // Their summaries, folded again from the shards still accepted.
+  for (int64_t job_id : jobs) {
+    if (!fold) break;
+    std::string kind;
+    {
+      auto q = Q("SELECT kind FROM jobs WHERE id=?1");
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Bind(job_id).Step());
+      if (!row) continue;
+      kind = q.Str(0);
+    }
+    std::string summary = "{}";  // kEmptyJobSummary (job_summary.h)
+    auto q = Q("SELECT s.idx, r.body FROM shards s JOIN results r ON "
+               "r.id=s.accepted_result_id WHERE s.job_id=?1 AND "
+               "s.state='accepted' ORDER BY s.idx");
+    q.Bind(job_id);
+    for (;;) {
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      summary = fold(kind, summary, q.Int(0), q.Str(1));
+    }
+    PCFARM_RETURN_IF_ERROR(
+        Q("UPDATE jobs SET summary=?2 WHERE id=?1").Bind(job_id, summary).Run());
+  }
+  PCFARM_RETURN_IF_ERROR(
+      Q("UPDATE workers SET trust=(agreed+1.0)/(agreed+disagreed+2.0) WHERE id=?1")
+          .Bind(worker_id)
+          .Run());
+  for (int64_t s : shards) PCFARM_RETURN_IF_ERROR(RefreshShardTx(s));
+  return EventTx(now, "worker_banned", 0, worker_id,
+                 "worker '" + name + "' banned: " + reason +
+                     (reopen.empty() ? ""
+                                     : " (" + std::to_string(reopen.size()) +
+                                           " unchecked results run again)"));
+}
+
+Result<bool> Store::Db::IndependentWorkerTx(int64_t worker_id,
+                                            int64_t seen_since_ms) {
+  auto q = Q("SELECT EXISTS (SELECT 1 FROM workers w JOIN workers o ON "
+             "o.id<>w.id WHERE w.id=?1 AND o.banned=0 AND o.last_seen_ms>=?2 "
+             "AND NOT (w.token_id<>0 AND o.token_id=w.token_id) "
+             "AND NOT (w.network<>'' AND o.network=w.network))");
+  PCFARM_ASSIGN_OR_RETURN(int64_t any, q.Bind(worker_id, seen_since_ms).OneInt());
+  PCFARM_RETURN_IF_ERROR(q.Run());
+  return any != 0;
 }
 
 Status Store::UnbanWorker(int64_t worker_id, const std::string& reason) {
@@ -262,7 +360,7 @@ Status Store::UnbanWorker(int64_t worker_id, const std::string& reason) {
   return db_->Tx([&]() -> Status {
     PCFARM_ASSIGN_OR_RETURN(std::string name, db_->WorkerNameTx(worker_id));
     PCFARM_RETURN_IF_ERROR(
-        db_->Q("UPDATE workers SET banned=0 WHERE id=?1").Bind(worker_id).Run());
+        db_->Q("UPDATE workers SET banned=0, strikes=0, streak=0 WHERE id=?1").Bind(worker_id).Run());
     return db_->EventTx(now, "worker_unbanned", 0, worker_id,
                         "worker " + std::to_string(worker_id) + " '" + name +
                             "' unbanned: " + reason);

@@ -9,6 +9,7 @@
 
 #include "base/hex.h"
 #include "base/peer_text.h"
+#include "coordinator/verify_policy.h"
 #include "crypto/keys.h"
 
 namespace pcfarm {
@@ -54,7 +55,8 @@ json WorkerJson(const wire::WorkerInfo& w) {
           {"running", w.running()},     {"last_seen_ms", w.last_seen_ms()},
           {"outdated", w.outdated()},   {"protocol_version", w.protocol_version()},
           {"paused", w.paused()},       {"paused_reason", w.paused_reason()},
-          {"devices", devices}};
+          {"checks", w.checks()},       {"streak", w.streak()},
+          {"strikes", w.strikes()},     {"devices", devices}};
 }
 
 json JobJson(const wire::JobInfo& j) {
@@ -68,7 +70,12 @@ json JobJson(const wire::JobInfo& j) {
               {"reason", j.reason()},
               {"created_ms", j.created_ms()},
               {"updated_ms", j.updated_ms()},
-              {"owner", j.owner()}};
+              {"owner", j.owner()},
+              {"verify", j.verify()}};
+  if (j.has_verification()) {
+    out["verification"] = {{"checked_shards", j.checked_shards()},
+                           {"overhead", j.verification_overhead()}};
+  }
   if (!j.summary().empty()) {
     try {
       out["summary"] = json::parse(j.summary());
@@ -213,7 +220,13 @@ void PrintJobDetails(const wire::JobInfo& j) {
   std::printf("  state:      %s\n", j.state().c_str());
   std::printf("  shards:     %u of %u accepted\n", j.shards_accepted(),
               j.shards_total());
-  std::printf("  redundancy: %u   priority: %u\n", j.redundancy(), j.priority());
+  std::printf("  redundancy: %u   priority: %u   verify: %s\n", j.redundancy(),
+              j.priority(), j.verify().empty() ? "redundant" : Safe(j.verify()).c_str());
+  if (j.has_verification()) {
+    std::printf("  checked:    %llu shards, verification overhead %.1f%%\n",
+                (unsigned long long)j.checked_shards(),
+                100.0 * j.verification_overhead());
+  }
   std::printf("  created:    %s   updated: %s\n",
               FormatTime(j.created_ms()).c_str(),
               FormatTime(j.updated_ms()).c_str());
@@ -295,6 +308,18 @@ FinetuneProgress FinetuneProgressOf(const wire::JobInfo& j) {
     }
   }
   return p;
+}
+
+Status CheckVerifyFlag(const std::string& verify, uint32_t redundancy) {
+  if (verify.empty()) return Status::Ok();
+  auto policy = ParseVerifyPolicy(verify);
+  if (!policy.ok()) return policy.status().WithContext("--verify");
+  if (*policy != VerifyPolicy::kRedundant && redundancy > 1) {
+    return InvalidArgument("--redundancy " + std::to_string(redundancy) +
+                           " needs --verify redundant (--verify " + verify +
+                           " decides the copies itself)");
+  }
+  return Status::Ok();
 }
 
 }  // namespace pcfarm

@@ -142,4 +142,13 @@ struct FinetuneProgress {
 };
 FinetuneProgress FinetuneProgressOf(const wire::JobInfo& j);
 
+// `--verify` as the submit commands check it: "" (the coordinator's
+// default) or a policy name (coordinator/verify_policy.h), and not a policy
+// other than redundant beside --redundancy > 1. The one-line error
+// otherwise.
+Status CheckVerifyFlag(const std::string& verify, uint32_t redundancy);
+inline constexpr char kVerifyFlagHelp[] =
+    "how results are checked: auto (adaptive spot checks by independent workers, the "
+    "default), redundant (--redundancy copies of every shard), spot (10% checked) or none";
+
 }  // namespace pcfarm

@@ -141,6 +141,7 @@ FarmCommands::FarmCommands(CLI::App* app, CLI::App* submit, Globals* globals) : 
   infer_cmd_->add_option("--prompts-per-shard", o.prompts_per_shard,
                          "prompts per shard (0: from a token budget per shard)")
       ->capture_default_str();
+  infer_cmd_->add_option("--verify", o.verify, kVerifyFlagHelp);
   infer_cmd_->add_option("--redundancy", o.redundancy,
                          "run each shard on this many different workers")
       ->capture_default_str();
@@ -210,6 +211,7 @@ int FarmCommands::SubmitInfer() {
     return Fail("--prompts-per-shard must be 0..256 (0: chosen from a token budget)");
   }
   if (o.redundancy < 1 || o.redundancy > 16) return Fail("--redundancy must be 1..16");
+  if (Status v = CheckVerifyFlag(o.verify, o.redundancy); !v.ok()) return Fail(v);
   auto quantize = ParseWeightQuantization(o.quantize);
   if (!quantize.ok()) return Fail(quantize.status().WithContext("--quantize"));
   const bool progress = !g_->json;
@@ -310,6 +312,7 @@ int FarmCommands::SubmitInfer() {
   s->set_kind("infer");
   s->set_priority(o.priority);
   s->set_redundancy(o.redundancy);
+  s->set_verify(o.verify);
   s->set_params(params.dump());
   auto submitted = SubmitJob(client->get(), req);
   if (!submitted.ok()) return Fail(submitted.status());

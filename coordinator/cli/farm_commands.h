@@ -26,6 +26,7 @@ struct InferSubmitOptions {
   double top_p = 1;
   uint64_t seed = 0;
   int64_t prompts_per_shard = 0;
+  std::string verify;  // "" = auto (or redundant with --redundancy > 1)
   uint32_t redundancy = 1;
   uint32_t priority = 0;
 };
@@ -55,6 +56,7 @@ struct FinetuneSubmitOptions {
   int64_t round_timeout_s = 0;    // with quorum < 1: how long a round waits for all
   std::string compress = "none";
   std::string aggregate = "mean";
+  std::string verify;  // "" = auto (or redundant with --redundancy > 1)
   uint32_t redundancy = 1;
   uint32_t priority = 0;
 };

@@ -101,6 +101,7 @@ void FarmCommands::AddFinetuneCommand(CLI::App* submit) {
       ->capture_default_str();
   c->add_option("--aggregate", o.aggregate, "mean, trimmed-mean, median or centered-clip")
       ->capture_default_str();
+  c->add_option("--verify", o.verify, kVerifyFlagHelp);
   c->add_option("--redundancy", o.redundancy, "run each shard on this many different workers")
       ->capture_default_str();
   c->add_option("--priority", o.priority, "higher runs first")->capture_default_str();
@@ -121,6 +122,7 @@ int FarmCommands::SubmitFinetune() {
   if (!(o.lora_alpha > 0) || !std::isfinite(o.lora_alpha)) return Fail("--lora-alpha must be > 0");
   if (o.max_length < 0) return Fail("--max-length must be >= 0 (0: the model's maximum)");
   if (o.redundancy < 1 || o.redundancy > 16) return Fail("--redundancy must be 1..16");
+  if (Status v = CheckVerifyFlag(o.verify, o.redundancy); !v.ok()) return Fail(v);
   if (o.method != "lora") {
     return Fail(o.method == "full" ? "--method full is not built yet on the farm; use lora"
                                    : "--method must be lora or full");
@@ -283,6 +285,7 @@ int FarmCommands::SubmitFinetune() {
   s->set_kind("finetune");
   s->set_priority(o.priority);
   s->set_redundancy(o.redundancy);
+  s->set_verify(o.verify);
   s->set_params(params.dump());
   auto submitted = SubmitJob(client->get(), req);
   if (!submitted.ok()) return Fail(submitted.status());

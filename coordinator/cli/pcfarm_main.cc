@@ -64,10 +64,12 @@ int CmdTokenCreate(const Globals& g, uint32_t uses, const std::string& ttl) {
 }
 
 int CmdSubmitBench(const Globals& g, uint32_t shards, uint32_t size,
-                   uint32_t redundancy, uint32_t priority, uint32_t reps) {
+                   uint32_t redundancy, uint32_t priority, uint32_t reps,
+                   const std::string& verify) {
   if (shards == 0 || shards > 1'000'000) return Fail("--shards must be 1..1000000");
   if (size < 16 || size > 4096) return Fail("--size must be 16..4096");
   if (redundancy == 0 || redundancy > 16) return Fail("--redundancy must be 1..16");
+  if (Status v = CheckVerifyFlag(verify, redundancy); !v.ok()) return Fail(v);
   if (reps == 0 || reps > 100) return Fail("--reps must be 1..100");
   auto client = OpenClient(g);
   if (!client.ok()) return Fail(client.status());
@@ -76,6 +78,7 @@ int CmdSubmitBench(const Globals& g, uint32_t shards, uint32_t size,
   s->set_kind("bench");
   s->set_priority(priority);
   s->set_redundancy(redundancy);
+  s->set_verify(verify);
   s->set_params(json{{"size", size}, {"reps", reps}}.dump());
   std::random_device rd;
   uint64_t salt = (uint64_t(rd()) << 32) | rd();
@@ -146,6 +149,16 @@ int CmdCancel(const Globals& g, uint64_t job) {
   return 0;
 }
 
+// An outdated worker connects but speaks another protocol version: it gets
+// no work until it is upgraded.
+const char* WorkerStateName(const wire::WorkerInfo& w) {
+  return w.banned()      ? "quarantined"
+         : w.outdated()  ? "outdated"
+         : w.paused()    ? "paused"
+         : w.connected() ? "connected"
+                         : "offline";
+}
+
 int CmdWorkers(const Globals& g) {
   auto client = OpenClient(g);
   if (!client.ok()) return Fail(client.status());
@@ -161,20 +174,14 @@ int CmdWorkers(const Globals& g) {
     std::cout << arr.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
     return 0;
   }
-  std::printf("%-6s %-16s %-10s %6s %7s %9s %8s  %s\n", "ID", "NAME", "STATE",
-              "TRUST", "AGREED", "GFLOP/s", "RUNNING", "LAST SEEN");
+  std::printf("%-6s %-16s %-11s %6s %7s %6s %7s %9s %8s  %s\n", "ID", "NAME", "STATE",
+              "TRUST", "AGREED", "CHECKS", "STRIKES", "GFLOP/s", "RUNNING", "LAST SEEN");
   for (const auto& w : reply->list_workers().workers()) {
-    // An outdated worker connects but speaks another protocol version: it
-    // gets no work until it is upgraded.
-    const char* state = w.banned()      ? "banned"
-                        : w.outdated()  ? "outdated"
-                        : w.paused()    ? "paused"
-                        : w.connected() ? "connected"
-                                        : "offline";
-    std::printf("%-6llu %-16s %-10s %6.2f %7llu %9.1f %8u  %s\n",
-                (unsigned long long)w.worker_id(), Safe(w.name()).c_str(), state,
-                w.trust(), (unsigned long long)w.agreed(), w.gflops(),
-                w.running(), FormatTime(w.last_seen_ms()).c_str());
+    std::printf("%-6llu %-16s %-11s %6.2f %7llu %6llu %7u %9.1f %8u  %s\n",
+                (unsigned long long)w.worker_id(), Safe(w.name()).c_str(),
+                WorkerStateName(w), w.trust(), (unsigned long long)w.agreed(),
+                (unsigned long long)w.checks(), w.strikes(), w.gflops(), w.running(),
+                FormatTime(w.last_seen_ms()).c_str());
     if (w.paused()) std::printf("       ^ paused: %s\n", Safe(w.paused_reason()).c_str());
     if (w.outdated()) {
       std::printf("       ^ %s\n",
@@ -182,6 +189,26 @@ int CmdWorkers(const Globals& g) {
                                       kProtocolVersion, PcfarmRelease()).c_str());
     }
   }
+  return 0;
+}
+
+int CmdWorkerBan(const Globals& g, uint64_t worker_id, bool unban,
+                 const std::string& reason) {
+  auto client = OpenClient(g);
+  if (!client.ok()) return Fail(client.status());
+  wire::ClientRequest req;
+  req.mutable_worker_ban()->set_worker_id(worker_id);
+  req.mutable_worker_ban()->set_unban(unban);
+  req.mutable_worker_ban()->set_reason(reason);
+  auto reply = (*client)->Call(req);
+  if (!reply.ok()) return Fail(reply.status());
+  const wire::WorkerInfo& w = reply->worker_ban().worker();
+  if (g.json) {
+    std::cout << WorkerJson(w).dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    return 0;
+  }
+  std::printf("worker %llu '%s' is %s\n", (unsigned long long)w.worker_id(),
+              Safe(w.name()).c_str(), WorkerStateName(w));
   return 0;
 }
 
@@ -344,6 +371,10 @@ int Main(int argc, char** argv) {
   bench->add_option("--redundancy", redundancy,
                     "run each shard on this many different workers")
       ->capture_default_str();
+  std::string verify;
+  bench->add_option("--verify", verify,
+                    "how results are checked: redundant (the default for bench: "
+                    "--redundancy copies), auto, spot or none");
   bench->add_option("--priority", priority, "higher runs first")
       ->capture_default_str();
   bench->add_option("--reps", reps, "timed repetitions per shard")
@@ -356,8 +387,21 @@ int Main(int argc, char** argv) {
   auto* status = app.add_subcommand("status", "show one job");
   status->add_option("JOB", job_id, "job id")->required();
   add_json(status);
-  auto* workers = app.add_subcommand("workers", "list workers");
+  auto* workers = app.add_subcommand(
+      "workers", "list workers; quarantine or unban one (admins)");
   add_json(workers);
+  uint64_t worker_id = 0;
+  std::string ban_reason;
+  auto* quarantine = workers->add_subcommand(
+      "quarantine", "stop giving a worker work; its unchecked results in running jobs run again");
+  quarantine->add_option("ID", worker_id, "worker id (pcfarm workers)")->required();
+  quarantine->add_option("--reason", ban_reason, "why (kept in the events)");
+  add_json(quarantine);
+  auto* unban = workers->add_subcommand(
+      "unban", "lift a quarantine: the worker gets work again, checked as a new one");
+  unban->add_option("ID", worker_id, "worker id (pcfarm workers)")->required();
+  unban->add_option("--reason", ban_reason, "why (kept in the events)");
+  add_json(unban);
   auto* wait = app.add_subcommand("wait",
                                   "wait for a job to end (exit 0 iff it "
                                   "succeeded); rides out coordinator restarts");
@@ -389,9 +433,11 @@ int Main(int argc, char** argv) {
   if (local.selected()) return local.Run();
   if (farm.selected()) return farm.Run();
   if (*token_create) return CmdTokenCreate(g, uses, ttl);
-  if (*bench) return CmdSubmitBench(g, shards, size, redundancy, priority, reps);
+  if (*bench) return CmdSubmitBench(g, shards, size, redundancy, priority, reps, verify);
   if (*jobs) return CmdJobs(g);
   if (*status) return CmdStatus(g, job_id);
+  if (*quarantine) return CmdWorkerBan(g, worker_id, false, ban_reason);
+  if (*unban) return CmdWorkerBan(g, worker_id, true, ban_reason);
   if (*workers) return CmdWorkers(g);
   if (*wait) {
     if (poll_s < 0.05) return Fail("--poll must be at least 0.05");

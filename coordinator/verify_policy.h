@@ -1,0 +1,68 @@
+// Verification policy (DESIGN.md §8): how many copies of a shard must agree,
+// and how often a single result is checked by an independent worker.
+//
+// Per job (`pcfarm submit … --verify`):
+//   redundant  every shard runs on --redundancy R workers and R agreeing
+//              results accept it (what every job did before policies).
+//   none       one result accepts a shard; nothing is checked.
+//   spot       every result is checked with probability kSpotRate.
+//   auto       adaptive replication (BOINC's, with our parameters): a result
+//              is checked with probability CheckProbability(streak), where
+//              the worker's streak is its accepted results since it was last
+//              caught disagreeing. Below kStreakBeforeSpotChecks every result
+//              is checked (a new identity earns trust slowly); then the rate
+//              falls as kStreakBeforeSpotChecks / streak and never below
+//              kMinCheckRate.
+// A check is a second copy of the shard run by a worker independent of the
+// first (another enrollment token and public network, scheduler.h); the
+// shard is accepted only when the two agree (a disagreement brings a third
+// copy, and the odd one out is caught). The die is cast when the first
+// result arrives, so its worker cannot know whether it will be checked.
+//
+// Consequences: a worker caught disagreeing gets a strike and its streak
+// starts again at 0 (every result of it is checked again). kStrikesToQuarantine
+// strikes quarantine it (Store::BanWorker: no more work; its unverified
+// results in running jobs are run again elsewhere); kStreakForgivesStrike
+// agreeing results in a row take one strike away (a PC with a rare hardware
+// fault is not quarantined for good by it).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+
+namespace pcfarm {
+
+enum class VerifyPolicy { kAuto, kRedundant, kSpot, kNone };
+
+// "auto" | "redundant" | "spot" | "none".
+const char* VerifyPolicyName(VerifyPolicy policy);
+// InvalidArgument naming the allowed values for anything else.
+Result<VerifyPolicy> ParseVerifyPolicy(std::string_view name);
+
+inline constexpr int64_t kStreakBeforeSpotChecks = 10;
+inline constexpr double kMinCheckRate = 0.05;
+inline constexpr double kSpotRate = 0.1;
+inline constexpr int64_t kStrikesToQuarantine = 3;
+inline constexpr int64_t kStreakForgivesStrike = 50;
+
+// The probability that a single result of a worker with `streak` accepted
+// results since its last disagreement is checked, under `policy`: 1 or 0
+// for redundant jobs (their copies are all run anyway: 0) and none (0).
+double CheckProbability(VerifyPolicy policy, int64_t streak);
+
+// A worker's standing after one of its results was judged.
+struct WorkerStanding {
+  int64_t streak = 0;   // accepted results since it was last caught
+  int64_t strikes = 0;  // times caught, less the ones its streaks forgave
+};
+// After a result of it was accepted (`agreed`) or found disagreeing.
+WorkerStanding NextStanding(WorkerStanding before, bool agreed);
+// Whether a worker with this standing is quarantined.
+inline bool Quarantined(const WorkerStanding& s) {
+  return s.strikes >= kStrikesToQuarantine;
+}
+
+}  // namespace pcfarm
