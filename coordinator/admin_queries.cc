@@ -66,4 +66,13 @@ wire::JobInfo JobToWire(const JobInfo& job, const std::string& owner) {
   return out;
 }
 
+Status AddJobVerification(Store& store, int64_t job_id, wire::JobInfo* out) {
+  PCFARM_ASSIGN_OR_RETURN(auto v, store.GetJobVerification(job_id));
+  out->set_has_verification(true);
+  out->set_checked_shards(static_cast<uint64_t>(v.checked_shards));
+  out->set_verification_overhead(v.useful_ms > 0 ? double(v.extra_ms) / double(v.useful_ms)
+                                                 : 0.0);
+  return Status::Ok();
+}
+
 }  // namespace pcfarm

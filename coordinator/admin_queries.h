@@ -36,4 +36,9 @@ wire::WorkerInfo WorkerToWire(const WorkerInfo& w, const WorkerLiveState& live);
 // job's planner's (JobPlanner::Summary), left out while empty.
 wire::JobInfo JobToWire(const JobInfo& job, const std::string& owner);
 
+// Sets `out`'s verification figures (checked shards, overhead) from the
+// job's results: what `pcfarm status JOB` and /api/v1/jobs/ID add to the
+// listing's fields (a query over the job's results, so not in listings).
+Status AddJobVerification(Store& store, int64_t job_id, wire::JobInfo* out);
+
 }  // namespace pcfarm

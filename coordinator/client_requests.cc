@@ -180,11 +180,7 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       PCFARM_ASSIGN_OR_RETURN(JobInfo job,
                               OwnJob(client, int64_t(req.job_status().job_id())));
       PCFARM_ASSIGN_OR_RETURN(auto w, JobToWire(job));
-      PCFARM_ASSIGN_OR_RETURN(auto v, store->GetJobVerification(job.id));
-      w.set_has_verification(true);
-      w.set_checked_shards(static_cast<uint64_t>(v.checked_shards));
-      w.set_verification_overhead(
-          v.useful_ms > 0 ? double(v.extra_ms) / double(v.useful_ms) : 0.0);
+      PCFARM_RETURN_IF_ERROR(AddJobVerification(*store, job.id, &w));
       *reply->mutable_job_status()->mutable_job() = std::move(w);
       return Status::Ok();
     }

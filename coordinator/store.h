@@ -486,7 +486,8 @@ class Store {
   // Leases the best pending shard `worker_id` can run, or nullopt when none.
   // Order: job priority (high first), then the job with the fewest live
   // attempts, then the oldest job, then shard idx. Never a shard this worker
-  // already attempted. PermissionDenied for a banned worker.
+  // holds, returned, failed or let expire (one it lost or that was
+  // cancelled it may take again). PermissionDenied for a banned worker.
   Result<std::optional<Lease>> LeaseShard(int64_t worker_id,
                                           const DeviceCaps& caps,
                                           int64_t lease_ms);

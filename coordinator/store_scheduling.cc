@@ -13,10 +13,11 @@ namespace pcfarm {
 
 namespace {
 
-// A check copy goes to an independent worker seen this recently; when there
-// is none the lone result is accepted unchecked (a farm of one owner's PCs,
-// enrolled with one token, has nobody to check them).
-constexpr int64_t kCheckerSeenWithinMs = 10 * 60 * 1000;
+// A check copy goes to an independent worker seen this recently (the
+// daemon touches its connected workers every heartbeat, so: one connected
+// now); when there is none the lone result is accepted unchecked (a farm of
+// one owner's PCs, enrolled with one token, has nobody to check them).
+constexpr int64_t kCheckerSeenWithinMs = 60 * 1000;
 
 // Uniform in [0, 1) from libsodium (53 random bits).
 double UniformDraw() {
@@ -164,13 +165,18 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
     // oldest), among jobs with a shard this worker may take; then that
     // job's lowest such shard. Both walk indexes, not every pending shard.
     // Statements are cached by the address of their text: keep it static.
+    // A worker takes no shard it holds, returned, failed or let expire; one
+    // it lost (a crash, a restart) or that was cancelled under it it may
+    // take again (else a check copy could wait forever for the one
+    // independent worker that was killed while running it).
     // Independence (Sybil resistance): a worker takes no copy of a shard
     // whose live or returned copy is held by a worker enrolled with the
     // same token (?5) or connecting from the same public network (?6).
 #define PCFARM_ELIGIBLE_SHARD                                                   \
   " s.state='pending' AND s.needs_memory_bytes <= ?2"                          \
   " AND (s.needs_backend='' OR instr(?3, ','||s.needs_backend||',')>0)"       \
-  " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.shard_id=s.id AND a.worker_id=?1)" \
+  " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.shard_id=s.id AND a.worker_id=?1" \
+  "   AND a.state NOT IN ('lost','cancelled'))"                                 \
   " AND ((?5=0 AND ?6='') OR NOT EXISTS (SELECT 1 FROM attempts a"            \
   "   JOIN workers w ON w.id=a.worker_id WHERE a.shard_id=s.id"                \
   "   AND a.state IN ('leased','returned')"                                    \

@@ -14,7 +14,10 @@
 //              falls as kStreakBeforeSpotChecks / streak and never below
 //              kMinCheckRate.
 // A check is a second copy of the shard run by a worker independent of the
-// first (another enrollment token and public network, scheduler.h); the
+// first (another enrollment token and public network, scheduler.h) and
+// connected (seen within the last minute: otherwise the result is accepted
+// unchecked, as a farm of one owner's PCs on one token has nobody to check
+// them); the
 // shard is accepted only when the two agree (a disagreement brings a third
 // copy, and the odd one out is caught). The die is cast when the first
 // result arrives, so its worker cannot know whether it will be checked.

@@ -273,7 +273,9 @@ Result<json> StatusApi::Jobs() {
 
 Result<json> StatusApi::Job(int64_t id) {
   PCFARM_ASSIGN_OR_RETURN(JobInfo job, store_->GetJob(id));
-  json out = JobJson(JobToWire(job, OwnerName(job.owner_client_id)));
+  wire::JobInfo w = JobToWire(job, OwnerName(job.owner_client_id));
+  PCFARM_RETURN_IF_ERROR(AddJobVerification(*store_, id, &w));
+  json out = JobJson(w);
   json states = json::object();
   PCFARM_ASSIGN_OR_RETURN(auto counts, store_->CountShardsByState(id));
   for (const auto& [state, n] : counts) states[state] = n;

@@ -259,7 +259,9 @@ TEST_CASE("locality: a shard goes to the worker that holds its model", "[farm][i
   // (without locality the fastest idle worker would go first).
   REQUIRE_OK(c->StopWorker(0));
   REQUIRE_OK(c->StopWorker(1));
-  int64_t first = SubmitInfer(&c.c, {"--model", model, "--prompts", prompts, "--max-tokens", "4"});
+  // --verify none: w2 alone runs it (a check would wait for w0 or w1).
+  int64_t first = SubmitInfer(&c.c, {"--model", model, "--prompts", prompts, "--max-tokens", "4",
+                                     "--verify", "none"});
   REQUIRE(*c->WaitForJobEnd(first, 60'000) == "succeeded");
   REQUIRE(Fetch(&c.c, first, c->dir() + "/a.jsonl")[0]["worker"] == "w2");
   REQUIRE_OK(c->StartWorker(0));
@@ -268,7 +270,9 @@ TEST_CASE("locality: a shard goes to the worker that holds its model", "[farm][i
   // Later one-shard jobs of the same model go to w2, not to the others.
   for (int i = 0; i < 4; ++i) {
     WriteAll(prompts, PromptsFile(4 + i));
-    int64_t job = SubmitInfer(&c.c, {"--model", model, "--prompts", prompts, "--max-tokens", "4"});
+    // (Unchecked: a check copy would put the model on a second worker.)
+    int64_t job = SubmitInfer(&c.c, {"--model", model, "--prompts", prompts, "--max-tokens", "4",
+                                     "--verify", "none"});
     REQUIRE(*c->WaitForJobEnd(job, 60'000) == "succeeded");
     CHECK(Fetch(&c.c, job, c->dir() + "/b.jsonl")[0]["worker"] == "w2");
   }
