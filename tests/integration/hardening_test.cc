@@ -254,6 +254,106 @@ TEST_CASE("two identities from one token cannot make up a shard's redundancy",
   CHECK(json::parse(rows[0][0]).value("checksum", "") != forged);
 }
 
+// ------------------------------------------------- verification (auto)
+
+// Answers every pending shard of `w`, forging the checksum when `forge`
+// says so for the n-th answer (counting from 0); returns how many it sent.
+int AnswerPending(SimWorker* w, const std::function<bool(int)>& forge, int* answered) {
+  int sent = 0;
+  while (!w->pending_assignments().empty()) {
+    SimAssignment a = w->pending_assignments().front();
+    w->pending_assignments().erase(w->pending_assignments().begin());
+    wire::ResultBody body = w->RunAssignment(a);
+    if (forge(*answered)) {
+      json out = json::parse(body.output());
+      out["checksum"] = "0123456789abcdef";
+      body.set_output(out.dump());
+    }
+    ++*answered;
+    ++sent;
+    REQUIRE_OK(w->SendResult(w->SealResult(body)));
+    REQUIRE_OK(w->SendReady(1));
+  }
+  return sent;
+}
+
+int64_t Forged(MiniCluster* c, int64_t job) {
+  return DbInt(c, "SELECT COUNT(*) FROM shards s JOIN results r ON r.id=s.accepted_result_id "
+                  "WHERE s.job_id=" + std::to_string(job) +
+                  " AND r.body LIKE '%0123456789abcdef%'");
+}
+
+TEST_CASE("auto verification: a cheat is caught, quarantined, and its forgeries re-run",
+          "[integration][hardening][verify]") {
+  Farm farm(1);
+  Cluster& c = farm.c;
+  zmq::context_t& ctx = farm.ctx;
+  auto cheat = Joined(&ctx, farm.NewToken(), "cheat", false);
+  int answered = 0;
+  auto submit = [&](int shards, const std::string& verify) {
+    CommandResult r = c->Cli({"submit", "bench", "--shards", std::to_string(shards), "--size",
+                              "32", "--verify", verify});
+    REQUIRE(r.exit_code == 0);
+    return std::stoll(r.out.substr(r.out.rfind('\n', r.out.size() - 2) + 1));
+  };
+
+  SECTION("a new identity that forges from the start: quarantined at its third shard") {
+    auto h1 = Joined(&ctx, farm.NewToken(), "honest-1", true);
+    auto h2 = Joined(&ctx, farm.NewToken(), "honest-2", true);
+    int64_t job = submit(30, "auto");
+    bool ended = StepUntil({cheat.get(), h1.get(), h2.get()}, [&] {
+      AnswerPending(cheat.get(), [](int) { return true; }, &answered);
+      return JobState(&c.c, job) != "running" && JobState(&c.c, job) != "queued";
+    }, 60'000);
+    REQUIRE(ended);
+    CHECK(JobState(&c.c, job) == "succeeded");
+    CHECK(Forged(&c.c, job) == 0);
+    CHECK(DbInt(&c.c, "SELECT banned FROM workers WHERE name='cheat'") == 1);
+    CHECK(DbInt(&c.c, "SELECT strikes FROM workers WHERE name='cheat'") == 3);
+    // Every result of a new identity is checked: three catches quarantine
+    // it, and it answered few more meanwhile (their checks were pending).
+    INFO("shards the cheat answered: " << answered);
+    CHECK(answered >= 3);
+    CHECK(answered <= 20);
+    // Its connection was dropped; the honest ones carry on.
+    CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM events WHERE kind='worker_banned'") == 1);
+    std::string status = c->Cli({"status", std::to_string(job), "--json"}).out;
+    json st = json::parse(status);
+    CHECK(st["verify"] == "auto");
+    CHECK(st["verification"]["checked_shards"].get<int64_t>() >= 3);
+  }
+
+  SECTION("a sleeper that earns trust, then forges: its unchecked forgeries run again") {
+    // Alone (nobody independent is connected, so nothing is checked), it
+    // earns a streak of 100 on a spot-checked job: the check rate falls to 0.1.
+    int64_t warmup = submit(100, "spot");
+    bool ended = StepUntil({cheat.get()}, [&] {
+      AnswerPending(cheat.get(), [](int) { return false; }, &answered);
+      return JobState(&c.c, warmup) == "succeeded";
+    }, 60'000);
+    REQUIRE(ended);
+    REQUIRE(DbInt(&c.c, "SELECT streak FROM workers WHERE name='cheat'") == 100);
+    // Then it forges everything of a job that two honest workers share.
+    auto h1 = Joined(&ctx, farm.NewToken(), "honest-1", true);
+    auto h2 = Joined(&ctx, farm.NewToken(), "honest-2", true);
+    int64_t job = submit(300, "auto");
+    int forged = 0;
+    ended = StepUntil({cheat.get(), h1.get(), h2.get()}, [&] {
+      forged += AnswerPending(cheat.get(), [](int) { return true; }, &answered);
+      return JobState(&c.c, job) != "running" && JobState(&c.c, job) != "queued";
+    }, 120'000);
+    REQUIRE(ended);
+    INFO("forgeries sent: " << forged << ", re-runs: "
+                            << DbInt(&c.c, "SELECT COUNT(*) FROM events WHERE kind='result_rerun'"));
+    CHECK(JobState(&c.c, job) == "succeeded");
+    CHECK(DbInt(&c.c, "SELECT banned FROM workers WHERE name='cheat'") == 1);
+    // Whatever slipped through unchecked ran again on honest workers.
+    CHECK(Forged(&c.c, job) == 0);
+    CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM events WHERE kind='result_rerun'") <=
+          forged - 3);
+  }
+}
+
 // ---------------------------------------------------------------- fault 2
 
 TEST_CASE("a result the kind cannot have made is refused, even at redundancy 1",
