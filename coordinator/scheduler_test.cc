@@ -544,7 +544,7 @@ TEST_CASE_METHOD(SchedFixture, "auto: with no independent worker a result is acc
 }
 
 TEST_CASE_METHOD(SchedFixture,
-                 "caught three times, a worker is quarantined and its unchecked results run again",
+                 "a caught worker's unchecked results run again; caught three times, it is quarantined",
                  "[scheduler][verify]") {
   int64_t cheat = Enrolled("cheat", "token-c");
   int64_t h1 = Enrolled("honest-1", "token-1"), h2 = Enrolled("honest-2", "token-2");
@@ -571,6 +571,8 @@ TEST_CASE_METHOD(SchedFixture,
     CHECK(store->GetJob(job)->state == "succeeded");
     CHECK(store->GetWorker(cheat)->strikes == i + 1);
     CHECK(store->GetWorker(cheat)->streak == 0);
+    // Caught once, its unchecked results in running jobs run again.
+    CHECK(store->GetJob(open_job)->shards_accepted == 0);
     quarantined.insert(quarantined.end(), o.quarantined.begin(), o.quarantined.end());
   }
   CHECK(quarantined == std::vector<int64_t>{cheat});

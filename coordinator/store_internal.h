@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "coordinator/sqlite.h"
@@ -53,6 +54,15 @@ class Store::Db : public SqliteDb {
   // BanWorker's transition (store_workers.cc).
   Status BanWorkerTx(int64_t now, int64_t worker_id, const std::string& reason,
                      const SummaryFold& fold, TransitionReport* report);
+
+  // The shards of running, not open-ended jobs accepted on `worker_id`'s
+  // result alone (unchecked) go back to pending: the result dropped, the
+  // job's accepted count and its summary (folded again with `fold`, when
+  // given) less that shard, an event naming `why` (text after "worker '").
+  // Appends them to `shards` (to refresh); returns how many.
+  Result<int64_t> ReopenUncheckedTx(int64_t now, int64_t worker_id,
+                                    const std::string& why, const SummaryFold& fold,
+                                    std::vector<int64_t>* shards);
 
   // Whether a worker other than `worker_id`, independent of it (another
   // enrollment token and public network, scheduler.h), not banned and seen

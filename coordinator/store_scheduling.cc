@@ -467,6 +467,22 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
                   " disagrees with the accepted one"));
         }
       }
+      // A caught worker's unchecked results in running jobs run again (all
+      // of them, with its other results, when this catch quarantines it).
+      for (size_t i = 0; i < ids.size(); ++i) {
+        if (j.group[i] == j.best_group) continue;
+        if (std::find(out.quarantined.begin(), out.quarantined.end(), workers[i]) !=
+            out.quarantined.end()) {
+          continue;
+        }
+        PCFARM_ASSIGN_OR_RETURN(std::string name, db_->WorkerNameTx(workers[i]));
+        std::vector<int64_t> reopened;
+        PCFARM_RETURN_IF_ERROR(db_->ReopenUncheckedTx(
+                                      now, workers[i], name + "', caught disagreeing (" + where + ")",
+                                      fold, &reopened)
+                                   .status());
+        for (int64_t sid : reopened) PCFARM_RETURN_IF_ERROR(db_->RefreshShardTx(sid));
+      }
       for (int64_t w : out.quarantined) {
         PCFARM_RETURN_IF_ERROR(db_->BanWorkerTx(
             now, w,

@@ -261,7 +261,21 @@ Status Store::Db::BanWorkerTx(int64_t now, int64_t worker_id,
       shards.push_back(q.Int(0));
     }
   }
-  // Shards of running jobs accepted on its result alone run again.
+  PCFARM_ASSIGN_OR_RETURN(int64_t rerun,
+                          ReopenUncheckedTx(now, worker_id, name + "', now quarantined",
+                                            fold, &shards));
+  for (int64_t s : shards) PCFARM_RETURN_IF_ERROR(RefreshShardTx(s));
+  return EventTx(now, "worker_banned", 0, worker_id,
+                 "worker '" + name + "' banned: " + reason +
+                     (rerun == 0 ? ""
+                                 : " (" + std::to_string(rerun) +
+                                       " unchecked results run again)"));
+}
+
+Result<int64_t> Store::Db::ReopenUncheckedTx(int64_t now, int64_t worker_id,
+                                             const std::string& why,
+                                             const SummaryFold& fold,
+                                             std::vector<int64_t>* shards) {
   struct Reopen {
     int64_t shard_id, job_id, idx, result_id;
   };
@@ -301,12 +315,11 @@ Status Store::Db::BanWorkerTx(int64_t now, int64_t worker_id,
     PCFARM_RETURN_IF_ERROR(EventTx(
         now, "result_rerun", r.job_id, worker_id,
         "shard " + std::to_string(r.idx) + " of job " + std::to_string(r.job_id) +
-            " runs again: it was accepted unchecked on worker '" + name +
-            "', now quarantined"));
+            " runs again: it was accepted unchecked on worker '" + why));
     if (std::find(jobs.begin(), jobs.end(), r.job_id) == jobs.end()) {
       jobs.push_back(r.job_id);
     }
-    shards.push_back(r.shard_id);
+    shards->push_back(r.shard_id);
   }
   // Their summaries, folded again from the shards still accepted.
   for (int64_t job_id : jobs) {
@@ -335,12 +348,7 @@ Status Store::Db::BanWorkerTx(int64_t now, int64_t worker_id,
       Q("UPDATE workers SET trust=(agreed+1.0)/(agreed+disagreed+2.0) WHERE id=?1")
           .Bind(worker_id)
           .Run());
-  for (int64_t s : shards) PCFARM_RETURN_IF_ERROR(RefreshShardTx(s));
-  return EventTx(now, "worker_banned", 0, worker_id,
-                 "worker '" + name + "' banned: " + reason +
-                     (reopen.empty() ? ""
-                                     : " (" + std::to_string(reopen.size()) +
-                                           " unchecked results run again)"));
+  return static_cast<int64_t>(reopen.size());
 }
 
 Result<bool> Store::Db::IndependentWorkerTx(int64_t worker_id,
