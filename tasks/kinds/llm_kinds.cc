@@ -366,14 +366,14 @@ Result<std::vector<GenerationRequest>> InferRequests(const json& p, const Tokeni
 }
 
 Status CheckInferOutputs(const json& outs, size_t prompts, int64_t max_tokens,
-                         const std::string& what) {
+                         const std::string& what, const std::string& field) {
   if (!outs.is_array() || outs.size() != prompts) {
-    return InvalidArgument(what + ": 'outputs' must hold one entry per prompt (" +
+    return InvalidArgument(what + ": '" + field + "' must hold one entry per prompt (" +
                            std::to_string(prompts) + ")");
   }
   for (size_t i = 0; i < outs.size(); ++i) {
     const json& o = outs[i];
-    std::string where = what + ": outputs[" + std::to_string(i) + "]";
+    std::string where = what + ": " + field + "[" + std::to_string(i) + "]";
     if (!o.is_object()) return InvalidArgument(where + " is not an object");
     auto t = o.find("tokens"), l = o.find("logprobs"), f = o.find("finish");
     if (t == o.end() || !t->is_array() || t->size() > size_t(max_tokens)) {
@@ -484,7 +484,7 @@ class InferKind final : public TaskKind {
                              std::to_string(InferPromptCount(p)) + ")");
     }
     return CheckInferOutputs(*outs, InferPromptCount(p), settings.generation.max_new_tokens,
-                             "infer result");
+                             "infer result", "outputs");
   }
 
   bool Agree(std::string_view a, std::string_view b) const override {

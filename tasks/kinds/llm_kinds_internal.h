@@ -67,9 +67,9 @@ Result<std::vector<GenerationRequest>> InferRequests(const nlohmann::json& p,
 // OK iff `outputs` is shaped as an infer result's "outputs" for `prompts`
 // prompts of at most `max_tokens` tokens each (llm_kinds.h: tokens, text,
 // logprobs, finish). InvalidArgument messages start with `what` and name
-// the output and field.
+// the output as `field`[i] and its field.
 Status CheckInferOutputs(const nlohmann::json& outputs, size_t prompts, int64_t max_tokens,
-                         const std::string& what);
+                         const std::string& what, const std::string& field);
 
 // An output's "text" as an infer result carries it once parsed: the
 // tokenizer's Decode(tokens, skip_special=true) with every byte sequence
