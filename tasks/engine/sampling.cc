@@ -4,6 +4,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -78,6 +79,85 @@ int32_t FirstTrue(int32_t end, Pred pred) {
     }
   }
   return lo;
+}
+
+// A key whose ascending order is the sampler's candidate order: decreasing
+// logit, then increasing id (-0.0 as 0.0, which compares equal to it).
+uint64_t CandidateKey(float logit, int32_t id) {
+  const float f = logit == 0.0f ? 0.0f : logit;
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  const uint32_t ascending = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  return (uint64_t(~ascending) << 32) | uint32_t(id);
+}
+
+enum class Picked { kYes, kNo, kUnsure };
+
+// Whether SampleToken(logits, config, u) returns `id`, without sorting every
+// candidate (SampleToken sorts them all when top_k is off, the costliest
+// part of checking a token): sums are taken in index order, not the
+// sampler's sorted order, and a draw within 1e-9 of a boundary, where the
+// two orders' rounding could disagree, is kUnsure. Only the head of the
+// order that top_p keeps is sorted.
+// REQUIRES: config.temperature > 0; top_k off (0, or >= logits.size()).
+Picked PickedWithoutSort(std::span<const float> logits, const SamplingConfig& config, double u,
+                         int32_t id) {
+  const int32_t n = int32_t(logits.size());
+  assert(config.temperature > 0 && (config.top_k <= 0 || config.top_k >= n));
+  const double T = config.temperature;
+  const uint64_t kid = CandidateKey(logits[id], id);
+  const auto [lo_it, hi_it] = std::minmax_element(logits.begin(), logits.end());
+  const double mx = *hi_it;
+  double total = 0, before = 0;
+  bool last = true;  // no candidate after id
+  std::vector<double> w(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) {
+    w[size_t(i)] = std::exp((double(logits[i]) - mx) / T);
+    total += w[size_t(i)];
+    const uint64_t k = CandidateKey(logits[i], i);
+    if (k < kid) before += w[size_t(i)];
+    if (k > kid) last = false;
+  }
+  const double wid = w[size_t(id)];
+  if (config.top_p < 1.0) {
+    // The sampler keeps the candidates whose probability before them is
+    // below top_p: id among them, and the kept mass, from the sorted head.
+    const double id_before = before / total;
+    if (id_before >= config.top_p + kSumSlack) return Picked::kNo;
+    if (id_before > config.top_p - kSumSlack) return Picked::kUnsure;
+    // The head: the logits >= lowest, a prefix of the order that holds
+    // more than top_p of the mass (each try lowers it by half again).
+    double lowest = mx;
+    for (double drop = T; lowest >= *lo_it; drop *= 1.5) {
+      lowest = mx - drop;
+      double mass = 0;
+      for (int32_t i = 0; i < n; ++i) mass += logits[i] >= lowest ? w[size_t(i)] : 0.0;
+      if (mass / total >= config.top_p + kSumSlack) break;
+    }
+    std::vector<std::pair<uint64_t, double>> head;
+    for (int32_t i = 0; i < n; ++i) {
+      if (logits[i] >= lowest) head.emplace_back(CandidateKey(logits[i], i), w[size_t(i)]);
+    }
+    std::sort(head.begin(), head.end());
+    double cum = 0, kept = 0;
+    size_t j = 0;
+    for (; j < head.size(); ++j) {
+      if (cum >= config.top_p - kSumSlack && cum < config.top_p + kSumSlack) {
+        return Picked::kUnsure;
+      }
+      if (cum >= config.top_p) break;
+      cum += head[j].second / total;
+      kept += head[j].second;
+    }
+    // Kept: head[0, j); id is one of them (its mass before is < top_p).
+    total = kept;
+    last = head[j - 1].first == kid;
+  }
+  const double lo = before / total;
+  const double hi = last ? 2.0 : (before + wid) / total;
+  if (u >= lo + kSumSlack && u < hi - kSumSlack) return Picked::kYes;
+  if (u < lo - kSumSlack || u >= hi + kSumSlack) return Picked::kNo;
+  return Picked::kUnsure;
 }
 
 std::string Format(const char* fmt, auto... args) {
@@ -160,13 +240,21 @@ DrawCheck CheckDraw(std::span<const float> logits, const SamplingConfig& config,
                     int32_t id, double tolerance) {
   assert(id >= 0 && size_t(id) < logits.size() && tolerance >= 0);
   DrawCheck r;
-  const int32_t picked = SampleToken(logits, config, u);
-  if (picked == id) {
+  // Most claims are the rule's own draw: find that out without sorting
+  // every candidate, which would cost more than the rest of the check. (With
+  // top_k, SampleToken sorts only the k highest: cheap enough.)
+  const bool sorts_all = config.top_k <= 0 || config.top_k >= int64_t(logits.size());
+  const Picked fast = config.temperature > 0 && sorts_all
+                          ? PickedWithoutSort(logits, config, u, id)
+                          : Picked::kUnsure;
+  if (fast == Picked::kYes ||
+      (fast == Picked::kUnsure && SampleToken(logits, config, u) == id)) {
     r.ok = r.exact = true;
     return r;
   }
   const double tol = tolerance;
   if (config.temperature <= 0) {
+    const int32_t picked = SampleToken(logits, config, u);
     const double gap = double(logits[picked]) - double(logits[id]);
     r.ok = gap <= tol;
     if (!r.ok) {
@@ -234,6 +322,7 @@ DrawCheck CheckDraw(std::span<const float> logits, const SamplingConfig& config,
       b.through_hi >= 1 ? std::numeric_limits<double>::infinity() : b.through_hi + kSumSlack;
   r.ok = u >= lo && u < hi;
   if (!r.ok) {
+    const int32_t picked = SampleToken(logits, config, u);
     r.why = Format("the draw u = %.9f picks id %d here; id %d is drawn only for u in "
                    "[%.9f, %.9f), within the tolerance of %g",
                    u, picked, id, b.before_lo, std::min(b.through_hi, 1.0), tol);

@@ -89,6 +89,47 @@ TEST_CASE("a draw checks exactly on the logits it was made from", "[sampling]") 
   }
 }
 
+// CheckDraw finds the sampler's own draw without sorting the vocabulary
+// (sums in another order, the sorted head for top_p): its "exact" must be
+// the sampler's answer, also for draws next to a boundary.
+TEST_CASE("a draw is exact iff the sampler picks it", "[sampling]") {
+  std::mt19937_64 rng(11);
+  std::vector<float> l(500);
+  int picked = 0, trials = 0;
+  for (float spread : {0.3f, 2.0f, 8.0f}) {
+    std::normal_distribution<float> nd(0, spread);
+    for (const SamplingConfig& cfg :
+         {SamplingConfig{0.7, 0, 1}, SamplingConfig{1.0, 20, 1}, SamplingConfig{1.3, 0, 0.8},
+          SamplingConfig{0.5, 50, 0.9}, SamplingConfig{1.0, 0, 0.999}, SamplingConfig{2, 1, 1}}) {
+      for (int t = 0; t < 40; ++t) {
+        for (float& x : l) x = std::round(nd(rng) * 64) / 64;  // with ties
+        double u = CounterUniform(5, uint64_t(trials));
+        const SamplingCandidates c = SortedCandidates(l, cfg);
+        if (t % 4 == 0) {  // right at a boundary of the cumulative sums
+          double cum = 0;
+          for (size_t i = 0; i < c.probs.size() && i < 3; ++i) cum += c.probs[i];
+          u = std::min(cum, 0.999999);
+        }
+        const int32_t want = SampleToken(l, cfg, u);
+        std::vector<int32_t> ids = {want, c.ids[0], c.ids[std::min<size_t>(1, c.ids.size() - 1)],
+                                    int32_t(rng() % l.size())};
+        for (size_t i = 0; i + 1 < c.ids.size(); ++i) {
+          if (c.ids[i] == want) ids.push_back(c.ids[i + 1]);
+          if (c.ids[i + 1] == want) ids.push_back(c.ids[i]);
+        }
+        for (int32_t id : ids) {
+          INFO("spread " << spread << " T " << cfg.temperature << " top_k " << cfg.top_k
+                         << " top_p " << cfg.top_p << " u " << u << " id " << id);
+          REQUIRE(CheckDraw(l, cfg, u, id, 0.01).exact == (id == want));
+          picked += id == want;
+        }
+        ++trials;
+      }
+    }
+  }
+  CHECK(picked > trials);
+}
+
 // Soundness: whatever another device's rounding (each logit moved by up to
 // half the tolerance, plus a common shift) makes the sampler pick, the check
 // on the unmoved logits accepts. Logits on a coarse grid make near-ties at
