@@ -148,6 +148,7 @@ class InferCheckKind final : public TaskKind {
 
     // The passes: consecutive prompts up to kTokensPerPass fed tokens.
     int64_t checked = 0, tolerated = 0, total = 0, done = 0;
+    double max_logprob_diff = 0;
     for (const Claim& c : claims) total += int64_t(c.check);
     const double tol = kInferLogprobTolerance;
     for (size_t first = 0; first < reqs.size();) {
@@ -184,6 +185,7 @@ class InferCheckKind final : public TaskKind {
         }
         tolerated += !d.exact;
         const double lp = LogSoftmaxAt(logits, t);
+        max_logprob_diff = std::max(max_logprob_diff, std::fabs(lp - c.logprobs[k]));
         if (std::fabs(lp - c.logprobs[k]) > tol) {
           c.bad_at = int64_t(k);
           c.why = Format("token %zu (id %d): logprob %.6g claimed, the model gives %.6g "
@@ -220,6 +222,7 @@ class InferCheckKind final : public TaskKind {
                 {"prompts", verdicts},
                 {"checked_tokens", checked},
                 {"tolerated_tokens", tolerated},
+                {"max_logprob_diff", max_logprob_diff},
                 {"backend", ctx.backend}}
         .dump(-1, ' ', false, json::error_handler_t::replace);
   }
@@ -229,7 +232,8 @@ class InferCheckKind final : public TaskKind {
   // "ok" true iff every prompt's is; one verdict per prompt with "ok",
   // "bad_at" in -1..max_tokens (-1 when ok) and "why" of at most 2 *
   // kMaxWhyBytes bytes (empty iff ok); checked_tokens in 0..prompts *
-  // max_tokens; tolerated_tokens in 0..checked_tokens; "backend" a string.
+  // max_tokens; tolerated_tokens in 0..checked_tokens; max_logprob_diff a
+  // finite number >= 0; "backend" a string.
   Status ValidateOutput(std::string_view params, std::string_view output) const override {
     PCFARM_ASSIGN_OR_RETURN(json r, ParseResultObject(output, 3, "infer_check"));
     json p;
@@ -277,6 +281,11 @@ class InferCheckKind final : public TaskKind {
     if (tolerated == r.end() || !tolerated->is_number_integer() ||
         tolerated->get<int64_t>() < 0 || tolerated->get<int64_t>() > checked->get<int64_t>()) {
       return InvalidArgument(what + ": 'tolerated_tokens' must be 0..checked_tokens");
+    }
+    auto diff = r.find("max_logprob_diff");
+    if (diff == r.end() || !diff->is_number() || !std::isfinite(diff->get<double>()) ||
+        diff->get<double>() < 0) {
+      return InvalidArgument(what + ": 'max_logprob_diff' must be a finite number >= 0");
     }
     auto backend = r.find("backend");
     if (backend == r.end() || !backend->is_string()) {

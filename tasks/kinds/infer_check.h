@@ -22,7 +22,8 @@
 // vocabulary and stop tokens.
 //
 // result: {"ok": bool, "prompts": [{"ok": bool, "bad_at": int, "why": "..."}],
-//   "checked_tokens": N, "tolerated_tokens": M, "backend": NAME}
+//   "checked_tokens": N, "tolerated_tokens": M, "max_logprob_diff": D,
+//   "backend": NAME}
 //   "ok": every prompt's claim holds. One entry per prompt, in order:
 //   "bad_at" is -1 when the claim holds or its text is what is wrong,
 //   else the index of the first claimed token the check refutes, or the
@@ -32,7 +33,9 @@
 //   were checked; "tolerated_tokens": how many of those passed only by the
 //   tolerance (the rule on the checker's own logits picks another token),
 //   a figure to watch: an honest worker on the same kind of device has
-//   almost none.
+//   almost none. "max_logprob_diff": the largest |claimed logprob -
+//   checker's| over the tokens whose logprobs were compared, how close
+//   honest claims come to the tolerance.
 //
 // The rules, for each prompt i with claimed tokens t[0..n):
 //   * n >= 1; every t[k] in [0, vocab_size); a stop token (the model's

@@ -112,6 +112,8 @@ TEST_CASE("infer_check passes genuine infer results") {
         const json v = Check(p, outputs, blobs.Context());
         RequireAllOk(v, outputs);
         tolerated += v["tolerated_tokens"].get<int>();
+        // A prefill against the decode steps, on one CPU: far below 1e-2.
+        CHECK(v["max_logprob_diff"].get<double>() < 1e-4);
       }
     }
   }
@@ -429,6 +431,7 @@ TEST_CASE("infer_check results are shape-checked and agree on the verdicts") {
   CHECK_THAT(shape([](json& w) { w["checked_tokens"] = 100; }), Contains("'checked_tokens'"));
   CHECK_THAT(shape([](json& w) { w["tolerated_tokens"] = -1; }), Contains("'tolerated_tokens'"));
   CHECK_THAT(shape([](json& w) { w.erase("backend"); }), Contains("'backend'"));
+  CHECK_THAT(shape([](json& w) { w["max_logprob_diff"] = -1; }), Contains("'max_logprob_diff'"));
   CHECK_FALSE(kind->ValidateOutput(c.dump(), std::string(1 << 20, '[')).ok());
 
   // Agree: the same verdicts, whatever the reasons and counts.
