@@ -41,6 +41,17 @@ bool IsProjectionWeight(const std::string& name) {
          name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// InvalidArgument naming `what` and the first id outside [0, vocab).
+Status CheckTokenIds(std::span<const int32_t> ids, int64_t vocab, const std::string& what) {
+  for (size_t j = 0; j < ids.size(); ++j) {
+    if (ids[j] < 0 || ids[j] >= vocab)
+      return InvalidArgument(what + " token " + std::to_string(j) + " is " +
+                             std::to_string(ids[j]) + ", outside [0, " + std::to_string(vocab) +
+                             ")");
+  }
+  return Status::Ok();
+}
+
 // `ht` quantized to `type` (Q8_0 or Q4_0) row by row, in an owned buffer.
 Result<HostTensor> QuantizeHostTensor(const std::string& name, const HostTensor& ht,
                                       StorageType type) {
@@ -234,13 +245,10 @@ Result<LlamaModel::Packed> LlamaModel::Pack(const std::vector<std::vector<int32_
   for (size_t s = 0; s < seqs.size(); ++s) {
     if (seqs[s].empty())
       return InvalidArgument("LlamaModel: sequence " + std::to_string(s) + " is empty");
+    PCFARM_RETURN_IF_ERROR(
+        CheckTokenIds(seqs[s], config_.vocab_size, "LlamaModel: sequence " + std::to_string(s)));
     for (size_t j = 0; j < seqs[s].size(); ++j) {
-      const int32_t id = seqs[s][j];
-      if (id < 0 || id >= config_.vocab_size)
-        return InvalidArgument("LlamaModel: sequence " + std::to_string(s) + " token " +
-                               std::to_string(j) + " is " + std::to_string(id) +
-                               ", outside [0, " + std::to_string(config_.vocab_size) + ")");
-      p.tokens.push_back(id);
+      p.tokens.push_back(seqs[s][j]);
       p.positions.push_back(int32_t(j));
       p.slots.push_back(int32_t(s));
     }
@@ -560,13 +568,9 @@ Status LlamaModel::TeacherForcedLogits(const std::vector<std::vector<int32_t>>& 
   for (size_t s = 0; s < prompts.size(); ++s) {
     if (prompts[s].empty())
       return InvalidArgument("TeacherForcedLogits: prompt " + std::to_string(s) + " is empty");
-    for (size_t k = 0; k < continuations[s].size(); ++k) {
-      const int32_t id = continuations[s][k];
-      if (id < 0 || id >= config_.vocab_size)
-        return InvalidArgument("TeacherForcedLogits: continuation " + std::to_string(s) +
-                               " token " + std::to_string(k) + " is " + std::to_string(id) +
-                               ", outside [0, " + std::to_string(config_.vocab_size) + ")");
-    }
+    PCFARM_RETURN_IF_ERROR(CheckTokenIds(continuations[s], config_.vocab_size,
+                                         "TeacherForcedLogits: continuation " +
+                                             std::to_string(s)));
     if (continuations[s].empty()) continue;
     std::vector<int32_t> t = prompts[s];
     t.insert(t.end(), continuations[s].begin(), continuations[s].end() - 1);
