@@ -2,6 +2,7 @@
 // not change the tokens, seeds make sampling reproducible.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <thread>
@@ -204,6 +205,52 @@ TEST_CASE("generation uses the config's eos ids by default", "[generate]") {
       CHECK(g.tokens.size() == 40);
     }
   }
+}
+
+TEST_CASE("teacher forcing gives the logits each generated token was drawn from", "[generate]") {
+  Fixture f;
+  GenerationConfig gc;
+  gc.max_new_tokens = 9;
+  gc.sampling.temperature = 0.9;
+  gc.sampling.top_k = 12;
+  gc.stop_ids = {-1};
+  auto gen = f.model->Generate(Requests(5), gc);
+  REQUIRE(gen.ok());
+  std::vector<std::vector<int32_t>> conts;
+  for (const Generation& g : *gen) conts.push_back(g.tokens);
+  conts[2].clear();  // a sequence with nothing to check is skipped
+  std::vector<std::pair<size_t, size_t>> seen;
+  auto st = f.model->TeacherForcedLogits(
+      kPrompts, conts, [&](size_t s, size_t k, std::span<const float> row) -> Status {
+        REQUIRE(row.size() == 40);
+        const Generation& g = (*gen)[s];
+        // The draw the generator made, replayed on these logits.
+        CHECK(SampleToken(row, gc.sampling, CounterUniform(5 + s, k)) == g.tokens[k]);
+        CHECK(g.logprobs[k] == Approx(LogSoftmaxAt(row, g.tokens[k])).margin(1e-5));
+        seen.emplace_back(s, k);
+        return Status::Ok();
+      });
+  REQUIRE(st.ok());
+  std::vector<std::pair<size_t, size_t>> want;
+  for (size_t s = 0; s < conts.size(); ++s)
+    for (size_t k = 0; k < conts[s].size(); ++k) want.emplace_back(s, k);
+  CHECK(seen == want);
+
+  // The callback's status ends the pass; bad input is refused.
+  int calls = 0;
+  auto stop = f.model->TeacherForcedLogits(kPrompts, conts, [&](size_t, size_t, auto) {
+    return ++calls == 3 ? Cancelled("enough") : Status::Ok();
+  });
+  CHECK(stop.code() == StatusCode::kCancelled);
+  CHECK(calls == 3);
+  auto none = [](size_t, size_t, std::span<const float>) { return Status::Ok(); };
+  CHECK(f.model->TeacherForcedLogits({{1}}, {}, none).code() == StatusCode::kInvalidArgument);
+  CHECK(f.model->TeacherForcedLogits({{}}, {{1}}, none).code() == StatusCode::kInvalidArgument);
+  CHECK(f.model->TeacherForcedLogits({{1}}, {{3, 40}}, none).code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(f.model->TeacherForcedLogits({{1}}, {{-1, 3}}, none).code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(f.model->TeacherForcedLogits({{1}}, {{}}, none).ok());
 }
 
 }  // namespace

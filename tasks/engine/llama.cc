@@ -41,6 +41,17 @@ bool IsProjectionWeight(const std::string& name) {
          name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// InvalidArgument naming `what` and the first id outside [0, vocab).
+Status CheckTokenIds(std::span<const int32_t> ids, int64_t vocab, const std::string& what) {
+  for (size_t j = 0; j < ids.size(); ++j) {
+    if (ids[j] < 0 || ids[j] >= vocab)
+      return InvalidArgument(what + " token " + std::to_string(j) + " is " +
+                             std::to_string(ids[j]) + ", outside [0, " + std::to_string(vocab) +
+                             ")");
+  }
+  return Status::Ok();
+}
+
 // `ht` quantized to `type` (Q8_0 or Q4_0) row by row, in an owned buffer.
 Result<HostTensor> QuantizeHostTensor(const std::string& name, const HostTensor& ht,
                                       StorageType type) {
@@ -234,13 +245,10 @@ Result<LlamaModel::Packed> LlamaModel::Pack(const std::vector<std::vector<int32_
   for (size_t s = 0; s < seqs.size(); ++s) {
     if (seqs[s].empty())
       return InvalidArgument("LlamaModel: sequence " + std::to_string(s) + " is empty");
+    PCFARM_RETURN_IF_ERROR(
+        CheckTokenIds(seqs[s], config_.vocab_size, "LlamaModel: sequence " + std::to_string(s)));
     for (size_t j = 0; j < seqs[s].size(); ++j) {
-      const int32_t id = seqs[s][j];
-      if (id < 0 || id >= config_.vocab_size)
-        return InvalidArgument("LlamaModel: sequence " + std::to_string(s) + " token " +
-                               std::to_string(j) + " is " + std::to_string(id) +
-                               ", outside [0, " + std::to_string(config_.vocab_size) + ")");
-      p.tokens.push_back(id);
+      p.tokens.push_back(seqs[s][j]);
       p.positions.push_back(int32_t(j));
       p.slots.push_back(int32_t(s));
     }
@@ -482,9 +490,8 @@ Result<std::vector<Generation>> LlamaModel::Generate(const std::vector<Generatio
   const int64_t b = int64_t(requests.size()), vocab = config_.vocab_size;
   std::vector<Generation> out(b);
   if (gc.max_new_tokens == 0) return out;
-  std::set<int32_t> stop(gc.stop_ids.begin(), gc.stop_ids.end());
-  if (gc.stop_ids.empty())
-    for (int64_t id : config_.eos_token_ids) stop.insert(int32_t(id));
+  const std::vector<int32_t> stop_ids = StopIds(gc);
+  const std::set<int32_t> stop(stop_ids.begin(), stop_ids.end());
 
   int64_t t = 0;
   for (const auto& pr : prompts) t = std::max(t, int64_t(pr.size()) + gc.max_new_tokens);
@@ -538,6 +545,70 @@ Result<std::vector<Generation>> LlamaModel::Generate(const std::vector<Generatio
     PCFARM_ASSIGN_OR_RETURN(last, Forward(step, nullptr, &cache));
   }
   return out;
+}
+
+std::vector<int32_t> LlamaModel::StopIds(const GenerationConfig& gc) const {
+  if (!gc.stop_ids.empty()) return gc.stop_ids;
+  std::vector<int32_t> ids;
+  for (int64_t id : config_.eos_token_ids) ids.push_back(int32_t(id));
+  return ids;
+}
+
+Status LlamaModel::TeacherForcedLogits(const std::vector<std::vector<int32_t>>& prompts,
+                                       const std::vector<std::vector<int32_t>>& continuations,
+                                       const LogitsRowFn& row) {
+  if (prompts.size() != continuations.size())
+    return InvalidArgument("TeacherForcedLogits: " + std::to_string(prompts.size()) +
+                           " prompts but " + std::to_string(continuations.size()) +
+                           " continuations");
+  // The sequences run, and for each the packed row that predicts each of
+  // its continuation tokens.
+  std::vector<std::vector<int32_t>> seqs;
+  std::vector<size_t> seq_of;  // index into prompts of each run sequence
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    if (prompts[s].empty())
+      return InvalidArgument("TeacherForcedLogits: prompt " + std::to_string(s) + " is empty");
+    PCFARM_RETURN_IF_ERROR(CheckTokenIds(continuations[s], config_.vocab_size,
+                                         "TeacherForcedLogits: continuation " +
+                                             std::to_string(s)));
+    if (continuations[s].empty()) continue;
+    std::vector<int32_t> t = prompts[s];
+    t.insert(t.end(), continuations[s].begin(), continuations[s].end() - 1);
+    seqs.push_back(std::move(t));
+    seq_of.push_back(s);
+  }
+  if (seqs.empty()) return Status::Ok();
+  PCFARM_ASSIGN_OR_RETURN(Packed p, Pack(seqs));
+  std::vector<int32_t> rows;  // packed row of each (sequence, token), in order
+  for (size_t q = 0; q < seqs.size(); ++q) {
+    const int32_t first = p.seq_starts[q] + int32_t(prompts[seq_of[q]].size()) - 1;
+    for (size_t k = 0; k < continuations[seq_of[q]].size(); ++k) rows.push_back(first + int32_t(k));
+  }
+  PCFARM_ASSIGN_OR_RETURN(Tensor hidden, Forward(p, nullptr, nullptr));
+  const int64_t vocab = config_.vocab_size;
+  const int64_t chunk = std::max<int64_t>(1, kTeacherForcedChunkFloats / vocab);
+  std::vector<float> host;
+  size_t q = 0, k = 0;  // the (sequence, token) of the next row
+  for (size_t begin = 0; begin < rows.size(); begin += size_t(chunk)) {
+    const size_t end = std::min(rows.size(), begin + size_t(chunk));
+    const int64_t n = int64_t(end - begin);
+    PCFARM_ASSIGN_OR_RETURN(Tensor picked, Alloc({n, config_.hidden_size}));
+    PCFARM_RETURN_IF_ERROR(backend_->EmbeddingForward(
+        picked, hidden, std::span<const int32_t>(rows.data() + begin, size_t(n))));
+    PCFARM_ASSIGN_OR_RETURN(Tensor logits, Alloc({n, vocab}));
+    PCFARM_RETURN_IF_ERROR(backend_->MatMulForward(logits, picked, LmHead()));
+    host.resize(size_t(n * vocab));
+    PCFARM_RETURN_IF_ERROR(backend_->Download(logits, host));
+    for (int64_t i = 0; i < n; ++i) {
+      PCFARM_RETURN_IF_ERROR(
+          row(seq_of[q], k, std::span<const float>(host.data() + i * vocab, size_t(vocab))));
+      if (++k == continuations[seq_of[q]].size()) {
+        ++q;
+        k = 0;
+      }
+    }
+  }
+  return Status::Ok();
 }
 
 // ---- training -----------------------------------------------------------------

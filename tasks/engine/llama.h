@@ -209,6 +209,26 @@ class LlamaModel {
   // batch it is in.
   Result<std::vector<Generation>> Generate(const std::vector<GenerationRequest>& requests,
                                            const GenerationConfig& config);
+  // The ids Generate stops a sequence after: config.stop_ids, or the model
+  // config's eos_token_ids when that is empty.
+  std::vector<int32_t> StopIds(const GenerationConfig& config) const;
+
+  // Teacher forcing: the logits Generate would have sampled each token of
+  // continuations[s] from, had it produced them after prompts[s], from one
+  // forward pass over every prompt + continuation (packed as BatchLogits
+  // packs them, without a KV cache; a continuation's last token is not fed).
+  // Calls row(s, k, logits) for every continuation token k of every
+  // sequence s, s then k increasing, with vocab_size floats valid during the
+  // call; rows reach the host in chunks of at most
+  // max(1, kTeacherForcedChunkFloats / vocab_size). A non-OK status from
+  // `row` ends the pass and is returned. Sequences with an empty
+  // continuation are not run. InvalidArgument on an empty prompt, a token
+  // outside [0, vocab_size) or prompts.size() != continuations.size().
+  static constexpr int64_t kTeacherForcedChunkFloats = int64_t(1) << 24;
+  using LogitsRowFn = std::function<Status(size_t s, size_t k, std::span<const float> logits)>;
+  Status TeacherForcedLogits(const std::vector<std::vector<int32_t>>& prompts,
+                             const std::vector<std::vector<int32_t>>& continuations,
+                             const LogitsRowFn& row);
 
   // ---- training -------------------------------------------------------------
 

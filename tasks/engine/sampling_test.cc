@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <random>
 #include <vector>
 
 namespace pcfarm {
@@ -68,6 +69,152 @@ TEST_CASE("the counter-based stream is deterministic and uniform", "[sampling]")
   }
   CHECK(sum / 20000 == Approx(0.5).margin(0.01));
   CHECK(low / 20000.0 == Approx(0.25).margin(0.01));
+}
+
+TEST_CASE("a draw checks exactly on the logits it was made from", "[sampling]") {
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> nd(0, 2);
+  std::vector<float> l(300);
+  for (const SamplingConfig& cfg : {SamplingConfig{0, 0, 1}, SamplingConfig{0.7, 0, 1},
+                                    SamplingConfig{1.0, 20, 1}, SamplingConfig{1.3, 0, 0.8},
+                                    SamplingConfig{0.5, 50, 0.9}}) {
+    for (int t = 0; t < 50; ++t) {
+      for (float& x : l) x = nd(rng);
+      const double u = CounterUniform(9, uint64_t(t));
+      const DrawCheck c = CheckDraw(l, cfg, u, SampleToken(l, cfg, u), 0.01);
+      CHECK(c.ok);
+      CHECK(c.exact);
+      CHECK(c.why.empty());
+    }
+  }
+}
+
+// CheckDraw finds the sampler's own draw without sorting the vocabulary
+// (sums in another order, the sorted head for top_p): its "exact" must be
+// the sampler's answer, also for draws next to a boundary.
+TEST_CASE("a draw is exact iff the sampler picks it", "[sampling]") {
+  std::mt19937_64 rng(11);
+  std::vector<float> l(500);
+  int picked = 0, trials = 0;
+  for (float spread : {0.3f, 2.0f, 8.0f}) {
+    std::normal_distribution<float> nd(0, spread);
+    for (const SamplingConfig& cfg :
+         {SamplingConfig{0.7, 0, 1}, SamplingConfig{1.0, 20, 1}, SamplingConfig{1.3, 0, 0.8},
+          SamplingConfig{0.5, 50, 0.9}, SamplingConfig{1.0, 0, 0.999}, SamplingConfig{2, 1, 1}}) {
+      for (int t = 0; t < 40; ++t) {
+        for (float& x : l) x = std::round(nd(rng) * 64) / 64;  // with ties
+        double u = CounterUniform(5, uint64_t(trials));
+        const SamplingCandidates c = SortedCandidates(l, cfg);
+        if (t % 4 == 0) {  // right at a boundary of the cumulative sums
+          double cum = 0;
+          for (size_t i = 0; i < c.probs.size() && i < 3; ++i) cum += c.probs[i];
+          u = std::min(cum, 0.999999);
+        }
+        const int32_t want = SampleToken(l, cfg, u);
+        std::vector<int32_t> ids = {want, c.ids[0], c.ids[std::min<size_t>(1, c.ids.size() - 1)],
+                                    int32_t(rng() % l.size())};
+        for (size_t i = 0; i + 1 < c.ids.size(); ++i) {
+          if (c.ids[i] == want) ids.push_back(c.ids[i + 1]);
+          if (c.ids[i + 1] == want) ids.push_back(c.ids[i]);
+        }
+        for (int32_t id : ids) {
+          INFO("spread " << spread << " T " << cfg.temperature << " top_k " << cfg.top_k
+                         << " top_p " << cfg.top_p << " u " << u << " id " << id);
+          REQUIRE(CheckDraw(l, cfg, u, id, 0.01).exact == (id == want));
+          picked += id == want;
+        }
+        ++trials;
+      }
+    }
+  }
+  CHECK(picked > trials);
+}
+
+// Soundness: whatever another device's rounding (each logit moved by up to
+// half the tolerance, plus a common shift) makes the sampler pick, the check
+// on the unmoved logits accepts. Logits on a coarse grid make near-ties at
+// the top-k and top-p edges and inside the order common.
+TEST_CASE("a draw from logits within the tolerance always passes", "[sampling]") {
+  const double tol = 0.01;
+  std::mt19937_64 rng(17);
+  std::uniform_int_distribution<int> grid(0, 120);
+  std::uniform_real_distribution<float> wobble(-0.49f * float(tol), 0.49f * float(tol));
+  std::vector<float> mine(40), theirs(40);
+  int tolerated = 0, trials = 0;
+  for (double temperature : {0.0, 0.01, 0.3, 1.0, 3.0}) {
+    for (int64_t top_k : {0, 1, 3, 12}) {
+      for (double top_p : {1.0, 0.9, 0.5}) {
+        const SamplingConfig cfg{temperature, top_k, top_p};
+        for (int t = 0; t < 300; ++t) {
+          const float shift = wobble(rng) * 100;
+          for (size_t i = 0; i < mine.size(); ++i) {
+            mine[i] = float(grid(rng)) * 0.004f;  // steps of 0.4 tolerance
+            theirs[i] = mine[i] + shift + wobble(rng);
+          }
+          const double u = CounterUniform(uint64_t(top_k), uint64_t(trials));
+          const int32_t id = SampleToken(theirs, cfg, u);
+          const DrawCheck c = CheckDraw(mine, cfg, u, id, tol);
+          INFO("T " << temperature << " top_k " << top_k << " top_p " << top_p << " u " << u
+                    << ": " << c.why);
+          REQUIRE(c.ok);
+          tolerated += !c.exact;
+          ++trials;
+        }
+      }
+    }
+  }
+  // The tolerance was needed often, so the test exercises it.
+  CHECK(tolerated > trials / 20);
+}
+
+TEST_CASE("a draw beyond the tolerance is refused, saying why", "[sampling]") {
+  // Greedy: within 0.01 of the highest passes, further does not.
+  std::vector<float> g = {1.0f, 1.005f, 0.5f};
+  CHECK(CheckDraw(g, {}, 0.3, 1, 0.01).exact);
+  const DrawCheck near = CheckDraw(g, {}, 0.3, 0, 0.01);
+  CHECK(near.ok);
+  CHECK_FALSE(near.exact);
+  const DrawCheck far = CheckDraw(g, {}, 0.3, 2, 0.01);
+  CHECK_FALSE(far.ok);
+  CHECK(far.why.find("greedy picks id 1") != std::string::npos);
+
+  // Probabilities 0.5, 0.3, 0.2 for ids 1, 2, 0: intervals [0, 0.5),
+  // [0.5, 0.8), [0.8, 1).
+  std::vector<float> l = {std::log(0.2f), std::log(0.5f), std::log(0.3f)};
+  SamplingConfig s{1.0, 0, 1.0};
+  CHECK_FALSE(CheckDraw(l, s, 0.3, 0, 0.01).ok);
+  CHECK_FALSE(CheckDraw(l, s, 0.3, 2, 0.01).ok);
+  CHECK(CheckDraw(l, s, 0.3, 2, 0.01).why.find("picks id 1") != std::string::npos);
+  // Within about 1% of a boundary, the neighbour passes too.
+  CHECK(CheckDraw(l, s, 0.501, 1, 0.01).ok);
+  CHECK(CheckDraw(l, s, 0.499, 2, 0.01).ok);
+  CHECK_FALSE(CheckDraw(l, s, 0.52, 1, 0.01).ok);
+  CHECK(CheckDraw(l, s, 0.801, 2, 0.01).ok);
+  CHECK_FALSE(CheckDraw(l, s, 0.81, 2, 0.01).ok);
+
+  // top_k 2 keeps ids 0 and 1; id 2 is within 0.01 of the 2nd, id 3 not.
+  std::vector<float> k = {3.0f, 2.0f, 1.995f, 0.0f};
+  SamplingConfig top2{1.0, 2, 1.0};
+  CHECK(CheckDraw(k, top2, 0.99, 2, 0.01).ok);
+  const DrawCheck dropped = CheckDraw(k, top2, 0.99, 3, 0.01);
+  CHECK_FALSE(dropped.ok);
+  CHECK(dropped.why.find("top_k 2") != std::string::npos);
+
+  // top_p 0.5 keeps only id 1 (0.5 of the mass); 0.49 cannot keep id 0.
+  SamplingConfig half{1.0, 0, 0.5};
+  CHECK(CheckDraw(l, half, 0.9, 1, 0.01).exact);
+  CHECK(CheckDraw(l, half, 0.9, 2, 0.01).ok);  // 0.5 is within rounding of 0.5
+  half.top_p = 0.45;
+  const DrawCheck cut = CheckDraw(l, half, 0.9, 2, 0.01);
+  CHECK_FALSE(cut.ok);
+  CHECK(cut.why.find("top_p 0.45") != std::string::npos);
+
+  // A tiny temperature is greedy within the tolerance, without 0/0.
+  SamplingConfig cold{1e-9, 0, 1.0};
+  std::vector<float> c = {2.0f, 1.995f, 1.97f};
+  CHECK(CheckDraw(c, cold, 0.7, 1, 0.01).ok);
+  CHECK_FALSE(CheckDraw(c, cold, 0.7, 2, 0.01).ok);
+  CHECK_FALSE(CheckDraw(c, cold, 0.999999, 2, 0.01).ok);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "tasks/backend/registry.h"
 #include "tasks/engine/llama.h"
 #include "tasks/engine/token_data.h"
+#include "tasks/kinds/llm_kinds_internal.h"
 #include "tasks/kinds/train_result.h"
 #include "tasks/model/model_loader.h"
 #include "tasks/model/tokenizer.h"
@@ -20,19 +21,6 @@ namespace pcfarm {
 namespace {
 
 using nlohmann::json;
-
-Result<json> ParseObject(std::string_view params) {
-  if (params.size() > kMaxTaskParamsBytes * 64) {
-    return InvalidArgument("params are over the size limit");
-  }
-  try {
-    json j = json::parse(params);
-    if (!j.is_object()) return InvalidArgument("params must be a JSON object");
-    return j;
-  } catch (const json::exception& e) {
-    return InvalidArgument(std::string("params are not JSON: ") + e.what());
-  }
-}
 
 bool PlainFileName(const std::string& n) {
   if (n.empty() || n.size() > 128 || n == "." || n == "..") return false;
@@ -111,14 +99,6 @@ class BlobDir {
  private:
   explicit BlobDir(std::string p) : path_(std::move(p)) {}
   std::string path_;
-};
-
-// A model loaded from the blobs the params name, on the context's backend,
-// with its tokenizer. The model is destroyed before its backend.
-struct ModelInstance {
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<LlamaModel> model;
-  Tokenizer tokenizer;
 };
 
 // The optional "quantize" param: "q8_0" or "q4_0" quantizes the base's
@@ -279,15 +259,56 @@ Status CheckTokenLists(const json& arr, const char* what) {
   return Status::Ok();
 }
 
-// Results of both kinds leave room in the 8 MiB signed envelope for the
-// fields around the output.
-constexpr size_t kLlmMaxOutputBytes = 8 * 1024 * 1024 - 64 * 1024;
 // The most values a train result may hold: what fits the output as f32.
 constexpr int64_t kMaxTrainValues = int64_t(kLlmMaxOutputBytes / 4);
 // The model cache's key for a train shard's base model (no infer key has it).
 const char kTrainModelKey[] = "\x01train";
 
-Result<json> ParseOutput(std::string_view output, int depth, const char* kind) {
+bool FiniteNumber(const json& v) {
+  return v.is_number() && std::isfinite(v.get<double>());
+}
+
+// Decoded tokens are short: a token is one to a few dozen bytes (runs of
+// spaces or punctuation reach a hundred or two), and replacing a byte that
+// is not UTF-8 makes it three.
+constexpr size_t kMaxTextBytesPerToken = 256;
+
+// The generation settings of infer params.
+Status InferGenerationSettings(const json& p, GenerationConfig* g, uint64_t* seed) {
+  g->max_new_tokens = 64;
+  PCFARM_RETURN_IF_ERROR(GetNumber<int64_t>(p, "max_tokens", 1, 4096, &g->max_new_tokens));
+  PCFARM_RETURN_IF_ERROR(GetNumber<double>(p, "temperature", 0, 100, &g->sampling.temperature));
+  PCFARM_RETURN_IF_ERROR(GetNumber<int64_t>(p, "top_k", 0, 1 << 20, &g->sampling.top_k));
+  PCFARM_RETURN_IF_ERROR(GetNumber<double>(p, "top_p", 1e-6, 1, &g->sampling.top_p));
+  auto it = p.find("seed");
+  if (it != p.end()) {
+    if (!it->is_number_unsigned() && !(it->is_number_integer() && it->get<int64_t>() >= 0)) {
+      return InvalidArgument("'seed' must be a non-negative integer");
+    }
+    *seed = it->get<uint64_t>();
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+// ------------------------------------------- shared with infer_check
+
+Result<json> ParseParamsObject(std::string_view params, size_t max_bytes) {
+  if (params.size() > max_bytes) {
+    return InvalidArgument("params of " + std::to_string(params.size()) +
+                           " bytes are over the size limit of " + std::to_string(max_bytes));
+  }
+  try {
+    json j = json::parse(params);
+    if (!j.is_object()) return InvalidArgument("params must be a JSON object");
+    return j;
+  } catch (const json::exception& e) {
+    return InvalidArgument(std::string("params are not JSON: ") + e.what());
+  }
+}
+
+Result<json> ParseResultObject(std::string_view output, int depth, const char* kind) {
   if (output.size() > kLlmMaxOutputBytes) {
     return InvalidArgument(std::string(kind) + " result of " +
                            std::to_string(output.size()) +
@@ -300,9 +321,112 @@ Result<json> ParseOutput(std::string_view output, int depth, const char* kind) {
   return r;
 }
 
-bool FiniteNumber(const json& v) {
-  return v.is_number() && std::isfinite(v.get<double>());
+Status CheckInferParams(const json& p, InferSettings* settings) {
+  PCFARM_RETURN_IF_ERROR(CheckFiles(p, "model", true));
+  PCFARM_RETURN_IF_ERROR(CheckFiles(p, "adapter", false));
+  PCFARM_RETURN_IF_ERROR(QuantizeParam(p).status());
+  bool text = p.contains("prompts"), ids = p.contains("prompt_tokens");
+  if (text == ids) return InvalidArgument("give exactly one of 'prompts' and 'prompt_tokens'");
+  if (text) {
+    const json& a = p["prompts"];
+    if (!a.is_array() || a.empty()) return InvalidArgument("'prompts' must be a non-empty array");
+    for (const auto& s : a) {
+      if (!s.is_string()) return InvalidArgument("'prompts' must hold strings");
+    }
+  } else {
+    PCFARM_RETURN_IF_ERROR(CheckTokenLists(p["prompt_tokens"], "prompt_tokens"));
+  }
+  *settings = InferSettings{};
+  return InferGenerationSettings(p, &settings->generation, &settings->seed);
 }
+
+size_t InferPromptCount(const json& p) {
+  return p.contains("prompts") ? p["prompts"].size()
+                               : p.value("prompt_tokens", json::array()).size();
+}
+
+Result<std::vector<GenerationRequest>> InferRequests(const json& p, const Tokenizer& tokenizer,
+                                                     uint64_t seed) {
+  std::vector<GenerationRequest> reqs;
+  if (p.contains("prompts")) {
+    for (const auto& s : p["prompts"]) {
+      auto ids = tokenizer.Encode(s.get<std::string>(), true);
+      if (ids.empty()) return InvalidArgument("a prompt encodes to no tokens");
+      reqs.push_back({std::move(ids), 0});
+    }
+  } else {
+    for (const auto& a : p["prompt_tokens"]) {
+      GenerationRequest r;
+      for (const auto& t : a) r.prompt.push_back(t.get<int32_t>());
+      reqs.push_back(std::move(r));
+    }
+  }
+  for (size_t i = 0; i < reqs.size(); ++i) reqs[i].seed = seed + i;
+  return reqs;
+}
+
+Status CheckInferOutputs(const json& outs, size_t prompts, int64_t max_tokens,
+                         const std::string& what, const std::string& field) {
+  if (!outs.is_array() || outs.size() != prompts) {
+    return InvalidArgument(what + ": '" + field + "' must hold one entry per prompt (" +
+                           std::to_string(prompts) + ")");
+  }
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const json& o = outs[i];
+    std::string where = what + ": " + field + "[" + std::to_string(i) + "]";
+    if (!o.is_object()) return InvalidArgument(where + " is not an object");
+    auto t = o.find("tokens"), l = o.find("logprobs"), f = o.find("finish");
+    if (t == o.end() || !t->is_array() || t->size() > size_t(max_tokens)) {
+      return InvalidArgument(where + ": 'tokens' must be an array of at most " +
+                             std::to_string(max_tokens) + " ids");
+    }
+    for (const auto& id : *t) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
+        return InvalidArgument(where + ": 'tokens' holds a value that is not a token id");
+      }
+    }
+    auto x = o.find("text");
+    const size_t max_text = kMaxTextBytesPerToken * t->size() + 64;
+    if (x == o.end() || !x->is_string() || x->get_ref<const std::string&>().size() > max_text) {
+      return InvalidArgument(where + ": 'text' must be a string of at most " +
+                             std::to_string(max_text) + " bytes");
+    }
+    if (l == o.end() || !l->is_array() || l->size() != t->size()) {
+      return InvalidArgument(where + ": 'logprobs' must have one number per token");
+    }
+    for (const auto& v : *l) {
+      if (!FiniteNumber(v) || v.get<double>() > 1e-3) {
+        return InvalidArgument(where + ": 'logprobs' must be finite numbers <= 0");
+      }
+    }
+    if (f == o.end() || !f->is_string() || (*f != "stop" && *f != "length")) {
+      return InvalidArgument(where + ": 'finish' must be \"stop\" or \"length\"");
+    }
+  }
+  return Status::Ok();
+}
+
+std::string InferOutputText(const Tokenizer& tokenizer, const std::vector<int32_t>& tokens) {
+  // As `pcfarm local generate` prints it: nlohmann's replacing dump.
+  const std::string raw = tokenizer.Decode(tokens, /*skip_special=*/true);
+  return json::parse(json(raw).dump(-1, ' ', false, json::error_handler_t::replace))
+      .get<std::string>();
+}
+
+Result<std::unique_ptr<ModelInstance>> AcquireInferModel(const json& p, const RunContext& ctx) {
+  std::unique_ptr<ModelInstance> m =
+      InferModelCache::Get().Acquire(InferModelCache::KeyOf(p, ctx));
+  if (m == nullptr) {
+    PCFARM_ASSIGN_OR_RETURN(m, LoadFromParams(p, ctx));
+  }
+  return m;
+}
+
+void ReturnInferModel(const json& p, const RunContext& ctx, std::unique_ptr<ModelInstance> m) {
+  InferModelCache::Get().Return(InferModelCache::KeyOf(p, ctx), std::move(m));
+}
+
+namespace {
 
 // ------------------------------------------------------------------ infer
 
@@ -311,55 +435,21 @@ class InferKind final : public TaskKind {
   std::string_view name() const override { return "infer"; }
 
   Status ValidateParams(std::string_view params) const override {
-    PCFARM_ASSIGN_OR_RETURN(json p, ParseObject(params));
-    PCFARM_RETURN_IF_ERROR(CheckFiles(p, "model", true));
-    PCFARM_RETURN_IF_ERROR(CheckFiles(p, "adapter", false));
-    PCFARM_RETURN_IF_ERROR(QuantizeParam(p).status());
-    bool text = p.contains("prompts"), ids = p.contains("prompt_tokens");
-    if (text == ids) return InvalidArgument("give exactly one of 'prompts' and 'prompt_tokens'");
-    if (text) {
-      const json& a = p["prompts"];
-      if (!a.is_array() || a.empty()) return InvalidArgument("'prompts' must be a non-empty array");
-      for (const auto& s : a) {
-        if (!s.is_string()) return InvalidArgument("'prompts' must hold strings");
-      }
-    } else {
-      PCFARM_RETURN_IF_ERROR(CheckTokenLists(p["prompt_tokens"], "prompt_tokens"));
-    }
-    GenerationConfig g;
-    uint64_t seed = 0;
-    return Settings(p, &g, &seed);
+    PCFARM_ASSIGN_OR_RETURN(json p, ParseParamsObject(params));
+    InferSettings settings;
+    return CheckInferParams(p, &settings);
   }
 
   Result<std::string> Run(std::string_view params, const RunContext& ctx) const override {
-    PCFARM_RETURN_IF_ERROR(ValidateParams(params));
-    json p = json::parse(params);
-    GenerationConfig g;
-    uint64_t seed = 0;
-    PCFARM_RETURN_IF_ERROR(Settings(p, &g, &seed));
-    InferModelCache& cache = InferModelCache::Get();
-    InferModelCache::Key key = InferModelCache::KeyOf(p, ctx);
-    std::unique_ptr<ModelInstance> m = cache.Acquire(key);
-    if (m == nullptr) {
-      PCFARM_ASSIGN_OR_RETURN(m, LoadFromParams(p, ctx));
-    }
+    PCFARM_ASSIGN_OR_RETURN(json p, ParseParamsObject(params));
+    InferSettings settings;
+    PCFARM_RETURN_IF_ERROR(CheckInferParams(p, &settings));
+    GenerationConfig& g = settings.generation;
+    PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<ModelInstance> m, AcquireInferModel(p, ctx));
     ctx.ReportProgress(0.1);
     if (ctx.cancelled()) return Cancelled("cancelled");
-    std::vector<GenerationRequest> reqs;
-    if (p.contains("prompts")) {
-      for (const auto& s : p["prompts"]) {
-        auto ids = m->tokenizer.Encode(s.get<std::string>(), true);
-        if (ids.empty()) return InvalidArgument("a prompt encodes to no tokens");
-        reqs.push_back({std::move(ids), 0});
-      }
-    } else {
-      for (const auto& a : p["prompt_tokens"]) {
-        GenerationRequest r;
-        for (const auto& t : a) r.prompt.push_back(t.get<int32_t>());
-        reqs.push_back(std::move(r));
-      }
-    }
-    for (size_t i = 0; i < reqs.size(); ++i) reqs[i].seed = seed + i;
+    PCFARM_ASSIGN_OR_RETURN(std::vector<GenerationRequest> reqs,
+                            InferRequests(p, m->tokenizer, settings.seed));
     g.check_point = [&ctx] { return ctx.CheckPoint(); };
     // A model whose Generate failed is dropped with `m`: the device may
     // have left it unusable.
@@ -367,14 +457,12 @@ class InferKind final : public TaskKind {
     json outputs = json::array();
     for (const auto& gen : gens) {
       outputs.push_back({{"tokens", gen.tokens},
-                         {"text", m->tokenizer.Decode(gen.tokens, /*skip_special=*/true)},
+                         {"text", InferOutputText(m->tokenizer, gen.tokens)},
                          {"logprobs", gen.logprobs},
                          {"finish", gen.finish == FinishReason::kStop ? "stop" : "length"}});
     }
-    cache.Return(std::move(key), std::move(m));
+    ReturnInferModel(p, ctx, std::move(m));
     ctx.ReportProgress(1.0);
-    // As `pcfarm local generate` prints it: a token can end mid-character,
-    // and bytes that are not UTF-8 become U+FFFD instead of throwing.
     return json{{"outputs", outputs}, {"backend", ctx.backend}}.dump(
         -1, ' ', false, json::error_handler_t::replace);
   }
@@ -386,51 +474,17 @@ class InferKind final : public TaskKind {
   // <= 0 per token, and finish "stop" or "length".
   Status ValidateOutput(std::string_view params,
                         std::string_view output) const override {
-    PCFARM_ASSIGN_OR_RETURN(json r, ParseOutput(output, 4, "infer"));
-    PCFARM_ASSIGN_OR_RETURN(json p, ParseObject(params));
-    GenerationConfig g;
-    uint64_t seed = 0;
-    PCFARM_RETURN_IF_ERROR(Settings(p, &g, &seed));
-    size_t prompts = p.contains("prompts") ? p["prompts"].size()
-                                           : p.value("prompt_tokens", json::array()).size();
+    PCFARM_ASSIGN_OR_RETURN(json r, ParseResultObject(output, 4, "infer"));
+    PCFARM_ASSIGN_OR_RETURN(json p, ParseParamsObject(params));
+    InferSettings settings;
+    PCFARM_RETURN_IF_ERROR(CheckInferParams(p, &settings));
     auto outs = r.find("outputs");
-    if (outs == r.end() || !outs->is_array() || outs->size() != prompts) {
+    if (outs == r.end()) {
       return InvalidArgument("infer result: 'outputs' must hold one entry per prompt (" +
-                             std::to_string(prompts) + ")");
+                             std::to_string(InferPromptCount(p)) + ")");
     }
-    for (size_t i = 0; i < outs->size(); ++i) {
-      const json& o = (*outs)[i];
-      std::string where = "infer result: outputs[" + std::to_string(i) + "]";
-      if (!o.is_object()) return InvalidArgument(where + " is not an object");
-      auto t = o.find("tokens"), l = o.find("logprobs"), f = o.find("finish");
-      if (t == o.end() || !t->is_array() || t->size() > size_t(g.max_new_tokens)) {
-        return InvalidArgument(where + ": 'tokens' must be an array of at most " +
-                               std::to_string(g.max_new_tokens) + " ids");
-      }
-      for (const auto& id : *t) {
-        if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
-          return InvalidArgument(where + ": 'tokens' holds a value that is not a token id");
-        }
-      }
-      auto x = o.find("text");
-      const size_t max_text = kMaxTextBytesPerToken * t->size() + 64;
-      if (x == o.end() || !x->is_string() || x->get_ref<const std::string&>().size() > max_text) {
-        return InvalidArgument(where + ": 'text' must be a string of at most " +
-                               std::to_string(max_text) + " bytes");
-      }
-      if (l == o.end() || !l->is_array() || l->size() != t->size()) {
-        return InvalidArgument(where + ": 'logprobs' must have one number per token");
-      }
-      for (const auto& v : *l) {
-        if (!FiniteNumber(v) || v.get<double>() > 1e-3) {
-          return InvalidArgument(where + ": 'logprobs' must be finite numbers <= 0");
-        }
-      }
-      if (f == o.end() || !f->is_string() || (*f != "stop" && *f != "length")) {
-        return InvalidArgument(where + ": 'finish' must be \"stop\" or \"length\"");
-      }
-    }
-    return Status::Ok();
+    return CheckInferOutputs(*outs, InferPromptCount(p), settings.generation.max_new_tokens,
+                             "infer result", "outputs");
   }
 
   bool Agree(std::string_view a, std::string_view b) const override {
@@ -444,35 +498,15 @@ class InferKind final : public TaskKind {
         const json &lx = ox[i].at("logprobs"), &ly = oy[i].at("logprobs");
         if (lx.size() != ly.size()) return false;
         for (size_t k = 0; k < lx.size(); ++k) {
-          if (std::fabs(lx[k].get<double>() - ly[k].get<double>()) > 1e-2) return false;
+          if (std::fabs(lx[k].get<double>() - ly[k].get<double>()) > kInferLogprobTolerance) {
+            return false;
+          }
         }
       }
       return true;
     } catch (const json::exception&) {
       return false;
     }
-  }
-
- private:
-  // Decoded tokens are short: a token is one to a few dozen bytes (runs of
-  // spaces or punctuation reach a hundred or two), and replacing a byte that
-  // is not UTF-8 makes it three.
-  static constexpr size_t kMaxTextBytesPerToken = 256;
-
-  static Status Settings(const json& p, GenerationConfig* g, uint64_t* seed) {
-    g->max_new_tokens = 64;
-    PCFARM_RETURN_IF_ERROR(GetNumber<int64_t>(p, "max_tokens", 1, 4096, &g->max_new_tokens));
-    PCFARM_RETURN_IF_ERROR(GetNumber<double>(p, "temperature", 0, 100, &g->sampling.temperature));
-    PCFARM_RETURN_IF_ERROR(GetNumber<int64_t>(p, "top_k", 0, 1 << 20, &g->sampling.top_k));
-    PCFARM_RETURN_IF_ERROR(GetNumber<double>(p, "top_p", 1e-6, 1, &g->sampling.top_p));
-    auto it = p.find("seed");
-    if (it != p.end()) {
-      if (!it->is_number_unsigned() && !(it->is_number_integer() && it->get<int64_t>() >= 0)) {
-        return InvalidArgument("'seed' must be a non-negative integer");
-      }
-      *seed = it->get<uint64_t>();
-    }
-    return Status::Ok();
   }
 };
 
@@ -522,7 +556,7 @@ class TrainKind final : public TaskKind {
   std::string_view name() const override { return "train"; }
 
   Status ValidateParams(std::string_view params) const override {
-    PCFARM_ASSIGN_OR_RETURN(json p, ParseObject(params));
+    PCFARM_ASSIGN_OR_RETURN(json p, ParseParamsObject(params));
     PCFARM_RETURN_IF_ERROR(CheckFiles(p, "model", true));
     PCFARM_RETURN_IF_ERROR(CheckFiles(p, "adapter", false));
     PCFARM_RETURN_IF_ERROR(QuantizeParam(p).status());

@@ -38,6 +38,8 @@
 //   256 bytes of text per token, plus 64.
 // Agree: the same tokens and text for every prompt, and logprobs within
 //   1e-2.
+// The infer_check kind (infer_check.h) checks an infer result with one
+// teacher-forced forward pass instead of a second decode.
 //
 // A worker keeps the models of its last shards loaded (at most two, idle
 // ones only) and reuses one for the next shard with the same "model" and

@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "tasks/kinds/bench.h"
+#include "tasks/kinds/infer_check.h"
 #include "tasks/kinds/llm_kinds.h"
 #include "tasks/kinds/kind.h"
 
@@ -74,6 +75,7 @@ const TaskKindRegistry& TaskKindRegistry::Builtin() {
     std::vector<std::unique_ptr<TaskKind>> kinds;
     kinds.push_back(std::make_unique<BenchKind>());
     kinds.push_back(MakeInferKind());
+    kinds.push_back(MakeInferCheckKind());
     kinds.push_back(MakeTrainKind());
     return new TaskKindRegistry(std::move(kinds));
   }();
