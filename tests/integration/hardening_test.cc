@@ -7,6 +7,7 @@
 // CurveZMQ client socket, so that they can misbehave.
 #include <sys/stat.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -14,6 +15,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 #include <zmq.hpp>
 
@@ -277,6 +279,28 @@ int AnswerPending(SimWorker* w, const std::function<bool(int)>& forge, int* answ
   return sent;
 }
 
+// Runs fn() while another thread steps `sims` (their heartbeats go on): a
+// SimWorker left silent through CLI calls or joins on a slow machine is
+// lost.
+template <typename F>
+auto WhileStepping(const std::vector<SimWorker*>& sims, F fn) {
+  std::atomic<bool> busy{true};
+  std::thread keep([&] {
+    while (busy) {
+      for (SimWorker* w : sims) (void)w->Step(5);
+    }
+  });
+  struct Join {
+    std::atomic<bool>* busy;
+    std::thread* t;
+    ~Join() {
+      *busy = false;
+      t->join();
+    }
+  } join{&busy, &keep};
+  return fn();
+}
+
 int64_t Forged(MiniCluster* c, int64_t job) {
   return DbInt(c, "SELECT COUNT(*) FROM shards s JOIN results r ON r.id=s.accepted_result_id "
                   "WHERE s.job_id=" + std::to_string(job) +
@@ -290,17 +314,28 @@ TEST_CASE("auto verification: a cheat is caught, quarantined, and its forgeries 
   zmq::context_t& ctx = farm.ctx;
   auto cheat = Joined(&ctx, farm.NewToken(), "cheat", false);
   int answered = 0;
-  auto submit = [&](int shards, const std::string& verify) {
-    CommandResult r = c->Cli({"submit", "bench", "--shards", std::to_string(shards), "--size",
-                              "32", "--verify", verify});
+  auto submit = [&](int shards, const std::string& verify,
+                    const std::vector<SimWorker*>& sims) {
+    CommandResult r = WhileStepping(sims, [&] {
+      return c->Cli({"submit", "bench", "--shards", std::to_string(shards), "--size", "32",
+                     "--verify", verify});
+    });
     REQUIRE(r.exit_code == 0);
     return std::stoll(r.out.substr(r.out.rfind('\n', r.out.size() - 2) + 1));
   };
 
+  // Two honest workers join while the cheat keeps stepping.
+  auto join_honest = [&] {
+    return WhileStepping({cheat.get()}, [&] {
+      auto h1 = Joined(&ctx, farm.NewToken(), "honest-1", true);
+      auto h2 = Joined(&ctx, farm.NewToken(), "honest-2", true);
+      return std::make_pair(std::move(h1), std::move(h2));
+    });
+  };
+
   SECTION("a new identity that forges from the start: quarantined at its third shard") {
-    auto h1 = Joined(&ctx, farm.NewToken(), "honest-1", true);
-    auto h2 = Joined(&ctx, farm.NewToken(), "honest-2", true);
-    int64_t job = submit(30, "auto");
+    auto [h1, h2] = join_honest();
+    int64_t job = submit(30, "auto", {cheat.get(), h1.get(), h2.get()});
     bool ended = StepUntil({cheat.get(), h1.get(), h2.get()}, [&] {
       AnswerPending(cheat.get(), [](int) { return true; }, &answered);
       return JobState(&c.c, job) != "running" && JobState(&c.c, job) != "queued";
@@ -326,7 +361,7 @@ TEST_CASE("auto verification: a cheat is caught, quarantined, and its forgeries 
   SECTION("a sleeper that earns trust, then forges: its unchecked forgeries run again") {
     // Alone (nobody independent is connected, so nothing is checked), it
     // earns a streak of 100 on a spot-checked job: the check rate falls to 0.1.
-    int64_t warmup = submit(100, "spot");
+    int64_t warmup = submit(100, "spot", {cheat.get()});
     bool ended = StepUntil({cheat.get()}, [&] {
       AnswerPending(cheat.get(), [](int) { return false; }, &answered);
       return JobState(&c.c, warmup) == "succeeded";
@@ -334,9 +369,8 @@ TEST_CASE("auto verification: a cheat is caught, quarantined, and its forgeries 
     REQUIRE(ended);
     REQUIRE(DbInt(&c.c, "SELECT streak FROM workers WHERE name='cheat'") == 100);
     // Then it forges everything of a job that two honest workers share.
-    auto h1 = Joined(&ctx, farm.NewToken(), "honest-1", true);
-    auto h2 = Joined(&ctx, farm.NewToken(), "honest-2", true);
-    int64_t job = submit(300, "auto");
+    auto [h1, h2] = join_honest();
+    int64_t job = submit(300, "auto", {cheat.get(), h1.get(), h2.get()});
     int forged = 0;
     ended = StepUntil({cheat.get(), h1.get(), h2.get()}, [&] {
       forged += AnswerPending(cheat.get(), [](int) { return true; }, &answered);
