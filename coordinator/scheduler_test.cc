@@ -598,6 +598,35 @@ TEST_CASE_METHOD(SchedFixture,
   REQUIRE(store->CheckConsistency().ok());
 }
 
+TEST_CASE_METHOD(SchedFixture, "a check copy may go to the worker whose own attempt expired",
+                 "[scheduler][verify]") {
+  // The only independent worker had the shard first and was killed with
+  // it: its lease expired while it restarted. The check must not wait
+  // forever for it.
+  int64_t a = Enrolled("alice", "token-a"), b = Enrolled("bob", "token-b");
+  int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
+  Lease first = MustLease(b);
+  clock.AdvanceMs(61'000);
+  REQUIRE(sched->ExpireLeases().ok());
+  REQUIRE(store->TouchWorker(b).ok());
+  REQUIRE(store->TouchWorker(a).ok());
+  Lease l = MustLease(a);
+  CHECK(l.shard_id == first.shard_id);
+  CHECK(MustRecord(l, a, "r").check_ordered);
+  Lease c = MustLease(b);
+  CHECK(c.shard_id == first.shard_id);
+  CHECK(MustRecord(c, b, "r").verdict == ResultVerdict::kAccepted);
+  CHECK(store->GetJob(job)->state == "succeeded");
+  // Without a check, a worker does not take again a shard it let expire.
+  int64_t j2 = PolicyJob(1, VerifyPolicy::kNone);
+  MustLease(b);
+  clock.AdvanceMs(61'000);
+  REQUIRE(sched->ExpireLeases().ok());
+  CHECK(NoLease(b));
+  CHECK(store->GetJob(j2)->state == "running");
+  REQUIRE(store->CheckConsistency().ok());
+}
+
 TEST_CASE_METHOD(SchedFixture, "a job's verification overhead is its extra copies' run time",
                  "[scheduler][verify]") {
   int64_t a = Enrolled("alice", "token-a"), b = Enrolled("bob", "token-b");

@@ -487,7 +487,8 @@ class Store {
   // Order: job priority (high first), then the job with the fewest live
   // attempts, then the oldest job, then shard idx. Never a shard this worker
   // holds, returned, failed or let expire (one it lost or that was
-  // cancelled it may take again). PermissionDenied for a banned worker.
+  // cancelled it may take again, and one it let expire when the shard waits
+  // for a check copy). PermissionDenied for a banned worker.
   Result<std::optional<Lease>> LeaseShard(int64_t worker_id,
                                           const DeviceCaps& caps,
                                           int64_t lease_ms);

@@ -167,8 +167,9 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
     // Statements are cached by the address of their text: keep it static.
     // A worker takes no shard it holds, returned, failed or let expire; one
     // it lost (a crash, a restart) or that was cancelled under it it may
-    // take again (else a check copy could wait forever for the one
-    // independent worker that was killed while running it).
+    // take again, and one it let expire too when the shard waits for a
+    // check (else a check copy could wait forever for the one independent
+    // worker that was killed while running it).
     // Independence (Sybil resistance): a worker takes no copy of a shard
     // whose live or returned copy is held by a worker enrolled with the
     // same token (?5) or connecting from the same public network (?6).
@@ -176,7 +177,8 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
   " s.state='pending' AND s.needs_memory_bytes <= ?2"                          \
   " AND (s.needs_backend='' OR instr(?3, ','||s.needs_backend||',')>0)"       \
   " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.shard_id=s.id AND a.worker_id=?1" \
-  "   AND a.state NOT IN ('lost','cancelled'))"                                 \
+  "   AND a.state NOT IN ('lost','cancelled')"                                  \
+  "   AND NOT (a.state='expired' AND s.copies>0))"                              \
   " AND ((?5=0 AND ?6='') OR NOT EXISTS (SELECT 1 FROM attempts a"            \
   "   JOIN workers w ON w.id=a.worker_id WHERE a.shard_id=s.id"                \
   "   AND a.state IN ('leased','returned')"                                    \
