@@ -278,24 +278,25 @@ Result<int64_t> Store::Db::ReopenUncheckedTx(int64_t now, int64_t worker_id,
                                              std::vector<int64_t>* shards) {
   struct Reopen {
     int64_t shard_id, job_id, idx, result_id;
+    std::string kind;
   };
   std::vector<Reopen> reopen;
   {
-    auto q = Q("SELECT s.id, s.job_id, s.idx, r.id FROM results r "
+    auto q = Q("SELECT s.id, s.job_id, s.idx, r.id, j.kind FROM results r "
                "JOIN shards s ON s.accepted_result_id=r.id "
                "JOIN jobs j ON j.id=s.job_id "
                "WHERE r.worker_id=?1 AND r.outcome='agreed' AND "
                "s.state='accepted' AND j.state IN ('queued','running') AND "
                "j.open_ended=0 AND (SELECT COUNT(*) FROM results r2 WHERE "
-               "r2.shard_id=s.id AND r2.outcome='agreed')=1 ORDER BY s.id");
+               "r2.shard_id=s.id AND r2.outcome='agreed')=1 ORDER BY s.job_id, s.id");
     q.Bind(worker_id);
     for (;;) {
       PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) break;
-      reopen.push_back({q.Int(0), q.Int(1), q.Int(2), q.Int(3)});
+      reopen.push_back({q.Int(0), q.Int(1), q.Int(2), q.Int(3), q.Str(4)});
     }
   }
-  std::vector<int64_t> jobs;
+  std::vector<std::pair<int64_t, std::string>> jobs;  // id, kind
   for (const Reopen& r : reopen) {
     PCFARM_RETURN_IF_ERROR(Q("UPDATE results SET outcome='dropped' WHERE id=?1")
                                .Bind(r.result_id)
@@ -316,21 +317,12 @@ Result<int64_t> Store::Db::ReopenUncheckedTx(int64_t now, int64_t worker_id,
         now, "result_rerun", r.job_id, worker_id,
         "shard " + std::to_string(r.idx) + " of job " + std::to_string(r.job_id) +
             " runs again: it was accepted unchecked on worker '" + why));
-    if (std::find(jobs.begin(), jobs.end(), r.job_id) == jobs.end()) {
-      jobs.push_back(r.job_id);
-    }
+    if (jobs.empty() || jobs.back().first != r.job_id) jobs.emplace_back(r.job_id, r.kind);
     shards->push_back(r.shard_id);
   }
   // Their summaries, folded again from the shards still accepted.
-  for (int64_t job_id : jobs) {
+  for (const auto& [job_id, kind] : jobs) {
     if (!fold) break;
-    std::string kind;
-    {
-      auto q = Q("SELECT kind FROM jobs WHERE id=?1");
-      PCFARM_ASSIGN_OR_RETURN(bool row, q.Bind(job_id).Step());
-      if (!row) continue;
-      kind = q.Str(0);
-    }
     std::string summary = "{}";  // kEmptyJobSummary (job_summary.h)
     auto q = Q("SELECT s.idx, r.body FROM shards s JOIN results r ON "
                "r.id=s.accepted_result_id WHERE s.job_id=?1 AND "

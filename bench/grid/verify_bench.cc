@@ -114,11 +114,6 @@ struct Farm {
   }
 };
 
-int64_t Results(Store& s, int64_t job) {
-  auto v = s.GetJobVerification(job);
-  return v.ok() ? v->checked_shards : 0;
-}
-
 // Extra results per accepted shard over a run of `shards` shards (its
 // second half, after the workers' first checks).
 double Overhead(const std::string& tmpdir, int honest, int shards, VerifyPolicy verify,
@@ -134,7 +129,6 @@ double Overhead(const std::string& tmpdir, int honest, int shards, VerifyPolicy 
   }
   auto v = f.store->GetJobVerification(job);
   if (!v.ok() || v->useful_ms == 0) return -1;
-  (void)Results;
   return double(v->extra_ms) / double(v->useful_ms);
 }
 
