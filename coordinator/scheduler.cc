@@ -59,7 +59,7 @@ Scheduler::Scheduler(Store* store, SchedulerOptions options)
 
 Result<std::optional<Lease>> Scheduler::LeaseNext(int64_t worker_id,
                                                   const DeviceCaps& caps) {
-  return store_->LeaseShard(worker_id, caps, options_.scheduler_lease_ms);
+  return store_->LeaseShard(worker_id, caps, options_.scheduler_lease_ms, &verifier_);
 }
 
 Result<TransitionReport> Scheduler::ExpireLeases() {

@@ -627,6 +627,114 @@ TEST_CASE_METHOD(SchedFixture, "a check copy may go to the worker whose own atte
   REQUIRE(store->CheckConsistency().ok());
 }
 
+// A job kind with a cheap check: its check results say "holds" or "fails".
+struct CheapCheck : SchedFixture {
+  CheapCheck() {
+    sched->verifier().RegisterCheck("infer", [](std::string_view body) -> Result<bool> {
+      if (body != "holds" && body != "fails") return InvalidArgument("no verdict");
+      return body == "holds";
+    });
+  }
+};
+
+TEST_CASE_METHOD(CheapCheck, "a cheap check that holds accepts the checked result",
+                 "[scheduler][verify]") {
+  int64_t a = Enrolled("alice", "token-a"), b = Enrolled("bob", "token-b");
+  int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
+  Lease l = MustLease(a);
+  CHECK(l.checks_result_id == 0);
+  RecordOutcome o = MustRecord(l, a, "answer");
+  REQUIRE(o.check_ordered);
+  Lease c = MustLease(b);
+  CHECK(c.shard_id == l.shard_id);
+  CHECK(c.checks_result_id == o.result_id);
+  auto work = store->GetAttemptWork(c.attempt_id);
+  REQUIRE(work.ok());
+  CHECK(work->checks_result_id == o.result_id);
+  CHECK(*store->GetResultBody(o.result_id) == "answer");
+  CHECK(MustRecord(c, b, "holds").verdict == ResultVerdict::kAccepted);
+  CHECK(store->GetJob(job)->state == "succeeded");
+  auto accepted = store->AcceptedResults(job);
+  REQUIRE(accepted.ok());
+  REQUIRE(accepted->size() == 1);
+  CHECK((*accepted)[0].body == "answer");  // the claim, not the verdict
+  for (int64_t w : {a, b}) {
+    CHECK(store->GetWorker(w)->streak == 1);
+    CHECK(store->GetWorker(w)->checks == 1);
+  }
+  CHECK(store->GetJobVerification(job)->checked_shards == 1);
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(CheapCheck, "a refuted result runs again; the re-run decides who lied",
+                 "[scheduler][verify]") {
+  int64_t a = Enrolled("alice", "token-a"), b = Enrolled("bob", "token-b"),
+          c = Enrolled("carol", "token-c");
+  SECTION("the claim was false: the re-run is accepted, the claimant struck") {
+    int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
+    RecordOutcome o = MustRecord(MustLease(a), a, "forged");
+    REQUIRE(o.check_ordered);
+    Lease check = MustLease(b);
+    REQUIRE(check.checks_result_id == o.result_id);
+    RecordOutcome v = MustRecord(check, b, "fails");
+    CHECK(v.verdict == ResultVerdict::kDisagreed);
+    CHECK(ShardState(job, 0) == "pending");
+    // The next attempt runs the shard (not another check), on a third worker.
+    Lease rerun = MustLease(c);
+    CHECK(rerun.checks_result_id == 0);
+    CHECK(MustRecord(rerun, c, "answer").verdict == ResultVerdict::kAccepted);
+    CHECK(store->GetJob(job)->state == "succeeded");
+    CHECK((*store->AcceptedResults(job))[0].body == "answer");
+    CHECK(store->GetWorker(a)->strikes == 1);
+    CHECK(store->GetWorker(a)->disagreed == 1);
+    CHECK(store->GetWorker(b)->strikes == 0);
+    CHECK(store->GetWorker(b)->agreed == 1);
+    CHECK(store->GetWorker(c)->agreed == 1);
+  }
+  SECTION("the checker lied: the re-run agrees with the claim, the checker is struck") {
+    int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
+    RecordOutcome o = MustRecord(MustLease(a), a, "answer");
+    Lease check = MustLease(b);
+    REQUIRE(check.checks_result_id == o.result_id);
+    MustRecord(check, b, "fails");
+    Lease rerun = MustLease(c);
+    CHECK(rerun.checks_result_id == 0);
+    CHECK(MustRecord(rerun, c, "answer").verdict == ResultVerdict::kAccepted);
+    CHECK(store->GetJob(job)->state == "succeeded");
+    CHECK((*store->AcceptedResults(job))[0].body == "answer");
+    CHECK(store->GetWorker(a)->strikes == 0);
+    CHECK(store->GetWorker(b)->strikes == 1);
+    CHECK(store->GetWorker(c)->strikes == 0);
+  }
+  SECTION("a check that expired is leased again as a check") {
+    int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
+    RecordOutcome o = MustRecord(MustLease(a), a, "answer");
+    Lease check = MustLease(b);
+    REQUIRE(check.checks_result_id == o.result_id);
+    clock.AdvanceMs(10 * 60 * 1000);
+    REQUIRE(sched->ExpireLeases().ok());
+    Lease again = MustLease(c);
+    CHECK(again.checks_result_id == o.result_id);
+    CHECK(MustRecord(again, c, "holds").verdict == ResultVerdict::kAccepted);
+    CHECK(store->GetJob(job)->state == "succeeded");
+  }
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(CheapCheck, "redundant jobs and kinds without a check run full copies",
+                 "[scheduler][verify]") {
+  int64_t a = Enrolled("alice", "token-a"), b = Enrolled("bob", "token-b");
+  // Redundancy 2 of an infer job: two full runs, no check.
+  Job(1, 2);
+  CHECK(MustLease(a).checks_result_id == 0);
+  CHECK(MustLease(b).checks_result_id == 0);
+  // An auto bench job: its check is a second run.
+  PolicyJob(1, VerifyPolicy::kAuto, "bench");
+  RecordOutcome o = MustRecord(MustLease(a), a, "x");
+  REQUIRE(o.check_ordered);
+  CHECK(MustLease(b).checks_result_id == 0);
+}
+
 TEST_CASE_METHOD(SchedFixture, "a job's verification overhead is its extra copies' run time",
                  "[scheduler][verify]") {
   int64_t a = Enrolled("alice", "token-a"), b = Enrolled("bob", "token-b");

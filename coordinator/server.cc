@@ -704,6 +704,20 @@ void CoordinatorServer::Impl::TryAssign(Peer& peer) {
     if (const JobPlanner* planner = FindPlanner(l.job_kind)) {
       for (auto& hex : planner->ShardOwnBlobs(l.shard_params)) shard_blobs.push_back(hex);
     }
+    if (l.checks_result_id != 0) {
+      // A check of another worker's result: the job's check kind, with the
+      // claimed result as a blob it fetches.
+      auto check = CheckShard(l);
+      if (!check.ok()) {
+        // The lease expires and the shard is offered again.
+        spdlog::warn("cannot make the check of result {} (attempt {}): {}",
+                     l.checks_result_id, l.attempt_id, check.status().ToString());
+        return;
+      }
+      body.set_kind(check->kind);
+      body.set_params(check->params);
+      shard_blobs.push_back(check->claim_hash);
+    }
     for (const auto& hex : shard_blobs) {
       auto hash = HashFromHex(hex);
       if (!hash.ok()) continue;
@@ -728,6 +742,22 @@ void CoordinatorServer::Impl::TryAssign(Peer& peer) {
     peer.assigns_sent++;
     counters->shards_assigned++;
   }
+}
+
+Result<CheckShardBody> CoordinatorServer::Impl::CheckShard(const Lease& lease) {
+  const JobPlanner* planner = FindPlanner(lease.job_kind);
+  if (planner == nullptr || planner->check_kind().empty()) {
+    return Internal("job kind '" + lease.job_kind + "' has no check kind");
+  }
+  PCFARM_ASSIGN_OR_RETURN(std::string claim, store->GetResultBody(lease.checks_result_id));
+  PCFARM_ASSIGN_OR_RETURN(std::string hash, blobs->Put(claim));
+  PCFARM_RETURN_IF_ERROR(store->RecordBlob(hash, static_cast<int64_t>(claim.size())));
+  PCFARM_RETURN_IF_ERROR(store->LinkJobBlob(lease.job_id, hash));
+  CheckShardBody out;
+  out.kind = std::string(planner->check_kind());
+  PCFARM_ASSIGN_OR_RETURN(out.params, planner->CheckParams(lease.shard_params, hash));
+  out.claim_hash = std::move(hash);
+  return out;
 }
 
 const std::vector<std::string>& CoordinatorServer::Impl::ShardBlobsOf(
@@ -881,10 +911,24 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
   // The kind checks the output's size and shape before anything stores or
   // parses it further (also at redundancy 1, where no comparison runs); a
   // result it refuses counts as a failed attempt.
-  const TaskKind* kind = TaskKindRegistry::Builtin().Find(TaskKindOfJob(work->kind));
+  std::string_view kind_name = TaskKindOfJob(work->kind);
+  std::string params = work->params;
+  if (work->checks_result_id != 0) {
+    // A check: its kind and params as TryAssign made them (the claim's
+    // blob hash is the hash of the checked result's body).
+    const JobPlanner* planner = FindPlanner(work->kind);
+    auto claim = store->GetResultBody(work->checks_result_id);
+    Result<std::string> check_params =
+        !planner   ? Result<std::string>(Internal("no planner for job kind '" + work->kind + "'"))
+        : claim.ok() ? planner->CheckParams(work->params, HashToHex(Blake2b256(*claim)))
+                     : Result<std::string>(claim.status());
+    kind_name = planner ? planner->check_kind() : kind_name;
+    params = check_params.ok() ? *check_params : std::string();
+  }
+  const TaskKind* kind = TaskKindRegistry::Builtin().Find(kind_name);
   Status shape = !body->ok() ? Status::Ok()
-                 : kind      ? kind->ValidateOutput(work->params, body->output())
-                             : Internal("no task kind '" + work->kind + "'");
+                 : kind      ? kind->ValidateOutput(params, body->output())
+                             : Internal("no task kind '" + std::string(kind_name) + "'");
   if (!shape.ok()) {
     counters->results_invalid++;
     spdlog::warn("result from {} for attempt {} refused: {}", peer.name, attempt,

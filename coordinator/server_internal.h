@@ -68,6 +68,13 @@ struct Peer {
   std::string paused_reason;
 };
 
+// What a check attempt runs (CoordinatorServer::Impl::CheckShard).
+struct CheckShardBody {
+  std::string kind;
+  std::string params;
+  std::string claim_hash;  // hex
+};
+
 class CoordinatorServer::Impl {
  public:
   Impl(const ServerOptions& o, const CoordinatorConfig& c, IdentityKeys k,
@@ -94,6 +101,15 @@ class CoordinatorServer::Impl {
       scheduler.verifier().Register(
           std::string(planner->kind()),
           [kind](std::string_view a, std::string_view b) { return kind->Agree(a, b); });
+    }
+    // Job kinds checked by a cheaper kind than a second run (infer:
+    // infer_check) read its verdicts with their planner.
+    for (const auto& planner : AllPlanners()) {
+      if (planner->check_kind().empty()) continue;
+      const JobPlanner* p = planner.get();
+      scheduler.verifier().RegisterCheck(
+          std::string(planner->kind()),
+          [p](std::string_view output) { return p->CheckHolds(output); });
     }
     scheduler.set_summary_fold(FoldWithPlanner);
   }
@@ -169,6 +185,9 @@ class CoordinatorServer::Impl {
   // The blobs every shard of the job needs (its planner's ShardBlobs),
   // remembered per job.
   const std::vector<std::string>& ShardBlobsOf(int64_t job_id, const std::string& kind);
+  // The kind, params and claim blob of the check attempt `lease` (the
+  // checked result's body is put into the blob store and linked to the job).
+  Result<CheckShardBody> CheckShard(const Lease& lease);
 
   ZapDecision Decide(const std::string& domain, const std::string& key);
 

@@ -208,6 +208,9 @@ struct Lease {
   std::string job_kind;
   std::string shard_params;
   int64_t deadline_ms = 0;
+  // Nonzero: the attempt checks this result of the shard with the job's
+  // check kind (JobPlanner::check_kind) instead of running the shard.
+  int64_t checks_result_id = 0;
 };
 
 // An attempt the daemon should tell its worker to stop (CANCEL message).
@@ -279,6 +282,7 @@ struct AttemptWork {
   std::string shard_hash;  // "" when the shard body was never sent
   std::string kind;
   std::string params;
+  int64_t checks_result_id = 0;  // Lease::checks_result_id
 };
 
 // An accepted shard, as `pcfarm fetch` needs it.
@@ -489,9 +493,16 @@ class Store {
   // holds, returned, failed or let expire (one it lost or that was
   // cancelled it may take again, and one it let expire when the shard waits
   // for a check copy). PermissionDenied for a banned worker.
+  // With `verifier`, a shard of a job whose kind has a cheap check
+  // (Verifier::CheckFor) that waits for the check of its one result gets a
+  // check attempt (Lease::checks_result_id); without, every attempt runs
+  // the shard.
   Result<std::optional<Lease>> LeaseShard(int64_t worker_id,
                                           const DeviceCaps& caps,
-                                          int64_t lease_ms);
+                                          int64_t lease_ms,
+                                          const Verifier* verifier = nullptr);
+  // The body of result `result_id`; NotFound when there is none.
+  Result<std::string> GetResultBody(int64_t result_id);
   // How many shards are pending (want another attempt). Cheap (an index).
   Result<int64_t> CountPendingShards();
   // Marks leased attempts past their deadline expired.

@@ -136,7 +136,8 @@ Status Store::Db::EndAttemptTx(int64_t now, int64_t attempt_id,
 
 Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
                                                const DeviceCaps& caps,
-                                               int64_t lease_ms) {
+                                               int64_t lease_ms,
+                                               const Verifier* verifier) {
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
   // ",cpu,vulkan,": instr() matches a backend without a temporary table
@@ -191,7 +192,7 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
         " (SELECT COUNT(*) FROM attempts a WHERE a.job_id=j.id AND a.state='leased') ASC,"
         " j.created_ms ASC, j.id ASC LIMIT 1";
     static const char kPickShard[] =
-        "SELECT s.id, s.idx, s.job_id, j.kind, s.params, j.state"
+        "SELECT s.id, s.idx, s.job_id, j.kind, s.params, j.state, s.copies"
         " FROM shards s JOIN jobs j ON j.id=s.job_id WHERE s.job_id=?4 AND"
         PCFARM_ELIGIBLE_SHARD " ORDER BY s.idx ASC LIMIT 1";
 #undef PCFARM_ELIGIBLE_SHARD
@@ -213,13 +214,32 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
     lease.shard_params = q.Str(4);
     lease.deadline_ms = now + lease_ms;
     bool queued = q.Str(5) == "queued";
+    const int64_t copies = q.Int(6);
     PCFARM_RETURN_IF_ERROR(q.Run());
+    // A shard picked for a check (copies > 0) of a kind with a cheap check:
+    // its one result is checked, unless a check of it ran or runs already
+    // (then the shard waits for a full run: a refuted result is run again).
+    if (copies > 0 && verifier != nullptr && verifier->CheckFor(lease.job_kind) != nullptr) {
+      auto c = db_->Q(
+          "SELECT (SELECT COUNT(*) FROM results r JOIN attempts a ON a.id=r.attempt_id"
+          "   WHERE r.shard_id=?1 AND r.outcome='pending' AND a.checks_result=0),"
+          " (SELECT MIN(r.id) FROM results r JOIN attempts a ON a.id=r.attempt_id"
+          "   WHERE r.shard_id=?1 AND r.outcome='pending' AND a.checks_result=0),"
+          " (SELECT COUNT(*) FROM attempts a WHERE a.shard_id=?1 AND a.checks_result<>0"
+          "   AND (a.state='leased' OR EXISTS (SELECT 1 FROM results r WHERE"
+          "   r.attempt_id=a.id AND r.outcome='pending')))");
+      c.Bind(lease.shard_id);
+      PCFARM_ASSIGN_OR_RETURN(bool crow, c.Step());
+      if (crow && c.Int(0) == 1 && c.Int(2) == 0) lease.checks_result_id = c.Int(1);
+      PCFARM_RETURN_IF_ERROR(c.Run());
+    }
     auto ins = db_->Q("INSERT INTO attempts(shard_id,job_id,worker_id,state,"
-                      "leased_ms,deadline_ms) VALUES(?1,?2,?3,'leased',?4,?5) "
-                      "RETURNING id");
+                      "leased_ms,deadline_ms,checks_result) "
+                      "VALUES(?1,?2,?3,'leased',?4,?5,?6) RETURNING id");
     PCFARM_ASSIGN_OR_RETURN(
         lease.attempt_id,
-        ins.Bind(lease.shard_id, lease.job_id, worker_id, now, lease.deadline_ms)
+        ins.Bind(lease.shard_id, lease.job_id, worker_id, now, lease.deadline_ms,
+                 lease.checks_result_id)
             .OneInt());
     PCFARM_RETURN_IF_ERROR(ins.Run());
     if (queued) {
@@ -366,28 +386,70 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
             .Bind(attempt_id, now)
             .Run());
 
-    // Group the shard's live results with the kind's comparator.
+    // Group the shard's live results with the kind's comparator: the full
+    // runs first, then the checks (results of attempts that checked one of
+    // them: their votes).
     std::vector<int64_t> ids, workers;
     std::vector<std::string> bodies;
+    std::vector<CheckVote> votes;
+    std::vector<int64_t> vote_ids, vote_workers;
     {
-      auto q = db_->Q("SELECT id, worker_id, body FROM results WHERE "
-                      "shard_id=?1 AND outcome='pending' ORDER BY id");
+      auto q = db_->Q("SELECT r.id, r.worker_id, r.body, a.checks_result FROM results r "
+                      "JOIN attempts a ON a.id=r.attempt_id WHERE "
+                      "r.shard_id=?1 AND r.outcome='pending' ORDER BY r.id");
       q.Bind(shard_id);
+      struct Check {
+        int64_t id, worker, target;
+        std::string body;
+      };
+      std::vector<Check> checks;
       for (;;) {
         PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
         if (!row) break;
+        if (q.Int(3) != 0) {
+          checks.push_back({q.Int(0), q.Int(1), q.Int(3), q.Str(2)});
+          continue;
+        }
         ids.push_back(q.Int(0));
         workers.push_back(q.Int(1));
         bodies.push_back(q.Str(2));
       }
+      const CheckVerdict* verdict = verifier.CheckFor(kind);
+      for (const Check& c : checks) {
+        auto t = std::find(ids.begin(), ids.end(), c.target);
+        // The checked result is no longer live (its worker was banned): the
+        // vote has nothing to judge.
+        if (t == ids.end()) {
+          PCFARM_RETURN_IF_ERROR(db_->Q("UPDATE results SET outcome='dropped' WHERE id=?1")
+                                     .Bind(c.id)
+                                     .Run());
+          continue;
+        }
+        // A verdict that cannot be read (the server validated its shape)
+        // counts as "holds" only when it says so.
+        Result<bool> holds = verdict ? (*verdict)(c.body) : Result<bool>(false);
+        votes.push_back({size_t(t - ids.begin()), holds.ok() && *holds});
+        vote_ids.push_back(c.id);
+        vote_workers.push_back(c.worker);
+      }
     }
     std::vector<std::string_view> views(bodies.begin(), bodies.end());
-    Judgement j = Judge(views, static_cast<int>(redundancy), verifier.For(kind));
+    CheckedJudgement cj =
+        JudgeWithChecks(views, votes, static_cast<int>(redundancy), verifier.For(kind));
+    Judgement& j = cj.full;
     for (size_t i = 0; i < ids.size(); ++i) {
       PCFARM_RETURN_IF_ERROR(
           db_->Q("UPDATE results SET grp=?2 WHERE id=?1")
               .Bind(ids[i], j.group[i])
               .Run());
+    }
+    // A vote that holds joins its target's group (RefreshShardTx counts it
+    // toward the copies); a refutation is a group of its own.
+    for (size_t i = 0; i < votes.size(); ++i) {
+      const int64_t grp = votes[i].holds ? j.group[votes[i].target]
+                                         : -1 - static_cast<int64_t>(i);
+      PCFARM_RETURN_IF_ERROR(
+          db_->Q("UPDATE results SET grp=?2 WHERE id=?1").Bind(vote_ids[i], grp).Run());
     }
     std::string where = "shard " + std::to_string(shard_idx) + " of job " +
                         std::to_string(job_id);
@@ -418,21 +480,31 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
     if (j.accepted) {
       out.verdict = ResultVerdict::kAccepted;
       int64_t winner = 0;
-      const bool checked = ids.size() >= 2;
+      const bool checked = ids.size() + votes.size() >= 2;
       // Results that faced a check (compared, or a lone result that the
       // die let pass) move their workers' standing; a lone result of a job
       // that checks nothing does not.
       const bool standing_moves = checked || verify == VerifyPolicy::kAuto ||
                                   verify == VerifyPolicy::kSpot;
+      // Every live result, the checks' with them: who sided with the
+      // accepted answer.
+      std::vector<int64_t> all_ids = ids, all_workers = workers;
+      std::vector<bool> all_agreed;
       for (size_t i = 0; i < ids.size(); ++i) {
-        bool agreed = j.group[i] == j.best_group;
-        if (agreed && !winner) winner = ids[i];
+        all_agreed.push_back(j.group[i] == j.best_group);
+        if (all_agreed.back() && !winner) winner = ids[i];
+      }
+      all_ids.insert(all_ids.end(), vote_ids.begin(), vote_ids.end());
+      all_workers.insert(all_workers.end(), vote_workers.begin(), vote_workers.end());
+      all_agreed.insert(all_agreed.end(), cj.check_agreed.begin(), cj.check_agreed.end());
+      for (size_t i = 0; i < all_ids.size(); ++i) {
+        const bool agreed = all_agreed[i];
         // The worker's standing: streak, strikes, checks.
         if (standing_moves) {
           auto q = db_->Q("SELECT streak, strikes, banned FROM workers WHERE id=?1");
-          q.Bind(workers[i]);
+          q.Bind(all_workers[i]);
           PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
-          if (!row) return Internal("worker " + std::to_string(workers[i]) + " vanished");
+          if (!row) return Internal("worker " + std::to_string(all_workers[i]) + " vanished");
           WorkerStanding before{q.Int(0), q.Int(1)};
           const bool banned = q.Int(2) != 0;
           PCFARM_RETURN_IF_ERROR(q.Run());
@@ -440,18 +512,18 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
           PCFARM_RETURN_IF_ERROR(
               db_->Q("UPDATE workers SET streak=?2, strikes=?3, checks=checks+?4 "
                      "WHERE id=?1")
-                  .Bind(workers[i], after.streak, after.strikes,
+                  .Bind(all_workers[i], after.streak, after.strikes,
                         int64_t{checked ? 1 : 0})
                   .Run());
           if (!banned && Quarantined(after) &&
               std::find(out.quarantined.begin(), out.quarantined.end(),
-                        workers[i]) == out.quarantined.end()) {
-            out.quarantined.push_back(workers[i]);
+                        all_workers[i]) == out.quarantined.end()) {
+            out.quarantined.push_back(all_workers[i]);
           }
         }
         PCFARM_RETURN_IF_ERROR(
             db_->Q("UPDATE results SET outcome=?2 WHERE id=?1")
-                .Bind(ids[i], agreed ? "agreed" : "disagreed")
+                .Bind(all_ids[i], agreed ? "agreed" : "disagreed")
                 .Run());
         PCFARM_RETURN_IF_ERROR(
             db_->Q(agreed ? "UPDATE workers SET agreed=agreed+1, "
@@ -460,27 +532,27 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
                           : "UPDATE workers SET disagreed=disagreed+1, "
                             "trust=(agreed+1.0)/(agreed+disagreed+3.0) "
                             "WHERE id=?1")
-                .Bind(workers[i])
+                .Bind(all_workers[i])
                 .Run());
         if (!agreed) {
           PCFARM_RETURN_IF_ERROR(db_->EventTx(
-              now, "result_disagreed", job_id, workers[i],
-              where + ": result " + std::to_string(ids[i]) +
+              now, "result_disagreed", job_id, all_workers[i],
+              where + ": result " + std::to_string(all_ids[i]) +
                   " disagrees with the accepted one"));
         }
       }
       // A caught worker's unchecked results in running jobs run again (all
       // of them, with its other results, when this catch quarantines it).
-      for (size_t i = 0; i < ids.size(); ++i) {
-        if (j.group[i] == j.best_group) continue;
-        if (std::find(out.quarantined.begin(), out.quarantined.end(), workers[i]) !=
+      for (size_t i = 0; i < all_ids.size(); ++i) {
+        if (all_agreed[i]) continue;
+        if (std::find(out.quarantined.begin(), out.quarantined.end(), all_workers[i]) !=
             out.quarantined.end()) {
           continue;
         }
-        PCFARM_ASSIGN_OR_RETURN(std::string name, db_->WorkerNameTx(workers[i]));
+        PCFARM_ASSIGN_OR_RETURN(std::string name, db_->WorkerNameTx(all_workers[i]));
         std::vector<int64_t> reopened;
         PCFARM_RETURN_IF_ERROR(db_->ReopenUncheckedTx(
-                                      now, workers[i], name + "', caught disagreeing (" + where + ")",
+                                      now, all_workers[i], name + "', caught disagreeing (" + where + ")",
                                       fold, &reopened)
                                    .status());
         for (int64_t sid : reopened) PCFARM_RETURN_IF_ERROR(db_->RefreshShardTx(sid));
@@ -554,7 +626,7 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
       }
       return out;
     }
-    if (static_cast<int64_t>(ids.size()) >= redundancy) {
+    if (static_cast<int64_t>(ids.size() + votes.size()) >= redundancy) {
       // A full set of results without agreement: one more run must decide.
       out.verdict = ResultVerdict::kDisagreed;
       PCFARM_ASSIGN_OR_RETURN(std::string name, db_->WorkerNameTx(worker_id));
@@ -603,13 +675,22 @@ Result<std::string> Store::AttemptShardHash(int64_t attempt_id) {
 
 Result<AttemptWork> Store::GetAttemptWork(int64_t attempt_id) {
   std::lock_guard l(mu_);
-  auto q = db_->Q("SELECT IFNULL(a.shard_hash,''), j.kind, s.params FROM "
+  auto q = db_->Q("SELECT IFNULL(a.shard_hash,''), j.kind, s.params, a.checks_result FROM "
                   "attempts a JOIN shards s ON s.id=a.shard_id JOIN jobs j ON "
                   "j.id=a.job_id WHERE a.id=?1");
   q.Bind(attempt_id);
   PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
   if (!row) return NotFound("no attempt " + std::to_string(attempt_id));
-  return AttemptWork{q.Str(0), q.Str(1), q.Str(2)};
+  return AttemptWork{q.Str(0), q.Str(1), q.Str(2), q.Int(3)};
+}
+
+Result<std::string> Store::GetResultBody(int64_t result_id) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT body FROM results WHERE id=?1");
+  q.Bind(result_id);
+  PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (!row) return NotFound("no result " + std::to_string(result_id));
+  return q.Str(0);
 }
 
 Result<TransitionReport> Store::FailAttempt(int64_t attempt_id,

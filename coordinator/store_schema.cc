@@ -258,6 +258,12 @@ ALTER TABLE workers ADD COLUMN checks INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE workers ADD COLUMN streak INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE workers ADD COLUMN strikes INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 13: cheap checks (JobPlanner::check_kind): an attempt that checks
+    // another worker's result of its shard instead of running it names that
+    // result (0: the attempt runs the shard).
+    R"sql(
+ALTER TABLE attempts ADD COLUMN checks_result INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 

@@ -14,7 +14,7 @@ namespace pcfarm {
 namespace {
 
 // The number of the last migration (store_schema.cc).
-constexpr int kLatestSchema = 12;
+constexpr int kLatestSchema = 13;
 
 std::string TempDir() {
   char tmpl[] = "/tmp/pcfarm_store_test.XXXXXX";

@@ -268,6 +268,26 @@ class InferPlanner final : public JobPlanner {
 
   std::string OutputTail(const JobInfo&) const override { return ""; }
 
+  std::string_view check_kind() const override { return "infer_check"; }
+
+  // The shard's params with "claimed_blob" (tasks/kinds/infer_check.h).
+  Result<std::string> CheckParams(std::string_view shard_params,
+                                  std::string_view claim_hash_hex) const override {
+    json p = json::parse(shard_params, nullptr, /*allow_exceptions=*/false);
+    if (!p.is_object()) return InvalidArgument("the shard's params are not a JSON object");
+    p["claimed_blob"] = std::string(claim_hash_hex);
+    return p.dump();
+  }
+
+  Result<bool> CheckHolds(std::string_view check_output) const override {
+    json r = json::parse(check_output, nullptr, /*allow_exceptions=*/false);
+    auto ok = r.is_object() ? r.find("ok") : r.end();
+    if (!r.is_object() || ok == r.end() || !ok->is_boolean()) {
+      return InvalidArgument("an infer_check result without a boolean 'ok'");
+    }
+    return ok->get<bool>();
+  }
+
   std::string Summary(const JobInfo& job) const override {
     json s = json::parse(job.summary.empty() ? "{}" : job.summary, nullptr, false);
     if (!s.is_object()) s = json::object();

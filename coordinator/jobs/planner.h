@@ -88,6 +88,26 @@ class JobPlanner {
     return {};
   }
 
+  // ---- cheap checks (verify auto/spot; DESIGN.md §8.3) ----
+  // The task kind that checks one result of this job's shards more cheaply
+  // than running the shard again (infer: `infer_check`, one teacher-forced
+  // pass); "" when a check is a second run of the shard.
+  virtual std::string_view check_kind() const { return ""; }
+  // The params of the check of a shard with `shard_params` whose claimed
+  // result is the blob `claim_hash_hex` (the result body, stored in the
+  // blob store and listed in the check shard's blob hashes).
+  virtual Result<std::string> CheckParams(std::string_view shard_params,
+                                          std::string_view claim_hash_hex) const {
+    (void)shard_params, (void)claim_hash_hex;
+    return FailedPrecondition("job kind " + std::string(kind()) + " has no check kind");
+  }
+  // Whether a check result (valid for check_kind()) says the checked
+  // result holds.
+  virtual Result<bool> CheckHolds(std::string_view check_output) const {
+    (void)check_output;
+    return FailedPrecondition("job kind " + std::string(kind()) + " has no check kind");
+  }
+
   // ---- open-ended kinds (finetune) ----
   // An open-ended job gets its shards round by round: Plan makes the first
   // round's, and whenever every shard so far is accepted the event loop

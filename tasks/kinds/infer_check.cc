@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "base/file.h"
 #include "tasks/engine/llama.h"
 #include "tasks/engine/sampling.h"
 #include "tasks/kinds/llm_kinds_internal.h"
@@ -104,13 +105,43 @@ Result<InferSettings> CheckParams(std::string_view params, json* p) {
   InferSettings settings;
   PCFARM_RETURN_IF_ERROR(CheckInferParams(*p, &settings));
   auto claimed = p->find("claimed");
-  if (claimed == p->end()) {
-    return InvalidArgument("missing field 'claimed' (the infer result's \"outputs\")");
+  auto blob = p->find("claimed_blob");
+  if ((claimed == p->end()) == (blob == p->end())) {
+    return InvalidArgument(
+        "infer_check params need exactly one of 'claimed' (the infer result's \"outputs\") "
+        "and 'claimed_blob' (the hash of a blob holding the infer result)");
+  }
+  if (blob != p->end()) {
+    if (!blob->is_string() || blob->get_ref<const std::string&>().size() != 64 ||
+        blob->get_ref<const std::string&>().find_first_not_of("0123456789abcdef") !=
+            std::string::npos) {
+      return InvalidArgument("'claimed_blob' must be a blob hash of 64 lowercase hex digits");
+    }
+    return settings;
   }
   PCFARM_RETURN_IF_ERROR(CheckInferOutputs(*claimed, InferPromptCount(*p),
                                            settings.generation.max_new_tokens,
                                            "infer_check params", "claimed"));
   return settings;
+}
+
+// Replaces p["claimed_blob"] by p["claimed"]: the "outputs" of the infer
+// result in that blob, held to what infer's ValidateOutput accepts.
+Status ResolveClaimBlob(json* p, const InferSettings& settings, const RunContext& ctx) {
+  auto blob = p->find("claimed_blob");
+  if (blob == p->end()) return Status::Ok();
+  if (!ctx.blob_path) return FailedPrecondition("infer_check: no blob store to read 'claimed_blob'");
+  PCFARM_ASSIGN_OR_RETURN(std::string path, ctx.blob_path(blob->get<std::string>()));
+  PCFARM_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path, kLlmMaxOutputBytes));
+  PCFARM_ASSIGN_OR_RETURN(json r, ParseResultObject(bytes, kParamsDepth, "claimed infer"));
+  auto outputs = r.find("outputs");
+  if (outputs == r.end()) return InvalidArgument("the claimed infer result has no 'outputs'");
+  PCFARM_RETURN_IF_ERROR(CheckInferOutputs(*outputs, InferPromptCount(*p),
+                                           settings.generation.max_new_tokens,
+                                           "claimed infer result", "outputs"));
+  (*p)["claimed"] = std::move(*outputs);
+  p->erase("claimed_blob");
+  return Status::Ok();
 }
 
 class InferCheckKind final : public TaskKind {
@@ -125,6 +156,7 @@ class InferCheckKind final : public TaskKind {
   Result<std::string> Run(std::string_view params, const RunContext& ctx) const override {
     json p;
     PCFARM_ASSIGN_OR_RETURN(const InferSettings settings, CheckParams(params, &p));
+    PCFARM_RETURN_IF_ERROR(ResolveClaimBlob(&p, settings, ctx));
     const GenerationConfig& g = settings.generation;
     PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<ModelInstance> m, AcquireInferModel(p, ctx));
     ctx.ReportProgress(0.1);

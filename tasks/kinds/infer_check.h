@@ -12,6 +12,11 @@
 //   "claimed": the infer result's "outputs" array, one entry per prompt in
 //              order, each {"tokens": [...], "text": "...",
 //              "logprobs": [...], "finish": "stop"|"length"}
+//   or, instead of "claimed" (exactly one of the two),
+//   "claimed_blob": the hash (64 hex digits) of a blob holding the infer
+//              result itself ({"outputs": [...], ...}, at most 8 MiB),
+//              read through RunContext::blob_path. The coordinator sends
+//              its checks so, since shard params travel in at most 64 KiB.
 // ValidateParams holds "claimed" to what infer's ValidateOutput accepts
 // (the count of entries, at most max_tokens integer ids in 0..2^31-1 each,
 // one finite logprob <= 0 per token, a text of at most 256 bytes per token

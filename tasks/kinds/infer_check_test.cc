@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -133,6 +134,54 @@ TEST_CASE("infer_check reuses the infer kind's loaded model") {
   *rm.blobs.lookups = 0;
   RequireAllOk(Check(p, outputs, rm.blobs.Context()), outputs);
   CHECK(*rm.blobs.lookups == 0);
+}
+
+TEST_CASE("infer_check reads the claim from a blob (claimed_blob), as the coordinator sends it") {
+  RandomModel rm("check_blob");
+  json p = {{"model", rm.blobs.files}, {"prompts", {"Hello", "The cat"}}, {"max_tokens", 6}};
+  auto infer = MakeInferKind()->Run(p.dump(), rm.blobs.Context());
+  REQUIRE(infer.ok());
+  const std::string claim = rm.dir + "/claim.json";
+  auto write = [&](const std::string& text) {
+    std::ofstream(claim, std::ios::binary | std::ios::trunc) << text;
+  };
+  FixtureBlobs blobs = rm.blobs;
+  const std::string hash = std::string(64, 'c');
+  blobs.path_of[hash] = claim;
+  json c = p;
+  c["claimed_blob"] = hash;
+  auto kind = MakeInferCheckKind();
+  REQUIRE(kind->ValidateParams(c.dump()).ok());
+  write(*infer);
+  auto r = kind->Run(c.dump(), blobs.Context());
+  REQUIRE(r.ok());
+  CHECK(kind->ValidateOutput(c.dump(), *r).ok());
+  RequireAllOk(json::parse(*r), json::parse(*infer)["outputs"]);
+  // A tampered claim in the blob is refuted like an inline one.
+  json tampered = json::parse(*infer);
+  tampered["outputs"][1]["logprobs"][0] = tampered["outputs"][1]["logprobs"][0].get<double>() - 1;
+  write(tampered.dump());
+  r = kind->Run(c.dump(), blobs.Context());
+  REQUIRE(r.ok());
+  CHECK(json::parse(*r)["ok"] == false);
+  // A blob that is no infer result, or of the wrong shape, is an error.
+  using Catch::Matchers::Contains;
+  write("[1]");
+  CHECK_THAT(kind->Run(c.dump(), blobs.Context()).status().message(), Contains("claimed infer"));
+  write(R"({"outputs": []})");
+  CHECK_THAT(kind->Run(c.dump(), blobs.Context()).status().message(),
+             Contains("'outputs' must hold one entry per prompt (2)"));
+  // Both or neither of claimed and claimed_blob; a malformed hash.
+  json both = c;
+  both["claimed"] = json::parse(*infer)["outputs"];
+  CHECK_THAT(kind->ValidateParams(both.dump()).message(), Contains("exactly one of 'claimed'"));
+  json bad = c;
+  bad["claimed_blob"] = "abc";
+  CHECK_THAT(kind->ValidateParams(bad.dump()).message(), Contains("64 lowercase hex digits"));
+  // An unknown blob: the worker's blob cache says so.
+  json unknown = c;
+  unknown["claimed_blob"] = std::string(64, 'd');
+  CHECK(kind->Run(unknown.dump(), blobs.Context()).status().code() == StatusCode::kNotFound);
 }
 
 TEST_CASE("infer_check refutes tampered results, naming the prompt and token") {
@@ -356,7 +405,7 @@ TEST_CASE("infer_check refuses bad params with the field named") {
     return message(c);
   };
   using Catch::Matchers::Contains;
-  CHECK_THAT(with([](json& c) { c.erase("claimed"); }), Contains("missing field 'claimed'"));
+  CHECK_THAT(with([](json& c) { c.erase("claimed"); }), Contains("exactly one of 'claimed'"));
   CHECK_THAT(with([](json& c) { c["claimed"] = "x"; }), Contains("'claimed' must hold one entry"));
   CHECK_THAT(with([](json& c) { c["claimed"].erase(1); }),
              Contains("'claimed' must hold one entry per prompt (2)"));

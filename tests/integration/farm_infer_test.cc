@@ -165,6 +165,36 @@ TEST_CASE("an infer job on three workers with redundancy 2 equals local generate
     CHECK(human.out.find("prompts:    50 of 50 done") != std::string::npos);
     CHECK(human.out.find("tokens/s") != std::string::npos);
   }
+  SECTION("verify auto: new workers' shards are checked by infer_check, not run again") {
+    std::vector<std::string> s = {"--temperature", "0.8", "--seed", "77", "--max-tokens", "10"};
+    std::vector<std::string> farm_args = {"--model", model, "--prompts", prompts,
+                                          "--prompts-per-shard", "5", "--verify", "auto"};
+    farm_args.insert(farm_args.end(), s.begin(), s.end());
+    int64_t job = SubmitInfer(&c.c, farm_args);
+    auto end = c->WaitForJobEnd(job, 240'000);
+    REQUIRE_OK(end);
+    REQUIRE(*end == "succeeded");
+    std::vector<std::string> local_args = {"--model", model, "--prompts", prompts};
+    local_args.insert(local_args.end(), s.begin(), s.end());
+    RequireSameAsLocal(Fetch(&c.c, job, c->dir() + "/out.jsonl"),
+                       LocalGenerate(&c.c, local_args));
+    const std::string j = std::to_string(job);
+    // Three new identities: each of their first results is checked, by a
+    // check attempt on another worker, which agreed.
+    const int64_t checks = DbInt(&c.c, "SELECT COUNT(*) FROM attempts WHERE checks_result<>0 "
+                                       "AND job_id=" + j);
+    CHECK(checks == 10);
+    CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM results r JOIN attempts a ON a.id=r.attempt_id "
+                      "WHERE a.checks_result<>0 AND a.job_id=" + j +
+                          " AND r.outcome='agreed' AND r.body LIKE '%\"ok\":true%'") == 10);
+    // Nobody ran a shard twice: every other attempt is the shard's one run.
+    CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM attempts WHERE checks_result=0 AND state='returned' "
+                      "AND job_id=" + j) == 10);
+    auto st = c->JobStatus(job);
+    REQUIRE_OK(st);
+    CHECK((*st)["verify"] == "auto");
+    CHECK((*st)["verification"]["checked_shards"] == 10);
+  }
   SECTION("sampled, with a seed") {
     std::vector<std::string> s = {"--temperature", "0.9", "--top-k", "40", "--top-p", "0.95",
                                   "--seed", "1234", "--max-tokens", "10"};
@@ -206,8 +236,12 @@ TEST_CASE("a GGUF model and a model with an adapter agree with local generate",
     std::vector<std::string> l = {"--model", gguf, "--prompts", prompts};
     l.insert(l.end(), g.begin(), g.end());
     RequireSameAsLocal(Fetch(&c.c, job, c->dir() + "/out.jsonl"), LocalGenerate(&c.c, l));
-    // The model travelled as one blob.
-    CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM job_blobs WHERE job_id=" + std::to_string(job)) == 2);
+    // The model travelled as one blob (with the prompts, and the claims
+    // its checks read).
+    const std::string j = std::to_string(job);
+    CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM job_blobs WHERE job_id=" + j) ==
+          2 + DbInt(&c.c, "SELECT COUNT(DISTINCT checks_result) FROM attempts WHERE job_id=" + j +
+                              " AND checks_result<>0"));
   }
   SECTION("quantized at load (--quantize q8_0)") {
     std::string model = c->dir() + "/model";
