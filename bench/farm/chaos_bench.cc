@@ -149,7 +149,7 @@ int Run(const Options& opt) {
   std::vector<std::string> notes = {
       "seeds " + std::to_string(opt.seed) + ".." + std::to_string(opt.seed + opt.trials - 1) +
           ", kinds " + opt.kinds + " in turn; " + std::to_string(opt.workers) +
-          " workers, 1..." + std::to_string(opt.max_kills) + " kills a trial, lease " +
+          " workers, 1.." + std::to_string(opt.max_kills) + " kills a trial, lease " +
           std::to_string(o.lease_ms) + " ms, heartbeat 200 ms x 3",
       std::to_string(late_kills) + " planned kills came after their job's end (not done)",
       "wall time " + FormatFixed(wall, 0) + " s (" + FormatFixed(wall / std::max(opt.trials, 1), 1) +
