@@ -80,7 +80,14 @@ std::string ChaosKill::Describe() const {
   std::snprintf(delay, sizeof(delay), "%.3f", delay_permille / 1000.0);
   std::string s = who + " @" + std::to_string(at_accepted) + "+" + delay + " down " +
                   std::to_string(down_ms) + "ms";
-  if (!done) s += " (not done: job over)";
+  if (done) {
+    char when[64];
+    std::snprintf(when, sizeof(when), ": at %.2f s, %lld accepted", at_ms / 1000.0,
+                  static_cast<long long>(accepted_then));
+    s += when;
+  } else {
+    s += " (not done: job over)";
+  }
   return s;
 }
 
@@ -248,12 +255,6 @@ Result<ChaosDriver::Setup*> ChaosDriver::SetupFor(ChaosJob job) {
   Setup* raw = s.get();
   setups_[job] = std::move(s);
   return raw;
-}
-
-std::string ChaosDriver::DumpLogs(ChaosJob job, size_t max_bytes) const {
-  auto it = setups_.find(job);
-  if (it == setups_.end() || !it->second->cluster) return "";
-  return it->second->cluster->DumpLogs(max_bytes);
 }
 
 Result<ChaosTrial> ChaosDriver::RunTrial(uint64_t seed, ChaosJob job) {

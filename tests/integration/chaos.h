@@ -66,7 +66,8 @@ struct ChaosKill {
   int64_t accepted_then = -1;  // the job's accepted shards at the kill
   int64_t at_ms = -1;          // ms after the submit
 
-  // "coordinator+w1 @3+0.250 down 400ms" (and "(not done: job over)").
+  // "coordinator+w1 @3+0.250 down 400ms: at 1.2 s, 3 accepted", or "...
+  // (not done: job over)".
   std::string Describe() const;
 };
 
@@ -139,9 +140,6 @@ class ChaosDriver {
   // workers (RunTrial's step 1).
   static std::vector<ChaosKill> Schedule(uint64_t seed, int64_t shards,
                                          const ChaosOptions& options);
-
-  // The logs of the cluster of `job`'s kind ("" before its first trial).
-  std::string DumpLogs(ChaosJob job, size_t max_bytes = 6000) const;
 
  private:
   struct Setup;
