@@ -16,7 +16,7 @@
 //   chaos_bench --trials 1 --seed S --kinds K
 //
 //   chaos_bench [--trials 10] [--seed 1] [--kinds infer,finetune,diloco]
-//               [--workers 2] [--max-kills 4]
+//               [--workers 2] [--slots 1] [--max-kills 4]
 #include <stdlib.h>
 
 #include <CLI/CLI.hpp>
@@ -42,6 +42,7 @@ struct Options {
   uint64_t seed = 1;
   std::string kinds = "infer,finetune,diloco";
   int workers = 2;
+  int slots = 1;
   int max_kills = 4;
 };
 
@@ -78,6 +79,7 @@ int Run(const Options& opt) {
   }
   ChaosOptions o;
   o.workers = opt.workers;
+  o.worker_slots = opt.slots;
   o.max_kills = opt.max_kills;
   ChaosDriver driver(dir, o);
   const std::string load_before = LoadAverage();
@@ -148,8 +150,9 @@ int Run(const Options& opt) {
   }
   std::vector<std::string> notes = {
       "seeds " + std::to_string(opt.seed) + ".." + std::to_string(opt.seed + opt.trials - 1) +
-          ", kinds " + opt.kinds + " in turn; " + std::to_string(opt.workers) +
-          " workers, 1.." + std::to_string(opt.max_kills) + " kills a trial, lease " +
+          ", kinds " + opt.kinds + " in turn; " + std::to_string(opt.workers) + " workers of " +
+          std::to_string(opt.slots) + " slot(s), 1.." + std::to_string(opt.max_kills) +
+          " kills a trial, lease " +
           std::to_string(o.lease_ms) + " ms, heartbeat 200 ms x 3",
       std::to_string(late_kills) + " planned kills came after their job's end (not done)",
       "wall time " + FormatFixed(wall, 0) + " s (" + FormatFixed(wall / std::max(opt.trials, 1), 1) +
@@ -183,10 +186,12 @@ int main(int argc, char** argv) {
   app.add_option("--kinds", opt.kinds, "job kinds, taken in turn: infer, finetune, diloco")
       ->capture_default_str();
   app.add_option("--workers", opt.workers, "workers per cluster")->capture_default_str();
+  app.add_option("--slots", opt.slots, "shards each worker runs at once")->capture_default_str();
   app.add_option("--max-kills", opt.max_kills, "most kills in a trial")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  if (opt.trials < 1 || opt.workers < 1 || opt.max_kills < 1) {
-    std::fprintf(stderr, "chaos_bench: --trials, --workers and --max-kills must be >= 1\n");
+  if (opt.trials < 1 || opt.workers < 1 || opt.slots < 1 || opt.max_kills < 1) {
+    std::fprintf(stderr,
+                 "chaos_bench: --trials, --workers, --slots and --max-kills must be >= 1\n");
     return 1;
   }
   return pcfarm::Run(opt);

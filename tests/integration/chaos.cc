@@ -82,7 +82,7 @@ std::string ChaosKill::Describe() const {
                   std::to_string(down_ms) + "ms";
   if (done) {
     char when[64];
-    std::snprintf(when, sizeof(when), ": at %.2f s, %lld accepted", at_ms / 1000.0,
+    std::snprintf(when, sizeof(when), " (at %.2f s, %lld accepted)", at_ms / 1000.0,
                   static_cast<long long>(accepted_then));
     s += when;
   } else {
@@ -163,6 +163,7 @@ std::vector<ChaosKill> ChaosDriver::Schedule(uint64_t seed, int64_t shards,
 Status ChaosDriver::StartCluster(Setup* s) {
   MiniClusterOptions o;
   o.lease_ms = options_.lease_ms;
+  o.worker_slots = options_.worker_slots;
   o.log_level = options_.log_level;
   s->cluster = std::make_unique<MiniCluster>(o);
   MiniCluster* c = s->cluster.get();

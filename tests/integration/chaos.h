@@ -66,8 +66,8 @@ struct ChaosKill {
   int64_t accepted_then = -1;  // the job's accepted shards at the kill
   int64_t at_ms = -1;          // ms after the submit
 
-  // "coordinator+w1 @3+0.250 down 400ms: at 1.2 s, 3 accepted", or "...
-  // (not done: job over)".
+  // "coordinator+w1 @3+0.250 down 400ms (at 1.20 s, 3 accepted)", or
+  // "... (not done: job over)".
   std::string Describe() const;
 };
 
@@ -109,6 +109,7 @@ struct ChaosTrial {
 
 struct ChaosOptions {
   int workers = 2;            // workers per cluster
+  int worker_slots = 1;       // shards each worker runs at once
   int max_kills = 4;          // kills per trial: 1..max_kills
   int down_max_ms = 1000;
   // A lease longer than any shard of these jobs even under the sanitizers,
