@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "tests/integration/cluster_helpers.h"  // first: it configures Catch
+#include "tests/integration/farm_helpers.h"
 #include "tests/integration/mini_cluster.h"
 
 namespace pcfarm {
@@ -28,75 +29,12 @@ namespace fs = std::filesystem;
 
 int64_t Mono() { return SystemClock::Get()->MonotonicMs(); }
 
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    if (end > pos) out.push_back(text.substr(pos, end - pos));
-    pos = end + 1;
-  }
-  return out;
-}
+void MakeModel(MiniCluster* c, const std::string& dir) { REQUIRE_OK(MakeFarmModel(c, dir)); }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void WriteAll(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary);
-  out << data;
-  REQUIRE(out.good());
-}
-
-// A small training set of the three kinds local finetune reads.
-std::string TrainData() {
-  static const char* kFacts[] = {"the farm runs on idle PCs",   "a shard is a piece of a job",
-                                 "workers sign their results",  "the coordinator checks them",
-                                 "river stones are smooth",     "light travels fast",
-                                 "a story needs an ending",     "idle PCs hum quietly"};
-  std::string out;
-  for (int i = 0; i < 16; ++i) {
-    const std::string f = kFacts[i % 8];
-    if (i % 3 == 0) {
-      out += json{{"text", f + "."}}.dump() + "\n";
-    } else if (i % 3 == 1) {
-      out += json{{"prompt", "Q: what is true? A:"}, {"completion", " " + f}}.dump() + "\n";
-    } else {
-      out += json{{"messages",
-                   {{{"role", "user"}, {"content", "tell me a fact"}},
-                    {{"role", "assistant"}, {"content", f}}}}}
-                 .dump() +
-             "\n";
-    }
-  }
-  return out;
-}
-
-void MakeModel(MiniCluster* c, const std::string& dir) {
-  CommandResult r = c->Run({c->Binary("pcfarm"), "local", "make-model", "--out", dir,
-                            "--config", "tiny", "--seed", "3"},
-                           60'000);
-  INFO(r.Describe());
-  REQUIRE(r.exit_code == 0);
-}
-
-// The training arguments both sides get.
-std::vector<std::string> TrainArgs(const std::string& model, const std::string& data,
-                                   int steps) {
-  return {"--model", model,   "--data",      data, "--steps", std::to_string(steps),
-          "--batch", "6",     "--lr",        "0.01", "--lora-rank", "4",
-          "--seed",  "7"};
-}
-
-int64_t SubmitFinetune(MiniCluster* c, std::vector<std::string> args) {
-  args.insert(args.begin(), {"submit", "finetune"});
-  CommandResult r = c->Cli(args, 30, 300'000);
-  INFO(r.Describe());
-  REQUIRE(r.exit_code == 0);
-  return std::stoll(r.LastLine());
+int64_t SubmitFinetune(MiniCluster* c, const std::vector<std::string>& args) {
+  auto job = SubmitFarmJob(c, "finetune", args);
+  REQUIRE_OK(job);
+  return *job;
 }
 
 // `pcfarm local finetune --json`: the loss of each step; the adapter in `out`.
@@ -131,9 +69,7 @@ double EvalLoss(MiniCluster* c, const std::string& model, const std::string& dat
 }
 
 void FetchAdapter(MiniCluster* c, int64_t job, const std::string& dir) {
-  CommandResult r = c->Cli({"fetch", std::to_string(job), "--out", dir}, 30, 120'000);
-  INFO(r.Describe());
-  REQUIRE(r.exit_code == 0);
+  REQUIRE_OK(FetchFarmJob(c, job, dir));
   REQUIRE(fs::exists(dir + "/adapter_config.json"));
   REQUIRE(fs::exists(dir + "/adapter_model.safetensors"));
   REQUIRE(fs::exists(dir + "/trainer_log.jsonl"));
@@ -149,7 +85,7 @@ TEST_CASE("a sync finetune job on three workers equals local finetune", "[farm][
   StartCluster(&c.c, 3);
   const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
   MakeModel(&c.c, model);
-  WriteAll(data, TrainData());
+  REQUIRE_OK(WriteAll(data, TrainData()));
   const int kSteps = 20;
   auto args = TrainArgs(model, data, kSteps);
 
@@ -205,7 +141,7 @@ TEST_CASE("a QLoRA finetune job (--quantize q8_0) equals local finetune --quanti
   StartCluster(&c.c, 2);
   const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
   MakeModel(&c.c, model);
-  WriteAll(data, TrainData());
+  REQUIRE_OK(WriteAll(data, TrainData()));
   const int kSteps = 4;
   auto args = TrainArgs(model, data, kSteps);
   args.insert(args.end(), {"--quantize", "q8_0"});
@@ -242,7 +178,7 @@ TEST_CASE("a finetune job rides out kill -9 of a worker and of the coordinator",
   StartCluster(&c.c, 2);
   const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
   MakeModel(&c.c, model);
-  WriteAll(data, TrainData());
+  REQUIRE_OK(WriteAll(data, TrainData()));
   auto args = TrainArgs(model, data, 12);
   args.insert(args.end(), {"--micro-batch", "1"});
   int64_t undisturbed = SubmitFinetune(&c.c, args);
@@ -295,7 +231,7 @@ TEST_CASE("a diloco finetune job on three workers learns with H times less traff
   StartCluster(&c.c, 3);
   const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
   MakeModel(&c.c, model);
-  WriteAll(data, TrainData());
+  REQUIRE_OK(WriteAll(data, TrainData()));
   const int kH = 5, kRounds = 4, kSteps = kH * kRounds;
   auto args = TrainArgs(model, data, kSteps);
   args.insert(args.end(), {"--micro-batch", "2", "--mode", "diloco", "--local-steps",
@@ -367,7 +303,7 @@ TEST_CASE("a diloco job rides out kill -9 of a worker and of the coordinator",
   StartCluster(&c.c, 2);
   const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
   MakeModel(&c.c, model);
-  WriteAll(data, TrainData());
+  REQUIRE_OK(WriteAll(data, TrainData()));
   // 4 rounds of 3 local steps, 3 replicas each: shards 0-2, 3-5, 6-8, 9-11.
   auto args = TrainArgs(model, data, 12);
   args.insert(args.end(), {"--micro-batch", "2", "--mode", "diloco", "--local-steps", "3"});
@@ -425,7 +361,7 @@ TEST_CASE("a diloco round proceeds with its quorum when a worker stalls", "[farm
   StartCluster(&c.c, 3);
   const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
   MakeModel(&c.c, model);
-  WriteAll(data, TrainData());
+  REQUIRE_OK(WriteAll(data, TrainData()));
   // 4 rounds of 8 local steps, 3 replicas each (batch 6, micro-batch 2).
   auto args = TrainArgs(model, data, 32);
   args.insert(args.end(), {"--micro-batch", "2", "--mode", "diloco", "--local-steps", "8",
@@ -480,7 +416,7 @@ TEST_CASE("int8 gradients with error feedback end within 1% of f32's loss",
   StartCluster(&c.c, 2);
   const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
   MakeModel(&c.c, model);
-  WriteAll(data, TrainData());
+  REQUIRE_OK(WriteAll(data, TrainData()));
   auto args = TrainArgs(model, data, 20);
   args.insert(args.end(), {"--micro-batch", "2"});
   std::map<std::string, double> final_loss;
@@ -510,12 +446,12 @@ TEST_CASE("bad finetune inputs: one line, exit 1, nothing queued", "[farm][finet
   StartCluster(&c.c, 0);
   const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
   MakeModel(&c.c, model);
-  WriteAll(data, TrainData());
+  REQUIRE_OK(WriteAll(data, TrainData()));
   const std::string bad = c->dir() + "/bad.jsonl";
-  WriteAll(bad, TrainData() + "{\"text\": 5}\n");
+  REQUIRE_OK(WriteAll(bad, TrainData() + "{\"text\": 5}\n"));
   const std::string not_llama = c->dir() + "/not-llama";
   fs::create_directories(not_llama);
-  WriteAll(not_llama + "/config.json", R"({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})");
+  REQUIRE_OK(WriteAll(not_llama + "/config.json", R"({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})"));
   struct Case {
     std::vector<std::string> args;
     std::string says;

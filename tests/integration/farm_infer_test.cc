@@ -21,6 +21,7 @@
 #include "crypto/hash.h"
 #include "crypto/keys.h"
 #include "tests/integration/cluster_helpers.h"  // first: it configures Catch
+#include "tests/integration/farm_helpers.h"
 #include "tests/integration/mini_cluster.h"
 
 namespace pcfarm {
@@ -31,52 +32,8 @@ namespace fs = std::filesystem;
 
 int64_t Mono() { return SystemClock::Get()->MonotonicMs(); }
 
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    if (end > pos) out.push_back(text.substr(pos, end - pos));
-    pos = end + 1;
-  }
-  return out;
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void WriteAll(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary);
-  out << data;
-  REQUIRE(out.good());
-}
-
-// `n` prompts: plain ones of different lengths, and every fifth a chat.
-std::string PromptsFile(int n) {
-  static const char* kWords[] = {"the", "farm", "of", "idle", "PCs", "writes", "a",
-                                 "story", "about", "river", "stones", "and", "light"};
-  std::string out;
-  for (int i = 0; i < n; ++i) {
-    std::string p;
-    for (int w = 0; w <= i % 7 + 1; ++w) p += std::string(w ? " " : "") + kWords[(i * 5 + w * 3) % 13];
-    if (i % 5 == 4) {
-      out += json{{"messages", {{{"role", "user"}, {"content", p}}}}}.dump() + "\n";
-    } else {
-      out += json{{"prompt", p}}.dump() + "\n";
-    }
-  }
-  return out;
-}
-
 void MakeModel(MiniCluster* c, const std::string& dir, const std::string& preset = "tiny") {
-  CommandResult r = c->Run({c->Binary("pcfarm"), "local", "make-model", "--out", dir,
-                            "--config", preset, "--seed", "3"},
-                           60'000);
-  INFO(r.Describe());
-  REQUIRE(r.exit_code == 0);
+  REQUIRE_OK(MakeFarmModel(c, dir, preset));
 }
 
 // `pcfarm local generate --json` on this machine: one object per prompt.
@@ -92,21 +49,14 @@ std::vector<json> LocalGenerate(MiniCluster* c, const std::vector<std::string>& 
 }
 
 int64_t SubmitInfer(MiniCluster* c, const std::vector<std::string>& args) {
-  std::vector<std::string> a = {"submit", "infer"};
-  a.insert(a.end(), args.begin(), args.end());
-  CommandResult r = c->Cli(a, 30, 300'000);
-  INFO(r.Describe());
-  REQUIRE(r.exit_code == 0);
-  return std::stoll(r.LastLine());
+  auto job = SubmitFarmJob(c, "infer", args);
+  REQUIRE_OK(job);
+  return *job;
 }
 
 std::vector<json> Fetch(MiniCluster* c, int64_t job, const std::string& out,
                         bool partial = false) {
-  std::vector<std::string> a = {"fetch", std::to_string(job), "--out", out};
-  if (partial) a.push_back("--partial");
-  CommandResult r = c->Cli(a, 30, 120'000);
-  INFO(r.Describe());
-  REQUIRE(r.exit_code == 0);
+  REQUIRE_OK(FetchFarmJob(c, job, out, partial));
   std::vector<json> rows;
   for (const auto& l : Lines(ReadAll(out))) rows.push_back(json::parse(l));
   return rows;
@@ -136,7 +86,7 @@ TEST_CASE("an infer job on three workers with redundancy 2 equals local generate
   StartCluster(&c.c, 3);
   std::string model = c->dir() + "/model", prompts = c->dir() + "/prompts.jsonl";
   MakeModel(&c.c, model);
-  WriteAll(prompts, PromptsFile(50));
+  REQUIRE_OK(WriteAll(prompts, PromptsFile(50)));
 
   SECTION("greedy") {
     int64_t job = SubmitInfer(&c.c, {"--model", model, "--prompts", prompts, "--max-tokens",
@@ -217,7 +167,7 @@ TEST_CASE("a GGUF model and a model with an adapter agree with local generate",
   Cluster c;
   StartCluster(&c.c, 2);
   std::string prompts = c->dir() + "/prompts.jsonl";
-  WriteAll(prompts, PromptsFile(12));
+  REQUIRE_OK(WriteAll(prompts, PromptsFile(12)));
   SECTION("GGUF") {
     std::string gguf = c->dir() + "/tiny.gguf";
     CommandResult r = c->Run({c->Binary("pcfarm"), "local", "make-model", "--out",
@@ -288,7 +238,7 @@ TEST_CASE("locality: a shard goes to the worker that holds its model", "[farm][i
   StartCluster(&c.c, 3);
   std::string model = c->dir() + "/model", prompts = c->dir() + "/prompts.jsonl";
   MakeModel(&c.c, model);
-  WriteAll(prompts, PromptsFile(4));
+  REQUIRE_OK(WriteAll(prompts, PromptsFile(4)));
   // A first one-shard job while only w2 runs puts the model on w2 alone
   // (without locality the fastest idle worker would go first).
   REQUIRE_OK(c->StopWorker(0));
@@ -303,7 +253,7 @@ TEST_CASE("locality: a shard goes to the worker that holds its model", "[farm][i
   REQUIRE_OK(c->WaitForConnectedWorkers(3, 30'000));
   // Later one-shard jobs of the same model go to w2, not to the others.
   for (int i = 0; i < 4; ++i) {
-    WriteAll(prompts, PromptsFile(4 + i));
+    REQUIRE_OK(WriteAll(prompts, PromptsFile(4 + i)));
     // (Unchecked: a check copy would put the model on a second worker.)
     int64_t job = SubmitInfer(&c.c, {"--model", model, "--prompts", prompts, "--max-tokens", "4",
                                      "--verify", "none"});
@@ -319,7 +269,7 @@ TEST_CASE("a job rides out kill -9 of a worker and of the coordinator", "[farm][
   StartCluster(&c.c, 2);
   std::string model = c->dir() + "/model", prompts = c->dir() + "/prompts.jsonl";
   MakeModel(&c.c, model, "small");
-  WriteAll(prompts, PromptsFile(24));
+  REQUIRE_OK(WriteAll(prompts, PromptsFile(24)));
   std::vector<std::string> gen = {"--max-tokens", "40"};
   std::vector<std::string> a = {"--model", model, "--prompts", prompts, "--prompts-per-shard",
                                 "2"};
@@ -357,7 +307,7 @@ TEST_CASE("uploads: deduplicated, resumed after kill -9, corrupt and unknown key
       uint64_t v = rng();
       std::memcpy(&data[i], &v, 8);
     }
-    WriteAll(file, data);
+    REQUIRE_OK(WriteAll(file, data));
   }
   const int64_t size = int64_t(fs::file_size(file));
 
@@ -453,7 +403,7 @@ TEST_CASE("an upload that would eat the disk reserve is refused", "[farm][upload
   o.coordinator_args = {"--min-free-disk", "1000000TiB"};
   Cluster c(o);
   StartCluster(&c.c, 0);
-  WriteAll(c->dir() + "/f.bin", "some bytes");
+  REQUIRE_OK(WriteAll(c->dir() + "/f.bin", "some bytes"));
   CommandResult r = c->Cli({"upload", c->dir() + "/f.bin"});
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("--min-free-disk") != std::string::npos);
@@ -468,7 +418,7 @@ TEST_CASE("bad infer inputs: one line, exit 1, nothing uploaded or queued", "[fa
   auto bad = [&](const std::string& prompts_text, std::vector<std::string> extra,
                  const std::string& expect) {
     std::string prompts = c->dir() + "/p.jsonl";
-    WriteAll(prompts, prompts_text);
+    REQUIRE_OK(WriteAll(prompts, prompts_text));
     std::vector<std::string> a = {"submit", "infer", "--model", model, "--prompts", prompts};
     a.insert(a.end(), extra.begin(), extra.end());
     CommandResult r = c->Cli(a, 10, 60'000);

@@ -549,6 +549,15 @@ Status MiniCluster::KillWorker(int index) {
   return workers_[index].proc->Signal(SIGKILL, 5000);
 }
 
+bool MiniCluster::worker_running(int index) {
+  return index >= 0 && index < worker_count() && workers_[index].proc->running();
+}
+
+int MiniCluster::worker_exit_code(int index) const {
+  if (index < 0 || index >= worker_count()) return -1;
+  return workers_[index].proc->exit_code();
+}
+
 Status MiniCluster::PauseWorker(int index) {
   if (index < 0 || index >= worker_count() || !workers_[index].proc->running()) {
     return FailedPrecondition("worker " + std::to_string(index) + " is not running");

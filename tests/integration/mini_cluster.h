@@ -156,6 +156,11 @@ class MiniCluster {
   Status PauseWorker(int index);
   Status ResumeWorker(int index);
   int worker_count() const { return static_cast<int>(workers_.size()); }
+  // Whether worker `index` runs (reaps it when it has exited); false for
+  // an unknown index.
+  bool worker_running(int index);
+  // The exit code of worker `index`'s last run (-1: a signal, or never ran).
+  int worker_exit_code(int index) const;
   const std::string& worker_dir(int index) const;
   const std::string& worker_name(int index) const;
 
