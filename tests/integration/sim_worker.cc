@@ -1,6 +1,7 @@
 #include "tests/integration/sim_worker.h"
 
 #include <chrono>
+#include <filesystem>
 #include <utility>
 
 #include "base/clock.h"
@@ -329,7 +330,10 @@ wire::ResultBody SimWorker::RunAssignment(const SimAssignment& a) const {
     r.set_ok(false);
     r.set_error("unknown task kind '" + a.body.kind() + "'");
   } else {
-    auto out = kind->Run(a.body.params(), RunContext{});
+    RunContext ctx;
+    ctx.blob_path = options_.blob_path;
+    ctx.cpu_threads = options_.cpu_threads;
+    auto out = kind->Run(a.body.params(), ctx);
     r.set_ok(out.ok());
     if (out.ok()) {
       r.set_output(*out);
@@ -379,6 +383,21 @@ Status SimWorker::Step(int timeout_ms) {
   }
   if (options_.auto_work) PCFARM_RETURN_IF_ERROR(AnswerPending());
   return HeartbeatIfDue();
+}
+
+std::function<Result<std::string>(std::string_view)> CoordinatorBlobPath(
+    std::string coordinator_dir) {
+  return [dir = std::move(coordinator_dir)](std::string_view hex) -> Result<std::string> {
+    if (hex.size() != 64 || hex.find_first_not_of("0123456789abcdef") != std::string_view::npos) {
+      return InvalidArgument("blob hash '" + std::string(hex.substr(0, 80)) + "' is not hex");
+    }
+    std::string path = dir + "/blobs/" + std::string(hex.substr(0, 2)) + "/" + std::string(hex);
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec)) {
+      return NotFound("blob " + std::string(hex) + " is not in the coordinator's store");
+    }
+    return path;
+  };
 }
 
 }  // namespace pcfarm

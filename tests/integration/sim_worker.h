@@ -27,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -55,6 +56,13 @@ struct SimWorkerOptions {
   bool auto_work = true;
   // The speed its HELLO claims for its one device, GFLOP/s.
   double gflops = 1.0;
+  // Where RunAssignment's kinds find blobs (RunContext::blob_path): a
+  // BLAKE2b-256 hex hash to a local file of its bytes. A SimWorker downloads
+  // nothing; empty means kinds that need blobs (infer, train) fail.
+  // CoordinatorBlobPath (below) reads the coordinator's own blob store.
+  std::function<Result<std::string>(std::string_view hash_hex)> blob_path;
+  // CPU threads of the kinds' backend (RunContext::cpu_threads; 0: all).
+  int cpu_threads = 0;
 };
 
 // What a SimWorker has seen and sent (read by tests and benchmarks).
@@ -154,6 +162,7 @@ class SimWorker {
 
   const IdentityKeys& keys() const { return keys_; }
   const SimWorkerStats& stats() const { return stats_; }
+  const SimWorkerOptions& options() const { return options_; }
   uint64_t worker_id() const { return worker_id_; }
   // The socket, for zmq::poll over many workers. Null before Connect().
   zmq::socket_t* socket() { return sock_.get(); }
@@ -183,5 +192,12 @@ class SimWorker {
 
 // "REJECT_NOT_ENROLLED" etc.
 std::string RejectReasonName(int reason);
+
+// A blob_path for SimWorkerOptions that resolves a hash to the file of the
+// coordinator's blob store under `coordinator_dir` (a MiniCluster's
+// coordinator_dir()), which holds every uploaded blob: a test shortcut for
+// the download a real worker makes. NotFound when it is not there.
+std::function<Result<std::string>(std::string_view)> CoordinatorBlobPath(
+    std::string coordinator_dir);
 
 }  // namespace pcfarm
