@@ -1,5 +1,7 @@
 #include "tests/integration/sim_worker.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <utility>
 
@@ -318,6 +320,11 @@ Result<SimAssignment> SimWorker::OpenAssign(const wire::Assign& assign) const {
 }
 
 wire::ResultBody SimWorker::RunAssignment(const SimAssignment& a) const {
+  return RunAssignmentWith(a, a.body.params());
+}
+
+wire::ResultBody SimWorker::RunAssignmentWith(const SimAssignment& a,
+                                              std::string_view params) const {
   wire::ResultBody r;
   r.set_attempt_id(a.body.attempt_id());
   r.set_shard_id(a.body.shard_id());
@@ -329,7 +336,24 @@ wire::ResultBody SimWorker::RunAssignment(const SimAssignment& a) const {
     r.set_ok(false);
     r.set_error("unknown task kind '" + a.body.kind() + "'");
   } else {
-    auto out = kind->Run(a.body.params(), RunContext{});
+    RunContext ctx;
+    ctx.cpu_threads = options_.cpu_threads;
+    if (!options_.blob_dir.empty()) {
+      ctx.blob_path = [this](std::string_view hex) -> Result<std::string> {
+        if (hex.size() != 64 ||
+            hex.find_first_not_of("0123456789abcdef") != std::string_view::npos) {
+          return InvalidArgument("sim worker: bad blob hash '" + std::string(hex) + "'");
+        }
+        std::string path = options_.blob_dir + "/blobs/" + std::string(hex.substr(0, 2)) +
+                           "/" + std::string(hex);
+        if (::access(path.c_str(), R_OK) != 0) {
+          return NotFound("sim worker: no blob " + std::string(hex) + " in " +
+                          options_.blob_dir);
+        }
+        return path;
+      };
+    }
+    auto out = kind->Run(params, ctx);
     r.set_ok(out.ok());
     if (out.ok()) {
       r.set_output(*out);

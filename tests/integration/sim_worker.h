@@ -55,6 +55,14 @@ struct SimWorkerOptions {
   bool auto_work = true;
   // The speed its HELLO claims for its one device, GFLOP/s.
   double gflops = 1.0;
+  // A blob store directory (coordinator/blob_store.h: DIR/blobs/<2 hex>/
+  // <hex>) that kinds needing blobs (train, infer) read by hash. A SimWorker
+  // does not download blobs: a test gives it the coordinator's own
+  // directory (MiniCluster::coordinator_dir()), whose files hold exactly the
+  // bytes their names hash to. Empty: such kinds fail FailedPrecondition.
+  std::string blob_dir;
+  // RunContext::cpu_threads for the kinds it runs (0 = all cores).
+  int cpu_threads = 1;
 };
 
 // What a SimWorker has seen and sent (read by tests and benchmarks).
@@ -140,6 +148,9 @@ class SimWorker {
   // bound to the shard body's hash. A failure of the kind is a body with
   // ok=false and `error` set.
   wire::ResultBody RunAssignment(const SimAssignment& a) const;
+  // The same with `params` in place of the shard's own (a cheat that runs
+  // the kind on other inputs); the body is still bound to `a`'s shard.
+  wire::ResultBody RunAssignmentWith(const SimAssignment& a, std::string_view params) const;
   // Signs `body` with this worker's key.
   wire::SignedEnvelope SealResult(const wire::ResultBody& body) const;
   // A copy of `envelope` whose signature no longer verifies.
