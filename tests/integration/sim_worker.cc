@@ -319,6 +319,11 @@ Result<SimAssignment> SimWorker::OpenAssign(const wire::Assign& assign) const {
 }
 
 wire::ResultBody SimWorker::RunAssignment(const SimAssignment& a) const {
+  return RunAssignmentWith(a, a.body.params());
+}
+
+wire::ResultBody SimWorker::RunAssignmentWith(const SimAssignment& a,
+                                              std::string_view params) const {
   wire::ResultBody r;
   r.set_attempt_id(a.body.attempt_id());
   r.set_shard_id(a.body.shard_id());
@@ -333,7 +338,7 @@ wire::ResultBody SimWorker::RunAssignment(const SimAssignment& a) const {
     RunContext ctx;
     ctx.blob_path = options_.blob_path;
     ctx.cpu_threads = options_.cpu_threads;
-    auto out = kind->Run(a.body.params(), ctx);
+    auto out = kind->Run(params, ctx);
     r.set_ok(out.ok());
     if (out.ok()) {
       r.set_output(*out);

@@ -148,6 +148,9 @@ class SimWorker {
   // bound to the shard body's hash. A failure of the kind is a body with
   // ok=false and `error` set.
   wire::ResultBody RunAssignment(const SimAssignment& a) const;
+  // The same with `params` in place of the shard's own (a cheat that runs
+  // the kind on other inputs); the body is still bound to `a`'s shard.
+  wire::ResultBody RunAssignmentWith(const SimAssignment& a, std::string_view params) const;
   // Signs `body` with this worker's key.
   wire::SignedEnvelope SealResult(const wire::ResultBody& body) const;
   // A copy of `envelope` whose signature no longer verifies.

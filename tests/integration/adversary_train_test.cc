@@ -1,0 +1,108 @@
+// Gradient adversaries (issue 17), the CI's short version of
+// bench/farm/adversary_bench: a real coordinator (MiniCluster) and ten
+// SimWorkers, two of them (20%) cheating with forged gradients of two
+// kinds (tests/integration/adversary_train.h), in a sync finetune job with
+// --verify auto. Each cheat must be caught: the job succeeds, every cheat
+// is quarantined within 20 of its shards, none of its forgeries is
+// accepted, and the adapter is bit for bit a clean run's (every forgery
+// was caught and its shard re-run), so its loss is the clean run's too.
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tests/integration/cluster_helpers.h"  // first: it configures Catch
+#include "tests/integration/adversary_train.h"
+#include "tests/integration/mini_cluster.h"
+
+namespace pcfarm {
+namespace {
+
+using nlohmann::json;
+
+std::string TrainData() {
+  static const char* kFacts[] = {"the farm runs on idle PCs",  "a shard is a piece of a job",
+                                 "workers sign their results", "the coordinator checks them",
+                                 "river stones are smooth",    "light travels fast",
+                                 "a story needs an ending",    "idle PCs hum quietly"};
+  std::string out;
+  for (int i = 0; i < 16; ++i) {
+    out += json{{"prompt", "Q: what is true? A:"}, {"completion", std::string(" ") + kFacts[i % 8]}}
+               .dump() +
+           "\n";
+  }
+  return out;
+}
+
+TEST_CASE("forged gradients are caught: cheats quarantined, the adapter a clean run's",
+          "[integration][adversary][verify]") {
+  MiniClusterOptions o;
+  // Ten SimWorkers share this thread and each train shard takes a while
+  // under a sanitizer: 50 intervals (10 s) of silence before one is lost.
+  o.heartbeat_liveness = 50;
+  o.log_level = "info";
+  Cluster c(o);
+  StartCluster(&c.c, 0);
+  const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
+  CommandResult made = c->Run({c->Binary("pcfarm"), "local", "make-model", "--out", model,
+                               "--config", "tiny", "--seed", "3"},
+                              120'000);
+  INFO(made.Describe());
+  REQUIRE(made.exit_code == 0);
+  {
+    std::ofstream out(data);
+    out << TrainData();
+  }
+  // Six shards a step (micro-batch 1), each checked while its worker is new.
+  const std::vector<std::string> args = {
+      "--model", model, "--data", data, "--steps", "12", "--batch", "6", "--micro-batch", "1",
+      "--lr", "0.01", "--lora-rank", "4", "--seed", "7", "--verify", "auto"};
+
+  AdversaryFarm farm(&c.c);
+  auto clean = farm.RunTrial(10, {}, args, model, data, 1, 600'000);
+  REQUIRE_OK(clean);
+  REQUIRE(clean->state == "succeeded");
+  const double base = *farm.EvalLoss(model, data, "");
+  INFO("clean loss " << clean->eval_loss << ", base " << base);
+  REQUIRE(clean->eval_loss < base);
+
+  // Every cheat, two of different kinds at a time: two of one kind whose
+  // forgeries are identical (scale100, signflip, zeros, stale) check each
+  // other, agree, and are accepted (bench/farm/adversary_bench measures
+  // it; docs/architecture.md, "Verification policies").
+  using C = TrainCheat;
+  const std::vector<std::vector<TrainCheat>> trials = {
+      {C::kRandom, C::kScale100}, {C::kSignFlip, C::kZeros}, {C::kStale, C::kReplay},
+      {C::kAlie, C::kRandom}};
+  uint64_t seed = 2;
+  for (const auto& cheats : trials) {
+    std::string label;
+    for (TrainCheat t : cheats) label += std::string(label.empty() ? "" : "+") + TrainCheatName(t);
+    INFO("cheats: " << label);
+    auto r = farm.RunTrial(10 - int(cheats.size()), cheats, args, model, data, seed++, 600'000);
+    REQUIRE_OK(r);
+    CHECK(r->state == "succeeded");
+    for (const auto& a : r->adversaries) {
+      INFO(a.name << ": shards " << a.stats.shards << ", forged " << a.stats.forged
+                  << ", agreeing " << a.stats.agreeing << ", strikes " << a.strikes
+                  << ", forged accepted " << a.forged_accepted);
+      CHECK(a.stats.forged > 0);
+      CHECK(a.stats.agreeing == 0);  // the train kind's Agree refuses each forgery
+      CHECK(a.quarantined);
+      CHECK(a.stats.shards <= 20);
+      CHECK(a.forged_accepted == 0);
+    }
+    CHECK(r->honest_strikes == 0);
+    INFO("loss " << r->eval_loss << " vs clean " << clean->eval_loss);
+    CHECK(std::abs(r->eval_loss - clean->eval_loss) <= 0.02 * clean->eval_loss);
+    CHECK(r->adapter == clean->adapter);
+    std::printf("adversary_train_test: %-16s %.1f s, checked %lld of %lld shards\n", label.c_str(),
+                r->seconds, (long long)r->checked_shards, (long long)r->shards);
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace
+}  // namespace pcfarm
