@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cstdio>
 
@@ -48,6 +49,15 @@ std::string IndependenceNetwork(std::string_view peer_address) {
   std::snprintf(buf, sizeof buf, "v6:%02x%02x:%02x%02x:%02x%02x::/48", v6[0], v6[1], v6[2], v6[3],
                 v6[4], v6[5]);
   return buf;
+}
+
+double EarnedSpeed(double claimed_gflops, int64_t agreed, const MeasuredSpeed& measured) {
+  if (agreed < kAgreedBeforeSpeedCounts || measured.shards < kShardsToMeasureSpeed ||
+      measured.seconds <= 0 || !(claimed_gflops > 0)) {
+    return 0;
+  }
+  const double gflops = measured.flops / measured.seconds / 1e9;
+  return std::min(claimed_gflops, kClaimedSpeedSlack * gflops);
 }
 
 Scheduler::Scheduler(Store* store, SchedulerOptions options)

@@ -56,6 +56,26 @@ std::string IndependenceNetwork(std::string_view peer_address);
 // identity claiming a huge speed does not jump the queue (BOINC's rule of
 // thumb: 10 valid results before a host is trusted more).
 constexpr int64_t kAgreedBeforeSpeedCounts = 10;
+// ...and only as far as its measured shard times bear it out: once
+// kShardsToMeasureSpeed of its shards of known work (JobPlanner::ShardFlops)
+// came back, the speed that orders it is at most kClaimedSpeedSlack times
+// the measured one (work / time from ASSIGN to RESULT, which includes the
+// network and blob fetches, hence the slack); before that, none.
+constexpr int64_t kShardsToMeasureSpeed = 3;
+constexpr double kClaimedSpeedSlack = 2.0;
+
+// What a worker measured so far: the work (FLOP) of its shards of known
+// work and the seconds they took, assignment to result.
+struct MeasuredSpeed {
+  double flops = 0;
+  double seconds = 0;
+  int64_t shards = 0;
+};
+
+// The GFLOP/s that orders a worker among idle ones (AssignAll): 0 until it
+// has kAgreedBeforeSpeedCounts agreeing results and kShardsToMeasureSpeed
+// measured shards, then min(claimed, kClaimedSpeedSlack * measured).
+double EarnedSpeed(double claimed_gflops, int64_t agreed, const MeasuredSpeed& measured);
 
 struct SchedulerOptions {
   // How long a worker holds a leased shard before it is issued again.

@@ -158,6 +158,17 @@ TEST_CASE_METHOD(SchedFixture, "copies of a shard go to workers of different tok
   REQUIRE(store->CheckConsistency().ok());
 }
 
+TEST_CASE("EarnedSpeed: a claimed speed counts once earned, and as far as measured",
+          "[scheduler]") {
+  MeasuredSpeed m{3 * 10e9, 3.0, 3};  // 10 GFLOP/s measured over three shards
+  CHECK(EarnedSpeed(15, 10, m) == 15);            // within the slack: as claimed
+  CHECK(EarnedSpeed(1000, 10, m) == Approx(20));  // a lie: 2x the measured
+  CHECK(EarnedSpeed(15, 9, m) == 0);              // too few agreeing results
+  CHECK(EarnedSpeed(15, 10, MeasuredSpeed{2e10, 2.0, 2}) == 0);  // too few measured
+  CHECK(EarnedSpeed(0, 10, m) == 0);
+  CHECK(EarnedSpeed(15, 10, MeasuredSpeed{0, 0, 5}) == 0);
+}
+
 TEST_CASE("IndependenceNetwork: public /24 and /48, nothing for private addresses",
           "[scheduler][sybil]") {
   CHECK(IndependenceNetwork("203.0.113.7") == "v4:203.0.113.0/24");
@@ -733,6 +744,59 @@ TEST_CASE_METHOD(CheapCheck, "redundant jobs and kinds without a check run full 
   RecordOutcome o = MustRecord(MustLease(a), a, "x");
   REQUIRE(o.check_ordered);
   CHECK(MustLease(b).checks_result_id == 0);
+}
+
+TEST_CASE_METHOD(SchedFixture, "collusion: checks go to trusted workers; a quarantine voids its agreements",
+                 "[scheduler][verify]") {
+  int64_t c1 = Enrolled("cheat-1", "token-c1"), c2 = Enrolled("cheat-2", "token-c2");
+  SECTION("with no trusted worker, two new identities may check each other; "
+          "quarantining one re-runs what they agreed on") {
+    int64_t job = PolicyJob(2, VerifyPolicy::kAuto);
+    RecordOutcome o = MustRecord(MustLease(c1), c1, "forged");
+    REQUIRE(o.check_ordered);
+    Lease check = MustLease(c2);
+    REQUIRE(check.shard_id != 0);
+    CHECK(MustRecord(check, c2, "forged").verdict == ResultVerdict::kAccepted);
+    CHECK(ShardState(job, 0) == "accepted");
+    CHECK(store->GetWorker(c2)->agreed == 1);
+    REQUIRE(sched->Quarantine(c1, "test").ok());
+    CHECK(ShardState(job, 0) == "pending");
+    CHECK(store->GetWorker(c2)->agreed == 0);
+    CHECK(store->GetJob(job)->shards_accepted == 0);
+    REQUIRE(store->CheckConsistency().ok());
+  }
+  SECTION("with a trusted worker connected, a new identity cannot take a check") {
+    int64_t a = Enrolled("alice", "token-a"), b = Enrolled("bob", "token-b");
+    for (int i = 0; i < 10; ++i) {
+      PolicyJob(1, VerifyPolicy::kAuto);
+      RecordOutcome o = MustRecord(MustLease(a), a, "ok");
+      REQUIRE(o.check_ordered);
+      CHECK(MustRecord(MustLease(b), b, "ok").verdict == ResultVerdict::kAccepted);
+    }
+    REQUIRE(store->GetWorker(a)->streak == 10);
+    REQUIRE(store->TouchWorker(a).ok());
+    REQUIRE(store->TouchWorker(b).ok());
+    PolicyJob(1, VerifyPolicy::kAuto);
+    Lease first = MustLease(c1);
+    RecordOutcome o = MustRecord(first, c1, "forged");
+    REQUIRE(o.check_ordered);
+    CHECK(NoLease(c2));  // alice and bob, trusted and connected, check it
+    Lease check = MustLease(a);
+    CHECK(check.shard_id == first.shard_id);
+    CHECK(MustRecord(check, a, "ok").verdict == ResultVerdict::kDisagreed);
+    // The deciding copy also waits for a trusted worker: bob (streak 10).
+    CHECK(NoLease(c2));
+    CHECK(MustRecord(MustLease(b), b, "ok").verdict == ResultVerdict::kAccepted);
+    CHECK(store->GetWorker(c1)->strikes == 1);
+    // Once no trusted worker was seen for a minute, a new one may check.
+    clock.AdvanceMs(2 * 60 * 1000);
+    PolicyJob(1, VerifyPolicy::kAuto);
+    REQUIRE(store->TouchWorker(c1).ok());
+    REQUIRE(store->TouchWorker(c2).ok());
+    REQUIRE(MustRecord(MustLease(c1), c1, "x").check_ordered);
+    CHECK(MustLease(c2).shard_id != 0);
+  }
+  REQUIRE(store->CheckConsistency().ok());
 }
 
 TEST_CASE_METHOD(SchedFixture, "a job's verification overhead is its extra copies' run time",

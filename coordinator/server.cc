@@ -519,7 +519,6 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     // coordinator restarted under its connection): shards that need memory
     // or a backend still match it.
     CapsFromDevices(w->devices_json, &p.caps, &p.gflops);
-    p.speed_earned = w->agreed >= kAgreedBeforeSpeedCounts;
     // The public network it connects from, for the independence of a
     // shard's copies (scheduler.h).
     std::string network;
@@ -795,7 +794,7 @@ void CoordinatorServer::Impl::AssignAll() {
   }
   std::sort(idle.begin(), idle.end(), [&](const Peer* a, const Peer* b) {
     if (held[a] != held[b]) return held[a] > held[b];
-    return (a->speed_earned ? a->gflops : 0.0) > (b->speed_earned ? b->gflops : 0.0);
+    return a->earned_gflops > b->earned_gflops;
   });
   // Once no shard is pending, the other idle workers need not be asked
   // (a farm of thousands of idle PCs would cost a query each).
@@ -887,8 +886,10 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
     return;
   }
   uint64_t attempt = body->attempt_id();
+  int64_t round_trip_ms = 0;
   if (auto sent = assigned_at_ms.find(int64_t(attempt)); sent != assigned_at_ms.end()) {
-    counters->round_trip_s.Observe(double(clock->MonotonicMs() - sent->second) / 1000.0);
+    round_trip_ms = clock->MonotonicMs() - sent->second;
+    counters->round_trip_s.Observe(double(round_trip_ms) / 1000.0);
     assigned_at_ms.erase(sent);
   }
   // The worker is done with it: its slot is free again, and the next shard
@@ -978,6 +979,7 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
   }
   counters->results_accepted++;
   ActOn(outcome->report);
+  if (work->checks_result_id == 0 && round_trip_ms > 0) MeasureSpeed(peer, *work, round_trip_ms);
   // Results that disagree leave the shard pending for another run.
   if (outcome->verdict == ResultVerdict::kDisagreed) assign_all_due = true;
   // The result is committed: only now may the worker forget it.
@@ -999,6 +1001,23 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
   }
   if (outcome->job_awaits_advance) AdvanceJobs();
   if (!sender_dropped) TryAssign(peer);
+}
+
+void CoordinatorServer::Impl::MeasureSpeed(Peer& peer, const AttemptWork& work,
+                                           int64_t round_trip_ms) {
+  const JobPlanner* planner = FindPlanner(work.kind);
+  if (planner == nullptr) return;
+  auto job = store->GetJob(work.job_id);
+  if (!job.ok()) return;
+  const double flops = planner->ShardFlops(job->params, work.params);
+  if (!(flops > 0)) return;
+  peer.measured.flops += flops;
+  peer.measured.seconds += double(round_trip_ms) / 1000.0;
+  peer.measured.shards++;
+  if (peer.measured.shards < kShardsToMeasureSpeed) return;
+  auto w = store->GetWorker(peer.worker_id);
+  if (!w.ok()) return;
+  peer.earned_gflops = EarnedSpeed(peer.gflops, w->agreed, peer.measured);
 }
 
 void CoordinatorServer::Impl::DropWorker(int64_t worker_id, const std::string& why) {
@@ -1124,6 +1143,18 @@ void CoordinatorServer::Impl::Tick(int64_t now) {
   for (auto& [route, peer] : peers) {
     if (now - peer.last_recv_ms < opts.coordinator_heartbeat_interval_ms * 2) {
       store->TouchWorker(peer.worker_id).IgnoreError();
+    }
+  }
+  // Idle workers are offered work again now and then, not only when a
+  // shard changes: a shard may become theirs as time passes (a check that
+  // waited for a trusted worker, when none has been seen for a minute).
+  if (now >= next_idle_assign_ms) {
+    next_idle_assign_ms = now + kIdleAssignIntervalMs;
+    for (const auto& [route, peer] : peers) {
+      if (peer.free_slots > 0) {
+        assign_all_due = true;
+        break;
+      }
     }
   }
   // Jobs that ended no longer pull workers toward their blobs.

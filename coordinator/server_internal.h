@@ -49,9 +49,11 @@ struct Peer {
   int free_slots = 0;
   uint64_t assigns_sent = 0;  // on this route
   double gflops = 0;  // best measured device speed, from HELLO
-  // Whether `gflops` orders it among idle workers: it had
-  // kAgreedBeforeSpeedCounts agreeing results when it connected.
-  bool speed_earned = false;
+  // Its shards of known work that came back on this connection, and the
+  // speed that orders it among idle workers: `gflops` held to them, and
+  // 0 until it earned it (scheduler.h EarnedSpeed).
+  MeasuredSpeed measured;
+  double earned_gflops = 0;
   int64_t last_recv_ms = 0;
   int64_t last_send_ms = 0;
   int bad_messages = 0;
@@ -188,6 +190,12 @@ class CoordinatorServer::Impl {
   // The kind, params and claim blob of the check attempt `lease` (the
   // checked result's body is put into the blob store and linked to the job).
   Result<CheckShardBody> CheckShard(const Lease& lease);
+  // Tick offers idle workers work at least this often (monotonic ms).
+  static constexpr int64_t kIdleAssignIntervalMs = 5000;
+  int64_t next_idle_assign_ms = 0;
+  // Counts a returned shard's work and time toward `peer`'s measured speed
+  // and updates the speed that orders it (EarnedSpeed).
+  void MeasureSpeed(Peer& peer, const AttemptWork& work, int64_t round_trip_ms);
 
   ZapDecision Decide(const std::string& domain, const std::string& key);
 

@@ -283,6 +283,7 @@ struct AttemptWork {
   std::string kind;
   std::string params;
   int64_t checks_result_id = 0;  // Lease::checks_result_id
+  int64_t job_id = 0;
 };
 
 // An accepted shard, as `pcfarm fetch` needs it.

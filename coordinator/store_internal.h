@@ -56,13 +56,17 @@ class Store::Db : public SqliteDb {
                      const SummaryFold& fold, TransitionReport* report);
 
   // The shards of running, not open-ended jobs accepted on `worker_id`'s
-  // result alone (unchecked) go back to pending: the result dropped, the
-  // job's accepted count and its summary (folded again with `fold`, when
-  // given) less that shard, an event naming `why` (text after "worker '").
-  // Appends them to `shards` (to refresh); returns how many.
+  // result alone (unchecked), or with `checked_too` every such shard where
+  // it sided with the accepted answer (a quarantined worker's checks and
+  // checked results are not trusted either: its partner may have been a
+  // colluder), go back to pending: the shard's judged results dropped (and
+  // their workers' agreed/disagreed counts less them), the job's accepted
+  // count and its summary (folded again with `fold`, when given) less that
+  // shard, an event naming `why` (text after "worker '"). Appends them to
+  // `shards` (to refresh); returns how many.
   Result<int64_t> ReopenUncheckedTx(int64_t now, int64_t worker_id,
                                     const std::string& why, const SummaryFold& fold,
-                                    std::vector<int64_t>* shards);
+                                    std::vector<int64_t>* shards, bool checked_too = false);
 
   // Whether a worker other than `worker_id`, independent of it (another
   // enrollment token and public network, scheduler.h), not banned and seen

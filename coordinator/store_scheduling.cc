@@ -18,6 +18,11 @@ namespace {
 // now); when there is none the lone result is accepted unchecked (a farm of
 // one owner's PCs, enrolled with one token, has nobody to check them).
 constexpr int64_t kCheckerSeenWithinMs = 60 * 1000;
+// A trusted worker counts as there to take a check (so that an untrusted
+// one may not) while it was seen this recently: the daemon touches its
+// connected workers every tick (a heartbeat interval, 1 s by default), so
+// a trusted worker that left stops holding checks back within this.
+constexpr int64_t kTrustedSeenWithinMs = 15 * 1000;
 
 // Uniform in [0, 1) from libsodium (53 random bits).
 double UniformDraw() {
@@ -147,10 +152,10 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
     if (!b.empty() && b.find(',') == std::string::npos) backends += b + ",";
   }
   return db_->Tx([&]() -> Result<std::optional<Lease>> {
-    int64_t token_id = 0;
+    int64_t token_id = 0, trusted = 0;
     std::string network;
     {
-      auto q = db_->Q("SELECT banned, token_id, network FROM workers WHERE id=?1");
+      auto q = db_->Q("SELECT banned, token_id, network, streak FROM workers WHERE id=?1");
       q.Bind(worker_id);
       PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) return NotFound("no worker with id " + std::to_string(worker_id));
@@ -160,6 +165,7 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
       }
       token_id = q.Int(1);
       network = q.Str(2);
+      trusted = q.Int(3) >= kStreakBeforeSpotChecks ? 1 : 0;
       PCFARM_RETURN_IF_ERROR(q.Run());
     }
     // The job first (priority, then the fewest live attempts, then the
@@ -174,6 +180,11 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
     // Independence (Sybil resistance): a worker takes no copy of a shard
     // whose live or returned copy is held by a worker enrolled with the
     // same token (?5) or connecting from the same public network (?6).
+    // Collusion: a check or a deciding copy (copies > 0) goes to a trusted
+    // worker (streak >= ?8, i.e. 10 checked results in a row) when one is
+    // connected (seen since ?9) and independent of the shard's copies;
+    // only when none is may an untrusted worker (?7 = 0) take it. Else two
+    // new identities that tell the same lie would check each other.
 #define PCFARM_ELIGIBLE_SHARD                                                   \
   " s.state='pending' AND s.needs_memory_bytes <= ?2"                          \
   " AND (s.needs_backend='' OR instr(?3, ','||s.needs_backend||',')>0)"       \
@@ -183,7 +194,13 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
   " AND ((?5=0 AND ?6='') OR NOT EXISTS (SELECT 1 FROM attempts a"            \
   "   JOIN workers w ON w.id=a.worker_id WHERE a.shard_id=s.id"                \
   "   AND a.state IN ('leased','returned')"                                    \
-  "   AND ((?5<>0 AND w.token_id=?5) OR (?6<>'' AND w.network=?6))))"
+  "   AND ((?5<>0 AND w.token_id=?5) OR (?6<>'' AND w.network=?6))))"        \
+  " AND (s.copies=0 OR ?7=1 OR NOT EXISTS (SELECT 1 FROM workers o"              \
+  "   WHERE o.banned=0 AND o.streak>=?8 AND o.last_seen_ms>=?9"                  \
+  "   AND NOT EXISTS (SELECT 1 FROM attempts a JOIN workers w ON w.id=a.worker_id" \
+  "   WHERE a.shard_id=s.id AND a.state IN ('leased','returned') AND (w.id=o.id"  \
+  "   OR (w.token_id<>0 AND w.token_id=o.token_id)"                               \
+  "   OR (w.network<>'' AND w.network=o.network)))))"
     static const char kPickJob[] =
         "SELECT j.id FROM jobs j WHERE j.state IN ('queued','running')"
         " AND EXISTS (SELECT 1 FROM shards s WHERE s.job_id=j.id AND"
@@ -197,13 +214,15 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
         PCFARM_ELIGIBLE_SHARD " ORDER BY s.idx ASC LIMIT 1";
 #undef PCFARM_ELIGIBLE_SHARD
     auto pick_job = db_->Q(kPickJob);
-    pick_job.Bind(worker_id, caps.memory_bytes, backends, int64_t{0}, token_id, network);
+    pick_job.Bind(worker_id, caps.memory_bytes, backends, int64_t{0}, token_id, network,
+                  trusted, kStreakBeforeSpotChecks, now - kTrustedSeenWithinMs);
     PCFARM_ASSIGN_OR_RETURN(bool any, pick_job.Step());
     if (!any) return std::optional<Lease>();
     int64_t job_id = pick_job.Int(0);
     PCFARM_RETURN_IF_ERROR(pick_job.Run());
     auto q = db_->Q(kPickShard);
-    q.Bind(worker_id, caps.memory_bytes, backends, job_id, token_id, network);
+    q.Bind(worker_id, caps.memory_bytes, backends, job_id, token_id, network, trusted,
+           kStreakBeforeSpotChecks, now - kTrustedSeenWithinMs);
     PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return std::optional<Lease>();
     Lease lease;
@@ -675,13 +694,13 @@ Result<std::string> Store::AttemptShardHash(int64_t attempt_id) {
 
 Result<AttemptWork> Store::GetAttemptWork(int64_t attempt_id) {
   std::lock_guard l(mu_);
-  auto q = db_->Q("SELECT IFNULL(a.shard_hash,''), j.kind, s.params, a.checks_result FROM "
+  auto q = db_->Q("SELECT IFNULL(a.shard_hash,''), j.kind, s.params, a.checks_result, a.job_id FROM "
                   "attempts a JOIN shards s ON s.id=a.shard_id JOIN jobs j ON "
                   "j.id=a.job_id WHERE a.id=?1");
   q.Bind(attempt_id);
   PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
   if (!row) return NotFound("no attempt " + std::to_string(attempt_id));
-  return AttemptWork{q.Str(0), q.Str(1), q.Str(2), q.Int(3)};
+  return AttemptWork{q.Str(0), q.Str(1), q.Str(2), q.Int(3), q.Int(4)};
 }
 
 Result<std::string> Store::GetResultBody(int64_t result_id) {

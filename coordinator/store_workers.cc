@@ -263,19 +263,20 @@ Status Store::Db::BanWorkerTx(int64_t now, int64_t worker_id,
   }
   PCFARM_ASSIGN_OR_RETURN(int64_t rerun,
                           ReopenUncheckedTx(now, worker_id, name + "', now quarantined",
-                                            fold, &shards));
+                                            fold, &shards, /*checked_too=*/true));
   for (int64_t s : shards) PCFARM_RETURN_IF_ERROR(RefreshShardTx(s));
   return EventTx(now, "worker_banned", 0, worker_id,
                  "worker '" + name + "' banned: " + reason +
                      (rerun == 0 ? ""
                                  : " (" + std::to_string(rerun) +
-                                       " unchecked results run again)"));
+                                       " of its results run again)"));
 }
 
 Result<int64_t> Store::Db::ReopenUncheckedTx(int64_t now, int64_t worker_id,
                                              const std::string& why,
                                              const SummaryFold& fold,
-                                             std::vector<int64_t>* shards) {
+                                             std::vector<int64_t>* shards,
+                                             bool checked_too) {
   struct Reopen {
     int64_t shard_id, job_id, idx, result_id;
     std::string kind;
@@ -283,13 +284,14 @@ Result<int64_t> Store::Db::ReopenUncheckedTx(int64_t now, int64_t worker_id,
   std::vector<Reopen> reopen;
   {
     auto q = Q("SELECT s.id, s.job_id, s.idx, r.id, j.kind FROM results r "
-               "JOIN shards s ON s.accepted_result_id=r.id "
+               "JOIN shards s ON s.id=r.shard_id "
                "JOIN jobs j ON j.id=s.job_id "
                "WHERE r.worker_id=?1 AND r.outcome='agreed' AND "
                "s.state='accepted' AND j.state IN ('queued','running') AND "
-               "j.open_ended=0 AND (SELECT COUNT(*) FROM results r2 WHERE "
-               "r2.shard_id=s.id AND r2.outcome='agreed')=1 ORDER BY s.job_id, s.id");
-    q.Bind(worker_id);
+               "j.open_ended=0 AND (?2 OR (s.accepted_result_id=r.id AND (SELECT COUNT(*) "
+               "FROM results r2 WHERE r2.shard_id=s.id AND r2.outcome='agreed')=1)) "
+               "ORDER BY s.job_id, s.id");
+    q.Bind(worker_id, int64_t{checked_too ? 1 : 0});
     for (;;) {
       PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) break;
@@ -298,8 +300,24 @@ Result<int64_t> Store::Db::ReopenUncheckedTx(int64_t now, int64_t worker_id,
   }
   std::vector<std::pair<int64_t, std::string>> jobs;  // id, kind
   for (const Reopen& r : reopen) {
-    PCFARM_RETURN_IF_ERROR(Q("UPDATE results SET outcome='dropped' WHERE id=?1")
-                               .Bind(r.result_id)
+    // Every judged result of the shard: the verdict is void.
+    PCFARM_RETURN_IF_ERROR(
+        Q("UPDATE workers SET agreed=agreed-(SELECT COUNT(*) FROM results r WHERE "
+          "r.shard_id=?1 AND r.worker_id=workers.id AND r.outcome='agreed'), "
+          "disagreed=disagreed-(SELECT COUNT(*) FROM results r WHERE r.shard_id=?1 AND "
+          "r.worker_id=workers.id AND r.outcome='disagreed') WHERE id IN (SELECT worker_id "
+          "FROM results WHERE shard_id=?1 AND outcome IN ('agreed','disagreed'))")
+            .Bind(r.shard_id)
+            .Run());
+    PCFARM_RETURN_IF_ERROR(
+        Q("UPDATE workers SET trust=(agreed+1.0)/(agreed+disagreed+2.0) WHERE id IN "
+          "(SELECT worker_id FROM results WHERE shard_id=?1 AND outcome IN "
+          "('agreed','disagreed'))")
+            .Bind(r.shard_id)
+            .Run());
+    PCFARM_RETURN_IF_ERROR(Q("UPDATE results SET outcome='dropped' WHERE shard_id=?1 AND "
+                             "outcome IN ('agreed','disagreed')")
+                               .Bind(r.shard_id)
                                .Run());
     PCFARM_RETURN_IF_ERROR(
         Q("UPDATE shards SET state='pending', accepted_result_id=NULL, "
@@ -311,12 +329,11 @@ Result<int64_t> Store::Db::ReopenUncheckedTx(int64_t now, int64_t worker_id,
           "WHERE id=?1")
             .Bind(r.job_id, now)
             .Run());
-    PCFARM_RETURN_IF_ERROR(
-        Q("UPDATE workers SET agreed=agreed-1 WHERE id=?1").Bind(worker_id).Run());
     PCFARM_RETURN_IF_ERROR(EventTx(
         now, "result_rerun", r.job_id, worker_id,
         "shard " + std::to_string(r.idx) + " of job " + std::to_string(r.job_id) +
-            " runs again: it was accepted unchecked on worker '" + why));
+            " runs again: it was accepted " + (checked_too ? "with" : "unchecked on") +
+            " worker '" + why));
     if (jobs.empty() || jobs.back().first != r.job_id) jobs.emplace_back(r.job_id, r.kind);
     shards->push_back(r.shard_id);
   }

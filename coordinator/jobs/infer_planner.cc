@@ -268,6 +268,23 @@ class InferPlanner final : public JobPlanner {
 
   std::string OutputTail(const JobInfo&) const override { return ""; }
 
+  // 2 FLOP per parameter per token, prompt and generated (at most
+  // max_tokens each; a prompt given as text counts a token per 4 bytes).
+  double ShardFlops(std::string_view job_params, std::string_view shard_params) const override {
+    json j = json::parse(job_params, nullptr, false);
+    json p = json::parse(shard_params, nullptr, false);
+    if (!j.is_object() || !p.is_object()) return 0;
+    const double params = j.value("model_parameters", 0.0);
+    const double max_tokens = p.value("max_tokens", 64.0);
+    double tokens = 0;
+    if (auto t = p.find("prompt_tokens"); t != p.end() && t->is_array()) {
+      for (const json& e : *t) tokens += (e.is_array() ? double(e.size()) : 0) + max_tokens;
+    } else if (auto q = p.find("prompts"); q != p.end() && q->is_array()) {
+      for (const json& e : *q) tokens += (e.is_string() ? double(e.get_ref<const std::string&>().size()) / 4 : 0) + max_tokens;
+    }
+    return 2.0 * params * tokens;
+  }
+
   std::string_view check_kind() const override { return "infer_check"; }
 
   // The shard's params with "claimed_blob" (tasks/kinds/infer_check.h).

@@ -16,6 +16,17 @@ class BenchPlanner final : public JobPlanner {
  public:
   std::string_view kind() const override { return "bench"; }
 
+  // reps timed products of n x n matrices, and one untimed warm-up.
+  double ShardFlops(std::string_view, std::string_view shard_params) const override {
+    nlohmann::json p = nlohmann::json::parse(shard_params, nullptr, false);
+    if (!p.is_object() || !p.contains("n") || !p["n"].is_number_integer()) return 0;
+    const double n = p["n"].get<double>();
+    const double reps = p.contains("reps") && p["reps"].is_number_integer()
+                            ? p["reps"].get<double>()
+                            : 3.0;
+    return 2.0 * n * n * n * (reps + 1);
+  }
+
   Result<JobPlan> Plan(const wire::SubmitRequest& request,
                        const BlobStore&) const override {
     const TaskKind* kind = TaskKindRegistry::Builtin().Find("bench");

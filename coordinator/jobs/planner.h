@@ -88,6 +88,14 @@ class JobPlanner {
     return {};
   }
 
+  // The work (FLOP) of running one shard with `shard_params` of a job with
+  // `job_params`, roughly (within 2x), to hold a worker's claimed speed to
+  // its measured shard times (scheduler.h EarnedSpeed); 0 when unknown.
+  virtual double ShardFlops(std::string_view job_params, std::string_view shard_params) const {
+    (void)job_params, (void)shard_params;
+    return 0;
+  }
+
   // ---- cheap checks (verify auto/spot; DESIGN.md §8.3) ----
   // The task kind that checks one result of this job's shards more cheaply
   // than running the shard again (infer: `infer_check`, one teacher-forced

@@ -696,6 +696,14 @@ class TrainKind final : public TaskKind {
     if (!x.ok() || !y.ok()) return false;
     const double lx = x->loss, ly = y->loss;
     if (std::fabs(lx - ly) > 1e-4 * std::max(std::fabs(lx), std::fabs(ly)) + 1e-6) return false;
+    // The weight and token count are sums over the same examples: equal up
+    // to the order of a float sum. The coordinator divides by Σ weight, so
+    // a result with honest values but another weight is another answer.
+    if (x->tokens != y->tokens) return false;
+    if (std::fabs(x->weight - y->weight) >
+        1e-6 * std::max(std::fabs(x->weight), std::fabs(y->weight)) + 1e-9) {
+      return false;
+    }
     const std::vector<float>&vx = x->values, &vy = y->values;
     if (vx.size() != vy.size() || vx.empty()) return false;
     double dot = 0, nx = 0, ny = 0, dd = 0;

@@ -87,8 +87,10 @@
 //   batch's before the first step ("batch", "examples") or, with
 //   "steps_examples", summed over every local step (loss: Σ w·CE / Σ w of
 //   each step's micro-batch, measured before that step's update).
-// Agree: loss within 1e-4 relative, and values with relative L2 distance
-//   <= 1e-3 and cosine >= 0.999 (different devices round differently).
+// Agree: loss within 1e-4 relative, the same "tokens", "weight" within
+//   1e-6 relative, and values with relative L2 distance <= 1e-3 and cosine
+//   >= 0.999 (different devices round differently; wider for fp16/int8,
+//   TrainAgreementFor).
 //
 // Thread-safety: as every TaskKind; the infer model cache and the train
 // kind's token data cache are each guarded by a mutex.

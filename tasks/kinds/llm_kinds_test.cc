@@ -378,6 +378,15 @@ TEST_CASE("train returns summed gradients and local-step differences") {
   TrainResult bad = *out;
   for (float& v : bad.values) v = v * 1.01f + 1e-3f;
   CHECK_FALSE(kind->Agree(*a, *EncodeTrainResult(bad)));
+  // Honest values and loss with another weight or token count disagree
+  // (the coordinator divides the sum by Σ weight).
+  TrainResult heavy = *out;
+  heavy.weight *= 100;
+  CHECK_FALSE(kind->Agree(*a, *EncodeTrainResult(heavy)));
+  TrainResult more = *out;
+  more.tokens += 1;
+  CHECK_FALSE(kind->Agree(*a, *EncodeTrainResult(more)));
+  CHECK(kind->Agree(*a, *EncodeTrainResult(*out)));
 
   CHECK(kind->ValidateOutput(p.dump(), *a).ok());
   // What train_result_test checks in detail: a result that does not decode.
