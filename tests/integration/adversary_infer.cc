@@ -126,20 +126,13 @@ wire::ResultBody InferAdversary::Answer(const SimAssignment& a) {
       options_.cheat != InferCheat::kRubberStamp) {
     LieInInfer(a, params, &body);
   } else if (kind == "infer_check" && options_.rubber_stamp_checks) {
-    // "ok" for every prompt, with the counts an honest check would give.
-    json verdicts = json::array();
-    int64_t tokens = 0;
-    for (const auto& c : params.value("claimed", json::array())) {
-      verdicts.push_back({{"ok", true}, {"bad_at", -1}, {"why", ""}});
-      tokens += int64_t(c.value("tokens", json::array()).size());
-    }
-    body.set_output(json{{"ok", true},
-                         {"prompts", verdicts},
-                         {"checked_tokens", tokens},
-                         {"tolerated_tokens", 0},
-                         {"max_logprob_diff", 0.0},
-                         {"backend", "cpu"}}
-                        .dump());
+    // "ok" for every prompt of the honest verdict (the claim may travel as
+    // a blob, "claimed_blob": the honest run read it), its counts kept.
+    json verdict = json::parse(honest, nullptr, false);
+    if (!verdict.is_object() || !verdict.contains("prompts")) return body;
+    for (auto& v : verdict["prompts"]) v = {{"ok", true}, {"bad_at", -1}, {"why", ""}};
+    verdict["ok"] = true;
+    body.set_output(verdict.dump());
   }
   if (body.output() != honest) {
     RequireWellFormed(kind, a.body.params(), body.output());
