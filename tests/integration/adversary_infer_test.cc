@@ -158,15 +158,13 @@ TEST_CASE("infer adversaries at 20%: the output is a clean run's, each cheater q
   CHECK(t.adversaries.at(0).lies > 0);  // wrong-seed, sampling
 }
 
-// A known gap (hidden until the coordinator closes it; run it with
-// `adversary_infer_test "[gap]"`): two independent workers that tell the
-// same lie (both run one cheaper model) agree with each other. When one
-// checks the other's result, the forgery is accepted as checked, and it is
-// kept when they are quarantined later (only unchecked results run again);
-// when they are the check and the third copy of an honest worker's
-// result, the honest worker is the odd one out and gets the strike.
+// Collusion: two independent workers that tell the same lie (both run one
+// cheaper model) agree with each other. Before checks went to trusted
+// workers and a quarantine re-ran every shard its worker sided with, one
+// checked the other's forgery (kept after their quarantine), or the two
+// outvoted an honest worker's result (the honest one got the strike).
 TEST_CASE("two adversaries that tell the same lie are not a majority",
-          "[integration][verify][adversary][gap][.]") {
+          "[integration][verify][adversary][collusion]") {
   AdversaryBed bed;
   const InferTrialOutcome clean = bed.Run(bed.greedy, {});
   int honest_quarantined = 0, forged = 0;
