@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/integration/farm_helpers.h"
 #include "tests/integration/adversary_train.h"
 #include "tests/integration/mini_cluster.h"
 
@@ -51,21 +52,6 @@ std::vector<std::string> Split(const std::string& s) {
   std::string item;
   while (std::getline(in, item, ',')) {
     if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
-std::string TrainData() {
-  static const char* kFacts[] = {"the farm runs on idle PCs",  "a shard is a piece of a job",
-                                 "workers sign their results", "the coordinator checks them",
-                                 "river stones are smooth",    "light travels fast",
-                                 "a story needs an ending",    "idle PCs hum quietly"};
-  std::string out;
-  for (int i = 0; i < 16; ++i) {
-    out += nlohmann::json{{"prompt", "Q: what is true? A:"},
-                          {"completion", std::string(" ") + kFacts[i % 8]}}
-               .dump() +
-           "\n";
   }
   return out;
 }
@@ -108,7 +94,7 @@ int Main(int argc, char** argv) {
                               "--config", "tiny", "--seed", "3"},
                              120'000);
   if (made.exit_code != 0) return Fail(Internal(made.Describe()));
-  std::ofstream(data) << TrainData();
+  std::ofstream(data) << TrainData(/*mixed_formats=*/false);
 
   AdversaryFarm farm(&c);
   std::mt19937_64 rng(12345);

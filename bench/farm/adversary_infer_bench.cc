@@ -46,6 +46,7 @@
 #include <zmq.hpp>
 
 #include "bench/grid/grid_bench.h"
+#include "tests/integration/farm_helpers.h"
 #include "tests/integration/adversary_infer.h"
 #include "tests/integration/adversary_trial.h"
 #include "tests/integration/mini_cluster.h"
@@ -57,18 +58,6 @@ namespace {
 int Fail(const std::string& what) {
   std::fprintf(stderr, "adversary_infer_bench: %s\n", what.c_str());
   return 1;
-}
-
-std::string PromptsFile(int n) {
-  static const char* kWords[] = {"the", "farm", "of", "idle", "PCs", "writes", "a",
-                                 "story", "about", "river", "stones", "and", "light"};
-  std::string out;
-  for (int i = 0; i < n; ++i) {
-    std::string p;
-    for (int w = 0; w <= i % 7 + 1; ++w) p += std::string(w ? " " : "") + kWords[(i * 5 + w * 3) % 13];
-    out += nlohmann::json{{"prompt", p}}.dump() + "\n";
-  }
-  return out;
 }
 
 // The value at quantile q of sorted `v` (nearest rank).
@@ -114,7 +103,7 @@ int Main(int argc, char** argv) {
                             60'000);
     if (r.exit_code != 0) return Fail(r.Describe());
   }
-  std::ofstream(prompts_path) << PromptsFile(prompts);
+  std::ofstream(prompts_path) << PromptsFile(prompts, /*chat_lines=*/false);
   auto cheaper_files = HashModelDirectory(cheaper);
   if (!cheaper_files.ok()) return Fail(cheaper_files.status().ToString());
 
@@ -122,7 +111,7 @@ int Main(int argc, char** argv) {
   SimWorkerOptions ho;
   ho.cpu_threads = 1;
   ho.blob_path = BlobPathWithModel(*cheaper_files, CoordinatorBlobPath(c.coordinator_dir()));
-  AdversaryFarm farm(&c, &ctx, ho);
+  InferAdversaryFarm farm(&c, &ctx, ho);
   if (Status s = farm.AddHonest(honest); !s.ok()) return Fail(s.ToString());
 
   const std::vector<std::string> base = {"--model", model, "--prompts", prompts_path,

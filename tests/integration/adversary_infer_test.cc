@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
+#include "tests/integration/farm_helpers.h"
 #include "tests/integration/cluster_helpers.h"  // first: it configures Catch
 #include "tests/integration/adversary_infer.h"
 #include "tests/integration/adversary_trial.h"
@@ -21,19 +22,6 @@
 
 namespace pcfarm {
 namespace {
-
-// Prompts of different lengths, one a line.
-std::string PromptsFile(int n) {
-  static const char* kWords[] = {"the", "farm", "of", "idle", "PCs", "writes", "a",
-                                 "story", "about", "river", "stones", "and", "light"};
-  std::string out;
-  for (int i = 0; i < n; ++i) {
-    std::string p;
-    for (int w = 0; w <= i % 7 + 1; ++w) p += std::string(w ? " " : "") + kWords[(i * 5 + w * 3) % 13];
-    out += nlohmann::json{{"prompt", p}}.dump() + "\n";
-  }
-  return out;
-}
 
 void MakeModel(MiniCluster* c, const std::string& dir, int seed) {
   CommandResult r = c->Run({c->Binary("pcfarm"), "local", "make-model", "--out", dir,
@@ -56,7 +44,7 @@ struct AdversaryBed {
       std::ofstream out(prompts);
       // One prompt a shard: each cheater gets many shards however fast the
       // honest workers are (it is stepped in the same loop as they are).
-      out << PromptsFile(240);
+      out << PromptsFile(240, /*chat_lines=*/false);
     }
     auto files = HashModelDirectory(cheaper);
     REQUIRE_OK(files);
@@ -64,7 +52,7 @@ struct AdversaryBed {
     SimWorkerOptions honest;
     honest.cpu_threads = 1;
     honest.blob_path = BlobPathWithModel(cheaper_files, CoordinatorBlobPath(c->coordinator_dir()));
-    farm = std::make_unique<AdversaryFarm>(&c.c, &ctx, honest);
+    farm = std::make_unique<InferAdversaryFarm>(&c.c, &ctx, honest);
     REQUIRE_OK(farm->AddHonest(8));
     greedy = {"--model", model, "--prompts", prompts, "--max-tokens", "8",
               "--prompts-per-shard", "1", "--verify", "auto"};
@@ -112,7 +100,7 @@ struct AdversaryBed {
   zmq::context_t ctx{1};
   std::string model;
   HashedModel cheaper_files;
-  std::unique_ptr<AdversaryFarm> farm;
+  std::unique_ptr<InferAdversaryFarm> farm;
   std::vector<std::string> greedy, sampled;
 };
 

@@ -1,3 +1,4 @@
+#include "tests/integration/stepping.h"
 #include "tests/integration/adversary_train.h"
 
 #include <atomic>
@@ -219,19 +220,7 @@ Status AdversaryFarm::StepAll(int timeout_ms) {
 
 template <typename F>
 auto AdversaryFarm::WhileStepping(F fn) {
-  std::atomic<bool> busy{true};
-  std::thread keep([&] {
-    while (busy) (void)StepAll(5);
-  });
-  struct Joiner {
-    std::atomic<bool>* busy;
-    std::thread* t;
-    ~Joiner() {
-      *busy = false;
-      t->join();
-    }
-  } joiner{&busy, &keep};
-  return fn();
+  return pcfarm::WhileStepping([this] { (void)StepAll(5); }, fn);
 }
 
 Result<std::unique_ptr<SimWorker>> AdversaryFarm::Join(const std::string& name, bool auto_work) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/integration/farm_helpers.h"
 #include "tests/integration/cluster_helpers.h"  // first: it configures Catch
 #include "tests/integration/adversary_train.h"
 #include "tests/integration/mini_cluster.h"
@@ -21,20 +22,6 @@ namespace pcfarm {
 namespace {
 
 using nlohmann::json;
-
-std::string TrainData() {
-  static const char* kFacts[] = {"the farm runs on idle PCs",  "a shard is a piece of a job",
-                                 "workers sign their results", "the coordinator checks them",
-                                 "river stones are smooth",    "light travels fast",
-                                 "a story needs an ending",    "idle PCs hum quietly"};
-  std::string out;
-  for (int i = 0; i < 16; ++i) {
-    out += json{{"prompt", "Q: what is true? A:"}, {"completion", std::string(" ") + kFacts[i % 8]}}
-               .dump() +
-           "\n";
-  }
-  return out;
-}
 
 TEST_CASE("forged gradients are caught: cheats quarantined, the adapter a clean run's",
           "[integration][adversary][verify]") {
@@ -53,7 +40,7 @@ TEST_CASE("forged gradients are caught: cheats quarantined, the adapter a clean 
   REQUIRE(made.exit_code == 0);
   {
     std::ofstream out(data);
-    out << TrainData();
+    out << TrainData(/*mixed_formats=*/false);
   }
   // Six shards a step (micro-batch 1), each checked while its worker is new.
   const std::vector<std::string> args = {

@@ -1,3 +1,4 @@
+#include "tests/integration/stepping.h"
 #include "tests/integration/adversary_trial.h"
 
 #include <atomic>
@@ -38,31 +39,19 @@ std::string WithoutWorkerField(const std::string& jsonl) {
   return out;
 }
 
-AdversaryFarm::AdversaryFarm(MiniCluster* cluster, zmq::context_t* ctx, SimWorkerOptions honest)
+InferAdversaryFarm::InferAdversaryFarm(MiniCluster* cluster, zmq::context_t* ctx, SimWorkerOptions honest)
     : cluster_(cluster), ctx_(ctx), honest_options_(std::move(honest)) {
   honest_options_.auto_work = true;
 }
 
-AdversaryFarm::~AdversaryFarm() = default;
+InferAdversaryFarm::~InferAdversaryFarm() = default;
 
 template <typename F>
-auto AdversaryFarm::WhileStepping(F fn) {
-  std::atomic<bool> busy{true};
-  std::thread keep([&] {
-    while (busy) (void)StepAll(5);
-  });
-  struct Joiner {
-    std::atomic<bool>* busy;
-    std::thread* t;
-    ~Joiner() {
-      *busy = false;
-      t->join();
-    }
-  } joiner{&busy, &keep};
-  return fn();
+auto InferAdversaryFarm::WhileStepping(F fn) {
+  return pcfarm::WhileStepping([this] { (void)StepAll(5); }, fn);
 }
 
-Status AdversaryFarm::StepAll(int wait_ms) {
+Status InferAdversaryFarm::StepAll(int wait_ms) {
   std::vector<SimWorker*> all;
   for (auto& w : honest_) {
     if (w.get() != not_stepped_) all.push_back(w.get());
@@ -89,7 +78,7 @@ Status AdversaryFarm::StepAll(int wait_ms) {
   return Status::Ok();
 }
 
-Result<std::unique_ptr<SimWorker>> AdversaryFarm::Join(SimWorkerOptions o) {
+Result<std::unique_ptr<SimWorker>> InferAdversaryFarm::Join(SimWorkerOptions o) {
   return WhileStepping([&]() -> Result<std::unique_ptr<SimWorker>> {
     PCFARM_ASSIGN_OR_RETURN(std::string token, cluster_->CreateToken(1, "1h"));
     PCFARM_ASSIGN_OR_RETURN(auto w, SimWorker::FromToken(ctx_, token, o));
@@ -99,7 +88,7 @@ Result<std::unique_ptr<SimWorker>> AdversaryFarm::Join(SimWorkerOptions o) {
   });
 }
 
-Status AdversaryFarm::AddHonest(int n) {
+Status InferAdversaryFarm::AddHonest(int n) {
   for (int i = 0; i < n; ++i) {
     SimWorkerOptions o = honest_options_;
     o.name = "honest-" + std::to_string(honest_.size());
@@ -109,7 +98,7 @@ Status AdversaryFarm::AddHonest(int n) {
   return Status::Ok();
 }
 
-Result<InferTrialOutcome> AdversaryFarm::RunTrial(const InferTrialSpec& spec) {
+Result<InferTrialOutcome> InferAdversaryFarm::RunTrial(const InferTrialSpec& spec) {
   InferTrialOutcome out;
   for (const auto& ao : spec.adversaries) {
     SimWorkerOptions o = honest_options_;

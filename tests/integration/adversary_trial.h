@@ -1,4 +1,4 @@
-// AdversaryFarm: one infer job on a running MiniCluster coordinator, run by
+// InferAdversaryFarm: one infer job on a running MiniCluster coordinator, run by
 // honest SimWorkers beside InferAdversaries (adversary_infer.h), each of its
 // own enrollment token (independent). What both adversary_infer_test (one
 // short trial in CI) and bench/farm/adversary_infer_bench (many) run.
@@ -57,12 +57,12 @@ struct InferTrialOutcome {
   double seconds = 0;          // submit to the job's end
 };
 
-class AdversaryFarm {
+class InferAdversaryFarm {
  public:
   // `honest` is the template of every honest worker's options (its name is
   // numbered; auto_work forced on).
-  AdversaryFarm(MiniCluster* cluster, zmq::context_t* ctx, SimWorkerOptions honest);
-  ~AdversaryFarm();
+  InferAdversaryFarm(MiniCluster* cluster, zmq::context_t* ctx, SimWorkerOptions honest);
+  ~InferAdversaryFarm();
 
   // Joins `n` more honest SimWorkers, each of a new one-use token.
   Status AddHonest(int n);

@@ -33,14 +33,14 @@ Status WriteAll(const std::string& path, const std::string& data) {
   return Status::Ok();
 }
 
-std::string PromptsFile(int n) {
+std::string PromptsFile(int n, bool chat_lines) {
   static const char* kWords[] = {"the", "farm", "of", "idle", "PCs", "writes", "a",
                                  "story", "about", "river", "stones", "and", "light"};
   std::string out;
   for (int i = 0; i < n; ++i) {
     std::string p;
     for (int w = 0; w <= i % 7 + 1; ++w) p += std::string(w ? " " : "") + kWords[(i * 5 + w * 3) % 13];
-    if (i % 5 == 4) {
+    if (chat_lines && i % 5 == 4) {
       out += json{{"messages", {{{"role", "user"}, {"content", p}}}}}.dump() + "\n";
     } else {
       out += json{{"prompt", p}}.dump() + "\n";
@@ -49,7 +49,7 @@ std::string PromptsFile(int n) {
   return out;
 }
 
-std::string TrainData() {
+std::string TrainData(bool mixed_formats) {
   static const char* kFacts[] = {"the farm runs on idle PCs",   "a shard is a piece of a job",
                                  "workers sign their results",  "the coordinator checks them",
                                  "river stones are smooth",     "light travels fast",
@@ -57,9 +57,9 @@ std::string TrainData() {
   std::string out;
   for (int i = 0; i < 16; ++i) {
     const std::string f = kFacts[i % 8];
-    if (i % 3 == 0) {
+    if (mixed_formats && i % 3 == 0) {
       out += json{{"text", f + "."}}.dump() + "\n";
-    } else if (i % 3 == 1) {
+    } else if (!mixed_formats || i % 3 == 1) {
       out += json{{"prompt", "Q: what is true? A:"}, {"completion", " " + f}}.dump() + "\n";
     } else {
       out += json{{"messages",

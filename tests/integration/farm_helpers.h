@@ -24,10 +24,10 @@ Status WriteAll(const std::string& path, const std::string& data);
 
 // `n` prompts (JSONL): plain ones of different lengths, and every fifth a
 // chat. The same `n` gives the same bytes.
-std::string PromptsFile(int n);
+std::string PromptsFile(int n, bool chat_lines = true);
 // A small training set (JSONL, 16 examples) of the three kinds finetune
 // reads: text, prompt/completion and messages.
-std::string TrainData();
+std::string TrainData(bool mixed_formats = true);
 // The training arguments that farm and local fine-tuning tests give both
 // sides: batch 6, lr 0.01, LoRA rank 4, seed 7, `steps` steps.
 std::vector<std::string> TrainArgs(const std::string& model, const std::string& data,

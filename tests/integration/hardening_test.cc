@@ -24,6 +24,7 @@
 #include "tests/integration/cluster_helpers.h"  // first: it configures Catch
 #include "tests/integration/mini_cluster.h"
 #include "tests/integration/sim_worker.h"
+#include "tests/integration/stepping.h"
 
 namespace pcfarm {
 namespace {
@@ -284,21 +285,11 @@ int AnswerPending(SimWorker* w, const std::function<bool(int)>& forge, int* answ
 // lost.
 template <typename F>
 auto WhileStepping(const std::vector<SimWorker*>& sims, F fn) {
-  std::atomic<bool> busy{true};
-  std::thread keep([&] {
-    while (busy) {
-      for (SimWorker* w : sims) (void)w->Step(5);
-    }
-  });
-  struct Join {
-    std::atomic<bool>* busy;
-    std::thread* t;
-    ~Join() {
-      *busy = false;
-      t->join();
-    }
-  } join{&busy, &keep};
-  return fn();
+  return pcfarm::WhileStepping(
+      [&] {
+        for (SimWorker* w : sims) (void)w->Step(5);
+      },
+      fn);
 }
 
 int64_t Forged(MiniCluster* c, int64_t job) {
