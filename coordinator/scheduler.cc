@@ -69,7 +69,8 @@ Scheduler::Scheduler(Store* store, SchedulerOptions options)
 
 Result<std::optional<Lease>> Scheduler::LeaseNext(int64_t worker_id,
                                                   const DeviceCaps& caps) {
-  return store_->LeaseShard(worker_id, caps, options_.scheduler_lease_ms, &verifier_);
+  return store_->LeaseShard(worker_id, caps, options_.scheduler_lease_ms, &verifier_,
+                            options_.scheduler_checker_available_ms);
 }
 
 Result<TransitionReport> Scheduler::ExpireLeases() {

@@ -83,6 +83,11 @@ struct SchedulerOptions {
   // Failed attempts (expired, lost, disagreeing) after which a shard and its
   // job fail.
   int scheduler_max_attempts = 5;
+  // A worker is a candidate to be drawn for a check while the daemon found
+  // it available (connected, heard from, not paused) this recently
+  // (Store::LeaseShard): the daemon sets 3 heartbeat intervals, so a
+  // worker that stalls, pauses or leaves stops holding a check within them.
+  int64_t scheduler_checker_available_ms = 15'000;
 };
 
 class Scheduler {

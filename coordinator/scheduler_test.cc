@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <random>
 
 namespace pcfarm {
@@ -77,6 +78,7 @@ struct SchedFixture {
   }
   Lease MustLease(int64_t worker) {
     auto l = sched->LeaseNext(worker, cpu);
+    INFO(l.status().ToString());
     REQUIRE(l.ok());
     REQUIRE(l->has_value());
     return **l;
@@ -781,12 +783,17 @@ TEST_CASE_METHOD(SchedFixture, "collusion: checks go to trusted workers; a quara
     RecordOutcome o = MustRecord(first, c1, "forged");
     REQUIRE(o.check_ordered);
     CHECK(NoLease(c2));  // alice and bob, trusted and connected, check it
-    Lease check = MustLease(a);
+    // The check is drawn for one of them; the other may not take it.
+    auto la = sched->LeaseNext(a, cpu);
+    REQUIRE(la.ok());
+    const int64_t drawn = la->has_value() ? a : b, other = drawn == a ? b : a;
+    Lease check = la->has_value() ? **la : MustLease(b);
     CHECK(check.shard_id == first.shard_id);
-    CHECK(MustRecord(check, a, "ok").verdict == ResultVerdict::kDisagreed);
-    // The deciding copy also waits for a trusted worker: bob (streak 10).
+    CHECK(NoLease(other));
+    CHECK(MustRecord(check, drawn, "ok").verdict == ResultVerdict::kDisagreed);
+    // The deciding copy also waits for a trusted worker: the other one.
     CHECK(NoLease(c2));
-    CHECK(MustRecord(MustLease(b), b, "ok").verdict == ResultVerdict::kAccepted);
+    CHECK(MustRecord(MustLease(other), other, "ok").verdict == ResultVerdict::kAccepted);
     CHECK(store->GetWorker(c1)->strikes == 1);
     // Once no trusted worker was seen for a minute, a new one may check.
     clock.AdvanceMs(2 * 60 * 1000);
@@ -796,6 +803,59 @@ TEST_CASE_METHOD(SchedFixture, "collusion: checks go to trusted workers; a quara
     REQUIRE(MustRecord(MustLease(c1), c1, "x").check_ordered);
     CHECK(MustLease(c2).shard_id != 0);
   }
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(SchedFixture, "a check goes to the worker drawn for it, not to the first that asks",
+                 "[scheduler][verify]") {
+  // A colluder that computes nothing always asks first; the draw does not
+  // care. Candidates: available (touched), independent, untrusted all.
+  int64_t colluder = Enrolled("colluder", "token-c");
+  std::vector<int64_t> candidates = {colluder};
+  for (int i = 0; i < 4; ++i) {
+    candidates.push_back(Enrolled("honest-" + std::to_string(i), "token-h" + std::to_string(i)));
+  }
+  for (int64_t w : candidates) REQUIRE(store->TouchWorker(w).ok());
+  std::map<int64_t, int> drawn;
+  for (int i = 0; i < 80; ++i) {
+    INFO("claim " << i);
+    int64_t claimant = Enrolled("claimant-" + std::to_string(i), "token-k" + std::to_string(i));
+    int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
+    REQUIRE(MustRecord(MustLease(claimant), claimant, "x").check_ordered);
+    int takers = 0;
+    for (int64_t w : candidates) {  // the colluder first, every time
+      auto l = sched->LeaseNext(w, cpu);
+      REQUIRE(l.ok());
+      if (l->has_value()) {
+        ++takers;
+        ++drawn[w];
+      }
+    }
+    CHECK(takers == 1);
+    REQUIRE(store->CancelJob(job, "next").ok());  // nobody's streak grows
+  }
+  for (int64_t w : candidates) {
+    INFO("worker " << w);
+    CHECK(drawn[w] > 0);  // each is drawn sometimes (P(never) = 0.8^80)
+  }
+  CHECK(drawn[colluder] < 40);  // about 1 in 5 (16), not every time
+  // A worker paused by its idle policy, or gone, is not drawn: after 15 s
+  // only the colluder and honest-0 were available, so one of them is drawn
+  // (a paused or gone worker does not ask: the daemon offers it nothing).
+  clock.AdvanceMs(16'000);
+  REQUIRE(store->TouchWorker(colluder).ok());
+  REQUIRE(store->TouchWorker(candidates[1]).ok());
+  REQUIRE(store->TouchWorker(candidates[2], /*available=*/false).ok());
+  int64_t claimant = Enrolled("claimant-last", "token-last");
+  PolicyJob(1, VerifyPolicy::kAuto);
+  REQUIRE(MustRecord(MustLease(claimant), claimant, "x").check_ordered);
+  int takers = 0;
+  for (int64_t w : {colluder, candidates[1]}) {
+    auto l = sched->LeaseNext(w, cpu);
+    REQUIRE(l.ok());
+    takers += l->has_value() ? 1 : 0;
+  }
+  CHECK(takers == 1);
   REQUIRE(store->CheckConsistency().ok());
 }
 

@@ -1111,6 +1111,7 @@ void CoordinatorServer::Impl::DropPeer(const std::string& route,
   PeerEvent("worker_lost", worker,
             "worker " + std::to_string(worker) + " '" + it->second.name +
                 "' lost: " + why);
+  store->WorkerGone(worker).IgnoreError();
   auto report = scheduler.WorkerLost(worker);
   if (report.ok()) ActOn(*report);
   counters->workers_lost++;
@@ -1142,12 +1143,12 @@ void CoordinatorServer::Impl::Tick(int64_t now) {
   }
   for (auto& [route, peer] : peers) {
     if (now - peer.last_recv_ms < opts.coordinator_heartbeat_interval_ms * 2) {
-      store->TouchWorker(peer.worker_id).IgnoreError();
+      store->TouchWorker(peer.worker_id, !peer.paused).IgnoreError();
     }
   }
   // Idle workers are offered work again now and then, not only when a
-  // shard changes: a shard may become theirs as time passes (a check that
-  // waited for a trusted worker, when none has been seen for a minute).
+  // shard changes: a shard may become theirs as time passes (a check drawn
+  // for a worker that left or paused is drawn again within 15 s).
   if (now >= next_idle_assign_ms) {
     next_idle_assign_ms = now + kIdleAssignIntervalMs;
     for (const auto& [route, peer] : peers) {

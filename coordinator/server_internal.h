@@ -86,8 +86,9 @@ class CoordinatorServer::Impl {
         keys(std::move(k)),
         store(std::move(s)),
         blobs(std::move(b)),
-        scheduler(store.get(), SchedulerOptions{o.scheduler_lease_ms,
-                                                o.scheduler_max_attempts}),
+        scheduler(store.get(),
+                  SchedulerOptions{o.scheduler_lease_ms, o.scheduler_max_attempts,
+                                   3 * int64_t(o.coordinator_heartbeat_interval_ms)}),
         ctx(1) {
     for (const auto& name : TaskKindRegistry::Builtin().Names()) {
       const TaskKind* kind = TaskKindRegistry::Builtin().Find(name);

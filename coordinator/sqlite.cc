@@ -140,6 +140,14 @@ Status SqliteDb::Exec(const char* sql) {
 
 int64_t SqliteDb::Changes() const { return sqlite3_changes(h_); }
 
+Status SqliteDb::CreateFunction(const char* name, int nargs,
+                                void (*fn)(sqlite3_context*, int, sqlite3_value**)) {
+  int rc = sqlite3_create_function_v2(h_, name, nargs, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+                                      nullptr, fn, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return SqlError(h_, rc, std::string("create function ") + name);
+  return Status::Ok();
+}
+
 Status SqliteDb::BeginBatch() {
   if (batch_) return FailedPrecondition("a batch is already open");
   PCFARM_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));

@@ -18,6 +18,8 @@
 
 struct sqlite3;
 struct sqlite3_stmt;
+struct sqlite3_context;
+struct sqlite3_value;
 
 namespace pcfarm {
 
@@ -104,6 +106,11 @@ class SqliteDb {
   Status Exec(const char* sql);
   // Rows changed by the last INSERT, UPDATE or DELETE.
   int64_t Changes() const;
+  // Makes the deterministic scalar SQL function `name` of `nargs`
+  // arguments (sqlite3_create_function_v2 with SQLITE_DETERMINISTIC):
+  // fn(context, argc, argv) sets the result with sqlite3_result_*.
+  Status CreateFunction(const char* name, int nargs,
+                        void (*fn)(sqlite3_context*, int, sqlite3_value**));
 
   // Runs f() inside BEGIN IMMEDIATE ... COMMIT; rolls back when f fails.
   // Inside a batch (BeginBatch) it is a SAVEPOINT instead: the transition

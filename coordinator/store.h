@@ -360,8 +360,13 @@ class Store {
   // The public network the worker connects from (IndependenceNetwork in
   // scheduler.h; "" when private or unknown), for the independence rule.
   Status SetWorkerNetwork(int64_t worker_id, const std::string& network);
-  // Sets last_seen_ms to now.
-  Status TouchWorker(int64_t worker_id);
+  // Sets last_seen_ms to now, and available_ms too when `available` (it is
+  // connected and not paused by its idle policy: a check may be drawn for
+  // it, see LeaseShard).
+  Status TouchWorker(int64_t worker_id, bool available = true);
+  // The worker's connection is gone: it is no longer available (no check
+  // is drawn for it) from now, not 15 s later.
+  Status WorkerGone(int64_t worker_id);
   // Bans (quarantines) the worker: its leased attempts are cancelled
   // (shards pending again, not counted as failures of the shard), its
   // results not yet verified are dropped, and the shards of running jobs
@@ -497,11 +502,13 @@ class Store {
   // With `verifier`, a shard of a job whose kind has a cheap check
   // (Verifier::CheckFor) that waits for the check of its one result gets a
   // check attempt (Lease::checks_result_id); without, every attempt runs
-  // the shard.
+  // the shard. A check or deciding copy goes only to the worker drawn for
+  // it among those available within `available_within_ms` (see the SQL).
   Result<std::optional<Lease>> LeaseShard(int64_t worker_id,
                                           const DeviceCaps& caps,
                                           int64_t lease_ms,
-                                          const Verifier* verifier = nullptr);
+                                          const Verifier* verifier = nullptr,
+                                          int64_t available_within_ms = 15'000);
   // The body of result `result_id`; NotFound when there is none.
   Result<std::string> GetResultBody(int64_t result_id);
   // How many shards are pending (want another attempt). Cheap (an index).

@@ -1,5 +1,7 @@
 // The Store's scheduling transitions: leases and attempts, results and
 // their verification, and the shard and job failures they cause.
+#include <sqlite3.h>
+
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -7,6 +9,7 @@
 
 #include "coordinator/store.h"
 #include "coordinator/store_internal.h"
+#include "crypto/hash.h"
 #include "crypto/keys.h"
 
 namespace pcfarm {
@@ -18,11 +21,6 @@ namespace {
 // now); when there is none the lone result is accepted unchecked (a farm of
 // one owner's PCs, enrolled with one token, has nobody to check them).
 constexpr int64_t kCheckerSeenWithinMs = 60 * 1000;
-// A trusted worker counts as there to take a check (so that an untrusted
-// one may not) while it was seen this recently: the daemon touches its
-// connected workers every tick (a heartbeat interval, 1 s by default), so
-// a trusted worker that left stops holding checks back within this.
-constexpr int64_t kTrustedSeenWithinMs = 15 * 1000;
 
 // Uniform in [0, 1) from libsodium (53 random bits).
 double UniformDraw() {
@@ -32,9 +30,31 @@ double UniformDraw() {
   return double(v >> 11) * (1.0 / 9007199254740992.0);
 }
 
+// pcfarm_draw(a, b, c): BLAKE2b-256 of a per-process random key and the
+// three integers (little-endian), its first 8 bytes as an integer below
+// 2^61. NULL when an argument is not an integer.
+void DrawFunction(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
+  static const std::string key = RandomBytes(32);
+  std::string in = key;
+  for (int i = 0; i < argc; ++i) {
+    if (sqlite3_value_type(argv[i]) != SQLITE_INTEGER) {
+      sqlite3_result_null(ctx);
+      return;
+    }
+    uint64_t v = static_cast<uint64_t>(sqlite3_value_int64(argv[i]));
+    for (int b = 0; b < 8; ++b) in.push_back(static_cast<char>((v >> (8 * b)) & 0xff));
+  }
+  Hash256 h = Blake2b256(in);
+  uint64_t out = 0;
+  for (int b = 0; b < 8; ++b) out |= uint64_t(h[b]) << (8 * b);
+  sqlite3_result_int64(ctx, static_cast<sqlite3_int64>(out >> 3));
+}
+
 }  // namespace
 
 // ---- shared by the transitions (store_internal.h) ----
+
+Status Store::Db::RegisterDraw() { return CreateFunction("pcfarm_draw", 3, &DrawFunction); }
 
 Status Store::Db::RefreshShardTx(int64_t shard_id) {
   auto q = Q(R"sql(
@@ -142,7 +162,8 @@ Status Store::Db::EndAttemptTx(int64_t now, int64_t attempt_id,
 Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
                                                const DeviceCaps& caps,
                                                int64_t lease_ms,
-                                               const Verifier* verifier) {
+                                               const Verifier* verifier,
+                                               int64_t available_within_ms) {
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
   // ",cpu,vulkan,": instr() matches a backend without a temporary table
@@ -152,7 +173,7 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
     if (!b.empty() && b.find(',') == std::string::npos) backends += b + ",";
   }
   return db_->Tx([&]() -> Result<std::optional<Lease>> {
-    int64_t token_id = 0, trusted = 0;
+    int64_t token_id = 0, streak = 0;
     std::string network;
     {
       auto q = db_->Q("SELECT banned, token_id, network, streak FROM workers WHERE id=?1");
@@ -165,7 +186,7 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
       }
       token_id = q.Int(1);
       network = q.Str(2);
-      trusted = q.Int(3) >= kStreakBeforeSpotChecks ? 1 : 0;
+      streak = q.Int(3);
       PCFARM_RETURN_IF_ERROR(q.Run());
     }
     // The job first (priority, then the fewest live attempts, then the
@@ -180,11 +201,24 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
     // Independence (Sybil resistance): a worker takes no copy of a shard
     // whose live or returned copy is held by a worker enrolled with the
     // same token (?5) or connecting from the same public network (?6).
-    // Collusion: a check or a deciding copy (copies > 0) goes to a trusted
-    // worker (streak >= ?8, i.e. 10 checked results in a row) when one is
-    // connected (seen since ?9) and independent of the shard's copies;
-    // only when none is may an untrusted worker (?7 = 0) take it. Else two
-    // new identities that tell the same lie would check each other.
+    // Collusion: a check or a deciding copy (copies > 0) goes to one
+    // worker drawn among its candidates: workers not banned, available
+    // (connected, not paused: the daemon touches a worker it heard from in
+    // the last two heartbeat intervals every tick) within ?8, able to run it (memory and
+    // backend of the devices they declared), that hold no copy of it and
+    // are independent of its copies; trusted ones (streak >= ?7: 10
+    // checked results in a row) first, then the smallest pcfarm_draw. The
+    // asker (its streak ?9) is always a candidate. So two identities that tell the same lie
+    // check each other only when the draw says so (1 in the candidates),
+    // not whenever the one that computes nothing asks first; and never
+    // while a trusted worker could take the check. A drawn worker that is
+    // busy takes the check when it asks next; one that leaves, pauses or
+    // stalls stops being a candidate within `available_within_ms` (the
+    // daemon: 3 heartbeat intervals) and another is drawn.
+// (SQLite refuses an outer column in a subquery's ORDER BY: the draw is a
+// MIN of keys, untrusted ones 2^61 higher, pcfarm_draw below 2^61.)
+#define PCFARM_UNTRUSTED "2305843009213693952"
+#define PCFARM_DEVICES "json_each(CASE WHEN json_valid(o.devices) THEN o.devices ELSE '[]' END)"
 #define PCFARM_ELIGIBLE_SHARD                                                   \
   " s.state='pending' AND s.needs_memory_bytes <= ?2"                          \
   " AND (s.needs_backend='' OR instr(?3, ','||s.needs_backend||',')>0)"       \
@@ -195,12 +229,20 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
   "   JOIN workers w ON w.id=a.worker_id WHERE a.shard_id=s.id"                \
   "   AND a.state IN ('leased','returned')"                                    \
   "   AND ((?5<>0 AND w.token_id=?5) OR (?6<>'' AND w.network=?6))))"        \
-  " AND (s.copies=0 OR ?7=1 OR NOT EXISTS (SELECT 1 FROM workers o"              \
-  "   WHERE o.banned=0 AND o.streak>=?8 AND o.last_seen_ms>=?9"                  \
+  " AND (s.copies=0 OR (?9<?7)*" PCFARM_UNTRUSTED "+pcfarm_draw(s.id,s.copies,?1)=" \
+  "   (SELECT MIN((o.streak<?7)*" PCFARM_UNTRUSTED "+pcfarm_draw(s.id,s.copies,o.id))" \
+  "   FROM workers o WHERE o.banned=0"                                             \
+  "   AND (o.id=?1 OR (o.available_ms>=?8"                                        \
+  "   AND s.needs_memory_bytes<=IFNULL((SELECT MAX(json_extract(d.value,'$.memory_bytes'))" \
+  "     FROM " PCFARM_DEVICES " d),0)"                                           \
+  "   AND (s.needs_backend='' OR EXISTS (SELECT 1 FROM " PCFARM_DEVICES " d"   \
+  "     WHERE IFNULL(json_extract(d.value,'$.backend'),'cpu')=s.needs_backend))" \
+  "   AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.shard_id=s.id"             \
+  "     AND a.worker_id=o.id AND a.state NOT IN ('lost','cancelled','expired'))" \
   "   AND NOT EXISTS (SELECT 1 FROM attempts a JOIN workers w ON w.id=a.worker_id" \
-  "   WHERE a.shard_id=s.id AND a.state IN ('leased','returned') AND (w.id=o.id"  \
-  "   OR (w.token_id<>0 AND w.token_id=o.token_id)"                               \
-  "   OR (w.network<>'' AND w.network=o.network)))))"
+  "     WHERE a.shard_id=s.id AND a.state IN ('leased','returned')"             \
+  "     AND ((w.token_id<>0 AND w.token_id=o.token_id)"                           \
+  "     OR (w.network<>'' AND w.network=o.network)))))))"
     static const char kPickJob[] =
         "SELECT j.id FROM jobs j WHERE j.state IN ('queued','running')"
         " AND EXISTS (SELECT 1 FROM shards s WHERE s.job_id=j.id AND"
@@ -213,16 +255,18 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
         " FROM shards s JOIN jobs j ON j.id=s.job_id WHERE s.job_id=?4 AND"
         PCFARM_ELIGIBLE_SHARD " ORDER BY s.idx ASC LIMIT 1";
 #undef PCFARM_ELIGIBLE_SHARD
+#undef PCFARM_DEVICES
+#undef PCFARM_UNTRUSTED
     auto pick_job = db_->Q(kPickJob);
     pick_job.Bind(worker_id, caps.memory_bytes, backends, int64_t{0}, token_id, network,
-                  trusted, kStreakBeforeSpotChecks, now - kTrustedSeenWithinMs);
+                  kStreakBeforeSpotChecks, now - available_within_ms, streak);
     PCFARM_ASSIGN_OR_RETURN(bool any, pick_job.Step());
     if (!any) return std::optional<Lease>();
     int64_t job_id = pick_job.Int(0);
     PCFARM_RETURN_IF_ERROR(pick_job.Run());
     auto q = db_->Q(kPickShard);
-    q.Bind(worker_id, caps.memory_bytes, backends, job_id, token_id, network, trusted,
-           kStreakBeforeSpotChecks, now - kTrustedSeenWithinMs);
+    q.Bind(worker_id, caps.memory_bytes, backends, job_id, token_id, network,
+           kStreakBeforeSpotChecks, now - available_within_ms, streak);
     PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return std::optional<Lease>();
     Lease lease;

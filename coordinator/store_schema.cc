@@ -264,6 +264,12 @@ ALTER TABLE workers ADD COLUMN strikes INTEGER NOT NULL DEFAULT 0;
     R"sql(
 ALTER TABLE attempts ADD COLUMN checks_result INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 14: when a worker was last connected and not paused by its idle
+    // policy (TouchWorker): the workers a check may be drawn for
+    // (LeaseShard) are those available within the last 15 s.
+    R"sql(
+ALTER TABLE workers ADD COLUMN available_ms INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -303,6 +309,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path,
         ". The data directory is left untouched: run the release that wrote "
         "it (or a newer one)");
   }
+  st = db->RegisterDraw();
+  if (!st.ok()) return st.WithContext(path);
   st = db->Exec(
       "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
       "PRAGMA temp_store=MEMORY; "

@@ -14,7 +14,7 @@ namespace pcfarm {
 namespace {
 
 // The number of the last migration (store_schema.cc).
-constexpr int kLatestSchema = 13;
+constexpr int kLatestSchema = 14;
 
 std::string TempDir() {
   char tmpl[] = "/tmp/pcfarm_store_test.XXXXXX";
@@ -264,6 +264,30 @@ TEST_CASE_METHOD(StoreFixture, "migration 7 leaves old jobs without an owner",
   REQUIRE(old_jobs.ok());
   REQUIRE(old_jobs->size() == 1);
   CHECK(old_jobs->front().id == 1);
+}
+
+TEST_CASE_METHOD(StoreFixture, "migration 14: workers are available once touched, not before",
+                 "[store]") {
+  store.reset();
+  std::filesystem::remove(path);
+  {
+    auto old = Store::Open(path, &clock, 13);
+    REQUIRE(old.ok());
+    REQUIRE(*(*old)->SchemaVersion() == 13);
+    REQUIRE((*old)->AddWorker("pc-1", "sign-1", "curve-1").ok());
+  }
+  Reopen();
+  REQUIRE(*store->SchemaVersion() == kLatestSchema);
+  REQUIRE(store->CheckConsistency().ok());
+  CHECK(DbInt("SELECT available_ms FROM workers WHERE id=1") == 0);
+  clock.AdvanceMs(5);
+  REQUIRE(store->TouchWorker(1, /*available=*/false).ok());
+  CHECK(DbInt("SELECT available_ms FROM workers WHERE id=1") == 0);
+  REQUIRE(store->TouchWorker(1).ok());
+  CHECK(DbInt("SELECT available_ms FROM workers WHERE id=1") == clock.NowMs());
+  CHECK(DbInt("SELECT last_seen_ms FROM workers WHERE id=1") == clock.NowMs());
+  REQUIRE(store->WorkerGone(1).ok());
+  CHECK(DbInt("SELECT available_ms FROM workers WHERE id=1") == 0);
 }
 
 TEST_CASE_METHOD(StoreFixture,

@@ -208,15 +208,22 @@ Status Store::SetWorkerNetwork(int64_t worker_id, const std::string& network) {
   });
 }
 
-Status Store::TouchWorker(int64_t worker_id) {
+Status Store::TouchWorker(int64_t worker_id, bool available) {
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
   return db_->Tx([&]() -> Status {
-    auto q = db_->Q("UPDATE workers SET last_seen_ms=?2 WHERE id=?1 "
-                    "RETURNING id");
-    Result<int64_t> id = q.Bind(worker_id, now).OneInt();
+    auto q = db_->Q("UPDATE workers SET last_seen_ms=?2, available_ms=CASE WHEN ?3 "
+                    "THEN ?2 ELSE available_ms END WHERE id=?1 RETURNING id");
+    Result<int64_t> id = q.Bind(worker_id, now, available ? 1 : 0).OneInt();
     if (!id.ok()) return id.status().WithContext("worker " + std::to_string(worker_id));
     return q.Run();
+  });
+}
+
+Status Store::WorkerGone(int64_t worker_id) {
+  std::lock_guard l(mu_);
+  return db_->Tx([&]() -> Status {
+    return db_->Q("UPDATE workers SET available_ms=0 WHERE id=?1").Bind(worker_id).Run();
   });
 }
 

@@ -24,9 +24,14 @@
 // by cheats that agree with each other); verification overhead (status'
 // `verification.overhead`, mean).
 //
+// --mode diloco runs the job in DiLoCo rounds of --local-steps local steps
+// (6 shards a round, each H local AdamW steps; the cheats forge the
+// pseudo-gradient the same way).
+//
 //   adversary_bench [--trials 20] [--steps 12] [--workers 10] [--adversaries 2]
 //                   [--verify auto,none] [--aggregate mean,median]
-//                   [--cheats random,...,alie,mixed]
+//                   [--cheats random,...,alie,mixed] [--mode sync|diloco]
+//                   [--local-steps 2]
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
@@ -70,7 +75,8 @@ int Fail(const Status& s) {
 }
 
 int Main(int argc, char** argv) {
-  int trials = 20, steps = 12, workers = 10, adversaries = 2;
+  int trials = 20, steps = 12, workers = 10, adversaries = 2, local_steps = 2;
+  std::string mode = "sync";
   std::string verify = "auto,none", aggregate = "mean,median",
               cheats = "random,scale100,signflip,zeros,stale,replay,alie,mixed";
   CLI::App app{"adversary_bench: gradient adversaries in a sync finetune job"};
@@ -81,6 +87,8 @@ int Main(int argc, char** argv) {
   app.add_option("--verify", verify, "verification policies, comma-separated");
   app.add_option("--aggregate", aggregate, "aggregation rules, comma-separated");
   app.add_option("--cheats", cheats, "cheats (and 'mixed'), comma-separated");
+  app.add_option("--mode", mode, "sync or diloco")->check(CLI::IsMember({"sync", "diloco"}));
+  app.add_option("--local-steps", local_steps, "diloco: local steps a round");
   CLI11_PARSE(app, argc, argv);
 
   MiniClusterOptions o;
@@ -99,19 +107,29 @@ int Main(int argc, char** argv) {
   AdversaryFarm farm(&c);
   std::mt19937_64 rng(12345);
   uint64_t seed = 1;
-  std::printf("adversary_bench: %d workers, %d adversarial, %d steps x 6 shards, %d trials "
-              "per row\n",
-              workers, adversaries, steps, trials);
+  if (mode == "diloco") {
+    std::printf("adversary_bench: %d workers, %d adversarial, diloco: %d steps in rounds of %d "
+                "local steps x 6 shards, %d trials per row\n",
+                workers, adversaries, steps, local_steps, trials);
+  } else {
+    std::printf("adversary_bench: %d workers, %d adversarial, %d steps x 6 shards, %d trials "
+                "per row\n",
+                workers, adversaries, steps, trials);
+  }
   std::printf("%-5s %-13s %-9s %5s %7s %7s %6s %6s %6s %-19s %6s %6s %6s %5s\n", "verify",
               "aggregate", "cheat", "ok", "loss/c", "worst", "<=2%", "same", "quar",
               "shards min/med/p99/max", "<=20", "acc", "framed", "ovh");
   for (const std::string& v : Split(verify)) {
     for (const std::string& agg : Split(aggregate)) {
-      const std::vector<std::string> args = {
+      std::vector<std::string> args = {
           "--model", model,    "--data",      data,  "--steps",     std::to_string(steps),
           "--batch", "6",      "--micro-batch", "1", "--lr",        "0.01",
           "--lora-rank", "4",  "--seed",      "7",   "--verify",    v,
           "--aggregate", agg};
+      if (mode == "diloco") {
+        for (const char* a : {"--mode", "diloco", "--local-steps"}) args.push_back(a);
+        args.push_back(std::to_string(local_steps));
+      }
       auto clean = farm.RunTrial(workers, {}, args, model, data, seed++, 600'000);
       if (!clean.ok()) return Fail(clean.status());
       if (clean->state != "succeeded") return Fail(Internal("clean run: " + clean->state));

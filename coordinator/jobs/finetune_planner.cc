@@ -204,9 +204,13 @@ Result<FinetuneParams> ParseParams(std::string_view text) {
 // The usable sequences of a data blob and the examples of each step.
 class Batches {
  public:
-  Batches(std::vector<int64_t> usable, uint64_t seed)
-      : usable_(usable), sampler_(std::move(usable), seed) {}
+  Batches(std::vector<int64_t> usable, uint64_t seed, std::vector<int32_t> lengths)
+      : usable_(usable), sampler_(std::move(usable), seed), lengths_(std::move(lengths)) {}
   size_t usable() const { return usable_.size(); }
+  // The tokens of sequence `i` (0 for an index out of range).
+  int64_t Length(int64_t i) const {
+    return i >= 0 && i < int64_t(lengths_.size()) ? lengths_[size_t(i)] : 0;
+  }
   // The sequence indices of step `step` (1-based), drawing the steps in
   // between (a restart draws them all again).
   std::vector<int64_t> Step(int64_t step, int64_t batch, uint64_t seed) {
@@ -225,8 +229,22 @@ class Batches {
  private:
   std::vector<int64_t> usable_;
   BatchSampler sampler_;
+  std::vector<int32_t> lengths_;  // tokens of every sequence, by index
   int64_t drawn_ = 0;
 };
+
+// The FLOP of one token through a model of these dims in a LoRA train
+// step: its matrix products forward (2 per weight) and backward to the
+// activations (2 more; the frozen base has no weight gradient; the LoRA
+// factors and attention's own products are small beside them at the
+// lengths trained here).
+double TrainFlopsPerToken(const ModelDims& d) {
+  const double attn = double(d.hidden) * double(d.heads * d.head_dim) * 2 +
+                      double(d.hidden) * double(d.kv_heads * d.head_dim) * 2;
+  const double mlp = 3.0 * double(d.hidden) * double(d.intermediate);
+  const double weights = double(d.layers) * (attn + mlp) + double(d.vocab) * double(d.hidden);
+  return 4.0 * weights;
+}
 
 struct ParsedResult {
   double loss = 0, weight = 0;
@@ -398,6 +416,42 @@ class FinetunePlanner final : public JobPlanner {
     if (!p.is_object()) return {};
     auto adapter = FileHashes(p, "adapter");
     return adapter.ok() ? *adapter : std::vector<std::string>{};
+  }
+
+  // 4 x the base's weights x the tokens of the shard's examples (every
+  // local step's, for DiLoCo), TrainFlopsPerToken. The lengths come from
+  // the data this planner loaded for the job (Plan, Advance); 0 (unknown)
+  // before it has, or for params without "model_dims".
+  double ShardFlops(std::string_view job_params, std::string_view shard_params) const override {
+    json j = json::parse(job_params.begin(), job_params.end(), nullptr, false);
+    json p = json::parse(shard_params.begin(), shard_params.end(), nullptr, false);
+    if (!j.is_object() || !p.is_object() || !j.contains("model_dims")) return 0;
+    auto dims = ModelDimsFromJson(j["model_dims"]);
+    auto data = j.find("data");
+    if (!dims.ok() || data == j.end() || !data->is_string()) return 0;
+    uint64_t seed = 0;
+    if (auto sd = j.find("seed"); sd != j.end() && sd->is_number_unsigned()) {
+      seed = sd->get<uint64_t>();
+    }
+    std::shared_ptr<Batches> b;
+    {
+      std::lock_guard l(mu_);
+      auto it = batches_.find(data->get<std::string>() + ":" + std::to_string(seed));
+      if (it == batches_.end()) return 0;
+      b = it->second;
+    }
+    double tokens = 0;
+    auto add = [&](const json& list) {
+      if (!list.is_array()) return;
+      for (const json& e : list) {
+        if (e.is_number_integer()) tokens += double(b->Length(e.get<int64_t>()));
+      }
+    };
+    if (auto e = p.find("examples"); e != p.end()) add(*e);
+    if (auto st = p.find("steps_examples"); st != p.end() && st->is_array()) {
+      for (const json& step : *st) add(step);
+    }
+    return TrainFlopsPerToken(*dims) * tokens;
   }
 
   // Applying a step reads the round's results; nothing is folded per shard.
@@ -799,7 +853,10 @@ class FinetunePlanner final : public JobPlanner {
     }
     std::vector<int64_t> usable = UsableSequences(seqs);
     if (usable.empty()) return InvalidArgument("no sequence of the data has a counted token");
-    auto b = std::make_shared<Batches>(std::move(usable), f.seed);
+    std::vector<int32_t> lengths;
+    lengths.reserve(seqs.size());
+    for (const auto& q : seqs) lengths.push_back(int32_t(q.tokens.size()));
+    auto b = std::make_shared<Batches>(std::move(usable), f.seed, std::move(lengths));
     std::lock_guard l(mu_);
     if (batches_.size() >= 8) batches_.clear();
     batches_[key] = b;

@@ -224,7 +224,21 @@ TEST_CASE_METHOD(PlannerFixture, "finetune shards carry quantize and the memory 
       // Micro-batch 3 × the longest sequence's 4 tokens.
       CHECK(shard.needs_memory_bytes == TrainShardMemoryBytes(dims, 32, 2, 12));
     }
+    // Its work, to hold a claimed speed to measured shard times: 4 FLOP per
+    // weight per token (forward, backward to the activations) over the
+    // tokens of the shard's examples (every local step's for DiLoCo).
+    const double weights = 2.0 * (64.0 * 64 * 2 + 64.0 * 32 * 2 + 3.0 * 64 * 128) + 100.0 * 64;
+    json shard = json::parse(plan->shards[0].params);
+    double tokens = 0;
+    if (shard.contains("examples")) tokens = 4.0 * double(shard["examples"].size());
+    for (const auto& step : shard.value("steps_examples", json::array())) {
+      tokens += 4.0 * double(step.size());
+    }
+    CHECK(tokens > 0);
+    CHECK(finetune->ShardFlops(plan->params, plan->shards[0].params) ==
+          Approx(4.0 * weights * tokens));
   }
+  CHECK(finetune->ShardFlops(p.dump(), old->shards[0].params) == 0);  // no model_dims
 }
 
 TEST_CASE_METHOD(PlannerFixture, "a bench job keeps its shards; its output is the summary",

@@ -22,6 +22,7 @@
 #include "tests/integration/cluster_helpers.h"  // first of ours: it configures Catch
 #include "tests/integration/mini_cluster.h"
 #include "tests/integration/sim_worker.h"
+#include "tests/integration/stepping.h"
 
 namespace pcfarm {
 namespace {
@@ -298,7 +299,10 @@ TEST_CASE("workers and CLIs of another protocol version are told what to upgrade
   }
   CHECK(refusals == 30);
   REQUIRE_OK(older->Join(5000));
-  auto now = c->Workers();
+  // It heartbeats while the list is asked for: a SimWorker with auto_work
+  // off is silent otherwise, and a loaded machine can take longer than the
+  // 600 ms liveness to answer (seen in CI).
+  auto now = WhileStepping([&] { (void)older->Step(20); }, [&] { return c->Workers(); });
   REQUIRE_OK(now);
   for (const auto& w : *now) {
     if (w["name"] == "older-worker") {
