@@ -767,6 +767,35 @@ TEST_CASE_METHOD(SchedFixture, "collusion: checks go to trusted workers; a quara
     CHECK(store->GetJob(job)->shards_accepted == 0);
     REQUIRE(store->CheckConsistency().ok());
   }
+  SECTION("in an open-ended job, a quarantine re-runs its round in flight, not applied rounds") {
+    JobSpec spec;
+    spec.kind = "finetune";
+    spec.params = "{}";
+    spec.verify = VerifyPolicy::kAuto;
+    spec.open_ended = true;
+    spec.shards = {{"round-1", "", 0}};
+    auto job = store->CreateJob(spec);
+    REQUIRE(job.ok());
+    // Round 1: the pair agrees on its one shard, and the round is applied.
+    REQUIRE(MustRecord(MustLease(c1), c1, "forged").check_ordered);
+    CHECK(MustRecord(MustLease(c2), c2, "forged").verdict == ResultVerdict::kAccepted);
+    JobAdvance next;
+    next.expected_shards_total = 1;
+    next.summary = R"({"step":1,"round_first_shard":1})";
+    next.shards = {{"round-2a", "", 0}, {"round-2b", "", 0}};
+    REQUIRE(store->AdvanceJob(*job, next).ok());
+    // Round 2: again, on its first shard; its second is still running.
+    REQUIRE(MustRecord(MustLease(c1), c1, "forged").check_ordered);
+    CHECK(MustRecord(MustLease(c2), c2, "forged").verdict == ResultVerdict::kAccepted);
+    CHECK(store->GetJob(*job)->shards_accepted == 2);
+    REQUIRE(sched->Quarantine(c1, "test").ok());
+    CHECK(ShardState(*job, 0) == "accepted");  // applied: not undone
+    CHECK(ShardState(*job, 1) == "pending");   // in flight: runs again
+    auto info = store->GetJob(*job);
+    CHECK(info->shards_accepted == 1);
+    CHECK(info->summary == R"({"step":1,"round_first_shard":1})");  // the planner's, kept
+    REQUIRE(store->CheckConsistency().ok());
+  }
   SECTION("with a trusted worker connected, a new identity cannot take a check") {
     int64_t a = Enrolled("alice", "token-a"), b = Enrolled("bob", "token-b");
     for (int i = 0; i < 10; ++i) {

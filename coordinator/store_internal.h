@@ -64,7 +64,8 @@ class Store::Db : public SqliteDb {
   Status BanWorkerTx(int64_t now, int64_t worker_id, const std::string& reason,
                      const SummaryFold& fold, TransitionReport* report);
 
-  // The shards of running, not open-ended jobs accepted on `worker_id`'s
+  // The shards of running jobs (of an open-ended one, only its round in
+  // flight: from its summary's "round_first_shard" on) accepted on `worker_id`'s
   // result alone (unchecked), or with `checked_too` every such shard where
   // it sided with the accepted answer (a quarantined worker's checks and
   // checked results are not trusted either: its partner may have been a

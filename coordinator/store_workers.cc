@@ -287,25 +287,32 @@ Result<int64_t> Store::Db::ReopenUncheckedTx(int64_t now, int64_t worker_id,
   struct Reopen {
     int64_t shard_id, job_id, idx, result_id;
     std::string kind;
+    bool open_ended;
   };
   std::vector<Reopen> reopen;
   {
-    auto q = Q("SELECT s.id, s.job_id, s.idx, r.id, j.kind FROM results r "
+    // An open-ended job's applied rounds are not undone: only the shards of
+    // its round in flight (from its summary's "round_first_shard" on, which
+    // the planner has not read yet: Advance runs on the event loop, as
+    // this does) run again.
+    auto q = Q("SELECT s.id, s.job_id, s.idx, r.id, j.kind, j.open_ended FROM results r "
                "JOIN shards s ON s.id=r.shard_id "
                "JOIN jobs j ON j.id=s.job_id "
                "WHERE r.worker_id=?1 AND r.outcome='agreed' AND "
                "s.state='accepted' AND j.state IN ('queued','running') AND "
-               "j.open_ended=0 AND (?2 OR (s.accepted_result_id=r.id AND (SELECT COUNT(*) "
+               "(j.open_ended=0 OR s.idx>=IFNULL(json_extract(CASE WHEN json_valid(j.summary) "
+               "THEN j.summary END,'$.round_first_shard'),0)) "
+               "AND (?2 OR (s.accepted_result_id=r.id AND (SELECT COUNT(*) "
                "FROM results r2 WHERE r2.shard_id=s.id AND r2.outcome='agreed')=1)) "
                "ORDER BY s.job_id, s.id");
     q.Bind(worker_id, int64_t{checked_too ? 1 : 0});
     for (;;) {
       PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) break;
-      reopen.push_back({q.Int(0), q.Int(1), q.Int(2), q.Int(3), q.Str(4)});
+      reopen.push_back({q.Int(0), q.Int(1), q.Int(2), q.Int(3), q.Str(4), q.Int(5) != 0});
     }
   }
-  std::vector<std::pair<int64_t, std::string>> jobs;  // id, kind
+  std::vector<std::pair<int64_t, std::string>> jobs;  // id, kind (not open-ended)
   for (const Reopen& r : reopen) {
     // Every judged result of the shard: the verdict is void.
     PCFARM_RETURN_IF_ERROR(
@@ -341,7 +348,10 @@ Result<int64_t> Store::Db::ReopenUncheckedTx(int64_t now, int64_t worker_id,
         "shard " + std::to_string(r.idx) + " of job " + std::to_string(r.job_id) +
             " runs again: it was accepted " + (checked_too ? "with" : "unchecked on") +
             " worker '" + why));
-    if (jobs.empty() || jobs.back().first != r.job_id) jobs.emplace_back(r.job_id, r.kind);
+    // An open-ended job's summary is its planner's state, not a fold.
+    if (!r.open_ended && (jobs.empty() || jobs.back().first != r.job_id)) {
+      jobs.emplace_back(r.job_id, r.kind);
+    }
     shards->push_back(r.shard_id);
   }
   // Their summaries, folded again from the shards still accepted.
