@@ -73,6 +73,10 @@ Result<std::optional<Lease>> Scheduler::LeaseNext(int64_t worker_id,
                             options_.scheduler_checker_available_ms);
 }
 
+Result<std::vector<int64_t>> Scheduler::DrawnCheckers() {
+  return store_->DrawnCheckers(options_.scheduler_checker_available_ms);
+}
+
 Result<TransitionReport> Scheduler::ExpireLeases() {
   return store_->ExpireLeases(options_.scheduler_max_attempts);
 }

@@ -105,6 +105,8 @@ class Scheduler {
   // an unknown one.
   Result<std::optional<Lease>> LeaseNext(int64_t worker_id,
                                          const DeviceCaps& caps);
+  // The workers drawn now for the checks that wait (Store::DrawnCheckers).
+  Result<std::vector<int64_t>> DrawnCheckers();
   // Ends every lease past its deadline (the shard is pending again).
   Result<TransitionReport> ExpireLeases();
   // Ends every lease of a worker that went silent or said BYE.

@@ -1,6 +1,7 @@
 #include "coordinator/scheduler.h"
 
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -851,6 +852,9 @@ TEST_CASE_METHOD(SchedFixture, "a check goes to the worker drawn for it, not to 
     int64_t claimant = Enrolled("claimant-" + std::to_string(i), "token-k" + std::to_string(i));
     int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
     REQUIRE(MustRecord(MustLease(claimant), claimant, "x").check_ordered);
+    auto named = sched->DrawnCheckers();  // the daemon offers it work at once
+    REQUIRE(named.ok());
+    REQUIRE(named->size() == 1);
     int takers = 0;
     for (int64_t w : candidates) {  // the colluder first, every time
       auto l = sched->LeaseNext(w, cpu);
@@ -858,6 +862,7 @@ TEST_CASE_METHOD(SchedFixture, "a check goes to the worker drawn for it, not to 
       if (l->has_value()) {
         ++takers;
         ++drawn[w];
+        CHECK(w == named->front());
       }
     }
     CHECK(takers == 1);
@@ -885,6 +890,46 @@ TEST_CASE_METHOD(SchedFixture, "a check goes to the worker drawn for it, not to 
     takers += l->has_value() ? 1 : 0;
   }
   CHECK(takers == 1);
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(SchedFixture, "an untrusted candidate is drawn in proportion to (1 + streak)^2",
+                 "[scheduler][verify]") {
+  // Honest workers build streaks; a cheat's starts again at each catch.
+  // honest-0 has 9 checked results in a row (weight 100, still untrusted),
+  // the colluder and two others none (weight 1): honest-0 takes about 96%
+  // of the checks, the colluder about 1%.
+  int64_t colluder = Enrolled("colluder", "token-c");
+  std::vector<int64_t> candidates = {colluder};
+  for (int i = 0; i < 3; ++i) {
+    candidates.push_back(Enrolled("honest-" + std::to_string(i), "token-h" + std::to_string(i)));
+  }
+  for (int64_t w : candidates) REQUIRE(store->TouchWorker(w).ok());
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open((dir + "/state.db").c_str(), &h) == SQLITE_OK);
+  const std::string sql = "UPDATE workers SET streak=9 WHERE id=" + std::to_string(candidates[1]);
+  REQUIRE(sqlite3_exec(h, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(h);
+  std::map<int64_t, int> drawn;
+  for (int i = 0; i < 40; ++i) {
+    INFO("claim " << i);
+    int64_t claimant = Enrolled("claimant-" + std::to_string(i), "token-k" + std::to_string(i));
+    int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
+    REQUIRE(MustRecord(MustLease(claimant), claimant, "x").check_ordered);
+    int takers = 0;
+    for (int64_t w : candidates) {
+      auto l = sched->LeaseNext(w, cpu);
+      REQUIRE(l.ok());
+      if (l->has_value()) {
+        ++takers;
+        ++drawn[w];
+      }
+    }
+    CHECK(takers == 1);
+    REQUIRE(store->CancelJob(job, "next").ok());
+  }
+  CHECK(drawn[candidates[1]] >= 30);  // 38.5 expected; P(< 30) < 1e-6
+  CHECK(drawn[colluder] <= 5);        // 0.4 expected
   REQUIRE(store->CheckConsistency().ok());
 }
 

@@ -1141,10 +1141,24 @@ void CoordinatorServer::Impl::Tick(int64_t now) {
   } else {
     spdlog::warn("expiring leases failed: {}", expired.status().ToString());
   }
+  // Connected workers are touched; those not paused are available: a
+  // check may be drawn for them (Store::LeaseShard) for 3 intervals.
   for (auto& [route, peer] : peers) {
     if (now - peer.last_recv_ms < opts.coordinator_heartbeat_interval_ms * 2) {
       store->TouchWorker(peer.worker_id, !peer.paused).IgnoreError();
     }
+  }
+  // A check's draw changes as streaks and availability change, with no
+  // event of its own: the workers drawn now are offered work when idle.
+  if (auto drawn = scheduler.DrawnCheckers(); drawn.ok()) {
+    for (int64_t id : *drawn) {
+      auto r = route_of.find(id);
+      if (r == route_of.end()) continue;
+      auto p = peers.find(r->second);
+      if (p != peers.end() && p->second.free_slots > 0 && !p->second.paused) TryAssign(p->second);
+    }
+  } else {
+    spdlog::warn("drawing checkers failed: {}", drawn.status().ToString());
   }
   // Idle workers are offered work again now and then, not only when a
   // shard changes: a shard may become theirs as time passes (a check drawn

@@ -88,7 +88,7 @@ class CoordinatorServer::Impl {
         blobs(std::move(b)),
         scheduler(store.get(),
                   SchedulerOptions{o.scheduler_lease_ms, o.scheduler_max_attempts,
-                                   3 * int64_t(o.coordinator_heartbeat_interval_ms)}),
+                                   3 * int64_t(o.coordinator_heartbeat_interval_ms)}),  // Tick
         ctx(1) {
     for (const auto& name : TaskKindRegistry::Builtin().Names()) {
       const TaskKind* kind = TaskKindRegistry::Builtin().Find(name);

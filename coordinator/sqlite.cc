@@ -71,6 +71,7 @@ Result<int64_t> Stmt::OneInt() {
 
 int64_t Stmt::Int(int c) { return sqlite3_column_int64(s_, c); }
 double Stmt::Real(int c) { return sqlite3_column_double(s_, c); }
+bool Stmt::IsNull(int c) { return sqlite3_column_type(s_, c) == SQLITE_NULL; }
 std::string Stmt::Str(int c) {
   const void* p = sqlite3_column_blob(s_, c);
   int n = sqlite3_column_bytes(s_, c);

@@ -65,6 +65,7 @@ class Stmt {
   // Column `c` of the current row. REQUIRES: the last Step returned true.
   int64_t Int(int c);
   double Real(int c);
+  bool IsNull(int c);
   std::string Str(int c);  // TEXT or BLOB bytes; "" for NULL
 
  private:

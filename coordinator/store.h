@@ -509,6 +509,11 @@ class Store {
                                           int64_t lease_ms,
                                           const Verifier* verifier = nullptr,
                                           int64_t available_within_ms = 15'000);
+  // The workers drawn now for the checks and deciding copies that wait
+  // (pending shards with copies > 0 of live jobs, at most 1000), each
+  // once: the daemon offers them work when idle (a draw changes as
+  // streaks and availability do, with no event of its own).
+  Result<std::vector<int64_t>> DrawnCheckers(int64_t available_within_ms);
   // The body of result `result_id`; NotFound when there is none.
   Result<std::string> GetResultBody(int64_t result_id);
   // How many shards are pending (want another attempt). Cheap (an index).

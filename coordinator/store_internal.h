@@ -31,13 +31,14 @@ class Store::Db : public SqliteDb {
 
   // The rest live in store_scheduling.cc.
 
-  // Makes the SQL function pcfarm_draw(shard, copies, worker): a keyed
-  // BLAKE2b of the three integers under a key drawn once per process, as
-  // an integer in [0, 2^61). The worker of the smallest value among
-  // a check's candidates is the one drawn to take it (LeaseShard): whom a
-  // check goes to is a draw no worker can predict or steer by asking
-  // first. A restart draws a new key (the draws of checks still waiting
-  // change; nothing relies on them being stable).
+  // Makes the SQL function pcfarm_draw(shard, copies, worker, streak,
+  // trusted_streak): a worker's key in the draw of a check (LeaseShard),
+  // from a keyed BLAKE2b of the first three under a key drawn once per
+  // process, weighted by the streak (store_scheduling.cc). The worker of
+  // the smallest key among a check's candidates is the one drawn to take
+  // it: whom a check goes to is a draw no worker can predict or steer by
+  // asking first. A restart draws a new key (the draws of checks still
+  // waiting change; nothing relies on them being stable).
   Status RegisterDraw();
 
   // Sets a live shard to pending when it wants another attempt, else leased.

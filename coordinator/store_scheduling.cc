@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,31 +31,47 @@ double UniformDraw() {
   return double(v >> 11) * (1.0 / 9007199254740992.0);
 }
 
-// pcfarm_draw(a, b, c): BLAKE2b-256 of a per-process random key and the
-// three integers (little-endian), its first 8 bytes as an integer below
-// 2^61. NULL when an argument is not an integer.
+// pcfarm_draw(shard, copies, worker, streak, trusted_streak): the key of
+// `worker` in the draw of a check of `shard` (store_internal.h). u is
+// uniform in (0, 1], from BLAKE2b-256 of a per-process random key and the
+// first three integers (little-endian); the key is -ln(u) / w with weight
+// w = (1 + min(streak, trusted_streak))^2, plus 10^6 while streak <
+// trusted_streak. The smallest key wins: a trusted worker before any
+// other, and among equals worker i with probability w_i / sum(w) (the
+// exponential race). NULL when an argument is not an integer.
 void DrawFunction(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
   static const std::string key = RandomBytes(32);
-  std::string in = key;
-  for (int i = 0; i < argc; ++i) {
+  if (argc != 5) {
+    sqlite3_result_null(ctx);
+    return;
+  }
+  int64_t arg[5];
+  for (int i = 0; i < 5; ++i) {
     if (sqlite3_value_type(argv[i]) != SQLITE_INTEGER) {
       sqlite3_result_null(ctx);
       return;
     }
-    uint64_t v = static_cast<uint64_t>(sqlite3_value_int64(argv[i]));
+    arg[i] = sqlite3_value_int64(argv[i]);
+  }
+  std::string in = key;
+  for (int i = 0; i < 3; ++i) {
+    const uint64_t v = static_cast<uint64_t>(arg[i]);
     for (int b = 0; b < 8; ++b) in.push_back(static_cast<char>((v >> (8 * b)) & 0xff));
   }
   Hash256 h = Blake2b256(in);
-  uint64_t out = 0;
-  for (int b = 0; b < 8; ++b) out |= uint64_t(h[b]) << (8 * b);
-  sqlite3_result_int64(ctx, static_cast<sqlite3_int64>(out >> 3));
+  uint64_t bits = 0;
+  for (int b = 0; b < 8; ++b) bits |= uint64_t(h[b]) << (8 * b);
+  const double u = double((bits >> 11) + 1) * (1.0 / 9007199254740992.0);  // (0, 1]
+  const int64_t streak = std::clamp<int64_t>(arg[3], 0, std::max<int64_t>(arg[4], 0));
+  const double w = double(1 + streak) * double(1 + streak);
+  sqlite3_result_double(ctx, (streak < arg[4] ? 1e6 : 0.0) - std::log(u) / w);
 }
 
 }  // namespace
 
 // ---- shared by the transitions (store_internal.h) ----
 
-Status Store::Db::RegisterDraw() { return CreateFunction("pcfarm_draw", 3, &DrawFunction); }
+Status Store::Db::RegisterDraw() { return CreateFunction("pcfarm_draw", 5, &DrawFunction); }
 
 Status Store::Db::RefreshShardTx(int64_t shard_id) {
   auto q = Q(R"sql(
@@ -159,6 +176,63 @@ Status Store::Db::EndAttemptTx(int64_t now, int64_t attempt_id,
 
 // ---- scheduling ----
 
+// Worker `o` may take the check or deciding copy of shard `s` (besides
+// being available and not banned): it can run it (the memory and backend
+// of the devices it declared), holds no copy of it, and is independent of
+// its copies (LeaseShard, DrawnCheckers).
+#define PCFARM_DEVICES "json_each(CASE WHEN json_valid(o.devices) THEN o.devices ELSE '[]' END)"
+#define PCFARM_CHECK_CANDIDATE                                                        \
+  " s.needs_memory_bytes<=IFNULL((SELECT MAX(json_extract(d.value,'$.memory_bytes'))" \
+  "   FROM " PCFARM_DEVICES " d),0)"                                                 \
+  " AND (s.needs_backend='' OR EXISTS (SELECT 1 FROM " PCFARM_DEVICES " d"           \
+  "   WHERE IFNULL(json_extract(d.value,'$.backend'),'cpu')=s.needs_backend))"       \
+  " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.shard_id=s.id"                   \
+  "   AND a.worker_id=o.id AND a.state NOT IN ('lost','cancelled','expired'))"       \
+  " AND NOT EXISTS (SELECT 1 FROM attempts a JOIN workers w ON w.id=a.worker_id"     \
+  "   WHERE a.shard_id=s.id AND a.state IN ('leased','returned')"                    \
+  "   AND ((w.token_id<>0 AND w.token_id=o.token_id)"                                 \
+  "   OR (w.network<>'' AND w.network=o.network)))"
+
+Result<std::vector<int64_t>> Store::DrawnCheckers(int64_t available_within_ms) {
+  std::lock_guard l(mu_);
+  const int64_t since = clock_->NowMs() - available_within_ms;
+  return db_->Tx([&]() -> Result<std::vector<int64_t>> {
+    struct Drawn {
+      int64_t shard, copies;
+      double key;
+    };
+    std::vector<Drawn> drawn;
+    {
+      static const char kKeys[] =
+          "SELECT s.id, s.copies, (SELECT MIN(pcfarm_draw(s.id,s.copies,o.id,o.streak,?1))"
+          " FROM workers o WHERE o.banned=0 AND o.available_ms>=?2 AND"
+          PCFARM_CHECK_CANDIDATE ")"
+          " FROM shards s JOIN jobs j ON j.id=s.job_id WHERE s.state='pending' AND s.copies>0"
+          " AND j.state IN ('queued','running') ORDER BY s.id LIMIT 1000";
+      auto q = db_->Q(kKeys);
+      q.Bind(kStreakBeforeSpotChecks, since);
+      for (;;) {
+        PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+        if (!row) break;
+        if (q.IsNull(2)) continue;
+        drawn.push_back({q.Int(0), q.Int(1), q.Real(2)});
+      }
+    }
+    std::vector<int64_t> out;
+    for (const Drawn& d : drawn) {
+      auto q = db_->Q("SELECT id FROM workers WHERE banned=0 AND available_ms>=?2 AND "
+                      "pcfarm_draw(?3,?4,id,streak,?1)=?5 LIMIT 1");
+      q.Bind(kStreakBeforeSpotChecks, since, d.shard, d.copies, d.key);
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (row && std::find(out.begin(), out.end(), q.Int(0)) == out.end()) {
+        out.push_back(q.Int(0));
+      }
+      PCFARM_RETURN_IF_ERROR(q.Run());
+    }
+    return out;
+  });
+}
+
 Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
                                                const DeviceCaps& caps,
                                                int64_t lease_ms,
@@ -203,22 +277,23 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
     // same token (?5) or connecting from the same public network (?6).
     // Collusion: a check or a deciding copy (copies > 0) goes to one
     // worker drawn among its candidates: workers not banned, available
-    // (connected, not paused: the daemon touches a worker it heard from in
-    // the last two heartbeat intervals every tick) within ?8, able to run it (memory and
-    // backend of the devices they declared), that hold no copy of it and
-    // are independent of its copies; trusted ones (streak >= ?7: 10
-    // checked results in a row) first, then the smallest pcfarm_draw. The
-    // asker (its streak ?9) is always a candidate. So two identities that tell the same lie
-    // check each other only when the draw says so (1 in the candidates),
-    // not whenever the one that computes nothing asks first; and never
-    // while a trusted worker could take the check. A drawn worker that is
-    // busy takes the check when it asks next; one that leaves, pauses or
-    // stalls stops being a candidate within `available_within_ms` (the
-    // daemon: 3 heartbeat intervals) and another is drawn.
+    // within ?8 (connected and not paused: the daemon touches a worker it
+    // heard from in the last two heartbeat intervals every tick), able to
+    // run it (memory and backend of the devices they declared), that hold
+    // no copy of it and are independent of its copies. The smallest
+    // pcfarm_draw key wins: trusted ones (streak >= ?7: 10 checked results
+    // in a row) first, and among equals each with probability in
+    // proportion to (1 + streak)^2. The asker (its streak ?9) is always a
+    // candidate. So two identities that tell the same lie check each other
+    // only when the draw says so, not whenever the one that computes
+    // nothing asks first, and less often as honest workers build streaks
+    // (a cheat's streak starts again at each catch); never while a trusted
+    // worker could take the check. A drawn worker that is busy takes the
+    // check when it asks next; one that leaves, pauses or stalls stops
+    // being a candidate within `available_within_ms` (the daemon: 3
+    // heartbeat intervals) and another is drawn.
 // (SQLite refuses an outer column in a subquery's ORDER BY: the draw is a
-// MIN of keys, untrusted ones 2^61 higher, pcfarm_draw below 2^61.)
-#define PCFARM_UNTRUSTED "2305843009213693952"
-#define PCFARM_DEVICES "json_each(CASE WHEN json_valid(o.devices) THEN o.devices ELSE '[]' END)"
+// MIN of keys.)
 #define PCFARM_ELIGIBLE_SHARD                                                   \
   " s.state='pending' AND s.needs_memory_bytes <= ?2"                          \
   " AND (s.needs_backend='' OR instr(?3, ','||s.needs_backend||',')>0)"       \
@@ -229,20 +304,10 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
   "   JOIN workers w ON w.id=a.worker_id WHERE a.shard_id=s.id"                \
   "   AND a.state IN ('leased','returned')"                                    \
   "   AND ((?5<>0 AND w.token_id=?5) OR (?6<>'' AND w.network=?6))))"        \
-  " AND (s.copies=0 OR (?9<?7)*" PCFARM_UNTRUSTED "+pcfarm_draw(s.id,s.copies,?1)=" \
-  "   (SELECT MIN((o.streak<?7)*" PCFARM_UNTRUSTED "+pcfarm_draw(s.id,s.copies,o.id))" \
+  " AND (s.copies=0 OR pcfarm_draw(s.id,s.copies,?1,?9,?7)="                    \
+  "   (SELECT MIN(pcfarm_draw(s.id,s.copies,o.id,o.streak,?7))"                   \
   "   FROM workers o WHERE o.banned=0"                                             \
-  "   AND (o.id=?1 OR (o.available_ms>=?8"                                        \
-  "   AND s.needs_memory_bytes<=IFNULL((SELECT MAX(json_extract(d.value,'$.memory_bytes'))" \
-  "     FROM " PCFARM_DEVICES " d),0)"                                           \
-  "   AND (s.needs_backend='' OR EXISTS (SELECT 1 FROM " PCFARM_DEVICES " d"   \
-  "     WHERE IFNULL(json_extract(d.value,'$.backend'),'cpu')=s.needs_backend))" \
-  "   AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.shard_id=s.id"             \
-  "     AND a.worker_id=o.id AND a.state NOT IN ('lost','cancelled','expired'))" \
-  "   AND NOT EXISTS (SELECT 1 FROM attempts a JOIN workers w ON w.id=a.worker_id" \
-  "     WHERE a.shard_id=s.id AND a.state IN ('leased','returned')"             \
-  "     AND ((w.token_id<>0 AND w.token_id=o.token_id)"                           \
-  "     OR (w.network<>'' AND w.network=o.network)))))))"
+  "   AND (o.id=?1 OR (o.available_ms>=?8 AND " PCFARM_CHECK_CANDIDATE "))))"
     static const char kPickJob[] =
         "SELECT j.id FROM jobs j WHERE j.state IN ('queued','running')"
         " AND EXISTS (SELECT 1 FROM shards s WHERE s.job_id=j.id AND"
@@ -255,8 +320,6 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
         " FROM shards s JOIN jobs j ON j.id=s.job_id WHERE s.job_id=?4 AND"
         PCFARM_ELIGIBLE_SHARD " ORDER BY s.idx ASC LIMIT 1";
 #undef PCFARM_ELIGIBLE_SHARD
-#undef PCFARM_DEVICES
-#undef PCFARM_UNTRUSTED
     auto pick_job = db_->Q(kPickJob);
     pick_job.Bind(worker_id, caps.memory_bytes, backends, int64_t{0}, token_id, network,
                   kStreakBeforeSpotChecks, now - available_within_ms, streak);

@@ -35,6 +35,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -93,7 +94,7 @@ int Main(int argc, char** argv) {
 
   MiniClusterOptions o;
   o.heartbeat_liveness = 50;  // the SimWorkers share one thread
-  o.log_level = "warn";
+  o.log_level = std::getenv("PCFARM_BENCH_LOG") ? std::getenv("PCFARM_BENCH_LOG") : "warn";
   MiniCluster c(o);
   if (Status s = c.Init(); !s.ok()) return Fail(s);
   if (Status s = c.StartCoordinator(); !s.ok()) return Fail(s);
