@@ -768,7 +768,21 @@ TEST_CASE_METHOD(SchedFixture, "collusion: checks go to trusted workers; a quara
     CHECK(store->GetJob(job)->shards_accepted == 0);
     REQUIRE(store->CheckConsistency().ok());
   }
-  SECTION("in an open-ended job, a quarantine re-runs its round in flight, not applied rounds") {
+  SECTION("an honest worker outvoted by a pair gets its strike back when one is quarantined") {
+    int64_t h = Enrolled("honest", "token-h");
+    int64_t job = PolicyJob(2, VerifyPolicy::kAuto);
+    REQUIRE(MustRecord(MustLease(c1), c1, "forged").check_ordered);
+    CHECK(MustRecord(MustLease(h), h, "true").verdict == ResultVerdict::kDisagreed);
+    CHECK(MustRecord(MustLease(c2), c2, "forged").verdict == ResultVerdict::kAccepted);
+    CHECK(store->GetWorker(h)->strikes == 1);  // framed
+    REQUIRE(sched->Quarantine(c1, "test").ok());
+    CHECK(store->GetWorker(h)->strikes == 0);
+    CHECK(ShardState(job, 0) == "pending");  // and the shard runs again
+    REQUIRE(store->CheckConsistency().ok());
+  }
+  SECTION("in an open-ended job, a quarantine rewinds to the first applied round it "
+          "sided with; the round in flight alone when it sided with none") {
+    int64_t h1 = Enrolled("honest-1", "token-h1"), h2 = Enrolled("honest-2", "token-h2");
     JobSpec spec;
     spec.kind = "finetune";
     spec.params = "{}";
@@ -777,24 +791,75 @@ TEST_CASE_METHOD(SchedFixture, "collusion: checks go to trusted workers; a quara
     spec.shards = {{"round-1", "", 0}};
     auto job = store->CreateJob(spec);
     REQUIRE(job.ok());
-    // Round 1: the pair agrees on its one shard, and the round is applied.
-    REQUIRE(MustRecord(MustLease(c1), c1, "forged").check_ordered);
-    CHECK(MustRecord(MustLease(c2), c2, "forged").verdict == ResultVerdict::kAccepted);
+    const bool pair_in_round_1 = GENERATE(true, false);
+    INFO("the pair answered round 1: " << pair_in_round_1);
+    // Round 1: one pair agrees on its one shard, and the round is applied.
+    const int64_t r1a = pair_in_round_1 ? c1 : h1, r1b = pair_in_round_1 ? c2 : h2;
+    REQUIRE(MustRecord(MustLease(r1a), r1a, "forged").check_ordered);
+    CHECK(MustRecord(MustLease(r1b), r1b, "forged").verdict == ResultVerdict::kAccepted);
     JobAdvance next;
     next.expected_shards_total = 1;
     next.summary = R"({"step":1,"round_first_shard":1})";
     next.shards = {{"round-2a", "", 0}, {"round-2b", "", 0}};
+    next.round = 1;
+    next.round_info = R"({"step":1})";
     REQUIRE(store->AdvanceJob(*job, next).ok());
-    // Round 2: again, on its first shard; its second is still running.
+    // Round 2: the cheats agree on its first shard; its second is leased.
     REQUIRE(MustRecord(MustLease(c1), c1, "forged").check_ordered);
     CHECK(MustRecord(MustLease(c2), c2, "forged").verdict == ResultVerdict::kAccepted);
+    Lease running = MustLease(h1);
+    CHECK(running.shard_idx == 2);
     CHECK(store->GetJob(*job)->shards_accepted == 2);
-    REQUIRE(sched->Quarantine(c1, "test").ok());
-    CHECK(ShardState(*job, 0) == "accepted");  // applied: not undone
-    CHECK(ShardState(*job, 1) == "pending");   // in flight: runs again
+    auto report = store->BanWorker(c1, "test");
+    REQUIRE(report.ok());
     auto info = store->GetJob(*job);
-    CHECK(info->shards_accepted == 1);
-    CHECK(info->summary == R"({"step":1,"round_first_shard":1})");  // the planner's, kept
+    if (pair_in_round_1) {
+      // Back to the start of round 1: every shard since is dropped, the
+      // running one cancelled, the rounds forgotten, the pair's agreements
+      // void, and the job waits for its planner to plan round 1 again.
+      for (int i = 0; i < 3; ++i) CHECK(ShardState(*job, i) == "cancelled");
+      CHECK(info->shards_accepted == 0);
+      CHECK(info->shards_dropped == 3);
+      CHECK(info->summary ==
+            R"({"round_first_shard":3,"replan":true,"rewinds":1,"round_started_ms":)" +
+                std::to_string(clock.NowMs()) + "}");
+      REQUIRE(report->cancelled.size() == 1);
+      CHECK(report->cancelled[0].attempt_id == running.attempt_id);
+      CHECK(store->JobRounds(*job, 0, 0)->empty());
+      CHECK(store->GetWorker(c2)->agreed == 0);
+      auto waiting = store->JobsAwaitingAdvance();
+      REQUIRE(waiting.ok());
+      REQUIRE(waiting->size() == 1);
+      // The planner plans round 1 again; a later rewind finds its start.
+      JobAdvance again;
+      again.expected_shards_total = 3;
+      again.summary = R"({"rewinds":1,"round_first_shard":3})";
+      again.shards = {{"round-1", "", 0}};
+      REQUIRE(store->AdvanceJob(*job, again).ok());
+      REQUIRE(MustRecord(MustLease(c2), c2, "forged").check_ordered);
+      CHECK(MustRecord(MustLease(h2), h2, "forged").verdict == ResultVerdict::kAccepted);
+      JobAdvance round2;
+      round2.expected_shards_total = 4;
+      round2.summary = R"({"step":1,"rewinds":1,"round_first_shard":4})";
+      round2.shards = {{"round-2a", "", 0}};
+      round2.round = 1;
+      round2.round_info = R"({"step":1})";
+      REQUIRE(store->AdvanceJob(*job, round2).ok());
+      REQUIRE(store->BanWorker(c2, "test").ok());
+      info = store->GetJob(*job);
+      CHECK(ShardState(*job, 3) == "cancelled");
+      CHECK(info->summary.find(R"("rewinds":2)") != std::string::npos);
+      CHECK(info->summary.find(R"("round_first_shard":5)") != std::string::npos);
+      INFO(store->CheckConsistency().ToString());
+      CHECK(store->CheckConsistency().ok());
+    } else {
+      CHECK(ShardState(*job, 0) == "accepted");  // applied without them: kept
+      CHECK(ShardState(*job, 1) == "pending");   // in flight: runs again
+      CHECK(ShardState(*job, 2) == "leased");
+      CHECK(info->shards_accepted == 1);
+      CHECK(info->summary == R"({"step":1,"round_first_shard":1})");  // the planner's, kept
+      CHECK(store->JobRounds(*job, 0, 0)->size() == 1);
+    }
     REQUIRE(store->CheckConsistency().ok());
   }
   SECTION("with a trusted worker connected, a new identity cannot take a check") {

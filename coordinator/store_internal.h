@@ -65,6 +65,21 @@ class Store::Db : public SqliteDb {
   Status BanWorkerTx(int64_t now, int64_t worker_id, const std::string& reason,
                      const SummaryFold& fold, TransitionReport* report);
 
+  // A quarantine's rewind of open-ended jobs (store_workers.cc): every
+  // running open-ended job with an applied round (a shard before its
+  // summary's "round_first_shard") where `worker_id`'s result sided with
+  // the accepted answer goes back to the start of the first such round
+  // (job_round_starts, migration 15): its live attempts are cancelled
+  // (into `report`), the shards of that round and every later one are
+  // cancelled (counted as dropped, their verdicts void: the judged results
+  // dropped, their workers' agreed/disagreed counts less them), its
+  // job_rounds rows from that round on are deleted, and its summary is the
+  // one the round started from, with "round_first_shard" at the end of
+  // its shards, "replan": true (its planner plans that round again,
+  // JobPlanner::Advance) and "rewinds" one more. Returns how many jobs.
+  Result<int64_t> RewindForBannedTx(int64_t now, int64_t worker_id, const std::string& name,
+                                    TransitionReport* report);
+
   // The shards of running jobs (of an open-ended one, only its round in
   // flight: from its summary's "round_first_shard" on) accepted on `worker_id`'s
   // result alone (unchecked), or with `checked_too` every such shard where

@@ -132,6 +132,10 @@ Result<int64_t> Store::CreateJob(const JobSpec& spec) {
     if (spec.open_ended) {
       PCFARM_RETURN_IF_ERROR(
           db_->Q("UPDATE jobs SET open_ended=1 WHERE id=?1").Bind(id).Run());
+      PCFARM_RETURN_IF_ERROR(db_->Q("INSERT INTO job_round_starts(job_id,first_shard,round,"
+                                    "summary) SELECT id, 0, 1, summary FROM jobs WHERE id=?1")
+                                 .Bind(id)
+                                 .Run());
     }
     if (spec.verify != VerifyPolicy::kRedundant) {
       PCFARM_RETURN_IF_ERROR(db_->Q("UPDATE jobs SET verify=?2 WHERE id=?1")
@@ -448,6 +452,16 @@ Status Store::AdvanceJob(int64_t job_id, const JobAdvance& advance,
                "updated_ms=?4 WHERE id=?1")
             .Bind(job_id, int64_t(advance.shards.size()), advance.summary, now)
             .Run());
+    if (advance.end == JobAdvance::End::kContinue) {
+      // Where the next round starts, for a rewind (RewindTx): its number
+      // is the one after the last round written.
+      PCFARM_RETURN_IF_ERROR(
+          db_->Q("INSERT OR REPLACE INTO job_round_starts(job_id,first_shard,round,summary) "
+                 "VALUES(?1,?2,(SELECT IFNULL(MAX(round),0)+1 FROM job_rounds WHERE "
+                 "job_id=?1),?3)")
+              .Bind(job_id, first, advance.summary)
+              .Run());
+    }
     switch (advance.end) {
       case JobAdvance::End::kContinue:
         return Status::Ok();

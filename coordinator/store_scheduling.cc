@@ -683,13 +683,6 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
                                    .status());
         for (int64_t sid : reopened) PCFARM_RETURN_IF_ERROR(db_->RefreshShardTx(sid));
       }
-      for (int64_t w : out.quarantined) {
-        PCFARM_RETURN_IF_ERROR(db_->BanWorkerTx(
-            now, w,
-            "quarantined: caught disagreeing " +
-                std::to_string(kStrikesToQuarantine) + " times (" + where + ")",
-            fold, &out.report));
-      }
       // Changes only a shard that is not accepted yet: accepted exactly once.
       auto acc = db_->Q("UPDATE shards SET state='accepted', "
                         "accepted_result_id=?2 WHERE id=?1 AND state IN "
@@ -736,8 +729,28 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
       }
       PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) return Internal("job " + std::to_string(job_id) + " vanished");
-      const bool all_accepted = q.Int(0) != 0, open_ended = q.Int(1) != 0;
+      bool all_accepted = q.Int(0) != 0;
+      const bool open_ended = q.Int(1) != 0;
       PCFARM_RETURN_IF_ERROR(q.Run());
+      // Quarantines last: one may reopen shards of this job or rewind it
+      // (RewindForBannedTx cancels the shards of the rounds it undoes,
+      // this one's too), so the job's counts are read again after them.
+      for (int64_t w : out.quarantined) {
+        PCFARM_RETURN_IF_ERROR(db_->BanWorkerTx(
+            now, w,
+            "quarantined: caught disagreeing " +
+                std::to_string(kStrikesToQuarantine) + " times (" + where + ")",
+            fold, &out.report));
+      }
+      if (!out.quarantined.empty()) {
+        auto c = db_->Q("SELECT shards_accepted+shards_dropped=shards_total FROM jobs "
+                        "WHERE id=?1");
+        PCFARM_ASSIGN_OR_RETURN(int64_t settled, c.Bind(job_id).OneInt());
+        PCFARM_RETURN_IF_ERROR(c.Run());
+        all_accepted = settled != 0;
+        // A job rewound by them waits for its planner (AdvanceJobs).
+        out.job_awaits_advance = true;
+      }
       if (all_accepted && open_ended) {
         // Its planner decides what follows (AdvanceJob).
         out.job_awaits_advance = true;

@@ -270,6 +270,21 @@ ALTER TABLE attempts ADD COLUMN checks_result INTEGER NOT NULL DEFAULT 0;
     R"sql(
 ALTER TABLE workers ADD COLUMN available_ms INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 15: where each round of an open-ended job started: its first shard,
+    // its number (the job_rounds row it will write) and the job's summary
+    // then (its planner's state: adapter version, optimizer state, step).
+    // A quarantine rewinds a job to the start of the first round its
+    // worker's results went into (Store::Db::RewindTx). Jobs from before
+    // have no rows and are not rewound.
+    R"sql(
+CREATE TABLE job_round_starts(
+  job_id INTEGER NOT NULL REFERENCES jobs(id),
+  first_shard INTEGER NOT NULL,
+  round INTEGER NOT NULL,
+  summary TEXT NOT NULL,
+  PRIMARY KEY(job_id, first_shard)
+) WITHOUT ROWID;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 

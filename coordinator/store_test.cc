@@ -14,7 +14,7 @@ namespace pcfarm {
 namespace {
 
 // The number of the last migration (store_schema.cc).
-constexpr int kLatestSchema = 14;
+constexpr int kLatestSchema = 15;
 
 std::string TempDir() {
   char tmpl[] = "/tmp/pcfarm_store_test.XXXXXX";
@@ -288,6 +288,57 @@ TEST_CASE_METHOD(StoreFixture, "migration 14: workers are available once touched
   CHECK(DbInt("SELECT last_seen_ms FROM workers WHERE id=1") == clock.NowMs());
   REQUIRE(store->WorkerGone(1).ok());
   CHECK(DbInt("SELECT available_ms FROM workers WHERE id=1") == 0);
+}
+
+TEST_CASE_METHOD(StoreFixture,
+                 "migration 15: open-ended jobs record where their rounds start; older ones "
+                 "are not rewound",
+                 "[store]") {
+  store.reset();
+  std::filesystem::remove(path);
+  JobSpec spec;
+  spec.kind = "finetune";
+  spec.params = "{}";
+  spec.open_ended = true;
+  spec.shards = {{"round-1", "", 0}};
+  {
+    auto old = Store::Open(path, &clock, 14);
+    REQUIRE(old.ok());
+    REQUIRE(*(*old)->SchemaVersion() == 14);
+  }
+  Reopen();
+  REQUIRE(*store->SchemaVersion() == kLatestSchema);
+  CHECK(DbInt("SELECT COUNT(*) FROM job_round_starts") == 0);
+  for (int i = 0; i < 2; ++i) REQUIRE(store->CreateJob(spec).ok());
+  CHECK(DbInt("SELECT round FROM job_round_starts WHERE job_id=2 AND first_shard=0") == 1);
+  // Job 1 as a job from before migration 15: no start rows.
+  sqlite3* h = nullptr;
+  // Job 1's round 1 is applied with a worker's result in it; when that
+  // worker is quarantined, the job keeps the round (and says so).
+  auto w1 = store->AddWorker("pc-1", "sign-1", "curve-1");
+  REQUIRE(w1.ok());
+  auto lease = store->LeaseShard(*w1, DeviceCaps{{"cpu"}, 1 << 30}, 60'000);
+  REQUIRE((lease.ok() && lease->has_value() && (*lease)->job_id == 1));
+  Verifier verifier;
+  auto r = store->RecordResult((*lease)->attempt_id, *w1, "x", "s", verifier, 5);
+  REQUIRE(r.ok());
+  REQUIRE(r->verdict == ResultVerdict::kAccepted);
+  JobAdvance next;
+  next.expected_shards_total = 1;
+  next.summary = R"({"step":1,"round_first_shard":1})";
+  next.shards = {{"round-2", "", 0}};
+  next.round = 1;
+  next.round_info = "{}";
+  REQUIRE(store->AdvanceJob(1, next).ok());
+  CHECK(DbInt("SELECT round FROM job_round_starts WHERE job_id=1 AND first_shard=1") == 2);
+  REQUIRE(sqlite3_open(path.c_str(), &h) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(h, "DELETE FROM job_round_starts WHERE job_id=1", nullptr, nullptr,
+                       nullptr) == SQLITE_OK);
+  sqlite3_close(h);
+  REQUIRE(store->BanWorker(*w1, "test").ok());
+  CHECK(store->GetJob(1)->summary == next.summary);
+  CHECK(DbInt("SELECT COUNT(*) FROM events WHERE kind='job_not_rewound'") == 1);
+  REQUIRE(store->CheckConsistency().ok());
 }
 
 TEST_CASE_METHOD(StoreFixture,

@@ -245,6 +245,33 @@ Status Store::Db::BanWorkerTx(int64_t now, int64_t worker_id,
   PCFARM_ASSIGN_OR_RETURN(std::string name, WorkerNameTx(worker_id));
   PCFARM_RETURN_IF_ERROR(
       Q("UPDATE workers SET banned=1 WHERE id=?1").Bind(worker_id).Run());
+  // Strikes it helped give are void: a worker that disagreed with an
+  // accepted answer this one sided with gets that strike back (an honest
+  // worker outvoted by a colluding pair is not left one catch nearer to
+  // its own quarantine). Its streak, reset then, is not restored.
+  {
+    static const char kOutvoted[] =
+        "(SELECT COUNT(*) FROM results r WHERE r.worker_id=workers.id AND "
+        "r.outcome='disagreed' AND EXISTS (SELECT 1 FROM results b WHERE "
+        "b.shard_id=r.shard_id AND b.worker_id=?1 AND b.outcome='agreed'))";
+    auto q = Q((std::string("UPDATE workers SET strikes=MAX(0,strikes-") + kOutvoted +
+                ") WHERE id<>?1 AND banned=0 AND strikes>0 AND " + kOutvoted +
+                ">0 RETURNING id, name")
+                   .c_str());
+    q.Bind(worker_id);
+    std::vector<std::pair<int64_t, std::string>> back;
+    for (;;) {
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      back.emplace_back(q.Int(0), q.Str(1));
+    }
+    PCFARM_RETURN_IF_ERROR(q.Run());
+    for (const auto& [id, other] : back) {
+      PCFARM_RETURN_IF_ERROR(EventTx(now, "strike_returned", 0, id,
+                                     "worker '" + other + "' gets its strikes back from checks "
+                                     "where worker '" + name + "' (now quarantined) outvoted it"));
+    }
+  }
   std::vector<int64_t> shards;
   {
     auto q = Q("UPDATE attempts SET state='cancelled', ended_ms=?2 "
@@ -268,6 +295,7 @@ Status Store::Db::BanWorkerTx(int64_t now, int64_t worker_id,
       shards.push_back(q.Int(0));
     }
   }
+  PCFARM_RETURN_IF_ERROR(RewindForBannedTx(now, worker_id, name, report).status());
   PCFARM_ASSIGN_OR_RETURN(int64_t rerun,
                           ReopenUncheckedTx(now, worker_id, name + "', now quarantined",
                                             fold, &shards, /*checked_too=*/true));
@@ -277,6 +305,126 @@ Status Store::Db::BanWorkerTx(int64_t now, int64_t worker_id,
                      (rerun == 0 ? ""
                                  : " (" + std::to_string(rerun) +
                                        " of its results run again)"));
+}
+
+Result<int64_t> Store::Db::RewindForBannedTx(int64_t now, int64_t worker_id,
+                                             const std::string& name,
+                                             TransitionReport* report) {
+  struct Hit {
+    int64_t job_id, min_idx;
+  };
+  std::vector<Hit> hits;
+  {
+    auto q = Q("SELECT s.job_id, MIN(s.idx) FROM results r JOIN shards s ON s.id=r.shard_id "
+               "JOIN jobs j ON j.id=s.job_id WHERE r.worker_id=?1 AND r.outcome='agreed' "
+               "AND s.state='accepted' AND j.open_ended=1 AND j.state IN ('queued','running') "
+               "AND s.idx<IFNULL(json_extract(CASE WHEN json_valid(j.summary) THEN j.summary "
+               "END,'$.round_first_shard'),0) GROUP BY s.job_id ORDER BY s.job_id");
+    q.Bind(worker_id);
+    for (;;) {
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      hits.push_back({q.Int(0), q.Int(1)});
+    }
+  }
+  int64_t rewound = 0;
+  for (const Hit& h : hits) {
+    const std::string job = "job " + std::to_string(h.job_id);
+    int64_t first = 0, round = 0;
+    std::string start;
+    {
+      auto q = Q("SELECT first_shard, round, summary FROM job_round_starts WHERE job_id=?1 "
+                 "AND first_shard<=?2 ORDER BY first_shard DESC LIMIT 1");
+      q.Bind(h.job_id, h.min_idx);
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) {
+        // A job from before migration 15: its rounds stay applied.
+        PCFARM_RETURN_IF_ERROR(q.Run());
+        PCFARM_RETURN_IF_ERROR(EventTx(
+            now, "job_not_rewound", h.job_id, worker_id,
+            job + " keeps its rounds with results of worker '" + name +
+                "' (now quarantined): it has no record of where they started"));
+        continue;
+      }
+      first = q.Int(0);
+      round = q.Int(1);
+      start = q.Str(2);
+      PCFARM_RETURN_IF_ERROR(q.Run());
+    }
+    {
+      auto q = Q("UPDATE attempts SET state='cancelled', ended_ms=?2 WHERE job_id=?1 AND "
+                 "state='leased' RETURNING id, worker_id");
+      q.Bind(h.job_id, now);
+      for (;;) {
+        PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+        if (!row) break;
+        if (report) report->cancelled.push_back({q.Int(0), q.Int(1)});
+      }
+    }
+    // The verdicts on the undone rounds' shards are void.
+    static const char kUndone[] =
+        "SELECT id FROM shards WHERE job_id=?1 AND idx>=?2 AND state<>'cancelled'";
+    PCFARM_RETURN_IF_ERROR(
+        Q("UPDATE workers SET agreed=agreed-(SELECT COUNT(*) FROM results r WHERE "
+          "r.worker_id=workers.id AND r.outcome='agreed' AND r.shard_id IN (SELECT id FROM "
+          "shards WHERE job_id=?1 AND idx>=?2 AND state<>'cancelled')), "
+          "disagreed=disagreed-(SELECT COUNT(*) FROM results r WHERE r.worker_id=workers.id "
+          "AND r.outcome='disagreed' AND r.shard_id IN (SELECT id FROM shards WHERE "
+          "job_id=?1 AND idx>=?2 AND state<>'cancelled')) WHERE id IN (SELECT r.worker_id "
+          "FROM results r JOIN shards s ON s.id=r.shard_id WHERE s.job_id=?1 AND s.idx>=?2 "
+          "AND s.state<>'cancelled' AND r.outcome IN ('agreed','disagreed'))")
+            .Bind(h.job_id, first)
+            .Run());
+    PCFARM_RETURN_IF_ERROR(
+        Q("UPDATE workers SET trust=(agreed+1.0)/(agreed+disagreed+2.0) WHERE id IN "
+          "(SELECT r.worker_id FROM results r JOIN shards s ON s.id=r.shard_id WHERE "
+          "s.job_id=?1 AND s.idx>=?2 AND s.state<>'cancelled' AND r.outcome IN "
+          "('agreed','disagreed'))")
+            .Bind(h.job_id, first)
+            .Run());
+    PCFARM_RETURN_IF_ERROR(
+        Q((std::string("UPDATE results SET outcome='dropped' WHERE outcome IN "
+                       "('agreed','disagreed','pending') AND shard_id IN (") +
+           kUndone + ")")
+              .c_str())
+            .Bind(h.job_id, first)
+            .Run());
+    int64_t cancelled = 0;
+    {
+      auto q = Q("UPDATE shards SET state='cancelled', accepted_result_id=NULL, copies=0 "
+                 "WHERE job_id=?1 AND idx>=?2 AND state<>'cancelled' RETURNING id");
+      q.Bind(h.job_id, first);
+      for (;;) {
+        PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+        if (!row) break;
+        ++cancelled;
+      }
+    }
+    // The counts from the rows, as CheckConsistency reads them.
+    PCFARM_RETURN_IF_ERROR(
+        Q("UPDATE jobs SET shards_accepted=(SELECT COUNT(*) FROM shards WHERE job_id=?1 AND "
+          "state='accepted'), shards_dropped=(SELECT COUNT(*) FROM shards WHERE job_id=?1 AND "
+          "state='cancelled'), summary=json_set(CASE WHEN json_valid(?2) THEN ?2 ELSE '{}' END,"
+          "'$.round_first_shard',shards_total,'$.replan',json('true'),'$.rewinds',"
+          "IFNULL(json_extract(CASE WHEN json_valid(summary) THEN summary END,'$.rewinds'),0)+1,"
+          "'$.round_started_ms',?3), updated_ms=?3 WHERE id=?1")
+            .Bind(h.job_id, start, now)
+            .Run());
+    PCFARM_RETURN_IF_ERROR(
+        Q("DELETE FROM job_rounds WHERE job_id=?1 AND round>=?2").Bind(h.job_id, round).Run());
+    PCFARM_RETURN_IF_ERROR(Q("DELETE FROM job_round_starts WHERE job_id=?1 AND first_shard>=?2")
+                               .Bind(h.job_id, first)
+                               .Run());
+    PCFARM_RETURN_IF_ERROR(EventTx(
+        now, "job_rewound", h.job_id, worker_id,
+        job + " goes back to the start of round " + std::to_string(round) + " (shard " +
+            std::to_string(first) + "): worker '" + name +
+            "' (now quarantined) sided with the accepted answer of shard " +
+            std::to_string(h.min_idx) + ", in an applied round; " + std::to_string(cancelled) +
+            " shards from there are dropped and that round runs again"));
+    ++rewound;
+  }
+  return rewound;
 }
 
 Result<int64_t> Store::Db::ReopenUncheckedTx(int64_t now, int64_t worker_id,

@@ -496,6 +496,10 @@ class FinetunePlanner final : public JobPlanner {
   Result<JobAdvance> Advance(const JobInfo& job, Store& store, BlobStore& blobs,
                              int64_t now_ms) const override {
     PCFARM_ASSIGN_OR_RETURN(FinetuneParams f, ParseParams(job.params));
+    if (job.summary.find("\"replan\"") != std::string::npos) {
+      json s = json::parse(job.summary, nullptr, false);
+      if (s.is_object() && s.value("replan", false)) return Replan(job, f, std::move(s), blobs);
+    }
     if (f.diloco) return AdvanceDiloco(job, f, store, blobs, now_ms);
     json s = json::parse(job.summary.empty() ? "{}" : job.summary, nullptr, false);
     if (!s.is_object()) s = json::object();
@@ -577,6 +581,30 @@ class FinetunePlanner final : public JobPlanner {
   }
 
  private:
+  // A rewound job (Store::Db::RewindForBannedTx): its summary is the one a
+  // round started from (adapter version, optimizer state, steps or rounds
+  // done), marked "replan"; that round's shards are planned again from it,
+  // as Plan and Advance planned them (the same examples: StepShards and
+  // RoundShards depend on the step or round and the seed only).
+  Result<JobAdvance> Replan(const JobInfo& job, const FinetuneParams& f, json s,
+                            const BlobStore& blobs) const {
+    s.erase("replan");
+    JobAdvance adv;
+    adv.expected_shards_total = job.shards_total;
+    const json adapter = s.contains("adapter") ? s["adapter"] : f.adapter;
+    PCFARM_ASSIGN_OR_RETURN(auto data, LoadData(blobs, f));
+    if (f.diloco) {
+      PCFARM_ASSIGN_OR_RETURN(adv.shards,
+                              RoundShards(f, adapter, *data, s.value("round", int64_t(0)) + 1));
+    } else {
+      PCFARM_ASSIGN_OR_RETURN(adv.shards,
+                              StepShards(f, adapter, *data, s.value("step", int64_t(0)) + 1));
+    }
+    adv.summary = s.dump();
+    adv.reason = "round planned again after a rewind";
+    return adv;
+  }
+
   // What a finished round starts from: the adapter version its shards
   // named and their accepted results (every shard since the summary's
   // "round_first_shard").

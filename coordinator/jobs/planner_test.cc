@@ -6,8 +6,10 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "base/clock.h"
 #include "coordinator/jobs/infer_planner.h"
 #include "coordinator/jobs/memory_estimate.h"
+#include "coordinator/store.h"
 #include "crypto/hash.h"
 #include "tasks/engine/adapter_io.h"
 #include "tasks/engine/token_data.h"
@@ -239,6 +241,40 @@ TEST_CASE_METHOD(PlannerFixture, "finetune shards carry quantize and the memory 
           Approx(4.0 * weights * tokens));
   }
   CHECK(finetune->ShardFlops(p.dump(), old->shards[0].params) == 0);  // no model_dims
+
+  // A job rewound by a quarantine (Store::Db::RewindForBannedTx) to the
+  // start of round 1: its planner plans round 1 again, the same shards,
+  // and keeps the count of rewinds.
+  FakeClock clock(1'000);
+  auto store = Store::Open(dir + "/state.db", &clock);
+  REQUIRE(store.ok());
+  for (const char* mode : {"sync", "diloco"}) {
+    INFO(mode);
+    json q = p;
+    q["mode"] = mode;
+    req.set_params(q.dump());
+    auto plan = finetune->Plan(req, *blobs);
+    REQUIRE(plan.ok());
+    JobInfo job;
+    job.id = 1;
+    job.kind = "finetune";
+    job.params = plan->params;
+    job.shards_total = 7;
+    job.shards_accepted = 0;
+    job.shards_dropped = 7;
+    job.summary = R"({"round_first_shard":7,"replan":true,"rewinds":1})";
+    REQUIRE(finetune->ReadyToAdvance(job, 1'000));
+    auto adv = finetune->Advance(job, **store, *blobs, 1'000);
+    REQUIRE(adv.ok());
+    CHECK(adv->end == JobAdvance::End::kContinue);
+    CHECK(adv->expected_shards_total == 7);
+    CHECK(adv->round == -1);  // no round applied
+    REQUIRE(adv->shards.size() == plan->shards.size());
+    for (size_t i = 0; i < plan->shards.size(); ++i) {
+      CHECK(adv->shards[i].params == plan->shards[i].params);
+    }
+    CHECK(json::parse(adv->summary) == json::parse(R"({"round_first_shard":7,"rewinds":1})"));
+  }
 }
 
 TEST_CASE_METHOD(PlannerFixture, "a bench job keeps its shards; its output is the summary",

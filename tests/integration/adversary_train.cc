@@ -159,8 +159,14 @@ AdversarialTrainWorker::AdversarialTrainWorker(std::unique_ptr<SimWorker> sim, T
     : sim_(std::move(sim)), forger_(std::move(forger)) {}
 
 Status AdversarialTrainWorker::Step(int timeout_ms) {
+  const uint64_t cancels = sim_->stats().cancels;
   PCFARM_RETURN_IF_ERROR(sim_->Step(timeout_ms));
   auto& pending = sim_->pending_assignments();
+  // A CANCEL frees the slot of a shard not answered yet (as pcfarm-worker
+  // says with a READY): else the coordinator counts it busy for good.
+  if (sim_->stats().cancels != cancels && pending.empty()) {
+    PCFARM_RETURN_IF_ERROR(sim_->SendReady(1));
+  }
   while (!pending.empty()) {
     SimAssignment a = std::move(pending.front());
     pending.erase(pending.begin());

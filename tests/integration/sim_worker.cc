@@ -243,9 +243,12 @@ Status SimWorker::Handle(const wire::CoordinatorFrame& f) {
     pending_.push_back(std::move(a).value());
   } else if (f.msg_case() == wire::CoordinatorFrame::kCancel) {
     uint64_t id = f.cancel().attempt_id();
-    std::erase_if(pending_, [id](const SimAssignment& a) {
+    const size_t dropped = std::erase_if(pending_, [id](const SimAssignment& a) {
       return a.body.attempt_id() == id;
     });
+    // As pcfarm-worker does: the cancelled shard's slot is free, and the
+    // coordinator hears it from a READY (it counts no slot free on a cancel).
+    if (dropped > 0 && options_.auto_work) return SendReady(options_.slots);
   }
   return Status::Ok();
 }
