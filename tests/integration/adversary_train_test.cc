@@ -55,31 +55,46 @@ TEST_CASE("forged gradients are caught: cheats quarantined, the adapter a clean 
   INFO("clean loss " << clean->eval_loss << ", base " << base);
   REQUIRE(clean->eval_loss < base);
 
-  // Every cheat, two of different kinds at a time: two of one kind whose
-  // forgeries are identical (scale100, signflip, zeros, stale) check each
-  // other, agree, and are accepted (bench/farm/adversary_bench measures
-  // it; docs/architecture.md, "Verification policies").
+  // Every cheat, two of different kinds at a time, then a pair of one kind
+  // whose forgeries are identical (they may check each other and agree).
   using C = TrainCheat;
   const std::vector<std::vector<TrainCheat>> trials = {
       {C::kRandom, C::kScale100}, {C::kSignFlip, C::kZeros}, {C::kStale, C::kReplay},
-      {C::kAlie, C::kRandom}};
+      {C::kAlie, C::kRandom},     {C::kScale100, C::kScale100}};
   uint64_t seed = 2;
   for (const auto& cheats : trials) {
     std::string label;
     for (TrainCheat t : cheats) label += std::string(label.empty() ? "" : "+") + TrainCheatName(t);
     INFO("cheats: " << label);
+    const bool pair = cheats[0] == cheats[1];
     auto r = farm.RunTrial(10 - int(cheats.size()), cheats, args, model, data, seed++, 600'000);
     REQUIRE_OK(r);
     CHECK(r->state == "succeeded");
+    bool all_quarantined = true;
     for (const auto& a : r->adversaries) {
       INFO(a.name << ": shards " << a.stats.shards << ", forged " << a.stats.forged
                   << ", agreeing " << a.stats.agreeing << ", strikes " << a.strikes
                   << ", forged accepted " << a.forged_accepted);
       CHECK(a.stats.forged > 0);
       CHECK(a.stats.agreeing == 0);  // the train kind's Agree refuses each forgery
-      CHECK(a.quarantined);
-      CHECK(a.stats.shards <= 20);
-      CHECK(a.forged_accepted == 0);
+      all_quarantined = all_quarantined && a.quarantined;
+      if (!pair) {
+        CHECK(a.quarantined);
+        CHECK(a.stats.shards <= 20);
+        CHECK(a.forged_accepted == 0);
+      } else if (a.quarantined) {
+        // What it agreed on in applied steps was rewound (its partner's
+        // forgeries too), what it sided with in the step in flight re-run.
+        CHECK(a.forged_accepted == 0);
+      }
+    }
+    if (pair) {
+      // Both may not be caught in 12 steps (the bench counts how often);
+      // when both are, nothing of theirs stands and no honest worker is
+      // left struck: the strikes they gave came back.
+      std::printf("adversary_train_test: pair %s, %s quarantined\n", label.c_str(),
+                  all_quarantined ? "both" : "not both");
+      if (!all_quarantined) continue;
     }
     CHECK(r->honest_strikes == 0);
     INFO("loss " << r->eval_loss << " vs clean " << clean->eval_loss);
