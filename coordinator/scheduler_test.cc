@@ -901,38 +901,56 @@ TEST_CASE_METHOD(SchedFixture, "collusion: checks go to trusted workers; a quara
   REQUIRE(store->CheckConsistency().ok());
 }
 
-TEST_CASE_METHOD(SchedFixture, "a check goes to the worker drawn for it, not to the first that asks",
+// The draw of checks among candidates, claim after claim.
+struct DrawFixture : SchedFixture {
+  // A colluder and `honest` others, enrolled with their own tokens and
+  // available (touched): {colluder, honest-0, ...}.
+  std::vector<int64_t> Candidates(int honest) {
+    std::vector<int64_t> out = {Enrolled("colluder", "token-c")};
+    for (int i = 0; i < honest; ++i) {
+      out.push_back(Enrolled("honest-" + std::to_string(i), "token-h" + std::to_string(i)));
+    }
+    for (int64_t w : out) REQUIRE(store->TouchWorker(w).ok());
+    return out;
+  }
+  // `claims` times a new claimant's result is picked for a check and every
+  // candidate asks, in order: exactly one takes it, the one DrawnCheckers
+  // names. The job is cancelled then (nobody's streak grows). How many
+  // checks each took.
+  std::map<int64_t, int> DrawChecks(const std::vector<int64_t>& candidates, int claims) {
+    std::map<int64_t, int> drawn;
+    for (int i = 0; i < claims; ++i) {
+      INFO("claim " << i);
+      int64_t claimant = Enrolled("claimant-" + std::to_string(i), "token-k" + std::to_string(i));
+      int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
+      REQUIRE(MustRecord(MustLease(claimant), claimant, "x").check_ordered);
+      auto named = sched->DrawnCheckers();  // the daemon offers it work at once
+      REQUIRE(named.ok());
+      REQUIRE(named->size() == 1);
+      int takers = 0;
+      for (int64_t w : candidates) {
+        auto l = sched->LeaseNext(w, cpu);
+        REQUIRE(l.ok());
+        if (l->has_value()) {
+          ++takers;
+          ++drawn[w];
+          CHECK(w == named->front());
+        }
+      }
+      CHECK(takers == 1);
+      REQUIRE(store->CancelJob(job, "next").ok());
+    }
+    return drawn;
+  }
+};
+
+TEST_CASE_METHOD(DrawFixture, "a check goes to the worker drawn for it, not to the first that asks",
                  "[scheduler][verify]") {
   // A colluder that computes nothing always asks first; the draw does not
   // care. Candidates: available (touched), independent, untrusted all.
-  int64_t colluder = Enrolled("colluder", "token-c");
-  std::vector<int64_t> candidates = {colluder};
-  for (int i = 0; i < 4; ++i) {
-    candidates.push_back(Enrolled("honest-" + std::to_string(i), "token-h" + std::to_string(i)));
-  }
-  for (int64_t w : candidates) REQUIRE(store->TouchWorker(w).ok());
-  std::map<int64_t, int> drawn;
-  for (int i = 0; i < 80; ++i) {
-    INFO("claim " << i);
-    int64_t claimant = Enrolled("claimant-" + std::to_string(i), "token-k" + std::to_string(i));
-    int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
-    REQUIRE(MustRecord(MustLease(claimant), claimant, "x").check_ordered);
-    auto named = sched->DrawnCheckers();  // the daemon offers it work at once
-    REQUIRE(named.ok());
-    REQUIRE(named->size() == 1);
-    int takers = 0;
-    for (int64_t w : candidates) {  // the colluder first, every time
-      auto l = sched->LeaseNext(w, cpu);
-      REQUIRE(l.ok());
-      if (l->has_value()) {
-        ++takers;
-        ++drawn[w];
-        CHECK(w == named->front());
-      }
-    }
-    CHECK(takers == 1);
-    REQUIRE(store->CancelJob(job, "next").ok());  // nobody's streak grows
-  }
+  const std::vector<int64_t> candidates = Candidates(4);
+  const int64_t colluder = candidates[0];
+  std::map<int64_t, int> drawn = DrawChecks(candidates, 80);  // the colluder asks first
   for (int64_t w : candidates) {
     INFO("worker " << w);
     CHECK(drawn[w] > 0);  // each is drawn sometimes (P(never) = 0.8^80)
@@ -958,41 +976,20 @@ TEST_CASE_METHOD(SchedFixture, "a check goes to the worker drawn for it, not to 
   REQUIRE(store->CheckConsistency().ok());
 }
 
-TEST_CASE_METHOD(SchedFixture, "an untrusted candidate is drawn in proportion to (1 + streak)^2",
+TEST_CASE_METHOD(DrawFixture, "an untrusted candidate is drawn in proportion to (1 + streak)^2",
                  "[scheduler][verify]") {
   // Honest workers build streaks; a cheat's starts again at each catch.
   // honest-0 has 9 checked results in a row (weight 100, still untrusted),
   // the colluder and two others none (weight 1): honest-0 takes about 96%
   // of the checks, the colluder about 1%.
-  int64_t colluder = Enrolled("colluder", "token-c");
-  std::vector<int64_t> candidates = {colluder};
-  for (int i = 0; i < 3; ++i) {
-    candidates.push_back(Enrolled("honest-" + std::to_string(i), "token-h" + std::to_string(i)));
-  }
-  for (int64_t w : candidates) REQUIRE(store->TouchWorker(w).ok());
+  const std::vector<int64_t> candidates = Candidates(3);
+  const int64_t colluder = candidates[0];
   sqlite3* h = nullptr;
   REQUIRE(sqlite3_open((dir + "/state.db").c_str(), &h) == SQLITE_OK);
   const std::string sql = "UPDATE workers SET streak=9 WHERE id=" + std::to_string(candidates[1]);
   REQUIRE(sqlite3_exec(h, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(h);
-  std::map<int64_t, int> drawn;
-  for (int i = 0; i < 40; ++i) {
-    INFO("claim " << i);
-    int64_t claimant = Enrolled("claimant-" + std::to_string(i), "token-k" + std::to_string(i));
-    int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
-    REQUIRE(MustRecord(MustLease(claimant), claimant, "x").check_ordered);
-    int takers = 0;
-    for (int64_t w : candidates) {
-      auto l = sched->LeaseNext(w, cpu);
-      REQUIRE(l.ok());
-      if (l->has_value()) {
-        ++takers;
-        ++drawn[w];
-      }
-    }
-    CHECK(takers == 1);
-    REQUIRE(store->CancelJob(job, "next").ok());
-  }
+  std::map<int64_t, int> drawn = DrawChecks(candidates, 40);
   CHECK(drawn[candidates[1]] >= 30);  // 38.5 expected; P(< 30) < 1e-6
   CHECK(drawn[colluder] <= 5);        // 0.4 expected
   REQUIRE(store->CheckConsistency().ok());

@@ -65,6 +65,11 @@ class Store::Db : public SqliteDb {
   Status BanWorkerTx(int64_t now, int64_t worker_id, const std::string& reason,
                      const SummaryFold& fold, TransitionReport* report);
 
+  // Every judged result of shard `shard_id` (agreed, disagreed) is
+  // dropped and its worker's agreed/disagreed counts and trust are less it:
+  // the shard's verdict is void (ReopenUncheckedTx, RewindForBannedTx).
+  Status VoidVerdictsTx(int64_t shard_id);
+
   // A quarantine's rewind of open-ended jobs (store_workers.cc): every
   // running open-ended job with an applied round (a shard before its
   // summary's "round_first_shard") where `worker_id`'s result sided with

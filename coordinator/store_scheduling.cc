@@ -197,38 +197,39 @@ Result<std::vector<int64_t>> Store::DrawnCheckers(int64_t available_within_ms) {
   std::lock_guard l(mu_);
   const int64_t since = clock_->NowMs() - available_within_ms;
   return db_->Tx([&]() -> Result<std::vector<int64_t>> {
-    struct Drawn {
-      int64_t shard, copies;
-      double key;
-    };
-    std::vector<Drawn> drawn;
-    {
-      static const char kKeys[] =
-          "SELECT s.id, s.copies, (SELECT MIN(pcfarm_draw(s.id,s.copies,o.id,o.streak,?1))"
-          " FROM workers o WHERE o.banned=0 AND o.available_ms>=?2 AND"
-          PCFARM_CHECK_CANDIDATE ")"
-          " FROM shards s JOIN jobs j ON j.id=s.job_id WHERE s.state='pending' AND s.copies>0"
-          " AND j.state IN ('queued','running') ORDER BY s.id LIMIT 1000";
-      auto q = db_->Q(kKeys);
-      q.Bind(kStreakBeforeSpotChecks, since);
-      for (;;) {
-        PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
-        if (!row) break;
-        if (q.IsNull(2)) continue;
-        drawn.push_back({q.Int(0), q.Int(1), q.Real(2)});
-      }
-    }
+    // Every candidate's key for every check that waits, by shard: the
+    // smallest key of a shard names its drawn worker.
+    static const char kKeys[] =
+        "SELECT s.id, o.id, pcfarm_draw(s.id,s.copies,o.id,o.streak,?1)"
+        " FROM (SELECT s.id, s.copies, s.needs_memory_bytes, s.needs_backend FROM shards s"
+        "   JOIN jobs j ON j.id=s.job_id WHERE s.state='pending' AND s.copies>0"
+        "   AND j.state IN ('queued','running') ORDER BY s.id LIMIT 1000) s"
+        " JOIN workers o ON o.banned=0 AND o.available_ms>=?2 AND" PCFARM_CHECK_CANDIDATE
+        " ORDER BY s.id";
+    auto q = db_->Q(kKeys);
+    q.Bind(kStreakBeforeSpotChecks, since);
     std::vector<int64_t> out;
-    for (const Drawn& d : drawn) {
-      auto q = db_->Q("SELECT id FROM workers WHERE banned=0 AND available_ms>=?2 AND "
-                      "pcfarm_draw(?3,?4,id,streak,?1)=?5 LIMIT 1");
-      q.Bind(kStreakBeforeSpotChecks, since, d.shard, d.copies, d.key);
-      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (row && std::find(out.begin(), out.end(), q.Int(0)) == out.end()) {
-        out.push_back(q.Int(0));
+    int64_t shard = 0, best_worker = 0;
+    double best = 0;
+    auto take = [&] {
+      if (best_worker != 0 && std::find(out.begin(), out.end(), best_worker) == out.end()) {
+        out.push_back(best_worker);
       }
-      PCFARM_RETURN_IF_ERROR(q.Run());
+    };
+    for (;;) {
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      if (q.Int(0) != shard) {
+        take();
+        shard = q.Int(0);
+        best_worker = 0;
+      }
+      if (!q.IsNull(2) && (best_worker == 0 || q.Real(2) < best)) {
+        best = q.Real(2);
+        best_worker = q.Int(1);
+      }
     }
+    take();
     return out;
   });
 }

@@ -361,45 +361,30 @@ Result<int64_t> Store::Db::RewindForBannedTx(int64_t now, int64_t worker_id,
         if (report) report->cancelled.push_back({q.Int(0), q.Int(1)});
       }
     }
-    // The verdicts on the undone rounds' shards are void.
-    static const char kUndone[] =
-        "SELECT id FROM shards WHERE job_id=?1 AND idx>=?2 AND state<>'cancelled'";
-    PCFARM_RETURN_IF_ERROR(
-        Q("UPDATE workers SET agreed=agreed-(SELECT COUNT(*) FROM results r WHERE "
-          "r.worker_id=workers.id AND r.outcome='agreed' AND r.shard_id IN (SELECT id FROM "
-          "shards WHERE job_id=?1 AND idx>=?2 AND state<>'cancelled')), "
-          "disagreed=disagreed-(SELECT COUNT(*) FROM results r WHERE r.worker_id=workers.id "
-          "AND r.outcome='disagreed' AND r.shard_id IN (SELECT id FROM shards WHERE "
-          "job_id=?1 AND idx>=?2 AND state<>'cancelled')) WHERE id IN (SELECT r.worker_id "
-          "FROM results r JOIN shards s ON s.id=r.shard_id WHERE s.job_id=?1 AND s.idx>=?2 "
-          "AND s.state<>'cancelled' AND r.outcome IN ('agreed','disagreed'))")
-            .Bind(h.job_id, first)
-            .Run());
-    PCFARM_RETURN_IF_ERROR(
-        Q("UPDATE workers SET trust=(agreed+1.0)/(agreed+disagreed+2.0) WHERE id IN "
-          "(SELECT r.worker_id FROM results r JOIN shards s ON s.id=r.shard_id WHERE "
-          "s.job_id=?1 AND s.idx>=?2 AND s.state<>'cancelled' AND r.outcome IN "
-          "('agreed','disagreed'))")
-            .Bind(h.job_id, first)
-            .Run());
-    PCFARM_RETURN_IF_ERROR(
-        Q((std::string("UPDATE results SET outcome='dropped' WHERE outcome IN "
-                       "('agreed','disagreed','pending') AND shard_id IN (") +
-           kUndone + ")")
-              .c_str())
-            .Bind(h.job_id, first)
-            .Run());
-    int64_t cancelled = 0;
+    // The undone rounds' shards: their verdicts void, their results
+    // dropped, the shards cancelled.
+    std::vector<int64_t> undone;
     {
-      auto q = Q("UPDATE shards SET state='cancelled', accepted_result_id=NULL, copies=0 "
-                 "WHERE job_id=?1 AND idx>=?2 AND state<>'cancelled' RETURNING id");
+      auto q = Q("SELECT id FROM shards WHERE job_id=?1 AND idx>=?2 AND state<>'cancelled'");
       q.Bind(h.job_id, first);
       for (;;) {
         PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
         if (!row) break;
-        ++cancelled;
+        undone.push_back(q.Int(0));
       }
     }
+    for (int64_t shard : undone) {
+      PCFARM_RETURN_IF_ERROR(VoidVerdictsTx(shard));
+      PCFARM_RETURN_IF_ERROR(
+          Q("UPDATE results SET outcome='dropped' WHERE shard_id=?1 AND outcome='pending'")
+              .Bind(shard)
+              .Run());
+      PCFARM_RETURN_IF_ERROR(
+          Q("UPDATE shards SET state='cancelled', accepted_result_id=NULL, copies=0 WHERE id=?1")
+              .Bind(shard)
+              .Run());
+    }
+    const int64_t cancelled = int64_t(undone.size());
     // The counts from the rows, as CheckConsistency reads them.
     PCFARM_RETURN_IF_ERROR(
         Q("UPDATE jobs SET shards_accepted=(SELECT COUNT(*) FROM shards WHERE job_id=?1 AND "
@@ -425,6 +410,27 @@ Result<int64_t> Store::Db::RewindForBannedTx(int64_t now, int64_t worker_id,
     ++rewound;
   }
   return rewound;
+}
+
+Status Store::Db::VoidVerdictsTx(int64_t shard_id) {
+  PCFARM_RETURN_IF_ERROR(
+      Q("UPDATE workers SET agreed=agreed-(SELECT COUNT(*) FROM results r WHERE "
+        "r.shard_id=?1 AND r.worker_id=workers.id AND r.outcome='agreed'), "
+        "disagreed=disagreed-(SELECT COUNT(*) FROM results r WHERE r.shard_id=?1 AND "
+        "r.worker_id=workers.id AND r.outcome='disagreed') WHERE id IN (SELECT worker_id "
+        "FROM results WHERE shard_id=?1 AND outcome IN ('agreed','disagreed'))")
+          .Bind(shard_id)
+          .Run());
+  PCFARM_RETURN_IF_ERROR(
+      Q("UPDATE workers SET trust=(agreed+1.0)/(agreed+disagreed+2.0) WHERE id IN "
+        "(SELECT worker_id FROM results WHERE shard_id=?1 AND outcome IN "
+        "('agreed','disagreed'))")
+          .Bind(shard_id)
+          .Run());
+  return Q("UPDATE results SET outcome='dropped' WHERE shard_id=?1 AND "
+           "outcome IN ('agreed','disagreed')")
+      .Bind(shard_id)
+      .Run();
 }
 
 Result<int64_t> Store::Db::ReopenUncheckedTx(int64_t now, int64_t worker_id,
@@ -462,25 +468,7 @@ Result<int64_t> Store::Db::ReopenUncheckedTx(int64_t now, int64_t worker_id,
   }
   std::vector<std::pair<int64_t, std::string>> jobs;  // id, kind (not open-ended)
   for (const Reopen& r : reopen) {
-    // Every judged result of the shard: the verdict is void.
-    PCFARM_RETURN_IF_ERROR(
-        Q("UPDATE workers SET agreed=agreed-(SELECT COUNT(*) FROM results r WHERE "
-          "r.shard_id=?1 AND r.worker_id=workers.id AND r.outcome='agreed'), "
-          "disagreed=disagreed-(SELECT COUNT(*) FROM results r WHERE r.shard_id=?1 AND "
-          "r.worker_id=workers.id AND r.outcome='disagreed') WHERE id IN (SELECT worker_id "
-          "FROM results WHERE shard_id=?1 AND outcome IN ('agreed','disagreed'))")
-            .Bind(r.shard_id)
-            .Run());
-    PCFARM_RETURN_IF_ERROR(
-        Q("UPDATE workers SET trust=(agreed+1.0)/(agreed+disagreed+2.0) WHERE id IN "
-          "(SELECT worker_id FROM results WHERE shard_id=?1 AND outcome IN "
-          "('agreed','disagreed'))")
-            .Bind(r.shard_id)
-            .Run());
-    PCFARM_RETURN_IF_ERROR(Q("UPDATE results SET outcome='dropped' WHERE shard_id=?1 AND "
-                             "outcome IN ('agreed','disagreed')")
-                               .Bind(r.shard_id)
-                               .Run());
+    PCFARM_RETURN_IF_ERROR(VoidVerdictsTx(r.shard_id));
     PCFARM_RETURN_IF_ERROR(
         Q("UPDATE shards SET state='pending', accepted_result_id=NULL, "
           "copies=0 WHERE id=?1")
