@@ -1,7 +1,9 @@
 #include "tests/integration/stepping.h"
 #include "tests/integration/adversary_train.h"
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <iterator>
@@ -217,10 +219,30 @@ AdversaryFarm::~AdversaryFarm() {
 }
 
 Status AdversaryFarm::StepAll(int timeout_ms) {
-  for (auto& w : honest_) PCFARM_RETURN_IF_ERROR(w->Step(0));
-  for (auto& a : adversaries_) PCFARM_RETURN_IF_ERROR(a->Step(0));
-  // Wait for traffic on one socket only (the first honest), bounded.
-  if (!honest_.empty()) return honest_.front()->Step(timeout_ms);
+  // Wait (bounded) for a frame on any socket, then step every worker in a
+  // fresh random order: a fixed order (honest first) let the honest ones
+  // answer every round before a cheat had its turn, so a cheat got almost
+  // no work and the figure of how fast cheats are caught said little.
+  std::vector<zmq::pollitem_t> items;
+  for (auto& w : honest_) items.push_back({static_cast<void*>(*w->socket()), 0, ZMQ_POLLIN, 0});
+  for (auto& a : adversaries_) {
+    items.push_back({static_cast<void*>(*a->sim()->socket()), 0, ZMQ_POLLIN, 0});
+  }
+  if (items.empty()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms));
+    return Status::Ok();
+  }
+  zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout_ms));
+  std::vector<size_t> order(items.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), order_rng_);
+  for (size_t i : order) {
+    if (i < honest_.size()) {
+      PCFARM_RETURN_IF_ERROR(honest_[i]->Step(0));
+    } else {
+      PCFARM_RETURN_IF_ERROR(adversaries_[i - honest_.size()]->Step(0));
+    }
+  }
   return Status::Ok();
 }
 

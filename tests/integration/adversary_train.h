@@ -201,6 +201,7 @@ class AdversaryFarm {
   std::unique_ptr<zmq::context_t> ctx_;
   std::vector<std::unique_ptr<SimWorker>> honest_;
   std::vector<std::unique_ptr<AdversarialTrainWorker>> adversaries_;
+  std::mt19937_64 order_rng_{0x5eed};  // StepAll's stepping order
   int trials_ = 0;
 };
 
