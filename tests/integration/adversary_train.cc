@@ -7,6 +7,7 @@
 #include <cmath>
 #include <fstream>
 #include <iterator>
+#include <numeric>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <utility>
@@ -220,9 +221,10 @@ AdversaryFarm::~AdversaryFarm() {
 
 Status AdversaryFarm::StepAll(int timeout_ms) {
   // Wait (bounded) for a frame on any socket, then step every worker in a
-  // fresh random order: a fixed order (honest first) let the honest ones
-  // answer every round before a cheat had its turn, so a cheat got almost
-  // no work and the figure of how fast cheats are caught said little.
+  // fresh random order, so that no worker always answers first (a fixed
+  // honest-first order was suspected of starving cheats; bench/README.md
+  // shows it was not the cause, but an order no worker controls is the
+  // fairer harness either way).
   std::vector<zmq::pollitem_t> items;
   for (auto& w : honest_) items.push_back({static_cast<void*>(*w->socket()), 0, ZMQ_POLLIN, 0});
   for (auto& a : adversaries_) {
@@ -234,7 +236,7 @@ Status AdversaryFarm::StepAll(int timeout_ms) {
   }
   zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout_ms));
   std::vector<size_t> order(items.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::iota(order.begin(), order.end(), size_t(0));
   std::shuffle(order.begin(), order.end(), order_rng_);
   for (size_t i : order) {
     if (i < honest_.size()) {
