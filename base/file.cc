@@ -96,6 +96,13 @@ Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
   while (true) {
     if (done == out.size()) {
       if (out.size() >= max_bytes) {
+        // Exactly max_bytes so far: over the limit only if more follows.
+        char extra;
+        ssize_t more;
+        do {
+          more = ::read(fd, &extra, 1);
+        } while (more < 0 && errno == EINTR);
+        if (more == 0) break;
         ::close(fd);
         return ResourceExhausted(path + " is over the limit of " +
                                  std::to_string(max_bytes) + " bytes");

@@ -43,6 +43,14 @@ TEST_CASE("ReadFile reports missing and oversized files") {
   REQUIRE(WriteFileAtomic(dir + "/big", std::string(100, 'x')).ok());
   CHECK(ReadFile(dir + "/big", 10).status().code() ==
         StatusCode::kResourceExhausted);
+  // A file of exactly the limit fits, at and above the first buffer's size.
+  for (size_t n : {size_t(100), size_t(4096), size_t(10000)}) {
+    REQUIRE(WriteFileAtomic(dir + "/exact", std::string(n, 'y')).ok());
+    auto exact = ReadFile(dir + "/exact", n);
+    REQUIRE(exact.ok());
+    CHECK(exact->size() == n);
+    CHECK(ReadFile(dir + "/exact", n - 1).status().code() == StatusCode::kResourceExhausted);
+  }
   std::filesystem::remove_all(dir);
 }
 

@@ -265,6 +265,7 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       (*m)["upload_bytes_received"] = counters->upload_bytes_received;
       (*m)["uploads_completed"] = counters->uploads_completed;
       (*m)["uploads_deduplicated"] = counters->uploads_deduplicated;
+      (*m)["output_uploads_completed"] = counters->output_uploads_completed;
       (*m)["workers_connected"] = peers.size();
       (*m)["workers_outdated"] = outdated_workers.size();
       (*m)["worker_version_refusals"] = counters->worker_version_refusals;

@@ -47,6 +47,10 @@ wire::CoordinatorFrame MakeWelcome(int64_t worker_id, const ServerOptions& o,
   w->set_heartbeat_interval_ms(o.coordinator_heartbeat_interval_ms);
   w->set_heartbeat_liveness(o.coordinator_heartbeat_liveness);
   w->set_coordinator_sign_pk(sign_pk);
+  if (o.max_output_blob_bytes > 0) {
+    w->set_max_output_blob_bytes(uint64_t(o.max_output_blob_bytes));
+    w->set_output_chunk_bytes(uint32_t(WireLimits{}.upload_chunk_bytes));
+  }
   return f;
 }
 
@@ -106,6 +110,9 @@ Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Open(
   PCFARM_ASSIGN_OR_RETURN(auto blobs, BlobStore::Open(paths.dir));
   if (options.min_free_disk_bytes < 0) {
     return InvalidArgument("--min-free-disk must not be negative");
+  }
+  if (options.max_output_blob_bytes < 0) {
+    return InvalidArgument("the largest output blob must not be negative");
   }
   auto impl = std::make_unique<Impl>(options, config, std::move(keys),
                                      std::move(store), std::move(blobs));
@@ -574,6 +581,12 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     case wire::WorkerFrame::kBlobGet:
       OnBlobGet(*peer, frame->blob_get());
       break;
+    case wire::WorkerFrame::kOutputBegin:
+      OnOutputBegin(*peer, frame->output_begin());
+      break;
+    case wire::WorkerFrame::kOutputChunk:
+      OnOutputChunk(*peer, std::move(*frame->mutable_output_chunk()));
+      break;
     case wire::WorkerFrame::kBye:
       DropPeer(route, "said bye: " + EscapePeerText(frame->bye().reason()));
       break;
@@ -885,6 +898,21 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
     Reject(&peer, peer.route, RejectReasonFor(body.error()), body.status().message());
     return;
   }
+  // An output uploaded as a blob is read back here: everything after sees
+  // the bytes an inline output would have carried.
+  auto resolved = ResolveOutput(peer, *body);
+  if (!resolved.ok()) {
+    if (resolved.status().code() == StatusCode::kNotFound) return;  // told to upload it
+    counters->results_rejected++;
+    spdlog::warn("result from {} for attempt {} refused: {}", peer.name, body->attempt_id(),
+                 resolved.status().ToString());
+    if (resolved.status().code() == StatusCode::kInvalidArgument) {
+      Reject(&peer, peer.route, wire::REJECT_BAD_MESSAGE, resolved.status().message(),
+             body->attempt_id());
+    }
+    return;  // else (a read failed) the worker sends it again when it reconnects
+  }
+  if (resolved->has_value()) body->set_output(std::move(**resolved));
   uint64_t attempt = body->attempt_id();
   int64_t round_trip_ms = 0;
   if (auto sent = assigned_at_ms.find(int64_t(attempt)); sent != assigned_at_ms.end()) {

@@ -72,6 +72,10 @@ struct ServerOptions {
   // Uploads that would leave less than this free on the data directory's
   // disk are refused.
   int64_t min_free_disk_bytes = int64_t(1) << 30;
+  // The largest result output a worker may upload as a blob (a train
+  // result's tensors; output_uploads.cc); 0: outputs travel inline only,
+  // at most 8 MiB. Such an output is also stored in the results table.
+  int64_t max_output_blob_bytes = int64_t(512) << 20;
   // At a stop: how long the sockets may take to hand the last replies and
   // GOING_AWAY frames to the network before they are closed.
   int coordinator_stop_linger_ms = 1000;
@@ -109,6 +113,7 @@ struct ServerCounters {
   std::atomic<uint64_t> upload_bytes_received{0};
   std::atomic<uint64_t> uploads_completed{0};
   std::atomic<uint64_t> uploads_deduplicated{0};  // begun for a stored blob
+  std::atomic<uint64_t> output_uploads_completed{0};  // result outputs as blobs
   // Frames refused for another protocol version (answered with what to
   // upgrade), from workers and from CLI clients.
   std::atomic<uint64_t> worker_version_refusals{0};

@@ -68,6 +68,8 @@ struct Peer {
   // lost, but it wants no work. From its HEARTBEATs (worker_pause.cc).
   bool paused = false;
   std::string paused_reason;
+  // Output uploads begun on this connection: hash (bytes) -> attempt.
+  std::unordered_map<std::string, uint64_t> output_uploads;
 };
 
 // What a check attempt runs (CoordinatorServer::Impl::CheckShard).
@@ -146,6 +148,17 @@ class CoordinatorServer::Impl {
   void OnHello(Peer& peer, const wire::Hello& hello);
   void OnResult(Peer& peer, const wire::SignedEnvelope& env);
   void OnBlobGet(Peer& peer, const wire::BlobGet& get);
+  // Result outputs as blobs (output_uploads.cc).
+  void OnOutputBegin(Peer& peer, const wire::OutputBegin& begin);
+  void OnOutputChunk(Peer& peer, wire::OutputChunk&& chunk);
+  // False (and the worker told why) unless outputs may be uploaded for
+  // `attempt` by `peer`.
+  bool OutputUploadAllowed(Peer& peer, uint64_t attempt, const std::string& hash);
+  // The output a result names by ResultBody.output_blob, read from the blob
+  // store; nullopt when it travels inline. NotFound when the blob is not
+  // held (the worker was told to upload it: drop the result for now);
+  // InvalidArgument for a result that names one badly.
+  Result<std::optional<std::string>> ResolveOutput(Peer& peer, const wire::ResultBody& body);
   // Pause state and attempts handed back (worker_pause.cc).
   void OnHeartbeat(Peer& peer, const wire::Heartbeat& hb);
   void DropPeer(const std::string& route, const std::string& why);

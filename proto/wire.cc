@@ -29,6 +29,8 @@ size_t TypeLimit(const wire::WorkerFrame& f, const WireLimits& l) {
       return l.hello_frame_bytes;
     case wire::WorkerFrame::kResult:
       return l.envelope_body_bytes + kFrameOverheadBytes;
+    case wire::WorkerFrame::kOutputChunk:
+      return l.upload_chunk_bytes + kFrameOverheadBytes;
     default:
       return l.control_frame_bytes;
   }
@@ -240,7 +242,8 @@ Status WireErrorStatus(WireError error, const std::string& message) {
 
 size_t MaxWorkerFrameBytes(const WireLimits& l) {
   return std::max({l.control_frame_bytes, l.hello_frame_bytes,
-                   l.envelope_body_bytes + kFrameOverheadBytes});
+                   l.envelope_body_bytes + kFrameOverheadBytes,
+                   l.upload_chunk_bytes + kFrameOverheadBytes});
 }
 
 size_t MaxCoordinatorFrameBytes(const WireLimits& l) {
@@ -365,6 +368,8 @@ size_t FieldLimit(const google::protobuf::FieldDescriptor& field,
           {"JobInfo.summary", &WireLimits::reply_text_bytes},
           {"JobInfo.owner", &WireLimits::name_bytes},
           {"UploadChunkRequest.data", &WireLimits::upload_chunk_bytes},
+          {"OutputChunk.data", &WireLimits::upload_chunk_bytes},
+          {"OutputReply.error", &WireLimits::error_bytes},
           {"FetchReply.data", &WireLimits::fetch_data_bytes},
           {"BlobReadReply.data", &WireLimits::fetch_data_bytes},
           {"ClientAddRequest.name", &WireLimits::name_bytes},
@@ -386,6 +391,10 @@ size_t FieldLimit(const google::protobuf::FieldDescriptor& field,
       {"ShardBody.blob_hashes", sizeof(Hash256)},
       {"ShardBody.nonce", 16},
       {"ResultBody.shard_body_hash", sizeof(Hash256)},
+      {"ResultBody.output_blob", sizeof(Hash256)},
+      {"OutputBegin.hash", sizeof(Hash256)},
+      {"OutputChunk.hash", sizeof(Hash256)},
+      {"OutputReply.hash", sizeof(Hash256)},
       {"Enroll.sign_pk", kSignPublicKeyBytes},
       {"Enroll.curve_pk", kCurveKeyBytes},
       {"Hello.cached_blobs", sizeof(Hash256)},

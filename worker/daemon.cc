@@ -31,6 +31,7 @@
 #include "worker/blob_fetcher.h"
 #include "worker/devices.h"
 #include "worker/idle_policy.h"
+#include "worker/output_uploader.h"
 #include "worker/result_spool.h"
 #include "worker/seen_attempts.h"
 #include "worker/worker_dir.h"
@@ -40,6 +41,13 @@ namespace pcfarm {
 namespace {
 
 constexpr char kWakeEndpoint[] = "inproc://pcfarm-worker-done";
+
+// Outputs over this size travel as blobs (when the coordinator takes them),
+// whatever their kind; a train result's always do (OutputAsBlob).
+constexpr uint64_t kInlineOutputBytes = uint64_t(4) << 20;
+// Output chunks in flight, and the wait after the coordinator refused one.
+constexpr int kOutputWindow = 4;
+constexpr int64_t kOutputRetryMs = 10'000;
 
 // Failures of a device rather than of the shard's inputs.
 bool DeviceFailure(StatusCode code) {
@@ -211,6 +219,10 @@ class WorkerDaemon::Impl {
   zmq::context_t ctx{1};
   std::unique_ptr<zmq::socket_t> sock;
   std::unique_ptr<BlobFetcher> fetcher;
+  std::unique_ptr<OutputUploader> uploader;
+  // From the last WELCOME: outputs up to this size may travel as blobs
+  // (0: inline only, an older coordinator).
+  uint64_t max_output_blob_bytes = 0;
   std::map<uint64_t, std::shared_ptr<Task>> tasks;          // accepted, not done
   std::vector<std::shared_ptr<Task>> waiting_for_blobs;
   WorkerCounters* counters = nullptr;
@@ -247,6 +259,13 @@ class WorkerDaemon::Impl {
   void SayHello();
   void SendReady();
   void SendSpooled();
+  // Whether `t`'s output goes as a blob (ResultBody.output_blob).
+  bool OutputAsBlob(const Task& t) const;
+  // Starts the upload of a spooled result's output; false when the spool
+  // no longer holds it intact (the entry is then dropped).
+  bool UploadSpooledOutput(uint64_t attempt, const std::string& hash);
+  // Sends the spooled RESULT of `attempt` (its output is uploaded).
+  void SendSpooledResult(uint64_t attempt);
   void OnFrame(const wire::CoordinatorFrame& f, Executor& exec);
   // A frame of another protocol version (a refusal of ours, most likely).
   void OnOtherVersion(std::string_view bytes);
@@ -378,13 +397,53 @@ void WorkerDaemon::Impl::SendSpooled() {
     auto bytes = spool->Get(e.attempt_id);
     if (!bytes.ok()) continue;
     wire::WorkerFrame f;
-    if (!f.mutable_result()->ParseFromString(*bytes)) {
+    wire::ResultBody body;
+    if (!f.mutable_result()->ParseFromString(*bytes) ||
+        !body.ParseFromString(f.result().body())) {
       spdlog::warn("spooled result {} is unreadable; dropped", e.attempt_id);
       spool->Remove(e.attempt_id).IgnoreError();
       continue;
     }
+    if (!body.output_blob().empty()) {
+      // Its RESULT goes once the coordinator holds the output.
+      UploadSpooledOutput(e.attempt_id, body.output_blob());
+      continue;
+    }
     Send(std::move(f));
   }
+}
+
+bool WorkerDaemon::Impl::OutputAsBlob(const Task& t) const {
+  if (!t.ok || max_output_blob_bytes == 0 || t.output.empty() ||
+      t.output.size() > max_output_blob_bytes) {
+    return false;
+  }
+  return t.kind == "train" || t.output.size() > kInlineOutputBytes;
+}
+
+bool WorkerDaemon::Impl::UploadSpooledOutput(uint64_t attempt, const std::string& hash) {
+  if (uploader->Has(attempt)) return true;
+  auto output = spool->GetOutput(attempt);
+  if (!output.ok() || HashToBytes(Blake2b256(*output)) != hash) {
+    spdlog::warn("the output of spooled result {} is {}; dropped", attempt,
+                 output.ok() ? "damaged" : output.status().ToString());
+    spool->Remove(attempt).IgnoreError();
+    return false;
+  }
+  uploader->Start(attempt, hash, std::make_shared<const std::string>(std::move(*output)),
+                  clock->MonotonicMs());
+  return true;
+}
+
+void WorkerDaemon::Impl::SendSpooledResult(uint64_t attempt) {
+  auto bytes = spool->Get(attempt);
+  if (!bytes.ok()) return;  // ACKed or refused meanwhile
+  wire::WorkerFrame f;
+  if (!f.mutable_result()->ParseFromString(*bytes)) {
+    spool->Remove(attempt).IgnoreError();
+    return;
+  }
+  Send(std::move(f));
 }
 
 void WorkerDaemon::Impl::SendReady() {
@@ -487,7 +546,18 @@ void WorkerDaemon::Impl::Finish(Task& t) {
   r.set_shard_id(t.shard_id);
   r.set_shard_body_hash(t.body_hash);
   r.set_ok(t.ok);
-  r.set_output(t.output);
+  const bool as_blob = OutputAsBlob(t);
+  std::string output_hash;
+  if (as_blob) {
+    // The output goes to the blob store first, then the RESULT naming it.
+    output_hash = HashToBytes(Blake2b256(t.output));
+    r.set_output_blob(output_hash);
+    r.set_output_size(t.output.size());
+    Status s = spool->PutOutput(t.attempt_id, t.output);
+    if (!s.ok()) spdlog::error("cannot spool the output of {}: {}", t.attempt_id, s.ToString());
+  } else {
+    r.set_output(t.output);
+  }
   r.set_error(t.error);
   r.set_started_ms(t.started_ms);
   r.set_finished_ms(t.finished_ms);
@@ -500,6 +570,12 @@ void WorkerDaemon::Impl::Finish(Task& t) {
   if (!s.ok()) spdlog::error("cannot spool result {}: {}", t.attempt_id, s.ToString());
   spdlog::info("attempt {} done in {} ms{}", t.attempt_id,
                t.finished_ms - t.started_ms, t.ok ? "" : (": " + t.error));
+  if (as_blob) {
+    uploader->Start(t.attempt_id, output_hash,
+                    std::make_shared<const std::string>(std::move(t.output)),
+                    clock->MonotonicMs());
+    return;
+  }
   Send(std::move(f));
 }
 
@@ -522,6 +598,9 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
       }
       welcomed = true;
       coordinator_away = false;
+      max_output_blob_bytes = f.welcome().max_output_blob_bytes();
+      uploader->SetChunkBytes(f.welcome().output_chunk_bytes());
+      uploader->Reset();  // SendSpooled begins them again
       SendSpooled();
       fetcher->Restart();
       ready_due = true;
@@ -558,6 +637,20 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
       counters->blob_bytes_received = fetcher->bytes_received();
       break;
     }
+    case wire::CoordinatorFrame::kOutputReply: {
+      auto r = uploader->OnReply(f.output_reply(), clock->MonotonicMs());
+      counters->output_bytes_sent = uploader->bytes_sent();
+      if (r.kind == OutputUploader::Reply::kComplete) {
+        SendSpooledResult(r.attempt);
+      } else if (r.kind == OutputUploader::Reply::kUploadAgain) {
+        UploadSpooledOutput(r.attempt, f.output_reply().hash());
+      } else if (r.kind == OutputUploader::Reply::kRefused) {
+        spdlog::warn("the coordinator refused the output of attempt {} for now: {}; "
+                     "trying again in {} s",
+                     r.attempt, EscapePeerText(r.error), kOutputRetryMs / 1000);
+      }
+      break;
+    }
     case wire::CoordinatorFrame::kHeartbeat:
       break;
     case wire::CoordinatorFrame::kGoingAway:
@@ -578,8 +671,11 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
       }
       // A result the coordinator will never take (already answered, late,
       // cancelled): keeping it would only resend it forever.
-      if (r.attempt_id() != 0) spool->Remove(r.attempt_id()).IgnoreError();
-      if (r.attempt_id() != 0) ready_due = true;
+      if (r.attempt_id() != 0) {
+        spool->Remove(r.attempt_id()).IgnoreError();
+        uploader->Drop(r.attempt_id(), clock->MonotonicMs());
+        ready_due = true;
+      }
       break;
     }
     default:
@@ -594,6 +690,8 @@ Status WorkerDaemon::Impl::Run(std::atomic<bool>* stop, WorkerCounters* c) {
   fetcher = std::make_unique<BlobFetcher>(
       cache.get(), [this](wire::WorkerFrame f) { Send(std::move(f)); },
       opts.worker_blob_credit, opts.worker_blob_chunk_bytes);
+  uploader = std::make_unique<OutputUploader>(
+      [this](wire::WorkerFrame f) { Send(std::move(f)); }, kOutputWindow, kOutputRetryMs);
   auto exec_owned = std::make_unique<Executor>(&ctx, opts.worker_slots);
   Executor& exec = *exec_owned;
   std::mt19937 rng(std::random_device{}());
@@ -687,6 +785,7 @@ Status WorkerDaemon::Impl::Run(std::atomic<bool>* stop, WorkerCounters* c) {
         next_idle_check_ms = now + opts.idle_policy->check_interval_ms();
         CheckIdle();
       }
+      uploader->Tick(now);
       WriteStatus(false);
       NotifyServiceWatchdog();
       if (sock && now - last_send_ms >= opts.worker_heartbeat_interval_ms) {

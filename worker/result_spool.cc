@@ -18,6 +18,7 @@ namespace {
 constexpr char kMagic[8] = {'P', 'C', 'F', 'S', 'P', 'O', 'L', '1'};
 constexpr size_t kHeaderBytes = 8 + 8 + 8 + 8 + 32;
 constexpr std::string_view kSuffix = ".result";
+constexpr std::string_view kOutputSuffix = ".output";
 
 void PutU64(std::string* out, uint64_t v) {
   for (int i = 0; i < 8; ++i) out->push_back(char((v >> (8 * i)) & 0xff));
@@ -29,9 +30,10 @@ uint64_t GetU64(const char* p) {
   return v;
 }
 
-// Parses "<16 lowercase hex>.result"; false for any other name.
-bool ParseEntryName(std::string_view name, uint64_t* id) {
-  if (name.size() != 16 + kSuffix.size() || name.substr(16) != kSuffix) {
+// Parses "<16 lowercase hex><suffix>"; false for any other name.
+bool ParseEntryName(std::string_view name, uint64_t* id,
+                    std::string_view suffix = kSuffix) {
+  if (name.size() != 16 + suffix.size() || name.substr(16) != suffix) {
     return false;
   }
   uint64_t v = 0;
@@ -54,19 +56,27 @@ Result<std::unique_ptr<ResultSpool>> ResultSpool::Open(const std::string& dir) {
   std::unique_ptr<ResultSpool> spool(new ResultSpool(dir));
   std::lock_guard<std::mutex> lock(spool->mu_);
   std::error_code ec;
-  std::vector<uint64_t> ids;
+  std::vector<uint64_t> ids, outputs;
   for (const auto& de : std::filesystem::directory_iterator(dir, ec)) {
     std::string name = de.path().filename().string();
     uint64_t id;
     if (ParseEntryName(name, &id)) {
       ids.push_back(id);
-    } else if (name.find(std::string(kSuffix) + ".tmp.") != std::string::npos) {
+    } else if (ParseEntryName(name, &id, kOutputSuffix)) {
+      outputs.push_back(id);
+    } else if (name.find(std::string(kSuffix) + ".tmp.") != std::string::npos ||
+               name.find(std::string(kOutputSuffix) + ".tmp.") != std::string::npos) {
       spool->DiscardLocked(de.path().string(), "temp file of an interrupted write");
     } else {
       spdlog::warn("result spool {}: ignoring unexpected file {}", dir, name);
     }
   }
   if (ec) return IoError("list result spool " + dir + ": " + ec.message());
+  for (uint64_t id : outputs) {
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) {
+      spool->DiscardLocked(spool->OutputPathOf(id), "an output without its result");
+    }
+  }
   for (uint64_t id : ids) {
     auto parsed = spool->ReadEntryLocked(id);
     if (parsed.ok()) {
@@ -83,6 +93,27 @@ std::string ResultSpool::PathOf(uint64_t attempt_id) const {
   std::snprintf(name, sizeof name, "%016llx",
                 static_cast<unsigned long long>(attempt_id));
   return dir_ + "/" + name + std::string(kSuffix);
+}
+
+std::string ResultSpool::OutputPathOf(uint64_t attempt_id) const {
+  std::string path = PathOf(attempt_id);
+  return path.substr(0, path.size() - kSuffix.size()) + std::string(kOutputSuffix);
+}
+
+Status ResultSpool::PutOutput(uint64_t attempt_id, std::string_view output) {
+  if (output.size() > kMaxSpoolEntryBytes) {
+    return ResourceExhausted("output of attempt " + std::to_string(attempt_id) + ": " +
+                             std::to_string(output.size()) +
+                             " bytes is over the spool limit of " +
+                             std::to_string(kMaxSpoolEntryBytes));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  return WriteFileAtomic(OutputPathOf(attempt_id), output, 0600);
+}
+
+Result<std::string> ResultSpool::GetOutput(uint64_t attempt_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ReadFile(OutputPathOf(attempt_id), kMaxSpoolEntryBytes);
 }
 
 void ResultSpool::DiscardLocked(const std::string& path, const std::string& why) {
@@ -182,6 +213,10 @@ Result<std::string> ResultSpool::Get(uint64_t attempt_id) {
 Status ResultSpool::Remove(uint64_t attempt_id) {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string path = PathOf(attempt_id);
+  const std::string output = OutputPathOf(attempt_id);
+  if (::unlink(output.c_str()) != 0 && errno != ENOENT) {
+    return IoError("delete " + output + ": " + std::strerror(errno));
+  }
   if (::unlink(path.c_str()) != 0) {
     if (errno == ENOENT) return Status::Ok();
     return IoError("delete " + path + ": " + std::strerror(errno));

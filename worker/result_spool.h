@@ -53,7 +53,16 @@ class ResultSpool {
   // damaged (the entry is then discarded).
   Result<std::string> Get(uint64_t attempt_id);
 
-  // Deletes the entry (the coordinator ACKed it). OK if it was absent.
+  // An entry's output when it travels as a blob (ResultBody.output_blob):
+  // "<attempt_id as 16 hex digits>.output", the raw bytes (the result names
+  // their hash; the caller checks it). Written durably before the entry's
+  // Put; one without an entry (a crash between the two) is deleted at Open.
+  Status PutOutput(uint64_t attempt_id, std::string_view output);
+  // NotFound when absent.
+  Result<std::string> GetOutput(uint64_t attempt_id);
+
+  // Deletes the entry and its output (the coordinator ACKed it). OK if it
+  // was absent.
   Status Remove(uint64_t attempt_id);
 
   // How many corrupt entries and stray temp files this instance discarded.
@@ -64,6 +73,7 @@ class ResultSpool {
  private:
   explicit ResultSpool(std::string dir) : dir_(std::move(dir)) {}
   std::string PathOf(uint64_t attempt_id) const;
+  std::string OutputPathOf(uint64_t attempt_id) const;
   struct Parsed {
     uint64_t seq = 0;
     std::string body;

@@ -148,6 +148,36 @@ TEST_CASE("spool discards corrupt entries and stray temp files") {
   fs::remove_all(dir);
 }
 
+TEST_CASE("spool keeps an output beside its result until removed") {
+  std::string dir = TempDir("output");
+  {
+    auto spool = ResultSpool::Open(dir);
+    REQUIRE(spool.ok());
+    REQUIRE((*spool)->PutOutput(7, std::string(3000, 'g')).ok());
+    REQUIRE((*spool)->Put(7, "envelope-7").ok());
+    // An output whose result was never Put (a crash between the two).
+    REQUIRE((*spool)->PutOutput(8, "orphan").ok());
+    CHECK((*spool)->GetOutput(9).status().code() == StatusCode::kNotFound);
+  }
+  auto spool = ResultSpool::Open(dir);
+  REQUIRE(spool.ok());
+  auto out = (*spool)->GetOutput(7);
+  REQUIRE(out.ok());
+  CHECK(*out == std::string(3000, 'g'));
+  CHECK((*spool)->GetOutput(8).status().code() == StatusCode::kNotFound);
+  CHECK(Ids(**spool) == std::vector<uint64_t>{7});
+  REQUIRE((*spool)->Remove(7).ok());
+  CHECK((*spool)->GetOutput(7).status().code() == StatusCode::kNotFound);
+  CHECK(Ids(**spool).empty());
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    (void)e;
+    ++files;
+  }
+  CHECK(files == 0);
+  fs::remove_all(dir);
+}
+
 TEST_CASE("spool takes Puts and Removes from several threads") {
   std::string dir = TempDir("threads");
   auto spool = ResultSpool::Open(dir);

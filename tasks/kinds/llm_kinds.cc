@@ -260,7 +260,7 @@ Status CheckTokenLists(const json& arr, const char* what) {
 }
 
 // The most values a train result may hold: what fits the output as f32.
-constexpr int64_t kMaxTrainValues = int64_t(kLlmMaxOutputBytes / 4);
+constexpr int64_t kMaxTrainValues = int64_t(kTrainMaxOutputBytes / 4);
 // The model cache's key for a train shard's base model (no infer key has it).
 const char kTrainModelKey[] = "\x01train";
 
@@ -681,7 +681,7 @@ class TrainKind final : public TaskKind {
     return bytes;
   }
 
-  size_t max_output_bytes() const override { return kLlmMaxOutputBytes; }
+  size_t max_output_bytes() const override { return kTrainMaxOutputBytes; }
 
   // A binary train result (train_result.h) that decodes: finite loss,
   // weight >= 0, tokens >= 0, and its values, all finite.

@@ -27,6 +27,10 @@ namespace pcfarm {
 // Results of the LLM kinds leave room in the 8 MiB signed envelope for the
 // fields around the output.
 inline constexpr size_t kLlmMaxOutputBytes = 8 * 1024 * 1024 - 64 * 1024;
+// A train result's tensors travel as a blob the worker uploads
+// (proto ResultBody.output_blob), not in the RESULT frame: up to the
+// coordinator's default largest output blob.
+inline constexpr size_t kTrainMaxOutputBytes = size_t(512) << 20;
 // The largest params the infer and train kinds parse.
 inline constexpr size_t kLlmMaxParamsBytes = kMaxTaskParamsBytes * 64;
 

@@ -135,6 +135,60 @@ TEST_CASE("a sync finetune job on three workers equals local finetune", "[farm][
   CHECK(human.out.find("loss:") != std::string::npos);
 }
 
+TEST_CASE("gradients over the 8 MiB a RESULT holds travel as blobs the workers upload",
+          "[farm][finetune]") {
+  Cluster c;
+  StartCluster(&c.c, 2);
+  const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
+  REQUIRE_OK(MakeFarmModel(&c.c, model, "small"));
+  REQUIRE_OK(WriteAll(data, TrainData()));
+  // Rank 128 on every projection of the small llama: 4 layers x 4624 x 128
+  // = 2,367,488 LoRA values, a 9.5 MB f32 gradient a shard.
+  const int kSteps = 2;
+  std::vector<std::string> args = {"--model", model, "--data", data, "--steps",
+                                   std::to_string(kSteps), "--batch", "4", "--lr", "0.01",
+                                   "--lora-rank", "128", "--lora-targets",
+                                   "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                                   "--max-length", "32", "--seed", "7"};
+  std::vector<std::string> farm_args = args;
+  farm_args.insert(farm_args.end(), {"--micro-batch", "2"});
+  int64_t job = SubmitFinetune(&c.c, farm_args);
+  auto end = c->WaitForJobEnd(job, 300'000);
+  REQUIRE_OK(end);
+  REQUIRE(*end == "succeeded");
+  const std::string id = std::to_string(job);
+  // Each result's output is over the RESULT frame's 8 MiB, so it came as a
+  // blob, and the blob store holds it.
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM results r JOIN shards s ON s.id=r.shard_id "
+                    "WHERE s.job_id=" + id + " AND LENGTH(r.body) > 8388608") ==
+        DbInt(&c.c, "SELECT COUNT(*) FROM results r JOIN shards s ON s.id=r.shard_id "
+                    "WHERE s.job_id=" + id));
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM shards WHERE job_id=" + id) == 2 * kSteps);
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM blobs WHERE size > 8388608") >= 2 * kSteps);
+  CommandResult stats = c->Cli({"stats", "--json"});
+  INFO(stats.Describe());
+  REQUIRE(stats.exit_code == 0);
+  json counters = json::parse(stats.LastLine(), nullptr, false);
+  REQUIRE(counters.is_object());
+  CHECK(counters["output_uploads_completed"].get<int64_t>() >= 2 * kSteps);
+
+  const std::string farm_dir = c->dir() + "/farm-adapter";
+  FetchAdapter(&c.c, job, farm_dir);
+  const std::string local_dir = c->dir() + "/local-adapter";
+  std::vector<double> local_losses = LocalFinetune(&c.c, args, local_dir);
+  REQUIRE(local_losses.size() == size_t(kSteps));
+  auto log = Lines(ReadAll(farm_dir + "/trainer_log.jsonl"));
+  REQUIRE(log.size() == size_t(kSteps));
+  for (int s = 0; s < kSteps; ++s) {
+    json row = json::parse(log[size_t(s)]);
+    INFO("step " << s + 1 << ": " << row.dump());
+    CHECK(row["bytes_up"].get<int64_t>() > 2 * 8388608);  // two shards' results
+    RequireClose(row["loss"].get<double>(), local_losses[size_t(s)], 1e-4);
+  }
+  RequireClose(EvalLoss(&c.c, model, data, farm_dir), EvalLoss(&c.c, model, data, local_dir),
+               1e-4);
+}
+
 TEST_CASE("a QLoRA finetune job (--quantize q8_0) equals local finetune --quantize q8_0",
           "[farm][finetune]") {
   Cluster c;
