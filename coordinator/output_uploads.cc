@@ -127,6 +127,11 @@ void CoordinatorServer::Impl::OnOutputChunk(Peer& peer, wire::OutputChunk&& chun
     counters->output_uploads_completed++;
     peer.output_uploads.erase(begun);
     r->set_complete(true);
+  } else if (got->complete()) {
+    // Another worker's upload of the same bytes (a check of this shard,
+    // say) completed it first: the blob is held.
+    peer.output_uploads.erase(begun);
+    r->set_complete(true);
   }
   Send(peer, std::move(f));
 }

@@ -102,6 +102,14 @@ OutputUploader::Reply OutputUploader::OnReply(const wire::OutputReply& r, int64_
   } else if (u.in_flight > 0) {
     u.in_flight--;
   }
+  if (u.in_flight == 0 && r.received() >= u.bytes->size()) {
+    // Every byte is held but the blob is not said complete (an older
+    // coordinator, or a chunk answered as a repeat): a BEGIN asks again,
+    // and is answered `complete` once the blob is stored.
+    begin_sent_ = false;
+    Begin(now_ms);
+    return out;
+  }
   Fill(u);
   return out;
 }

@@ -95,6 +95,27 @@ TEST_CASE("a stored output is not sent again", "[uploader]") {
   CHECK(up.bytes_sent() == 0);
 }
 
+TEST_CASE("every byte held but not said complete: BEGIN asks again", "[uploader]") {
+  // Another worker's upload of the same bytes filled the coordinator's
+  // partial while ours was in flight: our chunk is answered as a repeat.
+  std::vector<wire::WorkerFrame> sent;
+  OutputUploader up([&](wire::WorkerFrame f) { sent.push_back(std::move(f)); }, 4, 1000);
+  up.Start(3, std::string(32, 'h'), Bytes(10, 'x'), 0);
+  wire::OutputReply r;
+  r.set_attempt_id(3);
+  r.set_hash(std::string(32, 'h'));
+  CHECK(up.OnReply(r, 0).kind == OutputUploader::Reply::kNothing);  // BEGIN: 0 held
+  REQUIRE(sent.size() == 2);
+  CHECK(sent[1].has_output_chunk());
+  r.set_received(10);
+  CHECK(up.OnReply(r, 0).kind == OutputUploader::Reply::kNothing);  // a repeat
+  REQUIRE(sent.size() == 3);
+  CHECK(sent[2].has_output_begin());
+  r.set_complete(true);
+  CHECK(up.OnReply(r, 0).kind == OutputUploader::Reply::kComplete);
+  CHECK(up.queued() == 0);
+}
+
 TEST_CASE("uploads go one at a time, oldest first", "[uploader]") {
   FakeCoordinator c;
   OutputUploader up([&](wire::WorkerFrame f) { c.sent.push_back(std::move(f)); }, 4, 1000);

@@ -20,6 +20,7 @@
 #include <zmq.hpp>
 
 #include "coordinator/client_profile.h"
+#include "crypto/hash.h"
 #include "proto/wire.h"
 #include "tests/integration/cluster_helpers.h"  // first: it configures Catch
 #include "tests/integration/mini_cluster.h"
@@ -255,6 +256,87 @@ TEST_CASE("two identities from one token cannot make up a shard's redundancy",
                            "r.id=s.accepted_result_id WHERE s.job_id=" + std::to_string(*job));
   REQUIRE(rows.size() == 1);
   CHECK(json::parse(rows[0][0]).value("checksum", "") != forged);
+}
+
+// --------------------------------------------------- outputs as blobs
+
+// Takes `w`'s one pending assignment, or fails.
+SimAssignment TakeOne(SimWorker* w) {
+  for (int i = 0; i < 400 && w->pending_assignments().empty(); ++i) REQUIRE_OK(w->Step(5));
+  REQUIRE(w->pending_assignments().size() == 1);
+  SimAssignment a = w->pending_assignments().front();
+  w->pending_assignments().clear();
+  return a;
+}
+
+wire::OutputReply SendOutputFrame(SimWorker* w, wire::WorkerFrame f) {
+  REQUIRE_OK(w->SendRaw(EncodeFrame(&f)));
+  auto reply = w->Expect(wire::CoordinatorFrame::kOutputReply, 5000);
+  REQUIRE_OK(reply);
+  return reply->output_reply();
+}
+
+TEST_CASE("two workers uploading the same output both hear that it is stored",
+          "[integration][hardening][outputs]") {
+  // Both copies of a redundancy-2 shard give the same bytes, so both
+  // workers upload one blob at once; the second one's last chunk finds the
+  // blob already committed. It must still be told `complete`, or it waits
+  // for ever and its RESULT is never sent.
+  Farm farm(2);
+  Cluster& c = farm.c;
+  zmq::context_t& ctx = farm.ctx;
+  auto a = Joined(&ctx, farm.NewToken(), "pc-a", false);
+  auto b = Joined(&ctx, farm.NewToken(), "pc-b", false);
+  auto job = c->SubmitBench(1, 32, 2);
+  REQUIRE_OK(job);
+  SimAssignment sa = TakeOne(a.get()), sb = TakeOne(b.get());
+  wire::ResultBody ra = a->RunAssignment(sa), rb = b->RunAssignment(sb);
+  // A bench output carries the measured speed: both claim the same bytes.
+  const std::string bytes = ra.output();
+  rb.set_output(bytes);
+  const std::string hash = HashToBytes(Blake2b256(bytes));
+  auto begin = [&](SimWorker* w, const SimAssignment& s) {
+    wire::WorkerFrame f;
+    f.mutable_output_begin()->set_attempt_id(s.body.attempt_id());
+    f.mutable_output_begin()->set_hash(hash);
+    f.mutable_output_begin()->set_size(bytes.size());
+    return SendOutputFrame(w, std::move(f));
+  };
+  auto chunk = [&](SimWorker* w, const SimAssignment& s) {
+    wire::WorkerFrame f;
+    f.mutable_output_chunk()->set_attempt_id(s.body.attempt_id());
+    f.mutable_output_chunk()->set_hash(hash);
+    f.mutable_output_chunk()->set_offset(0);
+    f.mutable_output_chunk()->set_data(bytes);
+    return SendOutputFrame(w, std::move(f));
+  };
+  // Both begin before either sends a byte.
+  CHECK(begin(a.get(), sa).received() == 0);
+  CHECK(begin(b.get(), sb).received() == 0);
+  wire::OutputReply done_a = chunk(a.get(), sa);
+  CHECK(done_a.error() == "");
+  CHECK(done_a.complete());
+  wire::OutputReply done_b = chunk(b.get(), sb);
+  CHECK(done_b.error() == "");
+  CHECK(done_b.received() == bytes.size());
+  CHECK(done_b.complete());
+  // Both RESULTs name the blob; the job ends with its bytes.
+  for (auto [w, r] : {std::pair{a.get(), &ra}, std::pair{b.get(), &rb}}) {
+    r->clear_output();
+    r->set_output_blob(hash);
+    r->set_output_size(bytes.size());
+    REQUIRE_OK(w->SendResult(w->SealResult(*r)));
+  }
+  bool ended = StepUntil({a.get(), b.get()}, [&] {
+    const std::string s = JobState(&c.c, *job);
+    return s != "queued" && s != "running";
+  }, 15'000);
+  REQUIRE(ended);
+  CHECK(JobState(&c.c, *job) == "succeeded");
+  auto rows = DbRows(&c.c, "SELECT r.body FROM shards s JOIN results r ON "
+                           "r.id=s.accepted_result_id WHERE s.job_id=" + std::to_string(*job));
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0][0] == bytes);
 }
 
 // ------------------------------------------------- verification (auto)
