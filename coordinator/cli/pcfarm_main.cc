@@ -125,7 +125,22 @@ int CmdStatus(const Globals& g, uint64_t job) {
   auto info = FetchJob(client->get(), job);
   if (!info.ok()) return Fail(info.status());
   if (g.json) {
-    std::cout << JobJson(*info).dump() << "\n";
+    json out = JobJson(*info);
+    if (info->kind() == "finetune") {
+      // Every step's (sync) or round's (diloco) row, as trainer_log.jsonl
+      // has it: loss, tokens, bytes_up, bytes_down, seconds...
+      wire::ClientRequest req;
+      req.mutable_fetch()->set_job_id(job);
+      req.mutable_fetch()->set_partial(true);
+      auto reply = (*client)->Call(req);
+      if (!reply.ok()) return Fail(reply.status().WithContext("the job's rounds"));
+      json data = json::parse(reply->fetch().data(), nullptr, false);
+      out["rounds"] = data.is_object() && data.contains("trainer_log") &&
+                              data["trainer_log"].is_array()
+                          ? data["trainer_log"]
+                          : json::array();
+    }
+    std::cout << out.dump() << "\n";
   } else {
     PrintJobDetails(*info);
   }

@@ -129,6 +129,16 @@ TEST_CASE("a sync finetune job on three workers equals local finetune", "[farm][
   CHECK((*st)["summary"]["step"] == kSteps);
   CHECK((*st)["summary"]["steps"] == kSteps);
   RequireClose((*st)["summary"]["loss"].get<double>(), local_losses.back(), 1e-4);
+  // Bytes up and down per step.
+  REQUIRE((*st)["rounds"].size() == size_t(kSteps));
+  for (size_t i = 0; i < (*st)["rounds"].size(); ++i) {
+    const json& row = (*st)["rounds"][i];
+    INFO(row.dump());
+    CHECK(row["step"] == int64_t(i + 1));
+    CHECK(row["bytes_up"].get<int64_t>() > 0);
+    CHECK(row["bytes_down"].get<int64_t>() > 0);
+    RequireClose(row["loss"].get<double>(), local_losses[i], 1e-4);
+  }
   CommandResult human = c->Cli({"status", std::to_string(job)});
   INFO(human.Describe());
   CHECK(human.out.find("step:") != std::string::npos);
@@ -330,6 +340,21 @@ TEST_CASE("a diloco finetune job on three workers learns with H times less traff
   CHECK(s["round"] == kRounds);
   CHECK(s["rounds"] == kRounds);
   CHECK(s["examples"] == 6 * kSteps);
+  // Bytes up and down per round, adding up to the job's totals.
+  const json& rounds = (*st)["rounds"];
+  REQUIRE(rounds.is_array());
+  REQUIRE(rounds.size() == size_t(kRounds));
+  int64_t up = 0, down = 0;
+  for (size_t i = 0; i < rounds.size(); ++i) {
+    INFO(rounds[i].dump());
+    CHECK(rounds[i]["round"] == int64_t(i + 1));
+    CHECK(rounds[i]["bytes_up"].get<int64_t>() > 0);
+    CHECK(rounds[i]["bytes_down"].get<int64_t>() > 0);
+    up += rounds[i]["bytes_up"].get<int64_t>();
+    down += rounds[i]["bytes_down"].get<int64_t>();
+  }
+  CHECK(up == s["bytes_up"].get<int64_t>());
+  CHECK(down == s["bytes_down"].get<int64_t>());
   CommandResult human = c->Cli({"status", std::to_string(job)});
   INFO(human.Describe());
   CHECK(human.out.find("step:       20 of 20") != std::string::npos);
