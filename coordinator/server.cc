@@ -22,6 +22,7 @@
 #include "coordinator/scheduler.h"
 #include "coordinator/setup.h"
 #include "coordinator/store.h"
+#include "coordinator/verify_policy.h"
 #include "coordinator/wal_syncer.h"
 #include "coordinator/zap_handler.h"
 #include "coordinator/server_internal.h"
@@ -785,34 +786,55 @@ const std::vector<std::string>& CoordinatorServer::Impl::ShardBlobsOf(
 }
 
 void CoordinatorServer::Impl::AssignAll() {
-  // Locality first: idle workers that already hold blobs the pending jobs'
+  // Locality: idle workers that already hold blobs the pending jobs'
   // shards need (a model, say) are offered work before the others, so a
-  // model is sent to as few workers as the work needs. Among equals, the
-  // fastest (by their measured bench speed) go first, counting a worker's
-  // speed only once it has earned it with agreeing results (scheduler.h).
+  // model is sent to as few workers as the work needs. Trust: workers
+  // still proving themselves (a streak under kStreakBeforeSpotChecks: each
+  // of their results is checked) are offered work before the others, so
+  // that a new identity earns trust, or is caught, with its first shards
+  // instead of waiting idle for good while the workers that took the
+  // first shards keep the model and every later first copy. While a
+  // pending shard's job checks results (verify auto or spot) trust comes
+  // before locality (a new worker downloads the model once); otherwise
+  // (verify none or redundant: nothing is learnt) locality comes first.
+  // Then the fastest (by their measured bench speed) go first, counting a
+  // worker's speed only once it has earned it with agreeing results
+  // (scheduler.h).
   std::vector<Peer*> idle;
   for (auto& [route, peer] : peers) {
     if (peer.free_slots > 0) idle.push_back(&peer);
   }
   if (idle.empty()) return;
+  // Once no shard is pending, the idle workers need not be asked (a farm
+  // of thousands of idle PCs would cost a query each).
+  auto pending = store->CountPendingShards();
+  if (pending.ok() && *pending == 0) return;
   std::unordered_set<std::string> wanted;
   for (const auto& [job, hexes] : job_shard_blobs) wanted.insert(hexes.begin(), hexes.end());
-  std::unordered_map<const Peer*, size_t> held;
+  struct Rank {
+    size_t held = 0;
+    bool proving = false;
+  };
+  std::unordered_map<const Peer*, Rank> rank;
   for (Peer* p : idle) {
-    size_t n = 0;
+    Rank& r = rank[p];
     if (!wanted.empty()) {
-      for (const auto& h : p->blobs) n += wanted.count(h);
+      for (const auto& h : p->blobs) r.held += wanted.count(h);
     }
-    held[p] = n;
+    auto w = store->GetWorker(p->worker_id);
+    r.proving = w.ok() && w->streak < kStreakBeforeSpotChecks;
   }
+  auto checked = store->CheckedWorkPending();
+  const bool trust_first = checked.ok() && *checked;
   std::sort(idle.begin(), idle.end(), [&](const Peer* a, const Peer* b) {
-    if (held[a] != held[b]) return held[a] > held[b];
+    const Rank &ra = rank[a], &rb = rank[b];
+    if (trust_first && ra.proving != rb.proving) return ra.proving;
+    if (ra.held != rb.held) return ra.held > rb.held;
+    if (ra.proving != rb.proving) return ra.proving;
     return a->earned_gflops > b->earned_gflops;
   });
-  // Once no shard is pending, the other idle workers need not be asked
-  // (a farm of thousands of idle PCs would cost a query each).
   for (Peer* p : idle) {
-    auto pending = store->CountPendingShards();
+    pending = store->CountPendingShards();
     if (pending.ok() && *pending == 0) return;
     TryAssign(*p);
   }

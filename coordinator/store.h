@@ -518,6 +518,9 @@ class Store {
   Result<std::string> GetResultBody(int64_t result_id);
   // How many shards are pending (want another attempt). Cheap (an index).
   Result<int64_t> CountPendingShards();
+  // Whether a pending shard belongs to a job whose results are checked
+  // (verify auto or spot): work on which a new worker can earn trust.
+  Result<bool> CheckedWorkPending();
   // Marks leased attempts past their deadline expired.
   Result<TransitionReport> ExpireLeases(int max_failed_attempts);
   // Marks the worker's leased attempts lost, but those in `keep` (attempts

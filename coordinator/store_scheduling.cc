@@ -388,6 +388,16 @@ Result<int64_t> Store::CountPendingShards() {
   return db_->Q("SELECT COUNT(*) FROM shards WHERE state='pending'").OneInt();
 }
 
+Result<bool> Store::CheckedWorkPending() {
+  std::lock_guard l(mu_);
+  PCFARM_ASSIGN_OR_RETURN(int64_t any,
+                          db_->Q("SELECT EXISTS(SELECT 1 FROM shards s JOIN jobs j ON "
+                                 "j.id=s.job_id WHERE s.state='pending' AND "
+                                 "j.verify IN ('auto','spot'))")
+                              .OneInt());
+  return any != 0;
+}
+
 Result<TransitionReport> Store::ExpireLeases(int max_failed_attempts) {
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();

@@ -21,7 +21,7 @@
 // answered (all its shards: a quarantined worker gets no more) as min /
 // median / p99 / max, and the fraction quarantined within 20 shards (of
 // all cheats), and those not quarantined whose job ended before their 20th
-// shard (cut); forgeries accepted and standing in the job's end (not
+// shard (cut) and the most shards a cut one answered (cut@); forgeries accepted and standing in the job's end (not
 // undone by a rewind); honest workers left with strikes or quarantined (framed
 // by cheats that agree with each other); verification overhead (status'
 // `verification.overhead`, mean).
@@ -119,9 +119,9 @@ int Main(int argc, char** argv) {
                 "per row\n",
                 workers, adversaries, steps, trials);
   }
-  std::printf("%-5s %-13s %-9s %5s %7s %7s %6s %6s %6s %-19s %6s %4s %6s %6s %5s\n", "verify",
-              "aggregate", "cheat", "ok", "loss/c", "worst", "<=2%", "same", "quar",
-              "shards min/med/p99/max", "<=20", "cut", "acc", "framed", "ovh");
+  std::printf("%-5s %-13s %-9s %5s %7s %7s %6s %6s %6s %-19s %6s %4s %4s %6s %6s %5s\n",
+              "verify", "aggregate", "cheat", "ok", "loss/c", "worst", "<=2%", "same", "quar",
+              "shards min/med/p99/max", "<=20", "cut", "cut@", "acc", "framed", "ovh");
   for (const std::string& v : Split(verify)) {
     for (const std::string& agg : Split(aggregate)) {
       std::vector<std::string> args = {
@@ -144,6 +144,7 @@ int Main(int argc, char** argv) {
       for (const std::string& name : Split(cheats)) {
         int ok = 0, within = 0, same = 0;
         int64_t quarantined = 0, cheaters = 0, accepted = 0, framed = 0, le20 = 0, cut = 0;
+        int64_t cut_most = 0;  // the most shards a cut cheat answered
         double ratio_sum = 0, worst = 0, overhead = 0;
         std::vector<double> shards;
         for (int t = 0; t < trials; ++t) {
@@ -180,6 +181,7 @@ int Main(int argc, char** argv) {
               le20 += a.stats.shards <= 20 ? 1 : 0;
             } else if (a.stats.shards < 20) {
               cut++;  // the job ended before its 20th shard
+              cut_most = std::max(cut_most, a.stats.shards);
             }
           }
         }
@@ -187,12 +189,12 @@ int Main(int argc, char** argv) {
         std::snprintf(dist, sizeof dist, "%.0f/%.0f/%.0f/%.0f", Quantile(shards, 0),
                       Quantile(shards, 0.5), Quantile(shards, 0.99), Quantile(shards, 1));
         std::printf("%-6s %-13s %-9s %2d/%-2d %7.4f %6.1f%% %3d/%-2d %3d/%-2d %3lld/%-3lld "
-                    "%-19s %5.1f%% %4lld %6lld %3lld/%-2d %5.2f\n",
+                    "%-19s %5.1f%% %4lld %4lld %6lld %3lld/%-2d %5.2f\n",
                     v.c_str(), agg.c_str(), name.c_str(), ok, trials,
                     ok ? ratio_sum / ok : std::nan(""), 100 * worst, within, trials, same,
                     trials, (long long)quarantined, (long long)cheaters, dist,
                     cheaters ? 100.0 * double(le20) / double(cheaters) : 0.0, (long long)cut,
-                    (long long)accepted, (long long)framed, trials, ok ? overhead / ok : 0.0);
+                    (long long)cut_most, (long long)accepted, (long long)framed, trials, ok ? overhead / ok : 0.0);
         std::fflush(stdout);
       }
     }
