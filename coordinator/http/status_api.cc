@@ -114,6 +114,8 @@ SortKey KeyOf(const WorkerInfo& w, const WorkerLiveState& live, const std::strin
   else if (field == "trust") k.num = w.trust;
   else if (field == "agreed") k.num = double(w.agreed);
   else if (field == "disagreed") k.num = double(w.disagreed);
+  else if (field == "checks") k.num = double(w.checks);
+  else if (field == "strikes") k.num = double(w.strikes);
   else if (field == "running") k.num = live.connected ? live.running : 0;
   else if (field == "last_seen_ms") k.num = double(w.last_seen_ms);
   else if (field == "state") {

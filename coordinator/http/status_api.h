@@ -46,8 +46,8 @@ struct WorkerQuery {
 // "state" and "backend" what the workers page shows (WorkerStateName,
 // WorkerBackends).
 inline constexpr const char* kWorkerSortFields[] = {
-    "worker_id", "name",    "state",   "devices",      "backend", "gflops",
-    "trust",     "agreed",  "disagreed", "running",    "last_seen_ms"};
+    "worker_id", "name",   "state",     "devices", "backend", "gflops",  "trust",
+    "agreed",    "disagreed", "checks", "strikes", "running", "last_seen_ms"};
 
 // The query of /api/v1/workers from its URL parameters: nullopt when there
 // are none (the whole list, as `pcfarm workers --json`); InvalidArgument,

@@ -44,7 +44,7 @@ std::string_view StatusAppJs() {
     const backends = [...new Set((w.devices || []).map((d) => d.backend))].join(',');
     return row([w.worker_id, link('/workers/' + w.worker_id, w.name), state(w),
       (w.devices || []).length, backends, Number(w.gflops).toFixed(1),
-      Number(w.trust).toFixed(2), w.agreed + '/' + w.disagreed, w.running,
+      Number(w.trust).toFixed(2), w.agreed + '/' + w.disagreed, w.checks, w.strikes, w.running,
       time(w.last_seen_ms)]);
   }
   const samples = {};  // job id -> [[ms, shards accepted]]

@@ -55,7 +55,9 @@ std::string WorkerRow(const json& w) {
          HtmlEscape(WorkerBackends(w)) + "</td><td>" + Num(w.value("gflops", 0.0), "%.1f") +
          "</td><td>" + Num(w.value("trust", 0.0), "%.2f") + "</td><td>" +
          std::to_string(w.value("agreed", 0)) + "/" + std::to_string(w.value("disagreed", 0)) +
-         "</td><td>" + std::to_string(w.value("running", 0)) + "</td><td>" +
+         "</td><td>" + std::to_string(w.value("checks", 0)) + "</td><td>" +
+         std::to_string(w.value("strikes", 0)) + "</td><td>" +
+         std::to_string(w.value("running", 0)) + "</td><td>" +
          Time(w.value("last_seen_ms", int64_t(0))) + "</td></tr>";
 }
 
@@ -202,7 +204,8 @@ std::string WorkersPage(const json& page, const std::string& csrf) {
   for (const auto& [label, field] : std::vector<std::pair<const char*, const char*>>{
            {"id", "worker_id"}, {"name", "name"}, {"state", "state"}, {"devices", "devices"},
            {"backend", "backend"}, {"GFLOP/s", "gflops"}, {"trust", "trust"},
-           {"checks ok/bad", "agreed"}, {"running", "running"}, {"last seen", "last_seen_ms"}}) {
+           {"shards ok/bad", "agreed"}, {"checks", "checks"}, {"strikes", "strikes"},
+           {"running", "running"}, {"last seen", "last_seen_ms"}}) {
     heads += std::string("<th data-sort=\"") + field + "\">" + HtmlEscape(label) + "</th>";
   }
   const int64_t total = page.value("total", int64_t(0));
@@ -235,7 +238,8 @@ std::string WorkerPage(const json& w, const std::string& csrf) {
   std::string body =
       "<h1>Worker " + id + ": <span id=\"name\">" + HtmlEscape(Str(w, "name")) +
       "</span></h1><table><thead><tr><th>id</th><th>name</th><th>state</th><th>devices</th>"
-      "<th>backend</th><th>GFLOP/s</th><th>trust</th><th>checks ok/bad</th><th>running</th>"
+      "<th>backend</th><th>GFLOP/s</th><th>trust</th><th>shards ok/bad</th><th>checks</th>"
+      "<th>strikes</th><th>running</th>"
       "<th>last seen</th></tr></thead><tbody id=\"rows\">" + WorkerRow(w) +
       "</tbody></table><h2>Devices</h2><table><thead><tr><th>#</th><th>backend</th>"
       "<th>name</th><th>memory</th><th>GFLOP/s</th></tr></thead><tbody>" + devices +

@@ -279,6 +279,24 @@ def main():
                       "points %s, drawn %s" % (pts, shown))
         d.save_screenshot(os.path.join(a.screenshots, "job-finetune.png"))
 
+        # ---- quarantine and unban through a worker's page ----
+        wid = first[0] if first else "1"
+        d.get(a.url + "/workers/%s" % wid)
+        wait_for(lambda: d.find_element(By.ID, "live").get_attribute("class") == "ok", 10)
+
+        def worker_state():
+            return text("#rows tr td:nth-child(3)")
+        d.find_element(By.ID, "quarantine").click()
+        banned = wait_for(lambda: worker_state() if worker_state() == "quarantined" else None, 10)
+        banned_result = text("#result")
+        d.find_element(By.ID, "unban").click()
+        lifted = wait_for(lambda: worker_state() if worker_state() not in (None, "quarantined")
+                          else None, 10)
+        checks.record("quarantine_unban", banned == "quarantined" and banned_result == "done"
+                      and lifted is not None,
+                      "worker %s: after quarantine %r (%r), after unban %r" % (
+                          wid, banned, banned_result, worker_state()))
+
         drain_console()
         # Errors in the console: a script error, a CSP refusal, a failed fetch.
         errors = [c for c in console if c.startswith("SEVERE")]

@@ -145,7 +145,7 @@ TEST_CASE("status page in headless Chromium: login, counts, live progress, loss 
   json result = json::parse(*result_text);
   for (const char* name : {"wrong_token_401", "no_session_401", "api_without_token_401", "login",
                            "overview_counts", "workers_sort", "workers_sort_numeric", "workers_paging",
-                           "loss_curve", "cancel_button", "live_progress",
+                           "loss_curve", "cancel_button", "live_progress", "quarantine_unban",
                            "no_console_errors"}) {
     CHECK(result["checks"].contains(name));
   }
