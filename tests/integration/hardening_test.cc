@@ -262,15 +262,6 @@ TEST_CASE("two identities from one token cannot make up a shard's redundancy",
 
 // --------------------------------------------------- outputs as blobs
 
-// Takes `w`'s one pending assignment, or fails.
-SimAssignment TakeOne(SimWorker* w) {
-  for (int i = 0; i < 400 && w->pending_assignments().empty(); ++i) REQUIRE_OK(w->Step(5));
-  REQUIRE(w->pending_assignments().size() == 1);
-  SimAssignment a = w->pending_assignments().front();
-  w->pending_assignments().clear();
-  return a;
-}
-
 wire::OutputReply SendOutputFrame(SimWorker* w, wire::WorkerFrame f) {
   REQUIRE_OK(w->SendRaw(EncodeFrame(&f)));
   auto reply = w->Expect(wire::CoordinatorFrame::kOutputReply, 5000);
@@ -291,7 +282,9 @@ TEST_CASE("two workers uploading the same output both hear that it is stored",
   auto b = Joined(&ctx, farm.NewToken(), "pc-b", false);
   auto job = c->SubmitBench(1, 32, 2);
   REQUIRE_OK(job);
-  SimAssignment sa = TakeOne(a.get()), sb = TakeOne(b.get());
+  SimAssignment sa = TakeAssign(a.get()), sb = TakeAssign(b.get());
+  REQUIRE(a->pending_assignments().empty());  // one copy each
+  REQUIRE(b->pending_assignments().empty());
   wire::ResultBody ra = a->RunAssignment(sa), rb = b->RunAssignment(sb);
   // A bench output carries the measured speed: both claim the same bytes.
   const std::string bytes = ra.output();
