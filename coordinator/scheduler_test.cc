@@ -500,16 +500,21 @@ TEST_CASE_METHOD(SchedFixture, "auto: a new worker's result waits for an indepen
 TEST_CASE_METHOD(SchedFixture, "auto: a trusted worker is spot-checked as the die says",
                  "[scheduler][verify]") {
   int64_t a = Enrolled("alice", "token-a"), b = Enrolled("bob", "token-b");
+  int64_t carol = Enrolled("carol", "token-c");
   double roll = 0.5;
   sched->set_check_die([&] { return roll; });
   // Ten checked agreements make alice's streak 10: p = 1 still; at 20, 0.5.
+  // Bob and carol check her in turn (nobody is available: the worker that
+  // asks takes the check); one checker alone would not lengthen it.
+  int checks = 0;
   for (int i = 0; i < 20; ++i) {
     int64_t job = PolicyJob(1, VerifyPolicy::kAuto);
     Lease l = MustLease(a);
     RecordOutcome o = MustRecord(l, a, "ok");
     if (o.check_ordered) {
-      Lease c = MustLease(b);
-      CHECK(MustRecord(c, b, "ok").verdict == ResultVerdict::kAccepted);
+      const int64_t checker = checks++ % 2 == 0 ? b : carol;
+      Lease c = MustLease(checker);
+      CHECK(MustRecord(c, checker, "ok").verdict == ResultVerdict::kAccepted);
     }
     CHECK(store->GetJob(job)->state == "succeeded");
   }
@@ -533,6 +538,28 @@ TEST_CASE_METHOD(SchedFixture, "auto: a trusted worker is spot-checked as the di
   int64_t j3 = PolicyJob(1, VerifyPolicy::kNone);
   CHECK(MustRecord(MustLease(b), b, "ok").verdict == ResultVerdict::kAccepted);
   CHECK(store->GetJob(j3)->state == "succeeded");
+  REQUIRE(store->CheckConsistency().ok());
+}
+
+TEST_CASE_METHOD(SchedFixture, "auto: agreements with one same checker do not make a worker trusted",
+                 "[scheduler][verify]") {
+  // Two identities of one person (their own tokens) checking each other:
+  // the first agreement counts, the same partner again does not.
+  int64_t a = Enrolled("mallory-1", "token-m1"), b = Enrolled("mallory-2", "token-m2");
+  for (int i = 0; i < 15; ++i) {
+    PolicyJob(1, VerifyPolicy::kAuto);
+    REQUIRE(MustRecord(MustLease(a), a, "forged").check_ordered);
+    CHECK(MustRecord(MustLease(b), b, "forged").verdict == ResultVerdict::kAccepted);
+  }
+  CHECK(store->GetWorker(a)->streak == 1);
+  CHECK(store->GetWorker(b)->streak == 1);
+  CHECK(store->GetWorker(a)->checks == 15);
+  // An agreement with a third worker counts; a disagreement starts over.
+  int64_t c = Enrolled("carol", "token-c");
+  PolicyJob(1, VerifyPolicy::kAuto);
+  REQUIRE(MustRecord(MustLease(a), a, "forged").check_ordered);
+  CHECK(MustRecord(MustLease(c), c, "forged").verdict == ResultVerdict::kAccepted);
+  CHECK(store->GetWorker(a)->streak == 2);
   REQUIRE(store->CheckConsistency().ok());
 }
 
@@ -864,13 +891,18 @@ TEST_CASE_METHOD(SchedFixture, "collusion: checks go to trusted workers; a quara
   }
   SECTION("with a trusted worker connected, a new identity cannot take a check") {
     int64_t a = Enrolled("alice", "token-a"), b = Enrolled("bob", "token-b");
-    for (int i = 0; i < 10; ++i) {
+    // Alice, bob and carol check each other in a ring: each agrees with two
+    // others in turn, so each one's streak grows (one partner would not).
+    const int64_t ring[3] = {a, b, Enrolled("carol", "token-c3")};
+    for (int i = 0; i < 30; ++i) {
+      const int64_t claimant = ring[i % 3], checker = ring[(i + 1) % 3];
       PolicyJob(1, VerifyPolicy::kAuto);
-      RecordOutcome o = MustRecord(MustLease(a), a, "ok");
-      REQUIRE(o.check_ordered);
-      CHECK(MustRecord(MustLease(b), b, "ok").verdict == ResultVerdict::kAccepted);
+      if (MustRecord(MustLease(claimant), claimant, "ok").check_ordered) {
+        CHECK(MustRecord(MustLease(checker), checker, "ok").verdict == ResultVerdict::kAccepted);
+      }
     }
-    REQUIRE(store->GetWorker(a)->streak == 10);
+    REQUIRE(store->GetWorker(a)->streak >= 10);
+    REQUIRE(store->GetWorker(b)->streak >= 10);
     REQUIRE(store->TouchWorker(a).ok());
     REQUIRE(store->TouchWorker(b).ok());
     PolicyJob(1, VerifyPolicy::kAuto);

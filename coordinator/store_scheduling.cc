@@ -638,19 +638,32 @@ Result<RecordOutcome> Store::RecordResult(int64_t attempt_id, int64_t worker_id,
         const bool agreed = all_agreed[i];
         // The worker's standing: streak, strikes, checks.
         if (standing_moves) {
-          auto q = db_->Q("SELECT streak, strikes, banned FROM workers WHERE id=?1");
+          auto q = db_->Q("SELECT streak, strikes, banned, streak_partner FROM workers "
+                          "WHERE id=?1");
           q.Bind(all_workers[i]);
           PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
           if (!row) return Internal("worker " + std::to_string(all_workers[i]) + " vanished");
           WorkerStanding before{q.Int(0), q.Int(1)};
           const bool banned = q.Int(2) != 0;
+          const int64_t last_partner = q.Int(3);
           PCFARM_RETURN_IF_ERROR(q.Run());
-          WorkerStanding after = NextStanding(before, agreed);
+          // Who agreed with it here (other workers on the accepted side).
+          std::vector<int64_t> partners;
+          for (size_t k = 0; k < all_ids.size(); ++k) {
+            if (k != i && all_agreed[k] && all_workers[k] != all_workers[i]) {
+              partners.push_back(all_workers[k]);
+            }
+          }
+          const int64_t partner = StreakPartner(last_partner, partners);
+          WorkerStanding after = agreed && !partners.empty() && partner == 0
+                                     ? before  // only its last partner agreed
+                                     : NextStanding(before, agreed);
           PCFARM_RETURN_IF_ERROR(
-              db_->Q("UPDATE workers SET streak=?2, strikes=?3, checks=checks+?4 "
-                     "WHERE id=?1")
+              db_->Q("UPDATE workers SET streak=?2, strikes=?3, checks=checks+?4, "
+                     "streak_partner=?5 WHERE id=?1")
                   .Bind(all_workers[i], after.streak, after.strikes,
-                        int64_t{checked ? 1 : 0})
+                        int64_t{checked ? 1 : 0},
+                        !agreed ? int64_t{0} : partner != 0 ? partner : last_partner)
                   .Run());
           if (!banned && Quarantined(after) &&
               std::find(out.quarantined.begin(), out.quarantined.end(),

@@ -285,6 +285,13 @@ CREATE TABLE job_round_starts(
   PRIMARY KEY(job_id, first_shard)
 ) WITHOUT ROWID;
 )sql",
+    // 16: the worker whose agreement last lengthened a worker's streak
+    // (0: none since it was last caught). An agreement with that same
+    // worker again does not lengthen it (verify_policy.h): two colluding
+    // identities cannot make each other trusted.
+    R"sql(
+ALTER TABLE workers ADD COLUMN streak_partner INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 

@@ -14,7 +14,7 @@ namespace pcfarm {
 namespace {
 
 // The number of the last migration (store_schema.cc).
-constexpr int kLatestSchema = 15;
+constexpr int kLatestSchema = 16;
 
 std::string TempDir() {
   char tmpl[] = "/tmp/pcfarm_store_test.XXXXXX";

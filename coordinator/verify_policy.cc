@@ -49,4 +49,12 @@ WorkerStanding NextStanding(WorkerStanding before, bool agreed) {
   return s;
 }
 
+int64_t StreakPartner(int64_t last_partner, const std::vector<int64_t>& partners) {
+  int64_t best = 0;
+  for (int64_t p : partners) {
+    if (p != 0 && p != last_partner && (best == 0 || p < best)) best = p;
+  }
+  return best;
+}
+
 }  // namespace pcfarm

@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 
@@ -63,6 +64,17 @@ struct WorkerStanding {
 };
 // After a result of it was accepted (`agreed`) or found disagreeing.
 WorkerStanding NextStanding(WorkerStanding before, bool agreed);
+// Collusion: an agreement lengthens a worker's streak only when a worker
+// other than the one whose agreement lengthened it last agreed with it
+// (Store: workers.streak_partner). Two identities of one person that
+// check each other so never make each other trusted; an honest worker's
+// checks come from many workers. The price: a worker whose checks can only
+// ever come from one other worker (a farm of two owners) stays at a streak
+// of 1 and is checked every time. Returns the partner that lengthens the
+// streak now (the smallest of `partners` other than `last_partner`), or 0
+// when none does.
+int64_t StreakPartner(int64_t last_partner, const std::vector<int64_t>& partners);
+
 // Whether a worker with this standing is quarantined.
 inline bool Quarantined(const WorkerStanding& s) {
   return s.strikes >= kStrikesToQuarantine;

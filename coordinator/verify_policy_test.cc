@@ -73,4 +73,12 @@ TEST_CASE("strikes: caught three times is quarantine; long honest runs forgive")
 }
 
 }  // namespace
+TEST_CASE("a streak lengthens only with a partner other than the last one") {
+  CHECK(StreakPartner(0, {}) == 0);           // a lone result: no partner
+  CHECK(StreakPartner(0, {7}) == 7);          // the first agreement
+  CHECK(StreakPartner(7, {7}) == 0);          // the same one again: no credit
+  CHECK(StreakPartner(7, {9, 7, 8}) == 8);    // another one: the smallest other
+  CHECK(StreakPartner(7, {0}) == 0);          // 0 is nobody
+}
+
 }  // namespace pcfarm
