@@ -5,7 +5,9 @@
 // Both compute the same function of the same dequantized weights; only the
 // order of f32 sums differs, so greedy tokens must agree for 40 steps, for a
 // batch of prompts decoded together and for a prompt long enough that its
-// prefill takes the converted-tile path.
+// prefill takes the converted-tile path. Every other backend that opens
+// here and holds the type (Vulkan: lavapipe in CI) runs the quantized
+// model too, and its greedy tokens must equal the CPU's dequantized path's.
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -14,6 +16,7 @@
 #include <random>
 
 #include "tasks/backend/cpu/cpu_backend.h"
+#include "tasks/backend/registry.h"
 #include "tasks/engine/llama.h"
 #include "tasks/model/gguf.h"
 #include "tasks/model/gguf_writer.h"
@@ -112,6 +115,25 @@ TEST_CASE("Q8_0 and Q4_0 GGUF models: greedy tokens equal the dequantized F32 pa
     // One sequence alone decodes one row at a time (the M = 1 kernel).
     const auto alone = Greedy(*m, be->get(), true, {batch[0]});
     CHECK(alone[0] == ref[0]);
+    for (const std::string& name : RegisteredBackendNames()) {
+      if (name == "cpu") continue;
+      auto other = CreateBackend(name);
+      if (!other.ok()) {
+        WARN(name << " does not open here, not compared: " << other.status().ToString());
+        continue;
+      }
+      const StorageType st = type == kGgmlQ8_0 ? StorageType::kQ8_0 : StorageType::kQ4_0;
+      if (!(*other)->SupportsStorage(st)) {
+        WARN(name << " does not hold " << StorageTypeName(st) << ", not compared");
+        continue;
+      }
+      INFO("backend " << name);
+      const auto got = Greedy(*m, other->get(), true, batch);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        INFO("prompt " << i);
+        CHECK(got[i] == ref[i]);
+      }
+    }
   }
   std::filesystem::remove_all(dir);
 }

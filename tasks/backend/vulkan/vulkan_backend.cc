@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
+#include "tasks/backend/ggml_quants.h"
 #include "tasks/backend/half.h"
 #include "tasks/backend/vulkan/vulkan_internal.h"
 #include "tasks/backend/vulkan/vulkan_shaders.h"
@@ -499,7 +501,7 @@ Status VulkanBackend::RecordCopy(VkBuffer src, VkBuffer dst, uint64_t bytes) {
 
 Result<Tensor> VulkanBackend::AllocImpl(Shape shape, StorageType type) {
   PCFARM_RETURN_IF_ERROR(Usable());
-  const uint64_t bytes = static_cast<uint64_t>(shape.numel()) * StorageTypeSize(type);
+  const uint64_t bytes = StorageBytes(type, shape.numel());
   const std::string what =
       "allocating " + shape.ToString() + " " + StorageTypeName(type);
   // Buffers dropped since the last submit still count: give them back first.
@@ -597,6 +599,16 @@ Status VulkanBackend::UploadImpl(const Tensor& t, std::span<const float> src) {
 }
 
 Status VulkanBackend::DownloadImpl(const Tensor& t, std::span<float> dst) {
+  if (IsQuantized(t.type())) {
+    // Whole blocks on the host (staging chunks would cut them), then the
+    // reference dequantizer.
+    std::vector<std::byte> raw(t.bytes());
+    PCFARM_RETURN_IF_ERROR(DownloadBytesImpl(t, raw));
+    const uint32_t g = StorageGgmlType(t.type());
+    DequantizeBlocks(g, reinterpret_cast<const uint8_t*>(raw.data()),
+                     t.numel() / GgmlBlockValues(g), dst.data());
+    return Status::Ok();
+  }
   const uint64_t es = StorageTypeSize(t.type());
   return ReadBuffer(Bind(t).buffer, t.bytes(), [&](const void* staging, uint64_t off, uint64_t n) {
     DecodeElements(t.type(), staging, dst.data() + off / es, n / es);

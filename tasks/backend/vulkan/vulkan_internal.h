@@ -108,6 +108,10 @@ class VulkanBackend final : public Backend {
 
   std::string name() const override { return "vulkan"; }
   DeviceInfo info() const override;
+  // Every storage type: the GGML block types are held as their bytes and
+  // dequantized by the shaders that read weights (gemv, gemm, gather, copy:
+  // shaders/common.glsl's DEFINE_LOAD_ANY) and on the host by Download.
+  bool SupportsStorage(StorageType) const override { return true; }
   Status Synchronize() override;
 
   const VulkanDeviceInfo& device_info() const { return ctx_->info; }

@@ -13,6 +13,10 @@ layout(local_size_x = WG, local_size_y = 1, local_size_z = 1) in;
 const uint kF32 = 0u;
 const uint kF16 = 1u;
 const uint kBF16 = 2u;
+const uint kQ8_0 = 3u;
+const uint kQ4_0 = 4u;
+const uint kQ4_K = 5u;
+const uint kQ6_K = 6u;
 
 // Exact IEEE binary16 -> f32 (subnormals included, no reliance on f32
 // denormal support).
@@ -64,6 +68,66 @@ float unpack_elem(uint word, uint type, uint i) {
 }
 #define LOAD_ANY(buf, type, i) \
   ((type) == kF32 ? uintBitsToFloat(buf[i]) : unpack_elem(buf[(i) >> 1], (type), (i)))
+
+// Byte `off` of a buffer, given the 32-bit word that holds it; the f16 at
+// an even byte offset likewise.
+uint word_byte(uint word, uint off) { return (word >> ((off & 3u) << 3)) & 0xffu; }
+float word_half(uint word, uint off) { return f16_to_f32((word >> ((off & 2u) << 3)) & 0xffffu); }
+int signed_byte(uint b) { return int(b << 24) >> 24; }
+
+// DEFINE_LOAD_ANY(fn, fn_byte, buf) defines `float fn(uint type, uint i)`:
+// element i (row-major) of a tensor of storage `type` in the uint[] buffer
+// `buf`, the GGML block types too, dequantized one value at a time as
+// tasks/backend/ggml_quants.cc's DequantizeBlocks does (same products, so
+// the same f32 values): Q8_0 (34-byte blocks of 32: f16 d, 32 int8),
+// Q4_0 (18 bytes: f16 d, 16 bytes of nibbles, low ones first), Q4_K (144
+// bytes of 256: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 of
+// nibbles), Q6_K (210 bytes of 256: 128 bytes of low nibbles, 64 of high
+// bit pairs, 16 int8 scales, f16 d). GLSL cannot pass a buffer to a
+// function, hence a macro per buffer. Blocks are not 4-byte aligned
+// (34, 18, 210 bytes); f16 fields always sit at even offsets.
+#define DEFINE_LOAD_ANY(fn, fn_byte, buf) \
+  uint fn_byte(uint off) { return word_byte(buf[off >> 2], off); } \
+  float fn(uint type, uint i) { \
+    if (type == kF32) return uintBitsToFloat(buf[i]); \
+    if (type == kF16 || type == kBF16) return unpack_elem(buf[i >> 1], type, i); \
+    if (type == kQ8_0) { \
+      const uint o = (i >> 5) * 34u; \
+      return word_half(buf[o >> 2], o) * float(signed_byte(fn_byte(o + 2u + (i & 31u)))); \
+    } \
+    if (type == kQ4_0) { \
+      const uint o = (i >> 5) * 18u, j = i & 31u; \
+      const uint q = fn_byte(o + 2u + (j & 15u)); \
+      return word_half(buf[o >> 2], o) * float(int(j < 16u ? q & 15u : q >> 4) - 8); \
+    } \
+    if (type == kQ4_K) { \
+      const uint o = (i >> 8) * 144u, e = i & 255u; \
+      const uint c = e >> 6, hi = (e >> 5) & 1u, l = e & 31u, s = 2u * c + hi; \
+      uint sc, mn; \
+      if (s < 4u) { \
+        sc = fn_byte(o + 4u + s) & 63u; \
+        mn = fn_byte(o + 8u + s) & 63u; \
+      } else { \
+        sc = (fn_byte(o + 8u + s) & 15u) | ((fn_byte(o + s) >> 6) << 4); \
+        mn = (fn_byte(o + 8u + s) >> 4) | ((fn_byte(o + 4u + s) >> 6) << 4); \
+      } \
+      const uint q = fn_byte(o + 16u + 32u * c + l); \
+      const float d = word_half(buf[o >> 2], o) * float(sc); \
+      const float m = word_half(buf[(o + 2u) >> 2], o + 2u) * float(mn); \
+      return d * float(hi != 0u ? q >> 4 : q & 15u) - m; \
+    } \
+    { \
+      const uint o = (i >> 8) * 210u, e = i & 255u; \
+      const uint h = e >> 7, t = (e >> 5) & 3u, l = e & 31u; \
+      const uint lo = fn_byte(o + 64u * h + l + 32u * (t & 1u)); \
+      const uint nib = (t & 2u) != 0u ? lo >> 4 : lo & 15u; \
+      const uint qh = (fn_byte(o + 128u + 32u * h + l) >> (2u * t)) & 3u; \
+      const int q = int(nib | (qh << 4)) - 32; \
+      const float ds = word_half(buf[(o + 208u) >> 2], o + 208u) * \
+                       float(signed_byte(fn_byte(o + 192u + 8u * h + l / 16u + 2u * t))); \
+      return ds * float(q); \
+    } \
+  }
 
 #ifdef WANT_REDUCE
 shared float red_sh[WG];

@@ -1,6 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// c[M, N] = alpha·op(a)·op(b) + beta·c, a and b of any storage type.
+// c[M, N] = alpha·op(a)·op(b) + beta·c, a and b of any storage type
+// (b may hold GGML blocks: dequantized as its panels are staged).
 // Tiled: each 16×16 workgroup computes a 64×64 tile of c, 4×4 outputs per
 // invocation, staging 64×16 panels of op(a) and 16×64 of op(b) in shared
 // memory; panels are loaded along the contiguous dimension of the stored
@@ -18,6 +19,8 @@ layout(std430, binding = 2) readonly buffer B { uint b[]; };
 layout(push_constant) uniform P {
   uint M; uint N; uint K; uint ta; uint tb; uint a_type; uint b_type; float alpha; float beta;
 } p;
+DEFINE_LOAD_ANY(load_a, byte_a, a)
+DEFINE_LOAD_ANY(load_b, byte_b, b)
 
 shared float As[BK][BM + 1];
 shared float Bs[BK][BN + 1];
@@ -41,7 +44,7 @@ void main() {
       float v = 0.0;
       if (gm < p.M && gk < p.K) {
         const uint e = p.ta != 0u ? gk * p.M + gm : gm * p.K + gk;
-        v = LOAD_ANY(a, p.a_type, e);
+        v = load_a(p.a_type, e);
       }
       As[kk][mm] = v;
     }
@@ -55,7 +58,7 @@ void main() {
       float v = 0.0;
       if (gn < p.N && gk < p.K) {
         const uint e = p.tb != 0u ? gn * p.K + gk : gk * p.N + gn;
-        v = LOAD_ANY(b, p.b_type, e);
+        v = load_b(p.b_type, e);
       }
       Bs[kk][nn] = v;
     }
