@@ -12,7 +12,12 @@
 // floor each shard rests on whatever the protocol — one Ed25519 sign, one
 // verify and one durable SQLite commit (WAL, synchronous=FULL).
 //
-//   roundtrip_bench [--workers 200] [--seconds 12] [--warmup 3]
+// With --pages N it then measures a second window with N status pages open
+// on the overview (pollers doing what app.js does: log in, load the page,
+// GET /api/v1/overview once a second) and a third without them again, and
+// prints the paged rate over the mean of the two page-less windows.
+//
+//   roundtrip_bench [--workers 200] [--seconds 12] [--warmup 3] [--pages 0]
 //                   [--tmpdir DIR]   (where the data directory goes)
 #include <sys/resource.h>
 #include <sys/vfs.h>
@@ -20,11 +25,13 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 
 #include <CLI/CLI.hpp>
 
 #include "base/rlimit.h"
 #include "bench/grid/grid_bench.h"
+#include "bench/grid/status_pollers.h"
 #include "crypto/hash.h"
 #include "tests/integration/mini_cluster.h"
 
@@ -38,6 +45,7 @@ struct Options {
   int job_shards = 2000;
   int size = 16;
   double floor_seconds = 3;
+  int pages = 0;
   std::string tmpdir;
 };
 
@@ -120,59 +128,88 @@ int Run(const Options& opt) {
   s = fleet.ReadyAll(1);
   if (!s.ok()) return Fail(s);
 
-  double t0 = MonotonicSeconds();
-  double w_start = t0 + opt.warmup, w_end = w_start + opt.seconds;
-  bool in_window = false;
-  uint64_t a0 = 0, a1 = 0;
-  double d0 = 0, d1 = 0, tw0 = 0, tw1 = 0;
-  ProcSample c0, c1;
+  // Pumps the fleet (topping the queue up) until `until`, printing the
+  // ACK rate each second.
+  const double t0 = MonotonicSeconds();
   double next_report = t0 + 1;
   uint64_t last_acks = 0;
-  while (true) {
-    s = fleet.Pump(50);
-    if (!s.ok()) return Fail(s);
-    double now = MonotonicSeconds();
-    uint64_t acks = fleet.acks();
-    if (submitted - acks < static_cast<uint64_t>(opt.job_shards / 2)) {
-      s = submit();
+  auto pump_until = [&](double until) -> Status {
+    while (MonotonicSeconds() < until) {
+      PCFARM_RETURN_IF_ERROR(fleet.Pump(50));
+      const double now = MonotonicSeconds();
+      const uint64_t acks = fleet.acks();
+      if (submitted - acks < static_cast<uint64_t>(opt.job_shards / 2)) {
+        PCFARM_RETURN_IF_ERROR(submit());
+      }
+      if (now >= next_report) {
+        std::fprintf(stderr, "t=%4.1f s  acks=%llu  (+%llu/s)\n", now - t0,
+                     static_cast<unsigned long long>(acks),
+                     static_cast<unsigned long long>(acks - last_acks));
+        last_acks = acks;
+        next_report += 1;
+      }
+    }
+    return Status::Ok();
+  };
+  struct Window {
+    double seconds = 0, coord_cpu = 0, driver_cpu = 0;
+    uint64_t acks = 0;
+    double rate() const { return seconds > 0 ? double(acks) / seconds : 0; }
+  };
+  auto measure = [&](const char* name) -> Result<Window> {
+    PCFARM_ASSIGN_OR_RETURN(ProcSample c0, SampleProcess(*pid));
+    const uint64_t a0 = fleet.acks();
+    const double d0 = CpuSecondsSelf(), w0 = MonotonicSeconds();
+    PCFARM_RETURN_IF_ERROR(pump_until(w0 + opt.seconds));
+    PCFARM_ASSIGN_OR_RETURN(ProcSample c1, SampleProcess(*pid));
+    Window w;
+    w.seconds = MonotonicSeconds() - w0;
+    w.acks = fleet.acks() - a0;
+    w.coord_cpu = c1.cpu_seconds - c0.cpu_seconds;
+    w.driver_cpu = CpuSecondsSelf() - d0;
+    std::fprintf(stderr, "window %s: %.1f round trips/s\n", name, w.rate());
+    return w;
+  };
+  s = pump_until(t0 + opt.warmup);
+  if (!s.ok()) return Fail(s);
+  auto first = measure("no page");
+  if (!first.ok()) return Fail(first.status());
+  // With --pages: the same load with that many status pages open on the
+  // overview (as app.js polls it), then without again; the baseline is the
+  // mean of the two page-less windows around it.
+  std::optional<Window> paged, after;
+  uint64_t page_requests = 0, page_failures = 0;
+  if (opt.pages > 0) {
+    auto http_token = ReadHttpToken(cluster.coordinator_dir());
+    if (!http_token.ok()) return Fail(http_token.status());
+    {
+      StatusPollers pollers(cluster.http_endpoint(), *http_token, "/", "/api/v1/overview",
+                            opt.pages);
+      s = pump_until(MonotonicSeconds() + 2);  // they log in and load the page
       if (!s.ok()) return Fail(s);
+      const uint64_t r0 = pollers.counts().requests, f0 = pollers.counts().failures;
+      auto w = measure("pages open");
+      if (!w.ok()) return Fail(w.status());
+      paged = *w;
+      page_requests = pollers.counts().requests - r0;
+      page_failures = pollers.counts().failures - f0;
     }
-    if (!in_window && now >= w_start) {
-      auto c = SampleProcess(*pid);
-      if (!c.ok()) return Fail(c.status());
-      c0 = *c;
-      a0 = acks;
-      d0 = CpuSecondsSelf();
-      tw0 = now;
-      in_window = true;
-    }
-    if (in_window && now >= w_end) {
-      auto c = SampleProcess(*pid);
-      if (!c.ok()) return Fail(c.status());
-      c1 = *c;
-      a1 = acks;
-      d1 = CpuSecondsSelf();
-      tw1 = now;
-      break;
-    }
-    if (now >= next_report) {
-      std::fprintf(stderr, "t=%4.1f s  acks=%llu  (+%llu/s)\n", now - t0,
-                   static_cast<unsigned long long>(acks),
-                   static_cast<unsigned long long>(acks - last_acks));
-      last_acks = acks;
-      next_report += 1;
-    }
+    auto w = measure("no page again");
+    if (!w.ok()) return Fail(w.status());
+    after = *w;
   }
+  const Window& main_window = *first;
+  const double window = main_window.seconds;
+  const uint64_t a0 = 0, a1 = main_window.acks;
+  const double coord_cpu = main_window.coord_cpu;
   auto stats = cluster.Stats();
   if (!stats.ok()) return Fail(stats.status());
   auto counter = [&](const char* name) -> uint64_t {
     return stats->value(name, uint64_t{0});
   };
 
-  double window = tw1 - tw0;
   double shards = static_cast<double>(a1 - a0);
   double rate = shards / window;
-  double coord_cpu = c1.cpu_seconds - c0.cpu_seconds;
   double floor_ms = 1000.0 / floor->per_second;
   double ours_ms = shards > 0 ? coord_cpu * 1000.0 / shards : 0;
   std::vector<BenchRow> rows = {
@@ -186,6 +223,19 @@ int Run(const Options& opt) {
       {"coordinator CPU (% of one core)",
        FormatFixed(100.0 * coord_cpu / window, 1) + "%", "-", "-", "-"},
   };
+  if (paged) {
+    const double base = (main_window.rate() + after->rate()) / 2;
+    const double base_cpu =
+        100.0 * (main_window.coord_cpu / main_window.seconds + after->coord_cpu / after->seconds) / 2;
+    rows.push_back({"round trips/s with " + std::to_string(opt.pages) +
+                        " status pages open on the overview",
+                    FormatFixed(paged->rate(), 1) + "/s",
+                    "no page: " + FormatFixed(base, 1) + "/s",
+                    FormatFixed(base > 0 ? paged->rate() / base : 0, 3) + "x", ">= 0.95x"});
+    rows.push_back({"  coordinator CPU with the pages (% of one core)",
+                    FormatFixed(100.0 * paged->coord_cpu / paged->seconds, 1) + "%",
+                    "no page: " + FormatFixed(base_cpu, 1) + "%", "-", "-"});
+  }
   std::vector<std::string> notes = {
       "floor per shard: sign+verify " + FormatFixed(floor->sign_verify_us, 1) +
           " us, durable commit " + FormatFixed(floor->commit_us, 1) + " us (" +
@@ -205,10 +255,17 @@ int Run(const Options& opt) {
           " workers_connected=" + std::to_string(counter("workers_connected")) +
           "; rejects seen by workers: " + std::to_string(fleet.rejects()),
       "driver (this process, all simulated workers) CPU: " +
-          FormatFixed(100.0 * (d1 - d0) / window, 1) + "% of one core; " +
+          FormatFixed(100.0 * main_window.driver_cpu / window, 1) + "% of one core; " +
           std::to_string(opt.workers) + " workers joined in " +
           FormatFixed(t_join, 1) + " s",
   };
+  if (paged) {
+    notes.push_back("pages: " + std::to_string(opt.pages) + " pollers (threads of this process), " +
+                    std::to_string(page_requests) + " API requests in the window, " +
+                    std::to_string(page_failures) + " failed; windows without pages: " +
+                    FormatFixed(main_window.rate(), 1) + "/s before, " +
+                    FormatFixed(after->rate(), 1) + "/s after");
+  }
   PrintBenchTable("roundtrip_bench: assign -> signed result -> verified -> "
                   "committed -> ACK, real coordinator on loopback",
                   rows, notes);
@@ -229,6 +286,9 @@ int main(int argc, char** argv) {
   app.add_option("--size", opt.size, "bench kind matrix size n")->capture_default_str();
   app.add_option("--floor-seconds", opt.floor_seconds, "how long to measure the floor")
       ->capture_default_str();
+  app.add_option("--pages", opt.pages,
+                 "then measure again with this many status pages open (0: none)")
+      ->capture_default_str()->check(CLI::Range(0, 1000));
   app.add_option("--tmpdir", opt.tmpdir,
                  "parent of the temporary data directory (default $TMPDIR or /tmp)");
   CLI11_PARSE(app, argc, argv);

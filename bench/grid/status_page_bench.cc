@@ -24,10 +24,8 @@
 //                     [--tmpdir /dev/shm]
 #include <unistd.h>
 
-#include <httplib.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
@@ -37,6 +35,7 @@
 #include "base/file.h"
 #include "base/rlimit.h"
 #include "bench/grid/grid_bench.h"
+#include "bench/grid/status_pollers.h"
 #include "crypto/hash.h"
 #include "tests/integration/mini_cluster.h"
 
@@ -54,54 +53,6 @@ struct Options {
 int Fail(const Status& s) {
   std::fprintf(stderr, "status_page_bench: %s\n", s.ToString().c_str());
   return 1;
-}
-
-// Counters the pollers add to.
-struct PollCounts {
-  std::atomic<uint64_t> requests{0}, failures{0}, bytes{0};
-};
-
-// One browser's worth of polling: logs in, loads `page` and its static
-// files, then GETs `api` once a second (the first after `offset_ms`) until
-// `stop`.
-void Poll(const std::string& endpoint, const std::string& token, const std::string& page,
-          const std::string& api, int offset_ms, const std::atomic<bool>* stop,
-          PollCounts* counts) {
-  httplib::Client http("http://" + endpoint);
-  http.set_connection_timeout(5, 0);
-  http.set_read_timeout(15, 0);
-  http.set_keep_alive(true);  // as a browser does
-  auto login = http.Get(("/login?token=" + token).c_str());
-  if (!login || login->status != 303) {
-    counts->failures++;
-    return;
-  }
-  std::string set = login->get_header_value("Set-Cookie");
-  httplib::Headers h = {{"Cookie", set.substr(0, set.find(';'))}};
-  auto get = [&](const std::string& path) {
-    auto r = http.Get(path.c_str(), h);
-    counts->requests++;
-    if (!r || r->status != 200) {
-      counts->failures++;
-    } else {
-      counts->bytes += r->body.size();
-    }
-  };
-  for (const std::string& p : {page, std::string("/static/app.js"),
-                               std::string("/static/style.css")}) {
-    get(p);
-  }
-  double next = MonotonicSeconds() + offset_ms / 1000.0;
-  while (!stop->load()) {
-    double now = MonotonicSeconds();
-    if (now < next) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(
-          std::min<int64_t>(50, int64_t((next - now) * 1000) + 1)));
-      continue;
-    }
-    get(api);
-    next += 1.0;
-  }
 }
 
 struct Window {
@@ -132,9 +83,8 @@ int Run(const Options& opt) {
   if (!s.ok()) return Fail(s);
   auto pid = FindChildProcess("pcfarm-coordinator");
   if (!pid.ok()) return Fail(pid.status());
-  auto token_file = ReadFile(cluster.coordinator_dir() + "/http.token", 4096);
-  if (!token_file.ok()) return Fail(token_file.status());
-  const std::string http_token = token_file->substr(0, 64);
+  auto http_token = ReadHttpToken(cluster.coordinator_dir());
+  if (!http_token.ok()) return Fail(http_token.status());
 
   auto token = cluster.CreateToken(opt.workers, "1h");
   if (!token.ok()) return Fail(token.status());
@@ -160,17 +110,11 @@ int Run(const Options& opt) {
   // pollers (none for the baseline) poll `api`.
   auto measure = [&](const std::string& name, const std::string& page,
                      const std::string& api) -> Result<Window> {
-    PollCounts counts;
-    std::atomic<bool> stop{false};
-    std::vector<std::thread> pollers;
-    if (!api.empty()) {
-      for (int i = 0; i < opt.browsers; ++i) {
-        pollers.emplace_back(Poll, cluster.http_endpoint(), http_token, page, api,
-                             1000 * i / opt.browsers, &stop, &counts);
-      }
-      // Let them log in and load the page before the window.
-      PCFARM_RETURN_IF_ERROR(fleet.Idle(2000, 1000).status());
-    }
+    StatusPollers pollers(cluster.http_endpoint(), *http_token, page, api,
+                          api.empty() ? 0 : opt.browsers);
+    const PollCounts& counts = pollers.counts();
+    // Let them log in and load the page before the window.
+    if (!api.empty()) PCFARM_RETURN_IF_ERROR(fleet.Idle(2000, 1000).status());
     PCFARM_ASSIGN_OR_RETURN(ProcSample c0, SampleProcess(*pid));
     uint64_t r0 = counts.requests, f0 = counts.failures, b0 = counts.bytes;
     PCFARM_RETURN_IF_ERROR(fleet.Idle(static_cast<int>(opt.seconds * 1000), 1000).status());
@@ -182,8 +126,6 @@ int Run(const Options& opt) {
     w.requests = counts.requests - r0;
     w.failures = counts.failures - f0;
     w.bytes = counts.bytes - b0;
-    stop = true;
-    for (auto& t : pollers) t.join();
     std::fprintf(stderr, "%s: %.2f%% CPU, %llu requests, %llu failed\n", name.c_str(),
                  w.cpu_percent, static_cast<unsigned long long>(w.requests),
                  static_cast<unsigned long long>(w.failures));
