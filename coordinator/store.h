@@ -379,6 +379,11 @@ class Store {
                                      const std::string& reason,
                                      const SummaryFold& fold = nullptr);
   Result<std::vector<WorkerInfo>> ListWorkers();
+  // One page of ListWorkers (by id, ascending or descending), and the
+  // number of workers: what the status page's default order reads without
+  // every row.
+  Result<std::vector<WorkerInfo>> ListWorkersById(int64_t offset, int64_t limit, bool descending);
+  Result<int64_t> CountWorkers();
   // Lifts a ban (BanWorker): the worker may connect and get shards again;
   // its dropped results stay dropped. NotFound for an unknown worker.
   Status UnbanWorker(int64_t worker_id, const std::string& reason);

@@ -550,6 +550,31 @@ Result<std::vector<WorkerInfo>> Store::ListWorkers() {
   }
 }
 
+Result<std::vector<WorkerInfo>> Store::ListWorkersById(int64_t offset, int64_t limit,
+                                                      bool descending) {
+  std::lock_guard l(mu_);
+  static const std::string asc = std::string("SELECT ") + kWorkerCols +
+                                 " FROM workers ORDER BY id LIMIT ?1 OFFSET ?2";
+  static const std::string desc = std::string("SELECT ") + kWorkerCols +
+                                  " FROM workers ORDER BY id DESC LIMIT ?1 OFFSET ?2";
+  auto q = db_->Q((descending ? desc : asc).c_str());
+  q.Bind(std::max<int64_t>(0, limit), std::max<int64_t>(0, offset));
+  std::vector<WorkerInfo> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return out;
+    out.push_back(ReadWorker(q));
+  }
+}
+
+Result<int64_t> Store::CountWorkers() {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT COUNT(*) FROM workers");
+  PCFARM_ASSIGN_OR_RETURN(int64_t n, q.OneInt());
+  PCFARM_RETURN_IF_ERROR(q.Run());
+  return n;
+}
+
 // ---- clients ----
 
 Result<int64_t> Store::AddClient(const std::string& name,

@@ -1,6 +1,15 @@
 #include "coordinator/http/status_api.h"
 
+#include <stdlib.h>
+
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <memory>
+
+#include "base/clock.h"
+#include "coordinator/http/status_board.h"
+#include "coordinator/server.h"
+#include "coordinator/store.h"
 
 #include "coordinator/admin_queries.h"
 #include "coordinator/cli/cli_common.h"
@@ -135,6 +144,55 @@ TEST_CASE("workers page: sorted on the server, stable, numeric, cut and counted"
   q.sort = "running";
   q.descending = true;
   CHECK(Ids(PageOfWorkers(all, view, q)) == std::vector<int64_t>{3, 1, 2, 4, 5});
+}
+
+}  // namespace
+}  // namespace pcfarm
+
+namespace pcfarm {
+namespace {
+
+// Workers sorted by id with no state filter come straight from SQLite (a
+// page and a count); the answer must be the one PageOfWorkers gives from
+// every worker.
+TEST_CASE("workers page by id from SQLite equals the page cut from every worker", "[http]") {
+  char tmpl[] = "/tmp/pcfarm_status_api_test.XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  FakeClock clock;
+  {
+    auto store = Store::Open(dir + "/state.db", &clock);
+    REQUIRE(store.ok());
+    for (int i = 0; i < 7; ++i) {
+      const std::string n = std::to_string(i);
+      REQUIRE((*store)->AddWorker("pc-" + n, "sign-" + n, "curve-" + n).ok());
+    }
+    auto board = StatusBoard::Make();
+    REQUIRE(board.ok());
+    auto view = std::make_shared<LiveView>();
+    view->running[2] = 1;  // worker 2 busy, worker 5 connected and idle
+    view->running[5] = 0;
+    (*board)->Publish(view);
+    ServerCounters counters;
+    StatusApi api(store->get(), board->get(), &counters);
+    auto all = (*store)->ListWorkers();
+    REQUIRE(all.ok());
+    for (bool desc : {false, true}) {
+      for (int64_t offset : {0, 3, 6, 7, 20}) {
+        for (int limit : {1, 3, 100}) {
+          WorkerQuery q;
+          q.limit = limit;
+          q.offset = offset;
+          q.descending = desc;
+          INFO("desc " << desc << " offset " << offset << " limit " << limit);
+          auto fast = api.Workers(q);
+          REQUIRE(fast.ok());
+          CHECK(*fast == PageOfWorkers(*all, *view, q));
+        }
+      }
+    }
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
