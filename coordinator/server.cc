@@ -795,8 +795,12 @@ void CoordinatorServer::Impl::AssignAll() {
   // instead of waiting idle for good while the workers that took the
   // first shards keep the model and every later first copy. While a
   // pending shard's job checks results (verify auto or spot) trust comes
-  // before locality (a new worker downloads the model once); otherwise
-  // (verify none or redundant: nothing is learnt) locality comes first.
+  // before locality (a new worker downloads the model once), and among the
+  // workers still proving themselves the one furthest from trust (the
+  // shortest streak: new, or just caught) goes first, so that a cheat is
+  // not left idle behind honest workers that hold the model until the job
+  // ends; otherwise (verify none or redundant: nothing is learnt) locality
+  // comes first.
   // Then the fastest (by their measured bench speed) go first, counting a
   // worker's speed only once it has earned it with agreeing results
   // (scheduler.h).
@@ -814,6 +818,7 @@ void CoordinatorServer::Impl::AssignAll() {
   struct Rank {
     size_t held = 0;
     bool proving = false;
+    int64_t streak = 0;
   };
   std::unordered_map<const Peer*, Rank> rank;
   for (Peer* p : idle) {
@@ -823,12 +828,14 @@ void CoordinatorServer::Impl::AssignAll() {
     }
     auto w = store->GetWorker(p->worker_id);
     r.proving = w.ok() && w->streak < kStreakBeforeSpotChecks;
+    r.streak = w.ok() ? w->streak : 0;
   }
   auto checked = store->CheckedWorkPending();
   const bool trust_first = checked.ok() && *checked;
   std::sort(idle.begin(), idle.end(), [&](const Peer* a, const Peer* b) {
     const Rank &ra = rank[a], &rb = rank[b];
     if (trust_first && ra.proving != rb.proving) return ra.proving;
+    if (trust_first && ra.proving && ra.streak != rb.streak) return ra.streak < rb.streak;
     if (ra.held != rb.held) return ra.held > rb.held;
     if (ra.proving != rb.proving) return ra.proving;
     return a->earned_gflops > b->earned_gflops;
