@@ -76,6 +76,27 @@ Status CoordinatorClient::Connect() {
   return Status::Ok();
 }
 
+Status CoordinatorClient::Refusal(int wait_ms) {
+  if (!monitor_) return Status::Ok();
+  zmq::pollitem_t item{monitor_->handle(), 0, ZMQ_POLLIN, 0};
+  zmq::poll(&item, 1, std::chrono::milliseconds(wait_ms));
+  if (!(item.revents & ZMQ_POLLIN)) return Status::Ok();
+  zmq::message_t event;
+  if (!monitor_->recv(event, zmq::recv_flags::dontwait)) return Status::Ok();
+  zmq::message_t addr;
+  if (event.more()) (void)monitor_->recv(addr, zmq::recv_flags::dontwait);
+  return PermissionDenied("the coordinator at " + profile_.endpoint +
+                          " refused this profile's key: it is not a registered client (unknown "
+                          "client key; ask the farm's admin for a profile)");
+}
+
+void CoordinatorClient::Drop() {
+  monitor_.reset();
+  sock_.reset();
+  posted_.clear();
+  early_.clear();
+}
+
 Result<wire::ClientReply> CoordinatorClient::Call(wire::ClientRequest request) {
   PCFARM_ASSIGN_OR_RETURN(uint64_t id, Post(std::move(request)));
   return Await(id);
@@ -108,6 +129,12 @@ Result<uint64_t> CoordinatorClient::Post(wire::ClientRequest request) {
   }
   try {
     if (!sock_->send(msg, zmq::send_flags::dontwait)) {
+      // The connection is gone: most likely its handshake was refused
+      // while nothing was being awaited (a long hash before the first
+      // request), and libzmq does not try a refused key again.
+      Status refused = Refusal(0);
+      Drop();
+      if (!refused.ok()) return refused;
       return Unavailable("cannot queue the request to " + profile_.endpoint);
     }
   } catch (const zmq::error_t& e) {
@@ -144,18 +171,9 @@ Result<wire::ClientReply> CoordinatorClient::Await(uint64_t id) {
                                  {monitor_ ? monitor_->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
       zmq::poll(items, monitor_ ? 2 : 1, left);
       if (monitor_ && (items[1].revents & ZMQ_POLLIN)) {
-        zmq::message_t event;
-        if (monitor_->recv(event, zmq::recv_flags::dontwait)) {
-          zmq::message_t addr;
-          if (event.more()) (void)monitor_->recv(addr, zmq::recv_flags::dontwait);
-          monitor_.reset();
-          sock_.reset();
-          posted_.clear();
-          early_.clear();
-          return PermissionDenied(
-              "the coordinator at " + profile_.endpoint +
-              " refused this profile's key: it is not a registered client (unknown "
-              "client key; ask the farm's admin for a profile)");
+        if (Status refused = Refusal(0); !refused.ok()) {
+          Drop();
+          return refused;
         }
       }
       if (!(items[0].revents & ZMQ_POLLIN)) continue;
@@ -180,10 +198,7 @@ Result<wire::ClientReply> CoordinatorClient::Await(uint64_t id) {
     return Unavailable(std::string("talking to the coordinator: ") + e.what());
   }
   // Drop the socket so a late reply cannot be mistaken for the next one.
-  monitor_.reset();
-  sock_.reset();
-  posted_.clear();
-  early_.clear();
+  Drop();
   return Unavailable("no answer from the coordinator at " + profile_.endpoint +
                      " within " + std::to_string(timeout_ms_ / 1000.0).substr(0, 4) +
                      " s (is pcfarm-coordinator running, and is the profile's "

@@ -45,6 +45,13 @@ class CoordinatorClient {
 
  private:
   Status Connect();
+  // PermissionDenied when the monitor holds a handshake the coordinator
+  // refused (its ZAP handler denied this profile's key); OK otherwise.
+  // Waits up to `wait_ms` for the event.
+  Status Refusal(int wait_ms);
+  // Drops the socket (and everything posted on it): the next request
+  // connects afresh, and a late reply cannot be mistaken for another's.
+  void Drop();
 
   ClientProfile profile_;
   int timeout_ms_;
