@@ -12,12 +12,14 @@
 // floor each shard rests on whatever the protocol — one Ed25519 sign, one
 // verify and one durable SQLite commit (WAL, synchronous=FULL).
 //
-// With --pages N it then measures a second window with N status pages open
-// on the overview (pollers doing what app.js does: log in, load the page,
-// GET /api/v1/overview once a second) and a third without them again, and
-// prints the paged rate over the mean of the two page-less windows.
+// With --pages N it then alternates --page-rounds times a window with N
+// status pages open on the overview (pollers doing what app.js does: log
+// in, load the page, GET /api/v1/overview once a second) and one without,
+// and prints the paged windows' rate over the page-less windows' rate (the
+// first window included), so a drift over the run falls on both alike.
 //
 //   roundtrip_bench [--workers 200] [--seconds 12] [--warmup 3] [--pages 0]
+//                   [--page-rounds 2]
 //                   [--tmpdir DIR]   (where the data directory goes)
 #include <sys/resource.h>
 #include <sys/vfs.h>
@@ -25,7 +27,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <optional>
 
 #include <CLI/CLI.hpp>
 
@@ -46,6 +47,7 @@ struct Options {
   int size = 16;
   double floor_seconds = 3;
   int pages = 0;
+  int page_rounds = 2;
   std::string tmpdir;
 };
 
@@ -175,28 +177,41 @@ int Run(const Options& opt) {
   auto first = measure("no page");
   if (!first.ok()) return Fail(first.status());
   // With --pages: the same load with that many status pages open on the
-  // overview (as app.js polls it), then without again; the baseline is the
-  // mean of the two page-less windows around it.
-  std::optional<Window> paged, after;
+  // overview (as app.js polls it), alternating with windows without them
+  // (--page-rounds times: pages, no page), so that a drift of the rate
+  // over the run (the database grows) falls on both sides alike. The
+  // baseline is every page-less window together, the first one included.
+  Window paged, unpaged = *first;
+  std::vector<double> paged_rates, unpaged_rates = {first->rate()};
   uint64_t page_requests = 0, page_failures = 0;
+  auto add = [](Window* sum, const Window& w) {
+    sum->seconds += w.seconds;
+    sum->acks += w.acks;
+    sum->coord_cpu += w.coord_cpu;
+    sum->driver_cpu += w.driver_cpu;
+  };
   if (opt.pages > 0) {
     auto http_token = ReadHttpToken(cluster.coordinator_dir());
     if (!http_token.ok()) return Fail(http_token.status());
-    {
-      StatusPollers pollers(cluster.http_endpoint(), *http_token, "/", "/api/v1/overview",
-                            opt.pages);
-      s = pump_until(MonotonicSeconds() + 2);  // they log in and load the page
-      if (!s.ok()) return Fail(s);
-      const uint64_t r0 = pollers.counts().requests, f0 = pollers.counts().failures;
-      auto w = measure("pages open");
+    for (int round = 0; round < opt.page_rounds; ++round) {
+      {
+        StatusPollers pollers(cluster.http_endpoint(), *http_token, "/", "/api/v1/overview",
+                              opt.pages);
+        s = pump_until(MonotonicSeconds() + 2);  // they log in and load the page
+        if (!s.ok()) return Fail(s);
+        const uint64_t r0 = pollers.counts().requests, f0 = pollers.counts().failures;
+        auto w = measure("pages open");
+        if (!w.ok()) return Fail(w.status());
+        add(&paged, *w);
+        paged_rates.push_back(w->rate());
+        page_requests += pollers.counts().requests - r0;
+        page_failures += pollers.counts().failures - f0;
+      }
+      auto w = measure("no page");
       if (!w.ok()) return Fail(w.status());
-      paged = *w;
-      page_requests = pollers.counts().requests - r0;
-      page_failures = pollers.counts().failures - f0;
+      add(&unpaged, *w);
+      unpaged_rates.push_back(w->rate());
     }
-    auto w = measure("no page again");
-    if (!w.ok()) return Fail(w.status());
-    after = *w;
   }
   const Window& main_window = *first;
   const double window = main_window.seconds;
@@ -223,18 +238,17 @@ int Run(const Options& opt) {
       {"coordinator CPU (% of one core)",
        FormatFixed(100.0 * coord_cpu / window, 1) + "%", "-", "-", "-"},
   };
-  if (paged) {
-    const double base = (main_window.rate() + after->rate()) / 2;
-    const double base_cpu =
-        100.0 * (main_window.coord_cpu / main_window.seconds + after->coord_cpu / after->seconds) / 2;
+  if (opt.pages > 0) {
+    const double base = unpaged.rate();
     rows.push_back({"round trips/s with " + std::to_string(opt.pages) +
                         " status pages open on the overview",
-                    FormatFixed(paged->rate(), 1) + "/s",
+                    FormatFixed(paged.rate(), 1) + "/s",
                     "no page: " + FormatFixed(base, 1) + "/s",
-                    FormatFixed(base > 0 ? paged->rate() / base : 0, 3) + "x", ">= 0.95x"});
+                    FormatFixed(base > 0 ? paged.rate() / base : 0, 3) + "x", ">= 0.95x"});
     rows.push_back({"  coordinator CPU with the pages (% of one core)",
-                    FormatFixed(100.0 * paged->coord_cpu / paged->seconds, 1) + "%",
-                    "no page: " + FormatFixed(base_cpu, 1) + "%", "-", "-"});
+                    FormatFixed(100.0 * paged.coord_cpu / paged.seconds, 1) + "%",
+                    "no page: " + FormatFixed(100.0 * unpaged.coord_cpu / unpaged.seconds, 1) + "%",
+                    "-", "-"});
   }
   std::vector<std::string> notes = {
       "floor per shard: sign+verify " + FormatFixed(floor->sign_verify_us, 1) +
@@ -259,12 +273,16 @@ int Run(const Options& opt) {
           std::to_string(opt.workers) + " workers joined in " +
           FormatFixed(t_join, 1) + " s",
   };
-  if (paged) {
+  if (opt.pages > 0) {
+    auto list = [](const std::vector<double>& v) {
+      std::string out;
+      for (double r : v) out += (out.empty() ? "" : ", ") + FormatFixed(r, 1);
+      return out;
+    };
     notes.push_back("pages: " + std::to_string(opt.pages) + " pollers (threads of this process), " +
-                    std::to_string(page_requests) + " API requests in the window, " +
-                    std::to_string(page_failures) + " failed; windows without pages: " +
-                    FormatFixed(main_window.rate(), 1) + "/s before, " +
-                    FormatFixed(after->rate(), 1) + "/s after");
+                    std::to_string(page_requests) + " API requests in the paged windows, " +
+                    std::to_string(page_failures) + " failed; rates per window (/s), without " +
+                    "pages: " + list(unpaged_rates) + "; with: " + list(paged_rates));
   }
   PrintBenchTable("roundtrip_bench: assign -> signed result -> verified -> "
                   "committed -> ACK, real coordinator on loopback",
@@ -289,6 +307,9 @@ int main(int argc, char** argv) {
   app.add_option("--pages", opt.pages,
                  "then measure again with this many status pages open (0: none)")
       ->capture_default_str()->check(CLI::Range(0, 1000));
+  app.add_option("--page-rounds", opt.page_rounds,
+                 "with --pages: windows with pages, each followed by one without")
+      ->capture_default_str()->check(CLI::Range(1, 100));
   app.add_option("--tmpdir", opt.tmpdir,
                  "parent of the temporary data directory (default $TMPDIR or /tmp)");
   CLI11_PARSE(app, argc, argv);
