@@ -76,11 +76,8 @@ Status CoordinatorClient::Connect() {
   return Status::Ok();
 }
 
-Status CoordinatorClient::Refusal(int wait_ms) {
+Status CoordinatorClient::Refusal() {
   if (!monitor_) return Status::Ok();
-  zmq::pollitem_t item{monitor_->handle(), 0, ZMQ_POLLIN, 0};
-  zmq::poll(&item, 1, std::chrono::milliseconds(wait_ms));
-  if (!(item.revents & ZMQ_POLLIN)) return Status::Ok();
   zmq::message_t event;
   if (!monitor_->recv(event, zmq::recv_flags::dontwait)) return Status::Ok();
   zmq::message_t addr;
@@ -132,7 +129,7 @@ Result<uint64_t> CoordinatorClient::Post(wire::ClientRequest request) {
       // The connection is gone: most likely its handshake was refused
       // while nothing was being awaited (a long hash before the first
       // request), and libzmq does not try a refused key again.
-      Status refused = Refusal(0);
+      Status refused = Refusal();
       Drop();
       if (!refused.ok()) return refused;
       return Unavailable("cannot queue the request to " + profile_.endpoint);
@@ -171,7 +168,7 @@ Result<wire::ClientReply> CoordinatorClient::Await(uint64_t id) {
                                  {monitor_ ? monitor_->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
       zmq::poll(items, monitor_ ? 2 : 1, left);
       if (monitor_ && (items[1].revents & ZMQ_POLLIN)) {
-        if (Status refused = Refusal(0); !refused.ok()) {
+        if (Status refused = Refusal(); !refused.ok()) {
           Drop();
           return refused;
         }

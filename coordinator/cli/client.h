@@ -47,8 +47,8 @@ class CoordinatorClient {
   Status Connect();
   // PermissionDenied when the monitor holds a handshake the coordinator
   // refused (its ZAP handler denied this profile's key); OK otherwise.
-  // Waits up to `wait_ms` for the event.
-  Status Refusal(int wait_ms);
+  // Does not wait.
+  Status Refusal();
   // Drops the socket (and everything posted on it): the next request
   // connects afresh, and a late reply cannot be mistaken for another's.
   void Drop();
