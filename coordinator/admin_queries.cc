@@ -37,6 +37,7 @@ wire::WorkerInfo WorkerToWire(const WorkerInfo& w, const WorkerLiveState& live) 
       dev->set_backend(d.value("backend", ""));
       dev->set_name(d.value("name", ""));
       dev->set_memory_bytes(d.value("memory_bytes", uint64_t(0)));
+      dev->set_free_bytes(d.value("free_bytes", uint64_t(0)));
       dev->set_cores(d.value("cores", 0u));
       dev->set_gflops(d.value("gflops", 0.0));
     }

@@ -976,6 +976,38 @@ struct DrawFixture : SchedFixture {
   }
 };
 
+TEST_CASE_METHOD(DrawFixture, "a check is drawn among workers whose free memory holds it",
+                 "[scheduler][verify]") {
+  const std::vector<int64_t> candidates = Candidates(2);
+  // All have 1 GiB; two of them said only 32 MiB of it are free now.
+  REQUIRE(store->SetWorkerDevices(candidates[0],
+                                  R"([{"backend":"cpu","memory_bytes":1073741824}])", 1)
+              .ok());
+  for (int i = 1; i <= 2; ++i)
+    REQUIRE(store->SetWorkerDevices(candidates[size_t(i)],
+                                    R"([{"backend":"cpu","memory_bytes":1073741824,)"
+                                    R"("free_bytes":33554432}])", 1)
+                .ok());
+  for (int i = 0; i < 6; ++i) {
+    INFO("claim " << i);
+    int64_t claimant = Enrolled("claimant-" + std::to_string(i), "token-k" + std::to_string(i));
+    JobSpec spec;
+    spec.kind = "infer";
+    spec.params = "{}";
+    spec.verify = VerifyPolicy::kAuto;
+    spec.shards.push_back({"needs-64-MiB", "", 64 * kMiB});
+    auto job = store->CreateJob(spec);
+    REQUIRE(job.ok());
+    Lease l = **sched->LeaseNext(claimant, DeviceCaps{{"cpu"}, 1024 * kMiB});
+    REQUIRE(MustRecord(l, claimant, "x").check_ordered);
+    auto named = sched->DrawnCheckers();
+    REQUIRE(named.ok());
+    REQUIRE(named->size() == 1);
+    CHECK(named->front() == candidates[0]);
+    REQUIRE(store->CancelJob(*job, "next").ok());
+  }
+}
+
 TEST_CASE_METHOD(DrawFixture, "a check goes to the worker drawn for it, not to the first that asks",
                  "[scheduler][verify]") {
   // A colluder that computes nothing always asks first; the draw does not

@@ -17,6 +17,7 @@
 #include "base/peer_text.h"
 #include "base/service_notify.h"
 #include "coordinator/blob_store.h"
+#include "coordinator/device_caps.h"
 #include "coordinator/job_summary.h"
 #include "coordinator/rate_limit.h"
 #include "coordinator/scheduler.h"
@@ -53,29 +54,6 @@ wire::CoordinatorFrame MakeWelcome(int64_t worker_id, const ServerOptions& o,
     w->set_output_chunk_bytes(uint32_t(WireLimits{}.upload_chunk_bytes));
   }
   return f;
-}
-
-// The backends and the largest memory of the devices a worker declared
-// (the JSON its HELLO is stored as), and its best measured speed. No
-// devices: the CPU.
-void CapsFromDevices(const std::string& devices_json, DeviceCaps* caps, double* gflops) {
-  *caps = DeviceCaps{};
-  *gflops = 0;
-  nlohmann::json devices = nlohmann::json::parse(devices_json, nullptr, false);
-  if (devices.is_array()) {
-    for (const auto& d : devices) {
-      if (!d.is_object()) continue;
-      std::string backend = d.value("backend", std::string("cpu"));
-      if (std::find(caps->backends.begin(), caps->backends.end(), backend) ==
-          caps->backends.end()) {
-        caps->backends.push_back(backend);
-      }
-      caps->memory_bytes = std::max<int64_t>(
-          caps->memory_bytes, int64_t(d.value("memory_bytes", uint64_t(0))));
-      *gflops = std::max(*gflops, d.value("gflops", 0.0));
-    }
-  }
-  if (caps->backends.empty()) caps->backends = {"cpu"};
 }
 
 // The Curve public key libzmq authenticated for this message (ZAP User-Id),
@@ -527,6 +505,7 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     // coordinator restarted under its connection): shards that need memory
     // or a backend still match it.
     CapsFromDevices(w->devices_json, &p.caps, &p.gflops);
+    p.devices = nlohmann::json::parse(w->devices_json, nullptr, false);
     // The public network it connects from, for the independence of a
     // shard's copies (scheduler.h).
     std::string network;
@@ -570,6 +549,7 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
       }
       peer->free_slots = static_cast<int>(std::max<int64_t>(
           0, std::min<int64_t>(r.free_slots(), peer->slots) - in_flight));
+      if (r.device_free_bytes_size() > 0) OnDeviceFree(*peer, r.device_free_bytes());
       TryAssign(*peer);
     }
       break;
@@ -679,8 +659,10 @@ void CoordinatorServer::Impl::OnHello(Peer& peer, const wire::Hello& hello) {
                        {"name", EscapePeerText(d.name())}, {"memory_bytes", d.memory_bytes()},
                        {"cores", d.cores()}, {"gflops", d.gflops()},
                        {"fp16", d.fp16()}});
+    if (d.free_bytes() > 0) devices.back()["free_bytes"] = d.free_bytes();
   }
   CapsFromDevices(devices.dump(), &peer.caps, &peer.gflops);
+  peer.devices = devices;
   peer.blobs.clear();
   for (const auto& h : hello.cached_blobs()) {
     auto hash = HashFromBytes(h);
@@ -689,6 +671,27 @@ void CoordinatorServer::Impl::OnHello(Peer& peer, const wire::Hello& hello) {
   store->SetWorkerDevices(peer.worker_id, devices.dump(), peer.gflops).IgnoreError();
   store->TouchWorker(peer.worker_id).IgnoreError();
   Send(peer, MakeWelcome(peer.worker_id, opts, keys.sign.public_key()));
+}
+
+void CoordinatorServer::Impl::OnDeviceFree(
+    Peer& peer, const google::protobuf::RepeatedField<uint64_t>& free) {
+  nlohmann::json updated;
+  bool material = false;
+  Status s = ApplyDeviceFree(peer.devices, std::span<const uint64_t>(free.data(), free.size()),
+                             &updated, &material);
+  if (!s.ok()) {
+    // A worker from before a restart of ours whose HELLO we have not seen
+    // yet, or a confused one: its leases go by what was stored.
+    spdlog::debug("worker {}: free memory ignored: {}", peer.name, s.message());
+    return;
+  }
+  // Leases to it go by what it just said; the check-candidate draw reads
+  // the database, written only when some device moved materially.
+  CapsFromDevices(updated.dump(), &peer.caps, &peer.gflops);
+  if (material) {
+    store->SetWorkerDevices(peer.worker_id, updated.dump(), peer.gflops).IgnoreError();
+    peer.devices = std::move(updated);
+  }
 }
 
 void CoordinatorServer::Impl::TryAssign(Peer& peer) {

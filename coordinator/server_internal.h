@@ -14,6 +14,8 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include "base/clock.h"
 #include "coordinator/blob_store.h"
 #include "coordinator/http/status_board.h"
@@ -42,6 +44,9 @@ struct Peer {
   std::string name;
   std::string sign_pk;
   DeviceCaps caps;
+  // Its devices as last stored in workers.devices (HELLO, then READYs'
+  // free memory when it moved materially: device_caps.h).
+  nlohmann::json devices;
   // Shards it may hold at once: the first count this connection declared
   // (HELLO or READY), capped by the coordinator's limit; 1 until then.
   int slots = 1;
@@ -164,6 +169,8 @@ class CoordinatorServer::Impl {
   void DropPeer(const std::string& route, const std::string& why);
   // Drops the connection of a banned worker, if it has one.
   void DropWorker(int64_t worker_id, const std::string& why);
+  // READY's device_free_bytes: the worker's caps now, stored when moved.
+  void OnDeviceFree(Peer& peer, const google::protobuf::RepeatedField<uint64_t>& free);
   void TryAssign(Peer& peer);
   void AssignAll();
   void DeclareSlots(Peer& peer, uint32_t slots);

@@ -178,11 +178,15 @@ Status Store::Db::EndAttemptTx(int64_t now, int64_t attempt_id,
 
 // Worker `o` may take the check or deciding copy of shard `s` (besides
 // being available and not banned): it can run it (the memory and backend
-// of the devices it declared), holds no copy of it, and is independent of
+// of the devices it declared, a device's memory being at most the free
+// memory it last reported: device_caps.h), holds no copy of it, and is independent of
 // its copies (LeaseShard, DrawnCheckers).
 #define PCFARM_DEVICES "json_each(CASE WHEN json_valid(o.devices) THEN o.devices ELSE '[]' END)"
 #define PCFARM_CHECK_CANDIDATE                                                        \
-  " s.needs_memory_bytes<=IFNULL((SELECT MAX(json_extract(d.value,'$.memory_bytes'))" \
+  " s.needs_memory_bytes<=IFNULL((SELECT MAX(CASE"                                  \
+  "   WHEN IFNULL(json_extract(d.value,'$.free_bytes'),0)>0 THEN"                     \
+  "   MIN(json_extract(d.value,'$.memory_bytes'),json_extract(d.value,'$.free_bytes'))" \
+  "   ELSE json_extract(d.value,'$.memory_bytes') END)"                               \
   "   FROM " PCFARM_DEVICES " d),0)"                                                 \
   " AND (s.needs_backend='' OR EXISTS (SELECT 1 FROM " PCFARM_DEVICES " d"           \
   "   WHERE IFNULL(json_extract(d.value,'$.backend'),'cpu')=s.needs_backend))"       \

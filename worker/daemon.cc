@@ -216,6 +216,7 @@ class WorkerDaemon::Impl {
   std::unique_ptr<BlobCache> cache;
   std::unique_ptr<SeenAttempts> seen;
   std::vector<WorkerDevice> devices;
+  int64_t free_memory_read_ms = 0;  // monotonic; 0 = never
   zmq::context_t ctx{1};
   std::unique_ptr<zmq::socket_t> sock;
   std::unique_ptr<BlobFetcher> fetcher;
@@ -258,6 +259,12 @@ class WorkerDaemon::Impl {
   void Connect();
   void SayHello();
   void SendReady();
+  // A device's memory (total or free) as lent to the farm: GPUs' at most
+  // --max-gpu-memory.
+  uint64_t LentBytes(const WorkerDevice& d, uint64_t bytes) const;
+  // Renews devices' free_bytes when forced or when the last reading is
+  // over 2 s old; true when it did.
+  bool RefreshFreeMemoryIfDue(bool force);
   void SendSpooled();
   // Whether `t`'s output goes as a blob (ResultBody.output_blob).
   bool OutputAsBlob(const Task& t) const;
@@ -364,17 +371,14 @@ void WorkerDaemon::Impl::SayHello() {
   for (const auto& [id, t] : tasks) {
     if (!t->released) h->add_running_attempts(id);
   }
+  RefreshFreeMemoryIfDue(/*force=*/true);
   for (const auto& d : devices) {
     auto* o = h->add_devices();
     o->set_index(d.index);
     o->set_backend(d.backend);
     o->set_name(d.name);
-    uint64_t memory = d.memory_bytes;
-    if (d.backend != "cpu" && opts.worker_max_gpu_memory_bytes > 0) {
-      // The owner lends no more than this: shards that need more go elsewhere.
-      memory = std::min(memory, opts.worker_max_gpu_memory_bytes);
-    }
-    o->set_memory_bytes(memory);
+    o->set_memory_bytes(LentBytes(d, d.memory_bytes));
+    o->set_free_bytes(LentBytes(d, d.free_bytes));
     o->set_cores(d.cores);
     o->set_gflops(d.gflops);
     o->set_fp16(d.fp16);
@@ -453,8 +457,32 @@ void WorkerDaemon::Impl::SendReady() {
       paused ? 0u : static_cast<uint32_t>(std::max(0, opts.worker_slots - busy)));
   f.mutable_ready()->set_assigns_received(assigns_received);
   f.mutable_ready()->set_slots(static_cast<uint32_t>(opts.worker_slots));
+  if (RefreshFreeMemoryIfDue(/*force=*/false)) {
+    for (const auto& d : devices)
+      f.mutable_ready()->add_device_free_bytes(LentBytes(d, d.free_bytes));
+  }
   Send(std::move(f));
   ready_due = false;
+}
+
+uint64_t WorkerDaemon::Impl::LentBytes(const WorkerDevice& d, uint64_t bytes) const {
+  if (d.backend != "cpu" && opts.worker_max_gpu_memory_bytes > 0) {
+    // The owner lends no more than this: shards that need more go elsewhere.
+    return std::min(bytes, opts.worker_max_gpu_memory_bytes);
+  }
+  return bytes;
+}
+
+bool WorkerDaemon::Impl::RefreshFreeMemoryIfDue(bool force) {
+  // Two small reads for the CPU, a driver query per GPU backend: spaced so
+  // that a stream of quick shards does not repeat them for every READY.
+  constexpr int64_t kFreeMemoryRefreshMs = 2000;
+  const int64_t now = clock->MonotonicMs();
+  if (!force && free_memory_read_ms != 0 && now - free_memory_read_ms < kFreeMemoryRefreshMs)
+    return false;
+  RefreshFreeMemory(&devices);
+  free_memory_read_ms = now;
+  return true;
 }
 
 void WorkerDaemon::Impl::OnAssign(const wire::SignedEnvelope& env,
@@ -949,7 +977,8 @@ void WorkerDaemon::Impl::WriteStatus(bool force) {
   nlohmann::json devs = nlohmann::json::array();
   for (const auto& d : devices) {
     devs.push_back({{"backend", d.backend}, {"index", d.index}, {"name", d.name},
-                    {"memory_bytes", d.memory_bytes}, {"gflops", d.gflops}});
+                    {"memory_bytes", d.memory_bytes}, {"free_bytes", d.free_bytes},
+                    {"gflops", d.gflops}});
   }
   nlohmann::json j = {{"format", "pcfarm-worker-status-1"},
                       {"pid", getpid()},

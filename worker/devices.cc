@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -95,11 +96,16 @@ Result<int> ParseCpuLogicalCores(std::string_view cpuinfo) {
 }
 
 Result<uint64_t> ParseMemTotalBytes(std::string_view meminfo) {
-  Status status = InvalidArgument("meminfo: no MemTotal line");
+  return ParseMeminfoBytes(meminfo, "MemTotal");
+}
+
+Result<uint64_t> ParseMeminfoBytes(std::string_view meminfo, std::string_view key) {
+  Status status = InvalidArgument("meminfo: no " + std::string(key) + " line");
   uint64_t bytes = 0;
   ForEachField(meminfo, [&](int line_no, std::string_view k, std::string_view v) {
-    if (k != "MemTotal") return true;
-    std::string where = "meminfo line " + std::to_string(line_no) + ": MemTotal ";
+    if (k != key) return true;
+    std::string where =
+        "meminfo line " + std::to_string(line_no) + ": " + std::string(key) + " ";
     size_t digits = v.find_first_not_of("0123456789");
     std::string_view number = v.substr(0, digits);
     std::string_view unit =
@@ -150,7 +156,57 @@ namespace {
   return 0;
 }
 
+// The CPU's free_bytes: MemAvailable plus this process's RssAnon (what it
+// holds it would reuse: a cached model, buffers). Unknown (0) when
+// meminfo cannot be read; RssAnon missing counts as 0.
+void RefreshCpuFreeMemory(WorkerDevice* cpu, const DeviceProbeOptions& options) {
+  auto meminfo = ReadFile(options.proc_dir + "/meminfo", 1 << 20);
+  auto avail = meminfo.ok() ? ParseMeminfoBytes(*meminfo, "MemAvailable") : meminfo.status();
+  if (!avail.ok()) {
+    spdlog::debug("devices: cpu free memory unknown: {}", avail.status().ToString());
+    cpu->free_bytes = 0;
+    return;
+  }
+  auto status = ReadFile(options.proc_dir + "/self/status", 1 << 20);
+  auto own = status.ok() ? ParseMeminfoBytes(*status, "RssAnon") : status.status();
+  uint64_t free = *avail + (own.ok() ? *own : 0);
+  // Never more than the device has (a strange meminfo).
+  cpu->free_bytes = cpu->memory_bytes != 0 ? std::min(free, cpu->memory_bytes) : free;
+}
+
+#if PCFARM_HAVE_CUDA
+uint64_t CudaFreeBytesOrZero(int index) {
+  auto free = CudaDeviceFreeBytes(index);
+  if (free.ok()) return *free;
+  spdlog::debug("devices: cuda:{} free memory unknown: {}", index, free.status().ToString());
+  return 0;
+}
+#endif
+
 }  // namespace
+
+void RefreshFreeMemory(std::vector<WorkerDevice>* devices, const DeviceProbeOptions& options) {
+  bool any_vulkan = false;
+  for (WorkerDevice& d : *devices) {
+    if (d.backend == "cpu") RefreshCpuFreeMemory(&d, options);
+#if PCFARM_HAVE_CUDA
+    if (d.backend == "cuda") d.free_bytes = CudaFreeBytesOrZero(d.index);
+#endif
+    if (d.backend == "vulkan") any_vulkan = true;
+  }
+#if PCFARM_HAVE_VULKAN
+  if (!any_vulkan) return;
+  auto vk = ListVulkanDevices();
+  for (WorkerDevice& d : *devices) {
+    if (d.backend != "vulkan") continue;
+    d.free_bytes = 0;
+    if (vk.ok() && d.index >= 0 && size_t(d.index) < vk->size())
+      d.free_bytes = (*vk)[size_t(d.index)].budget_bytes;
+  }
+#else
+  (void)any_vulkan;
+#endif
+}
 
 Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& options) {
   WorkerDevice cpu;
@@ -198,6 +254,8 @@ Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& opti
                                                     : "unset");
   }
   std::vector<WorkerDevice> out{cpu};
+  // GPUs' free memory is read below with the rest of their facts.
+  RefreshCpuFreeMemory(&out[0], options);
 #if PCFARM_HAVE_CUDA
   // NVIDIA GPUs through the CUDA runtime; no driver is normal.
   auto cuda = ListCudaDevices();
@@ -211,6 +269,7 @@ Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& opti
       g.name = d.name + " [sm_" + std::to_string(d.compute_major) +
                std::to_string(d.compute_minor) + "]";
       g.memory_bytes = d.memory_bytes;
+      g.free_bytes = CudaFreeBytesOrZero(d.index);
       g.cores = d.multiprocessors;
       g.fp16 = d.compute_major >= 7;
       if (options.measure) g.gflops = ProbeDeviceGflops("cuda", d.index, 2048, 3);
@@ -230,6 +289,7 @@ Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& opti
       g.backend = "vulkan";
       g.name = d.name + " [" + VulkanDeviceTypeName(d.type) + ", " + d.vendor + "]";
       g.memory_bytes = d.memory_bytes;
+      g.free_bytes = d.budget_bytes;
       g.fp16 = d.fp16();
       if (options.measure)
         g.gflops = ProbeDeviceGflops("vulkan", d.index, options.probe_n, options.probe_reps);
@@ -242,12 +302,13 @@ Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& opti
 
 std::string FormatDevicesTable(const std::vector<WorkerDevice>& devices) {
   std::vector<std::vector<std::string>> rows = {
-      {"#", "BACKEND", "NAME", "MEMORY", "CORES", "GFLOPS", "FP16"}};
+      {"#", "BACKEND", "NAME", "MEMORY", "FREE", "CORES", "GFLOPS", "FP16"}};
   for (const WorkerDevice& d : devices) {
     char gflops[32];
     std::snprintf(gflops, sizeof gflops, "%.1f", d.gflops);
     rows.push_back({std::to_string(d.index), d.backend, d.name,
-                    HumanBytes(d.memory_bytes), std::to_string(d.cores),
+                    HumanBytes(d.memory_bytes),
+                    d.free_bytes > 0 ? HumanBytes(d.free_bytes) : "-", std::to_string(d.cores),
                     d.gflops > 0 ? gflops : "-", d.fp16 ? "yes" : "no"});
   }
   std::vector<size_t> width(rows[0].size(), 0);
@@ -273,6 +334,7 @@ std::string DevicesToJson(const std::vector<WorkerDevice>& devices) {
                    {"backend", d.backend},
                    {"name", d.name},
                    {"memory_bytes", d.memory_bytes},
+                   {"free_bytes", d.free_bytes},
                    {"cores", d.cores},
                    {"gflops", d.gflops},
                    {"fp16", d.fp16}});

@@ -25,6 +25,9 @@ struct WorkerDevice {
   std::string backend;        // "cpu"; later "cuda", "vulkan"
   std::string name;           // e.g. "AMD Ryzen 7 5800X 8-Core Processor"
   uint64_t memory_bytes = 0;  // RAM for the CPU, VRAM for a GPU
+  // What this worker could use of it now (wire::DeviceInfo.free_bytes says
+  // how each backend counts it); 0 = unknown. RefreshFreeMemory renews it.
+  uint64_t free_bytes = 0;
   int cores = 0;              // logical cores, or compute units of a GPU
   double gflops = 0;          // measured f32 GEMM speed; 0 when not measured
   bool fp16 = false;          // fast half-precision math
@@ -44,9 +47,21 @@ Result<std::string> ParseCpuModelName(std::string_view cpuinfo);
 // The number of "processor : N" lines. InvalidArgument when there are none.
 Result<int> ParseCpuLogicalCores(std::string_view cpuinfo);
 
-// MemTotal of /proc/meminfo in bytes. InvalidArgument naming the line when
-// it is missing, not a number, overflows or is not in kB.
+// The "key: N kB" field of /proc/meminfo (or of /proc/PID/status) in
+// bytes. InvalidArgument naming the line when it is missing, not a number,
+// overflows or is not in kB.
+Result<uint64_t> ParseMeminfoBytes(std::string_view meminfo, std::string_view key);
+// ParseMeminfoBytes(meminfo, "MemTotal").
 Result<uint64_t> ParseMemTotalBytes(std::string_view meminfo);
+
+// Renews every device's free_bytes: the CPU's from proc_dir/meminfo
+// (MemAvailable) plus this process's own anonymous memory
+// (proc_dir/self/status RssAnon), which it would reuse; a GPU's from its
+// backend. A fact that cannot be read leaves 0 (unknown) and logs once at
+// debug level; it is never an error. Cheap for the CPU (two small reads);
+// a GPU's costs a driver query (Vulkan: an instance), so callers space it.
+void RefreshFreeMemory(std::vector<WorkerDevice>* devices,
+                       const DeviceProbeOptions& options = {});
 
 // Runs the bench kind with {"n": n, "seed": 1, "reps": reps}; returns gflops.
 Result<double> MeasureCpuGflops(int n, int reps);

@@ -74,6 +74,16 @@ TEST_CASE("meminfo parsing") {
     CHECK(r.status().code() == StatusCode::kInvalidArgument);
     CHECK_THAT(r.status().message(), Catch::Contains(c.needle));
   }
+  // Any key, of meminfo or of /proc/PID/status (tab-separated); a key is
+  // whole, not a prefix.
+  const char* status = "Name:\tw\nRssAnonX:\t9 kB\nRssAnon:\t  4 kB\nMemAvailable: x kB\n";
+  CHECK(*ParseMeminfoBytes(status, "RssAnon") == 4096);
+  CHECK(*ParseMeminfoBytes("MemAvailable:  7 kB", "MemAvailable") == 7168);
+  auto r = ParseMeminfoBytes(status, "MemAvailable");
+  CHECK_THAT(r.status().message(),
+             Catch::Contains("line 4: MemAvailable \"x kB\" is not a number"));
+  CHECK_THAT(ParseMeminfoBytes(status, "Rss").status().message(),
+             Catch::Contains("no Rss line"));
 }
 
 TEST_CASE("discovery reads a given proc dir and falls back when it is bad") {
@@ -82,7 +92,13 @@ TEST_CASE("discovery reads a given proc dir and falls back when it is bad") {
   fs::remove_all(dir);
   REQUIRE(MakeDirs(dir.string()).ok());
   REQUIRE(WriteFileAtomic((dir / "cpuinfo").string(), kX86Cpuinfo).ok());
-  REQUIRE(WriteFileAtomic((dir / "meminfo").string(), "MemTotal: 1000 kB\n").ok());
+  REQUIRE(WriteFileAtomic((dir / "meminfo").string(),
+                          "MemTotal: 1000 kB\nMemFree: 100 kB\nMemAvailable: 600 kB\n")
+              .ok());
+  REQUIRE(MakeDirs((dir / "self").string()).ok());
+  REQUIRE(WriteFileAtomic((dir / "self" / "status").string(),
+                          "Name:\tpcfarm-worker\nVmRSS:\t  300 kB\nRssAnon:\t  100 kB\n")
+              .ok());
   DeviceProbeOptions opts;
   opts.proc_dir = dir.string();
   opts.measure = false;
@@ -97,7 +113,31 @@ TEST_CASE("discovery reads a given proc dir and falls back when it is bad") {
   CHECK(cpu.name == "AMD Ryzen 7 5800X 8-Core Processor");
   CHECK(cpu.cores == 3);
   CHECK(cpu.memory_bytes == 1024000);
+  // Free: MemAvailable plus what this process holds (RssAnon).
+  CHECK(cpu.free_bytes == 700 * 1024);
   CHECK(cpu.gflops == 0);
+
+  // RefreshFreeMemory reads them again: no RssAnon counts as 0 ...
+  REQUIRE(WriteFileAtomic((dir / "self" / "status").string(), "Name:\tx\n").ok());
+  REQUIRE(WriteFileAtomic((dir / "meminfo").string(),
+                          "MemTotal: 1000 kB\nMemAvailable: 200 kB\n").ok());
+  std::vector<WorkerDevice> refreshed = *devs;
+  RefreshFreeMemory(&refreshed, opts);
+  CHECK(refreshed[0].free_bytes == 200 * 1024);
+  CHECK(refreshed[0].memory_bytes == 1024000);  // only free memory changes
+  // ... more than the total is the total ...
+  REQUIRE(WriteFileAtomic((dir / "meminfo").string(),
+                          "MemTotal: 1000 kB\nMemAvailable: 5000 kB\n").ok());
+  RefreshFreeMemory(&refreshed, opts);
+  CHECK(refreshed[0].free_bytes == 1024000);
+  // ... and no MemAvailable (a kernel before 3.14) is unknown, not an error.
+  REQUIRE(WriteFileAtomic((dir / "meminfo").string(), "MemTotal: 1000 kB\n").ok());
+  RefreshFreeMemory(&refreshed, opts);
+  CHECK(refreshed[0].free_bytes == 0);
+  REQUIRE(WriteFileAtomic((dir / "meminfo").string(),
+                          "MemTotal: 1000 kB\nMemAvailable: 12 MB\n").ok());
+  RefreshFreeMemory(&refreshed, opts);
+  CHECK(refreshed[0].free_bytes == 0);
 
   // Garbage files: sysconf fills in, nothing crashes.
   REQUIRE(WriteFileAtomic((dir / "cpuinfo").string(), "\xff\xfe junk").ok());
@@ -124,6 +164,9 @@ TEST_CASE("discovery on this machine measures the cpu") {
   CHECK_FALSE(cpu.name.empty());
   CHECK(cpu.cores >= 1);
   CHECK(cpu.memory_bytes > (uint64_t(64) << 20));
+  // This process holds some memory and Linux reports MemAvailable.
+  CHECK(cpu.free_bytes > (uint64_t(16) << 20));
+  CHECK(cpu.free_bytes <= cpu.memory_bytes);
   CHECK(cpu.gflops > 0);
   // /proc files report size 0; the reader must still see their contents.
   std::ifstream proc("/proc/cpuinfo");
@@ -140,18 +183,21 @@ TEST_CASE("discovery on this machine measures the cpu") {
 
 TEST_CASE("device table and JSON") {
   std::vector<WorkerDevice> devs(2);
-  devs[0] = {0, "cpu", "Intel(R) Core(TM) i5-8250U", uint64_t(16) << 30, 8, 123.456, false};
-  devs[1] = {1, "cuda", "NVIDIA GeForce RTX 3060", uint64_t(12) << 30, 28, 0, true};
+  devs[0] = {0, "cpu", "Intel(R) Core(TM) i5-8250U", uint64_t(16) << 30, uint64_t(9) << 30,
+             8, 123.456, false};
+  devs[1] = {1, "cuda", "NVIDIA GeForce RTX 3060", uint64_t(12) << 30, 0, 28, 0, true};
   std::string table = FormatDevicesTable(devs);
   CHECK(table ==
-        "#  BACKEND  NAME                        MEMORY    CORES  GFLOPS  FP16\n"
-        "0  cpu      Intel(R) Core(TM) i5-8250U  16.0 GiB  8      123.5   no\n"
-        "1  cuda     NVIDIA GeForce RTX 3060     12.0 GiB  28     -       yes\n");
+        "#  BACKEND  NAME                        MEMORY    FREE     CORES  GFLOPS  FP16\n"
+        "0  cpu      Intel(R) Core(TM) i5-8250U  16.0 GiB  9.0 GiB  8      123.5   no\n"
+        "1  cuda     NVIDIA GeForce RTX 3060     12.0 GiB  -        28     -       yes\n");
   auto j = nlohmann::json::parse(DevicesToJson(devs));
   REQUIRE(j.is_array());
   REQUIRE(j.size() == 2);
   CHECK(j[0]["name"] == "Intel(R) Core(TM) i5-8250U");
   CHECK(j[0]["memory_bytes"] == uint64_t(16) << 30);
+  CHECK(j[0]["free_bytes"] == uint64_t(9) << 30);
+  CHECK(j[1]["free_bytes"] == 0);
   CHECK(j[0]["gflops"] == Approx(123.456));
   CHECK(j[1]["backend"] == "cuda");
   CHECK(j[1]["fp16"] == true);
@@ -160,7 +206,7 @@ TEST_CASE("device table and JSON") {
   // Invalid UTF-8 from a strange cpuinfo does not throw.
   devs[0].name = "bad \xff name";
   CHECK_FALSE(DevicesToJson(devs).empty());
-  CHECK(FormatDevicesTable({}) == "#  BACKEND  NAME  MEMORY  CORES  GFLOPS  FP16\n");
+  CHECK(FormatDevicesTable({}) == "#  BACKEND  NAME  MEMORY  FREE  CORES  GFLOPS  FP16\n");
 }
 
 }  // namespace

@@ -45,6 +45,7 @@ json WorkerJson(const wire::WorkerInfo& w) {
                        {"backend", d.backend()},
                        {"name", d.name()},
                        {"memory_bytes", d.memory_bytes()},
+                       {"free_bytes", d.free_bytes()},
                        {"cores", d.cores()},
                        {"gflops", d.gflops()}});
   }

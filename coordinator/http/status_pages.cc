@@ -233,7 +233,11 @@ std::string WorkerPage(const json& w, const std::string& csrf) {
     devices += "<tr><td>" + std::to_string(d.value("index", 0)) + "</td><td>" +
                HtmlEscape(Str(d, "backend")) + "</td><td>" + HtmlEscape(Str(d, "name")) +
                "</td><td>" + Num(double(d.value("memory_bytes", uint64_t(0))) / (1 << 30), "%.1f") +
-               " GiB</td><td>" + Num(d.value("gflops", 0.0), "%.1f") + "</td></tr>";
+               " GiB</td><td>" +
+               (d.value("free_bytes", uint64_t(0)) > 0
+                    ? Num(double(d.value("free_bytes", uint64_t(0))) / (1 << 30), "%.1f") + " GiB"
+                    : std::string("-")) +
+               "</td><td>" + Num(d.value("gflops", 0.0), "%.1f") + "</td></tr>";
   }
   std::string body =
       "<h1>Worker " + id + ": <span id=\"name\">" + HtmlEscape(Str(w, "name")) +
@@ -242,7 +246,7 @@ std::string WorkerPage(const json& w, const std::string& csrf) {
       "<th>strikes</th><th>running</th>"
       "<th>last seen</th></tr></thead><tbody id=\"rows\">" + WorkerRow(w) +
       "</tbody></table><h2>Devices</h2><table><thead><tr><th>#</th><th>backend</th>"
-      "<th>name</th><th>memory</th><th>GFLOP/s</th></tr></thead><tbody>" + devices +
+      "<th>name</th><th>memory</th><th>free</th><th>GFLOP/s</th></tr></thead><tbody>" + devices +
       "</tbody></table><p><button id=\"quarantine\">Quarantine</button> "
       "<button id=\"unban\">Unban</button> <span id=\"result\"></span></p>";
   return Layout("Worker " + id, "worker", id, csrf, body);

@@ -143,6 +143,13 @@ TEST_CASE("a bench job with redundancy 2 succeeds on 3 workers",
   int busy = 0;
   for (const auto& w : *workers) busy += w.value("agreed", 0) > 0;
   CHECK(busy >= 2);
+  // Each told its CPU's free memory, at most its total.
+  for (const auto& w : *workers) {
+    INFO(w.dump());
+    const auto& cpu = w.at("devices").at(0);
+    CHECK(cpu.value("free_bytes", uint64_t(0)) > 0);
+    CHECK(cpu.value("free_bytes", uint64_t(0)) <= cpu.value("memory_bytes", uint64_t(0)));
+  }
   // SIGTERM stops the coordinator cleanly.
   REQUIRE_OK(c->StopCoordinator());
   CheckStoreConsistency(&c.c);

@@ -23,6 +23,7 @@
 #include "tests/integration/cluster_helpers.h"  // first: it configures Catch
 #include "tests/integration/farm_helpers.h"
 #include "tests/integration/mini_cluster.h"
+#include "tests/integration/sim_worker.h"
 
 namespace pcfarm {
 namespace {
@@ -408,6 +409,56 @@ TEST_CASE("an upload that would eat the disk reserve is refused", "[farm][upload
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("--min-free-disk") != std::string::npos);
   CHECK(Lines(r.err).size() == 1);
+}
+
+TEST_CASE("a worker gets no shard its free memory cannot hold until memory frees up",
+          "[farm][infer][memory]") {
+  MiniClusterOptions o;
+  o.heartbeat_liveness = 10;  // the SimWorker steps only when read
+  Cluster c(o);
+  StartCluster(&c.c, 0);
+  std::string model = c->dir() + "/model", prompts = c->dir() + "/p.jsonl";
+  MakeModel(&c.c, model);
+  REQUIRE_OK(WriteAll(prompts, "{\"prompt\": \"hello\"}\n"));
+  CommandResult r = c->Cli({"submit", "infer", "--model", model, "--prompts", prompts,
+                            "--max-tokens", "2", "--verify", "none"},
+                           10, 60'000);
+  INFO(r.Describe());
+  REQUIRE(r.exit_code == 0);
+  const int64_t need = DbInt(&c.c, "SELECT MAX(needs_memory_bytes) FROM shards");
+  REQUIRE(need > (64 << 10));  // the tiny model: ~430 KiB
+  REQUIRE(need < (int64_t(1) << 30));
+  auto token = c->CreateToken(1, "1h");
+  REQUIRE_OK(token);
+  zmq::context_t ctx(1);
+  SimWorkerOptions so;
+  so.auto_work = false;
+  so.memory_bytes = uint64_t(1) << 30;   // enough in total ...
+  so.free_bytes = uint64_t(need) / 2;    // ... but a game holds most of it
+  auto sim = SimWorker::FromToken(&ctx, *token, so);
+  REQUIRE_OK(sim);
+  SimWorker& w = **sim;
+  REQUIRE_OK(w.Enroll(5000));
+  REQUIRE_OK(w.Join(5000));
+  const std::string devices =
+      "SELECT json_extract(devices,'$[0].free_bytes') FROM workers WHERE id=" +
+      std::to_string(w.worker_id());
+  CHECK(DbInt(&c.c, devices) == need / 2);
+  // It asks again (READY with the same free memory): still nothing.
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE_OK(w.SendReady(1));
+    REQUIRE_OK(w.Step(300));
+  }
+  CHECK(w.stats().assigns == 0);
+  CHECK(DbInt(&c.c, "SELECT state='pending' FROM shards") == 1);
+  // The game quits: its next READY says so, and the shard comes.
+  w.set_free_bytes(uint64_t(1) << 30);
+  REQUIRE_OK(w.SendReady(1));
+  auto assign = w.Expect(wire::CoordinatorFrame::kAssign, 10'000);
+  REQUIRE_OK(assign);
+  CHECK(w.stats().assigns == 1);
+  // A move that large is stored, for the draw of checkers too.
+  CHECK(DbInt(&c.c, devices) == int64_t(1) << 30);
 }
 
 TEST_CASE("bad infer inputs: one line, exit 1, nothing uploaded or queued", "[farm][infer]") {

@@ -134,7 +134,8 @@ Status SimWorker::SendHello(const std::vector<uint64_t>& spooled_attempts) {
   d->set_index(0);
   d->set_backend("cpu");
   d->set_name("simulated cpu");
-  d->set_memory_bytes(uint64_t(1) << 30);
+  d->set_memory_bytes(options_.memory_bytes);
+  d->set_free_bytes(options_.free_bytes);
   d->set_cores(1);
   d->set_gflops(options_.gflops);
   h->set_slots(options_.slots);
@@ -149,6 +150,7 @@ Status SimWorker::SendReady(uint32_t free_slots) {
   f.mutable_ready()->set_free_slots(free_slots);
   f.mutable_ready()->set_assigns_received(assigns_on_connection_);
   f.mutable_ready()->set_slots(options_.slots);
+  if (options_.free_bytes != 0) f.mutable_ready()->add_device_free_bytes(options_.free_bytes);
   return Send(std::move(f));
 }
 

@@ -63,6 +63,10 @@ struct SimWorkerOptions {
   std::function<Result<std::string>(std::string_view hash_hex)> blob_path;
   // CPU threads of the kinds' backend (RunContext::cpu_threads; 0: all).
   int cpu_threads = 0;
+  // Its one device's memory_bytes (HELLO) and free_bytes (HELLO and, when
+  // not 0, every READY's device_free_bytes).
+  uint64_t memory_bytes = uint64_t(1) << 30;
+  uint64_t free_bytes = 0;
 };
 
 // What a SimWorker has seen and sent (read by tests and benchmarks).
@@ -166,6 +170,8 @@ class SimWorker {
   const IdentityKeys& keys() const { return keys_; }
   const SimWorkerStats& stats() const { return stats_; }
   const SimWorkerOptions& options() const { return options_; }
+  // The free memory its next READYs report (SimWorkerOptions::free_bytes).
+  void set_free_bytes(uint64_t bytes) { options_.free_bytes = bytes; }
   uint64_t worker_id() const { return worker_id_; }
   // The socket, for zmq::poll over many workers. Null before Connect().
   zmq::socket_t* socket() { return sock_.get(); }

@@ -2,6 +2,7 @@
 // cuda_ops.cc, their kernels in the .cu files.
 #include "tasks/backend/cuda/cuda_backend.h"
 
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -74,6 +75,17 @@ Result<std::unique_ptr<Backend>> CreateCudaBackend(const BackendOptions& options
 }
 
 namespace cuda {
+namespace {
+
+// Bytes held by live CudaBuffers per device ordinal, for CudaBytesHeld.
+constexpr int kMaxHeldDevices = 64;
+std::atomic<uint64_t> g_held[kMaxHeldDevices];
+
+void AddHeld(int device, int64_t delta) {
+  if (device >= 0 && device < kMaxHeldDevices) g_held[device] += uint64_t(delta);
+}
+
+}  // namespace
 
 CudaBuffer::~CudaBuffer() {
   // The device's primary context outlives the backend; freeing from another
@@ -85,6 +97,7 @@ CudaBuffer::~CudaBuffer() {
   if (switched) cudaSetDevice(previous);
   cudaGetLastError();
   memory_->used -= bytes_;
+  AddHeld(memory_->device, -int64_t(bytes_));
 }
 
 Result<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOptions& options) {
@@ -231,6 +244,7 @@ Result<Tensor> CudaBackend::AllocImpl(Shape shape, StorageType type) {
     memory_->used -= bytes;
     return Check(e, ("cudaMalloc " + what).c_str());
   }
+  AddHeld(memory_->device, int64_t(bytes));
   return Tensor(this, std::make_shared<CudaBuffer>(data, bytes, memory_), shape, type);
 }
 
@@ -273,4 +287,9 @@ Status CudaBackend::DownloadImpl(const Tensor& t, std::span<float> dst) {
 }
 
 }  // namespace cuda
+
+uint64_t CudaBytesHeld(int index) {
+  return index >= 0 && index < cuda::kMaxHeldDevices ? cuda::g_held[index].load() : 0;
+}
+
 }  // namespace pcfarm

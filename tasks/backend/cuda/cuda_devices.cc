@@ -1,5 +1,7 @@
 #include "tasks/backend/cuda/cuda_devices.h"
 
+#include <algorithm>
+
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
@@ -114,6 +116,26 @@ Result<std::vector<CudaDeviceInfo>> ListCudaDevices() {
     devices.push_back(std::move(d));
   }
   return devices;
+}
+
+Result<uint64_t> CudaDeviceFreeBytes(int index) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || index < 0 || index >= count) {
+    cudaGetLastError();
+    return Unavailable("cuda: no device " + std::to_string(index));
+  }
+  int previous = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess || cudaSetDevice(index) != cudaSuccess) {
+    cudaGetLastError();
+    return Unavailable("cuda: cannot select device " + std::to_string(index));
+  }
+  size_t free_bytes = 0, total = 0;
+  const cudaError_t e = cudaMemGetInfo(&free_bytes, &total);
+  cudaSetDevice(previous);
+  cudaGetLastError();
+  if (e != cudaSuccess)
+    return Unavailable(std::string("cuda: cudaMemGetInfo: ") + cudaGetErrorString(e));
+  return std::min<uint64_t>(uint64_t(free_bytes) + CudaBytesHeld(index), uint64_t(total));
 }
 
 }  // namespace pcfarm

@@ -41,6 +41,17 @@ struct CudaVersions {
 };
 CudaVersions GetCudaVersions();
 
+// Device memory this process could use on `index` now: the driver's free
+// memory (cudaMemGetInfo) plus what this process's CUDA backends hold there
+// (CudaBytesHeld), at most the device's total. kUnavailable without a
+// driver or with no such device.
+Result<uint64_t> CudaDeviceFreeBytes(int index);
+
+// Bytes this process's CUDA backends hold on device `index` (their live
+// tensors), across all backends.
+uint64_t CudaBytesHeld(int index);
+
+
 // Every CUDA device, in ordinal order. kUnavailable (with the runtime's
 // reason) when there is no driver or no device.
 Result<std::vector<CudaDeviceInfo>> ListCudaDevices();

@@ -1,6 +1,9 @@
 #include "tasks/backend/vulkan/vulkan_devices.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <vector>
 
 #include "tasks/backend/vulkan/vulkan_internal.h"
 
@@ -27,6 +30,18 @@ std::string VulkanDeviceInfo::ToString() const {
 }
 
 namespace vk {
+
+static bool HasDeviceExtension(const VulkanApi& api, VkPhysicalDevice phys, const char* name) {
+  uint32_t count = 0;
+  if (api.vkEnumerateDeviceExtensionProperties(phys, nullptr, &count, nullptr) != VK_SUCCESS)
+    return false;
+  std::vector<VkExtensionProperties> exts(count);
+  VkResult r = api.vkEnumerateDeviceExtensionProperties(phys, nullptr, &count, exts.data());
+  if (r != VK_SUCCESS && r != VK_INCOMPLETE) return false;
+  for (uint32_t i = 0; i < count && i < exts.size(); ++i)
+    if (std::strcmp(exts[i].extensionName, name) == 0) return true;
+  return false;
+}
 
 VulkanDeviceInfo DescribeDevice(const VulkanApi& api, VkPhysicalDevice phys, int index) {
   VulkanDeviceInfo d;
@@ -103,12 +118,20 @@ VulkanDeviceInfo DescribeDevice(const VulkanApi& api, VkPhysicalDevice phys, int
   // shaderFloat16 is a Vulkan 1.2 feature (left false on 1.1 devices).
   d.shader_float16 = v12 && f16.shaderFloat16 == VK_TRUE;
 
-  VkPhysicalDeviceMemoryProperties mem{};
-  api.vkGetPhysicalDeviceMemoryProperties(phys, &mem);
+  VkPhysicalDeviceMemoryBudgetPropertiesEXT budget{};
+  budget.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT;
+  VkPhysicalDeviceMemoryProperties2 mem2{};
+  mem2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2;
+  const bool has_budget = HasDeviceExtension(api, phys, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+  if (has_budget) mem2.pNext = &budget;
+  api.vkGetPhysicalDeviceMemoryProperties2(phys, &mem2);
+  const VkPhysicalDeviceMemoryProperties& mem = mem2.memoryProperties;
   for (uint32_t i = 0; i < mem.memoryHeapCount; ++i)
     if ((mem.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) != 0 &&
-        mem.memoryHeaps[i].size > d.memory_bytes)
+        mem.memoryHeaps[i].size > d.memory_bytes) {
       d.memory_bytes = mem.memoryHeaps[i].size;
+      d.budget_bytes = has_budget ? std::min(budget.heapBudget[i], d.memory_bytes) : 0;
+    }
   return d;
 }
 

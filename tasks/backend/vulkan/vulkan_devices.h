@@ -28,6 +28,10 @@ struct VulkanDeviceInfo {
   std::string driver;         // e.g. "llvmpipe Mesa 22.3.6 (LLVM 15.0.6)" (Vulkan 1.2 devices)
   uint32_t api_version = 0;   // VK_MAKE_API_VERSION form
   uint64_t memory_bytes = 0;  // the largest device-local heap
+  // VK_EXT_memory_budget's heapBudget of that heap when the device has the
+  // extension: how much of it this process may use now, counting what it
+  // already holds (others' use, e.g. a game, is taken out). 0: unknown.
+  uint64_t budget_bytes = 0;
   bool shader_float16 = false;     // shaderFloat16 (f16 arithmetic)
   bool storage_16bit = false;      // storageBuffer16BitAccess
   uint32_t subgroup_size = 0;      // default subgroup size (0 when unknown)
