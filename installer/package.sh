@@ -50,6 +50,16 @@ make_package() {
   install -m 0644 "$src/README.md" "$root/usr/share/doc/$name/README.md"
   if [ "$name" = pcfarm-worker ]; then
     install -m 0644 "$src/docs/worker-config.md" "$root/usr/share/doc/$name/worker-config.md"
+    # A build with CUDA: its backend is a module the programs open only when
+    # CUDA is asked for (tasks/backend/cuda/cuda_module.h); they look for it
+    # in ../lib/pcfarm beside /usr/bin. It links NVIDIA's CUDA runtime and
+    # cuBLAS, which no Debian package provides: where they are missing, CUDA
+    # reports itself unavailable and the worker uses its other devices.
+    if [ -f "$build/bin/libpcfarm_cuda.so" ]; then
+      install -d -m 0755 "$root/usr/lib/pcfarm"
+      install -m 0644 "$build/bin/libpcfarm_cuda.so" "$root/usr/lib/pcfarm/libpcfarm_cuda.so"
+      strip --strip-unneeded "$root/usr/lib/pcfarm/libpcfarm_cuda.so"
+    fi
   fi
   if [ -n "$unit" ]; then
     install -d -m 0755 "$root/lib/systemd/system"

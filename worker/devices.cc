@@ -9,7 +9,7 @@
 #include "tasks/backend/vulkan/vulkan_devices.h"
 #endif
 #if PCFARM_HAVE_CUDA
-#include "tasks/backend/cuda/cuda_devices.h"
+#include "tasks/backend/cuda/cuda_module.h"
 #endif
 
 #include <spdlog/spdlog.h>
@@ -176,7 +176,8 @@ void RefreshCpuFreeMemory(WorkerDevice* cpu, const DeviceProbeOptions& options) 
 
 #if PCFARM_HAVE_CUDA
 uint64_t CudaFreeBytesOrZero(int index) {
-  auto free = CudaDeviceFreeBytes(index);
+  auto api = LoadCudaModule();
+  auto free = api.ok() ? (*api)->device_free_bytes(index) : Result<uint64_t>(api.status());
   if (free.ok()) return *free;
   spdlog::debug("devices: cuda:{} free memory unknown: {}", index, free.status().ToString());
   return 0;
@@ -258,7 +259,11 @@ Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& opti
   RefreshCpuFreeMemory(&out[0], options);
 #if PCFARM_HAVE_CUDA
   // NVIDIA GPUs through the CUDA runtime; no driver is normal.
-  auto cuda = ListCudaDevices();
+  // (The CUDA backend's module is opened here: only on a worker built with
+  // CUDA, which then drives any NVIDIA GPU through it.)
+  auto cuda_module = LoadCudaModule();
+  auto cuda = cuda_module.ok() ? (*cuda_module)->list_devices()
+                               : Result<std::vector<CudaDeviceInfo>>(cuda_module.status());
   if (!cuda.ok()) {
     spdlog::info("devices: no CUDA: {}", cuda.status().message());
   } else {

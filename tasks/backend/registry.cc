@@ -4,7 +4,7 @@
 
 #include "tasks/backend/cpu/cpu_backend.h"
 #if PCFARM_HAVE_CUDA
-#include "tasks/backend/cuda/cuda_backend.h"
+#include "tasks/backend/cuda/cuda_module.h"
 #endif
 #if PCFARM_HAVE_VULKAN
 #include "tasks/backend/vulkan/vulkan_backend.h"
@@ -16,7 +16,7 @@ const std::vector<BackendRegistration>& RegisteredBackends() {
   static const std::vector<BackendRegistration> kBackends = {
       {"cpu", &CpuBackendScore, &CreateCpuBackend},
 #if PCFARM_HAVE_CUDA
-      {"cuda", &CudaBackendScore, &CreateCudaBackend},
+      {"cuda", &CudaModuleScore, &CreateCudaModuleBackend},
 #endif
 #if PCFARM_HAVE_VULKAN
       {"vulkan", &VulkanBackendScore, &CreateVulkanBackend},

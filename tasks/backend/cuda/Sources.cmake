@@ -2,12 +2,14 @@
 #
 # PCFARM_CUDA defaults ON when a CUDA compiler is found: on PATH, in $CUDACXX,
 # or at /usr/local/cuda/bin/nvcc (the toolkit's default prefix, usually not on
-# PATH). It needs no GPU to build; a binary built with it links libcudart and
-# libcublas from the toolkit and reports kUnavailable, never crashes, where
-# there is no driver or device.
+# PATH). It needs no GPU to build. The backend is the module
+# libpcfarm_cuda.so (cuda_module.h), which links libcudart and libcublas from
+# the toolkit; programs open it only when CUDA is asked for, and report
+# kUnavailable, never crash, where it, the driver or a device is missing.
 #
-# Sets PCFARM_CUDA_HOST_SOURCES (C++ files for pcfarm_backend) and
-# PCFARM_CUDA_LIBS; builds the kernels (.cu) into pcfarm_backend_cuda_kernels.
+# Sets PCFARM_CUDA_HOST_SOURCES (the module loader, for pcfarm_backend) and
+# PCFARM_CUDA_LIBS; builds the kernels (.cu) into pcfarm_backend_cuda_kernels,
+# the backend into pcfarm_cuda_impl and the module pcfarm_cuda.
 include(CheckLanguage)
 if(NOT DEFINED CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX})
   find_program(_pcfarm_nvcc_on_path nvcc)
@@ -66,7 +68,29 @@ if(PCFARM_CUDA)
     $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra,-Werror --Werror=all-warnings>)
   target_link_libraries(pcfarm_backend_cuda_kernels PUBLIC CUDA::cudart)
 
-  set(PCFARM_CUDA_HOST_SOURCES cuda/cuda_backend.cc cuda/cuda_ops.cc cuda/cuda_devices.cc)
-  set(PCFARM_CUDA_LIBS pcfarm_backend_cuda_kernels CUDA::cudart CUDA::cublas
-                       CUDA::cublasLt ${CMAKE_DL_LIBS})
+  # The backend itself, for the module and for cuda_backend_test (which
+  # links it directly). Hidden symbols, position-independent code.
+  add_library(pcfarm_cuda_impl STATIC
+    ${_cu_dir}/cuda_backend.cc ${_cu_dir}/cuda_ops.cc ${_cu_dir}/cuda_devices.cc)
+  target_compile_options(pcfarm_cuda_impl PRIVATE ${PCFARM_WARNINGS})
+  target_link_libraries(pcfarm_cuda_impl PUBLIC pcfarm_backend_cuda_kernels CUDA::cudart
+                        CUDA::cublas CUDA::cublasLt ${CMAKE_DL_LIBS})
+  # libpcfarm_cuda.so (cuda_module.h): opened with dlopen when CUDA is asked
+  # for, so that no other run maps the CUDA runtime and cuBLAS. It carries
+  # its own hidden copies of the backend interface and Status code (-z defs:
+  # nothing left to the program), and exports pcfarm_cuda_module() alone.
+  add_library(pcfarm_cuda MODULE ${_cu_dir}/cuda_module_entry.cc
+    ${CMAKE_CURRENT_SOURCE_DIR}/backend.cc ${CMAKE_CURRENT_SOURCE_DIR}/ggml_quants.cc
+    ${PROJECT_SOURCE_DIR}/base/status.cc)
+  target_compile_options(pcfarm_cuda PRIVATE ${PCFARM_WARNINGS})
+  target_link_libraries(pcfarm_cuda PRIVATE pcfarm_cuda_impl)
+  target_link_options(pcfarm_cuda PRIVATE -Wl,--exclude-libs,ALL -Wl,-z,defs)
+  set_target_properties(pcfarm_cuda_impl pcfarm_cuda PROPERTIES
+    POSITION_INDEPENDENT_CODE ON CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
+  # Beside the programs (build/bin), where they look first.
+  set_target_properties(pcfarm_cuda PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+
+  # What pcfarm_backend gets: the loader only.
+  set(PCFARM_CUDA_HOST_SOURCES cuda/cuda_module.cc)
+  set(PCFARM_CUDA_LIBS ${CMAKE_DL_LIBS})
 endif()

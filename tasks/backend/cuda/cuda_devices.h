@@ -51,7 +51,6 @@ Result<uint64_t> CudaDeviceFreeBytes(int index);
 // tensors), across all backends.
 uint64_t CudaBytesHeld(int index);
 
-
 // Every CUDA device, in ordinal order. kUnavailable (with the runtime's
 // reason) when there is no driver or no device.
 Result<std::vector<CudaDeviceInfo>> ListCudaDevices();
