@@ -124,7 +124,8 @@ int FarmCommands::SubmitFinetune() {
   if (o.redundancy < 1 || o.redundancy > 16) return Fail("--redundancy must be 1..16");
   if (Status v = CheckVerifyFlag(o.verify, o.redundancy); !v.ok()) return Fail(v);
   if (o.method != "lora") {
-    return Fail(o.method == "full" ? "--method full is not built yet on the farm; use lora"
+    return Fail(o.method == "full" ? "--method full is not built yet on the farm; use lora "
+                                     "(pcfarm local finetune --method full trains on this PC)"
                                    : "--method must be lora or full");
   }
   if (o.mode == "sync") {

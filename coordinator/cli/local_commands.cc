@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@
 #include "tasks/backend/registry.h"
 #include "tasks/engine/data.h"
 #include "tasks/engine/llama.h"
+#include "base/file.h"
 #include "tasks/model/model_loader.h"
 
 namespace pcfarm {
@@ -288,7 +290,42 @@ class StepReporter {
   bool tty_ = false;
 };
 
+// The files of a Hugging Face model directory a fully fine-tuned copy
+// keeps as they are: its config and tokenizer. (Weights are written anew,
+// as one model.safetensors; a shard index is not copied.)
+constexpr const char* kHfFilesKept[] = {"config.json", "generation_config.json",
+                                        "tokenizer.json", "tokenizer_config.json",
+                                        "special_tokens_map.json"};
+
+// `--method full`'s output: every weight of `model` in f32 as
+// out/model.safetensors, beside copies of the source directory's config and
+// tokenizer files, so that `pcfarm local generate --model out` and
+// transformers' from_pretrained load it.
+Status SaveFullModel(LlamaModel* model, const std::string& source_dir, const std::string& out) {
+  PCFARM_ASSIGN_OR_RETURN(std::vector<NamedTensor> weights, model->ExportWeights());
+  PCFARM_RETURN_IF_ERROR(MakeDirs(out));
+  for (const char* name : kHfFilesKept) {
+    const std::string from = source_dir + "/" + name;
+    std::error_code ec;
+    if (!std::filesystem::exists(from, ec)) continue;
+    PCFARM_ASSIGN_OR_RETURN(std::string bytes, ReadFile(from, size_t(256) << 20));
+    PCFARM_RETURN_IF_ERROR(WriteFileAtomic(out + "/" + name, bytes));
+  }
+  return WriteSafetensors(out + "/model.safetensors", weights, {{"format", "pt"}});
+}
+
 int RunFinetune(const LocalOptions& o) {
+  if (o.method != "lora" && o.method != "full") return Fail("--method must be lora or full");
+  const bool full = o.method == "full";
+  if (full) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(o.model, ec))
+      return Fail("--method full writes a Hugging Face model directory and needs one as "
+                  "--model (" + o.model + " is not a directory; a GGUF file trains LoRA)");
+    if (!o.quantize.empty())
+      return Fail("--method full trains every weight in f32: it does not take --quantize "
+                  "(QLoRA is --method lora --quantize ...)");
+  }
   if (o.steps < 1 || o.steps > 10'000'000) return Fail("--steps must be 1..10000000");
   if (o.batch < 1 || o.batch > 100'000) return Fail("--batch must be 1..100000");
   if (!(o.lr > 0) || !std::isfinite(o.lr)) return Fail("--lr must be > 0");
@@ -307,7 +344,12 @@ int RunFinetune(const LocalOptions& o) {
   if (!engine.ok()) return Fail(engine.status());
   auto data = LoadData(o, *examples, *engine);
   if (!data.ok()) return Fail(data.status());
-  if (Status s = engine->model->EnableLora(lora); !s.ok()) return Fail(s.WithContext("--lora-*"));
+  if (full) {
+    if (Status s = engine->model->EnableFullTraining(); !s.ok())
+      return Fail(s.WithContext("--method full"));
+  } else if (Status s = engine->model->EnableLora(lora); !s.ok()) {
+    return Fail(s.WithContext("--lora-*"));
+  }
 
   // Only sequences with counted tokens take part, in the order the farm's
   // finetune planner draws them too.
@@ -332,17 +374,19 @@ int RunFinetune(const LocalOptions& o) {
     last_loss = sums->mean();
     reporter.Report(step, last_loss, stats->grad_norm, sums->counted);
   }
-  if (Status s = engine->model->SaveAdapter(o.out, o.model); !s.ok()) {
-    return Fail(s.WithContext("--out " + o.out));
-  }
+  Status saved = full ? SaveFullModel(engine->model.get(), o.model, o.out)
+                      : engine->model->SaveAdapter(o.out, o.model);
+  if (!saved.ok()) return Fail(saved.WithContext("--out " + o.out));
   const int64_t trainable = engine->model->TrainableCount();
+  const char* what = full ? "model" : "adapter";
   if (o.json) {
-    PrintJson({{"adapter", o.out},
+    PrintJson({{what, o.out},
+               {"method", o.method},
                {"steps", o.steps},
                {"loss", last_loss},
                {"trainable_parameters", trainable}});
   } else {
-    std::printf("adapter written to %s (%lld trainable parameters, last loss %.6f)\n",
+    std::printf("%s written to %s (%lld trainable parameters, last loss %.6f)\n", what,
                 o.out.c_str(), static_cast<long long>(trainable), last_loss);
   }
   return 0;
@@ -417,10 +461,17 @@ LocalCommands::LocalCommands(CLI::App* app) {
   eval_->add_option("--max-length", o.max_length,
                     "cut examples to this many tokens (0: the model's maximum)");
 
-  finetune_ = local_->add_subcommand("finetune", "LoRA fine-tuning; writes a PEFT adapter");
+  finetune_ = local_->add_subcommand(
+      "finetune", "LoRA fine-tuning (a PEFT adapter) or full fine-tuning (a whole model)");
   engine_flags(finetune_);
   finetune_->add_option("--data", o.data, "a JSONL data file")->required();
-  finetune_->add_option("--out", o.out, "directory for the adapter")->required();
+  finetune_->add_option("--out", o.out,
+                        "directory for the adapter (lora) or the Hugging Face model (full)")
+      ->required();
+  finetune_->add_option("--method", o.method,
+                        "lora: train LoRA adapters on a frozen base; full: train every weight "
+                        "(f32; a Hugging Face directory in, one out)")
+      ->capture_default_str();
   finetune_->add_option("--steps", o.steps, "optimizer steps")->capture_default_str();
   finetune_->add_option("--batch", o.batch, "examples per step")->capture_default_str();
   finetune_->add_option("--lr", o.lr, "AdamW learning rate")->capture_default_str();

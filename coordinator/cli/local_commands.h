@@ -68,6 +68,7 @@ struct LocalOptions {
   int64_t steps = 30;
   int64_t batch = 4;
   double lr = 1e-3;
+  std::string method = "lora";  // finetune: "lora" or "full"
   int64_t lora_rank = 8;
   double lora_alpha = 16;
   std::string lora_targets = "q_proj,k_proj,v_proj,o_proj";

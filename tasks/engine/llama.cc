@@ -836,6 +836,20 @@ Result<std::vector<float>> LlamaModel::GetParameters() {
   return flat;
 }
 
+Result<std::vector<NamedTensor>> LlamaModel::ExportWeights() {
+  std::map<std::string, Slot> slots = WeightSlots();
+  std::vector<NamedTensor> out;
+  for (const ExpectedTensor& e : ExpectedTensors(config_)) {
+    auto it = slots.find(e.name);
+    if (it == slots.end() || !it->second.value->valid())
+      return Internal("ExportWeights: no weight " + e.name);
+    std::vector<float> v(size_t(it->second.value->shape().numel()));
+    PCFARM_RETURN_IF_ERROR(backend_->Download(*it->second.value, v).WithContext(e.name));
+    out.push_back({e.name, HostTensor::FromF32(e.shape, std::move(v))});
+  }
+  return out;
+}
+
 Status LlamaModel::SetParameters(std::span<const float> flat) {
   if (int64_t(flat.size()) != TrainableCount())
     return InvalidArgument("SetParameters: " + std::to_string(flat.size()) +

@@ -64,6 +64,7 @@
 #include "tasks/engine/sampling.h"
 #include "tasks/model/model_config.h"
 #include "tasks/model/model_weights.h"
+#include "tasks/model/safetensors.h"
 
 namespace pcfarm {
 
@@ -273,6 +274,11 @@ class LlamaModel {
   // pseudo-gradients). SetParameters keeps the optimizer state.
   Result<std::vector<float>> GetParameters();
   Status SetParameters(std::span<const float> flat);
+
+  // Every weight by its HF name, in ExpectedTensors order, as f32 host
+  // tensors (16-bit and quantized weights widened): what WriteHfModel
+  // writes for a fully fine-tuned model.
+  Result<std::vector<NamedTensor>> ExportWeights();
 
   // ---- PEFT adapters ----------------------------------------------------------
 

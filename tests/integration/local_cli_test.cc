@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tasks/model/model_loader.h"
 #include "tasks/model/tokenizer.h"
 
 extern char** environ;
@@ -344,6 +346,78 @@ void ExpectOneLineError(const Run& r, const std::string& says) {
   CHECK(r.err.rfind("pcfarm: ", 0) == 0);
 }
 
+TEST_CASE("finetune --method full trains every weight and writes a model that loads",
+          "[local]") {
+  auto base = LoadModel(TinyModel());
+  REQUIRE(base.ok());
+  int64_t parameters = 0;
+  for (const auto& e : ExpectedTensors(base->config)) {
+    int64_t n = 1;
+    for (int64_t d : e.shape) n *= d;
+    parameters += n;
+  }
+  // One AdamW step from fresh moments moves each weight by lr·g/(|g|+eps):
+  // by lr, up to eps, wherever its gradient is not ~0 (no weight decay).
+  const std::string one = Dir() + "/full-1";
+  const double lr = 1e-3;
+  Run r = Pcf({"local", "finetune", "--method", "full", "--model", TinyModel(), "--data",
+               TrainData(), "--out", one, "--steps", "1", "--batch", "4", "--lr", "0.001",
+               "--seed", "1", "--json"});
+  INFO(r.Describe());
+  REQUIRE(r.exit_code == 0);
+  json last = r.JsonLines().back();
+  CHECK(last["model"] == one);
+  CHECK(last["method"] == "full");
+  CHECK(last["trainable_parameters"] == parameters);
+  for (const char* f : {"config.json", "tokenizer.json", "model.safetensors"})
+    CHECK(fs::exists(one + "/" + f));
+  CHECK_FALSE(fs::exists(one + "/adapter_config.json"));
+  CHECK(ReadAll(one + "/config.json") == ReadAll(TinyModel() + "/config.json"));
+  auto tuned = LoadModel(one);
+  REQUIRE(tuned.ok());
+  int64_t moved = 0, total = 0;
+  for (const auto& e : ExpectedTensors(base->config)) {
+    INFO(e.name);
+    REQUIRE(base->weights.Find(e.name) != nullptr);
+    REQUIRE(tuned->weights.Find(e.name) != nullptr);
+    const std::vector<float> a = base->weights.Find(e.name)->ToF32();
+    const std::vector<float> b = tuned->weights.Find(e.name)->ToF32();
+    REQUIRE(a.size() == b.size());
+    double worst = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      const double d = std::abs(double(b[i]) - double(a[i]));
+      worst = std::max(worst, d);
+      moved += d > 0.5 * lr;
+    }
+    total += int64_t(a.size());
+    CHECK(worst <= lr * 1.001 + 1e-6);
+    CHECK(worst > 0.5 * lr);  // every tensor trains, norms included
+  }
+  INFO(moved << " of " << total << " weights moved by over lr/2");
+  CHECK(moved > total * 9 / 10);
+
+  // Trained longer, it learns the data: the eval loss of the written model
+  // falls well below the base's, and it generates.
+  const std::string full = Dir() + "/full-25";
+  r = Pcf({"local", "finetune", "--method", "full", "--model", TinyModel(), "--data",
+           TrainData(), "--out", full, "--steps", "25", "--batch", "4", "--lr", "0.003",
+           "--seed", "1"});
+  INFO(r.Describe());
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("model written to " + full) != std::string::npos);
+  const double before = EvalJson({})["loss"];
+  Run eval = Pcf({"local", "eval", "--model", full, "--data", TrainData(), "--json"});
+  INFO(eval.Describe());
+  REQUIRE(eval.exit_code == 0);
+  const double after = eval.JsonLines().at(0)["loss"];
+  INFO("eval loss before " << before << ", after " << after);
+  CHECK(after < 0.6 * before);
+  Run gen = Pcf({"local", "generate", "--model", full, "--prompt", "The capital of France",
+                 "--max-tokens", "4", "--json"});
+  INFO(gen.Describe());
+  CHECK(gen.exit_code == 0);
+}
+
 TEST_CASE("bad data, paths and arguments are one-line errors", "[local]") {
   const std::string bad = WriteText(
       "bad.jsonl", "{\"text\": \"fine\"}\n{\"prompt\": \"p\", \"completion\": \"c\"}\n"
@@ -379,6 +453,16 @@ TEST_CASE("bad data, paths and arguments are one-line errors", "[local]") {
                           "--out", Dir() + "/never", "--quantize", "q4_k"}),
                      "--quantize: quantize: 'q4_k' is not a weight format to quantize to; use "
                      "q8_0 or q4_0");
+  ExpectOneLineError(Pcf({"local", "finetune", "--model", TinyModel(), "--data", TrainData(),
+                          "--out", Dir() + "/never", "--method", "partial"}),
+                     "--method must be lora or full");
+  ExpectOneLineError(Pcf({"local", "finetune", "--model", TinyModel(), "--data", TrainData(),
+                          "--out", Dir() + "/never", "--method", "full", "--quantize", "q8_0"}),
+                     "--method full trains every weight in f32: it does not take --quantize");
+  ExpectOneLineError(Pcf({"local", "finetune", "--model", TinyModel() + "/model.safetensors",
+                          "--data", TrainData(), "--out", Dir() + "/never", "--method", "full"}),
+                     "--method full writes a Hugging Face model directory");
+  CHECK_FALSE(fs::exists(Dir() + "/never"));
   // Command-line syntax errors exit 64, as every pcfarm command.
   CHECK(Pcf({"local", "make-model", "--out", Dir() + "/x", "--config", "huge"}).exit_code == 64);
   CHECK(Pcf({"local", "eval", "--model", TinyModel()}).exit_code == 64);  // no --data
