@@ -563,6 +563,10 @@ void WorkerDaemon::Impl::Finish(Task& t) {
   tasks.erase(t.attempt_id);
   if (t.cancel) {
     spdlog::info("attempt {} cancelled", t.attempt_id);
+    // Its slot is free now. The READY the CANCEL prompted went out while it
+    // still ran (free_slots 0): without this one the coordinator would
+    // never offer this worker work again.
+    ready_due = true;
     return;
   }
   counters->shards_run++;

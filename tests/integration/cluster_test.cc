@@ -155,6 +155,33 @@ TEST_CASE("a bench job with redundancy 2 succeeds on 3 workers",
   CheckStoreConsistency(&c.c);
 }
 
+TEST_CASE("a worker whose running shard is cancelled takes new work when it stops",
+          "[integration]") {
+  // A CANCEL prompts a READY while the shard still runs (no free slot);
+  // the worker must say again that its slot is free once the shard stops,
+  // or the coordinator never offers it work again (a DiLoCo round's
+  // straggler, cancelled at its quorum, then starved the next round).
+  Cluster c;
+  StartCluster(&c.c, 1);
+  auto a = c->SubmitBench(1, 4096, 1, 100);  // minutes of GEMMs unless cancelled
+  REQUIRE_OK(a);
+  const std::string running = "SELECT COUNT(*) FROM attempts WHERE state='leased' AND job_id=" +
+                              std::to_string(*a);
+  REQUIRE(WaitUntil([&] { return DbInt(&c.c, running) == 1; }, 30'000, 5));
+  auto b = c->SubmitBench(2, 64, 1, 1);  // waits for the one slot
+  REQUIRE_OK(b);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // within its first rep
+  CommandResult cancel = c->Cli({"cancel", std::to_string(*a)}, 10, 30'000);
+  INFO(cancel.Describe());
+  REQUIRE(cancel.exit_code == 0);
+  auto end = c->WaitForJobEnd(*b, 60'000);
+  REQUIRE_OK(end);
+  CHECK(*end == "succeeded");
+  std::ifstream log(c->dir() + "/worker-0-w0.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), {});
+  CHECK(text.find("cancelled") != std::string::npos);
+}
+
 TEST_CASE("a worker killed with -9 mid-job: the job still finishes",
           "[integration]") {
   MiniClusterOptions o;
