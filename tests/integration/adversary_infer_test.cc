@@ -106,6 +106,17 @@ struct AdversaryBed {
 
 // Every cheater that lied is quarantined within 20 shards; one that told
 // no lie (rubber-stamp while no infer_check shard is planned) is not.
+// How many results a cheater returns before its third strike depends on
+// how fast the checks of its first lies come back while it keeps taking
+// shards: 5-10 in the plain build (adversary_infer_bench, 100 trials), 27
+// once in a sanitizer build on a loaded 2-core CI machine, where checks
+// run several times slower than a SimWorker's lies. There it is 60.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr int kQuarantinedWithin = 60;
+#else
+constexpr int kQuarantinedWithin = 20;
+#endif
+
 void CheckCheaters(const InferTrialOutcome& t) {
   CHECK(t.honest_quarantined == 0);
   for (const auto& a : t.adversaries) {
@@ -115,7 +126,7 @@ void CheckCheaters(const InferTrialOutcome& t) {
       CHECK_FALSE(a.quarantined);
     } else if (a.cheat != InferCheat::kRubberStamp) {
       CHECK(a.quarantined);
-      CHECK(a.results <= 20);
+      CHECK(a.results <= kQuarantinedWithin);
     }
     // A rubber-stamper lies only in checks of another's false claim; how
     // often it gets one depends on how the coordinator plans infer_check
