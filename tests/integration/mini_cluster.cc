@@ -526,6 +526,10 @@ Status MiniCluster::StartWorker(int index, const std::vector<std::string>& extra
       std::to_string(options_.worker_slots), "--heartbeat-interval-ms",
       std::to_string(options_.heartbeat_interval_ms), "--log-level",
       options_.log_level};
+  if (options_.worker_heartbeat_liveness > 0) {
+    argv.push_back("--heartbeat-liveness");
+    argv.push_back(std::to_string(options_.worker_heartbeat_liveness));
+  }
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   return w.proc->Start(argv, w.log);
 }

@@ -39,6 +39,10 @@ struct MiniClusterOptions {
   // after which the coordinator drops a worker.
   int heartbeat_interval_ms = 200;
   int heartbeat_liveness = 3;
+  // The workers' own intervals of silence before they drop the connection
+  // and reconnect (`pcfarm-worker run --heartbeat-liveness`); 0: theirs by
+  // default (3).
+  int worker_heartbeat_liveness = 0;
   // How long a worker holds a shard before the coordinator leases it again.
   int64_t lease_ms = 15'000;
   // Failed attempts after which a shard fails its job.
