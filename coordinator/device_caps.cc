@@ -19,9 +19,12 @@ uint64_t Bytes(const nlohmann::json& d, const char* key) {
 }  // namespace
 
 void CapsFromDevices(const std::string& devices_json, DeviceCaps* caps, double* gflops) {
+  CapsFromDevices(nlohmann::json::parse(devices_json, nullptr, false), caps, gflops);
+}
+
+void CapsFromDevices(const nlohmann::json& devices, DeviceCaps* caps, double* gflops) {
   *caps = DeviceCaps{};
   *gflops = 0;
-  nlohmann::json devices = nlohmann::json::parse(devices_json, nullptr, false);
   if (devices.is_array()) {
     for (const auto& d : devices) {
       if (!d.is_object()) continue;

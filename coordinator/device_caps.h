@@ -26,6 +26,8 @@ namespace pcfarm {
 // free_bytes, gflops), and their best measured speed. No devices, or JSON
 // that is not an array: the CPU, memory unknown (0).
 void CapsFromDevices(const std::string& devices_json, DeviceCaps* caps, double* gflops);
+// The same from the parsed array (a READY's update needs no text round trip).
+void CapsFromDevices(const nlohmann::json& devices, DeviceCaps* caps, double* gflops);
 
 // `stored` (a device array as CapsFromDevices reads) with each device's
 // free_bytes set from `free` (READY's device_free_bytes, one per device, in

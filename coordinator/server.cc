@@ -504,8 +504,8 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     // What its last HELLO said of its devices (it sends none when the
     // coordinator restarted under its connection): shards that need memory
     // or a backend still match it.
-    CapsFromDevices(w->devices_json, &p.caps, &p.gflops);
     p.devices = nlohmann::json::parse(w->devices_json, nullptr, false);
+    CapsFromDevices(p.devices, &p.caps, &p.gflops);
     // The public network it connects from, for the independence of a
     // shard's copies (scheduler.h).
     std::string network;
@@ -661,7 +661,7 @@ void CoordinatorServer::Impl::OnHello(Peer& peer, const wire::Hello& hello) {
                        {"fp16", d.fp16()}});
     if (d.free_bytes() > 0) devices.back()["free_bytes"] = d.free_bytes();
   }
-  CapsFromDevices(devices.dump(), &peer.caps, &peer.gflops);
+  CapsFromDevices(devices, &peer.caps, &peer.gflops);
   peer.devices = devices;
   peer.blobs.clear();
   for (const auto& h : hello.cached_blobs()) {
@@ -687,7 +687,7 @@ void CoordinatorServer::Impl::OnDeviceFree(
   }
   // Leases to it go by what it just said; the check-candidate draw reads
   // the database, written only when some device moved materially.
-  CapsFromDevices(updated.dump(), &peer.caps, &peer.gflops);
+  CapsFromDevices(updated, &peer.caps, &peer.gflops);
   if (material) {
     store->SetWorkerDevices(peer.worker_id, updated.dump(), peer.gflops).IgnoreError();
     peer.devices = std::move(updated);
