@@ -381,9 +381,11 @@ int FarmCommands::Fetch() {
                 << "\n";
       return 0;
     }
-    std::printf("job %llu (finetune, %s): wrote the adapter after step %lld and "
+    const bool full = m.is_object() && m.value("method", "lora") == "full";
+    std::printf("job %llu (finetune, %s): wrote the %s after step %lld and "
                 "trainer_log.jsonl to %s%s\n",
-                (unsigned long long)job_, job.state().c_str(), (long long)step, out_.c_str(),
+                (unsigned long long)job_, job.state().c_str(), full ? "model" : "adapter",
+                (long long)step, out_.c_str(),
                 done ? "" : " (partial: the job has not finished)");
     return 0;
   }

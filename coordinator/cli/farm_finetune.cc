@@ -15,6 +15,7 @@
 #include "crypto/hash.h"
 #include "tasks/aggregate/aggregate.h"
 #include "tasks/backend/registry.h"
+#include "tasks/engine/adapter_io.h"
 #include "tasks/engine/data.h"
 #include "tasks/engine/llama.h"
 #include "tasks/engine/token_data.h"
@@ -55,7 +56,7 @@ struct TempDir {
 void FarmCommands::AddFinetuneCommand(CLI::App* submit) {
   auto& o = finetune_;
   auto* c = finetune_cmd_ =
-      submit->add_subcommand("finetune", "LoRA fine-tuning of a model on the farm");
+      submit->add_subcommand("finetune", "fine-tuning of a model on the farm: LoRA, or every weight with --method full");
   c->add_option("--model", o.model, "a Hugging Face model directory or a .gguf file")
       ->required();
   c->add_option("--data", o.data, "JSONL training data, as pcfarm local finetune reads it")
@@ -83,7 +84,10 @@ void FarmCommands::AddFinetuneCommand(CLI::App* submit) {
                 "sync (one AdamW step a round) or diloco (H local steps a shard, then an "
                 "outer Nesterov step)")
       ->capture_default_str();
-  c->add_option("--method", o.method, "lora (full is not built yet)")->capture_default_str();
+  c->add_option("--method", o.method,
+                "lora (adapters) or full (every weight in f32; a Hugging Face directory as "
+                "--model, no --quantize; fetch writes a model directory)")
+      ->capture_default_str();
   c->add_option("--local-steps", o.local_steps,
                 "DiLoCo: local AdamW steps per round (default 20)");
   c->add_option("--outer-lr", o.outer_lr, "DiLoCo: outer learning rate (default 0.7)");
@@ -123,10 +127,24 @@ int FarmCommands::SubmitFinetune() {
   if (o.max_length < 0) return Fail("--max-length must be >= 0 (0: the model's maximum)");
   if (o.redundancy < 1 || o.redundancy > 16) return Fail("--redundancy must be 1..16");
   if (Status v = CheckVerifyFlag(o.verify, o.redundancy); !v.ok()) return Fail(v);
-  if (o.method != "lora") {
-    return Fail(o.method == "full" ? "--method full is not built yet on the farm; use lora "
-                                     "(pcfarm local finetune --method full trains on this PC)"
-                                   : "--method must be lora or full");
+  if (o.method != "lora" && o.method != "full") return Fail("--method must be lora or full");
+  const bool full = o.method == "full";
+  if (full) {
+    // As `pcfarm local finetune --method full` refuses them.
+    std::error_code ec;
+    if (!fs::is_directory(o.model, ec)) {
+      return Fail("--method full writes a Hugging Face model directory and needs one as "
+                  "--model (" + o.model + " is not a directory; a GGUF file trains LoRA)");
+    }
+    if (!o.quantize.empty()) {
+      return Fail("--method full trains every weight in f32: it does not take --quantize "
+                  "(QLoRA is --method lora --quantize ...)");
+    }
+    for (const char* flag : {"--lora-rank", "--lora-alpha", "--lora-targets"}) {
+      if (c->count(flag) > 0) {
+        return Fail(std::string(flag) + " is for --method lora; --method full trains every weight");
+      }
+    }
   }
   if (o.mode == "sync") {
     for (const char* flag : {"--local-steps", "--outer-lr", "--outer-momentum"}) {
@@ -190,8 +208,8 @@ int FarmCommands::SubmitFinetune() {
         "--model " + o.model + (o.quantize.empty() ? "" : " --quantize " + o.quantize)));
   }
   const int64_t weight_bytes = (*model)->WeightBytes();
-  Status enabled = (*model)->EnableLora(lora);
-  if (!enabled.ok()) return Fail(enabled.WithContext("--lora-*"));
+  Status enabled = full ? (*model)->EnableFullTraining() : (*model)->EnableLora(lora);
+  if (!enabled.ok()) return Fail(enabled.WithContext(full ? "--method full" : "--lora-*"));
   // Tokenized here, once, exactly as `pcfarm local finetune` does.
   const int64_t max_length =
       o.max_length > 0 ? o.max_length : loaded->config.max_position_embeddings;
@@ -212,11 +230,21 @@ int FarmCommands::SubmitFinetune() {
                  static_cast<long long>(data.truncated), examples->size(),
                  static_cast<long long>(max_length));
   }
-  // The adapter the job starts from: the one local finetune starts from.
+  // The version the job starts from: the adapter local finetune starts
+  // from, or (full) every weight in f32, in the order the workers train them.
   TempDir tmp;
   if (tmp.path.empty()) return Fail("cannot make a temporary directory");
-  Status saved = (*model)->SaveAdapter(tmp.path, o.model);
-  if (!saved.ok()) return Fail(saved);
+  std::string full_weights;
+  if (full) {
+    auto values = (*model)->GetParameters();
+    if (!values.ok()) return Fail(values.status());
+    auto bytes = EncodeAdapterSafetensors((*model)->TrainableParameters(), *values);
+    if (!bytes.ok()) return Fail(bytes.status());
+    full_weights = std::move(*bytes);
+  } else {
+    Status saved = (*model)->SaveAdapter(tmp.path, o.model);
+    if (!saved.ok()) return Fail(saved);
+  }
   const int64_t trainable = (*model)->TrainableCount();
   model->reset();
   const std::string tokens_blob = EncodeTokenData(data.sequences);
@@ -230,16 +258,27 @@ int FarmCommands::SubmitFinetune() {
       !up.ok()) {
     return Fail(up);
   }
-  for (const char* name : {"adapter_config.json", "adapter_model.safetensors"}) {
+  if (full) {
     CliUploadOptions uo;
-    uo.label = std::string("adapter/") + name;
-    uo.progress = false;
-    auto bytes = ReadFile(tmp.path + "/" + name);
-    if (!bytes.ok()) return Fail(bytes.status());
-    auto r = UploadBytes(client->get(), *bytes, uo);
+    uo.label = "weights/model.safetensors";
+    uo.progress = progress && full_weights.size() > (size_t(8) << 20);
+    auto r = UploadBytes(client->get(), full_weights, uo);
     if (!r.ok()) return Fail(r.status());
-    adapter_map[name] = r->hash_hex;
+    adapter_map["model.safetensors"] = r->hash_hex;
     sent += r->sent;
+    full_weights.clear();
+  } else {
+    for (const char* name : {"adapter_config.json", "adapter_model.safetensors"}) {
+      CliUploadOptions uo;
+      uo.label = std::string("adapter/") + name;
+      uo.progress = false;
+      auto bytes = ReadFile(tmp.path + "/" + name);
+      if (!bytes.ok()) return Fail(bytes.status());
+      auto r = UploadBytes(client->get(), *bytes, uo);
+      if (!r.ok()) return Fail(r.status());
+      adapter_map[name] = r->hash_hex;
+      sent += r->sent;
+    }
   }
   CliUploadOptions uo;
   uo.label = "data";
@@ -250,7 +289,7 @@ int FarmCommands::SubmitFinetune() {
 
   const OptimizerConfig defaults;
   json params = {{"model", model_map},
-                 {"adapter", adapter_map},
+                 {full ? "weights" : "adapter", adapter_map},
                  {"data", dr->hash_hex},
                  {"examples", data.sequences.size()},
                  {"steps", o.steps},
@@ -269,6 +308,10 @@ int FarmCommands::SubmitFinetune() {
                  {"aggregate", o.aggregate},
                  {"compress", o.compress},
                  {"model_bytes", model_bytes}};
+  if (full) {
+    params.erase("lora");
+    params["method"] = "full";
+  }
   if (o.micro_batch > 0) params["micro_batch"] = o.micro_batch;
   if (*quantize != StorageType::kF32) params["quantize"] = QuantizeParamName(*quantize);
   params["model_dims"] = ModelDimsParam(loaded->config, weight_bytes);
@@ -320,7 +363,10 @@ int FarmCommands::SubmitFinetune() {
 Status FarmCommands::WriteFinetuneOutput(CoordinatorClient* client, const std::string& manifest,
                                          const std::string& dir, int64_t* bytes_written) {
   json m = json::parse(manifest, nullptr, false);
-  if (!m.is_object() || !m.contains("adapter") || !m["adapter"].is_object() ||
+  // LoRA: the adapter's two files; full: a Hugging Face model directory.
+  const bool full = m.is_object() && m.value("method", "lora") == "full";
+  const char* files_key = full ? "files" : "adapter";
+  if (!m.is_object() || !m.contains(files_key) || !m[files_key].is_object() ||
       !m.contains("trainer_log") || !m["trainer_log"].is_array()) {
     return Internal("the coordinator's fetch reply for a finetune job is malformed");
   }
@@ -328,9 +374,16 @@ Status FarmCommands::WriteFinetuneOutput(CoordinatorClient* client, const std::s
   fs::create_directories(dir, ec);
   if (ec) return IoError("--out " + dir + ": " + ec.message());
   *bytes_written = 0;
-  for (const auto& [name, hash] : m["adapter"].items()) {
-    if (name != "adapter_config.json" && name != "adapter_model.safetensors") continue;
-    if (!hash.is_string()) return Internal("adapter file " + name + " has no hash");
+  for (const auto& [name, hash] : m[files_key].items()) {
+    if (full) {
+      // A plain file name: nothing the coordinator says is written outside dir.
+      const bool plain = !name.empty() && name.size() <= 255 && name[0] != '.' &&
+                         name.find_first_of("/\\") == std::string::npos;
+      if (!plain) return Internal("the fetch reply names a bad model file '" + name + "'");
+    } else if (name != "adapter_config.json" && name != "adapter_model.safetensors") {
+      continue;
+    }
+    if (!hash.is_string()) return Internal("model file " + name + " has no hash");
     auto h = HashFromHex(hash.get<std::string>());
     if (!h.ok()) return h.status();
     std::string bytes;

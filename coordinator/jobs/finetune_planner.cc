@@ -33,11 +33,18 @@ constexpr int64_t kMaxLocalSteps = 10'000;
 constexpr int64_t kMaxShardIndices = 100'000;
 constexpr const char* kAdapterConfig = "adapter_config.json";
 constexpr const char* kAdapterWeights = "adapter_model.safetensors";
+constexpr const char* kFullWeights = "model.safetensors";
 
 // The job's params, checked.
 struct FinetuneParams {
   json raw;
-  json model, adapter;
+  json model;
+  // The version the job starts from: "adapter" {config, weights} (LoRA) or
+  // "weights" {"model.safetensors"} (method "full": every weight).
+  json adapter;
+  bool full = false;
+  const char* version_key = "adapter";       // its key in params, shards, summary
+  const char* weights_file = kAdapterWeights;  // the file each step rewrites
   std::string data;
   int64_t examples = 0, steps = 0, batch = 0, micro_batch = 0, model_bytes = 0;
   // What each shard needs of a worker's memory (ShardSpec::needs_memory_bytes).
@@ -65,14 +72,34 @@ Result<FinetuneParams> ParseParams(std::string_view text) {
   FinetuneParams f;
   PCFARM_ASSIGN_OR_RETURN(auto model, FileHashes(p, "model"));
   if (model.empty()) return InvalidArgument("missing 'model'");
-  PCFARM_ASSIGN_OR_RETURN(auto adapter, FileHashes(p, "adapter"));
-  if (adapter.size() != 2 || !p["adapter"].contains(kAdapterConfig) ||
-      !p["adapter"].contains(kAdapterWeights)) {
-    return InvalidArgument(std::string("'adapter' must name exactly ") + kAdapterConfig +
-                           " and " + kAdapterWeights + " (the adapter the job starts from)");
+  if (auto m = p.find("method"); m != p.end()) {
+    if (*m != "lora" && *m != "full") return InvalidArgument("'method' must be 'lora' or 'full'");
+    f.full = *m == "full";
+  }
+  if (f.full) {
+    f.version_key = "weights";
+    f.weights_file = kFullWeights;
+    for (const char* field : {"adapter", "lora", "quantize"}) {
+      if (p.contains(field)) {
+        return InvalidArgument(std::string("method 'full' takes no '") + field + "'");
+      }
+    }
+    PCFARM_ASSIGN_OR_RETURN(auto weights, FileHashes(p, "weights"));
+    if (weights.size() != 1 || !p["weights"].contains(kFullWeights)) {
+      return InvalidArgument(std::string("'weights' must name exactly ") + kFullWeights +
+                             " (every weight, as the job starts from them)");
+    }
+  } else {
+    if (p.contains("weights")) return InvalidArgument("'weights' is for method 'full'");
+    PCFARM_ASSIGN_OR_RETURN(auto adapter, FileHashes(p, "adapter"));
+    if (adapter.size() != 2 || !p["adapter"].contains(kAdapterConfig) ||
+        !p["adapter"].contains(kAdapterWeights)) {
+      return InvalidArgument(std::string("'adapter' must name exactly ") + kAdapterConfig +
+                             " and " + kAdapterWeights + " (the adapter the job starts from)");
+    }
   }
   f.model = p["model"];
-  f.adapter = p["adapter"];
+  f.adapter = p[f.version_key];
   auto d = p.find("data");
   if (d == p.end() || !IsBlobHashJson(*d)) return InvalidArgument("'data' must be a blob hash");
   f.data = d->get<std::string>();
@@ -238,12 +265,25 @@ class Batches {
 // activations (2 more; the frozen base has no weight gradient; the LoRA
 // factors and attention's own products are small beside them at the
 // lengths trained here).
-double TrainFlopsPerToken(const ModelDims& d) {
+// Full fine-tuning also takes every weight's gradient: 6 per weight
+// instead of 4 (`full`).
+double TrainFlopsPerToken(const ModelDims& d, bool full) {
   const double attn = double(d.hidden) * double(d.heads * d.head_dim) * 2 +
                       double(d.hidden) * double(d.kv_heads * d.head_dim) * 2;
   const double mlp = 3.0 * double(d.hidden) * double(d.intermediate);
   const double weights = double(d.layers) * (attn + mlp) + double(d.vocab) * double(d.hidden);
-  return 4.0 * weights;
+  return (full ? 6.0 : 4.0) * weights;
+}
+
+// A file of a model's weights (model.safetensors, its shards and index, a
+// .gguf): what full fine-tuning's output replaces.
+bool IsWeightsFileName(const std::string& name) {
+  auto ends = [&](std::string_view suffix) {
+    return name.size() >= suffix.size() &&
+           name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  return ends(".safetensors") || ends(".safetensors.index.json") || ends(".gguf") ||
+         ends(".bin") || ends(".bin.index.json");
 }
 
 struct ParsedResult {
@@ -358,12 +398,13 @@ class FinetunePlanner final : public JobPlanner {
                              "send no shard params");
     }
     PCFARM_ASSIGN_OR_RETURN(FinetuneParams f, ParseParams(request.params()));
-    for (const char* file : {kAdapterConfig, kAdapterWeights}) {
-      if (!blobs.Has(f.adapter[file].get<std::string>())) {
-        return NotFound(std::string("the adapter's ") + file + " is not uploaded");
+    for (const auto& [file, hash] : f.adapter.items()) {
+      if (!blobs.Has(hash.get<std::string>())) {
+        return NotFound(std::string(f.full ? "the weights' " : "the adapter's ") + file +
+                        " is not uploaded");
       }
     }
-    PCFARM_ASSIGN_OR_RETURN(auto adapter, ReadAdapter(blobs, f.adapter));
+    PCFARM_ASSIGN_OR_RETURN(auto adapter, ReadAdapter(blobs, f, f.adapter));
     (void)adapter;  // parsed: the first step will apply to it
     PCFARM_ASSIGN_OR_RETURN(auto data, LoadData(blobs, f));
     if (int64_t(data->usable()) < f.batch) {
@@ -380,9 +421,7 @@ class FinetunePlanner final : public JobPlanner {
       PCFARM_ASSIGN_OR_RETURN(plan.shards, StepShards(f, f.adapter, *data, 1));
     }
     PCFARM_ASSIGN_OR_RETURN(plan.blobs, FileHashes(f.raw, "model"));
-    for (const char* file : {kAdapterConfig, kAdapterWeights}) {
-      plan.blobs.push_back(f.adapter[file].get<std::string>());
-    }
+    for (const auto& [file, hash] : f.adapter.items()) plan.blobs.push_back(hash.get<std::string>());
     plan.blobs.push_back(f.data);
     return plan;
   }
@@ -414,8 +453,8 @@ class FinetunePlanner final : public JobPlanner {
   std::vector<std::string> ShardOwnBlobs(std::string_view shard_params) const override {
     json p = json::parse(shard_params.begin(), shard_params.end(), nullptr, false);
     if (!p.is_object()) return {};
-    auto adapter = FileHashes(p, "adapter");
-    return adapter.ok() ? *adapter : std::vector<std::string>{};
+    auto version = FileHashes(p, p.contains("weights") ? "weights" : "adapter");
+    return version.ok() ? *version : std::vector<std::string>{};
   }
 
   // 4 x the base's weights x the tokens of the shard's examples (every
@@ -451,7 +490,7 @@ class FinetunePlanner final : public JobPlanner {
     if (auto st = p.find("steps_examples"); st != p.end() && st->is_array()) {
       for (const json& step : *st) add(step);
     }
-    return TrainFlopsPerToken(*dims) * tokens;
+    return TrainFlopsPerToken(*dims, j.value("method", "lora") == "full") * tokens;
   }
 
   // Applying a step reads the round's results; nothing is folded per shard.
@@ -475,7 +514,8 @@ class FinetunePlanner final : public JobPlanner {
         s["local_steps"] = f->local_steps;
         if (!s.contains("round")) s["round"] = 0;
       }
-      if (!s.contains("adapter")) s["adapter"] = f->adapter;
+      if (!s.contains(f->version_key)) s[f->version_key] = f->adapter;
+      if (f->full) s["method"] = "full";
     }
     if (!s.contains("step")) s["step"] = 0;
     return s.dump();
@@ -484,8 +524,24 @@ class FinetunePlanner final : public JobPlanner {
   std::string RoundsOutput(const JobInfo& job,
                            const std::vector<JobRound>& rounds) const override {
     json s = json::parse(Summary(job), nullptr, false);
-    json out = {{"kind", "finetune"}, {"adapter", s.value("adapter", json::object())},
-                {"step", s.value("step", int64_t(0))}, {"trainer_log", json::array()}};
+    json out = {{"kind", "finetune"}, {"step", s.value("step", int64_t(0))},
+                {"trainer_log", json::array()}};
+    if (s.value("method", "lora") == "full") {
+      // A Hugging Face directory: the base's files but its weights, and the
+      // current version as model.safetensors.
+      out["method"] = "full";
+      json files = json::object();
+      auto f = ParseParams(job.params);
+      const json model = f.ok() ? f->model : json::object();
+      for (const auto& [name, hash] : model.items()) {
+        if (!IsWeightsFileName(name)) files[name] = hash;
+      }
+      const json weights = s.value("weights", json::object());
+      if (weights.contains(kFullWeights)) files[kFullWeights] = weights[kFullWeights];
+      out["files"] = std::move(files);
+    } else {
+      out["adapter"] = s.value("adapter", json::object());
+    }
     for (const auto& r : rounds) {
       json info = json::parse(r.info, nullptr, false);
       if (info.is_object()) out["trainer_log"].push_back(std::move(info));
@@ -542,11 +598,11 @@ class FinetunePlanner final : public JobPlanner {
 
     std::string state_hash;
     PCFARM_ASSIGN_OR_RETURN(json next_adapter,
-                            PutVersion(blobs, in, params, adamw->EncodeState(), &state_hash, &adv));
+                            PutVersion(blobs, f, in, params, adamw->EncodeState(), &state_hash, &adv));
 
     const double loss = loss_sum / weight;
     const int64_t examples = round->examples;
-    const int64_t bytes_down = BytesDown(blobs, in);
+    const int64_t bytes_down = BytesDown(blobs, f, in);
     const int64_t started = s.value("round_started_ms", job.created_ms);
     json info = {{"step", step + 1},
                  {"loss", loss},
@@ -565,7 +621,7 @@ class FinetunePlanner final : public JobPlanner {
 
     s["step"] = step + 1;
     s["optimizer"] = state_hash;
-    FoldRound(&s, job, next_adapter, loss, tokens, examples, bytes_up, bytes_down, now_ms);
+    FoldRound(&s, f, job, next_adapter, loss, tokens, examples, bytes_up, bytes_down, now_ms);
     if (step + 1 >= f.steps) {
       adv.end = JobAdvance::End::kSucceed;
       char msg[96];
@@ -591,7 +647,7 @@ class FinetunePlanner final : public JobPlanner {
     s.erase("replan");
     JobAdvance adv;
     adv.expected_shards_total = job.shards_total;
-    const json adapter = s.contains("adapter") ? s["adapter"] : f.adapter;
+    const json adapter = s.contains(f.version_key) ? s[f.version_key] : f.adapter;
     PCFARM_ASSIGN_OR_RETURN(auto data, LoadData(blobs, f));
     if (f.diloco) {
       PCFARM_ASSIGN_OR_RETURN(adv.shards,
@@ -618,8 +674,8 @@ class FinetunePlanner final : public JobPlanner {
                                       Store& store, const BlobStore& blobs,
                                       const std::string& what) {
     RoundInput in;
-    in.adapter_files = s.contains("adapter") ? s["adapter"] : f.adapter;
-    PCFARM_ASSIGN_OR_RETURN(in.adapter, ReadAdapter(blobs, in.adapter_files));
+    in.adapter_files = s.contains(f.version_key) ? s[f.version_key] : f.adapter;
+    PCFARM_ASSIGN_OR_RETURN(in.adapter, ReadAdapter(blobs, f, in.adapter_files));
     const int64_t first = s.value("round_first_shard", int64_t(0));
     PCFARM_ASSIGN_OR_RETURN(in.results, store.AcceptedResults(job.id, first));
     const RoundCount c = CountRound(job, s);
@@ -661,7 +717,7 @@ class FinetunePlanner final : public JobPlanner {
   // Stores `params` as the adapter's next version and `state` (the
   // optimizer's) as blobs, listed in `adv` for AdvanceJob; returns the
   // next version's files and sets `*state_hash`.
-  static Result<json> PutVersion(BlobStore& blobs, const RoundInput& in,
+  static Result<json> PutVersion(BlobStore& blobs, const FinetuneParams& f, const RoundInput& in,
                                  const std::vector<float>& params, const std::string& state,
                                  std::string* state_hash, JobAdvance* adv) {
     PCFARM_ASSIGN_OR_RETURN(const std::string weights,
@@ -670,24 +726,26 @@ class FinetunePlanner final : public JobPlanner {
     PCFARM_ASSIGN_OR_RETURN(*state_hash, blobs.Put(state));
     adv->blobs = {{weights_hash, int64_t(weights.size())}, {*state_hash, int64_t(state.size())}};
     json next = in.adapter_files;
-    next[kAdapterWeights] = weights_hash;
+    next[f.weights_file] = weights_hash;
     return next;
   }
 
   // What the round's shards downloaded at most: the adapter version each
   // named (workers cache the model and data).
-  static int64_t BytesDown(const BlobStore& blobs, const RoundInput& in) {
-    auto size = blobs.Size(in.adapter_files[kAdapterWeights].get<std::string>());
+  static int64_t BytesDown(const BlobStore& blobs, const FinetuneParams& f,
+                           const RoundInput& in) {
+    auto size = blobs.Size(in.adapter_files[f.weights_file].get<std::string>());
     return int64_t(in.results.size()) * (size.ok() ? *size : 0);
   }
 
   // The summary after a round: its adapter version, its loss in the trend,
   // the totals, and where the next round's shards start.
-  static void FoldRound(json* s, const JobInfo& job, const json& next_adapter, double loss,
+  static void FoldRound(json* s, const FinetuneParams& f, const JobInfo& job,
+                        const json& next_adapter, double loss,
                         int64_t tokens, int64_t examples, int64_t bytes_up, int64_t bytes_down,
                         int64_t now_ms) {
     json& x = *s;
-    x["adapter"] = next_adapter;
+    x[f.version_key] = next_adapter;
     x["loss"] = loss;
     json losses = x.value("losses", json::array());
     losses.push_back(loss);
@@ -759,11 +817,11 @@ class FinetunePlanner final : public JobPlanner {
     std::string state_hash;
     PCFARM_ASSIGN_OR_RETURN(
         json next_adapter,
-        PutVersion(blobs, in, params, EncodeOuterOptimizerState(state), &state_hash, &adv));
+        PutVersion(blobs, f, in, params, EncodeOuterOptimizerState(state), &state_hash, &adv));
 
     const double loss = agg->loss_sum / agg->weight;
     const int64_t examples = agg->examples;
-    const int64_t bytes_down = BytesDown(blobs, in);
+    const int64_t bytes_down = BytesDown(blobs, f, in);
     const int64_t started = s.value("round_started_ms", job.created_ms);
     json info = {{"round", round + 1},
                  {"step", step + inner},
@@ -786,7 +844,7 @@ class FinetunePlanner final : public JobPlanner {
     s["rounds"] = f.rounds;
     s["step"] = step + inner;
     s["outer"] = state_hash;
-    FoldRound(&s, job, next_adapter, loss, agg->tokens, examples, agg->bytes_up, bytes_down,
+    FoldRound(&s, f, job, next_adapter, loss, agg->tokens, examples, agg->bytes_up, bytes_down,
               now_ms);
     if (step + inner >= f.steps) {
       adv.end = JobAdvance::End::kSucceed;
@@ -833,7 +891,7 @@ class FinetunePlanner final : public JobPlanner {
         steps.push_back(std::vector<int64_t>(b.begin() + long(from), b.begin() + long(to)));
       }
       json shard = {{"model", f.model},
-                    {"adapter", adapter},
+                    {f.version_key, adapter},
                     {"data", f.data},
                     {"steps_examples", std::move(steps)},
                     {"local_steps", inner},
@@ -843,6 +901,7 @@ class FinetunePlanner final : public JobPlanner {
         shard["feedback"] = f.feedback;
       }
       if (!f.quantize.is_null()) shard["quantize"] = f.quantize;
+      if (f.full) shard["method"] = "full";
       std::string sp = shard.dump();
       Status v = kind->ValidateParams(sp);
       if (!v.ok()) return v.WithContext("round " + std::to_string(round));
@@ -852,7 +911,15 @@ class FinetunePlanner final : public JobPlanner {
   }
 
   // The adapter version `files` names, parsed.
-  static Result<AdapterTensors> ReadAdapter(const BlobStore& blobs, const json& files) {
+  static Result<AdapterTensors> ReadAdapter(const BlobStore& blobs, const FinetuneParams& f,
+                                            const json& files) {
+    if (f.full) {
+      PCFARM_ASSIGN_OR_RETURN(std::string weights,
+                              ReadWholeBlob(blobs, files[kFullWeights].get<std::string>(),
+                                            kFinetuneMaxAdapterBytes,
+                                            std::string("the weights' ") + kFullWeights));
+      return ParseFullWeights(weights);
+    }
     PCFARM_ASSIGN_OR_RETURN(std::string config,
                             ReadWholeBlob(blobs, files[kAdapterConfig].get<std::string>(),
                                           1 << 20, std::string("the adapter's ") + kAdapterConfig));
@@ -904,7 +971,7 @@ class FinetunePlanner final : public JobPlanner {
     std::vector<ShardSpec> out;
     for (size_t i = 0; i < batch.size(); i += size_t(f.micro_batch)) {
       json shard = {{"model", f.model},
-                    {"adapter", adapter},
+                    {f.version_key, adapter},
                     {"data", f.data},
                     {"examples", json::array()}};
       if (f.codec != GradientCodec::kNone) {
@@ -912,6 +979,7 @@ class FinetunePlanner final : public JobPlanner {
         shard["feedback"] = f.feedback;
       }
       if (!f.quantize.is_null()) shard["quantize"] = f.quantize;
+      if (f.full) shard["method"] = "full";
       for (size_t j = i; j < std::min(batch.size(), i + size_t(f.micro_batch)); ++j) {
         shard["examples"].push_back(batch[j]);
       }

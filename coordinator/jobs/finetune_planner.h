@@ -9,6 +9,16 @@
 //   "adapter": {"adapter_config.json": H, "adapter_model.safetensors": H}
 //              the LoRA adapter the job starts from (version 0: the CLI
 //              makes it as `pcfarm local finetune` does, EnableLora(seed))
+//   or, with "method": "full" (every weight in f32; no "adapter", "lora"
+//   or "quantize"):
+//   "weights": {"model.safetensors": H}  every weight as the job starts
+//              from them (the CLI writes LlamaModel::TrainableParameters()
+//              of the base in full mode with EncodeAdapterSafetensors); each
+//              step writes the next version the same way, and the summary
+//              keeps "weights" where a LoRA job keeps "adapter". Fetch gets
+//              "method": "full" and "files": the base's files but its
+//              weights, plus the version as model.safetensors (a Hugging
+//              Face directory)
 //   "data":    blob hash of the tokenized data (tasks/engine/token_data.h),
 //              "examples": its number of sequences (checked)
 //   "steps" (1..10^7), "batch" B (1..10^5; at most the usable sequences),

@@ -72,4 +72,30 @@ Status LlamaModel::LoadAdapter(const std::string& dir) {
   return SetParameters(adapter.flat);
 }
 
+Status LlamaModel::LoadFullWeights(const std::string& path) {
+  PCFARM_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  PCFARM_ASSIGN_OR_RETURN(AdapterTensors w, ParseFullWeights(bytes, path));
+  PCFARM_RETURN_IF_ERROR(EnableFullTraining());
+  const size_t n = std::min(w.layout.size(), param_info_.size());
+  for (size_t i = 0; i < n; ++i) {
+    const ParameterInfo& want = param_info_[i];
+    const ParameterInfo& got = w.layout[i];
+    if (got.name != want.name)
+      return InvalidArgument(path + ": tensor " + std::to_string(i) + " is " + got.name +
+                             ", expected " + want.name + " (the model's weights, in order)");
+    if (got.shape != want.shape)
+      return InvalidArgument(path + ": " + got.name + " has shape " + ShapeString(got.shape) +
+                             ", expected " + ShapeString(want.shape));
+  }
+  if (w.layout.size() > n)
+    return InvalidArgument(path + ": unexpected tensor " + w.layout[n].name);
+  if (param_info_.size() > n) return InvalidArgument(path + ": missing tensor " + param_info_[n].name);
+  PCFARM_RETURN_IF_ERROR(SetParameters(w.flat));
+  for (Param& p : params_)
+    for (const Tensor* t : {&p.grad, &p.m, &p.v}) PCFARM_RETURN_IF_ERROR(backend_->Fill(*t, 0));
+  accumulated_weight_ = 0;
+  step_ = 0;
+  return Status::Ok();
+}
+
 }  // namespace pcfarm

@@ -166,6 +166,30 @@ Result<AdapterTensors> ParseAdapter(std::string_view config_json, std::string_vi
   return out;
 }
 
+Result<AdapterTensors> ParseFullWeights(std::string_view safetensors, const std::string& name) {
+  PCFARM_ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Parse(safetensors, name, nullptr));
+  if (file.entries().empty()) return InvalidArgument(name + ": holds no tensor");
+  if (file.entries().size() > kMaxFullWeightTensors)
+    return InvalidArgument(name + ": holds " + std::to_string(file.entries().size()) +
+                           " tensors, more than " + std::to_string(kMaxFullWeightTensors));
+  AdapterTensors out;
+  for (const SafetensorsEntry& e : file.entries()) {
+    if (!e.dtype)
+      return InvalidArgument(name + ": " + e.name + " is " + e.dtype_name +
+                             ", expected F32, F16 or BF16");
+    if (e.shape.empty() || e.shape.size() > 4)
+      return InvalidArgument(name + ": " + e.name + " has shape " + ShapeString(e.shape) +
+                             ", expected 1 to 4 dimensions");
+    PCFARM_ASSIGN_OR_RETURN(HostTensor ht, file.Tensor(e.name));
+    std::vector<float> v = ht.ToF32();
+    for (float x : v)
+      if (!std::isfinite(x)) return InvalidArgument(name + ": " + e.name + " holds a non-finite value");
+    out.layout.push_back({e.name, e.shape, int64_t(out.flat.size()), int64_t(v.size())});
+    out.flat.insert(out.flat.end(), v.begin(), v.end());
+  }
+  return out;
+}
+
 Result<std::string> EncodeAdapterSafetensors(const std::vector<ParameterInfo>& layout,
                                              std::span<const float> flat) {
   std::vector<NamedTensor> tensors;

@@ -51,6 +51,17 @@ Result<AdapterTensors> ParseAdapter(std::string_view config_json, std::string_vi
                                     const std::string& safetensors_name =
                                         "adapter_model.safetensors");
 
+// Full fine-tuning's weights file (model.safetensors of a farm job's
+// version, written by EncodeAdapterSafetensors over
+// LlamaModel::TrainableParameters() in full mode): every tensor F32, F16 or
+// BF16 (widened), finite, 1 to 4 dimensions, in buffer order, which is the
+// layout's order; `lora` stays default. InvalidArgument naming `name` and
+// the tensor; an empty file or one of more than kMaxFullWeightTensors
+// tensors is refused.
+inline constexpr size_t kMaxFullWeightTensors = 100'000;
+Result<AdapterTensors> ParseFullWeights(std::string_view safetensors,
+                                        const std::string& name = "model.safetensors");
+
 // The adapter_model.safetensors bytes SaveAdapter writes for `flat` laid out
 // as `layout`: the tensors in layout order as F32, metadata {"format":
 // "pt"}. InvalidArgument when a tensor lies outside `flat` or two share a

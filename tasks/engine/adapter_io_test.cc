@@ -237,6 +237,75 @@ TEST_CASE("ParseAdapter names the file and the field or tensor that is wrong", "
             .code() == StatusCode::kInvalidArgument);
 }
 
+TEST_CASE("full weights: ParseFullWeights reads the version bytes, LoadFullWeights trains from them",
+          "[adapter_io][full]") {
+  auto be = Cpu();
+  const ModelConfig c = testing::TinyConfig();
+  auto make = [&](uint64_t seed) {
+    auto m = LlamaModel::Create(c, testing::ToModelWeights(testing::RandomWeights(c, seed), c),
+                                be.get());
+    REQUIRE(m.ok());
+    REQUIRE((*m)->EnableFullTraining().ok());
+    return std::move(m).value();
+  };
+  // Model a takes one step; its weights, as a version file, make model b
+  // (other weights) equal to it, with fresh AdamW moments.
+  auto a = make(17);
+  const std::vector<TokenSequence> batch = {{{1, 5, 9, 13, 7, 22, 39}, {}}};
+  REQUIRE(a->AccumulateGradients(batch).ok());
+  REQUIRE(a->Step(OptimizerConfig{}).ok());
+  const auto params = *a->GetParameters();
+  const std::string bytes = *EncodeAdapterSafetensors(a->TrainableParameters(), params);
+  auto parsed = ParseFullWeights(bytes);
+  REQUIRE(parsed.ok());
+  CheckSameLayout(parsed->layout, a->TrainableParameters());
+  CHECK(parsed->flat == params);
+
+  TempDir dir;
+  const std::string path = (dir.path / "model.safetensors").string();
+  REQUIRE(WriteFileAtomic(path, bytes).ok());
+  auto b = make(99);
+  REQUIRE(b->AccumulateGradients(batch).ok());
+  REQUIRE(b->Step(OptimizerConfig{}).ok());
+  REQUIRE(b->LoadFullWeights(path).ok());
+  CHECK(*b->GetParameters() == params);
+  CHECK(b->optimizer_step() == 0);
+  // A step from here is the step a fresh model with these weights takes.
+  auto fresh = make(99);
+  REQUIRE(fresh->LoadFullWeights(path).ok());
+  for (auto* m : {b.get(), fresh.get()}) {
+    REQUIRE(m->AccumulateGradients(batch).ok());
+    REQUIRE(m->Step(OptimizerConfig{}).ok());
+  }
+  CHECK(*b->GetParameters() == *fresh->GetParameters());
+
+  auto has = [](const Status& s, const std::string& part) {
+    INFO(s.message());
+    return !s.ok() && s.message().find(part) != std::string::npos;
+  };
+  // Bad files: each named.
+  CHECK(has(ParseFullWeights("").status(), "model.safetensors"));
+  CHECK(has(ParseFullWeights(*SerializeSafetensors({})).status(), "holds no tensor"));
+  std::vector<float> nan_values = params;
+  nan_values[3] = std::nanf("");
+  CHECK(has(ParseFullWeights(*EncodeAdapterSafetensors(a->TrainableParameters(), nan_values))
+                .status(),
+            "non-finite"));
+  // A file with the tensors out of order, or one short, is refused by the model.
+  auto layout = a->TrainableParameters();
+  std::vector<ParameterInfo> swapped = layout;
+  std::swap(swapped[0], swapped[1]);
+  REQUIRE(WriteFileAtomic(path, *EncodeAdapterSafetensors(swapped, params)).ok());
+  CHECK(has(make(5)->LoadFullWeights(path), "tensor 0 is " + layout[1].name));
+  std::vector<ParameterInfo> short_layout(layout.begin(), layout.end() - 1);
+  REQUIRE(WriteFileAtomic(path, *EncodeAdapterSafetensors(short_layout, params)).ok());
+  CHECK(has(make(5)->LoadFullWeights(path), "missing tensor " + layout.back().name));
+  // LoRA first: full weights are refused.
+  auto lora = Trained(be.get(), {"q_proj"}, 8);
+  REQUIRE(WriteFileAtomic(path, bytes).ok());
+  CHECK(lora->LoadFullWeights(path).code() == StatusCode::kFailedPrecondition);
+}
+
 TEST_CASE("LoadAdapter refuses an adapter of another model's shape", "[adapter_io]") {
   auto be = Cpu();
   auto model = Trained(be.get(), {"q_proj"}, 8);

@@ -292,6 +292,14 @@ class LlamaModel {
   // Every tensor must be present with its shape, and no other; errors name
   // the file and the tensor or field.
   Status LoadAdapter(const std::string& dir);
+  // Full fine-tuning from a version of the weights (a farm job's
+  // model.safetensors; ParseFullWeights): EnableFullTraining, then every
+  // trainable tensor from the file, which must hold exactly
+  // TrainableParameters() in that order with those shapes; gradients,
+  // AdamW moments and the step count start afresh, as after LoadAdapter.
+  // FailedPrecondition after EnableLora or on a quantized base;
+  // InvalidArgument naming the file and the tensor.
+  Status LoadFullWeights(const std::string& path);
 
   ~LlamaModel();
   LlamaModel(const LlamaModel&) = delete;

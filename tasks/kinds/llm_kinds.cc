@@ -263,6 +263,32 @@ Status CheckTokenLists(const json& arr, const char* what) {
 constexpr int64_t kMaxTrainValues = int64_t(kTrainMaxOutputBytes / 4);
 // The model cache's key for a train shard's base model (no infer key has it).
 const char kTrainModelKey[] = "\x01train";
+// Full fine-tuning's base, apart from LoRA's: a model in full-training mode
+// cannot take adapters, and one with adapters cannot train every weight.
+const char kTrainFullModelKey[] = "\x01train-full";
+constexpr const char* kFullWeightsFile = "model.safetensors";
+
+// The train shard's "method": false for "lora" (the default), true for
+// "full"; "full" needs "weights" ({"model.safetensors": HASH}, the version
+// it trains from) and takes no "adapter", "lora" or "quantize"; "lora"
+// takes no "weights".
+Result<bool> FullMethod(const json& p) {
+  auto m = p.find("method");
+  const bool full = m != p.end() && *m == "full";
+  if (m != p.end() && !full && *m != "lora")
+    return InvalidArgument("'method' must be \"lora\" or \"full\"");
+  if (!full) {
+    if (p.contains("weights")) return InvalidArgument("'weights' is for method \"full\"");
+    return false;
+  }
+  PCFARM_RETURN_IF_ERROR(CheckFiles(p, "weights", true));
+  if (p["weights"].size() != 1 || !p["weights"].contains(kFullWeightsFile))
+    return InvalidArgument(std::string("'weights' must name exactly ") + kFullWeightsFile);
+  for (const char* field : {"adapter", "lora", "quantize"})
+    if (p.contains(field))
+      return InvalidArgument(std::string("method \"full\" takes no '") + field + "'");
+  return true;
+}
 
 bool FiniteNumber(const json& v) {
   return v.is_number() && std::isfinite(v.get<double>());
@@ -560,6 +586,7 @@ class TrainKind final : public TaskKind {
     PCFARM_RETURN_IF_ERROR(CheckFiles(p, "model", true));
     PCFARM_RETURN_IF_ERROR(CheckFiles(p, "adapter", false));
     PCFARM_RETURN_IF_ERROR(QuantizeParam(p).status());
+    PCFARM_RETURN_IF_ERROR(FullMethod(p).status());
     const bool inline_batch = p.contains("batch");
     const bool per_step = p.contains("steps_examples");
     if (inline_batch ==
@@ -612,16 +639,25 @@ class TrainKind final : public TaskKind {
     // shards all name it); each shard sets its own adapter, which replaces
     // the LoRA state of the last one. Its key is apart from infer's, so an
     // infer shard never gets a model with trained adapters.
+    // A full fine-tuning shard loads its version of every weight over the
+    // last one's.
+    PCFARM_ASSIGN_OR_RETURN(const bool full, FullMethod(p));
     InferModelCache& cache = InferModelCache::Get();
     InferModelCache::Key key = InferModelCache::KeyOf(p, ctx);
-    key.adapter = kTrainModelKey;
+    key.adapter = full ? kTrainFullModelKey : kTrainModelKey;
     std::unique_ptr<ModelInstance> m = cache.Acquire(key);
     if (m == nullptr) {
       json base = p;
       base.erase("adapter");
+      base.erase("weights");
       PCFARM_ASSIGN_OR_RETURN(m, LoadFromParams(base, ctx));
     }
-    if (p.contains("adapter")) {
+    if (full) {
+      PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<BlobDir> weights_dir,
+                              BlobDir::Make(p.at("weights"), ctx));
+      PCFARM_RETURN_IF_ERROR(
+          m->model->LoadFullWeights(weights_dir->path() + "/" + kFullWeightsFile));
+    } else if (p.contains("adapter")) {
       // The current version: train from it.
       PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<BlobDir> adapter_dir,
                               BlobDir::Make(p.at("adapter"), ctx));
@@ -638,7 +674,7 @@ class TrainKind final : public TaskKind {
       for (float& v : values) v = static_cast<float>(v * sums.weight);
       out = {{"loss", sums.mean()}, {"weight", sums.weight}, {"tokens", sums.counted}};
     } else {
-      // Fresh AdamW moments: LoadAdapter and EnableLora reset the optimizer.
+      // Fresh AdamW moments: LoadAdapter, LoadFullWeights and EnableLora reset the optimizer.
       PCFARM_ASSIGN_OR_RETURN(std::vector<float> before, m->model->GetParameters());
       CrossEntropySums first, all;
       for (int64_t s = 0; s < steps; ++s) {

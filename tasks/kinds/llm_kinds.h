@@ -65,6 +65,12 @@
 //            100000 indices in all, each checked as "examples"' are; the
 //            shard takes one AdamW step per list, on that list's sequences.
 // and
+//   "method": "lora" (default) or "full": full fine-tuning trains every
+//            weight in f32 from "weights": {"model.safetensors": HASH} (the
+//            job's current version of all of them, LlamaModel::
+//            LoadFullWeights), and takes no "adapter", "lora" or
+//            "quantize"; its values follow TrainableParameters() in full
+//            mode (HF names, ExpectedTensors order)
 //   "lora": {"rank": 16, "alpha": 32, "targets": ["q_proj", ...], "seed": 0}
 //   "local_steps": 0 (default: return the summed gradient) or H >= 1
 //            (H AdamW steps on the batch, return parameters_after - before);

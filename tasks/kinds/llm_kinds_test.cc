@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -15,6 +16,7 @@
 #include "base/file.h"
 #include "coordinator/cli/local_model.h"
 #include "tasks/backend/registry.h"
+#include "tasks/engine/adapter_io.h"
 #include "tasks/engine/llama.h"
 #include "tasks/engine/token_data.h"
 #include "tasks/kinds/llm_kinds_test_util.h"
@@ -419,6 +421,98 @@ TEST_CASE("train returns summed gradients and local-step differences") {
   auto zero_b = kind->Run(p.dump(), blobs.Context());
   REQUIRE(zero_b.ok());
   CHECK(*zero_b == *a);
+}
+
+TEST_CASE("train with method full trains every weight from the shard's version") {
+  FixtureBlobs blobs;
+  auto kind = MakeTrainKind();
+  // Version 0 of a full fine-tuning job: the base's weights in f32, in the
+  // order a model in full mode trains them (as `pcfarm submit finetune
+  // --method full` writes it).
+  auto loaded = LoadModel(std::string(PCFARM_SOURCE_DIR) + "/tests/fixtures/llama/llama_tiny");
+  REQUIRE(loaded.ok());
+  BackendOptions bo;
+  bo.cpu_threads = 1;
+  auto backend = CreateBackend("cpu", bo);
+  REQUIRE(backend.ok());
+  auto model = LlamaModel::Create(loaded->config, loaded->weights, backend->get());
+  REQUIRE(model.ok());
+  REQUIRE((*model)->EnableFullTraining().ok());
+  const std::string version =
+      (std::filesystem::temp_directory_path() / ("pcfarm_full_" + std::to_string(getpid())))
+          .string();
+  REQUIRE(WriteFileAtomic(version, *EncodeAdapterSafetensors((*model)->TrainableParameters(),
+                                                             *(*model)->GetParameters()))
+              .ok());
+  const std::string hash = FakeHash(version);
+  blobs.path_of[hash] = version;
+  json batch = json::array({{{"tokens", {1, 2, 3, 4, 5, 6}}, {"weights", {0, 0, 1, 1, 1, 0}}}});
+  json p = {{"model", blobs.files}, {"batch", batch}, {"method", "full"},
+            {"weights", {{"model.safetensors", hash}}}};
+  REQUIRE(kind->ValidateParams(p.dump()).ok());
+  auto a = kind->Run(p.dump(), blobs.Context());
+  REQUIRE(a.ok());
+  auto out = DecodeTrainResult(*a);
+  REQUIRE(out.ok());
+  REQUIRE(int64_t(out->values.size()) == (*model)->TrainableCount());
+  // The summed gradient of every weight: the model's own, times Σ w.
+  auto sums = (*model)->AccumulateGradients({{{1, 2, 3, 4, 5, 6}, {0, 0, 1, 1, 1, 0}}});
+  REQUIRE(sums.ok());
+  auto grad = (*model)->ExportGradients();
+  REQUIRE(grad.ok());
+  double dd = 0, nn = 0;
+  for (size_t i = 0; i < grad->size(); ++i) {
+    const double want = double((*grad)[i]) * sums->weight;
+    dd += (out->values[i] - want) * (out->values[i] - want);
+    nn += want * want;
+  }
+  CHECK(nn > 0);
+  CHECK(std::sqrt(dd) <= 1e-5 * std::sqrt(nn));
+  // A LoRA shard and a full shard one after the other on one worker each
+  // answer as alone (their bases are cached apart).
+  json lora = {{"model", blobs.files}, {"batch", batch}, {"lora", {{"rank", 4}, {"alpha", 8}}}};
+  auto l1 = kind->Run(lora.dump(), blobs.Context());
+  REQUIRE(l1.ok());
+  json steps = p;
+  steps["local_steps"] = 2;
+  steps["optimizer"] = {{"lr", 1e-2}};
+  auto d1 = kind->Run(steps.dump(), blobs.Context());
+  REQUIRE(d1.ok());
+  auto again = kind->Run(p.dump(), blobs.Context());
+  REQUIRE(again.ok());
+  CHECK(*again == *a);  // the local steps' weights did not stay behind
+  auto l2 = kind->Run(lora.dump(), blobs.Context());
+  REQUIRE(l2.ok());
+  CHECK(*l2 == *l1);
+  auto d2 = kind->Run(steps.dump(), blobs.Context());
+  REQUIRE(d2.ok());
+  CHECK(*d2 == *d1);
+
+  // Bad params, each named.
+  auto says = [&](json q, const std::string& part) {
+    Status st = kind->ValidateParams(q.dump());
+    INFO(st.message());
+    return !st.ok() && st.message().find(part) != std::string::npos;
+  };
+  json bad = p;
+  bad["method"] = "half";
+  CHECK(says(bad, "'method'"));
+  bad = p;
+  bad.erase("weights");
+  CHECK(says(bad, "missing field 'weights'"));
+  bad = p;
+  bad["weights"] = {{"other.safetensors", hash}};
+  CHECK(says(bad, "'weights' must name exactly model.safetensors"));
+  bad = p;
+  bad["adapter"] = blobs.adapter;
+  CHECK(says(bad, "takes no 'adapter'"));
+  bad = p;
+  bad["quantize"] = "q8_0";
+  CHECK(says(bad, "takes no 'quantize'"));
+  bad = lora;
+  bad["weights"] = p["weights"];
+  CHECK(says(bad, "'weights' is for method"));
+  std::filesystem::remove(version);
 }
 
 TEST_CASE("train with \"quantize\" trains LoRA over a quantized base (QLoRA)") {

@@ -234,6 +234,71 @@ TEST_CASE("a QLoRA finetune job (--quantize q8_0) equals local finetune --quanti
   CHECK(plain.back() != local.back());
 }
 
+// Full fine-tuning (--method full): every weight, versions of the whole
+// model as blobs, the coordinator's AdamW over all of them.
+std::vector<std::string> FullArgs(const std::string& model, const std::string& data, int steps) {
+  return {"--model", model, "--data", data, "--steps", std::to_string(steps), "--batch", "6",
+          "--lr", "0.003", "--seed", "7", "--method", "full"};
+}
+
+TEST_CASE("a full finetune job (--method full) equals local finetune --method full",
+          "[farm][finetune][full]") {
+  Cluster c;
+  StartCluster(&c.c, 2);
+  const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
+  MakeModel(&c.c, model);
+  REQUIRE_OK(WriteAll(data, TrainData()));
+  const int kSteps = 4;
+  auto args = FullArgs(model, data, kSteps);
+  std::vector<std::string> farm_args = args;
+  farm_args.insert(farm_args.end(), {"--micro-batch", "3"});
+  int64_t job = SubmitFinetune(&c.c, farm_args);
+  auto end = c->WaitForJobEnd(job, 300'000);
+  REQUIRE_OK(end);
+  REQUIRE(*end == "succeeded");
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM shards WHERE job_id=" + std::to_string(job)) ==
+        2 * kSteps);
+  const std::string farm_dir = c->dir() + "/farm-model";
+  REQUIRE_OK(FetchFarmJob(&c.c, job, farm_dir));
+  // A Hugging Face directory: the base's config and tokenizer, the weights.
+  CHECK(ReadAll(farm_dir + "/config.json") == ReadAll(model + "/config.json"));
+  CHECK(ReadAll(farm_dir + "/tokenizer.json") == ReadAll(model + "/tokenizer.json"));
+  REQUIRE(fs::exists(farm_dir + "/model.safetensors"));
+  CHECK(!fs::exists(farm_dir + "/adapter_model.safetensors"));
+
+  const std::string local_dir = c->dir() + "/local-model";
+  std::vector<double> local = LocalFinetune(&c.c, args, local_dir);
+  REQUIRE(local.size() == size_t(kSteps));
+  auto log = Lines(ReadAll(farm_dir + "/trainer_log.jsonl"));
+  REQUIRE(log.size() == size_t(kSteps));
+  for (int s = 0; s < kSteps; ++s) {
+    json row = json::parse(log[size_t(s)]);
+    INFO("step " << s + 1 << ": " << row.dump());
+    CHECK(row["shards"] == 2);
+    RequireClose(row["loss"].get<double>(), local[size_t(s)], 1e-4);
+  }
+  // The fetched model is the local one up to rounding, and it learned.
+  const double farm = EvalLoss(&c.c, farm_dir, data, "");
+  RequireClose(farm, EvalLoss(&c.c, local_dir, data, ""), 1e-4);
+  CHECK(farm < 0.8 * EvalLoss(&c.c, model, data, ""));
+  auto st = c->JobStatus(job);
+  REQUIRE_OK(st);
+  CHECK((*st)["summary"]["method"] == "full");
+  CHECK((*st)["summary"]["step"] == kSteps);
+
+  // DiLoCo over every weight: 2 rounds of 2 local steps learn too.
+  std::vector<std::string> diloco = FullArgs(model, data, kSteps);
+  diloco.insert(diloco.end(), {"--micro-batch", "3", "--mode", "diloco", "--local-steps", "2"});
+  int64_t djob = SubmitFinetune(&c.c, diloco);
+  end = c->WaitForJobEnd(djob, 300'000);
+  REQUIRE_OK(end);
+  REQUIRE(*end == "succeeded");
+  const std::string diloco_dir = c->dir() + "/diloco-model";
+  REQUIRE_OK(FetchFarmJob(&c.c, djob, diloco_dir));
+  CHECK(Lines(ReadAll(diloco_dir + "/trainer_log.jsonl")).size() == 2);
+  CHECK(EvalLoss(&c.c, diloco_dir, data, "") < 0.9 * EvalLoss(&c.c, model, data, ""));
+}
+
 TEST_CASE("a finetune job rides out kill -9 of a worker and of the coordinator",
           "[farm][finetune]") {
   MiniClusterOptions o;
@@ -558,6 +623,13 @@ TEST_CASE("bad finetune inputs: one line, exit 1, nothing queued", "[farm][finet
       {{"--model", model, "--data", data, "--quorum", "1.5"}, "--quorum"},
       {{"--model", model, "--data", data, "--round-timeout", "5"}, "--round-timeout"},
       {{"--model", model, "--data", data, "--quantize", "q3"}, "--quantize: quantize: 'q3'"},
+      {{"--model", model, "--data", data, "--method", "partial"}, "--method must be lora or full"},
+      {{"--model", model, "--data", data, "--method", "full", "--quantize", "q8_0"},
+       "--method full trains every weight in f32: it does not take --quantize"},
+      {{"--model", model, "--data", data, "--method", "full", "--lora-rank", "4"},
+       "--lora-rank is for --method lora"},
+      {{"--model", model + "/config.json", "--data", data, "--method", "full"},
+       "--method full writes a Hugging Face model directory"},
   };
   for (const auto& k : cases) {
     std::vector<std::string> a = {"submit", "finetune"};
