@@ -14,6 +14,9 @@
 # building pcfarm, pcfarm-coordinator and pcfarm-worker into build/bin):
 #   sudo bash bench/farm/home_links.sh [--bin build/bin] [--steps 100]
 #        [--configs "sync/none sync/int8 diloco/int8/20 diloco/int8/50"]
+# A diloco config may name its outer step too: diloco/CODEC/H/OUTER_LR/MU
+# (e.g. diloco/int8/50/1.0/0.5); the defaults are --outer-lr 0.7,
+# --outer-momentum 0.9.
 set -euo pipefail
 bin=build/bin
 steps=100
@@ -96,10 +99,12 @@ PY
 
 echo "config,examples,wall_s,bytes_per_example,compute_fraction,loss" >"$work/results.csv"
 for cfg in $configs; do
-  IFS=/ read -r mode codec h <<<"$cfg"
+  IFS=/ read -r mode codec h olr mu <<<"$cfg"
   args=(--model "$work/model" --data "$work/train.jsonl" --steps "$steps" --batch 8
         --micro-batch 4 --lr 0.01 --lora-rank 8 --seed 1 --mode "$mode" --compress "$codec")
   [ "$mode" = diloco ] && args+=(--local-steps "$h")
+  [ -n "${olr:-}" ] && args+=(--outer-lr "$olr")
+  [ -n "${mu:-}" ] && args+=(--outer-momentum "$mu")
   for i in 0 1; do : >"$work/worker$i.log.mark"; wc -l <"$work/worker$i.log" >"$work/worker$i.log.mark"; done
   start=$(date +%s.%N)
   job=$("$bin/pcfarm" submit finetune "${args[@]}" | tail -n 1)

@@ -34,6 +34,10 @@ constexpr int64_t kMaxShardIndices = 100'000;
 constexpr const char* kAdapterConfig = "adapter_config.json";
 constexpr const char* kAdapterWeights = "adapter_model.safetensors";
 constexpr const char* kFullWeights = "model.safetensors";
+// A compressed version's values (the train kind's "adapter_model.pcg").
+constexpr const char* kCompressedVersion = "adapter_model.pcg";
+// The largest LoRA rank the train kind draws itself ("lora" in a shard).
+constexpr int64_t kMaxSeededRank = 1024;
 
 // The job's params, checked.
 struct FinetuneParams {
@@ -415,10 +419,11 @@ class FinetunePlanner final : public JobPlanner {
     JobPlan plan;
     plan.open_ended = true;
     plan.params = f.raw.dump();
+    PCFARM_ASSIGN_OR_RETURN(const json sent, StartVersion(blobs, f));
     if (f.diloco) {
-      PCFARM_ASSIGN_OR_RETURN(plan.shards, RoundShards(f, f.adapter, *data, 1));
+      PCFARM_ASSIGN_OR_RETURN(plan.shards, RoundShards(f, sent, *data, 1));
     } else {
-      PCFARM_ASSIGN_OR_RETURN(plan.shards, StepShards(f, f.adapter, *data, 1));
+      PCFARM_ASSIGN_OR_RETURN(plan.shards, StepShards(f, sent, *data, 1));
     }
     PCFARM_ASSIGN_OR_RETURN(plan.blobs, FileHashes(f.raw, "model"));
     for (const auto& [file, hash] : f.adapter.items()) plan.blobs.push_back(hash.get<std::string>());
@@ -597,12 +602,13 @@ class FinetunePlanner final : public JobPlanner {
     if (!stats.ok()) return fail(stats.status().message());
 
     std::string state_hash;
-    PCFARM_ASSIGN_OR_RETURN(json next_adapter,
-                            PutVersion(blobs, f, in, params, adamw->EncodeState(), &state_hash, &adv));
+    json sent;
+    PCFARM_ASSIGN_OR_RETURN(json next_adapter, PutVersion(blobs, f, in, params, adamw->EncodeState(),
+                                                          &state_hash, &sent, &adv));
 
     const double loss = loss_sum / weight;
     const int64_t examples = round->examples;
-    const int64_t bytes_down = BytesDown(blobs, f, in);
+    const int64_t bytes_down = BytesDown(blobs, in);
     const int64_t started = s.value("round_started_ms", job.created_ms);
     json info = {{"step", step + 1},
                  {"loss", loss},
@@ -621,7 +627,8 @@ class FinetunePlanner final : public JobPlanner {
 
     s["step"] = step + 1;
     s["optimizer"] = state_hash;
-    FoldRound(&s, f, job, next_adapter, loss, tokens, examples, bytes_up, bytes_down, now_ms);
+    FoldRound(&s, f, job, next_adapter, sent, loss, tokens, examples, bytes_up, bytes_down,
+              now_ms);
     if (step + 1 >= f.steps) {
       adv.end = JobAdvance::End::kSucceed;
       char msg[96];
@@ -630,7 +637,7 @@ class FinetunePlanner final : public JobPlanner {
       adv.reason = msg;
     } else {
       PCFARM_ASSIGN_OR_RETURN(auto data, LoadData(blobs, f));
-      PCFARM_ASSIGN_OR_RETURN(adv.shards, StepShards(f, next_adapter, *data, step + 2));
+      PCFARM_ASSIGN_OR_RETURN(adv.shards, StepShards(f, sent, *data, step + 2));
     }
     adv.summary = s.dump();
     return adv;
@@ -647,14 +654,23 @@ class FinetunePlanner final : public JobPlanner {
     s.erase("replan");
     JobAdvance adv;
     adv.expected_shards_total = job.shards_total;
-    const json adapter = s.contains(f.version_key) ? s[f.version_key] : f.adapter;
+    // What the round's shards named: recorded with the version (Advance),
+    // or, for the first round, the job's start.
+    json sent;
+    if (s.contains("shard_version")) {
+      sent = s["shard_version"];
+    } else if (s.contains(f.version_key) && s[f.version_key] != f.adapter) {
+      sent = {{f.version_key, s[f.version_key]}};  // a summary from before "shard_version"
+    } else {
+      PCFARM_ASSIGN_OR_RETURN(sent, StartVersion(blobs, f));
+    }
     PCFARM_ASSIGN_OR_RETURN(auto data, LoadData(blobs, f));
     if (f.diloco) {
       PCFARM_ASSIGN_OR_RETURN(adv.shards,
-                              RoundShards(f, adapter, *data, s.value("round", int64_t(0)) + 1));
+                              RoundShards(f, sent, *data, s.value("round", int64_t(0)) + 1));
     } else {
       PCFARM_ASSIGN_OR_RETURN(adv.shards,
-                              StepShards(f, adapter, *data, s.value("step", int64_t(0)) + 1));
+                              StepShards(f, sent, *data, s.value("step", int64_t(0)) + 1));
     }
     adv.summary = s.dump();
     adv.reason = "round planned again after a rewind";
@@ -716,10 +732,13 @@ class FinetunePlanner final : public JobPlanner {
 
   // Stores `params` as the adapter's next version and `state` (the
   // optimizer's) as blobs, listed in `adv` for AdvanceJob; returns the
-  // next version's files and sets `*state_hash`.
+  // next version's files and sets `*state_hash` and `*sent`, what the next
+  // round's shards name: the version, or (a LoRA job with --compress fp16
+  // or int8) its values in the job's codec as adapter_model.pcg beside its
+  // config (CompressedVersion).
   static Result<json> PutVersion(BlobStore& blobs, const FinetuneParams& f, const RoundInput& in,
                                  const std::vector<float>& params, const std::string& state,
-                                 std::string* state_hash, JobAdvance* adv) {
+                                 std::string* state_hash, json* sent, JobAdvance* adv) {
     PCFARM_ASSIGN_OR_RETURN(const std::string weights,
                             EncodeAdapterSafetensors(in.adapter.layout, params));
     PCFARM_ASSIGN_OR_RETURN(std::string weights_hash, blobs.Put(weights));
@@ -727,25 +746,79 @@ class FinetunePlanner final : public JobPlanner {
     adv->blobs = {{weights_hash, int64_t(weights.size())}, {*state_hash, int64_t(state.size())}};
     json next = in.adapter_files;
     next[f.weights_file] = weights_hash;
+    *sent = {{f.version_key, next}};
+    if (!f.full && f.codec != GradientCodec::kNone) {
+      auto message = EncodeGradient(f.codec, params);
+      if (message.ok()) {  // else (fp16 out of range) the version goes as it is
+        PCFARM_ASSIGN_OR_RETURN(std::string hash, blobs.Put(*message));
+        adv->blobs.push_back({hash, int64_t(message->size())});
+        json files = {{kAdapterConfig, next[kAdapterConfig]}, {kCompressedVersion, hash}};
+        *sent = {{f.version_key, std::move(files)}};
+      }
+    }
     return next;
   }
 
-  // What the round's shards downloaded at most: the adapter version each
-  // named (workers cache the model and data).
-  static int64_t BytesDown(const BlobStore& blobs, const FinetuneParams& f,
-                           const RoundInput& in) {
-    auto size = blobs.Size(in.adapter_files[f.weights_file].get<std::string>());
-    return int64_t(in.results.size()) * (size.ok() ? *size : 0);
+  // The shards' first version (`{key: files}` or `{"lora": config}`,
+  // spliced into each shard): a LoRA job whose start adapter is exactly
+  // the one EnableLora draws from the job's seed (InitialLoraValues; what
+  // `pcfarm submit finetune` uploads, as `local finetune` starts) names
+  // the LoRA config with that seed, and each worker draws it itself
+  // instead of downloading it; any other start is named as it is.
+  Result<json> StartVersion(const BlobStore& blobs, const FinetuneParams& f) const {
+    const json as_is = {{f.version_key, f.adapter}};
+    if (f.full || f.seed > UINT32_MAX) return as_is;
+    const std::string key = f.adapter.dump() + ":" + std::to_string(f.seed);
+    {
+      std::lock_guard l(mu_);
+      if (auto it = seeded_.find(key); it != seeded_.end()) return it->second;
+    }
+    PCFARM_ASSIGN_OR_RETURN(AdapterTensors a, ReadAdapter(blobs, f, f.adapter));
+    json out = as_is;
+    // Within what the train kind's "lora" takes (else the start is sent).
+    const bool fits = a.lora.rank <= kMaxSeededRank && a.lora.alpha >= 1e-6 && a.lora.alpha <= 1e6;
+    if (fits && InitialLoraValues(a.layout, f.seed) == a.flat) {
+      out = {{"lora",
+              {{"rank", a.lora.rank},
+               {"alpha", a.lora.alpha},
+               {"targets", a.lora.target_modules},
+               {"seed", f.seed}}}};
+    }
+    std::lock_guard l(mu_);
+    if (seeded_.size() >= 64) seeded_.clear();
+    seeded_[key] = out;
+    return out;
+  }
+
+  // What the round's shards downloaded at most: the version files each
+  // named (workers cache the model and data; a seeded start names none).
+  static int64_t BytesDown(const BlobStore& blobs, const RoundInput& in) {
+    int64_t total = 0;
+    for (const auto& r : in.results) {
+      json p = json::parse(r.params, nullptr, false);
+      if (!p.is_object()) continue;
+      for (const char* key : {"adapter", "weights"}) {
+        auto files = p.find(key);
+        if (files == p.end() || !files->is_object()) continue;
+        for (const auto& [name, hash] : files->items()) {
+          if (!hash.is_string()) continue;
+          auto size = blobs.Size(hash.get<std::string>());
+          total += size.ok() ? *size : 0;
+        }
+      }
+    }
+    return total;
   }
 
   // The summary after a round: its adapter version, its loss in the trend,
   // the totals, and where the next round's shards start.
   static void FoldRound(json* s, const FinetuneParams& f, const JobInfo& job,
-                        const json& next_adapter, double loss,
+                        const json& next_adapter, const json& sent, double loss,
                         int64_t tokens, int64_t examples, int64_t bytes_up, int64_t bytes_down,
                         int64_t now_ms) {
     json& x = *s;
     x[f.version_key] = next_adapter;
+    x["shard_version"] = sent;
     x["loss"] = loss;
     json losses = x.value("losses", json::array());
     losses.push_back(loss);
@@ -815,13 +888,14 @@ class FinetunePlanner final : public JobPlanner {
     }
 
     std::string state_hash;
-    PCFARM_ASSIGN_OR_RETURN(
-        json next_adapter,
-        PutVersion(blobs, f, in, params, EncodeOuterOptimizerState(state), &state_hash, &adv));
+    json sent;
+    PCFARM_ASSIGN_OR_RETURN(json next_adapter,
+                            PutVersion(blobs, f, in, params, EncodeOuterOptimizerState(state),
+                                       &state_hash, &sent, &adv));
 
     const double loss = agg->loss_sum / agg->weight;
     const int64_t examples = agg->examples;
-    const int64_t bytes_down = BytesDown(blobs, f, in);
+    const int64_t bytes_down = BytesDown(blobs, in);
     const int64_t started = s.value("round_started_ms", job.created_ms);
     json info = {{"round", round + 1},
                  {"step", step + inner},
@@ -844,8 +918,8 @@ class FinetunePlanner final : public JobPlanner {
     s["rounds"] = f.rounds;
     s["step"] = step + inner;
     s["outer"] = state_hash;
-    FoldRound(&s, f, job, next_adapter, loss, agg->tokens, examples, agg->bytes_up, bytes_down,
-              now_ms);
+    FoldRound(&s, f, job, next_adapter, sent, loss, agg->tokens, examples, agg->bytes_up,
+              bytes_down, now_ms);
     if (step + inner >= f.steps) {
       adv.end = JobAdvance::End::kSucceed;
       char msg[128];
@@ -855,7 +929,7 @@ class FinetunePlanner final : public JobPlanner {
       adv.reason = msg;
     } else {
       PCFARM_ASSIGN_OR_RETURN(auto data, LoadData(blobs, f));
-      PCFARM_ASSIGN_OR_RETURN(adv.shards, RoundShards(f, next_adapter, *data, round + 2));
+      PCFARM_ASSIGN_OR_RETURN(adv.shards, RoundShards(f, sent, *data, round + 2));
     }
     adv.summary = s.dump();
     return adv;
@@ -865,7 +939,7 @@ class FinetunePlanner final : public JobPlanner {
   // steps are the job's steps (round - 1)·H + 1 .. + H (fewer in the last
   // round); step t's batch is cut into K = ceil(B / M) slices of M, and
   // replica k gets slice k of every step's batch, one per local step.
-  Result<std::vector<ShardSpec>> RoundShards(const FinetuneParams& f, const json& adapter,
+  Result<std::vector<ShardSpec>> RoundShards(const FinetuneParams& f, const json& sent,
                                              Batches& data, int64_t round) const {
     const int64_t first = (round - 1) * f.local_steps + 1;
     const int64_t inner = std::min(f.local_steps, f.steps - first + 1);
@@ -891,11 +965,11 @@ class FinetunePlanner final : public JobPlanner {
         steps.push_back(std::vector<int64_t>(b.begin() + long(from), b.begin() + long(to)));
       }
       json shard = {{"model", f.model},
-                    {f.version_key, adapter},
                     {"data", f.data},
                     {"steps_examples", std::move(steps)},
                     {"local_steps", inner},
                     {"optimizer", optimizer}};
+      for (const auto& [key, value] : sent.items()) shard[key] = value;
       if (f.codec != GradientCodec::kNone) {
         shard["compress"] = GradientCodecName(f.codec);
         shard["feedback"] = f.feedback;
@@ -959,7 +1033,7 @@ class FinetunePlanner final : public JobPlanner {
   }
 
   // The shards of step `step`: its batch in micro-batches, on `adapter`.
-  Result<std::vector<ShardSpec>> StepShards(const FinetuneParams& f, const json& adapter,
+  Result<std::vector<ShardSpec>> StepShards(const FinetuneParams& f, const json& sent,
                                             Batches& data, int64_t step) const {
     std::vector<int64_t> batch;
     {
@@ -970,10 +1044,8 @@ class FinetunePlanner final : public JobPlanner {
     if (!kind) return Internal("this coordinator has no train task kind");
     std::vector<ShardSpec> out;
     for (size_t i = 0; i < batch.size(); i += size_t(f.micro_batch)) {
-      json shard = {{"model", f.model},
-                    {f.version_key, adapter},
-                    {"data", f.data},
-                    {"examples", json::array()}};
+      json shard = {{"model", f.model}, {"data", f.data}, {"examples", json::array()}};
+      for (const auto& [key, value] : sent.items()) shard[key] = value;
       if (f.codec != GradientCodec::kNone) {
         shard["compress"] = GradientCodecName(f.codec);
         shard["feedback"] = f.feedback;
@@ -993,6 +1065,7 @@ class FinetunePlanner final : public JobPlanner {
 
   mutable std::mutex mu_;
   mutable std::map<std::string, std::shared_ptr<Batches>> batches_;
+  mutable std::map<std::string, json> seeded_;  // StartVersion's answers
 };
 
 }  // namespace

@@ -34,7 +34,8 @@
 //   (default) | "trimmed-mean" | "median" | "centered-clip",
 //   "compress": "none" (default) | "fp16" | "int8": how shards send their
 //   gradients (tasks/aggregate/compress.h; fp16 and int8 through an
-//   error-feedback stream per job on each worker), "model_bytes": the
+//   error-feedback stream per job on each worker) and, for LoRA, how the
+//   versions after the first travel down (below), "model_bytes": the
 //   model files' size, "quantize": "q8_0" | "q4_0" (optional; copied into
 //   every shard: QLoRA over a base the train kind quantizes at load),
 //   "model_dims" (memory_estimate.h), "trainable_parameters" (the LoRA
@@ -85,6 +86,21 @@
 // its lease expires; workers that join mid-job take shards of the round in
 // flight that nobody holds, and of the next rounds. A partial quorum (go on
 // with the replicas in by a deadline) is future work.
+//
+// What shards download (issue 11, home links). The first round's shards
+// of a LoRA job whose start adapter is exactly what EnableLora draws from
+// the job's seed (InitialLoraValues; `pcfarm submit finetune` uploads that
+// one, as `local finetune` starts from it) name "lora": {"rank", "alpha",
+// "targets", "seed"} instead of "adapter": each worker draws the start
+// itself and downloads nothing. Any other start goes as uploaded. With
+// --compress fp16|int8, the next versions go as "adapter":
+// {"adapter_config.json", "adapter_model.pcg"}, the version's values in
+// the job's codec (one message of compress.h, canonical LoRA order), while
+// the coordinator keeps the f32 version (the summary's "adapter", what
+// fetch writes) and applies every step to it: the shards compute at the
+// version rounded once (int8: at most half a block's scale per value, not
+// accumulated, since each version is rounded afresh from the f32 one). The
+// summary's "shard_version" is what the next round's shards name.
 //
 // The job's summary is its durable state as well as what status shows:
 //   "step" (steps applied), "steps", "adapter" (the current version's

@@ -277,6 +277,79 @@ TEST_CASE_METHOD(PlannerFixture, "finetune shards carry quantize and the memory 
   }
 }
 
+TEST_CASE_METHOD(PlannerFixture,
+                 "finetune: a seeded start is drawn by the workers, other starts are sent",
+                 "[planner]") {
+  const JobPlanner* finetune = FindPlanner("finetune");
+  REQUIRE(finetune != nullptr);
+  LoraConfig lora;
+  lora.rank = 2;
+  lora.alpha = 4;
+  lora.target_modules = {"q_proj"};
+  std::vector<ParameterInfo> layout = {{LoraTensorName(0, "q_proj", false), {2, 8}, 0, 16},
+                                       {LoraTensorName(0, "q_proj", true), {8, 2}, 16, 16}};
+  // What EnableLora draws from seed 9: A uniform, B zero.
+  const std::vector<float> seeded = InitialLoraValues(layout, 9);
+  std::string config = *blobs->Put(EncodeAdapterConfig(lora, "m"));
+  std::string weights = *blobs->Put(*EncodeAdapterSafetensors(layout, seeded));
+  std::vector<TokenSequence> seqs(5, TokenSequence{{1, 2, 3, 4}, {}});
+  json p = {{"model", {{"model.safetensors", *blobs->Put("model bytes")}}},
+            {"adapter", {{"adapter_config.json", config}, {"adapter_model.safetensors", weights}}},
+            {"data", *blobs->Put(EncodeTokenData(seqs))}, {"examples", 5}, {"steps", 2},
+            {"batch", 4}, {"micro_batch", 2}, {"seed", 9}};
+  wire::SubmitRequest req;
+  req.set_kind("finetune");
+  for (const char* mode : {"sync", "diloco"}) {
+    INFO(mode);
+    json q = p;
+    q["mode"] = mode;
+    req.set_params(q.dump());
+    auto plan = finetune->Plan(req, *blobs);
+    REQUIRE(plan.ok());
+    REQUIRE(plan->shards.size() == 2);
+    for (const auto& shard : plan->shards) {
+      json sp = json::parse(shard.params);
+      CHECK_FALSE(sp.contains("adapter"));
+      CHECK(sp["lora"] == json({{"rank", 2}, {"alpha", 4.0}, {"targets", {"q_proj"}},
+                                {"seed", 9}}));
+      CHECK(finetune->ShardOwnBlobs(shard.params).empty());  // nothing to download
+    }
+  }
+  // Another seed, or other values: the start goes as it is.
+  json other = p;
+  other["seed"] = 10;
+  req.set_params(other.dump());
+  auto plan = finetune->Plan(req, *blobs);
+  REQUIRE(plan.ok());
+  json sp = json::parse(plan->shards[0].params);
+  CHECK(sp["adapter"] == p["adapter"]);
+  CHECK_FALSE(sp.contains("lora"));
+  CHECK(finetune->ShardOwnBlobs(plan->shards[0].params).size() == 2);
+  // Method full: the weights as they are, "method" in every shard; LoRA
+  // fields are refused.
+  json full = p;
+  full.erase("adapter");
+  full["method"] = "full";
+  full["weights"] = {{"model.safetensors", weights}};
+  req.set_params(full.dump());
+  plan = finetune->Plan(req, *blobs);
+  REQUIRE(plan.ok());
+  sp = json::parse(plan->shards[0].params);
+  CHECK(sp["method"] == "full");
+  CHECK(sp["weights"] == full["weights"]);
+  CHECK_FALSE(sp.contains("adapter"));
+  json bad = full;
+  bad["adapter"] = p["adapter"];
+  req.set_params(bad.dump());
+  CHECK(finetune->Plan(req, *blobs).status().message().find("takes no 'adapter'") !=
+        std::string::npos);
+  bad = full;
+  bad["weights"] = {{"other.safetensors", weights}};
+  req.set_params(bad.dump());
+  CHECK(finetune->Plan(req, *blobs).status().message().find("'weights' must name exactly") !=
+        std::string::npos);
+}
+
 TEST_CASE_METHOD(PlannerFixture, "a bench job keeps its shards; its output is the summary",
                  "[planner]") {
   const JobPlanner* bench = FindPlanner("bench");

@@ -19,7 +19,7 @@ bool IsAttention(const std::string& target) {
 
 // The LoraConfig an adapter_config.json describes; errors name the file and
 // the field.
-Result<LoraConfig> ParseAdapterConfig(std::string_view text, const std::string& path) {
+Result<LoraConfig> ParseAdapterConfigImpl(std::string_view text, const std::string& path) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
@@ -114,7 +114,7 @@ Result<AdapterTensors> ParseAdapter(std::string_view config_json, std::string_vi
                                     const std::string& config_name,
                                     const std::string& safetensors_name) {
   AdapterTensors out;
-  PCFARM_ASSIGN_OR_RETURN(out.lora, ParseAdapterConfig(config_json, config_name));
+  PCFARM_ASSIGN_OR_RETURN(out.lora, ParseAdapterConfigImpl(config_json, config_name));
   PCFARM_ASSIGN_OR_RETURN(SafetensorsFile file,
                           SafetensorsFile::Parse(safetensors, safetensors_name, nullptr));
   const std::string& st = safetensors_name;
@@ -163,6 +163,30 @@ Result<AdapterTensors> ParseAdapter(std::string_view config_json, std::string_vi
   // Every tensor was checked to be a configured LoRA weight of a layer below
   // `layers`, and each of those was found once: the counts agree.
   assert(out.layout.size() == file.entries().size());
+  return out;
+}
+
+Result<LoraConfig> ParseAdapterConfig(std::string_view config_json, const std::string& path) {
+  return ParseAdapterConfigImpl(config_json, path);
+}
+
+void DrawLoraA(std::span<float> a, int64_t in, std::mt19937_64& rng) {
+  const double bound = 1.0 / std::sqrt(double(in));
+  for (float& x : a) x = float((double(rng() >> 11) * 0x1.0p-53 * 2 - 1) * bound);
+}
+
+std::vector<float> InitialLoraValues(const std::vector<ParameterInfo>& layout, uint64_t seed) {
+  static const std::string kA = "lora_A.weight";
+  std::mt19937_64 rng(seed);
+  int64_t total = 0;
+  for (const ParameterInfo& p : layout) total = std::max(total, p.offset + p.numel);
+  std::vector<float> out(size_t(std::max<int64_t>(total, 0)), 0.0f);
+  for (const ParameterInfo& p : layout) {
+    const bool is_a = p.name.size() >= kA.size() &&
+                      p.name.compare(p.name.size() - kA.size(), kA.size(), kA) == 0;
+    if (!is_a || p.shape.size() != 2) continue;
+    DrawLoraA(std::span<float>(out.data() + p.offset, size_t(p.numel)), p.shape[1], rng);
+  }
   return out;
 }
 

@@ -17,6 +17,9 @@
 #include <string_view>
 #include <vector>
 
+#include <random>
+#include <span>
+
 #include "base/status.h"
 #include "tasks/engine/llama.h"
 
@@ -61,6 +64,19 @@ Result<AdapterTensors> ParseAdapter(std::string_view config_json, std::string_vi
 inline constexpr size_t kMaxFullWeightTensors = 100'000;
 Result<AdapterTensors> ParseFullWeights(std::string_view safetensors,
                                         const std::string& name = "model.safetensors");
+
+// adapter_config.json as ParseAdapter reads it (the LoraConfig it gives;
+// seed 0). InvalidArgument naming `path` and the field.
+Result<LoraConfig> ParseAdapterConfig(std::string_view config_json,
+                                      const std::string& path = "adapter_config.json");
+
+// The values LlamaModel::EnableLora(lora with `seed`) gives the tensors of
+// `layout` (its canonical LoRA order): each A [r, in] drawn uniform in
+// ±1/sqrt(in) by DrawLoraA from one std::mt19937_64(seed) in layout order,
+// each B zero. A tensor whose name ends in "lora_A.weight" is an A.
+std::vector<float> InitialLoraValues(const std::vector<ParameterInfo>& layout, uint64_t seed);
+// One A tensor's draw (`in` its input size), as EnableLora makes it.
+void DrawLoraA(std::span<float> a, int64_t in, std::mt19937_64& rng);
 
 // The adapter_model.safetensors bytes SaveAdapter writes for `flat` laid out
 // as `layout`: the tensors in layout order as F32, metadata {"format":

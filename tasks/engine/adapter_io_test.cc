@@ -237,6 +237,31 @@ TEST_CASE("ParseAdapter names the file and the field or tensor that is wrong", "
             .code() == StatusCode::kInvalidArgument);
 }
 
+TEST_CASE("InitialLoraValues are EnableLora's values, without a model", "[adapter_io]") {
+  auto be = Cpu();
+  const ModelConfig c = testing::TinyConfig();
+  for (uint64_t seed : {uint64_t(0), uint64_t(7), uint64_t(1) << 40}) {
+    auto m = LlamaModel::Create(c, testing::ToModelWeights(testing::RandomWeights(c, 17), c),
+                                be.get());
+    REQUIRE(m.ok());
+    LoraConfig lora;
+    lora.rank = 4;
+    lora.alpha = 8;
+    lora.target_modules = {"q_proj", "v_proj", "down_proj"};
+    lora.seed = seed;
+    REQUIRE((*m)->EnableLora(lora).ok());
+    INFO("seed " << seed);
+    CHECK(InitialLoraValues((*m)->TrainableParameters(), seed) == *(*m)->GetParameters());
+    CHECK(InitialLoraValues((*m)->TrainableParameters(), seed + 1) != *(*m)->GetParameters());
+  }
+  // adapter_config.json alone.
+  auto cfg = ParseAdapterConfig(EncodeAdapterConfig(LoraConfig{}, "base"));
+  REQUIRE(cfg.ok());
+  CHECK(cfg->rank == LoraConfig{}.rank);
+  CHECK(ParseAdapterConfig("{}", "x/adapter_config.json").status().message().find(
+            "x/adapter_config.json: peft_type") != std::string::npos);
+}
+
 TEST_CASE("full weights: ParseFullWeights reads the version bytes, LoadFullWeights trains from them",
           "[adapter_io][full]") {
   auto be = Cpu();

@@ -661,8 +661,7 @@ Status LlamaModel::EnableLora(const LoraConfig& lora) {
       PCFARM_RETURN_IF_ERROR(
           add(LoraTensorName(int64_t(l), t, true), {lin.out, lora.rank}, &ab[1], &ab[3]));
       std::vector<float> a(size_t(lora.rank * lin.in));
-      const double bound = 1.0 / std::sqrt(double(lin.in));
-      for (float& x : a) x = float((double(rng() >> 11) * 0x1.0p-53 * 2 - 1) * bound);
+      DrawLoraA(a, lin.in, rng);
       PCFARM_RETURN_IF_ERROR(backend_->Upload(ab[0], a));
       PCFARM_RETURN_IF_ERROR(backend_->Fill(ab[1], 0));
       per_linear.push_back(ab);

@@ -9,7 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file.h"
+#include "tasks/aggregate/compress.h"
 #include "tasks/backend/registry.h"
+#include "tasks/engine/adapter_io.h"
 #include "tasks/engine/llama.h"
 #include "tasks/engine/token_data.h"
 #include "tasks/kinds/llm_kinds_internal.h"
@@ -267,6 +269,25 @@ const char kTrainModelKey[] = "\x01train";
 // cannot take adapters, and one with adapters cannot train every weight.
 const char kTrainFullModelKey[] = "\x01train-full";
 constexpr const char* kFullWeightsFile = "model.safetensors";
+
+constexpr const char* kCompressedAdapterFile = "adapter_model.pcg";
+
+// Whether a train shard's "adapter" is a compressed version: its config and
+// "adapter_model.pcg", the values in the canonical LoRA order as a gradient
+// message (tasks/aggregate/compress.h), which a fine-tuning job sends down
+// with --compress fp16|int8. An "adapter" is exactly that pair or the PEFT
+// pair.
+Result<bool> CompressedAdapter(const json& p) {
+  auto a = p.find("adapter");
+  if (a == p.end()) return false;
+  const bool compressed = a->contains(kCompressedAdapterFile);
+  if (a->size() != 2 || !a->contains("adapter_config.json") ||
+      !(compressed || a->contains("adapter_model.safetensors"))) {
+    return InvalidArgument("'adapter' must name adapter_config.json and "
+                           "adapter_model.safetensors (or adapter_model.pcg)");
+  }
+  return compressed;
+}
 
 // The train shard's "method": false for "lora" (the default), true for
 // "full"; "full" needs "weights" ({"model.safetensors": HASH}, the version
@@ -587,6 +608,7 @@ class TrainKind final : public TaskKind {
     PCFARM_RETURN_IF_ERROR(CheckFiles(p, "adapter", false));
     PCFARM_RETURN_IF_ERROR(QuantizeParam(p).status());
     PCFARM_RETURN_IF_ERROR(FullMethod(p).status());
+    PCFARM_RETURN_IF_ERROR(CompressedAdapter(p).status());
     const bool inline_batch = p.contains("batch");
     const bool per_step = p.contains("steps_examples");
     if (inline_batch ==
@@ -661,7 +683,22 @@ class TrainKind final : public TaskKind {
       // The current version: train from it.
       PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<BlobDir> adapter_dir,
                               BlobDir::Make(p.at("adapter"), ctx));
-      PCFARM_RETURN_IF_ERROR(m->model->LoadAdapter(adapter_dir->path()));
+      PCFARM_ASSIGN_OR_RETURN(const bool compressed, CompressedAdapter(p));
+      if (compressed) {
+        // Its config, then the values as the job's codec sent them.
+        const std::string cfg_path = adapter_dir->path() + "/adapter_config.json";
+        PCFARM_ASSIGN_OR_RETURN(std::string cfg, ReadFile(cfg_path, 1 << 20));
+        PCFARM_ASSIGN_OR_RETURN(LoraConfig sent, ParseAdapterConfig(cfg, cfg_path));
+        PCFARM_ASSIGN_OR_RETURN(
+            std::string bytes,
+            ReadFile(adapter_dir->path() + "/" + kCompressedAdapterFile, kTrainMaxOutputBytes));
+        auto values = DecodeGradient(bytes);
+        if (!values.ok()) return values.status().WithContext(kCompressedAdapterFile);
+        PCFARM_RETURN_IF_ERROR(m->model->EnableLora(sent));
+        PCFARM_RETURN_IF_ERROR(m->model->SetParameters(*values).WithContext(kCompressedAdapterFile));
+      } else {
+        PCFARM_RETURN_IF_ERROR(m->model->LoadAdapter(adapter_dir->path()));
+      }
     } else {
       PCFARM_RETURN_IF_ERROR(m->model->EnableLora(lora));
     }

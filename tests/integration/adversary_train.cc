@@ -76,7 +76,13 @@ Result<wire::ResultBody> TrainForger::Forge(const SimWorker& worker, const SimAs
   PCFARM_ASSIGN_OR_RETURN(TrainResult r, DecodeTrainResult(honest.output()));
   auto params = nlohmann::json::parse(a.body.params(), nullptr, /*allow_exceptions=*/false);
   if (params.is_discarded()) return InvalidArgument("forger: shard params are not JSON");
-  const std::string adapter = params.contains("adapter") ? params["adapter"].dump() : "";
+  // The version the shard starts from: its "adapter" files, or the "lora"
+  // config of a seeded start (the job's first version, drawn by the worker).
+  nlohmann::json version = nlohmann::json::object();
+  for (const char* key : {"adapter", "lora"}) {
+    if (params.contains(key)) version[key] = params[key];
+  }
+  const std::string adapter = version.dump();
   wire::ResultBody out = honest;
   std::string forged_output;
 
@@ -106,8 +112,12 @@ Result<wire::ResultBody> TrainForger::Forge(const SimWorker& worker, const SimAs
       break;
     case TrainCheat::kStale: {
       if (!oldest_adapter_) oldest_adapter_ = adapter;
-      if (*oldest_adapter_ != adapter && !oldest_adapter_->empty()) {
-        params["adapter"] = nlohmann::json::parse(*oldest_adapter_);
+      if (*oldest_adapter_ != adapter) {
+        params.erase("adapter");
+        params.erase("lora");
+        for (const auto& [key, value] : nlohmann::json::parse(*oldest_adapter_).items()) {
+          params[key] = value;
+        }
         wire::ResultBody stale = worker.RunAssignmentWith(a, params.dump());
         if (!stale.ok()) return Internal("forger: stale run failed: " + stale.error());
         forged_output = stale.output();

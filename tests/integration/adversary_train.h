@@ -96,7 +96,8 @@ class TrainForger {
   TrainCheat cheat_;
   std::mt19937_64 rng_;
   AlieCollusion* collusion_;
-  std::optional<std::string> oldest_adapter_;  // JSON of the first "adapter" seen
+  // JSON of the first version seen: {"adapter": files} or {"lora": config}.
+  std::optional<std::string> oldest_adapter_;
   std::optional<std::string> last_output_;     // the previous shard's honest output
   uint64_t last_shard_id_ = 0;
 };

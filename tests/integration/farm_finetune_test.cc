@@ -136,7 +136,13 @@ TEST_CASE("a sync finetune job on three workers equals local finetune", "[farm][
     INFO(row.dump());
     CHECK(row["step"] == int64_t(i + 1));
     CHECK(row["bytes_up"].get<int64_t>() > 0);
-    CHECK(row["bytes_down"].get<int64_t>() > 0);
+    // Step 1 starts from the adapter the job's seed draws: each worker
+    // draws it itself; later steps download their version.
+    if (i == 0) {
+      CHECK(row["bytes_down"] == 0);
+    } else {
+      CHECK(row["bytes_down"].get<int64_t>() > 0);
+    }
     RequireClose(row["loss"].get<double>(), local_losses[i], 1e-4);
   }
   CommandResult human = c->Cli({"status", std::to_string(job)});
@@ -386,7 +392,7 @@ TEST_CASE("a diloco finetune job on three workers learns with H times less traff
     CHECK(row["shards"] == 3);
     CHECK(row["examples"] == 6 * kH);
     CHECK(row["bytes_up"].get<int64_t>() > 0);
-    CHECK(row["bytes_down"].get<int64_t>() > 0);
+    CHECK((row["bytes_down"].get<int64_t>() > 0) == (r > 0));  // round 1: a seeded start
     losses.push_back(row["loss"].get<double>());
   }
   CHECK(losses.back() < losses.front());
@@ -414,7 +420,7 @@ TEST_CASE("a diloco finetune job on three workers learns with H times less traff
     INFO(rounds[i].dump());
     CHECK(rounds[i]["round"] == int64_t(i + 1));
     CHECK(rounds[i]["bytes_up"].get<int64_t>() > 0);
-    CHECK(rounds[i]["bytes_down"].get<int64_t>() > 0);
+    CHECK((rounds[i]["bytes_down"].get<int64_t>() > 0) == (i > 0));
     up += rounds[i]["bytes_up"].get<int64_t>();
     down += rounds[i]["bytes_down"].get<int64_t>();
   }
@@ -568,7 +574,7 @@ TEST_CASE("int8 gradients with error feedback end within 1% of f32's loss",
   auto args = TrainArgs(model, data, 20);
   args.insert(args.end(), {"--micro-batch", "2"});
   std::map<std::string, double> final_loss;
-  std::map<std::string, int64_t> bytes_up;
+  std::map<std::string, int64_t> bytes_up, bytes_down;
   for (const char* codec : {"none", "int8"}) {
     std::vector<std::string> a = args;
     a.insert(a.end(), {"--compress", codec});
@@ -581,12 +587,20 @@ TEST_CASE("int8 gradients with error feedback end within 1% of f32's loss",
     final_loss[codec] = EvalLoss(&c.c, model, data, dir);
     for (const auto& l : Lines(ReadAll(dir + "/trainer_log.jsonl"))) {
       bytes_up[codec] += json::parse(l)["bytes_up"].get<int64_t>();
+      bytes_down[codec] += json::parse(l)["bytes_down"].get<int64_t>();
+    }
+    if (std::string(codec) == "int8") {
+      // Versions after the first go down as int8 too.
+      CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM shards WHERE job_id=" + std::to_string(job) +
+                            " AND CAST(params AS TEXT) LIKE '%adapter_model.pcg%'") == 3 * 19);
     }
   }
   INFO("f32 loss " << final_loss["none"] << ", int8 loss " << final_loss["int8"]);
   CHECK(std::abs(final_loss["int8"] - final_loss["none"]) <= 0.01 * final_loss["none"]);
-  // About 1.06 bytes a value instead of 4, plus each result's header.
+  // About 1.06 bytes a value instead of 4, plus each result's header, up
+  // and down.
   CHECK(bytes_up["int8"] * 3 < bytes_up["none"]);
+  CHECK(bytes_down["int8"] * 3 < bytes_down["none"]);
 }
 
 TEST_CASE("bad finetune inputs: one line, exit 1, nothing queued", "[farm][finetune]") {
