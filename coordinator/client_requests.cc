@@ -266,6 +266,7 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       (*m)["uploads_completed"] = counters->uploads_completed;
       (*m)["uploads_deduplicated"] = counters->uploads_deduplicated;
       (*m)["output_uploads_completed"] = counters->output_uploads_completed;
+      (*m)["leases_renewed"] = counters->leases_renewed;
       (*m)["workers_connected"] = peers.size();
       (*m)["workers_outdated"] = outdated_workers.size();
       (*m)["worker_version_refusals"] = counters->worker_version_refusals;

@@ -63,7 +63,13 @@ int main(int argc, char** argv) {
   serve->add_option("--heartbeat-liveness", opts.coordinator_heartbeat_liveness,
                     "silent intervals before a worker is lost")->capture_default_str();
   serve->add_option("--lease-ms", opts.scheduler_lease_ms,
-                    "how long a worker holds a shard")->capture_default_str();
+                    "how long a worker holds a shard without a heartbeat that says it "
+                    "still runs it")
+      ->capture_default_str();
+  serve->add_option("--max-attempt-ms", opts.scheduler_max_attempt_ms,
+                    "the longest a worker may hold one shard, renewals included")
+      ->check(CLI::Range(int64_t(100), int64_t(30) * 86'400'000))
+      ->capture_default_str();
   serve->add_option("--max-attempts", opts.scheduler_max_attempts,
                     "failed attempts before a shard fails its job")->capture_default_str();
   serve->add_option("--max-slots-per-worker", opts.coordinator_max_slots_per_worker,

@@ -247,6 +247,49 @@ TEST_CASE_METHOD(SchedFixture, "priority first, then fair across jobs",
   CHECK(order == std::vector<int64_t>{high, high, low1, low2, low1, low2, low1, low2});
 }
 
+TEST_CASE_METHOD(SchedFixture, "a lease its worker still runs is renewed, up to the longest attempt",
+                 "[scheduler]") {
+  int64_t w1 = Worker("pc-1"), w2 = Worker("pc-2");
+  int64_t job = Job(1);
+  Lease l = MustLease(w1);  // deadline 60 s on
+  const int64_t start = clock.NowMs();
+  auto renew = [&](int64_t worker) {
+    auto r = store->RenewLeases(worker, {l.attempt_id, 99999}, 60'000, 150'000);
+    REQUIRE(r.ok());
+    return *r;
+  };
+  // More than half the lease left: nothing is written.
+  clock.AdvanceMs(29'000);
+  CHECK(renew(w1).empty());
+  // Less than half: now + 60 s. Another worker cannot renew it.
+  clock.AdvanceMs(2'000);
+  CHECK(renew(w2).empty());
+  auto r = renew(w1);
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].attempt_id == l.attempt_id);
+  CHECK(r[0].deadline_ms == start + 91'000);
+  // Past the first deadline it still holds.
+  clock.AdvanceMs(40'000);  // start + 71 s
+  CHECK(sched->ExpireLeases()->released_attempts.empty());
+  // Renewals stop at 150 s from the lease: then it expires as before.
+  r = renew(w1);
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].deadline_ms == start + 131'000);
+  clock.AdvanceMs(40'000);  // start + 111 s
+  r = renew(w1);
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].deadline_ms == start + 150'000);
+  clock.AdvanceMs(30'000);  // start + 141 s
+  CHECK(renew(w1).empty());  // capped
+  clock.AdvanceMs(9'000);
+  auto report = sched->ExpireLeases();
+  REQUIRE(report.ok());
+  CHECK(report->released_attempts == std::vector<int64_t>{l.attempt_id});
+  CHECK(renew(w1).empty());  // an expired attempt is not renewed
+  CHECK((*store->ListShards(job))[0].state == "pending");
+  REQUIRE(store->CheckConsistency().ok());
+}
+
 TEST_CASE_METHOD(SchedFixture, "an expired lease goes back to pending",
                  "[scheduler]") {
   int64_t w1 = Worker("pc-1"), w2 = Worker("pc-2");

@@ -46,8 +46,11 @@ struct ServerOptions {
   int coordinator_heartbeat_interval_ms = 1000;
   // Intervals of silence after which a worker is lost.
   int coordinator_heartbeat_liveness = 3;
-  // How long a worker holds a shard before it is leased again.
+  // How long a worker holds a shard before it is leased again, unless its
+  // heartbeats say it still runs it (not paused): then the lease is renewed
+  // (Store::RenewLeases), up to scheduler_max_attempt_ms from its start.
   int64_t scheduler_lease_ms = 60'000;
+  int64_t scheduler_max_attempt_ms = 24 * 3'600'000;
   // Failed attempts (expired, lost, failed) after which a shard fails its job.
   int scheduler_max_attempts = 5;
   // Bytes per BLOB_CHUNK.
@@ -114,6 +117,7 @@ struct ServerCounters {
   std::atomic<uint64_t> uploads_completed{0};
   std::atomic<uint64_t> uploads_deduplicated{0};  // begun for a stored blob
   std::atomic<uint64_t> output_uploads_completed{0};  // result outputs as blobs
+  std::atomic<uint64_t> leases_renewed{0};  // by heartbeats of running attempts
   // Frames refused for another protocol version (answered with what to
   // upgrade), from workers and from CLI clients.
   std::atomic<uint64_t> worker_version_refusals{0};

@@ -194,6 +194,9 @@ class CoordinatorServer::Impl {
   // Plans and applies the next round of every open-ended job whose shards
   // so far are all accepted (JobPlanner::Advance, Store::AdvanceJob).
   void AdvanceJobs();
+  // Renews the leases of the attempts a heartbeat says the worker runs
+  // (Store::RenewLeases) and tells the worker their new deadlines.
+  void RenewLeases(Peer& peer, const wire::Heartbeat& hb);
 
   // ---- clients ----
   void OnClientMessage(const std::string& route, zmq::message_t& payload);

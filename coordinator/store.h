@@ -535,6 +535,19 @@ class Store {
                                          const std::vector<int64_t>& keep = {});
   // The worker's leased attempts, by id.
   Result<std::vector<int64_t>> LiveAttempts(int64_t worker_id);
+  // A lease lasts while its worker runs the shard: of `attempt_ids` (what
+  // the worker's heartbeat says it runs), those leased to `worker_id` whose
+  // deadline is less than half of `lease_ms` away get the deadline
+  // now + lease_ms, but never past leased_ms + `max_attempt_ms`. Returns
+  // the renewed attempts and their new deadlines; others are left alone
+  // (at most one write per attempt per half lease).
+  struct RenewedLease {
+    int64_t attempt_id = 0;
+    int64_t deadline_ms = 0;
+  };
+  Result<std::vector<RenewedLease>> RenewLeases(int64_t worker_id,
+                                                const std::vector<int64_t>& attempt_ids,
+                                                int64_t lease_ms, int64_t max_attempt_ms);
   // Stores a result and verifies the shard. NotFound: unknown attempt;
   // PermissionDenied: the attempt belongs to another worker; AlreadyExists:
   // the attempt already has a result (a replay or a resend after a lost ACK:

@@ -441,6 +441,28 @@ Result<std::vector<int64_t>> Store::LiveAttempts(int64_t worker_id) {
   }
 }
 
+Result<std::vector<Store::RenewedLease>> Store::RenewLeases(
+    int64_t worker_id, const std::vector<int64_t>& attempt_ids, int64_t lease_ms,
+    int64_t max_attempt_ms) {
+  std::lock_guard l(mu_);
+  const int64_t now = clock_->NowMs();
+  std::vector<RenewedLease> out;
+  if (attempt_ids.empty()) return out;
+  PCFARM_RETURN_IF_ERROR(db_->Tx([&]() -> Status {
+    for (int64_t id : attempt_ids) {
+      auto q = db_->Q(
+          "UPDATE attempts SET deadline_ms=MIN(?3, leased_ms + ?4) WHERE id=?1 AND "
+          "worker_id=?2 AND state='leased' AND deadline_ms < ?5 AND "
+          "MIN(?3, leased_ms + ?4) > deadline_ms RETURNING deadline_ms");
+      q.Bind(id, worker_id, now + lease_ms, max_attempt_ms, now + lease_ms / 2);
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (row) out.push_back({id, q.Int(0)});
+    }
+    return Status::Ok();
+  }));
+  return out;
+}
+
 Result<TransitionReport> Store::ReleaseWorker(int64_t worker_id,
                                               int max_failed_attempts,
                                               const std::vector<int64_t>& keep) {

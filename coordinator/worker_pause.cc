@@ -6,6 +6,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <map>
+#include <vector>
 
 #include "base/peer_text.h"
 #include "coordinator/server_internal.h"
@@ -23,6 +25,7 @@ void CoordinatorServer::Impl::OnHeartbeat(Peer& peer, const wire::Heartbeat& hb)
   peer.paused_reason = hb.paused() ? reason : "";
   // Its READY said so too; this covers a READY still on its way.
   if (peer.paused) peer.free_slots = 0;
+  if (!peer.paused && hb.running_size() > 0) RenewLeases(peer, hb);
   if (hb.released_attempts_size() == 0) return;
   // Only its own live attempts can be handed back: every other one it
   // holds (as the store knows them) stays leased.
@@ -48,6 +51,33 @@ void CoordinatorServer::Impl::OnHeartbeat(Peer& peer, const wire::Heartbeat& hb)
     spdlog::warn("cannot release attempts of worker {}: {}", peer.name,
                  report.status().ToString());
   }
+}
+
+void CoordinatorServer::Impl::RenewLeases(Peer& peer, const wire::Heartbeat& hb) {
+  std::vector<int64_t> running;
+  for (const auto& r : hb.running()) {
+    if (hb.running_size() > 4096) break;  // more than any worker holds
+    running.push_back(int64_t(r.attempt_id()));
+  }
+  auto renewed = store->RenewLeases(peer.worker_id, running, opts.scheduler_lease_ms,
+                                    opts.scheduler_max_attempt_ms);
+  if (!renewed.ok()) {
+    spdlog::warn("cannot renew the leases of worker {}: {}", peer.name,
+                 renewed.status().ToString());
+    return;
+  }
+  if (renewed->empty()) return;
+  // One frame per deadline (they are all now + lease but for capped ones).
+  std::map<int64_t, std::vector<int64_t>> by_deadline;
+  for (const auto& r : *renewed) by_deadline[r.deadline_ms].push_back(r.attempt_id);
+  for (const auto& [deadline, ids] : by_deadline) {
+    wire::CoordinatorFrame f;
+    auto* l = f.mutable_lease_renewal();
+    for (int64_t id : ids) l->add_attempt_ids(uint64_t(id));
+    l->set_deadline_ms(deadline);
+    Send(peer, std::move(f));
+  }
+  counters->leases_renewed += renewed->size();
 }
 
 }  // namespace pcfarm

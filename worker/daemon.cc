@@ -685,6 +685,18 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
     }
     case wire::CoordinatorFrame::kHeartbeat:
       break;
+    case wire::CoordinatorFrame::kLeaseRenewal: {
+      // Shards still running keep their lease: what a long pause hands
+      // back before its end (ReleaseLongPaused) goes by the new deadline.
+      const auto& r = f.lease_renewal();
+      for (uint64_t id : r.attempt_ids()) {
+        auto it = tasks.find(id);
+        if (it == tasks.end() || r.deadline_ms() <= it->second->deadline_ms) continue;
+        it->second->deadline_ms = r.deadline_ms();
+        counters->leases_renewed++;
+      }
+      break;
+    }
     case wire::CoordinatorFrame::kGoingAway:
       // Not lost: it is restarting. The loop reconnects after the pause.
       counters->coordinator_going_away++;

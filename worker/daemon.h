@@ -87,6 +87,7 @@ struct WorkerCounters {
   std::atomic<uint64_t> results_acked{0};
   std::atomic<uint64_t> reconnects{0};
   std::atomic<uint64_t> coordinator_going_away{0};  // GOING_AWAY frames heard
+  std::atomic<uint64_t> leases_renewed{0};  // attempts whose deadline LEASE_RENEWAL moved
   std::atomic<uint64_t> blob_bytes_received{0};
   std::atomic<uint64_t> output_bytes_sent{0};  // result outputs uploaded as blobs
   std::atomic<uint64_t> pauses{0};             // idle policy said no while running

@@ -115,9 +115,8 @@ Result<wire::ResultBody> TrainForger::Forge(const SimWorker& worker, const SimAs
       if (*oldest_adapter_ != adapter) {
         params.erase("adapter");
         params.erase("lora");
-        for (const auto& [key, value] : nlohmann::json::parse(*oldest_adapter_).items()) {
-          params[key] = value;
-        }
+        const nlohmann::json oldest = nlohmann::json::parse(*oldest_adapter_);
+        for (const auto& [key, value] : oldest.items()) params[key] = value;
         wire::ResultBody stale = worker.RunAssignmentWith(a, params.dump());
         if (!stale.ok()) return Internal("forger: stale run failed: " + stale.error());
         forged_output = stale.output();

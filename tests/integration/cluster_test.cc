@@ -155,6 +155,36 @@ TEST_CASE("a bench job with redundancy 2 succeeds on 3 workers",
   CheckStoreConsistency(&c.c);
 }
 
+TEST_CASE("a shard that runs longer than its lease finishes while its worker heartbeats",
+          "[integration][lease]") {
+  // A lease is renewed while the worker's heartbeats list the attempt as
+  // running (Store::RenewLeases): without that, a shard longer than the
+  // lease expired mid-run, went to the same worker again, and could never
+  // finish (a 20-step DiLoCo round of a 110M model did exactly that).
+  MiniClusterOptions o;
+  o.lease_ms = 1500;
+  Cluster c(o);
+  StartCluster(&c.c, 1);
+  auto job = c->SubmitBench(1, 2048, 1, 60);  // seconds of GEMMs
+  REQUIRE_OK(job);
+  auto end = c->WaitForJobEnd(*job, 180'000);
+  REQUIRE_OK(end);
+  CHECK(*end == "succeeded");
+  const std::string j = std::to_string(*job);
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM attempts WHERE job_id=" + j) == 1);
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM attempts WHERE state='expired'") == 0);
+  // It ran past its first deadline, and the deadline moved with it.
+  const int64_t ran = DbInt(&c.c, "SELECT ended_ms - leased_ms FROM attempts WHERE job_id=" + j);
+  INFO("the shard ran " << ran << " ms");
+  REQUIRE(ran > 3 * o.lease_ms);
+  CHECK(DbInt(&c.c, "SELECT deadline_ms - leased_ms FROM attempts WHERE job_id=" + j) >
+        o.lease_ms);
+  CommandResult stats = c->Cli({"stats", "--json"});
+  REQUIRE(stats.exit_code == 0);
+  CHECK(nlohmann::json::parse(stats.LastLine())["leases_renewed"].get<int64_t>() >= 2);
+  CheckStoreConsistency(&c.c);
+}
+
 TEST_CASE("a worker whose running shard is cancelled takes new work when it stops",
           "[integration]") {
   // A CANCEL prompts a READY while the shard still runs (no free slot);
