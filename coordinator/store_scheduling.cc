@@ -448,8 +448,24 @@ Result<std::vector<Store::RenewedLease>> Store::RenewLeases(
   const int64_t now = clock_->NowMs();
   std::vector<RenewedLease> out;
   if (attempt_ids.empty()) return out;
+  // Every heartbeat of a busy worker asks; most find nothing due. A read
+  // first, so those open no write transaction.
+  std::vector<int64_t> due;
+  {
+    auto q = db_->Q("SELECT id FROM attempts WHERE worker_id=?1 AND state='leased' AND "
+                    "deadline_ms < ?2 AND MIN(?3, leased_ms + ?4) > deadline_ms");
+    q.Bind(worker_id, now + lease_ms / 2, now + lease_ms, max_attempt_ms);
+    for (;;) {
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      if (std::find(attempt_ids.begin(), attempt_ids.end(), q.Int(0)) != attempt_ids.end()) {
+        due.push_back(q.Int(0));
+      }
+    }
+  }
+  if (due.empty()) return out;
   PCFARM_RETURN_IF_ERROR(db_->Tx([&]() -> Status {
-    for (int64_t id : attempt_ids) {
+    for (int64_t id : due) {
       auto q = db_->Q(
           "UPDATE attempts SET deadline_ms=MIN(?3, leased_ms + ?4) WHERE id=?1 AND "
           "worker_id=?2 AND state='leased' AND deadline_ms < ?5 AND "
