@@ -38,6 +38,18 @@ def print_digest(test, lines, most=4):
                 if i + 3 < len(lines) and lines[i + 2].startswith("with expansion"):
                     expr += " -> " + lines[i + 3].strip()
                 print(f"{test}: '{case}' {where} {expr}"[:240])
+                # The assertion's message (a Status's text: why a wait
+                # timed out, what a stalled job waited for), joined.
+                msg, k = [], i + 1
+                while k < len(lines) and k < i + 6 and not lines[k].startswith("with message"):
+                    k += 1
+                if k < len(lines) and lines[k].startswith("with message"):
+                    k += 1
+                    while k < len(lines) and lines[k].startswith("  "):
+                        msg.append(lines[k].strip())
+                        k += 1
+                if msg:
+                    print("  " + " ".join(msg)[:1200])
                 shown += 1
     if failures == 0:
         print(f"{test}: no Catch2 failure in its output (crash, sanitizer or timeout)")

@@ -699,7 +699,39 @@ Result<std::string> MiniCluster::WaitForJobEnd(int64_t job, int timeout_ms) {
   if (ok) return state;
   return Timeout("job " + std::to_string(job) + " still '" + state + "' after " +
                  std::to_string(timeout_ms) + " ms" +
-                 (last.ok() ? "" : "; " + last.message()));
+                 (last.ok() ? "" : "; " + last.message()) + "; " + DescribeJob(job));
+}
+
+// What a stalled job waits for, in one line for a test's failure message
+// (CI shows little more than that): its shards by state, the attempts of
+// its first unfinished shards, and each worker's standing.
+std::string MiniCluster::DescribeJob(int64_t job) const {
+  const std::string j = std::to_string(job);
+  auto join = [](const Result<std::vector<DbView::Row>>& rows, const char* sep) {
+    if (!rows.ok()) return "(" + rows.status().message() + ")";
+    std::string out;
+    for (const auto& row : *rows) {
+      if (!out.empty()) out += sep;
+      for (size_t i = 0; i < row.size(); ++i) out += (i ? ":" : "") + row[i];
+    }
+    return out;
+  };
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  std::string s = "shards " + join(db_.Query("SELECT state, count(*) FROM shards WHERE "
+                                             "job_id=" + j + " GROUP BY state"), ",");
+  s += "; unfinished " +
+       join(db_.Query("SELECT s.idx, s.copies, (SELECT group_concat(a.worker_id||'/'||a.state"
+                      "||'/'||IFNULL((SELECT r.outcome FROM results r WHERE r.attempt_id=a.id),"
+                      "'-'),' ') FROM attempts a WHERE a.shard_id=s.id) FROM shards s WHERE "
+                      "s.job_id=" + j + " AND s.state<>'accepted' ORDER BY s.idx LIMIT 6"),
+            ", ");
+  s += "; workers (id:name:banned:streak:ms since available) " +
+       join(db_.Query("SELECT id, name, banned, streak, " + std::to_string(now) +
+                      "-available_ms FROM workers ORDER BY id"),
+            ", ");
+  return s;
 }
 
 // ---------------------------------------------------------------- inspection

@@ -186,6 +186,9 @@ class MiniCluster {
   // Waits (reading the database) until the job is in a terminal state;
   // returns that state.
   Result<std::string> WaitForJobEnd(int64_t job, int timeout_ms);
+  // A stalled job in one line: shards by state, the attempts (worker/
+  // state/result outcome) of its first unfinished shards, the workers.
+  std::string DescribeJob(int64_t job) const;
 
   // ---- running any command ----
   // Runs argv[0] (a path) with a deadline; stdout and stderr captured.
