@@ -17,12 +17,22 @@ jobs=$(nproc)
 # debug info (-O2; a third less compile time than the tests' build), and
 # compiles the CUDA backend only where a GPU is there to run it: on a
 # machine without one, nvcc's kernels are minutes of build for nothing.
+# It is a unity build (a library's sources compiled a dozen to a file: the
+# headers they share are parsed once, not once a file), about 40% less
+# compile time; should a change ever break that, it builds file by file.
 cuda=OFF
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then cuda=ON; fi
-cmake -S . -B build-demo -G Ninja -DCMAKE_BUILD_TYPE=Release -DPCFARM_BENCH=OFF \
-  -DPCFARM_CUDA="$cuda" "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG" \
-  "-DCMAKE_C_FLAGS_RELEASE=-O2 -DNDEBUG" >/dev/null
-cmake --build build-demo -j "$jobs" --target pcfarm pcfarm-coordinator pcfarm-worker
+demo_build() {
+  cmake -S . -B build-demo -G Ninja -DCMAKE_BUILD_TYPE=Release -DPCFARM_BENCH=OFF \
+    -DPCFARM_CUDA="$cuda" -DCMAKE_UNITY_BUILD="$1" -DCMAKE_UNITY_BUILD_BATCH_SIZE=16 \
+    "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG -Wno-subobject-linkage" \
+    "-DCMAKE_C_FLAGS_RELEASE=-O2 -DNDEBUG" >/dev/null
+  cmake --build build-demo -j "$jobs" --target pcfarm pcfarm-coordinator pcfarm-worker
+}
+if ! demo_build ON; then
+  echo "== the unity build failed (above); building file by file"
+  demo_build OFF
+fi
 bin="$PWD/build-demo/bin"
 
 demo=$(mktemp -d /tmp/pcfarm-demo.XXXXXX)
