@@ -446,37 +446,33 @@ Result<std::vector<Store::RenewedLease>> Store::RenewLeases(
     int64_t max_attempt_ms) {
   std::lock_guard l(mu_);
   const int64_t now = clock_->NowMs();
-  std::vector<RenewedLease> out;
-  if (attempt_ids.empty()) return out;
+  std::vector<RenewedLease> due;
+  if (attempt_ids.empty()) return due;
   // Every heartbeat of a busy worker asks; most find nothing due. A read
-  // first, so those open no write transaction.
-  std::vector<int64_t> due;
+  // first, so those open no write transaction; mu_ is held throughout, so
+  // what it found is still due when written.
   {
-    auto q = db_->Q("SELECT id FROM attempts WHERE worker_id=?1 AND state='leased' AND "
-                    "deadline_ms < ?2 AND MIN(?3, leased_ms + ?4) > deadline_ms");
+    auto q = db_->Q("SELECT id, MIN(?3, leased_ms + ?4) FROM attempts WHERE worker_id=?1 AND "
+                    "state='leased' AND deadline_ms < ?2 AND MIN(?3, leased_ms + ?4) > deadline_ms");
     q.Bind(worker_id, now + lease_ms / 2, now + lease_ms, max_attempt_ms);
     for (;;) {
       PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) break;
       if (std::find(attempt_ids.begin(), attempt_ids.end(), q.Int(0)) != attempt_ids.end()) {
-        due.push_back(q.Int(0));
+        due.push_back({q.Int(0), q.Int(1)});
       }
     }
   }
-  if (due.empty()) return out;
+  if (due.empty()) return due;
   PCFARM_RETURN_IF_ERROR(db_->Tx([&]() -> Status {
-    for (int64_t id : due) {
-      auto q = db_->Q(
-          "UPDATE attempts SET deadline_ms=MIN(?3, leased_ms + ?4) WHERE id=?1 AND "
-          "worker_id=?2 AND state='leased' AND deadline_ms < ?5 AND "
-          "MIN(?3, leased_ms + ?4) > deadline_ms RETURNING deadline_ms");
-      q.Bind(id, worker_id, now + lease_ms, max_attempt_ms, now + lease_ms / 2);
-      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (row) out.push_back({id, q.Int(0)});
+    for (const RenewedLease& r : due) {
+      PCFARM_RETURN_IF_ERROR(db_->Q("UPDATE attempts SET deadline_ms=?2 WHERE id=?1")
+                                 .Bind(r.attempt_id, r.deadline_ms)
+                                 .Run());
     }
     return Status::Ok();
   }));
-  return out;
+  return due;
 }
 
 Result<TransitionReport> Store::ReleaseWorker(int64_t worker_id,

@@ -54,11 +54,9 @@ void CoordinatorServer::Impl::OnHeartbeat(Peer& peer, const wire::Heartbeat& hb)
 }
 
 void CoordinatorServer::Impl::RenewLeases(Peer& peer, const wire::Heartbeat& hb) {
+  if (hb.running_size() > 4096) return;  // more than any worker holds
   std::vector<int64_t> running;
-  for (const auto& r : hb.running()) {
-    if (hb.running_size() > 4096) break;  // more than any worker holds
-    running.push_back(int64_t(r.attempt_id()));
-  }
+  for (const auto& r : hb.running()) running.push_back(int64_t(r.attempt_id()));
   auto renewed = store->RenewLeases(peer.worker_id, running, opts.scheduler_lease_ms,
                                     opts.scheduler_max_attempt_ms);
   if (!renewed.ok()) {

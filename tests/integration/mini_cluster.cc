@@ -19,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/file.h"
 
 extern char** environ;
@@ -716,9 +717,7 @@ std::string MiniCluster::DescribeJob(int64_t job) const {
     }
     return out;
   };
-  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
+  const int64_t now = SystemClock::Get()->NowMs();
   std::string s = "shards " + join(db_.Query("SELECT state, count(*) FROM shards WHERE "
                                              "job_id=" + j + " GROUP BY state"), ",");
   s += "; unfinished " +
