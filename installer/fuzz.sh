@@ -14,7 +14,8 @@ seconds=${PCFARM_FUZZ_SECONDS:-20}
 build=${PCFARM_FUZZ_BUILD:-build-fuzz}
 jobs=${PCFARM_FUZZ_JOBS:-$(nproc)}
 targets=(fuzz_worker_frame fuzz_coordinator_frame fuzz_client_request
-         fuzz_client_reply fuzz_envelope fuzz_token fuzz_token_data)
+         fuzz_client_reply fuzz_envelope fuzz_token fuzz_token_data
+         fuzz_train_result)
 
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja \
   -DPCFARM_FUZZ=ON -DPCFARM_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \

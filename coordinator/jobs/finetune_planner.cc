@@ -748,7 +748,7 @@ class FinetunePlanner final : public JobPlanner {
     next[f.weights_file] = weights_hash;
     *sent = {{f.version_key, next}};
     if (!f.full && f.codec != GradientCodec::kNone) {
-      auto message = EncodeGradient(f.codec, params);
+      auto message = EncodeGradient(f.codec, params, WirePacking(f.codec));
       if (message.ok()) {  // else (fp16 out of range) the version goes as it is
         PCFARM_ASSIGN_OR_RETURN(std::string hash, blobs.Put(*message));
         adv->blobs.push_back({hash, int64_t(message->size())});

@@ -18,9 +18,9 @@ std::string Bytes(std::initializer_list<int> bytes) {
   return s;
 }
 
-std::string Header(int codec, uint8_t count, uint8_t block) {
-  return "PCG1" +
-         Bytes({codec, 0, 0, 0, count, 0, 0, 0, 0, 0, 0, 0, block, 0, 0, 0});
+std::string Header(int codec, uint8_t count, uint32_t block, int packing = 0) {
+  return "PCG1" + Bytes({codec, packing, 0, 0, count, 0, 0, 0, 0, 0, 0, 0,
+                         int(block & 0xff), int(block >> 8), 0, 0});
 }
 
 std::string Enc(GradientCodec codec, const std::vector<float>& v) {
@@ -95,56 +95,67 @@ TEST_CASE("int8: known bytes, ties to even") {
   // max|x| = 127 → scale 1; -63.5 → -64 and 0.5 → 0, 1.5 → 2, 2.5 → 2.
   const std::vector<float> x = {127, -63.5f, 1, 0.4f, 0.5f, -0.5f, 1.5f, 2.5f};
   const std::string want =
-      Header(2, 8, 64) + Bytes({0x00, 0x00, 0x80, 0x3f}) +
+      Header(2, 8, 256) + Bytes({0x00, 0x00, 0x80, 0x3f}) +
       Bytes({0x7f, 0xc0, 0x01, 0x00, 0x00, 0x00, 0x02, 0x02});
   CHECK(Enc(GradientCodec::kInt8, x) == want);
   CHECK(Dec(want) == std::vector<float>{127, -64, 1, 0, 0, 0, 2, 2});
 }
 
-TEST_CASE("int8: one scale per block of 64; error at most half a step") {
-  // 130 values: blocks of 64, 64 and 2, each with its own scale, so the
+TEST_CASE("int8: one scale per block of 256; error at most half a step") {
+  // 2B + 2 values: blocks of B, B and 2, each with its own scale, so the
   // small values of block 2 are not crushed by block 0's large one.
-  std::vector<float> x(130);
+  constexpr size_t B = kInt8BlockSize;
+  static_assert(B == 256);
+  const size_t n = 2 * B + 2;
+  std::vector<float> x(n);
   Rng rng{3};
   for (float& v : x) v = rng.Uniform() * 1e-3f;
   x[5] = 1000;
   const std::string bytes = Enc(GradientCodec::kInt8, x);
-  CHECK(bytes.size() == 20 + 3 * 4 + 130);
+  CHECK(bytes.size() == 20 + 3 * 4 + n);
   const auto y = Dec(bytes);
   for (size_t b = 0; b < 3; ++b) {
     float amax = 0;
-    for (size_t i = 64 * b; i < std::min<size_t>(130, 64 * b + 64); ++i)
+    for (size_t i = B * b; i < std::min(n, B * b + B); ++i)
       amax = std::max(amax, std::fabs(x[i]));
     const float scale = amax / 127;
     float stored;
     std::memcpy(&stored, bytes.data() + 20 + 4 * b, 4);
     CHECK(stored == scale);
-    for (size_t i = 64 * b; i < std::min<size_t>(130, 64 * b + 64); ++i) {
+    for (size_t i = B * b; i < std::min(n, B * b + B); ++i) {
       INFO("value " << i);
       CHECK(std::fabs(y[i] - x[i]) <= scale * 0.5f * (1 + 1e-6f));
     }
   }
-  CHECK(y[70] != 0);  // block 1 keeps its 1e-3-sized values
+  CHECK(y[B + 6] != 0);  // block 1 keeps its 1e-3-sized values
 }
 
 TEST_CASE("round trips stay within each codec's error bound") {
+  constexpr size_t B = kInt8BlockSize;
   Rng rng{9};
-  for (size_t n : {0, 1, 63, 64, 65, 1000}) {
+  for (size_t n : {size_t(0), size_t(1), B - 1, B, B + 1, size_t(1000)}) {
     std::vector<float> x(n);
     for (size_t i = 0; i < n; ++i)
       x[i] = rng.Uniform() * std::ldexp(1.0f, int(i % 20) - 10);
     INFO("n " << n);
-    CHECK(Dec(Enc(GradientCodec::kNone, x)) == x);
-    const auto h = Dec(Enc(GradientCodec::kFp16, x));
-    for (size_t i = 0; i < n; ++i)
-      CHECK(std::fabs(h[i] - x[i]) <=
-            std::max(std::fabs(x[i]) * 0x1p-11f, 0x1p-25f));
-    const auto q = Dec(Enc(GradientCodec::kInt8, x));
-    for (size_t i = 0; i < n; ++i) {
-      float amax = 0;
-      for (size_t k = i / 64 * 64; k < std::min(n, i / 64 * 64 + 64); ++k)
-        amax = std::max(amax, std::fabs(x[k]));
-      CHECK(std::fabs(q[i] - x[i]) <= amax / 127 * 0.5f * (1 + 1e-6f));
+    for (GradientPacking packing : {GradientPacking::kPlain, GradientPacking::kZstd}) {
+      auto enc = [&](GradientCodec c) {
+        auto r = EncodeGradient(c, x, packing);
+        REQUIRE(r.ok());
+        return *r;
+      };
+      CHECK(Dec(enc(GradientCodec::kNone)) == x);
+      const auto h = Dec(enc(GradientCodec::kFp16));
+      for (size_t i = 0; i < n; ++i)
+        CHECK(std::fabs(h[i] - x[i]) <=
+              std::max(std::fabs(x[i]) * 0x1p-11f, 0x1p-25f));
+      const auto q = Dec(enc(GradientCodec::kInt8));
+      for (size_t i = 0; i < n; ++i) {
+        float amax = 0;
+        for (size_t k = i / B * B; k < std::min(n, i / B * B + B); ++k)
+          amax = std::max(amax, std::fabs(x[k]));
+        CHECK(std::fabs(q[i] - x[i]) <= amax / 127 * 0.5f * (1 + 1e-6f));
+      }
     }
   }
 }
@@ -153,15 +164,115 @@ TEST_CASE("sizes: bytes per value") {
   CHECK(EncodedGradientSize(GradientCodec::kNone, 0) == 20);
   CHECK(EncodedGradientSize(GradientCodec::kNone, 1000) == 4020);
   CHECK(EncodedGradientSize(GradientCodec::kFp16, 1000) == 2020);
-  // ceil(1000 / 64) = 16 scales.
-  CHECK(EncodedGradientSize(GradientCodec::kInt8, 1000) == 20 + 64 + 1000);
+  // ceil(1000 / 256) = 4 scales.
+  CHECK(EncodedGradientSize(GradientCodec::kInt8, 1000) == 20 + 16 + 1000);
   CHECK(EncodedGradientSize(GradientCodec::kInt8, 1) == 20 + 4 + 1);
   const uint64_t n = 64ull << 20;  // 64 Mi values, a large LoRA gradient
   CHECK(double(EncodedGradientSize(GradientCodec::kInt8, n)) / n ==
-        Approx(1 + 4.0 / 64).epsilon(1e-6));
+        Approx(1 + 4.0 / 256).epsilon(1e-6));
   CHECK(double(EncodedGradientSize(GradientCodec::kFp16, n)) / n ==
         Approx(2).epsilon(1e-6));
   for (GradientCodec c : kAllCodecs) CHECK(Dec(Enc(c, {})).empty());
+}
+
+// Gaussian-like values (a sum of uniforms), as gradients and LoRA
+// pseudo-gradients are.
+std::vector<float> Bell(size_t n, uint64_t seed) {
+  Rng rng{seed};
+  std::vector<float> x(n);
+  for (float& v : x) {
+    v = 0;
+    for (int k = 0; k < 4; ++k) v += rng.Uniform();
+    v *= 1e-3f;
+  }
+  return x;
+}
+
+TEST_CASE("packing: zstd makes int8 and fp16 of bell-shaped values smaller, "
+          "decodes to the same values, and none stays plain") {
+  const std::vector<float> x = Bell(20000, 17);
+  for (GradientCodec c : kAllCodecs) {
+    INFO(GradientCodecName(c));
+    const std::string plain = Enc(c, x);
+    auto packed = EncodeGradient(c, x, GradientPacking::kZstd);
+    REQUIRE(packed.ok());
+    CHECK(packed->size() <= plain.size());
+    CHECK(Dec(*packed) == Dec(plain));
+    CHECK(IsPackedGradient(*packed) == (packed->size() < plain.size()));
+    CHECK_FALSE(IsPackedGradient(plain));
+    // Only the packing byte and the payload differ.
+    CHECK(packed->substr(0, 5) == plain.substr(0, 5));
+    CHECK(packed->substr(6, 14) == plain.substr(6, 14));
+  }
+  auto int8 = EncodeGradient(GradientCodec::kInt8, x, GradientPacking::kZstd);
+  REQUIRE(IsPackedGradient(*int8));
+  // A sum of four uniforms reaches about 3 of its standard deviations in a
+  // block of 256: its int8 levels carry under 8 bits, so the packed message
+  // is smaller than the plain one's 1.016 bytes a value by more than the
+  // scales cost.
+  CHECK(double(int8->size()) / x.size() < 0.99);
+  CHECK(WirePacking(GradientCodec::kNone) == GradientPacking::kPlain);
+  CHECK(WirePacking(GradientCodec::kFp16) == GradientPacking::kZstd);
+  CHECK(WirePacking(GradientCodec::kInt8) == GradientPacking::kZstd);
+  // Values zstd cannot shrink (few, and uniform) stay plain.
+  auto few = EncodeGradient(GradientCodec::kInt8, std::vector<float>{1, -2, 3},
+                            GradientPacking::kZstd);
+  REQUIRE(few.ok());
+  CHECK_FALSE(IsPackedGradient(*few));
+  CHECK(*few == Enc(GradientCodec::kInt8, {1, -2, 3}));
+}
+
+TEST_CASE("packing: decode refuses bad frames, wrong sizes and bombs") {
+  const std::vector<float> x = Bell(5000, 4);
+  auto r = EncodeGradient(GradientCodec::kInt8, x, GradientPacking::kZstd);
+  REQUIRE(r.ok());
+  const std::string good = *r;
+  REQUIRE(IsPackedGradient(good));
+  std::string s = good;
+  s[5] = 2;
+  ExpectCorrupt(s, "unknown packing id 2");
+  // The packing byte claims zstd over a plain payload.
+  s = Enc(GradientCodec::kInt8, x);
+  s[5] = 1;
+  ExpectCorrupt(s, "not one zstd frame");
+  // Truncated frames, and a byte after the frame.
+  for (size_t len : {size_t(20), size_t(21), size_t(30), good.size() / 2, good.size() - 1})
+    ExpectCorrupt(good.substr(0, len), "zstd frame");
+  ExpectCorrupt(good + '\0', "not one zstd frame");
+  // A count that does not match the frame's content size.
+  s = good;
+  uint64_t other = x.size() + 1;
+  std::memcpy(s.data() + 8, &other, 8);
+  ExpectCorrupt(s, "takes");
+  // A damaged frame body: refused, never a crash (its checksum-free blocks
+  // may also decode to other bytes, which the value checks then judge).
+  Rng rng{8};
+  for (int trial = 0; trial < 2000; ++trial) {
+    s = good;
+    s[20 + rng.Next() % (s.size() - 20)] ^= static_cast<char>(1 + rng.Next() % 255);
+    auto d = DecodeGradient(s);
+    if (!d.ok()) {
+      CHECK(d.status().code() == StatusCode::kCorruption);
+      continue;
+    }
+    CHECK(d->size() == x.size());
+    for (float v : *d) REQUIRE(std::isfinite(v));
+  }
+  // A bomb: a few hundred bytes that claim 2^30 values. The bound stops it
+  // before anything is allocated.
+  std::vector<float> zeros(1 << 16, 0.0f);
+  auto z = EncodeGradient(GradientCodec::kInt8, zeros, GradientPacking::kZstd);
+  REQUIRE(z.ok());
+  REQUIRE(IsPackedGradient(*z));
+  CHECK(z->size() < 200);
+  s = *z;
+  const uint64_t huge = uint64_t(1) << 30;
+  std::memcpy(s.data() + 8, &huge, 8);
+  auto bomb = DecodeGradient(s, /*max_packed_count=*/1 << 20);
+  REQUIRE_FALSE(bomb.ok());
+  CHECK_THAT(bomb.status().message(), Catch::Contains("over the limit"));
+  CHECK(DecodeGradient(*z, 1 << 16).ok());
+  CHECK_FALSE(DecodeGradient(*z, (1 << 16) - 1).ok());
 }
 
 TEST_CASE("encode refuses what it cannot represent") {
@@ -198,6 +309,9 @@ TEST_CASE("decode rejects bad headers") {
   }
   s = good;
   s[6] = 1;
+  ExpectCorrupt(s, "reserved");
+  s = good;
+  s[7] = 1;
   ExpectCorrupt(s, "reserved");
   for (uint32_t block : {0u, 65537u, 0xffffffffu}) {
     s = good;
@@ -237,7 +351,7 @@ TEST_CASE("decode rejects a length that does not match the count") {
 }
 
 TEST_CASE("decode rejects values the encoder never writes") {
-  const std::string h = Header(2, 2, 64);
+  const std::string h = Header(2, 2, 256);
   ExpectCorrupt(h + Bytes({0, 0, 0xc0, 0x7f}) + Bytes({1, 1}),
                 "int8 scale 0 is nan");
   ExpectCorrupt(h + Bytes({0, 0, 0x80, 0x7f}) + Bytes({1, 1}),

@@ -87,7 +87,8 @@ Result<std::string> EncodeTrainResult(const TrainResult& r, ErrorFeedback* feedb
   if (out.size() > kTrainHeaderMaxBytes) return InvalidArgument("train result: header too long");
   out += '\n';
   PCFARM_ASSIGN_OR_RETURN(std::string message, feedback ? feedback->Encode(r.values)
-                                                         : EncodeGradient(r.codec, r.values));
+                                                         : EncodeGradient(r.codec, r.values,
+                                                                         WirePacking(r.codec)));
   out += message;
   return out;
 }
@@ -105,13 +106,15 @@ Result<TrainResult> DecodeTrainResult(std::string_view bytes, int64_t max_values
     return InvalidArgument("train result: the values are not a " +
                            std::string(GradientCodecName(r.codec)) + " gradient message");
   }
-  if (message.size() != EncodedGradientSize(r.codec, uint64_t(count))) {
+  // A packed message's length says nothing; DecodeGradient checks its frame.
+  if (!IsPackedGradient(message) &&
+      message.size() != EncodedGradientSize(r.codec, uint64_t(count))) {
     return InvalidArgument("train result: the values take " + std::to_string(message.size()) +
                            " bytes; " + std::to_string(count) + " " +
                            GradientCodecName(r.codec) + " values take " +
                            std::to_string(EncodedGradientSize(r.codec, uint64_t(count))));
   }
-  auto values = DecodeGradient(message);
+  auto values = DecodeGradient(message, uint64_t(count));
   if (!values.ok()) {
     return InvalidArgument("train result: " + values.status().message());
   }

@@ -11,7 +11,8 @@
 //      "codec": "none" | "fp16" | "int8", "layout": "lora", "backend": NAME}
 //     (other keys are allowed and kept out of the way)
 //   '\n'
-//   EncodeGradient(codec, values): "PCG1" ..., exactly `count` values
+//   EncodeGradient(codec, values, WirePacking(codec)): "PCG1" ..., exactly
+//   `count` values (fp16 and int8 packed with zstd where that is smaller)
 // Nothing follows.
 //
 // Thread-safety: pure functions.

@@ -26,7 +26,14 @@ TEST_CASE("a train result round-trips in each codec", "[train_result]") {
     size_t nl = bytes->find('\n');
     REQUIRE(nl != std::string::npos);
     CHECK(bytes->substr(nl + 1, 4) == "PCG1");
-    CHECK(bytes->size() == nl + 1 + EncodedGradientSize(c, 150));
+    // f32 travels plain; fp16 and int8 are packed with zstd (these 17
+    // repeated values pack well).
+    if (c == GradientCodec::kNone) {
+      CHECK(bytes->size() == nl + 1 + EncodedGradientSize(c, 150));
+    } else {
+      CHECK(IsPackedGradient(std::string_view(*bytes).substr(nl + 1)));
+      CHECK(bytes->size() < nl + 1 + EncodedGradientSize(c, 150));
+    }
     auto back = DecodeTrainResult(*bytes, 1000);
     REQUIRE(back.ok());
     CHECK(back->loss == 2.5);
@@ -37,7 +44,7 @@ TEST_CASE("a train result round-trips in each codec", "[train_result]") {
     CHECK(back->layout == "lora");
     REQUIRE(back->values.size() == 150);
     // These values are exact in every codec (multiples of 1/4, |x| <= 2;
-    // int8 blocks of 64 have scale 2/127: only the f32 and fp16 are exact).
+    // an int8 block has scale 2/127: only the f32 and fp16 are exact).
     if (c != GradientCodec::kInt8) CHECK(back->values == r.values);
     auto head = DecodeTrainResultHeader(*bytes);
     REQUIRE(head.ok());
@@ -71,6 +78,16 @@ TEST_CASE("a bad train result is refused with a reason", "[train_result]") {
   refused(R"({"loss":1,"weight":1,"tokens":1,"count":5000,"codec":"none"})" "\n" + body, "more than");
   refused(good->substr(0, good->size() - 1), "take");
   refused(*good + "x", "take");
+  // A packed message: its own count must be the header's.
+  auto packed = EncodeTrainResult(Sample(GradientCodec::kInt8));
+  REQUIRE(packed.ok());
+  const std::string packed_body = packed->substr(packed->find('\n') + 1);
+  REQUIRE(IsPackedGradient(packed_body));
+  refused(R"({"loss":1,"weight":1,"tokens":1,"count":151,"codec":"int8"})" "\n" + packed_body,
+          "the message holds 150 values, the header says 151");
+  refused(R"({"loss":1,"weight":1,"tokens":1,"count":149,"codec":"int8"})" "\n" + packed_body,
+          "over the limit of 149");
+  refused(packed->substr(0, packed->size() - 1), "zstd frame");
   std::string nan = *good;
   const float bad = std::nanf("");
   std::memcpy(nan.data() + nl + 1 + kGradientHeaderBytes, &bad, 4);

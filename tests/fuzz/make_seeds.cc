@@ -8,6 +8,7 @@
 #include "base/file.h"
 #include "crypto/hash.h"
 #include "tasks/engine/token_data.h"
+#include "tasks/kinds/train_result.h"
 #include "tests/fuzz/samples.h"
 
 namespace {
@@ -18,6 +19,25 @@ std::vector<std::string> SampleTokenData() {
   using pcfarm::EncodeTokenData;
   return {EncodeTokenData({}), EncodeTokenData({{{1, 2, 3}, {0, 1, 1}}}),
           EncodeTokenData({{{3, 1, 4}, {0, 0.5f, 2}}, {{9}, {}}, {{70000, 6}, {0, 1}}})};
+}
+
+// Train results in each codec, plain f32 and packed fp16 and int8, with
+// bell-shaped values (which pack).
+std::vector<std::string> SampleTrainResults() {
+  using namespace pcfarm;
+  std::vector<std::string> out;
+  for (GradientCodec c : {GradientCodec::kNone, GradientCodec::kFp16, GradientCodec::kInt8}) {
+    TrainResult r;
+    r.loss = 2.5;
+    r.weight = 12;
+    r.tokens = 12;
+    r.codec = c;
+    r.backend = "cpu";
+    for (int i = 0; i < 700; ++i) r.values.push_back(float((i * 37) % 23 - 11) * 1e-3f);
+    auto bytes = EncodeTrainResult(r);
+    if (bytes.ok()) out.push_back(*bytes);
+  }
+  return out;
 }
 
 }  // namespace
@@ -38,6 +58,7 @@ int main(int argc, char** argv) {
       {"fuzz_envelope", SampleEnvelopeInputs()},
       {"fuzz_token", SampleTokens()},
       {"fuzz_token_data", SampleTokenData()},
+      {"fuzz_train_result", SampleTrainResults()},
   };
   size_t files = 0;
   for (const auto& [target, seeds] : sets) {
