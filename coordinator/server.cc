@@ -187,6 +187,7 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
     spdlog::warn("deferred sync unavailable ({}); every commit waits for the disk",
                  deferred.ToString());
   }
+  PCFARM_ASSIGN_OR_RETURN(advancer, Advancer::Start());
   for (const char* state : {"queued", "running"}) {
     auto active = store->ListJobs(state);
     if (!active.ok()) continue;
@@ -216,14 +217,16 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
       NotifyServiceWatchdog();
       int64_t now = clock->MonotonicMs();
       int64_t wait = std::max<int64_t>(0, std::min<int64_t>(next_tick - now, 100));
-      // The syncer's and the status page's fds; -1 (ignored by poll) when off.
+      // The syncer's, the status page's and the advancer's fds; -1 (ignored
+      // by poll) when off.
       zmq::pollitem_t items[] = {
           {workers_sock->handle(), 0, ZMQ_POLLIN, 0},
           {clients_sock->handle(), 0, ZMQ_POLLIN, 0},
           {nullptr, syncer ? syncer->notify_fd() : -1, ZMQ_POLLIN, 0},
-          {nullptr, board ? board->notify_fd() : -1, ZMQ_POLLIN, 0}};
+          {nullptr, board ? board->notify_fd() : -1, ZMQ_POLLIN, 0},
+          {nullptr, advancer->notify_fd(), ZMQ_POLLIN, 0}};
       try {
-        zmq::poll(items, 4, std::chrono::milliseconds(wait));
+        zmq::poll(items, 5, std::chrono::milliseconds(wait));
       } catch (const zmq::error_t& e) {
         if (e.num() != EINTR) throw;
         continue;  // a signal: look at `stop` again
@@ -235,11 +238,14 @@ Status CoordinatorServer::Impl::Run(std::atomic<bool>* stop,
       now = clock->MonotonicMs();
       bool tick = now >= next_tick;
       bool actions = board && (items[3].revents & ZMQ_POLLIN);
+      const bool advanced = items[4].revents & ZMQ_POLLIN;
+      if (advanced) advancer->Drain();
       if (!(items[0].revents & ZMQ_POLLIN) && !(items[1].revents & ZMQ_POLLIN) &&
-          !tick && !actions) {
+          !tick && !actions && !advanced) {
         continue;  // no turn, no commit, no sync
       }
       BeginTurn();
+      if (advanced) ApplyAdvances();
       if (items[0].revents & ZMQ_POLLIN) {
         for (int i = 0; i < 1000 && recv_parts(*workers_sock); ++i) {
           counters->messages_in++;
@@ -292,6 +298,9 @@ Status CoordinatorServer::Impl::Stop(ZapHandler* zap) {
   // disk; then every worker hears that this coordinator is going away (not
   // lost), so it keeps its shards and reconnects to the next one.
   spdlog::info("coordinator stopping ({} workers connected)", peers.size());
+  // A round being planned is finished and dropped: its blobs are on disk,
+  // and the next start plans the same round again from the same results.
+  advancer.reset();
   if (http) {
     // Actions still queued get no answer (they were not run): their
     // requests end at once instead of waiting out their timeout.
@@ -410,6 +419,7 @@ Status CoordinatorServer::Impl::EndTurn() {
     // what we thought of each worker; the next message from each one
     // starts over (WELCOME asks it to re-send its spool and free slots).
     spdlog::error("commit failed, this turn is undone: {}", s.ToString());
+    ++turns_undone;
     outbox.clear();
     peers.clear();
     route_of.clear();
@@ -1090,6 +1100,7 @@ void CoordinatorServer::Impl::DropWorker(int64_t worker_id, const std::string& w
 }
 
 void CoordinatorServer::Impl::AdvanceJobs() {
+  ApplyAdvances();
   auto running = store->RunningOpenEndedJobs();
   if (!running.ok()) {
     spdlog::warn("listing jobs to advance failed: {}", running.status().ToString());
@@ -1097,38 +1108,63 @@ void CoordinatorServer::Impl::AdvanceJobs() {
   }
   const int64_t now = clock->NowMs();
   for (const JobInfo& job : *running) {
+    if (advancer->InFlight(job.id)) continue;
     const JobPlanner* planner = FindPlanner(job.kind);
-    if (planner && !planner->ReadyToAdvance(job, now)) continue;
-    Result<JobAdvance> adv =
-        planner ? planner->Advance(job, *store, *blobs, now)
-                : Result<JobAdvance>(Internal("no planner for job kind '" + job.kind + "'"));
-    if (!adv.ok()) {
+    if (planner == nullptr) {
+      spdlog::warn("job {}: cannot plan its next round: no planner for job kind '{}'", job.id,
+                   job.kind);
+      continue;
+    }
+    if (!planner->ReadyToAdvance(job, now)) continue;
+    // The planner reads the store and writes blobs; both are thread-safe.
+    advancer->Submit(job.id, turns_undone,
+                     [planner, job, s = store.get(), b = blobs.get(), now] {
+                       Result<JobAdvance> adv = planner->Advance(job, *s, *b, now);
+                       if (adv.ok()) adv->planned_summary = job.summary;
+                       return adv;
+                     });
+  }
+}
+
+void CoordinatorServer::Impl::ApplyAdvances() {
+  for (Advancer::Done& done : advancer->TakeDone()) {
+    const int64_t job = done.job_id;
+    if (done.tag != turns_undone) {
+      // It may have read results a failed commit undid: planned again.
+      spdlog::info("job {}: its next round was planned from an undone turn; planning it again",
+                   job);
+      continue;
+    }
+    if (!done.advance.ok()) {
       // Transient (a blob unreadable, the disk full): tried again each tick.
-      spdlog::warn("job {}: cannot plan its next round yet: {}", job.id,
-                   adv.status().ToString());
+      spdlog::warn("job {}: cannot plan its next round yet: {}", job,
+                   done.advance.status().ToString());
       continue;
     }
+    const JobAdvance& adv = *done.advance;
     TransitionReport report;
-    Status s = store->AdvanceJob(job.id, *adv, &report);
+    Status s = store->AdvanceJob(job, adv, &report);
     if (!s.ok()) {
-      spdlog::warn("job {}: advancing it failed: {}", job.id, s.ToString());
+      // FailedPrecondition: the job moved on while its round was planned (a
+      // rewind, a cancel, a late result): the tick plans it again if due.
+      spdlog::warn("job {}: advancing it failed: {}", job, s.ToString());
       continue;
     }
-    if (adv->drop_unaccepted) {
-      spdlog::info("job {}: round {} proceeds with its quorum, {} stragglers cancelled", job.id,
-                   adv->round, report.cancelled.size());
+    if (adv.drop_unaccepted) {
+      spdlog::info("job {}: round {} proceeds with its quorum, {} stragglers cancelled", job,
+                   adv.round, report.cancelled.size());
     }
     ActOn(report);
-    switch (adv->end) {
+    switch (adv.end) {
       case JobAdvance::End::kContinue:
-        spdlog::info("job {}: round {} done, {} shards next", job.id, adv->round,
-                     adv->shards.size());
+        spdlog::info("job {}: round {} done, {} shards next (planned in {} ms)", job, adv.round,
+                     adv.shards.size(), done.ms);
         break;
       case JobAdvance::End::kSucceed:
-        spdlog::info("job {} succeeded: {}", job.id, adv->reason);
+        spdlog::info("job {} succeeded: {}", job, adv.reason);
         break;
       case JobAdvance::End::kFail:
-        spdlog::warn("job {} failed: {}", job.id, adv->reason);
+        spdlog::warn("job {} failed: {}", job, adv.reason);
         break;
     }
     assign_all_due = true;

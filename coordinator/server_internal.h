@@ -28,6 +28,7 @@
 #include "coordinator/setup.h"
 #include "coordinator/store.h"
 #include "coordinator/uploads.h"
+#include "coordinator/advancer.h"
 #include "coordinator/wal_syncer.h"
 #include "coordinator/zap_handler.h"
 #include "crypto/keys.h"
@@ -193,7 +194,11 @@ class CoordinatorServer::Impl {
   void Tick(int64_t now);
   // Plans and applies the next round of every open-ended job whose shards
   // so far are all accepted (JobPlanner::Advance, Store::AdvanceJob).
+  // Applies the next rounds the advancer planned, then hands it the running
+  // open-ended jobs ready for their next round.
   void AdvanceJobs();
+  // Applies the advancer's answers (Store::AdvanceJob) and acts on them.
+  void ApplyAdvances();
   // Renews the leases of the attempts a heartbeat says the worker runs
   // (Store::RenewLeases) and tells the worker their new deadlines.
   void RenewLeases(Peer& peer, const wire::Heartbeat& hb);
@@ -287,6 +292,12 @@ class CoordinatorServer::Impl {
   std::deque<Outgoing> pending;  // committed, waiting to be durable
   std::unique_ptr<WalSyncer> syncer;  // null: each commit is durable itself
   uint64_t commit_epoch = 0;
+  // Turns whose commit failed and were undone: an advance planned before one
+  // may have read what it undid, and is dropped (ApplyAdvances).
+  uint64_t turns_undone = 0;
+  // Plans open-ended jobs' rounds off this loop; declared after the store
+  // and the blob store, so it stops before they close.
+  std::unique_ptr<Advancer> advancer;
   const Clock* clock = SystemClock::Get();
   // The status page: null when it is off.
   std::unique_ptr<StatusBoard> board;

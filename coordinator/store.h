@@ -158,6 +158,15 @@ struct JobAdvance {
   // still be expected_shards_accepted (no result came in meanwhile).
   bool drop_unaccepted = false;
   int64_t expected_shards_accepted = -1;
+  // When set, the job's summary the advance was planned from: AdvanceJob
+  // refuses it once the summary changed (a rewind, a fold, another advance).
+  std::optional<std::string> planned_summary;
+  // When results_from_shard >= 0: the accepted results (ids, by shard index)
+  // of the job's shards from that index on, as the planner read them.
+  // AdvanceJob refuses it when they differ now: a rewind or a re-run
+  // replaced one while it was planned off the event loop (advancer.h).
+  int64_t results_from_shard = -1;
+  std::vector<int64_t> expected_result_ids;
   End end = End::kContinue;
   std::string summary;              // the job's new summary (JSON text)
   std::vector<ShardSpec> shards;    // kContinue: the next round's (>= 1)
@@ -289,6 +298,7 @@ struct AttemptWork {
 // An accepted shard, as `pcfarm fetch` needs it.
 struct AcceptedResult {
   int64_t shard_idx = 0;
+  int64_t result_id = 0;    // the results row
   std::string params;       // the shard's params
   std::string body;         // the accepted result's body: the shard's output
   int64_t worker_id = 0;    // the worker whose result was accepted

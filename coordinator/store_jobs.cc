@@ -268,7 +268,7 @@ Result<TransitionReport> Store::CancelJob(int64_t job_id,
 Result<std::vector<AcceptedResult>> Store::AcceptedResults(
     int64_t job_id, int64_t from_shard_idx, int64_t max_bytes) {
   std::lock_guard l(mu_);
-  auto q = db_->Q("SELECT s.idx, s.params, r.body, r.worker_id, w.name "
+  auto q = db_->Q("SELECT s.idx, r.id, s.params, r.body, r.worker_id, w.name "
                   "FROM shards s JOIN results r ON r.id=s.accepted_result_id "
                   "JOIN workers w ON w.id=r.worker_id WHERE s.job_id=?1 AND "
                   "s.idx>=?2 AND s.state='accepted' ORDER BY s.idx");
@@ -278,7 +278,7 @@ Result<std::vector<AcceptedResult>> Store::AcceptedResults(
   for (;;) {
     PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return out;
-    AcceptedResult r{q.Int(0), q.Str(1), q.Str(2), q.Int(3), q.Str(4)};
+    AcceptedResult r{q.Int(0), q.Int(1), q.Str(2), q.Str(3), q.Int(4), q.Str(5)};
     bytes += int64_t(r.params.size() + r.body.size());
     if (max_bytes > 0 && bytes > max_bytes && !out.empty()) return out;
     out.push_back(std::move(r));
@@ -367,7 +367,7 @@ Status Store::AdvanceJob(int64_t job_id, const JobAdvance& advance,
   return db_->Tx([&]() -> Status {
     {
       auto q = db_->Q("SELECT state, open_ended, shards_total, shards_accepted, "
-                      "shards_dropped FROM jobs WHERE id=?1");
+                      "shards_dropped, summary FROM jobs WHERE id=?1");
       q.Bind(job_id);
       PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) return NotFound("no " + what);
@@ -389,6 +389,24 @@ Status Store::AdvanceJob(int64_t job_id, const JobAdvance& advance,
         }
       } else if (q.Int(3) + q.Int(4) != q.Int(2)) {
         return FailedPrecondition(what + " has shards not accepted yet");
+      }
+      if (advance.planned_summary && q.Str(5) != *advance.planned_summary) {
+        return FailedPrecondition(what + "'s summary changed since the advance was planned");
+      }
+    }
+    if (advance.results_from_shard >= 0) {
+      auto q = db_->Q("SELECT accepted_result_id FROM shards WHERE job_id=?1 AND idx>=?2 "
+                      "AND state='accepted' ORDER BY idx");
+      q.Bind(job_id, advance.results_from_shard);
+      std::vector<int64_t> now_ids;
+      for (;;) {
+        PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+        if (!row) break;
+        now_ids.push_back(q.Int(0));
+      }
+      if (now_ids != advance.expected_result_ids) {
+        return FailedPrecondition(what + "'s accepted results changed since the advance was "
+                                         "planned");
       }
     }
     if (advance.drop_unaccepted) {

@@ -1011,6 +1011,31 @@ TEST_CASE_METHOD(StoreFixture, "an open-ended job waits for its planner round by
   JobAdvance empty = next;
   empty.shards.clear();
   CHECK(store->AdvanceJob(*job, empty).code() == StatusCode::kInvalidArgument);
+  // An advance planned off the event loop names the summary and the results
+  // it read; one whose view changed meanwhile changes nothing.
+  auto accepted = store->AcceptedResults(*job, 0);
+  REQUIRE(accepted.ok());
+  REQUIRE(accepted->size() == 2);
+  CHECK((*accepted)[0].result_id > 0);
+  CHECK((*accepted)[1].result_id > (*accepted)[0].result_id);
+  const std::string summary_now = store->GetJob(*job)->summary;
+  JobAdvance moved = next;
+  moved.planned_summary = summary_now + " ";
+  auto refused = store->AdvanceJob(*job, moved);
+  CHECK(refused.code() == StatusCode::kFailedPrecondition);
+  CHECK_THAT(refused.message(), Catch::Contains("summary changed"));
+  moved = next;
+  moved.results_from_shard = 0;
+  moved.expected_result_ids = {(*accepted)[0].result_id, (*accepted)[1].result_id + 1};
+  refused = store->AdvanceJob(*job, moved);
+  CHECK(refused.code() == StatusCode::kFailedPrecondition);
+  CHECK_THAT(refused.message(), Catch::Contains("accepted results changed"));
+  moved.expected_result_ids = {(*accepted)[1].result_id};
+  CHECK(store->AdvanceJob(*job, moved).code() == StatusCode::kFailedPrecondition);
+  CHECK(store->GetJob(*job)->shards_total == 2);  // nothing changed so far
+  next.planned_summary = summary_now;
+  next.results_from_shard = 0;
+  next.expected_result_ids = {(*accepted)[0].result_id, (*accepted)[1].result_id};
   REQUIRE(store->AdvanceJob(*job, next).ok());
   // Applied once: the same advance again is stale.
   CHECK(store->AdvanceJob(*job, next).code() == StatusCode::kFailedPrecondition);

@@ -576,7 +576,7 @@ class FinetunePlanner final : public JobPlanner {
 
     PCFARM_ASSIGN_OR_RETURN(RoundInput in,
                             ReadRound(job, s, f, store, blobs, "step " + std::to_string(step + 1)));
-    DropStragglers(job, in, &adv);
+    DropStragglers(job, s, in, &adv);
     const AdapterTensors& adapter = in.adapter;
     const int64_t count = int64_t(adapter.flat.size());
     auto round = AggregateRound(in.results, count, f.rule, /*values_are_sums=*/true);
@@ -724,7 +724,14 @@ class FinetunePlanner final : public JobPlanner {
     return std::max<int64_t>(1, int64_t(std::ceil(f.quorum * double(shards) - 1e-9)));
   }
   // Marks `adv` as proceeding without the round's unaccepted shards.
-  static void DropStragglers(const JobInfo& job, const RoundInput& in, JobAdvance* adv) {
+  // Notes the results the round read (AdvanceJob refuses the advance if
+  // they changed meanwhile), and drops the round's stragglers when it goes
+  // on with its quorum.
+  static void DropStragglers(const JobInfo& job, const json& s, const RoundInput& in,
+                             JobAdvance* adv) {
+    adv->results_from_shard = s.value("round_first_shard", int64_t(0));
+    adv->expected_result_ids.clear();
+    for (const AcceptedResult& r : in.results) adv->expected_result_ids.push_back(r.result_id);
     if (in.dropped == 0) return;
     adv->drop_unaccepted = true;
     adv->expected_shards_accepted = job.shards_accepted;
@@ -857,7 +864,7 @@ class FinetunePlanner final : public JobPlanner {
 
     PCFARM_ASSIGN_OR_RETURN(
         RoundInput in, ReadRound(job, s, f, store, blobs, "round " + std::to_string(round + 1)));
-    DropStragglers(job, in, &adv);
+    DropStragglers(job, s, in, &adv);
     const AdapterTensors& adapter = in.adapter;
     const int64_t count = int64_t(adapter.flat.size());
     auto agg = AggregateRound(in.results, count, f.rule, /*values_are_sums=*/false);
