@@ -68,7 +68,7 @@ std::string BlobStore::PathOf(std::string_view hash_hex) const {
 
 Result<std::string> BlobStore::Put(std::string_view bytes) {
   std::string hex = HashToHex(Blake2b256(bytes));
-  if (Has(hex)) return hex;
+  if (HasTouched(hex)) return hex;
   PCFARM_ASSIGN_OR_RETURN(auto w, NewWriter(hex, int64_t(bytes.size())));
   PCFARM_RETURN_IF_ERROR(w->Append(bytes));
   return w->Commit();
@@ -114,6 +114,31 @@ bool BlobStore::Has(std::string_view hash_hex) const {
   if (!CanonicalHex(hash_hex).ok()) return false;
   struct stat st;
   return ::stat(PathOf(hash_hex).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool BlobStore::HasTouched(std::string_view hash_hex) const {
+  if (!Has(hash_hex)) return false;
+  // A failure (a read-only file system) only weakens the collector's guard.
+  ::utimensat(AT_FDCWD, PathOf(hash_hex).c_str(), nullptr, 0);
+  return Has(hash_hex);  // a collector may have removed it meanwhile
+}
+
+Result<bool> BlobStore::RemoveUnlessTouched(std::string_view hash_hex,
+                                            int64_t unused_since_unix_ms) {
+  if (!CanonicalHex(hash_hex).ok()) return InvalidArgument("bad blob hash");
+  const std::string path = PathOf(hash_hex);
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return false;
+    return IoError(Errno("stat", path));
+  }
+  const int64_t mtime_ms = int64_t(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000;
+  if (mtime_ms >= unused_since_unix_ms) return false;
+  if (::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return false;
+    return IoError(Errno("unlink", path));
+  }
+  return true;
 }
 
 bool BlobStore::HasBlobOfSize(int64_t size) const {
@@ -358,7 +383,7 @@ Result<std::string> BlobWriter::Commit() {
     Discard();
     return Corruption("blob " + expected_hex_ + ": bytes hash to " + got);
   }
-  if (expected_hex_.empty() && store_->Has(got)) {
+  if (expected_hex_.empty() && store_->HasTouched(got)) {
     // Named by what arrived, and stored before: keep the stored file.
     Discard();
     return got;

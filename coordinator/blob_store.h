@@ -5,7 +5,8 @@
 // (kept across restarts, see ResumeWriter). Writes go to DIR/tmp, are fsynced, renamed
 // into place and the directory fsynced, so after a crash a blob is either
 // whole or absent; Open() clears temp files a crash left behind. Blobs are
-// immutable once written.
+// immutable once written; the coordinator's collector removes the ones no
+// job needs (RemoveUnlessTouched).
 //
 // Hashes given to any method are checked (64 hex digits, either case);
 // InvalidArgument otherwise, so a peer's hash can never name another path.
@@ -43,6 +44,11 @@ class BlobStore {
   Result<std::string> PutFile(const std::string& path);
 
   bool Has(std::string_view hash_hex) const;
+  // Removes the blob's file unless it was modified at or after
+  // `unused_since_unix_ms`: Put and Commit of a blob already stored touch
+  // it, so one stored again after a collector found it unused stays.
+  // Returns whether it removed the file (false: absent, or kept).
+  Result<bool> RemoveUnlessTouched(std::string_view hash_hex, int64_t unused_since_unix_ms);
   // True iff a stored blob has exactly `size` bytes. Lists the store (a
   // stat per blob).
   bool HasBlobOfSize(int64_t size) const;
@@ -89,6 +95,9 @@ class BlobStore {
  private:
   explicit BlobStore(std::string dir) : dir_(std::move(dir)) {}
   friend class BlobWriter;
+  // Has(), and when stored sets the file's modification time to now
+  // (RemoveUnlessTouched).
+  bool HasTouched(std::string_view hash_hex) const;
   // DIR/partial/<name> for a hash or an upload id; InvalidArgument otherwise.
   Result<std::string> PartialPath(std::string_view partial_name) const;
   Result<std::unique_ptr<BlobWriter>> Resume(std::string path, std::string expected_hex,

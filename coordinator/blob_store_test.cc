@@ -3,7 +3,9 @@
 #include <stdlib.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <filesystem>
+#include <thread>
 #include <fstream>
 
 #include "base/file.h"
@@ -44,6 +46,39 @@ TEST_CASE_METHOD(BlobFixture, "put, has, size, chunks", "[blob]") {
   std::string upper = *h;
   for (char& c : upper) c = char(toupper(c));
   CHECK(blobs->Has(upper));
+}
+
+TEST_CASE_METHOD(BlobFixture, "a blob is removed unless it was touched since", "[blob]") {
+  auto now_ms = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  auto h = blobs->Put("old bytes");
+  REQUIRE(h.ok());
+  // Touched (stored) before the collector looked: removed.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const int64_t looked = now_ms();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto g = blobs->Put("kept bytes");
+  REQUIRE(g.ok());
+  CHECK(*blobs->RemoveUnlessTouched(*h, looked));
+  CHECK_FALSE(blobs->Has(*h));
+  CHECK_FALSE(*blobs->RemoveUnlessTouched(*h, looked));  // absent
+  // Stored after it looked: kept.
+  CHECK_FALSE(*blobs->RemoveUnlessTouched(*g, looked));
+  CHECK(blobs->Has(*g));
+  // Storing a present blob again touches it, so it is kept too.
+  auto k = blobs->Put("stored twice");
+  REQUIRE(k.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const int64_t looked2 = now_ms();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  REQUIRE(*blobs->Put("stored twice") == *k);
+  CHECK_FALSE(*blobs->RemoveUnlessTouched(*k, looked2));
+  CHECK(*blobs->RemoveUnlessTouched(*k, now_ms() + 1000));
+  CHECK(blobs->RemoveUnlessTouched("not-a-hash", 0).status().code() ==
+        StatusCode::kInvalidArgument);
 }
 
 TEST_CASE_METHOD(BlobFixture, "bad hashes, offsets and lengths", "[blob]") {

@@ -262,6 +262,8 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       (*m)["events_suppressed"] = counters->events_suppressed;
       (*m)["events_pruned"] = counters->events_pruned;
       (*m)["blob_bytes_sent"] = counters->blob_bytes_sent;
+      (*m)["blobs_removed"] = counters->blobs_removed;
+      (*m)["blob_bytes_removed"] = counters->blob_bytes_removed;
       (*m)["upload_bytes_received"] = counters->upload_bytes_received;
       (*m)["uploads_completed"] = counters->uploads_completed;
       (*m)["uploads_deduplicated"] = counters->uploads_deduplicated;

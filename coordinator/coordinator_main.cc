@@ -1,4 +1,5 @@
 // pcfarm-coordinator: `init` makes a data directory, `serve` runs the daemon.
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 
@@ -86,6 +87,11 @@ int main(int argc, char** argv) {
   serve->add_option("--min-free-disk", min_free_disk,
                     "refuse uploads that would leave less free disk than this (e.g. 1GiB, 500MiB, 0)")
       ->capture_default_str();
+  std::string blob_grace = "1h";
+  serve->add_option("--blob-grace", blob_grace,
+                    "delete a blob no job needs once it was stored this long ago "
+                    "(e.g. 1h, 10m, 30s)")
+      ->capture_default_str();
   std::string http_endpoint;
   auto* http_opt = serve->add_option("--http-endpoint", http_endpoint,
                                      "status page, JSON API and /metrics: HOST:PORT to bind, "
@@ -117,6 +123,12 @@ int main(int argc, char** argv) {
     auto reserve = pcfarm::ParseByteSize(min_free_disk);
     if (!reserve.ok()) return Fail(reserve.status().WithContext("--min-free-disk"));
     opts.min_free_disk_bytes = *reserve;
+    auto grace = pcfarm::ParseDurationMs(blob_grace);
+    if (!grace.ok()) return Fail(grace.status().WithContext("--blob-grace"));
+    opts.blob_grace_ms = *grace;
+    // A short grace (tests, small disks) is looked at as often.
+    opts.coordinator_blob_collect_interval_ms =
+        std::clamp<int64_t>(opts.blob_grace_ms, 1000, opts.coordinator_blob_collect_interval_ms);
     if (http_opt->count() > 0) opts.http_endpoint = http_endpoint;
   }
 

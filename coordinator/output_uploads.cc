@@ -72,7 +72,7 @@ void CoordinatorServer::Impl::OnOutputBegin(Peer& peer, const wire::OutputBegin&
   }
   const std::string hex = HashToHex(*HashFromBytes(begin.hash()));
   if (begun->present()) {
-    Status s = store->RecordBlob(hex, int64_t(begin.size()));
+    Status s = store->RecordBlob(hex, int64_t(begin.size()), /*collectable=*/true);
     if (!s.ok()) {
       r->set_error(s.ToString());
       Send(peer, std::move(f));
@@ -118,7 +118,7 @@ void CoordinatorServer::Impl::OnOutputChunk(Peer& peer, wire::OutputChunk&& chun
   counters->upload_bytes_received += bytes;
   r->set_received(got->received());
   if (!hex.empty()) {
-    Status s = store->RecordBlob(hex, size);
+    Status s = store->RecordBlob(hex, size, /*collectable=*/true);
     if (!s.ok()) {
       r->set_error(s.ToString());
       Send(peer, std::move(f));

@@ -777,7 +777,8 @@ Result<CheckShardBody> CoordinatorServer::Impl::CheckShard(const Lease& lease) {
   }
   PCFARM_ASSIGN_OR_RETURN(std::string claim, store->GetResultBody(lease.checks_result_id));
   PCFARM_ASSIGN_OR_RETURN(std::string hash, blobs->Put(claim));
-  PCFARM_RETURN_IF_ERROR(store->RecordBlob(hash, static_cast<int64_t>(claim.size())));
+  PCFARM_RETURN_IF_ERROR(store->RecordBlob(hash, static_cast<int64_t>(claim.size()),
+                                            /*collectable=*/true));
   PCFARM_RETURN_IF_ERROR(store->LinkJobBlob(lease.job_id, hash));
   CheckShardBody out;
   out.kind = std::string(planner->check_kind());
@@ -1171,6 +1172,71 @@ void CoordinatorServer::Impl::ApplyAdvances() {
   }
 }
 
+void CoordinatorServer::Impl::CollectBlobs(int64_t now_mono_ms) {
+  if (blob_removal) {
+    if (blob_removal->turns_undone != turns_undone) {
+      blob_removal.reset();  // the deletion may have been undone: look again
+    } else {
+      const uint64_t durable = syncer ? syncer->synced() : commit_epoch;
+      if (durable < blob_removal->epoch) return;
+      int64_t removed = 0, bytes = 0;
+      for (const std::string& h : blob_removal->hashes) {
+        // Recorded again since (an upload, a planner's Put): it stays.
+        auto again = store->HasBlob(h);
+        if (!again.ok() || *again) continue;
+        auto size = blobs->Size(h);
+        auto gone = blobs->RemoveUnlessTouched(h, blob_removal->unused_since_unix_ms);
+        if (!gone.ok()) {
+          spdlog::warn("removing blob {}: {}", h.substr(0, 16), gone.status().ToString());
+        } else if (*gone) {
+          ++removed;
+          bytes += size.ok() ? *size : 0;
+        }
+      }
+      counters->blobs_removed += uint64_t(removed);
+      counters->blob_bytes_removed += uint64_t(bytes);
+      if (removed > 0) spdlog::info("removed {} blobs no job needs ({} bytes)", removed, bytes);
+      blob_removal.reset();
+    }
+  }
+  if (now_mono_ms < next_blob_collect_ms) return;
+  next_blob_collect_ms = now_mono_ms + opts.coordinator_blob_collect_interval_ms;
+  auto ended = store->EndedJobsToRelease(16);
+  if (ended.ok()) {
+    for (const JobInfo& job : *ended) {
+      const JobPlanner* planner = FindPlanner(job.kind);
+      std::optional<std::vector<std::string>> keep =
+          planner ? planner->BlobsToKeep(job) : std::nullopt;
+      if (!keep) {
+        auto all = store->JobBlobs(job.id);
+        if (!all.ok()) continue;
+        keep = std::move(*all);
+      }
+      auto released = store->ReleaseJobBlobs(job.id, *keep);
+      if (!released.ok()) {
+        spdlog::warn("job {}: releasing its blobs: {}", job.id, released.status().ToString());
+      } else if (*released > 0) {
+        spdlog::info("job {} ended: {} of its blobs are no longer needed by it", job.id,
+                     *released);
+      }
+    }
+  }
+  auto dropped = store->DropUnlinkedBlobs(clock->NowMs() - opts.blob_grace_ms, 256);
+  if (!dropped.ok()) {
+    spdlog::warn("collecting blobs: {}", dropped.status().ToString());
+    return;
+  }
+  if (dropped->empty()) return;
+  // This turn's commit deletes the records; the files go once it is durable
+  // (a later tick), so a crash never leaves a record without its file.
+  next_blob_collect_ms = now_mono_ms;  // more may wait: look again next tick
+  // Files touched from now on (stored again) stay: the file system's clock.
+  const int64_t now_unix = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  blob_removal = BlobRemoval{std::move(*dropped), commit_epoch + 1, turns_undone, now_unix};
+}
+
 void CoordinatorServer::Impl::OnBlobGet(Peer& peer, const wire::BlobGet& get) {
   auto hash = HashFromBytes(get.hash());
   if (!hash.ok()) {
@@ -1277,6 +1343,7 @@ void CoordinatorServer::Impl::Tick(int64_t now) {
   // Open-ended jobs whose round ended while planning it failed, or before
   // a restart.
   AdvanceJobs();
+  CollectBlobs(clock->MonotonicMs());
   auto pruned = store->PruneEvents(opts.coordinator_events_max_age_ms,
                                    opts.coordinator_events_max_rows);
   if (pruned.ok()) {

@@ -72,6 +72,13 @@ struct ServerOptions {
   // coordinator_events_max_rows, are deleted (checked every heartbeat tick).
   int64_t coordinator_events_max_age_ms = 30LL * 24 * 3600 * 1000;
   int64_t coordinator_events_max_rows = 100'000;
+  // Blob garbage collection, every coordinator_blob_collect_interval_ms: an
+  // ended job keeps only the blobs its planner names (inputs, output), and
+  // a blob linked to no job is deleted once recorded longer than
+  // blob_grace_ms ago (a worker's uploaded output, copied into the results
+  // table; an upload no job was submitted with).
+  int64_t coordinator_blob_collect_interval_ms = 60'000;
+  int64_t blob_grace_ms = 3600LL * 1000;
   // Uploads that would leave less than this free on the data directory's
   // disk are refused.
   int64_t min_free_disk_bytes = int64_t(1) << 30;
@@ -113,6 +120,8 @@ struct ServerCounters {
   std::atomic<uint64_t> events_suppressed{0};   // by the per-worker event limit
   std::atomic<uint64_t> events_pruned{0};       // by the retention rule
   std::atomic<uint64_t> blob_bytes_sent{0};
+  std::atomic<uint64_t> blobs_removed{0};       // by the blob collector
+  std::atomic<uint64_t> blob_bytes_removed{0};
   std::atomic<uint64_t> upload_bytes_received{0};
   std::atomic<uint64_t> uploads_completed{0};
   std::atomic<uint64_t> uploads_deduplicated{0};  // begun for a stored blob

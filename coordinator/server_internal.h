@@ -7,6 +7,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -199,6 +200,10 @@ class CoordinatorServer::Impl {
   void AdvanceJobs();
   // Applies the advancer's answers (Store::AdvanceJob) and acts on them.
   void ApplyAdvances();
+  // Blob garbage collection (ServerOptions::blob_grace_ms): releases ended
+  // jobs' blobs, deletes the records of blobs no job needs, and removes
+  // their files once that deletion is durable.
+  void CollectBlobs(int64_t now_mono_ms);
   // Renews the leases of the attempts a heartbeat says the worker runs
   // (Store::RenewLeases) and tells the worker their new deadlines.
   void RenewLeases(Peer& peer, const wire::Heartbeat& hb);
@@ -298,6 +303,17 @@ class CoordinatorServer::Impl {
   // Plans open-ended jobs' rounds off this loop; declared after the store
   // and the blob store, so it stops before they close.
   std::unique_ptr<Advancer> advancer;
+  int64_t next_blob_collect_ms = 0;  // monotonic
+  // Blobs whose records this process deleted: their files go once the
+  // commit that deleted them (`epoch`) is durable, unless a turn was undone
+  // meanwhile (the records may be back).
+  struct BlobRemoval {
+    std::vector<std::string> hashes;
+    uint64_t epoch = 0;
+    uint64_t turns_undone = 0;
+    int64_t unused_since_unix_ms = 0;
+  };
+  std::optional<BlobRemoval> blob_removal;
   const Clock* clock = SystemClock::Get();
   // The status page: null when it is off.
   std::unique_ptr<StatusBoard> board;

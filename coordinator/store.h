@@ -485,7 +485,12 @@ class Store {
                                           int limit = 0);
 
   // ---- blobs (records; bytes live in BlobStore) ----
-  Status RecordBlob(const std::string& hash_hex, int64_t size);
+  // Records the blob, or (recorded before) sets its record time to now: a
+  // blob uploaded or stored again gets the collector's grace again.
+  // `collectable`: made by the coordinator or a worker (an output, a
+  // claim), so DropUnlinkedBlobs may delete it once no job links it; a
+  // blob a client uploaded (false) is never collectable again.
+  Status RecordBlob(const std::string& hash_hex, int64_t size, bool collectable = false);
   // True iff RecordBlob recorded `hash_hex`.
   Result<bool> HasBlob(const std::string& hash_hex);
   Status LinkJobBlob(int64_t job_id, const std::string& hash_hex);
@@ -493,6 +498,19 @@ class Store {
   // submitter may read back, e.g. its fine-tuned adapter).
   Result<bool> OwnerHasJobBlob(int64_t owner_client_id, const std::string& hash_hex);
   Result<std::vector<std::string>> JobBlobs(int64_t job_id);
+  // ---- blob garbage collection (server.cc CollectBlobs) ----
+  // Up to `limit` ended jobs (succeeded, failed, cancelled) whose blobs
+  // were not released yet, oldest first.
+  Result<std::vector<JobInfo>> EndedJobsToRelease(int limit);
+  // Unlinks from ended job `job_id` every blob not in `keep` (its output
+  // and inputs, JobPlanner::BlobsToKeep) and marks it released; returns how
+  // many links went. FailedPrecondition when the job has not ended.
+  Result<int64_t> ReleaseJobBlobs(int64_t job_id, const std::vector<std::string>& keep);
+  // Deletes the records of up to `limit` collectable blobs linked to no job
+  // and recorded before `before_ms` (worker outputs, already copied into
+  // the results table; released versions and optimizer states) and returns
+  // their hashes: the caller removes the files once this commit is durable.
+  Result<std::vector<std::string>> DropUnlinkedBlobs(int64_t before_ms, int limit);
 
   // ---- events ----
   Status AddEvent(const std::string& kind, int64_t job_id, int64_t worker_id,

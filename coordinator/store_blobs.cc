@@ -1,5 +1,6 @@
 // The Store's blob records and their links to jobs (the bytes live in
 // BlobStore).
+#include <set>
 #include <string>
 #include <vector>
 
@@ -10,13 +11,14 @@ namespace pcfarm {
 
 // ---- blobs ----
 
-Status Store::RecordBlob(const std::string& hash_hex, int64_t size) {
+Status Store::RecordBlob(const std::string& hash_hex, int64_t size, bool collectable) {
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
   return db_->Tx([&]() -> Status {
-    return db_->Q("INSERT INTO blobs(hash,size,created_ms) VALUES(?1,?2,?3) "
-                  "ON CONFLICT(hash) DO NOTHING")
-        .Bind(hash_hex, size, now)
+    return db_->Q("INSERT INTO blobs(hash,size,created_ms,collectable) VALUES(?1,?2,?3,?4) "
+                  "ON CONFLICT(hash) DO UPDATE SET created_ms=MAX(created_ms,excluded.created_ms),"
+                  "collectable=MIN(collectable,excluded.collectable)")
+        .Bind(hash_hex, size, now, int64_t(collectable))
         .Run();
   });
 }
@@ -61,6 +63,55 @@ Result<std::vector<std::string>> Store::JobBlobs(int64_t job_id) {
     if (!row) return out;
     out.push_back(q.Str(0));
   }
+}
+
+Result<int64_t> Store::ReleaseJobBlobs(int64_t job_id, const std::vector<std::string>& keep) {
+  std::lock_guard l(mu_);
+  const std::set<std::string> kept(keep.begin(), keep.end());
+  return db_->Tx([&]() -> Result<int64_t> {
+    auto j = db_->Q("SELECT state FROM jobs WHERE id=?1");
+    j.Bind(job_id);
+    PCFARM_ASSIGN_OR_RETURN(bool row, j.Step());
+    if (!row) return NotFound("no job " + std::to_string(job_id));
+    const std::string state = j.Str(0);
+    PCFARM_RETURN_IF_ERROR(j.Run());
+    if (state != "succeeded" && state != "failed" && state != "cancelled") {
+      return FailedPrecondition("job " + std::to_string(job_id) + " is " + state);
+    }
+    std::vector<std::string> go;
+    {
+      auto q = db_->Q("SELECT hash FROM job_blobs WHERE job_id=?1");
+      q.Bind(job_id);
+      for (;;) {
+        PCFARM_ASSIGN_OR_RETURN(bool more, q.Step());
+        if (!more) break;
+        if (!kept.count(q.Str(0))) go.push_back(q.Str(0));
+      }
+    }
+    for (const std::string& h : go) {
+      PCFARM_RETURN_IF_ERROR(
+          db_->Q("DELETE FROM job_blobs WHERE job_id=?1 AND hash=?2").Bind(job_id, h).Run());
+    }
+    PCFARM_RETURN_IF_ERROR(
+        db_->Q("UPDATE jobs SET blobs_collected=1 WHERE id=?1").Bind(job_id).Run());
+    return int64_t(go.size());
+  });
+}
+
+Result<std::vector<std::string>> Store::DropUnlinkedBlobs(int64_t before_ms, int limit) {
+  std::lock_guard l(mu_);
+  return db_->Tx([&]() -> Result<std::vector<std::string>> {
+    auto q = db_->Q("DELETE FROM blobs WHERE hash IN (SELECT b.hash FROM blobs b WHERE "
+                    "b.created_ms<?1 AND b.collectable=1 AND NOT EXISTS (SELECT 1 FROM job_blobs j WHERE "
+                    "j.hash=b.hash) LIMIT ?2) RETURNING hash");
+    q.Bind(before_ms, int64_t(limit));
+    std::vector<std::string> out;
+    for (;;) {
+      PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) return out;
+      out.push_back(q.Str(0));
+    }
+  });
 }
 
 }  // namespace pcfarm

@@ -438,8 +438,8 @@ Status Store::AdvanceJob(int64_t job_id, const JobAdvance& advance,
     }
     for (const auto& [hash, size] : advance.blobs) {
       PCFARM_RETURN_IF_ERROR(
-          db_->Q("INSERT INTO blobs(hash,size,created_ms) VALUES(?1,?2,?3) "
-                 "ON CONFLICT(hash) DO NOTHING")
+          db_->Q("INSERT INTO blobs(hash,size,created_ms,collectable) VALUES(?1,?2,?3,1) "
+                 "ON CONFLICT(hash) DO UPDATE SET created_ms=MAX(created_ms,excluded.created_ms)")
               .Bind(hash, size, now)
               .Run());
       PCFARM_RETURN_IF_ERROR(
@@ -513,6 +513,16 @@ Result<std::vector<JobInfo>> Store::RunningOpenEndedJobs() {
                                  " FROM jobs WHERE open_ended=1 AND state IN "
                                  "('queued','running') ORDER BY id";
   auto q = db_->Q(sql.c_str());
+  return ReadJobs(q);
+}
+
+Result<std::vector<JobInfo>> Store::EndedJobsToRelease(int limit) {
+  std::lock_guard l(mu_);
+  static const std::string sql = std::string("SELECT ") + kJobCols +
+                                 " FROM jobs WHERE blobs_collected=0 AND state IN "
+                                 "('succeeded','failed','cancelled') ORDER BY id LIMIT ?1";
+  auto q = db_->Q(sql.c_str());
+  q.Bind(int64_t(limit));
   return ReadJobs(q);
 }
 

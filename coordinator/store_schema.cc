@@ -292,6 +292,16 @@ CREATE TABLE job_round_starts(
     R"sql(
 ALTER TABLE workers ADD COLUMN streak_partner INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 17: blob garbage collection. An ended job's blobs its output does not
+    // name are unlinked from it once (Store::ReleaseJobBlobs sets
+    // blobs_collected); blobs linked to no job are found by hash, and only
+    // the ones the coordinator or a worker made (collectable) are deleted:
+    // what a client uploaded, before or after, stays.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN blobs_collected INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE blobs ADD COLUMN collectable INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX job_blobs_by_hash ON job_blobs(hash);
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 

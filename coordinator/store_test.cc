@@ -14,7 +14,7 @@ namespace pcfarm {
 namespace {
 
 // The number of the last migration (store_schema.cc).
-constexpr int kLatestSchema = 16;
+constexpr int kLatestSchema = 17;
 
 std::string TempDir() {
   char tmpl[] = "/tmp/pcfarm_store_test.XXXXXX";
@@ -731,6 +731,69 @@ TEST_CASE_METHOD(StoreFixture, "blob records and events", "[store]") {
   CHECK((*all)[1].worker_id == 0);
   CHECK(store->ListEvents((*all)[0].id)->size() == 1);
   CHECK(store->ListEvents(0, 1)->size() == 1);
+}
+
+TEST_CASE_METHOD(StoreFixture, "an ended job releases the blobs it does not keep; blobs "
+                 "linked to no job are dropped after the grace", "[store][blob]") {
+  std::string in(64, 'a'), made(64, 'b'), out(64, 'c'), shared(64, 'd'), loose(64, 'e'),
+      uploaded(64, 'f'), both(64, '0');
+  // Made by the coordinator or a worker: collectable; a client's upload
+  // (and anything a client uploaded too) is not.
+  for (const auto& h : {made, out, shared, loose, both})
+    REQUIRE(store->RecordBlob(h, 10, /*collectable=*/true).ok());
+  for (const auto& h : {in, uploaded, both}) REQUIRE(store->RecordBlob(h, 10).ok());
+  JobSpec a = TwoShardJob();
+  a.blobs = {in, made, out, shared};
+  auto ja = store->CreateJob(a);
+  REQUIRE(ja.ok());
+  JobSpec b = TwoShardJob();
+  b.blobs = {shared};
+  auto jb = store->CreateJob(b);
+  REQUIRE(jb.ok());
+  // Running jobs keep everything; only an ended one is released.
+  CHECK(store->EndedJobsToRelease(10)->empty());
+  CHECK(store->ReleaseJobBlobs(*ja, {in}).status().code() == StatusCode::kFailedPrecondition);
+  clock.AdvanceMs(10'000);
+  // `loose` is linked to no job: dropped once recorded before the cut-off.
+  auto dropped = store->DropUnlinkedBlobs(clock.NowMs() - 20'000, 100);
+  REQUIRE(dropped.ok());
+  CHECK(dropped->empty());  // within the grace
+  dropped = store->DropUnlinkedBlobs(clock.NowMs(), 100);
+  REQUIRE(dropped.ok());
+  CHECK(*dropped == std::vector<std::string>{loose});
+  CHECK_FALSE(*store->HasBlob(loose));
+
+  REQUIRE(store->CancelJob(*ja, "done").ok());
+  auto ended = store->EndedJobsToRelease(10);
+  REQUIRE(ended.ok());
+  REQUIRE(ended->size() == 1);
+  CHECK(ended->front().id == *ja);
+  auto released = store->ReleaseJobBlobs(*ja, {in, out});
+  REQUIRE(released.ok());
+  CHECK(*released == 2);  // made, shared
+  CHECK(*store->JobBlobs(*ja) == std::vector<std::string>{in, out});
+  CHECK(store->EndedJobsToRelease(10)->empty());  // once
+  // `made` is linked to no job now; `shared` still to job b.
+  dropped = store->DropUnlinkedBlobs(clock.NowMs() + 1, 100);
+  REQUIRE(dropped.ok());
+  CHECK(*dropped == std::vector<std::string>{made});
+  CHECK(*store->HasBlob(shared));
+  CHECK(*store->HasBlob(in));
+  CHECK(*store->HasBlob(out));
+  // The limit bounds one call.
+  CHECK(*store->HasBlob(uploaded));  // a client's upload linked to no job stays
+  CHECK(*store->HasBlob(both));
+  // Recorded again (uploaded again): the grace starts over.
+  REQUIRE(store->RecordBlob(std::string(64, '9'), 1, true).ok());
+  clock.AdvanceMs(5'000);
+  REQUIRE(store->RecordBlob(std::string(64, '9'), 1, true).ok());
+  CHECK(store->DropUnlinkedBlobs(clock.NowMs() - 1'000, 100)->empty());
+  CHECK(store->DropUnlinkedBlobs(clock.NowMs() + 1, 100)->size() == 1);
+  for (char c : {'1', '2', '3'}) REQUIRE(store->RecordBlob(std::string(64, c), 1, true).ok());
+  clock.AdvanceMs(1);
+  CHECK(store->DropUnlinkedBlobs(clock.NowMs(), 2)->size() == 2);
+  CHECK(store->DropUnlinkedBlobs(clock.NowMs(), 2)->size() == 1);
+  REQUIRE(store->CheckConsistency().ok());
 }
 
 TEST_CASE_METHOD(StoreFixture, "a job links its blobs when it is created",

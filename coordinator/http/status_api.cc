@@ -405,6 +405,11 @@ Result<std::string> StatusApi::Metrics() {
            "Blob bytes received from clients (in) and sent to workers (out).");
   m.Sample("pcfarm_blob_bytes_total", "direction=\"in\"", double(c.upload_bytes_received.load()));
   m.Sample("pcfarm_blob_bytes_total", "direction=\"out\"", double(c.blob_bytes_sent.load()));
+  m.Family("pcfarm_blobs_removed_total", "counter",
+           "Blobs the collector deleted (no job needed them), and their bytes.");
+  m.Sample("pcfarm_blobs_removed_total", "", double(c.blobs_removed.load()));
+  m.Family("pcfarm_blob_bytes_removed_total", "counter", "Bytes of the blobs the collector deleted.");
+  m.Sample("pcfarm_blob_bytes_removed_total", "", double(c.blob_bytes_removed.load()));
 
   m.Family("pcfarm_shards_assigned_total", "counter", "Shards sent to workers (ASSIGN).");
   m.Sample("pcfarm_shards_assigned_total", "", double(c.shards_assigned.load()));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -453,6 +454,30 @@ class FinetunePlanner final : public JobPlanner {
     std::vector<std::string> out = *model;
     out.push_back(f->data);
     return out;
+  }
+
+  // Every blob the job's params name (the model, the data, the start) and
+  // the current version's files (what fetch writes); the versions and
+  // optimizer states of the steps between go.
+  std::optional<std::vector<std::string>> BlobsToKeep(const JobInfo& job) const override {
+    std::vector<std::string> keep;
+    std::function<void(const json&)> collect = [&](const json& v) {
+      if (IsBlobHashJson(v)) {
+        keep.push_back(v.get<std::string>());
+      } else if (v.is_object() || v.is_array()) {
+        for (const auto& e : v) collect(e);
+      }
+    };
+    const json p = json::parse(job.params, nullptr, false);
+    if (!p.is_object()) return std::nullopt;  // unreadable: keep everything
+    collect(p);
+    const json s = json::parse(job.summary.empty() ? "{}" : job.summary, nullptr, false);
+    if (s.is_object()) {
+      for (const char* key : {"adapter", "weights"}) {
+        if (s.contains(key)) collect(s[key]);
+      }
+    }
+    return keep;
   }
 
   std::vector<std::string> ShardOwnBlobs(std::string_view shard_params) const override {

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -94,6 +95,15 @@ class JobPlanner {
   virtual double ShardFlops(std::string_view job_params, std::string_view shard_params) const {
     (void)job_params, (void)shard_params;
     return 0;
+  }
+
+  // The blobs an ended `job` keeps linked (its inputs and what `pcfarm
+  // fetch` reads); the others it made are unlinked and, once linked to no
+  // job, deleted (server.cc CollectBlobs). nullopt, the default: it keeps
+  // every blob linked to it.
+  virtual std::optional<std::vector<std::string>> BlobsToKeep(const JobInfo& job) const {
+    (void)job;
+    return std::nullopt;
   }
 
   // ---- cheap checks (verify auto/spot; DESIGN.md §8.3) ----

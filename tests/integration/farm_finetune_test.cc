@@ -203,6 +203,58 @@ TEST_CASE("gradients over the 8 MiB a RESULT holds travel as blobs the workers u
   }
   RequireClose(EvalLoss(&c.c, model, data, farm_dir), EvalLoss(&c.c, model, data, local_dir),
                1e-4);
+
+  // Blob garbage collection. The ended job keeps its inputs and its final
+  // adapter; step 1's version and optimizer state, and the workers'
+  // uploaded gradients (copied into the results table), go once no job
+  // needs them and they are older than --blob-grace.
+  const std::string blob_dir = c->coordinator_dir() + "/blobs/";
+  auto blob_file = [&](const std::string& h) { return blob_dir + h.substr(0, 2) + "/" + h; };
+  auto db_str = [&](const std::string& sql) {
+    auto rows = DbRows(&c.c, sql);
+    REQUIRE(rows.size() == 1);
+    return rows[0][0];
+  };
+  auto exists = [](const std::string& path) { return std::filesystem::exists(path); };
+  json step2 = json::parse(
+      db_str("SELECT CAST(params AS TEXT) FROM shards WHERE job_id=" + id + " AND idx=2"));
+  const std::string version1 = step2["adapter"]["adapter_model.safetensors"].get<std::string>();
+  REQUIRE(exists(blob_file(version1)));
+  const std::string model_hash = db_str(
+      "SELECT hash FROM blobs WHERE size=" +
+      std::to_string(std::filesystem::file_size(model + "/model.safetensors")));
+  REQUIRE(exists(blob_file(model_hash)));
+  REQUIRE_OK(c->KillCoordinator());
+  c->SetCoordinatorArgs({"--blob-grace", "1s"});
+  REQUIRE_OK(c->StartCoordinator());
+  const std::string unlinked =
+      "SELECT COUNT(*) FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM job_blobs j WHERE "
+      "j.hash=b.hash)";
+  const int64_t blobs_before = DbInt(&c.c, "SELECT COUNT(*) FROM blobs");
+  CHECK(DbInt(&c.c, unlinked) >= 2 * kSteps);  // the uploaded gradients
+  const int64_t deadline = Mono() + 60'000;
+  while (Mono() < deadline &&
+         (exists(blob_file(version1)) || DbInt(&c.c, unlinked) > 0)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  INFO(c->CoordinatorLog());
+  CHECK_FALSE(exists(blob_file(version1)));
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM blobs WHERE hash='" + version1 + "'") == 0);
+  CHECK(DbInt(&c.c, unlinked) == 0);
+  // The model's files, the data, the start adapter and the final one stay.
+  const int64_t blobs_after = DbInt(&c.c, "SELECT COUNT(*) FROM blobs");
+  CHECK(blobs_after == DbInt(&c.c, "SELECT COUNT(*) FROM job_blobs WHERE job_id=" + id));
+  CHECK(blobs_before - blobs_after >= 2 * kSteps + 2);
+  CHECK(DbInt(&c.c, "SELECT blobs_collected FROM jobs WHERE id=" + id) == 1);
+  CHECK(exists(blob_file(model_hash)));
+  // What fetch reads is kept: the adapter comes back the same.
+  FetchAdapter(&c.c, job, c->dir() + "/after-gc");
+  CHECK(ReadAll(c->dir() + "/after-gc/adapter_model.safetensors") ==
+        ReadAll(farm_dir + "/adapter_model.safetensors"));
+  stats = c->Cli({"stats", "--json"});
+  REQUIRE(stats.exit_code == 0);
+  counters = json::parse(stats.LastLine(), nullptr, false);
+  CHECK(counters["blobs_removed"].get<int64_t>() >= 2 * kSteps + 1);
 }
 
 TEST_CASE("a QLoRA finetune job (--quantize q8_0) equals local finetune --quantize q8_0",

@@ -205,6 +205,10 @@ class MiniCluster {
   // The status page's HOST:PORT (a free loopback port, passed to serve).
   const std::string& http_endpoint() const { return http_endpoint_; }
   const MiniClusterOptions& options() const { return options_; }
+  // The `serve` flags of the next StartCoordinator (options().coordinator_args).
+  void SetCoordinatorArgs(std::vector<std::string> args) {
+    options_.coordinator_args = std::move(args);
+  }
   // The tail (last `max_bytes` bytes) of every process log, labelled.
   std::string DumpLogs(size_t max_bytes = 6000) const;
   std::string CoordinatorLog() const;
