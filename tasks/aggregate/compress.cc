@@ -153,6 +153,13 @@ Result<std::string> EncodeGradient(GradientCodec codec,
         for (size_t i = b; i < std::min(n, b + kInt8BlockSize); ++i)
           amax = std::max(amax, std::fabs(values[i]));
         scales.push_back(amax / 127.0f);
+        // The decoder multiplies back by up to 127: near FLT_MAX the
+        // rounded scale times 127 overflows, which no decoder accepts.
+        if (!std::isfinite(127.0f * scales.back()))
+          return InvalidArgument("encode gradient: block " +
+                                 std::to_string(b / kInt8BlockSize) +
+                                 " (max |value| " + Num(amax) +
+                                 ") is outside the int8 codec's range");
         Put<float>(&out, scales.back());
       }
       for (size_t i = 0; i < n; ++i) {
@@ -275,6 +282,8 @@ Result<std::vector<float>> DecodeGradient(std::string_view bytes,
           if (q == -128)
             return Bad("int8 value " + std::to_string(i) + " is -128");
           out[i] = float(q) * s;
+          if (!std::isfinite(out[i]))
+            return Bad("int8 value " + std::to_string(i) + " is " + Num(out[i]));
         }
       }
       break;

@@ -82,7 +82,8 @@ uint64_t EncodedGradientSize(GradientCodec codec, uint64_t count);
 // that is smaller (else plain).
 // Returns InvalidArgument when a value is NaN or infinite, or (fp16) when
 // its magnitude is too large for binary16 (it would round to infinity,
-// above ~65504).
+// above ~65504), or (int8) when a block's scale times 127 overflows (a
+// value within a rounding of FLT_MAX).
 Result<std::string> EncodeGradient(
     GradientCodec codec, std::span<const float> values,
     GradientPacking packing = GradientPacking::kPlain);
@@ -95,8 +96,9 @@ bool IsPackedGradient(std::string_view bytes);
 // than the header, the magic or codec id is unknown, a reserved byte is not
 // zero, the block size does not fit the codec, the length is not exactly
 // what the header implies (truncated or trailing bytes), or a decoded value
-// or int8 scale is NaN, infinite or (scale) negative, or an int8 value is
-// -128 (the encoder never writes it); for a packed message also when the
+// or int8 scale is NaN, infinite or (scale) negative, an int8 value is
+// -128 (the encoder never writes it), or an int8 value times its finite
+// scale overflows; for a packed message also when the
 // packing id is unknown, the count exceeds `max_packed_count` (checked
 // before anything is allocated), or the payload is not exactly one zstd
 // frame whose content is the plain payload's length.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
@@ -292,6 +293,19 @@ TEST_CASE("encode refuses what it cannot represent") {
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().code() == StatusCode::kInvalidArgument);
   CHECK_THAT(r.status().message(), Catch::Contains("outside the fp16 range"));
+  // int8: a block whose max |value| is FLT_MAX has a scale that, times 127,
+  // overflows; the float just below it still decodes to finite values.
+  std::vector<float> big(300, 1.0f);
+  big[299] = -FLT_MAX;
+  r = EncodeGradient(GradientCodec::kInt8, big);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == StatusCode::kInvalidArgument);
+  CHECK_THAT(r.status().message(),
+             Catch::Contains("block 1") && Catch::Contains("outside the int8"));
+  big[299] = -std::nextafter(FLT_MAX, 0.0f);
+  const std::vector<float> back = Dec(Enc(GradientCodec::kInt8, big));
+  for (float v : back) CHECK(std::isfinite(v));
+  CHECK(back[299] < -3e38f);
 }
 
 TEST_CASE("decode rejects bad headers") {
@@ -360,6 +374,11 @@ TEST_CASE("decode rejects values the encoder never writes") {
                 "int8 scale 0 is -1");
   ExpectCorrupt(h + Bytes({0, 0, 0x80, 0x3f}) + Bytes({1, 0x80}),
                 "int8 value 1 is -128");
+  // A finite scale whose product overflows (the fuzzer's find): FLT_MAX.
+  ExpectCorrupt(h + Bytes({0xff, 0xff, 0x7f, 0x7f}) + Bytes({0, 2}),
+                "int8 value 1 is inf");
+  ExpectCorrupt(h + Bytes({0xff, 0xff, 0x7f, 0x7f}) + Bytes({0, 0x81}),
+                "int8 value 1 is -inf");
   ExpectCorrupt(Header(1, 2, 0) + Bytes({0, 0x3c, 0x00, 0x7c}),
                 "value 1 is inf");
   ExpectCorrupt(Header(1, 1, 0) + Bytes({0x00, 0x7e}), "value 0 is nan");

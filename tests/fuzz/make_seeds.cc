@@ -1,6 +1,8 @@
 // Writes the seed corpus of every fuzz target: OUTDIR/<target>/seed-N.
 //   pcfarm_fuzz_seeds OUTDIR
 #include <cstdio>
+#include <cstring>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -36,6 +38,16 @@ std::vector<std::string> SampleTrainResults() {
     for (int i = 0; i < 700; ++i) r.values.push_back(float((i * 37) % 23 - 11) * 1e-3f);
     auto bytes = EncodeTrainResult(r);
     if (bytes.ok()) out.push_back(*bytes);
+    if (c == GradientCodec::kInt8 && bytes.ok()) {
+      // The same result with a plain int8 message whose first scale is
+      // FLT_MAX: finite, but its products overflow (a crash CI's fuzzer found).
+      const std::string head = bytes->substr(0, bytes->find('\n') + 1);
+      auto plain = EncodeGradient(c, r.values, GradientPacking::kPlain);
+      if (!plain.ok()) continue;
+      const float huge = std::numeric_limits<float>::max();
+      std::memcpy(plain->data() + kGradientHeaderBytes, &huge, sizeof huge);
+      out.push_back(head + *plain);
+    }
   }
   return out;
 }
