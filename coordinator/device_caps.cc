@@ -28,23 +28,19 @@ void CapsFromDevices(const nlohmann::json& devices, DeviceCaps* caps, double* gf
   if (devices.is_array()) {
     for (const auto& d : devices) {
       if (!d.is_object()) continue;
-      std::string backend = "cpu";
+      DeviceCap cap;
       if (auto it = d.find("backend"); it != d.end() && it->is_string())
-        backend = it->get<std::string>();
-      if (std::find(caps->backends.begin(), caps->backends.end(), backend) ==
-          caps->backends.end()) {
-        caps->backends.push_back(backend);
-      }
+        cap.backend = it->get<std::string>();
       uint64_t usable = Bytes(d, "memory_bytes");
       const uint64_t free = Bytes(d, "free_bytes");
       if (free > 0) usable = std::min(usable, free);
-      caps->memory_bytes = std::max<int64_t>(
-          caps->memory_bytes, int64_t(std::min<uint64_t>(usable, uint64_t(INT64_MAX))));
+      cap.memory_bytes = int64_t(std::min<uint64_t>(usable, uint64_t(INT64_MAX)));
+      caps->devices.push_back(std::move(cap));
       if (auto it = d.find("gflops"); it != d.end() && it->is_number())
         *gflops = std::max(*gflops, it->get<double>());
     }
   }
-  if (caps->backends.empty()) caps->backends = {"cpu"};
+  if (caps->devices.empty()) caps->devices = {DeviceCap{}};
 }
 
 Status ApplyDeviceFree(const nlohmann::json& stored, std::span<const uint64_t> free,

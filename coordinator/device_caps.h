@@ -3,9 +3,10 @@
 //
 // A device's usable memory is its memory_bytes, or its free_bytes when the
 // worker reported a smaller non-zero one (wire::DeviceInfo.free_bytes: what
-// the worker could use there now). A worker's DeviceCaps hold the largest
-// usable memory of its devices: the scheduler leases it no shard that needs
-// more (ShardSpec::needs_memory_bytes).
+// the worker could use there now). A worker's DeviceCaps hold each device's
+// backend and usable memory: the scheduler leases it a shard only when one
+// device has the shard's backend and memory (ShardSpec::needs_backend,
+// needs_memory_bytes).
 //
 // Pure functions; thread-safe.
 #pragma once
@@ -21,10 +22,11 @@
 
 namespace pcfarm {
 
-// The backends and the largest usable memory of the devices in
-// `devices_json` (a JSON array of objects with backend, memory_bytes,
-// free_bytes, gflops), and their best measured speed. No devices, or JSON
-// that is not an array: the CPU, memory unknown (0).
+// The backend and usable memory of each device in `devices_json` (a JSON
+// array of objects with backend, memory_bytes, free_bytes, gflops; a
+// missing or non-string backend is "cpu"; entries that are not objects are
+// skipped), and their best measured speed. No devices, or JSON that is not
+// an array: one CPU, memory unknown (0).
 void CapsFromDevices(const std::string& devices_json, DeviceCaps* caps, double* gflops);
 // The same from the parsed array (a READY's update needs no text round trip).
 void CapsFromDevices(const nlohmann::json& devices, DeviceCaps* caps, double* gflops);

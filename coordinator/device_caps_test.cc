@@ -1,6 +1,8 @@
 #include "coordinator/device_caps.h"
 
 #include <catch2/catch.hpp>
+#include <cstdio>
+#include <string>
 #include <vector>
 
 namespace pcfarm {
@@ -15,6 +17,19 @@ DeviceCaps Caps(const std::string& json, double* gflops = nullptr) {
   return caps;
 }
 
+// "backend=GiB" per device, e.g. {"cpu=16", "cuda=2"}.
+std::vector<std::string> Described(const DeviceCaps& caps) {
+  std::vector<std::string> out;
+  for (const DeviceCap& d : caps.devices) {
+    char gib[32];
+    std::snprintf(gib, sizeof gib, "%g", double(d.memory_bytes) / double(kGiB));
+    out.push_back(d.backend + "=" + gib);
+  }
+  return out;
+}
+
+using Names = std::vector<std::string>;
+
 TEST_CASE("a device's usable memory is at most the free memory it reported",
           "[device_caps]") {
   double gflops = 0;
@@ -22,29 +37,34 @@ TEST_CASE("a device's usable memory is at most the free memory it reported",
                           {"backend":"cuda","memory_bytes":8589934592,
                            "free_bytes":2147483648,"gflops":900}])",
                       &gflops);
-  CHECK(c.backends == std::vector<std::string>{"cpu", "cuda"});
-  CHECK(c.memory_bytes == 16 * kGiB);  // the CPU's: nothing free said
+  CHECK(Described(c) == Names{"cpu=16", "cuda=2"});  // the CPU's: nothing free said
+  CHECK(c.MemoryFor("") == 16 * kGiB);
+  CHECK(c.MemoryFor("cuda") == 2 * kGiB);
+  CHECK(c.MemoryFor("vulkan") == -1);
   CHECK(gflops == 900);
   // The CPU says 3 GiB are free: the GPU's 2 GiB and the CPU's 3 GiB.
   c = Caps(R"([{"backend":"cpu","memory_bytes":17179869184,"free_bytes":3221225472},
                {"backend":"cuda","memory_bytes":8589934592,"free_bytes":2147483648}])");
-  CHECK(c.memory_bytes == 3 * kGiB);
+  CHECK(Described(c) == Names{"cpu=3", "cuda=2"});
   // Free above the total (a confused worker) counts as the total.
   c = Caps(R"([{"backend":"vulkan","memory_bytes":1073741824,"free_bytes":4294967296}])");
-  CHECK(c.memory_bytes == 1 * kGiB);
+  CHECK(Described(c) == Names{"vulkan=1"});
   // 0 free is unknown, not empty.
   c = Caps(R"([{"backend":"vulkan","memory_bytes":1073741824,"free_bytes":0}])");
-  CHECK(c.memory_bytes == 1 * kGiB);
+  CHECK(Described(c) == Names{"vulkan=1"});
+  // No backend is the CPU; entries that are not objects are skipped.
+  c = Caps(R"([{"memory_bytes":1073741824},7,{"backend":"cuda","memory_bytes":"x"}])");
+  CHECK(Described(c) == Names{"cpu=1", "cuda=0"});
 }
 
 TEST_CASE("devices that are not a device list are the CPU of unknown memory",
           "[device_caps]") {
-  for (const char* bad : {"", "{not json", "{}", "[1,\"x\",null]",
+  for (const char* bad : {"", "{not json", "{}", "[]", "[1,\"x\",null]",
                           R"([{"backend":7,"memory_bytes":"lots","free_bytes":-5}])"}) {
     INFO(bad);
     DeviceCaps c = Caps(bad);
-    CHECK(c.backends == std::vector<std::string>{"cpu"});
-    CHECK(c.memory_bytes == 0);
+    CHECK(Described(c) == Names{"cpu=0"});
+    CHECK(c.MemoryFor("cpu") == 0);
   }
 }
 
@@ -67,12 +87,12 @@ TEST_CASE("READY's free memory updates the devices; big moves are material",
   free = {uint64_t(8 * kGiB), uint64_t(6 * kGiB)};
   REQUIRE(ApplyDeviceFree(stored, free, &updated, &material).ok());
   CHECK(material);
-  CHECK(Caps(updated.dump()).memory_bytes == 8 * kGiB);
+  CHECK(Described(Caps(updated.dump())) == Names{"cpu=8", "cuda=6"});
   // The CPU's drops by 6 GiB (a game started): material, and caps shrink.
   free = {uint64_t(2 * kGiB), 0};
   REQUIRE(ApplyDeviceFree(stored, free, &updated, &material).ok());
   CHECK(material);
-  CHECK(Caps(updated.dump()).memory_bytes == 8 * kGiB);  // the GPU's total
+  CHECK(Described(Caps(updated.dump())) == Names{"cpu=2", "cuda=8"});  // the GPU's total
   // A count that is not HELLO's is refused and changes nothing.
   free = {1};
   Status s = ApplyDeviceFree(stored, free, &updated, &material);

@@ -22,7 +22,7 @@ struct SchedFixture {
   FakeClock clock;
   std::unique_ptr<Store> store;
   std::unique_ptr<Scheduler> sched;
-  DeviceCaps cpu{{"cpu"}, 1024 * kMiB};
+  DeviceCaps cpu{{{"cpu", 1024 * kMiB}}};
 
   explicit SchedFixture(SchedulerOptions opts = {}) {
     char tmpl[] = "/tmp/pcfarm_sched_test.XXXXXX";
@@ -219,21 +219,46 @@ TEST_CASE_METHOD(SchedFixture, "backend and memory needs are respected",
   JobSpec spec;
   spec.kind = "train";
   spec.params = "{}";
-  spec.shards = {{"big", "cuda", 8000 * kMiB}, {"any", "", 0}};
+  spec.shards = {{"big", "cuda", 8000 * kMiB}, {"any", "", 0}, {"roomy", "", 16000 * kMiB}};
   auto job = store->CreateJob(spec);
   REQUIRE(job.ok());
   int64_t cpu_pc = Worker("cpu-pc"), gpu_pc = Worker("gpu-pc"),
-          small_gpu = Worker("small-gpu");
+          small_gpu = Worker("small-gpu"), mixed = Worker("mixed");
   Lease l = MustLease(cpu_pc);
   CHECK(l.shard_params == "any");
+  CHECK(l.needs_backend.empty());
+  CHECK(l.needs_memory_bytes == 0);
   CHECK(NoLease(cpu_pc));
-  auto none = sched->LeaseNext(small_gpu, DeviceCaps{{"cuda"}, 4000 * kMiB});
+  auto none = sched->LeaseNext(small_gpu, DeviceCaps{{{"cuda", 4000 * kMiB}}});
   REQUIRE(none.ok());
   CHECK_FALSE(none->has_value());
-  auto got = sched->LeaseNext(gpu_pc, DeviceCaps{{"vulkan", "cuda"}, 12000 * kMiB});
+  // One device must hold both: 32000 MiB of CPU and a 4000 MiB GPU hold
+  // "roomy" (any backend) but not "big" (CUDA, 8000 MiB).
+  const DeviceCaps mixed_caps{{{"cpu", 32000 * kMiB}, {"cuda", 4000 * kMiB}}};
+  auto got = sched->LeaseNext(mixed, mixed_caps);
+  REQUIRE(got.ok());
+  REQUIRE(got->has_value());
+  CHECK((*got)->shard_params == "roomy");
+  CHECK((*got)->needs_backend.empty());
+  CHECK((*got)->needs_memory_bytes == 16000 * kMiB);
+  none = sched->LeaseNext(mixed, mixed_caps);
+  REQUIRE(none.ok());
+  CHECK_FALSE(none->has_value());
+  got = sched->LeaseNext(gpu_pc, DeviceCaps{{{"vulkan", 12000 * kMiB}, {"cuda", 12000 * kMiB}}});
   REQUIRE(got.ok());
   REQUIRE(got->has_value());
   CHECK((*got)->shard_params == "big");
+  CHECK((*got)->needs_backend == "cuda");
+  CHECK((*got)->needs_memory_bytes == 8000 * kMiB);
+}
+
+TEST_CASE("a worker's devices: the largest memory per backend", "[scheduler]") {
+  const DeviceCaps caps{{{"cpu", 32 * kMiB}, {"cuda", 4 * kMiB}, {"cuda", 8 * kMiB}}};
+  CHECK(caps.MemoryFor("") == 32 * kMiB);
+  CHECK(caps.MemoryFor("cpu") == 32 * kMiB);
+  CHECK(caps.MemoryFor("cuda") == 8 * kMiB);
+  CHECK(caps.MemoryFor("vulkan") == -1);
+  CHECK(DeviceCaps{}.MemoryFor("") == -1);
 }
 
 TEST_CASE_METHOD(SchedFixture, "priority first, then fair across jobs",
@@ -1041,7 +1066,46 @@ TEST_CASE_METHOD(DrawFixture, "a check is drawn among workers whose free memory 
     spec.shards.push_back({"needs-64-MiB", "", 64 * kMiB});
     auto job = store->CreateJob(spec);
     REQUIRE(job.ok());
-    Lease l = **sched->LeaseNext(claimant, DeviceCaps{{"cpu"}, 1024 * kMiB});
+    Lease l = **sched->LeaseNext(claimant, DeviceCaps{{{"cpu", 1024 * kMiB}}});
+    REQUIRE(MustRecord(l, claimant, "x").check_ordered);
+    auto named = sched->DrawnCheckers();
+    REQUIRE(named.ok());
+    REQUIRE(named->size() == 1);
+    CHECK(named->front() == candidates[0]);
+    REQUIRE(store->CancelJob(*job, "next").ok());
+  }
+}
+
+TEST_CASE_METHOD(DrawFixture, "a check is drawn among workers with one device that holds it",
+                 "[scheduler][verify]") {
+  const std::vector<int64_t> candidates = Candidates(2);
+  // A CUDA shard of 64 MiB: candidate 0's GPU holds it. Candidate 1 has
+  // 1 GiB of CPU but a GPU with 32 MiB free; candidate 2 a 1 GiB Vulkan
+  // device and no CUDA one. Neither has one device with both.
+  REQUIRE(store->SetWorkerDevices(candidates[0],
+                                  R"([{"backend":"cpu","memory_bytes":33554432},)"
+                                  R"({"backend":"cuda","memory_bytes":1073741824}])", 1)
+              .ok());
+  REQUIRE(store->SetWorkerDevices(candidates[1],
+                                  R"([{"backend":"cpu","memory_bytes":1073741824},)"
+                                  R"({"backend":"cuda","memory_bytes":1073741824,)"
+                                  R"("free_bytes":33554432}])", 1)
+              .ok());
+  REQUIRE(store->SetWorkerDevices(candidates[2],
+                                  R"([{"backend":"cpu","memory_bytes":1073741824},)"
+                                  R"({"backend":"vulkan","memory_bytes":1073741824}])", 1)
+              .ok());
+  for (int i = 0; i < 6; ++i) {
+    INFO("claim " << i);
+    int64_t claimant = Enrolled("claimant-" + std::to_string(i), "token-k" + std::to_string(i));
+    JobSpec spec;
+    spec.kind = "infer";
+    spec.params = "{}";
+    spec.verify = VerifyPolicy::kAuto;
+    spec.shards.push_back({"cuda-64-MiB", "cuda", 64 * kMiB});
+    auto job = store->CreateJob(spec);
+    REQUIRE(job.ok());
+    Lease l = **sched->LeaseNext(claimant, DeviceCaps{{{"cuda", 1024 * kMiB}}});
     REQUIRE(MustRecord(l, claimant, "x").check_ordered);
     auto named = sched->DrawnCheckers();
     REQUIRE(named.ok());
@@ -1166,7 +1230,7 @@ struct Record {
       if (!store->CreateJob(spec).ok()) _exit(4);
     } else if (op < 45) {
       int64_t w = workers[rng() % workers.size()];
-      auto l = sched.LeaseNext(w, DeviceCaps{{"cpu"}, 1 << 30});
+      auto l = sched.LeaseNext(w, DeviceCaps{{{"cpu", 1 << 30}}});
       // A worker caught disagreeing three times is quarantined.
       if (!l.ok() && l.status().code() != StatusCode::kPermissionDenied) _exit(5);
       if (l.ok() && l->has_value()) leases.push_back({**l, w});
@@ -1260,7 +1324,7 @@ TEST_CASE("a kill between statements leaves a consistent database",
                               "fresh-curve-" + std::to_string(i));
     REQUIRE(w.ok());
     for (;;) {
-      auto l = sched.LeaseNext(*w, DeviceCaps{{"cpu"}, 1 << 30});
+      auto l = sched.LeaseNext(*w, DeviceCaps{{{"cpu", 1 << 30}}});
       REQUIRE(l.ok());
       if (!l->has_value()) break;
       REQUIRE(sched.RecordResult((*l)->attempt_id, *w,

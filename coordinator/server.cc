@@ -726,6 +726,8 @@ void CoordinatorServer::Impl::TryAssign(Peer& peer) {
     body.set_issued_ms(clock->NowMs());
     body.set_deadline_ms(l.deadline_ms);
     body.set_nonce(RandomBytes(16));
+    body.set_needs_backend(l.needs_backend);
+    body.set_needs_memory_bytes(uint64_t(std::max<int64_t>(0, l.needs_memory_bytes)));
     std::vector<std::string> shard_blobs = ShardBlobsOf(l.job_id, l.job_kind);
     if (const JobPlanner* planner = FindPlanner(l.job_kind)) {
       for (auto& hex : planner->ShardOwnBlobs(l.shard_params)) shard_blobs.push_back(hex);

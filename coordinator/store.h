@@ -37,6 +37,7 @@
 // SQLite's locks and busy_timeout serialize them.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -204,9 +205,26 @@ struct EventInfo {
 };
 
 // What a worker can run: the backends of its devices and the largest memory.
+// One device a worker declared, as the scheduler matches shards to it.
+struct DeviceCap {
+  std::string backend = "cpu";  // "cpu" | "vulkan" | "cuda"
+  int64_t memory_bytes = 0;     // usable now (device_caps.h)
+};
+
+// What a worker's devices can take. A shard is leased to the worker only
+// when one device both runs the shard's backend (any, when it names none)
+// and holds its memory need: a worker whose CPU has 32 GiB and whose GPU
+// has 8 GiB takes no CUDA shard of 10 GiB.
 struct DeviceCaps {
-  std::vector<std::string> backends;  // e.g. {"cuda", "cpu"}
-  int64_t memory_bytes = 0;
+  std::vector<DeviceCap> devices;
+  // The largest usable memory of a device of `backend` ("" = any device);
+  // -1 when there is none.
+  int64_t MemoryFor(std::string_view backend) const {
+    int64_t best = -1;
+    for (const DeviceCap& d : devices)
+      if (backend.empty() || d.backend == backend) best = std::max(best, d.memory_bytes);
+    return best;
+  }
 };
 
 struct Lease {
@@ -220,6 +238,9 @@ struct Lease {
   // Nonzero: the attempt checks this result of the shard with the job's
   // check kind (JobPlanner::check_kind) instead of running the shard.
   int64_t checks_result_id = 0;
+  // The shard's needs (ShardSpec), which the worker matches to a device.
+  std::string needs_backend;
+  int64_t needs_memory_bytes = 0;
 };
 
 // An attempt the daemon should tell its worker to stop (CANCEL message).

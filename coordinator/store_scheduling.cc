@@ -177,19 +177,21 @@ Status Store::Db::EndAttemptTx(int64_t now, int64_t attempt_id,
 // ---- scheduling ----
 
 // Worker `o` may take the check or deciding copy of shard `s` (besides
-// being available and not banned): it can run it (the memory and backend
-// of the devices it declared, a device's memory being at most the free
-// memory it last reported: device_caps.h), holds no copy of it, and is independent of
-// its copies (LeaseShard, DrawnCheckers).
-#define PCFARM_DEVICES "json_each(CASE WHEN json_valid(o.devices) THEN o.devices ELSE '[]' END)"
+// being available and not banned): it can run it (one device it declared
+// has the shard's backend and memory, a device's memory being at most the
+// free memory it last reported: device_caps.h; no device list is one CPU of
+// unknown memory, as CapsFromDevices reads it), holds no copy of it, and is
+// independent of its copies (LeaseShard, DrawnCheckers).
+#define PCFARM_DEVICES                                                                \
+  "json_each(CASE WHEN json_valid(o.devices) AND json_array_length(o.devices)>0"    \
+  " THEN o.devices ELSE '[{}]' END)"
 #define PCFARM_CHECK_CANDIDATE                                                        \
-  " s.needs_memory_bytes<=IFNULL((SELECT MAX(CASE"                                  \
+  " EXISTS (SELECT 1 FROM " PCFARM_DEVICES " d WHERE"                                \
+  "   (s.needs_backend='' OR IFNULL(json_extract(d.value,'$.backend'),'cpu')=s.needs_backend)" \
+  "   AND s.needs_memory_bytes<=IFNULL(CASE"                                          \
   "   WHEN IFNULL(json_extract(d.value,'$.free_bytes'),0)>0 THEN"                     \
   "   MIN(json_extract(d.value,'$.memory_bytes'),json_extract(d.value,'$.free_bytes'))" \
-  "   ELSE json_extract(d.value,'$.memory_bytes') END)"                               \
-  "   FROM " PCFARM_DEVICES " d),0)"                                                 \
-  " AND (s.needs_backend='' OR EXISTS (SELECT 1 FROM " PCFARM_DEVICES " d"           \
-  "   WHERE IFNULL(json_extract(d.value,'$.backend'),'cpu')=s.needs_backend))"       \
+  "   ELSE json_extract(d.value,'$.memory_bytes') END,0))"                            \
   " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.shard_id=s.id"                   \
   "   AND a.worker_id=o.id AND a.state NOT IN ('lost','cancelled','expired'))"       \
   " AND NOT EXISTS (SELECT 1 FROM attempts a JOIN workers w ON w.id=a.worker_id"     \
@@ -245,12 +247,12 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
                                                int64_t available_within_ms) {
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
-  // ",cpu,vulkan,": instr() matches a backend without a temporary table
-  // (json_each cost one per statement). A name with a comma matches nothing.
-  std::string backends = ",";
-  for (const auto& b : caps.backends) {
-    if (!b.empty() && b.find(',') == std::string::npos) backends += b + ",";
-  }
+  // The largest usable memory per backend the shards may name (-1: no such
+  // device), bound as numbers: a CASE matches a shard to one device's
+  // backend and memory without a temporary table (json_each cost one per
+  // statement).
+  const int64_t any_memory = caps.MemoryFor(""), cpu_memory = caps.MemoryFor("cpu"),
+                vulkan_memory = caps.MemoryFor("vulkan"), cuda_memory = caps.MemoryFor("cuda");
   return db_->Tx([&]() -> Result<std::optional<Lease>> {
     int64_t token_id = 0, streak = 0;
     std::string network;
@@ -284,7 +286,7 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
     // worker drawn among its candidates: workers not banned, available
     // within ?8 (connected and not paused: the daemon touches a worker it
     // heard from in the last two heartbeat intervals every tick), able to
-    // run it (memory and backend of the devices they declared), that hold
+    // run it (one declared device with its backend and memory), that hold
     // no copy of it and are independent of its copies. The smallest
     // pcfarm_draw key wins: trusted ones (streak >= ?7: 10 checked results
     // in a row) first, and among equals each with probability in
@@ -300,8 +302,9 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
 // (SQLite refuses an outer column in a subquery's ORDER BY: the draw is a
 // MIN of keys.)
 #define PCFARM_ELIGIBLE_SHARD                                                   \
-  " s.state='pending' AND s.needs_memory_bytes <= ?2"                          \
-  " AND (s.needs_backend='' OR instr(?3, ','||s.needs_backend||',')>0)"       \
+  " s.state='pending' AND s.needs_memory_bytes <= CASE s.needs_backend"      \
+  "   WHEN '' THEN ?2 WHEN 'cpu' THEN ?3 WHEN 'vulkan' THEN ?10"               \
+  "   WHEN 'cuda' THEN ?11 ELSE -1 END"                                        \
   " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.shard_id=s.id AND a.worker_id=?1" \
   "   AND a.state NOT IN ('lost','cancelled')"                                  \
   "   AND NOT (a.state='expired' AND s.copies>0))"                              \
@@ -321,20 +324,23 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
         " (SELECT COUNT(*) FROM attempts a WHERE a.job_id=j.id AND a.state='leased') ASC,"
         " j.created_ms ASC, j.id ASC LIMIT 1";
     static const char kPickShard[] =
-        "SELECT s.id, s.idx, s.job_id, j.kind, s.params, j.state, s.copies"
+        "SELECT s.id, s.idx, s.job_id, j.kind, s.params, j.state, s.copies,"
+        " s.needs_backend, s.needs_memory_bytes"
         " FROM shards s JOIN jobs j ON j.id=s.job_id WHERE s.job_id=?4 AND"
         PCFARM_ELIGIBLE_SHARD " ORDER BY s.idx ASC LIMIT 1";
 #undef PCFARM_ELIGIBLE_SHARD
     auto pick_job = db_->Q(kPickJob);
-    pick_job.Bind(worker_id, caps.memory_bytes, backends, int64_t{0}, token_id, network,
-                  kStreakBeforeSpotChecks, now - available_within_ms, streak);
+    pick_job.Bind(worker_id, any_memory, cpu_memory, int64_t{0}, token_id, network,
+                  kStreakBeforeSpotChecks, now - available_within_ms, streak, vulkan_memory,
+                  cuda_memory);
     PCFARM_ASSIGN_OR_RETURN(bool any, pick_job.Step());
     if (!any) return std::optional<Lease>();
     int64_t job_id = pick_job.Int(0);
     PCFARM_RETURN_IF_ERROR(pick_job.Run());
     auto q = db_->Q(kPickShard);
-    q.Bind(worker_id, caps.memory_bytes, backends, job_id, token_id, network,
-           kStreakBeforeSpotChecks, now - available_within_ms, streak);
+    q.Bind(worker_id, any_memory, cpu_memory, job_id, token_id, network,
+           kStreakBeforeSpotChecks, now - available_within_ms, streak, vulkan_memory,
+           cuda_memory);
     PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return std::optional<Lease>();
     Lease lease;
@@ -346,6 +352,8 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
     lease.deadline_ms = now + lease_ms;
     bool queued = q.Str(5) == "queued";
     const int64_t copies = q.Int(6);
+    lease.needs_backend = q.Str(7);
+    lease.needs_memory_bytes = q.Int(8);
     PCFARM_RETURN_IF_ERROR(q.Run());
     // A shard picked for a check (copies > 0) of a kind with a cheap check:
     // its one result is checked, unless a check of it ran or runs already

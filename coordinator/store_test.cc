@@ -199,7 +199,7 @@ TEST_CASE_METHOD(StoreFixture, "migration 5 keeps every row and constraint",
   // And the transitions still run on the rebuilt tables.
   auto w2 = store->AddWorker("pc-2", "sign2", "curve2");
   REQUIRE(w2.ok());
-  auto lease = store->LeaseShard(*w2, DeviceCaps{{"cpu", "cuda"}, 1 << 30}, 60'000);
+  auto lease = store->LeaseShard(*w2, DeviceCaps{{{"cpu", 1 << 30}, {"cuda", 1 << 30}}}, 60'000);
   REQUIRE(lease.ok());
   REQUIRE(lease->has_value());
   CHECK((*lease)->shard_idx == 1);
@@ -317,7 +317,7 @@ TEST_CASE_METHOD(StoreFixture,
   // worker is quarantined, the job keeps the round (and says so).
   auto w1 = store->AddWorker("pc-1", "sign-1", "curve-1");
   REQUIRE(w1.ok());
-  auto lease = store->LeaseShard(*w1, DeviceCaps{{"cpu"}, 1 << 30}, 60'000);
+  auto lease = store->LeaseShard(*w1, DeviceCaps{{{"cpu", 1 << 30}}}, 60'000);
   REQUIRE((lease.ok() && lease->has_value() && (*lease)->job_id == 1));
   Verifier verifier;
   auto r = store->RecordResult((*lease)->attempt_id, *w1, "x", "s", verifier, 5);
@@ -874,7 +874,7 @@ TEST_CASE_METHOD(StoreFixture, "accepted results carry what a fetch shows",
   spec.shards = {{"p0", "", 0}, {"p1", "", 0}, {"p2", "", 0}};
   auto job = store->CreateJob(spec);
   REQUIRE(job.ok());
-  DeviceCaps cpu{{"cpu"}, 1 << 30};
+  DeviceCaps cpu{{{"cpu", 1 << 30}}};
   Verifier verifier;
   // pc-one leases shards 0 and 1, pc-two shard 2; results come in out of
   // order, and shard 1 is not accepted (yet).
@@ -957,7 +957,7 @@ TEST_CASE_METHOD(StoreFixture, "an accepted result is folded into the job summar
   spec.shards = {{"p0", "", 0}};
   auto job = store->CreateJob(spec);
   REQUIRE(job.ok());
-  DeviceCaps cpu{{"cpu"}, 1 << 30};
+  DeviceCaps cpu{{{"cpu", 1 << 30}}};
   auto a = store->LeaseShard(*w1, cpu, 60'000);
   auto b = store->LeaseShard(*w2, cpu, 60'000);
   REQUIRE((a.ok() && a->has_value() && b.ok() && b->has_value()));
@@ -987,7 +987,7 @@ TEST_CASE_METHOD(StoreFixture, "a rejoining worker keeps only the leases it hold
   JobSpec spec = TwoShardJob();
   spec.shards = {{"p0", "", 0}, {"p1", "", 0}, {"p2", "", 0}};
   REQUIRE(store->CreateJob(spec).ok());
-  DeviceCaps cpu{{"cpu"}, 1 << 30};
+  DeviceCaps cpu{{{"cpu", 1 << 30}}};
   CHECK(*store->CountPendingShards() == 3);
   std::vector<int64_t> ids;
   for (int i = 0; i < 3; ++i) ids.push_back((*store->LeaseShard(*w, cpu, 60'000))->attempt_id);
@@ -1006,7 +1006,7 @@ TEST_CASE_METHOD(StoreFixture, "an attempt tells what its result must answer",
                  "[store]") {
   auto w = store->AddWorker("pc-1", "s1", "c1");
   REQUIRE(store->CreateJob(TwoShardJob()).ok());
-  auto l = store->LeaseShard(*w, DeviceCaps{{"cpu"}, 1 << 30}, 60'000);
+  auto l = store->LeaseShard(*w, DeviceCaps{{{"cpu", 1 << 30}}}, 60'000);
   REQUIRE((l.ok() && l->has_value()));
   auto work = store->GetAttemptWork((*l)->attempt_id);
   REQUIRE(work.ok());
@@ -1035,7 +1035,7 @@ TEST_CASE_METHOD(StoreFixture, "an open-ended job waits for its planner round by
   auto job = store->CreateJob(spec);
   REQUIRE(job.ok());
   CHECK(store->GetJob(*job)->open_ended);
-  DeviceCaps cpu{{"cpu"}, 1 << 30};
+  DeviceCaps cpu{{{"cpu", 1 << 30}}};
   Verifier verifier;
   auto finish_round = [&](int shards) {
     bool awaits = false;

@@ -339,6 +339,7 @@ size_t FieldLimit(const google::protobuf::FieldDescriptor& field,
       kShared = {
           {"SignedEnvelope.body", &WireLimits::envelope_body_bytes},
           {"ShardBody.kind", &WireLimits::label_bytes},
+          {"ShardBody.needs_backend", &WireLimits::label_bytes},
           {"ShardBody.params", &WireLimits::params_bytes},
           {"ResultBody.output", &WireLimits::envelope_body_bytes},
           {"ResultBody.error", &WireLimits::error_bytes},

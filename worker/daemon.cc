@@ -169,6 +169,8 @@ class Executor {
         ctx.device_index = 0;
         r = kind->Run(t.params, ctx);
       }
+      t.backend = ctx.backend;  // the device the result names
+      t.device_index = ctx.device_index;
       t.ok = r.ok();
       if (r.ok()) {
         t.output = std::move(*r);
@@ -227,7 +229,10 @@ class WorkerDaemon::Impl {
   std::map<uint64_t, std::shared_ptr<Task>> tasks;          // accepted, not done
   std::vector<std::shared_ptr<Task>> waiting_for_blobs;
   WorkerCounters* counters = nullptr;
-  std::string backend_name = "cpu";  // what shards run on
+  std::string backend_name = "cpu";  // what shards run on when they fit
+  // devices[preferred_device] is backend_name's device: shards run there
+  // unless they need a backend or memory it lacks (ChooseShardDevice).
+  size_t preferred_device = 0;
   const Clock* clock = SystemClock::Get();
   int64_t last_send_ms = 0, last_recv_ms = 0;
   bool welcomed = false;
@@ -261,7 +266,9 @@ class WorkerDaemon::Impl {
   void SendReady();
   // A device's memory (total or free) as lent to the farm: GPUs' at most
   // --max-gpu-memory.
-  uint64_t LentBytes(const WorkerDevice& d, uint64_t bytes) const;
+  uint64_t LentBytes(const WorkerDevice& d, uint64_t bytes) const {
+    return pcfarm::LentBytes(d, bytes, opts.worker_max_gpu_memory_bytes);
+  }
   // Renews devices' free_bytes when forced or when the last reading is
   // over 2 s old; true when it did.
   bool RefreshFreeMemoryIfDue(bool force);
@@ -333,7 +340,19 @@ Result<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Open(
                    chosen.status().ToString());
     }
   }
-  spdlog::info("shards run on the {} backend", impl->backend_name);
+  // Declared in HELLO: the devices shards may run on.
+  impl->devices = DevicesForShards(impl->devices, options.worker_backend == "auto",
+                                   impl->backend_name, options.worker_device_index);
+  for (size_t i = 0; i < impl->devices.size(); ++i) {
+    const WorkerDevice& d = impl->devices[i];
+    if (d.backend == impl->backend_name &&
+        (d.backend == "cpu" || d.index == options.worker_device_index)) {
+      impl->preferred_device = i;
+      break;
+    }
+  }
+  spdlog::info("shards run on the {} backend{}", impl->backend_name,
+               impl->devices.size() > 1 ? ", or another device when they do not fit it" : "");
   return std::unique_ptr<WorkerDaemon>(new WorkerDaemon(std::move(impl)));
 }
 
@@ -465,14 +484,6 @@ void WorkerDaemon::Impl::SendReady() {
   ready_due = false;
 }
 
-uint64_t WorkerDaemon::Impl::LentBytes(const WorkerDevice& d, uint64_t bytes) const {
-  if (d.backend != "cpu" && opts.worker_max_gpu_memory_bytes > 0) {
-    // The owner lends no more than this: shards that need more go elsewhere.
-    return std::min(bytes, opts.worker_max_gpu_memory_bytes);
-  }
-  return bytes;
-}
-
 bool WorkerDaemon::Impl::RefreshFreeMemoryIfDue(bool force) {
   // Two small reads for the CPU, a driver query per GPU backend: spaced so
   // that a stream of quick shards does not repeat them for every READY.
@@ -524,6 +535,14 @@ void WorkerDaemon::Impl::OnAssign(const wire::SignedEnvelope& env,
   t->cache = cache.get();
   t->backend = backend_name;
   t->device_index = opts.worker_device_index;
+  if (!devices.empty()) {
+    // The coordinator leased it because one declared device holds it.
+    const size_t d = ChooseShardDevice(devices, preferred_device, body->needs_backend(),
+                                       body->needs_memory_bytes(),
+                                       opts.worker_max_gpu_memory_bytes);
+    t->backend = devices[d].backend;
+    t->device_index = devices[d].index;
+  }
   t->deadline_ms = body->deadline_ms();
   t->cpu_threads = opts.worker_cpu_threads;
   t->memory_limit_bytes = opts.worker_max_gpu_memory_bytes;
@@ -537,8 +556,8 @@ void WorkerDaemon::Impl::OnAssign(const wire::SignedEnvelope& env,
     t->blobs.push_back(*hash);
     fetcher->Want(*hash);
   }
-  spdlog::info("attempt {} accepted: {} shard {} of job {}", t->attempt_id,
-               t->kind, body->shard_index(), body->job_id());
+  spdlog::info("attempt {} accepted: {} shard {} of job {}, on {}:{}", t->attempt_id,
+               t->kind, body->shard_index(), body->job_id(), t->backend, t->device_index);
   tasks[t->attempt_id] = t;
   waiting_for_blobs.push_back(t);
   StartIfReady(exec);
@@ -593,8 +612,7 @@ void WorkerDaemon::Impl::Finish(Task& t) {
   r.set_error(t.error);
   r.set_started_ms(t.started_ms);
   r.set_finished_ms(t.finished_ms);
-  r.set_device(devices.empty() ? "cpu:0" : devices[0].backend + ":" +
-                                               std::to_string(devices[0].index));
+  r.set_device(t.backend + ":" + std::to_string(t.device_index));
   wire::WorkerFrame f;
   *f.mutable_result() = SealEnvelope(keys.sign, r.SerializeAsString());
   // Durable before it leaves: a crash from here on still delivers it.

@@ -305,6 +305,49 @@ Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& opti
   return out;
 }
 
+uint64_t LentBytes(const WorkerDevice& device, uint64_t bytes, uint64_t max_gpu_memory_bytes) {
+  if (device.backend != "cpu" && max_gpu_memory_bytes > 0)
+    return std::min(bytes, max_gpu_memory_bytes);
+  return bytes;
+}
+
+uint64_t UsableBytes(const WorkerDevice& device, uint64_t max_gpu_memory_bytes) {
+  uint64_t usable = device.memory_bytes;
+  if (device.free_bytes > 0) usable = std::min(usable, device.free_bytes);
+  return LentBytes(device, usable, max_gpu_memory_bytes);
+}
+
+std::vector<WorkerDevice> DevicesForShards(const std::vector<WorkerDevice>& all,
+                                           bool automatic, const std::string& backend,
+                                           int index) {
+  std::vector<WorkerDevice> out;
+  for (const WorkerDevice& d : all) {
+    if (automatic || (d.backend == backend && (backend == "cpu" || d.index == index)))
+      out.push_back(d);
+  }
+  if (out.empty()) {
+    for (const WorkerDevice& d : all)
+      if (d.backend == "cpu") out.push_back(d);
+  }
+  return out;
+}
+
+size_t ChooseShardDevice(const std::vector<WorkerDevice>& devices, size_t preferred,
+                         const std::string& needs_backend, uint64_t needs_memory_bytes,
+                         uint64_t max_gpu_memory_bytes) {
+  auto fits = [&](const WorkerDevice& d) {
+    return (needs_backend.empty() || d.backend == needs_backend) &&
+           needs_memory_bytes <= UsableBytes(d, max_gpu_memory_bytes);
+  };
+  if (preferred < devices.size() && fits(devices[preferred])) return preferred;
+  size_t best = preferred;
+  for (size_t i = 0; i < devices.size(); ++i) {
+    if (fits(devices[i]) && (best == preferred || devices[i].gflops > devices[best].gflops))
+      best = i;
+  }
+  return best;
+}
+
 std::string FormatDevicesTable(const std::vector<WorkerDevice>& devices) {
   std::vector<std::vector<std::string>> rows = {
       {"#", "BACKEND", "NAME", "MEMORY", "FREE", "CORES", "GFLOPS", "FP16"}};

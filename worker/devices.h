@@ -72,6 +72,34 @@ Result<double> MeasureCpuGflops(int n, int reps);
 Result<std::vector<WorkerDevice>> DiscoverDevices(
     const DeviceProbeOptions& options = {});
 
+// What the owner lends of a device's `bytes` (its memory or free memory):
+// a GPU's are capped at max_gpu_memory_bytes (0: no cap); the CPU's are not.
+uint64_t LentBytes(const WorkerDevice& device, uint64_t bytes, uint64_t max_gpu_memory_bytes);
+
+// What a shard may use of a device now: its lent memory, or its lent free
+// memory when that is known (non-zero) and smaller. The coordinator reads
+// the figures a worker declares the same way (coordinator/device_caps.h).
+uint64_t UsableBytes(const WorkerDevice& device, uint64_t max_gpu_memory_bytes);
+
+// The devices a worker runs shards on, and so declares to its coordinator,
+// of all those this PC has: every one when the backend is chosen
+// automatically (--backend auto); else those of `backend`, a GPU backend's
+// only when its index is `index`. The CPU when that leaves none (a forced
+// GPU that did not start runs shards on the CPU).
+std::vector<WorkerDevice> DevicesForShards(const std::vector<WorkerDevice>& all,
+                                           bool automatic, const std::string& backend,
+                                           int index);
+
+// Which of `devices` runs a shard that needs `needs_backend` ("" = any) and
+// `needs_memory_bytes` (0 = unknown): `preferred` when it fits (its backend
+// matches and the need is within UsableBytes), else the fastest device that
+// fits (measured gflops; the first of equals), else `preferred` (the
+// coordinator leased it against figures that have moved since: the run will
+// tell). `preferred` must be an index of `devices`.
+size_t ChooseShardDevice(const std::vector<WorkerDevice>& devices, size_t preferred,
+                         const std::string& needs_backend, uint64_t needs_memory_bytes,
+                         uint64_t max_gpu_memory_bytes);
+
 // A table for people: a header line, then one line per device.
 std::string FormatDevicesTable(const std::vector<WorkerDevice>& devices);
 

@@ -211,3 +211,78 @@ TEST_CASE("device table and JSON") {
 
 }  // namespace
 }  // namespace pcfarm
+
+namespace pcfarm {
+namespace {
+
+constexpr uint64_t kGiB = uint64_t(1) << 30;
+
+WorkerDevice Dev(int index, const char* backend, uint64_t memory, uint64_t free, double gflops) {
+  WorkerDevice d;
+  d.index = index;
+  d.backend = backend;
+  d.memory_bytes = memory;
+  d.free_bytes = free;
+  d.gflops = gflops;
+  return d;
+}
+
+// A PC with 32 GiB of RAM (16 free), an 8 GiB GPU (6 free) seen through
+// both CUDA and Vulkan, and a second 4 GiB CUDA GPU.
+std::vector<WorkerDevice> Pc() {
+  return {Dev(0, "cpu", 32 * kGiB, 16 * kGiB, 100), Dev(0, "cuda", 8 * kGiB, 6 * kGiB, 20000),
+          Dev(1, "cuda", 4 * kGiB, 0, 9000), Dev(0, "vulkan", 8 * kGiB, 0, 5000)};
+}
+
+TEST_CASE("the devices a worker declares for shards") {
+  const auto all = Pc();
+  auto names = [](const std::vector<WorkerDevice>& ds) {
+    std::vector<std::string> out;
+    for (const auto& d : ds) out.push_back(d.backend + ":" + std::to_string(d.index));
+    return out;
+  };
+  using V = std::vector<std::string>;
+  CHECK(names(DevicesForShards(all, true, "cuda", 0)) == V{"cpu:0", "cuda:0", "cuda:1", "vulkan:0"});
+  CHECK(names(DevicesForShards(all, false, "cuda", 1)) == V{"cuda:1"});
+  CHECK(names(DevicesForShards(all, false, "vulkan", 0)) == V{"vulkan:0"});
+  CHECK(names(DevicesForShards(all, false, "cpu", 3)) == V{"cpu:0"});
+  // A forced device this PC lacks (it did not start: shards run on the CPU).
+  CHECK(names(DevicesForShards(all, false, "cuda", 5)) == V{"cpu:0"});
+}
+
+TEST_CASE("usable memory: lent, and at most the free memory when known") {
+  const auto pc = Pc();
+  CHECK(UsableBytes(pc[0], 0) == 16 * kGiB);
+  CHECK(UsableBytes(pc[0], 1 * kGiB) == 16 * kGiB);  // the cap is for GPUs
+  CHECK(UsableBytes(pc[1], 0) == 6 * kGiB);
+  CHECK(UsableBytes(pc[1], 2 * kGiB) == 2 * kGiB);
+  CHECK(UsableBytes(pc[2], 0) == 4 * kGiB);  // free unknown: the total
+  CHECK(LentBytes(pc[1], 8 * kGiB, 3 * kGiB) == 3 * kGiB);
+  CHECK(LentBytes(pc[0], 8 * kGiB, 3 * kGiB) == 8 * kGiB);
+}
+
+TEST_CASE("a shard runs on the preferred device when it fits, else the fastest that fits") {
+  const auto pc = Pc();
+  const size_t cuda0 = 1;
+  // Fits the preferred GPU.
+  CHECK(ChooseShardDevice(pc, cuda0, "", 5 * kGiB, 0) == cuda0);
+  CHECK(ChooseShardDevice(pc, cuda0, "cuda", 0, 0) == cuda0);
+  // Over its 6 GiB free: the fastest device that holds 7 GiB is Vulkan's
+  // view of the same GPU (8 GiB, free unknown), not the CPU.
+  CHECK(ChooseShardDevice(pc, cuda0, "", 7 * kGiB, 0) == 3);
+  // The owner lends at most 2 GiB of each GPU: a 3 GiB shard goes to the CPU.
+  CHECK(ChooseShardDevice(pc, cuda0, "", 3 * kGiB, 2 * kGiB) == 0);
+  // A shard that names the CPU, or needs more than any GPU has.
+  CHECK(ChooseShardDevice(pc, cuda0, "cpu", 0, 0) == 0);
+  CHECK(ChooseShardDevice(pc, cuda0, "", 12 * kGiB, 0) == 0);
+  // Vulkan only, and the preferred is the CPU.
+  CHECK(ChooseShardDevice(pc, 0, "vulkan", 1 * kGiB, 0) == 3);
+  // CUDA, 5 GiB, preferred the small GPU: the big one.
+  CHECK(ChooseShardDevice(pc, 2, "cuda", 5 * kGiB, 0) == cuda0);
+  // Nothing fits (free memory moved since the lease): the preferred.
+  CHECK(ChooseShardDevice(pc, cuda0, "", 40 * kGiB, 0) == cuda0);
+  CHECK(ChooseShardDevice(pc, 0, "metal", 0, 0) == 0);
+}
+
+}  // namespace
+}  // namespace pcfarm

@@ -103,7 +103,7 @@ struct Farm {
     for (size_t i = 0; i < workers.size(); ++i) {
       clock.AdvanceMs(10);
       (void)store->TouchWorker(workers[i]);
-      auto l = sched->LeaseNext(workers[i], DeviceCaps{{"cpu"}, int64_t(1) << 30});
+      auto l = sched->LeaseNext(workers[i], DeviceCaps{{{"cpu", int64_t(1) << 30}}});
       if (!l.ok() || !l->has_value()) continue;
       any = true;
       clock.AdvanceMs(100);

@@ -20,6 +20,7 @@
 #include <zmq.hpp>
 
 #include "base/clock.h"
+#include "base/file.h"
 #include "coordinator/store.h"
 #include "crypto/hash.h"
 #include "crypto/keys.h"
@@ -149,6 +150,27 @@ TEST_CASE("a bench job with redundancy 2 succeeds on 3 workers",
     const auto& cpu = w.at("devices").at(0);
     CHECK(cpu.value("free_bytes", uint64_t(0)) > 0);
     CHECK(cpu.value("free_bytes", uint64_t(0)) <= cpu.value("memory_bytes", uint64_t(0)));
+  }
+  // A bench shard needs no backend and no memory: each ran on its worker's
+  // preferred device, the one it says shards run on.
+  for (int i = 0; i < 3; ++i) {
+    auto read = ReadFile(c->dir() + "/worker-" + std::to_string(i) + "-w" + std::to_string(i) +
+                             ".log",
+                         64 << 20);
+    REQUIRE_OK(read);
+    const std::string& log = *read;
+    const size_t at = log.find("shards run on the ");
+    REQUIRE(at != std::string::npos);
+    const std::string backend = log.substr(at + 18, log.find(' ', at + 18) - (at + 18));
+    INFO("worker " << i << " runs on " << backend);
+    size_t accepted = 0, on_it = 0;
+    for (size_t p = log.find("accepted: bench"); p != std::string::npos;
+         p = log.find("accepted: bench", p + 1)) {
+      ++accepted;
+      const std::string line = log.substr(p, log.find('\n', p) - p);
+      on_it += line.find(", on " + backend + ":") != std::string::npos;
+    }
+    CHECK(on_it == accepted);
   }
   // SIGTERM stops the coordinator cleanly.
   REQUIRE_OK(c->StopCoordinator());
