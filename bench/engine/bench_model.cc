@@ -41,20 +41,7 @@ int64_t ParamCount(const ModelConfig& c) {
   return n;
 }
 
-// Writes the random model into dir unless a loadable one with the same
-// config is already there. Embeddings N(0,1) (so that logits have clear
-// margins and greedy tokens can be compared across implementations),
-// projections N(0, 0.02), norms 1.
-Status EnsureEngineBenchModel(const std::string& dir, const ModelConfig& c) {
-  if (std::filesystem::exists(dir + "/model.safetensors")) {
-    Result<LoadedModel> m = LoadModel(dir);
-    if (m.ok() && m->config.hidden_size == c.hidden_size &&
-        m->config.num_hidden_layers == c.num_hidden_layers &&
-        m->config.vocab_size == c.vocab_size)
-      return Status::Ok();
-  }
-  std::fprintf(stderr, "writing a random %.0fM-parameter model to %s\n",
-               double(ParamCount(c)) / 1e6, dir.c_str());
+std::vector<NamedTensor> EngineBenchTensors(const ModelConfig& c) {
   std::mt19937_64 rng(20261121);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::vector<NamedTensor> tensors;
@@ -67,8 +54,26 @@ Status EnsureEngineBenchModel(const std::string& dir, const ModelConfig& c) {
     for (float& x : v) x = norm ? 1.0f : (embed ? nd(rng) : 0.02f * nd(rng));
     tensors.push_back({e.name, HostTensor::FromF32(e.shape, std::move(v))});
   }
-  return WriteHfModel(dir, c, tensors,
-                      MakeByteLevelTokenizerJson("the quick brown fox jumps over the lazy dog", 8));
+  return tensors;
+}
+
+std::string EngineBenchTokenizerJson() {
+  return MakeByteLevelTokenizerJson("the quick brown fox jumps over the lazy dog", 8);
+}
+
+// Writes the random model into dir unless a loadable one with the same
+// config is already there.
+Status EnsureEngineBenchModel(const std::string& dir, const ModelConfig& c) {
+  if (std::filesystem::exists(dir + "/model.safetensors")) {
+    Result<LoadedModel> m = LoadModel(dir);
+    if (m.ok() && m->config.hidden_size == c.hidden_size &&
+        m->config.num_hidden_layers == c.num_hidden_layers &&
+        m->config.vocab_size == c.vocab_size)
+      return Status::Ok();
+  }
+  std::fprintf(stderr, "writing a random %.0fM-parameter model to %s\n",
+               double(ParamCount(c)) / 1e6, dir.c_str());
+  return WriteHfModel(dir, c, EngineBenchTensors(c), EngineBenchTokenizerJson());
 }
 
 }  // namespace pcfarm

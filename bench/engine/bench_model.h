@@ -8,9 +8,11 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "tasks/model/model_config.h"
+#include "tasks/model/safetensors.h"
 
 namespace pcfarm {
 
@@ -22,8 +24,16 @@ ModelConfig EngineBenchConfig(bool small);
 // Parameters of a model of this config.
 int64_t ParamCount(const ModelConfig& c);
 
-// Writes the random model (seed 20261121) into `dir` unless a loadable one
-// with the same config is already there.
+// The random model's tensors by Hugging Face name, F32 (seed 20261121):
+// embeddings N(0,1) (so that logits have clear margins and greedy tokens
+// can be compared across implementations), projections N(0, 0.02), norms 1.
+std::vector<NamedTensor> EngineBenchTensors(const ModelConfig& c);
+
+// The tokenizer.json the random model ships with.
+std::string EngineBenchTokenizerJson();
+
+// Writes the random model into `dir` (a Hugging Face directory) unless a
+// loadable one with the same config is already there.
 Status EnsureEngineBenchModel(const std::string& dir, const ModelConfig& c);
 
 }  // namespace pcfarm

@@ -10,6 +10,9 @@
 //   --backend vulkan: the Vulkan backend vs our CPU backend on a smaller
 //     model (lavapipe, Mesa's CPU emulation of Vulkan, is too slow for the
 //     large one); the figures measure lavapipe, not a GPU.
+//   --storage: the CPU backend on the same model stored as F32, F16, BF16,
+//     Q8_0 and Q4_0: decode beside its memory-bandwidth bound, batched
+//     decode and prefill beside F32 (bench/engine/engine_bench_storage.h).
 //
 // The model is written once with WriteHfModel into --cache-dir and reused.
 // Every timing is the fastest of --reps runs after one warm-up, and the best
@@ -34,6 +37,7 @@
 #include "base/file.h"
 #include "base/status.h"
 #include "bench/engine/bench_model.h"
+#include "bench/engine/engine_bench_storage.h"
 #include "bench/engine/engine_bench_util.h"
 #include "tasks/backend/cpu/blas.h"
 #include "tasks/backend/registry.h"
@@ -259,7 +263,31 @@ int Run(int argc, char** argv) {
                "leave torch's OpenMP threads spinning (default: OMP_WAIT_POLICY=PASSIVE)");
   app.add_flag("--small", small, "use the small (lavapipe) model on the cpu backend too");
   app.add_flag("--quick", quick, "shorter shapes (prefill 1x64, 16 new tokens, train 2x32)");
+  bool storage = false;
+  StorageBenchOptions so;
+  app.add_flag("--storage", storage,
+               "decode, batched decode and prefill with F32/F16/BF16/Q8_0/Q4_0 weights (cpu)");
+  app.add_option("--only", so.only, "with --storage: these storages only, e.g. q8_0,q4_0");
+  app.add_option("--batch", so.batch, "with --storage: sequences of the batched decode");
   CLI11_PARSE(app, argc, argv);
+  if (storage) {
+    if (backend_name != "cpu") {
+      std::fprintf(stderr, "engine_bench: --storage measures the cpu backend\n");
+      return 2;
+    }
+    so.cache_dir = cache_dir;
+    so.threads = threads;
+    so.rounds = rounds;
+    so.reps = std::max(s.reps, 3);
+    so.decode_new = s.decode_new;
+    so.small = small;
+    if (quick) {
+      so.decode_new = 16;
+      so.prefill = 64;
+      so.batch = 4;
+    }
+    return RunStorageBench(so);
+  }
   const std::string load_before = LoadAverage();
   const bool vulkan = backend_name == "vulkan";
   if (vulkan) small = true;
