@@ -100,18 +100,6 @@ struct Figures {
   std::vector<double> losses;
 };
 
-template <typename Fn>
-Result<double> BestSeconds(int reps, Fn&& fn) {
-  PCFARM_RETURN_IF_ERROR(fn());
-  double best = 1e300;
-  for (int r = 0; r < reps; ++r) {
-    const double t0 = NowSeconds();
-    PCFARM_RETURN_IF_ERROR(fn());
-    best = std::min(best, NowSeconds() - t0);
-  }
-  return best;
-}
-
 Result<Figures> RunEngine(Backend* backend, const std::string& dir, const BenchShape& s,
                           const Inputs& in) {
   Figures f;

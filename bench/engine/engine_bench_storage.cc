@@ -133,18 +133,6 @@ double ReadBandwidth(const std::vector<uint64_t>& words, int threads, int reps) 
   return double(n * sizeof(uint64_t)) / best;
 }
 
-template <typename Fn>
-Result<double> BestOf(int reps, Fn&& fn) {
-  PCFARM_RETURN_IF_ERROR(fn());
-  double best = 1e300;
-  for (int r = 0; r < reps; ++r) {
-    const double t0 = NowSeconds();
-    PCFARM_RETURN_IF_ERROR(fn());
-    best = std::min(best, NowSeconds() - t0);
-  }
-  return best;
-}
-
 struct StorageFigures {
   int64_t weight_bytes = 0;
   double read_bytes_per_s = 0;
@@ -210,18 +198,18 @@ Result<StorageFigures> Measure(const std::string& path, const StorageBenchOption
   const std::vector<GenerationRequest> one = {{prompts.one, 0}};
   // The read bandwidth right before and right after the decode runs.
   f.read_bytes_per_s = ReadBandwidth(words, o.threads, o.reps);
-  PCFARM_ASSIGN_OR_RETURN(double t1, BestOf(o.reps, [&] { return generate(one, 1, false); }));
+  PCFARM_ASSIGN_OR_RETURN(double t1, BestSeconds(o.reps, [&] { return generate(one, 1, false); }));
   PCFARM_ASSIGN_OR_RETURN(double tn,
-                          BestOf(o.reps, [&] { return generate(one, o.decode_new, true); }));
+                          BestSeconds(o.reps, [&] { return generate(one, o.decode_new, true); }));
   f.read_bytes_per_s = std::max(f.read_bytes_per_s, ReadBandwidth(words, o.threads, o.reps));
   f.decode_tok_s = double(o.decode_new - 1) / (tn - t1);
   words = {};
   PCFARM_ASSIGN_OR_RETURN(double b1,
-                          BestOf(o.reps, [&] { return generate(prompts.batch, 1, false); }));
+                          BestSeconds(o.reps, [&] { return generate(prompts.batch, 1, false); }));
   PCFARM_ASSIGN_OR_RETURN(
-      double bn, BestOf(o.reps, [&] { return generate(prompts.batch, o.decode_new, false); }));
+      double bn, BestSeconds(o.reps, [&] { return generate(prompts.batch, o.decode_new, false); }));
   f.batch_tok_s = double(o.batch) * double(o.decode_new - 1) / (bn - b1);
-  PCFARM_ASSIGN_OR_RETURN(double tp, BestOf(o.reps, [&]() -> Status {
+  PCFARM_ASSIGN_OR_RETURN(double tp, BestSeconds(o.reps, [&]() -> Status {
     return model->BatchLogits(prompts.prefill, /*last_only=*/true).status();
   }));
   f.prefill_tok_s = double(o.prefill) / tp;

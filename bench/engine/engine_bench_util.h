@@ -10,6 +10,7 @@
 
 #include "base/status.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -37,6 +38,20 @@ std::string Fixed(double v, int decimals);
 
 // Seconds on a monotonic clock.
 double NowSeconds();
+
+// The fastest of `reps` timed calls of `fn` (a Status), after one untimed
+// warm-up call; the first error stops it.
+template <typename Fn>
+Result<double> BestSeconds(int reps, Fn&& fn) {
+  PCFARM_RETURN_IF_ERROR(fn());
+  double best = 1e300;
+  for (int r = 0; r < reps; ++r) {
+    const double t0 = NowSeconds();
+    PCFARM_RETURN_IF_ERROR(fn());
+    best = std::min(best, NowSeconds() - t0);
+  }
+  return best;
+}
 
 // A field of /proc/self/status in bytes ("VmRSS", "VmHWM"); -1 when absent.
 int64_t ProcStatusBytes(const std::string& field);
