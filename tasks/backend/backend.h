@@ -192,6 +192,17 @@ class Backend {
   virtual std::string name() const = 0;
   virtual DeviceInfo info() const = 0;
 
+  // Generation's licence to round activations: while on, a product with a
+  // Q8_0 or Q4_0 weight may take its activations rounded to about 15 bits
+  // for integer dot products (the CPU on AVX2/AVX-512: each value within
+  // 0.51·max|x|/32512 of its 32-block's largest |x|; cpu_internal.h
+  // ActBlock). Off by default, so losses, gradients and scored logits are
+  // the dequantized product up to f32 summation; LlamaModel::Generate turns
+  // it on (ScopedRoundedActivations) for its steps. Backends without such
+  // a kernel ignore it.
+  void set_rounded_activations(bool on) { rounded_activations_ = on; }
+  bool rounded_activations() const { return rounded_activations_; }
+
   // ---- memory -------------------------------------------------------------
 
   // Whether tensors of `type` can live on this backend (every backend holds
@@ -428,6 +439,24 @@ class Backend {
                                const Tensor& m, const Tensor& v,
                                const AdamWConfig& config) = 0;
   virtual Result<double> SumSquaresImpl(const Tensor& t) = 0;
+
+ private:
+  bool rounded_activations_ = false;
+};
+
+// Turns Backend::set_rounded_activations on for a scope, then restores it.
+class ScopedRoundedActivations {
+ public:
+  explicit ScopedRoundedActivations(Backend& b) : b_(b), before_(b.rounded_activations()) {
+    b_.set_rounded_activations(true);
+  }
+  ~ScopedRoundedActivations() { b_.set_rounded_activations(before_); }
+  ScopedRoundedActivations(const ScopedRoundedActivations&) = delete;
+  ScopedRoundedActivations& operator=(const ScopedRoundedActivations&) = delete;
+
+ private:
+  Backend& b_;
+  const bool before_;
 };
 
 }  // namespace pcfarm

@@ -492,6 +492,9 @@ Result<std::vector<Generation>> LlamaModel::Generate(const std::vector<Generatio
   if (gc.max_new_tokens == 0) return out;
   const std::vector<int32_t> stop_ids = StopIds(gc);
   const std::set<int32_t> stop(stop_ids.begin(), stop_ids.end());
+  // Integer dot products with Q8_0/Q4_0 weights (decode reads each weight
+  // once per step, and widening it to f32 cost more than reading it).
+  ScopedRoundedActivations rounded(*backend_);
 
   int64_t t = 0;
   for (const auto& pr : prompts) t = std::max(t, int64_t(pr.size()) + gc.max_new_tokens);

@@ -147,10 +147,39 @@ void SwiGluSpan(float* o, const float* g, const float* u, int64_t n);
 void SwiGluGradSpan(float* dg, float* du, const float* dy, const float* g, const float* u,
                     int64_t n);
 
+// 32 activation values held for integer dot products with Q8_0 and Q4_0
+// weight blocks: x[j] ≈ d·(255·hi[j] + lo[j]), hi and lo in [−127, 127],
+// d = max|x| / 32512, so |x[j] − d·(255·hi[j] + lo[j])| ≤ 0.51·d: the
+// block's largest value keeps about 15 bits, against 7 for the single int8
+// llama.cpp uses. sum8[l] = 8·Σ (255·hi[j] + lo[j]) over j = 4l..4l+3 (the
+// Q4_0 codes' offset of 8, in the lanes the kernel's sums come out in);
+// d is repeated in 8 lanes.
+struct alignas(32) ActBlock {
+  int8_t hi[32];
+  int8_t lo[32];
+  int32_t sum8[8];
+  float d[8];
+};
+
+// Whether WeightRowDots takes `type` with activations as ActBlocks.
+inline bool UsesActBlocks(StorageType type) {
+  return type == StorageType::kQ8_0 || type == StorageType::kQ4_0;
+}
+
+// Fills out[i·(k/32) + b] with block b of activation row i (row stride ldx)
+// for i < m. Returns false, and WeightRowDots must take the f32 rows, when
+// the instruction set in use has no integer kernel (baseline x86-64), or a
+// value is not finite (NaN and ∞ then reach the output as in f32), or a
+// block's largest |value| is nonzero but below 2^-64 (its scale would lose
+// precision). REQUIRES: k % 32 == 0.
+bool QuantizeActRows(const float* x, int64_t ldx, int64_t m, int64_t k, ActBlock* out);
+
 // cpu_quant.cc: c[i, r] = alpha·(b[r, :]·x[i, :]) + beta·c[i, r] for the m
 // activation rows x (row stride ldx) and weight rows r0..r1 of a [N, k]
 // weight b stored as `type` (F16, BF16 or quantized; not F32), c row stride
 // ldc; beta = 0 ignores c. Dequantizes in registers, accumulates in f32.
+// With xq (the rows as QuantizeActRows made them; Q8_0 and Q4_0 only), the
+// products are integer dot products per block instead, scaled in f32.
 struct WeightRowsArgs {
   StorageType type;
   const uint8_t* b;
@@ -161,6 +190,7 @@ struct WeightRowsArgs {
   float* c;
   int64_t ldc;
   float alpha, beta;
+  const ActBlock* xq = nullptr;
 };
 void WeightRowDots(const WeightRowsArgs& args, int64_t r0, int64_t r1);
 

@@ -1,7 +1,7 @@
 // Gemm on the CPU: OpenBLAS sgemm (blas.h), with F16/BF16/quantized operands
 // converted to f32 first (a whole, b tile by tile; see cpu_backend.h for the
 // trade-off). A few rows (decode, batched decode) against a [N, K] weight take
-// our own kernels instead: RowDotsF32 for F32 (and BF16 single rows),
+// our own kernels instead: RowDotsF32 for F32,
 // WeightRowDots (cpu_quant.cc) for F16, BF16 and quantized weights up to
 // kFusedRows rows; OpenBLAS sgemv for other f32 single-row layouts.
 #include <algorithm>
@@ -59,18 +59,11 @@ template <typename Elem, float (*Load)(Elem)>
 }
 
 [[gnu::always_inline]] inline float LoadF32(float v) { return v; }
-[[gnu::always_inline]] inline float LoadBF16(uint16_t v) { return BF16ToF32(v); }
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) void RowDotsF32(
     const float* b, const float* x, float* c, int64_t r0, int64_t r1, int64_t k, float alpha,
     float beta) {
   RowDotsBody<float, LoadF32>(b, x, c, r0, r1, k, alpha, beta);
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default"))) void RowDotsBF16(
-    const uint16_t* b, const float* x, float* c, int64_t r0, int64_t r1, int64_t k,
-    float alpha, float beta) {
-  RowDotsBody<uint16_t, LoadBF16>(b, x, c, r0, r1, k, alpha, beta);
 }
 
 }  // namespace
@@ -112,25 +105,24 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
   const float* ap = AsF32(a, a_scratch);
   float* cp = F32(c);
 
-  if (m == 1 && trans_b &&
-      (b.type() == StorageType::kF32 || b.type() == StorageType::kBF16)) {
+  if (m == 1 && trans_b && b.type() == StorageType::kF32) {
     // One row against a [N, K] weight (decode): our own row-dot kernel over
-    // the pool. OpenBLAS 0.3.21's sgemm packs all of b for M = 1, its sgemv
-    // runs the baseline (SSE) kernel on CPUs it does not know, and BF16 is
-    // widened on the fly instead of through a converted tile.
-    const bool f32 = b.type() == StorageType::kF32;
+    // the pool. OpenBLAS 0.3.21's sgemm packs all of b for M = 1, and its
+    // sgemv runs the baseline (SSE) kernel on CPUs it does not know.
     pool_->ParallelFor(n, 64, [&](int64_t r0, int64_t r1) {
-      if (f32)
-        RowDotsF32(F32(b), ap, cp, r0, r1, k, alpha, beta);
-      else
-        RowDotsBF16(static_cast<const uint16_t*>(Raw(b)), ap, cp, r0, r1, k, alpha, beta);
+      RowDotsF32(F32(b), ap, cp, r0, r1, k, alpha, beta);
     });
     return Status::Ok();
   }
   if (trans_b && b.type() != StorageType::kF32 && m <= kFusedRows && (!trans_a || m == 1)) {
     // A few rows against a 16-bit or quantized weight, read as stored.
-    const WeightRowsArgs args{b.type(), static_cast<const uint8_t*>(Raw(b)), k, ap,
-                              trans_a ? 1 : lda, m, cp, n, alpha, beta};
+    WeightRowsArgs args{b.type(), static_cast<const uint8_t*>(Raw(b)), k, ap,
+                        trans_a ? 1 : lda, m, cp, n, alpha, beta};
+    std::vector<ActBlock> xq;
+    if (rounded_activations() && UsesActBlocks(b.type())) {
+      xq.resize(size_t(m * (k / 32)));
+      if (QuantizeActRows(args.x, args.ldx, m, k, xq.data())) args.xq = xq.data();
+    }
     pool_->ParallelFor(n, 16, [&](int64_t r0, int64_t r1) { WeightRowDots(args, r0, r1); });
     return Status::Ok();
   }

@@ -90,6 +90,15 @@ const char* CpuIsaName(CpuIsa isa) {
   return "?";
 }
 
+bool QuantizeActRows(const float* x, int64_t ldx, int64_t m, int64_t k, ActBlock* out) {
+  switch (WeightRowIsa()) {
+    case CpuIsa::kAvx512: return avx512::QuantizeRows(x, ldx, m, k, out);
+    case CpuIsa::kAvx2: return avx2::QuantizeRows(x, ldx, m, k, out);
+    case CpuIsa::kBaseline: break;  // no integer kernel: the f32 rows
+  }
+  return false;
+}
+
 void WeightRowDots(const WeightRowsArgs& args, int64_t r0, int64_t r1) {
   switch (WeightRowIsa()) {
     case CpuIsa::kAvx512: avx512::Dispatch(args, r0, r1); break;

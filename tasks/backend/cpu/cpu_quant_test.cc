@@ -9,8 +9,12 @@
 // decoder) and the f32 activations: the kernels dequantize exactly and only
 // reorder an f32 sum of k products (the scale of a 32-block is applied to
 // the block's partial sum), so their error is that of f32 summation.
+// Q8_0 and Q4_0 on AVX2/AVX-512 take the activations as two int8 parts
+// (ActBlock) and add, per 32-block of x, 0.51·max|x_block|/32512·Σ|w| over
+// the block: the activations' rounding; the integer sums are exact.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -72,6 +76,24 @@ std::vector<int64_t> Ks(StorageType t) {
 const StorageType kTypes[] = {StorageType::kF16,  StorageType::kBF16, StorageType::kQ8_0,
                               StorageType::kQ4_0, StorageType::kQ4_K, StorageType::kQ6_K};
 
+// The activation rounding's share of the tolerance for one output when
+// the integer kernel runs (see the top of the file), else 0.
+double ActBound(const Backend& be, StorageType type, cpu::CpuIsa isa, const float* x,
+                const float* w, int64_t k) {
+  if (!be.rounded_activations() || !cpu::UsesActBlocks(type) || isa == cpu::CpuIsa::kBaseline)
+    return 0;
+  double bound = 0;
+  for (int64_t b = 0; b < k / 32; ++b) {
+    double mx = 0, wsum = 0;
+    for (int64_t j = 32 * b; j < 32 * b + 32; ++j) {
+      mx = std::max(mx, std::fabs(double(x[j])));
+      wsum += std::fabs(double(w[j]));
+    }
+    bound += 0.51 * mx / 32512 * wsum;
+  }
+  return bound;
+}
+
 struct IsaGuard {
   ~IsaGuard() { cpu::SetWeightRowIsaForTesting(cpu::BestCpuIsa()); }
 };
@@ -81,14 +103,17 @@ TEST_CASE("16-bit and quantized weights: Gemm matches the dequantized F32 produc
   REQUIRE(be.ok());
   Backend& b = **be;
   IsaGuard guard;
-  for (int isa = 0; isa <= int(cpu::BestCpuIsa()); ++isa) {
+  for (int isa = 0; isa <= int(cpu::BestCpuIsa()); ++isa)
+  for (bool rounded : {false, true}) {
     cpu::SetWeightRowIsaForTesting(cpu::CpuIsa(isa));
+    b.set_rounded_activations(rounded);
     for (StorageType type : kTypes)
       for (int64_t k : Ks(type))
         for (int64_t n : {1, 7, 33})
           for (int64_t m : {1, 2, 3, 5, 17, 33}) {
             INFO(cpu::CpuIsaName(cpu::CpuIsa(isa)) << " " << StorageTypeName(type) << " m " << m
-                                                   << " n " << n << " k " << k);
+                                                   << " n " << n << " k " << k << " rounded "
+                                                   << rounded);
             const std::vector<std::byte> wb = RandomWeight(type, n, k, uint32_t(n * k + m));
             const std::vector<float> x = Values(size_t(m * k), uint32_t(k));
             auto wt = b.Alloc({n, k}, type);
@@ -114,11 +139,160 @@ TEST_CASE("16-bit and quantized weights: Gemm matches the dequantized F32 produc
                   mag += std::fabs(double(w[size_t(r * k + j)]) * x[size_t(i * k + j)]);
                 }
                 ref = 0.75 * ref + (beta != 0 ? beta * y0[size_t(i * n + r)] : 0.0);
+                const double act = ActBound(b, type, cpu::CpuIsa(isa), &x[size_t(i * k)],
+                                            &w[size_t(r * k)], k);
                 INFO("row " << i << " col " << r);
-                REQUIRE(std::fabs(y[size_t(i * n + r)] - ref) <= 1e-5 * mag + 1e-30);
+                REQUIRE(std::fabs(y[size_t(i * n + r)] - ref) <= 1e-5 * mag + act + 1e-30);
               }
           }
   }
+}
+
+TEST_CASE("QuantizeActRows: x within 0.51·d of d·(255·hi + lo); NaN, ∞ and tiny blocks refused") {
+  IsaGuard guard;
+  const int64_t k = 96, ldx = 100;
+  std::vector<float> x(size_t(3 * ldx), 0.0f);
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> u(-1, 1), e(-12, 3);
+  for (int64_t i = 0; i < 3; ++i)
+    for (int64_t j = 0; j < k; ++j)
+      if (!(i == 1 && j >= 32 && j < 64))  // row 1's second block stays zero
+        x[size_t(i * ldx + j)] = u(rng) * std::exp2(e(rng));
+  x[5] = 7.5f;  // the largest of its block, exactly: hi 127, lo 127
+  x[6] = -7.5f;
+  x[7] = -0.0f;
+  std::vector<cpu::ActBlock> q(size_t(3 * k / 32));
+
+  cpu::SetWeightRowIsaForTesting(cpu::CpuIsa::kBaseline);
+  CHECK_FALSE(cpu::QuantizeActRows(x.data(), ldx, 3, k, q.data()));  // no integer kernel
+  if (cpu::BestCpuIsa() == cpu::CpuIsa::kBaseline) {
+    WARN("skipped: this CPU has neither AVX2 nor AVX-512, so no integer kernel runs");
+    return;
+  }
+  cpu::SetWeightRowIsaForTesting(cpu::BestCpuIsa());
+  REQUIRE(cpu::QuantizeActRows(x.data(), ldx, 3, k, q.data()));
+  for (int64_t i = 0; i < 3; ++i)
+    for (int64_t b = 0; b < k / 32; ++b) {
+      const cpu::ActBlock& blk = q[size_t(i * k / 32 + b)];
+      float mx = 0;
+      for (int j = 0; j < 32; ++j) mx = std::max(mx, std::fabs(x[size_t(i * ldx + 32 * b + j)]));
+      INFO("row " << i << " block " << b);
+      for (int l = 0; l < 8; ++l) CHECK(blk.d[l] == mx / 32512.0f);
+      int32_t sums[8] = {};
+      for (int j = 0; j < 32; ++j) {
+        CHECK(std::abs(int(blk.hi[j])) <= 127);
+        CHECK(std::abs(int(blk.lo[j])) <= 127);
+        const int32_t t = 255 * blk.hi[j] + blk.lo[j];
+        sums[j / 4] += 8 * t;
+        const double back = double(blk.d[0]) * t;
+        CHECK(std::fabs(back - x[size_t(i * ldx + 32 * b + j)]) <= 0.51 * blk.d[0]);
+      }
+      for (int l = 0; l < 8; ++l) CHECK(blk.sum8[l] == sums[l]);
+    }
+  CHECK(q[0].hi[5] == 127);
+  CHECK(q[0].lo[5] == 127);
+  CHECK(q[0].hi[6] == -127);
+  CHECK(q[0].lo[6] == -127);
+  CHECK(q[4].d[0] == 0.0f);  // row 1, block 1: all zero
+  CHECK(q[4].hi[3] == 0);
+
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    std::vector<float> y = x;
+    y[size_t(2 * ldx + 70)] = bad;
+    CHECK_FALSE(cpu::QuantizeActRows(y.data(), ldx, 3, k, q.data()));
+  }
+  std::vector<float> tiny = x;
+  for (int j = 0; j < 32; ++j) tiny[size_t(ldx + j)] = 1e-30f;  // a nonzero max below 2^-64
+  CHECK_FALSE(cpu::QuantizeActRows(tiny.data(), ldx, 3, k, q.data()));
+}
+
+TEST_CASE("Q8_0 and Q4_0 with integer dot products: the product of the quantized activations") {
+  // x spans 15 binary orders of magnitude within a block, so rounding it to
+  // ~15 bits moves the product by more than f32 summation would: a kernel
+  // that took the f32 rows would fail the first check, one that dropped or
+  // misplaced either int8 part would fail both.
+  if (cpu::BestCpuIsa() == cpu::CpuIsa::kBaseline) {
+    WARN("skipped: this CPU has neither AVX2 nor AVX-512, so no integer kernel runs");
+    return;
+  }
+  auto be = CreateCpuBackend({.cpu_threads = 2});
+  REQUIRE(be.ok());
+  Backend& b = **be;
+  IsaGuard guard;
+  b.set_rounded_activations(true);
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1, 1), e(-14, 1);
+  for (int isa = int(cpu::CpuIsa::kAvx2); isa <= int(cpu::BestCpuIsa()); ++isa) {
+    cpu::SetWeightRowIsaForTesting(cpu::CpuIsa(isa));
+    int coarser_than_f32 = 0;
+    for (StorageType type : {StorageType::kQ8_0, StorageType::kQ4_0})
+      for (int64_t k : {32, 96, 800})
+        for (int64_t n : {1, 7, 33})
+          for (int64_t m : {1, 2, 3, 5, 16}) {
+            INFO(cpu::CpuIsaName(cpu::CpuIsa(isa)) << " " << StorageTypeName(type) << " m " << m
+                                                   << " n " << n << " k " << k);
+            std::vector<float> x(size_t(m * k));
+            for (float& v : x) v = u(rng) * std::exp2(e(rng));
+            auto wt = b.Alloc({n, k}, type);
+            auto xt = b.Alloc({m, k}, StorageType::kF32);
+            auto yt = b.Alloc({m, n}, StorageType::kF32);
+            REQUIRE((wt.ok() && xt.ok() && yt.ok()));
+            REQUIRE(b.UploadBytes(*wt, RandomWeight(type, n, k, uint32_t(n + k + m))).ok());
+            REQUIRE(b.Upload(*xt, x).ok());
+            std::vector<float> w(size_t(n * k));
+            REQUIRE(b.Download(*wt, w).ok());
+            const float beta = m == 3 ? 0.5f : 0.0f;
+            std::vector<float> y0 = Values(size_t(m * n), 2);
+            REQUIRE(b.Upload(*yt, y0).ok());
+            REQUIRE(b.Gemm(*yt, *xt, false, *wt, true, 0.75f, beta).ok());
+            std::vector<float> y(size_t(m * n));
+            REQUIRE(b.Download(*yt, y).ok());
+            std::vector<cpu::ActBlock> q(size_t(m * k / 32));
+            REQUIRE(cpu::QuantizeActRows(x.data(), k, m, k, q.data()));
+            for (int64_t i = 0; i < m; ++i)
+              for (int64_t r = 0; r < n; ++r) {
+                double ref_q = 0, mag_q = 0, ref = 0, mag = 0;
+                for (int64_t j = 0; j < k; ++j) {
+                  const cpu::ActBlock& blk = q[size_t(i * k / 32 + j / 32)];
+                  const double xq = double(blk.d[0]) * (255 * blk.hi[j % 32] + blk.lo[j % 32]);
+                  const double wj = w[size_t(r * k + j)];
+                  ref_q += wj * xq;
+                  mag_q += std::fabs(wj * xq);
+                  ref += wj * x[size_t(i * k + j)];
+                  mag += std::fabs(wj * x[size_t(i * k + j)]);
+                }
+                const double prior = beta * y0[size_t(i * n + r)];
+                const double got = y[size_t(i * n + r)];
+                INFO("row " << i << " col " << r);
+                REQUIRE(std::fabs(got - (0.75 * ref_q + prior)) <= 1e-5 * mag_q + 1e-30);
+                const double act = ActBound(b, type, cpu::CpuIsa(isa), &x[size_t(i * k)],
+                                            &w[size_t(r * k)], k);
+                REQUIRE(std::fabs(got - (0.75 * ref + prior)) <= 1e-5 * mag + act + 1e-30);
+                if (std::fabs(0.75 * (ref_q - ref)) > 1e-5 * mag_q) ++coarser_than_f32;
+              }
+          }
+    CHECK(coarser_than_f32 > 100);  // the first check told the paths apart
+  }
+  // Off (the default): the f32 rows, whose error is f32 summation's.
+  b.set_rounded_activations(false);
+  std::vector<float> x(64);
+  for (float& v : x) v = u(rng) * std::exp2(e(rng));
+  auto wt = b.Alloc({1, 64}, StorageType::kQ8_0);
+  auto xt = b.Alloc({1, 64}, StorageType::kF32);
+  auto yt = b.Alloc({1, 1}, StorageType::kF32);
+  REQUIRE((wt.ok() && xt.ok() && yt.ok()));
+  REQUIRE(b.UploadBytes(*wt, RandomWeight(StorageType::kQ8_0, 1, 64, 5)).ok());
+  REQUIRE(b.Upload(*xt, x).ok());
+  std::vector<float> w(64), y(1);
+  REQUIRE(b.Download(*wt, w).ok());
+  REQUIRE(b.Gemm(*yt, *xt, false, *wt, true, 1, 0).ok());
+  REQUIRE(b.Download(*yt, y).ok());
+  double ref = 0, mag = 0;
+  for (int j = 0; j < 64; ++j) {
+    ref += double(w[j]) * x[j];
+    mag += std::fabs(double(w[j]) * x[j]);
+  }
+  CHECK(std::fabs(y[0] - ref) <= 1e-5 * mag);
 }
 
 TEST_CASE("quantized weights: MatMulBackward's dinp, Copy and EmbeddingForward dequantize") {
