@@ -148,15 +148,13 @@ void SwiGluGradSpan(float* dg, float* du, const float* dy, const float* g, const
                     int64_t n);
 
 // 32 activation values held for integer dot products with Q8_0 and Q4_0
-// weight blocks: x[j] ≈ d·(255·hi[j] + lo[j]), hi and lo in [−127, 127],
-// d = max|x| / 32512, so |x[j] − d·(255·hi[j] + lo[j])| ≤ 0.51·d: the
-// block's largest value keeps about 15 bits, against 7 for the single int8
-// llama.cpp uses. sum8[l] = 8·Σ (255·hi[j] + lo[j]) over j = 4l..4l+3 (the
-// Q4_0 codes' offset of 8, in the lanes the kernel's sums come out in);
-// d is repeated in 8 lanes.
+// weight blocks: x[j] ≈ d·t[j], d = max|x| / 32512, |t[j]| ≤ 32512, so
+// |x[j] − d·t[j]| ≤ 0.51·d: about 15 bits of the block's largest value,
+// against the 7 of the int8 activations llama.cpp uses. sum8[l] = 8·(t[2l]
+// + t[2l+1] + t[16+2l] + t[17+2l]) (the Q4_0 codes' offset of 8, in the
+// lanes the kernel's sums come out in); d is repeated in 8 lanes.
 struct alignas(32) ActBlock {
-  int8_t hi[32];
-  int8_t lo[32];
+  int16_t t[32];
   int32_t sum8[8];
   float d[8];
 };

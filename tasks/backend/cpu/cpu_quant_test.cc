@@ -9,8 +9,8 @@
 // decoder) and the f32 activations: the kernels dequantize exactly and only
 // reorder an f32 sum of k products (the scale of a 32-block is applied to
 // the block's partial sum), so their error is that of f32 summation.
-// Q8_0 and Q4_0 on AVX2/AVX-512 take the activations as two int8 parts
-// (ActBlock) and add, per 32-block of x, 0.51·max|x_block|/32512·Σ|w| over
+// Q8_0 and Q4_0 on AVX2/AVX-512, while the backend's rounded_activations
+// is on, take the activations as int16 (ActBlock) and add, per 32-block of x, 0.51·max|x_block|/32512·Σ|w| over
 // the block: the activations' rounding; the integer sums are exact.
 #include <catch2/catch.hpp>
 
@@ -148,7 +148,7 @@ TEST_CASE("16-bit and quantized weights: Gemm matches the dequantized F32 produc
   }
 }
 
-TEST_CASE("QuantizeActRows: x within 0.51·d of d·(255·hi + lo); NaN, ∞ and tiny blocks refused") {
+TEST_CASE("QuantizeActRows: x within 0.51·d of d·t; NaN, ∞ and tiny blocks refused") {
   IsaGuard guard;
   const int64_t k = 96, ldx = 100;
   std::vector<float> x(size_t(3 * ldx), 0.0f);
@@ -158,7 +158,7 @@ TEST_CASE("QuantizeActRows: x within 0.51·d of d·(255·hi + lo); NaN, ∞ and 
     for (int64_t j = 0; j < k; ++j)
       if (!(i == 1 && j >= 32 && j < 64))  // row 1's second block stays zero
         x[size_t(i * ldx + j)] = u(rng) * std::exp2(e(rng));
-  x[5] = 7.5f;  // the largest of its block, exactly: hi 127, lo 127
+  x[5] = 7.5f;  // the largest of its block, exactly: t = 32512
   x[6] = -7.5f;
   x[7] = -0.0f;
   std::vector<cpu::ActBlock> q(size_t(3 * k / 32));
@@ -180,21 +180,18 @@ TEST_CASE("QuantizeActRows: x within 0.51·d of d·(255·hi + lo); NaN, ∞ and 
       for (int l = 0; l < 8; ++l) CHECK(blk.d[l] == mx / 32512.0f);
       int32_t sums[8] = {};
       for (int j = 0; j < 32; ++j) {
-        CHECK(std::abs(int(blk.hi[j])) <= 127);
-        CHECK(std::abs(int(blk.lo[j])) <= 127);
-        const int32_t t = 255 * blk.hi[j] + blk.lo[j];
-        sums[j / 4] += 8 * t;
-        const double back = double(blk.d[0]) * t;
+        CHECK(std::abs(int(blk.t[j])) <= 32512);
+        sums[(j % 16) / 2] += 8 * blk.t[j];
+        const double back = double(blk.d[0]) * blk.t[j];
         CHECK(std::fabs(back - x[size_t(i * ldx + 32 * b + j)]) <= 0.51 * blk.d[0]);
       }
       for (int l = 0; l < 8; ++l) CHECK(blk.sum8[l] == sums[l]);
     }
-  CHECK(q[0].hi[5] == 127);
-  CHECK(q[0].lo[5] == 127);
-  CHECK(q[0].hi[6] == -127);
-  CHECK(q[0].lo[6] == -127);
+  CHECK(q[0].t[5] == 32512);
+  CHECK(q[0].t[6] == -32512);
+  CHECK(q[0].t[7] == 0);
   CHECK(q[4].d[0] == 0.0f);  // row 1, block 1: all zero
-  CHECK(q[4].hi[3] == 0);
+  CHECK(q[4].t[3] == 0);
 
   for (float bad : {NAN, INFINITY, -INFINITY}) {
     std::vector<float> y = x;
@@ -209,8 +206,8 @@ TEST_CASE("QuantizeActRows: x within 0.51·d of d·(255·hi + lo); NaN, ∞ and 
 TEST_CASE("Q8_0 and Q4_0 with integer dot products: the product of the quantized activations") {
   // x spans 15 binary orders of magnitude within a block, so rounding it to
   // ~15 bits moves the product by more than f32 summation would: a kernel
-  // that took the f32 rows would fail the first check, one that dropped or
-  // misplaced either int8 part would fail both.
+  // that took the f32 rows would fail the first check, one that misplaced
+  // values or lanes would fail both.
   if (cpu::BestCpuIsa() == cpu::CpuIsa::kBaseline) {
     WARN("skipped: this CPU has neither AVX2 nor AVX-512, so no integer kernel runs");
     return;
@@ -254,7 +251,7 @@ TEST_CASE("Q8_0 and Q4_0 with integer dot products: the product of the quantized
                 double ref_q = 0, mag_q = 0, ref = 0, mag = 0;
                 for (int64_t j = 0; j < k; ++j) {
                   const cpu::ActBlock& blk = q[size_t(i * k / 32 + j / 32)];
-                  const double xq = double(blk.d[0]) * (255 * blk.hi[j % 32] + blk.lo[j % 32]);
+                  const double xq = double(blk.d[0]) * blk.t[j % 32];
                   const double wj = w[size_t(r * k + j)];
                   ref_q += wj * xq;
                   mag_q += std::fabs(wj * xq);
