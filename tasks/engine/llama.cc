@@ -11,6 +11,7 @@
 #include "tasks/engine/adapter_io.h"
 #include "tasks/engine/llama_internal.h"
 #include "tasks/engine/optimizer.h"
+#include "tasks/model/mapped_file.h"
 #include "tasks/model/model_loader.h"
 
 namespace pcfarm {
@@ -189,6 +190,8 @@ Status LlamaModel::Upload(const ModelWeights& weights, const LlamaOptions& optio
         unquantized_.push_back(e.name);
       } else {
         PCFARM_ASSIGN_OR_RETURN(quantized, QuantizeHostTensor(e.name, *ht, options.quantize));
+        // The f32 rows were read once; the model keeps only the blocks.
+        if (ht->mapped != nullptr) ht->mapped->DropPages(ht->data, ht->nbytes());
         ht = &quantized;
       }
     }

@@ -170,7 +170,9 @@ Result<std::vector<float>> DequantizeGgml(uint32_t type, const uint8_t* data, ui
 
 Result<GgufFile> GgufFile::Open(const std::string& path) {
   PCFARM_ASSIGN_OR_RETURN(auto file, MappedFile::Open(path));
-  return Parse(file->bytes(), path, file);
+  PCFARM_ASSIGN_OR_RETURN(GgufFile g, Parse(file->bytes(), path, file));
+  g.mapped_ = file.get();
+  return g;
 }
 
 Result<GgufFile> GgufFile::Parse(std::string_view bytes, std::string display_name,
@@ -302,6 +304,7 @@ Result<HostTensor> GgufFile::Tensor(std::string_view name) const {
   // Parse checked that the dims fill whole blocks and the bytes are there.
   out.data = p;
   out.owner = owner_;
+  out.mapped = mapped_;
   return out;
 }
 

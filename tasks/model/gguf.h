@@ -95,6 +95,7 @@ class GgufFile {
   std::map<std::string, size_t, std::less<>> tensor_index_;
   std::string_view data_;
   std::shared_ptr<const void> owner_;
+  const MappedFile* mapped_ = nullptr;  // set by Open: the file owner_ holds
 };
 
 // Dequantizes `numel` elements of ggml type Q8_0, Q4_0, Q4_K or Q6_K

@@ -19,11 +19,17 @@
 
 namespace pcfarm {
 
+class MappedFile;
+
 struct HostTensor {
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
   const void* data = nullptr;
   std::shared_ptr<const void> owner;
+  // The mapped file `data` points into, when it does (owner keeps it
+  // alive); null for owned buffers. MappedFile::DropPages ignores a range
+  // outside it, so a copy whose data moved to a buffer stays safe.
+  const MappedFile* mapped = nullptr;
 
   size_t numel() const {
     size_t n = 1;

@@ -36,6 +36,13 @@ class MappedFile {
   }
   const std::string& path() const { return path_; }
 
+  // Gives back the whole pages of [p, p + n) that lie in this mapping: they
+  // leave the process's resident memory (madvise MADV_DONTNEED) and are
+  // read from the file again if touched later, so the bytes never change.
+  // For a caller done with a range it read once (a weight quantized at
+  // load). Ranges outside the mapping are ignored.
+  void DropPages(const void* p, size_t n) const;
+
  private:
   MappedFile(std::string path, const uint8_t* data, size_t size)
       : path_(std::move(path)), data_(data), size_(size) {}

@@ -34,7 +34,9 @@ bool GetU64(const json& j, uint64_t* out) {
 
 Result<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
   PCFARM_ASSIGN_OR_RETURN(auto file, MappedFile::Open(path));
-  return Parse(file->bytes(), path, file);
+  PCFARM_ASSIGN_OR_RETURN(SafetensorsFile out, Parse(file->bytes(), path, file));
+  out.mapped_ = file.get();
+  return out;
 }
 
 Result<SafetensorsFile> SafetensorsFile::Parse(std::string_view bytes,
@@ -158,6 +160,7 @@ Result<HostTensor> SafetensorsFile::Tensor(std::string_view name) const {
   t.shape = e->shape;
   t.data = buffer_.data() + e->begin;
   t.owner = owner_;
+  t.mapped = mapped_;
   return t;
 }
 

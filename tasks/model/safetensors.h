@@ -65,6 +65,7 @@ class SafetensorsFile {
   std::string display_name_;
   std::string_view buffer_;
   std::shared_ptr<const void> owner_;
+  const MappedFile* mapped_ = nullptr;  // set by Open: the file owner_ holds
   std::vector<SafetensorsEntry> entries_;
   std::map<std::string, size_t, std::less<>> index_;
   std::map<std::string, std::string> metadata_;

@@ -3,10 +3,13 @@
 #include <catch2/catch.hpp>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
+
+#include "tasks/model/mapped_file.h"
 
 namespace pcfarm {
 namespace {
@@ -170,6 +173,51 @@ TEST_CASE("safetensors lying headers are errors naming the tensor", "[safetensor
                                  "t", nullptr).ok());
     CHECK(SafetensorsFile::Parse(MakeFile("{}", ""), "t", nullptr).ok());
   }
+}
+
+// Resident pages of this process (/proc/self/statm's second field).
+long ResidentPages() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  REQUIRE(f != nullptr);
+  long size = 0, resident = 0;
+  REQUIRE(std::fscanf(f, "%ld %ld", &size, &resident) == 2);
+  std::fclose(f);
+  return resident;
+}
+
+TEST_CASE("a mapped tensor's pages can be dropped: out of RSS, the bytes unchanged",
+          "[safetensors]") {
+  auto dir = std::filesystem::temp_directory_path() / ("st_drop_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "big.safetensors").string();
+  std::vector<float> values(1 << 20);  // 4 MiB: about 1000 pages
+  for (size_t i = 0; i < values.size(); ++i) values[i] = float(i % 1000) - 500.0f;
+  REQUIRE(WriteSafetensors(path, {{"w", HostTensor::FromF32({1024, 1024}, values)}}, {}).ok());
+  auto f = SafetensorsFile::Open(path);
+  REQUIRE(f.ok());
+  auto t = f->Tensor("w");
+  REQUIRE(t.ok());
+  REQUIRE(t->mapped != nullptr);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  const long pages = long(t->nbytes()) / page;
+  CHECK(t->ToF32() == values);  // every page touched
+  const long before = ResidentPages();
+  t->mapped->DropPages(t->data, t->nbytes());
+  const long after = ResidentPages();
+  INFO("resident pages " << before << " -> " << after << ", tensor " << pages);
+  CHECK(before - after >= pages * 9 / 10);  // statm moves with other memory too
+  CHECK(t->ToF32() == values);         // read from the file again
+  // A range outside the mapping (an owned buffer) is left alone.
+  HostTensor owned = HostTensor::FromF32({2}, {1, 2});
+  t->mapped->DropPages(owned.data, owned.nbytes());
+  CHECK(owned.ToF32() == std::vector<float>{1, 2});
+  // Parsed from memory: no mapped file.
+  auto bytes = SerializeSafetensors(SampleTensors(), {});
+  REQUIRE(bytes.ok());
+  auto mem = SafetensorsFile::Parse(*bytes, "mem", nullptr);
+  REQUIRE(mem.ok());
+  CHECK(mem->Tensor("a.weight")->mapped == nullptr);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("safetensors open of a missing file is NotFound", "[safetensors]") {
