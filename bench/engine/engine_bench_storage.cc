@@ -1,9 +1,5 @@
 #include "bench/engine/engine_bench_storage.h"
 
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
-
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -78,43 +74,37 @@ Result<std::string> EnsureStorageModel(const std::string& f32_dir, const ModelCo
   return path;
 }
 
-// Sums words[lo, hi) with four independent accumulators, 32-byte loads.
-__attribute__((target("avx2"))) uint64_t SumSliceAvx2(const uint64_t* w, size_t lo,
-                                                      size_t hi) {
-  __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+// Sums words[lo, hi) with four independent accumulators of V (a GCC vector
+// of uint64_t aligned to 8 bytes: its size is the load width).
+template <typename V>
+[[gnu::always_inline]] inline uint64_t SumSlice(const uint64_t* w, size_t lo, size_t hi) {
+  constexpr size_t kLanes = sizeof(V) / sizeof(uint64_t);
+  V a{}, b{}, c{}, d{};
   size_t i = lo;
-  for (; i + 16 <= hi; i += 16) {
-    const auto* p = reinterpret_cast<const __m256i*>(w + i);
-    a = _mm256_add_epi64(a, _mm256_loadu_si256(p));
-    b = _mm256_xor_si256(b, _mm256_loadu_si256(p + 1));
-    c = _mm256_add_epi64(c, _mm256_loadu_si256(p + 2));
-    d = _mm256_xor_si256(d, _mm256_loadu_si256(p + 3));
+  for (; i + 4 * kLanes <= hi; i += 4 * kLanes) {
+    const V* v = reinterpret_cast<const V*>(w + i);
+    a += v[0];
+    b ^= v[1];
+    c += v[2];
+    d ^= v[3];
   }
-  alignas(32) uint64_t lanes[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes),
-                     _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(c, d)));
-  uint64_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  const V all = (a + b) + (c + d);
+  uint64_t sum = 0;
+  for (size_t l = 0; l < kLanes; ++l) sum += all[l];
   for (; i < hi; ++i) sum += w[i];
   return sum;
 }
 
-// The same with 16-byte loads (SSE2 is in every x86-64).
+typedef uint64_t V4u64 __attribute__((vector_size(32), aligned(8)));
+typedef uint64_t V2u64 __attribute__((vector_size(16), aligned(8)));
+
+// 32-byte loads (AVX2), and 16-byte ones (SSE2 is in every x86-64).
+__attribute__((target("avx2"))) uint64_t SumSliceAvx2(const uint64_t* w, size_t lo,
+                                                      size_t hi) {
+  return SumSlice<V4u64>(w, lo, hi);
+}
 uint64_t SumSliceSse2(const uint64_t* w, size_t lo, size_t hi) {
-  __m128i a = _mm_setzero_si128(), b = a, c = a, d = a;
-  size_t i = lo;
-  for (; i + 8 <= hi; i += 8) {
-    const auto* p = reinterpret_cast<const __m128i*>(w + i);
-    a = _mm_add_epi64(a, _mm_loadu_si128(p));
-    b = _mm_xor_si128(b, _mm_loadu_si128(p + 1));
-    c = _mm_add_epi64(c, _mm_loadu_si128(p + 2));
-    d = _mm_xor_si128(d, _mm_loadu_si128(p + 3));
-  }
-  alignas(16) uint64_t lanes[2];
-  _mm_store_si128(reinterpret_cast<__m128i*>(lanes),
-                  _mm_add_epi64(_mm_add_epi64(a, b), _mm_add_epi64(c, d)));
-  uint64_t sum = lanes[0] + lanes[1];
-  for (; i < hi; ++i) sum += w[i];
-  return sum;
+  return SumSlice<V2u64>(w, lo, hi);
 }
 
 // Bytes a second that `threads` threads reach reading `words` once, each
