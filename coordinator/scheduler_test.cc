@@ -565,6 +565,38 @@ TEST_CASE_METHOD(SchedFixture, "auto: a new worker's result waits for an indepen
   REQUIRE(store->CheckConsistency().ok());
 }
 
+TEST_CASE_METHOD(SchedFixture,
+                 "auto: an untrusted worker with kMaxAwaitingCheck results awaiting checks "
+                 "takes no new first copy",
+                 "[scheduler][verify]") {
+  int64_t a = Enrolled("alice", "token-a"), b = Enrolled("bob", "token-b");
+  int64_t job = PolicyJob(8, VerifyPolicy::kAuto);
+  std::vector<Lease> firsts;
+  for (int i = 0; i < kMaxAwaitingCheck; ++i) {
+    firsts.push_back(MustLease(a));
+    REQUIRE(MustRecord(firsts.back(), a, "answer").check_ordered);
+  }
+  // Four shards wait for bob's checks: alice gets nothing more, though four
+  // shards were never run.
+  CHECK(NoLease(a));
+  // A check decided frees one place.
+  Lease c = MustLease(b);
+  CHECK(c.shard_id == firsts[0].shard_id);
+  CHECK(MustRecord(c, b, "answer").verdict == ResultVerdict::kAccepted);
+  Lease next = MustLease(a);
+  CHECK(next.shard_idx == kMaxAwaitingCheck);
+  REQUIRE(MustRecord(next, a, "answer").check_ordered);
+  CHECK(NoLease(a));
+  // The cap counts results of running jobs only: a cancelled job's
+  // pending results do not hold alice back.
+  REQUIRE(store->CancelJob(job, "test").ok());
+  PolicyJob(2, VerifyPolicy::kAuto);
+  REQUIRE(MustRecord(MustLease(a), a, "answer").check_ordered);
+  Lease bl = MustLease(b);
+  CHECK(bl.shard_idx == 0);  // bob checks the shard alice ran
+  REQUIRE(store->CheckConsistency().ok());
+}
+
 TEST_CASE_METHOD(SchedFixture, "auto: a trusted worker is spot-checked as the die says",
                  "[scheduler][verify]") {
   int64_t a = Enrolled("alice", "token-a"), b = Enrolled("bob", "token-b");

@@ -270,6 +270,21 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
       streak = q.Int(3);
       PCFARM_RETURN_IF_ERROR(q.Run());
     }
+    // An untrusted worker with kMaxAwaitingCheck results waiting for their
+    // checks (a check was ordered, the shard is not decided) takes no new
+    // first copy (verify_policy.h).
+    int64_t first_copies_allowed = 1;
+    if (streak < kStreakBeforeSpotChecks) {
+      auto q = db_->Q(
+          "SELECT COUNT(*) FROM results r JOIN attempts a ON a.id=r.attempt_id"
+          " JOIN shards s ON s.id=r.shard_id JOIN jobs j ON j.id=s.job_id"
+          " WHERE r.worker_id=?1 AND r.outcome='pending' AND a.checks_result=0"
+          " AND s.copies>0 AND s.state IN ('pending','leased')"
+          " AND j.state IN ('queued','running')");
+      PCFARM_ASSIGN_OR_RETURN(int64_t awaiting, q.Bind(worker_id).OneInt());
+      PCFARM_RETURN_IF_ERROR(q.Run());
+      if (awaiting >= kMaxAwaitingCheck) first_copies_allowed = 0;
+    }
     // The job first (priority, then the fewest live attempts, then the
     // oldest), among jobs with a shard this worker may take; then that
     // job's lowest such shard. Both walk indexes, not every pending shard.
@@ -299,10 +314,12 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
     // check when it asks next; one that leaves, pauses or stalls stops
     // being a candidate within `available_within_ms` (the daemon: 3
     // heartbeat intervals) and another is drawn.
+    // ?12=0: the worker may take checks and deciding copies only.
 // (SQLite refuses an outer column in a subquery's ORDER BY: the draw is a
 // MIN of keys.)
 #define PCFARM_ELIGIBLE_SHARD                                                   \
-  " s.state='pending' AND s.needs_memory_bytes <= CASE s.needs_backend"      \
+  " s.state='pending' AND (s.copies>0 OR ?12=1)"                              \
+  " AND s.needs_memory_bytes <= CASE s.needs_backend"                          \
   "   WHEN '' THEN ?2 WHEN 'cpu' THEN ?3 WHEN 'vulkan' THEN ?10"               \
   "   WHEN 'cuda' THEN ?11 ELSE -1 END"                                        \
   " AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.shard_id=s.id AND a.worker_id=?1" \
@@ -332,7 +349,7 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
     auto pick_job = db_->Q(kPickJob);
     pick_job.Bind(worker_id, any_memory, cpu_memory, int64_t{0}, token_id, network,
                   kStreakBeforeSpotChecks, now - available_within_ms, streak, vulkan_memory,
-                  cuda_memory);
+                  cuda_memory, first_copies_allowed);
     PCFARM_ASSIGN_OR_RETURN(bool any, pick_job.Step());
     if (!any) return std::optional<Lease>();
     int64_t job_id = pick_job.Int(0);
@@ -340,7 +357,7 @@ Result<std::optional<Lease>> Store::LeaseShard(int64_t worker_id,
     auto q = db_->Q(kPickShard);
     q.Bind(worker_id, any_memory, cpu_memory, job_id, token_id, network,
            kStreakBeforeSpotChecks, now - available_within_ms, streak, vulkan_memory,
-           cuda_memory);
+           cuda_memory, first_copies_allowed);
     PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return std::optional<Lease>();
     Lease lease;

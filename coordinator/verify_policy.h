@@ -51,6 +51,18 @@ inline constexpr double kMinCheckRate = 0.05;
 inline constexpr double kSpotRate = 0.1;
 inline constexpr int64_t kStrikesToQuarantine = 3;
 inline constexpr int64_t kStreakForgivesStrike = 50;
+// An untrusted worker (streak < kStreakBeforeSpotChecks) that has this many
+// results waiting for their checks takes no new first copy of a shard
+// (checks and deciding copies it still may) until one of them is decided
+// (Store::LeaseShard). Without it, how much a cheater delivers before its
+// third strike depended on how fast its checks came back: on a loaded
+// machine it ran ahead of them (27 results once, the plain build's bound
+// being 20). With it, a worker that lies in every result returns at most
+// kMaxAwaitingCheck + kStrikesToQuarantine - 1 results before the third
+// catch, plus the ones it holds leases for, however slow the checkers are.
+// An honest new worker is held back only while its checks lag its work,
+// which they must catch up with anyway before its shards are accepted.
+inline constexpr int64_t kMaxAwaitingCheck = 4;
 
 // The probability that a single result of a worker with `streak` accepted
 // results since its last disagreement is checked, under `policy`: 1 or 0

@@ -106,16 +106,16 @@ struct AdversaryBed {
 
 // Every cheater that lied is quarantined within 20 shards; one that told
 // no lie (rubber-stamp while no infer_check shard is planned) is not.
-// How many results a cheater returns before its third strike depends on
-// how fast the checks of its first lies come back while it keeps taking
-// shards: 5-10 in the plain build (adversary_infer_bench, 100 trials), 27
-// once in a sanitizer build on a loaded 2-core CI machine, where checks
-// run several times slower than a SimWorker's lies. There it is 60.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr int kQuarantinedWithin = 60;
-#else
+// How many results a cheater returns before its third strike once depended
+// on how fast the checks of its first lies came back while it kept taking
+// shards: 27 once in a sanitizer build and once in the plain build on a
+// loaded 2-core CI machine. Now an untrusted worker with kMaxAwaitingCheck
+// results awaiting checks takes no new shard (verify_policy.h), so one that
+// lies in every result returns at most kMaxAwaitingCheck +
+// kStrikesToQuarantine - 1 of them, plus the one its slot holds (4-7 here,
+// with the machine's two cores kept busy by three other processes);
+// honest results of a cheat that lies only sometimes come on top.
 constexpr int kQuarantinedWithin = 20;
-#endif
 
 void CheckCheaters(const InferTrialOutcome& t) {
   CHECK(t.honest_quarantined == 0);
