@@ -228,6 +228,56 @@ std::string Times(double r) { return Fixed(r, 2) + "×"; }
 
 }  // namespace
 
+// Decode attention against a KV cache of `positions` positions in every
+// layer (the model's shape, one query row): the bytes of K and V it reads a
+// step, a second, beside the plain read of as many bytes with as many
+// threads. Each layer's cache is its own tensor, so that the caches of all
+// layers together exceed the last-level cache as a long generation's do.
+struct AttentionFigures {
+  double kv_bytes = 0, ours_bytes_per_s = 0, read_bytes_per_s = 0;
+};
+
+Result<AttentionFigures> MeasureAttention(const ModelConfig& c, const StorageBenchOptions& o,
+                                          int64_t positions) {
+  BackendOptions bo;
+  bo.cpu_threads = o.threads;
+  PCFARM_ASSIGN_OR_RETURN(std::unique_ptr<Backend> be, CreateBackend("cpu", bo));
+  const int64_t layers = c.num_hidden_layers, hq = c.num_attention_heads,
+                hkv = c.num_key_value_heads, d = c.head_dim;
+  std::vector<Tensor> ks, vs;
+  std::vector<float> host(size_t(positions * hkv * d));
+  for (int64_t l = 0; l < 2 * layers; ++l) {
+    for (size_t i = 0; i < host.size(); ++i) host[i] = float((i * 7 + size_t(l)) % 13) * 0.01f;
+    PCFARM_ASSIGN_OR_RETURN(Tensor t, be->Alloc({1, positions, hkv, d}, StorageType::kF32));
+    PCFARM_RETURN_IF_ERROR(be->Upload(t, host));
+    (l % 2 == 0 ? ks : vs).push_back(t);
+  }
+  PCFARM_ASSIGN_OR_RETURN(Tensor q, be->Alloc({1, hq, d}, StorageType::kF32));
+  PCFARM_ASSIGN_OR_RETURN(Tensor out, be->Alloc({1, hq, d}, StorageType::kF32));
+  PCFARM_RETURN_IF_ERROR(be->Fill(q, 0.05f));
+  const std::vector<int32_t> slots = {0}, pos = {int32_t(positions - 1)};
+  auto step = [&]() -> Status {
+    for (int64_t l = 0; l < layers; ++l) {
+      PCFARM_RETURN_IF_ERROR(be->AttentionDecode(out, q, ks[size_t(l)], vs[size_t(l)], slots, pos));
+    }
+    return be->Synchronize();
+  };
+  PCFARM_RETURN_IF_ERROR(step());
+  double best = 1e300;
+  for (int r = 0; r < 5 * o.reps; ++r) {
+    const double t0 = NowSeconds();
+    PCFARM_RETURN_IF_ERROR(step());
+    best = std::min(best, NowSeconds() - t0);
+  }
+  AttentionFigures f;
+  f.kv_bytes = double(2 * layers * positions * hkv * d * 4);
+  f.ours_bytes_per_s = f.kv_bytes / best;
+  std::vector<uint64_t> words(size_t(f.kv_bytes) / sizeof(uint64_t));
+  for (size_t i = 0; i < words.size(); ++i) words[i] = i * 0x9e3779b97f4a7c15ull;
+  f.read_bytes_per_s = ReadBandwidth(words, o.threads, 5 * o.reps);
+  return f;
+}
+
 int RunStorageBench(const StorageBenchOptions& o) {
   const std::string load_before = LoadAverage();
   std::vector<std::string> storages;
@@ -320,6 +370,16 @@ int RunStorageBench(const StorageBenchOptions& o) {
                     Times(f.prefill_tok_s / f32.prefill_tok_s),
                     storages[i] == "Q8_0" ? "≥ 1.00×" : "-"});
   }
+  constexpr int64_t kAttentionPositions = 1024;
+  Result<AttentionFigures> att = MeasureAttention(c, o, kAttentionPositions);
+  if (!att.ok()) {
+    std::fprintf(stderr, "engine_bench: attention: %s\n", att.status().ToString().c_str());
+    return 1;
+  }
+  rows.push_back({"decode attention, " + std::to_string(kAttentionPositions) +
+                      " positions, KV GB/s (baseline: plain read)",
+                  Fixed(att->ours_bytes_per_s / 1e9, 1), Fixed(att->read_bytes_per_s / 1e9, 1),
+                  Times(att->ours_bytes_per_s / att->read_bytes_per_s), "-"});
   const int64_t kv_per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 4;
   notes = {
       "model: llama, hidden " + std::to_string(c.hidden_size) + ", " +
@@ -340,6 +400,11 @@ int RunStorageBench(const StorageBenchOptions& o) {
           std::to_string(o.batch) + " prompts of 32); prefill: BatchLogits, last row",
       std::to_string(o.rounds) + " rounds (odd rounds in reverse order), best round per figure; "
           "in a round: fastest of " + std::to_string(o.reps) + " runs after a warm-up",
+      "decode attention: AttentionDecode of one query row over " +
+          std::to_string(kAttentionPositions) + " cached positions in each of " +
+          std::to_string(c.num_hidden_layers) + " layers (" +
+          MiB(int64_t(att->kv_bytes)) + " of K and V, each layer its own cache), fastest of " +
+          std::to_string(5 * o.reps) + " steps; plain read of as many bytes as above",
       "load average before / after: " + load_before + " / " + LoadAverage(),
   };
   PrintEngineTable("engine_bench --storage", "ours", "baseline", rows, notes);

@@ -662,6 +662,40 @@ TEST_CASE("Attention decode over a KV cache equals prefill attention") {
       2e-5, 2e-5);
 }
 
+TEST_CASE("Attention decode at head sizes 64 and 128 (the CPU's register kernels)") {
+  // The CPU keeps q and the output of a 64- or 128-wide head in registers
+  // and scores four keys at a time: 37 keys (nine blocks of four and one
+  // left over) and 3, grouped query heads (4 over 2), every row decoded
+  // against the cache.
+  for (int64_t d : {64, 128}) {
+    INFO("head size " << d);
+    Rng rng(20 + d);
+    const std::vector<int32_t> starts = {0, 37, 40};
+    const AttnDims a{40, 4, 2, d};
+    const Vec q = AsF32(rng.Values(a.n * a.hq * a.d, -0.5, 0.5));
+    const Vec k = AsF32(rng.Values(a.n * a.hkv * a.d, -0.5, 0.5));
+    const Vec v = AsF32(rng.Values(a.n * a.hkv * a.d));
+    std::vector<int32_t> slots, pos;
+    for (int32_t i = 0; i < a.n; ++i) {
+      slots.push_back(i < 37 ? 0 : 1);
+      pos.push_back(i < 37 ? i : i - 37);
+    }
+    const Vec want = RefAttention(a, q, k, v, starts);
+    // Dot products of 128 terms and sums over up to 37 keys in f32.
+    CheckAllBackends(
+        [&](Backend& be) -> Outputs {
+          Tensor kc = Zeros(be, {2, 40, a.hkv, a.d}), vc = Zeros(be, {2, 40, a.hkv, a.d});
+          Tensor kt = Make(be, {a.n, a.hkv, a.d}, k), vt = Make(be, {a.n, a.hkv, a.d}, v);
+          Tensor qt = Make(be, {a.n, a.hq, a.d}, q), ot = Zeros(be, {a.n, a.hq, a.d});
+          REQUIRE(be.KvCacheWrite(kc, kt, slots, pos).ok());
+          REQUIRE(be.KvCacheWrite(vc, vt, slots, pos).ok());
+          REQUIRE(be.AttentionDecode(ot, qt, kc, vc, slots, pos).ok());
+          return {{"out", Get(be, ot)}};
+        },
+        {{"out", want}}, 1e-5, 1e-5);
+  }
+}
+
 // ---- tests: SwiGLU ------------------------------------------------------------------------
 
 TEST_CASE("SwiGlu forward and backward") {

@@ -19,27 +19,8 @@ float Dot(const float* a, const float* b, int64_t d) {
   return s;
 }
 
-// out[0..d) = Σ_j softmax(scale·q·k_j)·v_j over nkeys keys at k + j·stride
-// (and v likewise); returns the log-sum-exp of the scaled scores.
-float AttendRow(const float* q, const float* k, const float* v, int64_t stride,
-                int64_t nkeys, int64_t d, float scale, float* out,
-                std::vector<float>& scores) {
-  scores.resize(static_cast<size_t>(nkeys));
-  for (int64_t j = 0; j < nkeys; ++j) scores[j] = Dot(q, k + j * stride, d) * scale;
-  const float mx = RowMax(scores.data(), nkeys);
-  const float sum = RowExpInPlace(scores.data(), nkeys, mx);
-  std::fill(out, out + d, 0.0f);
-  for (int64_t j = 0; j < nkeys; ++j) {
-    const float p = scores[j];
-    const float* vj = v + j * stride;
-    for (int64_t i = 0; i < d; ++i) out[i] += p * vj[i];
-  }
-  const float inv = 1.0f / sum;
-  for (int64_t i = 0; i < d; ++i) out[i] *= inv;
-  return mx + std::log(sum);
-}
-
 }  // namespace
+
 
 // Prefill and training attention: per (sequence, head), one item of the
 // pool each, in blocks of kBlock query rows, as single-threaded OpenBLAS
@@ -212,8 +193,9 @@ Status CpuBackend::AttentionDecodeImpl(const Tensor& out, const Tensor& q,
     for (int64_t item = b; item < e; ++item) {
       const int64_t i = item / hq, h = item % hq, g = h / group;
       const int64_t base = (static_cast<int64_t>(slots[i]) * t * hkv + g) * d;
+      scores.resize(static_cast<size_t>(positions[i] + 1));
       AttendRow(qp + item * d, kp + base, vp + base, hkv * d, positions[i] + 1,
-                d, scale, op + item * d, scores);
+                d, scale, op + item * d, scores.data());
     }
   });
   return Status::Ok();

@@ -146,6 +146,12 @@ void RowSoftmaxGrad(float* p, float* ds, int64_t n, float lse, float delta, floa
 void SwiGluSpan(float* o, const float* g, const float* u, int64_t n);
 void SwiGluGradSpan(float* dg, float* du, const float* dy, const float* g, const float* u,
                     int64_t n);
+// Decode attention for one (query row, head): out[0..d) = Σ_j softmax_j ·
+// v_j over nkeys keys at k + j·stride (v likewise), softmax of scale·q·k_j;
+// returns the log-sum-exp of the scaled scores. scores: nkeys floats of
+// scratch. Head sizes 64 and 128 keep q and out in registers.
+float AttendRow(const float* q, const float* k, const float* v, int64_t stride, int64_t nkeys,
+                int64_t d, float scale, float* out, float* scores);
 
 // 32 activation values held for integer dot products with Q8_0 and Q4_0
 // weight blocks: x[j] ≈ d·t[j], d = max|x| / 32512, |t[j]| ≤ 32512, so

@@ -4,6 +4,7 @@
 // profile of a LoRA step, expf and its error handling were 12% of the time).
 // ExpF below is branch-free, so the loops over it vectorise; each kernel is
 // built for AVX-512, AVX2 and baseline x86-64 and picked at load time.
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -97,6 +98,118 @@ PCFARM_VEC_CLONES void SwiGluGradSpan(float* dg, float* du, const float* dy, con
     dg[i] += dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
     du[i] += dy[i] * g[i] * s;
   }
+}
+
+// ---- decode attention ---------------------------------------------------------
+
+namespace {
+
+// 8 floats; aligned(4) so that a load or store of one may start anywhere.
+typedef float F8 __attribute__((vector_size(32), aligned(4)));
+
+[[gnu::always_inline]] inline float Sum8(F8 v) {
+  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+// AttendRow's body for head size 8·NV: q and the output accumulate in
+// NV registers (8 for d = 64), the scores four keys at a time (four
+// independent sums per load of q).
+// Keys prefetched this many rows ahead (a prefetch past the cache's end is
+// harmless: it does not fault).
+constexpr int64_t kAhead = 8;
+
+template <int NV>
+[[gnu::always_inline]] inline float AttendRowN(const float* q, const float* k, const float* v,
+                                                int64_t stride, int64_t nkeys, float scale,
+                                                float* out, float* scores) {
+  F8 qv[NV];
+  for (int c = 0; c < NV; ++c) qv[c] = *reinterpret_cast<const F8*>(q + 8 * c);
+  int64_t j = 0;
+  for (; j + 4 <= nkeys; j += 4) {
+    const float* k0 = k + j * stride;
+    const float *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+    for (int r = 0; r < 4; ++r) {
+      const char* ahead = reinterpret_cast<const char*>(k0 + (kAhead + r) * stride);
+      for (int l = 0; l < NV * 32; l += 64) __builtin_prefetch(ahead + l);
+    }
+    F8 a0 = qv[0] * *reinterpret_cast<const F8*>(k0), a1 = qv[0] * *reinterpret_cast<const F8*>(k1),
+       a2 = qv[0] * *reinterpret_cast<const F8*>(k2), a3 = qv[0] * *reinterpret_cast<const F8*>(k3);
+    for (int c = 1; c < NV; ++c) {
+      a0 += qv[c] * *reinterpret_cast<const F8*>(k0 + 8 * c);
+      a1 += qv[c] * *reinterpret_cast<const F8*>(k1 + 8 * c);
+      a2 += qv[c] * *reinterpret_cast<const F8*>(k2 + 8 * c);
+      a3 += qv[c] * *reinterpret_cast<const F8*>(k3 + 8 * c);
+    }
+    scores[j] = Sum8(a0) * scale;
+    scores[j + 1] = Sum8(a1) * scale;
+    scores[j + 2] = Sum8(a2) * scale;
+    scores[j + 3] = Sum8(a3) * scale;
+  }
+  for (; j < nkeys; ++j) {
+    const float* kj = k + j * stride;
+    F8 a = qv[0] * *reinterpret_cast<const F8*>(kj);
+    for (int c = 1; c < NV; ++c) a += qv[c] * *reinterpret_cast<const F8*>(kj + 8 * c);
+    scores[j] = Sum8(a) * scale;
+  }
+  float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+  for (int64_t i = 0; i < nkeys; ++i) mx = scores[i] > mx ? scores[i] : mx;
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < nkeys; ++i) {
+    scores[i] = ExpF(scores[i] - mx);
+    sum += scores[i];
+  }
+  F8 o[NV];
+  for (int c = 0; c < NV; ++c) o[c] = F8{} ;
+  for (j = 0; j < nkeys; ++j) {
+    const float p = scores[j];
+    const float* vj = v + j * stride;
+    const char* ahead = reinterpret_cast<const char*>(vj + kAhead * stride);
+    for (int l = 0; l < NV * 32; l += 64) __builtin_prefetch(ahead + l);
+    for (int c = 0; c < NV; ++c) o[c] += p * *reinterpret_cast<const F8*>(vj + 8 * c);
+  }
+  const float inv = 1.0f / sum;
+  for (int c = 0; c < NV; ++c) *reinterpret_cast<F8*>(out + 8 * c) = o[c] * inv;
+  return mx + std::log(sum);
+}
+
+}  // namespace
+
+PCFARM_VEC_CLONES float AttendRow(const float* q, const float* k, const float* v,
+                                  int64_t stride, int64_t nkeys, int64_t d, float scale,
+                                  float* out, float* scores) {
+  switch (d) {
+    case 64: return AttendRowN<8>(q, k, v, stride, nkeys, scale, out, scores);
+    case 128: return AttendRowN<16>(q, k, v, stride, nkeys, scale, out, scores);
+    default: break;
+  }
+  for (int64_t j = 0; j < nkeys; ++j) {
+    const float* kj = k + j * stride;
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < d; ++i) s += q[i] * kj[i];
+    scores[j] = s * scale;
+  }
+  float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+  for (int64_t i = 0; i < nkeys; ++i) mx = scores[i] > mx ? scores[i] : mx;
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < nkeys; ++i) {
+    scores[i] = ExpF(scores[i] - mx);
+    sum += scores[i];
+  }
+  std::fill(out, out + d, 0.0f);
+  for (int64_t j = 0; j < nkeys; ++j) {
+    const float p = scores[j];
+    const float* vj = v + j * stride;
+#pragma omp simd
+    for (int64_t i = 0; i < d; ++i) out[i] += p * vj[i];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < d; ++i) out[i] *= inv;
+  return mx + std::log(sum);
 }
 
 }  // namespace pcfarm::cpu
