@@ -85,6 +85,7 @@ void CpuMemory::EvictLocked(uint64_t room) {
 void CpuMemory::DropLocked() { EvictLocked(0); }
 
 void ToF32(StorageType type, const void* src, float* dst, int64_t count) {
+  if (ToF32Fast(type, src, dst, count)) return;
   switch (type) {
     case StorageType::kF32:
       std::memcpy(dst, src, static_cast<size_t>(count) * 4);

@@ -99,6 +99,16 @@ bool QuantizeActRows(const float* x, int64_t ldx, int64_t m, int64_t k, ActBlock
   return false;
 }
 
+bool ToF32Fast(StorageType type, const void* src, float* dst, int64_t count) {
+  const auto* p = static_cast<const uint8_t*>(src);
+  switch (WeightRowIsa()) {
+    case CpuIsa::kAvx512: return avx512::ToF32Rows(type, p, dst, count);
+    case CpuIsa::kAvx2: return avx2::ToF32Rows(type, p, dst, count);
+    case CpuIsa::kBaseline: break;  // ToF32's loops
+  }
+  return false;
+}
+
 void WeightRowDots(const WeightRowsArgs& args, int64_t r0, int64_t r1) {
   switch (WeightRowIsa()) {
     case CpuIsa::kAvx512: avx512::Dispatch(args, r0, r1); break;

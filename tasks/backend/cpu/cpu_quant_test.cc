@@ -22,6 +22,7 @@
 
 #include "tasks/backend/cpu/cpu_backend.h"
 #include "tasks/backend/cpu/cpu_internal.h"
+#include "tasks/backend/ggml_quants.h"
 #include "tasks/backend/half.h"
 
 namespace pcfarm {
@@ -145,6 +146,42 @@ TEST_CASE("16-bit and quantized weights: Gemm matches the dequantized F32 produc
                 REQUIRE(std::fabs(y[size_t(i * n + r)] - ref) <= 1e-5 * mag + act + 1e-30);
               }
           }
+  }
+}
+
+TEST_CASE("ToF32 on every instruction set: the reference conversion, bit for bit") {
+  // The tiles prefill and training multiply are converted by ToF32, which
+  // takes 8-lane code on AVX2/AVX-512 for F16, BF16, Q8_0 and Q4_0: every
+  // value must be the reference decoder's (DequantizeBlocks, F16ToF32,
+  // BF16ToF32), NaN, infinities, subnormals and -0 included, at ragged
+  // 16-bit lengths.
+  IsaGuard guard;
+  for (StorageType type : kTypes) {
+    const int64_t count = StorageBlockValues(type) == 1 ? 8 * 37 + 5 : 7 * StorageBlockValues(type);
+    std::vector<std::byte> bytes = RandomWeight(type, 1, count, 77);
+    if (!IsQuantized(type)) {
+      const uint16_t special[] = {0x7c00, 0xfc00, 0x7e00, 0x0001, 0x8000, 0x03ff, 0x7f80, 0xffc1};
+      for (size_t i = 0; i < std::size(special); ++i)
+        std::memcpy(&bytes[2 * (3 + 11 * i)], &special[i], 2);
+    }
+    std::vector<float> want(size_t(count), 0.0f);
+    const auto* h = reinterpret_cast<const uint16_t*>(bytes.data());
+    switch (type) {
+      case StorageType::kF16: for (int64_t i = 0; i < count; ++i) want[i] = F16ToF32(h[i]); break;
+      case StorageType::kBF16: for (int64_t i = 0; i < count; ++i) want[i] = BF16ToF32(h[i]); break;
+      default:
+        DequantizeBlocks(StorageGgmlType(type), reinterpret_cast<const uint8_t*>(bytes.data()),
+                         count / StorageBlockValues(type), want.data());
+    }
+    for (int isa = 0; isa <= int(cpu::BestCpuIsa()); ++isa) {
+      INFO(StorageTypeName(type) << " on " << cpu::CpuIsaName(cpu::CpuIsa(isa)));
+      cpu::SetWeightRowIsaForTesting(cpu::CpuIsa(isa));
+      std::vector<float> got(size_t(count), 1.0f);
+      cpu::ToF32(type, bytes.data(), got.data(), count);
+      int64_t differ = 0;
+      for (int64_t i = 0; i < count; ++i) differ += std::memcmp(&got[i], &want[i], 4) != 0;
+      CHECK(differ == 0);
+    }
   }
 }
 
