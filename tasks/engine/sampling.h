@@ -49,7 +49,9 @@ SamplingCandidates SortedCandidates(std::span<const float> logits, const Samplin
 // REQUIRES: !logits.empty(); no NaN.
 int32_t SampleToken(std::span<const float> logits, const SamplingConfig& config, double u);
 
-// log softmax(logits)[id] in double. REQUIRES: 0 <= id < logits.size().
+// log softmax(logits)[id], in double but for the exps, which are f32
+// (SumExpShifted): within about 1e-6 of the all-double value. REQUIRES:
+// 0 <= id < logits.size().
 double LogSoftmaxAt(std::span<const float> logits, int32_t id);
 
 // A claimed draw judged against the sampling rule.

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -52,6 +53,20 @@ TEST_CASE("log-softmax at a token", "[sampling]") {
   std::vector<float> big = {1000.0f, 0.0f};
   CHECK(LogSoftmaxAt(big, 0) == Approx(0.0).margin(1e-12));
   CHECK(std::isfinite(LogSoftmaxAt(big, 1)));
+  // A vocabulary's logits (the exps are f32, summed 512 at a time): within
+  // 1e-6 of the all-double value, for the likeliest token and unlikely ones.
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-30, 30);
+  std::vector<float> vocab(32000);
+  for (float& x : vocab) x = u(rng);
+  const double mx = *std::max_element(vocab.begin(), vocab.end());
+  double sum = 0;
+  for (float x : vocab) sum += std::exp(double(x) - mx);
+  for (int32_t id : {0, 1, 777, 31999,
+                     int32_t(std::max_element(vocab.begin(), vocab.end()) - vocab.begin())}) {
+    const double want = double(vocab[size_t(id)]) - mx - std::log(sum);
+    CHECK(std::fabs(LogSoftmaxAt(vocab, id) - want) < 1e-6);
+  }
 }
 
 TEST_CASE("the counter-based stream is deterministic and uniform", "[sampling]") {

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "tasks/backend/cpu/cpu_internal.h"
+#include "tasks/backend/host_math.h"
 
 namespace pcfarm::cpu {
 
@@ -99,6 +100,22 @@ PCFARM_VEC_CLONES void SwiGluGradSpan(float* dg, float* du, const float* dy, con
     du[i] += dy[i] * g[i] * s;
   }
 }
+
+}  // namespace pcfarm::cpu
+
+namespace pcfarm {
+
+double SumExpShifted(std::span<const float> x, float shift) {
+  constexpr size_t kChunk = 512;
+  double sum = 0;
+  for (size_t i = 0; i < x.size(); i += kChunk)
+    sum += cpu::RowSumExp(x.data() + i, int64_t(std::min(kChunk, x.size() - i)), shift);
+  return sum;
+}
+
+}  // namespace pcfarm
+
+namespace pcfarm::cpu {
 
 // ---- decode attention ---------------------------------------------------------
 
