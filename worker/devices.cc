@@ -296,6 +296,7 @@ Result<std::vector<WorkerDevice>> DiscoverDevices(const DeviceProbeOptions& opti
       g.memory_bytes = d.memory_bytes;
       g.free_bytes = d.budget_bytes;
       g.fp16 = d.fp16();
+      g.emulated = d.type == VulkanDeviceType::kCpu;
       if (options.measure)
         g.gflops = ProbeDeviceGflops("vulkan", d.index, options.probe_n, options.probe_reps);
       out.push_back(std::move(g));
@@ -322,7 +323,8 @@ std::vector<WorkerDevice> DevicesForShards(const std::vector<WorkerDevice>& all,
                                            int index) {
   std::vector<WorkerDevice> out;
   for (const WorkerDevice& d : all) {
-    if (automatic || (d.backend == backend && (backend == "cpu" || d.index == index)))
+    if (automatic ? !d.emulated
+                  : d.backend == backend && (backend == "cpu" || d.index == index))
       out.push_back(d);
   }
   if (out.empty()) {

@@ -31,6 +31,9 @@ struct WorkerDevice {
   int cores = 0;              // logical cores, or compute units of a GPU
   double gflops = 0;          // measured f32 GEMM speed; 0 when not measured
   bool fp16 = false;          // fast half-precision math
+  // A device that computes on this PC's CPU (a CPU-type Vulkan device such
+  // as Mesa's lavapipe): the CPU's cores and memory again, only slower.
+  bool emulated = false;
 };
 
 struct DeviceProbeOptions {
@@ -82,10 +85,13 @@ uint64_t LentBytes(const WorkerDevice& device, uint64_t bytes, uint64_t max_gpu_
 uint64_t UsableBytes(const WorkerDevice& device, uint64_t max_gpu_memory_bytes);
 
 // The devices a worker runs shards on, and so declares to its coordinator,
-// of all those this PC has: every one when the backend is chosen
-// automatically (--backend auto); else those of `backend`, a GPU backend's
-// only when its index is `index`. The CPU when that leaves none (a forced
-// GPU that did not start runs shards on the CPU).
+// of all those this PC has: every one but the emulated ones when the
+// backend is chosen automatically (--backend auto: a shard that does not
+// fit the CPU must not go to lavapipe, which holds the same memory and
+// computes slower on the same cores); else those of `backend`, a GPU
+// backend's only when its index is `index` (an emulated device too: the
+// owner asked for it). The CPU when that leaves none (a forced GPU that did
+// not start runs shards on the CPU).
 std::vector<WorkerDevice> DevicesForShards(const std::vector<WorkerDevice>& all,
                                            bool automatic, const std::string& backend,
                                            int index);

@@ -248,6 +248,16 @@ TEST_CASE("the devices a worker declares for shards") {
   CHECK(names(DevicesForShards(all, false, "cpu", 3)) == V{"cpu:0"});
   // A forced device this PC lacks (it did not start: shards run on the CPU).
   CHECK(names(DevicesForShards(all, false, "cuda", 5)) == V{"cpu:0"});
+  // lavapipe (a CPU-type Vulkan device) computes on the same cores and
+  // memory as the CPU: not declared under auto, where a shard too big for
+  // the CPU would go to it; declared when the owner names it.
+  auto with_lavapipe = all;
+  WorkerDevice lavapipe = Dev(1, "vulkan", 32 * kGiB, 16 * kGiB, 40);
+  lavapipe.emulated = true;
+  with_lavapipe.push_back(lavapipe);
+  CHECK(names(DevicesForShards(with_lavapipe, true, "cpu", 0)) ==
+        V{"cpu:0", "cuda:0", "cuda:1", "vulkan:0"});
+  CHECK(names(DevicesForShards(with_lavapipe, false, "vulkan", 1)) == V{"vulkan:1"});
 }
 
 TEST_CASE("usable memory: lent, and at most the free memory when known") {
