@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -149,7 +150,47 @@ bool WaitUntil(const std::function<bool()>& cond, int timeout_ms, int poll_ms) {
   }
 }
 
+namespace {
+
+// Whether 127.0.0.1:port can be bound now (without SO_REUSEADDR, so a port
+// with connections in TIME_WAIT does not count as free).
+bool PortBindable(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
 Result<int> PickFreePort() {
+  // Below the kernel's ephemeral range. A port bind(0) hands out is an
+  // ephemeral one: once closed, any outgoing connection on the machine may
+  // take it as its source port, and a coordinator restarted on it then
+  // failed to bind (CI, ASan stage, restart_test: "cannot bind the status
+  // page ... in use"). A port outside the range is only ever taken by an
+  // explicit bind.
+  int first_ephemeral = 32768;
+  if (auto range = ReadFile("/proc/sys/net/ipv4/ip_local_port_range", 256); range.ok()) {
+    std::istringstream in(*range);
+    int lo = 0;
+    if (in >> lo && lo > 1024) first_ephemeral = lo;
+  }
+  constexpr int kLowest = 10000;
+  if (first_ephemeral - kLowest >= 1000) {
+    static std::mt19937 rng(std::random_device{}() ^ static_cast<uint32_t>(::getpid()));
+    std::uniform_int_distribution<int> pick(kLowest, first_ephemeral - 1);
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      const int port = pick(rng);
+      if (PortBindable(port)) return port;
+    }
+  }
+  // A machine whose ephemeral range leaves no room below it: bind(0).
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return IoError(std::string("socket: ") + std::strerror(errno));
   sockaddr_in addr{};

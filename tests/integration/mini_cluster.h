@@ -241,7 +241,9 @@ class MiniCluster {
 bool WaitUntil(const std::function<bool()>& cond, int timeout_ms,
                int poll_ms = 20);
 
-// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0).
+// A TCP port on 127.0.0.1 that was free a moment ago: a random one below
+// the kernel's ephemeral port range (so no outgoing connection takes it
+// while a coordinator restarts on it), else one bind(0) gives.
 Result<int> PickFreePort();
 
 }  // namespace pcfarm

@@ -128,13 +128,29 @@ typedef float F8 __attribute__((vector_size(32), aligned(4)));
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
-// AttendRow's body for head size 8·NV: q and the output accumulate in
-// NV registers (8 for d = 64), the scores four keys at a time (four
-// independent sums per load of q).
 // Keys prefetched this many rows ahead (a prefetch past the cache's end is
 // harmless: it does not fault).
 constexpr int64_t kAhead = 8;
 
+// scores[i] = exp(scores[i] − max) in place; returns max + log Σ of them
+// and their sum in *sum.
+[[gnu::always_inline]] inline float SoftmaxScores(float* scores, int64_t n, float* sum) {
+  float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+  for (int64_t i = 0; i < n; ++i) mx = scores[i] > mx ? scores[i] : mx;
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) {
+    scores[i] = ExpF(scores[i] - mx);
+    s += scores[i];
+  }
+  *sum = s;
+  return mx + std::log(s);
+}
+
+// AttendRow's body for head size 8·NV: q and the output accumulate in
+// NV registers (8 for d = 64), the scores four keys at a time (four
+// independent sums per load of q).
 template <int NV>
 [[gnu::always_inline]] inline float AttendRowN(const float* q, const float* k, const float* v,
                                                 int64_t stride, int64_t nkeys, float scale,
@@ -168,17 +184,10 @@ template <int NV>
     for (int c = 1; c < NV; ++c) a += qv[c] * *reinterpret_cast<const F8*>(kj + 8 * c);
     scores[j] = Sum8(a) * scale;
   }
-  float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-  for (int64_t i = 0; i < nkeys; ++i) mx = scores[i] > mx ? scores[i] : mx;
-  float sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < nkeys; ++i) {
-    scores[i] = ExpF(scores[i] - mx);
-    sum += scores[i];
-  }
+  float sum;
+  const float lse = SoftmaxScores(scores, nkeys, &sum);
   F8 o[NV];
-  for (int c = 0; c < NV; ++c) o[c] = F8{} ;
+  for (int c = 0; c < NV; ++c) o[c] = F8{};
   for (j = 0; j < nkeys; ++j) {
     const float p = scores[j];
     const float* vj = v + j * stride;
@@ -188,7 +197,7 @@ template <int NV>
   }
   const float inv = 1.0f / sum;
   for (int c = 0; c < NV; ++c) *reinterpret_cast<F8*>(out + 8 * c) = o[c] * inv;
-  return mx + std::log(sum);
+  return lse;
 }
 
 }  // namespace
@@ -208,15 +217,8 @@ PCFARM_VEC_CLONES float AttendRow(const float* q, const float* k, const float* v
     for (int64_t i = 0; i < d; ++i) s += q[i] * kj[i];
     scores[j] = s * scale;
   }
-  float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-  for (int64_t i = 0; i < nkeys; ++i) mx = scores[i] > mx ? scores[i] : mx;
-  float sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < nkeys; ++i) {
-    scores[i] = ExpF(scores[i] - mx);
-    sum += scores[i];
-  }
+  float sum;
+  const float lse = SoftmaxScores(scores, nkeys, &sum);
   std::fill(out, out + d, 0.0f);
   for (int64_t j = 0; j < nkeys; ++j) {
     const float p = scores[j];
@@ -226,7 +228,7 @@ PCFARM_VEC_CLONES float AttendRow(const float* q, const float* k, const float* v
   }
   const float inv = 1.0f / sum;
   for (int64_t i = 0; i < d; ++i) out[i] *= inv;
-  return mx + std::log(sum);
+  return lse;
 }
 
 }  // namespace pcfarm::cpu
