@@ -618,6 +618,22 @@ TEST_CASE("Attention over sequences longer than one block of rows") {
       {{"out", c.out}, {"lse", c.lse}, {"dq", c.dq}, {"dk", c.dk}, {"dv", c.dv}}, 1e-4, 1e-4);
 }
 
+// A [2, cache_len] KV cache holding k and v of a's n rows at (slots, pos),
+// and the rows' queries.
+struct CachedRows {
+  Tensor kc, vc, q;
+};
+CachedRows CacheRows(Backend& be, const AttnDims& a, int64_t cache_len, const Vec& q,
+                     const Vec& k, const Vec& v, const std::vector<int32_t>& slots,
+                     const std::vector<int32_t>& pos) {
+  CachedRows c{Zeros(be, {2, cache_len, a.hkv, a.d}), Zeros(be, {2, cache_len, a.hkv, a.d}),
+               Make(be, {a.n, a.hq, a.d}, q)};
+  Tensor kt = Make(be, {a.n, a.hkv, a.d}, k), vt = Make(be, {a.n, a.hkv, a.d}, v);
+  REQUIRE(be.KvCacheWrite(c.kc, kt, slots, pos).ok());
+  REQUIRE(be.KvCacheWrite(c.vc, vt, slots, pos).ok());
+  return c;
+}
+
 TEST_CASE("Attention decode over a KV cache equals prefill attention") {
   Rng rng(8);
   // Two sequences (lengths 4 and 6) in cache slots 1 and 0 of a [2, 8] cache.
@@ -634,11 +650,8 @@ TEST_CASE("Attention decode over a KV cache equals prefill attention") {
   const Vec want = RefAttention(a, q, k, v, starts);
   CheckAllBackends(
       [&](Backend& be) -> Outputs {
-        Tensor kc = Zeros(be, {2, 8, a.hkv, a.d}), vc = Zeros(be, {2, 8, a.hkv, a.d});
-        Tensor kt = Make(be, {a.n, a.hkv, a.d}, k), vt = Make(be, {a.n, a.hkv, a.d}, v);
-        Tensor qt = Make(be, {a.n, a.hq, a.d}, q), ot = Zeros(be, {a.n, a.hq, a.d});
-        REQUIRE(be.KvCacheWrite(kc, kt, slots, pos).ok());
-        REQUIRE(be.KvCacheWrite(vc, vt, slots, pos).ok());
+        auto [kc, vc, qt] = CacheRows(be, a, 8, q, k, v, slots, pos);
+        Tensor ot = Zeros(be, {a.n, a.hq, a.d});
         // All rows at once (prefill against the cache) ...
         REQUIRE(be.AttentionDecode(ot, qt, kc, vc, slots, pos).ok());
         // ... and the last token of each sequence alone (decode).
@@ -684,11 +697,8 @@ TEST_CASE("Attention decode at head sizes 64 and 128 (the CPU's register kernels
     // Dot products of 128 terms and sums over up to 37 keys in f32.
     CheckAllBackends(
         [&](Backend& be) -> Outputs {
-          Tensor kc = Zeros(be, {2, 40, a.hkv, a.d}), vc = Zeros(be, {2, 40, a.hkv, a.d});
-          Tensor kt = Make(be, {a.n, a.hkv, a.d}, k), vt = Make(be, {a.n, a.hkv, a.d}, v);
-          Tensor qt = Make(be, {a.n, a.hq, a.d}, q), ot = Zeros(be, {a.n, a.hq, a.d});
-          REQUIRE(be.KvCacheWrite(kc, kt, slots, pos).ok());
-          REQUIRE(be.KvCacheWrite(vc, vt, slots, pos).ok());
+          auto [kc, vc, qt] = CacheRows(be, a, 40, q, k, v, slots, pos);
+          Tensor ot = Zeros(be, {a.n, a.hq, a.d});
           REQUIRE(be.AttentionDecode(ot, qt, kc, vc, slots, pos).ok());
           return {{"out", Get(be, ot)}};
         },
