@@ -536,8 +536,13 @@ void CoordinatorServer::Impl::OnWorkerMessage(const std::string& route,
     if (!frame->has_hello()) {
       // A worker we have not heard HELLO from on this route (we restarted,
       // or its connection was re-established underneath it): WELCOME asks
-      // it to re-send its spool and its free slots.
-      Send(*peer, MakeWelcome(w->id, opts, keys.sign.public_key()));
+      // it for a HELLO, which says which of its stored leases it still
+      // holds (an ASSIGN sent just before we were killed may never have
+      // reached it); our answer to it asks for its spool and free slots.
+      auto welcome = MakeWelcome(w->id, opts, keys.sign.public_key());
+      welcome.mutable_welcome()->set_hello_wanted(true);
+      peer->hello_wanted_ms = clock->MonotonicMs();
+      Send(*peer, std::move(welcome));
     }
   }
   peer->last_recv_ms = clock->MonotonicMs();
@@ -651,6 +656,7 @@ void CoordinatorServer::Impl::OnHello(Peer& peer, const wire::Hello& hello) {
     return;
   }
   DeclareSlots(peer, hello.slots());
+  peer.hello_wanted_ms = -1;
   // What it no longer holds (a restart lost it) is leased again now rather
   // than when its lease expires.
   std::vector<int64_t> held;
@@ -705,6 +711,7 @@ void CoordinatorServer::Impl::OnDeviceFree(
 }
 
 void CoordinatorServer::Impl::TryAssign(Peer& peer) {
+  if (peer.hello_wanted_ms >= 0) return;  // its HELLO first (Peer)
   while (peer.free_slots > 0 &&
          static_cast<int>(peer.running.size()) < peer.slots) {
     auto lease = scheduler.LeaseNext(peer.worker_id, peer.caps);

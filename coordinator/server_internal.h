@@ -77,6 +77,11 @@ struct Peer {
   std::string paused_reason;
   // Output uploads begun on this connection: hash (bytes) -> attempt.
   std::unordered_map<std::string, uint64_t> output_uploads;
+  // When a WELCOME asked it for a HELLO (it was taken up without one, and
+  // `running` is only what the store holds): no ASSIGN until the HELLO has
+  // said which of those it still holds, or until heartbeat_liveness
+  // intervals passed (a worker that does not know to answer). -1: none.
+  int64_t hello_wanted_ms = -1;
 };
 
 // What a check attempt runs (CoordinatorServer::Impl::CheckShard).

@@ -15,6 +15,17 @@
 namespace pcfarm {
 
 void CoordinatorServer::Impl::OnHeartbeat(Peer& peer, const wire::Heartbeat& hb) {
+  if (peer.hello_wanted_ms >= 0 &&
+      clock->MonotonicMs() - peer.hello_wanted_ms >=
+          int64_t(opts.coordinator_heartbeat_interval_ms) * opts.coordinator_heartbeat_liveness) {
+    // It heartbeats but sent no HELLO when asked: a worker from before
+    // Welcome.hello_wanted. It gets work again; leases it does not hold
+    // end when they expire.
+    spdlog::info("worker {} did not answer with a HELLO; its stored leases stand",
+                 peer.name);
+    peer.hello_wanted_ms = -1;
+    assign_all_due = true;
+  }
   // The reason is the peer's text: escaped, and short enough for a table.
   std::string reason = EscapePeerText(hb.paused_reason().substr(0, 200));
   if (hb.paused() != peer.paused) {

@@ -236,6 +236,9 @@ class WorkerDaemon::Impl {
   const Clock* clock = SystemClock::Get();
   int64_t last_send_ms = 0, last_recv_ms = 0;
   bool welcomed = false;
+  // A WELCOME asked for our HELLO again (Welcome.hello_wanted); the next
+  // WELCOME is the coordinator's answer to it.
+  bool resynchronising = false;
   uint64_t assigns_received = 0;  // on this connection, reported in READY
   bool ready_due = false;         // send READY once the socket is drained
   // GOING_AWAY heard: reconnect after this many ms (-1: not asked).
@@ -375,6 +378,7 @@ void WorkerDaemon::Impl::Send(wire::WorkerFrame f) {
 void WorkerDaemon::Impl::Connect() {
   sock = std::make_unique<zmq::socket_t>(MakeDealer(ctx, pin, keys));
   welcomed = false;
+  resynchronising = false;
   version_refusal_logged = false;
   assigns_received = 0;
   last_recv_ms = clock->MonotonicMs();
@@ -633,13 +637,25 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
                                  Executor& exec) {
   switch (f.msg_case()) {
     case wire::CoordinatorFrame::kWelcome:
+      if (f.welcome().hello_wanted()) {
+        // The coordinator took this connection up without our HELLO (it
+        // restarted underneath it): it sends no shard until a HELLO has
+        // told it what we run and hold spooled; its answer is the WELCOME
+        // that resynchronises. Until then we count as not welcomed, so the
+        // HELLO is sent again if it is lost.
+        spdlog::info("the coordinator asked who we are; saying HELLO again");
+        welcomed = false;
+        resynchronising = true;
+        SayHello();
+        break;
+      }
       // The first WELCOME of a connection, or a coordinator that restarted
       // underneath the same connection: either way it knows nothing of our
       // spool, our transfers or our free slots.
       if (coordinator_away) {
         spdlog::info("the coordinator is back; connected to {} as worker {}",
                      pin.endpoint, f.welcome().worker_id());
-      } else if (!welcomed) {
+      } else if (!welcomed && !resynchronising) {
         spdlog::info("connected to {} as worker {}", pin.endpoint,
                      f.welcome().worker_id());
       } else {
@@ -647,6 +663,7 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
         fetcher->Reset();
       }
       welcomed = true;
+      resynchronising = false;
       coordinator_away = false;
       max_output_blob_bytes = f.welcome().max_output_blob_bytes();
       uploader->SetChunkBytes(f.welcome().output_chunk_bytes());

@@ -299,7 +299,14 @@ TEST_CASE("a worker killed with -9 mid-job: the job still finishes",
 
 TEST_CASE("the coordinator killed with -9 mid-job loses no accepted result",
           "[integration]") {
-  Cluster c;
+  MiniClusterOptions o;
+  // The workers' connections live through the restart (they would
+  // reconnect after 10 s of silence): the restarted coordinator asks each
+  // for a HELLO, and the leases whose ASSIGN died with it are leased again
+  // at once (before, they stayed until they expired, and then no worker
+  // could take the shard's other copy: the job hung).
+  o.worker_heartbeat_liveness = 50;
+  Cluster c(o);
   StartCluster(&c.c, 3);
   // Enough shards that the job is still running at the kill, however fast
   // this machine runs them. (Freezing the workers across the kill left a
@@ -342,9 +349,103 @@ TEST_CASE("the coordinator killed with -9 mid-job loses no accepted result",
     CHECK(after_set.count(row) == 1);  // still there, byte for byte
   }
   CheckJobInvariants(&c.c, *job, kShards, 2);
+  for (int i = 0; i < 3; ++i) {
+    INFO("worker " << i);
+    auto log = ReadFile(c->worker_dir(i) + ".log");
+    REQUIRE_OK(log);
+    CHECK(log->find("the coordinator asked who we are") != std::string::npos);
+  }
+  CHECK(c->CoordinatorLog().find("did not answer with a HELLO") == std::string::npos);
   // (A clean exit on SIGTERM is the first test's business.)
   REQUIRE_OK(c->StopCoordinator(10'000, /*require_clean_exit=*/false));
   CheckStoreConsistency(&c.c);
+}
+
+// A restarted coordinator knows the leases it committed, not which of
+// their ASSIGNs left before the kill. A worker whose connection lived
+// through the restart (its first frame is no HELLO) is asked for one; the
+// leases it does not hold are leased again at once, not when they expire,
+// and it gets no shard before it has answered. A worker that does not
+// answer (one from before Welcome.hello_wanted) gets work again after
+// heartbeat_liveness intervals.
+TEST_CASE("a lease whose ASSIGN died with the coordinator is leased again "
+          "when its worker says HELLO",
+          "[integration]") {
+  MiniClusterOptions o;
+  o.lease_ms = 120'000;      // expiry is not what frees it
+  o.heartbeat_liveness = 25;  // 5 s before a silent HELLO is given up on
+  Cluster c(o);
+  StartCluster(&c.c, 0);
+  // Submitted before the worker joins: it is not stepped during a CLI call.
+  auto job = c->SubmitBench(2, 32, 1);
+  REQUIRE_OK(job);
+  auto token = c->CreateToken(1, "1h");
+  REQUIRE_OK(token);
+  zmq::context_t ctx(1);
+  SimWorkerOptions so;
+  so.name = "sim-resync";
+  so.auto_work = false;
+  auto made = SimWorker::FromToken(&ctx, *token, so);
+  REQUIRE_OK(made);
+  SimWorker& w = **made;
+  REQUIRE_OK(w.Enroll(5000));
+  REQUIRE_OK(w.Join(5000));
+  auto first = w.Expect(wire::CoordinatorFrame::kAssign, 10'000);
+  REQUIRE_OK(first);
+  auto a1 = w.OpenAssign(first->assign());
+  REQUIRE_OK(a1);
+  const std::string a1_state = "SELECT state FROM attempts WHERE id=" +
+                               std::to_string(a1->body.attempt_id());
+  // The ASSIGN is "lost": the worker never runs it, and the coordinator dies.
+  REQUIRE_OK(c->KillCoordinator());
+  REQUIRE(DbRows(&c.c, a1_state).at(0).at(0) == "leased");
+  REQUIRE_OK(c->StartCoordinator());
+  // The worker's connection comes back by itself; its next frame is a READY.
+  REQUIRE_OK(w.SendReady(1));
+  auto welcome = w.Expect(wire::CoordinatorFrame::kWelcome, 10'000);
+  REQUIRE_OK(welcome);
+  CHECK(welcome->welcome().hello_wanted());
+  // No shard before the HELLO, though it said it has a free slot.
+  REQUIRE_OK(w.SendReady(1));
+  auto early = w.Expect(wire::CoordinatorFrame::kAssign, 1500);
+  CHECK(early.status().code() == StatusCode::kTimeout);
+  CHECK(DbRows(&c.c, a1_state).at(0).at(0) == "leased");
+  const int64_t hello_ms = NowMs();
+  REQUIRE_OK(w.SendHello());  // it runs nothing
+  auto answer = w.Expect(wire::CoordinatorFrame::kWelcome, 10'000);
+  REQUIRE_OK(answer);
+  CHECK_FALSE(answer->welcome().hello_wanted());
+  REQUIRE_OK(w.SendReady(1));
+  auto second = w.Expect(wire::CoordinatorFrame::kAssign, 10'000);
+  REQUIRE_OK(second);
+  auto a2 = w.OpenAssign(second->assign());
+  REQUIRE_OK(a2);
+  INFO("re-leased " << NowMs() - hello_ms << " ms after the HELLO");
+  CHECK(a2->body.attempt_id() != a1->body.attempt_id());
+  CHECK(DbRows(&c.c, a1_state).at(0).at(0) == "lost");
+
+  // Again, as a worker that does not know hello_wanted: it keeps its
+  // shard, answers it, and after heartbeat_liveness intervals gets the
+  // next one.
+  REQUIRE_OK(c->KillCoordinator());
+  REQUIRE_OK(c->StartCoordinator());
+  REQUIRE_OK(w.SendHeartbeat());
+  const int64_t restart_ms = NowMs();
+  auto welcome2 = w.Expect(wire::CoordinatorFrame::kWelcome, 10'000);
+  REQUIRE_OK(welcome2);
+  CHECK(welcome2->welcome().hello_wanted());
+  REQUIRE_OK(w.SendResult(w.SealResult(w.RunAssignment(*a2))));
+  REQUIRE_OK(w.Expect(wire::CoordinatorFrame::kAck, 10'000));
+  REQUIRE_OK(w.SendReady(1));
+  auto third = w.Expect(wire::CoordinatorFrame::kAssign, 30'000);
+  REQUIRE_OK(third);
+  CHECK(NowMs() - restart_ms >= 4'000);  // not before the 5 s were up
+  auto a3 = w.OpenAssign(third->assign());
+  REQUIRE_OK(a3);
+  REQUIRE_OK(w.SendResult(w.SealResult(w.RunAssignment(*a3))));
+  auto end = c->WaitForJobEnd(*job, 30'000);
+  REQUIRE_OK(end);
+  CHECK(*end == "succeeded");
 }
 
 TEST_CASE("a worker with an unenrolled key gets no work", "[integration]") {

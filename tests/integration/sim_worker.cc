@@ -231,10 +231,13 @@ void SimWorker::Note(const wire::CoordinatorFrame& f) {
 }
 
 Status SimWorker::Handle(const wire::CoordinatorFrame& f) {
-  if (f.msg_case() == wire::CoordinatorFrame::kWelcome && options_.auto_work) {
-    // A WELCOME we did not ask for: the coordinator restarted and knows
-    // nothing of our free slots.
-    return SendReady(options_.slots);
+  if (f.msg_case() == wire::CoordinatorFrame::kWelcome) {
+    // A WELCOME we did not ask for: the coordinator restarted. It first
+    // asks what we hold (and sends no shard until we say), then, answering
+    // that, knows nothing of our free slots.
+    if (f.welcome().hello_wanted()) return SendHello();
+    if (options_.auto_work) return SendReady(options_.slots);
+    return Status::Ok();
   }
   if (f.msg_case() == wire::CoordinatorFrame::kAssign) {
     auto a = OpenAssign(f.assign());

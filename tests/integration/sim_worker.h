@@ -16,8 +16,8 @@
 //     exactly what the coordinator answers;
 //   * Step(timeout_ms): one turn of an honest worker's loop (answer every
 //     ASSIGN with a computed RESULT and a new READY, answer an unasked-for
-//     WELCOME — a restarted coordinator — with READY, send heartbeats when
-//     due). Never blocks longer than timeout_ms, so one thread can run many
+//     WELCOME — a restarted coordinator — with the HELLO it asks for, then
+//     READY, send heartbeats when due). Never blocks longer than timeout_ms, so one thread can run many
 //     SimWorkers (benchmarks poll socket() of each with zmq::poll and call
 //     Step(0) on the ready ones).
 //
