@@ -5,10 +5,44 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 namespace pcfarm {
 
 namespace {
+// Sums words[lo, hi) with four independent accumulators of V (a GCC vector
+// of uint64_t aligned to 8 bytes: its size is the load width).
+template <typename V>
+[[gnu::always_inline]] inline uint64_t SumSlice(const uint64_t* w, size_t lo, size_t hi) {
+  constexpr size_t kLanes = sizeof(V) / sizeof(uint64_t);
+  V a{}, b{}, c{}, d{};
+  size_t i = lo;
+  for (; i + 4 * kLanes <= hi; i += 4 * kLanes) {
+    const V* v = reinterpret_cast<const V*>(w + i);
+    a += v[0];
+    b ^= v[1];
+    c += v[2];
+    d ^= v[3];
+  }
+  const V all = (a + b) + (c + d);
+  uint64_t sum = 0;
+  for (size_t l = 0; l < kLanes; ++l) sum += all[l];
+  for (; i < hi; ++i) sum += w[i];
+  return sum;
+}
+
+typedef uint64_t V4u64 __attribute__((vector_size(32), aligned(8)));
+typedef uint64_t V2u64 __attribute__((vector_size(16), aligned(8)));
+
+// 32-byte loads (AVX2), and 16-byte ones (SSE2 is in every x86-64).
+__attribute__((target("avx2"))) uint64_t SumSliceAvx2(const uint64_t* w, size_t lo,
+                                                      size_t hi) {
+  return SumSlice<V4u64>(w, lo, hi);
+}
+uint64_t SumSliceSse2(const uint64_t* w, size_t lo, size_t hi) {
+  return SumSlice<V2u64>(w, lo, hi);
+}
+
 // Columns are aligned by code points, not bytes ("×", "≥" are UTF-8).
 size_t DisplayWidth(const std::string& s) {
   size_t n = 0;
@@ -93,6 +127,39 @@ Result<std::string> RunForLastLine(const std::string& cmd) {
   while (!out.empty() && out.back() == '\n') out.pop_back();
   const size_t nl = out.rfind('\n');
   return out.substr(nl == std::string::npos ? 0 : nl + 1);
+}
+
+// Bytes a second that `threads` threads reach reading `words` once, each
+// summing a contiguous slice with four independent accumulators (32-byte
+// loads where the CPU has AVX2, else 16-byte; no software prefetch, which
+// made this read slower here): the plain read a memory-bound decode step is
+// measured against. Fastest of `reps` passes after one warm-up pass.
+double ReadBandwidth(const std::vector<uint64_t>& words, int threads, int reps) {
+  const size_t n = words.size();
+  std::vector<uint64_t> sums(size_t(threads) * 8, 0);  // a cache line apart
+  const bool avx2 = __builtin_cpu_supports("avx2");
+  auto pass = [&] {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        const size_t lo = n * size_t(t) / size_t(threads), hi = n * size_t(t + 1) / size_t(threads);
+        sums[size_t(t) * 8] =
+            avx2 ? SumSliceAvx2(words.data(), lo, hi) : SumSliceSse2(words.data(), lo, hi);
+      });
+    }
+    for (auto& th : pool) th.join();
+  };
+  pass();
+  double best = 1e300;
+  for (int r = 0; r < reps; ++r) {
+    const double t0 = NowSeconds();
+    pass();
+    best = std::min(best, NowSeconds() - t0);
+  }
+  uint64_t all = 0;
+  for (uint64_t s : sums) all += s;
+  if (all == 42) std::fprintf(stderr, " ");  // keeps the sums alive
+  return double(n * sizeof(uint64_t)) / best;
 }
 
 }  // namespace pcfarm

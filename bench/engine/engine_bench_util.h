@@ -65,6 +65,12 @@ std::string LoadAverage();
 // non-zero.
 Result<std::string> RunForLastLine(const std::string& cmd);
 
+// Bytes a second that `threads` threads reach reading `words` once, each
+// summing a contiguous slice (32-byte loads where the CPU has AVX2, else
+// 16-byte): the plain read a memory-bound decode is measured against.
+// Fastest of `reps` passes after one warm-up pass.
+double ReadBandwidth(const std::vector<uint64_t>& words, int threads, int reps);
+
 // Resets VmHWM to the current VmRSS (writes "5" to /proc/self/clear_refs,
 // Linux >= 4.0). Returns false when the kernel refused.
 bool ResetPeakRss();

@@ -153,37 +153,46 @@ void SwiGluGradSpan(float* dg, float* du, const float* dy, const float* g, const
 float AttendRow(const float* q, const float* k, const float* v, int64_t stride, int64_t nkeys,
                 int64_t d, float scale, float* out, float* scores);
 
-// 32 activation values held for integer dot products with Q8_0 and Q4_0
-// weight blocks: x[j] ≈ d·t[j], d = max|x| / 32512, |t[j]| ≤ 32512, so
-// |x[j] − d·t[j]| ≤ 0.51·d: about 15 bits of the block's largest value,
-// against the 7 of the int8 activations llama.cpp uses. sum8[l] = 8·(t[2l]
-// + t[2l+1] + t[16+2l] + t[17+2l]) (the Q4_0 codes' offset of 8, in the
-// lanes the kernel's sums come out in); d is repeated in 8 lanes.
+// 32 activation values held for integer dot products with Q8_0, Q4_0,
+// Q4_K and Q6_K weight blocks: x[j] ≈ d·t[j], d = max|x| / 32512,
+// |t[j]| ≤ 32512, so |x[j] − d·t[j]| ≤ 0.51·d: about 15 bits of the block's
+// largest value, against the 7 of the int8 activations llama.cpp uses.
+// sum8[l] = 8·(t[2l] + t[2l+1] + t[16+2l] + t[17+2l]) (the Q4_0 codes'
+// offset of 8, in the lanes the kernel's sums come out in).
 struct alignas(32) ActBlock {
   int16_t t[32];
   int32_t sum8[8];
-  float d[8];
 };
 
-// Whether WeightRowDots takes `type` with activations as ActBlocks.
+// m activation rows of k values as QuantizeActRows makes them: block b of
+// row i at i·(k/32) + b in each array: its ActBlock, its d, and d·Σt (Q4_K's
+// minimums multiply it). The scales are arrays of their own so that the
+// K-quant kernels load the 8 blocks of a 256-value super-block as one vector.
+struct ActRows {
+  std::vector<ActBlock> blocks;
+  std::vector<float> d, dsum;
+};
+
+// Whether WeightRowDots takes `type` with activations as ActRows.
 inline bool UsesActBlocks(StorageType type) {
-  return type == StorageType::kQ8_0 || type == StorageType::kQ4_0;
+  return type == StorageType::kQ8_0 || type == StorageType::kQ4_0 ||
+         type == StorageType::kQ4_K || type == StorageType::kQ6_K;
 }
 
-// Fills out[i·(k/32) + b] with block b of activation row i (row stride ldx)
-// for i < m. Returns false, and WeightRowDots must take the f32 rows, when
-// the instruction set in use has no integer kernel (baseline x86-64), or a
+// Fills `out` (resized) with the m activation rows at x (row stride ldx).
+// Returns false, and WeightRowDots must take the f32 rows, when the
+// instruction set in use has no integer kernel (baseline x86-64), or a
 // value is not finite (NaN and ∞ then reach the output as in f32), or a
 // block's largest |value| is nonzero but below 2^-64 (its scale would lose
 // precision). REQUIRES: k % 32 == 0.
-bool QuantizeActRows(const float* x, int64_t ldx, int64_t m, int64_t k, ActBlock* out);
+bool QuantizeActRows(const float* x, int64_t ldx, int64_t m, int64_t k, ActRows* out);
 
 // cpu_quant.cc: c[i, r] = alpha·(b[r, :]·x[i, :]) + beta·c[i, r] for the m
 // activation rows x (row stride ldx) and weight rows r0..r1 of a [N, k]
 // weight b stored as `type` (F16, BF16 or quantized; not F32), c row stride
 // ldc; beta = 0 ignores c. Dequantizes in registers, accumulates in f32.
-// With xq (the rows as QuantizeActRows made them; Q8_0 and Q4_0 only), the
-// products are integer dot products per block instead, scaled in f32.
+// With xq (the rows as QuantizeActRows made them; the block formats only),
+// the products are integer dot products per 32 values instead, scaled in f32.
 struct WeightRowsArgs {
   StorageType type;
   const uint8_t* b;
@@ -194,7 +203,7 @@ struct WeightRowsArgs {
   float* c;
   int64_t ldc;
   float alpha, beta;
-  const ActBlock* xq = nullptr;
+  const ActRows* xq = nullptr;
 };
 void WeightRowDots(const WeightRowsArgs& args, int64_t r0, int64_t r1);
 // ToF32 for F16, BF16, Q8_0 and Q4_0 with 8-lane code where the instruction

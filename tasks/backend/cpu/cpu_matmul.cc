@@ -118,11 +118,10 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
     // A few rows against a 16-bit or quantized weight, read as stored.
     WeightRowsArgs args{b.type(), static_cast<const uint8_t*>(Raw(b)), k, ap,
                         trans_a ? 1 : lda, m, cp, n, alpha, beta};
-    std::vector<ActBlock> xq;
-    if (rounded_activations() && UsesActBlocks(b.type())) {
-      xq.resize(size_t(m * (k / 32)));
-      if (QuantizeActRows(args.x, args.ldx, m, k, xq.data())) args.xq = xq.data();
-    }
+    ActRows xq;
+    if (rounded_activations() && UsesActBlocks(b.type()) &&
+        QuantizeActRows(args.x, args.ldx, m, k, &xq))
+      args.xq = &xq;
     pool_->ParallelFor(n, 16, [&](int64_t r0, int64_t r1) { WeightRowDots(args, r0, r1); });
     return Status::Ok();
   }

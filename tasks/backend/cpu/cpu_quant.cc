@@ -90,7 +90,11 @@ const char* CpuIsaName(CpuIsa isa) {
   return "?";
 }
 
-bool QuantizeActRows(const float* x, int64_t ldx, int64_t m, int64_t k, ActBlock* out) {
+bool QuantizeActRows(const float* x, int64_t ldx, int64_t m, int64_t k, ActRows* out) {
+  const size_t n = size_t(m * (k / 32));
+  out->blocks.resize(n);
+  out->d.resize(n);
+  out->dsum.resize(n);
   switch (WeightRowIsa()) {
     case CpuIsa::kAvx512: return avx512::QuantizeRows(x, ldx, m, k, out);
     case CpuIsa::kAvx2: return avx2::QuantizeRows(x, ldx, m, k, out);

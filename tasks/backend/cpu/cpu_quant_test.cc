@@ -198,49 +198,55 @@ TEST_CASE("QuantizeActRows: x within 0.51·d of d·t; NaN, ∞ and tiny blocks r
   x[5] = 7.5f;  // the largest of its block, exactly: t = 32512
   x[6] = -7.5f;
   x[7] = -0.0f;
-  std::vector<cpu::ActBlock> q(size_t(3 * k / 32));
+  cpu::ActRows q;
 
   cpu::SetWeightRowIsaForTesting(cpu::CpuIsa::kBaseline);
-  CHECK_FALSE(cpu::QuantizeActRows(x.data(), ldx, 3, k, q.data()));  // no integer kernel
+  CHECK_FALSE(cpu::QuantizeActRows(x.data(), ldx, 3, k, &q));  // no integer kernel
   if (cpu::BestCpuIsa() == cpu::CpuIsa::kBaseline) {
     WARN("skipped: this CPU has neither AVX2 nor AVX-512, so no integer kernel runs");
     return;
   }
   cpu::SetWeightRowIsaForTesting(cpu::BestCpuIsa());
-  REQUIRE(cpu::QuantizeActRows(x.data(), ldx, 3, k, q.data()));
+  REQUIRE(cpu::QuantizeActRows(x.data(), ldx, 3, k, &q));
   for (int64_t i = 0; i < 3; ++i)
     for (int64_t b = 0; b < k / 32; ++b) {
-      const cpu::ActBlock& blk = q[size_t(i * k / 32 + b)];
+      const size_t at = size_t(i * k / 32 + b);
+      const cpu::ActBlock& blk = q.blocks[at];
+      const float d = q.d[at];
       float mx = 0;
       for (int j = 0; j < 32; ++j) mx = std::max(mx, std::fabs(x[size_t(i * ldx + 32 * b + j)]));
       INFO("row " << i << " block " << b);
-      for (int l = 0; l < 8; ++l) CHECK(blk.d[l] == mx / 32512.0f);
+      CHECK(d == mx / 32512.0f);
       int32_t sums[8] = {};
       for (int j = 0; j < 32; ++j) {
         CHECK(std::abs(int(blk.t[j])) <= 32512);
         sums[(j % 16) / 2] += 8 * blk.t[j];
-        const double back = double(blk.d[0]) * blk.t[j];
-        CHECK(std::fabs(back - x[size_t(i * ldx + 32 * b + j)]) <= 0.51 * blk.d[0]);
+        const double back = double(d) * blk.t[j];
+        CHECK(std::fabs(back - x[size_t(i * ldx + 32 * b + j)]) <= 0.51 * d);
       }
       for (int l = 0; l < 8; ++l) CHECK(blk.sum8[l] == sums[l]);
+      int32_t all = 0;
+      for (int j = 0; j < 32; ++j) all += blk.t[j];
+      CHECK(q.dsum[at] == d * float(all));
     }
-  CHECK(q[0].t[5] == 32512);
-  CHECK(q[0].t[6] == -32512);
-  CHECK(q[0].t[7] == 0);
-  CHECK(q[4].d[0] == 0.0f);  // row 1, block 1: all zero
-  CHECK(q[4].t[3] == 0);
+  CHECK(q.blocks[0].t[5] == 32512);
+  CHECK(q.blocks[0].t[6] == -32512);
+  CHECK(q.blocks[0].t[7] == 0);
+  CHECK(q.d[4] == 0.0f);  // row 1, block 1: all zero
+  CHECK(q.dsum[4] == 0.0f);
+  CHECK(q.blocks[4].t[3] == 0);
 
   for (float bad : {NAN, INFINITY, -INFINITY}) {
     std::vector<float> y = x;
     y[size_t(2 * ldx + 70)] = bad;
-    CHECK_FALSE(cpu::QuantizeActRows(y.data(), ldx, 3, k, q.data()));
+    CHECK_FALSE(cpu::QuantizeActRows(y.data(), ldx, 3, k, &q));
   }
   std::vector<float> tiny = x;
   for (int j = 0; j < 32; ++j) tiny[size_t(ldx + j)] = 1e-30f;  // a nonzero max below 2^-64
-  CHECK_FALSE(cpu::QuantizeActRows(tiny.data(), ldx, 3, k, q.data()));
+  CHECK_FALSE(cpu::QuantizeActRows(tiny.data(), ldx, 3, k, &q));
 }
 
-TEST_CASE("Q8_0 and Q4_0 with integer dot products: the product of the quantized activations") {
+TEST_CASE("Q8_0, Q4_0, Q4_K and Q6_K with integer dot products: the product of the quantized activations") {
   // x spans 15 binary orders of magnitude within a block, so rounding it to
   // ~15 bits moves the product by more than f32 summation would: a kernel
   // that took the f32 rows would fail the first check, one that misplaced
@@ -259,8 +265,9 @@ TEST_CASE("Q8_0 and Q4_0 with integer dot products: the product of the quantized
   for (int isa = int(cpu::CpuIsa::kAvx2); isa <= int(cpu::BestCpuIsa()); ++isa) {
     cpu::SetWeightRowIsaForTesting(cpu::CpuIsa(isa));
     int coarser_than_f32 = 0;
-    for (StorageType type : {StorageType::kQ8_0, StorageType::kQ4_0})
-      for (int64_t k : {32, 96, 800})
+    for (StorageType type :
+         {StorageType::kQ8_0, StorageType::kQ4_0, StorageType::kQ4_K, StorageType::kQ6_K})
+      for (int64_t k : Ks(type))
         for (int64_t n : {1, 7, 33})
           for (int64_t m : {1, 2, 3, 5, 16}) {
             INFO(cpu::CpuIsaName(cpu::CpuIsa(isa)) << " " << StorageTypeName(type) << " m " << m
@@ -281,14 +288,14 @@ TEST_CASE("Q8_0 and Q4_0 with integer dot products: the product of the quantized
             REQUIRE(b.Gemm(*yt, *xt, false, *wt, true, 0.75f, beta).ok());
             std::vector<float> y(size_t(m * n));
             REQUIRE(b.Download(*yt, y).ok());
-            std::vector<cpu::ActBlock> q(size_t(m * k / 32));
-            REQUIRE(cpu::QuantizeActRows(x.data(), k, m, k, q.data()));
+            cpu::ActRows q;
+            REQUIRE(cpu::QuantizeActRows(x.data(), k, m, k, &q));
             for (int64_t i = 0; i < m; ++i)
               for (int64_t r = 0; r < n; ++r) {
                 double ref_q = 0, mag_q = 0, ref = 0, mag = 0;
                 for (int64_t j = 0; j < k; ++j) {
-                  const cpu::ActBlock& blk = q[size_t(i * k / 32 + j / 32)];
-                  const double xq = double(blk.d[0]) * blk.t[j % 32];
+                  const size_t at = size_t(i * k / 32 + j / 32);
+                  const double xq = double(q.d[at]) * q.blocks[at].t[j % 32];
                   const double wj = w[size_t(r * k + j)];
                   ref_q += wj * xq;
                   mag_q += std::fabs(wj * xq);
