@@ -11,7 +11,7 @@
 //     model (lavapipe, Mesa's CPU emulation of Vulkan, is too slow for the
 //     large one); the figures measure lavapipe, not a GPU.
 //   --storage: the CPU backend on the same model stored as F32, F16, BF16,
-//     Q8_0 and Q4_0: decode beside its memory-bandwidth bound, batched
+//     Q8_0, Q4_0, Q4_K and Q6_K: decode beside its memory-bandwidth bound, batched
 //     decode and prefill beside F32 (bench/engine/engine_bench_storage.h).
 //
 // The model is written once with WriteHfModel into --cache-dir and reused.
@@ -254,7 +254,7 @@ int Run(int argc, char** argv) {
   bool storage = false;
   StorageBenchOptions so;
   app.add_flag("--storage", storage,
-               "decode, batched decode and prefill with F32/F16/BF16/Q8_0/Q4_0 weights (cpu)");
+               "decode, batched decode and prefill with F32/F16/BF16/Q8_0/Q4_0/Q4_K/Q6_K weights (cpu)");
   app.add_option("--only", so.only, "with --storage: these storages only, e.g. q8_0,q4_0");
   app.add_option("--batch", so.batch, "with --storage: sequences of the batched decode");
   CLI11_PARSE(app, argc, argv);

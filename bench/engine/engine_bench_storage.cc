@@ -24,7 +24,7 @@
 namespace pcfarm {
 namespace {
 
-const std::vector<std::string> kStorages = {"F32", "F16", "BF16", "Q8_0", "Q4_0"};
+const std::vector<std::string> kStorages = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K"};
 
 // The random model's tensors with every element converted to 16 bits.
 std::vector<NamedTensor> HalfTensors(const ModelConfig& c, DType type) {
@@ -68,7 +68,10 @@ Result<std::string> EnsureStorageModel(const std::string& f32_dir, const ModelCo
     return path;
   }
   GgufWriteOptions o;
-  o.matrix_type = storage == "Q8_0" ? kGgmlQ8_0 : kGgmlQ4_0;
+  o.matrix_type = storage == "Q8_0"   ? kGgmlQ8_0
+                  : storage == "Q4_0" ? kGgmlQ4_0
+                  : storage == "Q4_K" ? kGgmlQ4_K
+                                      : kGgmlQ6_K;
   PCFARM_RETURN_IF_ERROR(
       WriteGgufModel(path, c, EngineBenchTensors(c), EngineBenchTokenizerJson(), o));
   return path;
@@ -220,7 +223,7 @@ int RunStorageBench(const StorageBenchOptions& o) {
     for (std::string s; std::getline(ss, s, ',');) {
       for (char& ch : s) ch = char(std::toupper(static_cast<unsigned char>(ch)));
       if (std::find(kStorages.begin(), kStorages.end(), s) == kStorages.end()) {
-        std::fprintf(stderr, "engine_bench: --only: unknown storage '%s' (F32, F16, BF16, Q8_0, Q4_0)\n",
+        std::fprintf(stderr, "engine_bench: --only: unknown storage '%s' (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)\n",
                      s.c_str());
         return 2;
       }
@@ -326,8 +329,8 @@ int RunStorageBench(const StorageBenchOptions& o) {
           std::to_string(c.num_hidden_layers) + " layers, vocab " + std::to_string(c.vocab_size) +
           ", tied embeddings (read whole as lm_head each step), " +
           Fixed(double(ParamCount(c)) / 1e6, 1) +
-          "M parameters; F16/BF16: every tensor 16-bit (HF directory); Q8_0/Q4_0: GGUF, every "
-          "matrix quantized, norms F32",
+          "M parameters; F16/BF16: every tensor 16-bit (HF directory); Q8_0/Q4_0/Q4_K/Q6_K: GGUF, "
+          "every matrix quantized (the K-quants by our plain fit), norms F32",
       sizes,
       "bound = read bandwidth / weight bytes; the KV cache a step also reads (" +
           Fixed(double(kv_per_token) / 1024, 0) + " KiB a position, up to " +

@@ -1,6 +1,6 @@
 // engine_bench --storage: decode, batched decode and prefill of the engine
-// benchmark's ~110M model stored as F32, F16, BF16, Q8_0 and Q4_0, each
-// beside a baseline measured in the same run (issue 16):
+// benchmark's ~110M model stored as F32, F16, BF16, Q8_0, Q4_0, Q4_K and
+// Q6_K, each beside a baseline measured in the same run (issue 16):
 //
 //   - decode at batch 1 beside its memory-bandwidth bound: the bytes of
 //     weights a decode step reads (LlamaModel::WeightBytes; the tied
@@ -11,7 +11,7 @@
 //     model's.
 //
 // F16 and BF16 are Hugging Face directories whose every tensor is stored in
-// that type (the loader keeps them 16-bit); Q8_0 and Q4_0 are GGUF files
+// that type (the loader keeps them 16-bit); the block formats are GGUF files
 // whose matrices are quantized by the GGUF writer (loaded as mapped blocks).
 // All are written once from the same random F32 weights into --cache-dir.
 //

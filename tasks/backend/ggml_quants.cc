@@ -83,6 +83,85 @@ void DequantQ6_K(const uint8_t* b, float* y) {
   }
 }
 
+// A 6-bit code: x rounded to nearest and clamped to 0..63.
+int Code6(float x) { return std::clamp(int(std::lround(x)), 0, 63); }
+
+// Our Q4_K quantizer (see the header): a min/max fit per sub-block.
+void QuantQ4_K(const float* x, uint8_t* b) {
+  float scale[8], mins[8], max_scale = 0, max_min = 0;
+  for (int s = 0; s < 8; ++s) {
+    float lo = 0, hi = 0;  // the range always holds 0
+    for (int j = 0; j < 32; ++j) {
+      lo = std::fmin(lo, x[32 * s + j]);
+      hi = std::fmax(hi, x[32 * s + j]);
+    }
+    scale[s] = (hi - lo) / 15.0f;
+    mins[s] = -lo;
+    max_scale = std::fmax(max_scale, scale[s]);
+    max_min = std::fmax(max_min, mins[s]);
+  }
+  StoreF16(b, max_scale / 63.0f);
+  StoreF16(b + 2, max_min / 63.0f);
+  const float d = LoadF16(b), dmin = LoadF16(b + 2);  // as stored
+  int sc[8], m[8];
+  for (int s = 0; s < 8; ++s) {
+    // The step rounded up, so that 15 steps still span the sub-block.
+    sc[s] = d > 0 ? std::clamp(int(std::ceil(scale[s] / d)), 0, 63) : 0;
+    m[s] = dmin > 0 ? Code6(mins[s] / dmin) : 0;
+  }
+  uint8_t* scales = b + 4;
+  for (int s = 0; s < 4; ++s) {
+    scales[s] = uint8_t((sc[s] & 63) | ((sc[s + 4] >> 4) << 6));
+    scales[s + 4] = uint8_t((m[s] & 63) | ((m[s + 4] >> 4) << 6));
+    scales[s + 8] = uint8_t((sc[s + 4] & 15) | ((m[s + 4] & 15) << 4));
+  }
+  uint8_t q[256];
+  for (int s = 0; s < 8; ++s) {
+    const float step = d * float(sc[s]), offset = dmin * float(m[s]);
+    for (int j = 0; j < 32; ++j) {
+      const float v = step > 0 ? (x[32 * s + j] + offset) / step : 0.0f;
+      q[32 * s + j] = uint8_t(std::clamp(int(std::lround(v)), 0, 15));
+    }
+  }
+  uint8_t* qs = b + 16;
+  for (int j = 0; j < 4; ++j)
+    for (int l = 0; l < 32; ++l)
+      qs[32 * j + l] = uint8_t(q[64 * j + l] | (q[64 * j + 32 + l] << 4));
+}
+
+// Our Q6_K quantizer (see the header): max|x| per group of 16.
+void QuantQ6_K(const float* x, uint8_t* b) {
+  float scale[16], max_scale = 0;
+  for (int g = 0; g < 16; ++g) {
+    float amax = 0;
+    for (int j = 0; j < 16; ++j) amax = std::fmax(amax, std::fabs(x[16 * g + j]));
+    scale[g] = amax / 31.0f;
+    max_scale = std::fmax(max_scale, scale[g]);
+  }
+  StoreF16(b + 208, max_scale / 127.0f);
+  const float d = LoadF16(b + 208);
+  auto* sc = reinterpret_cast<int8_t*>(b + 192);
+  uint8_t q[256];
+  for (int g = 0; g < 16; ++g) {
+    sc[g] = int8_t(d > 0 ? std::clamp(int(std::ceil(scale[g] / d)), 0, 127) : 0);
+    const float step = d * float(sc[g]);
+    for (int j = 0; j < 16; ++j) {
+      const float v = step > 0 ? x[16 * g + j] / step : 0.0f;
+      q[16 * g + j] = uint8_t(std::clamp(int(std::lround(v)), -32, 31) + 32);
+    }
+  }
+  uint8_t* ql = b;
+  uint8_t* qh = b + 128;
+  std::memset(b, 0, 192);
+  for (int h = 0; h < 2; ++h)
+    for (int l = 0; l < 32; ++l)
+      for (int t = 0; t < 4; ++t) {
+        const int v = q[128 * h + l + 32 * t];
+        ql[64 * h + l + 32 * (t & 1)] |= uint8_t((v & 15) << ((t & 2) ? 4 : 0));
+        qh[32 * h + l] |= uint8_t((v >> 4) << (2 * t));
+      }
+}
+
 }  // namespace
 
 bool IsGgmlQuantType(uint32_t type) { return GgmlBlockValues(type) != 0; }
@@ -133,13 +212,24 @@ void DequantizeBlocks(uint32_t type, const uint8_t* src, int64_t n_blocks, float
 }
 
 Status QuantizeBlocks(uint32_t type, const float* src, int64_t n, uint8_t* dst) {
-  if (type != kGgmlTypeQ8_0 && type != kGgmlTypeQ4_0)
-    return InvalidArgument(std::string("quantize: ") + GgmlQuantName(type) +
-                           " (ggml type " + std::to_string(type) +
-                           ") has no quantizer; Q8_0 and Q4_0 do");
-  if (n % 32 != 0)
+  if (!IsGgmlQuantType(type))
+    return InvalidArgument("quantize: ggml type " + std::to_string(type) +
+                           " is not Q8_0, Q4_0, Q4_K or Q6_K");
+  const int64_t bv = GgmlBlockValues(type);
+  if (n % bv != 0)
     return InvalidArgument("quantize: " + std::to_string(n) +
-                           " values is not a multiple of the block size 32");
+                           " values is not a multiple of the block size " +
+                           std::to_string(bv));
+  if (type == kGgmlTypeQ4_K || type == kGgmlTypeQ6_K) {
+    for (int64_t blk = 0; blk < n / 256; ++blk) {
+      if (type == kGgmlTypeQ4_K) {
+        QuantQ4_K(src + blk * 256, dst + blk * 144);
+      } else {
+        QuantQ6_K(src + blk * 256, dst + blk * 210);
+      }
+    }
+    return Status::Ok();
+  }
   for (int64_t blk = 0; blk < n / 32; ++blk) {
     const float* x = src + blk * 32;
     if (type == kGgmlTypeQ8_0) {

@@ -1,7 +1,7 @@
 // GGML's block-quantized tensor formats (Q8_0, Q4_0, Q4_K, Q6_K), exactly as
 // GGUF files store them (ggml-org/ggml docs/gguf.md, gguf-py quants.py):
-// sizes, the reference dequantization, and the reference quantizers for the
-// two 32-value formats.
+// sizes, the reference dequantization, the reference quantizers for the
+// two 32-value formats and our own for the two K-quants.
 //
 // A row of K values is K / BlockValues blocks, each BlockBytes long, stored
 // back to back with no padding; a block's f16 scales are not aligned (a Q8_0
@@ -20,7 +20,7 @@
 //        f16 d; 16 sub-blocks of 16, x = (d·scale)·(q − 32), q a 6-bit value
 //        from a nibble of ql and two bits of qh: in each half h (128 values,
 //        ql + 64h, qh + 32h, scales + 8h) value l + 32t (l < 32, t < 4) takes
-//        the low (t even) or high (t odd) nibble of ql[l + 32·(t & 1)] and
+//        the low (t < 2) or high (t ≥ 2) nibble of ql[l + 32·(t & 1)] and
 //        bits 2t..2t+1 of qh[l], with scale index l / 16 + 2t.
 // The dequantization computes in f32 in exactly the order above (products
 // rounded one at a time, no fused multiply-add), so it is bit-exact against
@@ -60,8 +60,18 @@ void DequantizeBlocks(uint32_t type, const uint8_t* src, int64_t n_blocks, float
 //   Q4_0: m = the x of largest |x| (the first when tied), d = m / −8,
 //         q = min(15, trunc(x / d + 8.5)) (8 when d = 0)
 // in f32, the division done as x·(1/d) with the f32 d, and d then stored
-// as f16 (nearest even). `n` values from src (a multiple of 32) into dst.
-// InvalidArgument for another type or a ragged n.
+// as f16 (nearest even). For Q4_K and Q6_K a plain fit of our own (not
+// llama.cpp's search for the scale that minimises the error, so its error
+// is somewhat larger than a llama.cpp file's), per super-block of 256:
+//   Q4_K: per sub-block s of 32, lo = min(0, min x), hi = max(0, max x);
+//         d = max_s((hi − lo)/15)/63, dmin = max_s(−lo)/63 (stored f16);
+//         sc_s = ceil(((hi − lo)/15)/d) and m_s = round(−lo/dmin), both
+//         clamped to 0..63; q = round((x + dmin·m_s)/(d·sc_s)) in 0..15
+//   Q6_K: per group g of 16, scale_g = max|x|/31; d = max_g(scale_g)/127
+//         (stored f16); sc_g = ceil(scale_g/d) in 0..127;
+//         q = round(x/(d·sc_g)) in −32..31, stored + 32
+// (0 codes where a scale is 0). `n` values from src (a multiple of the
+// block's values) into dst. InvalidArgument for another type or a ragged n.
 Status QuantizeBlocks(uint32_t type, const float* src, int64_t n, uint8_t* dst);
 
 }  // namespace pcfarm

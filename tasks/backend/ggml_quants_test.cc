@@ -173,10 +173,11 @@ TEST_CASE("our Q8_0/Q4_0 quantizer and f16/bf16 rounding give the reference's by
 
 // Quantizes and dequantizes `x` (whole blocks of 32) with our quantizer.
 std::vector<float> RoundTrip(uint32_t type, const std::vector<float>& x) {
-  std::vector<uint8_t> q(x.size() / 32 * GgmlBlockBytes(type));
+  const int64_t bv = GgmlBlockValues(type);
+  std::vector<uint8_t> q(x.size() / size_t(bv) * GgmlBlockBytes(type));
   REQUIRE(QuantizeBlocks(type, x.data(), int64_t(x.size()), q.data()).ok());
   std::vector<float> y(x.size());
-  DequantizeBlocks(type, q.data(), int64_t(x.size()) / 32, y.data());
+  DequantizeBlocks(type, q.data(), int64_t(x.size()) / bv, y.data());
   return y;
 }
 
@@ -249,6 +250,71 @@ TEST_CASE("quantizer boundary blocks: all zeros, one huge value, ties") {
   CHECK(y[1] == -1.75f);
 }
 
+TEST_CASE("our Q4_K/Q6_K quantizer's round trip stays within its fit's bound") {
+  // Per super-block of 256. Q4_K, sub-block s of 32 with range r_s = hi − lo
+  // (0 included): its step d·sc_s is at most r_s/15 + d (sc rounded up), the
+  // offset dmin·m_s is within dmin/2 of −lo, so a value is off by at most
+  // half a step plus dmin/2. Q6_K, group g of 16 with a_g = max|x|: its step
+  // is at most a_g/31 + d and 31 steps cover a_g, so half a step. Plus the
+  // f16 rounding of d and dmin (2^-11 relative, times the largest codes,
+  // 63·15 and 63; 127·31) and the absolute slack of a subnormal f16 scale.
+  std::mt19937_64 rng(12);
+  std::normal_distribution<float> nd(0, 1);
+  std::uniform_real_distribution<float> spread(-3, 1);
+  for (float sigma : {1e-4f, 0.02f, 1.0f, 300.0f}) {
+    std::vector<float> x(256 * 16);
+    // Sub-blocks of very different sizes in one super-block, and some
+    // all-positive ones (lo = 0, hi > 0).
+    for (size_t i = 0; i < x.size(); ++i) {
+      const size_t sub = i / 32;
+      const float size = sigma * std::exp2(4.0f * spread(rng) * float(sub % 3 == 0));
+      x[i] = size * (sub % 5 == 1 ? std::fabs(nd(rng)) : nd(rng));
+    }
+    for (uint32_t type : {uint32_t(kGgmlTypeQ4_K), uint32_t(kGgmlTypeQ6_K)}) {
+      INFO(GgmlQuantName(type) << " sigma " << sigma);
+      const std::vector<float> y = RoundTrip(type, x);
+      for (size_t s0 = 0; s0 < x.size(); s0 += 256) {
+        const int group = type == kGgmlTypeQ4_K ? 32 : 16;
+        double dmax = 0, mmax = 0;  // the super-block's d and dmin before f16
+        std::vector<double> range, low;
+        for (size_t g0 = s0; g0 < s0 + 256; g0 += size_t(group)) {
+          double lo = 0, hi = 0, amax = 0;
+          for (size_t i = g0; i < g0 + size_t(group); ++i) {
+            lo = std::min(lo, double(x[i]));
+            hi = std::max(hi, double(x[i]));
+            amax = std::max(amax, std::fabs(double(x[i])));
+          }
+          range.push_back(type == kGgmlTypeQ4_K ? (hi - lo) / 15 : amax / 31);
+          low.push_back(-lo);
+          dmax = std::max(dmax, range.back());
+          mmax = std::max(mmax, -lo);
+        }
+        const double d = dmax / (type == kGgmlTypeQ4_K ? 63 : 127), dmin = mmax / 63;
+        const double f16 = type == kGgmlTypeQ4_K ? (d * 63 * 15 + dmin * 63) / 1024
+                                                 : d * 127 * 31 / 1024;
+        const double slack = f16 + 64 * 16 * std::ldexp(1.0, -24);
+        for (size_t i = s0; i < s0 + 256; ++i) {
+          const size_t g = (i - s0) / size_t(group);
+          const double bound = 0.5 * (range[g] + d * 1.001) +
+                               (type == kGgmlTypeQ4_K ? 0.5 * dmin * 1.001 : 0.0) + slack;
+          INFO("value " << i << ": " << x[i] << " -> " << y[i] << ", bound " << bound);
+          REQUIRE(std::fabs(double(y[i]) - x[i]) <= bound);
+        }
+      }
+    }
+  }
+  // All zeros: every value decodes to exactly 0; a constant super-block
+  // decodes within a step of its value.
+  for (uint32_t type : {uint32_t(kGgmlTypeQ4_K), uint32_t(kGgmlTypeQ6_K)}) {
+    INFO(GgmlQuantName(type));
+    for (float v : RoundTrip(type, std::vector<float>(512, 0.0f))) CHECK(v == 0.0f);
+    for (float c : {-2.5f, 0.75f}) {
+      for (float v : RoundTrip(type, std::vector<float>(256, c)))
+        CHECK(std::fabs(v - c) <= std::fabs(c) / 20);
+    }
+  }
+}
+
 TEST_CASE("block sizes match the spec") {
   CHECK(GgmlBlockValues(kGgmlTypeQ8_0) == 32);
   CHECK(GgmlBlockBytes(kGgmlTypeQ8_0) == 34);
@@ -263,7 +329,7 @@ TEST_CASE("block sizes match the spec") {
   CHECK(std::string(GgmlQuantName(kGgmlTypeQ6_K)) == "Q6_K");
 }
 
-TEST_CASE("QuantizeBlocks refuses ragged lengths and types it has no quantizer for") {
+TEST_CASE("QuantizeBlocks refuses ragged lengths and types it does not hold") {
   std::vector<float> x(48, 1.0f);
   std::vector<uint8_t> out(64);
   Status s = QuantizeBlocks(kGgmlTypeQ8_0, x.data(), 48, out.data());
@@ -271,7 +337,10 @@ TEST_CASE("QuantizeBlocks refuses ragged lengths and types it has no quantizer f
   CHECK(s.message().find("multiple of the block size 32") != std::string::npos);
   s = QuantizeBlocks(kGgmlTypeQ4_K, x.data(), 32, out.data());
   CHECK(s.code() == StatusCode::kInvalidArgument);
-  CHECK(s.message().find("Q4_K") != std::string::npos);
+  CHECK(s.message().find("multiple of the block size 256") != std::string::npos);
+  s = QuantizeBlocks(3, x.data(), 32, out.data());  // Q4_1: not a type we hold
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(s.message().find("ggml type 3") != std::string::npos);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// Quantized GGUF models end to end: a random tiny llama written as Q8_0 and
-// Q4_0 GGUF (GgufWriteOptions), loaded with its matrices held quantized
+// Quantized GGUF models end to end: a random tiny llama written as Q8_0,
+// Q4_0, Q4_K and Q6_K GGUF (GgufWriteOptions), loaded with its matrices held quantized
 // (LlamaOptions::keep_half_weights, the CPU's WeightRowDots and tiles) and
 // again dequantized to F32 (keep_half_weights = false, the reference path).
 // Both compute the same function of the same dequantized weights; only the
@@ -31,18 +31,20 @@ constexpr std::string_view kCorpus =
     "one token at a time and predicts the next token. The river runs past the village.\n";
 
 // hidden 64, 2 layers, 4 heads of 16, 2 KV heads, FFN 128: every matrix row
-// is whole 32-value blocks.
+// is whole 32-value blocks. The K-quants' blocks are 256 values: hidden
+// 256, 4 heads of 64, FFN 512 for them.
 Status WriteModel(const std::string& path, uint32_t matrix_type) {
+  const bool k_quant = matrix_type == kGgmlQ4_K || matrix_type == kGgmlQ6_K;
   const std::string tokenizer_json = MakeByteLevelTokenizerJson(kCorpus, 100);
   PCFARM_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::FromJson(tokenizer_json, "tiny"));
   ModelConfig c;
   c.architecture = "LlamaForCausalLM";
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
+  c.hidden_size = k_quant ? 256 : 64;
+  c.intermediate_size = k_quant ? 512 : 128;
   c.num_hidden_layers = 2;
   c.num_attention_heads = 4;
   c.num_key_value_heads = 2;
-  c.head_dim = 16;
+  c.head_dim = k_quant ? 64 : 16;
   c.vocab_size = tok.vocab_size();
   c.max_position_embeddings = 256;
   c.rms_norm_eps = 1e-5;
@@ -51,15 +53,19 @@ Status WriteModel(const std::string& path, uint32_t matrix_type) {
   c.bos_token_id = tok.bos_id();
   c.eos_token_ids = {tok.eos_id()};
   std::mt19937_64 rng(16);
+  const float gain = k_quant ? 3.0f : 2.0f;
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<NamedTensor> tensors;
   for (const ExpectedTensor& e : ExpectedTensors(c)) {
     size_t n = 1;
     for (int64_t d : e.shape) n *= size_t(d);
     std::vector<float> v(n);
-    // Scale 2/sqrt(in): peaked next-token distributions, few near-ties.
+    // Scale gain/sqrt(in): peaked next-token distributions, few near-ties
+    // (the wider K-quant model's logits need the larger gain: at 2 a
+    // continuation met two logits 6e-4 apart, which 15-bit activations
+    // may order either way).
     for (float& x : v)
-      x = e.shape.size() == 2 ? 2.0f * normal(rng) / std::sqrt(float(e.shape[1]))
+      x = e.shape.size() == 2 ? gain * normal(rng) / std::sqrt(float(e.shape[1]))
                               : 1.0f + 0.1f * normal(rng);
     tensors.push_back({e.name, HostTensor::FromF32(e.shape, std::move(v))});
   }
@@ -82,19 +88,23 @@ std::vector<std::vector<int32_t>> Greedy(const LoadedModel& m, Backend* be, bool
   return out;
 }
 
-TEST_CASE("Q8_0 and Q4_0 GGUF models: greedy tokens equal the dequantized F32 path's") {
+TEST_CASE("Q8_0, Q4_0, Q4_K and Q6_K GGUF models: greedy tokens equal the dequantized F32 path's") {
   const std::filesystem::path dir = std::filesystem::temp_directory_path() /
                                     ("pcfarm_quant_gen_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   auto be = CreateCpuBackend({.cpu_threads = 2});
   REQUIRE(be.ok());
-  for (uint32_t type : {uint32_t(kGgmlQ8_0), uint32_t(kGgmlQ4_0)}) {
+  for (uint32_t type :
+       {uint32_t(kGgmlQ8_0), uint32_t(kGgmlQ4_0), uint32_t(kGgmlQ4_K), uint32_t(kGgmlQ6_K)}) {
     INFO("matrix type " << GgmlQuantName(type));
     const std::string path = (dir / ("tiny_" + std::to_string(type) + ".gguf")).string();
     REQUIRE(WriteModel(path, type).ok());
     auto m = LoadModel(path);
     REQUIRE(m.ok());
-    const DType want = type == kGgmlQ8_0 ? DType::kQ8_0 : DType::kQ4_0;
+    const DType want = type == kGgmlQ8_0   ? DType::kQ8_0
+                       : type == kGgmlQ4_0 ? DType::kQ4_0
+                       : type == kGgmlQ4_K ? DType::kQ4_K
+                                           : DType::kQ6_K;
     CHECK(m->weights.Get("model.layers.1.mlp.down_proj.weight").dtype == want);
     CHECK(m->weights.Get("model.embed_tokens.weight").dtype == want);
     CHECK(m->weights.Get("model.norm.weight").dtype == DType::kF32);
@@ -122,7 +132,7 @@ TEST_CASE("Q8_0 and Q4_0 GGUF models: greedy tokens equal the dequantized F32 pa
         WARN(name << " does not open here, not compared: " << other.status().ToString());
         continue;
       }
-      const StorageType st = type == kGgmlQ8_0 ? StorageType::kQ8_0 : StorageType::kQ4_0;
+      const StorageType st = static_cast<StorageType>(want);
       if (!(*other)->SupportsStorage(st)) {
         WARN(name << " does not hold " << StorageTypeName(st) << ", not compared");
         continue;

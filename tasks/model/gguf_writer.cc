@@ -324,13 +324,21 @@ Result<std::string> SerializeGgufModel(
     const ModelConfig& config, const std::vector<NamedTensor>& hf_tensors,
     const std::string& tokenizer_json, const GgufWriteOptions& options) {
   const uint32_t mtype = options.matrix_type;
-  if (mtype != kGgmlF32 && mtype != kGgmlQ8_0 && mtype != kGgmlQ4_0)
-    return Refuse("matrix type " + std::to_string(mtype) + " (F32, Q8_0 or Q4_0 are written)");
+  if (mtype != kGgmlF32 && mtype != kGgmlQ8_0 && mtype != kGgmlQ4_0 && mtype != kGgmlQ4_K &&
+      mtype != kGgmlQ6_K)
+    return Refuse("matrix type " + std::to_string(mtype) +
+                  " (F32, Q8_0, Q4_0, Q4_K or Q6_K are written)");
   KvSection kv;
   kv.String("general.architecture", "llama");
   kv.U32("general.alignment", uint32_t(kAlignment));
-  // LLAMA_FTYPE_ALL_F32, _MOSTLY_Q8_0, _MOSTLY_Q4_0.
-  kv.U32("general.file_type", mtype == kGgmlQ8_0 ? 7 : mtype == kGgmlQ4_0 ? 2 : 0);
+  // LLAMA_FTYPE_ALL_F32, _MOSTLY_Q8_0, _MOSTLY_Q4_0, _MOSTLY_Q4_K_S (every
+  // matrix Q4_K), _MOSTLY_Q6_K.
+  const uint32_t file_type = mtype == kGgmlQ8_0   ? 7
+                             : mtype == kGgmlQ4_0 ? 2
+                             : mtype == kGgmlQ4_K ? 14
+                             : mtype == kGgmlQ6_K ? 18
+                                                  : 0;
+  kv.U32("general.file_type", file_type);
   PCFARM_RETURN_IF_ERROR(WriteConfigKeys(config, &kv));
   PCFARM_RETURN_IF_ERROR(WriteTokenizerKeys(config, tokenizer_json, &kv));
 
@@ -362,9 +370,11 @@ Result<std::string> SerializeGgufModel(
                    {int64_t(config.rope_freq_factors.size())},
                    nullptr});
   for (const ExpectedTensor& e : expected) {
-    // Matrices whose rows are whole blocks take the matrix type; the rest
-    // (norms, ragged rows) stay F32, as llama.cpp's quantizer does.
-    const bool quantize = e.shape.size() == 2 && e.shape[1] % 32 == 0;
+    // Matrices whose rows are whole blocks (32 values, 256 for the
+    // K-quants) take the matrix type; the rest (norms, ragged rows) stay
+    // F32, as llama.cpp's quantizer does.
+    const int64_t block = mtype == kGgmlQ4_K || mtype == kGgmlQ6_K ? 256 : 32;
+    const bool quantize = e.shape.size() == 2 && e.shape[1] % block == 0;
     out.push_back({GgufTensorName(e.name), e.shape, &weights.Get(e.name),
                    quantize ? mtype : uint32_t(kGgmlF32)});
   }

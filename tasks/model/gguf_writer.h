@@ -51,11 +51,13 @@
 namespace pcfarm {
 
 struct GgufWriteOptions {
-  // ggml type of the 2-D weights whose rows are whole 32-value blocks:
-  // kGgmlF32 (0), kGgmlQ8_0 (8) or kGgmlQ4_0 (2), quantized by
-  // QuantizeBlocks (gguf-py's reference quantizer; general.file_type says
-  // which). Norms and other 1-D tensors stay F32. Reading back gives the
-  // dequantized values, not the originals.
+  // ggml type of the 2-D weights whose rows are whole blocks (32 values;
+  // 256 for the K-quants): kGgmlF32 (0), kGgmlQ8_0 (8), kGgmlQ4_0 (2),
+  // kGgmlQ4_K (12) or kGgmlQ6_K (14), quantized by QuantizeBlocks
+  // (gguf-py's reference quantizer for the first two, our plain fit for
+  // the K-quants; general.file_type says which). Norms, other 1-D tensors
+  // and ragged matrices stay F32. Reading back gives the dequantized
+  // values, not the originals.
   uint32_t matrix_type = 0;
 };
 

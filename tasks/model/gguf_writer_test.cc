@@ -294,6 +294,15 @@ TEST_CASE("what a GGUF cannot carry, and unwritable paths, are errors",
   }
   CHECK_FALSE(std::filesystem::exists(dir.path / "no"));
 
+  {
+    Status s = WriteGgufModel(path, m.config, m.tensors, m.tokenizer_json, {.matrix_type = 3});
+    INFO(s.ToString());
+    CHECK(s.code() == StatusCode::kInvalidArgument);
+    CHECK(s.message().find("matrix type 3 (F32, Q8_0, Q4_0, Q4_K or Q6_K are written)") !=
+          std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(path));
+  }
+
   ModelConfig c = m.config;
   c.architecture = "MistralForCausalLM";
   refused(c, m.tensors, m.tokenizer_json, "architecture MistralForCausalLM");
