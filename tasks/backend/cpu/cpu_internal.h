@@ -206,9 +206,9 @@ struct WeightRowsArgs {
   const ActRows* xq = nullptr;
 };
 void WeightRowDots(const WeightRowsArgs& args, int64_t r0, int64_t r1);
-// ToF32 for F16, BF16, Q8_0 and Q4_0 with 8-lane code where the instruction
-// set has it (WeightRowIsa), value for value the reference conversion;
-// false (nothing written) for other types or on baseline x86-64.
+// ToF32 for F16, BF16 and the block formats with 8-lane code where the
+// instruction set has it (WeightRowIsa), value for value the reference
+// conversion; false (nothing written) for F32 or on baseline x86-64.
 bool ToF32Fast(StorageType type, const void* src, float* dst, int64_t count);
 
 // The instruction sets WeightRowDots is built for, in increasing order.
