@@ -76,7 +76,13 @@ Result<std::vector<std::pair<std::string, std::string>>> FilesToSend(const std::
 }
 
 std::string QuantizeParamName(StorageType t) {
-  return t == StorageType::kQ8_0 ? "q8_0" : t == StorageType::kQ4_0 ? "q4_0" : "";
+  switch (t) {
+    case StorageType::kQ8_0: return "q8_0";
+    case StorageType::kQ4_0: return "q4_0";
+    case StorageType::kQ4_K: return "q4_k";
+    case StorageType::kQ6_K: return "q6_k";
+    default: return "";
+  }
 }
 
 json ModelDimsParam(const ModelConfig& c, int64_t weight_bytes) {
@@ -129,7 +135,7 @@ FarmCommands::FarmCommands(CLI::App* app, CLI::App* submit, Globals* globals) : 
   infer_cmd_->add_option("--adapter", o.adapter, "a PEFT LoRA adapter directory");
   infer_cmd_->add_option("--quantize", o.quantize,
                          "the workers quantize the q/k/v/o/gate/up/down projections at load: "
-                         "q8_0 or q4_0 (an unquantized model)");
+                         "q8_0, q4_0, q4_k or q6_k (an unquantized model)");
   infer_cmd_->add_option("--max-tokens", o.max_tokens, "new tokens per prompt at most (1..4096)")
       ->capture_default_str();
   infer_cmd_->add_option("--temperature", o.temperature, "0: greedy")->capture_default_str();

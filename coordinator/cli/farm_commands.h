@@ -18,7 +18,7 @@ struct InferSubmitOptions {
   std::string model;
   std::string prompts;
   std::string adapter;
-  // "q8_0" / "q4_0": the workers quantize the projections at load.
+  // "q8_0" / "q4_0" / "q4_k" / "q6_k": the workers quantize the projections at load.
   std::string quantize;
   int64_t max_tokens = 64;
   double temperature = 0;
@@ -43,7 +43,7 @@ struct FinetuneSubmitOptions {
   double lora_alpha = 16;
   std::string lora_targets = "q_proj,k_proj,v_proj,o_proj";
   int64_t max_length = 0;
-  // "q8_0" / "q4_0": QLoRA over a base the workers quantize at load.
+  // "q8_0" / "q4_0" / "q4_k" / "q6_k": QLoRA over a base the workers quantize at load.
   std::string quantize;
   uint64_t seed = 0;
   std::string mode = "sync";

@@ -79,7 +79,7 @@ void FarmCommands::AddFinetuneCommand(CLI::App* submit) {
   c->add_option("--seed", o.seed, "LoRA initialisation and data order")->capture_default_str();
   c->add_option("--quantize", o.quantize,
                 "QLoRA: the workers quantize the base's q/k/v/o/gate/up/down projections at "
-                "load: q8_0 or q4_0 (an unquantized model)");
+                "load: q8_0, q4_0, q4_k or q6_k (an unquantized model)");
   c->add_option("--mode", o.mode,
                 "sync (one AdamW step a round) or diloco (H local steps a shard, then an "
                 "outer Nesterov step)")

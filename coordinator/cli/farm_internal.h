@@ -37,8 +37,9 @@ Status UploadModelFiles(CoordinatorClient* client,
 // `weight_bytes` (LlamaModel::WeightBytes after LlamaOptions::quantize).
 nlohmann::json ModelDimsParam(const ModelConfig& c, int64_t weight_bytes);
 
-// "q8_0" / "q4_0": the "quantize" job and shard param for kQ8_0 / kQ4_0
-// (ParseWeightQuantization's result); "" otherwise.
+// "q8_0" / "q4_0" / "q4_k" / "q6_k": the "quantize" job and shard param for
+// kQ8_0 / kQ4_0 / kQ4_K / kQ6_K (ParseWeightQuantization's result); ""
+// otherwise.
 std::string QuantizeParamName(StorageType t);
 
 // "12.3 MiB" / "1.25 GiB".

@@ -437,7 +437,7 @@ LocalCommands::LocalCommands(CLI::App* app) {
     cmd->add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
     cmd->add_flag("--json", o.json, "print one JSON object per line for scripts");
     cmd->add_option("--quantize", o.quantize,
-                    "quantize the q/k/v/o/gate/up/down projections at load: q8_0 or q4_0 "
+                    "quantize the q/k/v/o/gate/up/down projections at load: q8_0, q4_0, q4_k or q6_k "
                     "(an unquantized model; a quantized GGUF is used as it is, without it)");
   };
 

@@ -52,7 +52,7 @@ struct LocalOptions {
   int threads = 0;
   bool json = false;
   std::string model, adapter;
-  // "q8_0" / "q4_0": quantize the projections at load (LlamaOptions::quantize).
+  // "q8_0" / "q4_0" / "q4_k" / "q6_k": quantize the projections at load (LlamaOptions::quantize).
   std::string quantize;
   // generate
   std::string prompt, prompts_file;

@@ -17,7 +17,7 @@
 //   "model_dims": the model's shape and held weight bytes
 //              (memory_estimate.h ModelDimsFromJson); each shard needs
 //              InferShardMemoryBytes of its prompts
-//   "quantize": "q8_0" | "q4_0" (optional): copied into every shard, whose
+//   "quantize": "q8_0" | "q4_0" | "q4_k" | "q6_k" (optional): copied into every shard, whose
 //              kind quantizes the base at load
 // Shard k's params are the infer kind's, with the prompts of its slice, and
 // "seed": seed + (index of its first prompt), "first": that index.

@@ -53,7 +53,8 @@ Status CheckTokenIds(std::span<const int32_t> ids, int64_t vocab, const std::str
   return Status::Ok();
 }
 
-// `ht` quantized to `type` (Q8_0 or Q4_0) row by row, in an owned buffer.
+// `ht` quantized to `type` (Q8_0, Q4_0, Q4_K or Q6_K) row by row, in an
+// owned buffer.
 Result<HostTensor> QuantizeHostTensor(const std::string& name, const HostTensor& ht,
                                       StorageType type) {
   const std::string what = std::string("LlamaModel: quantize ") + StorageTypeName(type) + ": ";
@@ -61,10 +62,13 @@ Result<HostTensor> QuantizeHostTensor(const std::string& name, const HostTensor&
     return InvalidArgument(what + name + " is already quantized (" + DTypeName(ht.dtype) +
                            "); load a quantized GGUF as it is, without quantizing again");
   const int64_t cols = ht.shape.back(), rows = int64_t(ht.numel()) / cols;
-  assert(cols % 32 == 0);
-  // Beyond this, the block's f16 scale max|x|/127 (Q8_0) or max/-8 (Q4_0)
-  // overflows.
-  const float limit = 65504.0f * (type == StorageType::kQ8_0 ? 127.0f : 8.0f);
+  assert(cols % StorageBlockValues(type) == 0);
+  // Beyond this, a block's f16 scale overflows: max|x|/127 (Q8_0), max/-8
+  // (Q4_0), the largest −min/63 (Q4_K's dmin), max|x|/31/127 (Q6_K).
+  const float limit = 65504.0f * (type == StorageType::kQ8_0   ? 127.0f
+                                  : type == StorageType::kQ4_0 ? 8.0f
+                                  : type == StorageType::kQ4_K ? 63.0f
+                                                               : 127.0f * 31.0f);
   const uint64_t row_bytes = StorageBytes(type, cols);
   auto buf = std::make_shared<std::vector<uint8_t>>(size_t(row_bytes) * size_t(rows));
   std::vector<float> row(static_cast<size_t>(cols));
@@ -107,8 +111,10 @@ Result<StorageType> ParseWeightQuantization(const std::string& name) {
   if (lower.empty() || lower == "none") return StorageType::kF32;
   if (lower == "q8_0") return StorageType::kQ8_0;
   if (lower == "q4_0") return StorageType::kQ4_0;
+  if (lower == "q4_k") return StorageType::kQ4_K;
+  if (lower == "q6_k") return StorageType::kQ6_K;
   return InvalidArgument("quantize: '" + name + "' is not a weight format to quantize to; use "
-                         "q8_0 or q4_0 (or none)");
+                         "q8_0, q4_0, q4_k or q6_k (or none)");
 }
 
 Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const ModelConfig& config,
@@ -168,10 +174,10 @@ int64_t LlamaModel::WeightBytes() const {
 }
 
 Status LlamaModel::Upload(const ModelWeights& weights, const LlamaOptions& options) {
-  if (options.quantize != StorageType::kF32 && options.quantize != StorageType::kQ8_0 &&
-      options.quantize != StorageType::kQ4_0)
+  if (options.quantize == StorageType::kF16 || options.quantize == StorageType::kBF16)
     return InvalidArgument(std::string("LlamaModel: cannot quantize weights to ") +
-                           StorageTypeName(options.quantize) + "; Q8_0 and Q4_0 can");
+                           StorageTypeName(options.quantize) +
+                           "; Q8_0, Q4_0, Q4_K and Q6_K can");
   layers_.resize(config_.num_hidden_layers);
   std::map<std::string, Slot> slots = WeightSlots();
   for (const ExpectedTensor& e : ExpectedTensors(config_)) {
@@ -184,7 +190,7 @@ Status LlamaModel::Upload(const ModelWeights& weights, const LlamaOptions& optio
     assert(it != slots.end());
     HostTensor quantized;
     if (options.quantize != StorageType::kF32 && IsProjectionWeight(e.name)) {
-      if (!IsQuantized(ht->dtype) && e.shape.back() % 32 != 0) {
+      if (!IsQuantized(ht->dtype) && e.shape.back() % StorageBlockValues(options.quantize) != 0) {
         // Rows that are not whole blocks stay as loaded (llama.cpp does the
         // same); the caller can say so from UnquantizedProjections().
         unquantized_.push_back(e.name);

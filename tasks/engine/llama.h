@@ -77,22 +77,24 @@ struct LlamaOptions {
   bool keep_half_weights = true;
   // QLoRA: quantize the linear projections (q/k/v/o_proj, gate/up/down_proj
   // of every layer) to this block format while loading, with the reference
-  // quantizer of tasks/backend/ggml_quants.h (kQ8_0 or kQ4_0; kF32: keep
-  // them as loaded). Embeddings, norms, biases and lm_head keep their
-  // loaded type. A projection whose rows are not whole 32-value blocks (an
-  // input size like 688) stays as loaded too, and is listed by
-  // LlamaModel::UnquantizedProjections(). Create fails with InvalidArgument
-  // for another type, a projection that is already quantized (a quantized
-  // GGUF: load it as it is), or a weight beyond the f16 scale's range (|x| > 65504·127 for Q8_0,
-  // 65504·8 for Q4_0) or not finite. Where the backend cannot hold the type
+  // quantizer of tasks/backend/ggml_quants.h (kQ8_0, kQ4_0, kQ4_K or kQ6_K;
+  // kF32: keep them as loaded). Embeddings, norms, biases and lm_head keep
+  // their loaded type. A projection whose rows are not whole blocks (32
+  // values, 256 for the K-quants: an input size like 688) stays as loaded
+  // too, and is listed by LlamaModel::UnquantizedProjections(). Create
+  // fails with InvalidArgument for another type, a projection that is
+  // already quantized (a quantized GGUF: load it as it is), or a weight
+  // beyond the f16 scale's range (|x| > 65504·127 for Q8_0, 65504·8 for
+  // Q4_0, 65504·63 for Q4_K, 65504·127·31 for Q6_K) or not finite. Where the backend cannot hold the type
   // (or !keep_half_weights) the quantized values are dequantized to f32, so
   // every backend computes the same function. A model with quantized
   // projections trains LoRA adapters only (EnableFullTraining refuses).
   StorageType quantize = StorageType::kF32;
 };
 
-// "q8_0" -> kQ8_0, "q4_0" -> kQ4_0 (case-insensitive); "" and "none" ->
-// kF32. InvalidArgument naming the accepted values otherwise.
+// "q8_0" -> kQ8_0, "q4_0" -> kQ4_0, "q4_k" -> kQ4_K, "q6_k" -> kQ6_K
+// (case-insensitive); "" and "none" -> kF32. InvalidArgument naming the
+// accepted values otherwise.
 Result<StorageType> ParseWeightQuantization(const std::string& name);
 
 // The projections LoRA may target, in canonical (layout) order.

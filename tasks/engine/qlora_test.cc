@@ -44,11 +44,12 @@ bool IsProjection(const std::string& name) {
 WeightMap Dequantized(WeightMap w, StorageType type) {
   const uint32_t g = StorageGgmlType(type);
   for (auto& [name, v] : w) {
-    if (!IsProjection(name) || v.size() % 32 != 0) continue;
+    const int64_t bv = StorageBlockValues(type);
+    if (!IsProjection(name) || int64_t(v.size()) % bv != 0) continue;
     std::vector<float> f(v.begin(), v.end());
     std::vector<uint8_t> q(StorageBytes(type, int64_t(f.size())));
     REQUIRE(QuantizeBlocks(g, f.data(), int64_t(f.size()), q.data()).ok());
-    DequantizeBlocks(g, q.data(), int64_t(f.size()) / 32, f.data());
+    DequantizeBlocks(g, q.data(), int64_t(f.size()) / bv, f.data());
     v.assign(f.begin(), f.end());
   }
   return w;
@@ -156,6 +157,49 @@ TEST_CASE("QLoRA: adapter gradients over a quantized base match finite differenc
   }
 }
 
+TEST_CASE("QLoRA: Q4_K and Q6_K bases are held as blocks and compute the dequantized loss",
+          "[qlora]") {
+  // Rows of whole 256-value super-blocks: hidden 256, ffn 512. The adapter
+  // gradients take the same path as over Q8_0/Q4_0 (the converted tiles of
+  // dy·W, whose K-quant conversion cpu_quant_test checks bit for bit).
+  auto be = Cpu();
+  ModelConfig c = QuantTinyConfig();
+  c.hidden_size = 256;
+  c.intermediate_size = 512;
+  c.head_dim = 64;
+  const WeightMap w = testing::RoundToF32(testing::RandomWeights(c, 23));
+  for (StorageType type : {StorageType::kQ4_K, StorageType::kQ6_K}) {
+    INFO(StorageTypeName(type));
+    LlamaOptions opts;
+    opts.quantize = type;
+    auto model = LlamaModel::Create(c, testing::ToModelWeights(w, c), be.get(), opts);
+    REQUIRE(model.ok());
+    CHECK((*model)->UnquantizedProjections().empty());
+    LlamaOptions plain;
+    auto f32 = LlamaModel::Create(c, testing::ToModelWeights(w, c), be.get(), plain);
+    REQUIRE(f32.ok());
+    CHECK((*model)->WeightBytes() < (*f32)->WeightBytes() / 2);
+    auto loss = (*model)->Loss(Batch());
+    REQUIRE(loss.ok());
+    const double ref_q = testing::RefLoss(RefModel{c, Dequantized(w, type)}, Batch());
+    const double ref_f = testing::RefLoss(RefModel{c, w}, Batch());
+    CHECK(loss->mean() == Approx(ref_q).margin(1e-5));
+    CHECK(std::abs(ref_q - ref_f) > 1e-5);
+    LoraConfig lora;
+    lora.rank = 4;
+    lora.alpha = 8;
+    lora.target_modules = LoraTargetOrder();
+    REQUIRE((*model)->EnableLora(lora).ok());
+    REQUIRE((*model)->AccumulateGradients(Batch()).ok());
+    auto grad = (*model)->ExportGradients();
+    REQUIRE(grad.ok());
+    double norm = 0;
+    for (float g : *grad) norm += double(g) * g;
+    CHECK(std::isfinite(norm));
+    CHECK(norm > 0);
+  }
+}
+
 TEST_CASE("QLoRA: training steps lower the loss; the base stays frozen", "[qlora]") {
   auto be = Cpu();
   const ModelConfig c = QuantTinyConfig();
@@ -192,9 +236,11 @@ TEST_CASE("QLoRA: bad quantize options are refused with a message", "[qlora]") {
   CHECK(*ParseWeightQuantization("Q4_0") == StorageType::kQ4_0);
   CHECK(*ParseWeightQuantization("none") == StorageType::kF32);
   CHECK(*ParseWeightQuantization("") == StorageType::kF32);
-  auto bad = ParseWeightQuantization("q4_k");
+  CHECK(*ParseWeightQuantization("q4_k") == StorageType::kQ4_K);
+  CHECK(*ParseWeightQuantization("Q6_K") == StorageType::kQ6_K);
+  auto bad = ParseWeightQuantization("q5_k");
   CHECK(bad.status().code() == StatusCode::kInvalidArgument);
-  CHECK(bad.status().message().find("q8_0 or q4_0") != std::string::npos);
+  CHECK(bad.status().message().find("q8_0, q4_0, q4_k or q6_k") != std::string::npos);
 
   {  // Rows that are not whole blocks stay f32: the ffn 48 of down_proj.
     ModelConfig c = QuantTinyConfig();
@@ -219,12 +265,19 @@ TEST_CASE("QLoRA: bad quantize options are refused with a message", "[qlora]") {
   }
   const ModelConfig c = QuantTinyConfig();
   const WeightMap w = testing::RoundToF32(testing::RandomWeights(c, 2));
-  {  // Only Q8_0 and Q4_0 have a quantizer.
+  {  // Only the block formats have a quantizer.
+    LlamaOptions opts;
+    opts.quantize = StorageType::kBF16;
+    auto m = LlamaModel::Create(c, testing::ToModelWeights(w, c), be.get(), opts);
+    REQUIRE_FALSE(m.ok());
+    CHECK(m.status().message().find("Q8_0, Q4_0, Q4_K and Q6_K") != std::string::npos);
+  }
+  {  // Rows of 32 and 64 values are not whole K-quant super-blocks: all stay f32.
     LlamaOptions opts;
     opts.quantize = StorageType::kQ4_K;
     auto m = LlamaModel::Create(c, testing::ToModelWeights(w, c), be.get(), opts);
-    REQUIRE_FALSE(m.ok());
-    CHECK(m.status().message().find("Q8_0 and Q4_0") != std::string::npos);
+    REQUIRE(m.ok());
+    CHECK((*m)->UnquantizedProjections().size() == size_t(7 * c.num_hidden_layers));
   }
   {  // A weight whose Q8_0 scale would overflow f16.
     WeightMap huge = w;

@@ -103,12 +103,13 @@ class BlobDir {
   std::string path_;
 };
 
-// The optional "quantize" param: "q8_0" or "q4_0" quantizes the base's
-// projections at load (QLoRA; LlamaOptions::quantize).
+// The optional "quantize" param: "q8_0", "q4_0", "q4_k" or "q6_k"
+// quantizes the base's projections at load (QLoRA; LlamaOptions::quantize).
 Result<StorageType> QuantizeParam(const json& p) {
   auto q = p.find("quantize");
   if (q == p.end()) return StorageType::kF32;
-  if (!q->is_string()) return InvalidArgument("'quantize' must be a string: \"q8_0\" or \"q4_0\"");
+  if (!q->is_string())
+    return InvalidArgument("'quantize' must be a string: \"q8_0\", \"q4_0\", \"q4_k\" or \"q6_k\"");
   Result<StorageType> t = ParseWeightQuantization(q->get<std::string>());
   if (!t.ok()) return t.status().WithContext("'quantize'");
   return t;

@@ -15,8 +15,8 @@
 // model with its config, weights and tokenizer inside (tasks/model/
 // model_loader.h); a .gguf name beside other files is refused.
 //
-// Both kinds take an optional "quantize": "q8_0" or "q4_0" (QLoRA: the
-// base's q/k/v/o/gate/up/down projections quantized at load,
+// Both kinds take an optional "quantize": "q8_0", "q4_0", "q4_k" or "q6_k"
+// (QLoRA: the base's q/k/v/o/gate/up/down projections quantized at load,
 // LlamaOptions::quantize; a quantized GGUF is refused with it, use it as it
 // is). A quantized base is cached apart from the unquantized one.
 //

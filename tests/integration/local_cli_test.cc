@@ -450,9 +450,9 @@ TEST_CASE("bad data, paths and arguments are one-line errors", "[local]") {
                           "--out", Dir() + "/never", "--lora-targets", "q_proj,nope"}),
                      "nope");
   ExpectOneLineError(Pcf({"local", "finetune", "--model", TinyModel(), "--data", TrainData(),
-                          "--out", Dir() + "/never", "--quantize", "q4_k"}),
-                     "--quantize: quantize: 'q4_k' is not a weight format to quantize to; use "
-                     "q8_0 or q4_0");
+                          "--out", Dir() + "/never", "--quantize", "q5_k"}),
+                     "--quantize: quantize: 'q5_k' is not a weight format to quantize to; use "
+                     "q8_0, q4_0, q4_k or q6_k");
   ExpectOneLineError(Pcf({"local", "finetune", "--model", TinyModel(), "--data", TrainData(),
                           "--out", Dir() + "/never", "--method", "partial"}),
                      "--method must be lora or full");
