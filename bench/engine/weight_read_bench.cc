@@ -20,7 +20,10 @@
 // on the web hold (Q4_K_M is Q4_K with Q6_K for some matrices).
 //
 //   weight_read_bench [--threads 2] [--rounds 2] [--reps 5] [--batch 16]
-//                     [--only Q4_K,Q6_K]
+//                     [--only Q4_K,Q6_K] [--activations rounded|f32]
+//
+// --activations f32 measures the products with f32 activations instead (as
+// scoring, checks and training take them: Backend::rounded_activations off).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -103,7 +106,8 @@ struct Figures {
 };
 
 // The weights of every layer in `type`, a step at 1 and at `batch` rows.
-Result<Figures> Measure(Backend& be, StorageType type, int batch, int threads, int reps) {
+Result<Figures> Measure(Backend& be, StorageType type, int batch, int threads, int reps,
+                        bool rounded) {
   std::mt19937 rng(7);
   std::vector<Tensor> weights;
   Figures f;
@@ -147,7 +151,7 @@ Result<Figures> Measure(Backend& be, StorageType type, int batch, int threads, i
     }
     return be.Synchronize();
   };
-  ScopedRoundedActivations rounded(be);
+  be.set_rounded_activations(rounded);
   // The plain read of as many bytes, right before the steps.
   std::vector<uint64_t> words(f.weight_bytes / 8, 1);
   f.read_bytes_per_s = ReadBandwidth(words, threads, reps);
@@ -161,7 +165,7 @@ int Run(int argc, char** argv) {
   CLI::App app{"weight_read_bench: decode's weight products per storage type beside the "
                "plain read of as many bytes"};
   int threads = 2, rounds = 2, reps = 5, batch = 16;
-  std::string only;
+  std::string only, activations = "rounded";
   app.add_option("--threads", threads, "CPU threads (the plain read uses as many)")
       ->check(CLI::Range(1, 256));
   app.add_option("--rounds", rounds, "every type measured once a round; the best round counts")
@@ -170,7 +174,11 @@ int Run(int argc, char** argv) {
       ->check(CLI::Range(1, 100));
   app.add_option("--batch", batch, "activation rows of the batched step")->check(CLI::Range(2, 64));
   app.add_option("--only", only, "comma-separated types (F32,F16,BF16,Q8_0,Q4_0,Q4_K,Q6_K)");
+  app.add_option("--activations", activations,
+                 "rounded (15-bit, as generation has them) or f32 (scoring, checks, training)")
+      ->check(CLI::IsMember({"rounded", "f32"}));
   CLI11_PARSE(app, argc, argv);
+  const bool rounded = activations == "rounded";
   std::vector<std::pair<std::string, StorageType>> types;
   for (const auto& t : kTypes) {
     if (only.empty() || ("," + only + ",").find("," + t.first + ",") != std::string::npos)
@@ -192,7 +200,7 @@ int Run(int argc, char** argv) {
   double best_f32_batch_s = 0;  // F32's batched step, the batched rows' baseline
   for (int round = 0; round < rounds; ++round) {
     for (size_t i = 0; i < types.size(); ++i) {
-      auto f = Measure(**be, types[i].second, batch, threads, reps);
+      auto f = Measure(**be, types[i].second, batch, threads, reps, rounded);
       if (!f.ok()) {
         std::fprintf(stderr, "weight_read_bench: %s: %s\n", types[i].first.c_str(),
                      f.status().ToString().c_str());
@@ -233,7 +241,8 @@ int Run(int argc, char** argv) {
     sizes << " " << types[i].first << " " << Fixed(best[i].weight_bytes / 1e6, 1);
   PrintEngineTable(
       "weight_read_bench", "ours", "baseline", rows,
-      {(*be)->info().description + ", " + std::to_string(threads) + " threads, rounded activations",
+      {(*be)->info().description + ", " + std::to_string(threads) + " threads, " +
+           (rounded ? "rounded activations (generation's)" : "f32 activations"),
        "a step: the 84 projections of the ~110M llama (12 layers), M = 1 row; fastest of " +
            std::to_string(reps) + " after a warm-up, best of " + std::to_string(rounds) +
            " rounds (the read too)",
