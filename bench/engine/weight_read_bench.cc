@@ -37,7 +37,7 @@
 #include "base/status.h"
 #include "bench/engine/engine_bench_util.h"
 #include "tasks/backend/backend.h"
-#include "tasks/backend/half.h"
+#include "tasks/backend/random_storage_bytes.h"
 #include "tasks/backend/registry.h"
 
 namespace pcfarm {
@@ -58,46 +58,6 @@ const std::vector<std::pair<std::string, StorageType>> kTypes = {
     {"Q8_0", StorageType::kQ8_0}, {"Q4_0", StorageType::kQ4_0}, {"Q4_K", StorageType::kQ4_K},
     {"Q6_K", StorageType::kQ6_K}};
 
-// Random bytes of `type` for [n, k]: uniform values in [-1, 1) for F32 and
-// the 16-bit types; random codes for the block formats, with every scale a
-// normal f16 in [0.005, 0.05) so products stay finite.
-std::vector<std::byte> RandomBytes(StorageType type, int64_t n, int64_t k, std::mt19937& rng) {
-  std::uniform_real_distribution<float> u(-1, 1), scale(0.005f, 0.05f);
-  std::vector<std::byte> bytes(StorageBytes(type, n * k));
-  if (type == StorageType::kF32) {
-    for (size_t i = 0; i < bytes.size(); i += 4) {
-      const float f = u(rng);
-      std::memcpy(&bytes[i], &f, 4);
-    }
-    return bytes;
-  }
-  if (!IsQuantized(type)) {
-    for (size_t i = 0; i < bytes.size(); i += 2) {
-      const uint16_t h = type == StorageType::kF16 ? F32ToF16(u(rng)) : F32ToBF16(u(rng));
-      std::memcpy(&bytes[i], &h, 2);
-    }
-    return bytes;
-  }
-  for (size_t i = 0; i + 4 <= bytes.size(); i += 4) {
-    const uint32_t r = rng();
-    std::memcpy(&bytes[i], &r, 4);
-  }
-  const size_t block = StorageBytes(type, StorageBlockValues(type));
-  for (size_t off = 0; off < bytes.size(); off += block) {
-    auto put = [&](size_t at) {
-      const uint16_t h = F32ToF16(scale(rng));
-      std::memcpy(&bytes[off + at], &h, 2);
-    };
-    switch (type) {
-      case StorageType::kQ8_0: case StorageType::kQ4_0: put(0); break;
-      case StorageType::kQ4_K: put(0); put(2); break;
-      case StorageType::kQ6_K: put(208); break;
-      default: break;
-    }
-  }
-  return bytes;
-}
-
 struct Figures {
   uint64_t weight_bytes = 0;
   double read_bytes_per_s = 0;
@@ -114,7 +74,8 @@ Result<Figures> Measure(Backend& be, StorageType type, int batch, int threads, i
   for (int l = 0; l < kLayers; ++l) {
     for (const Matrix& m : kLayer) {
       PCFARM_ASSIGN_OR_RETURN(Tensor w, be.Alloc({m.n, m.k}, type));
-      const std::vector<std::byte> bytes = RandomBytes(type, m.n, m.k, rng);
+      const std::vector<std::byte> bytes =
+          testing::RandomStorageBytes(type, m.n, m.k, uint32_t(weights.size() + 1));
       PCFARM_RETURN_IF_ERROR(be.UploadBytes(w, bytes));
       f.weight_bytes += bytes.size();
       weights.push_back(std::move(w));

@@ -24,38 +24,13 @@
 #include "tasks/backend/cpu/cpu_internal.h"
 #include "tasks/backend/ggml_quants.h"
 #include "tasks/backend/half.h"
+#include "tasks/backend/random_storage_bytes.h"
 
 namespace pcfarm {
 namespace {
 
-// Random weight bytes of `type` for [n, k]: random bits for the codes, every
-// block scale set to a normal f16 in [0.005, 0.05) so values stay finite.
 std::vector<std::byte> RandomWeight(StorageType type, int64_t n, int64_t k, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-1, 1), scale(0.005f, 0.05f);
-  std::vector<std::byte> bytes(StorageBytes(type, n * k));
-  if (!IsQuantized(type)) {
-    for (size_t i = 0; i < bytes.size(); i += 2) {
-      const uint16_t h = type == StorageType::kF16 ? F32ToF16(u(rng)) : F32ToBF16(u(rng));
-      std::memcpy(&bytes[i], &h, 2);
-    }
-    return bytes;
-  }
-  for (std::byte& b : bytes) b = std::byte(rng() & 0xff);
-  const size_t bb = StorageBytes(type, StorageBlockValues(type));
-  for (size_t off = 0; off < bytes.size(); off += bb) {
-    auto put = [&](size_t at) {
-      const uint16_t h = F32ToF16(scale(rng));
-      std::memcpy(&bytes[off + at], &h, 2);
-    };
-    switch (type) {
-      case StorageType::kQ8_0: case StorageType::kQ4_0: put(0); break;
-      case StorageType::kQ4_K: put(0); put(2); break;
-      case StorageType::kQ6_K: put(208); break;
-      default: break;
-    }
-  }
-  return bytes;
+  return testing::RandomStorageBytes(type, n, k, seed);
 }
 
 std::vector<float> Values(size_t n, uint32_t seed) {
