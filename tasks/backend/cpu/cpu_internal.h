@@ -164,13 +164,26 @@ struct alignas(32) ActBlock {
   int32_t sum8[8];
 };
 
+// Blocks 2p and 2p + 1 of a row side by side for the 512-bit kernels: lo
+// holds values 0..15 of block 2p then of block 2p + 1, hi values 16..31 of
+// both (the order a Q4_0 pair's codes widen into), d16 their d eight times
+// each: one vpmaddwd pair then gives 8 lanes of each block.
+struct alignas(64) ActPair {
+  int16_t lo[32];
+  int16_t hi[32];
+  float d16[16];
+};
+
 // m activation rows of k values as QuantizeActRows makes them: block b of
 // row i at i·(k/32) + b in each array: its ActBlock, its d, and d·Σt (Q4_K's
 // minimums multiply it). The scales are arrays of their own so that the
 // K-quant kernels load the 8 blocks of a 256-value super-block as one vector.
+// pairs: pair p of row i at i·(k/64) + p, only where the AVX-512 kernels
+// are in use (empty otherwise).
 struct ActRows {
   std::vector<ActBlock> blocks;
   std::vector<float> d, dsum;
+  std::vector<ActPair> pairs;
 };
 
 // Whether WeightRowDots takes `type` with activations as ActRows.

@@ -45,7 +45,7 @@ namespace avx2 {
 #pragma GCC pop_options
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
 namespace avx512 {
 #define PCFARM_QUANT_ISA 2
 #include "tasks/backend/cpu/cpu_quant_kernels.inc"
@@ -57,8 +57,11 @@ namespace {
 
 CpuIsa Detect() {
   __builtin_cpu_init();
+  // VNNI (vpdpwssd) too: the Q8_0/Q4_0 pair kernel uses it. A CPU with
+  // AVX-512 but without it (Skylake-SP) takes the AVX2 kernels.
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c"))
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+      __builtin_cpu_supports("f16c"))
     return CpuIsa::kAvx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
       __builtin_cpu_supports("f16c"))
@@ -95,6 +98,7 @@ bool QuantizeActRows(const float* x, int64_t ldx, int64_t m, int64_t k, ActRows*
   out->blocks.resize(n);
   out->d.resize(n);
   out->dsum.resize(n);
+  out->pairs.resize(WeightRowIsa() == CpuIsa::kAvx512 ? size_t(m * (k / 64)) : 0);
   switch (WeightRowIsa()) {
     case CpuIsa::kAvx512: return avx512::QuantizeRows(x, ldx, m, k, out);
     case CpuIsa::kAvx2: return avx2::QuantizeRows(x, ldx, m, k, out);

@@ -44,7 +44,9 @@ std::vector<float> Values(size_t n, uint32_t seed) {
 std::vector<int64_t> Ks(StorageType t) {
   switch (StorageBlockValues(t)) {
     case 1: return {7, 33, 770};
-    case 32: return {32, 96, 800};  // 800: four-block groups and one block left over
+    // 800: four-block groups (two AVX-512 pairs) and one block left over;
+    // 224: one group and three left over (a whole pair among them).
+    case 32: return {32, 96, 224, 800};
     default: return {256, 768, 2304};  // 2304: 9 super-blocks, the accumulation chains wrap
   }
 }
