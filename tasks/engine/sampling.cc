@@ -179,7 +179,7 @@ double LogSoftmaxAt(std::span<const float> logits, int32_t id) {
   // The vectorised exp: a token's logprob once took 32,000 calls of libm's
   // double exp on the thread the generation waits for (2-4% of a Q8_0
   // decode step, the pool's other threads spinning meanwhile).
-  const float mx = *std::max_element(logits.begin(), logits.end());
+  const float mx = logits[size_t(FirstLargest(logits))];
   return double(logits[id]) - double(mx) - std::log(SumExpShifted(logits, mx));
 }
 
@@ -214,7 +214,7 @@ SamplingCandidates SortedCandidates(std::span<const float> logits, const Samplin
 int32_t SampleToken(std::span<const float> logits, const SamplingConfig& config, double u) {
   assert(!logits.empty());
   if (config.temperature <= 0) {
-    return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    return int32_t(FirstLargest(logits));
   }
   SamplingCandidates c = SortedCandidates(logits, config);
   std::vector<double>& p = c.probs;

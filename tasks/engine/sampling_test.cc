@@ -19,6 +19,32 @@ TEST_CASE("greedy takes the highest logit, the lowest id on a tie", "[sampling]"
   for (double u : {0.0, 0.5, 0.999999}) CHECK(SampleToken(l, top1, u) == 1);
 }
 
+TEST_CASE("greedy picks what std::max_element picks: ties, signed zeros, NaN", "[sampling]") {
+  const float nan = std::nanf("");
+  auto first_largest = [](const std::vector<float>& v) {
+    return int32_t(std::max_element(v.begin(), v.end()) - v.begin());
+  };
+  std::vector<std::vector<float>> cases = {
+      {3.0f}, {-0.0f, 0.0f}, {0.0f, -0.0f}, {-1.0f, -0.0f, 0.0f},
+      {nan, 5.0f, 1.0f}, {1.0f, nan, 5.0f}, {5.0f, nan, 5.0f}, {-INFINITY, -INFINITY}};
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> small(-4, 4);
+  for (size_t n : {15, 16, 17, 31, 32, 33, 1000, 32000}) {
+    for (int rep = 0; rep < 4; ++rep) {
+      std::vector<float> v(n);
+      for (float& x : v) x = float(small(rng));  // many ties for the largest
+      if (rep == 1) v[n - 1] = 9.0f;             // the largest last
+      if (rep == 2) v[n / 2] = nan;
+      if (rep == 3) std::fill(v.begin(), v.end(), -2.0f);
+      cases.push_back(v);
+    }
+  }
+  for (const std::vector<float>& v : cases) {
+    INFO("n = " << v.size());
+    CHECK(SampleToken(v, {}, 0.5) == first_largest(v));
+  }
+}
+
 TEST_CASE("sampling follows the cumulative probabilities in decreasing order", "[sampling]") {
   // Probabilities 0.2, 0.5, 0.3 for ids 0, 1, 2: order 1, 2, 0.
   std::vector<float> l = {std::log(0.2f), std::log(0.5f), std::log(0.3f)};

@@ -118,7 +118,9 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
     // A few rows against a 16-bit or quantized weight, read as stored.
     WeightRowsArgs args{b.type(), static_cast<const uint8_t*>(Raw(b)), k, ap,
                         trans_a ? 1 : lda, m, cp, n, alpha, beta};
-    ActRows xq;
+    // Kept from call to call (at most kFusedRows rows): a decode step's ~85
+    // products each allocated and freed its four arrays.
+    static thread_local ActRows xq;
     if (rounded_activations() && UsesActBlocks(b.type()) &&
         QuantizeActRows(args.x, args.ldx, m, k, &xq))
       args.xq = &xq;

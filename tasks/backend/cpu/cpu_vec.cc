@@ -113,6 +113,28 @@ double SumExpShifted(std::span<const float> x, float shift) {
   return sum;
 }
 
+int64_t FirstLargest(std::span<const float> x) {
+  const size_t n = x.size();
+  const float* v = x.data();
+  float mx = v[0];
+  int nan = 0;
+#pragma omp simd reduction(max : mx) reduction(| : nan)
+  for (size_t i = 0; i < n; ++i) {
+    mx = v[i] > mx ? v[i] : mx;
+    nan |= v[i] != v[i];
+  }
+  if (nan != 0) return std::max_element(x.begin(), x.end()) - x.begin();
+  // The first value equal to it (-0 == +0: the first zero, as max_element).
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    int hit = 0;
+    for (size_t j = 0; j < 16; ++j) hit |= v[i + j] == mx;
+    if (hit != 0) break;
+  }
+  while (v[i] != mx) ++i;
+  return int64_t(i);
+}
+
 }  // namespace pcfarm
 
 namespace pcfarm::cpu {
