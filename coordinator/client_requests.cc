@@ -284,9 +284,13 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       if (begun.present()) {
         counters->uploads_deduplicated++;
         // Stored before (or by a coordinator that crashed before it
-        // recorded it): make sure the store knows it.
-        std::string hex = HashToHex(*HashFromBytes(req.upload_begin().hash()));
-        PCFARM_RETURN_IF_ERROR(store->RecordBlob(hex, int64_t(req.upload_begin().size())));
+        // recorded it): make sure the store knows it. An upload by id has
+        // no hash in its request; the reply names it.
+        const std::string& raw =
+            req.upload_begin().hash().empty() ? begun.hash() : req.upload_begin().hash();
+        PCFARM_ASSIGN_OR_RETURN(Hash256 hash, HashFromBytes(raw));
+        PCFARM_RETURN_IF_ERROR(
+            store->RecordBlob(HashToHex(hash), int64_t(req.upload_begin().size())));
       }
       *reply->mutable_upload_begin() = std::move(begun);
       return Status::Ok();

@@ -70,7 +70,14 @@ void CoordinatorServer::Impl::OnOutputBegin(Peer& peer, const wire::OutputBegin&
     Send(peer, std::move(f));
     return;
   }
-  const std::string hex = HashToHex(*HashFromBytes(begin.hash()));
+  // Begin checked the hash (an output upload is named by its hash).
+  auto hash = HashFromBytes(begin.hash());
+  if (!hash.ok()) {
+    r->set_error(hash.status().ToString());
+    Send(peer, std::move(f));
+    return;
+  }
+  const std::string hex = HashToHex(*hash);
   if (begun->present()) {
     Status s = store->RecordBlob(hex, int64_t(begin.size()), /*collectable=*/true);
     if (!s.ok()) {

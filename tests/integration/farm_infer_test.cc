@@ -382,6 +382,36 @@ TEST_CASE("uploads: deduplicated, resumed after kill -9, corrupt and unknown key
     REQUIRE_FALSE(gap.ok());
     CHECK(gap.status().message().find("resume from there") != std::string::npos);
   }
+  SECTION("an upload by id begun again once complete is present, and the coordinator lives") {
+    // A client that lost the last chunk's reply, or resumes from its cache,
+    // begins the same upload id again: the coordinator once took the hash
+    // from the request (empty for an upload by id) and died on it.
+    auto profile = LoadClientProfile(c->admin_profile());
+    REQUIRE_OK(profile);
+    CoordinatorClient client(*profile, 10'000);
+    const std::string data = "bytes uploaded by id, then begun again";
+    const std::string id(16, '\x5a');
+    wire::ClientRequest begin;
+    begin.mutable_upload_begin()->set_upload_id(id);
+    begin.mutable_upload_begin()->set_size(data.size());
+    REQUIRE_OK(client.Call(begin));
+    wire::ClientRequest chunk;
+    chunk.mutable_upload_chunk()->set_upload_id(id);
+    chunk.mutable_upload_chunk()->set_offset(0);
+    chunk.mutable_upload_chunk()->set_data(data);
+    REQUIRE_OK(client.Call(chunk));
+    const std::string hex = HashToHex(Blake2b256(data));
+    for (int i = 0; i < 2; ++i) {
+      auto again = client.Call(begin);
+      REQUIRE_OK(again);
+      CHECK(again->upload_begin().present());
+      CHECK(again->upload_begin().hash() == HashToBytes(Blake2b256(data)));
+    }
+    // One blob, under its hash (the hash of nothing would have been a
+    // second row, where assertions are compiled out).
+    CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM blobs WHERE hash='" + hex + "'") == 1);
+    CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM blobs") == 1);
+  }
   SECTION("an unknown client key may not upload") {
     auto admin = LoadClientProfile(c->admin_profile());
     REQUIRE_OK(admin);
