@@ -284,11 +284,9 @@ Status CoordinatorServer::Impl::HandleClient(const ClientInfo& client,
       if (begun.present()) {
         counters->uploads_deduplicated++;
         // Stored before (or by a coordinator that crashed before it
-        // recorded it): make sure the store knows it. An upload by id has
-        // no hash in its request; the reply names it.
-        const std::string& raw =
-            req.upload_begin().hash().empty() ? begun.hash() : req.upload_begin().hash();
-        PCFARM_ASSIGN_OR_RETURN(Hash256 hash, HashFromBytes(raw));
+        // recorded it): make sure the store knows it. The reply names it
+        // (an upload by id has no hash in its request).
+        PCFARM_ASSIGN_OR_RETURN(Hash256 hash, HashFromBytes(begun.hash()));
         PCFARM_RETURN_IF_ERROR(
             store->RecordBlob(HashToHex(hash), int64_t(req.upload_begin().size())));
       }

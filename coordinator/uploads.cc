@@ -157,7 +157,7 @@ Result<wire::UploadBeginReply> Uploads::Begin(const wire::UploadBeginRequest& re
     if (held.ok() && *held == size) {
       reply.set_present(true);
       reply.set_offset(uint64_t(size));
-      if (by_id) reply.set_hash(HashToBytes(*HashFromHex(stored_hex)));
+      reply.set_hash(HashToBytes(*HashFromHex(stored_hex)));  // wire.proto: with present
       return reply;
     }
     return InvalidArgument("upload of " + stored_hex + ": the stored blob of that hash has " +
