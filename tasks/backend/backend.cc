@@ -324,6 +324,12 @@ Status Backend::Scale(const Tensor& t, float s) {
 
 Status Backend::Gemm(const Tensor& cm, const Tensor& a, bool trans_a,
                      const Tensor& b, bool trans_b, float alpha, float beta) {
+  PCFARM_RETURN_IF_ERROR(CheckGemm(cm, a, trans_a, b, trans_b));
+  return GemmImpl(cm, a, trans_a, b, trans_b, alpha, beta);
+}
+
+Status Backend::CheckGemm(const Tensor& cm, const Tensor& a, bool trans_a, const Tensor& b,
+                          bool trans_b) {
   Check c(this, "Gemm");
   PCFARM_RETURN_IF_ERROR(c.F32(cm, "c"));
   PCFARM_RETURN_IF_ERROR(c.Writable(cm, "c"));
@@ -347,13 +353,42 @@ Status Backend::Gemm(const Tensor& cm, const Tensor& a, bool trans_a,
                   ", " + std::to_string(n) + "]");
   if (cm.buffer() == a.buffer() || cm.buffer() == b.buffer())
     return c.Fail("c aliases an input");
-  return GemmImpl(cm, a, trans_a, b, trans_b, alpha, beta);
+  return Status::Ok();
 }
 
 Status Backend::MatMulForward(const Tensor& out, const Tensor& inp,
                               const Tensor& weight) {
   return Gemm(out, inp, false, weight, true, 1.0f, 0.0f)
       .WithContext("MatMulForward(out, inp, weight)");
+}
+
+Status Backend::MatMulForwardShared(std::span<const Tensor> outs, const Tensor& inp,
+                                    std::span<const Tensor> weights) {
+  Check c(this, "MatMulForwardShared");
+  if (outs.size() != weights.size())
+    return c.Fail(std::to_string(outs.size()) + " outputs for " +
+                  std::to_string(weights.size()) + " weights");
+  if (weights.empty() || weights.size() > kMaxSharedWeights)
+    return c.Fail("takes 1 to " + std::to_string(kMaxSharedWeights) + " weights, not " +
+                  std::to_string(weights.size()));
+  for (size_t i = 0; i < outs.size(); ++i) {
+    for (size_t j = 0; j < i; ++j)
+      if (outs[i].buffer() == outs[j].buffer())
+        return c.Fail("outs " + std::to_string(j) + " and " + std::to_string(i) +
+                      " are one buffer");
+    // Gemm's checks, without its work.
+    PCFARM_RETURN_IF_ERROR(CheckGemm(outs[i], inp, false, weights[i], true)
+                               .WithContext("MatMulForwardShared(weight " +
+                                            std::to_string(i) + ")"));
+  }
+  return MatMulSharedImpl(outs, inp, weights);
+}
+
+Status Backend::MatMulSharedImpl(std::span<const Tensor> outs, const Tensor& inp,
+                                 std::span<const Tensor> weights) {
+  for (size_t i = 0; i < outs.size(); ++i)
+    PCFARM_RETURN_IF_ERROR(GemmImpl(outs[i], inp, false, weights[i], true, 1.0f, 0.0f));
+  return Status::Ok();
 }
 
 Status Backend::MatMulBackward(const Tensor* dinp, const Tensor* dweight,

@@ -261,6 +261,14 @@ class Backend {
   // A linear layer, weights [out, in] as in PyTorch / safetensors:
   // out[N, OC] = inp[N, C] · weight[OC, C]ᵀ. weight any storage, quantized too.
   Status MatMulForward(const Tensor& out, const Tensor& inp, const Tensor& weight);
+  // Several linear layers over one input (q, k and v; gate and up):
+  // outs[i] = inp · weights[i]ᵀ, each as MatMulForward checks and computes
+  // it. A backend may run them as one product: the CPU's decode reads the
+  // weights in one pass over its threads and rounds the activations once.
+  // At most kMaxSharedWeights weights; the outs distinct.
+  static constexpr size_t kMaxSharedWeights = 4;
+  Status MatMulForwardShared(std::span<const Tensor> outs, const Tensor& inp,
+                             std::span<const Tensor> weights);
   // dinp[N, C] += dout·weight;  dweight[OC, C] += doutᵀ·inp. Either may be null.
   Status MatMulBackward(const Tensor* dinp, const Tensor* dweight,
                         const Tensor& dout, const Tensor& inp, const Tensor& weight);
@@ -393,6 +401,9 @@ class Backend {
   virtual Status ScaleImpl(const Tensor& t, float s) = 0;
   virtual Status GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
                           const Tensor& b, bool trans_b, float alpha, float beta) = 0;
+  // Default: one GemmImpl per weight.
+  virtual Status MatMulSharedImpl(std::span<const Tensor> outs, const Tensor& inp,
+                                  std::span<const Tensor> weights);
   virtual Status EmbeddingForwardImpl(const Tensor& out, const Tensor& table,
                                       std::span<const int32_t> ids) = 0;
   virtual Status EmbeddingBackwardImpl(const Tensor& dtable, const Tensor& dout,
@@ -441,6 +452,10 @@ class Backend {
   virtual Result<double> SumSquaresImpl(const Tensor& t) = 0;
 
  private:
+  // Gemm's argument checks (shapes, types, aliasing).
+  Status CheckGemm(const Tensor& c, const Tensor& a, bool trans_a, const Tensor& b,
+                   bool trans_b);
+
   bool rounded_activations_ = false;
 };
 

@@ -374,6 +374,38 @@ TEST_CASE("Gemm matches the reference for every transpose, alpha and beta") {
       }
 }
 
+TEST_CASE("MatMulForwardShared: each output is its weight's MatMulForward") {
+  Rng rng(2);
+  // Three weights of ragged row counts and storages over one input, at
+  // decode rows (1, 5) and prefill rows (40).
+  const int64_t k = 96, ns[] = {33, 7, 64};
+  const StorageType types[] = {StorageType::kF32, StorageType::kF16, StorageType::kBF16};
+  for (int64_t m : {1, 5, 40}) {
+    INFO("m " << m);
+    const Vec x = AsF32(rng.Values(m * k));
+    Vec w[3];
+    Outputs want;
+    for (int i = 0; i < 3; ++i) {
+      w[i] = Stored(rng.Values(ns[i] * k), types[i]);
+      want.push_back({"y" + std::to_string(i), RefGemm(x, m, k, false, w[i], ns[i], k, true)});
+    }
+    CheckAllBackends(
+        [&](Backend& be) -> Outputs {
+          const Tensor xt = Make(be, {m, k}, x);
+          std::vector<Tensor> ws, ys;
+          for (int i = 0; i < 3; ++i) {
+            ws.push_back(Make(be, {ns[i], k}, w[i], types[i]));
+            ys.push_back(Make(be, {m, ns[i]}, Vec(size_t(m * ns[i]), 0.0)));
+          }
+          REQUIRE(be.MatMulForwardShared(ys, xt, ws).ok());
+          Outputs out;
+          for (int i = 0; i < 3; ++i) out.push_back({"y" + std::to_string(i), Get(be, ys[i])});
+          return out;
+        },
+        want, 1e-5, 1e-5);
+  }
+}
+
 TEST_CASE("Gemm with 16-bit weights spanning several conversion tiles") {
   // 1100 x 1000 = 1.1M elements: more than one 4 MiB tile of f32.
   Rng rng(2);

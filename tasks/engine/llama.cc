@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <cctype>
 #include <cmath>
 #include <random>
@@ -300,8 +301,28 @@ Result<LlamaModel::Packed> LlamaModel::PackBatch(const std::vector<TokenSequence
 
 Status LlamaModel::LinearForward(const Linear& l, const Tensor& x, const Tensor& y,
                                  const Tensor& ones, Tensor* lora_t) {
+  PCFARM_RETURN_IF_ERROR(backend_->MatMulForward(y, x, l.w));
+  return LinearExtras(l, x, y, ones, lora_t);
+}
+
+Status LlamaModel::LinearsForward(std::initializer_list<LinearCall> calls, const Tensor& x,
+                                  const Tensor& ones) {
+  std::array<Tensor, Backend::kMaxSharedWeights> ys, ws;
+  assert(calls.size() <= ys.size());
+  size_t n = 0;
+  for (const LinearCall& c : calls) {
+    ys[n] = c.y;
+    ws[n++] = c.l->w;
+  }
+  PCFARM_RETURN_IF_ERROR(backend_->MatMulForwardShared({ys.data(), n}, x, {ws.data(), n}));
+  for (const LinearCall& c : calls)
+    PCFARM_RETURN_IF_ERROR(LinearExtras(*c.l, x, c.y, ones, c.lora_t));
+  return Status::Ok();
+}
+
+Status LlamaModel::LinearExtras(const Linear& l, const Tensor& x, const Tensor& y,
+                                const Tensor& ones, Tensor* lora_t) {
   Backend& be = *backend_;
-  PCFARM_RETURN_IF_ERROR(be.MatMulForward(y, x, l.w));
   if (l.b.valid())
     PCFARM_RETURN_IF_ERROR(be.Gemm(y, ones, false, l.b.Reshaped({1, l.out}), false, 1, 1));
   if (l.lora_a.valid()) {
@@ -333,9 +354,8 @@ Result<Tensor> LlamaModel::Forward(const Packed& p, Acts* acts, KvCache* cache) 
     PCFARM_ASSIGN_OR_RETURN(a.q, Alloc({n, hq * d}));
     PCFARM_ASSIGN_OR_RETURN(a.k, Alloc({n, hkv * d}));
     PCFARM_ASSIGN_OR_RETURN(a.v, Alloc({n, hkv * d}));
-    PCFARM_RETURN_IF_ERROR(LinearForward(L.q, a.ln1, a.q, ones, &a.tq));
-    PCFARM_RETURN_IF_ERROR(LinearForward(L.k, a.ln1, a.k, ones, &a.tk));
-    PCFARM_RETURN_IF_ERROR(LinearForward(L.v, a.ln1, a.v, ones, &a.tv));
+    PCFARM_RETURN_IF_ERROR(LinearsForward(
+        {{&L.q, a.q, &a.tq}, {&L.k, a.k, &a.tk}, {&L.v, a.v, &a.tv}}, a.ln1, ones));
     const Tensor q3 = a.q.Reshaped({n, hq, d}), k3 = a.k.Reshaped({n, hkv, d}),
                  v3 = a.v.Reshaped({n, hkv, d});
     PCFARM_RETURN_IF_ERROR(be.RopeForward(q3, q3, inv_freq_, p.positions));
@@ -362,8 +382,8 @@ Result<Tensor> LlamaModel::Forward(const Packed& p, Acts* acts, KvCache* cache) 
     PCFARM_RETURN_IF_ERROR(be.RmsNormForward(a.ln2, a.x1, L.ln2, eps));
     PCFARM_ASSIGN_OR_RETURN(a.g, Alloc({n, ff}));
     PCFARM_ASSIGN_OR_RETURN(a.u, Alloc({n, ff}));
-    PCFARM_RETURN_IF_ERROR(LinearForward(L.gate, a.ln2, a.g, ones, &a.tg));
-    PCFARM_RETURN_IF_ERROR(LinearForward(L.up, a.ln2, a.u, ones, &a.tu));
+    PCFARM_RETURN_IF_ERROR(
+        LinearsForward({{&L.gate, a.g, &a.tg}, {&L.up, a.u, &a.tu}}, a.ln2, ones));
     PCFARM_ASSIGN_OR_RETURN(a.s, Alloc({n, ff}));
     PCFARM_RETURN_IF_ERROR(be.SwiGluForward(a.s, a.g, a.u));
     PCFARM_RETURN_IF_ERROR(LinearForward(L.down, a.s, o, ones, &a.td));

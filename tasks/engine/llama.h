@@ -329,6 +329,19 @@ class LlamaModel {
   Result<Tensor> Forward(const Packed& p, Acts* acts, KvCache* cache);
   Status LinearForward(const Linear& l, const Tensor& x, const Tensor& y, const Tensor& ones,
                        Tensor* lora_t);
+  // Linear layers over one input x (q, k, v; gate, up): y_i = l_i(x), the
+  // base products in one Backend::MatMulForwardShared, then each layer's
+  // bias and LoRA as LinearForward adds them.
+  struct LinearCall {
+    const Linear* l;
+    Tensor y;
+    Tensor* lora_t;
+  };
+  Status LinearsForward(std::initializer_list<LinearCall> calls, const Tensor& x,
+                        const Tensor& ones);
+  // LinearForward after the base product: bias and LoRA.
+  Status LinearExtras(const Linear& l, const Tensor& x, const Tensor& y, const Tensor& ones,
+                      Tensor* lora_t);
   Status LinearBackward(const Linear& l, const Tensor& x, const Tensor& dy, const Tensor& dx,
                         const Tensor& ones, const Tensor& lora_t);
   Status Backward(const Packed& p, Acts& acts, const Tensor& dhidden);

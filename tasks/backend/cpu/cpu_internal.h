@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -266,6 +267,8 @@ class CpuBackend final : public Backend {
   Status ScaleImpl(const Tensor& t, float s) override;
   Status GemmImpl(const Tensor& c, const Tensor& a, bool trans_a, const Tensor& b,
                   bool trans_b, float alpha, float beta) override;
+  Status MatMulSharedImpl(std::span<const Tensor> outs, const Tensor& inp,
+                          std::span<const Tensor> weights) override;
   Status EmbeddingForwardImpl(const Tensor& out, const Tensor& table,
                               std::span<const int32_t> ids) override;
   Status EmbeddingBackwardImpl(const Tensor& dtable, const Tensor& dout,
@@ -310,6 +313,13 @@ class CpuBackend final : public Backend {
   Result<double> SumSquaresImpl(const Tensor& t) override;
 
  private:
+  // cpu_matmul.cc: the few-rows products that read each weight as stored,
+  // in one pass over the pool. outs[i][r, :] = alpha·x[r, :]·weights[i]ᵀ +
+  // beta·outs[i][r, :] for the m rows of x (row stride ldx), each weight
+  // [N_i, K] as TakesRowDots allows; the activations rounded once.
+  static bool TakesRowDots(int64_t m, const Tensor& b);
+  void RowDots(std::span<const Tensor> outs, const float* x, int64_t ldx, int64_t m,
+               std::span<const Tensor> weights, float alpha, float beta);
   // Rows-at-a-time parallel loop: grain chosen so a chunk holds >= ~16k values.
   void ParallelRows(int64_t rows, int64_t row_len,
                     const std::function<void(int64_t, int64_t)>& fn);

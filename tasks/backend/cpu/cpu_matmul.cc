@@ -5,6 +5,8 @@
 // WeightRowDots (cpu_quant.cc) for F16, BF16 and quantized weights up to
 // kFusedRows rows; OpenBLAS sgemv for other f32 single-row layouts.
 #include <algorithm>
+#include <array>
+#include <cassert>
 
 #include "tasks/backend/cpu/blas.h"
 #include "tasks/backend/cpu/cpu_internal.h"
@@ -96,6 +98,60 @@ void ParallelSgemm(ThreadPool& pool, bool trans_a, bool trans_b, int64_t m, int6
 
 // ---- launchers --------------------------------------------------------------
 
+// Whether m activation rows against a [N, K] weight `b` take RowDots: one
+// row against F32 (decode: OpenBLAS 0.3.21's sgemm packs all of b for
+// M = 1, and its sgemv runs the baseline (SSE) kernel on CPUs it does not
+// know), up to kFusedRows against a 16-bit or quantized weight, read as
+// stored.
+bool CpuBackend::TakesRowDots(int64_t m, const Tensor& b) {
+  return b.type() == StorageType::kF32 ? m == 1 : m <= kFusedRows;
+}
+
+void CpuBackend::RowDots(std::span<const Tensor> outs, const float* x, int64_t ldx, int64_t m,
+                         std::span<const Tensor> weights, float alpha, float beta) {
+  assert(outs.size() == weights.size() && weights.size() <= kMaxSharedWeights);
+  const int64_t k = weights[0].shape()[1];
+  // Kept from call to call (at most kFusedRows rows): a decode step's ~85
+  // products each allocated and freed its four arrays.
+  static thread_local ActRows xq;
+  bool round = false;
+  for (const Tensor& w : weights) round |= rounded_activations() && UsesActBlocks(w.type());
+  // Once for every weight (the layout serves each block format).
+  const ActRows* rounded = round && QuantizeActRows(x, ldx, m, k, &xq) ? &xq : nullptr;
+  // The weights' rows one after another: rows start[i]..start[i + 1] are
+  // weights[i]'s.
+  std::array<WeightRowsArgs, kMaxSharedWeights> args;
+  std::array<int64_t, kMaxSharedWeights + 1> start{};
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const int64_t n = weights[i].shape()[0];
+    args[i] = WeightRowsArgs{weights[i].type(), static_cast<const uint8_t*>(Raw(weights[i])),
+                             k, x, ldx, m, F32(outs[i]), n, alpha, beta};
+    if (UsesActBlocks(weights[i].type())) args[i].xq = rounded;
+    start[i + 1] = start[i] + n;
+  }
+  pool_->ParallelFor(start[weights.size()], 16, [&](int64_t r0, int64_t r1) {
+    for (size_t i = 0; i < weights.size(); ++i) {
+      const int64_t b = std::max(r0, start[i]) - start[i], e = std::min(r1, start[i + 1]) - start[i];
+      if (b >= e) continue;
+      if (args[i].type == StorageType::kF32)
+        RowDotsF32(reinterpret_cast<const float*>(args[i].b), x, args[i].c, b, e, k, alpha, beta);
+      else
+        WeightRowDots(args[i], b, e);
+    }
+  });
+}
+
+Status CpuBackend::MatMulSharedImpl(std::span<const Tensor> outs, const Tensor& inp,
+                                    std::span<const Tensor> weights) {
+  const int64_t m = inp.shape()[0];
+  bool all = true;
+  for (const Tensor& w : weights) all &= TakesRowDots(m, w);
+  if (!all) return Backend::MatMulSharedImpl(outs, inp, weights);
+  std::vector<float> scratch;
+  RowDots(outs, AsF32(inp, scratch), inp.shape()[1], m, weights, 1.0f, 0.0f);
+  return Status::Ok();
+}
+
 Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
                             const Tensor& b, bool trans_b, float alpha, float beta) {
   const int64_t m = c.shape()[0], n = c.shape()[1];
@@ -105,26 +161,9 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
   const float* ap = AsF32(a, a_scratch);
   float* cp = F32(c);
 
-  if (m == 1 && trans_b && b.type() == StorageType::kF32) {
-    // One row against a [N, K] weight (decode): our own row-dot kernel over
-    // the pool. OpenBLAS 0.3.21's sgemm packs all of b for M = 1, and its
-    // sgemv runs the baseline (SSE) kernel on CPUs it does not know.
-    pool_->ParallelFor(n, 64, [&](int64_t r0, int64_t r1) {
-      RowDotsF32(F32(b), ap, cp, r0, r1, k, alpha, beta);
-    });
-    return Status::Ok();
-  }
-  if (trans_b && b.type() != StorageType::kF32 && m <= kFusedRows && (!trans_a || m == 1)) {
-    // A few rows against a 16-bit or quantized weight, read as stored.
-    WeightRowsArgs args{b.type(), static_cast<const uint8_t*>(Raw(b)), k, ap,
-                        trans_a ? 1 : lda, m, cp, n, alpha, beta};
-    // Kept from call to call (at most kFusedRows rows): a decode step's ~85
-    // products each allocated and freed its four arrays.
-    static thread_local ActRows xq;
-    if (rounded_activations() && UsesActBlocks(b.type()) &&
-        QuantizeActRows(args.x, args.ldx, m, k, &xq))
-      args.xq = &xq;
-    pool_->ParallelFor(n, 16, [&](int64_t r0, int64_t r1) { WeightRowDots(args, r0, r1); });
+  if (trans_b && TakesRowDots(m, b) && (!trans_a || m == 1)) {
+    // op(a) is m rows of stride lda, or one row (a[K, 1], lda = 1).
+    RowDots({&c, 1}, ap, trans_a ? 1 : lda, m, {&b, 1}, alpha, beta);
     return Status::Ok();
   }
   if (b.type() == StorageType::kF32 && m == 1) {

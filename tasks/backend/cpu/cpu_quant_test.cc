@@ -126,6 +126,106 @@ TEST_CASE("16-bit and quantized weights: Gemm matches the dequantized F32 produc
   }
 }
 
+TEST_CASE("MatMulForwardShared: several weights over one input, one MatMulForward each") {
+  // The decode path runs q/k/v and gate/up as one pass over the pool with
+  // the activations rounded once, as each MatMulForward rounds them. The
+  // chunks' edges move, and with them which rows a kernel sums together
+  // (4 or 8 at a time, the rest one by one), so a row's f32 sum may be
+  // reordered: within 1e-6·Σ|w·x| of its own MatMulForward. Beyond
+  // kFusedRows (17 rows) the products are one Gemm per weight.
+  auto be = CreateCpuBackend({.cpu_threads = 2});
+  REQUIRE(be.ok());
+  Backend& b = **be;
+  IsaGuard guard;
+  using S = StorageType;
+  const std::vector<std::vector<S>> sets = {{S::kQ4_K, S::kQ6_K, S::kQ4_K},
+                                            {S::kQ8_0, S::kQ4_0},
+                                            {S::kF32, S::kQ8_0, S::kF16, S::kBF16},
+                                            {S::kF32, S::kF32},
+                                            {S::kQ6_K}};
+  const int64_t k = 512;
+  const int64_t ns[] = {65, 7, 33, 16};
+  for (int isa = 0; isa <= int(cpu::BestCpuIsa()); ++isa)
+    for (bool rounded : {false, true}) {
+      cpu::SetWeightRowIsaForTesting(cpu::CpuIsa(isa));
+      b.set_rounded_activations(rounded);
+      for (const std::vector<S>& set : sets)
+        for (int64_t m : {1, 4, 16, 17}) {
+          INFO(cpu::CpuIsaName(cpu::CpuIsa(isa)) << " rounded " << rounded << " m " << m
+                                                 << " first " << StorageTypeName(set[0]));
+          auto xt = b.Alloc({m, k}, S::kF32);
+          REQUIRE(xt.ok());
+          REQUIRE(b.Upload(*xt, Values(size_t(m * k), uint32_t(m))).ok());
+          std::vector<Tensor> ws, shared, alone;
+          for (size_t i = 0; i < set.size(); ++i) {
+            auto w = b.Alloc({ns[i], k}, set[i]);
+            auto y1 = b.Alloc({m, ns[i]}, S::kF32);
+            auto y2 = b.Alloc({m, ns[i]}, S::kF32);
+            REQUIRE((w.ok() && y1.ok() && y2.ok()));
+            REQUIRE(b.UploadBytes(*w, RandomWeight(set[i], ns[i], k, uint32_t(7 * i + 1))).ok());
+            ws.push_back(*w);
+            shared.push_back(*y1);
+            alone.push_back(*y2);
+            REQUIRE(b.MatMulForward(*y2, *xt, *w).ok());
+          }
+          REQUIRE(b.MatMulForwardShared(shared, *xt, ws).ok());
+          std::vector<float> x(size_t(m * k));
+          REQUIRE(b.Download(*xt, x).ok());
+          for (size_t i = 0; i < set.size(); ++i) {
+            const int64_t n = ns[i];
+            std::vector<float> got(size_t(m * n)), want(got.size()), w(size_t(n * k));
+            REQUIRE(b.Download(shared[i], got).ok());
+            REQUIRE(b.Download(alone[i], want).ok());
+            REQUIRE(b.Download(ws[i], w).ok());
+            INFO("weight " << i << " " << StorageTypeName(set[i]));
+            int bad = 0;
+            for (int64_t r = 0; r < m; ++r)
+              for (int64_t c = 0; c < n; ++c) {
+                double mag = 0;
+                for (int64_t j = 0; j < k; ++j)
+                  mag += std::fabs(double(w[size_t(c * k + j)]) * x[size_t(r * k + j)]);
+                bad += !(std::fabs(double(got[size_t(r * n + c)]) - want[size_t(r * n + c)]) <=
+                         1e-6 * mag);
+              }
+            CHECK(bad == 0);
+          }
+        }
+    }
+}
+
+TEST_CASE("MatMulForwardShared: bad arguments are refused with a message") {
+  auto be = CreateCpuBackend({.cpu_threads = 1});
+  REQUIRE(be.ok());
+  Backend& b = **be;
+  auto x = b.Alloc({2, 64}, StorageType::kF32);
+  auto w = b.Alloc({3, 64}, StorageType::kQ8_0);
+  auto w32 = b.Alloc({5, 32}, StorageType::kF32);
+  auto y = b.Alloc({2, 3}, StorageType::kF32);
+  auto y2 = b.Alloc({2, 3}, StorageType::kF32);
+  auto y5 = b.Alloc({2, 5}, StorageType::kF32);
+  REQUIRE((x.ok() && w.ok() && w32.ok() && y.ok() && y2.ok() && y5.ok()));
+  auto message = [&](std::vector<Tensor> outs, std::vector<Tensor> weights) {
+    const Status s = b.MatMulForwardShared(outs, *x, weights);
+    CHECK(s.code() == StatusCode::kInvalidArgument);
+    CHECK(s.message().find("MatMulForwardShared") != std::string::npos);
+    return s.message();
+  };
+  CHECK(message({*y}, {*w, *w}).find("1 outputs for 2 weights") != std::string::npos);
+  CHECK(message({}, {}).find("takes 1 to 4 weights, not 0") != std::string::npos);
+  CHECK(message({*y, *y2, *y, *y2, *y}, {*w, *w, *w, *w, *w}).find("not 5") !=
+        std::string::npos);
+  CHECK(message({*y, *y}, {*w, *w}).find("outs 0 and 1 are one buffer") != std::string::npos);
+  CHECK(message({*y, *y5}, {*w, *w}).find("weight 1") != std::string::npos);
+  CHECK(message({*y, *y5}, {*w, *w32}).find("inner dimensions differ") != std::string::npos);
+  auto square = b.Alloc({3, 3}, StorageType::kF32);
+  REQUIRE(square.ok());
+  const Status aliased =
+      b.MatMulForwardShared(std::vector<Tensor>{*square}, *square, std::vector<Tensor>{*square});
+  CHECK(aliased.message().find("c aliases an input") != std::string::npos);
+  CHECK(b.MatMulForwardShared(std::vector<Tensor>{*y, *y2}, *x, std::vector<Tensor>{*w, *w})
+            .ok());
+}
+
 TEST_CASE("ToF32 on every instruction set: the reference conversion, bit for bit") {
   // The tiles prefill and training multiply are converted by ToF32, which
   // takes 8-lane code on AVX2/AVX-512 for F16, BF16, Q8_0 and Q4_0: every
