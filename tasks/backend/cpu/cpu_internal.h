@@ -180,7 +180,8 @@ struct alignas(64) ActPair {
 // minimums multiply it). The scales are arrays of their own so that the
 // K-quant kernels load the 8 blocks of a 256-value super-block as one vector.
 // pairs: pair p of row i at i·(k/64) + p, only where the AVX-512 kernels
-// are in use (empty otherwise).
+// are in use. The arrays may be longer than m rows need (QuantizeActRows
+// keeps them from call to call).
 struct ActRows {
   std::vector<ActBlock> blocks;
   std::vector<float> d, dsum;

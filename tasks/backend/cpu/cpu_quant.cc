@@ -94,11 +94,17 @@ const char* CpuIsaName(CpuIsa isa) {
 }
 
 bool QuantizeActRows(const float* x, int64_t ldx, int64_t m, int64_t k, ActRows* out) {
+  // The arrays only grow: the kernels index them from k and m, and a decode
+  // step's products alternate between k = hidden and k = intermediate, so
+  // resizing to fit filled the grown part with zeros every other product.
   const size_t n = size_t(m * (k / 32));
-  out->blocks.resize(n);
-  out->d.resize(n);
-  out->dsum.resize(n);
-  out->pairs.resize(WeightRowIsa() == CpuIsa::kAvx512 ? size_t(m * (k / 64)) : 0);
+  auto grow = [](auto& v, size_t size) {
+    if (v.size() < size) v.resize(size);
+  };
+  grow(out->blocks, n);
+  grow(out->d, n);
+  grow(out->dsum, n);
+  if (WeightRowIsa() == CpuIsa::kAvx512) grow(out->pairs, size_t(m * (k / 64)));
   switch (WeightRowIsa()) {
     case CpuIsa::kAvx512: return avx512::QuantizeRows(x, ldx, m, k, out);
     case CpuIsa::kAvx2: return avx2::QuantizeRows(x, ldx, m, k, out);
