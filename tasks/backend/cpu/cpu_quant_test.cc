@@ -126,6 +126,49 @@ TEST_CASE("16-bit and quantized weights: Gemm matches the dequantized F32 produc
   }
 }
 
+TEST_CASE("F32 decode rows on every instruction set: the double product") {
+  // One activation row against an F32 [N, K] weight takes RowDotsF32 (four
+  // rows at a time, the rest one by one; K in 16- or 8-lane steps and a
+  // tail). Same tolerance as above: f32 summation only.
+  auto be = CreateCpuBackend({.cpu_threads = 2});
+  REQUIRE(be.ok());
+  Backend& b = **be;
+  IsaGuard guard;
+  for (int isa = 0; isa <= int(cpu::BestCpuIsa()); ++isa) {
+    cpu::SetWeightRowIsaForTesting(cpu::CpuIsa(isa));
+    for (int64_t k : {1, 7, 8, 15, 16, 33, 770})
+      for (int64_t n : {1, 3, 4, 9, 33, 70})
+        for (float beta : {0.0f, 0.5f}) {
+          INFO(cpu::CpuIsaName(cpu::CpuIsa(isa)) << " n " << n << " k " << k << " beta "
+                                                 << beta);
+          const std::vector<float> w = Values(size_t(n * k), uint32_t(n + 3 * k));
+          const std::vector<float> x = Values(size_t(k), uint32_t(k));
+          std::vector<float> y0 = Values(size_t(n), 9);
+          if (beta == 0) y0.assign(y0.size(), NAN);
+          auto wt = b.Alloc({n, k}, StorageType::kF32);
+          auto xt = b.Alloc({1, k}, StorageType::kF32);
+          auto yt = b.Alloc({1, n}, StorageType::kF32);
+          REQUIRE((wt.ok() && xt.ok() && yt.ok()));
+          REQUIRE(b.Upload(*wt, w).ok());
+          REQUIRE(b.Upload(*xt, x).ok());
+          REQUIRE(b.Upload(*yt, y0).ok());
+          REQUIRE(b.Gemm(*yt, *xt, false, *wt, true, 0.75f, beta).ok());
+          std::vector<float> y(static_cast<size_t>(n));
+          REQUIRE(b.Download(*yt, y).ok());
+          for (int64_t r = 0; r < n; ++r) {
+            double ref = 0, mag = 0;
+            for (int64_t j = 0; j < k; ++j) {
+              ref += double(w[size_t(r * k + j)]) * x[size_t(j)];
+              mag += std::fabs(double(w[size_t(r * k + j)]) * x[size_t(j)]);
+            }
+            ref = 0.75 * ref + (beta != 0 ? beta * y0[size_t(r)] : 0.0);
+            INFO("row " << r);
+            REQUIRE(std::fabs(y[size_t(r)] - ref) <= 1e-5 * mag + 1e-30);
+          }
+        }
+  }
+}
+
 TEST_CASE("MatMulForwardShared: several weights over one input, one MatMulForward each") {
   // The decode path runs q/k/v and gate/up as one pass over the pool with
   // the activations rounded once, as each MatMulForward rounds them. The
