@@ -28,12 +28,13 @@ constexpr int64_t kFusedRows = 16;
 // c[r] = alpha·(b[r, :]·x) + beta·c[r] for rows r0..r1 of a row-major [*, k]
 // f32 weight; beta = 0 ignores c. Memory-bound: the weight is read once.
 // Four rows at a time so each load of x serves four products, while the
-// next four rows are prefetched at the same offset (k·16 bytes ahead: the
-// hardware prefetcher alone left a 2-thread decode at 45-55 GB/s where the
-// plain read reached 57-82; with it 54-74, f32_row_dots in bench/README.md).
-// AVX-512 and AVX2+FMA bodies with explicit accumulators (GCC's omp-simd
-// reduction of the same loop ran at the lower figure), picked by
-// WeightRowIsa() so the tests run each; plain x86-64 otherwise.
+// next four rows are prefetched at the same offset (k·16 bytes ahead). On
+// a Zen 5, 2 threads over 418 MiB: GCC's omp-simd reduction of the same
+// loop with the hardware prefetcher alone read 43-55 GB/s where the plain
+// read reached 57-82, these bodies 54-74; F32 decode of the 110M model
+// 92.8 -> 106.3 tok/s (bench/README.md, "Decode's fixed costs and F32/16-bit
+// prefetch"). AVX-512 and AVX2+FMA bodies with explicit accumulators,
+// picked by WeightRowIsa() so the tests run each; plain x86-64 otherwise.
 inline void StoreDot(float* c, int64_t r, float dot, float alpha, float beta) {
   c[r] = beta == 0.0f ? alpha * dot : alpha * dot + beta * c[r];
 }
