@@ -30,7 +30,7 @@ constexpr int64_t kFusedRows = 16;
 // Four rows at a time so each load of x serves four products, while the
 // next four rows are prefetched at the same offset (k·16 bytes ahead). On
 // a Zen 5, 2 threads over 418 MiB: GCC's omp-simd reduction of the same
-// loop with the hardware prefetcher alone read 43-55 GB/s where the plain
+// loop with the hardware prefetcher alone read 43-56 GB/s where the plain
 // read reached 57-82, these bodies 54-74; F32 decode of the 110M model
 // 92.8 -> 106.3 tok/s (bench/README.md, "Decode's fixed costs and F32/16-bit
 // prefetch"). AVX-512 and AVX2+FMA bodies with explicit accumulators,
