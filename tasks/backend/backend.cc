@@ -376,6 +376,11 @@ Status Backend::MatMulForwardShared(std::span<const Tensor> outs, const Tensor& 
       if (outs[i].buffer() == outs[j].buffer())
         return c.Fail("outs " + std::to_string(j) + " and " + std::to_string(i) +
                       " are one buffer");
+    // Gemm checks out i against its own weight; the products may run at
+    // once, so it may be none of the others either.
+    for (size_t j = 0; j < weights.size(); ++j)
+      if (outs[i].buffer() == weights[j].buffer())
+        return c.Fail("out " + std::to_string(i) + " aliases weight " + std::to_string(j));
     // Gemm's checks, without its work.
     PCFARM_RETURN_IF_ERROR(CheckGemm(outs[i], inp, false, weights[i], true)
                                .WithContext("MatMulForwardShared(weight " +

@@ -261,9 +261,17 @@ TEST_CASE("MatMulForwardShared: bad arguments are refused with a message") {
   CHECK(message({*y, *y5}, {*w, *w}).find("weight 1") != std::string::npos);
   CHECK(message({*y, *y5}, {*w, *w32}).find("inner dimensions differ") != std::string::npos);
   auto square = b.Alloc({3, 3}, StorageType::kF32);
-  REQUIRE(square.ok());
+  auto square2 = b.Alloc({3, 3}, StorageType::kF32);
+  auto x3 = b.Alloc({3, 3}, StorageType::kF32);
+  REQUIRE((square.ok() && square2.ok() && x3.ok()));
+  const Status crossed = b.MatMulForwardShared(std::vector<Tensor>{*square, *square2}, *x3,
+                                               std::vector<Tensor>{*square2, *x3});
+  CHECK(crossed.message().find("out 1 aliases weight 0") != std::string::npos);
+  const Status crossed2 = b.MatMulForwardShared(std::vector<Tensor>{*square2, *square}, *x3,
+                                                std::vector<Tensor>{*x3, *square2});
+  CHECK(crossed2.message().find("out 0 aliases weight 1") != std::string::npos);
   const Status aliased =
-      b.MatMulForwardShared(std::vector<Tensor>{*square}, *square, std::vector<Tensor>{*square});
+      b.MatMulForwardShared(std::vector<Tensor>{*square}, *square, std::vector<Tensor>{*x3});
   CHECK(aliased.message().find("c aliases an input") != std::string::npos);
   CHECK(b.MatMulForwardShared(std::vector<Tensor>{*y, *y2}, *x, std::vector<Tensor>{*w, *w})
             .ok());
