@@ -204,8 +204,9 @@ bool QuantizeActRows(const float* x, int64_t ldx, int64_t m, int64_t k, ActRows*
 
 // cpu_quant.cc: c[i, r] = alpha·(b[r, :]·x[i, :]) + beta·c[i, r] for the m
 // activation rows x (row stride ldx) and weight rows r0..r1 of a [N, k]
-// weight b stored as `type` (F16, BF16 or quantized; not F32), c row stride
-// ldc; beta = 0 ignores c. Dequantizes in registers, accumulates in f32.
+// weight b stored as `type`, c row stride ldc; beta = 0 ignores c. F32
+// takes one activation row only (m = 1). Dequantizes in registers,
+// accumulates in f32.
 // With xq (the rows as QuantizeActRows made them; the block formats only),
 // the products are integer dot products per 32 values instead, scaled in f32.
 struct WeightRowsArgs {

@@ -1,11 +1,9 @@
 // Gemm on the CPU: OpenBLAS sgemm (blas.h), with F16/BF16/quantized operands
 // converted to f32 first (a whole, b tile by tile; see cpu_backend.h for the
 // trade-off). A few rows (decode, batched decode) against a [N, K] weight take
-// our own kernels instead: RowDotsF32 for F32 (one row),
-// WeightRowDots (cpu_quant.cc) for F16, BF16 and quantized weights up to
-// kFusedRows rows; OpenBLAS sgemv for other f32 single-row layouts.
-#include <immintrin.h>
-
+// our own kernels instead, WeightRowDots (cpu_quant.cc): one row against F32,
+// up to kFusedRows rows against F16, BF16 and quantized weights; OpenBLAS
+// sgemv for other f32 single-row layouts.
 #include <algorithm>
 #include <array>
 #include <cassert>
@@ -22,142 +20,6 @@ constexpr int64_t kTileFloats = 1 << 20;  // 4 MiB of f32 per converted tile
 // once, block by block, by WeightRowDots; beyond it, converted tiles and
 // sgemm are quicker (the product is compute-bound by then).
 constexpr int64_t kFusedRows = 16;
-
-// ---- kernels ----------------------------------------------------------------
-
-// c[r] = alpha·(b[r, :]·x) + beta·c[r] for rows r0..r1 of a row-major [*, k]
-// f32 weight; beta = 0 ignores c. Memory-bound: the weight is read once.
-// Four rows at a time so each load of x serves four products, while the
-// next four rows are prefetched at the same offset (k·16 bytes ahead). On
-// a Zen 5, 2 threads over 418 MiB: GCC's omp-simd reduction of the same
-// loop with the hardware prefetcher alone read 43-56 GB/s where the plain
-// read reached 57-82, these bodies 54-74; F32 decode of the 110M model
-// 92.8 -> 106.3 tok/s (bench/README.md, "Decode's fixed costs and F32/16-bit
-// prefetch"). AVX-512 and AVX2+FMA bodies with explicit accumulators,
-// picked by WeightRowIsa() so the tests run each; plain x86-64 otherwise.
-inline void StoreDot(float* c, int64_t r, float dot, float alpha, float beta) {
-  c[r] = beta == 0.0f ? alpha * dot : alpha * dot + beta * c[r];
-}
-
-inline void PrefetchRows(const float* p, int64_t k) {
-  const char* q = reinterpret_cast<const char*>(p);
-  const size_t row = size_t(k) * sizeof(float);
-  _mm_prefetch(q, _MM_HINT_T0);
-  _mm_prefetch(q + row, _MM_HINT_T0);
-  _mm_prefetch(q + 2 * row, _MM_HINT_T0);
-  _mm_prefetch(q + 3 * row, _MM_HINT_T0);
-}
-
-// The sum of v's lanes, in zmm registers (GCC 12 warns of an
-// uninitialised value inside _mm512_reduce_add_ps and the 512-to-256-bit
-// casts and extracts).
-__attribute__((target("avx512f"))) inline float Sum16(__m512 v) {
-  v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xffff, v, v, 0x4e));  // 256-bit halves
-  v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(0xffff, v, v, 0xb1));  // 128-bit quarters
-  v = _mm512_add_ps(v, _mm512_maskz_permute_ps(0xffff, v, 0x4e));        // pairs of lanes
-  v = _mm512_add_ps(v, _mm512_maskz_permute_ps(0xffff, v, 0xb1));        // lanes
-  return _mm512_cvtss_f32(v);
-}
-
-__attribute__((target("avx512f"))) void RowDotsF32Avx512(const float* b, const float* x,
-                                                         float* c, int64_t r0, int64_t r1,
-                                                         int64_t k, float alpha, float beta) {
-  const int64_t kv = k / 16 * 16;
-  const __mmask16 tail = __mmask16((1u << (k - kv)) - 1u);
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    const float* b0 = b + r * k;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t i = 0; i < kv; i += 16) {
-      PrefetchRows(b0 + 4 * k + i, k);
-      const __m512 xi = _mm512_loadu_ps(x + i);
-      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(b0 + i), xi, a0);
-      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(b0 + k + i), xi, a1);
-      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(b0 + 2 * k + i), xi, a2);
-      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(b0 + 3 * k + i), xi, a3);
-    }
-    if (tail != 0) {
-      const __m512 xi = _mm512_maskz_loadu_ps(tail, x + kv);
-      a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, b0 + kv), xi, a0);
-      a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, b0 + k + kv), xi, a1);
-      a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, b0 + 2 * k + kv), xi, a2);
-      a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, b0 + 3 * k + kv), xi, a3);
-    }
-    StoreDot(c, r, Sum16(a0), alpha, beta);
-    StoreDot(c, r + 1, Sum16(a1), alpha, beta);
-    StoreDot(c, r + 2, Sum16(a2), alpha, beta);
-    StoreDot(c, r + 3, Sum16(a3), alpha, beta);
-  }
-  for (; r < r1; ++r) {
-    const float* br = b + r * k;
-    __m512 a0 = _mm512_setzero_ps();
-    for (int64_t i = 0; i < kv; i += 16)
-      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(br + i), _mm512_loadu_ps(x + i), a0);
-    if (tail != 0)
-      a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, br + kv),
-                           _mm512_maskz_loadu_ps(tail, x + kv), a0);
-    StoreDot(c, r, Sum16(a0), alpha, beta);
-  }
-}
-
-__attribute__((target("avx2,fma"))) inline float Sum8(__m256 v) {
-  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
-}
-
-__attribute__((target("avx2,fma"))) void RowDotsF32Avx2(const float* b, const float* x, float* c,
-                                                       int64_t r0, int64_t r1, int64_t k,
-                                                       float alpha, float beta) {
-  const int64_t kv = k / 8 * 8;
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    const float* b0 = b + r * k;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t i = 0; i < kv; i += 8) {
-      if (i % 16 == 0) PrefetchRows(b0 + 4 * k + i, k);
-      const __m256 xi = _mm256_loadu_ps(x + i);
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(b0 + i), xi, a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(b0 + k + i), xi, a1);
-      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(b0 + 2 * k + i), xi, a2);
-      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(b0 + 3 * k + i), xi, a3);
-    }
-    float s[4] = {Sum8(a0), Sum8(a1), Sum8(a2), Sum8(a3)};
-    for (int64_t i = kv; i < k; ++i)
-      for (int j = 0; j < 4; ++j) s[j] += b0[j * k + i] * x[i];
-    for (int j = 0; j < 4; ++j) StoreDot(c, r + j, s[j], alpha, beta);
-  }
-  for (; r < r1; ++r) {
-    const float* br = b + r * k;
-    __m256 a0 = _mm256_setzero_ps();
-    for (int64_t i = 0; i < kv; i += 8)
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(br + i), _mm256_loadu_ps(x + i), a0);
-    float s0 = Sum8(a0);
-    for (int64_t i = kv; i < k; ++i) s0 += br[i] * x[i];
-    StoreDot(c, r, s0, alpha, beta);
-  }
-}
-
-void RowDotsF32Baseline(const float* b, const float* x, float* c, int64_t r0, int64_t r1,
-                        int64_t k, float alpha, float beta) {
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* br = b + r * k;
-    float s0 = 0;
-#pragma omp simd reduction(+ : s0)
-    for (int64_t i = 0; i < k; ++i) s0 += br[i] * x[i];
-    StoreDot(c, r, s0, alpha, beta);
-  }
-}
-
-void RowDotsF32(const float* b, const float* x, float* c, int64_t r0, int64_t r1, int64_t k,
-                float alpha, float beta) {
-  switch (WeightRowIsa()) {
-    case CpuIsa::kAvx512: return RowDotsF32Avx512(b, x, c, r0, r1, k, alpha, beta);
-    case CpuIsa::kAvx2: return RowDotsF32Avx2(b, x, c, r0, r1, k, alpha, beta);
-    case CpuIsa::kBaseline: return RowDotsF32Baseline(b, x, c, r0, r1, k, alpha, beta);
-  }
-}
-
 }  // namespace
 
 void ParallelSgemm(ThreadPool& pool, bool trans_a, bool trans_b, int64_t m, int64_t n,
@@ -223,10 +85,7 @@ void CpuBackend::RowDots(std::span<const Tensor> outs, const float* x, int64_t l
     for (size_t i = 0; i < weights.size(); ++i) {
       const int64_t b = std::max(r0, start[i]) - start[i], e = std::min(r1, start[i + 1]) - start[i];
       if (b >= e) continue;
-      if (args[i].type == StorageType::kF32)
-        RowDotsF32(reinterpret_cast<const float*>(args[i].b), x, args[i].c, b, e, k, alpha, beta);
-      else
-        WeightRowDots(args[i], b, e);
+      WeightRowDots(args[i], b, e);
     }
   });
 }

@@ -12,6 +12,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
 
 #include "tasks/backend/cpu/cpu_internal.h"

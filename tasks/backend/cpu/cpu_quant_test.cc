@@ -127,9 +127,9 @@ TEST_CASE("16-bit and quantized weights: Gemm matches the dequantized F32 produc
 }
 
 TEST_CASE("F32 decode rows on every instruction set: the double product") {
-  // One activation row against an F32 [N, K] weight takes RowDotsF32 (four
-  // rows at a time, the rest one by one; K in 16- or 8-lane steps and a
-  // tail). Same tolerance as above: f32 summation only.
+  // One activation row against an F32 [N, K] weight takes WeightRowDots'
+  // F32 rows (four rows at a time, the rest one by one; K in 16- or 8-lane
+  // steps and a tail). Same tolerance as above: f32 summation only.
   auto be = CreateCpuBackend({.cpu_threads = 2});
   REQUIRE(be.ok());
   Backend& b = **be;
