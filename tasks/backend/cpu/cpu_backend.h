@@ -2,9 +2,10 @@
 // loops written for GCC's auto-vectoriser for everything else, split over a
 // small thread pool.
 //
-// F16/BF16 operands of Gemm are converted tile by tile (up to 4 MiB of f32
-// per tile) into a scratch buffer just before each cblas_sgemm call, not
-// cached: no persistent memory beyond the 2-byte storage, at the price of one
+// F16/BF16 and quantized weights of Gemm are converted tile by tile (64
+// rows a thread for a transposed weight with N >= M, else up to 4 MiB of
+// f32 per tile) into a scratch buffer just before each cblas_sgemm call,
+// not cached: no persistent memory beyond the 2-byte storage, at the price of one
 // conversion pass over the weight per call (negligible for prefill and
 // training). A single row against an F32 or BF16 [N, K] weight (decode)
 // skips both: a row-dot kernel (AVX-512 / AVX2 / baseline, chosen at load

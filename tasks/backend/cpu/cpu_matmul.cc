@@ -20,13 +20,13 @@ constexpr int64_t kTileFloats = 1 << 20;  // 4 MiB of f32 per converted tile
 // once, block by block, by WeightRowDots; beyond it, converted tiles and
 // sgemm are quicker (the product is compute-bound by then).
 constexpr int64_t kFusedRows = 16;
+constexpr double kMinSgemmFlops = 4e6;  // below this one thread is quicker
 }  // namespace
 
 void ParallelSgemm(ThreadPool& pool, bool trans_a, bool trans_b, int64_t m, int64_t n,
                    int64_t k, float alpha, const float* a, int64_t lda, const float* b,
                    int64_t ldb, float beta, float* c, int64_t ldc) {
-  constexpr double kMinFlops = 4e6;  // below this one thread is quicker
-  if (pool.size() == 1 || 2.0 * double(m) * double(n) * double(k) < kMinFlops) {
+  if (pool.size() == 1 || 2.0 * double(m) * double(n) * double(k) < kMinSgemmFlops) {
     blas::Sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
@@ -131,14 +131,36 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
     return Status::Ok();
   }
 
+  const int64_t rows = b.shape()[0], row_len = b.shape()[1];
+  const auto row_bytes = static_cast<int64_t>(StorageBytes(b.type(), row_len));
+  const auto* braw = static_cast<const char*>(Raw(b));
+  if (trans_b && n >= m) {
+    // b is 16-bit or quantized, [N, K]: each thread converts the 64 stored
+    // rows of its next 64 output columns into a tile of its own (192 KiB at
+    // K = 768: it stays in L2) and multiplies it there, ParallelSgemm's
+    // column split with the conversion inside: converting 4 MiB tiles first
+    // wrote them out of cache and read them back.
+    constexpr int64_t kCols = 64;
+    const int64_t blocks = (n + kCols - 1) / kCols;
+    const bool one_thread = 2.0 * double(m) * double(n) * double(k) < kMinSgemmFlops;
+    pool_->ParallelFor(blocks, one_thread ? blocks : 1, [&](int64_t b0, int64_t b1) {
+      static thread_local std::vector<float> tile;
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t n0 = blk * kCols, nr = std::min(n, n0 + kCols) - n0;
+        if (tile.size() < size_t(nr * row_len)) tile.resize(size_t(nr * row_len));
+        ToF32(b.type(), braw + n0 * row_bytes, tile.data(), nr * row_len);
+        blas::Sgemm(trans_a, true, m, nr, k, alpha, ap, lda, tile.data(), row_len, beta, cp + n0,
+                    n);
+      }
+    });
+    return Status::Ok();
+  }
+
   // b is 16-bit or quantized: convert a block of its stored rows at a time
   // (whole rows, so whole blocks). When trans_b,
   // stored rows are output columns n0..n1; otherwise they are the reduction
   // index k0..k1 and the blocks accumulate into c.
-  const int64_t rows = b.shape()[0], row_len = b.shape()[1];
   const int64_t tile_rows = std::max<int64_t>(1, kTileFloats / row_len);
-  const auto row_bytes = static_cast<int64_t>(StorageBytes(b.type(), row_len));
-  const auto* braw = static_cast<const char*>(Raw(b));
   std::vector<float> tile(static_cast<size_t>(std::min(rows, tile_rows) * row_len));
   for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
     const int64_t nr = std::min(tile_rows, rows - r0);

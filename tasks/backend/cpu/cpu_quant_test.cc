@@ -126,6 +126,56 @@ TEST_CASE("16-bit and quantized weights: Gemm matches the dequantized F32 produc
   }
 }
 
+TEST_CASE("16-bit and quantized weights beyond 16 rows: 64-column blocks, each converted where it is multiplied") {
+  // More activation rows than WeightRowDots takes and N >= M: each thread
+  // converts the weight rows of its next 64 output columns and multiplies
+  // them at once. N = 130 is three blocks, the last of 2 columns, so a
+  // block's rows, output columns and the chunks of the two threads must
+  // all line up; op(a) transposed and not, beta 0 and 0.5. Tolerance: f32
+  // summation's (the activations are never rounded here).
+  auto be = CreateCpuBackend({.cpu_threads = 2});
+  REQUIRE(be.ok());
+  Backend& b = **be;
+  b.set_rounded_activations(true);  // beyond 16 rows it does not apply
+  const int64_t m = 20, n = 130;
+  for (StorageType type : kTypes)
+    for (bool trans_a : {false, true})
+      for (float beta : {0.0f, 0.5f}) {
+        const int64_t k = Ks(type)[1];
+        INFO(StorageTypeName(type) << " k " << k << " trans_a " << trans_a << " beta " << beta);
+        const std::vector<float> x = Values(size_t(m * k), uint32_t(k + trans_a));
+        std::vector<float> xs = x;  // op(a) = x: a[K, M] when transposed
+        if (trans_a)
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < k; ++j) xs[size_t(j * m + i)] = x[size_t(i * k + j)];
+        auto wt = b.Alloc({n, k}, type);
+        auto xt = trans_a ? b.Alloc({k, m}, StorageType::kF32) : b.Alloc({m, k}, StorageType::kF32);
+        auto yt = b.Alloc({m, n}, StorageType::kF32);
+        REQUIRE((wt.ok() && xt.ok() && yt.ok()));
+        REQUIRE(b.UploadBytes(*wt, RandomWeight(type, n, k, uint32_t(k))).ok());
+        REQUIRE(b.Upload(*xt, xs).ok());
+        std::vector<float> w(size_t(n * k));
+        REQUIRE(b.Download(*wt, w).ok());
+        std::vector<float> y0 = Values(size_t(m * n), 3);
+        if (beta == 0) y0.assign(y0.size(), NAN);
+        REQUIRE(b.Upload(*yt, y0).ok());
+        REQUIRE(b.Gemm(*yt, *xt, trans_a, *wt, true, 0.75f, beta).ok());
+        std::vector<float> y(size_t(m * n));
+        REQUIRE(b.Download(*yt, y).ok());
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t r = 0; r < n; ++r) {
+            double ref = 0, mag = 0;
+            for (int64_t j = 0; j < k; ++j) {
+              ref += double(w[size_t(r * k + j)]) * x[size_t(i * k + j)];
+              mag += std::fabs(double(w[size_t(r * k + j)]) * x[size_t(i * k + j)]);
+            }
+            ref = 0.75 * ref + (beta != 0 ? beta * y0[size_t(i * n + r)] : 0.0);
+            INFO("row " << i << " col " << r);
+            REQUIRE(std::fabs(y[size_t(i * n + r)] - ref) <= 1e-5 * mag + 1e-30);
+          }
+      }
+}
+
 TEST_CASE("F32 decode rows on every instruction set: the double product") {
   // One activation row against an F32 [N, K] weight takes WeightRowDots'
   // F32 rows (four rows at a time, the rest one by one; K in 16- or 8-lane
