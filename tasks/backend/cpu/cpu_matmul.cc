@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cassert>
+#include <memory>
 
 #include "tasks/backend/cpu/blas.h"
 #include "tasks/backend/cpu/cpu_internal.h"
@@ -144,13 +145,12 @@ Status CpuBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a,
     const int64_t blocks = (n + kCols - 1) / kCols;
     const bool one_thread = 2.0 * double(m) * double(n) * double(k) < kMinSgemmFlops;
     pool_->ParallelFor(blocks, one_thread ? blocks : 1, [&](int64_t b0, int64_t b1) {
-      static thread_local std::vector<float> tile;
+      // Not zeroed: every block converts its rows into it first.
+      const std::unique_ptr<float[]> tile(new float[size_t(std::min(kCols, n - b0 * kCols) * row_len)]);
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t n0 = blk * kCols, nr = std::min(n, n0 + kCols) - n0;
-        if (tile.size() < size_t(nr * row_len)) tile.resize(size_t(nr * row_len));
-        ToF32(b.type(), braw + n0 * row_bytes, tile.data(), nr * row_len);
-        blas::Sgemm(trans_a, true, m, nr, k, alpha, ap, lda, tile.data(), row_len, beta, cp + n0,
-                    n);
+        ToF32(b.type(), braw + n0 * row_bytes, tile.get(), nr * row_len);
+        blas::Sgemm(trans_a, true, m, nr, k, alpha, ap, lda, tile.get(), row_len, beta, cp + n0, n);
       }
     });
     return Status::Ok();
