@@ -41,6 +41,19 @@ std::vector<float> Values(size_t n, uint32_t seed) {
   return v;
 }
 
+// w[0..k)·x[0..k) in double, and Σ|w·x| (the tolerances' scale).
+struct DoubleDot {
+  double dot = 0, mag = 0;
+};
+DoubleDot Dot(const float* w, const float* x, int64_t k) {
+  DoubleDot d;
+  for (int64_t j = 0; j < k; ++j) {
+    d.dot += double(w[j]) * x[j];
+    d.mag += std::fabs(double(w[j]) * x[j]);
+  }
+  return d;
+}
+
 std::vector<int64_t> Ks(StorageType t) {
   switch (StorageBlockValues(t)) {
     case 1: return {7, 33, 770};
@@ -111,12 +124,8 @@ TEST_CASE("16-bit and quantized weights: Gemm matches the dequantized F32 produc
             REQUIRE(b.Download(*yt, y).ok());
             for (int64_t i = 0; i < m; ++i)
               for (int64_t r = 0; r < n; ++r) {
-                double ref = 0, mag = 0;
-                for (int64_t j = 0; j < k; ++j) {
-                  ref += double(w[size_t(r * k + j)]) * x[size_t(i * k + j)];
-                  mag += std::fabs(double(w[size_t(r * k + j)]) * x[size_t(i * k + j)]);
-                }
-                ref = 0.75 * ref + (beta != 0 ? beta * y0[size_t(i * n + r)] : 0.0);
+                const auto [dot, mag] = Dot(&w[size_t(r * k)], &x[size_t(i * k)], k);
+                const double ref = 0.75 * dot + (beta != 0 ? beta * y0[size_t(i * n + r)] : 0.0);
                 const double act = ActBound(b, type, cpu::CpuIsa(isa), &x[size_t(i * k)],
                                             &w[size_t(r * k)], k);
                 INFO("row " << i << " col " << r);
@@ -164,12 +173,8 @@ TEST_CASE("16-bit and quantized weights beyond 16 rows: 64-column blocks, each c
         REQUIRE(b.Download(*yt, y).ok());
         for (int64_t i = 0; i < m; ++i)
           for (int64_t r = 0; r < n; ++r) {
-            double ref = 0, mag = 0;
-            for (int64_t j = 0; j < k; ++j) {
-              ref += double(w[size_t(r * k + j)]) * x[size_t(i * k + j)];
-              mag += std::fabs(double(w[size_t(r * k + j)]) * x[size_t(i * k + j)]);
-            }
-            ref = 0.75 * ref + (beta != 0 ? beta * y0[size_t(i * n + r)] : 0.0);
+            const auto [dot, mag] = Dot(&w[size_t(r * k)], &x[size_t(i * k)], k);
+            const double ref = 0.75 * dot + (beta != 0 ? beta * y0[size_t(i * n + r)] : 0.0);
             INFO("row " << i << " col " << r);
             REQUIRE(std::fabs(y[size_t(i * n + r)] - ref) <= 1e-5 * mag + 1e-30);
           }
@@ -206,12 +211,8 @@ TEST_CASE("F32 decode rows on every instruction set: the double product") {
           std::vector<float> y(static_cast<size_t>(n));
           REQUIRE(b.Download(*yt, y).ok());
           for (int64_t r = 0; r < n; ++r) {
-            double ref = 0, mag = 0;
-            for (int64_t j = 0; j < k; ++j) {
-              ref += double(w[size_t(r * k + j)]) * x[size_t(j)];
-              mag += std::fabs(double(w[size_t(r * k + j)]) * x[size_t(j)]);
-            }
-            ref = 0.75 * ref + (beta != 0 ? beta * y0[size_t(r)] : 0.0);
+            const auto [dot, mag] = Dot(&w[size_t(r * k)], x.data(), k);
+            const double ref = 0.75 * dot + (beta != 0 ? beta * y0[size_t(r)] : 0.0);
             INFO("row " << r);
             REQUIRE(std::fabs(y[size_t(r)] - ref) <= 1e-5 * mag + 1e-30);
           }
@@ -510,11 +511,7 @@ TEST_CASE("Q8_0, Q4_0, Q4_K and Q6_K with integer dot products: the product of t
   REQUIRE(b.Download(*wt, w).ok());
   REQUIRE(b.Gemm(*yt, *xt, false, *wt, true, 1, 0).ok());
   REQUIRE(b.Download(*yt, y).ok());
-  double ref = 0, mag = 0;
-  for (int j = 0; j < 64; ++j) {
-    ref += double(w[j]) * x[j];
-    mag += std::fabs(double(w[j]) * x[j]);
-  }
+  const auto [ref, mag] = Dot(w.data(), x.data(), 64);
   CHECK(std::fabs(y[0] - ref) <= 1e-5 * mag);
 }
 
