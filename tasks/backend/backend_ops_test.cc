@@ -576,6 +576,43 @@ TEST_CASE("Rope rotates half pairs; backward is the transpose") {
       {{"out", fwd}, {"dx", Plus(dx0, dx)}, {"inplace", fwd}}, 1e-5, 1e-5);
 }
 
+// The CPU keeps the last call's angles while its frequencies and positions
+// repeat; a call that changes either (one position of five, or the
+// frequencies at the same positions) must not see the old ones.
+TEST_CASE("Rope calls in a row with other positions or frequencies") {
+  Rng rng(61);
+  const int64_t n = 5, h = 2, d = 8;
+  const std::vector<int32_t> pos_a = {3, 4, 5, 6, 7}, pos_b = {3, 4, 9, 6, 7};
+  Vec f1(d / 2), f2(d / 2);
+  for (int64_t j = 0; j < d / 2; ++j) {
+    f1[j] = std::pow(10000.0, -2.0 * j / d);
+    f2[j] = std::pow(500000.0, -2.0 * j / d);
+  }
+  f1 = AsF32(f1);
+  f2 = AsF32(f2);
+  const Vec x = AsF32(rng.Values(n * h * d));
+  CheckAllBackends(
+      [&](Backend& be) -> Outputs {
+        Tensor xt = Make(be, {n, h, d}, x), t1 = Make(be, {d / 2}, f1),
+               t2 = Make(be, {d / 2}, f2);
+        Outputs o;
+        int i = 0;
+        for (auto [ft, pos] : {std::pair{&t1, &pos_a}, {&t1, &pos_a}, {&t1, &pos_b},
+                               {&t2, &pos_b}, {&t1, &pos_a}}) {
+          Tensor out = Zeros(be, {n, h, d});
+          REQUIRE(be.RopeForward(out, xt, *ft, *pos).ok());
+          o.push_back({"call " + std::to_string(i++), Get(be, out)});
+        }
+        return o;
+      },
+      {{"call 0", RefRope(x, n, h, d, f1, pos_a, +1)},
+       {"call 1", RefRope(x, n, h, d, f1, pos_a, +1)},
+       {"call 2", RefRope(x, n, h, d, f1, pos_b, +1)},
+       {"call 3", RefRope(x, n, h, d, f2, pos_b, +1)},
+       {"call 4", RefRope(x, n, h, d, f1, pos_a, +1)}},
+      1e-5, 1e-5);
+}
+
 // ---- tests: attention -----------------------------------------------------------------
 
 // Random q, k, v and output gradient r for `a` (drawn in that order), and

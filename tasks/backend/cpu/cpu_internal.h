@@ -329,6 +329,14 @@ class CpuBackend final : public Backend {
   std::shared_ptr<CpuMemory> memory_;
   uint64_t physical_bytes_ = 0;  // of the machine; UINT64_MAX when unknown
   std::unique_ptr<ThreadPool> pool_;
+  // cpu_layers.cc: RoPE's cosines and sines of the last call's rows (row t:
+  // half values each), kept while the frequencies and positions repeat: a
+  // forward pass rotates q and k at the same positions in every layer, and
+  // the backward pass again.
+  struct RopeAngles {
+    std::vector<float> freq, cos, sin;
+    std::vector<int32_t> positions;
+  } rope_;
 };
 
 }  // namespace pcfarm::cpu

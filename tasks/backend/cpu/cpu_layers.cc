@@ -3,6 +3,7 @@
 // columns), so no two threads write the same float.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "tasks/backend/cpu/cpu_internal.h"
 
@@ -91,14 +92,34 @@ Status CpuBackend::RopeImpl(const Tensor& out, const Tensor& inp, const Tensor& 
   const float* x = F32(inp);
   const float* freq = F32(inv_freq);
   float* o = F32(out);
+  // The angles are those of the last call when its frequencies and
+  // positions were these (a decode step computed 64 double cosines and
+  // sines per call, 24 calls a step, for one position). Compared bit for
+  // bit: -0 and +0 give sines of different signs.
+  const bool fresh =
+      rope_.freq.size() != size_t(half) || rope_.positions.size() != positions.size() ||
+      std::memcmp(rope_.freq.data(), freq, sizeof(float) * size_t(half)) != 0 ||
+      (!positions.empty() &&
+       std::memcmp(rope_.positions.data(), positions.data(), positions.size_bytes()) != 0);
+  if (fresh) {
+    rope_.freq.assign(freq, freq + half);
+    rope_.positions.assign(positions.begin(), positions.end());
+    rope_.cos.resize(static_cast<size_t>(n * half));
+    rope_.sin.resize(static_cast<size_t>(n * half));
+  }
+  float* cos_all = rope_.cos.data();
+  float* sin_all = rope_.sin.data();
   ParallelRows(n, h * d, [&](int64_t b, int64_t e) {
-    std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
     for (int64_t t = b; t < e; ++t) {
-      // The angle is an f32 product, as in Hugging Face's rotary embedding.
-      for (int64_t j = 0; j < half; ++j) {
-        const float angle = static_cast<float>(positions[t]) * freq[j];
-        cs[j] = static_cast<float>(std::cos(double{angle}));
-        sn[j] = static_cast<float>(std::sin(double{angle}));
+      float* cs = cos_all + t * half;
+      float* sn = sin_all + t * half;
+      if (fresh) {
+        // The angle is an f32 product, as in Hugging Face's rotary embedding.
+        for (int64_t j = 0; j < half; ++j) {
+          const float angle = static_cast<float>(positions[t]) * freq[j];
+          cs[j] = static_cast<float>(std::cos(double{angle}));
+          sn[j] = static_cast<float>(std::sin(double{angle}));
+        }
       }
       for (int64_t hh = 0; hh < h; ++hh) {
         const float* x1 = x + (t * h + hh) * d;
