@@ -138,10 +138,11 @@ Result<std::string> RunForLastLine(const std::string& cmd) {
 // the backend's pool, the calling thread reads the first slice and the
 // others are started once and wait between passes, so a pass times the
 // read alone. Until session 28 each pass started and joined its threads
-// inside the timed region: 0.1-0.15 ms to create and join two threads on
-// this project's VMs, and new threads that begin on their parent's core,
-// so a 48 MB pass (the Q4_0 model's projections) read at 38-50 GB/s
-// instead of 80-120 and every bound below ~100 MB was understated.
+// inside the timed region (0.1-0.15 ms to create and join two threads on
+// this project's VMs, and, we think, new threads starting on their
+// parent's core): a 48 MB pass (the Q4_0 model's projections) read at
+// 38-50 GB/s instead of 80-120, and every bound below ~100 MB was
+// understated.
 double ReadBandwidth(const std::vector<uint64_t>& words, int threads, int reps) {
   const size_t n = words.size();
   std::vector<uint64_t> sums(size_t(threads) * 8, 0);  // a cache line apart
