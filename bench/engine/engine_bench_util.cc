@@ -1,12 +1,12 @@
 #include "bench/engine/engine_bench_util.h"
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
-#include <thread>
+
+#include "tasks/backend/cpu/cpu_internal.h"
 
 namespace pcfarm {
 
@@ -134,47 +134,28 @@ Result<std::string> RunForLastLine(const std::string& cmd) {
 // summing a contiguous slice with four independent accumulators (32-byte
 // loads where the CPU has AVX2, else 16-byte; no software prefetch, which
 // made this read slower here): the plain read a memory-bound decode step is
-// measured against. Fastest of `reps` passes after one warm-up pass. As in
-// the backend's pool, the calling thread reads the first slice and the
-// others are started once and wait between passes, so a pass times the
-// read alone. Until session 28 each pass started and joined its threads
-// inside the timed region (0.1-0.15 ms to create and join two threads on
-// this project's VMs, and, we think, new threads starting on their
-// parent's core): a 48 MB pass (the Q4_0 model's projections) read at
-// 38-50 GB/s instead of 80-120, and every bound below ~100 MB was
+// measured against. Fastest of `reps` passes after one warm-up pass, on the
+// CPU backend's own pool (the threads a decode step runs on), started once
+// before the passes. Until session 28 each pass started and joined its
+// threads inside the timed region (0.1-0.15 ms to create and join two
+// threads on this project's VMs, and, we think, new threads starting on
+// their parent's core): a 48 MB pass (the Q4_0 model's projections) read
+// at 38-50 GB/s instead of 80-120, and every bound below ~100 MB was
 // understated.
 double ReadBandwidth(const std::vector<uint64_t>& words, int threads, int reps) {
   const size_t n = words.size();
   std::vector<uint64_t> sums(size_t(threads) * 8, 0);  // a cache line apart
   const bool avx2 = __builtin_cpu_supports("avx2");
-  auto slice = [&](int t) {
-    const size_t lo = n * size_t(t) / size_t(threads), hi = n * size_t(t + 1) / size_t(threads);
-    sums[size_t(t) * 8] =
-        avx2 ? SumSliceAvx2(words.data(), lo, hi) : SumSliceSse2(words.data(), lo, hi);
-  };
-  std::atomic<int> pass_no{0}, done{0};
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> helpers;
-  for (int t = 1; t < threads; ++t) {
-    helpers.emplace_back([&, t] {
-      int seen = 0;
-      while (true) {
-        int now;
-        while ((now = pass_no.load(std::memory_order_acquire)) == seen && !stop.load())
-          std::this_thread::yield();
-        if (stop.load()) return;
-        seen = now;
-        slice(t);
-        done.fetch_add(1, std::memory_order_acq_rel);
+  cpu::ThreadPool pool(threads);
+  auto pass = [&] {
+    pool.ParallelFor(threads, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const size_t lo = n * size_t(t) / size_t(threads),
+                     hi = n * size_t(t + 1) / size_t(threads);
+        sums[size_t(t) * 8] =
+            avx2 ? SumSliceAvx2(words.data(), lo, hi) : SumSliceSse2(words.data(), lo, hi);
       }
     });
-  }
-  auto pass = [&] {
-    done.store(0, std::memory_order_relaxed);
-    pass_no.fetch_add(1, std::memory_order_acq_rel);
-    slice(0);
-    while (done.load(std::memory_order_acquire) != threads - 1) {
-    }
   };
   pass();
   double best = 1e300;
@@ -183,8 +164,6 @@ double ReadBandwidth(const std::vector<uint64_t>& words, int threads, int reps) 
     pass();
     best = std::min(best, NowSeconds() - t0);
   }
-  stop.store(true);
-  for (auto& th : helpers) th.join();
   uint64_t all = 0;
   for (uint64_t s : sums) all += s;
   if (all == 42) std::fprintf(stderr, " ");  // keeps the sums alive

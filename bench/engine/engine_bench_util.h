@@ -68,8 +68,8 @@ Result<std::string> RunForLastLine(const std::string& cmd);
 // Bytes a second that `threads` threads reach reading `words` once, each
 // summing a contiguous slice (32-byte loads where the CPU has AVX2, else
 // 16-byte): the plain read a memory-bound decode is measured against.
-// Fastest of `reps` passes after one warm-up pass; the calling thread reads
-// the first slice and the others are started once, before the passes.
+// Fastest of `reps` passes after one warm-up pass, on the CPU backend's
+// thread pool (the calling thread takes part), started once before them.
 double ReadBandwidth(const std::vector<uint64_t>& words, int threads, int reps);
 
 // Resets VmHWM to the current VmRSS (writes "5" to /proc/self/clear_refs,
