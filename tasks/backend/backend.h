@@ -206,7 +206,8 @@ class Backend {
   // ---- memory -------------------------------------------------------------
 
   // Whether tensors of `type` can live on this backend (every backend holds
-  // F32, F16 and BF16; the CPU holds the quantized types too).
+  // F32, F16 and BF16; the CPU, Vulkan and CUDA hold the quantized types
+  // too).
   virtual bool SupportsStorage(StorageType type) const { return !IsQuantized(type); }
   // Whether WrapHostBytes works here (the CPU: host memory is its memory).
   virtual bool CanWrapHostBytes() const { return false; }

@@ -9,6 +9,7 @@
 
 #include "tasks/backend/cuda/cuda_devices.h"
 #include "tasks/backend/cuda/cuda_internal.h"
+#include "tasks/backend/ggml_quants.h"
 #include "tasks/backend/half.h"
 
 namespace pcfarm {
@@ -228,7 +229,7 @@ Result<void*> CudaBackend::Scratch(int slot, size_t bytes) {
 
 Result<Tensor> CudaBackend::AllocImpl(Shape shape, StorageType type) {
   PCFARM_RETURN_IF_ERROR(Enter());
-  const uint64_t bytes = static_cast<uint64_t>(shape.numel()) * StorageTypeSize(type);
+  const uint64_t bytes = StorageBytes(type, shape.numel());
   const std::string what = shape.ToString() + " " + StorageTypeName(type) + " (" +
                            std::to_string(bytes) + " bytes)";
   const uint64_t used = memory_->used.fetch_add(bytes) + bytes;
@@ -276,6 +277,14 @@ Status CudaBackend::UploadImpl(const Tensor& t, std::span<const float> src) {
 
 Status CudaBackend::DownloadImpl(const Tensor& t, std::span<float> dst) {
   if (t.type() == StorageType::kF32) return DownloadBytesImpl(t, std::as_writable_bytes(dst));
+  if (IsQuantized(t.type())) {  // the blocks as they are, then the reference dequantizer
+    std::vector<std::byte> raw(t.bytes());
+    PCFARM_RETURN_IF_ERROR(DownloadBytesImpl(t, raw));
+    const uint32_t g = StorageGgmlType(t.type());
+    DequantizeBlocks(g, reinterpret_cast<const uint8_t*>(raw.data()),
+                     t.numel() / GgmlBlockValues(g), dst.data());
+    return Status::Ok();
+  }
   std::vector<uint16_t> half(dst.size());
   PCFARM_RETURN_IF_ERROR(DownloadBytesImpl(t, std::as_writable_bytes(std::span<uint16_t>(half))));
   if (t.type() == StorageType::kF16) {

@@ -14,6 +14,10 @@
 // managed memory). F16/BF16 tensors keep their 2-byte elements; Upload and
 // Download convert on the host with tasks/backend/half.h, exactly as the CPU
 // backend does, and converting Copy uses bit-exact device ports of it.
+// GGML block tensors (Q8_0, Q4_0, Q4_K, Q6_K) keep GGUF's blocks byte for
+// byte (UploadBytes); the kernels that read weights dequantize one value
+// at a time with the reference products (cuda_common.cuh, LoadAt), and
+// Download dequantizes on the host with ggml_quants.h.
 //
 // Gemm: f32 operands go to cublasSgemm (default math mode: no TF32, so the
 // results stay within the f32 tolerances of the shared op test). Two 16-bit
@@ -22,9 +26,10 @@
 // (the usual weight · activation case) is widened into f32 scratch, in tiles
 // of at most 64 MiB, and multiplied with cublasSgemm: rounding the f32
 // activation to 16 bits for a tensor-core GEMM would break the contract
-// that stored parameters are converted to f32 for compute. Up to 8 rows
-// against a transposed weight (decode) take our GEMV kernel instead, which
-// widens the weight on the fly and reads it once.
+// that stored parameters are converted to f32 for compute; a block weight
+// is widened the same way. Up to 8 rows against a transposed weight
+// (decode) take our GEMV kernel instead, which widens the weight on the
+// fly and reads it once.
 //
 // Determinism: no op uses atomics; reductions run in a fixed order for a
 // given shape, so the same inputs give the same bits on the same GPU.

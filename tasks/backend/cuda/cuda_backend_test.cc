@@ -1,7 +1,7 @@
 // CUDA-specific tests: device discovery, registry score, allocation
 // failures, and ops at sizes the shared op test does not reach (attention
-// over more than one 32-key tile, every Gemm path, long rows) against the
-// CPU backend. Every op is also compared with the CPU backend in
+// over more than one 32-key tile, every Gemm path, long rows, the GGML
+// block types) against the CPU backend. Every op is also compared with the CPU backend in
 // tasks/backend/backend_ops_test.cc, which runs on CUDA where it can be
 // created.
 //
@@ -20,6 +20,7 @@
 #include "tasks/backend/cpu/cpu_backend.h"
 #include "tasks/backend/cuda/cuda_backend.h"
 #include "tasks/backend/cuda/cuda_devices.h"
+#include "tasks/backend/quantized_ops_check.h"
 #include "tasks/backend/registry.h"
 
 namespace pcfarm {
@@ -278,6 +279,13 @@ TEST_CASE("CUDA row ops on long rows match the CPU") {
                          "ce dlogits", "embedding dtable", "sum squares"};
   for (size_t i = 0; i < got.size(); ++i) ExpectClose(got[i], want[i], 1e-4, 1e-4, names[i]);
   CHECK(std::fabs(loss_gpu - loss_cpu) < 1e-4);
+}
+
+TEST_CASE("CUDA holds GGML quantized weights and its products equal the CPU's on the dequantized weights") {
+  auto cb = OpenOrSkip();
+  if (!cb) return;
+  auto cpu = Cpu();
+  testing::CheckQuantizedWeightOps(*cb, *cpu, 7);
 }
 
 }  // namespace

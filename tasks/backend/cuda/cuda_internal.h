@@ -68,6 +68,8 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda"; }
   DeviceInfo info() const override;
+  // Every type: the block types stay as GGUF stores them (cuda_common.cuh).
+  bool SupportsStorage(StorageType) const override { return true; }
   Status Synchronize() override;
 
  protected:

@@ -14,8 +14,10 @@
 
 namespace pcfarm::cuda {
 
-// How a tensor's elements are stored; the same order as StorageType.
-enum class Elem : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
+// How a tensor's elements are stored; the same order as StorageType. The
+// block types (GGUF's blocks byte for byte, tasks/backend/ggml_quants.h) are
+// read one value at a time (cuda_common.cuh, LoadAt), never written.
+enum class Elem : int { kF32 = 0, kF16 = 1, kBF16 = 2, kQ8_0 = 3, kQ4_0 = 4, kQ4_K = 5, kQ6_K = 6 };
 
 // ---- elementwise.cu ----
 // cudaSuccess iff this binary holds code the current device can run
@@ -23,7 +25,9 @@ enum class Elem : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
 cudaError_t ProbeKernelImage();
 cudaError_t Fill(cudaStream_t s, float* p, int64_t n, float value);
 // dst[i] = src[i] converted from `st` to `dt` (f32 -> 16-bit rounds to
-// nearest even, exactly as tasks/backend/half.h).
+// nearest even, exactly as tasks/backend/half.h; a block type dequantizes
+// as ggml_quants.cc's DequantizeBlocks). cudaErrorInvalidValue for a block
+// type `dt`.
 cudaError_t Convert(cudaStream_t s, void* dst, Elem dt, const void* src, Elem st, int64_t n);
 cudaError_t Add(cudaStream_t s, float* out, const float* a, const float* b, int64_t n);
 cudaError_t Axpy(cudaStream_t s, float* y, float alpha, const float* x, int64_t n);
@@ -34,7 +38,8 @@ cudaError_t Scale(cudaStream_t s, float* p, float scale, int64_t n);
 inline constexpr int64_t kGemvMaxRows = 8;
 // c[i, r] = alpha·Σ_k a(i, k)·b[r, k] + beta·c[i, r] (beta = 0 ignores c), for
 // i < m <= kGemvMaxRows, r < n; a(i, k) = a[i·a_row_stride + k·a_col_stride];
-// b is row-major [n, k]; c row-major [m, n]. Reads b once (decode).
+// b is row-major [n, k] (any Elem; block types: k a whole number of
+// blocks); c row-major [m, n]. Reads b once (decode).
 cudaError_t GemvSmallM(cudaStream_t s, float* c, const float* a, int64_t a_row_stride,
                        int64_t a_col_stride, const void* b, Elem bt, int64_t m, int64_t n,
                        int64_t k, float alpha, float beta);

@@ -26,7 +26,8 @@ cudaDataType_t BlasType(StorageType t) {
     case StorageType::kF32: return CUDA_R_32F;
     case StorageType::kF16: return CUDA_R_16F;
     case StorageType::kBF16: return CUDA_R_16BF;
-    // Not held on CUDA yet (SupportsStorage is false): never reaches cuBLAS.
+    // Block types go through the gemv kernel or a widened tile, never to
+    // cuBLAS as they are (GemmImpl).
     case StorageType::kQ8_0: case StorageType::kQ4_0: case StorageType::kQ4_K:
     case StorageType::kQ6_K: break;
   }
@@ -85,14 +86,14 @@ Status CudaBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a, con
   float* cp = F32(c);
 
   if (!a16 && b16 && trans_b && m <= kGemvMaxRows) {
-    // A few rows against a [N, K] 16-bit weight (decode): read it once.
+    // A few rows against a [N, K] 16-bit or block weight (decode): read it once.
     return Check(cuda::GemvSmallM(stream_, cp, F32(a), trans_a ? 1 : lda, trans_a ? lda : 1, Raw(b),
                             ElemOf(b), m, n, k, alpha, beta),
                  "Gemm (gemv)");
   }
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  if (a16 && b16 && a.type() == b.type()) {
+  if (a16 && b16 && a.type() == b.type()) {  // never a block type: a is not one
     return CheckBlas(cublasGemmEx(blas_, op_b, op_a, static_cast<int>(n), static_cast<int>(m),
                                   static_cast<int>(k), &alpha, Raw(b), BlasType(b.type()),
                                   static_cast<int>(ldb), Raw(a), BlasType(a.type()),
@@ -115,19 +116,21 @@ Status CudaBackend::GemmImpl(const Tensor& c, const Tensor& a, bool trans_a, con
                                  static_cast<int>(lda), &beta, cp, static_cast<int>(n)),
                      "cublasSgemm");
   }
-  // b is 16-bit beside an f32 a: widen a block of its stored rows at a time.
-  // With trans_b they are output columns r0..r1 (a column block of C);
-  // otherwise they are the reduction index, and the blocks accumulate.
+  // b is 16-bit or block-quantized beside an f32 a: widen a block of its
+  // stored rows at a time (a row is whole blocks, so a run of rows starts
+  // on a block). With trans_b they are output columns r0..r1 (a column
+  // block of C); otherwise they are the reduction index, and the blocks
+  // accumulate.
   const int64_t rows = b.shape()[0], row_len = b.shape()[1];
   const int64_t tile_rows = std::max<int64_t>(1, kTileFloats / row_len);
   PCFARM_ASSIGN_OR_RETURN(
       void* tile_mem, Scratch(1, std::min(rows, tile_rows) * row_len * sizeof(float)));
   float* tile = static_cast<float*>(tile_mem);
-  const size_t es = StorageTypeSize(b.type());
+  const uint64_t row_bytes = StorageBytes(b.type(), row_len);
   for (int64_t r0 = 0; r0 < rows; r0 += tile_rows) {
     const int64_t nr = std::min(tile_rows, rows - r0);
     PCFARM_RETURN_IF_ERROR(Check(cuda::Convert(stream_, tile, Elem::kF32,
-                                         static_cast<const char*>(Raw(b)) + r0 * row_len * es,
+                                         static_cast<const char*>(Raw(b)) + r0 * row_bytes,
                                          ElemOf(b), nr * row_len),
                                  "Gemm (widen b)"));
     if (trans_b) {

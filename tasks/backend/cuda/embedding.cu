@@ -39,12 +39,10 @@ __global__ void EmbeddingBackwardKernel(float* dtable, const float* dout, const 
 cudaError_t EmbeddingForward(cudaStream_t s, float* out, const void* table, Elem tt,
                              const int32_t* ids, int64_t n, int64_t c) {
   const unsigned grid = GridFor(n * c);
-  switch (tt) {
-    case Elem::kF32: EmbeddingForwardKernel<Elem::kF32><<<grid, kThreads, 0, s>>>(out, table, ids, n, c); break;
-    case Elem::kF16: EmbeddingForwardKernel<Elem::kF16><<<grid, kThreads, 0, s>>>(out, table, ids, n, c); break;
-    case Elem::kBF16: EmbeddingForwardKernel<Elem::kBF16><<<grid, kThreads, 0, s>>>(out, table, ids, n, c); break;
-  }
-  return cudaGetLastError();
+  return WithAnyElem(tt, [&](auto t) {
+    EmbeddingForwardKernel<decltype(t)::value><<<grid, kThreads, 0, s>>>(out, table, ids, n, c);
+    return cudaGetLastError();
+  });
 }
 
 cudaError_t EmbeddingBackward(cudaStream_t s, float* dtable, const float* dout,

@@ -1,5 +1,7 @@
-// The GEMV half of Gemm: a few rows against a 16-bit (or f32) [N, K] weight,
-// as in decode, where the weight is read once and widened on the fly. Larger
+// The GEMV half of Gemm: a few rows against a 16-bit, block-quantized (or
+// f32) [N, K] weight, as in decode, where the weight is read once and
+// widened on the fly (a block type one value a lane: a warp's 32 lanes read
+// one Q8_0/Q4_0 block's codes side by side and its scale once). Larger
 // products go to cuBLAS from cuda_ops.cc.
 #include "tasks/backend/cuda/cuda_common.cuh"
 
@@ -17,10 +19,10 @@ __global__ void GemvSmallMKernel(float* c, const float* a, int64_t ars, int64_t 
   const int lane = threadIdx.x & 31;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (r >= n) return;  // the whole warp leaves together
-  const auto* br = static_cast<const typename Storage<B>::T*>(b) + r * k;
+  const int64_t row = r * k;
   float acc[kGemvMaxRows] = {};
   for (int64_t kk = lane; kk < k; kk += 32) {
-    const float w = Storage<B>::Load(br[kk]);
+    const float w = LoadAt<B>(b, row + kk);
 #pragma unroll
     for (int i = 0; i < kGemvMaxRows; ++i)
       if (i < m) acc[i] += w * a[i * ars + kk * acs];
@@ -46,24 +48,11 @@ cudaError_t GemvSmallM(cudaStream_t s, float* c, const float* a, int64_t a_row_s
   if (m < 1 || m > kGemvMaxRows) return cudaErrorInvalidValue;
   constexpr int kWarps = kThreads / 32;
   const unsigned blocks = static_cast<unsigned>((n + kWarps - 1) / kWarps);
-  switch (bt) {
-    case Elem::kF32:
-      GemvSmallMKernel<Elem::kF32><<<blocks, kThreads, 0, s>>>(c, a, a_row_stride,
-                                                               a_col_stride, b, m, n, k,
-                                                               alpha, beta);
-      break;
-    case Elem::kF16:
-      GemvSmallMKernel<Elem::kF16><<<blocks, kThreads, 0, s>>>(c, a, a_row_stride,
-                                                               a_col_stride, b, m, n, k,
-                                                               alpha, beta);
-      break;
-    case Elem::kBF16:
-      GemvSmallMKernel<Elem::kBF16><<<blocks, kThreads, 0, s>>>(c, a, a_row_stride,
-                                                                a_col_stride, b, m, n, k,
-                                                                alpha, beta);
-      break;
-  }
-  return cudaGetLastError();
+  return WithAnyElem(bt, [&](auto t) {
+    GemvSmallMKernel<decltype(t)::value><<<blocks, kThreads, 0, s>>>(
+        c, a, a_row_stride, a_col_stride, b, m, n, k, alpha, beta);
+    return cudaGetLastError();
+  });
 }
 
 }  // namespace pcfarm::cuda

@@ -63,24 +63,22 @@ __global__ void RmsNormWeightGradKernel(float* dw, const float* dout, const floa
 cudaError_t RmsNormForward(cudaStream_t s, float* out, const float* inp, const void* w,
                            Elem wt, int64_t rows, int64_t c, float eps) {
   const unsigned grid = static_cast<unsigned>(rows);
-  switch (wt) {
-    case Elem::kF32: RmsNormForwardKernel<Elem::kF32><<<grid, kThreads, 0, s>>>(out, inp, w, c, eps); break;
-    case Elem::kF16: RmsNormForwardKernel<Elem::kF16><<<grid, kThreads, 0, s>>>(out, inp, w, c, eps); break;
-    case Elem::kBF16: RmsNormForwardKernel<Elem::kBF16><<<grid, kThreads, 0, s>>>(out, inp, w, c, eps); break;
-  }
-  return cudaGetLastError();
+  return WithValueElem(wt, [&](auto t) {
+    RmsNormForwardKernel<decltype(t)::value><<<grid, kThreads, 0, s>>>(out, inp, w, c, eps);
+    return cudaGetLastError();
+  });
 }
 
 cudaError_t RmsNormBackward(cudaStream_t s, float* dinp, float* dweight, float* rstd,
                             const float* dout, const float* inp, const void* w, Elem wt,
                             int64_t rows, int64_t c, float eps) {
   const unsigned grid = static_cast<unsigned>(rows);
-  switch (wt) {
-    case Elem::kF32: RmsNormBackwardKernel<Elem::kF32><<<grid, kThreads, 0, s>>>(dinp, rstd, dout, inp, w, c, eps); break;
-    case Elem::kF16: RmsNormBackwardKernel<Elem::kF16><<<grid, kThreads, 0, s>>>(dinp, rstd, dout, inp, w, c, eps); break;
-    case Elem::kBF16: RmsNormBackwardKernel<Elem::kBF16><<<grid, kThreads, 0, s>>>(dinp, rstd, dout, inp, w, c, eps); break;
-  }
-  if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess || dweight == nullptr) return e;
+  const cudaError_t e = WithValueElem(wt, [&](auto t) {
+    RmsNormBackwardKernel<decltype(t)::value>
+        <<<grid, kThreads, 0, s>>>(dinp, rstd, dout, inp, w, c, eps);
+    return cudaGetLastError();
+  });
+  if (e != cudaSuccess || dweight == nullptr) return e;
   RmsNormWeightGradKernel<<<GridFor(c), kThreads, 0, s>>>(dweight, dout, inp, rstd, rows, c);
   return cudaGetLastError();
 }

@@ -13,8 +13,7 @@
 #include <memory>
 #include <vector>
 
-#include "tasks/backend/ggml_quants.h"
-#include "tasks/backend/half.h"
+#include "tasks/backend/quantized_ops_check.h"
 #include "tasks/backend/registry.h"
 #include "tasks/backend/vulkan/vulkan_backend.h"
 #include "tasks/backend/vulkan/vulkan_devices.h"
@@ -325,111 +324,16 @@ TEST_CASE("Vulkan matches the CPU on larger shapes, with and without subgroups")
   }
 }
 
-// GGML blocks of `type` for a [rows, cols] weight: Q8_0 and Q4_0 from the
-// reference quantizer, Q4_K and Q6_K as random bytes (every byte pattern is
-// a valid block) with their f16 scales set to small finite values.
-std::vector<uint8_t> RandomBlocks(StorageType type, int64_t rows, int64_t cols, Lcg& rng) {
-  const uint32_t g = StorageGgmlType(type);
-  const int64_t blocks = rows * cols / GgmlBlockValues(g);
-  std::vector<uint8_t> raw(static_cast<size_t>(blocks) * GgmlBlockBytes(g));
-  if (type == StorageType::kQ8_0 || type == StorageType::kQ4_0) {
-    const std::vector<float> v = rng.Values(static_cast<size_t>(rows * cols));
-    REQUIRE(QuantizeBlocks(g, v.data(), rows * cols, raw.data()).ok());
-    return raw;
-  }
-  for (auto& b : raw) b = static_cast<uint8_t>(rng.Next(0, 256));
-  auto put_half = [&](size_t at, float f) {
-    const uint16_t h = F32ToF16(f);
-    std::memcpy(raw.data() + at, &h, 2);
-  };
-  for (int64_t k = 0; k < blocks; ++k) {
-    const size_t o = static_cast<size_t>(k) * GgmlBlockBytes(g);
-    if (type == StorageType::kQ4_K) {
-      put_half(o, rng.Next(0.001f, 0.01f));      // d
-      put_half(o + 2, rng.Next(0.001f, 0.01f));  // dmin
-    } else {
-      put_half(o + 208, rng.Next(-0.01f, 0.01f));  // d
-    }
-  }
-  return raw;
-}
-
 TEST_CASE("Vulkan holds GGML quantized weights and its products equal the CPU's on the dequantized weights") {
   auto vb = OpenOrSkip();
   if (!vb) return;
   auto cpu = CreateBackend("cpu");
   REQUIRE(cpu.ok());
-  Backend& ref = **cpu;
-  Lcg rng(7);
-  for (StorageType type : {StorageType::kQ8_0, StorageType::kQ4_0, StorageType::kQ4_K,
-                           StorageType::kQ6_K}) {
-    INFO("type " << StorageTypeName(type));
-    REQUIRE(vb->SupportsStorage(type));
-    const uint32_t g = StorageGgmlType(type);
-    // An odd number of rows, rows of 3 blocks (Q8_0/Q4_0: 96 values; the K
-    // types: 768): block starts off 4-byte boundaries (34, 18, 210 bytes).
-    const int64_t rows = 37, cols = 3 * GgmlBlockValues(g);
-    const std::vector<uint8_t> raw = RandomBlocks(type, rows, cols, rng);
-    std::vector<float> deq(static_cast<size_t>(rows * cols));
-    DequantizeBlocks(g, raw.data(), rows * cols / GgmlBlockValues(g), deq.data());
-    auto w = vb->Alloc({rows, cols}, type);
-    REQUIRE(w.ok());
-    CHECK(w->bytes() == raw.size());
-    REQUIRE(vb->UploadBytes(*w, std::as_bytes(std::span(raw))).ok());
-    // Raw bytes back as they went in; Download dequantizes as the CPU does.
-    std::vector<std::byte> back(raw.size());
-    REQUIRE(vb->DownloadBytes(*w, back).ok());
-    CHECK(std::memcmp(back.data(), raw.data(), raw.size()) == 0);
-    CHECK(Get(*vb, *w) == deq);
-    // Copy dequantizes on the device, to F32 and to BF16.
-    auto wf = vb->Alloc({rows, cols}, StorageType::kF32);
-    REQUIRE(wf.ok());
-    REQUIRE(vb->Copy(*wf, *w).ok());
-    Close(Get(*vb, *wf), deq, 0, 1e-6, "copy to f32");
-    auto wh = vb->Alloc({rows, cols}, StorageType::kBF16);
-    REQUIRE(wh.ok());
-    REQUIRE(vb->Copy(*wh, *w).ok());
-    std::vector<float> deq_bf16(deq.size());
-    for (size_t i = 0; i < deq.size(); ++i) deq_bf16[i] = BF16ToF32(F32ToBF16(deq[i]));
-    Close(Get(*vb, *wh), deq_bf16, 0, 1e-2, "copy to bf16");
-
-    Tensor wref = Put(ref, {rows, cols}, deq);
-    for (bool subgroups : {true, false}) {
-      if (subgroups && !vb->device_info().subgroup_arithmetic) continue;
-      vb->set_use_subgroups(subgroups);
-      INFO("subgroups " << subgroups);
-      // out = x·wᵀ: decode rows (the gemv shader, M = 1 and 5) and prefill
-      // rows (the tiled gemm, M = 33), beta != 0.
-      for (int64_t m : {1, 5, 33}) {
-        INFO("M = " << m);
-        const std::vector<float> x = rng.Values(static_cast<size_t>(m * cols));
-        const std::vector<float> c0 = rng.Values(static_cast<size_t>(m * rows));
-        Tensor cv = Put(*vb, {m, rows}, c0), cr = Put(ref, {m, rows}, c0);
-        REQUIRE(vb->Gemm(cv, Put(*vb, {m, cols}, x), false, *w, true, 0.5f, 2.0f).ok());
-        REQUIRE(ref.Gemm(cr, Put(ref, {m, cols}, x), false, wref, true, 0.5f, 2.0f).ok());
-        Close(Get(*vb, cv), Get(ref, cr), 1e-4, 1e-4, "gemm x·wT");
-        // The backward product dx = dy·w (w not transposed), and through
-        // MatMulForward.
-        const std::vector<float> dy = rng.Values(static_cast<size_t>(m * rows));
-        Tensor dxv = Put(*vb, {m, cols}, std::vector<float>(size_t(m * cols), 0));
-        Tensor dxr = Put(ref, {m, cols}, std::vector<float>(size_t(m * cols), 0));
-        REQUIRE(vb->MatMulBackward(&dxv, nullptr, Put(*vb, {m, rows}, dy),
-                                   Put(*vb, {m, cols}, x), *w)
-                    .ok());
-        REQUIRE(ref.MatMulBackward(&dxr, nullptr, Put(ref, {m, rows}, dy),
-                                   Put(ref, {m, cols}, x), wref)
-                    .ok());
-        Close(Get(*vb, dxv), Get(ref, dxr), 1e-4, 1e-4, "matmul backward dy·w");
-      }
-    }
-    // Embedding rows of a quantized table (first, last, repeated).
-    const std::vector<int32_t> ids = {0, 36, 5, 5, 17};
-    Tensor ev = Put(*vb, {5, cols}, std::vector<float>(size_t(5 * cols), 0));
-    REQUIRE(vb->EmbeddingForward(ev, *w, ids).ok());
-    std::vector<float> want;
-    for (int32_t id : ids)
-      want.insert(want.end(), deq.begin() + id * cols, deq.begin() + (id + 1) * cols);
-    Close(Get(*vb, ev), want, 0, 1e-6, "embedding rows");
+  for (bool subgroups : {true, false}) {
+    if (subgroups && !vb->device_info().subgroup_arithmetic) continue;
+    vb->set_use_subgroups(subgroups);
+    INFO("subgroups " << subgroups);
+    testing::CheckQuantizedWeightOps(*vb, **cpu, 7);
   }
 }
 
