@@ -55,6 +55,10 @@ IdleVerdict IdlePolicy::Evaluate(int64_t now_ms) {
                     config_.max_other_cpu_percent));
     }
   }
+  if (gpu.other_gpu_percent && *gpu.other_gpu_percent > config_.max_other_gpu_percent) {
+    return no(Fmt("other programs use %.0f%% of the GPU (max_other_gpu_percent %.0f)",
+                  *gpu.other_gpu_percent, config_.max_other_gpu_percent));
+  }
   if (config_.max_temperature_c > 0 && gpu.temperature_c &&
       *gpu.temperature_c >= config_.max_temperature_c) {
     return no(Fmt("GPU at %.0f C (max_temperature_c %.0f)", *gpu.temperature_c,

@@ -6,8 +6,9 @@
 // (when the PC can tell, see InputActivitySource); other processes use at
 // most `max_other_cpu_percent` of all cores (the mean of the last four
 // readings, so that one busy instant does not pause a shard); the PC is on
-// AC power (unless `run_on_battery`); the GPU is below `max_temperature_c`
-// and `max_power_w` when it reports them. The worker evaluates it every
+// AC power (unless `run_on_battery`); other processes use at most
+// `max_other_gpu_percent` of a GPU, and the GPU is below
+// `max_temperature_c` and `max_power_w`, where a source reports them. The worker evaluates it every
 // `check_interval_ms`: it takes shards only while it says yes, and pauses
 // the running ones when it says no.
 //

@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <vector>
 
 using namespace pcfarm;
 
@@ -117,6 +119,17 @@ TEST_CASE("idle policy: each rule alone says no, with its reason") {
   CHECK(p.Evaluate(0).reason.find("GPU draws 250 W") != std::string::npos);
   r.gpu.power_w = 100;
   CHECK(p.Evaluate(0).may_run);
+
+  c.max_other_gpu_percent = 20;
+  IdlePolicy q(c, FakeSources(&r));
+  r.gpu.other_gpu_percent = 35;  // a game
+  v = q.Evaluate(0);
+  CHECK_FALSE(v.may_run);
+  CHECK(v.reason == "other programs use 35% of the GPU (max_other_gpu_percent 20)");
+  r.gpu.other_gpu_percent = 20;  // at the cap: runs
+  CHECK(q.Evaluate(0).may_run);
+  r.gpu.other_gpu_percent = std::nullopt;  // no source can tell
+  CHECK(q.Evaluate(0).may_run);
 }
 
 TEST_CASE("idle policy: other CPU is the mean of the last four readings") {
@@ -183,6 +196,85 @@ TEST_CASE("hwmon GPU: the GPU drivers' sensors, the hottest wins, others ignored
   std::filesystem::remove_all(root);
 }
 
+TEST_CASE("GPU sources combined: each field the largest any source gives") {
+  struct Fixed : GpuSensorSource {
+    GpuReading r;
+    explicit Fixed(GpuReading g) : r(g) {}
+    GpuReading Read() override { return r; }
+  };
+  std::vector<std::unique_ptr<GpuSensorSource>> parts;
+  parts.push_back(std::make_unique<Fixed>(GpuReading{70.0, std::nullopt, 12.0}));
+  parts.push_back(std::make_unique<Fixed>(GpuReading{64.0, 180.0, std::nullopt}));
+  auto g = MaxGpuSource(std::move(parts))->Read();
+  CHECK(g.temperature_c == 70.0);
+  CHECK(g.power_w == 180.0);
+  CHECK(g.other_gpu_percent == 12.0);
+  auto none = MaxGpuSource({})->Read();
+  CHECK_FALSE(none.temperature_c);
+  CHECK_FALSE(none.other_gpu_percent);
+}
+
+// NVML through a fake libnvidia-ml (tests/fakes/fake_nvml.cc) that answers
+// from files: units, the hottest device, other processes' SM use without
+// this process's, the sample window, and every way the library can be
+// missing or refuse.
+TEST_CASE("NVML GPU source: readings, other processes, window, and failures") {
+  std::string dir = TempDir();
+  REQUIRE(setenv("PCFARM_FAKE_NVML_DIR", dir.c_str(), 1) == 0);
+  const std::string lib = PCFARM_FAKE_NVML;
+  const unsigned self = static_cast<unsigned>(getpid());
+  Write(dir + "/count", "2");
+  Write(dir + "/temp0", "66");
+  Write(dir + "/temp1", "79");
+  Write(dir + "/power_mw0", "231500");
+  // Device 0: a game (pid 4242) in two samples, the newer one counts; this
+  // process's own use does not. Device 1: no process samples at all.
+  Write(dir + "/procs0", "4242 30 5000000\n4242 45 6000000\n" + std::to_string(self) +
+                             " 90 6000000\n77 10 5500000");
+  Write(dir + "/procs1", "");
+  std::string why;
+  auto nvml = NvmlGpuSource(lib, &why);
+  REQUIRE(nvml != nullptr);
+  CHECK(why.empty());
+  GpuReading r = nvml->Read();
+  CHECK(r.temperature_c == 79.0);
+  CHECK(r.power_w == 231.5);
+  CHECK(r.other_gpu_percent == 55.0);  // 45 + 10, not this process's 90
+  // The next read asks for the last 2 s before the newest sample seen.
+  r = nvml->Read();
+  CHECK(r.other_gpu_percent == 55.0);
+  std::ifstream seen(dir + "/last_seen0");
+  std::vector<unsigned long long> asked;
+  for (unsigned long long v; seen >> v;) asked.push_back(v);
+  CHECK(asked == std::vector<unsigned long long>{0, 0, 4000000, 4000000});
+  // Over 100% (several busy processes) is capped.
+  Write(dir + "/procs0", "1 80 7000000\n2 70 7000000");
+  CHECK(nvml->Read().other_gpu_percent == 100.0);
+  // No device reports process use: unknown, not 0.
+  std::filesystem::remove(dir + "/procs0");
+  std::filesystem::remove(dir + "/procs1");
+  Write(dir + "/count", "1");
+  auto one = NvmlGpuSource(lib, &why);
+  REQUIRE(one != nullptr);
+  r = one->Read();
+  CHECK(r.temperature_c == 66.0);
+  CHECK_FALSE(r.other_gpu_percent);
+
+  CHECK(NvmlGpuSource("/nonexistent/libnvidia-ml.so.1", &why) == nullptr);
+  CHECK(why.find("cannot open /nonexistent/libnvidia-ml.so.1") == 0);
+  CHECK(NvmlGpuSource("libc.so.6", &why) == nullptr);  // a library without NVML
+  CHECK(why == "libc.so.6 has no nvmlInit_v2");
+  Write(dir + "/init", "9");  // NVML_ERROR_DRIVER_NOT_LOADED
+  CHECK(NvmlGpuSource(lib, &why) == nullptr);
+  CHECK(why == "nvmlInit_v2 failed with NVML error 9");
+  Write(dir + "/init", "0");
+  Write(dir + "/count", "0");
+  CHECK(NvmlGpuSource(lib, &why) == nullptr);
+  CHECK(why == "NVML sees no NVIDIA GPU");
+  unsetenv("PCFARM_FAKE_NVML_DIR");
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("file sources: input idle counts from the file's mtime") {
   std::string dir = TempDir();
   auto s = FileIdleSources(dir);
@@ -203,6 +295,9 @@ TEST_CASE("file sources: input idle counts from the file's mtime") {
   CHECK(s.time->MinuteOfDay() == 123);
   Write(dir + "/other_cpu_percent", "40");
   CHECK(*s.cpu->OtherCpuPercent() == 40);
+  CHECK_FALSE(s.gpu->Read().other_gpu_percent);
+  Write(dir + "/other_gpu_percent", "33");
+  CHECK(s.gpu->Read().other_gpu_percent == 33.0);
   std::filesystem::remove_all(dir);
 }
 

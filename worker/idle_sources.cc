@@ -257,6 +257,28 @@ class HwmonGpu final : public GpuSensorSource {
   std::string root_;
 };
 
+class MaxGpu final : public GpuSensorSource {
+ public:
+  explicit MaxGpu(std::vector<std::unique_ptr<GpuSensorSource>> parts)
+      : parts_(std::move(parts)) {}
+  GpuReading Read() override {
+    GpuReading r;
+    auto max = [](std::optional<double>& into, const std::optional<double>& v) {
+      if (v) into = std::max(into.value_or(*v), *v);
+    };
+    for (const auto& p : parts_) {
+      const GpuReading g = p->Read();
+      max(r.temperature_c, g.temperature_c);
+      max(r.power_w, g.power_w);
+      max(r.other_gpu_percent, g.other_gpu_percent);
+    }
+    return r;
+  }
+
+ private:
+  std::vector<std::unique_ptr<GpuSensorSource>> parts_;
+};
+
 class SystemLocalTime final : public LocalTimeSource {
  public:
   int MinuteOfDay() override {
@@ -316,7 +338,8 @@ class FileGpu final : public GpuSensorSource {
  public:
   explicit FileGpu(std::string dir) : dir_(std::move(dir)) {}
   GpuReading Read() override {
-    return {ReadNumber(dir_ + "/gpu_temperature_c"), ReadNumber(dir_ + "/gpu_power_w")};
+    return {ReadNumber(dir_ + "/gpu_temperature_c"), ReadNumber(dir_ + "/gpu_power_w"),
+            ReadNumber(dir_ + "/other_gpu_percent")};
   }
 
  private:
@@ -349,7 +372,10 @@ IdleSources SystemIdleSources() {
   }
   s.cpu = std::make_unique<ProcCpuLoad>();
   s.power = std::make_unique<SysfsPower>("/sys/class/power_supply");
-  s.gpu = std::make_unique<HwmonGpu>("/sys/class/hwmon");
+  std::vector<std::unique_ptr<GpuSensorSource>> gpus;
+  if (auto nvml = NvmlGpuSource()) gpus.push_back(std::move(nvml));
+  gpus.push_back(std::make_unique<HwmonGpu>("/sys/class/hwmon"));
+  s.gpu = MaxGpuSource(std::move(gpus));
   s.time = std::make_unique<SystemLocalTime>();
   return s;
 }
@@ -369,6 +395,10 @@ std::unique_ptr<PowerSource> SysfsPowerSource(const std::string& root) {
 }
 std::unique_ptr<GpuSensorSource> HwmonGpuSource(const std::string& root) {
   return std::make_unique<HwmonGpu>(root);
+}
+std::unique_ptr<GpuSensorSource> MaxGpuSource(
+    std::vector<std::unique_ptr<GpuSensorSource>> parts) {
+  return std::make_unique<MaxGpu>(std::move(parts));
 }
 
 }  // namespace pcfarm

@@ -15,8 +15,11 @@
 //     process's /proc/self/stat, between two readings.
 //   - power: /sys/class/power_supply: on AC when any Mains/USB supply is
 //     online, or when there is no battery at all (a desktop).
-//   - GPU: hwmon (/sys/class/hwmon/*/temp1_input, power1_average) of the
-//     amdgpu, nouveau, nvidia or i915 driver; the hottest/most drawn wins.
+//   - GPU: NVML (NVIDIA's libnvidia-ml.so.1, opened with dlopen where the
+//     driver installed it: temperature, power, and other processes' share
+//     of the GPU) and hwmon (/sys/class/hwmon/*/temp1_input, power1_average)
+//     of the amdgpu, radeon, nouveau, nvidia, i915 or xe driver; the
+//     hottest / most drawn / busiest device wins.
 //   - local time: localtime_r.
 //
 // Thread-safety: one thread (the worker's loop) uses a set of sources.
@@ -26,6 +29,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 
@@ -59,6 +63,9 @@ class PowerSource {
 struct GpuReading {
   std::optional<double> temperature_c;
   std::optional<double> power_w;
+  // Other processes' use of the GPU, in % of the device (NVML: their SM
+  // use; this process excluded); nullopt where no source can tell.
+  std::optional<double> other_gpu_percent;
 };
 
 class GpuSensorSource {
@@ -89,6 +96,16 @@ IdleSources SystemIdleSources();
 // /sys/class/power_supply and /sys/class/hwmon), for tests with a fake tree.
 std::unique_ptr<PowerSource> SysfsPowerSource(const std::string& root);
 std::unique_ptr<GpuSensorSource> HwmonGpuSource(const std::string& root);
+// NVML from `library` (the driver's libnvidia-ml.so.1 by default; tests
+// pass a fake one): every NVIDIA GPU's temperature (C), power (mW → W) and
+// the SM use of other processes over the driver's last ~2 s of samples.
+// Null, with the reason in *why when given, where the library, one of its
+// functions or an NVIDIA GPU is missing or nvmlInit_v2 fails.
+std::unique_ptr<GpuSensorSource> NvmlGpuSource(const std::string& library = "libnvidia-ml.so.1",
+                                               std::string* why = nullptr);
+// The readings of `parts` combined, each field the largest any part gives.
+std::unique_ptr<GpuSensorSource> MaxGpuSource(
+    std::vector<std::unique_ptr<GpuSensorSource>> parts);
 
 // Sources read from files in `dir`, for tests (selected by the config key
 // `testing.idle_source_dir`). Each file holds one number; a missing file
@@ -97,7 +114,7 @@ std::unique_ptr<GpuSensorSource> HwmonGpuSource(const std::string& root);
 //                      written (its mtime is added), missing: no input source
 //   other_cpu_percent  missing: 0
 //   on_ac              1 or 0, missing: 1
-//   gpu_temperature_c, gpu_power_w   missing: no reading
+//   gpu_temperature_c, gpu_power_w, other_gpu_percent   missing: no reading
 //   minute_of_day      missing: the real local time
 IdleSources FileIdleSources(const std::string& dir);
 

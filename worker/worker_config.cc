@@ -219,6 +219,8 @@ Result<WorkerConfig> ParseWorkerConfig(std::string_view text, std::string_view s
     PCFARM_RETURN_IF_ERROR(r.Int("idle_minutes", 0, 24 * 60, &c.idle_minutes));
     PCFARM_RETURN_IF_ERROR(
         r.Number("max_other_cpu_percent", 0, 100, &c.max_other_cpu_percent));
+    PCFARM_RETURN_IF_ERROR(
+        r.Number("max_other_gpu_percent", 0, 100, &c.max_other_gpu_percent));
     PCFARM_RETURN_IF_ERROR(r.Int("check_interval_ms", 20, 10'000, &c.check_interval_ms));
     return r.Int("max_pause_s", 1, 7 * 24 * 3600, &c.max_pause_s);
   }));
@@ -269,6 +271,7 @@ std::string DefaultWorkerConfigText(const std::string& data_dir) {
   s += "idle_minutes = " + std::to_string(d.idle_minutes) +
        "          # no keyboard/mouse input for this long\n";
   s += "max_other_cpu_percent = 25  # pause while other programs use more\n";
+  s += "max_other_gpu_percent = 20  # the same for a GPU (NVIDIA: read with NVML)\n";
   s += "check_interval_ms = " + std::to_string(d.check_interval_ms) + "\n";
   s += "max_pause_s = " + std::to_string(d.max_pause_s) +
        "         # a longer pause hands the shard back\n\n";
