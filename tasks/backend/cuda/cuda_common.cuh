@@ -14,20 +14,9 @@ namespace pcfarm::cuda {
 
 // ---- storage conversions ----------------------------------------------------
 
-__device__ __forceinline__ float F16ToF32Dev(uint16_t h) {
-  const uint32_t shifted_exp = 0x7c00u << 13;
-  uint32_t o = (static_cast<uint32_t>(h) & 0x7fffu) << 13;
-  const uint32_t exp = shifted_exp & o;
-  o += (127u - 15u) << 23;
-  if (exp == shifted_exp) {
-    o += (128u - 16u) << 23;
-  } else if (exp == 0) {
-    o += 1u << 23;
-    o = __float_as_uint(__fsub_rn(__uint_as_float(o), __uint_as_float(113u << 23)));
-  }
-  o |= (static_cast<uint32_t>(h) & 0x8000u) << 16;
-  return __uint_as_float(o);
-}
+// Exact (block_decode.h, shared with the host so that a test without a GPU
+// checks it against half.h).
+__device__ __forceinline__ float F16ToF32Dev(uint16_t h) { return HalfBitsToF32(h); }
 
 __device__ __forceinline__ uint16_t F32ToF16Dev(float f) {
   const uint32_t f32_infty = 255u << 23;
@@ -83,70 +72,6 @@ struct Storage<Elem::kBF16> {
   __device__ static float Load(uint16_t x) { return BF16ToF32Dev(x); }
   __device__ static uint16_t Store(float x) { return F32ToBF16Dev(x); }
 };
-
-// ---- GGML blocks ---------------------------------------------------------------
-//
-// Value i (row-major over whole blocks) of a block-quantized tensor,
-// dequantized on its own with the products of ggml_quants.cc's
-// DequantizeBlocks (so the same f32 values; __fmul_rn/__fsub_rn keep nvcc
-// from fusing Q4_K's d·q − m into one rounding): Q8_0 (34-byte blocks of
-// 32: f16 d, 32 int8) d·q; Q4_0 (18 bytes: f16 d, 16 bytes of nibbles, low
-// ones first) d·(q − 8); Q4_K (144 bytes of 256: f16 d, f16 dmin, 12 bytes
-// of 6-bit scales and mins, 128 of nibbles) (d·sc)·q − dmin·m; Q6_K (210
-// bytes of 256: 128 bytes of low nibbles, 64 of high bit pairs, 16 int8
-// scales, f16 d) (d·sc)·q. The same decoding as the Vulkan shaders'
-// DEFINE_LOAD_ANY (shaders/common.glsl). Blocks sit at even offsets from a
-// cudaMalloc'd base and their f16 fields at even offsets within, so the
-// f16 loads are aligned.
-
-template <Elem E>
-inline constexpr bool kIsBlockElem =
-    E == Elem::kQ8_0 || E == Elem::kQ4_0 || E == Elem::kQ4_K || E == Elem::kQ6_K;
-
-__device__ __forceinline__ float HalfAt(const uint8_t* p) {
-  return F16ToF32Dev(*reinterpret_cast<const uint16_t*>(p));
-}
-
-template <Elem E>
-__device__ __forceinline__ float BlockValue(const uint8_t* b, int64_t i) {
-  if constexpr (E == Elem::kQ8_0) {
-    const uint8_t* o = b + (i >> 5) * 34;
-    return __fmul_rn(HalfAt(o), static_cast<float>(static_cast<int8_t>(o[2 + (i & 31)])));
-  } else if constexpr (E == Elem::kQ4_0) {
-    const uint8_t* o = b + (i >> 5) * 18;
-    const int j = static_cast<int>(i & 31);
-    const int q = o[2 + (j & 15)];
-    return __fmul_rn(HalfAt(o), static_cast<float>((j < 16 ? q & 15 : q >> 4) - 8));
-  } else if constexpr (E == Elem::kQ4_K) {
-    const uint8_t* o = b + (i >> 8) * 144;
-    const int e = static_cast<int>(i & 255);
-    const int c = e >> 6, hi = (e >> 5) & 1, l = e & 31, s = 2 * c + hi;
-    int sc, mn;
-    if (s < 4) {
-      sc = o[4 + s] & 63;
-      mn = o[8 + s] & 63;
-    } else {
-      sc = (o[8 + s] & 15) | ((o[s] >> 6) << 4);
-      mn = (o[8 + s] >> 4) | ((o[4 + s] >> 6) << 4);
-    }
-    const int q = o[16 + 32 * c + l];
-    const float d = __fmul_rn(HalfAt(o), static_cast<float>(sc));
-    const float m = __fmul_rn(HalfAt(o + 2), static_cast<float>(mn));
-    return __fsub_rn(__fmul_rn(d, static_cast<float>(hi != 0 ? q >> 4 : q & 15)), m);
-  } else {
-    static_assert(E == Elem::kQ6_K);
-    const uint8_t* o = b + (i >> 8) * 210;
-    const int e = static_cast<int>(i & 255);
-    const int h = e >> 7, t = (e >> 5) & 3, l = e & 31;
-    const int lo = o[64 * h + l + 32 * (t & 1)];
-    const int nib = (t & 2) != 0 ? lo >> 4 : lo & 15;
-    const int qh = (o[128 + 32 * h + l] >> (2 * t)) & 3;
-    const int q = (nib | (qh << 4)) - 32;
-    const float ds = __fmul_rn(
-        HalfAt(o + 208), static_cast<float>(static_cast<int8_t>(o[192 + 8 * h + l / 16 + 2 * t])));
-    return __fmul_rn(ds, static_cast<float>(q));
-  }
-}
 
 // Element i of a tensor stored as E (any Elem).
 template <Elem E>

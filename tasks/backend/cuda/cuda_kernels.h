@@ -12,12 +12,11 @@
 
 #include <cstdint>
 
+#include "tasks/backend/cuda/block_decode.h"
+
 namespace pcfarm::cuda {
 
-// How a tensor's elements are stored; the same order as StorageType. The
-// block types (GGUF's blocks byte for byte, tasks/backend/ggml_quants.h) are
-// read one value at a time (cuda_common.cuh, LoadAt), never written.
-enum class Elem : int { kF32 = 0, kF16 = 1, kBF16 = 2, kQ8_0 = 3, kQ4_0 = 4, kQ4_K = 5, kQ6_K = 6 };
+// Elem, how a tensor's elements are stored: block_decode.h.
 
 // ---- elementwise.cu ----
 // cudaSuccess iff this binary holds code the current device can run
