@@ -275,6 +275,106 @@ TEST_CASE("NVML GPU source: readings, other processes, window, and failures") {
   std::filesystem::remove_all(dir);
 }
 
+// A /proc tree of DRM clients: fd/<n> links to /dev/dri nodes (targets
+// need not exist) and fdinfo/<n> with the kernel's drm-usage-stats keys.
+void DrmClient(const std::string& proc, const std::string& pid, int fd, const std::string& node,
+               const std::string& fdinfo) {
+  std::filesystem::create_directories(proc + "/" + pid + "/fd");
+  std::filesystem::remove(proc + "/" + pid + "/fd/" + std::to_string(fd));
+  std::filesystem::create_symlink(node, proc + "/" + pid + "/fd/" + std::to_string(fd));
+  Write(proc + "/" + pid + "/fdinfo/" + std::to_string(fd), fdinfo);
+}
+
+std::string AmdInfo(uint64_t client, uint64_t gfx_ns, uint64_t dec_ns = 0) {
+  return "pos:\t0\nflags:\t02100002\ndrm-driver:\tamdgpu\ndrm-pdev:\t0000:03:00.0\n"
+         "drm-client-id:\t" + std::to_string(client) + "\ndrm-engine-gfx:\t" +
+         std::to_string(gfx_ns) + " ns\ndrm-engine-dec:\t" + std::to_string(dec_ns) +
+         " ns\ndrm-memory-vram:\t1024 KiB";
+}
+
+TEST_CASE("DRM usage: other processes' busy engines from fdinfo, once per client") {
+  std::string proc = TempDir();
+  int64_t now = 5'000'000'000;
+  auto drm = DrmUsageGpuSource(proc, [&] { return now; });
+  const std::string self = std::to_string(getpid());
+  // A game (two fds of one client), a video player, this process, a
+  // process with a file open, a process whose fdinfo cannot be read.
+  DrmClient(proc, "4242", 7, "/dev/dri/renderD128", AmdInfo(11, 1'000'000'000));
+  DrmClient(proc, "4242", 9, "/dev/dri/card0", AmdInfo(11, 1'000'000'000));
+  DrmClient(proc, "777", 3, "/dev/dri/renderD128", AmdInfo(12, 0, 4'000'000'000));
+  DrmClient(proc, self, 5, "/dev/dri/renderD128", AmdInfo(13, 0));
+  std::filesystem::create_directories(proc + "/100/fd");
+  std::filesystem::create_symlink("/home/u/notes.txt", proc + "/100/fd/3");
+  Write(proc + "/100/fdinfo/3", "pos:\t0\nflags:\t0100000");
+  CHECK_FALSE(drm->Read().other_gpu_percent);  // one reading: no rate yet
+
+  // One second later: the game's gfx engine was busy 0.6 s (counted once,
+  // not per fd), the player's decoder 0.1 s; this process's 0.9 s does not
+  // count. The busiest engine: gfx, 60%.
+  now += 1'000'000'000;
+  DrmClient(proc, "4242", 7, "/dev/dri/renderD128", AmdInfo(11, 1'600'000'000));
+  DrmClient(proc, "4242", 9, "/dev/dri/card0", AmdInfo(11, 1'600'000'000));
+  DrmClient(proc, "777", 3, "/dev/dri/renderD128", AmdInfo(12, 0, 4'100'000'000));
+  DrmClient(proc, self, 5, "/dev/dri/renderD128", AmdInfo(13, 900'000'000));
+  auto r = drm->Read().other_gpu_percent;
+  REQUIRE(r);
+  CHECK(*r == Approx(60.0));
+  // Within a second: the last value, the files not read again.
+  now += 500'000'000;
+  DrmClient(proc, "4242", 7, "/dev/dri/renderD128", AmdInfo(11, 9'000'000'000));
+  CHECK(drm->Read().other_gpu_percent == r);
+  // Two clients on one engine add up; the game quits (its files go).
+  now += 500'000'000;
+  std::filesystem::remove_all(proc + "/4242");
+  DrmClient(proc, "777", 3, "/dev/dri/renderD128", AmdInfo(12, 200'000'000, 4'100'000'000));
+  DrmClient(proc, "888", 4, "/dev/dri/renderD128", AmdInfo(14, 0));  // new: found at a rescan
+  r = drm->Read().other_gpu_percent;
+  REQUIRE(r);
+  CHECK(*r == Approx(20.0));
+  // xe's cycle counters, and an engine capacity of 2, on another device;
+  // the rescan (10 s on) finds the new client.
+  now += 10'000'000'000;
+  auto xe = [](uint64_t cycles, uint64_t total) {
+    return "drm-driver:\txe\ndrm-pdev:\t0000:00:02.0\ndrm-client-id:\t21\n"
+           "drm-cycles-rcs:\t" + std::to_string(cycles) + "\ndrm-total-cycles-rcs:\t" +
+           std::to_string(total) + "\ndrm-engine-capacity-ccs:\t2\ndrm-engine-ccs:\t0 ns";
+  };
+  DrmClient(proc, "900", 6, "/dev/dri/renderD129", xe(1000, 10000));
+  drm->Read();
+  now += 1'000'000'000;
+  DrmClient(proc, "900", 6, "/dev/dri/renderD129", xe(5500, 20000));
+  r = drm->Read().other_gpu_percent;
+  REQUIRE(r);
+  CHECK(*r == Approx(45.0));  // 4500 of 10000 cycles
+  // No DRM client left: unknown, not 0.
+  std::filesystem::remove_all(proc + "/777");
+  std::filesystem::remove_all(proc + "/888");
+  std::filesystem::remove_all(proc + "/900");
+  now += 1'000'000'000;
+  CHECK_FALSE(drm->Read().other_gpu_percent);
+  CHECK_FALSE(DrmUsageGpuSource("/nonexistent")->Read().other_gpu_percent);
+  std::filesystem::remove_all(proc);
+}
+
+TEST_CASE("DRM usage: a pass over /proc is spread over reads, 32 processes a read") {
+  std::string proc = TempDir();
+  for (int pid = 1000; pid < 1070; ++pid)  // 70 processes without a GPU
+    std::filesystem::create_directories(proc + "/" + std::to_string(pid) + "/fd");
+  int64_t now = 0;
+  auto drm = DrmUsageGpuSource(proc, [&] { return now; });
+  DrmClient(proc, "4242", 7, "/dev/dri/renderD128", AmdInfo(11, 0));
+  CHECK_FALSE(drm->Read().other_gpu_percent);  // 32 of 71 processes looked at
+  now += 1'000'000'000;
+  DrmClient(proc, "4242", 7, "/dev/dri/renderD128", AmdInfo(11, 500'000'000));
+  CHECK_FALSE(drm->Read().other_gpu_percent);  // 64: the game not known yet
+  now += 1'000'000'000;
+  CHECK_FALSE(drm->Read().other_gpu_percent);  // 71: found, its first reading
+  now += 1'000'000'000;
+  DrmClient(proc, "4242", 7, "/dev/dri/renderD128", AmdInfo(11, 1'250'000'000));
+  CHECK(drm->Read().other_gpu_percent == Approx(75.0));
+  std::filesystem::remove_all(proc);
+}
+
 TEST_CASE("file sources: input idle counts from the file's mtime") {
   std::string dir = TempDir();
   auto s = FileIdleSources(dir);

@@ -375,6 +375,7 @@ IdleSources SystemIdleSources() {
   std::vector<std::unique_ptr<GpuSensorSource>> gpus;
   if (auto nvml = NvmlGpuSource()) gpus.push_back(std::move(nvml));
   gpus.push_back(std::make_unique<HwmonGpu>("/sys/class/hwmon"));
+  gpus.push_back(DrmUsageGpuSource());
   s.gpu = MaxGpuSource(std::move(gpus));
   s.time = std::make_unique<SystemLocalTime>();
   return s;

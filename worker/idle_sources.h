@@ -17,15 +17,17 @@
 //     online, or when there is no battery at all (a desktop).
 //   - GPU: NVML (NVIDIA's libnvidia-ml.so.1, opened with dlopen where the
 //     driver installed it: temperature, power, and other processes' share
-//     of the GPU) and hwmon (/sys/class/hwmon/*/temp1_input, power1_average)
-//     of the amdgpu, radeon, nouveau, nvidia, i915 or xe driver; the
-//     hottest / most drawn / busiest device wins.
+//     of the GPU), hwmon (/sys/class/hwmon/*/temp1_input, power1_average)
+//     of the amdgpu, radeon, nouveau, nvidia, i915 or xe driver, and the
+//     kernel's DRM client counters in /proc/*/fdinfo (other processes' use
+//     of AMD and Intel GPUs); the hottest / most drawn / busiest wins.
 //   - local time: localtime_r.
 //
 // Thread-safety: one thread (the worker's loop) uses a set of sources.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -103,6 +105,14 @@ std::unique_ptr<GpuSensorSource> HwmonGpuSource(const std::string& root);
 // functions or an NVIDIA GPU is missing or nvmlInit_v2 fails.
 std::unique_ptr<GpuSensorSource> NvmlGpuSource(const std::string& library = "libnvidia-ml.so.1",
                                                std::string* why = nullptr);
+// Other processes' use of DRM GPUs (amdgpu, i915, xe, ...) from the
+// per-client busy counters in <proc_root>/<pid>/fdinfo (see drm_usage.cc):
+// other_gpu_percent only, the busiest engine of the busiest device, over
+// the last second; processes this one may not read (other users', as a
+// service) do not count. clock_ns: a monotonic clock (default steady_clock),
+// for tests.
+std::unique_ptr<GpuSensorSource> DrmUsageGpuSource(
+    const std::string& proc_root = "/proc", std::function<int64_t()> clock_ns = nullptr);
 // The readings of `parts` combined, each field the largest any part gives.
 std::unique_ptr<GpuSensorSource> MaxGpuSource(
     std::vector<std::unique_ptr<GpuSensorSource>> parts);

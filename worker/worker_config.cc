@@ -271,7 +271,7 @@ std::string DefaultWorkerConfigText(const std::string& data_dir) {
   s += "idle_minutes = " + std::to_string(d.idle_minutes) +
        "          # no keyboard/mouse input for this long\n";
   s += "max_other_cpu_percent = 25  # pause while other programs use more\n";
-  s += "max_other_gpu_percent = 20  # the same for a GPU (NVIDIA: read with NVML)\n";
+  s += "max_other_gpu_percent = 20  # the same for a GPU, where it can be read\n";
   s += "check_interval_ms = " + std::to_string(d.check_interval_ms) + "\n";
   s += "max_pause_s = " + std::to_string(d.max_pause_s) +
        "         # a longer pause hands the shard back\n\n";

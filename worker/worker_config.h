@@ -70,7 +70,8 @@ struct WorkerConfig {
   // Pause while other processes use more than this share of all cores.
   double max_other_cpu_percent = 25;
   // Pause while other processes use more than this share of a GPU (where a
-  // source can tell: NVML on NVIDIA cards), e.g. a game; 100 = never.
+  // source can tell: NVML on NVIDIA cards, the kernel's DRM counters for
+  // this user's processes), e.g. a game; 100 = never.
   double max_other_gpu_percent = 20;
   // How often the idle rules are evaluated; a returning owner pauses the
   // shard within about this long plus the engine's next check point.
