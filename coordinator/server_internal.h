@@ -209,9 +209,10 @@ class CoordinatorServer::Impl {
   // jobs' blobs, deletes the records of blobs no job needs, and removes
   // their files once that deletion is durable.
   void CollectBlobs(int64_t now_mono_ms);
-  // Renews the leases of the attempts a heartbeat says the worker runs
-  // (Store::RenewLeases) and tells the worker their new deadlines.
-  void RenewLeases(Peer& peer, const wire::Heartbeat& hb);
+  // Renews the leases of the attempts a heartbeat says the worker runs or
+  // uploads the output of (Store::RenewLeases) and tells the worker their
+  // new deadlines.
+  void RenewLeases(Peer& peer, const std::vector<int64_t>& attempts);
 
   // ---- clients ----
   void OnClientMessage(const std::string& route, zmq::message_t& payload);

@@ -36,7 +36,13 @@ void CoordinatorServer::Impl::OnHeartbeat(Peer& peer, const wire::Heartbeat& hb)
   peer.paused_reason = hb.paused() ? reason : "";
   // Its READY said so too; this covers a READY still on its way.
   if (peer.paused) peer.free_slots = 0;
-  if (!peer.paused && hb.running_size() > 0) RenewLeases(peer, hb);
+  // Running attempts keep their leases unless paused (a long pause hands
+  // them on); uploading ones always (the computation is done).
+  std::vector<int64_t> renew;
+  if (!peer.paused)
+    for (const auto& r : hb.running()) renew.push_back(int64_t(r.attempt_id()));
+  for (uint64_t a : hb.uploading()) renew.push_back(int64_t(a));
+  if (!renew.empty()) RenewLeases(peer, renew);
   if (hb.released_attempts_size() == 0) return;
   // Only its own live attempts can be handed back: every other one it
   // holds (as the store knows them) stays leased.
@@ -64,11 +70,9 @@ void CoordinatorServer::Impl::OnHeartbeat(Peer& peer, const wire::Heartbeat& hb)
   }
 }
 
-void CoordinatorServer::Impl::RenewLeases(Peer& peer, const wire::Heartbeat& hb) {
-  if (hb.running_size() > 4096) return;  // more than any worker holds
-  std::vector<int64_t> running;
-  for (const auto& r : hb.running()) running.push_back(int64_t(r.attempt_id()));
-  auto renewed = store->RenewLeases(peer.worker_id, running, opts.scheduler_lease_ms,
+void CoordinatorServer::Impl::RenewLeases(Peer& peer, const std::vector<int64_t>& attempts) {
+  if (attempts.size() > 4096) return;  // more than any worker holds
+  auto renewed = store->RenewLeases(peer.worker_id, attempts, opts.scheduler_lease_ms,
                                     opts.scheduler_max_attempt_ms);
   if (!renewed.ok()) {
     spdlog::warn("cannot renew the leases of worker {}: {}", peer.name,

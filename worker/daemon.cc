@@ -925,6 +925,8 @@ void WorkerDaemon::Impl::SendHeartbeat(const std::vector<uint64_t>& released) {
   hb->set_paused(paused);
   if (paused) hb->set_paused_reason(paused_reason);
   for (uint64_t id : released) hb->add_released_attempts(id);
+  // Done, output on its way: the lease must outlast a slow upload.
+  for (uint64_t id : uploader->Attempts()) hb->add_uploading(id);
   Send(std::move(f));
 }
 

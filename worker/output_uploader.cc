@@ -17,6 +17,13 @@ bool OutputUploader::Has(uint64_t attempt) const {
                      [&](const Upload& u) { return u.attempt == attempt; });
 }
 
+std::vector<uint64_t> OutputUploader::Attempts() const {
+  std::vector<uint64_t> out;
+  out.reserve(queue_.size());
+  for (const Upload& u : queue_) out.push_back(u.attempt);
+  return out;
+}
+
 void OutputUploader::Start(uint64_t attempt, std::string hash,
                            std::shared_ptr<const std::string> bytes, int64_t now_ms) {
   if (Has(attempt) || !bytes) return;

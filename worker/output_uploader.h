@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "proto/pcfarm.pb.h"
@@ -66,6 +67,9 @@ class OutputUploader {
   void Reset();
 
   bool Has(uint64_t attempt) const;
+  // Every queued upload's attempt, the one being sent first (the
+  // heartbeat's `uploading`).
+  std::vector<uint64_t> Attempts() const;
   size_t queued() const { return queue_.size(); }
   uint64_t bytes_sent() const { return bytes_sent_; }
 

@@ -123,14 +123,19 @@ TEST_CASE("uploads go one at a time, oldest first", "[uploader]") {
   up.Start(2, std::string(32, 'b'), Bytes(10, 'b'), 0);
   up.Start(1, std::string(32, 'a'), Bytes(10, 'a'), 0);  // queued already
   CHECK(up.queued() == 2);
+  // The heartbeat's `uploading`: both, the one being sent first.
+  CHECK(up.Attempts() == std::vector<uint64_t>{1, 2});
   REQUIRE(c.sent.size() == 1);
   CHECK(c.sent[0].output_begin().attempt_id() == 1);
   (void)up.OnReply(c.Answer(), 0);
   auto r = up.OnReply(c.Answer(), 0);
   CHECK(r.kind == OutputUploader::Reply::kComplete);
   CHECK(r.attempt == 1);
+  CHECK(up.Attempts() == std::vector<uint64_t>{2});
   REQUIRE(c.sent.size() == 1);
   CHECK(c.sent[0].output_begin().attempt_id() == 2);
+  up.Drop(2, 0);
+  CHECK(up.Attempts().empty());
 }
 
 TEST_CASE("a refused upload waits, and the others go first", "[uploader]") {

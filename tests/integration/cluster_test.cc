@@ -207,6 +207,76 @@ TEST_CASE("a shard that runs longer than its lease finishes while its worker hea
   CheckStoreConsistency(&c.c);
 }
 
+TEST_CASE("an attempt whose output is uploading keeps its lease, also while paused",
+          "[integration][lease]") {
+  // A worker uploads a result's output after its computation ends; on a
+  // home link a model-sized output takes minutes. Its heartbeats list the
+  // attempt as `uploading`, and the coordinator renews that lease even
+  // while the worker is paused; a paused worker's running attempt is not
+  // renewed (a long pause hands it on). Before, neither was listed once
+  // the computation ended, and an upload longer than the lease lost the
+  // attempt to another worker.
+  MiniClusterOptions o;
+  o.lease_ms = 1500;
+  Cluster c(o);
+  StartCluster(&c.c, 0);
+  auto job = c->SubmitBench(2, 32, 1);
+  REQUIRE_OK(job);
+  auto token = c->CreateToken(1, "1h");
+  REQUIRE_OK(token);
+  zmq::context_t ctx(1);
+  SimWorkerOptions so;
+  so.name = "uploader";
+  so.slots = 2;
+  auto w = SimWorker::FromToken(&ctx, *token, so);
+  REQUIRE_OK(w);
+  REQUIRE_OK((*w)->Enroll(5000));
+  REQUIRE_OK((*w)->Join(5000));
+  std::vector<uint64_t> attempts;
+  for (const SimAssignment& a : (*w)->pending_assignments()) attempts.push_back(a.body.attempt_id());
+  (*w)->pending_assignments().clear();
+  const int64_t assign_deadline = SystemClock::Get()->MonotonicMs() + 10'000;
+  while (attempts.size() < 2 && SystemClock::Get()->MonotonicMs() < assign_deadline) {
+    auto f = (*w)->Receive(50);
+    REQUIRE_OK(f);
+    if (*f && (*f)->has_assign()) {
+      auto a = (*w)->OpenAssign((*f)->assign());
+      REQUIRE_OK(a);
+      attempts.push_back(a->body.attempt_id());
+    }
+  }
+  REQUIRE(attempts.size() == 2);
+  const uint64_t uploading = attempts[0], running = attempts[1];
+  wire::Heartbeat hb;
+  hb.set_paused(true);
+  hb.set_paused_reason("keyboard or mouse used 1 s ago");
+  hb.add_running()->set_attempt_id(running);
+  hb.add_uploading(uploading);
+  int renewals = 0;
+  const int64_t end = SystemClock::Get()->MonotonicMs() + 3 * o.lease_ms;
+  int64_t next_beat = 0;
+  while (SystemClock::Get()->MonotonicMs() < end) {
+    if (SystemClock::Get()->MonotonicMs() >= next_beat) {
+      REQUIRE_OK((*w)->SendHeartbeat(hb));
+      next_beat = SystemClock::Get()->MonotonicMs() + 200;
+    }
+    auto f = (*w)->Receive(20);
+    REQUIRE_OK(f);
+    if (*f && (*f)->has_lease_renewal()) {
+      for (uint64_t a : (*f)->lease_renewal().attempt_ids()) {
+        CHECK(a == uploading);
+        ++renewals;
+      }
+    }
+  }
+  CHECK(renewals >= 2);
+  const std::string state = "SELECT state FROM attempts WHERE id=";
+  CHECK(DbRows(&c.c, state + std::to_string(uploading)).at(0).at(0) == "leased");
+  CHECK(DbInt(&c.c, "SELECT deadline_ms - leased_ms FROM attempts WHERE id=" +
+                        std::to_string(uploading)) > 2 * o.lease_ms);
+  CHECK(DbRows(&c.c, state + std::to_string(running)).at(0).at(0) != "leased");
+}
+
 TEST_CASE("a worker whose running shard is cancelled takes new work when it stops",
           "[integration]") {
   // A CANCEL prompts a READY while the shard still runs (no free slot);

@@ -154,9 +154,11 @@ Status SimWorker::SendReady(uint32_t free_slots) {
   return Send(std::move(f));
 }
 
-Status SimWorker::SendHeartbeat() {
+Status SimWorker::SendHeartbeat() { return SendHeartbeat(wire::Heartbeat()); }
+
+Status SimWorker::SendHeartbeat(const wire::Heartbeat& hb) {
   wire::WorkerFrame f;
-  f.mutable_heartbeat();
+  *f.mutable_heartbeat() = hb;
   return Send(std::move(f));
 }
 

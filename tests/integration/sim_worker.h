@@ -117,6 +117,8 @@ class SimWorker {
   Status SendHello(const std::vector<uint64_t>& spooled_attempts = {});
   Status SendReady(uint32_t free_slots);
   Status SendHeartbeat();
+  // A HEARTBEAT with these fields (running attempts, paused, uploading...).
+  Status SendHeartbeat(const wire::Heartbeat& hb);
   Status SendResult(const wire::SignedEnvelope& result);
   Status SendBye(const std::string& reason);
   // Any bytes as one frame (garbage, wrong versions...).
