@@ -23,7 +23,9 @@
 
 namespace pcfarm::testing {
 
-namespace quantized_check {
+// Helpers of the GPU backends' tests (f32 tensors in and out, a tolerance
+// check that says how many values missed and by how much).
+namespace backend_check {
 
 inline float Next(uint64_t& s, float lo = -1, float hi = 1) {
   s = s * 6364136223846793005ull + 1442695040888963407ull;
@@ -96,7 +98,7 @@ inline void Close(const std::vector<float>& got, const std::vector<float>& want,
   CHECK(bad == 0);
 }
 
-}  // namespace quantized_check
+}  // namespace backend_check
 
 // For each block type: 37 rows of 3 blocks (Q8_0/Q4_0: 96 values; the K
 // types: 768), so block starts sit off 4-byte boundaries (34, 18, 210
@@ -106,7 +108,7 @@ inline void Close(const std::vector<float>& got, const std::vector<float>& want,
 // and 5 (decode kernels) and 33 (prefill), beta != 0; MatMulBackward's
 // dy·w; EmbeddingForward of first, last and repeated rows.
 inline void CheckQuantizedWeightOps(Backend& dev, Backend& ref, uint32_t seed) {
-  using namespace quantized_check;
+  using namespace backend_check;
   uint64_t s = seed;
   for (StorageType type : {StorageType::kQ8_0, StorageType::kQ4_0, StorageType::kQ4_K,
                            StorageType::kQ6_K}) {

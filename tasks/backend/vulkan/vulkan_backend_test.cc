@@ -33,11 +33,9 @@ std::unique_ptr<vk::VulkanBackend> OpenOrSkip(BackendOptions options = {}) {
   return std::move(b).value();
 }
 
-std::vector<float> Get(Backend& b, const Tensor& t) {
-  std::vector<float> v(static_cast<size_t>(t.numel()));
-  REQUIRE(b.Download(t, v).ok());
-  return v;
-}
+using testing::backend_check::Close;
+using testing::backend_check::Get;
+using testing::backend_check::Put;
 
 TEST_CASE("ListVulkanDevices describes every device") {
   auto devs = ListVulkanDevices();
@@ -179,28 +177,6 @@ class Lcg {
  private:
   uint64_t s_;
 };
-
-Tensor Put(Backend& b, Shape shape, const std::vector<float>& v) {
-  auto t = b.Alloc(shape, StorageType::kF32);
-  REQUIRE(t.ok());
-  REQUIRE(b.Upload(*t, v).ok());
-  return *t;
-}
-
-void Close(const std::vector<float>& got, const std::vector<float>& want, double atol,
-           double rtol, const char* what) {
-  REQUIRE(got.size() == want.size());
-  size_t bad = 0;
-  double worst = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::fabs(double{got[i]} - want[i]);
-    worst = std::max(worst, err);
-    if (!(err <= atol + rtol * std::fabs(double{want[i]}))) ++bad;
-  }
-  INFO(what << ": " << bad << " of " << got.size() << " out of tolerance, max abs error "
-            << worst);
-  CHECK(bad == 0);
-}
 
 using Named = std::vector<std::pair<const char*, std::vector<float>>>;
 
