@@ -29,7 +29,6 @@ __global__ void ScaleKernel(float* p, float scale, int64_t n) {
   for (int64_t i = GlobalIndex(); i < n; i += GridStride()) p[i] *= scale;
 }
 
-
 }  // namespace
 
 // ---- launchers --------------------------------------------------------------
