@@ -541,7 +541,14 @@ TEST_CASE("a diloco job rides out kill -9 of a worker and of the coordinator",
   REQUIRE_OK(c->PauseWorker(0));
   REQUIRE_OK(c->PauseWorker(1));
   REQUIRE_OK(c->KillCoordinator());
-  CHECK(DbInt(&c.c, accepted) < 12);
+  // Round 4 needs two shards in a row on each worker (~40 ms each), so the
+  // job is almost always still running here; but this process can be
+  // descheduled for longer between seeing 8 and the two SIGSTOPs on a
+  // loaded 2-core CI machine (seen once in an ASan run: 12 accepted), and
+  // then this kill lands after the end. The first kill above is the one
+  // that must land mid-job; this one says so when it did not.
+  if (DbInt(&c.c, accepted) == 12)
+    WARN("the job ended before the second kill: that restart was of an ended job");
   REQUIRE_OK(c->StartCoordinator());
   REQUIRE_OK(c->ResumeWorker(0));
   REQUIRE_OK(c->ResumeWorker(1));
