@@ -15,7 +15,9 @@
 // Only processes whose fdinfo this process may read count: the same user's
 // (and everyone's for root). A worker run by the desktop's user sees its
 // games; the packaged service (user pcfarm) sees no one else's, and there
-// NVML is what reads an NVIDIA GPU's other users.
+// NVML reads an NVIDIA GPU's other users and AmdgpuBusyGpuSource (below)
+// an AMD GPU's, from the device's own busy figure less this process's use.
+// Intel GPUs have no such figure that a user may read.
 //
 // Cost: a pass over /proc/*/fd (a readlink of every fd) every kRescanNs,
 // spread over the reads kPidsPerRead processes at a time (a full pass took
@@ -105,6 +107,41 @@ bool ReadFdinfo(const std::string& path, Reading* r) {
   return true;
 }
 
+bool IsDrmNode(const fs::path& link) {
+  std::error_code ec;
+  const fs::path target = fs::read_symlink(link, ec);
+  return !ec && target.string().rfind("/dev/dri/", 0) == 0;
+}
+
+// Each (device, engine)'s use between two readings, as a share of the
+// engine (summed over clients, may pass 1), from the clients present in
+// both; *any: whether there was such a client.
+std::map<std::pair<std::string, std::string>, double> EngineShares(const Reading& now,
+                                                                   const Reading& before,
+                                                                   double dt_ns, bool* any) {
+  std::map<std::pair<std::string, std::string>, double> use;
+  *any = false;
+  if (dt_ns <= 0) return use;
+  for (const auto& [client, engines] : now) {
+    auto b = before.find(client);
+    if (b == before.end()) continue;
+    *any = true;
+    for (const auto& [name, c] : engines) {
+      auto e = b->second.find(name);
+      if (e == b->second.end() || c.busy < e->second.busy) continue;
+      double share;
+      if (c.total != 0) {
+        if (c.total <= e->second.total) continue;
+        share = double(c.busy - e->second.busy) / double(c.total - e->second.total);
+      } else {
+        share = double(c.busy - e->second.busy) / dt_ns;
+      }
+      use[{client.first, name}] += share / double(c.capacity);
+    }
+  }
+  return use;
+}
+
 class DrmUsageGpu final : public GpuSensorSource {
  public:
   DrmUsageGpu(std::string proc, std::function<int64_t()> clock_ns)
@@ -155,10 +192,7 @@ class DrmUsageGpu final : public GpuSensorSource {
       pending_.pop_back();
       std::error_code ec;
       for (const auto& fd : fs::directory_iterator(proc_ + "/" + pid + "/fd", ec)) {
-        std::error_code ec2;
-        const fs::path target = fs::read_symlink(fd.path(), ec2);
-        if (!ec2 && target.string().rfind("/dev/dri/", 0) == 0)
-          found_.emplace(pid, fd.path().filename().string());
+        if (IsDrmNode(fd.path())) found_.emplace(pid, fd.path().filename().string());
       }
       if (pending_.empty()) drm_fds_ = std::move(found_);
     }
@@ -168,28 +202,11 @@ class DrmUsageGpu final : public GpuSensorSource {
   // both readings, in % (capped at 100); nullopt with no such client.
   std::optional<double> Use(const Reading& now, double dt_ns) const {
     if (dt_ns <= 0) return value_;
-    std::map<std::pair<std::string, std::string>, double> engine_use;  // (device, engine)
     bool any = false;
-    for (const auto& [client, engines] : now) {
-      auto before = previous_.find(client);
-      if (before == previous_.end()) continue;
-      any = true;
-      for (const auto& [name, c] : engines) {
-        auto b = before->second.find(name);
-        if (b == before->second.end() || c.busy < b->second.busy) continue;
-        double share;
-        if (c.total != 0) {
-          if (c.total <= b->second.total) continue;
-          share = double(c.busy - b->second.busy) / double(c.total - b->second.total);
-        } else {
-          share = double(c.busy - b->second.busy) / dt_ns;
-        }
-        engine_use[{client.first, name}] += share / double(c.capacity);
-      }
-    }
-    if (!any) return std::nullopt;
     double most = 0;
-    for (const auto& [key, use] : engine_use) most = std::max(most, use);
+    for (const auto& [key, use] : EngineShares(now, previous_, dt_ns, &any))
+      most = std::max(most, use);
+    if (!any) return std::nullopt;
     return std::min(100.0, 100.0 * most);
   }
 
@@ -205,18 +222,124 @@ class DrmUsageGpu final : public GpuSensorSource {
   std::optional<double> value_;
 };
 
+// amdgpu's whole-device figure, for the processes the DRM usage source
+// cannot read (other users', when the worker runs as the service): each
+// card's device/gpu_busy_percent (0444, the graphics block's activity as
+// the power management firmware reports it), averaged over the reads of
+// the last second, less this process's own share of that device's gfx or
+// compute engine over the same second (its own fdinfo, always readable).
+// A card whose device/power/runtime_status says "suspended" is idle and is
+// not read (a read would wake it). A device where this process has a DRM
+// client that the previous sample did not have gives no figure until the
+// next sample (its own share is not known yet).
+class AmdgpuBusyGpu final : public GpuSensorSource {
+ public:
+  AmdgpuBusyGpu(std::string drm_class, std::string self_proc, std::function<int64_t()> clock_ns)
+      : drm_class_(std::move(drm_class)), self_proc_(std::move(self_proc)),
+        clock_ns_(std::move(clock_ns)) {}
+
+  GpuReading Read() override {
+    const int64_t now = clock_ns_();
+    SampleCards();
+    if (sampled_ && now - last_sample_ns_ < kSampleNs) return {{}, {}, value_};
+    Reading own;
+    std::error_code ec;
+    for (const auto& fd : fs::directory_iterator(self_proc_ + "/fd", ec)) {
+      if (IsDrmNode(fd.path()))
+        ReadFdinfo(self_proc_ + "/fdinfo/" + fd.path().filename().string(), &own);
+    }
+    bool any = false;
+    const auto shares =
+        EngineShares(own, previous_own_, sampled_ ? double(now - last_sample_ns_) : 0, &any);
+    auto share = [&](const std::string& dev, const char* engine) {
+      auto it = shares.find({dev, engine});
+      return it == shares.end() ? 0.0 : it->second;
+    };
+    std::optional<double> most;
+    for (const auto& [dev, b] : busy_) {
+      bool known = true;
+      for (const auto& [client, engines] : own) {
+        if (client.first == dev && (!sampled_ || !previous_own_.count(client))) known = false;
+      }
+      if (!known || b.reads == 0) continue;
+      const double mine = 100.0 * std::max(share(dev, "gfx"), share(dev, "compute"));
+      const double other = std::clamp(b.sum / b.reads - mine, 0.0, 100.0);
+      most = std::max(most.value_or(other), other);
+    }
+    busy_.clear();
+    previous_own_ = std::move(own);
+    sampled_ = true;
+    last_sample_ns_ = now;
+    value_ = most;
+    return {{}, {}, value_};
+  }
+
+ private:
+  struct Busy {
+    double sum = 0;
+    int reads = 0;
+  };
+
+  // One reading of every amdgpu card (cardN with a gpu_busy_percent),
+  // added to busy_ under the card's PCI address (its device link's name,
+  // as fdinfo's drm-pdev names it).
+  void SampleCards() {
+    std::error_code ec;
+    for (const auto& card : fs::directory_iterator(drm_class_, ec)) {
+      const std::string name = card.path().filename().string();
+      if (name.size() < 5 || name.rfind("card", 0) != 0 ||
+          name.find_first_not_of("0123456789", 4) != std::string::npos)
+        continue;  // connectors (card0-DP-1), render nodes
+      const std::string dev = card.path().string() + "/device";
+      std::error_code ec2;
+      const std::string pdev = fs::read_symlink(dev, ec2).filename().string();
+      if (ec2 || pdev.empty()) continue;
+      std::string line;
+      {
+        std::ifstream f(dev + "/power/runtime_status");
+        if (f && std::getline(f, line) && line == "suspended") {
+          if (fs::exists(dev + "/gpu_busy_percent", ec2)) busy_[pdev].reads++;
+          continue;
+        }
+      }
+      std::ifstream f(dev + "/gpu_busy_percent");
+      uint64_t v = 0;
+      if (!f || !std::getline(f, line) || !ParseUnsigned(line, &v)) continue;
+      Busy& b = busy_[pdev];
+      b.sum += double(std::min<uint64_t>(v, 100));
+      b.reads++;
+    }
+  }
+
+  std::string drm_class_, self_proc_;
+  std::function<int64_t()> clock_ns_;
+  std::map<std::string, Busy> busy_;  // PCI address -> reads since the last sample
+  Reading previous_own_;
+  bool sampled_ = false;
+  int64_t last_sample_ns_ = 0;
+  std::optional<double> value_;
+};
+
+std::function<int64_t()> SteadyNs() {
+  return [] {
+    return int64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::steady_clock::now().time_since_epoch())
+                       .count());
+  };
+}
+
 }  // namespace
 
 std::unique_ptr<GpuSensorSource> DrmUsageGpuSource(const std::string& proc_root,
                                                    std::function<int64_t()> clock_ns) {
-  if (!clock_ns) {
-    clock_ns = [] {
-      return int64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                         std::chrono::steady_clock::now().time_since_epoch())
-                         .count());
-    };
-  }
-  return std::make_unique<DrmUsageGpu>(proc_root, std::move(clock_ns));
+  return std::make_unique<DrmUsageGpu>(proc_root, clock_ns ? std::move(clock_ns) : SteadyNs());
+}
+
+std::unique_ptr<GpuSensorSource> AmdgpuBusyGpuSource(const std::string& drm_class,
+                                                     const std::string& self_proc,
+                                                     std::function<int64_t()> clock_ns) {
+  return std::make_unique<AmdgpuBusyGpu>(drm_class, self_proc,
+                                         clock_ns ? std::move(clock_ns) : SteadyNs());
 }
 
 }  // namespace pcfarm

@@ -375,6 +375,77 @@ TEST_CASE("DRM usage: a pass over /proc is spread over reads, 32 processes a rea
   std::filesystem::remove_all(proc);
 }
 
+TEST_CASE("amdgpu busy: the device's figure less this process's own share, any user's use") {
+  namespace fs = std::filesystem;
+  const std::string root = TempDir(), cls = root + "/class/drm";
+  // cardN/device links to the PCI device, named by its address as drm-pdev names it.
+  auto card = [&](const std::string& name, const std::string& pdev) {
+    const std::string dev = root + "/devices/" + pdev;
+    fs::create_directories(dev + "/power");
+    fs::create_directories(cls + "/" + name);
+    fs::create_symlink(dev, cls + "/" + name + "/device");
+    return dev;
+  };
+  const std::string amd = card("card0", "0000:03:00.0");
+  const std::string other_amd = card("card2", "0000:0a:00.0");
+  card("card1", "0000:00:02.0");  // an Intel GPU: no gpu_busy_percent
+  // A connector and a render node are not cards (their figure would win).
+  const std::string connector = card("card0-DP-1", "0000:99:00.0");
+  Write(connector + "/gpu_busy_percent", "100");
+  const std::string render = card("renderD128", "0000:98:00.0");
+  Write(render + "/gpu_busy_percent", "100");
+  Write(amd + "/power/runtime_status", "active");
+  Write(amd + "/gpu_busy_percent", "70");
+  Write(other_amd + "/gpu_busy_percent", "5");
+  int64_t now = 0;
+  auto src = AmdgpuBusyGpuSource(cls, root + "/self", [&] { return now; });
+
+  // No DRM client of this process: the card's figure as it is.
+  CHECK(src->Read().other_gpu_percent == Approx(70.0));
+  // Reads within a second are averaged at the next sample.
+  now += 500'000'000;
+  Write(amd + "/gpu_busy_percent", "30");
+  CHECK(src->Read().other_gpu_percent == Approx(70.0));
+  now += 500'000'000;
+  Write(amd + "/gpu_busy_percent", "50");
+  CHECK(src->Read().other_gpu_percent == Approx(40.0));
+
+  // This process opens the GPU (a compute queue): its share is not known
+  // at the first sample, so no figure for that card (the other card's 5%).
+  auto mine = [](uint64_t compute_ns, uint64_t dec_ns) {
+    return "drm-driver:\tamdgpu\ndrm-pdev:\t0000:03:00.0\ndrm-client-id:\t5\n"
+           "drm-engine-gfx:\t0 ns\ndrm-engine-compute:\t" + std::to_string(compute_ns) +
+           " ns\ndrm-engine-dec:\t" + std::to_string(dec_ns) + " ns";
+  };
+  DrmClient(root, "self", 5, "/dev/dri/renderD128", mine(1'000'000'000, 0));
+  now += 1'000'000'000;
+  Write(amd + "/gpu_busy_percent", "90");
+  CHECK(src->Read().other_gpu_percent == Approx(5.0));
+  // Its compute engine busy 0.8 s of the second, the card 95%: others 15%.
+  // A decoder's time is not the graphics block's and is not taken off.
+  now += 1'000'000'000;
+  Write(amd + "/gpu_busy_percent", "95");
+  DrmClient(root, "self", 5, "/dev/dri/renderD128", mine(1'800'000'000, 900'000'000));
+  CHECK(src->Read().other_gpu_percent == Approx(15.0));
+  // A game (another user's) takes the card: 100%, this process 0.3 s.
+  now += 1'000'000'000;
+  Write(amd + "/gpu_busy_percent", "100");
+  DrmClient(root, "self", 5, "/dev/dri/renderD128", mine(2'100'000'000, 900'000'000));
+  CHECK(src->Read().other_gpu_percent == Approx(70.0));
+  // A suspended card is idle and not read (its stale figure is ignored);
+  // the busiest card wins.
+  now += 1'000'000'000;
+  Write(amd + "/power/runtime_status", "suspended");
+  Write(amd + "/gpu_busy_percent", "99");
+  CHECK(src->Read().other_gpu_percent == Approx(5.0));
+  now += 1'000'000'000;
+  Write(other_amd + "/gpu_busy_percent", "85");
+  CHECK(src->Read().other_gpu_percent == Approx(85.0));
+  // No amdgpu card: unknown, not 0.
+  CHECK_FALSE(AmdgpuBusyGpuSource(root + "/nonexistent", root + "/self")->Read().other_gpu_percent);
+  fs::remove_all(root);
+}
+
 TEST_CASE("file sources: input idle counts from the file's mtime") {
   std::string dir = TempDir();
   auto s = FileIdleSources(dir);

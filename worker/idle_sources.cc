@@ -376,6 +376,7 @@ IdleSources SystemIdleSources() {
   if (auto nvml = NvmlGpuSource()) gpus.push_back(std::move(nvml));
   gpus.push_back(std::make_unique<HwmonGpu>("/sys/class/hwmon"));
   gpus.push_back(DrmUsageGpuSource());
+  gpus.push_back(AmdgpuBusyGpuSource());
   s.gpu = MaxGpuSource(std::move(gpus));
   s.time = std::make_unique<SystemLocalTime>();
   return s;

@@ -113,6 +113,14 @@ std::unique_ptr<GpuSensorSource> NvmlGpuSource(const std::string& library = "lib
 // for tests.
 std::unique_ptr<GpuSensorSource> DrmUsageGpuSource(
     const std::string& proc_root = "/proc", std::function<int64_t()> clock_ns = nullptr);
+// Other processes' use of amdgpu GPUs, whoever runs them: each card's
+// device-wide <drm_class>/cardN/device/gpu_busy_percent, averaged over the
+// last second's reads, less this process's own gfx/compute share of that
+// device from <self_proc>/fdinfo (see drm_usage.cc); other_gpu_percent
+// only, the busiest card. Suspended cards count as idle and are not read.
+std::unique_ptr<GpuSensorSource> AmdgpuBusyGpuSource(
+    const std::string& drm_class = "/sys/class/drm", const std::string& self_proc = "/proc/self",
+    std::function<int64_t()> clock_ns = nullptr);
 // The readings of `parts` combined, each field the largest any part gives.
 std::unique_ptr<GpuSensorSource> MaxGpuSource(
     std::vector<std::unique_ptr<GpuSensorSource>> parts);
