@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <utility>
+
 namespace pcfarm {
 
 BlobFetcher::BlobFetcher(BlobCache* cache, Send send, int credit,
@@ -36,10 +39,20 @@ Result<std::optional<Hash256>> BlobFetcher::OnChunk(const wire::BlobChunk& c) {
   auto it = transfers_.find(*hash);
   if (it == transfers_.end()) return std::optional<Hash256>();  // stale chunk
   Transfer& t = it->second;
-  t.in_flight--;
+  t.in_flight = std::max(0, t.in_flight - 1);
   auto abandon = [&](Status s) -> Result<std::optional<Hash256>> {
+    const Hash256 h = *hash;
+    const int tries = t.tries;
     transfers_.erase(it);
-    return s;
+    if (tries >= kMaxTries) {
+      failed_.push_back(h);
+      return s.WithContext("blob " + HashToHex(h).substr(0, 16) + " given up after " +
+                           std::to_string(tries) + " tries");
+    }
+    Transfer& again = transfers_[h];  // the cache kept what was verified
+    again.tries = tries + 1;
+    Request(h, again);
+    return s.WithContext("blob " + HashToHex(h).substr(0, 16) + " begun again");
   };
   if (!t.download) {
     // The first answer tells the size; resume where a partial file ends.
@@ -54,15 +67,20 @@ Result<std::optional<Hash256>> BlobFetcher::OnChunk(const wire::BlobChunk& c) {
     t.download = std::move(*d);
     t.next_offset = t.download->offset();
     t.in_flight = 0;
-    if (t.download->offset() == 0 && c.offset() == 0 && !c.data().empty()) {
-      Status s = t.download->Append(0, c.data());
+    if (c.offset() == t.download->offset() && !c.data().empty()) {
+      Status s = t.download->Append(c.offset(), c.data());
       if (!s.ok()) return abandon(s);
       bytes_received_ += c.data().size();
-      t.next_offset = c.data().size();
+      t.next_offset = t.download->offset();
     }
   } else {
     if (c.total_size() != t.download->size()) {
       return abandon(Corruption("blob size changed during the transfer"));
+    }
+    if (c.offset() < t.download->offset()) {
+      // Bytes written already: the same blob's bytes at the same offset.
+      Request(*hash, t);
+      return std::optional<Hash256>();
     }
     // Ask for the next chunk before writing and hashing this one, so the
     // coordinator works while we do.
@@ -73,14 +91,16 @@ Result<std::optional<Hash256>> BlobFetcher::OnChunk(const wire::BlobChunk& c) {
   }
   if (t.download->offset() == t.download->size()) {
     Status s = t.download->Finish();
+    if (!s.ok()) return abandon(s);
     Hash256 done = *hash;
     transfers_.erase(it);
-    if (!s.ok()) return s;
     return std::optional<Hash256>(done);
   }
   Request(*hash, t);
   return std::optional<Hash256>();
 }
+
+std::vector<Hash256> BlobFetcher::TakeFailed() { return std::exchange(failed_, {}); }
 
 void BlobFetcher::Reset() {
   for (auto& [hash, t] : transfers_) {

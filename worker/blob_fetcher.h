@@ -35,14 +35,23 @@ class BlobFetcher {
   void Want(const Hash256& hash);
   // Feeds a BLOB_CHUNK. Returns the hash of a blob that just completed
   // (verified and in the cache), nullopt otherwise; an error for a chunk
-  // that breaks the transfer (its download is abandoned and started over
-  // on the next Want).
+  // that breaks the transfer (a gap, a size that changed, bytes that do
+  // not hash to the blob): the download is abandoned and begun again at
+  // once, up to kMaxTries times in a row for one blob; after that the blob
+  // is given up (TakeFailed) until the next Want. A chunk for bytes already
+  // written (the answer to a request sent before a Reset, or to a second
+  // probe) is ignored.
   Result<std::optional<Hash256>> OnChunk(const wire::BlobChunk& chunk);
+  // The blobs given up since the last call: whoever waits for one will not
+  // get it from this fetcher unless it asks again.
+  std::vector<Hash256> TakeFailed();
   // Forgets every transfer in flight (after a reconnect); partial files stay
   // and later transfers resume from them.
   void Reset();
   // Re-requests everything Want()ed but not complete (after a reconnect).
   void Restart();
+
+  static constexpr int kMaxTries = 3;
 
   bool Busy() const { return !transfers_.empty(); }
   uint64_t bytes_received() const { return bytes_received_; }
@@ -52,6 +61,7 @@ class BlobFetcher {
     std::unique_ptr<BlobDownload> download;  // null until the size is known
     uint64_t next_offset = 0;  // of the next request to send
     int in_flight = 0;
+    int tries = 1;  // transfers begun for this blob in a row
   };
   void Request(const Hash256& hash, Transfer& t);
 
@@ -60,6 +70,7 @@ class BlobFetcher {
   int credit_;
   int chunk_bytes_;
   std::map<Hash256, Transfer> transfers_;
+  std::vector<Hash256> failed_;
   uint64_t bytes_received_ = 0;
 };
 

@@ -296,6 +296,11 @@ class WorkerDaemon::Impl {
   void CheckIdle();
   // While paused: hands back shards paused too long or near their deadline.
   void ReleaseLongPaused();
+  // Hands `released` (marked released and cancelled) back to the
+  // coordinator in a heartbeat; the ones not started yet are forgotten.
+  void HandBack(const std::vector<uint64_t>& released);
+  // Hands back the shards waiting for a blob the fetcher gave up.
+  void HandBackBlobless();
   // status.json for `pcfarm-worker status`; `force`: now (a state change,
   // a finished shard), else at most every 10 s.
   void WriteStatus(bool force);
@@ -698,6 +703,7 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
       auto done = fetcher->OnChunk(f.blob_chunk());
       if (!done.ok()) {
         spdlog::warn("blob transfer failed: {}", done.status().ToString());
+        HandBackBlobless();
       } else if (done->has_value()) {
         StartIfReady(exec);
       }
@@ -979,6 +985,13 @@ void WorkerDaemon::Impl::ReleaseLongPaused() {
     released.push_back(id);
   }
   if (released.empty()) return;
+  spdlog::info("handing back {} paused shards ({}): {}", released.size(),
+               too_long ? "paused longer than max_pause_s" : "their lease ends soon",
+               paused_reason);
+  HandBack(released);
+}
+
+void WorkerDaemon::Impl::HandBack(const std::vector<uint64_t>& released) {
   // Not started yet (waiting for blobs): it will never reach Finish().
   for (uint64_t id : released) {
     auto t = tasks[id];
@@ -989,11 +1002,28 @@ void WorkerDaemon::Impl::ReleaseLongPaused() {
     }
   }
   counters->attempts_released += released.size();
-  spdlog::info("handing back {} paused shards ({}): {}", released.size(),
-               too_long ? "paused longer than max_pause_s" : "their lease ends soon",
-               paused_reason);
   if (sock && welcomed) SendHeartbeat(released);
   WriteStatus(true);
+}
+
+void WorkerDaemon::Impl::HandBackBlobless() {
+  std::vector<Hash256> failed = fetcher->TakeFailed();
+  if (failed.empty()) return;
+  std::vector<uint64_t> released;
+  for (const auto& t : waiting_for_blobs) {
+    if (t->released || t->cancel) continue;
+    if (std::none_of(t->blobs.begin(), t->blobs.end(), [&](const Hash256& h) {
+          return std::find(failed.begin(), failed.end(), h) != failed.end();
+        }))
+      continue;
+    t->released = true;
+    t->cancel = true;
+    released.push_back(t->attempt_id);
+  }
+  if (released.empty()) return;
+  spdlog::warn("handing back {} shards whose blobs could not be fetched", released.size());
+  HandBack(released);
+  ready_due = true;  // their slots are free
 }
 
 void WorkerDaemon::Impl::WriteStatus(bool force) {
