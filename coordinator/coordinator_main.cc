@@ -87,6 +87,11 @@ int main(int argc, char** argv) {
   serve->add_option("--min-free-disk", min_free_disk,
                     "refuse uploads that would leave less free disk than this (e.g. 1GiB, 500MiB, 0)")
       ->capture_default_str();
+  std::string rewind_keep = "4GiB";
+  serve->add_option("--rewind-keep", rewind_keep,
+                    "bytes of a running fine-tuning job's earlier versions and optimizer "
+                    "states kept, so that a quarantine can rewind it")
+      ->capture_default_str();
   std::string blob_grace = "1h";
   serve->add_option("--blob-grace", blob_grace,
                     "delete a blob no job needs once it was stored this long ago "
@@ -123,6 +128,9 @@ int main(int argc, char** argv) {
     auto reserve = pcfarm::ParseByteSize(min_free_disk);
     if (!reserve.ok()) return Fail(reserve.status().WithContext("--min-free-disk"));
     opts.min_free_disk_bytes = *reserve;
+    auto keep = pcfarm::ParseByteSize(rewind_keep);
+    if (!keep.ok()) return Fail(keep.status().WithContext("--rewind-keep"));
+    opts.rewind_keep_bytes = *keep;
     auto grace = pcfarm::ParseDurationMs(blob_grace);
     if (!grace.ok()) return Fail(grace.status().WithContext("--blob-grace"));
     opts.blob_grace_ms = *grace;

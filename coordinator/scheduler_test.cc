@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <filesystem>
@@ -97,6 +98,19 @@ struct SchedFixture {
   }
   std::string ShardState(int64_t job, int idx) {
     return (*store->ListShards(job))[idx].state;
+  }
+  // The first column of the first row of `sql`, on a connection of its own.
+  int64_t DbInt(const char* sql) {
+    sqlite3* h = nullptr;
+    REQUIRE(sqlite3_open_v2((dir + "/state.db").c_str(), &h, SQLITE_OPEN_READONLY, nullptr) ==
+            SQLITE_OK);
+    sqlite3_stmt* q = nullptr;
+    REQUIRE(sqlite3_prepare_v2(h, sql, -1, &q, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(q) == SQLITE_ROW);
+    const int64_t v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(h);
+    return v;
   }
 };
 
@@ -987,6 +1001,89 @@ TEST_CASE_METHOD(SchedFixture, "collusion: checks go to trusted workers; a quara
       CHECK(info->summary == R"({"step":1,"round_first_shard":1})");  // the planner's, kept
       CHECK(store->JobRounds(*job, 0, 0)->size() == 1);
     }
+    REQUIRE(store->CheckConsistency().ok());
+  }
+  SECTION("a running job keeps the versions of its latest rounds within --rewind-keep; "
+          "a quarantine beyond them rewinds to the oldest kept") {
+    int64_t h1 = Enrolled("honest-1", "token-h1"), h2 = Enrolled("honest-2", "token-h2");
+    const std::string in(64, 'a');  // an input (the model): always kept
+    REQUIRE(store->RecordBlob(in, 5000).ok());
+    JobSpec spec;
+    spec.kind = "finetune";
+    spec.params = "{}";
+    spec.verify = VerifyPolicy::kAuto;
+    spec.open_ended = true;
+    spec.shards = {{"round-1", "", 0}};
+    spec.blobs = {in};
+    auto job = store->CreateJob(spec);
+    REQUIRE(job.ok());
+    auto answer = [&](int64_t x, int64_t y) {
+      if (MustRecord(MustLease(x), x, "ok").check_ordered) MustRecord(MustLease(y), y, "ok");
+    };
+    // Round r's version and optimizer state, 100 bytes each.
+    auto version = [](int r) { return std::string(62, 'b') + "0" + char('0' + r); };
+    auto optimizer = [](int r) { return std::string(62, 'c') + "0" + char('0' + r); };
+    auto apply = [&](int r) {
+      clock.AdvanceMs(1000);
+      JobAdvance next;
+      next.expected_shards_total = r;
+      next.blobs = {{version(r), 100}, {optimizer(r), 100}};
+      next.summary = "{\"step\":" + std::to_string(r) + ",\"round_first_shard\":" +
+                     std::to_string(r) + ",\"adapter\":{\"adapter_model.safetensors\":\"" +
+                     version(r) + "\"},\"optimizer\":\"" + optimizer(r) + "\"}";
+      next.shards = {{"round-" + std::to_string(r + 1), "", 0}};
+      next.round = r;
+      next.round_info = "{}";
+      REQUIRE(store->AdvanceJob(*job, next).ok());
+    };
+    answer(c1, c2);  // the pair answers round 1
+    apply(1);
+    for (int r = 2; r <= 4; ++r) {
+      answer(h1, h2);
+      apply(r);
+    }
+    CHECK(store->JobBlobs(*job)->size() == 9);
+    CHECK(DbInt("SELECT COUNT(*) FROM job_round_starts") == 5);
+    // Everything fits: nothing goes.
+    auto trim = store->TrimRoundStarts(*job, 600, {in});
+    REQUIRE(trim.ok());
+    CHECK(trim->starts == 0);
+    CHECK(store->JobBlobs(*job)->size() == 9);
+    // 250 bytes: beside the start of round 5 (in flight, from version 4),
+    // the start of round 4 (version 3, 200 bytes) fits, round 3's does not.
+    trim = store->TrimRoundStarts(*job, 250, {in});
+    REQUIRE(trim.ok());
+    CHECK(trim->starts == 3);
+    CHECK(trim->oldest_round == 4);
+    CHECK(trim->blobs == 4);  // versions and optimizer states 1 and 2
+    CHECK(trim->bytes == 400);
+    std::vector<std::string> left = {in, version(3), version(4), optimizer(3), optimizer(4)};
+    std::sort(left.begin(), left.end());
+    CHECK(*store->JobBlobs(*job) == left);
+    CHECK(DbInt("SELECT MIN(round) FROM job_round_starts") == 4);
+    CHECK(store->TrimRoundStarts(*job, 250, {in})->starts == 0);  // once
+    // The released blobs are linked to no job: the collector deletes them.
+    auto dropped = store->DropUnlinkedBlobs(clock.NowMs(), 100);
+    REQUIRE(dropped.ok());
+    CHECK(dropped->size() == 4);
+    CHECK(*store->HasBlob(version(3)));
+    // The pair's round 1 is beyond the horizon: the rewind goes back to
+    // round 4, the oldest start kept; rounds 1-3 stay applied.
+    answer(h1, h2);  // round 5's shard, in flight
+    REQUIRE(store->BanWorker(c1, "test").ok());
+    for (int i = 0; i < 3; ++i) CHECK(ShardState(*job, i) == "accepted");
+    CHECK(ShardState(*job, 3) == "cancelled");
+    CHECK(ShardState(*job, 4) == "cancelled");
+    auto info = store->GetJob(*job);
+    CHECK(info->summary.find("\"optimizer\":\"" + optimizer(3) + "\"") != std::string::npos);
+    CHECK(info->summary.find(R"("replan":true)") != std::string::npos);
+    CHECK(store->JobRounds(*job, 0, 0)->size() == 3);
+    CHECK(DbInt("SELECT COUNT(*) FROM events WHERE kind='job_rewound' AND message LIKE "
+                "'%round 4%beyond the rewind horizon%'") == 1);
+    // An ended job is left to the ended-job rule.
+    REQUIRE(store->CancelJob(*job, "done").ok());
+    CHECK(store->TrimRoundStarts(*job, 0, {in})->starts == 0);
+    INFO(store->CheckConsistency().ToString());
     REQUIRE(store->CheckConsistency().ok());
   }
   SECTION("with a trusted worker connected, a new identity cannot take a check") {

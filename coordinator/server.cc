@@ -1230,6 +1230,24 @@ void CoordinatorServer::Impl::CollectBlobs(int64_t now_mono_ms) {
       }
     }
   }
+  // Running open-ended jobs: the versions beyond the rewind horizon.
+  if (auto running = store->RunningOpenEndedJobs(); running.ok()) {
+    for (const JobInfo& job : *running) {
+      const JobPlanner* planner = FindPlanner(job.kind);
+      std::optional<std::vector<std::string>> keep =
+          planner ? planner->BlobsToKeep(job) : std::nullopt;
+      if (!keep) continue;  // the planner cannot tell its inputs: keep all
+      auto trim = store->TrimRoundStarts(job.id, opts.rewind_keep_bytes, *keep);
+      if (!trim.ok()) {
+        spdlog::warn("job {}: releasing old versions: {}", job.id, trim.status().ToString());
+      } else if (trim->starts > 0) {
+        spdlog::info("job {}: a rewind now goes back to round {} at the earliest (--rewind-keep "
+                     "{} bytes); {} blobs of earlier rounds released ({} bytes)",
+                     job.id, trim->oldest_round, opts.rewind_keep_bytes, trim->blobs,
+                     trim->bytes);
+      }
+    }
+  }
   auto dropped = store->DropUnlinkedBlobs(clock->NowMs() - opts.blob_grace_ms, 256);
   if (!dropped.ok()) {
     spdlog::warn("collecting blobs: {}", dropped.status().ToString());

@@ -79,6 +79,11 @@ struct ServerOptions {
   // table; an upload no job was submitted with).
   int64_t coordinator_blob_collect_interval_ms = 60'000;
   int64_t blob_grace_ms = 3600LL * 1000;
+  // A running fine-tuning job keeps the versions and optimizer states of
+  // its latest rounds, as many as fit in this many bytes (beside the
+  // current ones), so that a quarantine can rewind it to before a banned
+  // worker's results (Store::TrimRoundStarts); older ones are released.
+  int64_t rewind_keep_bytes = int64_t(4) << 30;
   // Uploads that would leave less than this free on the data directory's
   // disk are refused.
   int64_t min_free_disk_bytes = int64_t(1) << 30;

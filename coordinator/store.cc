@@ -94,11 +94,11 @@ Status Store::CheckConsistency() {
        "('queued','running','succeeded') AND shards_dropped != (SELECT COUNT(*) "
        "FROM shards WHERE job_id=j.id AND state='cancelled'))"},
       // (An open-ended job whose shards are all settled waits for its
-      // planner's next round, running.)
+      // planner's next round, running, and may be cancelled or fail there.)
       {"job succeeded iff every shard is accepted or dropped",
        "SELECT id FROM jobs WHERE (state='succeeded') != "
        "(shards_accepted+shards_dropped=shards_total) AND NOT (open_ended=1 AND "
-       "state IN ('queued','running'))"},
+       "state!='succeeded')"},
       {"accepted shard without one agreeing result set",
        "SELECT s.id FROM shards s JOIN jobs j ON j.id=s.job_id WHERE "
        "s.state='accepted' AND (NOT EXISTS (SELECT 1 FROM results r WHERE "

@@ -527,6 +527,26 @@ class Store {
   // and inputs, JobPlanner::BlobsToKeep) and marks it released; returns how
   // many links went. FailedPrecondition when the job has not ended.
   Result<int64_t> ReleaseJobBlobs(int64_t job_id, const std::vector<std::string>& keep);
+  // A running open-ended job's rewind horizon (server.cc CollectBlobs). Its
+  // round starts (job_round_starts), newest first, are kept while the bytes
+  // of the blobs their summaries name (versions, optimizer states) that
+  // neither `keep` (its inputs, JobPlanner::BlobsToKeep), the job's summary
+  // nor the newest start names add up to at most `keep_bytes`; the older
+  // starts are deleted, so a quarantine rewinds the job no further back
+  // than the oldest one left (RewindForBannedTx). Then the job's links to
+  // blobs recorded before that round began (its job_rounds row's time)
+  // that no kept start, the summary or `keep` names go: the versions and
+  // optimizer states of the rounds before it, and claims of their checks.
+  // Nothing changes for a job that is not a running open-ended one, has
+  // fewer than two starts, or whose starts all fit.
+  struct RoundTrim {
+    int64_t starts = 0;        // round starts deleted
+    int64_t oldest_round = 0;  // the oldest round a rewind can go back to
+    int64_t blobs = 0;         // links removed
+    int64_t bytes = 0;         // their blobs' sizes
+  };
+  Result<RoundTrim> TrimRoundStarts(int64_t job_id, int64_t keep_bytes,
+                                    const std::vector<std::string>& keep);
   // Deletes the records of up to `limit` collectable blobs linked to no job
   // and recorded before `before_ms` (worker outputs, already copied into
   // the results table; released versions and optimizer states) and returns

@@ -311,11 +311,13 @@ Result<int64_t> Store::Db::RewindForBannedTx(int64_t now, int64_t worker_id,
                                              const std::string& name,
                                              TransitionReport* report) {
   struct Hit {
-    int64_t job_id, min_idx;
+    int64_t job_id, min_idx, round_first_shard;
   };
   std::vector<Hit> hits;
   {
-    auto q = Q("SELECT s.job_id, MIN(s.idx) FROM results r JOIN shards s ON s.id=r.shard_id "
+    auto q = Q("SELECT s.job_id, MIN(s.idx), IFNULL(json_extract(CASE WHEN json_valid(j.summary) "
+               "THEN j.summary END,'$.round_first_shard'),0) FROM results r JOIN shards s ON "
+               "s.id=r.shard_id "
                "JOIN jobs j ON j.id=s.job_id WHERE r.worker_id=?1 AND r.outcome='agreed' "
                "AND s.state='accepted' AND j.open_ended=1 AND j.state IN ('queued','running') "
                "AND s.idx<IFNULL(json_extract(CASE WHEN json_valid(j.summary) THEN j.summary "
@@ -324,7 +326,7 @@ Result<int64_t> Store::Db::RewindForBannedTx(int64_t now, int64_t worker_id,
     for (;;) {
       PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) break;
-      hits.push_back({q.Int(0), q.Int(1)});
+      hits.push_back({q.Int(0), q.Int(1), q.Int(2)});
     }
   }
   int64_t rewound = 0;
@@ -332,24 +334,43 @@ Result<int64_t> Store::Db::RewindForBannedTx(int64_t now, int64_t worker_id,
     const std::string job = "job " + std::to_string(h.job_id);
     int64_t first = 0, round = 0;
     std::string start;
+    // Beyond the rewind horizon (Store::TrimRoundStarts deleted the start of
+    // the round the worker's first such result is in): back to the oldest
+    // start kept, so the rounds from there lose the worker's results and
+    // the ones before keep them.
+    bool partly = false;
     {
       auto q = Q("SELECT first_shard, round, summary FROM job_round_starts WHERE job_id=?1 "
                  "AND first_shard<=?2 ORDER BY first_shard DESC LIMIT 1");
       q.Bind(h.job_id, h.min_idx);
       PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) {
-        // A job from before migration 15: its rounds stay applied.
         PCFARM_RETURN_IF_ERROR(q.Run());
-        PCFARM_RETURN_IF_ERROR(EventTx(
-            now, "job_not_rewound", h.job_id, worker_id,
-            job + " keeps its rounds with results of worker '" + name +
-                "' (now quarantined): it has no record of where they started"));
-        continue;
+        auto o = Q("SELECT first_shard, round, summary FROM job_round_starts WHERE job_id=?1 "
+                   "AND first_shard<?2 ORDER BY first_shard LIMIT 1");
+        o.Bind(h.job_id, h.round_first_shard);
+        PCFARM_ASSIGN_OR_RETURN(row, o.Step());
+        if (!row) {
+          // A job from before migration 15, or one whose kept starts begin
+          // at the round in flight: its applied rounds stay.
+          PCFARM_RETURN_IF_ERROR(o.Run());
+          PCFARM_RETURN_IF_ERROR(EventTx(
+              now, "job_not_rewound", h.job_id, worker_id,
+              job + " keeps its rounds with results of worker '" + name +
+                  "' (now quarantined): it has no record of where they started"));
+          continue;
+        }
+        first = o.Int(0);
+        round = o.Int(1);
+        start = o.Str(2);
+        partly = true;
+        PCFARM_RETURN_IF_ERROR(o.Run());
+      } else {
+        first = q.Int(0);
+        round = q.Int(1);
+        start = q.Str(2);
+        PCFARM_RETURN_IF_ERROR(q.Run());
       }
-      first = q.Int(0);
-      round = q.Int(1);
-      start = q.Str(2);
-      PCFARM_RETURN_IF_ERROR(q.Run());
     }
     {
       auto q = Q("UPDATE attempts SET state='cancelled', ended_ms=?2 WHERE job_id=?1 AND "
@@ -406,7 +427,10 @@ Result<int64_t> Store::Db::RewindForBannedTx(int64_t now, int64_t worker_id,
             std::to_string(first) + "): worker '" + name +
             "' (now quarantined) sided with the accepted answer of shard " +
             std::to_string(h.min_idx) + ", in an applied round; " + std::to_string(cancelled) +
-            " shards from there are dropped and that round runs again"));
+            " shards from there are dropped and that round runs again" +
+            (partly ? " (the rounds before it keep its results: their start versions are "
+                      "beyond the rewind horizon, --rewind-keep)"
+                    : "")));
     ++rewound;
   }
   return rewound;

@@ -303,7 +303,14 @@ std::vector<std::string> FullArgs(const std::string& model, const std::string& d
 TEST_CASE("a full finetune job (--method full) equals local finetune --method full",
           "[farm][finetune][full]") {
   Cluster c;
-  StartCluster(&c.c, 2);
+  // No earlier version kept for rewinds, and released blobs deleted after
+  // a second: a step's versions go while the job runs (checked below), and
+  // the job must come out the same.
+  REQUIRE_OK(c->Init());
+  c->SetCoordinatorArgs({"--rewind-keep", "0", "--blob-grace", "1s"});
+  REQUIRE_OK(c->StartCoordinator());
+  for (int i = 0; i < 2; ++i) REQUIRE_OK(c->AddWorker("w" + std::to_string(i)));
+  REQUIRE_OK(c->WaitForConnectedWorkers(2, 30'000));
   const std::string model = c->dir() + "/model", data = c->dir() + "/train.jsonl";
   MakeModel(&c.c, model);
   REQUIRE_OK(WriteAll(data, TrainData()));
@@ -312,6 +319,41 @@ TEST_CASE("a full finetune job (--method full) equals local finetune --method fu
   std::vector<std::string> farm_args = args;
   farm_args.insert(farm_args.end(), {"--micro-batch", "3"});
   int64_t job = SubmitFinetune(&c.c, farm_args);
+  {
+    // Both workers stopped once step 2 is applied: the collector (every
+    // second) releases the job's earlier round starts and the versions they
+    // named, and deletes the files, while the job runs.
+    const std::string id = std::to_string(job);
+    const std::string accepted = "SELECT shards_accepted FROM jobs WHERE id=" + id;
+    int64_t deadline = Mono() + 120'000;
+    while (DbInt(&c.c, accepted) < 4 && Mono() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    REQUIRE_OK(c->PauseWorker(0));
+    REQUIRE_OK(c->PauseWorker(1));
+    const int64_t now_accepted = DbInt(&c.c, accepted);
+    REQUIRE(now_accepted >= 4);
+    if (now_accepted >= 2 * kSteps) {
+      WARN("the job ended before the workers were stopped: no check of a running job's versions");
+    } else {
+      auto rows = DbRows(&c.c, "SELECT CAST(params AS TEXT) FROM shards WHERE job_id=" + id +
+                                   " AND idx=2");
+      REQUIRE(rows.size() == 1);
+      const std::string version1 =
+          json::parse(rows[0][0])["weights"]["model.safetensors"].get<std::string>();
+      const std::string file =
+          c->coordinator_dir() + "/blobs/" + version1.substr(0, 2) + "/" + version1;
+      const std::string starts = "SELECT COUNT(*) FROM job_round_starts WHERE job_id=" + id;
+      deadline = Mono() + 30'000;
+      while ((DbInt(&c.c, starts) > 1 || fs::exists(file)) && Mono() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      INFO(c->CoordinatorLog());
+      CHECK(DbInt(&c.c, starts) == 1);
+      CHECK_FALSE(fs::exists(file));
+      CHECK(c->CoordinatorLog().find("a rewind now goes back to round") != std::string::npos);
+    }
+    REQUIRE_OK(c->ResumeWorker(0));
+    REQUIRE_OK(c->ResumeWorker(1));
+  }
   auto end = c->WaitForJobEnd(job, 300'000);
   REQUIRE_OK(end);
   REQUIRE(*end == "succeeded");
