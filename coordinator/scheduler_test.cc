@@ -96,6 +96,16 @@ struct SchedFixture {
     REQUIRE(r.ok());
     return *r;
   }
+  // An open-ended finetune job (verify auto) with round 1's one shard.
+  static JobSpec FinetuneSpec() {
+    JobSpec spec;
+    spec.kind = "finetune";
+    spec.params = "{}";
+    spec.verify = VerifyPolicy::kAuto;
+    spec.open_ended = true;
+    spec.shards = {{"round-1", "", 0}};
+    return spec;
+  }
   std::string ShardState(int64_t job, int idx) {
     return (*store->ListShards(job))[idx].state;
   }
@@ -924,13 +934,7 @@ TEST_CASE_METHOD(SchedFixture, "collusion: checks go to trusted workers; a quara
   SECTION("in an open-ended job, a quarantine rewinds to the first applied round it "
           "sided with; the round in flight alone when it sided with none") {
     int64_t h1 = Enrolled("honest-1", "token-h1"), h2 = Enrolled("honest-2", "token-h2");
-    JobSpec spec;
-    spec.kind = "finetune";
-    spec.params = "{}";
-    spec.verify = VerifyPolicy::kAuto;
-    spec.open_ended = true;
-    spec.shards = {{"round-1", "", 0}};
-    auto job = store->CreateJob(spec);
+    auto job = store->CreateJob(FinetuneSpec());
     REQUIRE(job.ok());
     const bool pair_in_round_1 = GENERATE(true, false);
     INFO("the pair answered round 1: " << pair_in_round_1);
@@ -1008,12 +1012,7 @@ TEST_CASE_METHOD(SchedFixture, "collusion: checks go to trusted workers; a quara
     int64_t h1 = Enrolled("honest-1", "token-h1"), h2 = Enrolled("honest-2", "token-h2");
     const std::string in(64, 'a');  // an input (the model): always kept
     REQUIRE(store->RecordBlob(in, 5000).ok());
-    JobSpec spec;
-    spec.kind = "finetune";
-    spec.params = "{}";
-    spec.verify = VerifyPolicy::kAuto;
-    spec.open_ended = true;
-    spec.shards = {{"round-1", "", 0}};
+    JobSpec spec = FinetuneSpec();
     spec.blobs = {in};
     auto job = store->CreateJob(spec);
     REQUIRE(job.ok());
