@@ -1043,6 +1043,9 @@ TEST_CASE_METHOD(SchedFixture, "collusion: checks go to trusted workers; a quara
     }
     CHECK(store->JobBlobs(*job)->size() == 9);
     CHECK(DbInt("SELECT COUNT(*) FROM job_round_starts") == 5);
+    // The applied rounds' outputs are emptied; the rows stay.
+    CHECK(DbInt("SELECT COUNT(*) FROM results") >= 4);
+    CHECK(DbInt("SELECT COUNT(*) FROM results WHERE length(body)>0") == 0);
     // Everything fits: nothing goes.
     auto trim = store->TrimRoundStarts(*job, 600, {in});
     REQUIRE(trim.ok());
@@ -1069,6 +1072,8 @@ TEST_CASE_METHOD(SchedFixture, "collusion: checks go to trusted workers; a quara
     // The pair's round 1 is beyond the horizon: the rewind goes back to
     // round 4, the oldest start kept; rounds 1-3 stay applied.
     answer(h1, h2);  // round 5's shard, in flight
+    CHECK(DbInt("SELECT COUNT(*) FROM results r JOIN shards s ON s.id=r.shard_id WHERE "
+                "s.idx=4 AND length(r.body)=2") >= 1);  // "ok": kept until applied
     REQUIRE(store->BanWorker(c1, "test").ok());
     for (int i = 0; i < 3; ++i) CHECK(ShardState(*job, i) == "accepted");
     CHECK(ShardState(*job, 3) == "cancelled");

@@ -147,7 +147,13 @@ struct JobInfo {
 };
 
 // What an open-ended job's planner decided once every shard it had was
-// accepted (Store::AdvanceJob).
+// accepted (Store::AdvanceJob). An advance also empties the bodies (the
+// outputs: gradients, pseudo-gradients) of the results of every shard
+// before the new round: the planner has aggregated them, checks and
+// agreement only read the round in flight, a rewind re-runs its rounds,
+// and fetch reads the job's versions and rounds, not its results. The
+// rows stay, with their signed envelopes (which name an uploaded output
+// by hash), outcomes and times.
 struct JobAdvance {
   enum class End { kContinue, kSucceed, kFail };
   // The job's shards_total the planner saw: an advance made from a stale

@@ -465,6 +465,16 @@ Status Store::AdvanceJob(int64_t job_id, const JobAdvance& advance,
                     s.needs_backend, s.needs_memory_bytes)
               .Run());
     }
+    // The outputs of the rounds applied (a --method full shard's is a
+    // model-sized gradient): nothing reads them again. Earlier advances
+    // emptied those before the round that just ended (from its start row
+    // on: after a rewind, the start before the undone rounds').
+    PCFARM_RETURN_IF_ERROR(
+        db_->Q("UPDATE results SET body=X'' WHERE length(body)>0 AND shard_id IN (SELECT id "
+               "FROM shards WHERE job_id=?1 AND idx<?2 AND idx>=(SELECT IFNULL(MAX("
+               "first_shard),0) FROM job_round_starts WHERE job_id=?1 AND first_shard<?2))")
+            .Bind(job_id, advance.expected_shards_total)
+            .Run());
     PCFARM_RETURN_IF_ERROR(
         db_->Q("UPDATE jobs SET shards_total=shards_total+?2, summary=?3, "
                "updated_ms=?4 WHERE id=?1")
