@@ -186,6 +186,11 @@ TEST_CASE("hwmon GPU: the GPU drivers' sensors, the hottest wins, others ignored
   Write(root + "/hwmon1/power1_average", "145000000");
   Write(root + "/hwmon2/name", "nouveau");
   Write(root + "/hwmon2/temp1_input", "64000");
+  // A powered-down card is not read (a stale figure stays unread).
+  Write(root + "/hwmon3/name", "amdgpu");
+  Write(root + "/hwmon3/temp1_input", "95000");
+  Write(root + "/hwmon3/device/power/runtime_status", "suspended");
+  Write(root + "/hwmon1/device/power/runtime_status", "active");
   auto r = HwmonGpuSource(root)->Read();
   REQUIRE(r.temperature_c);
   CHECK(*r.temperature_c == 71.0);

@@ -238,6 +238,9 @@ class HwmonGpu final : public GpuSensorSource {
                       *driver != "nvidia" && *driver != "i915" && *driver != "xe")) {
         continue;
       }
+      // A card the kernel powered down is cool and idle, and reading its
+      // sensors would wake it (a laptop's dGPU would never sleep).
+      if (ReadLine(dir + "/device/power/runtime_status") == "suspended") continue;
       if (auto t = ReadNumber(dir + "/temp1_input")) {
         double c = *t / 1000.0;  // millidegrees
         r.temperature_c = std::max(r.temperature_c.value_or(c), c);
