@@ -263,50 +263,6 @@ TEST_CASE("locality: a shard goes to the worker that holds its model", "[farm][i
   }
 }
 
-TEST_CASE("a blob that cannot be fetched intact: the worker hands its shard back; mended, it runs",
-          "[farm][infer]") {
-  Cluster c;
-  StartCluster(&c.c, 1);
-  std::string model = c->dir() + "/model", prompts = c->dir() + "/prompts.jsonl";
-  MakeModel(&c.c, model);
-  REQUIRE_OK(WriteAll(prompts, PromptsFile(2)));
-  REQUIRE_OK(c->StopWorker(0));
-  int64_t job = SubmitInfer(&c.c, {"--model", model, "--prompts", prompts, "--max-tokens", "4",
-                                   "--verify", "none"});
-  const std::string id = std::to_string(job);
-  // The coordinator's copy of the weights goes bad on its disk (same size,
-  // one byte): the worker's download never hashes right.
-  auto rows = c->db().Query("SELECT hash FROM blobs WHERE size=" +
-                            std::to_string(fs::file_size(model + "/model.safetensors")));
-  REQUIRE_OK(rows);
-  REQUIRE(rows->size() == 1);
-  const std::string weights = BlobPath(&c.c, rows->at(0).at(0));
-  const std::string good = ReadAll(weights);
-  std::string bad = good;
-  bad[bad.size() / 2] ^= 0x40;
-  REQUIRE_OK(WriteAll(weights, bad));
-  REQUIRE_OK(c->StartWorker(0));
-  // Three tries, then the shard goes back to the coordinator (the attempt
-  // ends as lost) instead of waiting on the worker for good.
-  const std::string lost =
-      "SELECT COUNT(*) FROM attempts WHERE job_id=" + id + " AND state='lost'";
-  const int64_t deadline = Mono() + 60'000;
-  while (DbInt(&c.c, lost) == 0 && Mono() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  INFO(c->DumpLogs(20000));
-  REQUIRE(DbInt(&c.c, lost) >= 1);
-  const std::string logs = c->DumpLogs(100000);
-  CHECK(logs.find("given up after 3 tries") != std::string::npos);
-  CHECK(logs.find("handing back 1 shards whose blobs could not be fetched") != std::string::npos);
-  // Mended: a worker (a new one, or w0 again) runs it.
-  REQUIRE_OK(WriteAll(weights, good));
-  REQUIRE_OK(c->AddWorker("w1"));
-  auto end = c->WaitForJobEnd(job, 120'000);
-  REQUIRE_OK(end);
-  CHECK(*end == "succeeded");
-  CHECK(Fetch(&c.c, job, c->dir() + "/out.jsonl").size() == 2);
-}
-
 TEST_CASE("a job rides out kill -9 of a worker and of the coordinator", "[farm][infer]") {
   MiniClusterOptions o;
   o.lease_ms = 4000;
