@@ -239,6 +239,17 @@ Status BlobStore::Verify(std::string_view hash_hex) const {
   return Status::Ok();
 }
 
+Result<std::string> BlobStore::SetAside(std::string_view hash_hex) {
+  PCFARM_ASSIGN_OR_RETURN(std::string hex, CanonicalHex(hash_hex));
+  PCFARM_RETURN_IF_ERROR(MakeDirs(dir_ + "/damaged"));
+  const std::string from = PathOf(hex), to = dir_ + "/damaged/" + hex;
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    if (errno == ENOENT) return NotFound("no blob " + hex);
+    return IoError(Errno("rename", from));
+  }
+  return to;
+}
+
 Result<std::unique_ptr<BlobWriter>> BlobStore::NewWriter(
     std::string_view hash_hex, int64_t size) {
   PCFARM_ASSIGN_OR_RETURN(std::string hex, CanonicalHex(hash_hex));

@@ -62,6 +62,11 @@ class BlobStore {
   // Re-hashes the file: OK iff its bytes still hash to its name, Corruption
   // otherwise, NotFound when absent.
   Status Verify(std::string_view hash_hex) const;
+  // Moves a damaged blob's file out of the store, to DIR/damaged/<hex>
+  // (replacing one there) for its operator to look at; returns that path.
+  // The store then has no such blob, so an upload stores it afresh.
+  // NotFound when absent.
+  Result<std::string> SetAside(std::string_view hash_hex);
 
   // A writer for a blob arriving chunk by chunk whose hash and size are
   // announced up front. InvalidArgument for a bad hash or negative size.

@@ -119,6 +119,16 @@ TEST_CASE_METHOD(BlobFixture, "a corrupted file is detected", "[blob]") {
   Status st = blobs->Verify(*h);
   CHECK(st.code() == StatusCode::kCorruption);
   CHECK(st.message().find(*h) != std::string::npos);
+  // Set aside: out of the store, kept for a look, and stored afresh.
+  auto aside = blobs->SetAside(*h);
+  REQUIRE(aside.ok());
+  CHECK(*aside == dir + "/damaged/" + *h);
+  CHECK(std::filesystem::exists(*aside));
+  CHECK_FALSE(blobs->Has(*h));
+  CHECK(blobs->SetAside(*h).status().code() == StatusCode::kNotFound);
+  REQUIRE(blobs->Put("precious bytes").ok());
+  CHECK(blobs->Verify(*h).ok());
+  CHECK(blobs->SetAside("zz").status().code() == StatusCode::kInvalidArgument);
 }
 
 TEST_CASE_METHOD(BlobFixture, "a large file is streamed in", "[blob]") {

@@ -1015,6 +1015,9 @@ void CoordinatorServer::Impl::OnResult(Peer& peer,
     spdlog::warn("result from {} for attempt {} refused: {}", peer.name, attempt,
                  EscapePeerText(shape.message()));
   }
+  if (!body->ok() && !body->unfetched_blob().empty()) {
+    CheckServedBlob(peer, work->job_id, body->unfetched_blob());
+  }
   Status failure;
   if (!body->ok() || !shape.ok()) {
     std::string error = !shape.ok() ? "invalid result: " + shape.message()
@@ -1272,14 +1275,21 @@ void CoordinatorServer::Impl::OnBlobGet(Peer& peer, const wire::BlobGet& get) {
   }
   std::string hex = HashToHex(*hash);
   uint32_t length = std::min<uint32_t>(get.length(), opts.blob_chunk_bytes);
+  auto not_found = [&](const std::string& detail) {
+    wire::CoordinatorFrame f;
+    f.mutable_reject()->set_reason(wire::REJECT_NOT_FOUND);
+    f.mutable_reject()->set_detail(detail);
+    f.mutable_reject()->set_blob_hash(get.hash());
+    Send(peer, std::move(f));
+  };
   auto size = blobs->Size(hex);
   if (!size.ok()) {
-    Reject(&peer, peer.route, wire::REJECT_NOT_FOUND, "no blob " + hex);
+    not_found("no blob " + hex);
     return;
   }
   auto data = blobs->ReadChunk(hex, static_cast<int64_t>(get.offset()), length);
   if (!data.ok()) {
-    Reject(&peer, peer.route, wire::REJECT_NOT_FOUND, data.status().message());
+    not_found(data.status().message());
     return;
   }
   counters->blob_bytes_sent += data->size();
@@ -1370,6 +1380,7 @@ void CoordinatorServer::Impl::Tick(int64_t now) {
   // Open-ended jobs whose round ended while planning it failed, or before
   // a restart.
   AdvanceJobs();
+  FinishBlobChecks();
   CollectBlobs(clock->MonotonicMs());
   auto pruned = store->PruneEvents(opts.coordinator_events_max_age_ms,
                                    opts.coordinator_events_max_rows);

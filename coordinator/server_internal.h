@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <future>
+#include <map>
 #include <memory>
 #include <optional>
 #include <mutex>
@@ -171,6 +173,13 @@ class CoordinatorServer::Impl {
   // held (the worker was told to upload it: drop the result for now);
   // InvalidArgument for a result that names one badly.
   Result<std::optional<std::string>> ResolveOutput(Peer& peer, const wire::ResultBody& body);
+  // A failed result naming a blob its worker could not fetch whole
+  // (ResultBody.unfetched_blob, blob_checks.cc): re-hashes our copy when
+  // the blob is the attempt's job's, on a thread of its own.
+  void CheckServedBlob(Peer& peer, int64_t job_id, const std::string& hash_bytes);
+  // Acts on the re-hashes that finished: a damaged copy is set aside
+  // (BlobStore::SetAside) and the queued and running jobs that need it fail.
+  void FinishBlobChecks();
   // Pause state and attempts handed back (worker_pause.cc).
   void OnHeartbeat(Peer& peer, const wire::Heartbeat& hb);
   void DropPeer(const std::string& route, const std::string& why);
@@ -329,6 +338,12 @@ class CoordinatorServer::Impl {
   std::deque<std::pair<int64_t, uint64_t>> result_samples;
   // When each attempt's ASSIGN was sent (monotonic ms), for round_trip_s.
   std::unordered_map<int64_t, int64_t> assigned_at_ms;
+  // Blobs a worker could not fetch whole (blob_checks.cc): the re-hash of
+  // our copy running on its own thread, by hex; and when each was last
+  // found whole (monotonic ms), so that claims cost one re-hash a blob per
+  // kBlobRecheckMs.
+  std::map<std::string, std::future<Status>> blob_checks;
+  std::unordered_map<std::string, int64_t> blob_found_whole_ms;
 };
 
 }  // namespace pcfarm

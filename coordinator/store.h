@@ -479,6 +479,9 @@ class Store {
   // Cancels a queued or running job: its live attempts become cancelled and
   // are returned; FailedPrecondition when the job already finished.
   Result<TransitionReport> CancelJob(int64_t job_id, const std::string& reason);
+  // The same, ending the job `failed` with `reason` (e.g. a blob it needs
+  // is damaged on the coordinator's disk).
+  Result<TransitionReport> FailJob(int64_t job_id, const std::string& reason);
   // The accepted shards of the job with idx >= `from_shard_idx`, by idx:
   // each shard's params, its accepted body and that result's worker. With
   // `max_bytes` > 0 it stops before the shard that would take the params
@@ -525,6 +528,8 @@ class Store {
   // submitter may read back, e.g. its fine-tuned adapter).
   Result<bool> OwnerHasJobBlob(int64_t owner_client_id, const std::string& hash_hex);
   Result<std::vector<std::string>> JobBlobs(int64_t job_id);
+  // The queued and running jobs linked to the blob, by id.
+  Result<std::vector<int64_t>> ActiveJobsOfBlob(const std::string& hash_hex);
   // ---- blob garbage collection (server.cc CollectBlobs) ----
   // Up to `limit` ended jobs (succeeded, failed, cancelled) whose blobs
   // were not released yet, oldest first.
@@ -672,6 +677,7 @@ class Store {
  private:
   class Db;
   Store(std::unique_ptr<Db> db, const Clock* clock, std::string path);
+  Result<TransitionReport> EndJob(int64_t job_id, const char* state, const std::string& reason);
 
   std::mutex mu_;
   std::unique_ptr<Db> db_;

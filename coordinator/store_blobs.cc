@@ -65,6 +65,20 @@ Result<std::vector<std::string>> Store::JobBlobs(int64_t job_id) {
   }
 }
 
+Result<std::vector<int64_t>> Store::ActiveJobsOfBlob(const std::string& hash_hex) {
+  std::lock_guard l(mu_);
+  auto q = db_->Q("SELECT b.job_id FROM job_blobs b JOIN jobs j ON j.id=b.job_id "
+                  "WHERE b.hash=?1 AND j.state IN ('queued','running') ORDER BY b.job_id");
+  q.Bind(hash_hex);
+  std::vector<int64_t> out;
+  for (;;) {
+    PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    out.push_back(q.Int(0));
+  }
+  return out;
+}
+
 Result<int64_t> Store::ReleaseJobBlobs(int64_t job_id, const std::vector<std::string>& keep) {
   std::lock_guard l(mu_);
   const std::set<std::string> kept(keep.begin(), keep.end());

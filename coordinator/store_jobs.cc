@@ -245,6 +245,15 @@ Result<std::vector<std::pair<std::string, int64_t>>> Store::CountShardsByState(
 
 Result<TransitionReport> Store::CancelJob(int64_t job_id,
                                           const std::string& reason) {
+  return EndJob(job_id, "cancelled", reason);
+}
+
+Result<TransitionReport> Store::FailJob(int64_t job_id, const std::string& reason) {
+  return EndJob(job_id, "failed", reason);
+}
+
+Result<TransitionReport> Store::EndJob(int64_t job_id, const char* state,
+                                       const std::string& reason) {
   std::lock_guard l(mu_);
   int64_t now = clock_->NowMs();
   return db_->Tx([&]() -> Result<TransitionReport> {
@@ -252,15 +261,13 @@ Result<TransitionReport> Store::CancelJob(int64_t job_id,
     q.Bind(job_id);
     PCFARM_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return NotFound("no job with id " + std::to_string(job_id));
-    std::string state = q.Str(0);
+    std::string was = q.Str(0);
     PCFARM_RETURN_IF_ERROR(q.Run());
-    if (state != "queued" && state != "running") {
-      return FailedPrecondition("job " + std::to_string(job_id) +
-                                " already " + state);
+    if (was != "queued" && was != "running") {
+      return FailedPrecondition("job " + std::to_string(job_id) + " already " + was);
     }
     TransitionReport report;
-    PCFARM_RETURN_IF_ERROR(
-        db_->EndJobTx(now, job_id, "cancelled", reason, &report));
+    PCFARM_RETURN_IF_ERROR(db_->EndJobTx(now, job_id, state, reason, &report));
     return report;
   });
 }

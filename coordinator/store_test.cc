@@ -750,6 +750,9 @@ TEST_CASE_METHOD(StoreFixture, "an ended job releases the blobs it does not keep
   b.blobs = {shared};
   auto jb = store->CreateJob(b);
   REQUIRE(jb.ok());
+  CHECK(*store->ActiveJobsOfBlob(shared) == std::vector<int64_t>{*ja, *jb});
+  CHECK(*store->ActiveJobsOfBlob(in) == std::vector<int64_t>{*ja});
+  CHECK(store->ActiveJobsOfBlob(loose)->empty());
   // Running jobs keep everything; only an ended one is released.
   CHECK(store->EndedJobsToRelease(10)->empty());
   CHECK(store->ReleaseJobBlobs(*ja, {in}).status().code() == StatusCode::kFailedPrecondition);
@@ -793,6 +796,17 @@ TEST_CASE_METHOD(StoreFixture, "an ended job releases the blobs it does not keep
   clock.AdvanceMs(1);
   CHECK(store->DropUnlinkedBlobs(clock.NowMs(), 2)->size() == 2);
   CHECK(store->DropUnlinkedBlobs(clock.NowMs(), 2)->size() == 1);
+  REQUIRE(store->CheckConsistency().ok());
+  // A job failed for a damaged blob (blob_checks.cc): ended like a cancel.
+  CHECK(*store->ActiveJobsOfBlob(shared) == std::vector<int64_t>{*jb});
+  auto failed = store->FailJob(*jb, "blob damaged");
+  REQUIRE(failed.ok());
+  CHECK(failed->failed_jobs == std::vector<int64_t>{*jb});
+  CHECK(store->GetJob(*jb)->state == "failed");
+  CHECK(store->GetJob(*jb)->reason == "blob damaged");
+  CHECK(store->ActiveJobsOfBlob(shared)->empty());
+  CHECK(store->FailJob(*jb, "again").status().code() == StatusCode::kFailedPrecondition);
+  CHECK(store->FailJob(999, "none").status().code() == StatusCode::kNotFound);
   REQUIRE(store->CheckConsistency().ok());
 }
 

@@ -45,9 +45,10 @@ Result<std::optional<Hash256>> BlobFetcher::OnChunk(const wire::BlobChunk& c) {
     const int tries = t.tries;
     transfers_.erase(it);
     if (tries >= kMaxTries) {
-      failed_.push_back(h);
-      return s.WithContext("blob " + HashToHex(h).substr(0, 16) + " given up after " +
-                           std::to_string(tries) + " tries");
+      s = s.WithContext("blob " + HashToHex(h).substr(0, 16) + " given up after " +
+                        std::to_string(tries) + " tries");
+      failed_.push_back({h, s.message()});
+      return s;
     }
     Transfer& again = transfers_[h];  // the cache kept what was verified
     again.tries = tries + 1;
@@ -100,7 +101,12 @@ Result<std::optional<Hash256>> BlobFetcher::OnChunk(const wire::BlobChunk& c) {
   return std::optional<Hash256>();
 }
 
-std::vector<Hash256> BlobFetcher::TakeFailed() { return std::exchange(failed_, {}); }
+void BlobFetcher::OnMissing(const Hash256& hash, const std::string& why) {
+  if (transfers_.erase(hash) == 0) return;  // not ours, or over
+  failed_.push_back({hash, why});
+}
+
+std::vector<BlobFetcher::Failure> BlobFetcher::TakeFailed() { return std::exchange(failed_, {}); }
 
 void BlobFetcher::Reset() {
   for (auto& [hash, t] : transfers_) {

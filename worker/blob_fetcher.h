@@ -42,9 +42,17 @@ class BlobFetcher {
   // written (the answer to a request sent before a Reset, or to a second
   // probe) is ignored.
   Result<std::optional<Hash256>> OnChunk(const wire::BlobChunk& chunk);
+  // The coordinator says it does not hold `hash` (a REJECT naming it): a
+  // transfer of it is given up at once (TakeFailed, with `why`).
+  void OnMissing(const Hash256& hash, const std::string& why);
+  // A blob given up, and why its last transfer broke.
+  struct Failure {
+    Hash256 hash;
+    std::string why;
+  };
   // The blobs given up since the last call: whoever waits for one will not
   // get it from this fetcher unless it asks again.
-  std::vector<Hash256> TakeFailed();
+  std::vector<Failure> TakeFailed();
   // Forgets every transfer in flight (after a reconnect); partial files stay
   // and later transfers resume from them.
   void Reset();
@@ -70,7 +78,7 @@ class BlobFetcher {
   int credit_;
   int chunk_bytes_;
   std::map<Hash256, Transfer> transfers_;
-  std::vector<Hash256> failed_;
+  std::vector<Failure> failed_;
   uint64_t bytes_received_ = 0;
 };
 

@@ -110,7 +110,11 @@ TEST_CASE_METHOD(FetcherFixture, "a blob whose bytes do not hash right is fetche
     }
   }
   CHECK(errors == BlobFetcher::kMaxTries);
-  CHECK(fetcher->TakeFailed() == std::vector<Hash256>{h});
+  auto failed = fetcher->TakeFailed();
+  REQUIRE(failed.size() == 1);
+  CHECK(failed[0].hash == h);
+  // Why, for the failed result the worker sends.
+  CHECK(failed[0].why.find("given up after 3 tries") != std::string::npos);
   CHECK(fetcher->TakeFailed().empty());  // once
   CHECK_FALSE(fetcher->Busy());
   CHECK_FALSE(cache->Has(h));
@@ -146,6 +150,38 @@ TEST_CASE_METHOD(FetcherFixture, "a blob whose bytes do not hash right is fetche
   CHECK(mended);
   CHECK(done == std::optional<Hash256>(h2));
   CHECK(fetcher->TakeFailed().empty());
+}
+
+TEST_CASE_METHOD(FetcherFixture, "a blob the coordinator does not hold is given up at once",
+              "[worker][blob]") {
+  const std::string data = Data(2500);
+  const Hash256 h = Blake2b256(data);
+  fetcher->Want(h);
+  REQUIRE(server.gets.size() == 1);
+  // Another hash, or one not being fetched: nothing to give up.
+  fetcher->OnMissing(Blake2b256("other"), "no blob");
+  CHECK(fetcher->TakeFailed().empty());
+  CHECK(fetcher->Busy());
+  fetcher->OnMissing(h, "the coordinator does not hold it");
+  auto failed = fetcher->TakeFailed();
+  REQUIRE(failed.size() == 1);
+  CHECK(failed[0].hash == h);
+  CHECK(failed[0].why == "the coordinator does not hold it");
+  CHECK_FALSE(fetcher->Busy());
+  // The answer to the request sent before is stale now.
+  server.served = data;
+  auto r = Serve();
+  REQUIRE(r.ok());
+  CHECK_FALSE(r->has_value());
+  // Asked for again (uploaded again): fetched.
+  fetcher->Want(h);
+  std::optional<Hash256> done;
+  while (!server.gets.empty() && !done) {
+    auto got = Serve();
+    REQUIRE(got.ok());
+    done = *got;
+  }
+  CHECK(done == std::optional<Hash256>(h));
 }
 
 }  // namespace

@@ -62,7 +62,8 @@ struct Task {
   std::string body_hash;  // BLAKE2b-256 of the signed ShardBody bytes
   std::string kind;
   std::string params;
-  std::vector<Hash256> blobs;  // pinned in the cache while the task lives
+  std::vector<Hash256> blobs;  // pinned in the cache while the task runs
+  bool pinned = false;         // `blobs` are pinned (it was started)
   BlobCache* cache = nullptr;
   std::string backend = "cpu";
   int device_index = 0;
@@ -77,6 +78,7 @@ struct Task {
   bool ok = false;
   std::string output, error;
   int64_t started_ms = 0, finished_ms = 0;
+  std::string unfetched_blob;  // ResultBody.unfetched_blob (never started)
 };
 
 // Runs tasks on `slots` threads; finished tasks go to done() and each
@@ -299,8 +301,9 @@ class WorkerDaemon::Impl {
   // Hands `released` (marked released and cancelled) back to the
   // coordinator in a heartbeat; the ones not started yet are forgotten.
   void HandBack(const std::vector<uint64_t>& released);
-  // Hands back the shards waiting for a blob the fetcher gave up.
-  void HandBackBlobless();
+  // Fails (a signed failed RESULT naming the blob) the shards waiting for
+  // a blob the fetcher gave up.
+  void FailBlobless();
   // status.json for `pcfarm-worker status`; `force`: now (a state change,
   // a finished shard), else at most every 10 s.
   void WriteStatus(bool force);
@@ -578,6 +581,7 @@ void WorkerDaemon::Impl::StartIfReady(Executor& exec) {
     for (const auto& h : (*it)->blobs) ready = ready && cache->Has(h);
     if (ready) {
       for (const auto& h : (*it)->blobs) cache->Pin(h).IgnoreError();
+      (*it)->pinned = true;
       exec.Submit(*it);
       it = waiting_for_blobs.erase(it);
     } else {
@@ -587,7 +591,8 @@ void WorkerDaemon::Impl::StartIfReady(Executor& exec) {
 }
 
 void WorkerDaemon::Impl::Finish(Task& t) {
-  for (const auto& h : t.blobs) cache->Unpin(h);
+  if (t.pinned)
+    for (const auto& h : t.blobs) cache->Unpin(h);
   tasks.erase(t.attempt_id);
   if (t.cancel) {
     spdlog::info("attempt {} cancelled", t.attempt_id);
@@ -597,10 +602,12 @@ void WorkerDaemon::Impl::Finish(Task& t) {
     ready_due = true;
     return;
   }
-  counters->shards_run++;
-  shards_today++;
-  busy_ms_today += t.finished_ms - t.started_ms;
-  WriteStatus(true);
+  if (t.unfetched_blob.empty()) {  // it ran
+    counters->shards_run++;
+    shards_today++;
+    busy_ms_today += t.finished_ms - t.started_ms;
+    WriteStatus(true);
+  }
   wire::ResultBody r;
   r.set_attempt_id(t.attempt_id);
   r.set_shard_id(t.shard_id);
@@ -619,6 +626,7 @@ void WorkerDaemon::Impl::Finish(Task& t) {
     r.set_output(t.output);
   }
   r.set_error(t.error);
+  r.set_unfetched_blob(t.unfetched_blob);
   r.set_started_ms(t.started_ms);
   r.set_finished_ms(t.finished_ms);
   r.set_device(t.backend + ":" + std::to_string(t.device_index));
@@ -703,7 +711,7 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
       auto done = fetcher->OnChunk(f.blob_chunk());
       if (!done.ok()) {
         spdlog::warn("blob transfer failed: {}", done.status().ToString());
-        HandBackBlobless();
+        FailBlobless();
       } else if (done->has_value()) {
         StartIfReady(exec);
       }
@@ -752,6 +760,14 @@ void WorkerDaemon::Impl::OnFrame(const wire::CoordinatorFrame& f,
       spdlog::warn("coordinator refused: {} ({})",
                    wire::RejectReason_Name(r.reason()), r.detail());
       if (r.reason() == wire::REJECT_NOT_ENROLLED || r.reason() == wire::REJECT_BANNED) {
+        break;
+      }
+      if (r.reason() == wire::REJECT_NOT_FOUND && !r.blob_hash().empty()) {
+        if (auto h = HashFromBytes(r.blob_hash()); h.ok()) {
+          fetcher->OnMissing(*h, "the coordinator does not hold it (" +
+                                     EscapePeerText(r.detail(), 200) + ")");
+          FailBlobless();
+        }
         break;
       }
       // A result the coordinator will never take (already answered, late,
@@ -907,7 +923,8 @@ Status WorkerDaemon::Impl::Stop(std::unique_ptr<Executor> exec) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   for (auto& t : exec->TakeDone()) {
-    for (const auto& h : t->blobs) cache->Unpin(h);
+    if (t->pinned)
+      for (const auto& h : t->blobs) cache->Unpin(h);
   }
   if (size_t left = exec->busy(); left > 0) {
     // Its thread may still use this daemon: leave the executor to the
@@ -1006,23 +1023,36 @@ void WorkerDaemon::Impl::HandBack(const std::vector<uint64_t>& released) {
   WriteStatus(true);
 }
 
-void WorkerDaemon::Impl::HandBackBlobless() {
-  std::vector<Hash256> failed = fetcher->TakeFailed();
+void WorkerDaemon::Impl::FailBlobless() {
+  std::vector<BlobFetcher::Failure> failed = fetcher->TakeFailed();
   if (failed.empty()) return;
-  std::vector<uint64_t> released;
-  for (const auto& t : waiting_for_blobs) {
-    if (t->released || t->cancel) continue;
-    if (std::none_of(t->blobs.begin(), t->blobs.end(), [&](const Hash256& h) {
-          return std::find(failed.begin(), failed.end(), h) != failed.end();
-        }))
+  // A shard waiting for a blob given up fails, naming it: the coordinator
+  // keeps this worker off that shard (a hand-back would not: the same
+  // worker would take it again at once and fail the same way) and re-hashes
+  // its copy of the blob.
+  std::vector<std::shared_ptr<Task>> fail;
+  std::vector<std::string> why;
+  for (auto it = waiting_for_blobs.begin(); it != waiting_for_blobs.end();) {
+    const auto& t = *it;
+    auto f = std::find_if(failed.begin(), failed.end(), [&](const BlobFetcher::Failure& x) {
+      return std::find(t->blobs.begin(), t->blobs.end(), x.hash) != t->blobs.end();
+    });
+    if (f == failed.end() || t->released || t->cancel) {
+      ++it;
       continue;
-    t->released = true;
-    t->cancel = true;
-    released.push_back(t->attempt_id);
+    }
+    t->unfetched_blob = HashToBytes(f->hash);
+    t->error = "cannot fetch blob " + HashToHex(f->hash) + " from the coordinator: " + f->why;
+    fail.push_back(t);
+    it = waiting_for_blobs.erase(it);
   }
-  if (released.empty()) return;
-  spdlog::warn("handing back {} shards whose blobs could not be fetched", released.size());
-  HandBack(released);
+  if (fail.empty()) return;
+  spdlog::warn("{} shards fail: {}", fail.size(), fail.front()->error);
+  for (auto& t : fail) {
+    t->ok = false;
+    t->started_ms = t->finished_ms = clock->NowMs();
+    Finish(*t);
+  }
   ready_due = true;  // their slots are free
 }
 

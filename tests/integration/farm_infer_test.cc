@@ -263,6 +263,72 @@ TEST_CASE("locality: a shard goes to the worker that holds its model", "[farm][i
   }
 }
 
+TEST_CASE("a blob damaged on or missing from the coordinator's disk fails its job by name",
+          "[farm][infer]") {
+  Cluster c;
+  StartCluster(&c.c, 1);
+  std::string model = c->dir() + "/model", prompts = c->dir() + "/prompts.jsonl";
+  MakeModel(&c.c, model);
+  REQUIRE_OK(WriteAll(prompts, PromptsFile(2)));
+  REQUIRE_OK(c->StopWorker(0));
+  const std::vector<std::string> args = {"--model",      model, "--prompts", prompts,
+                                         "--max-tokens", "4",   "--verify",  "none"};
+  int64_t job = SubmitInfer(&c.c, args);
+  auto rows = c->db().Query("SELECT hash FROM blobs WHERE size=" +
+                            std::to_string(fs::file_size(model + "/model.safetensors")));
+  REQUIRE_OK(rows);
+  REQUIRE(rows->size() == 1);
+  const std::string hex = rows->at(0).at(0);
+  const std::string weights = BlobPath(&c.c, hex);
+  std::string what, worker_saw;
+  SECTION("damaged") {
+    // The coordinator's copy of the weights goes bad on its disk (same
+    // size, one byte): no download of it ever hashes right. Three tries,
+    // then a failed attempt naming the blob; the coordinator re-hashes its
+    // copy, sets it aside and fails the job with that reason (before: the
+    // shard waited on the worker for up to --max-attempt-ms).
+    std::string bad = ReadAll(weights);
+    bad[bad.size() / 2] ^= 0x40;
+    REQUIRE_OK(WriteAll(weights, bad));
+    what = " is damaged on the coordinator's disk";
+    worker_saw = "given up after 3 tries";
+    REQUIRE_OK(c->StartWorker(0));
+    auto end = c->WaitForJobEnd(job, 60'000);
+    INFO(c->DumpLogs(20000));
+    REQUIRE_OK(end);
+    REQUIRE(*end == "failed");
+    CHECK(ReadAll(c->coordinator_dir() + "/damaged/" + hex) == bad);
+  }
+  SECTION("missing") {
+    // Its file is gone: the worker is told so and fails the shard at once.
+    REQUIRE(fs::remove(weights));
+    what = " is missing from the coordinator's disk";
+    worker_saw = "the coordinator does not hold it (no blob " + hex + ")";
+    REQUIRE_OK(c->StartWorker(0));
+    auto end = c->WaitForJobEnd(job, 60'000);
+    INFO(c->DumpLogs(20000));
+    REQUIRE_OK(end);
+    REQUIRE(*end == "failed");
+  }
+  auto job_row = c->JobStatus(job);
+  REQUIRE_OK(job_row);
+  INFO(job_row->dump());
+  CHECK((*job_row)["reason"].get<std::string>().find("blob " + hex + what) != std::string::npos);
+  const std::string id = std::to_string(job);
+  CHECK(DbInt(&c.c, "SELECT COUNT(*) FROM attempts WHERE job_id=" + id + " AND state='failed'") ==
+        1);
+  CHECK(c->DumpLogs(100000).find(worker_saw) != std::string::npos);
+  CHECK_FALSE(fs::exists(weights));
+  // Submitted again: the weights are uploaded afresh, and it runs on the
+  // same worker.
+  int64_t again = SubmitInfer(&c.c, args);
+  auto second = c->WaitForJobEnd(again, 120'000);
+  REQUIRE_OK(second);
+  CHECK(*second == "succeeded");
+  CHECK(fs::exists(weights));
+  CHECK(Fetch(&c.c, again, c->dir() + "/out.jsonl").size() == 2);
+}
+
 TEST_CASE("a job rides out kill -9 of a worker and of the coordinator", "[farm][infer]") {
   MiniClusterOptions o;
   o.lease_ms = 4000;
