@@ -213,28 +213,13 @@ Result<std::string> BlobStore::ReadChunk(std::string_view hash_hex,
 Status BlobStore::Verify(std::string_view hash_hex) const {
   PCFARM_ASSIGN_OR_RETURN(std::string hex, CanonicalHex(hash_hex));
   std::string path = PathOf(hex);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return NotFound("no blob " + hex);
-    return IoError(Errno("open", path));
+  auto got = Blake2b256File(path);
+  if (!got.ok()) {
+    if (got.status().code() == StatusCode::kNotFound) return NotFound("no blob " + hex);
+    return got.status();
   }
-  Blake2bHasher hasher;
-  std::string buf(kIoBufferBytes, '\0');
-  for (;;) {
-    ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      Status s = IoError(Errno("read", path));
-      ::close(fd);
-      return s;
-    }
-    if (n == 0) break;
-    hasher.Update(std::string_view(buf.data(), size_t(n)));
-  }
-  ::close(fd);
-  std::string got = HashToHex(hasher.Final());
-  if (got != hex) {
-    return Corruption("blob " + path + " is damaged: its bytes hash to " + got);
+  if (HashToHex(*got) != hex) {
+    return Corruption("blob " + path + " is damaged: its bytes hash to " + HashToHex(*got));
   }
   return Status::Ok();
 }

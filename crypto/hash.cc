@@ -1,7 +1,10 @@
 #include "crypto/hash.h"
 
+#include <fcntl.h>
 #include <sodium.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 
@@ -75,6 +78,29 @@ Hash256 Blake2bHasher::Final() {
   crypto_generichash_final(reinterpret_cast<crypto_generichash_state*>(state_),
                            h.data(), h.size());
   return h;
+}
+
+Result<Hash256> Blake2b256File(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return NotFound("no such file: " + path);
+    return IoError("open " + path + ": " + std::strerror(errno));
+  }
+  Blake2bHasher hasher;
+  std::string buf(size_t(1) << 20, '\0');
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      Status s = IoError("read " + path + ": " + std::strerror(errno));
+      ::close(fd);
+      return s;
+    }
+    if (n == 0) break;
+    hasher.Update(std::string_view(buf.data(), size_t(n)));
+  }
+  ::close(fd);
+  return hasher.Final();
 }
 
 }  // namespace pcfarm

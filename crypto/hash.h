@@ -38,4 +38,8 @@ class Blake2bHasher {
   alignas(64) unsigned char state_[384];
 };
 
+// The hash of a file's bytes, read a piece at a time. NotFound when it is
+// absent, IoError when it cannot be opened or read.
+Result<Hash256> Blake2b256File(const std::string& path);
+
 }  // namespace pcfarm

@@ -1,6 +1,10 @@
 #include "crypto/hash.h"
 
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
 
 namespace pcfarm {
 namespace {
@@ -21,6 +25,25 @@ TEST_CASE("incremental hashing equals one-shot hashing", "[crypto]") {
     h.Update(std::string_view(data).substr(at, 777));
   }
   CHECK(h.Final() == Blake2b256(data));
+}
+
+TEST_CASE("a file is hashed as its bytes", "[crypto]") {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("pcfarm_hash_file_" + std::to_string(::getpid())))
+                               .string();
+  // Over the 1 MiB read at a time, and not a multiple of it.
+  std::string data((3 << 20) + 5, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = char(i * 131 + (i >> 12));
+  std::ofstream(path, std::ios::binary) << data;
+  auto h = Blake2b256File(path);
+  REQUIRE(h.ok());
+  CHECK(*h == Blake2b256(data));
+  std::ofstream(path, std::ios::binary | std::ios::trunc).flush();
+  CHECK(*Blake2b256File(path) == Blake2b256(""));
+  std::filesystem::remove(path);
+  CHECK(Blake2b256File(path).status().code() == StatusCode::kNotFound);
+  CHECK(Blake2b256File(std::filesystem::temp_directory_path().string()).status().code() ==
+        StatusCode::kIoError);  // a directory: read fails
 }
 
 TEST_CASE("hash hex and byte forms round trip and check sizes", "[crypto]") {

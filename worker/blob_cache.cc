@@ -82,7 +82,7 @@ Result<std::unique_ptr<BlobCache>> BlobCache::Open(const std::string& dir,
   });
   std::lock_guard<std::mutex> lock(cache->mu_);
   for (const Found& f : found) {
-    cache->InsertLocked(*HashFromHex(f.hex), f.size);
+    cache->InsertLocked(*HashFromHex(f.hex), f.size, /*verified=*/false);
   }
   PCFARM_RETURN_IF_ERROR(cache->MakeRoomLocked(0));
   return cache;
@@ -100,9 +100,9 @@ std::string BlobCache::PartPath(const Hash256& hash) const {
   return BlobPath(hash) + ".part";
 }
 
-void BlobCache::InsertLocked(const Hash256& hash, uint64_t size) {
+void BlobCache::InsertLocked(const Hash256& hash, uint64_t size, bool verified) {
   lru_.push_back(hash);
-  blobs_[hash] = Blob{size, std::prev(lru_.end())};
+  blobs_[hash] = Blob{size, std::prev(lru_.end()), verified};
   size_bytes_ += size;
 }
 
@@ -163,7 +163,7 @@ Status BlobCache::Put(const Hash256& hash, std::string_view bytes) {
   }
   PCFARM_RETURN_IF_ERROR(MakeRoomLocked(bytes.size()));
   PCFARM_RETURN_IF_ERROR(WriteFileAtomic(BlobPath(hash), bytes, 0644));
-  InsertLocked(hash, bytes.size());
+  InsertLocked(hash, bytes.size(), /*verified=*/true);
   TouchLocked(hash);
   return Status::Ok();
 }
@@ -196,12 +196,32 @@ Result<std::string> BlobCache::Get(const Hash256& hash) {
 }
 
 Result<std::string> BlobCache::Path(const Hash256& hash) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (blobs_.count(hash) == 0) {
-    return NotFound("blob " + HashToHex(hash) + " is not cached");
+  const std::string path = BlobPath(hash);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = blobs_.find(hash);
+    if (it == blobs_.end()) return NotFound("blob " + HashToHex(hash) + " is not cached");
+    TouchLocked(hash);
+    if (it->second.verified) return path;
   }
-  TouchLocked(hash);
-  return BlobPath(hash);
+  // Hashed without the lock (a model takes seconds); two callers may both.
+  auto got = Blake2b256File(path);
+  if (!got.ok() && got.status().code() != StatusCode::kNotFound) return got.status();
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = blobs_.find(hash);
+  if (got.ok() && *got == hash) {
+    if (it != blobs_.end()) it->second.verified = true;
+    return path;
+  }
+  if (it != blobs_.end() && it->second.verified) return path;  // stored again meanwhile
+  const std::string why = got.ok() ? "was damaged on this PC's disk (its bytes hash to " +
+                                         HashToHex(*got) + ")"
+                                   : "disappeared";
+  spdlog::warn("blob cache: dropping {}: it {}", path, why);
+  ::unlink(path.c_str());
+  if (it != blobs_.end()) EraseLocked(hash);
+  return Corruption("cached blob " + HashToHex(hash) + " " + why +
+                    "; deleted, to be fetched again");
 }
 
 std::vector<Hash256> BlobCache::List() const {
@@ -309,7 +329,7 @@ Status BlobCache::AdoptPart(const Hash256& hash, uint64_t size) {
     return IoError(Errno("rename " + part + " to", path));
   }
   PCFARM_RETURN_IF_ERROR(SyncDir(dir_));
-  InsertLocked(hash, size);
+  InsertLocked(hash, size, /*verified=*/true);
   TouchLocked(hash);
   return Status::Ok();
 }

@@ -64,8 +64,13 @@ class BlobCache {
   // Corruption when the file no longer matches its hash (it is deleted).
   Result<std::string> Get(const Hash256& hash);
 
-  // The path of the blob's file, for memory-mapping; marks it used. Does not
-  // re-verify. The file stays until the blob is evicted: Pin it meanwhile.
+  // The path of the blob's file, for memory-mapping; marks it used. A blob
+  // this process did not store itself (found by Open) is re-hashed the
+  // first time: a file damaged on this PC's disk would otherwise give
+  // wrong results, which the farm's checks take for cheating. Corruption
+  // when it no longer matches its hash (it is deleted, so the next shard
+  // fetches it again). The file stays until the blob is evicted: Pin it
+  // meanwhile.
   Result<std::string> Path(const Hash256& hash);
 
   // Complete blobs, least recently used first.
@@ -97,6 +102,7 @@ class BlobCache {
   struct Blob {
     uint64_t size = 0;
     std::list<Hash256>::iterator lru_pos;
+    bool verified = false;  // hashed by this process (stored, or by Path)
   };
 
   BlobCache(std::string dir, uint64_t capacity_bytes, Clock* clock)
@@ -106,7 +112,7 @@ class BlobCache {
   // REQUIRES: mu_ held, for all *Locked methods.
   void TouchLocked(const Hash256& hash);
   Status MakeRoomLocked(uint64_t need);
-  void InsertLocked(const Hash256& hash, uint64_t size);
+  void InsertLocked(const Hash256& hash, uint64_t size, bool verified);
   void EraseLocked(const Hash256& hash);
   // Moves a verified, synced .part file into the cache.
   Status AdoptPart(const Hash256& hash, uint64_t size);

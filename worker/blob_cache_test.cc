@@ -142,6 +142,37 @@ TEST_CASE("blob cache detects a blob damaged on disk") {
   fs::remove_all(dir);
 }
 
+TEST_CASE("a blob found at open is re-hashed the first time its path is taken") {
+  std::string dir = TempDir("rehash");
+  FakeClock clock;
+  const std::string good = Bytes('g', 1000), bad = Bytes('b', 1000);
+  const Hash256 hg = Blake2b256(good), hb = Blake2b256(bad);
+  {
+    auto cache = OpenCache(dir, 1 << 20, &clock);
+    REQUIRE(cache->Put(hg, good).ok());
+    REQUIRE(cache->Put(hb, bad).ok());
+    // Stored by this process: not hashed again (a damage from now on goes
+    // unseen until the next start).
+    REQUIRE(WriteFileAtomic(dir + "/" + HashToHex(hb), Bytes('x', 1000)).ok());
+    CHECK(cache->Path(hb).ok());
+  }
+  // The next start (the worker restarted): the damaged one is found by the
+  // first Path, deleted and no longer cached; the whole one is hashed once.
+  auto cache = OpenCache(dir, 1 << 20, &clock);
+  REQUIRE(cache->Has(hb));
+  auto damaged = cache->Path(hb);
+  CHECK(damaged.status().code() == StatusCode::kCorruption);
+  CHECK(damaged.status().message().find("damaged on this PC's disk") != std::string::npos);
+  CHECK_FALSE(cache->Has(hb));
+  CHECK_FALSE(fs::exists(dir + "/" + HashToHex(hb)));
+  CHECK(cache->size_bytes() == 1000);
+  auto path = cache->Path(hg);
+  REQUIRE(path.ok());
+  REQUIRE(WriteFileAtomic(*path, Bytes('x', 1000)).ok());
+  CHECK(cache->Path(hg).ok());  // hashed once per process
+  fs::remove_all(dir);
+}
+
 TEST_CASE("blob cache ignores strangers and deletes temp files at open") {
   std::string dir = TempDir("strays");
   REQUIRE(MakeDirs(dir).ok());
