@@ -40,21 +40,8 @@ Result<std::optional<Hash256>> BlobFetcher::OnChunk(const wire::BlobChunk& c) {
   if (it == transfers_.end()) return std::optional<Hash256>();  // stale chunk
   Transfer& t = it->second;
   t.in_flight = std::max(0, t.in_flight - 1);
-  auto abandon = [&](Status s) -> Result<std::optional<Hash256>> {
-    const Hash256 h = *hash;
-    const int tries = t.tries;
-    transfers_.erase(it);
-    if (tries >= kMaxTries) {
-      s = s.WithContext("blob " + HashToHex(h).substr(0, 16) + " given up after " +
-                        std::to_string(tries) + " tries");
-      failed_.push_back({h, s.message()});
-      return s;
-    }
-    Transfer& again = transfers_[h];  // the cache kept what was verified
-    again.tries = tries + 1;
-    Request(h, again);
-    return s.WithContext("blob " + HashToHex(h).substr(0, 16) + " begun again");
-  };
+  t.chunks_seen++;
+  auto abandon = [&](Status s) -> Result<std::optional<Hash256>> { return Abandon(it, s); };
   if (!t.download) {
     // The first answer tells the size; resume where a partial file ends.
     auto d = cache_->BeginDownload(*hash, c.total_size());
@@ -101,6 +88,48 @@ Result<std::optional<Hash256>> BlobFetcher::OnChunk(const wire::BlobChunk& c) {
   return std::optional<Hash256>();
 }
 
+Status BlobFetcher::Abandon(std::map<Hash256, Transfer>::iterator it, Status why) {
+  const Hash256 h = it->first;
+  const int tries = it->second.tries;
+  transfers_.erase(it);
+  if (tries >= kMaxTries) {
+    why = why.WithContext("blob " + HashToHex(h).substr(0, 16) + " given up after " +
+                          std::to_string(tries) + " tries");
+    failed_.push_back({h, why.message()});
+    return why;
+  }
+  Transfer& again = transfers_[h];  // the cache kept what was verified
+  again.tries = tries + 1;
+  Request(h, again);
+  return why.WithContext("blob " + HashToHex(h).substr(0, 16) + " begun again");
+}
+
+std::vector<Status> BlobFetcher::Tick(int64_t now_ms) {
+  std::vector<Status> stalled;
+  for (auto it = transfers_.begin(); it != transfers_.end();) {
+    Transfer& t = it->second;
+    if (t.progress_ms < 0 || t.chunks_seen != t.chunks_at_progress) {
+      t.progress_ms = now_ms;
+      t.chunks_at_progress = t.chunks_seen;
+    }
+    if (now_ms - t.progress_ms < kStallMs) {
+      ++it;
+      continue;
+    }
+    auto next = std::next(it);
+    const Hash256 h = it->first;
+    stalled.push_back(Abandon(it, Timeout("no chunk of it arrived for " +
+                                          std::to_string(kStallMs / 1000) + " s")));
+    // Begun again: a new entry, measured from now.
+    if (auto again = transfers_.find(h); again != transfers_.end()) {
+      again->second.progress_ms = now_ms;
+      next = std::next(again);
+    }
+    it = next;
+  }
+  return stalled;
+}
+
 void BlobFetcher::OnMissing(const Hash256& hash, const std::string& why) {
   if (transfers_.erase(hash) == 0) return;  // not ours, or over
   failed_.push_back({hash, why});
@@ -113,6 +142,7 @@ void BlobFetcher::Reset() {
     t.download.reset();
     t.next_offset = 0;
     t.in_flight = 0;
+    t.progress_ms = -1;  // a stall is measured from the next Tick on
   }
 }
 

@@ -53,6 +53,13 @@ class BlobFetcher {
   // The blobs given up since the last call: whoever waits for one will not
   // get it from this fetcher unless it asks again.
   std::vector<Failure> TakeFailed();
+  // Called now and then while connected (`now_ms` monotonic): a transfer
+  // that received no chunk for kStallMs (a request or answer lost, a
+  // coordinator that stopped answering it) is broken like a bad chunk:
+  // begun again, or given up after kMaxTries. Returns why, one per such
+  // transfer. A waiting shard's lease is renewed by every heartbeat, so
+  // without this a silent transfer would hold it until --max-attempt-ms.
+  std::vector<Status> Tick(int64_t now_ms);
   // Forgets every transfer in flight (after a reconnect); partial files stay
   // and later transfers resume from them.
   void Reset();
@@ -60,6 +67,7 @@ class BlobFetcher {
   void Restart();
 
   static constexpr int kMaxTries = 3;
+  static constexpr int64_t kStallMs = 60'000;
 
   bool Busy() const { return !transfers_.empty(); }
   uint64_t bytes_received() const { return bytes_received_; }
@@ -70,8 +78,14 @@ class BlobFetcher {
     uint64_t next_offset = 0;  // of the next request to send
     int in_flight = 0;
     int tries = 1;  // transfers begun for this blob in a row
+    uint64_t chunks_seen = 0;         // chunks that arrived for it
+    uint64_t chunks_at_progress = 0;  // chunks_seen at progress_ms
+    int64_t progress_ms = -1;         // the Tick that last saw it move
   };
   void Request(const Hash256& hash, Transfer& t);
+  // Ends a broken transfer: begins it again, or gives the blob up after
+  // kMaxTries (failed_); returns `why` with which it was.
+  Status Abandon(std::map<Hash256, Transfer>::iterator it, Status why);
 
   BlobCache* cache_;
   Send send_;

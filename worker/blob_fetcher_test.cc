@@ -152,6 +152,48 @@ TEST_CASE_METHOD(FetcherFixture, "a blob whose bytes do not hash right is fetche
   CHECK(fetcher->TakeFailed().empty());
 }
 
+TEST_CASE_METHOD(FetcherFixture, "a transfer that hears nothing for a minute begins again, then is given up",
+                 "[worker][blob]") {
+  const std::string data = Data(2500);
+  const Hash256 h = Blake2b256(data);
+  server.served = data;
+  fetcher->Want(h);
+  REQUIRE(server.gets.size() == 1);
+  CHECK(fetcher->Tick(1'000).empty());  // measured from here
+  // Chunks keep arriving: no stall however long it takes in all.
+  REQUIRE(Serve().ok());
+  CHECK(fetcher->Tick(1'000 + BlobFetcher::kStallMs).empty());
+  REQUIRE(Serve().ok());
+  CHECK(fetcher->Tick(1'000 + 2 * BlobFetcher::kStallMs - 1).empty());
+  // Then the answers stop (lost): a minute later it begins again.
+  server.gets.clear();
+  int64_t now = 1'000 + 3 * BlobFetcher::kStallMs;
+  auto stalled = fetcher->Tick(now);
+  REQUIRE(stalled.size() == 1);
+  CHECK(stalled[0].code() == StatusCode::kTimeout);
+  CHECK(stalled[0].message().find("begun again") != std::string::npos);
+  CHECK(server.gets.size() == 1);  // a new probe
+  CHECK(fetcher->TakeFailed().empty());
+  // Nothing again, twice more: given up, and the shards waiting can fail.
+  server.gets.clear();
+  CHECK(fetcher->Tick(now + BlobFetcher::kStallMs - 1).empty());
+  CHECK(fetcher->Tick(now + BlobFetcher::kStallMs).size() == 1);
+  server.gets.clear();
+  stalled = fetcher->Tick(now + 2 * BlobFetcher::kStallMs);
+  REQUIRE(stalled.size() == 1);
+  CHECK(stalled[0].message().find("given up after 3 tries") != std::string::npos);
+  auto failed = fetcher->TakeFailed();
+  REQUIRE(failed.size() == 1);
+  CHECK(failed[0].why.find("no chunk of it arrived for 60 s") != std::string::npos);
+  CHECK_FALSE(fetcher->Busy());
+  // While disconnected nothing is measured: Reset starts the clock again.
+  fetcher->Want(h);
+  CHECK(fetcher->Tick(now).empty());
+  fetcher->Reset();
+  CHECK(fetcher->Tick(now + 10 * BlobFetcher::kStallMs).empty());
+  CHECK(fetcher->Busy());
+}
+
 TEST_CASE_METHOD(FetcherFixture, "a blob the coordinator does not hold is given up at once",
               "[worker][blob]") {
   const std::string data = Data(2500);

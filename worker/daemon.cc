@@ -887,6 +887,11 @@ Status WorkerDaemon::Impl::Run(std::atomic<bool>* stop, WorkerCounters* c) {
         CheckIdle();
       }
       uploader->Tick(now);
+      if (sock && welcomed) {
+        auto stalled = fetcher->Tick(now);
+        for (const auto& why : stalled) spdlog::warn("blob transfer stalled: {}", why.ToString());
+        if (!stalled.empty()) FailBlobless();
+      }
       WriteStatus(false);
       NotifyServiceWatchdog();
       if (sock && now - last_send_ms >= opts.worker_heartbeat_interval_ms) {
@@ -1031,7 +1036,6 @@ void WorkerDaemon::Impl::FailBlobless() {
   // worker would take it again at once and fail the same way) and re-hashes
   // its copy of the blob.
   std::vector<std::shared_ptr<Task>> fail;
-  std::vector<std::string> why;
   for (auto it = waiting_for_blobs.begin(); it != waiting_for_blobs.end();) {
     const auto& t = *it;
     auto f = std::find_if(failed.begin(), failed.end(), [&](const BlobFetcher::Failure& x) {
