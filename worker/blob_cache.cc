@@ -106,6 +106,13 @@ void BlobCache::InsertLocked(const Hash256& hash, uint64_t size, bool verified) 
   size_bytes_ += size;
 }
 
+void BlobCache::DropLocked(const Hash256& hash, const std::string& why) {
+  const std::string path = BlobPath(hash);
+  spdlog::warn("blob cache: dropping {}: {}", path, why);
+  ::unlink(path.c_str());
+  EraseLocked(hash);
+}
+
 void BlobCache::EraseLocked(const Hash256& hash) {
   auto it = blobs_.find(hash);
   if (it == blobs_.end()) return;
@@ -189,9 +196,7 @@ Result<std::string> BlobCache::Get(const Hash256& hash) {
   }
   std::string why = bytes.ok() ? "contents no longer match the hash"
                                : "file disappeared";
-  spdlog::warn("blob cache: dropping {}: {}", path, why);
-  ::unlink(path.c_str());
-  EraseLocked(hash);
+  DropLocked(hash, why);
   return Corruption("cached blob " + path + ": " + why);
 }
 
@@ -217,9 +222,7 @@ Result<std::string> BlobCache::Path(const Hash256& hash) {
   const std::string why = got.ok() ? "was damaged on this PC's disk (its bytes hash to " +
                                          HashToHex(*got) + ")"
                                    : "disappeared";
-  spdlog::warn("blob cache: dropping {}: it {}", path, why);
-  ::unlink(path.c_str());
-  if (it != blobs_.end()) EraseLocked(hash);
+  DropLocked(hash, "it " + why);
   return Corruption("cached blob " + HashToHex(hash) + " " + why +
                     "; deleted, to be fetched again");
 }

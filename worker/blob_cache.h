@@ -114,6 +114,8 @@ class BlobCache {
   Status MakeRoomLocked(uint64_t need);
   void InsertLocked(const Hash256& hash, uint64_t size, bool verified);
   void EraseLocked(const Hash256& hash);
+  // Deletes a damaged or vanished blob's file and forgets it, saying why.
+  void DropLocked(const Hash256& hash, const std::string& why);
   // Moves a verified, synced .part file into the cache.
   Status AdoptPart(const Hash256& hash, uint64_t size);
   void EndDownload(const Hash256& hash);

@@ -40,7 +40,7 @@ Result<std::optional<Hash256>> BlobFetcher::OnChunk(const wire::BlobChunk& c) {
   if (it == transfers_.end()) return std::optional<Hash256>();  // stale chunk
   Transfer& t = it->second;
   t.in_flight = std::max(0, t.in_flight - 1);
-  t.chunks_seen++;
+  t.heard = true;
   auto abandon = [&](Status s) -> Result<std::optional<Hash256>> { return Abandon(it, s); };
   if (!t.download) {
     // The first answer tells the size; resume where a partial file ends.
@@ -108,9 +108,9 @@ std::vector<Status> BlobFetcher::Tick(int64_t now_ms) {
   std::vector<Status> stalled;
   for (auto it = transfers_.begin(); it != transfers_.end();) {
     Transfer& t = it->second;
-    if (t.progress_ms < 0 || t.chunks_seen != t.chunks_at_progress) {
+    if (t.progress_ms < 0 || t.heard) {
       t.progress_ms = now_ms;
-      t.chunks_at_progress = t.chunks_seen;
+      t.heard = false;
     }
     if (now_ms - t.progress_ms < kStallMs) {
       ++it;

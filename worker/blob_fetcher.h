@@ -78,9 +78,8 @@ class BlobFetcher {
     uint64_t next_offset = 0;  // of the next request to send
     int in_flight = 0;
     int tries = 1;  // transfers begun for this blob in a row
-    uint64_t chunks_seen = 0;         // chunks that arrived for it
-    uint64_t chunks_at_progress = 0;  // chunks_seen at progress_ms
-    int64_t progress_ms = -1;         // the Tick that last saw it move
+    bool heard = false;        // a chunk arrived since the last Tick
+    int64_t progress_ms = -1;  // the Tick that last saw it move
   };
   void Request(const Hash256& hash, Transfer& t);
   // Ends a broken transfer: begins it again, or gives the blob up after
